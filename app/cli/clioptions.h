@@ -1,0 +1,34 @@
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace lathe::cli {
+
+// Minimal "--flag", "--key value" / "--key=value" and positional argument parser for the subcommands.
+class CliOptions {
+public:
+    // `valued` lists the options that take a value; `flags` those that do not. Unknown options are an error.
+    CliOptions(int argc, char **argv, int first, const std::vector<std::string> &valued,
+               const std::vector<std::string> &flags);
+    bool ok() const { return m_error.empty(); }
+    const std::string &error() const { return m_error; }
+    bool flag(const std::string &name) const { return m_flags.count(name) > 0; }
+    std::optional<std::string> value(const std::string &name) const;
+    const std::vector<std::string> &positional() const { return m_positional; }
+
+private:
+    std::map<std::string, std::string> m_values;
+    std::map<std::string, bool> m_flags;
+    std::vector<std::string> m_positional;
+    std::string m_error;
+};
+
+// Shared by the subcommands.
+int runInspect(int argc, char **argv);
+int runConvert(int argc, char **argv);
+int runDevices(int argc, char **argv);
+
+} // namespace lathe::cli

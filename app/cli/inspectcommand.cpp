@@ -1,0 +1,100 @@
+#include "clioptions.h"
+
+#include "backend.h"
+#include "error.h"
+#include "modelloader.h"
+#include "modelsummary.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+#include <cstdio>
+
+namespace lathe::cli {
+
+namespace {
+
+DevicePreference parseDevice(const std::optional<std::string> &v) {
+    if (!v || *v == "auto")
+        return DevicePreference::Auto;
+    if (*v == "cpu")
+        return DevicePreference::Cpu;
+    if (*v == "cuda" || *v == "gpu")
+        return DevicePreference::Cuda;
+    throw LatheError("--device must be auto, cpu or cuda, not '" + *v + "'");
+}
+
+// Reads every float tensor through the chosen backend and counts non-finite values.
+nlohmann::json scanWeights(Model &model, ComputeBackend &backend) {
+    nlohmann::json bad = nlohmann::json::array();
+    for (const auto &t : model.tensors()) {
+        if (!dtypeInfo(t.dtype).floatConvertible)
+            continue;
+        std::vector<float> v(static_cast<size_t>(t.numel()));
+        backend.dequantize(t.dtype, t.bytes(), v.size(), v.data());
+        int64_t nan = 0, inf = 0;
+        for (float x : v) {
+            nan += std::isnan(x);
+            inf += std::isinf(x);
+        }
+        if (nan || inf) {
+            const std::string msg = "tensor '" + t.name + "' has " + std::to_string(nan) + " NaN and " +
+                                    std::to_string(inf) + " Inf values";
+            spdlog::warn("{}: {}", model.sourcePath, msg);
+            model.warnings.push_back(msg);
+            bad.push_back({{"tensor", t.name}, {"nan", nan}, {"inf", inf}});
+        }
+    }
+    return bad;
+}
+
+} // namespace
+
+int runInspect(int argc, char **argv) {
+    CliOptions o(argc, argv, 2, {"device"}, {"json", "scan"});
+    if (!o.ok() || o.positional().size() != 1) {
+        std::fprintf(stderr, "usage: lathe-cli inspect MODEL [--json] [--scan] [--device auto|cpu|cuda]\n%s\n",
+                     o.error().c_str());
+        return 2;
+    }
+    auto model = openModel(o.positional()[0]);
+    nlohmann::json scan;
+    std::string device;
+    if (o.flag("scan")) {
+        std::string note;
+        auto backend = createBackend(parseDevice(o.value("device")), &note);
+        if (!note.empty())
+            spdlog::info("{}", note);
+        device = backend->name();
+        scan = scanWeights(*model, *backend);
+    }
+    nlohmann::json s = summarizeModel(*model);
+    if (o.flag("scan"))
+        s["scan"] = {{"device", device}, {"non_finite", scan}};
+    if (o.flag("json")) {
+        std::printf("%s\n", s.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    } else {
+        std::printf("%s", formatSummary(s).c_str());
+        if (o.flag("scan"))
+            std::printf("Weight scan    %s on %s\n",
+                        scan.empty() ? "all values finite" : (std::to_string(scan.size()) + " tensor(s) with NaN/Inf").c_str(),
+                        device.c_str());
+    }
+    return 0;
+}
+
+int runDevices(int, char **) {
+    std::string note;
+    auto backend = createBackend(DevicePreference::Auto, &note);
+    const DeviceInfo d = backend->device();
+    std::printf("backend  %s\ndevice   %s\n", backend->name().c_str(), d.name.c_str());
+    if (d.totalMemory)
+        std::printf("memory   %.1f GiB\ncompute  sm_%d%d\n", double(d.totalMemory) / (1 << 30), d.computeMajor,
+                    d.computeMinor);
+    std::printf("cuda     %s\n", gpuBackendCompiled() ? "compiled in" : "not compiled in");
+    if (!note.empty())
+        std::printf("note     %s\n", note.c_str());
+    return 0;
+}
+
+} // namespace lathe::cli

@@ -1,0 +1,83 @@
+// lathe-cli: the headless front end of the Lathe engine.
+
+#include "clioptions.h"
+
+#include "backend.h"
+#include "error.h"
+#include "logging.h"
+
+#ifdef LATHE_HAVE_CUDA
+#include "cudabackend.h"
+#endif
+
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+namespace {
+
+void usage(FILE *out) {
+    std::fprintf(out,
+                 "usage: lathe-cli COMMAND [options]\n\n"
+                 "commands:\n"
+                 "  inspect MODEL [--json] [--scan] [--device auto|cpu|cuda]\n"
+                 "      architecture, parameters by role and layer, dtypes, file size, memory to load;\n"
+                 "      --scan reads every weight and reports NaN/Inf values\n"
+                 "  convert MODEL OUT_DIR [--dtype f32|f16|bf16] [--shard-size BYTES] [--overwrite]\n"
+                 "      writes MODEL as a Hugging Face folder (safetensors + config.json), atomically\n"
+                 "  devices\n"
+                 "      the compute device Lathe would use\n\n"
+                 "MODEL is a Hugging Face folder, a .gguf file or a llama2.c .bin checkpoint.\n"
+                 "global options: --verbose, --log-file PATH (default ~/.local/state/lathe/lathe.log)\n");
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+#ifdef LATHE_HAVE_CUDA
+    lathe::gpu::registerCudaBackend();
+#endif
+    bool verbose = false;
+    std::string logFile;
+    // Global options may appear anywhere; strip them before the subcommand parses its own.
+    std::vector<char *> args;
+    for (int i = 0; i < argc; ++i) {
+        if (std::strcmp(argv[i], "--verbose") == 0) {
+            verbose = true;
+        } else if (std::strcmp(argv[i], "--log-file") == 0 && i + 1 < argc) {
+            logFile = argv[++i];
+        } else {
+            args.push_back(argv[i]);
+        }
+    }
+    lathe::initLogging("lathe-cli", verbose, logFile);
+    const int n = int(args.size());
+    if (n < 2 || std::strcmp(args[1], "--help") == 0 || std::strcmp(args[1], "-h") == 0 ||
+        std::strcmp(args[1], "help") == 0) {
+        usage(n < 2 ? stderr : stdout);
+        return n < 2 ? 2 : 0;
+    }
+    const std::string cmd = args[1];
+    try {
+        if (cmd == "inspect")
+            return lathe::cli::runInspect(n, args.data());
+        if (cmd == "convert")
+            return lathe::cli::runConvert(n, args.data());
+        if (cmd == "devices")
+            return lathe::cli::runDevices(n, args.data());
+    } catch (const lathe::LatheError &e) {
+        spdlog::default_logger()->flush();
+        std::fprintf(stderr, "error: %s\n", e.what());
+        if (!e.hint().empty())
+            std::fprintf(stderr, "hint: %s\n", e.hint().c_str());
+        return 1;
+    } catch (const std::exception &e) {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        return 1;
+    }
+    std::fprintf(stderr, "lathe-cli: unknown command '%s'\n\n", cmd.c_str());
+    usage(stderr);
+    return 2;
+}

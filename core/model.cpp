@@ -1,0 +1,139 @@
+#include "model.h"
+
+#include "dequantize.h"
+#include "error.h"
+
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+namespace lathe {
+
+const char *sourceFormatName(SourceFormat f) {
+    switch (f) {
+    case SourceFormat::HfFolder: return "hf-safetensors";
+    case SourceFormat::Gguf: return "gguf";
+    case SourceFormat::Llama2c: return "llama2c";
+    }
+    return "?";
+}
+
+std::string TensorInfo::shapeString() const {
+    std::ostringstream s;
+    s << '[';
+    for (size_t i = 0; i < shape.size(); ++i)
+        s << (i ? ", " : "") << shape[i];
+    s << ']';
+    return s.str();
+}
+
+const TensorInfo *Model::find(const std::string &name) const {
+    auto it = m_index.find(name);
+    return it == m_index.end() ? nullptr : &m_tensors[it->second];
+}
+
+const TensorInfo *Model::find(TensorRole role, int layer, bool isBias) const {
+    for (const auto &t : m_tensors)
+        if (t.role == role && t.layer == layer && t.isBias == isBias)
+            return &t;
+    return nullptr;
+}
+
+void Model::addTensor(TensorInfo t) {
+    if (m_index.count(t.name))
+        throw LatheError(sourcePath + ": tensor '" + t.name + "' appears twice");
+    m_index.emplace(t.name, m_tensors.size());
+    m_tensors.push_back(std::move(t));
+}
+
+void ropeUnpermuteRows(float *data, int64_t rows, int64_t cols, int heads) {
+    const int64_t headDim = rows / heads;
+    const int64_t half = headDim / 2;
+    std::vector<float> tmp(static_cast<size_t>(headDim * cols));
+    for (int h = 0; h < heads; ++h) {
+        float *base = data + int64_t(h) * headDim * cols;
+        std::memcpy(tmp.data(), base, tmp.size() * sizeof(float));
+        for (int64_t i = 0; i < half; ++i)
+            for (int64_t j = 0; j < 2; ++j)
+                std::memcpy(base + (j * half + i) * cols, tmp.data() + (2 * i + j) * cols, size_t(cols) * sizeof(float));
+    }
+}
+
+std::vector<float> Model::loadFloat(const TensorInfo &t) const {
+    if (!dtypeInfo(t.dtype).floatConvertible)
+        throw LatheError(sourcePath + ": tensor '" + t.name + "' has integer type " + dtypeName(t.dtype) +
+                         " and cannot be read as floating point");
+    const int64_t n = t.numel();
+    std::vector<float> out(static_cast<size_t>(n));
+    if (t.transform == TensorTransform::Transpose) {
+        // stored (cols x rows) where the canonical shape is (rows x cols)
+        std::vector<float> stored(static_cast<size_t>(n));
+        dequantizeCpu(t.dtype, t.bytes(), size_t(n), stored.data());
+        const int64_t rows = t.shape[0], cols = n / rows;
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t c = 0; c < cols; ++c)
+                out[size_t(r * cols + c)] = stored[size_t(c * rows + r)];
+        return out;
+    }
+    dequantizeCpu(t.dtype, t.bytes(), size_t(n), out.data());
+    if (t.transform == TensorTransform::RopeUnpermute) {
+        const int64_t rows = t.shape[0];
+        ropeUnpermuteRows(out.data(), rows, n / rows, t.transformHeads);
+    }
+    return out;
+}
+
+std::vector<float> Model::loadFloat(const std::string &name) const {
+    const TensorInfo *t = find(name);
+    if (!t)
+        throw LatheError(sourcePath + ": no tensor named '" + name + "'");
+    return loadFloat(*t);
+}
+
+void Model::setFloat(const std::string &name, std::vector<float> data, std::vector<int64_t> shape) {
+    auto it = m_index.find(name);
+    if (it == m_index.end())
+        throw LatheError(sourcePath + ": no tensor named '" + name + "'");
+    TensorInfo &t = m_tensors[it->second];
+    std::vector<uint8_t> bytes(data.size() * sizeof(float));
+    std::memcpy(bytes.data(), data.data(), bytes.size());
+    t.shape = std::move(shape);
+    t.dtype = DType::F32;
+    t.storage = std::make_shared<OwnedBytes>(std::move(bytes));
+    t.offset = 0;
+    t.nbytes = t.storage->size();
+    t.transform = TensorTransform::None;
+    t.transformHeads = 0;
+}
+
+int64_t Model::parameterCount() const {
+    int64_t n = 0;
+    for (const auto &t : m_tensors)
+        if (t.role != TensorRole::Buffer)
+            n += t.numel();
+    return n;
+}
+
+std::vector<NonFiniteReport> Model::scanNonFinite() {
+    std::vector<NonFiniteReport> reports;
+    for (const auto &t : m_tensors) {
+        if (!dtypeInfo(t.dtype).floatConvertible)
+            continue;
+        const std::vector<float> v = loadFloat(t);
+        NonFiniteReport r{t.name, 0, 0};
+        for (float x : v) {
+            if (std::isnan(x))
+                ++r.nanCount;
+            else if (std::isinf(x))
+                ++r.infCount;
+        }
+        if (r.nanCount || r.infCount) {
+            warnings.push_back("tensor '" + t.name + "' has " + std::to_string(r.nanCount) + " NaN and " +
+                               std::to_string(r.infCount) + " Inf values");
+            reports.push_back(r);
+        }
+    }
+    return reports;
+}
+
+} // namespace lathe

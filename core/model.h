@@ -1,0 +1,69 @@
+#pragma once
+
+#include "modelconfig.h"
+#include "tensorinfo.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace lathe {
+
+enum class SourceFormat { HfFolder, Gguf, Llama2c };
+const char *sourceFormatName(SourceFormat f);
+
+// Where the tokenizer of a model lives; the tokenizer itself is built by the engine from this record.
+struct TokenizerSource {
+    std::string kind;  // "hf-json" (tokenizer.json), "sentencepiece", "bpe" (vocab.json+merges.txt), "llama2c", "gguf", ""
+    std::vector<std::string> files; // files to copy along when the model is written as a folder
+};
+
+struct NonFiniteReport {
+    std::string tensor;
+    int64_t nanCount = 0;
+    int64_t infCount = 0;
+};
+
+// One model in memory: its configuration and a table of tensors whose bytes stay in the (memory-mapped) files
+// until asked for. Opening and listing never reads weights; loadFloat() reads one tensor.
+class Model {
+public:
+    ModelConfig config;
+    SourceFormat format = SourceFormat::HfFolder;
+    std::string sourcePath;               // folder or file the model was opened from
+    std::vector<std::string> sourceFiles; // every file whose bytes the tensors use
+    uint64_t sourceBytes = 0;             // their total size on disk
+    TokenizerSource tokenizer;
+    nlohmann::json metadata = nlohmann::json::object(); // GGUF key/values or safetensors __metadata__
+    std::vector<std::string> warnings;    // problems that did not stop loading (unknown tensors, NaN weights)
+
+    const std::vector<TensorInfo> &tensors() const { return m_tensors; }
+    const TensorInfo *find(const std::string &name) const;
+    const TensorInfo *find(TensorRole role, int layer = -1, bool isBias = false) const;
+    void addTensor(TensorInfo t); // names must be unique (LatheError otherwise)
+
+    // The tensor as fp32 in the canonical layout (see TensorTransform). Throws LatheError for integer tensors.
+    std::vector<float> loadFloat(const TensorInfo &t) const;
+    std::vector<float> loadFloat(const std::string &name) const;
+
+    // Replaces a tensor's data with an owned fp32 buffer of the given canonical shape (used by methods).
+    void setFloat(const std::string &name, std::vector<float> data, std::vector<int64_t> shape);
+
+    int64_t parameterCount() const; // parameters of every non-buffer tensor
+    // Reads every float tensor and counts NaN / Inf values; also appends a warning per bad tensor to `warnings`.
+    std::vector<NonFiniteReport> scanNonFinite();
+
+private:
+    std::vector<TensorInfo> m_tensors;
+    std::unordered_map<std::string, size_t> m_index;
+};
+
+// Reorders rows from interleaved RoPE pairs (llama2.c, Meta, llama.cpp's GGUF for arch "llama") to HF's
+// rotate-half convention. `rows` = heads * headDim, each row `cols` wide. In place on a copy.
+void ropeUnpermuteRows(float *data, int64_t rows, int64_t cols, int heads);
+
+} // namespace lathe

@@ -1,0 +1,51 @@
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+
+namespace lathe {
+
+// Architecture families the engine knows. Llama covers Llama-2/3, Mistral, Qwen2 and SmolLM (RMSNorm, RoPE,
+// SwiGLU, grouped-query attention).
+enum class ArchFamily { Llama, Opt, Gpt2, Phi, Bert };
+
+const char *familyName(ArchFamily f);
+
+// The dimensions and options of a model, normalised across config.json dialects and GGUF metadata.
+struct ModelConfig {
+    ArchFamily family = ArchFamily::Llama;
+    std::string modelType;    // HF model_type: "llama", "mistral", "qwen2", "opt", "gpt2", "phi", "bert"
+    std::string architecture; // HF class name, e.g. "LlamaForCausalLM"
+    int64_t hiddenSize = 0;
+    int64_t intermediateSize = 0;
+    int64_t numLayers = 0;
+    int64_t numHeads = 0;
+    int64_t numKvHeads = 0;
+    int64_t headDim = 0;
+    int64_t vocabSize = 0;
+    int64_t maxPositions = 0;
+    int64_t typeVocabSize = 0;      // BERT
+    double normEps = 1e-5;
+    double ropeTheta = 10000.0;
+    double partialRotaryFactor = 1.0; // Phi-2: 0.4
+    bool tiedEmbeddings = false;
+    std::string activation;          // "silu", "relu", "gelu_new", "gelu"
+
+    // The full config.json this was read from (or that was synthesised for GGUF / llama2.c sources); unknown keys
+    // are kept so that writing the model back preserves them.
+    nlohmann::json hf;
+
+    // Checks the numbers are sane (positive, heads divide the width, nothing absurd). Throws LatheError naming
+    // `source`.
+    void validate(const std::string &source) const;
+
+    // config.json for writing: `hf` with the normalised fields written over it.
+    nlohmann::json toHfJson() const;
+};
+
+// Parses a Hugging Face config.json; throws LatheError naming `file` for unknown model types or bad fields.
+ModelConfig configFromHfJson(const nlohmann::json &j, const std::string &file);
+
+} // namespace lathe

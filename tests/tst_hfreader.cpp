@@ -1,0 +1,123 @@
+// Hugging Face folders written by the `safetensors` Python package (make_fixtures.py): every family's names map to
+// roles, GPT-2's Conv1D weights read as (out x in), shards match the single-file model, config keys are kept.
+
+#include "modelloader.h"
+#include "safetensorsheader.h"
+#include "testsupport.h"
+
+#include <QTest>
+
+#include <cstring>
+
+using namespace lathe;
+
+namespace {
+std::string fx(const char *name) { return test::fixturesDir() + "/" + name; }
+} // namespace
+
+class TestHfReader : public QObject {
+    Q_OBJECT
+private slots:
+    void families_data() {
+        QTest::addColumn<QString>("folder");
+        QTest::addColumn<int>("family");
+        QTest::addColumn<int>("tensors");
+        QTest::addColumn<qlonglong>("params");
+        QTest::newRow("llama") << "hf-llama" << int(ArchFamily::Llama) << 21 << qlonglong(128 * 64 * 2 + 64 + 2 * (2 * 64 + 64 * 64 * 2 + 32 * 64 * 2 + 3 * 96 * 64));
+        QTest::newRow("opt") << "hf-opt" << int(ArchFamily::Opt) << 36 << qlonglong(-1);
+        QTest::newRow("gpt2") << "hf-gpt2" << int(ArchFamily::Gpt2) << 30 << qlonglong(-1);
+        QTest::newRow("phi") << "hf-phi" << int(ArchFamily::Phi) << 33 << qlonglong(-1);
+        QTest::newRow("bert") << "hf-bert" << int(ArchFamily::Bert) << 39 << qlonglong(-1);
+    }
+    void families() {
+        QFETCH(QString, folder);
+        QFETCH(int, family);
+        QFETCH(int, tensors);
+        QFETCH(qlonglong, params);
+        auto m = openModel(fx(folder.toStdString().c_str()));
+        QCOMPARE(int(m->config.family), family);
+        QCOMPARE(int(m->tensors().size()), tensors);
+        QCOMPARE(m->format, SourceFormat::HfFolder);
+        if (params >= 0)
+            QCOMPARE(qlonglong(m->parameterCount()), params);
+        // Every tensor is classified: known role or an explicit buffer, never Unknown.
+        for (const auto &t : m->tensors())
+            QVERIFY2(t.role != TensorRole::Unknown, t.name.c_str());
+        QVERIFY(m->warnings.empty());
+        QVERIFY(m->find(TensorRole::TokenEmbedding) != nullptr);
+        QCOMPARE(m->config.numLayers, 2);
+    }
+    void llamaDetails() {
+        auto m = openModel(fx("hf-llama"));
+        const ModelConfig &c = m->config;
+        QCOMPARE(c.hiddenSize, 64);
+        QCOMPARE(c.numKvHeads, 2);
+        QCOMPARE(c.headDim, 16);
+        QVERIFY(!c.tiedEmbeddings);
+        QCOMPARE(c.hf["custom_key_kept"].get<int>(), 7);
+        const TensorInfo *up = m->find("model.layers.0.mlp.up_proj.weight");
+        QVERIFY(up);
+        QCOMPARE(up->dtype, DType::F16);
+        QCOMPARE(up->role, TensorRole::MlpUp);
+        QCOMPARE(up->layer, 0);
+        const TensorInfo *q = m->find(TensorRole::AttnQ, 1);
+        QVERIFY(q);
+        QCOMPARE(q->name, std::string("model.layers.1.self_attn.q_proj.weight"));
+        QCOMPARE(q->shape, (std::vector<int64_t>{64, 64}));
+        QCOMPARE(m->tokenizer.kind, std::string());
+    }
+    void shardedEqualsSingleFile() {
+        auto one = openModel(fx("hf-llama"));
+        auto sharded = openModel(fx("hf-sharded"));
+        QCOMPARE(sharded->sourceFiles.size(), size_t(2));
+        QCOMPARE(sharded->tensors().size(), one->tensors().size());
+        for (const auto &t : one->tensors()) {
+            const TensorInfo *s = sharded->find(t.name);
+            QVERIFY2(s, t.name.c_str());
+            QCOMPARE(s->shape, t.shape);
+            QVERIFY(one->loadFloat(t) == sharded->loadFloat(*s));
+        }
+    }
+    void gpt2Conv1DIsTransposed() {
+        auto m = openModel(fx("hf-gpt2"));
+        const TensorInfo *qkv = m->find("h.0.attn.c_attn.weight");
+        QVERIFY(qkv);
+        QCOMPARE(qkv->role, TensorRole::AttnQkv);
+        QCOMPARE(qkv->shape, (std::vector<int64_t>{96, 32})); // (out x in); stored (32 x 96)
+        QCOMPARE(qkv->transform, TensorTransform::Transpose);
+        const std::vector<float> v = m->loadFloat(*qkv);
+        const auto *raw = reinterpret_cast<const float *>(qkv->bytes());
+        for (int r = 0; r < 96; ++r)
+            for (int c = 0; c < 32; ++c)
+                QCOMPARE(v[size_t(r * 32 + c)], raw[c * 96 + r]);
+        QVERIFY(m->config.tiedEmbeddings);
+        const TensorInfo *mask = m->find("h.0.attn.bias");
+        QVERIFY(mask && mask->role == TensorRole::Buffer);
+        QCOMPARE(m->find("h.1.mlp.c_proj.weight")->shape, (std::vector<int64_t>{32, 64}));
+    }
+    void phiHalfAndBias() {
+        auto m = openModel(fx("hf-phi"));
+        const TensorInfo *head = m->find(TensorRole::LmHead, -1, true);
+        QVERIFY(head);
+        QCOMPARE(head->shape, (std::vector<int64_t>{100}));
+        QCOMPARE(m->find(TensorRole::AttnO, 1)->name, std::string("model.layers.1.self_attn.dense.weight"));
+        QCOMPARE(m->find(TensorRole::AttnQ, 0)->dtype, DType::F16);
+        QCOMPARE(m->config.partialRotaryFactor, 0.5);
+    }
+    void bertRoles() {
+        auto m = openModel(fx("hf-bert"));
+        QCOMPARE(m->find(TensorRole::TokenTypeEmbedding)->shape, (std::vector<int64_t>{2, 32}));
+        QCOMPARE(m->find(TensorRole::AttnNorm, 1, true)->name, std::string("encoder.layer.1.attention.output.LayerNorm.bias"));
+        QVERIFY(m->find(TensorRole::Pooler) != nullptr);
+    }
+    void openingReadsNoWeights() {
+        // The header parse looks only at the header bytes: a file whose data region is garbage still lists.
+        auto img = test::safetensorsImage(test::tinyLlamaTensors());
+        const auto h = parseSafetensorsHeader(img.data(), img.size(), "mem");
+        QCOMPARE(h.entries.size(), test::tinyLlamaTensors().size());
+        QCOMPARE(h.entries.front().begin, h.dataStart);
+    }
+};
+
+QTEST_GUILESS_MAIN(TestHfReader)
+#include "tst_hfreader.moc"
