@@ -1,0 +1,63 @@
+// The main window (offscreen): opens the demo model on a worker thread, fills the tree, shows tensor details,
+// and reports a bad file in the message bar instead of crashing.
+
+#include "mainwindow.h"
+#include "model.h"
+#include "modeltree.h"
+#include "testsupport.h"
+
+#include <QApplication>
+#include <QLabel>
+#include <QSignalSpy>
+#include <QTest>
+#include <QTextBrowser>
+
+#include <memory>
+
+using namespace lathe;
+
+class TestMainWindow : public QObject {
+    Q_OBJECT
+private slots:
+    void initTestCase() {
+        QApplication::setOrganizationName("LatheTest");
+        QApplication::setApplicationName("LatheTest");
+        qRegisterMetaType<std::shared_ptr<lathe::Model>>("std::shared_ptr<lathe::Model>");
+    }
+    void opensDemoModel() {
+        MainWindow w;
+        w.show();
+        QSignalSpy opened(&w, &MainWindow::modelOpened);
+        w.openModelPath(QString::fromStdString(test::sourceDir() + "/resources/demo/stories260K.bin"));
+        QVERIFY(opened.wait(10000));
+        QVERIFY(w.model());
+        ModelTree *tree = w.tree();
+        QCOMPARE(tree->topLevelItemCount(), 7); // embeddings, 5 blocks, output
+        QCOMPARE(tree->topLevelItem(1)->text(ModelTree::NameColumn), QString("Block 0"));
+        QCOMPARE(tree->topLevelItem(1)->childCount(), 9);
+        QTreeWidgetItem *q = tree->topLevelItem(3)->child(0);
+        QVERIFY(q);
+        tree->setCurrentItem(q);
+        auto *details = w.findChild<QTextBrowser *>();
+        QVERIFY(details->toPlainText().contains(q->text(ModelTree::NameColumn)));
+        tree->clearSelection();
+        QVERIFY(details->toPlainText().contains("260032"));
+    }
+    void reportsBadFile() {
+        MainWindow w;
+        w.show();
+        QSignalSpy failed(&w, &MainWindow::modelFailed);
+        w.openModelPath(QString::fromStdString(test::sourceDir() + "/tests/data/bad/gguf-bad-magic.gguf"));
+        QVERIFY(failed.wait(10000));
+        QVERIFY(w.lastError().contains("bad magic"));
+        QLabel *bar = nullptr;
+        for (auto *l : w.findChildren<QLabel *>())
+            if (l->text().contains("bad magic"))
+                bar = l;
+        QVERIFY(bar && bar->isVisible());
+        QVERIFY(!w.model());
+    }
+};
+
+QTEST_MAIN(TestMainWindow)
+#include "tst_mainwindow.moc"

@@ -1,0 +1,73 @@
+#include "modeltree.h"
+
+#include "model.h"
+#include "modelsummary.h"
+
+#include <QHeaderView>
+
+#include <map>
+
+namespace lathe {
+
+ModelTree::ModelTree(QWidget *parent) : QTreeWidget(parent) {
+    setColumnCount(ColumnCount);
+    setHeaderLabels({tr("Name"), tr("Role"), tr("Shape"), tr("Type"), tr("Parameters")});
+    setUniformRowHeights(true);
+    setAlternatingRowColors(true);
+    header()->setSectionResizeMode(NameColumn, QHeaderView::Stretch);
+    header()->setStretchLastSection(false);
+}
+
+void ModelTree::setModel(const Model *model) {
+    clear();
+    if (!model)
+        return;
+    // Group items: -1 before the blocks (embeddings), one per block, then the output side.
+    std::map<int, QTreeWidgetItem *> groups;
+    std::map<QTreeWidgetItem *, int64_t> groupParams;
+    auto groupFor = [&](const TensorInfo &t) {
+        int key = t.layer;
+        if (t.layer < 0)
+            key = (t.role == TensorRole::FinalNorm || t.role == TensorRole::LmHead || t.role == TensorRole::Pooler)
+                      ? 1 << 30
+                      : -1;
+        auto it = groups.find(key);
+        if (it != groups.end())
+            return it->second;
+        auto *g = new QTreeWidgetItem();
+        g->setText(NameColumn, key == -1 ? tr("Embeddings") : key == (1 << 30) ? tr("Output") : tr("Block %1").arg(key));
+        groups[key] = g;
+        return g;
+    };
+    for (const auto &t : model->tensors()) {
+        QTreeWidgetItem *g = groupFor(t);
+        auto *item = new QTreeWidgetItem(g);
+        item->setText(NameColumn, QString::fromStdString(t.name));
+        item->setText(RoleColumn, QString::fromUtf8(roleName(t.role)) + (t.isBias ? tr(" (bias)") : QString()));
+        item->setText(ShapeColumn, QString::fromStdString(t.shapeString()));
+        item->setText(TypeColumn, QString::fromUtf8(dtypeName(t.dtype)));
+        item->setText(ParamsColumn, QString::fromStdString(humanCount(t.numel())));
+        item->setTextAlignment(ParamsColumn, Qt::AlignRight | Qt::AlignVCenter);
+        item->setData(NameColumn, Qt::UserRole, QString::fromStdString(t.name));
+        item->setToolTip(NameColumn, QString::fromStdString(t.sourceName));
+        groupParams[g] += t.numel();
+    }
+    for (auto &[key, g] : groups) {
+        g->setText(ParamsColumn, QString::fromStdString(humanCount(groupParams[g])));
+        g->setTextAlignment(ParamsColumn, Qt::AlignRight | Qt::AlignVCenter);
+        addTopLevelItem(g);
+    }
+    // Show one block open so the columns size to real rows.
+    for (auto &[key, g] : groups)
+        if (key == 0)
+            g->setExpanded(true);
+    for (int c = RoleColumn; c < ColumnCount; ++c)
+        resizeColumnToContents(c);
+}
+
+QString ModelTree::selectedTensor() const {
+    const auto items = selectedItems();
+    return items.isEmpty() ? QString() : items.front()->data(NameColumn, Qt::UserRole).toString();
+}
+
+} // namespace lathe

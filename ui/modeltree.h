@@ -1,0 +1,21 @@
+#pragma once
+
+#include <QTreeWidget>
+
+namespace lathe {
+
+class Model;
+
+// The model as a tree: "Embeddings", "Block 0..N-1" and "Output" groups, each listing its tensors with role,
+// shape, storage type and parameter count. Each tensor item carries its name in Qt::UserRole.
+class ModelTree : public QTreeWidget {
+    Q_OBJECT
+public:
+    explicit ModelTree(QWidget *parent = nullptr);
+    void setModel(const Model *model);
+    QString selectedTensor() const;
+
+    enum Column { NameColumn, RoleColumn, ShapeColumn, TypeColumn, ParamsColumn, ColumnCount };
+};
+
+} // namespace lathe
