@@ -94,7 +94,15 @@ struct Planned {
 fs::path uniqueSibling(const fs::path &dir, const char *tag) {
     std::random_device rd;
     const fs::path parent = dir.parent_path().empty() ? fs::path(".") : dir.parent_path();
-    return parent / ("." + dir.filename().string() + "." + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
+    std::string name = ".";
+    name += dir.filename().string();
+    name += '.';
+    name += tag;
+    name += '-';
+    name += std::to_string(::getpid());
+    name += '-';
+    name += std::to_string(rd());
+    return parent / name;
 }
 
 } // namespace

@@ -2,6 +2,7 @@
 
 #include "dequantize.h"
 #include "error.h"
+#include "halfconv.h"
 
 #include <cmath>
 #include <cstring>
@@ -88,6 +89,18 @@ std::vector<float> Model::loadFloat(const std::string &name) const {
     if (!t)
         throw LatheError(sourcePath + ": no tensor named '" + name + "'");
     return loadFloat(*t);
+}
+
+std::vector<uint16_t> Model::loadBf16(const TensorInfo &t) const {
+    std::vector<uint16_t> out(static_cast<size_t>(t.numel()));
+    if (t.dtype == DType::BF16 && t.transform == TensorTransform::None) {
+        std::memcpy(out.data(), t.bytes(), out.size() * 2);
+        return out;
+    }
+    const std::vector<float> f = loadFloat(t);
+    for (size_t i = 0; i < f.size(); ++i)
+        out[i] = floatToBf16(f[i]);
+    return out;
 }
 
 void Model::setFloat(const std::string &name, std::vector<float> data, std::vector<int64_t> shape) {

@@ -49,6 +49,9 @@ public:
     // The tensor as fp32 in the canonical layout (see TensorTransform). Throws LatheError for integer tensors.
     std::vector<float> loadFloat(const TensorInfo &t) const;
     std::vector<float> loadFloat(const std::string &name) const;
+    // The tensor as bf16 bits in the canonical layout: BF16 storage is copied as is, other float types are
+    // rounded to nearest even. Half the memory of loadFloat() for weights that are computed in bf16.
+    std::vector<uint16_t> loadBf16(const TensorInfo &t) const;
 
     // Replaces a tensor's data with an owned fp32 buffer of the given canonical shape (used by methods).
     void setFloat(const std::string &name, std::vector<float> data, std::vector<int64_t> shape);

@@ -108,6 +108,8 @@ private slots:
             const TensorInfo *u = b->find(t.name);
             QCOMPARE(u->dtype, DType::BF16);
             const auto va = a->loadFloat(t), vb = b->loadFloat(*u);
+            const auto bits = a->loadBf16(t), bitsBack = b->loadBf16(*u);
+            QVERIFY(bits == bitsBack); // on-demand bf16 of the source equals the bf16 written
             for (size_t i = 0; i < va.size(); ++i)
                 QCOMPARE(vb[i], bf16ToFloat(floatToBf16(va[i])));
         }
