@@ -48,6 +48,56 @@ std::string getString(const json &j, const char *key, const std::string &fallbac
     return (it != j.end() && it->is_string()) ? it->get<std::string>() : fallback;
 }
 
+// config.json key names and defaults of one family; used for reading and for writing, so the two cannot drift.
+struct HfKeys {
+    ArchFamily family;
+    const char *hidden, *inter, *layers, *heads;
+    const char *kvHeads;   // nullptr: kv heads = heads
+    const char *positions;
+    int64_t positionsDefault;
+    const char *eps;       // nullptr: fixed epsDefault
+    double epsDefault;
+    bool tiedDefault;
+    const char *activationKey;
+    const char *activationDefault;
+    bool rope;
+};
+
+constexpr HfKeys kKeys[] = {
+    {ArchFamily::Llama, "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+     "num_key_value_heads", "max_position_embeddings", 2048, "rms_norm_eps", 1e-6, false, "hidden_act", "silu", true},
+    {ArchFamily::Opt, "hidden_size", "ffn_dim", "num_hidden_layers", "num_attention_heads", nullptr,
+     "max_position_embeddings", 2048, nullptr, 1e-5, true, "activation_function", "relu", false},
+    {ArchFamily::Gpt2, "n_embd", "n_inner", "n_layer", "n_head", nullptr, "n_positions", 1024, "layer_norm_epsilon",
+     1e-5, true, "activation_function", "gelu_new", false},
+    {ArchFamily::Phi, "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+     "num_key_value_heads", "max_position_embeddings", 2048, "layer_norm_eps", 1e-5, false, "hidden_act", "gelu_new",
+     true},
+    {ArchFamily::Bert, "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", nullptr,
+     "max_position_embeddings", 512, "layer_norm_eps", 1e-12, true, "hidden_act", "gelu", false},
+};
+
+const HfKeys &keysFor(ArchFamily f) {
+    for (const auto &k : kKeys)
+        if (k.family == f)
+            return k;
+    return kKeys[0];
+}
+
+std::optional<ArchFamily> familyOfModelType(const std::string &t) {
+    if (t == "llama" || t == "mistral" || t == "qwen2" || t == "smollm")
+        return ArchFamily::Llama;
+    if (t == "opt")
+        return ArchFamily::Opt;
+    if (t == "gpt2")
+        return ArchFamily::Gpt2;
+    if (t == "phi")
+        return ArchFamily::Phi;
+    if (t == "bert")
+        return ArchFamily::Bert;
+    return std::nullopt;
+}
+
 } // namespace
 
 ModelConfig configFromHfJson(const json &j, const std::string &file) {
@@ -58,85 +108,48 @@ ModelConfig configFromHfJson(const json &j, const std::string &file) {
     if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
         j["architectures"][0].is_string())
         c.architecture = j["architectures"][0].get<std::string>();
-
-    const std::string &t = c.modelType;
-    if (t == "llama" || t == "mistral" || t == "qwen2" || t == "smollm") {
-        c.family = ArchFamily::Llama;
-        c.hiddenSize = getInt(j, "hidden_size", file);
-        c.intermediateSize = getInt(j, "intermediate_size", file);
-        c.numLayers = getInt(j, "num_hidden_layers", file);
-        c.numHeads = getInt(j, "num_attention_heads", file);
-        c.numKvHeads = getInt(j, "num_key_value_heads", file, c.numHeads);
-        c.vocabSize = getInt(j, "vocab_size", file);
-        c.maxPositions = getInt(j, "max_position_embeddings", file, 2048);
-        c.normEps = getDouble(j, "rms_norm_eps", file, 1e-6);
-        c.ropeTheta = getDouble(j, "rope_theta", file, 10000.0);
-        c.tiedEmbeddings = getBool(j, "tie_word_embeddings", false);
-        c.activation = getString(j, "hidden_act", "silu");
-        c.headDim = getInt(j, "head_dim", file, c.numHeads > 0 ? c.hiddenSize / c.numHeads : 0);
-    } else if (t == "opt") {
-        c.family = ArchFamily::Opt;
-        c.hiddenSize = getInt(j, "hidden_size", file);
-        c.intermediateSize = getInt(j, "ffn_dim", file);
-        c.numLayers = getInt(j, "num_hidden_layers", file);
-        c.numHeads = getInt(j, "num_attention_heads", file);
-        c.numKvHeads = c.numHeads;
-        c.vocabSize = getInt(j, "vocab_size", file);
-        c.maxPositions = getInt(j, "max_position_embeddings", file, 2048);
-        c.normEps = 1e-5;
-        c.tiedEmbeddings = getBool(j, "tie_word_embeddings", true);
-        c.activation = getString(j, "activation_function", "relu");
-        const int64_t proj = getInt(j, "word_embed_proj_dim", file, c.hiddenSize);
-        require(proj == c.hiddenSize, file, "OPT with word_embed_proj_dim != hidden_size (OPT-350m) is not supported",
-                "use another OPT size");
-        require(getBool(j, "do_layer_norm_before", true), file,
-                "OPT with post-layer-norm (do_layer_norm_before=false, OPT-350m) is not supported");
-    } else if (t == "gpt2") {
-        c.family = ArchFamily::Gpt2;
-        c.hiddenSize = getInt(j, "n_embd", file);
-        c.numLayers = getInt(j, "n_layer", file);
-        c.numHeads = getInt(j, "n_head", file);
-        c.numKvHeads = c.numHeads;
-        c.intermediateSize = getInt(j, "n_inner", file, 4 * c.hiddenSize);
-        c.vocabSize = getInt(j, "vocab_size", file);
-        c.maxPositions = getInt(j, "n_positions", file, 1024);
-        c.normEps = getDouble(j, "layer_norm_epsilon", file, 1e-5);
-        c.tiedEmbeddings = getBool(j, "tie_word_embeddings", true);
-        c.activation = getString(j, "activation_function", "gelu_new");
-    } else if (t == "phi") {
-        c.family = ArchFamily::Phi;
-        c.hiddenSize = getInt(j, "hidden_size", file);
-        c.intermediateSize = getInt(j, "intermediate_size", file);
-        c.numLayers = getInt(j, "num_hidden_layers", file);
-        c.numHeads = getInt(j, "num_attention_heads", file);
-        c.numKvHeads = getInt(j, "num_key_value_heads", file, c.numHeads);
-        c.vocabSize = getInt(j, "vocab_size", file);
-        c.maxPositions = getInt(j, "max_position_embeddings", file, 2048);
-        c.normEps = getDouble(j, "layer_norm_eps", file, 1e-5);
-        c.ropeTheta = getDouble(j, "rope_theta", file, 10000.0);
-        c.partialRotaryFactor = getDouble(j, "partial_rotary_factor", file, 0.5);
-        c.tiedEmbeddings = getBool(j, "tie_word_embeddings", false);
-        c.activation = getString(j, "hidden_act", "gelu_new");
-    } else if (t == "bert") {
-        c.family = ArchFamily::Bert;
-        c.hiddenSize = getInt(j, "hidden_size", file);
-        c.intermediateSize = getInt(j, "intermediate_size", file);
-        c.numLayers = getInt(j, "num_hidden_layers", file);
-        c.numHeads = getInt(j, "num_attention_heads", file);
-        c.numKvHeads = c.numHeads;
-        c.vocabSize = getInt(j, "vocab_size", file);
-        c.maxPositions = getInt(j, "max_position_embeddings", file, 512);
-        c.typeVocabSize = getInt(j, "type_vocab_size", file, 2);
-        c.normEps = getDouble(j, "layer_norm_eps", file, 1e-12);
-        c.tiedEmbeddings = true; // only relevant to the MLM head, which the engine does not use
-        c.activation = getString(j, "hidden_act", "gelu");
-    } else {
-        throw LatheError(file + ": unsupported architecture '" + (t.empty() ? std::string("(no model_type)") : t) + "'" +
+    const auto family = familyOfModelType(c.modelType);
+    if (!family)
+        throw LatheError(file + ": unsupported architecture '" +
+                             (c.modelType.empty() ? std::string("(no model_type)") : c.modelType) + "'" +
                              (c.architecture.empty() ? std::string() : " (" + c.architecture + ")"),
                          "supported model_type values: llama, mistral, qwen2, opt, gpt2, phi, bert");
+    c.family = *family;
+    const HfKeys &k = keysFor(c.family);
+    c.hiddenSize = getInt(j, k.hidden, file);
+    // GPT-2 leaves n_inner null for the usual 4 x hidden
+    c.intermediateSize = getInt(j, k.inter, file, c.family == ArchFamily::Gpt2 ? std::optional<int64_t>(4 * c.hiddenSize) : std::nullopt);
+    c.numLayers = getInt(j, k.layers, file);
+    c.numHeads = getInt(j, k.heads, file);
+    c.numKvHeads = k.kvHeads ? getInt(j, k.kvHeads, file, c.numHeads) : c.numHeads;
+    c.vocabSize = getInt(j, "vocab_size", file);
+    c.maxPositions = getInt(j, k.positions, file, k.positionsDefault);
+    c.normEps = k.eps ? getDouble(j, k.eps, file, k.epsDefault) : k.epsDefault;
+    c.tiedEmbeddings = getBool(j, "tie_word_embeddings", k.tiedDefault);
+    c.activation = getString(j, k.activationKey, k.activationDefault);
+    if (k.rope)
+        c.ropeTheta = getDouble(j, "rope_theta", file, 10000.0);
+    c.headDim = c.numHeads > 0 ? c.hiddenSize / c.numHeads : 0;
+    switch (c.family) {
+    case ArchFamily::Llama:
+        c.headDim = getInt(j, "head_dim", file, c.headDim);
+        break;
+    case ArchFamily::Opt:
+        require(getInt(j, "word_embed_proj_dim", file, c.hiddenSize) == c.hiddenSize, file,
+                "OPT with word_embed_proj_dim != hidden_size (OPT-350m) is not supported", "use another OPT size");
+        require(getBool(j, "do_layer_norm_before", true), file,
+                "OPT with post-layer-norm (do_layer_norm_before=false, OPT-350m) is not supported");
+        break;
+    case ArchFamily::Phi:
+        c.partialRotaryFactor = getDouble(j, "partial_rotary_factor", file, 0.5);
+        break;
+    case ArchFamily::Bert:
+        c.typeVocabSize = getInt(j, "type_vocab_size", file, 2);
+        c.tiedEmbeddings = true; // only relevant to the MLM head, which the engine does not use
+        break;
+    case ArchFamily::Gpt2:
+        break;
     }
-    if (c.headDim == 0 && c.numHeads > 0)
-        c.headDim = c.hiddenSize / c.numHeads;
     c.validate(file);
     return c;
 }
@@ -167,67 +180,41 @@ void ModelConfig::validate(const std::string &source) const {
 
 nlohmann::json ModelConfig::toHfJson() const {
     json j = hf.is_object() ? hf : json::object();
+    const HfKeys &k = keysFor(family);
     j["model_type"] = modelType;
     if (!architecture.empty())
         j["architectures"] = json::array({architecture});
+    j[k.hidden] = hiddenSize;
+    j[k.inter] = intermediateSize;
+    j[k.layers] = numLayers;
+    j[k.heads] = numHeads;
+    if (k.kvHeads)
+        j[k.kvHeads] = numKvHeads;
+    j["vocab_size"] = vocabSize;
+    j[k.positions] = maxPositions;
+    if (k.eps)
+        j[k.eps] = normEps;
+    if (family != ArchFamily::Bert)
+        j["tie_word_embeddings"] = tiedEmbeddings;
+    if (!activation.empty())
+        j[k.activationKey] = activation;
+    if (k.rope)
+        j["rope_theta"] = ropeTheta;
     switch (family) {
     case ArchFamily::Llama:
-        j["hidden_size"] = hiddenSize;
-        j["intermediate_size"] = intermediateSize;
-        j["num_hidden_layers"] = numLayers;
-        j["num_attention_heads"] = numHeads;
-        j["num_key_value_heads"] = numKvHeads;
-        j["vocab_size"] = vocabSize;
-        j["max_position_embeddings"] = maxPositions;
-        j["rms_norm_eps"] = normEps;
-        j["rope_theta"] = ropeTheta;
-        j["tie_word_embeddings"] = tiedEmbeddings;
-        j["hidden_act"] = activation.empty() ? "silu" : activation;
         if (headDim * numHeads != hiddenSize)
             j["head_dim"] = headDim;
         break;
     case ArchFamily::Opt:
-        j["hidden_size"] = hiddenSize;
-        j["ffn_dim"] = intermediateSize;
-        j["num_hidden_layers"] = numLayers;
-        j["num_attention_heads"] = numHeads;
-        j["vocab_size"] = vocabSize;
-        j["max_position_embeddings"] = maxPositions;
         j["word_embed_proj_dim"] = hiddenSize;
-        j["tie_word_embeddings"] = tiedEmbeddings;
-        break;
-    case ArchFamily::Gpt2:
-        j["n_embd"] = hiddenSize;
-        j["n_inner"] = intermediateSize;
-        j["n_layer"] = numLayers;
-        j["n_head"] = numHeads;
-        j["vocab_size"] = vocabSize;
-        j["n_positions"] = maxPositions;
-        j["layer_norm_epsilon"] = normEps;
-        j["tie_word_embeddings"] = tiedEmbeddings;
         break;
     case ArchFamily::Phi:
-        j["hidden_size"] = hiddenSize;
-        j["intermediate_size"] = intermediateSize;
-        j["num_hidden_layers"] = numLayers;
-        j["num_attention_heads"] = numHeads;
-        j["num_key_value_heads"] = numKvHeads;
-        j["vocab_size"] = vocabSize;
-        j["max_position_embeddings"] = maxPositions;
-        j["layer_norm_eps"] = normEps;
-        j["rope_theta"] = ropeTheta;
         j["partial_rotary_factor"] = partialRotaryFactor;
-        j["tie_word_embeddings"] = tiedEmbeddings;
         break;
     case ArchFamily::Bert:
-        j["hidden_size"] = hiddenSize;
-        j["intermediate_size"] = intermediateSize;
-        j["num_hidden_layers"] = numLayers;
-        j["num_attention_heads"] = numHeads;
-        j["vocab_size"] = vocabSize;
-        j["max_position_embeddings"] = maxPositions;
         j["type_vocab_size"] = typeVocabSize;
-        j["layer_norm_eps"] = normEps;
+        break;
+    case ArchFamily::Gpt2:
         break;
     }
     return j;

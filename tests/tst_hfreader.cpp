@@ -8,6 +8,10 @@
 #include <QTest>
 
 #include <cstring>
+#include <filesystem>
+#include <sys/resource.h>
+
+#include <nlohmann/json.hpp>
 
 using namespace lathe;
 
@@ -109,6 +113,58 @@ private slots:
         QCOMPARE(m->find(TensorRole::TokenTypeEmbedding)->shape, (std::vector<int64_t>{2, 32}));
         QCOMPARE(m->find(TensorRole::AttnNorm, 1, true)->name, std::string("encoder.layer.1.attention.output.LayerNorm.bias"));
         QVERIFY(m->find(TensorRole::Pooler) != nullptr);
+    }
+    void multiGigabyteCheckpointOpensWithoutReading() {
+        // An 8.2 GB checkpoint as a sparse file (no disk blocks): a vocabulary of 16M x 64 for embedding and head.
+        // Opening and summarising it must touch only the header: resident memory stays flat.
+        const std::string dir = test::tempDir("sparse");
+        const int64_t vocab = 16'000'000, d = 64;
+        std::string cfg = test::tinyLlamaConfig(d);
+        const std::string key = "\"vocab_size\": 32";
+        cfg.replace(cfg.find(key), key.size(), "\"vocab_size\": 16000000");
+        test::writeText(dir + "/config.json", cfg);
+        nlohmann::json h = nlohmann::json::object();
+        uint64_t off = 0;
+        auto add = [&](const std::string &name, std::vector<int64_t> shape) {
+            uint64_t n = 4;
+            for (auto x : shape)
+                n *= uint64_t(x);
+            h[name] = {{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {off, off + n}}};
+            off += n;
+        };
+        add("model.embed_tokens.weight", {vocab, d});
+        add("lm_head.weight", {vocab, d});
+        add("model.norm.weight", {d});
+        for (int l = 0; l < 2; ++l) {
+            const std::string p = "model.layers." + std::to_string(l) + ".";
+            add(p + "input_layernorm.weight", {d});
+            add(p + "post_attention_layernorm.weight", {d});
+            add(p + "self_attn.q_proj.weight", {d, d});
+            add(p + "self_attn.k_proj.weight", {32, d});
+            add(p + "self_attn.v_proj.weight", {32, d});
+            add(p + "self_attn.o_proj.weight", {d, d});
+            add(p + "mlp.gate_proj.weight", {24, d});
+            add(p + "mlp.up_proj.weight", {24, d});
+            add(p + "mlp.down_proj.weight", {d, 24});
+        }
+        const std::string hs = h.dump();
+        test::Bytes b;
+        b.put<uint64_t>(hs.size());
+        b.v.insert(b.v.end(), hs.begin(), hs.end());
+        const std::string file = dir + "/model.safetensors";
+        test::writeFile(file, b.v);
+        std::filesystem::resize_file(file, b.v.size() + off);
+        QVERIFY(off > (uint64_t(7) << 30)); // 8.2 GB
+
+        rusage before{}, after{};
+        getrusage(RUSAGE_SELF, &before);
+        auto m = openModel(dir);
+        QCOMPARE(m->config.vocabSize, vocab);
+        QCOMPARE(m->parameterCount(), int64_t(2 * vocab * d + d + 2 * (2 * d + 2 * d * d + 2 * 32 * d + 3 * 24 * d)));
+        QVERIFY(m->sourceBytes > (uint64_t(7) << 30));
+        getrusage(RUSAGE_SELF, &after);
+        QVERIFY2(after.ru_maxrss - before.ru_maxrss < 64 * 1024, "opening grew resident memory by more than 64 MiB");
+        std::filesystem::remove_all(dir);
     }
     void openingReadsNoWeights() {
         // The header parse looks only at the header bytes: a file whose data region is garbage still lists.
