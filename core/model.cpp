@@ -1,5 +1,6 @@
 #include "model.h"
 
+#include "backend.h"
 #include "dequantize.h"
 #include "error.h"
 #include "halfconv.h"
@@ -127,12 +128,18 @@ int64_t Model::parameterCount() const {
     return n;
 }
 
-std::vector<NonFiniteReport> Model::scanNonFinite() {
+std::vector<NonFiniteReport> Model::scanNonFinite(ComputeBackend *backend) {
     std::vector<NonFiniteReport> reports;
+    std::vector<float> v;
     for (const auto &t : m_tensors) {
         if (!dtypeInfo(t.dtype).floatConvertible)
             continue;
-        const std::vector<float> v = loadFloat(t);
+        // Counting needs no canonical layout, so the stored order is read as is.
+        v.resize(static_cast<size_t>(t.numel()));
+        if (backend)
+            backend->dequantize(t.dtype, t.bytes(), v.size(), v.data());
+        else
+            dequantizeCpu(t.dtype, t.bytes(), v.size(), v.data());
         NonFiniteReport r{t.name, 0, 0};
         for (float x : v) {
             if (std::isnan(x))

@@ -13,6 +13,8 @@
 
 namespace lathe {
 
+class ComputeBackend;
+
 enum class SourceFormat { HfFolder, Gguf, Llama2c };
 const char *sourceFormatName(SourceFormat f);
 
@@ -58,7 +60,8 @@ public:
 
     int64_t parameterCount() const; // parameters of every non-buffer tensor
     // Reads every float tensor and counts NaN / Inf values; also appends a warning per bad tensor to `warnings`.
-    std::vector<NonFiniteReport> scanNonFinite();
+    // Dequantizes on `backend` (the GPU, say) when given, else on the CPU reference.
+    std::vector<NonFiniteReport> scanNonFinite(ComputeBackend *backend = nullptr);
 
 private:
     std::vector<TensorInfo> m_tensors;

@@ -7,7 +7,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <cmath>
 #include <cstdio>
 
 namespace lathe::cli {
@@ -22,30 +21,6 @@ DevicePreference parseDevice(const std::optional<std::string> &v) {
     if (*v == "cuda" || *v == "gpu")
         return DevicePreference::Cuda;
     throw LatheError("--device must be auto, cpu or cuda, not '" + *v + "'");
-}
-
-// Reads every float tensor through the chosen backend and counts non-finite values.
-nlohmann::json scanWeights(Model &model, ComputeBackend &backend) {
-    nlohmann::json bad = nlohmann::json::array();
-    for (const auto &t : model.tensors()) {
-        if (!dtypeInfo(t.dtype).floatConvertible)
-            continue;
-        std::vector<float> v(static_cast<size_t>(t.numel()));
-        backend.dequantize(t.dtype, t.bytes(), v.size(), v.data());
-        int64_t nan = 0, inf = 0;
-        for (float x : v) {
-            nan += std::isnan(x);
-            inf += std::isinf(x);
-        }
-        if (nan || inf) {
-            const std::string msg = "tensor '" + t.name + "' has " + std::to_string(nan) + " NaN and " +
-                                    std::to_string(inf) + " Inf values";
-            spdlog::warn("{}: {}", model.sourcePath, msg);
-            model.warnings.push_back(msg);
-            bad.push_back({{"tensor", t.name}, {"nan", nan}, {"inf", inf}});
-        }
-    }
-    return bad;
 }
 
 } // namespace
@@ -66,7 +41,11 @@ int runInspect(int argc, char **argv) {
         if (!note.empty())
             spdlog::info("{}", note);
         device = backend->name();
-        scan = scanWeights(*model, *backend);
+        scan = nlohmann::json::array();
+        for (const auto &r : model->scanNonFinite(backend.get())) {
+            spdlog::warn("{}: tensor '{}' has {} NaN and {} Inf values", model->sourcePath, r.tensor, r.nanCount, r.infCount);
+            scan.push_back({{"tensor", r.tensor}, {"nan", r.nanCount}, {"inf", r.infCount}});
+        }
     }
     nlohmann::json s = summarizeModel(*model);
     if (o.flag("scan"))

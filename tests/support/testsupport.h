@@ -4,6 +4,7 @@
 // safetensors and GGUF bytes (so tests do not depend on the code they check), and the paths of test data.
 
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <string>
 #include <vector>
@@ -33,8 +34,9 @@ void writeText(const std::string &path, const std::string &text);
 struct Bytes {
     std::vector<uint8_t> v;
     template <typename T> Bytes &put(T x) {
-        const auto *p = reinterpret_cast<const uint8_t *>(&x);
-        v.insert(v.end(), p, p + sizeof(T));
+        const size_t at = v.size();
+        v.resize(at + sizeof(T));
+        std::memcpy(v.data() + at, &x, sizeof(T));
         return *this;
     }
     Bytes &str(const std::string &s) {
