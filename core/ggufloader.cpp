@@ -38,19 +38,18 @@ double metaFloat(const json &meta, const std::string &key, double fallback) {
 struct ArchNames {
     const char *modelType;
     const char *architecture;
-    const char *activation;
 };
 
 ArchNames namesFor(const std::string &arch) {
     if (arch == "qwen2")
-        return {"qwen2", "Qwen2ForCausalLM", "silu"};
+        return {"qwen2", "Qwen2ForCausalLM"};
     if (arch == "gpt2")
-        return {"gpt2", "GPT2LMHeadModel", "gelu_new"};
+        return {"gpt2", "GPT2LMHeadModel"};
     if (arch == "phi2")
-        return {"phi", "PhiForCausalLM", "gelu_new"};
+        return {"phi", "PhiForCausalLM"};
     if (arch == "bert")
-        return {"bert", "BertModel", "gelu"};
-    return {"llama", "LlamaForCausalLM", "silu"};
+        return {"bert", "BertModel"};
+    return {"llama", "LlamaForCausalLM"};
 }
 
 } // namespace
@@ -74,7 +73,7 @@ std::unique_ptr<Model> openGguf(const std::string &path) {
     const ArchNames names = namesFor(arch);
     c.modelType = names.modelType;
     c.architecture = names.architecture;
-    c.activation = names.activation;
+    c.activation = defaultActivation(c.family);
     const std::string p = arch + ".";
     c.hiddenSize = metaInt(meta, p + "embedding_length", path, std::nullopt);
     c.intermediateSize = metaInt(meta, p + "feed_forward_length", path, std::nullopt);

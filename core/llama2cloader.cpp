@@ -48,7 +48,7 @@ std::unique_ptr<Model> openLlama2c(const std::string &path) {
     c.normEps = 1e-5; // llama2.c's rmsnorm
     c.ropeTheta = 10000.0;
     c.tiedEmbeddings = shared;
-    c.activation = "silu";
+    c.activation = defaultActivation(c.family);
     c.validate(path);
     require(c.headDim * heads == dim && c.headDim % 2 == 0, path, "dim " + std::to_string(dim) +
                                                                      " is not an even head size times " +

@@ -100,6 +100,8 @@ std::optional<ArchFamily> familyOfModelType(const std::string &t) {
 
 } // namespace
 
+const char *defaultActivation(ArchFamily f) { return keysFor(f).activationDefault; }
+
 ModelConfig configFromHfJson(const json &j, const std::string &file) {
     require(j.is_object(), file, "config.json is not a JSON object");
     ModelConfig c;

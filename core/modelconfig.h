@@ -45,6 +45,9 @@ struct ModelConfig {
     nlohmann::json toHfJson() const;
 };
 
+// The activation a family uses when its config does not name one ("silu" for Llama, "relu" for OPT, ...).
+const char *defaultActivation(ArchFamily f);
+
 // Parses a Hugging Face config.json; throws LatheError naming `file` for unknown model types or bad fields.
 ModelConfig configFromHfJson(const nlohmann::json &j, const std::string &file);
 
