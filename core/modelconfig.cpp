@@ -129,8 +129,11 @@ ModelConfig configFromHfJson(const json &j, const std::string &file) {
     c.normEps = k.eps ? getDouble(j, k.eps, file, k.epsDefault) : k.epsDefault;
     c.tiedEmbeddings = getBool(j, "tie_word_embeddings", k.tiedDefault);
     c.activation = getString(j, k.activationKey, k.activationDefault);
+    // transformers >= 5 moves rope_theta, partial_rotary_factor and the scaling fields into "rope_parameters".
+    static const json kEmpty = json::object();
+    const json &rope = j.contains("rope_parameters") && j["rope_parameters"].is_object() ? j["rope_parameters"] : kEmpty;
     if (k.rope)
-        c.ropeTheta = getDouble(j, "rope_theta", file, 10000.0);
+        c.ropeTheta = getDouble(j, "rope_theta", file, getDouble(rope, "rope_theta", file, 10000.0));
     c.headDim = c.numHeads > 0 ? c.hiddenSize / c.numHeads : 0;
     switch (c.family) {
     case ArchFamily::Llama:
@@ -143,7 +146,8 @@ ModelConfig configFromHfJson(const json &j, const std::string &file) {
                 "OPT with post-layer-norm (do_layer_norm_before=false, OPT-350m) is not supported");
         break;
     case ArchFamily::Phi:
-        c.partialRotaryFactor = getDouble(j, "partial_rotary_factor", file, 0.5);
+        c.partialRotaryFactor = getDouble(j, "partial_rotary_factor", file,
+                                          getDouble(rope, "partial_rotary_factor", file, 0.5));
         break;
     case ArchFamily::Bert:
         c.typeVocabSize = getInt(j, "type_vocab_size", file, 2);

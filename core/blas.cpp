@@ -1,0 +1,120 @@
+#include "blas.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <unistd.h>
+
+#ifdef LATHE_HAVE_OPENBLAS
+#include <cblas.h>
+extern "C" {
+char *openblas_get_corename(void);
+char *openblas_get_config(void);
+int openblas_get_num_threads(void);
+void openblas_set_num_threads(int);
+}
+#else
+#include "mat.h"
+#include <thread>
+#endif
+
+namespace lathe {
+
+#ifdef LATHE_HAVE_OPENBLAS
+
+void sgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+           const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    if (m == 0 || n == 0)
+        return;
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, int(m), int(n),
+                int(k), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
+}
+
+BlasInfo blasInfo() {
+    BlasInfo info;
+    info.library = openblas_get_config();
+    info.coreType = openblas_get_corename();
+    info.threads = openblas_get_num_threads();
+    if (const char *n = std::getenv("LATHE_BLAS_FIX_NOTE"))
+        info.note = n;
+    return info;
+}
+
+void setBlasThreads(int threads) { openblas_set_num_threads(threads); }
+
+void fixBlasCoreType(int argc, char **argv) {
+    (void)argc;
+    if (std::getenv("OPENBLAS_CORETYPE") || std::getenv("LATHE_NO_BLAS_FIX"))
+        return;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    if (!avx512)
+        return;
+    const std::string core = openblas_get_corename();
+    static const char *const kAvx512Cores[] = {"SkylakeX", "skylakex", "Cooperlake", "cooperlake",
+                                               "SapphireRapids", "sapphirerapids"};
+    for (const char *c : kAvx512Cores)
+        if (core == c)
+            return;
+    const std::string note = "OpenBLAS chose '" + core + "' on an AVX-512 CPU; restarted with OPENBLAS_CORETYPE=SkylakeX";
+    ::setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+    ::setenv("LATHE_BLAS_FIX_NOTE", note.c_str(), 1);
+    ::execv("/proc/self/exe", argv);
+    // execv only returns on failure: carry on with the slow kernel.
+    spdlog::warn("could not restart with OPENBLAS_CORETYPE=SkylakeX ({}); GEMM may run at half speed",
+                 std::strerror(errno));
+#else
+    (void)argv;
+#endif
+}
+
+#else // Eigen fallback
+
+void sgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+           const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    if (m == 0 || n == 0)
+        return;
+    using Stride = Eigen::OuterStride<>;
+    using CMap = Eigen::Map<const Mat, 0, Stride>;
+    using Map = Eigen::Map<Mat, 0, Stride>;
+    Map C(c, m, n, Stride(ldc));
+    auto run = [&](const auto &A, const auto &B) {
+        if (beta == 0.0f)
+            C.noalias() = alpha * (A * B);
+        else {
+            C *= beta;
+            C.noalias() += alpha * (A * B);
+        }
+    };
+    CMap A(a, transA ? k : m, transA ? m : k, Stride(lda));
+    CMap B(b, transB ? n : k, transB ? k : n, Stride(ldb));
+    if (transA && transB)
+        run(A.transpose(), B.transpose());
+    else if (transA)
+        run(A.transpose(), B);
+    else if (transB)
+        run(A, B.transpose());
+    else
+        run(A, B);
+}
+
+BlasInfo blasInfo() {
+    BlasInfo info;
+    info.library = "Eigen " + std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." +
+                   std::to_string(EIGEN_MINOR_VERSION);
+    info.threads = Eigen::nbThreads();
+    return info;
+}
+
+void setBlasThreads(int threads) {
+    Eigen::setNbThreads(threads > 0 ? threads : int(std::thread::hardware_concurrency()));
+}
+
+void fixBlasCoreType(int, char **) {}
+
+#endif
+
+} // namespace lathe

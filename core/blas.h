@@ -1,0 +1,33 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace lathe {
+
+// Single-precision GEMM on row-major matrices: C = alpha * op(A) * op(B) + beta * C, where op(A) is (m x k),
+// op(B) is (k x n) and C is (m x n). `lda`, `ldb`, `ldc` are row strides in elements. Uses OpenBLAS when the build
+// has it (multi-threaded), else Eigen's own GEMM (the engine-only build for the GPU machine).
+void sgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+           const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+
+struct BlasInfo {
+    std::string library;   // "OpenBLAS 0.3.21" or "Eigen"
+    std::string coreType;  // OpenBLAS's kernel family ("Zen", "Haswell", "SkylakeX"), empty for Eigen
+    int threads = 1;
+    std::string note;      // why the core type was overridden, when it was
+};
+BlasInfo blasInfo();
+
+// Debian's OpenBLAS picks a generic kernel on some AVX-512 CPUs it does not recognise and runs GEMM at half speed.
+// The kernel is chosen when the library loads, before main(), so the only fix is the environment: when the CPU
+// has AVX-512 (F, BW, DQ, VL), OPENBLAS_CORETYPE is unset and OpenBLAS chose a kernel without AVX-512, this sets
+// OPENBLAS_CORETYPE=SkylakeX and re-executes the program with the same arguments. It never selects AVX-512
+// kernels on a CPU without AVX-512 (they would die with SIGILL). Returns only when no restart is needed. Call first
+// thing in main(); LATHE_NO_BLAS_FIX=1 disables it.
+void fixBlasCoreType(int argc, char **argv);
+
+// Sets the number of BLAS threads (0 = one per core).
+void setBlasThreads(int threads);
+
+} // namespace lathe

@@ -1,0 +1,12 @@
+#pragma once
+
+#include <Eigen/Core>
+
+namespace lathe {
+
+// Activations and weights of the CPU engine. Row-major so that a (tokens x width) activation keeps each token's
+// vector contiguous, and a linear weight (out x in) is laid out exactly as Hugging Face stores it.
+using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using Vec = Eigen::VectorXf;
+
+} // namespace lathe

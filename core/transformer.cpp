@@ -1,0 +1,284 @@
+#include "transformer.h"
+
+#include "blas.h"
+#include "error.h"
+#include "model.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+
+namespace lathe {
+
+const char *blockSignalName(BlockSignal s) {
+    switch (s) {
+    case BlockSignal::BlockInput: return "block_input";
+    case BlockSignal::AttnInput: return "attn_input";
+    case BlockSignal::AttnContext: return "attn_context";
+    case BlockSignal::AttnOutput: return "attn_output";
+    case BlockSignal::MlpResidual: return "mlp_residual";
+    case BlockSignal::MlpInput: return "mlp_input";
+    case BlockSignal::MlpHidden: return "mlp_hidden";
+    case BlockSignal::MlpOutput: return "mlp_output";
+    case BlockSignal::BlockOutput: return "block_output";
+    case BlockSignal::Count: break;
+    }
+    return "?";
+}
+
+TokenBatch TokenBatch::single(std::vector<int32_t> ids) {
+    TokenBatch b;
+    b.batch = 1;
+    b.seq = int64_t(ids.size());
+    b.tokens = std::move(ids);
+    return b;
+}
+
+Transformer::Transformer(const Model &model, TransformerOptions options)
+    : m_model(model), m_config(model.config), m_options(options),
+      m_activation(cpu::parseActivation(model.config.activation, model.sourcePath)) {
+    const ModelConfig &c = m_config;
+    if (c.family == ArchFamily::Gpt2 && c.hf.value("scale_attn_by_inverse_layer_idx", false))
+        throw LatheError(model.sourcePath + ": GPT-2 with scale_attn_by_inverse_layer_idx is not supported");
+    if (c.family == ArchFamily::Phi && c.hf.value("qk_layernorm", false))
+        throw LatheError(model.sourcePath + ": Phi with qk_layernorm is not supported");
+    m_embedding = loadEmbeddingWeights(model);
+    m_head = loadHeadWeights(model);
+    m_blocks.resize(size_t(c.numLayers));
+    m_positionOffset = c.family == ArchFamily::Opt ? 2 : 0;
+}
+
+void Transformer::ensureRope(int64_t seq) {
+    const ModelConfig &c = m_config;
+    if (c.family != ArchFamily::Llama && c.family != ArchFamily::Phi)
+        return;
+    if (m_rope.cos.rows() >= seq)
+        return;
+    int rotary = int(c.headDim);
+    if (c.family == ArchFamily::Phi)
+        rotary = int(double(c.headDim) * c.partialRotaryFactor);
+    // rope_scaling (transformers 4) or rope_parameters (transformers 5) carry the scaling type and its fields.
+    nlohmann::json scaling;
+    if (c.hf.is_object()) {
+        if (c.hf.contains("rope_scaling") && c.hf["rope_scaling"].is_object())
+            scaling = c.hf["rope_scaling"];
+        else if (c.hf.contains("rope_parameters") && c.hf["rope_parameters"].is_object())
+            scaling = c.hf["rope_parameters"];
+    }
+    m_rope = cpu::makeRopeTable(std::max<int64_t>(seq, 1), rotary, c.ropeTheta, scaling, m_model.sourcePath);
+}
+
+Mat Transformer::embed(const TokenBatch &batch) const {
+    const ModelConfig &c = m_config;
+    require(batch.batch > 0 && batch.seq > 0 && int64_t(batch.tokens.size()) == batch.batch * batch.seq,
+            m_model.sourcePath, "the token batch is empty or its size does not match batch x seq");
+    const int64_t maxSeq = m_embedding.position.size() ? m_embedding.position.rows() - m_positionOffset
+                                                       : c.maxPositions;
+    if (batch.seq > maxSeq)
+        throw LatheError("sequence length " + std::to_string(batch.seq) + " is above the model's maximum of " +
+                             std::to_string(maxSeq) + " positions",
+                         "use a shorter --seq-len");
+    const int64_t rows = batch.batch * batch.seq;
+    Mat h(rows, c.hiddenSize);
+    for (int64_t r = 0; r < rows; ++r) {
+        const int32_t id = batch.tokens[size_t(r)];
+        if (id < 0 || id >= m_embedding.token.rows())
+            throw LatheError("token id " + std::to_string(id) + " is outside the vocabulary (" +
+                                 std::to_string(m_embedding.token.rows()) + " tokens)",
+                             "the tokenizer does not match this model");
+        h.row(r) = m_embedding.token.row(id);
+        if (m_embedding.position.size())
+            h.row(r) += m_embedding.position.row(r % batch.seq + m_positionOffset);
+        if (m_embedding.tokenType.size()) {
+            const int32_t type = batch.tokenTypes.empty() ? 0 : batch.tokenTypes[size_t(r)];
+            require(type >= 0 && type < m_embedding.tokenType.rows(), m_model.sourcePath,
+                    "token type " + std::to_string(type) + " is out of range");
+            h.row(r) += m_embedding.tokenType.row(type);
+        }
+    }
+    if (m_embedding.norm.present()) {
+        Mat n;
+        cpu::layerNormForward(h, m_embedding.norm, float(c.normEps), n);
+        return n;
+    }
+    return h;
+}
+
+void Transformer::applyNorm(const Mat &x, const NormWeights &n, Mat &y) const {
+    if (m_config.family == ArchFamily::Llama)
+        cpu::rmsNormForward(x, n, float(m_config.normEps), y);
+    else
+        cpu::layerNormForward(x, n, float(m_config.normEps), y);
+}
+
+const BlockWeights &Transformer::block(int layer) {
+    assert(layer >= 0 && layer < numLayers());
+    auto &slot = m_blocks[size_t(layer)];
+    if (!slot)
+        slot = loadBlockWeights(m_model, layer);
+    return *slot;
+}
+
+void Transformer::setBlock(int layer, BlockWeights weights) { m_blocks[size_t(layer)] = std::move(weights); }
+
+void Transformer::releaseBlock(int layer) { m_blocks[size_t(layer)].reset(); }
+
+void Transformer::runBlock(int layer, Mat &hidden, const TokenBatch &batch, const BlockHooks *hooks) {
+    const ModelConfig &c = m_config;
+    const BlockWeights &w = block(layer);
+    auto emit = [&](BlockSignal s, const Mat &x) {
+        if (hooks && hooks->wants(s))
+            hooks->observe(layer, s, x);
+    };
+    const ArchFamily fam = c.family;
+    const bool bert = fam == ArchFamily::Bert, phi = fam == ArchFamily::Phi;
+    ensureRope(batch.seq);
+
+    emit(BlockSignal::BlockInput, hidden);
+    Mat normed;
+    if (!bert) {
+        applyNorm(hidden, w.attnNorm, normed);
+        emit(BlockSignal::AttnInput, normed);
+    } else {
+        emit(BlockSignal::AttnInput, hidden);
+    }
+    const Mat &attnIn = bert ? hidden : normed;
+
+    Mat q, k, v, ctx, attnOut;
+    cpu::linearForward(attnIn, w.q, q);
+    cpu::linearForward(attnIn, w.k, k);
+    cpu::linearForward(attnIn, w.v, v);
+    if (m_rope.rotaryDim > 0) {
+        cpu::ropeForward(q, batch.seq, int(c.numHeads), int(c.headDim), m_rope);
+        cpu::ropeForward(k, batch.seq, int(c.numKvHeads), int(c.headDim), m_rope);
+    }
+    cpu::AttentionShape shape;
+    shape.batch = batch.batch;
+    shape.seq = batch.seq;
+    shape.heads = int(c.numHeads);
+    shape.kvHeads = int(c.numKvHeads);
+    shape.headDim = int(c.headDim);
+    shape.scale = float(1.0 / std::sqrt(double(c.headDim)));
+    shape.causal = !bert;
+    shape.keyMask = bert && !batch.mask.empty() ? batch.mask.data() : nullptr;
+    cpu::attentionForward(q, k, v, shape, ctx);
+    q = Mat();
+    k = Mat();
+    v = Mat();
+    emit(BlockSignal::AttnContext, ctx);
+    cpu::linearForward(ctx, w.o, attnOut);
+    ctx = Mat();
+    emit(BlockSignal::AttnOutput, attnOut);
+
+    const Mat *mlpIn = nullptr;
+    Mat mlpNormed;
+    if (phi) {
+        emit(BlockSignal::MlpInput, normed);
+        mlpIn = &normed;
+    } else if (bert) {
+        attnOut += hidden;
+        applyNorm(attnOut, w.attnNorm, hidden); // hidden now holds the attention sub-layer's output
+        emit(BlockSignal::MlpResidual, hidden);
+        emit(BlockSignal::MlpInput, hidden);
+        mlpIn = &hidden;
+    } else {
+        hidden += attnOut;
+        emit(BlockSignal::MlpResidual, hidden);
+        applyNorm(hidden, w.mlpNorm, mlpNormed);
+        emit(BlockSignal::MlpInput, mlpNormed);
+        mlpIn = &mlpNormed;
+    }
+
+    Mat mid, out;
+    cpu::linearForward(*mlpIn, w.up, mid);
+    if (w.gate.present()) {
+        Mat g;
+        cpu::linearForward(*mlpIn, w.gate, g);
+        cpu::swigluForward(g, mid);
+        mid.swap(g);
+    } else {
+        cpu::activationForward(m_activation, mid);
+    }
+    emit(BlockSignal::MlpHidden, mid);
+    cpu::linearForward(mid, w.down, out);
+    mid = Mat();
+    emit(BlockSignal::MlpOutput, out);
+
+    if (phi) {
+        hidden += attnOut;
+        hidden += out;
+    } else if (bert) {
+        out += hidden;
+        applyNorm(out, w.mlpNorm, hidden);
+    } else {
+        hidden += out;
+    }
+    emit(BlockSignal::BlockOutput, hidden);
+    if (!m_options.keepBlocksResident)
+        releaseBlock(layer);
+}
+
+Mat Transformer::finalHidden(const Mat &hidden) const {
+    if (!m_head.finalNorm.present())
+        return hidden;
+    Mat y;
+    applyNorm(hidden, m_head.finalNorm, y);
+    return y;
+}
+
+Mat Transformer::logits(const Mat &finalHidden) const {
+    require(isDecoder(), m_model.sourcePath, "BERT has no language-model head here",
+            "use the hidden states or pooled output");
+    Mat y;
+    if (m_head.lmHead.present()) {
+        cpu::linearForward(finalHidden, m_head.lmHead, y);
+    } else {
+        // The tied head is the embedding matrix itself: multiply by it in place rather than copying 100+ MB.
+        const Mat &e = m_embedding.token;
+        y.resize(finalHidden.rows(), e.rows());
+        sgemm(false, true, finalHidden.rows(), e.rows(), e.cols(), 1.0f, finalHidden.data(), finalHidden.cols(),
+              e.data(), e.cols(), 0.0f, y.data(), y.cols());
+    }
+    return y;
+}
+
+Mat Transformer::pooled(const Mat &finalHidden, const TokenBatch &batch) const {
+    if (!m_head.pooler.present())
+        return Mat();
+    Mat cls(batch.batch, finalHidden.cols());
+    for (int64_t b = 0; b < batch.batch; ++b)
+        cls.row(b) = finalHidden.row(b * batch.seq);
+    Mat y;
+    cpu::linearForward(cls, m_head.pooler, y);
+    y = y.array().tanh();
+    return y;
+}
+
+Mat Transformer::forward(const TokenBatch &batch, const BlockHooks *hooks, const ProgressCallback &progress) {
+    Mat h = embed(batch);
+    for (int l = 0; l < numLayers(); ++l) {
+        reportProgress(progress, double(l) / double(numLayers() + 1),
+                       "block " + std::to_string(l + 1) + "/" + std::to_string(numLayers()));
+        runBlock(l, h, batch, hooks);
+    }
+    Mat f = finalHidden(h);
+    if (!isDecoder())
+        return f;
+    reportProgress(progress, double(numLayers()) / double(numLayers() + 1), "language-model head");
+    return logits(f);
+}
+
+double Transformer::flopsPerSequence(int64_t seq) const {
+    const ModelConfig &c = m_config;
+    const double h = double(c.hiddenSize), qd = double(c.numHeads * c.headDim), kvd = double(c.numKvHeads * c.headDim);
+    const double ff = double(c.intermediateSize) * (c.family == ArchFamily::Llama ? 3.0 : 2.0);
+    const double linearParams = h * qd * 2 + h * kvd * 2 + h * ff;
+    const double T = double(seq);
+    const double attn = isDecoder() ? 2.0 * qd * T * (T + 1) : 4.0 * qd * T * T;
+    double total = double(c.numLayers) * (2.0 * T * linearParams + attn);
+    if (isDecoder())
+        total += 2.0 * T * h * double(c.vocabSize);
+    return total;
+}
+
+} // namespace lathe

@@ -1,0 +1,90 @@
+#pragma once
+
+#include "blockhooks.h"
+#include "blockops.h"
+#include "layerweights.h"
+#include "mat.h"
+#include "progress.h"
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+namespace lathe {
+
+class Model;
+
+// A batch of token sequences of equal length. Row b*seq + t of every activation is token t of sequence b.
+struct TokenBatch {
+    int64_t batch = 1;
+    int64_t seq = 0;
+    std::vector<int32_t> tokens;      // batch*seq ids
+    std::vector<int32_t> tokenTypes;  // BERT segment ids (empty = all 0)
+    std::vector<uint8_t> mask;        // BERT padding mask, 1 = real token (empty = all real)
+
+    static TokenBatch single(std::vector<int32_t> ids);
+};
+
+struct TransformerOptions {
+    // Keep every block's fp32 weights in memory after first use (fast repeated passes). When false, a block's
+    // weights are loaded for its pass and released after it, so peak memory is one block plus embeddings.
+    bool keepBlocksResident = true;
+};
+
+// The CPU forward pass for every family the loader knows, layer by layer. Callers that need the signals inside
+// blocks (calibration, Wanda, SliceGPT, spectra) drive it one block at a time:
+//     Mat h = t.embed(batch);
+//     for (int l = 0; l < t.numLayers(); ++l) t.runBlock(l, h, batch, &hooks);
+//     Mat logits = t.logits(t.finalHidden(h));
+// and forward() does exactly this. Not thread-safe: one pass at a time per Transformer.
+class Transformer {
+public:
+    explicit Transformer(const Model &model, TransformerOptions options = {});
+
+    const ModelConfig &config() const { return m_config; }
+    int numLayers() const { return int(m_config.numLayers); }
+    bool isDecoder() const { return m_config.family != ArchFamily::Bert; }
+
+    // Token (+ position, + type) embeddings, and BERT's embedding LayerNorm: (batch*seq x hidden). Throws
+    // LatheError for token ids outside the vocabulary or sequences longer than the model's positions.
+    Mat embed(const TokenBatch &batch) const;
+    // One block, in place on the residual stream `hidden`.
+    void runBlock(int layer, Mat &hidden, const TokenBatch &batch, const BlockHooks *hooks = nullptr);
+    // Decoders: the final norm. BERT: the hidden state itself (its last_hidden_state).
+    Mat finalHidden(const Mat &hidden) const;
+    // Decoders: (rows x vocab) logits of the LM head (the tied embedding when there is no lm_head).
+    Mat logits(const Mat &finalHidden) const;
+    // BERT: tanh(pooler(h[CLS])) per sequence, (batch x hidden); empty when the checkpoint has no pooler.
+    Mat pooled(const Mat &finalHidden, const TokenBatch &batch) const;
+
+    // embed -> every block -> finalHidden -> logits (decoders) or last hidden state (BERT). Reports progress per
+    // block; cancellation throws CancelledError.
+    Mat forward(const TokenBatch &batch, const BlockHooks *hooks = nullptr, const ProgressCallback &progress = {});
+
+    // The weights of one block, loaded on first use.
+    const BlockWeights &block(int layer);
+    // Replaces a block's weights (methods that edit weights, tests).
+    void setBlock(int layer, BlockWeights weights);
+    void releaseBlock(int layer);
+
+    // Multiply-adds x2 of one forward pass over `seq` tokens (linears, attention scores and context for the
+    // causal or full mask, LM head), the work against which achieved GFLOP/s is counted.
+    double flopsPerSequence(int64_t seq) const;
+
+private:
+    void applyNorm(const Mat &x, const NormWeights &n, Mat &y) const;
+    void ensureRope(int64_t seq);
+
+    const Model &m_model;
+    ModelConfig m_config;
+    TransformerOptions m_options;
+    cpu::Activation m_activation;
+    EmbeddingWeights m_embedding;
+    HeadWeights m_head;
+    std::vector<std::optional<BlockWeights>> m_blocks;
+    cpu::RopeTable m_rope;
+    int m_positionOffset = 0; // OPT's learned positions start at index 2
+};
+
+} // namespace lathe

@@ -1,0 +1,210 @@
+// The CPU transformer engine against Hugging Face transformers: tiny random models of every family (built and run
+// by transformers, tests/fixtures/make_hf_references.py), the demo model and SmolLM2-135M; and the layer-by-layer
+// hooks API.
+
+#include "blas.h"
+#include "model.h"
+#include "modelloader.h"
+#include "referencefile.h"
+#include "testsupport.h"
+#include "transformer.h"
+
+#include <QtTest/QtTest>
+
+#include <cmath>
+#include <map>
+
+using namespace lathe;
+
+namespace {
+
+// max |a - b| / max(1, max |b|): the "fp32 max abs error relative to the logit scale".
+double relativeError(const float *got, const float *want, size_t n) {
+    double maxErr = 0, scale = 1;
+    for (size_t i = 0; i < n; ++i) {
+        maxErr = std::max(maxErr, double(std::fabs(got[i] - want[i])));
+        scale = std::max(scale, double(std::fabs(want[i])));
+    }
+    return maxErr / scale;
+}
+
+TokenBatch batchFrom(const test::RefTensor &ids) {
+    TokenBatch b;
+    b.batch = ids.dim(0);
+    b.seq = ids.dim(1);
+    b.tokens = ids.i32;
+    return b;
+}
+
+} // namespace
+
+class TestEngine : public QObject {
+    Q_OBJECT
+
+private slots:
+    void initTestCase() {
+        const BlasInfo info = blasInfo();
+        qInfo("BLAS: %s, core %s, %d threads", info.library.c_str(), info.coreType.c_str(), info.threads);
+    }
+
+    void tinyDecoders_data() {
+        QTest::addColumn<QString>("name");
+        for (const char *n : {"llama", "qwen2", "opt", "gpt2", "phi"})
+            QTest::newRow(n) << QString(n);
+    }
+
+    // Logits of a batch of two sequences against transformers' fp32 eager output.
+    void tinyDecoders() {
+        QFETCH(QString, name);
+        const std::string dir = test::fixturesDir() + "/tf-" + name.toStdString();
+        auto model = openModel(dir);
+        auto ref = test::readReference(dir + "/reference.safetensors");
+        const TokenBatch batch = batchFrom(ref.at("input_ids"));
+        Transformer t(*model);
+        const Mat logits = t.forward(batch);
+        const auto &want = ref.at("logits");
+        QCOMPARE(int64_t(logits.size()), int64_t(want.f32.size()));
+        const double err = relativeError(logits.data(), want.f32.data(), want.f32.size());
+        qInfo("%s: relative max error %.3g", qPrintable(name), err);
+        QVERIFY2(err <= 1e-4, qPrintable(QString("error %1").arg(err)));
+    }
+
+    void tinyBert() {
+        const std::string dir = test::fixturesDir() + "/tf-bert";
+        auto model = openModel(dir);
+        auto ref = test::readReference(dir + "/reference.safetensors");
+        TokenBatch batch = batchFrom(ref.at("input_ids"));
+        batch.tokenTypes = ref.at("token_type_ids").i32;
+        for (int32_t m : ref.at("attention_mask").i32)
+            batch.mask.push_back(uint8_t(m));
+        Transformer t(*model);
+        const Mat hidden = t.forward(batch);
+        const auto &want = ref.at("last_hidden_state");
+        // Padded rows of HF's output are computed too (they attend to the real tokens); compare all.
+        const double err = relativeError(hidden.data(), want.f32.data(), want.f32.size());
+        qInfo("bert hidden: relative max error %.3g", err);
+        QVERIFY(err <= 1e-4);
+        const Mat pooled = t.pooled(hidden, batch);
+        const double perr = relativeError(pooled.data(), ref.at("pooler_output").f32.data(), pooled.size());
+        qInfo("bert pooler: relative max error %.3g", perr);
+        QVERIFY(perr <= 1e-4);
+    }
+
+    // Driving the blocks by hand with hooks gives the same logits as forward(), and the signals are the ones the
+    // hooks API promises: each linear's recorded input reproduces its recorded output, blocks chain.
+    void hooksLayerByLayer() {
+        auto model = openModel(test::fixturesDir() + "/tf-llama");
+        auto ref = test::readReference(test::fixturesDir() + "/tf-llama/reference.safetensors");
+        const TokenBatch batch = batchFrom(ref.at("input_ids"));
+        Transformer t(*model);
+        std::map<std::pair<int, BlockSignal>, Mat> seen;
+        std::vector<BlockSignal> order;
+        BlockHooks hooks;
+        hooks.observe = [&](int layer, BlockSignal s, const Mat &x) {
+            seen[{layer, s}] = x;
+            if (layer == 0)
+                order.push_back(s);
+        };
+        Mat h = t.embed(batch);
+        for (int l = 0; l < t.numLayers(); ++l)
+            t.runBlock(l, h, batch, &hooks);
+        const Mat logits = t.logits(t.finalHidden(h));
+        QVERIFY(logits == t.forward(batch));
+        QCOMPARE(order.size(), size_t(BlockSignal::Count));
+        for (int l = 0; l < t.numLayers(); ++l) {
+            const BlockWeights &w = t.block(l);
+            Mat y;
+            cpu::linearForward(seen[{l, BlockSignal::AttnContext}], w.o, y);
+            QVERIFY(y.isApprox(seen[{l, BlockSignal::AttnOutput}], 1e-6f));
+            cpu::linearForward(seen[{l, BlockSignal::MlpHidden}], w.down, y);
+            QVERIFY(y.isApprox(seen[{l, BlockSignal::MlpOutput}], 1e-6f));
+            const Mat resid = seen[{l, BlockSignal::BlockInput}] + seen[{l, BlockSignal::AttnOutput}];
+            QVERIFY(resid.isApprox(seen[{l, BlockSignal::MlpResidual}], 1e-6f));
+            if (l + 1 < t.numLayers())
+                QVERIFY((seen[{l, BlockSignal::BlockOutput}] == seen[{l + 1, BlockSignal::BlockInput}]));
+            QCOMPARE(int64_t(seen[{l, BlockSignal::AttnInput}].rows()), batch.batch * batch.seq);
+        }
+        // A mask selects signals.
+        seen.clear();
+        hooks.mask = BlockHooks::bit(BlockSignal::MlpHidden);
+        t.runBlock(0, h, batch, &hooks);
+        QCOMPARE(seen.size(), size_t(1));
+        QCOMPARE(int64_t(seen.begin()->second.cols()), model->config.intermediateSize);
+    }
+
+    // Releasing blocks after use (the low-memory mode) changes nothing.
+    void streamingBlocksMatch() {
+        auto model = openModel(test::fixturesDir() + "/tf-gpt2");
+        auto ref = test::readReference(test::fixturesDir() + "/tf-gpt2/reference.safetensors");
+        const TokenBatch batch = batchFrom(ref.at("input_ids"));
+        Transformer resident(*model);
+        TransformerOptions o;
+        o.keepBlocksResident = false;
+        Transformer streaming(*model, o);
+        QVERIFY(resident.forward(batch) == streaming.forward(batch));
+    }
+
+    void cancellation() {
+        auto model = openModel(test::fixturesDir() + "/tf-opt");
+        Transformer t(*model);
+        int calls = 0;
+        auto cb = [&](const Progress &) { return ++calls < 2; };
+        QVERIFY_THROWS_EXCEPTION(CancelledError, t.forward(TokenBatch::single({1, 2, 3}), nullptr, cb));
+    }
+
+    void badInput() {
+        auto model = openModel(test::fixturesDir() + "/tf-llama");
+        Transformer t(*model);
+        try {
+            t.forward(TokenBatch::single({1, 2, 96}));
+            QFAIL("out-of-vocabulary id accepted");
+        } catch (const LatheError &e) {
+            QVERIFY(std::string(e.what()).find("outside the vocabulary") != std::string::npos);
+        }
+        auto opt = openModel(test::fixturesDir() + "/tf-opt");
+        Transformer to(*opt);
+        try {
+            to.forward(TokenBatch::single(std::vector<int32_t>(65, 4)));
+            QFAIL("too-long sequence accepted");
+        } catch (const LatheError &e) {
+            QVERIFY(std::string(e.what()).find("above the model's maximum") != std::string::npos);
+        }
+    }
+
+    // stories260K: transformers' logits on the HF folder Lathe converts it to.
+    void demoModelLogits() {
+        auto model = openModel(test::sourceDir() + "/resources/demo/stories260K.bin");
+        auto ref = test::readReference(test::fixturesDir() + "/real-stories260k.safetensors");
+        Transformer t(*model);
+        const Mat logits = t.forward(batchFrom(ref.at("input_ids")));
+        const double err = relativeError(logits.data(), ref.at("logits").f32.data(), ref.at("logits").f32.size());
+        qInfo("stories260K: relative max error %.3g", err);
+        QVERIFY(err <= 1e-4);
+    }
+
+    // SmolLM2-135M (Q4_1 GGUF): transformers dequantizes the same file with gguf-py.
+    void smollm2Logits() {
+        const std::string path = test::modelCacheDir() + "/SmolLM2-135M-Instruct.Q4_1.gguf";
+        if (!QFile::exists(QString::fromStdString(path)))
+            QSKIP("SmolLM2 GGUF not in the model cache; run packaging/fetch-models.sh");
+        auto model = openModel(path);
+        auto ref = test::readReference(test::fixturesDir() + "/real-smollm2.safetensors");
+        Transformer t(*model);
+        const Mat logits = t.forward(batchFrom(ref.at("input_ids")));
+        const auto &last = ref.at("last_logits").f32;
+        const double err = relativeError(logits.row(logits.rows() - 1).data(), last.data(), last.size());
+        const auto &cols = ref.at("columns").i32;
+        const auto &colLogits = ref.at("column_logits").f32;
+        std::vector<float> got;
+        for (int64_t r = 0; r < logits.rows(); ++r)
+            for (int32_t c : cols)
+                got.push_back(logits(r, c));
+        const double errCols = relativeError(got.data(), colLogits.data(), colLogits.size());
+        qInfo("SmolLM2: relative max error %.3g (last position), %.3g (sampled columns)", err, errCols);
+        QVERIFY(err <= 1e-4);
+        QVERIFY(errCols <= 1e-4);
+    }
+};
+
+QTEST_GUILESS_MAIN(TestEngine)
+#include "tst_engine.moc"
