@@ -10,7 +10,7 @@ PKGS=(
   libeigen3-dev libopenblas-dev liblapacke-dev
   libhdf5-dev
   libspdlog-dev libfmt-dev nlohmann-json3-dev
-  libsentencepiece-dev
+  libsentencepiece-dev libpcre2-dev libutf8proc-dev
   xvfb xauth
   python3
 )

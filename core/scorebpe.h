@@ -1,0 +1,44 @@
+#pragma once
+
+#include "tokenizer.h"
+
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace lathe {
+
+// SentencePiece-style BPE driven by piece scores, for vocabularies that come without a sentencepiece model:
+// llama2.c's tokenizer.bin (tok512.bin) and GGUF "llama" vocabularies. Spaces become `spaceSymbol` (U+2581 for
+// SentencePiece pieces, a plain space in llama2.c's export), a dummy prefix space is added, the text starts as one
+// symbol per UTF-8 character (unknown characters fall back to <0xXX> byte pieces), and the adjacent pair whose
+// concatenation is the highest-scoring piece is merged until none is left (ties: leftmost). O(n log n).
+class ScoreBpeTokenizer : public Tokenizer {
+public:
+    struct Spec {
+        std::string kind;
+        std::vector<std::string> pieces;
+        std::vector<float> scores;
+        std::vector<int32_t> types; // GGUF token types (1 normal, 2 unknown, 3 control, 4 user, 6 byte); may be empty
+        std::string spaceSymbol = "\xE2\x96\x81";
+        bool addDummyPrefix = true;
+        int32_t unk = 0;
+    };
+    explicit ScoreBpeTokenizer(Spec spec);
+
+    std::string kind() const override { return m_spec.kind; }
+    int64_t vocabSize() const override { return int64_t(m_spec.pieces.size()); }
+    std::vector<int32_t> encode(std::string_view text) const override;
+    std::string decode(std::span<const int32_t> ids) const override;
+    std::string piece(int32_t id) const override;
+
+    // Reads llama2.c's tokenizer format: int32 max_token_length, then per piece float score, int32 length, bytes.
+    static Spec readLlama2c(const std::string &path, int64_t vocabSize);
+
+private:
+    Spec m_spec;
+    std::unordered_map<std::string, int32_t> m_index;
+    int32_t m_byteIds[256];
+};
+
+} // namespace lathe

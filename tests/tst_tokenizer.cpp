@@ -1,0 +1,133 @@
+// Tokenizers against the ids Hugging Face `tokenizers` / `transformers` and `sentencepiece` give for the same
+// texts (tests/fixtures/make_tokenizer_references.py -> tokenizer-references.json).
+
+#include "modelloader.h"
+#include "error.h"
+#include "model.h"
+#include "testsupport.h"
+#include "tokenizer.h"
+
+#include <nlohmann/json.hpp>
+#include <QtTest/QtTest>
+
+#include <fstream>
+
+using namespace lathe;
+using nlohmann::json;
+
+namespace {
+
+json references() {
+    std::ifstream in(test::fixturesDir() + "/tokenizer-references.json");
+    return json::parse(in);
+}
+
+std::string idsString(const std::vector<int32_t> &ids) {
+    std::string s;
+    for (int32_t i : ids)
+        s += std::to_string(i) + " ";
+    return s;
+}
+
+// Every reference text: same ids; with specials where recorded; byte-level BPE and SentencePiece decode back.
+void checkAgainst(const Tokenizer &tok, const std::string &name, bool lossless) {
+    static const json refs = references();
+    const json &texts = refs["texts"];
+    const json &r = refs["tokenizers"][name];
+    for (size_t i = 0; i < texts.size(); ++i) {
+        const std::string text = texts[i].get<std::string>();
+        const auto want = r["ids"][i].get<std::vector<int32_t>>();
+        const auto got = tok.encode(text);
+        if (got != want)
+            qWarning("%s text %zu:\n  got  %s\n  want %s", name.c_str(), i, idsString(got).c_str(),
+                     idsString(want).c_str());
+        QCOMPARE(got, want);
+        if (r.contains("ids_with_special"))
+            QCOMPARE(tok.encodeForModel(text), r["ids_with_special"][i].get<std::vector<int32_t>>());
+        if (lossless)
+            QCOMPARE(tok.decode(got), text);
+    }
+}
+
+} // namespace
+
+class TestTokenizer : public QObject {
+    Q_OBJECT
+
+private slots:
+    void byteLevelTokenizerJson() {
+        for (const char *n : {"bpe-gpt2style", "bpe-llama3style"}) {
+            auto tok = loadTokenizerFile(test::fixturesDir() + "/tokenizers/" + n + "/tokenizer.json");
+            QVERIFY(tok->kind().find("tokenizer.json") != std::string::npos);
+            checkAgainst(*tok, n, std::string(n) == "bpe-gpt2style"); // NFC makes the llama3 one lossy
+        }
+    }
+
+    void wordPiece() {
+        auto fromJson = loadTokenizerFile(test::fixturesDir() + "/tokenizers/wordpiece/tokenizer.json");
+        checkAgainst(*fromJson, "wordpiece", false);
+        auto fromTxt = loadTokenizerFile(test::fixturesDir() + "/tokenizers/wordpiece/vocab.txt");
+        checkAgainst(*fromTxt, "wordpiece", false);
+        QCOMPARE(fromTxt->decode(fromTxt->encodeForModel("Lily's cat, Tom!")), std::string("lily ' s cat , tom !"));
+    }
+
+    void sentencePieceLibrary() {
+        auto tok = loadTokenizerFile(test::fixturesDir() + "/tokenizers/spm/spm.model");
+        QVERIFY(tok->kind().find("SentencePiece") != std::string::npos);
+        checkAgainst(*tok, "spm", false);
+    }
+
+    // llama2.c's format holds the same vocabulary as spm.model: the score-driven BPE must give sentencepiece's ids.
+    void llama2cFormatMatchesSentencePiece() {
+        auto tok = loadTokenizerFile(test::fixturesDir() + "/tokenizers/spm/tok.bin");
+        checkAgainst(*tok, "spm", false);
+        QCOMPARE(tok->decode(tok->encode("Once upon a time, Lily  sang.")), std::string("Once upon a time, Lily  sang."));
+    }
+
+    void gpt2VocabMerges() {
+        const std::string dir = test::sharedDataDir() + "/tokenizers/gpt2";
+        if (!QFile::exists(QString::fromStdString(dir + "/vocab.json")))
+            QSKIP("GPT-2 vocab.json not in ../shared/data/tokenizers/gpt2");
+        auto tok = loadTokenizerFile(dir + "/vocab.json");
+        QCOMPARE(tok->vocabSize(), int64_t(50257));
+        checkAgainst(*tok, "gpt2", true);
+    }
+
+    void smollm2Gguf() {
+        const std::string path = test::modelCacheDir() + "/SmolLM2-135M-Instruct.Q4_1.gguf";
+        if (!QFile::exists(QString::fromStdString(path)))
+            QSKIP("SmolLM2 GGUF not in the model cache; run packaging/fetch-models.sh");
+        auto model = openModel(path);
+        auto tok = loadTokenizer(*model);
+        QCOMPARE(tok->vocabSize(), int64_t(49152));
+        checkAgainst(*tok, "smollm2-gguf", true);
+    }
+
+    // The demo model's tok512.bin: encode/decode round trip and a known sentence start.
+    void demoTokenizer() {
+        auto model = openModel(test::sourceDir() + "/resources/demo/stories260K.bin");
+        auto tok = loadTokenizer(*model);
+        QCOMPARE(tok->vocabSize(), int64_t(512));
+        const std::string text = "Once upon a time, there was a little girl named Lily.";
+        const auto ids = tok->encodeForModel(text);
+        QCOMPARE(ids.front(), 1);
+        QVERIFY(ids.size() < text.size() / 2); // merges happened
+        QCOMPARE(tok->decode(ids), text);
+    }
+
+    void badFiles() {
+        const std::string dir = test::tempDir("badtok");
+        test::writeText(dir + "/tokenizer.json", "{\"model\": {\"type\": \"Unigram\", \"vocab\": {}}}");
+        QVERIFY_THROWS_EXCEPTION(LatheError, loadTokenizerFile(dir + "/tokenizer.json"));
+        test::writeText(dir + "/broken.json", "{not json");
+        QVERIFY_THROWS_EXCEPTION(LatheError, loadTokenizerFile(dir + "/broken.json"));
+        test::writeText(dir + "/t.bin", "\x10\x00\x00\x00\x00\x00\x00\x00\xff\xff\x00\x00");
+        QVERIFY_THROWS_EXCEPTION(LatheError, loadTokenizerFile(dir + "/t.bin"));
+        QVERIFY_THROWS_EXCEPTION(LatheError, loadTokenizerFile(dir + "/missing.json"));
+        test::writeText(dir + "/x.model", "not a model");
+        QVERIFY_THROWS_EXCEPTION(LatheError, loadTokenizerFile(dir + "/x.model"));
+    }
+};
+
+QTEST_GUILESS_MAIN(TestTokenizer)
+#include "tst_tokenizer.moc"
