@@ -1,7 +1,9 @@
 #include "blockops.h"
 
 #include "blas.h"
+#include "cpukernels.h"
 #include "error.h"
+#include "parallel.h"
 
 #include <nlohmann/json.hpp>
 
@@ -39,8 +41,8 @@ void layerNormForward(const Mat &x, const NormWeights &n, float eps, Mat &y) {
     y.resize(x.rows(), x.cols());
     const int64_t rows = x.rows(), cols = x.cols();
     const bool hasBias = n.bias.size() > 0;
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
+    parallelFor(rows, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
         const float *in = x.data() + r * cols;
         float *out = y.data() + r * cols;
         double mean = 0;
@@ -58,13 +60,14 @@ void layerNormForward(const Mat &x, const NormWeights &n, float eps, Mat &y) {
         for (int64_t c = 0; c < cols; ++c)
             out[c] = (in[c] - m) * inv * n.weight[c] + (hasBias ? n.bias[c] : 0.0f);
     }
+    });
 }
 
 void rmsNormForward(const Mat &x, const NormWeights &n, float eps, Mat &y) {
     y.resize(x.rows(), x.cols());
     const int64_t rows = x.rows(), cols = x.cols();
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
+    parallelFor(rows, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
         const float *in = x.data() + r * cols;
         float *out = y.data() + r * cols;
         double ss = 0;
@@ -74,16 +77,10 @@ void rmsNormForward(const Mat &x, const NormWeights &n, float eps, Mat &y) {
         for (int64_t c = 0; c < cols; ++c)
             out[c] = n.weight[c] * (in[c] * inv);
     }
+    });
 }
 
 namespace {
-
-inline float silu(float v) { return v / (1.0f + std::exp(-v)); }
-
-inline float geluTanh(float v) {
-    constexpr float k = 0.7978845608028654f; // sqrt(2/pi)
-    return 0.5f * v * (1.0f + std::tanh(k * (v + 0.044715f * v * v * v)));
-}
 
 inline float geluErf(float v) { return 0.5f * v * (1.0f + std::erf(v * float(std::numbers::sqrt2 / 2))); }
 
@@ -94,24 +91,22 @@ void activationForward(Activation a, Mat &x) {
     const int64_t n = x.size();
     switch (a) {
     case Activation::Silu:
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < n; ++i)
-            p[i] = silu(p[i]);
+        parallelFor(n, 1 << 15, [&](int64_t b, int64_t e) { cpuKernels().silu(p + b, e - b); });
         break;
     case Activation::Relu:
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < n; ++i)
-            p[i] = std::max(p[i], 0.0f);
+        parallelFor(n, 1 << 15, [&](int64_t b, int64_t e) {
+            for (int64_t i = b; i < e; ++i)
+                p[i] = std::max(p[i], 0.0f);
+        });
         break;
     case Activation::GeluTanh:
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < n; ++i)
-            p[i] = geluTanh(p[i]);
+        parallelFor(n, 1 << 15, [&](int64_t b, int64_t e) { cpuKernels().geluTanh(p + b, e - b); });
         break;
     case Activation::GeluErf:
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < n; ++i)
-            p[i] = geluErf(p[i]);
+        parallelFor(n, 1 << 15, [&](int64_t b, int64_t e) {
+            for (int64_t i = b; i < e; ++i)
+                p[i] = geluErf(p[i]);
+        });
         break;
     }
 }
@@ -121,9 +116,7 @@ void swigluForward(Mat &gate, const Mat &up) {
     float *g = gate.data();
     const float *u = up.data();
     const int64_t n = gate.size();
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i)
-        g[i] = silu(g[i]) * u[i];
+    parallelFor(n, 1 << 15, [&](int64_t b, int64_t e) { cpuKernels().siluMul(g + b, u + b, e - b); });
 }
 
 RopeTable makeRopeTable(int64_t positions, int rotaryDim, double theta, const nlohmann::json &ropeScaling,
@@ -175,8 +168,8 @@ void ropeForward(Mat &x, int64_t seq, int heads, int headDim, const RopeTable &t
     const int half = table.rotaryDim / 2;
     const int64_t rows = x.rows(), width = x.cols();
     assert(width == int64_t(heads) * headDim && table.cos.rows() >= seq);
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
+    parallelFor(rows, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
         const int64_t pos = r % seq;
         const float *c = table.cos.data() + pos * half;
         const float *s = table.sin.data() + pos * half;
@@ -189,6 +182,7 @@ void ropeForward(Mat &x, int64_t seq, int heads, int headDim, const RopeTable &t
             }
         }
     }
+    });
 }
 
 void attentionForward(const Mat &q, const Mat &k, const Mat &v, const AttentionShape &s, Mat &ctx) {
@@ -197,13 +191,19 @@ void attentionForward(const Mat &q, const Mat &k, const Mat &v, const AttentionS
     assert(q.rows() == s.batch * T && q.cols() == qStride && k.cols() == kvStride && v.cols() == kvStride);
     ctx.resize(q.rows(), qStride);
     const int group = s.heads / s.kvHeads;
+    const CpuKernels &kern = cpuKernels();
     // Query chunks keep the score block small (cache) and let causal attention skip keys after the chunk.
     const int64_t chunk = std::min<int64_t>(T, 256);
-    Mat scores(chunk, T);
-    for (int64_t b = 0; b < s.batch; ++b) {
-        const uint8_t *keyMask = s.keyMask ? s.keyMask + b * T : nullptr;
-        for (int h = 0; h < s.heads; ++h) {
-            const int kvh = h / group;
+    // Heads run in parallel, each with single-threaded GEMMs: per-head GEMMs (K = headDim) are too small to
+    // split well across threads, and this keeps every core busy through the softmax as well.
+    const int threadsBefore = blasInfo().threads;
+    setBlasThreads(1);
+    parallelFor(s.batch * s.heads, 1, [&](int64_t p0, int64_t p1) {
+        std::vector<float> scores(size_t(chunk * T));
+        for (int64_t p = p0; p < p1; ++p) {
+            const int64_t b = p / s.heads;
+            const int h = int(p % s.heads), kvh = h / group;
+            const uint8_t *keyMask = s.keyMask ? s.keyMask + b * T : nullptr;
             const float *qh = q.data() + b * T * qStride + int64_t(h) * d;
             const float *kh = k.data() + b * T * kvStride + int64_t(kvh) * d;
             const float *vh = v.data() + b * T * kvStride + int64_t(kvh) * d;
@@ -211,34 +211,15 @@ void attentionForward(const Mat &q, const Mat &k, const Mat &v, const AttentionS
             for (int64_t q0 = 0; q0 < T; q0 += chunk) {
                 const int64_t nq = std::min(chunk, T - q0);
                 const int64_t nk = s.causal ? q0 + nq : T;
-                // scores (nq x nk), row stride T
-                sgemm(false, true, nq, nk, d, s.scale, qh + q0 * qStride, qStride, kh, kvStride, 0.0f,
-                      scores.data(), T);
-#pragma omp parallel for schedule(static)
-                for (int64_t i = 0; i < nq; ++i) {
-                    float *row = scores.data() + i * T;
-                    const int64_t last = s.causal ? q0 + i + 1 : nk; // keys [0, last) are visible
-                    float mx = -std::numeric_limits<float>::infinity();
-                    for (int64_t j = 0; j < last; ++j)
-                        if (!keyMask || keyMask[j])
-                            mx = std::max(mx, row[j]);
-                    float sum = 0;
-                    for (int64_t j = 0; j < last; ++j) {
-                        const float e = (!keyMask || keyMask[j]) ? std::exp(row[j] - mx) : 0.0f;
-                        row[j] = e;
-                        sum += e;
-                    }
-                    const float inv = sum > 0 ? 1.0f / sum : 0.0f;
-                    for (int64_t j = 0; j < last; ++j)
-                        row[j] *= inv;
-                    for (int64_t j = last; j < nk; ++j)
-                        row[j] = 0.0f;
-                }
-                sgemm(false, false, nq, d, nk, 1.0f, scores.data(), T, vh, kvStride, 0.0f, oh + q0 * qStride,
+                sgemm(false, true, nq, nk, d, s.scale, qh + q0 * qStride, qStride, kh, kvStride, 0.0f, scores.data(),
+                      nk);
+                kern.softmaxRows(scores.data(), nq, nk, q0, s.causal, keyMask);
+                sgemm(false, false, nq, d, nk, 1.0f, scores.data(), nk, vh, kvStride, 0.0f, oh + q0 * qStride,
                       qStride);
             }
         }
-    }
+    });
+    setBlasThreads(threadsBefore);
 }
 
 } // namespace lathe::cpu

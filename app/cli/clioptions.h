@@ -30,5 +30,9 @@ private:
 int runInspect(int argc, char **argv);
 int runConvert(int argc, char **argv);
 int runDevices(int argc, char **argv);
+int runEval(int argc, char **argv);
+int runGenerate(int argc, char **argv);
+int runBench(int argc, char **argv);
+int runTokenize(int argc, char **argv);
 
 } // namespace lathe::cli

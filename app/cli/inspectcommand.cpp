@@ -1,6 +1,8 @@
 #include "clioptions.h"
+#include "enginesetup.h"
 
 #include "backend.h"
+#include "blas.h"
 #include "error.h"
 #include "modelloader.h"
 #include "modelsummary.h"
@@ -11,19 +13,6 @@
 
 namespace lathe::cli {
 
-namespace {
-
-DevicePreference parseDevice(const std::optional<std::string> &v) {
-    if (!v || *v == "auto")
-        return DevicePreference::Auto;
-    if (*v == "cpu")
-        return DevicePreference::Cpu;
-    if (*v == "cuda" || *v == "gpu")
-        return DevicePreference::Cuda;
-    throw LatheError("--device must be auto, cpu or cuda, not '" + *v + "'");
-}
-
-} // namespace
 
 int runInspect(int argc, char **argv) {
     CliOptions o(argc, argv, 2, {"device"}, {"json", "scan"});
@@ -71,6 +60,10 @@ int runDevices(int, char **) {
         std::printf("memory   %.1f GiB\ncompute  sm_%d%d\n", double(d.totalMemory) / (1 << 30), d.computeMajor,
                     d.computeMinor);
     std::printf("cuda     %s\n", gpuBackendCompiled() ? "compiled in" : "not compiled in");
+    const BlasInfo blas = blasInfo();
+    std::printf("cpu blas %s (core %s, %d threads)\n", blas.library.c_str(), blas.coreType.c_str(), blas.threads);
+    if (!blas.note.empty())
+        std::printf("note     %s\n", blas.note.c_str());
     if (!note.empty())
         std::printf("note     %s\n", note.c_str());
     return 0;

@@ -3,6 +3,7 @@
 #include "clioptions.h"
 
 #include "backend.h"
+#include "blas.h"
 #include "error.h"
 #include "logging.h"
 
@@ -27,6 +28,14 @@ void usage(FILE *out) {
                  "      --scan reads every weight and reports NaN/Inf values\n"
                  "  convert MODEL OUT_DIR [--dtype f32|f16|bf16] [--shard-size BYTES] [--overwrite]\n"
                  "      writes MODEL as a Hugging Face folder (safetensors + config.json), atomically\n"
+                 "  eval --model MODEL --text FILE [--seq-len N] [--max-tokens K] [--device cpu|cuda] [--json]\n"
+                 "      perplexity by the standard protocol (non-overlapping windows, PPL = exp(mean NLL))\n"
+                 "  generate --model MODEL [--prompt TEXT] [--max-new N] [--json]\n"
+                 "      greedy continuation of a prompt\n"
+                 "  tokenize (--model MODEL | --tokenizer FILE) (--text FILE | --string S) [--rows] [--json]\n"
+                 "      token ids of a text with the model's tokenizer\n"
+                 "  bench forward --model MODEL [--seq-len N] [--batch B] [--repeat R] [--threads T] [--json]\n"
+                 "      forward-pass tokens/s and GFLOP/s next to the measured sgemm peak\n"
                  "  devices\n"
                  "      the compute device Lathe would use\n\n"
                  "MODEL is a Hugging Face folder, a .gguf file or a llama2.c .bin checkpoint.\n"
@@ -36,6 +45,7 @@ void usage(FILE *out) {
 } // namespace
 
 int main(int argc, char **argv) {
+    lathe::fixBlasCoreType(argc, argv); // may re-execute with OPENBLAS_CORETYPE set: first thing
 #ifdef LATHE_HAVE_CUDA
     lathe::gpu::registerCudaBackend();
 #endif
@@ -67,6 +77,14 @@ int main(int argc, char **argv) {
             return lathe::cli::runConvert(n, args.data());
         if (cmd == "devices")
             return lathe::cli::runDevices(n, args.data());
+        if (cmd == "eval")
+            return lathe::cli::runEval(n, args.data());
+        if (cmd == "generate")
+            return lathe::cli::runGenerate(n, args.data());
+        if (cmd == "tokenize")
+            return lathe::cli::runTokenize(n, args.data());
+        if (cmd == "bench")
+            return lathe::cli::runBench(n, args.data());
     } catch (const lathe::LatheError &e) {
         spdlog::default_logger()->flush();
         std::fprintf(stderr, "error: %s\n", e.what());

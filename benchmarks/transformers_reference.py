@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""The same measurements as `lathe-cli eval` and `lathe-cli bench forward`, made with Hugging Face transformers on
+the CPU, for docs/benchmarks.md and the issue's closing notes.
+
+  transformers_reference.py ppl --model DIR_OR_GGUF --text FILE --seq-len N [--max-tokens K]
+  transformers_reference.py speed --model DIR_OR_GGUF --seq-len N [--repeat R] [--threads T]
+
+Perplexity follows the protocol lathe-cli eval uses: the file's lines as dataset rows (a non-empty row keeps its
+"\\n"), joined with "\\n\\n", tokenized once with the model's tokenizer (specials included), non-overlapping windows
+of N tokens, remainder dropped, PPL = exp(mean NLL). Prints one JSON line.
+Needs: torch, transformers, gguf, accelerate (packaging/make-reference-env.sh).
+"""
+import argparse
+import json
+import math
+import os
+import time
+
+import torch
+import transformers
+
+
+def load(path):
+    if path.endswith(".gguf"):
+        d, f = os.path.split(path)
+        tok = transformers.AutoTokenizer.from_pretrained(d, gguf_file=f)
+        model = transformers.AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
+    else:
+        tok = None
+        try:
+            tok = transformers.AutoTokenizer.from_pretrained(path)
+        except Exception:
+            pass
+        model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return tok, model.eval()
+
+
+def rows_joined(path):
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return "\n\n".join(l + "\n" if l else "" for l in lines)
+
+
+def ppl(a):
+    tok, model = load(a.model)
+    if a.ids:
+        with open(a.ids) as f:
+            ids = json.load(f)
+    else:
+        ids = tok(rows_joined(a.text))["input_ids"]
+    n = a.seq_len
+    usable = min(len(ids), a.max_tokens) if a.max_tokens else len(ids)
+    windows = usable // n
+    t0 = time.time()
+    nll = 0.0
+    with torch.no_grad():
+        for w in range(windows):
+            x = torch.tensor([ids[w * n:(w + 1) * n]])
+            logits = model(input_ids=x).logits[0, :-1].double()
+            nll += torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="sum").item()
+    secs = time.time() - t0
+    mean = nll / (windows * (n - 1))
+    print(json.dumps({"tool": "transformers " + transformers.__version__, "model": a.model, "seq_len": n,
+                      "text_tokens": len(ids), "windows": windows, "perplexity": math.exp(mean), "mean_nll": mean,
+                      "seconds": secs, "tokens_per_second": windows * n / secs}))
+
+
+def speed(a):
+    _, model = load(a.model)
+    g = torch.Generator().manual_seed(42)
+    x = torch.randint(0, model.config.vocab_size, (1, a.seq_len), generator=g)
+    with torch.no_grad():
+        model(input_ids=x)
+        times = []
+        for _ in range(a.repeat):
+            t0 = time.time()
+            model(input_ids=x)
+            times.append(time.time() - t0)
+    best = min(times)
+    print(json.dumps({"tool": "transformers " + transformers.__version__, "torch": torch.__version__,
+                      "threads": torch.get_num_threads(), "model": a.model, "seq_len": a.seq_len,
+                      "best_s": best, "tokens_per_s": a.seq_len / best}))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["ppl", "speed"])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--text")
+    ap.add_argument("--ids", help="JSON list of token ids to use instead of tokenizing --text")
+    ap.add_argument("--seq-len", type=int, default=2048)
+    ap.add_argument("--max-tokens", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    ppl(a) if a.what == "ppl" else speed(a)

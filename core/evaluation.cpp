@@ -1,0 +1,134 @@
+#include "evaluation.h"
+
+#include "error.h"
+#include "parallel.h"
+#include "transformer.h"
+
+#include <chrono>
+#include <cmath>
+#include <vector>
+
+namespace lathe {
+
+namespace {
+
+// Sum of -log softmax(logits[r])[target[r]] over the rows, in double; false when a logit is not finite.
+bool addNll(const Mat &logits, const int32_t *targets, double &sum) {
+    const int64_t rows = logits.rows(), vocab = logits.cols();
+    std::vector<double> totals(static_cast<size_t>(rows));
+    parallelFor(rows, 8, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+        const float *row = logits.data() + r * vocab;
+        float mx = row[0];
+        for (int64_t j = 1; j < vocab; ++j)
+            mx = std::max(mx, row[j]);
+        double s = 0;
+        for (int64_t j = 0; j < vocab; ++j)
+            s += std::exp(double(row[j] - mx));
+        totals[size_t(r)] = std::log(s) + mx - row[targets[r]];
+    }
+    });
+    for (double v : totals) {
+        if (!std::isfinite(v))
+            return false;
+        sum += v;
+    }
+    return true;
+}
+
+} // namespace
+
+PerplexityResult evaluatePerplexity(Transformer &model, const std::vector<int32_t> &tokens,
+                                    const PerplexityParams &params, const ProgressCallback &progress) {
+    require(model.isDecoder(), "perplexity", "BERT is an encoder: perplexity needs a causal language model");
+    const int64_t n = params.seqLen;
+    if (n < 2)
+        throw LatheError("sequence length " + std::to_string(n) + " is too short", "use --seq-len 2 or more");
+    const int64_t maxPos = model.config().maxPositions;
+    if (maxPos > 0 && n > maxPos)
+        throw LatheError("sequence length " + std::to_string(n) + " is above the model's maximum of " +
+                             std::to_string(maxPos) + " positions",
+                         "use --seq-len " + std::to_string(maxPos) + " or less");
+    int64_t usable = int64_t(tokens.size());
+    if (params.maxTokens > 0)
+        usable = std::min(usable, params.maxTokens);
+    PerplexityResult r;
+    r.textTokens = int64_t(tokens.size());
+    r.windows = usable / n;
+    if (r.windows == 0)
+        throw LatheError("the text has " + std::to_string(usable) + " tokens, fewer than one window of " +
+                             std::to_string(n),
+                         "use a longer text or a shorter --seq-len");
+    const auto start = std::chrono::steady_clock::now();
+    double nllSum = 0;
+    constexpr int64_t kHeadRows = 256; // LM head in row blocks: (256 x vocab) logits at a time
+    for (int64_t w = 0; w < r.windows; ++w) {
+        reportProgress(progress, double(w) / double(r.windows),
+                       "window " + std::to_string(w + 1) + "/" + std::to_string(r.windows));
+        TokenBatch batch;
+        batch.seq = n;
+        batch.tokens.assign(tokens.begin() + w * n, tokens.begin() + (w + 1) * n);
+        Mat h = model.embed(batch);
+        for (int l = 0; l < model.numLayers(); ++l)
+            model.runBlock(l, h, batch);
+        const Mat f = model.finalHidden(h.topRows(n - 1));
+        for (int64_t r0 = 0; r0 < n - 1; r0 += kHeadRows) {
+            const int64_t rows = std::min(kHeadRows, n - 1 - r0);
+            const Mat logits = model.logits(f.middleRows(r0, rows));
+            if (!addNll(logits, batch.tokens.data() + r0 + 1, nllSum))
+                throw LatheError("the model produced non-finite logits in window " + std::to_string(w + 1),
+                                 "the weights may hold NaN or Inf values: run lathe-cli inspect MODEL --scan");
+        }
+    }
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    r.predictedTokens = r.windows * (n - 1);
+    r.meanNll = nllSum / double(r.predictedTokens);
+    r.perplexity = std::exp(r.meanNll);
+    r.tokensPerSecond = double(r.windows * n) / std::max(r.seconds, 1e-9);
+    reportProgress(progress, 1.0, "done");
+    return r;
+}
+
+std::string joinDatasetRows(const std::string &fileText) {
+    std::string out;
+    size_t pos = 0;
+    bool first = true;
+    while (pos < fileText.size()) {
+        size_t end = fileText.find('\n', pos);
+        if (end == std::string::npos)
+            end = fileText.size();
+        if (!first)
+            out += "\n\n";
+        first = false;
+        if (end > pos)
+            out.append(fileText, pos, end - pos).push_back('\n');
+        pos = end + 1;
+    }
+    return out;
+}
+
+std::vector<int32_t> generateGreedy(Transformer &model, std::vector<int32_t> ids, int64_t maxNew, int32_t stopToken,
+                                    const ProgressCallback &progress) {
+    require(model.isDecoder(), "generate", "BERT is an encoder and cannot generate text");
+    require(!ids.empty(), "generate", "the prompt is empty", "give at least one token (BOS counts)");
+    // No KV cache yet: each step runs the whole prefix. Fine for the demo model and short continuations.
+    for (int64_t step = 0; step < maxNew; ++step) {
+        reportProgress(progress, double(step) / double(maxNew), "token " + std::to_string(step + 1));
+        const int64_t maxPos = model.config().maxPositions;
+        if (maxPos > 0 && int64_t(ids.size()) >= maxPos)
+            break;
+        TokenBatch batch = TokenBatch::single(ids);
+        Mat h = model.embed(batch);
+        for (int l = 0; l < model.numLayers(); ++l)
+            model.runBlock(l, h, batch);
+        const Mat logits = model.logits(model.finalHidden(h.bottomRows(1)));
+        Eigen::Index best = 0;
+        logits.row(0).maxCoeff(&best);
+        ids.push_back(int32_t(best));
+        if (int32_t(best) == stopToken)
+            break;
+    }
+    return ids;
+}
+
+} // namespace lathe
