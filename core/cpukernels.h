@@ -21,5 +21,6 @@ struct CpuKernels {
 };
 
 const CpuKernels &cpuKernels();
+const CpuKernels &baselineCpuKernels(); // the x86-64 build, for tests comparing the two
 
 } // namespace lathe::cpu

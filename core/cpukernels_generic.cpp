@@ -16,6 +16,8 @@ namespace avx2 {
 extern const CpuKernels kKernels; // cpukernels_avx2.cpp; only defined in x86-64 builds
 }
 
+const CpuKernels &baselineCpuKernels() { return generic::kKernels; }
+
 const CpuKernels &cpuKernels() {
 #if defined(__x86_64__) && defined(LATHE_HAVE_AVX2_KERNELS)
     static const bool avx2 = [] {

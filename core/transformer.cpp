@@ -135,7 +135,9 @@ void Transformer::runBlock(int layer, Mat &hidden, const TokenBatch &batch, cons
     ensureRope(batch.seq);
 
     emit(BlockSignal::BlockInput, hidden);
-    Mat normed;
+    // Work buffers live in m_scratch: same shapes every block, so no allocation (and no page faults) per block.
+    Scratch &S = m_scratch;
+    Mat &normed = S.normed;
     if (!bert) {
         applyNorm(hidden, w.attnNorm, normed);
         emit(BlockSignal::AttnInput, normed);
@@ -144,7 +146,7 @@ void Transformer::runBlock(int layer, Mat &hidden, const TokenBatch &batch, cons
     }
     const Mat &attnIn = bert ? hidden : normed;
 
-    Mat q, k, v, ctx, attnOut;
+    Mat &q = S.q, &k = S.k, &v = S.v, &ctx = S.ctx, &attnOut = S.attnOut;
     cpu::linearForward(attnIn, w.q, q);
     cpu::linearForward(attnIn, w.k, k);
     cpu::linearForward(attnIn, w.v, v);
@@ -162,16 +164,12 @@ void Transformer::runBlock(int layer, Mat &hidden, const TokenBatch &batch, cons
     shape.causal = !bert;
     shape.keyMask = bert && !batch.mask.empty() ? batch.mask.data() : nullptr;
     cpu::attentionForward(q, k, v, shape, ctx);
-    q = Mat();
-    k = Mat();
-    v = Mat();
     emit(BlockSignal::AttnContext, ctx);
     cpu::linearForward(ctx, w.o, attnOut);
-    ctx = Mat();
     emit(BlockSignal::AttnOutput, attnOut);
 
     const Mat *mlpIn = nullptr;
-    Mat mlpNormed;
+    Mat &mlpNormed = S.mlpNormed;
     if (phi) {
         emit(BlockSignal::MlpInput, normed);
         mlpIn = &normed;
@@ -189,10 +187,10 @@ void Transformer::runBlock(int layer, Mat &hidden, const TokenBatch &batch, cons
         mlpIn = &mlpNormed;
     }
 
-    Mat mid, out;
+    Mat &mid = S.mid, &out = S.out;
     cpu::linearForward(*mlpIn, w.up, mid);
     if (w.gate.present()) {
-        Mat g;
+        Mat &g = S.gate;
         cpu::linearForward(*mlpIn, w.gate, g);
         cpu::swigluForward(g, mid);
         mid.swap(g);
@@ -201,7 +199,6 @@ void Transformer::runBlock(int layer, Mat &hidden, const TokenBatch &batch, cons
     }
     emit(BlockSignal::MlpHidden, mid);
     cpu::linearForward(mid, w.down, out);
-    mid = Mat();
     emit(BlockSignal::MlpOutput, out);
 
     if (phi) {

@@ -84,6 +84,9 @@ private:
     HeadWeights m_head;
     std::vector<std::optional<BlockWeights>> m_blocks;
     cpu::RopeTable m_rope;
+    struct Scratch {
+        Mat normed, q, k, v, ctx, attnOut, mlpNormed, mid, gate, out;
+    } m_scratch;
     int m_positionOffset = 0; // OPT's learned positions start at index 2
 };
 

@@ -2,6 +2,7 @@
 
 #include "error.h"
 
+#ifdef LATHE_HAVE_UNICODE
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 #include <utf8proc.h>
@@ -146,3 +147,36 @@ void RegexSplitter::split(std::string_view text, std::vector<std::string_view> &
 }
 
 } // namespace lathe::unicode
+
+#else // built without PCRE2 / utf8proc (the engine-only build): tokenizers refuse to run
+
+namespace lathe::unicode {
+
+namespace {
+[[noreturn]] void missing() {
+    throw LatheError("this build of Lathe cannot tokenize text: it was built without PCRE2 and utf8proc",
+                     "install libpcre2-dev and libutf8proc-dev and rebuild");
+}
+} // namespace
+
+int utf8Length(unsigned char lead) {
+    return lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3 : (lead >> 3) == 0x1E ? 4 : 1;
+}
+void appendUtf8(std::string &, uint32_t) { missing(); }
+std::vector<uint32_t> decodeUtf8(std::string_view) { missing(); }
+bool isWhitespace(uint32_t) { missing(); }
+bool isControl(uint32_t) { missing(); }
+bool isPunctuation(uint32_t) { missing(); }
+bool isCjk(uint32_t) { missing(); }
+bool isMark(uint32_t) { missing(); }
+uint32_t toLower(uint32_t) { missing(); }
+std::string nfc(std::string_view) { missing(); }
+std::string nfd(std::string_view) { missing(); }
+struct RegexSplitter::Impl {};
+RegexSplitter::RegexSplitter(const std::string &) { missing(); }
+RegexSplitter::~RegexSplitter() = default;
+void RegexSplitter::split(std::string_view, std::vector<std::string_view> &) const { missing(); }
+
+} // namespace lathe::unicode
+
+#endif

@@ -3,6 +3,7 @@
 // hooks API.
 
 #include "blas.h"
+#include "cpukernels.h"
 #include "model.h"
 #include "modelloader.h"
 #include "referencefile.h"
@@ -142,6 +143,37 @@ private slots:
         o.keepBlocksResident = false;
         Transformer streaming(*model, o);
         QVERIFY(resident.forward(batch) == streaming.forward(batch));
+    }
+
+    // Both builds of the element-wise kernels against libm: SiLU, GELU-tanh and softmax within 1e-6 of max(1, |y|),
+    // NaN in -> NaN out (NaN weights must show, not vanish).
+    void kernelsAgainstLibm() {
+        std::vector<float> x;
+        for (float v = -30.0f; v <= 30.0f; v += 0.01f)
+            x.push_back(v);
+        for (const cpu::CpuKernels *k : {&cpu::baselineCpuKernels(), &cpu::cpuKernels()}) {
+            std::vector<float> s = x, ones(x.size(), 1.0f), g = x;
+            k->siluMul(s.data(), ones.data(), int64_t(s.size()));
+            k->geluTanh(g.data(), int64_t(g.size()));
+            double maxRel = 0;
+            for (size_t i = 0; i < x.size(); ++i) {
+                const double v = x[i];
+                const double silu = v / (1 + std::exp(-v));
+                const double gelu = 0.5 * v * (1 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+                maxRel = std::max(maxRel, std::fabs(s[i] - silu) / std::max(1.0, std::fabs(silu)));
+                maxRel = std::max(maxRel, std::fabs(g[i] - gelu) / std::max(1.0, std::fabs(gelu)));
+            }
+            qInfo("%s kernels: max relative error %.3g", k->name, maxRel);
+            QVERIFY(maxRel < 1e-6);
+            std::vector<float> row = {1.0f, 2.0f, std::nanf(""), 0.5f};
+            k->softmaxRows(row.data(), 1, 4, 3, true, nullptr);
+            QVERIFY(std::isnan(row[0]));
+            std::vector<float> sm = {1.0f, 2.0f, 3.0f, 100.0f};
+            k->softmaxRows(sm.data(), 1, 4, 2, true, nullptr); // causal row sees keys 0..2
+            const double z = std::exp(1.0) + std::exp(2.0) + std::exp(3.0);
+            QVERIFY(std::fabs(sm[2] - std::exp(3.0) / z) < 1e-6);
+            QCOMPARE(sm[3], 0.0f);
+        }
     }
 
     void cancellation() {

@@ -1,6 +1,7 @@
 // lathe: the desktop workbench.
 
 #include "backend.h"
+#include "blas.h"
 #include "logging.h"
 #include "mainwindow.h"
 #include "model.h"
@@ -18,6 +19,7 @@
 #include <memory>
 
 int main(int argc, char **argv) {
+    lathe::fixBlasCoreType(argc, argv); // may re-execute with OPENBLAS_CORETYPE set: before anything else
     QApplication app(argc, argv);
     QApplication::setOrganizationName("Lathe");
     QApplication::setApplicationName("Lathe");
