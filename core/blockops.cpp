@@ -194,13 +194,11 @@ void attentionForward(const Mat &q, const Mat &k, const Mat &v, const AttentionS
     const CpuKernels &kern = cpuKernels();
     // Query chunks keep the score block small (cache) and let causal attention skip keys after the chunk.
     const int64_t chunk = std::min<int64_t>(T, 256);
-    // Heads run in parallel, each with single-threaded GEMMs: per-head GEMMs (K = headDim) are too small to
-    // split well across threads, and this keeps every core busy through the softmax as well.
-    const int threadsBefore = blasInfo().threads;
-    setBlasThreads(1);
-    parallelFor(s.batch * s.heads, 1, [&](int64_t p0, int64_t p1) {
-        std::vector<float> scores(size_t(chunk * T));
-        for (int64_t p = p0; p < p1; ++p) {
+    // Per head and query chunk: scores by a (multi-threaded) GEMM, softmax rows split across threads, context by a
+    // GEMM. Running heads in parallel with single-threaded GEMMs measured no faster on 2 cores and would need a
+    // process-wide switch of OpenBLAS's thread count.
+    std::vector<float> scores(size_t(chunk * T));
+    for (int64_t p = 0; p < s.batch * s.heads; ++p) {
             const int64_t b = p / s.heads;
             const int h = int(p % s.heads), kvh = h / group;
             const uint8_t *keyMask = s.keyMask ? s.keyMask + b * T : nullptr;
@@ -211,15 +209,13 @@ void attentionForward(const Mat &q, const Mat &k, const Mat &v, const AttentionS
             for (int64_t q0 = 0; q0 < T; q0 += chunk) {
                 const int64_t nq = std::min(chunk, T - q0);
                 const int64_t nk = s.causal ? q0 + nq : T;
-                sgemm(false, true, nq, nk, d, s.scale, qh + q0 * qStride, qStride, kh, kvStride, 0.0f, scores.data(),
-                      nk);
-                kern.softmaxRows(scores.data(), nq, nk, q0, s.causal, keyMask);
-                sgemm(false, false, nq, d, nk, 1.0f, scores.data(), nk, vh, kvStride, 0.0f, oh + q0 * qStride,
-                      qStride);
+                sgemm(false, true, nq, nk, d, s.scale, qh + q0 * qStride, qStride, kh, kvStride, 0.0f, scores.data(), nk);
+                parallelFor(nq, 16, [&](int64_t i0, int64_t i1) {
+                    kern.softmaxRows(scores.data() + i0 * nk, i1 - i0, nk, q0 + i0, s.causal, keyMask);
+                });
+                sgemm(false, false, nq, d, nk, 1.0f, scores.data(), nk, vh, kvStride, 0.0f, oh + q0 * qStride, qStride);
             }
-        }
-    });
-    setBlasThreads(threadsBefore);
+    }
 }
 
 } // namespace lathe::cpu

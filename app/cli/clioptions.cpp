@@ -1,5 +1,7 @@
 #include "clioptions.h"
 
+#include "error.h"
+
 #include <algorithm>
 
 namespace lathe::cli {
@@ -45,6 +47,20 @@ std::optional<std::string> CliOptions::value(const std::string &name) const {
     if (it == m_values.end())
         return std::nullopt;
     return it->second;
+}
+
+int64_t CliOptions::integer(const std::string &name, int64_t fallback) const {
+    auto v = value(name);
+    if (!v)
+        return fallback;
+    try {
+        size_t used = 0;
+        const long long x = std::stoll(*v, &used);
+        if (used == v->size())
+            return x;
+    } catch (const std::exception &) {
+    }
+    throw LatheError("--" + name + " must be an integer, not '" + *v + "'");
 }
 
 } // namespace lathe::cli

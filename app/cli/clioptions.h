@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -17,6 +18,8 @@ public:
     const std::string &error() const { return m_error; }
     bool flag(const std::string &name) const { return m_flags.count(name) > 0; }
     std::optional<std::string> value(const std::string &name) const;
+    // The option as an integer, `fallback` when absent; LatheError naming the option when it is not one.
+    int64_t integer(const std::string &name, int64_t fallback) const;
     const std::vector<std::string> &positional() const { return m_positional; }
 
 private:

@@ -13,25 +13,6 @@
 
 namespace lathe::cli {
 
-namespace {
-
-int64_t intValue(const CliOptions &o, const std::string &name, int64_t fallback) {
-    auto v = o.value(name);
-    if (!v)
-        return fallback;
-    try {
-        size_t used = 0;
-        const long long x = std::stoll(*v, &used);
-        if (used != v->size())
-            throw std::invalid_argument("trailing");
-        return x;
-    } catch (const std::exception &) {
-        throw LatheError("--" + name + " must be an integer, not '" + *v + "'");
-    }
-}
-
-} // namespace
-
 int runEval(int argc, char **argv) {
     CliOptions o(argc, argv, 2, {"model", "text", "seq-len", "max-tokens", "device", "tokenizer", "threads"},
                  {"json", "no-bos"});
@@ -47,14 +28,14 @@ int runEval(int argc, char **argv) {
     }
     const std::string device = chooseForwardDevice(o.value("device"));
     if (auto t = o.value("threads"))
-        setBlasThreads(int(intValue(o, "threads", 0)));
+        setBlasThreads(int(o.integer("threads", 0)));
     LoadedModel m = openModelWithTokenizer(*o.value("model"), o.value("tokenizer"));
     const std::string text = joinDatasetRows(readTextFile(*o.value("text")));
     const std::vector<int32_t> ids = o.flag("no-bos") ? m.tokenizer->encode(text) : m.tokenizer->encodeForModel(text);
     PerplexityParams p;
     const int64_t maxPos = m.model->config.maxPositions;
-    p.seqLen = intValue(o, "seq-len", maxPos > 0 ? std::min<int64_t>(2048, maxPos) : 2048);
-    p.maxTokens = intValue(o, "max-tokens", 0);
+    p.seqLen = o.integer("seq-len", maxPos > 0 ? std::min<int64_t>(2048, maxPos) : 2048);
+    p.maxTokens = o.integer("max-tokens", 0);
     Transformer t(*m.model);
     int lastPct = -1;
     const PerplexityResult r = evaluatePerplexity(t, ids, p, [&](const Progress &pr) {
@@ -100,7 +81,7 @@ int runGenerate(int argc, char **argv) {
         ids.push_back(m.tokenizer->bos);
     const size_t promptLen = ids.size();
     Transformer t(*m.model);
-    ids = generateGreedy(t, ids, intValue(o, "max-new", 64), m.tokenizer->eos);
+    ids = generateGreedy(t, ids, o.integer("max-new", 64), m.tokenizer->eos);
     const std::vector<int32_t> fresh(ids.begin() + long(promptLen), ids.end());
     const std::string continuation = m.tokenizer->decode(fresh);
     if (o.flag("json")) {
