@@ -20,8 +20,9 @@ case "$mode" in
     if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]; then
       exec "$build/app/lathe" "$demo"
     fi
-    echo "No display: running lathe-cli on the demo model."
-    exec "$build/app/lathe-cli" inspect "$demo" --scan
+    echo "No display: running lathe-cli on the demo model (summary, then a greedy continuation)."
+    "$build/app/lathe-cli" inspect "$demo" --scan
+    exec "$build/app/lathe-cli" generate --model "$demo" --prompt "Once upon a time" --max-new 40
     ;;
   test)
     bash packaging/fetch-models.sh
