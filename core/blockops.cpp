@@ -37,14 +37,24 @@ void linearForward(const Mat &x, const LinearWeights &w, Mat &y) {
         y.rowwise() += w.b.transpose();
 }
 
-void layerNormForward(const Mat &x, const NormWeights &n, float eps, Mat &y) {
+namespace {
+
+// y = fn applied to each row of x (same width), rows split across threads. fn(in, out, cols).
+template <typename RowFn>
+void mapRows(const Mat &x, Mat &y, const RowFn &fn) {
     y.resize(x.rows(), x.cols());
-    const int64_t rows = x.rows(), cols = x.cols();
+    const int64_t cols = x.cols();
+    parallelFor(x.rows(), 64, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r)
+            fn(x.data() + r * cols, y.data() + r * cols, cols);
+    });
+}
+
+} // namespace
+
+void layerNormForward(const Mat &x, const NormWeights &n, float eps, Mat &y) {
     const bool hasBias = n.bias.size() > 0;
-    parallelFor(rows, 64, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-        const float *in = x.data() + r * cols;
-        float *out = y.data() + r * cols;
+    mapRows(x, y, [&](const float *in, float *out, int64_t cols) {
         double mean = 0;
         for (int64_t c = 0; c < cols; ++c)
             mean += in[c];
@@ -59,24 +69,17 @@ void layerNormForward(const Mat &x, const NormWeights &n, float eps, Mat &y) {
         const float m = float(mean);
         for (int64_t c = 0; c < cols; ++c)
             out[c] = (in[c] - m) * inv * n.weight[c] + (hasBias ? n.bias[c] : 0.0f);
-    }
     });
 }
 
 void rmsNormForward(const Mat &x, const NormWeights &n, float eps, Mat &y) {
-    y.resize(x.rows(), x.cols());
-    const int64_t rows = x.rows(), cols = x.cols();
-    parallelFor(rows, 64, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-        const float *in = x.data() + r * cols;
-        float *out = y.data() + r * cols;
+    mapRows(x, y, [&](const float *in, float *out, int64_t cols) {
         double ss = 0;
         for (int64_t c = 0; c < cols; ++c)
             ss += double(in[c]) * in[c];
         const float inv = float(1.0 / std::sqrt(ss / double(cols) + eps));
         for (int64_t c = 0; c < cols; ++c)
             out[c] = n.weight[c] * (in[c] * inv);
-    }
     });
 }
 
@@ -169,19 +172,19 @@ void ropeForward(Mat &x, int64_t seq, int heads, int headDim, const RopeTable &t
     const int64_t rows = x.rows(), width = x.cols();
     assert(width == int64_t(heads) * headDim && table.cos.rows() >= seq);
     parallelFor(rows, 64, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-        const int64_t pos = r % seq;
-        const float *c = table.cos.data() + pos * half;
-        const float *s = table.sin.data() + pos * half;
-        for (int h = 0; h < heads; ++h) {
-            float *v = x.data() + r * width + int64_t(h) * headDim;
-            for (int i = 0; i < half; ++i) {
-                const float a = v[i], b = v[i + half];
-                v[i] = a * c[i] - b * s[i];
-                v[i + half] = b * c[i] + a * s[i];
+        for (int64_t r = r0; r < r1; ++r) {
+            const int64_t pos = r % seq;
+            const float *c = table.cos.data() + pos * half;
+            const float *s = table.sin.data() + pos * half;
+            for (int h = 0; h < heads; ++h) {
+                float *v = x.data() + r * width + int64_t(h) * headDim;
+                for (int i = 0; i < half; ++i) {
+                    const float a = v[i], b = v[i + half];
+                    v[i] = a * c[i] - b * s[i];
+                    v[i + half] = b * c[i] + a * s[i];
+                }
             }
         }
-    }
     });
 }
 
@@ -199,22 +202,24 @@ void attentionForward(const Mat &q, const Mat &k, const Mat &v, const AttentionS
     // process-wide switch of OpenBLAS's thread count.
     std::vector<float> scores(size_t(chunk * T));
     for (int64_t p = 0; p < s.batch * s.heads; ++p) {
-            const int64_t b = p / s.heads;
-            const int h = int(p % s.heads), kvh = h / group;
-            const uint8_t *keyMask = s.keyMask ? s.keyMask + b * T : nullptr;
-            const float *qh = q.data() + b * T * qStride + int64_t(h) * d;
-            const float *kh = k.data() + b * T * kvStride + int64_t(kvh) * d;
-            const float *vh = v.data() + b * T * kvStride + int64_t(kvh) * d;
-            float *oh = ctx.data() + b * T * qStride + int64_t(h) * d;
-            for (int64_t q0 = 0; q0 < T; q0 += chunk) {
-                const int64_t nq = std::min(chunk, T - q0);
-                const int64_t nk = s.causal ? q0 + nq : T;
-                sgemm(false, true, nq, nk, d, s.scale, qh + q0 * qStride, qStride, kh, kvStride, 0.0f, scores.data(), nk);
-                parallelFor(nq, 16, [&](int64_t i0, int64_t i1) {
-                    kern.softmaxRows(scores.data() + i0 * nk, i1 - i0, nk, q0 + i0, s.causal, keyMask);
-                });
-                sgemm(false, false, nq, d, nk, 1.0f, scores.data(), nk, vh, kvStride, 0.0f, oh + q0 * qStride, qStride);
-            }
+        const int64_t b = p / s.heads;
+        const int h = int(p % s.heads), kvh = h / group;
+        const uint8_t *keyMask = s.keyMask ? s.keyMask + b * T : nullptr;
+        const float *qh = q.data() + b * T * qStride + int64_t(h) * d;
+        const float *kh = k.data() + b * T * kvStride + int64_t(kvh) * d;
+        const float *vh = v.data() + b * T * kvStride + int64_t(kvh) * d;
+        float *oh = ctx.data() + b * T * qStride + int64_t(h) * d;
+        for (int64_t q0 = 0; q0 < T; q0 += chunk) {
+            const int64_t nq = std::min(chunk, T - q0);
+            const int64_t nk = s.causal ? q0 + nq : T;
+            sgemm(false, true, nq, nk, d, s.scale, qh + q0 * qStride, qStride, kh, kvStride, 0.0f, scores.data(),
+                  nk);
+            parallelFor(nq, 16, [&](int64_t i0, int64_t i1) {
+                kern.softmaxRows(scores.data() + i0 * nk, i1 - i0, nk, q0 + i0, s.causal, keyMask);
+            });
+            sgemm(false, false, nq, d, nk, 1.0f, scores.data(), nk, vh, kvStride, 0.0f, oh + q0 * qStride,
+                  qStride);
+        }
     }
 }
 

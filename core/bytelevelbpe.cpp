@@ -26,9 +26,11 @@ ByteLevelBpeTokenizer::ByteLevelBpeTokenizer(Spec spec)
                                               : nullptr);
     std::stable_sort(m_added.begin(), m_added.end(),
                      [](const auto &a, const auto &b) { return a.first.size() > b.first.size(); });
-    for (const auto &a : m_added)
+    for (const auto &a : m_added) {
         if (!a.first.empty())
             m_addedFirstByte[static_cast<unsigned char>(a.first[0])] = true;
+        m_addedById.emplace(a.second, a.first); // longest first wins, as the text scan does
+    }
     // GPT-2's bytes_to_unicode: printable Latin-1 bytes stand for themselves, the rest map to U+0100 onwards.
     int next = 0;
     for (int b = 0; b < 256; ++b) {
@@ -174,17 +176,11 @@ std::string ByteLevelBpeTokenizer::decode(std::span<const int32_t> ids) const {
     for (int32_t id : ids) {
         if (id < 0 || size_t(id) >= m_tokens.size())
             continue;
-        const std::string &t = m_tokens[size_t(id)];
-        bool added = false;
-        for (const auto &a : m_added)
-            if (a.second == id) {
-                out += a.first;
-                added = true;
-                break;
-            }
-        if (added)
+        if (auto added = m_addedById.find(id); added != m_addedById.end()) {
+            out += added->second;
             continue;
-        for (uint32_t cp : unicode::decodeUtf8(t)) {
+        }
+        for (uint32_t cp : unicode::decodeUtf8(m_tokens[size_t(id)])) {
             auto it = m_unicodeToByte.find(cp);
             if (it != m_unicodeToByte.end())
                 out += char(it->second);

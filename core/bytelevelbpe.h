@@ -52,6 +52,7 @@ private:
     std::vector<std::pair<int, std::unique_ptr<unicode::RegexSplitter>>> m_steps; // (type, splitter)
     std::vector<std::pair<std::string, int32_t>> m_added; // longest first
     bool m_addedFirstByte[256] = {};
+    std::unordered_map<int32_t, std::string> m_addedById; // decode() writes added tokens verbatim
     bool m_nfc = false;
     bool m_ignoreMerges = false;
     std::string m_byteToUnicode[256];

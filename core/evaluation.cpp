@@ -17,16 +17,16 @@ bool addNll(const Mat &logits, const int32_t *targets, double &sum) {
     const int64_t rows = logits.rows(), vocab = logits.cols();
     std::vector<double> totals(static_cast<size_t>(rows));
     parallelFor(rows, 8, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-        const float *row = logits.data() + r * vocab;
-        float mx = row[0];
-        for (int64_t j = 1; j < vocab; ++j)
-            mx = std::max(mx, row[j]);
-        double s = 0;
-        for (int64_t j = 0; j < vocab; ++j)
-            s += std::exp(double(row[j] - mx));
-        totals[size_t(r)] = std::log(s) + mx - row[targets[r]];
-    }
+        for (int64_t r = r0; r < r1; ++r) {
+            const float *row = logits.data() + r * vocab;
+            float mx = row[0];
+            for (int64_t j = 1; j < vocab; ++j)
+                mx = std::max(mx, row[j]);
+            double s = 0;
+            for (int64_t j = 0; j < vocab; ++j)
+                s += std::exp(double(row[j] - mx));
+            totals[size_t(r)] = std::log(s) + mx - row[targets[r]];
+        }
     });
     for (double v : totals) {
         if (!std::isfinite(v))
@@ -68,9 +68,7 @@ PerplexityResult evaluatePerplexity(Transformer &model, const std::vector<int32_
         TokenBatch batch;
         batch.seq = n;
         batch.tokens.assign(tokens.begin() + w * n, tokens.begin() + (w + 1) * n);
-        Mat h = model.embed(batch);
-        for (int l = 0; l < model.numLayers(); ++l)
-            model.runBlock(l, h, batch);
+        const Mat h = model.hiddenStates(batch);
         const Mat f = model.finalHidden(h.topRows(n - 1));
         for (int64_t r0 = 0; r0 < n - 1; r0 += kHeadRows) {
             const int64_t rows = std::min(kHeadRows, n - 1 - r0);
@@ -117,10 +115,7 @@ std::vector<int32_t> generateGreedy(Transformer &model, std::vector<int32_t> ids
         const int64_t maxPos = model.config().maxPositions;
         if (maxPos > 0 && int64_t(ids.size()) >= maxPos)
             break;
-        TokenBatch batch = TokenBatch::single(ids);
-        Mat h = model.embed(batch);
-        for (int l = 0; l < model.numLayers(); ++l)
-            model.runBlock(l, h, batch);
+        const Mat h = model.hiddenStates(TokenBatch::single(ids));
         const Mat logits = model.logits(model.finalHidden(h.bottomRows(1)));
         Eigen::Index best = 0;
         logits.row(0).maxCoeff(&best);

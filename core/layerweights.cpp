@@ -131,8 +131,8 @@ EmbeddingWeights loadEmbeddingWeights(const Model &m) {
     checkShape(m, e.token, c.vocabSize, c.hiddenSize, TensorRole::TokenEmbedding, -1);
     if (c.family == ArchFamily::Opt || c.family == ArchFamily::Gpt2 || c.family == ArchFamily::Bert) {
         e.position = loadMat(m, TensorRole::PositionEmbedding, -1);
-        if (e.position.cols() != c.hiddenSize)
-            checkShape(m, e.position, e.position.rows(), c.hiddenSize, TensorRole::PositionEmbedding, -1);
+        // any number of positions, each hidden wide
+        checkShape(m, e.position, e.position.rows(), c.hiddenSize, TensorRole::PositionEmbedding, -1);
     }
     if (c.family == ArchFamily::Bert) {
         e.tokenType = loadMat(m, TensorRole::TokenTypeEmbedding, -1, false);

@@ -5,36 +5,52 @@
 #include "unicodetext.h"
 
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
+#include <iterator>
 #include <queue>
 
 namespace lathe {
 
+namespace {
+
+// The byte of a "<0xXX>" byte-fallback piece, or -1.
+int byteValue(const std::string &p) {
+    unsigned byte = 0;
+    return p.size() == 6 && std::sscanf(p.c_str(), "<0x%02X>", &byte) == 1 ? int(byte) : -1;
+}
+
+// BOS/EOS/UNK as SentencePiece and llama2.c's export spell them.
+bool isSpecialName(const std::string &p) {
+    return p == "<unk>" || p == "\n<s>\n" || p == "\n</s>\n" || p == "<s>" || p == "</s>";
+}
+
+} // namespace
+
 ScoreBpeTokenizer::ScoreBpeTokenizer(Spec spec) : m_spec(std::move(spec)) {
     // Only normal and user-defined pieces can be produced by merging; byte, control and unknown pieces cannot
     // (the text "<0x41>" is not the byte piece <0x41>).
-    std::unordered_map<std::string, int32_t> all;
+    std::fill(std::begin(m_byteIds), std::end(m_byteIds), -1);
     m_index.reserve(m_spec.pieces.size());
+    m_decodeAs.resize(m_spec.pieces.size());
     for (size_t i = 0; i < m_spec.pieces.size(); ++i) {
         const std::string &p = m_spec.pieces[i];
-        all.emplace(p, int32_t(i));
-        unsigned byte;
-        bool special;
-        if (!m_spec.types.empty()) {
-            const int32_t t = m_spec.types[i];
-            special = t == 2 || t == 3 || t == 5 || t == 6;
-        } else {
-            special = (p.size() == 6 && std::sscanf(p.c_str(), "<0x%02X>", &byte) == 1) || p == "<unk>" ||
-                      p == "\n<s>\n" || p == "\n</s>\n" || p == "<s>" || p == "</s>";
-        }
-        if (!special)
+        const int byte = byteValue(p);
+        const int32_t type = m_spec.types.empty() ? 1 : m_spec.types[i];
+        const bool mergeable = m_spec.types.empty() ? byte < 0 && !isSpecialName(p)
+                                                    : !(type == 2 || type == 3 || type == 5 || type == 6);
+        if (mergeable)
             m_index.emplace(p, int32_t(i)); // first wins for duplicates
-    }
-    for (int b = 0; b < 256; ++b) {
-        char name[8];
-        std::snprintf(name, sizeof name, "<0x%02X>", b);
-        auto it = all.find(name);
-        m_byteIds[b] = it == all.end() ? -1 : it->second;
+        if (byte >= 0 && m_byteIds[byte] < 0) { // byte fallback takes the exact upper-case spelling only
+            char canonical[8];
+            std::snprintf(canonical, sizeof canonical, "<0x%02X>", unsigned(byte));
+            if (p == canonical)
+                m_byteIds[byte] = int32_t(i);
+        }
+        if (type == 2 || type == 3 || (byte < 0 && isSpecialName(p)))
+            m_decodeAs[i] = kSkip;
+        else
+            m_decodeAs[i] = byte >= 0 ? int16_t(byte) : kText;
     }
     m_spec.scores.resize(m_spec.pieces.size(), 0.0f);
 }
@@ -120,18 +136,11 @@ std::string ScoreBpeTokenizer::decode(std::span<const int32_t> ids) const {
     for (int32_t id : ids) {
         if (id < 0 || size_t(id) >= m_spec.pieces.size())
             continue;
-        const std::string &p = m_spec.pieces[size_t(id)];
-        const int32_t type = m_spec.types.empty() ? 1 : m_spec.types[size_t(id)];
-        if (type == 3 || (type == 2))
-            continue;
-        unsigned byte = 0;
-        if (p.size() == 6 && std::sscanf(p.c_str(), "<0x%02X>", &byte) == 1) {
-            out += char(byte);
-            continue;
-        }
-        if (p == "\n<s>\n" || p == "\n</s>\n" || p == "<s>" || p == "</s>" || p == "<unk>")
-            continue;
-        out += p;
+        const int16_t as = m_decodeAs[size_t(id)];
+        if (as == kText)
+            out += m_spec.pieces[size_t(id)];
+        else if (as >= 0)
+            out += char(as);
     }
     std::string text;
     for (size_t i = 0; i < out.size();) {

@@ -39,6 +39,9 @@ private:
     Spec m_spec;
     std::unordered_map<std::string, int32_t> m_index;
     int32_t m_byteIds[256];
+    // How decode() renders each id: a byte value (0..255), the piece's text, or nothing (control, unknown, BOS/EOS).
+    static constexpr int16_t kText = 256, kSkip = -1;
+    std::vector<int16_t> m_decodeAs;
 };
 
 } // namespace lathe

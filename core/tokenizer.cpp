@@ -295,8 +295,9 @@ std::vector<T> jsonArray(const json &meta, const std::string &key) {
     return out;
 }
 
-std::string ggufPrePattern(const std::string &pre, const std::string &file,
-                           std::vector<ByteLevelBpeTokenizer::PreStep> &steps) {
+// llama.cpp's pre-tokenizer for a GGUF's tokenizer.ggml.pre, as pre-tokenizer steps.
+void addGgufPreSteps(const std::string &pre, const std::string &file,
+                     std::vector<ByteLevelBpeTokenizer::PreStep> &steps) {
     using Step = ByteLevelBpeTokenizer::PreStep;
     const std::string gpt2 = ByteLevelBpeTokenizer::gpt2Pattern();
     const std::string llama3 = R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
@@ -314,7 +315,6 @@ std::string ggufPrePattern(const std::string &pre, const std::string &file,
         throw LatheError(file + ": GGUF pre-tokenizer '" + pre + "' is not supported",
                          "supported tokenizer.ggml.pre values: default, gpt-2, smollm, llama-bpe, qwen2");
     }
-    return {};
 }
 
 std::unique_ptr<Tokenizer> fromGguf(const Model &model) {
@@ -334,7 +334,7 @@ std::unique_ptr<Tokenizer> fromGguf(const Model &model) {
             require(sp != std::string::npos, file, "merge '" + m + "' has no space");
             spec.merges.emplace_back(m.substr(0, sp), m.substr(sp + 1));
         }
-        ggufPrePattern(meta.value("tokenizer.ggml.pre", ""), file, spec.preSteps);
+        addGgufPreSteps(meta.value("tokenizer.ggml.pre", ""), file, spec.preSteps);
         for (size_t i = 0; i < types.size() && i < tokens.size(); ++i)
             if (types[i] == 3 || types[i] == 4)
                 spec.addedTokens.emplace_back(tokens[i], int32_t(i));

@@ -251,14 +251,18 @@ Mat Transformer::pooled(const Mat &finalHidden, const TokenBatch &batch) const {
     return y;
 }
 
-Mat Transformer::forward(const TokenBatch &batch, const BlockHooks *hooks, const ProgressCallback &progress) {
+Mat Transformer::hiddenStates(const TokenBatch &batch, const BlockHooks *hooks, const ProgressCallback &progress) {
     Mat h = embed(batch);
     for (int l = 0; l < numLayers(); ++l) {
         reportProgress(progress, double(l) / double(numLayers() + 1),
                        "block " + std::to_string(l + 1) + "/" + std::to_string(numLayers()));
         runBlock(l, h, batch, hooks);
     }
-    Mat f = finalHidden(h);
+    return h;
+}
+
+Mat Transformer::forward(const TokenBatch &batch, const BlockHooks *hooks, const ProgressCallback &progress) {
+    Mat f = finalHidden(hiddenStates(batch, hooks, progress));
     if (!isDecoder())
         return f;
     reportProgress(progress, double(numLayers()) / double(numLayers() + 1), "language-model head");

@@ -58,8 +58,10 @@ public:
     // BERT: tanh(pooler(h[CLS])) per sequence, (batch x hidden); empty when the checkpoint has no pooler.
     Mat pooled(const Mat &finalHidden, const TokenBatch &batch) const;
 
-    // embed -> every block -> finalHidden -> logits (decoders) or last hidden state (BERT). Reports progress per
-    // block; cancellation throws CancelledError.
+    // embed -> every block: the residual stream after the last block. Reports progress per block as a fraction of
+    // a whole forward pass; cancellation throws CancelledError.
+    Mat hiddenStates(const TokenBatch &batch, const BlockHooks *hooks = nullptr, const ProgressCallback &progress = {});
+    // hiddenStates -> finalHidden -> logits (decoders) or last hidden state (BERT).
     Mat forward(const TokenBatch &batch, const BlockHooks *hooks = nullptr, const ProgressCallback &progress = {});
 
     // The weights of one block, loaded on first use.

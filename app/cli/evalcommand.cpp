@@ -27,7 +27,7 @@ int runEval(int argc, char **argv) {
         return 2;
     }
     const std::string device = chooseForwardDevice(o.value("device"));
-    if (auto t = o.value("threads"))
+    if (o.value("threads"))
         setBlasThreads(int(o.integer("threads", 0)));
     LoadedModel m = openModelWithTokenizer(*o.value("model"), o.value("tokenizer"));
     const std::string text = joinDatasetRows(readTextFile(*o.value("text")));
