@@ -31,6 +31,12 @@ void sgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alph
                 int(k), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
 }
 
+void dsyrkLowerAtA(int64_t n, int64_t k, const double *a, double *c) {
+    if (n == 0 || k == 0)
+        return;
+    cblas_dsyrk(CblasRowMajor, CblasLower, CblasTrans, int(n), int(k), 1.0, a, int(n), 1.0, c, int(n));
+}
+
 BlasInfo blasInfo() {
     BlasInfo info;
     info.library = openblas_get_config();
@@ -42,6 +48,8 @@ BlasInfo blasInfo() {
 }
 
 void setBlasThreads(int threads) { openblas_set_num_threads(threads); }
+
+int blasThreads() { return openblas_get_num_threads(); }
 
 void fixBlasCoreType(int argc, char **argv) {
     (void)argc;
@@ -101,6 +109,13 @@ void sgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alph
         run(A, B);
 }
 
+void dsyrkLowerAtA(int64_t n, int64_t k, const double *a, double *c) {
+    using RowMatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    Eigen::Map<const RowMatD> A(a, k, n);
+    Eigen::Map<RowMatD> C(c, n, n);
+    C.selfadjointView<Eigen::Lower>().rankUpdate(A.transpose());
+}
+
 BlasInfo blasInfo() {
     BlasInfo info;
     info.library = "Eigen " + std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." +
@@ -112,6 +127,8 @@ BlasInfo blasInfo() {
 void setBlasThreads(int threads) {
     Eigen::setNbThreads(threads > 0 ? threads : int(std::thread::hardware_concurrency()));
 }
+
+int blasThreads() { return Eigen::nbThreads(); }
 
 void fixBlasCoreType(int, char **) {}
 

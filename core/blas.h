@@ -11,6 +11,10 @@ namespace lathe {
 void sgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
            const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
 
+// Double-precision symmetric rank-k update of the lower triangle: C += A^T A, with A (k x n) row-major and C
+// (n x n) row-major. The upper triangle of C is left as it was.
+void dsyrkLowerAtA(int64_t n, int64_t k, const double *a, double *c);
+
 struct BlasInfo {
     std::string library;   // "OpenBLAS 0.3.21" or "Eigen"
     std::string coreType;  // OpenBLAS's kernel family ("Zen", "Haswell", "SkylakeX"), empty for Eigen
@@ -29,5 +33,6 @@ void fixBlasCoreType(int argc, char **argv);
 
 // Sets the number of BLAS threads (0 = one per core).
 void setBlasThreads(int threads);
+int blasThreads();
 
 } // namespace lathe

@@ -39,7 +39,17 @@ struct SgemmProbe {
 
 } // namespace
 
+int runBenchForward(int argc, char **argv);
+int runBenchSpectra(int argc, char **argv);
+
 int runBench(int argc, char **argv) {
+    const std::string what = argc > 2 ? argv[2] : "";
+    if (what == "spectra")
+        return runBenchSpectra(argc, argv);
+    return runBenchForward(argc, argv);
+}
+
+int runBenchForward(int argc, char **argv) {
     CliOptions o(argc, argv, 2, {"model", "seq-len", "batch", "repeat", "threads", "device"}, {"json"});
     if (!o.ok() || o.positional().size() != 1 || o.positional()[0] != "forward" || !o.value("model")) {
         std::fprintf(stderr,

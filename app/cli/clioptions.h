@@ -36,6 +36,7 @@ int runDevices(int argc, char **argv);
 int runEval(int argc, char **argv);
 int runGenerate(int argc, char **argv);
 int runBench(int argc, char **argv);
+int runAnalyze(int argc, char **argv);
 int runTokenize(int argc, char **argv);
 
 } // namespace lathe::cli

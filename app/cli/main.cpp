@@ -34,8 +34,13 @@ void usage(FILE *out) {
                  "      greedy continuation of a prompt\n"
                  "  tokenize (--model MODEL | --tokenizer FILE) (--text FILE | --string S) [--rows] [--json]\n"
                  "      token ids of a text with the model's tokenizer\n"
+                 "  analyze --model MODEL [--top-k K] [--rho R] [--stacked-qkv] [--heads TENSOR] [--no-cache] [--json]\n"
+                 "      singular-value spectra of every weight matrix, effective/stable rank, power-law alpha\n"
+                 "      (cached in an HDF5 archive beside the model)\n"
                  "  bench forward --model MODEL [--seq-len N] [--batch B] [--repeat R] [--threads T] [--json]\n"
                  "      forward-pass tokens/s and GFLOP/s next to the measured sgemm peak\n"
+                 "  bench spectra --model MODEL [--threads T] [--no-baseline] [--json]\n"
+                 "      time of all spectra next to one LAPACK sgesdd per matrix\n"
                  "  devices\n"
                  "      the compute device Lathe would use\n\n"
                  "MODEL is a Hugging Face folder, a .gguf file or a llama2.c .bin checkpoint.\n"
@@ -83,6 +88,8 @@ int main(int argc, char **argv) {
             return lathe::cli::runGenerate(n, args.data());
         if (cmd == "tokenize")
             return lathe::cli::runTokenize(n, args.data());
+        if (cmd == "analyze")
+            return lathe::cli::runAnalyze(argc, argv);
         if (cmd == "bench")
             return lathe::cli::runBench(n, args.data());
     } catch (const lathe::LatheError &e) {

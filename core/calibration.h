@@ -1,0 +1,45 @@
+#pragma once
+
+#include "progress.h"
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace lathe {
+
+class Model;
+class Transformer;
+
+// Calibration data for data-driven scores and methods (Wanda, SliceGPT): sequences of `seqLen` tokens cut from a
+// text that is tokenized once.
+struct CalibrationParams {
+    int64_t samples = 128;
+    int64_t seqLen = 2048;
+    uint64_t seed = 42;
+};
+
+struct CalibrationSet {
+    std::vector<std::vector<int32_t>> sequences;
+    int64_t seqLen = 0;
+    int64_t textTokens = 0;
+    std::string note; // set when the text allowed fewer sequences than asked
+    // Host memory of one fp32 signal of width `width` over all sequences.
+    uint64_t signalBytes(int64_t width) const { return uint64_t(sequences.size()) * uint64_t(seqLen) * uint64_t(width) * 4; }
+};
+
+// Non-overlapping windows of the token stream, `samples` of them picked at random (seeded) among the
+// floor(tokens / seqLen) that fit; fewer, with a note, when the text is shorter. LatheError when not even one fits.
+CalibrationSet makeCalibrationSet(const std::vector<int32_t> &tokens, const CalibrationParams &params);
+
+// Per linear weight (by tensor name), the L2 norm over all calibration tokens of each input feature, from one
+// dense forward pass per sequence: the inputs of q/k/v (or fused qkv), o, gate/up and down. Wanda's ||X_j||.
+struct InputNorms {
+    std::map<std::string, std::vector<float>> norms;
+    int64_t tokens = 0;
+};
+InputNorms collectInputNorms(Transformer &engine, const Model &model, const CalibrationSet &set,
+                             const ProgressCallback &progress = {});
+
+} // namespace lathe
