@@ -6,9 +6,21 @@
 
 #include <chrono>
 #include <cmath>
+#include <fstream>
+#include <sstream>
 #include <vector>
 
 namespace lathe {
+
+std::string readTextFile(const std::string &path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+        throw LatheError(path + ": cannot open the text file", "check the path and the file's permissions");
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
 
 namespace {
 

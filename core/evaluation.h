@@ -39,6 +39,9 @@ PerplexityResult evaluatePerplexity(Transformer &model, const std::vector<int32_
 // "\n\n" as the standard protocol does.
 std::string joinDatasetRows(const std::string &fileText);
 
+// The whole file as bytes; LatheError naming the file when it cannot be read.
+std::string readTextFile(const std::string &path);
+
 // Greedy decoding without sampling: appends up to `maxNew` tokens, stopping after `stopToken` (>= 0).
 std::vector<int32_t> generateGreedy(Transformer &model, std::vector<int32_t> prompt, int64_t maxNew,
                                     int32_t stopToken = -1, const ProgressCallback &progress = {});

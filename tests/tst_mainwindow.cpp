@@ -22,7 +22,7 @@ private slots:
     void initTestCase() {
         QApplication::setOrganizationName("LatheTest");
         QApplication::setApplicationName("LatheTest");
-        qRegisterMetaType<std::shared_ptr<lathe::Model>>("std::shared_ptr<lathe::Model>");
+        registerUiMetaTypes();
     }
     void opensDemoModel() {
         MainWindow w;

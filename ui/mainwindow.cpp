@@ -1,24 +1,44 @@
 #include "mainwindow.h"
 
+#include "analysisjob.h"
+#include "calibrationjob.h"
+#include "compressionestimate.h"
+#include "figureexporter.h"
+#include "importanceview.h"
+#include "jobmanager.h"
+#include "jobpanel.h"
+#include "layerview.h"
+#include "logpanel.h"
 #include "model.h"
+#include "modelanalysis.h"
 #include "modelsummary.h"
 #include "modeltree.h"
 #include "openmodeljob.h"
+#include "parameterpanel.h"
+#include "sparsityview.h"
+#include "spectrum.h"
+#include "spectrumview.h"
 
 #include <QAction>
 #include <QCloseEvent>
+#include <QDockWidget>
 #include <QDragEnterEvent>
 #include <QFileDialog>
 #include <QFileInfo>
+#include <QFutureWatcher>
 #include <QLabel>
 #include <QMenuBar>
 #include <QMimeData>
 #include <QSettings>
-#include <QSplitter>
 #include <QStatusBar>
+#include <QTabWidget>
 #include <QTextBrowser>
-#include <QThreadPool>
 #include <QVBoxLayout>
+#include <QtConcurrent/QtConcurrentRun>
+
+#include <spdlog/spdlog.h>
+
+#include <map>
 
 namespace lathe {
 
@@ -26,38 +46,94 @@ namespace {
 constexpr int kMaxRecent = 8;
 }
 
+void registerUiMetaTypes() {
+    qRegisterMetaType<std::shared_ptr<lathe::Model>>("std::shared_ptr<lathe::Model>");
+    qRegisterMetaType<std::shared_ptr<lathe::AnalyzeResult>>("std::shared_ptr<lathe::AnalyzeResult>");
+    qRegisterMetaType<std::shared_ptr<lathe::InputNorms>>("std::shared_ptr<lathe::InputNorms>");
+}
+
 MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
     setWindowTitle(tr("Lathe"));
     setAcceptDrops(true);
+    setDockNestingEnabled(true);
+    m_jobs = new JobManager(this);
+
     auto *central = new QWidget(this);
     auto *layout = new QVBoxLayout(central);
     layout->setContentsMargins(4, 4, 4, 4);
     m_messageBar = new QLabel(central);
+    m_messageBar->setObjectName("messageBar");
     m_messageBar->setWordWrap(true);
     m_messageBar->setStyleSheet("QLabel { background: #fdecea; color: #611a15; border: 1px solid #f5c6cb; padding: 6px; }");
     m_messageBar->setTextInteractionFlags(Qt::TextSelectableByMouse);
     m_messageBar->hide();
     layout->addWidget(m_messageBar);
-    auto *split = new QSplitter(Qt::Horizontal, central);
-    m_tree = new ModelTree(split);
-    m_details = new QTextBrowser(split);
+    m_views = new QTabWidget(central);
+    m_views->setObjectName("views");
+    m_spectrumView = new SpectrumView(m_views);
+    m_sparsityView = new SparsityView(m_views);
+    m_importanceView = new ImportanceView(m_views);
+    m_layerView = new LayerView(m_views);
+    m_details = new QTextBrowser(m_views);
     m_details->setFont(QFont("Monospace"));
-    split->addWidget(m_tree);
-    split->addWidget(m_details);
-    split->setStretchFactor(0, 3);
-    split->setStretchFactor(1, 2);
-    layout->addWidget(split);
+    m_views->addTab(m_spectrumView, tr("Spectrum"));
+    m_views->addTab(m_sparsityView, tr("Sparsity"));
+    m_views->addTab(m_importanceView, tr("Importance"));
+    m_views->addTab(m_layerView, tr("Layers"));
+    m_views->addTab(m_details, tr("Details"));
+    layout->addWidget(m_views);
     setCentralWidget(central);
-    connect(m_tree, &QTreeWidget::itemSelectionChanged, this, &MainWindow::updateDetails);
+
+    auto *treeDock = new QDockWidget(tr("Model"), this);
+    treeDock->setObjectName("modelDock");
+    m_tree = new ModelTree(treeDock);
+    m_tree->setSelectionMode(QAbstractItemView::ExtendedSelection);
+    treeDock->setWidget(m_tree);
+    addDockWidget(Qt::LeftDockWidgetArea, treeDock);
+
+    auto *paramDock = new QDockWidget(tr("Parameters"), this);
+    paramDock->setObjectName("parameterDock");
+    m_params = new ParameterPanel(paramDock);
+    paramDock->setWidget(m_params);
+    addDockWidget(Qt::RightDockWidgetArea, paramDock);
+
+    auto *jobDock = new QDockWidget(tr("Jobs"), this);
+    jobDock->setObjectName("jobDock");
+    m_jobPanel = new JobPanel(m_jobs, jobDock);
+    jobDock->setWidget(m_jobPanel);
+    addDockWidget(Qt::BottomDockWidgetArea, jobDock);
+    auto *logDock = new QDockWidget(tr("Log"), this);
+    logDock->setObjectName("logDock");
+    m_log = new LogPanel(logDock);
+    logDock->setWidget(m_log);
+    addDockWidget(Qt::BottomDockWidgetArea, logDock);
+    tabifyDockWidget(jobDock, logDock);
+    jobDock->raise();
+
+    connect(m_tree, &QTreeWidget::itemSelectionChanged, this, &MainWindow::updateViews);
+    connect(m_params, &ParameterPanel::changed, this, [this] {
+        updateSummary();
+        updateLayers();
+        updateSpectrum();
+        requestScores();
+    });
+    connect(m_params, &ParameterPanel::collectRequested, this,
+            [this] { collectCalibration(m_params->calibrationPath(), m_params->calibrationParams()); });
     buildMenus();
     statusBar()->showMessage(tr("Open a model: File > Open, or drop a folder, .gguf or .bin here"));
     QSettings s;
-    restoreGeometry(s.value("window/geometry").toByteArray());
-    if (!s.contains("window/geometry"))
-        resize(1200, 760);
+    if (s.contains("window/geometry")) {
+        restoreGeometry(s.value("window/geometry").toByteArray());
+        restoreState(s.value("window/state").toByteArray());
+    } else {
+        resize(1440, 900);
+        resizeDocks({treeDock, paramDock}, {430, 300}, Qt::Horizontal);
+        resizeDocks({jobDock}, {130}, Qt::Vertical);
+    }
+    m_spectrumView->clear(tr("Open a model: File > Open, or drop a folder, .gguf or .bin here"));
 }
 
-MainWindow::~MainWindow() = default;
+MainWindow::~MainWindow() { m_jobs->shutdown(); }
 
 void MainWindow::buildMenus() {
     QMenu *file = menuBar()->addMenu(tr("&File"));
@@ -77,16 +153,79 @@ void MainWindow::buildMenus() {
     m_recentMenu = file->addMenu(tr("Open &Recent"));
     rebuildRecentMenu();
     file->addSeparator();
+    QAction *exp = file->addAction(tr("&Export Figure..."), this, &MainWindow::exportCurrentFigure);
+    exp->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_E));
+    QAction *expAll = file->addAction(tr("Export &All Figures..."), this, [this] {
+        const QString dir = QFileDialog::getExistingDirectory(this, tr("Folder for the figures"),
+                                                              QSettings().value("export/folder").toString());
+        if (!dir.isEmpty()) {
+            QSettings().setValue("export/folder", dir);
+            exportAllFigures(dir);
+        }
+    });
+    expAll->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_E));
+    file->addSeparator();
     QAction *quit = file->addAction(tr("&Quit"), this, &QWidget::close);
     quit->setShortcut(QKeySequence::Quit);
+
+    QMenu *view = menuBar()->addMenu(tr("&View"));
+    for (int i = 0; i < m_views->count(); ++i) {
+        QAction *a = view->addAction(m_views->tabText(i), this, [this, i] { m_views->setCurrentIndex(i); });
+        a->setShortcut(QKeySequence(Qt::CTRL | (Qt::Key_1 + i)));
+    }
+    view->addSeparator();
+    for (QDockWidget *d : findChildren<QDockWidget *>())
+        view->addAction(d->toggleViewAction());
+
+    QMenu *analysis = menuBar()->addMenu(tr("&Analysis"));
+    QAction *recompute = analysis->addAction(tr("&Recompute Spectra"), this, [this] {
+        if (m_model) {
+            m_analysis.reset();
+            startAnalysis();
+        }
+    });
+    recompute->setShortcut(QKeySequence(Qt::Key_F5));
+    analysis->addAction(tr("Spectra of Stacked &Q/K/V"), this, [this] {
+        if (!m_model)
+            return;
+        AnalyzeParams p;
+        auto *job = new AnalysisJob(m_model, stackedQkvTargets(*m_model), p, tr("Spectra of stacked q/k/v"));
+        connect(job, &AnalysisJob::analyzed, this, [this](std::shared_ptr<AnalyzeResult> r) {
+            m_analysis = std::move(r);
+            updateViews();
+        });
+        m_jobs->start(job);
+    });
+    analysis->addAction(tr("Spectra per &Head of the Selected Matrix"), this, [this] {
+        const QStringList sel = selectedMatrices();
+        if (!m_model || sel.isEmpty())
+            return;
+        const auto targets = headTargets(*m_model, sel.front().toStdString());
+        if (targets.empty()) {
+            showError(tr("%1 is not a q, k, v or o weight").arg(sel.front()), tr("select an attention matrix"));
+            return;
+        }
+        auto *job = new AnalysisJob(m_model, targets, AnalyzeParams{}, tr("Spectra per head"));
+        connect(job, &AnalysisJob::analyzed, this, [this](std::shared_ptr<AnalyzeResult> r) {
+            m_analysis = std::move(r);
+            updateSpectrum();
+        });
+        m_jobs->start(job);
+    });
+    analysis->addAction(tr("&Collect Calibration Activations"), this,
+                        [this] { collectCalibration(m_params->calibrationPath(), m_params->calibrationParams()); });
+    QAction *cancelAll = analysis->addAction(tr("Cancel All &Jobs"), m_jobs, &JobManager::cancelAll);
+    cancelAll->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_Period));
 }
 
 void MainWindow::openModelPath(const QString &path) {
     statusBar()->showMessage(tr("Opening %1...").arg(path));
     auto *job = new OpenModelJob(path);
-    // Queued connections: the job emits on a worker thread, the slots run here.
-    connect(job, &OpenModelJob::finished, this, [this](QString p, std::shared_ptr<Model> m) {
+    connect(job, &OpenModelJob::opened, this, [this](QString p, std::shared_ptr<Model> m) {
         m_model = std::move(m);
+        m_analysis.reset();
+        m_norms.reset();
+        m_params->setCalibrationStatus(tr("not collected"));
         m_modelPath = p;
         m_messageBar->hide();
         m_lastError.clear();
@@ -94,20 +233,262 @@ void MainWindow::openModelPath(const QString &path) {
         setWindowTitle(tr("Lathe - %1").arg(QFileInfo(p).fileName()));
         addRecent(p);
         updateDetails();
+        updateSummary();
+        updateLayers();
+        updateViews();
         statusBar()->showMessage(tr("Opened %1: %2 parameters").arg(p, QString::fromStdString(humanCount(m_model->parameterCount()))));
+        spdlog::info("opened {}", p.toStdString());
         emit modelOpened(p);
-    }, Qt::QueuedConnection);
-    connect(job, &OpenModelJob::failed, this, [this](QString, QString msg, QString hint) { showError(msg, hint); },
-            Qt::QueuedConnection);
-    QThreadPool::globalInstance()->start(job);
+        startAnalysis();
+    });
+    connect(job, &Job::failed, this, [this](QString msg, QString hint) {
+        showError(msg, hint);
+        emit modelFailed(msg);
+    });
+    m_jobs->start(job);
+}
+
+void MainWindow::startAnalysis() {
+    auto *job = new AnalysisJob(m_model, {}, AnalyzeParams{}, tr("Spectra of %1").arg(QFileInfo(m_modelPath).fileName()));
+    const Model *forModel = m_model.get();
+    connect(job, &AnalysisJob::analyzed, this, [this, forModel](std::shared_ptr<AnalyzeResult> r) {
+        if (forModel != m_model.get())
+            return; // another model was opened meanwhile
+        m_analysis = std::move(r);
+        if (!m_analysis->data.inputNorms.empty() && !m_norms) {
+            auto norms = std::make_shared<InputNorms>();
+            norms->norms = m_analysis->data.inputNorms;
+            norms->tokens = m_analysis->data.inputNormTokens;
+            m_norms = norms;
+            m_params->setCalibrationStatus(tr("from the archive: %1").arg(QString::fromStdString(m_analysis->data.calibration)));
+        }
+        statusBar()->showMessage(tr("Spectra: %1 computed, %2 from %3")
+                                     .arg(m_analysis->computed)
+                                     .arg(m_analysis->cached)
+                                     .arg(QString::fromStdString(m_analysis->archivePath)),
+                                 8000);
+        if (!m_analysis->cacheNote.empty())
+            spdlog::warn("{}", m_analysis->cacheNote);
+        updateLayers();
+        updateSpectrum();
+        emit analysisReady();
+    });
+    connect(job, &Job::failed, this, [this](QString msg, QString hint) { showError(msg, hint); });
+    m_jobs->start(job);
+}
+
+void MainWindow::collectCalibration(const QString &textPath, const CalibrationParams &params) {
+    if (!m_model) {
+        showError(tr("No model is open"), tr("open a model first"));
+        return;
+    }
+    if (textPath.isEmpty() || !QFileInfo::exists(textPath)) {
+        showError(tr("Calibration text not found: '%1'").arg(textPath),
+                  tr("choose a text file in the parameter panel (WikiText-2 or any plain text)"));
+        return;
+    }
+    auto *job = new CalibrationJob(m_model, textPath, params);
+    const Model *forModel = m_model.get();
+    connect(job, &CalibrationJob::collected, this, [this, forModel](std::shared_ptr<InputNorms> norms, QString desc) {
+        if (forModel != m_model.get())
+            return;
+        m_norms = norms;
+        m_params->setCalibrationStatus(tr("collected: %1").arg(desc));
+        if (m_analysis) {
+            m_analysis->data.inputNorms = norms->norms;
+            m_analysis->data.inputNormTokens = norms->tokens;
+            m_analysis->data.calibration = desc.toStdString();
+            try {
+                updateAnalysisArchive(*m_analysis);
+            } catch (const LatheError &e) {
+                spdlog::warn("calibration not cached: {}", e.fullMessage());
+            }
+        }
+        requestScores();
+        emit calibrationReady();
+    });
+    connect(job, &Job::failed, this, [this](QString msg, QString hint) { showError(msg, hint); });
+    connect(job, &Job::cancelled, this, [this] { m_params->setCalibrationStatus(tr("cancelled")); });
+    m_params->setCalibrationStatus(tr("collecting..."));
+    m_jobs->start(job);
 }
 
 void MainWindow::showError(const QString &message, const QString &hint) {
     m_lastError = message;
     m_messageBar->setText(hint.isEmpty() ? message : message + "\n" + tr("Hint: ") + hint);
     m_messageBar->show();
-    statusBar()->showMessage(tr("Could not open the model"), 5000);
-    emit modelFailed(message);
+    statusBar()->showMessage(tr("Error: %1").arg(message), 5000);
+}
+
+QStringList MainWindow::selectedMatrices() const {
+    QStringList out;
+    if (!m_model)
+        return out;
+    auto add = [&](QTreeWidgetItem *item) {
+        const QString name = item->data(ModelTree::NameColumn, Qt::UserRole).toString();
+        const TensorInfo *t = name.isEmpty() ? nullptr : m_model->find(name.toStdString());
+        if (t && t->shape.size() == 2 && !t->isBias && t->role != TensorRole::Buffer && !out.contains(name))
+            out << name;
+    };
+    for (QTreeWidgetItem *item : m_tree->selectedItems()) {
+        if (item->childCount() > 0) {
+            for (int i = 0; i < item->childCount(); ++i)
+                add(item->child(i));
+        } else {
+            add(item);
+        }
+    }
+    return out;
+}
+
+QString MainWindow::labelFor(const std::string &tensor) const {
+    const TensorInfo *t = m_model ? m_model->find(tensor) : nullptr;
+    if (!t)
+        return QString::fromStdString(tensor);
+    const QString role = QString::fromUtf8(roleName(t->role));
+    return t->layer >= 0 ? tr("block %1 %2").arg(t->layer).arg(role) : role;
+}
+
+PlotView *MainWindow::currentPlot() const { return qobject_cast<PlotView *>(m_views->currentWidget()); }
+
+void MainWindow::updateViews() {
+    updateDetails();
+    updateSpectrum();
+    requestScores();
+}
+
+void MainWindow::updateSpectrum() {
+    if (!m_model) {
+        m_spectrumView->clear(tr("Open a model"));
+        return;
+    }
+    const QStringList sel = selectedMatrices();
+    if (sel.isEmpty()) {
+        m_spectrumView->clear(tr("Select one or more weight matrices in the tree (Ctrl+click to overlay)"));
+        return;
+    }
+    if (!m_analysis) {
+        m_spectrumView->clear(tr("Computing spectra... (see Jobs)"));
+        return;
+    }
+    std::vector<const MatrixSpectrum *> spectra;
+    QStringList labels;
+    for (const QString &name : sel) {
+        auto it = m_analysis->data.spectra.find(name.toStdString());
+        if (it == m_analysis->data.spectra.end())
+            continue;
+        spectra.push_back(&it->second);
+        labels << labelFor(name.toStdString());
+    }
+    // Per-head spectra of the first selected matrix, when computed (Analysis > Spectra per Head).
+    if (sel.size() == 1) {
+        for (int h = 0;; ++h) {
+            auto it = m_analysis->data.spectra.find(sel.front().toStdString() + "#head" + QString::number(h).toStdString());
+            if (it == m_analysis->data.spectra.end())
+                break;
+            spectra.push_back(&it->second);
+            labels << tr("head %1").arg(h);
+        }
+    }
+    int64_t rank = 0;
+    if (!spectra.empty()) {
+        rank = losparseRank(spectra.front()->rows, spectra.front()->cols, m_params->rankRatio());
+        m_params->setRankInfo(tr("%1: rank %2 keeps %3% of the energy")
+                                  .arg(labels.front())
+                                  .arg(rank)
+                                  .arg(100.0 * energyKept(spectra.front()->values, rank), 0, 'f', 1));
+    }
+    m_spectrumView->setSpectra(spectra, labels, rank);
+}
+
+void MainWindow::requestScores() {
+    const int generation = ++m_scoreGeneration;
+    const QStringList sel = selectedMatrices();
+    if (!m_model || sel.isEmpty()) {
+        m_sparsityView->clear(tr("Select a weight matrix in the tree"));
+        m_importanceView->clear(tr("Select a weight matrix in the tree"));
+        return;
+    }
+    MatrixScoresRequest req;
+    req.model = m_model;
+    req.tensor = sel.front().toStdString();
+    req.kind = m_params->method();
+    req.pattern = m_params->plan().pattern;
+    req.norms = m_norms;
+    req.generation = generation;
+    const TensorInfo *t = m_model->find(req.tensor);
+    if (req.pattern.isNm() && t && t->shape[1] % req.pattern.m != 0) {
+        const QString msg = tr("%1 does not fit %2: rows of %3 inputs").arg(m_params->patternText(), labelFor(req.tensor)).arg(t->shape[1]);
+        m_sparsityView->clear(msg);
+        m_importanceView->clear(msg);
+        return;
+    }
+    auto *watcher = new QFutureWatcher<MatrixScores>(this);
+    connect(watcher, &QFutureWatcher<MatrixScores>::finished, this, [this, watcher] {
+        const MatrixScores s = watcher->result();
+        watcher->deleteLater();
+        if (s.generation != m_scoreGeneration)
+            return; // a newer request is on its way
+        const QString label = labelFor(s.tensor);
+        m_sparsityView->setScores(s, label, m_params->patternText());
+        m_importanceView->setScores(s, label, m_params->plan().pattern.prunedFraction());
+        emit scoresReady();
+    });
+    watcher->setFuture(QtConcurrent::run(computeMatrixScores, req));
+}
+
+void MainWindow::updateSummary() {
+    if (!m_model) {
+        m_params->setSummary(tr("No model"));
+        return;
+    }
+    const CompressionPlan plan = m_params->plan();
+    const CompressionEstimate e = estimateCompression(*m_model, plan);
+    auto pct = [](double a, double b) { return b > 0 ? QString::number(100.0 * a / b, 'f', 1) + "%" : QString("-"); };
+    auto count = [](int64_t n) { return QString::fromStdString(humanCount(n)); };
+    auto bytes = [](uint64_t n) { return QString::fromStdString(humanBytes(n)); };
+    QString s = tr("<b>%1</b> on %2 block matrices%3<br>").arg(m_params->patternText()).arg(e.targets)
+                    .arg(plan.rankRatio > 0 ? tr(" + low rank (ρ = %1)").arg(plan.rankRatio) : QString());
+    s += tr("Parameters: %1 → <b>%2</b> (%3)<br>").arg(count(e.paramsBefore), count(e.paramsAfter), pct(double(e.paramsAfter), double(e.paramsBefore)));
+    s += tr("Bytes (bf16): %1 → <b>%2</b> compact (%3), %4 with zeros in place")
+             .arg(bytes(e.bytesBefore), bytes(e.bytesAfter), pct(double(e.bytesAfter), double(e.bytesBefore)), bytes(e.bytesAfterDense));
+    m_params->setSummary(s);
+}
+
+void MainWindow::updateLayers() {
+    if (!m_model) {
+        m_layerView->clear(tr("Open a model"));
+        return;
+    }
+    const CompressionPlan plan = m_params->plan();
+    std::map<int, LayerBar> bars;
+    std::map<int, int> rankCount;
+    for (const TensorInfo &t : m_model->tensors()) {
+        if (t.layer < 0 || t.role == TensorRole::Buffer)
+            continue;
+        LayerBar &b = bars[t.layer];
+        b.layer = t.layer;
+        b.parameters += double(t.numel());
+        if (isCompressionTarget(t)) {
+            const double pruned = plan.pattern.isNm() ? (t.shape[1] % plan.pattern.m == 0 ? plan.pattern.prunedFraction() : 0.0)
+                                                      : plan.pattern.ratio;
+            b.sparsity += pruned * double(t.numel());
+            if (m_analysis) {
+                auto it = m_analysis->data.spectra.find(t.name);
+                if (it != m_analysis->data.spectra.end()) {
+                    b.effectiveRank += it->second.stats.effectiveRank;
+                    ++rankCount[t.layer];
+                }
+            }
+        }
+    }
+    std::vector<LayerBar> out;
+    for (auto &[layer, b] : bars) {
+        b.sparsity = b.parameters > 0 ? b.sparsity / b.parameters : 0;
+        b.effectiveRank = rankCount[layer] ? b.effectiveRank / rankCount[layer] : 0;
+        out.push_back(b);
+    }
+    m_layerView->setLayers(out, m_params->patternText() + (m_analysis ? QString() : tr(" (effective ranks: computing)")));
 }
 
 void MainWindow::updateDetails() {
@@ -132,7 +513,80 @@ void MainWindow::updateDetails() {
                             : t->transform == TensorTransform::RopeUnpermute ? "RoPE rows reordered to rotate-half"
                                                                              : "none";
     text += tr("Transform   %1\n").arg(transform);
+    if (m_analysis) {
+        auto it = m_analysis->data.spectra.find(t->name);
+        if (it != m_analysis->data.spectra.end()) {
+            const SpectrumStats &st = it->second.stats;
+            text += tr("\nSpectrum    %1 values (%2)\n").arg(it->second.values.size()).arg(QString::fromStdString(it->second.method));
+            text += tr("sigma_max   %1\n").arg(st.sigmaMax, 0, 'g', 6);
+            text += tr("eff. rank   %1\nstable rank %2\n").arg(st.effectiveRank, 0, 'f', 2).arg(st.stableRank, 0, 'f', 3);
+            text += tr("alpha       %1 (xmin %2, KS %3, %4 eigenvalues in the tail)\n")
+                        .arg(st.alpha, 0, 'f', 3).arg(st.alphaXmin, 0, 'g', 4).arg(st.alphaKs, 0, 'f', 3).arg(st.alphaTail);
+        }
+    }
     m_details->setPlainText(text);
+}
+
+void MainWindow::exportCurrentFigure() {
+    PlotView *view = currentPlot();
+    if (!view || !view->hasData()) {
+        showError(tr("The current view has no figure to export"), tr("select a matrix and a plot tab first"));
+        return;
+    }
+    QSettings s;
+    const QString suggested = QDir(s.value("export/folder", QDir::homePath()).toString()).filePath(view->name() + ".pdf");
+    const QString path = QFileDialog::getSaveFileName(this, tr("Export figure"), suggested,
+                                                      tr("PDF (*.pdf);;SVG (*.svg);;PNG, 300 dpi (*.png)"));
+    if (path.isEmpty())
+        return;
+    s.setValue("export/folder", QFileInfo(path).absolutePath());
+    QString error;
+    if (!view->exportFigure(path, &error))
+        showError(error, tr("choose a .png, .svg or .pdf file in a writable folder"));
+    else
+        statusBar()->showMessage(tr("Saved %1").arg(path), 5000);
+}
+
+void MainWindow::exportAllFigures(const QString &folder) {
+    if (!m_model) {
+        showError(tr("No model is open"), tr("open a model first"));
+        return;
+    }
+    if (m_exporter) {
+        showError(tr("An export is already running"), {});
+        return;
+    }
+    QStringList names = selectedMatrices();
+    if (names.isEmpty())
+        for (const TensorInfo &t : m_model->tensors())
+            if (isCompressionTarget(t))
+                names << QString::fromStdString(t.name);
+    std::vector<FigureExporter::Item> items;
+    for (const QString &n : names)
+        items.push_back({n.toStdString(), labelFor(n.toStdString())});
+    MatrixScoresRequest tmpl;
+    tmpl.model = m_model;
+    tmpl.kind = m_params->method();
+    tmpl.pattern = m_params->plan().pattern;
+    tmpl.norms = m_norms;
+    const QString settings = tr("Model %1; %2, %3 score; rank ratio %4")
+                                 .arg(m_modelPath, m_params->patternText(), QString::fromUtf8(importanceName(tmpl.kind)))
+                                 .arg(m_params->rankRatio());
+    m_exporter = new FigureExporter(folder, m_model, m_analysis, std::move(items), tmpl, m_params->rankRatio(), settings, this);
+    connect(m_exporter, &FigureExporter::progress, this, [this](int done, int total) {
+        statusBar()->showMessage(tr("Exporting figures: %1/%2 matrices").arg(done).arg(total));
+    });
+    connect(m_exporter, &FigureExporter::finished, this, [this, folder](QStringList files, QString error) {
+        m_exporter->deleteLater();
+        m_exporter = nullptr;
+        if (!error.isEmpty())
+            showError(tr("Figure export stopped: %1").arg(error), tr("check that %1 is writable").arg(folder));
+        else
+            statusBar()->showMessage(tr("Exported %1 files to %2").arg(files.size()).arg(folder), 8000);
+        spdlog::info("exported {} figure files to {}", files.size(), folder.toStdString());
+        emit figuresExported(files, error);
+    });
+    m_exporter->start(m_layerView);
 }
 
 void MainWindow::addRecent(const QString &path) {
@@ -166,7 +620,12 @@ void MainWindow::dropEvent(QDropEvent *event) {
 }
 
 void MainWindow::closeEvent(QCloseEvent *event) {
-    QSettings().setValue("window/geometry", saveGeometry());
+    QSettings s;
+    s.setValue("window/geometry", saveGeometry());
+    s.setValue("window/state", saveState());
+    if (m_exporter)
+        m_exporter->cancel();
+    m_jobs->shutdown(3000);
     event->accept();
 }
 

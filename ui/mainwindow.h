@@ -1,21 +1,41 @@
 #pragma once
 
+#include "calibration.h"
+#include "matrixscores.h"
+
 #include <QMainWindow>
 
 #include <memory>
 
 class QLabel;
+class QTabWidget;
 class QTextBrowser;
 class QMenu;
 
 namespace lathe {
 
+class FigureExporter;
+class ImportanceView;
+class JobManager;
+class JobPanel;
+class LayerView;
+class LogPanel;
 class Model;
 class ModelTree;
+class ParameterPanel;
+class PlotView;
+class SparsityView;
+class SpectrumView;
+struct AnalyzeResult;
 
-// Lathe's main window: model tree on the left, details of the model or the selected tensor on the right,
-// a message bar for errors. Models open on a worker thread (OpenModelJob); File > Open, recent files and drag and
-// drop of a folder, .gguf or .bin all go through openModelPath().
+// Registers the types that jobs send through queued signals; call once before creating windows.
+void registerUiMetaTypes();
+
+// Lathe's main window. Left: the model tree (several matrices can be selected to overlay their spectra). Centre:
+// the views (spectrum, sparsity, importance, per-block bars, details), all following the tree's selection and the
+// parameter panel (right). Bottom: jobs with progress and Cancel, and the log. Errors appear in the message bar.
+// Every computation runs off the GUI thread: opening and analysing models and calibration as Jobs, the per-matrix
+// scores of the views with QtConcurrent (the newest request wins).
 class MainWindow : public QMainWindow {
     Q_OBJECT
 public:
@@ -24,12 +44,32 @@ public:
 
     void openModelPath(const QString &path);
     const Model *model() const { return m_model.get(); }
+    const AnalyzeResult *analysis() const { return m_analysis.get(); }
     ModelTree *tree() const { return m_tree; }
     QString lastError() const { return m_lastError; }
+
+    SpectrumView *spectrumView() const { return m_spectrumView; }
+    SparsityView *sparsityView() const { return m_sparsityView; }
+    ImportanceView *importanceView() const { return m_importanceView; }
+    LayerView *layerView() const { return m_layerView; }
+    ParameterPanel *parameterPanel() const { return m_params; }
+    JobManager *jobManager() const { return m_jobs; }
+    JobPanel *jobPanel() const { return m_jobPanel; }
+    QTabWidget *views() const { return m_views; }
+    PlotView *currentPlot() const;
+
+    // Starts collecting calibration activations from `textPath` (as the panel's Collect button does).
+    void collectCalibration(const QString &textPath, const CalibrationParams &params);
+    // Writes every figure of the selection (or of the whole model when nothing is selected) into `folder`.
+    void exportAllFigures(const QString &folder);
 
 signals:
     void modelOpened(const QString &path);
     void modelFailed(const QString &message);
+    void analysisReady();
+    void scoresReady();
+    void calibrationReady();
+    void figuresExported(const QStringList &files, const QString &error);
 
 protected:
     void dragEnterEvent(QDragEnterEvent *event) override;
@@ -40,16 +80,39 @@ private:
     void buildMenus();
     void showError(const QString &message, const QString &hint);
     void updateDetails();
+    void updateViews();
+    void updateSpectrum();
+    void updateSummary();
+    void updateLayers();
+    void requestScores();
+    void startAnalysis();
+    void exportCurrentFigure();
     void addRecent(const QString &path);
     void rebuildRecentMenu();
+    QStringList selectedMatrices() const; // weight matrices among the selected items (groups expand)
+    QString labelFor(const std::string &tensor) const;
 
     std::shared_ptr<Model> m_model;
+    std::shared_ptr<AnalyzeResult> m_analysis;
+    std::shared_ptr<const InputNorms> m_norms;
     QString m_modelPath;
+    int m_scoreGeneration = 0;
+
     ModelTree *m_tree = nullptr;
+    QTabWidget *m_views = nullptr;
+    SpectrumView *m_spectrumView = nullptr;
+    SparsityView *m_sparsityView = nullptr;
+    ImportanceView *m_importanceView = nullptr;
+    LayerView *m_layerView = nullptr;
     QTextBrowser *m_details = nullptr;
+    ParameterPanel *m_params = nullptr;
+    JobManager *m_jobs = nullptr;
+    JobPanel *m_jobPanel = nullptr;
+    LogPanel *m_log = nullptr;
     QLabel *m_messageBar = nullptr;
     QMenu *m_recentMenu = nullptr;
     QString m_lastError;
+    FigureExporter *m_exporter = nullptr;
 };
 
 } // namespace lathe

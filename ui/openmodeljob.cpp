@@ -1,21 +1,18 @@
 #include "openmodeljob.h"
 
-#include "error.h"
+#include "model.h"
 #include "modelloader.h"
+
+#include <QFileInfo>
 
 namespace lathe {
 
-OpenModelJob::OpenModelJob(QString path) : m_path(std::move(path)) { setAutoDelete(true); }
+OpenModelJob::OpenModelJob(QString path)
+    : Job(QObject::tr("Open %1").arg(QFileInfo(path).fileName())), m_path(std::move(path)) {}
 
-void OpenModelJob::run() {
-    try {
-        std::shared_ptr<Model> model = openModel(m_path.toStdString());
-        emit finished(m_path, std::move(model));
-    } catch (const LatheError &e) {
-        emit failed(m_path, QString::fromStdString(e.what()), QString::fromStdString(e.hint()));
-    } catch (const std::exception &e) {
-        emit failed(m_path, QString::fromStdString(e.what()), {});
-    }
+void OpenModelJob::execute() {
+    std::shared_ptr<Model> model = openModel(m_path.toStdString());
+    emit opened(m_path, std::move(model));
 }
 
 } // namespace lathe

@@ -1,7 +1,7 @@
 #pragma once
 
-#include <QObject>
-#include <QRunnable>
+#include "job.h"
+
 #include <QString>
 
 #include <memory>
@@ -10,17 +10,18 @@ namespace lathe {
 
 class Model;
 
-// Opens a model on a worker thread (QThreadPool). Reading headers of a large sharded checkpoint can take a
-// moment on a slow disk; the GUI never waits for it. Exceptions stay on the worker: they become failed().
-class OpenModelJob : public QObject, public QRunnable {
+// Opens a model on a worker thread. Reading the headers of a large sharded checkpoint can take a moment on a slow
+// disk; the GUI never waits for it. Result: opened(); errors arrive as Job::failed().
+class OpenModelJob : public Job {
     Q_OBJECT
 public:
     explicit OpenModelJob(QString path);
-    void run() override;
 
 signals:
-    void finished(QString path, std::shared_ptr<lathe::Model> model);
-    void failed(QString path, QString message, QString hint);
+    void opened(QString path, std::shared_ptr<lathe::Model> model);
+
+protected:
+    void execute() override;
 
 private:
     QString m_path;

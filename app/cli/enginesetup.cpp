@@ -46,13 +46,4 @@ LoadedModel openModelWithTokenizer(const std::string &path, const std::optional<
     return m;
 }
 
-std::string readTextFile(const std::string &path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in)
-        throw LatheError(path + ": cannot open");
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
 } // namespace lathe::cli

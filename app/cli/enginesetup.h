@@ -24,6 +24,4 @@ struct LoadedModel {
 };
 LoadedModel openModelWithTokenizer(const std::string &path, const std::optional<std::string> &tokenizerPath);
 
-std::string readTextFile(const std::string &path);
-
 } // namespace lathe::cli

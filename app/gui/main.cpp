@@ -5,6 +5,7 @@
 #include "logging.h"
 #include "mainwindow.h"
 #include "model.h"
+#include "modeltree.h"
 
 #ifdef LATHE_HAVE_CUDA
 #include "cudabackend.h"
@@ -12,7 +13,9 @@
 
 #include <QApplication>
 #include <QCommandLineParser>
+#include <QTabWidget>
 #include <QTimer>
+#include <QTreeWidgetItemIterator>
 #include <QFileInfo>
 #include <QSettings>
 
@@ -24,7 +27,7 @@ int main(int argc, char **argv) {
     QApplication::setOrganizationName("Lathe");
     QApplication::setApplicationName("Lathe");
     QApplication::setApplicationVersion(LATHE_VERSION);
-    qRegisterMetaType<std::shared_ptr<lathe::Model>>("std::shared_ptr<lathe::Model>");
+    lathe::registerUiMetaTypes();
 #ifdef LATHE_HAVE_CUDA
     lathe::gpu::registerCudaBackend();
 #endif
@@ -35,21 +38,45 @@ int main(int argc, char **argv) {
     parser.addHelpOption();
     parser.addVersionOption();
     parser.addPositionalArgument("model", "Model to open: a Hugging Face folder, a .gguf or a llama2.c .bin file");
-    QCommandLineOption shot("screenshot", "Save a PNG of the window once the model is open, then quit.", "file");
+    QCommandLineOption shot("screenshot", "Save a PNG of the window once the model is analysed, then quit.", "file");
+    QCommandLineOption view("view", "With --screenshot: the tab to show (1-5: spectrum, sparsity, importance, "
+                                    "layers, details).", "n", "1");
+    QCommandLineOption select("select", "With --screenshot: tensors to select, comma-separated.", "names");
+    QCommandLineOption size("size", "With --screenshot: window size WxH.", "size", "1440x900");
     parser.addOption(shot);
+    parser.addOption(view);
+    parser.addOption(select);
+    parser.addOption(size);
     parser.process(app);
 
     lathe::MainWindow window;
     window.show();
     if (parser.isSet(shot)) {
+        // Documentation screenshots: open, wait for the spectra, select, switch the tab, let the scores arrive,
+        // grab the window.
+        const QStringList wh = parser.value(size).split('x');
+        if (wh.size() == 2)
+            window.resize(wh[0].toInt(), wh[1].toInt());
         const QString file = parser.value(shot);
+        const QStringList names = parser.value(select).split(',', Qt::SkipEmptyParts);
+        const int tab = parser.value(view).toInt() - 1;
         auto save = [&window, file] {
-            QTimer::singleShot(300, &window, [&window, file] {
+            QTimer::singleShot(800, &window, [&window, file] {
                 const bool ok = window.grab().save(file);
                 QApplication::exit(ok ? 0 : 1);
             });
         };
-        QObject::connect(&window, &lathe::MainWindow::modelOpened, &window, save);
+        QObject::connect(&window, &lathe::MainWindow::analysisReady, &window, [&window, names, tab, save] {
+            window.views()->setCurrentIndex(tab);
+            window.tree()->clearSelection();
+            window.tree()->expandAll();
+            for (QTreeWidgetItemIterator it(window.tree()); *it; ++it)
+                if (names.contains((*it)->data(lathe::ModelTree::NameColumn, Qt::UserRole).toString())) {
+                    (*it)->setSelected(true);
+                    window.tree()->scrollToItem(*it);
+                }
+            save();
+        });
         QObject::connect(&window, &lathe::MainWindow::modelFailed, &window, save);
     }
     // The model given on the command line, else the demo model on first start.

@@ -1,0 +1,314 @@
+// The workbench GUI (offscreen): opens the demo model, checks each view's data points against the model, moves the
+// sparsity slider and checks the summary against an independent count, starts and cancels a real engine job from
+// the job panel, collects calibration for Wanda, and exports figures (single and all).
+
+#include "importanceview.h"
+#include "job.h"
+#include "jobmanager.h"
+#include "jobpanel.h"
+#include "layerview.h"
+#include "mainwindow.h"
+#include "model.h"
+#include "modelanalysis.h"
+#include "modelsummary.h"
+#include "modeltree.h"
+#include "parameterpanel.h"
+#include "sparsityview.h"
+#include "spectrumview.h"
+#include "testsupport.h"
+
+#include <qcustomplot.h>
+
+#include <QApplication>
+#include <QComboBox>
+#include <QElapsedTimer>
+#include <QImage>
+#include <QLabel>
+#include <QPushButton>
+#include <QSettings>
+#include <QSignalSpy>
+#include <QSlider>
+#include <QTest>
+#include <QTreeWidgetItemIterator>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+using namespace lathe;
+
+namespace {
+
+double barsTotal(QCPBars *bars) {
+    double t = 0;
+    for (auto it = bars->data()->constBegin(); it != bars->data()->constEnd(); ++it)
+        t += it->value;
+    return t;
+}
+
+QCPBars *barsIn(QCustomPlot *plot, int rect) {
+    for (int i = 0; i < plot->plottableCount(); ++i)
+        if (auto *b = qobject_cast<QCPBars *>(plot->plottable(i)); b && b->keyAxis()->axisRect() == plot->axisRect(rect))
+            return b;
+    return nullptr;
+}
+
+} // namespace
+
+class TestWorkbench : public QObject {
+    Q_OBJECT
+
+    std::string m_dir;
+    QString m_model;
+
+    void select(MainWindow &w, const QStringList &names) {
+        w.tree()->clearSelection();
+        for (QTreeWidgetItemIterator it(w.tree()); *it; ++it)
+            if (names.contains((*it)->data(ModelTree::NameColumn, Qt::UserRole).toString()))
+                (*it)->setSelected(true);
+    }
+
+    // Opens the model and waits for the spectra.
+    void openAndAnalyze(MainWindow &w) {
+        QSignalSpy analyzed(&w, &MainWindow::analysisReady);
+        w.openModelPath(m_model);
+        QVERIFY(analyzed.wait(20000));
+        QVERIFY(w.model() && w.analysis());
+    }
+
+private slots:
+    void initTestCase() {
+        QApplication::setOrganizationName("LatheTest");
+        QApplication::setApplicationName("LatheWorkbenchTest");
+        QSettings().clear();
+        registerUiMetaTypes();
+        // A private copy, so that the analysis archive written beside it stays out of the source tree.
+        m_dir = test::tempDir("workbench");
+        for (const char *f : {"stories260K.bin", "tok512.bin"})
+            std::filesystem::copy_file(test::sourceDir() + "/resources/demo/" + f, m_dir + "/" + f);
+        m_model = QString::fromStdString(m_dir + "/stories260K.bin");
+    }
+
+    void spectrumPoints() {
+        MainWindow w;
+        w.show();
+        openAndAnalyze(w);
+        QCOMPARE(int(w.analysis()->data.spectra.size()), 36);
+        const QString q = "model.layers.2.self_attn.q_proj.weight", up = "model.layers.2.mlp.up_proj.weight";
+        select(w, {q});
+        QCustomPlot *p = w.spectrumView()->plot();
+        QCOMPARE(p->graphCount(), 2); // q_proj + its cumulative energy
+        QCOMPARE(p->graph(0)->dataCount(), 64); // min(64, 64) singular values
+        QCOMPARE(p->graph(1)->dataCount(), 64);
+        QVERIFY(w.spectrumView()->title().contains("64 x 64"));
+        select(w, {q, up});
+        QCOMPARE(p->graphCount(), 3);
+        QCOMPARE(p->graph(1)->dataCount(), 64); // up_proj (172 x 64)
+        // Selecting a block selects its matrices: 7 linears overlaid + energy.
+        w.tree()->clearSelection();
+        w.tree()->topLevelItem(2)->setSelected(true);
+        QCOMPARE(p->graphCount(), 8);
+        // The second open reads the archive.
+        MainWindow w2;
+        openAndAnalyze(w2);
+        QCOMPARE(w2.analysis()->cached, 36);
+        QCOMPARE(w2.analysis()->computed, 0);
+    }
+
+    void sparsityAndImportancePoints() {
+        MainWindow w;
+        w.show();
+        openAndAnalyze(w);
+        w.parameterPanel()->findChild<QComboBox *>("pattern")->setCurrentIndex(0);
+        w.parameterPanel()->findChild<QComboBox *>("method")->setCurrentIndex(0);
+        QSignalSpy scores(&w, &MainWindow::scoresReady);
+        select(w, {"model.layers.1.mlp.down_proj.weight"}); // 64 x 172
+        QVERIFY(scores.wait(10000));
+        QCustomPlot *sp = w.sparsityView()->plot();
+        QCPBars *rows = barsIn(sp, 0), *cols = barsIn(sp, 1);
+        QVERIFY(rows && cols);
+        QCOMPARE(rows->data()->size(), 50);
+        QCOMPARE(barsTotal(rows), 64.0);   // one count per output row
+        QCOMPARE(barsTotal(cols), 172.0);  // one per input column
+        QCustomPlot *ip = w.importanceView()->plot();
+        QCOMPARE(ip->plottableCount(), 1);
+        auto *hist = qobject_cast<QCPBars *>(ip->plottable(0));
+        QCOMPARE(hist->data()->size(), 60);
+        QCOMPARE(barsTotal(hist), 64.0 * 172.0); // every (non-zero) weight once
+        QVERIFY(w.sparsityView()->title().contains("50.0% pruned"));
+        // 2:4: every row exactly half, pattern valid.
+        w.parameterPanel()->findChild<QComboBox *>("pattern")->setCurrentIndex(2);
+        QVERIFY(scores.wait(10000));
+        QVERIFY(w.sparsityView()->title().contains("N:M valid"));
+        rows = barsIn(sp, 0);
+        QCOMPARE(barsTotal(rows), 64.0);
+        // The layer bars: 5 blocks in each of the three charts.
+        QCustomPlot *lp = w.layerView()->plot();
+        QCOMPARE(lp->plottableCount(), 3);
+        for (int i = 0; i < 3; ++i)
+            QCOMPARE(qobject_cast<QCPBars *>(lp->plottable(i))->data()->size(), 5);
+        w.parameterPanel()->findChild<QComboBox *>("pattern")->setCurrentIndex(0);
+    }
+
+    // The summary after a slider move, against a count made here from the tensor table.
+    void sliderUpdatesSummary() {
+        MainWindow w;
+        w.show();
+        openAndAnalyze(w);
+        w.parameterPanel()->findChild<QSlider *>("rankSlider")->setValue(0);
+        w.parameterPanel()->findChild<QComboBox *>("pattern")->setCurrentIndex(0);
+        auto *slider = w.parameterPanel()->findChild<QSlider *>("sparsitySlider");
+        QTest::mouseClick(slider, Qt::LeftButton); // focus
+        slider->setValue(30);
+        int64_t total = 0, pruned = 0;
+        for (const TensorInfo &t : w.model()->tensors()) {
+            total += t.numel();
+            if (t.layer >= 0 && t.shape.size() == 2 && !t.isBias && isLinearRole(t.role))
+                pruned += int64_t(std::floor(0.30 * double(t.numel())));
+        }
+        const QString summary = w.parameterPanel()->summaryText();
+        QVERIFY2(summary.contains("30% unstructured"), qPrintable(summary));
+        QVERIFY2(summary.contains(QString::fromStdString(humanCount(total - pruned))), qPrintable(summary));
+        slider->setValue(70);
+        pruned = 0;
+        for (const TensorInfo &t : w.model()->tensors())
+            if (t.layer >= 0 && t.shape.size() == 2 && !t.isBias && isLinearRole(t.role))
+                pruned += int64_t(std::floor(0.70 * double(t.numel())));
+        QVERIFY(w.parameterPanel()->summaryText().contains(QString::fromStdString(humanCount(total - pruned))));
+        // The layer bars follow: sparsity after is below 0.7 (norms are kept) and above 0.6.
+        auto *bars = qobject_cast<QCPBars *>(w.layerView()->plot()->plottable(1));
+        const double s0 = bars->data()->at(0)->value;
+        QVERIFY2(s0 > 0.6 && s0 < 0.7, qPrintable(QString::number(s0)));
+        slider->setValue(50);
+    }
+
+    // A real calibration job over a long text is cancelled from the job panel's button and stops within a second.
+    void startAndCancelJob() {
+        MainWindow w;
+        w.show();
+        openAndAnalyze(w);
+        const std::string text = m_dir + "/long.txt";
+        {
+            std::ofstream out(text);
+            for (int i = 0; i < 40000; ++i)
+                out << "Once upon a time, there was a little girl named Lily. She loved to play outside.\n";
+        }
+        CalibrationParams p;
+        p.samples = 2000;
+        p.seqLen = 256;
+        QSignalSpy started(w.jobManager(), &JobManager::jobStarted);
+        w.collectCalibration(QString::fromStdString(text), p);
+        QCOMPARE(started.count(), 1);
+        auto *job = started.at(0).at(0).value<Job *>();
+        QSignalSpy progress(job, &Job::progress);
+        QSignalSpy cancelled(job, &Job::cancelled);
+        QSignalSpy ended(job, &Job::ended);
+        QVERIFY(progress.wait(20000));
+        // Wait until it runs samples (tokenizing is done), then press Cancel in its row.
+        QElapsedTimer clock;
+        clock.start();
+        while (!progress.last().at(1).toString().contains("calibration sample") && clock.elapsed() < 30000)
+            QVERIFY(progress.wait(30000));
+        QList<QPushButton *> buttons;
+        for (QPushButton *b : w.jobPanel()->findChildren<QPushButton *>("cancelButton"))
+            if (b->isEnabled() && b->isVisible())
+                buttons << b;
+        QCOMPARE(buttons.size(), 1);
+        clock.restart();
+        QTest::mouseClick(buttons.front(), Qt::LeftButton);
+        QVERIFY(cancelled.wait(5000));
+        const qint64 ms = clock.elapsed();
+        qInfo("cancel took %lld ms", static_cast<long long>(ms));
+        QVERIFY2(ms < 1000, qPrintable(QString::number(ms)));
+        bool rowSaysCancelled = false;
+        for (QLabel *l : w.jobPanel()->findChildren<QLabel *>("stage"))
+            rowSaysCancelled |= l->text() == "cancelled";
+        QVERIFY(rowSaysCancelled);
+        QTRY_COMPARE(w.jobManager()->activeCount(), 0);
+    }
+
+    void wandaAfterCalibration() {
+        MainWindow w;
+        w.show();
+        openAndAnalyze(w);
+        const std::string text = m_dir + "/calib.txt";
+        {
+            std::ofstream out(text);
+            for (int i = 0; i < 200; ++i)
+                out << "The cat sat on the mat and the dog ran in the park with a red ball.\n";
+        }
+        w.parameterPanel()->findChild<QComboBox *>("method")->setCurrentIndex(1); // Wanda
+        QSignalSpy scores(&w, &MainWindow::scoresReady);
+        select(w, {"model.layers.0.self_attn.k_proj.weight"});
+        QVERIFY(scores.wait(10000));
+        QVERIFY(w.importanceView()->title().contains("magnitude")); // no calibration yet: said so
+        QVERIFY(w.importanceView()->title().contains("calibration"));
+        CalibrationParams p;
+        p.samples = 4;
+        p.seqLen = 64;
+        QSignalSpy ready(&w, &MainWindow::calibrationReady);
+        w.collectCalibration(QString::fromStdString(text), p);
+        QVERIFY(ready.wait(20000));
+        QVERIFY(scores.wait(10000));
+        QVERIFY2(w.importanceView()->title().contains("wanda"), qPrintable(w.importanceView()->title()));
+        // The norms went into the archive.
+        AnalysisData back;
+        QVERIFY(loadAnalysisArchive(w.analysis()->archivePath, w.analysis()->data.modelHash, back));
+        QCOMPARE(int(back.inputNorms.size()), 35);
+        w.parameterPanel()->findChild<QComboBox *>("method")->setCurrentIndex(0);
+        // A missing calibration file is reported, not a crash.
+        w.collectCalibration("/nonexistent/text.txt", p);
+        QVERIFY(w.lastError().contains("not found"));
+        QVERIFY(w.findChild<QLabel *>("messageBar")->isVisible());
+    }
+
+    void exportFigures() {
+        MainWindow w;
+        w.show();
+        openAndAnalyze(w);
+        QSignalSpy scores(&w, &MainWindow::scoresReady);
+        select(w, {"model.layers.3.mlp.gate_proj.weight"});
+        QVERIFY(scores.wait(10000));
+        const QString dir = QString::fromStdString(test::tempDir("figures"));
+        for (PlotView *v : {static_cast<PlotView *>(w.spectrumView()), static_cast<PlotView *>(w.sparsityView()),
+                            static_cast<PlotView *>(w.importanceView()), static_cast<PlotView *>(w.layerView())}) {
+            for (const char *ext : {"png", "svg", "pdf"}) {
+                const QString path = dir + "/" + v->name() + "." + ext;
+                QString error;
+                QVERIFY2(v->exportFigure(path, &error), qPrintable(error));
+                QVERIFY2(QFileInfo(path).size() > 1000, qPrintable(path));
+            }
+            const QImage png(dir + "/" + v->name() + ".png");
+            QCOMPARE(png.size(), QSize(1800, 1200)); // 900 x 600 at scale 2
+            QVERIFY(std::abs(png.dotsPerMeterX() - 11811) < 20); // 300 dpi
+            QFile svg(dir + "/" + v->name() + ".svg");
+            QVERIFY(svg.open(QIODevice::ReadOnly));
+            QVERIFY(svg.readAll().contains("<svg"));
+            QFile pdf(dir + "/" + v->name() + ".pdf");
+            QVERIFY(pdf.open(QIODevice::ReadOnly));
+            QVERIFY(pdf.read(5) == "%PDF-");
+        }
+        QString error;
+        QVERIFY(!w.spectrumView()->exportFigure(dir + "/x.bmp", &error));
+        QVERIFY(error.contains("unknown figure format"));
+
+        // Export all for a block: 7 matrices x 3 figures + the layer bars, PNG and PDF each, and the index.
+        w.tree()->clearSelection();
+        w.tree()->topLevelItem(4)->setSelected(true); // Block 3
+        const QString all = dir + "/all";
+        QSignalSpy done(&w, &MainWindow::figuresExported);
+        w.exportAllFigures(all);
+        QVERIFY(done.wait(60000));
+        QVERIFY2(done.at(0).at(1).toString().isEmpty(), qPrintable(done.at(0).at(1).toString()));
+        const QStringList files = done.at(0).at(0).toStringList();
+        QCOMPARE(files.size(), (7 * 3 + 1) * 2 + 2);
+        for (const QString &f : files)
+            QVERIFY2(QFileInfo(f).size() > 0, qPrintable(f));
+        QFile index(all + "/index.html");
+        QVERIFY(index.open(QIODevice::ReadOnly));
+        QVERIFY(index.readAll().contains("model.layers.3.mlp.down_proj.weight.spectrum.png"));
+    }
+};
+
+QTEST_MAIN(TestWorkbench)
+#include "tst_workbench.moc"

@@ -1,0 +1,27 @@
+#pragma once
+
+#include <QWidget>
+
+class QVBoxLayout;
+
+namespace lathe {
+
+class Job;
+class JobManager;
+
+// One row per job: title, progress bar, stage, estimated time left, and a Cancel button. Finished rows stay with
+// their outcome until "Clear finished".
+class JobPanel : public QWidget {
+    Q_OBJECT
+public:
+    explicit JobPanel(JobManager *manager, QWidget *parent = nullptr);
+    int rowCount() const;
+
+private:
+    void addJob(Job *job);
+    void clearFinished();
+
+    QVBoxLayout *m_rows = nullptr;
+};
+
+} // namespace lathe

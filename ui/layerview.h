@@ -1,0 +1,26 @@
+#pragma once
+
+#include "plotview.h"
+
+#include <vector>
+
+namespace lathe {
+
+// Per-layer numbers across the model, as three bar charts stacked: parameters, sparsity after the planned
+// compression, mean effective rank of the layer's matrices (from the spectra, when computed).
+struct LayerBar {
+    int layer = 0;
+    double parameters = 0;
+    double sparsity = 0;      // fraction of the layer's parameters pruned by the plan
+    double effectiveRank = 0; // mean over the layer's matrices; 0 = unknown
+};
+
+class LayerView : public PlotView {
+    Q_OBJECT
+public:
+    explicit LayerView(QWidget *parent = nullptr);
+    void setLayers(const std::vector<LayerBar> &layers, const QString &planText);
+    void clear(const QString &message);
+};
+
+} // namespace lathe

@@ -1,0 +1,77 @@
+#include "matrixscores.h"
+
+#include "error.h"
+#include "model.h"
+
+#include <QObject>
+
+#include <algorithm>
+#include <cmath>
+
+namespace lathe {
+
+MatrixScores computeMatrixScores(const MatrixScoresRequest &req) {
+    MatrixScores out;
+    out.tensor = req.tensor;
+    out.generation = req.generation;
+    try {
+        const TensorInfo *t = req.model->find(req.tensor);
+        if (!t || t->shape.size() != 2 || t->isBias)
+            throw LatheError(req.tensor + " is not a weight matrix");
+        out.rows = t->shape[0];
+        out.cols = t->shape[1];
+        const std::vector<float> w = req.model->loadFloat(*t);
+        std::vector<float> scores;
+        const std::vector<float> *norms = nullptr;
+        if (req.norms) {
+            auto it = req.norms->norms.find(req.tensor);
+            if (it != req.norms->norms.end() && int64_t(it->second.size()) == out.cols)
+                norms = &it->second;
+        }
+        if (req.kind == ImportanceKind::Wanda && norms) {
+            scores = wandaScores(w.data(), out.rows, out.cols, *norms);
+            out.method = QStringLiteral("wanda");
+        } else {
+            scores = magnitudeScores(w.data(), out.rows, out.cols);
+            out.method = QStringLiteral("magnitude");
+            if (req.kind == ImportanceKind::Wanda)
+                out.note = req.norms ? QObject::tr("Wanda needs the inputs of a block linear: magnitude shown")
+                                     : QObject::tr("Wanda needs calibration (Collect in the parameter panel): "
+                                                   "magnitude shown");
+            else if (req.kind != ImportanceKind::Magnitude)
+                out.note = QObject::tr("%1 scores come from a training run: magnitude shown")
+                               .arg(importanceName(req.kind));
+        }
+        const std::vector<uint8_t> mask = pruneMask(scores.data(), out.rows, out.cols, req.pattern);
+        out.stats = maskStats(mask.data(), out.rows, out.cols, req.pattern.n, req.pattern.m);
+        out.rowHist = makeHistogram(out.stats.rowZeroFraction, 50, 0.0, 1.0);
+        out.colHist = makeHistogram(out.stats.colZeroFraction, 50, 0.0, 1.0);
+
+        std::vector<float> logs;
+        logs.reserve(scores.size());
+        for (float s : scores) {
+            if (s > 0)
+                logs.push_back(std::log10(s));
+            else if (s == 0)
+                ++out.zeroScores;
+        }
+        if (!logs.empty()) {
+            const auto [mn, mx] = std::minmax_element(logs.begin(), logs.end());
+            out.scoreHist = makeHistogram(logs, 60, double(*mn), double(*mx) > double(*mn) ? double(*mx) : double(*mn) + 1);
+        }
+        const auto k = size_t(std::floor(req.pattern.prunedFraction() * double(scores.size())));
+        if (k > 0 && k < scores.size()) {
+            std::nth_element(scores.begin(), scores.begin() + std::ptrdiff_t(k), scores.end());
+            out.threshold = scores[k] > 0 ? std::log10(double(scores[k])) : out.scoreHist.lo;
+        } else {
+            out.threshold = std::nan("");
+        }
+    } catch (const LatheError &e) {
+        out.error = QString::fromStdString(e.fullMessage());
+    } catch (const std::exception &e) {
+        out.error = QString::fromStdString(e.what());
+    }
+    return out;
+}
+
+} // namespace lathe

@@ -1,0 +1,42 @@
+#pragma once
+
+#include <QSize>
+#include <QString>
+#include <QWidget>
+
+class QCustomPlot;
+class QCPTextElement;
+
+namespace lathe {
+
+// Base of the workbench's views: one QCustomPlot with a title row, a placeholder message when there is nothing to
+// show, and figure export. Subclasses fill the plot from plain data (no engine calls on the GUI thread).
+class PlotView : public QWidget {
+    Q_OBJECT
+public:
+    explicit PlotView(const QString &name, QWidget *parent = nullptr);
+
+    QCustomPlot *plot() const { return m_plot; }
+    QString name() const { return m_name; }     // "spectrum", "sparsity", ... (file names)
+    QString title() const;                       // the current title line
+    bool hasData() const { return m_hasData; }
+
+    // Writes the figure as PNG, SVG or PDF (by the file's suffix) at `size` logical pixels (points for PDF/SVG);
+    // PNG is rendered at `scale` times that (2 = 1800 x 1200 px for the default size, tagged 300 dpi). Returns
+    // false and sets `error` when the format is unknown or the file cannot be written.
+    bool exportFigure(const QString &path, QString *error = nullptr, QSize size = {900, 600}, double scale = 2.0);
+
+protected:
+    void setTitle(const QString &title);
+    void showPlaceholder(const QString &message); // clears the plot
+    void markHasData() { m_hasData = true; }
+
+    QCustomPlot *m_plot = nullptr;
+
+private:
+    QString m_name;
+    QCPTextElement *m_title = nullptr;
+    bool m_hasData = false;
+};
+
+} // namespace lathe
