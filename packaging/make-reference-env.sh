@@ -9,5 +9,5 @@ venv="${LATHE_REFERENCE_ENV:-$HOME/.cache/lathe/venv-hf}"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install -q torch transformers tokenizers sentencepiece safetensors numpy gguf accelerate protobuf
+"$venv/bin/pip" install -q torch transformers tokenizers sentencepiece safetensors numpy gguf accelerate protobuf h5py
 "$venv/bin/python" -c "import torch, transformers; print('reference env:', '$venv', 'torch', torch.__version__, 'transformers', transformers.__version__)"

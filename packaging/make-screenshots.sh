@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Regenerates docs/screenshots/ with the GUI offscreen on SmolLM2-135M (packaging/fetch-models.sh fetches it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build="${LATHE_BUILD_DIR:-build}"
+model="${1:-$HOME/.cache/lathe/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+export QT_QPA_PLATFORM=offscreen
+export XDG_CONFIG_HOME="$(mktemp -d)" # fresh settings: default panel values and layout
+L=model.layers.10
+"$build/app/lathe" "$model" --screenshot docs/screenshots/main-window.png --view 1 \
+  --select $L.self_attn.q_proj.weight,$L.self_attn.k_proj.weight,$L.self_attn.v_proj.weight,$L.self_attn.o_proj.weight,$L.mlp.gate_proj.weight,$L.mlp.down_proj.weight
+"$build/app/lathe" "$model" --screenshot docs/screenshots/sparsity.png --view 2 --select $L.mlp.down_proj.weight
+"$build/app/lathe" "$model" --screenshot docs/screenshots/importance.png --view 3 --select $L.mlp.down_proj.weight
+"$build/app/lathe" "$model" --screenshot docs/screenshots/layers.png --view 4 --select $L.mlp.down_proj.weight
+rm -rf "$XDG_CONFIG_HOME"
