@@ -52,11 +52,7 @@ void ImportanceView::setScores(const MatrixScores &s, const QString &label, doub
     QString title = tr("%1: %2 scores of %3 entries").arg(label, s.method).arg(s.rows * s.cols);
     if (s.zeroScores)
         title += tr(" (%1 zero, off the log axis)").arg(s.zeroScores);
-    if (!s.note.isEmpty())
-        title += "\n" + s.note;
-    setTitle(title);
-    markHasData();
-    m_plot->replot();
+    showResult(title, s.note);
 }
 
 } // namespace lathe

@@ -44,9 +44,7 @@ void LayerView::setLayers(const std::vector<LayerBar> &layers, const QString &pl
         rect->axis(QCPAxis::atLeft)->setRange(0, k == 1 ? 1.0 : std::max(top * 1.1, 1e-9));
         rect->axis(QCPAxis::atBottom)->setLabel(k == 2 ? tr("block") : QString());
     }
-    setTitle(tr("Per block: %1").arg(planText));
-    markHasData();
-    m_plot->replot();
+    showResult(tr("Per block: %1").arg(planText));
 }
 
 } // namespace lathe

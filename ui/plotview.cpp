@@ -24,6 +24,12 @@ QString PlotView::title() const { return m_title->text(); }
 
 void PlotView::setTitle(const QString &title) { m_title->setText(title); }
 
+void PlotView::showResult(const QString &title, const QString &note) {
+    setTitle(note.isEmpty() ? title : title + "\n" + note);
+    m_hasData = true;
+    m_plot->replot();
+}
+
 void PlotView::showPlaceholder(const QString &message) {
     m_hasData = false;
     m_plot->clearPlottables();

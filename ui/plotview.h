@@ -29,7 +29,8 @@ public:
 protected:
     void setTitle(const QString &title);
     void showPlaceholder(const QString &message); // clears the plot
-    void markHasData() { m_hasData = true; }
+    // Ends a successful update: the title (with `note` on a second line when given), then a replot.
+    void showResult(const QString &title, const QString &note = {});
 
     QCustomPlot *m_plot = nullptr;
 

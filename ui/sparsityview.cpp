@@ -51,11 +51,7 @@ void SparsityView::setScores(const MatrixScores &s, const QString &label, const 
     QString title = tr("%1: %2, %3 score, %4% pruned").arg(label, pattern, s.method).arg(100.0 * s.stats.sparsity, 0, 'f', 1);
     if (pattern.contains(':'))
         title += s.stats.nmValid ? tr(", N:M valid") : tr(", NOT N:M");
-    if (!s.note.isEmpty())
-        title += "\n" + s.note;
-    setTitle(title);
-    markHasData();
-    m_plot->replot();
+    showResult(title, s.note);
 }
 
 } // namespace lathe

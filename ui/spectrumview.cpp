@@ -90,7 +90,7 @@ void SpectrumView::setSpectra(const std::vector<const MatrixSpectrum *> &spectra
     }
     const SpectrumStats &st = first.stats;
     const QString alpha = std::isfinite(st.alpha) ? QString::number(st.alpha, 'f', 2) : QStringLiteral("–");
-    setTitle(tr("%1 (%2 x %3): eff. rank %4, stable rank %5, α %6%7")
+    showResult(tr("%1 (%2 x %3): eff. rank %4, stable rank %5, α %6%7")
                  .arg(labels.value(0, QString::fromStdString(first.key)))
                  .arg(first.rows)
                  .arg(first.cols)
@@ -99,8 +99,6 @@ void SpectrumView::setSpectra(const std::vector<const MatrixSpectrum *> &spectra
                  .arg(alpha)
                  .arg(first.truncated ? tr(", top %1 (±%2)").arg(first.values.size()).arg(first.errorEstimate, 0, 'g', 2)
                                       : QString()));
-    markHasData();
-    m_plot->replot();
 }
 
 } // namespace lathe
