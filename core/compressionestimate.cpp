@@ -28,12 +28,7 @@ CompressionEstimate estimateCompression(const Model &model, const CompressionPla
         }
         ++e.targets;
         const int64_t rows = t.shape[0], cols = t.shape[1];
-        int64_t pruned = 0;
-        if (plan.pattern.isNm())
-            pruned = plan.pattern.m > 0 && cols % plan.pattern.m == 0 ? rows * (cols / plan.pattern.m) * plan.pattern.n : 0;
-        else
-            pruned = int64_t(std::floor(plan.pattern.ratio * double(plan.pattern.perRow ? cols : n))) *
-                     (plan.pattern.perRow ? rows : 1);
+        const int64_t pruned = prunedCount(plan.pattern, rows, cols);
         const int64_t kept = n - pruned;
         const int64_t rank = plan.rankRatio > 0 ? losparseRank(rows, cols, plan.rankRatio) : 0;
         const int64_t lowRank = rank * (rows + cols);

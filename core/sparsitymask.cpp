@@ -63,6 +63,14 @@ void validatePattern(const SparsityPattern &p, int64_t cols) {
                          "give the fraction of weights to remove, e.g. 0.5 for 50%");
 }
 
+int64_t prunedCount(const SparsityPattern &p, int64_t rows, int64_t cols) {
+    if (p.isNm())
+        return cols % p.m == 0 ? rows * (cols / p.m) * p.n : 0;
+    if (p.perRow)
+        return int64_t(std::floor(p.ratio * double(cols))) * rows;
+    return int64_t(std::floor(p.ratio * double(rows * cols)));
+}
+
 std::vector<uint8_t> pruneMask(const float *scores, int64_t rows, int64_t cols, const SparsityPattern &p) {
     validatePattern(p, cols);
     std::vector<uint8_t> mask(size_t(rows * cols), 1);

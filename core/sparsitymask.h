@@ -23,6 +23,10 @@ struct SparsityPattern {
 // [0, 1), N >= M or N < 0, M not dividing the row length).
 void validatePattern(const SparsityPattern &p, int64_t cols);
 
+// How many entries of a (rows x cols) matrix the pattern prunes: exactly what pruneMask removes. An N:M pattern
+// whose M does not divide the row prunes nothing here (pruneMask refuses it); estimates skip such matrices.
+int64_t prunedCount(const SparsityPattern &p, int64_t rows, int64_t cols);
+
 // The mask that prunes exactly floor(ratio * count) entries of each group (the matrix, a row, or an M-group),
 // lowest scores first, ties broken by position. NaN scores count as lowest.
 std::vector<uint8_t> pruneMask(const float *scores, int64_t rows, int64_t cols, const SparsityPattern &p);

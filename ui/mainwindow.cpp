@@ -470,9 +470,7 @@ void MainWindow::updateLayers() {
         b.layer = t.layer;
         b.parameters += double(t.numel());
         if (isCompressionTarget(t)) {
-            const double pruned = plan.pattern.isNm() ? (t.shape[1] % plan.pattern.m == 0 ? plan.pattern.prunedFraction() : 0.0)
-                                                      : plan.pattern.ratio;
-            b.sparsity += pruned * double(t.numel());
+            b.sparsity += double(prunedCount(plan.pattern, t.shape[0], t.shape[1]));
             if (m_analysis) {
                 auto it = m_analysis->data.spectra.find(t.name);
                 if (it != m_analysis->data.spectra.end()) {

@@ -19,8 +19,6 @@ namespace lathe::cli {
 
 namespace {
 
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
 // GFLOP/s of one (n x n) * (n x n)^T sgemm, the layout of the engine's linear layers; best of `repeat`.
 struct SgemmProbe {
     int64_t n;
@@ -29,9 +27,9 @@ struct SgemmProbe {
     double gflops(int repeat) {
         double best = 1e30;
         for (int r = 0; r < repeat; ++r) {
-            const double t0 = now();
+            const double t0 = steadySeconds();
             sgemm(false, true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
-            best = std::min(best, now() - t0);
+            best = std::min(best, steadySeconds() - t0);
         }
         return 2.0 * double(n) * double(n) * double(n) / best / 1e9;
     }
@@ -89,9 +87,9 @@ int runBenchForward(int argc, char **argv) {
     std::vector<double> times, fractions, peaks;
     for (int r = 0; r < repeat; ++r) {
         peaks.push_back(probe.gflops(2));
-        const double t0 = now();
+        const double t0 = steadySeconds();
         t.forward(b);
-        times.push_back(now() - t0);
+        times.push_back(steadySeconds() - t0);
         fractions.push_back(flops / times.back() / 1e9 / peaks.back());
     }
     auto median = [](std::vector<double> v) {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -28,6 +29,11 @@ private:
     std::vector<std::string> m_positional;
     std::string m_error;
 };
+
+// Monotonic seconds, for the timings the subcommands print.
+inline double steadySeconds() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 // Shared by the subcommands.
 int runInspect(int argc, char **argv);

@@ -25,8 +25,6 @@ namespace lathe::cli {
 
 namespace {
 
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
 std::string shapeKey(int64_t rows, int64_t cols) { return std::to_string(rows) + " x " + std::to_string(cols); }
 
 } // namespace
@@ -51,9 +49,9 @@ int runBenchSpectra(int argc, char **argv) {
     // copies they need, not the page cache.
     for (const SpectrumTarget &t : targets)
         (void)loadTarget(*model, t);
-    const double t0 = now();
+    const double t0 = steadySeconds();
     const std::vector<MatrixSpectrum> ours = computeSpectra(*model, targets, params);
-    const double oursTotal = now() - t0;
+    const double oursTotal = steadySeconds() - t0;
 
     struct Group {
         int count = 0;
@@ -70,9 +68,9 @@ int runBenchSpectra(int argc, char **argv) {
         if (!baseline)
             continue;
         const Mat m = loadTarget(*model, targets[i]);
-        const double b0 = now();
+        const double b0 = steadySeconds();
         const std::vector<double> sv = singularValues(m.data(), m.rows(), m.cols());
-        const double dt = now() - b0;
+        const double dt = steadySeconds() - b0;
         g.baseline += dt;
         baselineTotal += dt;
         for (size_t k = 0; k < sv.size(); ++k)
@@ -147,9 +145,9 @@ int runAnalyze(int argc, char **argv) {
     if (auto a = o.value("archive"))
         params.archivePath = *a;
     const double rho = o.value("rho") ? std::stod(*o.value("rho")) : 0.05;
-    const double t0 = now();
+    const double t0 = steadySeconds();
     const AnalyzeResult r = analyzeModel(*model, targets, params);
-    const double seconds = now() - t0;
+    const double seconds = steadySeconds() - t0;
 
     nlohmann::json mats = nlohmann::json::array();
     for (const SpectrumTarget &t : targets) {
