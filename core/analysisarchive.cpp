@@ -3,13 +3,14 @@
 #include "error.h"
 #include "model.h"
 
+#ifdef LATHE_HAVE_HDF5
+#include "h5util.h"
+#endif
+
 #include <cstdlib>
 #include <filesystem>
 #include <unistd.h>
 
-#ifdef LATHE_HAVE_HDF5
-#include <H5Cpp.h>
-#endif
 
 namespace fs = std::filesystem;
 
@@ -30,83 +31,7 @@ std::string analysisArchivePath(const Model &model, const std::string &modelHash
 
 #ifdef LATHE_HAVE_HDF5
 
-// Every HDF5 call goes through this: the C++ API's exceptions become LatheErrors naming the file, the source
-// location and HDF5's own message.
-#define LATHE_H5(path, ...)                                                                                       \
-    [&]() -> decltype(auto) {                                                                                     \
-        try {                                                                                                     \
-            return __VA_ARGS__;                                                                                   \
-        } catch (const H5::Exception &e) {                                                                        \
-            throw LatheError(std::string(path) + ": HDF5 error at " __FILE__ ":" + std::to_string(__LINE__) +      \
-                                 " in " + e.getFuncName() + ": " + e.getDetailMsg(),                              \
-                             "the analysis archive may be damaged; delete it and it is recomputed");              \
-        }                                                                                                         \
-    }()
-
-namespace {
-
-template <class T> H5::PredType predType();
-template <> H5::PredType predType<double>() { return H5::PredType::NATIVE_DOUBLE; }
-template <> H5::PredType predType<int64_t>() { return H5::PredType::NATIVE_INT64; }
-template <> H5::PredType predType<int8_t>() { return H5::PredType::NATIVE_INT8; }
-
-template <class T> void writeAttr(H5::H5Object &obj, const char *name, T value) {
-    H5::Attribute a = obj.createAttribute(name, predType<T>(), H5::DataSpace(H5S_SCALAR));
-    a.write(predType<T>(), &value);
-}
-
-void writeStringAttr(H5::H5Object &obj, const char *name, const std::string &value) {
-    H5::StrType type(H5::PredType::C_S1, H5T_VARIABLE);
-    type.setCset(H5T_CSET_UTF8);
-    H5::Attribute a = obj.createAttribute(name, type, H5::DataSpace(H5S_SCALAR));
-    a.write(type, value);
-}
-
-template <class T> T readAttr(const H5::H5Object &obj, const char *name, T fallback = T{}) {
-    if (!obj.attrExists(name))
-        return fallback;
-    T v{};
-    obj.openAttribute(name).read(predType<T>(), &v);
-    return v;
-}
-
-std::string readStringAttr(const H5::H5Object &obj, const char *name) {
-    if (!obj.attrExists(name))
-        return {};
-    H5::Attribute a = obj.openAttribute(name);
-    std::string v;
-    a.read(a.getStrType(), v);
-    return v;
-}
-
-template <class T> void writeVector(H5::Group &g, const std::string &name, const std::vector<T> &v,
-                                    const H5::PredType &type) {
-    const hsize_t dims[1] = {hsize_t(v.size())};
-    H5::DataSet ds = g.createDataSet(name, type, H5::DataSpace(1, dims));
-    if (!v.empty())
-        ds.write(v.data(), type);
-}
-
-template <class T> std::vector<T> readVector(const H5::DataSet &ds, const H5::PredType &type) {
-    H5::DataSpace space = ds.getSpace();
-    if (space.getSimpleExtentNdims() != 1)
-        throw H5::DataSetIException("readVector", "dataset is not one-dimensional");
-    hsize_t n = 0;
-    space.getSimpleExtentDims(&n);
-    std::vector<T> v(static_cast<size_t>(n));
-    if (n)
-        ds.read(v.data(), type);
-    return v;
-}
-
-std::vector<std::string> children(const H5::Group &g) {
-    std::vector<std::string> names;
-    for (hsize_t i = 0; i < g.getNumObjs(); ++i)
-        names.push_back(g.getObjnameByIdx(i));
-    return names;
-}
-
-} // namespace
+using namespace h5;
 
 bool analysisArchiveAvailable() { return true; }
 

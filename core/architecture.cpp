@@ -24,6 +24,8 @@ constexpr P kLlamaHf[] = {
     {"model.layers.{L}.mlp.gate_proj", R::MlpGate},
     {"model.layers.{L}.mlp.up_proj", R::MlpUp},
     {"model.layers.{L}.mlp.down_proj", R::MlpDown},
+    {"model.layers.{L}.attn_shortcut", R::AttnShortcut},
+    {"model.layers.{L}.mlp_shortcut", R::MlpShortcut},
     {"model.norm", R::FinalNorm},
     {"lm_head", R::LmHead},
 };
@@ -39,6 +41,8 @@ constexpr P kOptHf[] = {
     {"model.decoder.layers.{L}.final_layer_norm", R::MlpNorm},
     {"model.decoder.layers.{L}.fc1", R::MlpUp},
     {"model.decoder.layers.{L}.fc2", R::MlpDown},
+    {"model.decoder.layers.{L}.attn_shortcut", R::AttnShortcut},
+    {"model.decoder.layers.{L}.mlp_shortcut", R::MlpShortcut},
     {"model.decoder.final_layer_norm", R::FinalNorm},
     {"lm_head", R::LmHead},
 };
@@ -52,6 +56,8 @@ constexpr P kGpt2Hf[] = {
     {"h.{L}.ln_2", R::MlpNorm},
     {"h.{L}.mlp.c_fc", R::MlpUp},
     {"h.{L}.mlp.c_proj", R::MlpDown},
+    {"h.{L}.attn_shortcut", R::AttnShortcut},
+    {"h.{L}.mlp_shortcut", R::MlpShortcut},
     {"ln_f", R::FinalNorm},
     {"lm_head", R::LmHead},
 };
@@ -65,6 +71,7 @@ constexpr P kPhiHf[] = {
     {"model.layers.{L}.self_attn.dense", R::AttnO},
     {"model.layers.{L}.mlp.fc1", R::MlpUp},
     {"model.layers.{L}.mlp.fc2", R::MlpDown},
+    {"model.layers.{L}.attn_shortcut", R::AttnShortcut},
     {"model.final_layernorm", R::FinalNorm},
     {"lm_head", R::LmHead},
 };

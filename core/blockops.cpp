@@ -83,6 +83,17 @@ void rmsNormForward(const Mat &x, const NormWeights &n, float eps, Mat &y) {
     });
 }
 
+void rmsNormWeightless(const Mat &x, int64_t divisor, float eps, Mat &y) {
+    mapRows(x, y, [&](const float *in, float *out, int64_t cols) {
+        double ss = 0;
+        for (int64_t c = 0; c < cols; ++c)
+            ss += double(in[c]) * in[c];
+        const float inv = float(1.0 / std::sqrt(ss / double(divisor) + eps));
+        for (int64_t c = 0; c < cols; ++c)
+            out[c] = in[c] * inv;
+    });
+}
+
 namespace {
 
 inline float geluErf(float v) { return 0.5f * v * (1.0f + std::erf(v * float(std::numbers::sqrt2 / 2))); }

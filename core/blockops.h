@@ -21,6 +21,9 @@ void linearForward(const Mat &x, const LinearWeights &w, Mat &y);
 void layerNormForward(const Mat &x, const NormWeights &n, float eps, Mat &y);
 // y = x / sqrt(mean(x^2) + eps) * weight, per row.
 void rmsNormForward(const Mat &x, const NormWeights &n, float eps, Mat &y);
+// SliceGPT's weight-less RMSNorm: y = x / sqrt(sum(x^2) / divisor + eps), with `divisor` the original hidden size
+// whatever the (sliced) width of x.
+void rmsNormWeightless(const Mat &x, int64_t divisor, float eps, Mat &y);
 void activationForward(Activation a, Mat &x); // in place
 // gate = silu(gate) * up, in place on `gate`.
 void swigluForward(Mat &gate, const Mat &up);

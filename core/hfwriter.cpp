@@ -235,6 +235,12 @@ HfWriteResult writeHfFolder(const Model &model, const std::string &dirArg, const
         }
         nlohmann::json config = model.config.toHfJson();
         config["torch_dtype"] = torchDtypeName(configType);
+        if (options.configPatch.is_object())
+            config.merge_patch(options.configPatch);
+        for (const auto &[name, text] : options.extraFiles) {
+            writeTextFile(tmp / name, text);
+            result.files.push_back(name);
+        }
         writeTextFile(tmp / "config.json", config.dump(2) + "\n");
         result.files.push_back("config.json");
         for (const auto &tokFile : model.tokenizer.files) {

@@ -4,7 +4,11 @@
 #include "model.h"
 #include "progress.h"
 
+#include <nlohmann/json.hpp>
+
 #include <optional>
+#include <utility>
+#include <vector>
 #include <string>
 
 namespace lathe {
@@ -17,6 +21,10 @@ struct HfWriteOptions {
     // whole model fits.
     uint64_t maxShardBytes = 5'000'000'000ull;
     bool overwrite = false; // replace an existing folder (never the model's own source)
+    // Merged over config.json (RFC 7386 merge patch): auto_map and model_type of remote-code exports.
+    nlohmann::json configPatch;
+    // Further text files written into the folder before it is renamed into place (remote modelling code).
+    std::vector<std::pair<std::string, std::string>> extraFiles;
 };
 
 struct HfWriteResult {

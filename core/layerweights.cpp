@@ -90,17 +90,22 @@ int64_t BlockWeights::bytes() const {
         n += (l->w.size() + l->b.size()) * int64_t(sizeof(float));
     for (const NormWeights *l : {&attnNorm, &mlpNorm})
         n += (l->weight.size() + l->bias.size()) * int64_t(sizeof(float));
+    n += (attnShortcut.size() + mlpShortcut.size()) * int64_t(sizeof(float));
     return n;
 }
 
 BlockWeights loadBlockWeights(const Model &m, int layer) {
     const ModelConfig &c = m.config;
-    const int64_t h = c.hiddenSize, qDim = c.numHeads * c.headDim, kvDim = c.numKvHeads * c.headDim;
+    const int64_t qDim = c.numHeads * c.headDim, kvDim = c.numKvHeads * c.headDim;
+    const bool sliced = c.slicing.active(), phi = c.family == ArchFamily::Phi;
+    const int64_t in = c.blockInputWidth(layer), mid = c.blockMidWidth(layer), out = c.blockOutputWidth(layer);
+    const int64_t h = c.hiddenSize;
     BlockWeights b;
-    b.attnNorm = loadNorm(m, TensorRole::AttnNorm, layer, h);
+    if (!sliced)
+        b.attnNorm = loadNorm(m, TensorRole::AttnNorm, layer, h);
     if (m.find(TensorRole::AttnQkv, layer, false)) {
         // Fused rows: q (qDim), then k (kvDim), then v (kvDim).
-        LinearWeights qkv = loadLinear(m, TensorRole::AttnQkv, layer, qDim + 2 * kvDim, h);
+        LinearWeights qkv = loadLinear(m, TensorRole::AttnQkv, layer, qDim + 2 * kvDim, in);
         b.q.w = qkv.w.topRows(qDim);
         b.k.w = qkv.w.middleRows(qDim, kvDim);
         b.v.w = qkv.w.bottomRows(kvDim);
@@ -110,17 +115,33 @@ BlockWeights loadBlockWeights(const Model &m, int layer) {
             b.v.b = qkv.b.tail(kvDim);
         }
     } else {
-        b.q = loadLinear(m, TensorRole::AttnQ, layer, qDim, h);
-        b.k = loadLinear(m, TensorRole::AttnK, layer, kvDim, h);
-        b.v = loadLinear(m, TensorRole::AttnV, layer, kvDim, h);
+        b.q = loadLinear(m, TensorRole::AttnQ, layer, qDim, in);
+        b.k = loadLinear(m, TensorRole::AttnK, layer, kvDim, in);
+        b.v = loadLinear(m, TensorRole::AttnV, layer, kvDim, in);
     }
-    b.o = loadLinear(m, TensorRole::AttnO, layer, h, qDim);
-    if (c.family != ArchFamily::Phi)
+    b.o = loadLinear(m, TensorRole::AttnO, layer, mid, qDim);
+    if (!phi && !sliced)
         b.mlpNorm = loadNorm(m, TensorRole::MlpNorm, layer, h);
+    const int64_t mlpIn = phi ? in : mid;
     if (c.family == ArchFamily::Llama)
-        b.gate = loadLinear(m, TensorRole::MlpGate, layer, c.intermediateSize, h);
-    b.up = loadLinear(m, TensorRole::MlpUp, layer, c.intermediateSize, h);
-    b.down = loadLinear(m, TensorRole::MlpDown, layer, h, c.intermediateSize);
+        b.gate = loadLinear(m, TensorRole::MlpGate, layer, c.intermediateSize, mlpIn);
+    b.up = loadLinear(m, TensorRole::MlpUp, layer, c.intermediateSize, mlpIn);
+    b.down = loadLinear(m, TensorRole::MlpDown, layer, out, c.intermediateSize);
+    if (sliced) {
+        b.attnShortcut = loadMat(m, TensorRole::AttnShortcut, layer, false);
+        if (b.attnShortcut.size())
+            checkShape(m, b.attnShortcut, mid, in, TensorRole::AttnShortcut, layer);
+        else
+            require(mid == in, m.sourcePath, "block " + std::to_string(layer) + " changes width without a shortcut");
+        if (!phi) {
+            b.mlpShortcut = loadMat(m, TensorRole::MlpShortcut, layer, false);
+            if (b.mlpShortcut.size())
+                checkShape(m, b.mlpShortcut, out, mid, TensorRole::MlpShortcut, layer);
+            else
+                require(out == mid, m.sourcePath,
+                        "block " + std::to_string(layer) + " changes width without a shortcut");
+        }
+    }
     return b;
 }
 
@@ -128,11 +149,11 @@ EmbeddingWeights loadEmbeddingWeights(const Model &m) {
     const ModelConfig &c = m.config;
     EmbeddingWeights e;
     e.token = loadMat(m, TensorRole::TokenEmbedding, -1);
-    checkShape(m, e.token, c.vocabSize, c.hiddenSize, TensorRole::TokenEmbedding, -1);
+    checkShape(m, e.token, c.vocabSize, c.embeddingWidth(), TensorRole::TokenEmbedding, -1);
     if (c.family == ArchFamily::Opt || c.family == ArchFamily::Gpt2 || c.family == ArchFamily::Bert) {
         e.position = loadMat(m, TensorRole::PositionEmbedding, -1);
-        // any number of positions, each hidden wide
-        checkShape(m, e.position, e.position.rows(), c.hiddenSize, TensorRole::PositionEmbedding, -1);
+        // any number of positions, each as wide as the token embedding
+        checkShape(m, e.position, e.position.rows(), c.embeddingWidth(), TensorRole::PositionEmbedding, -1);
     }
     if (c.family == ArchFamily::Bert) {
         e.tokenType = loadMat(m, TensorRole::TokenTypeEmbedding, -1, false);
@@ -148,10 +169,72 @@ HeadWeights loadHeadWeights(const Model &m) {
         hw.pooler = loadLinear(m, TensorRole::Pooler, -1, c.hiddenSize, c.hiddenSize, false);
         return hw;
     }
-    hw.finalNorm = loadNorm(m, TensorRole::FinalNorm, -1, c.hiddenSize);
+    if (!c.slicing.active())
+        hw.finalNorm = loadNorm(m, TensorRole::FinalNorm, -1, c.hiddenSize);
     // A checkpoint may carry lm_head even when tied; use it when present.
-    hw.lmHead = loadLinear(m, TensorRole::LmHead, -1, c.vocabSize, c.hiddenSize, !c.tiedEmbeddings);
+    hw.lmHead = loadLinear(m, TensorRole::LmHead, -1, c.vocabSize, c.headInputWidth(),
+                           !c.tiedEmbeddings || c.slicing.active());
     return hw;
+}
+
+namespace {
+
+std::vector<float> matData(const Mat &w) { return std::vector<float>(w.data(), w.data() + w.size()); }
+
+void storeMat(Model &m, TensorRole role, int layer, const Mat &w) {
+    m.setFloat(role, layer, false, matData(w), {int64_t(w.rows()), int64_t(w.cols())});
+}
+
+void storeLinear(Model &m, TensorRole role, int layer, const LinearWeights &l) {
+    if (!l.present())
+        return;
+    storeMat(m, role, layer, l.w);
+    if (l.hasBias())
+        m.setFloat(role, layer, true, std::vector<float>(l.b.data(), l.b.data() + l.b.size()), {int64_t(l.b.size())});
+}
+
+} // namespace
+
+void storeBlockWeights(Model &m, int layer, const BlockWeights &b) {
+    if (m.find(TensorRole::AttnQkv, layer, false)) {
+        LinearWeights qkv;
+        qkv.w.resize(b.q.w.rows() + b.k.w.rows() + b.v.w.rows(), b.q.w.cols());
+        qkv.w << b.q.w, b.k.w, b.v.w;
+        if (b.q.hasBias()) {
+            qkv.b.resize(qkv.w.rows());
+            qkv.b << b.q.b, b.k.b, b.v.b;
+        }
+        storeLinear(m, TensorRole::AttnQkv, layer, qkv);
+    } else {
+        storeLinear(m, TensorRole::AttnQ, layer, b.q);
+        storeLinear(m, TensorRole::AttnK, layer, b.k);
+        storeLinear(m, TensorRole::AttnV, layer, b.v);
+    }
+    storeLinear(m, TensorRole::AttnO, layer, b.o);
+    storeLinear(m, TensorRole::MlpGate, layer, b.gate);
+    storeLinear(m, TensorRole::MlpUp, layer, b.up);
+    storeLinear(m, TensorRole::MlpDown, layer, b.down);
+    if (b.attnShortcut.size())
+        storeMat(m, TensorRole::AttnShortcut, layer, b.attnShortcut);
+    if (b.mlpShortcut.size())
+        storeMat(m, TensorRole::MlpShortcut, layer, b.mlpShortcut);
+}
+
+void storeEmbeddingWeights(Model &m, const EmbeddingWeights &e) {
+    storeMat(m, TensorRole::TokenEmbedding, -1, e.token);
+    if (e.position.size())
+        storeMat(m, TensorRole::PositionEmbedding, -1, e.position);
+}
+
+void storeHeadWeights(Model &m, const HeadWeights &h) { storeLinear(m, TensorRole::LmHead, -1, h.lmHead); }
+
+void removeNormWeights(Model &m) {
+    std::vector<std::string> names;
+    for (const TensorInfo &t : m.tensors())
+        if (std::string(roleGroup(t.role)) == "norm")
+            names.push_back(t.name);
+    for (const std::string &n : names)
+        m.removeTensor(n);
 }
 
 } // namespace lathe

@@ -1,5 +1,7 @@
 #include "model.h"
 
+#include "architecture.h"
+
 #include "backend.h"
 #include "dequantize.h"
 #include "error.h"
@@ -118,6 +120,36 @@ void Model::setFloat(const std::string &name, std::vector<float> data, std::vect
     t.nbytes = t.storage->size();
     t.transform = TensorTransform::None;
     t.transformHeads = 0;
+}
+
+void Model::setFloat(TensorRole role, int layer, bool isBias, std::vector<float> data, std::vector<int64_t> shape) {
+    if (const TensorInfo *t = find(role, layer, isBias)) {
+        setFloat(t->name, std::move(data), std::move(shape));
+        return;
+    }
+    const auto name = ArchitectureAdapter::forFamily(config.family).hfName(role, layer, isBias);
+    if (!name)
+        throw LatheError(sourcePath + ": a " + familyName(config.family) + " model has no " + roleName(role) + " tensor");
+    TensorInfo t;
+    t.name = *name;
+    t.sourceName = *name;
+    t.role = role;
+    t.layer = layer;
+    t.isBias = isBias;
+    t.shape = {0};
+    t.storage = std::make_shared<OwnedBytes>(std::vector<uint8_t>());
+    addTensor(std::move(t));
+    setFloat(*name, std::move(data), std::move(shape));
+}
+
+void Model::removeTensor(const std::string &name) {
+    auto it = m_index.find(name);
+    if (it == m_index.end())
+        return;
+    m_tensors.erase(m_tensors.begin() + long(it->second));
+    m_index.clear();
+    for (size_t i = 0; i < m_tensors.size(); ++i)
+        m_index.emplace(m_tensors[i].name, i);
 }
 
 int64_t Model::parameterCount() const {

@@ -57,6 +57,10 @@ public:
 
     // Replaces a tensor's data with an owned fp32 buffer of the given canonical shape (used by methods).
     void setFloat(const std::string &name, std::vector<float> data, std::vector<int64_t> shape);
+    // setFloat on the tensor of this role, or a new tensor named by the family's Hugging Face scheme when the model
+    // has none (a bias created by norm fusion, an untied head, shortcut matrices).
+    void setFloat(TensorRole role, int layer, bool isBias, std::vector<float> data, std::vector<int64_t> shape);
+    void removeTensor(const std::string &name); // no-op when absent
 
     int64_t parameterCount() const; // parameters of every non-buffer tensor
     // Reads every float tensor and counts NaN / Inf values; also appends a warning per bad tensor to `warnings`.

@@ -102,11 +102,63 @@ std::optional<ArchFamily> familyOfModelType(const std::string &t) {
 
 const char *defaultActivation(ArchFamily f) { return keysFor(f).activationDefault; }
 
+nlohmann::json SlicingLayout::toJson() const {
+    return json{{"norm_divisor", normDivisor}, {"embedding_width", embeddingWidth}, {"mid_widths", midWidths},
+                {"output_widths", outputWidths}};
+}
+
+SlicingLayout SlicingLayout::fromJson(const nlohmann::json &j, int64_t numLayers, const std::string &file) {
+    require(j.is_object(), file, "lathe_slicing is not an object");
+    SlicingLayout s;
+    try {
+        s.normDivisor = j.at("norm_divisor").get<int64_t>();
+        s.embeddingWidth = j.at("embedding_width").get<int64_t>();
+        s.midWidths = j.at("mid_widths").get<std::vector<int64_t>>();
+        s.outputWidths = j.at("output_widths").get<std::vector<int64_t>>();
+    } catch (const json::exception &e) {
+        throw LatheError(file + ": lathe_slicing is malformed: " + e.what());
+    }
+    require(s.normDivisor > 0 && s.embeddingWidth > 0, file, "lathe_slicing has non-positive widths");
+    require(int64_t(s.midWidths.size()) == numLayers && int64_t(s.outputWidths.size()) == numLayers, file,
+            "lathe_slicing must give one mid and one output width per block");
+    for (size_t i = 0; i < s.midWidths.size(); ++i)
+        require(s.midWidths[i] > 0 && s.outputWidths[i] > 0 && s.midWidths[i] <= s.normDivisor &&
+                    s.outputWidths[i] <= s.normDivisor,
+                file, "lathe_slicing widths must lie in 1..norm_divisor");
+    return s;
+}
+
+int64_t ModelConfig::embeddingWidth() const { return slicing.active() ? slicing.embeddingWidth : hiddenSize; }
+
+int64_t ModelConfig::blockInputWidth(int layer) const {
+    if (!slicing.active())
+        return hiddenSize;
+    return layer == 0 ? slicing.embeddingWidth : slicing.outputWidths[size_t(layer - 1)];
+}
+
+int64_t ModelConfig::blockMidWidth(int layer) const {
+    if (!slicing.active())
+        return hiddenSize;
+    return family == ArchFamily::Phi ? slicing.outputWidths[size_t(layer)] : slicing.midWidths[size_t(layer)];
+}
+
+int64_t ModelConfig::blockOutputWidth(int layer) const {
+    return slicing.active() ? slicing.outputWidths[size_t(layer)] : hiddenSize;
+}
+
+int64_t ModelConfig::headInputWidth() const {
+    return slicing.active() && !slicing.outputWidths.empty() ? slicing.outputWidths.back() : hiddenSize;
+}
+
 ModelConfig configFromHfJson(const json &j, const std::string &file) {
     require(j.is_object(), file, "config.json is not a JSON object");
     ModelConfig c;
     c.hf = j;
     c.modelType = getString(j, "model_type", "");
+    // A sliced model written by Lathe names its own model_type (its remote code); the base family is recorded.
+    const bool sliced = j.contains("lathe_slicing");
+    if (sliced)
+        c.modelType = getString(j["lathe_slicing"], "base_model_type", c.modelType);
     if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
         j["architectures"][0].is_string())
         c.architecture = j["architectures"][0].get<std::string>();
@@ -155,6 +207,12 @@ ModelConfig configFromHfJson(const json &j, const std::string &file) {
         break;
     case ArchFamily::Gpt2:
         break;
+    }
+    if (sliced) {
+        c.slicing = SlicingLayout::fromJson(j["lathe_slicing"], c.numLayers, file);
+        c.hf["model_type"] = c.modelType;
+        c.hf.erase("lathe_slicing");
+        c.hf.erase("auto_map");
     }
     c.validate(file);
     return c;
@@ -222,6 +280,12 @@ nlohmann::json ModelConfig::toHfJson() const {
         break;
     case ArchFamily::Gpt2:
         break;
+    }
+    if (slicing.active()) {
+        json s = slicing.toJson();
+        s["base_model_type"] = modelType;
+        j["lathe_slicing"] = s;
+        j["tie_word_embeddings"] = false;
     }
     return j;
 }

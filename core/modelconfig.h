@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace lathe {
 
@@ -12,6 +13,21 @@ namespace lathe {
 enum class ArchFamily { Llama, Opt, Gpt2, Phi, Bert };
 
 const char *familyName(ArchFamily f);
+
+// SliceGPT's rotated (and usually sliced) form of a model. Every norm is a weight-less RMSNorm that divides the sum
+// of squares by `normDivisor` (the original hidden size D) whatever the width it sees; the residual stream between
+// sub-layers has its own width, and residual connections carry shortcut matrices (TensorRole::AttnShortcut /
+// MlpShortcut, absent = identity). A fused but unsliced model has every width = D.
+// Stored in config.json as "lathe_slicing" (see docs/compression.md).
+struct SlicingLayout {
+    int64_t normDivisor = 0; // 0: the model is not in this form
+    int64_t embeddingWidth = 0;
+    std::vector<int64_t> midWidths;    // per block: the residual between attention and MLP (Phi-2: unused)
+    std::vector<int64_t> outputWidths; // per block: the residual after the block
+    bool active() const { return normDivisor > 0; }
+    nlohmann::json toJson() const;
+    static SlicingLayout fromJson(const nlohmann::json &j, int64_t numLayers, const std::string &file);
+};
 
 // The dimensions and options of a model, normalised across config.json dialects and GGUF metadata.
 struct ModelConfig {
@@ -32,6 +48,15 @@ struct ModelConfig {
     double partialRotaryFactor = 1.0; // Phi-2: 0.4
     bool tiedEmbeddings = false;
     std::string activation;          // "silu", "relu", "gelu_new", "gelu"
+
+    SlicingLayout slicing;
+
+    // Widths of the residual stream: hiddenSize everywhere unless the model is sliced.
+    int64_t embeddingWidth() const;
+    int64_t blockInputWidth(int layer) const;
+    int64_t blockMidWidth(int layer) const; // the residual between attention and MLP (Phi-2: the block's output)
+    int64_t blockOutputWidth(int layer) const;
+    int64_t headInputWidth() const;
 
     // The full config.json this was read from (or that was synthesised for GGUF / llama2.c sources); unknown keys
     // are kept so that writing the model back preserves them.

@@ -21,21 +21,28 @@ std::string shapeStr(const std::vector<int64_t> &s) {
     return out + "]";
 }
 
-// The shape the config implies for a weight of this role; empty when the role has no fixed shape.
-std::vector<int64_t> expectedWeightShape(const ModelConfig &c, TensorRole role) {
+// The shape the config implies for a weight of this role in block `layer` (-1 outside the blocks); empty when the
+// role has no fixed shape. Sliced models have per-site residual widths (ModelConfig::blockInputWidth ...).
+std::vector<int64_t> expectedWeightShape(const ModelConfig &c, TensorRole role, int layer) {
     const int64_t q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim, d = c.hiddenSize, f = c.intermediateSize;
+    const bool inBlock = layer >= 0 && layer < c.numLayers;
+    const bool phi = c.family == ArchFamily::Phi;
+    const int64_t in = inBlock ? c.blockInputWidth(layer) : d, mid = inBlock ? c.blockMidWidth(layer) : d,
+                  out = inBlock ? c.blockOutputWidth(layer) : d;
     switch (role) {
-    case TensorRole::TokenEmbedding: return {c.vocabSize, d};
-    case TensorRole::AttnQ: return {q, d};
+    case TensorRole::TokenEmbedding: return {c.vocabSize, c.embeddingWidth()};
+    case TensorRole::AttnQ: return {q, in};
     case TensorRole::AttnK:
-    case TensorRole::AttnV: return {kv, d};
-    case TensorRole::AttnQkv: return {q + 2 * kv, d};
-    case TensorRole::AttnO: return {d, q};
+    case TensorRole::AttnV: return {kv, in};
+    case TensorRole::AttnQkv: return {q + 2 * kv, in};
+    case TensorRole::AttnO: return {mid, q};
     case TensorRole::MlpGate:
-    case TensorRole::MlpUp: return {f, d};
-    case TensorRole::MlpDown: return {d, f};
-    case TensorRole::LmHead: return {c.vocabSize, d};
+    case TensorRole::MlpUp: return {f, phi ? in : mid};
+    case TensorRole::MlpDown: return {out, f};
+    case TensorRole::LmHead: return {c.vocabSize, c.headInputWidth()};
     case TensorRole::Pooler: return {d, d};
+    case TensorRole::AttnShortcut: return {mid, in};
+    case TensorRole::MlpShortcut: return {out, mid};
     case TensorRole::EmbeddingNorm:
     case TensorRole::AttnNorm:
     case TensorRole::MlpNorm:
@@ -70,7 +77,7 @@ void checkModelConsistency(const Model &m) {
         require(t.layer < c.numLayers, src,
                 "tensor '" + t.name + "' belongs to block " + std::to_string(t.layer) + " but the model has " +
                     std::to_string(c.numLayers) + " blocks");
-        std::vector<int64_t> want = expectedWeightShape(c, t.role);
+        std::vector<int64_t> want = expectedWeightShape(c, t.role, t.layer);
         if (t.isBias && !want.empty())
             want = {want[0]};
         if (!want.empty())
@@ -78,19 +85,21 @@ void checkModelConsistency(const Model &m) {
                     "tensor '" + t.name + "' has shape " + shapeStr(t.shape) + " but the config implies " + shapeStr(want),
                     "config.json does not match the weights");
         if (t.role == TensorRole::PositionEmbedding)
-            require(t.shape.size() == 2 && t.shape[1] == c.hiddenSize, src,
+            require(t.shape.size() == 2 && t.shape[1] == c.embeddingWidth(), src,
                     "tensor '" + t.name + "' has shape " + shapeStr(t.shape) + ", expected [positions, " +
-                        std::to_string(c.hiddenSize) + "]");
+                        std::to_string(c.embeddingWidth()) + "]");
     }
     require(m.find(TensorRole::TokenEmbedding) != nullptr, src, "the token embedding is missing");
     if (c.family != ArchFamily::Bert) {
-        require(m.find(TensorRole::FinalNorm) != nullptr, src, "the final norm is missing");
+        // A sliced model's norms are weight-less.
+        require(c.slicing.active() || m.find(TensorRole::FinalNorm) != nullptr, src, "the final norm is missing");
         require(c.tiedEmbeddings || m.find(TensorRole::LmHead) != nullptr, src,
                 "the output head (lm_head) is missing and the embeddings are not tied");
     }
     for (int l = 0; l < c.numLayers; ++l)
         for (TensorRole r : requiredBlockRoles(m, l))
-            require(m.find(r, l) != nullptr, src,
+            require((c.slicing.active() && (r == TensorRole::AttnNorm || r == TensorRole::MlpNorm)) ||
+                        m.find(r, l) != nullptr, src,
                     std::string("block ") + std::to_string(l) + " has no " + roleName(r) + " weight");
 }
 

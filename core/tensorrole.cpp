@@ -23,6 +23,8 @@ const char *roleName(TensorRole role) {
     case TensorRole::FinalNorm: return "final_norm";
     case TensorRole::LmHead: return "lm_head";
     case TensorRole::Pooler: return "pooler";
+    case TensorRole::AttnShortcut: return "attn_shortcut";
+    case TensorRole::MlpShortcut: return "mlp_shortcut";
     }
     return "unknown";
 }
@@ -51,6 +53,9 @@ const char *roleGroup(TensorRole role) {
     case TensorRole::LmHead:
     case TensorRole::Pooler:
         return "head";
+    case TensorRole::AttnShortcut:
+    case TensorRole::MlpShortcut:
+        return "shortcut";
     case TensorRole::Unknown:
     case TensorRole::Buffer:
         return "other";

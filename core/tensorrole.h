@@ -27,6 +27,11 @@ enum class TensorRole {
     FinalNorm,
     LmHead,  // (vocab x hidden); absent when tied to TokenEmbedding
     Pooler,  // BERT pooler dense
+    // SliceGPT's residual-path matrices of a sliced model, stored like a linear weight (out x in): the residual
+    // entering the MLP is hidden * AttnShortcut^T, the block's output residual is mid * MlpShortcut^T (Phi-2: one
+    // AttnShortcut per block). Absent = identity.
+    AttnShortcut,
+    MlpShortcut,
 };
 
 const char *roleName(TensorRole role);

@@ -79,7 +79,7 @@ Mat Transformer::embed(const TokenBatch &batch) const {
                              std::to_string(maxSeq) + " positions",
                          "use a shorter --seq-len");
     const int64_t rows = batch.batch * batch.seq;
-    Mat h(rows, c.hiddenSize);
+    Mat h(rows, m_embedding.token.cols()); // narrower than hiddenSize in a sliced model
     for (int64_t r = 0; r < rows; ++r) {
         const int32_t id = batch.tokens[size_t(r)];
         if (id < 0 || id >= m_embedding.token.rows())
@@ -105,7 +105,9 @@ Mat Transformer::embed(const TokenBatch &batch) const {
 }
 
 void Transformer::applyNorm(const Mat &x, const NormWeights &n, Mat &y) const {
-    if (m_config.family == ArchFamily::Llama)
+    if (m_config.slicing.active())
+        cpu::rmsNormWeightless(x, m_config.slicing.normDivisor, float(m_config.normEps), y);
+    else if (m_config.family == ArchFamily::Llama)
         cpu::rmsNormForward(x, n, float(m_config.normEps), y);
     else
         cpu::layerNormForward(x, n, float(m_config.normEps), y);
@@ -123,7 +125,22 @@ void Transformer::setBlock(int layer, BlockWeights weights) { m_blocks[size_t(la
 
 void Transformer::releaseBlock(int layer) { m_blocks[size_t(layer)].reset(); }
 
-void Transformer::runBlock(int layer, Mat &hidden, const TokenBatch &batch, const BlockHooks *hooks) {
+namespace {
+
+// hidden <- hidden * S^T for a shortcut matrix S (out x in) stored like a linear weight; identity when empty.
+void applyShortcut(const Mat &s, Mat &hidden, Mat &scratch) {
+    if (!s.size())
+        return;
+    scratch.resize(hidden.rows(), s.rows());
+    sgemm(false, true, hidden.rows(), s.rows(), s.cols(), 1.0f, hidden.data(), hidden.cols(), s.data(), s.cols(), 0.0f,
+          scratch.data(), scratch.cols());
+    hidden.swap(scratch);
+}
+
+} // namespace
+
+void Transformer::runBlock(int layer, Mat &hidden, const TokenBatch &batch, const BlockHooks *hooks,
+                           BlockSignal stopAfter) {
     const ModelConfig &c = m_config;
     const BlockWeights &w = block(layer);
     auto emit = [&](BlockSignal s, const Mat &x) {
@@ -180,8 +197,11 @@ void Transformer::runBlock(int layer, Mat &hidden, const TokenBatch &batch, cons
         emit(BlockSignal::MlpInput, hidden);
         mlpIn = &hidden;
     } else {
+        applyShortcut(w.attnShortcut, hidden, S.shortcut);
         hidden += attnOut;
         emit(BlockSignal::MlpResidual, hidden);
+        if (stopAfter == BlockSignal::MlpResidual)
+            return;
         applyNorm(hidden, w.mlpNorm, mlpNormed);
         emit(BlockSignal::MlpInput, mlpNormed);
         mlpIn = &mlpNormed;
@@ -202,12 +222,14 @@ void Transformer::runBlock(int layer, Mat &hidden, const TokenBatch &batch, cons
     emit(BlockSignal::MlpOutput, out);
 
     if (phi) {
+        applyShortcut(w.attnShortcut, hidden, S.shortcut);
         hidden += attnOut;
         hidden += out;
     } else if (bert) {
         out += hidden;
         applyNorm(out, w.mlpNorm, hidden);
     } else {
+        applyShortcut(w.mlpShortcut, hidden, S.shortcut);
         hidden += out;
     }
     emit(BlockSignal::BlockOutput, hidden);
@@ -216,7 +238,7 @@ void Transformer::runBlock(int layer, Mat &hidden, const TokenBatch &batch, cons
 }
 
 Mat Transformer::finalHidden(const Mat &hidden) const {
-    if (!m_head.finalNorm.present())
+    if (!m_head.finalNorm.present() && !m_config.slicing.active())
         return hidden;
     Mat y;
     applyNorm(hidden, m_head.finalNorm, y);

@@ -49,8 +49,11 @@ public:
     // Token (+ position, + type) embeddings, and BERT's embedding LayerNorm: (batch*seq x hidden). Throws
     // LatheError for token ids outside the vocabulary or sequences longer than the model's positions.
     Mat embed(const TokenBatch &batch) const;
-    // One block, in place on the residual stream `hidden`.
-    void runBlock(int layer, Mat &hidden, const TokenBatch &batch, const BlockHooks *hooks = nullptr);
+    // One block, in place on the residual stream `hidden`. With `stopAfter` = BlockSignal::MlpResidual the block
+    // returns once the attention sub-layer has been added (hidden = the residual entering the MLP); SliceGPT's
+    // mid-block PCA needs no more. Other values run the whole block.
+    void runBlock(int layer, Mat &hidden, const TokenBatch &batch, const BlockHooks *hooks = nullptr,
+                  BlockSignal stopAfter = BlockSignal::Count);
     // Decoders: the final norm. BERT: the hidden state itself (its last_hidden_state).
     Mat finalHidden(const Mat &hidden) const;
     // Decoders: (rows x vocab) logits of the LM head (the tied embedding when there is no lm_head).
@@ -87,7 +90,7 @@ private:
     std::vector<std::optional<BlockWeights>> m_blocks;
     cpu::RopeTable m_rope;
     struct Scratch {
-        Mat normed, q, k, v, ctx, attnOut, mlpNormed, mid, gate, out;
+        Mat normed, q, k, v, ctx, attnOut, mlpNormed, mid, gate, out, shortcut;
     } m_scratch;
     int m_positionOffset = 0; // OPT's learned positions start at index 2
 };

@@ -1,5 +1,12 @@
 #include "mainwindow.h"
 
+#include "compressdialog.h"
+#include "compressjob.h"
+#include "resultsview.h"
+
+#include <QDateTime>
+#include <QDir>
+
 #include "analysisjob.h"
 #include "calibrationjob.h"
 #include "compressionestimate.h"
@@ -81,6 +88,8 @@ MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
     m_views->addTab(m_importanceView, tr("Importance"));
     m_views->addTab(m_layerView, tr("Layers"));
     m_views->addTab(m_details, tr("Details"));
+    m_resultsView = new ResultsView(central);
+    m_views->addTab(m_resultsView, tr("Results"));
     layout->addWidget(m_views);
     setCentralWidget(central);
 
@@ -214,6 +223,34 @@ void MainWindow::buildMenus() {
     });
     analysis->addAction(tr("&Collect Calibration Activations"), this,
                         [this] { collectCalibration(m_params->calibrationPath(), m_params->calibrationParams()); });
+    QMenu *compress = menuBar()->addMenu(tr("&Compress"));
+    QAction *runCompress = compress->addAction(tr("&Run Compression..."), this, [this] {
+        if (!m_model) {
+            statusBar()->showMessage(tr("Open a model first"));
+            return;
+        }
+        CompressDialog dialog(m_model.get(), m_modelPath, this);
+        CompressionSpec spec;
+        spec.model = m_modelPath.toStdString();
+        spec.method = m_params->method() == ImportanceKind::Wanda ? "wanda" : "magnitude";
+        spec.sparsities = {m_params->plan().pattern.prunedFraction()};
+        spec.pattern = m_params->plan().pattern.isNm() ? m_params->patternText().toStdString() : "unstructured";
+        spec.calibrationText = m_params->calibrationPath().toStdString();
+        spec.calibrationSamples = m_params->calibrationParams().samples;
+        spec.calibrationSeqLen = m_params->calibrationParams().seqLen;
+        spec.outputDir = (QDir::homePath() + "/lathe-runs/" + QFileInfo(m_modelPath).completeBaseName() + "-" +
+                          QDateTime::currentDateTime().toString("yyyyMMdd-hhmmss")).toStdString();
+        dialog.setSpec(spec);
+        if (dialog.exec() == QDialog::Accepted) {
+            try {
+                startCompression(dialog.spec());
+            } catch (const LatheError &e) {
+                showError(QString::fromStdString(e.what()), QString::fromStdString(e.hint()));
+            }
+        }
+    });
+    runCompress->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_R));
+    compress->addAction(tr("Clear &Results"), this, [this] { m_resultsView->clearResults(); });
     QAction *cancelAll = analysis->addAction(tr("Cancel All &Jobs"), m_jobs, &JobManager::cancelAll);
     cancelAll->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_Period));
 }
@@ -347,6 +384,20 @@ QString MainWindow::labelFor(const std::string &tensor) const {
         return QString::fromStdString(tensor);
     const QString role = QString::fromUtf8(roleName(t->role));
     return t->layer >= 0 ? tr("block %1 %2").arg(t->layer).arg(role) : role;
+}
+
+void MainWindow::startCompression(const CompressionSpec &spec) {
+    validateSpec(spec);
+    auto *job = new CompressJob(spec);
+    const QString label = QString::fromStdString(spec.method + (spec.method == "slicegpt" ? "" : " " + spec.pattern));
+    connect(job, &CompressJob::finished, this, [this, label](QString json, QString dir) {
+        m_resultsView->addResults(label, json);
+        m_views->setCurrentWidget(m_resultsView);
+        statusBar()->showMessage(tr("Compression finished: %1").arg(dir));
+        emit compressionFinished(json);
+    });
+    connect(job, &Job::failed, this, [this](QString message, QString hint) { showError(message, hint); });
+    m_jobs->start(job);
 }
 
 PlotView *MainWindow::currentPlot() const { return qobject_cast<PlotView *>(m_views->currentWidget()); }

@@ -1,5 +1,7 @@
 #pragma once
 
+#include "compressionrun.h"
+
 #include "calibration.h"
 #include "matrixscores.h"
 
@@ -60,6 +62,9 @@ public:
 
     // Starts collecting calibration activations from `textPath` (as the panel's Collect button does).
     void collectCalibration(const QString &textPath, const CalibrationParams &params);
+    // Starts a compression job (the dialog's Run); results land in the Results tab and compressionFinished().
+    void startCompression(const CompressionSpec &spec);
+    class ResultsView *resultsView() const { return m_resultsView; }
     // Writes every figure of the selection (or of the whole model when nothing is selected) into `folder`.
     void exportAllFigures(const QString &folder);
 
@@ -69,6 +74,7 @@ signals:
     void analysisReady();
     void scoresReady();
     void calibrationReady();
+    void compressionFinished(QString resultsJson);
     void figuresExported(const QStringList &files, const QString &error);
 
 protected:
@@ -100,6 +106,7 @@ private:
 
     ModelTree *m_tree = nullptr;
     QTabWidget *m_views = nullptr;
+    class ResultsView *m_resultsView = nullptr;
     SpectrumView *m_spectrumView = nullptr;
     SparsityView *m_sparsityView = nullptr;
     ImportanceView *m_importanceView = nullptr;

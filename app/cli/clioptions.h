@@ -44,5 +44,6 @@ int runGenerate(int argc, char **argv);
 int runBench(int argc, char **argv);
 int runAnalyze(int argc, char **argv);
 int runTokenize(int argc, char **argv);
+int runCompress(int argc, char **argv);
 
 } // namespace lathe::cli

@@ -37,6 +37,8 @@ void usage(FILE *out) {
                  "  analyze --model MODEL [--top-k K] [--rho R] [--stacked-qkv] [--heads TENSOR] [--no-cache] [--json]\n"
                  "      singular-value spectra of every weight matrix, effective/stable rank, power-law alpha\n"
                  "      (cached in an HDF5 archive beside the model)\n"
+                 "  compress JOB.json [--output DIR] [--overwrite] [--check] [--json]\n"
+                 "      runs a compression job (magnitude, N:M, Wanda, SliceGPT) with evaluation and export\n"
                  "  bench forward --model MODEL [--seq-len N] [--batch B] [--repeat R] [--threads T] [--json]\n"
                  "      forward-pass tokens/s and GFLOP/s next to the measured sgemm peak\n"
                  "  bench spectra --model MODEL [--threads T] [--no-baseline] [--json]\n"
@@ -90,6 +92,8 @@ int main(int argc, char **argv) {
             return lathe::cli::runTokenize(n, args.data());
         if (cmd == "analyze")
             return lathe::cli::runAnalyze(argc, argv);
+        if (cmd == "compress")
+            return lathe::cli::runCompress(n, args.data());
         if (cmd == "bench")
             return lathe::cli::runBench(n, args.data());
     } catch (const lathe::LatheError &e) {

@@ -166,6 +166,19 @@ std::string modelCacheDir() {
     return (fs::path(home ? home : "/tmp") / ".cache" / "lathe" / "models").string();
 }
 
+std::string referencePython() {
+    fs::path env;
+    if (const char *e = std::getenv("LATHE_REFERENCE_ENV"))
+        env = e;
+    else if (const char *home = std::getenv("HOME"))
+        env = fs::path(home) / ".cache" / "lathe" / "venv-hf";
+    const fs::path py = env / "bin" / "python";
+    std::error_code ec;
+    if (env.empty() || !fs::exists(py, ec) || !fs::exists(env / "lib", ec))
+        return {};
+    return py.string();
+}
+
 std::string tempDir(const std::string &tag) {
     const fs::path p = fs::temp_directory_path() / ("lathe-test-" + tag + "-" + std::to_string(::getpid()));
     fs::remove_all(p);

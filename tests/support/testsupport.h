@@ -66,6 +66,9 @@ std::string sourceDir();
 std::string fixturesDir();
 std::string sharedDataDir();  // $LATHE_SHARED_DATA or <source>/../shared/data
 std::string modelCacheDir();  // $LATHE_MODEL_CACHE or ~/.cache/lathe/models
-std::string tempDir(const std::string &tag); // fresh empty folder under the system temp dir
+std::string tempDir(const std::string &tag);
+// The Python of the reference environment (packaging/make-reference-env.sh: torch + transformers), or "" when it is
+// not installed ($LATHE_REFERENCE_ENV or ~/.cache/lathe/venv-hf).
+std::string referencePython(); // fresh empty folder under the system temp dir
 
 } // namespace lathe::test

@@ -1,0 +1,67 @@
+#include "clioptions.h"
+
+#include "compressionrun.h"
+#include "error.h"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+
+namespace lathe::cli {
+
+int runCompress(int argc, char **argv) {
+    CliOptions o(argc, argv, 2, {"output", "threads"}, {"json", "check", "overwrite"});
+    if (!o.ok() || o.positional().size() != 1) {
+        std::fprintf(stderr,
+                     "usage: lathe-cli compress JOB.json [--output DIR] [--overwrite] [--check] [--json]\n"
+                     "  runs a compression job (magnitude, wanda, slicegpt): calibration, the method, perplexity\n"
+                     "  before/after and the export, into the job's output folder (see docs/compression.md);\n"
+                     "  --check validates the job and exits\n%s\n",
+                     o.error().c_str());
+        return 2;
+    }
+    CompressionSpec spec = CompressionSpec::fromFile(o.positional()[0]);
+    if (o.value("output"))
+        spec.outputDir = *o.value("output");
+    if (o.flag("overwrite"))
+        spec.overwrite = true;
+    validateSpec(spec);
+    if (o.flag("check")) {
+        std::printf("%s\n", spec.toJson().dump(2).c_str());
+        return 0;
+    }
+    // One line per 1% of the job or every 10 s, whichever comes first; the run folder's progress.jsonl has more.
+    double lastShown = -1, lastTime = 0;
+    const CompressionRunResult r = runCompression(spec, [&](const Progress &p) {
+        const double t = steadySeconds();
+        if (p.fraction - lastShown >= 0.01 || t - lastTime >= 10.0 || p.fraction >= 1.0) {
+            std::fprintf(stderr, "[%5.1f%%] %s\n", p.fraction * 100.0, p.stage.c_str());
+            lastShown = p.fraction;
+            lastTime = t;
+        }
+        return true;
+    });
+    if (o.flag("json")) {
+        std::printf("%s\n", r.toJson().dump().c_str());
+        return 0;
+    }
+    std::printf("\n%-10s %10s %12s %12s %12s %9s\n", "sparsity", "PPL", "params", "MB (dense)", "MB (compact)", "time");
+    if (r.densePerplexity > 0 || r.denseParams > 0)
+        std::printf("%-10s %10.3f %12lld %12.1f %12.1f %9s\n", "dense", r.densePerplexity, (long long)r.denseParams,
+                    double(r.denseBytes) / 1e6, double(r.denseBytes) / 1e6, "");
+    for (const CompressionRunRecord &x : r.runs)
+        std::printf("%-10.2f %10.3f %12lld %12.1f %12.1f %8.1fs\n", x.sparsity, x.perplexity, (long long)x.params,
+                    double(x.bytesDense) / 1e6, double(x.bytesCompact) / 1e6, x.methodSeconds);
+    std::printf("\nrun folder: %s (results.json, run.log)\n", spec.outputDir.c_str());
+    nlohmann::json line = {{"method", spec.method}, {"dense_ppl", r.densePerplexity}};
+    nlohmann::json runs = nlohmann::json::array();
+    for (const CompressionRunRecord &x : r.runs)
+        runs.push_back({{"sparsity", x.sparsity}, {"ppl", x.perplexity}, {"params", x.params},
+                        {"seconds", x.methodSeconds}});
+    line["runs"] = runs;
+    std::printf("%s\n", line.dump().c_str());
+    return 0;
+}
+
+} // namespace lathe::cli

@@ -1,0 +1,520 @@
+#include "compressionrun.h"
+
+#include "calibration.h"
+#include "dtype.h"
+#include "error.h"
+#include "evaluation.h"
+#include "hfwriter.h"
+#include "magnitude.h"
+#include "model.h"
+#include "modelloader.h"
+#include "normfusion.h"
+#include "slicedexport.h"
+#include "slicegpt.h"
+#include "sparsearchive.h"
+#include "tokenizer.h"
+#include "transformer.h"
+#include "wanda.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace lathe {
+
+namespace {
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+std::string resolve(const std::string &p, const std::string &base) {
+    if (p.empty() || base.empty() || fs::path(p).is_absolute())
+        return p;
+    return (fs::path(base) / p).lexically_normal().string();
+}
+
+// Reads `key` of object `j` into `out` when present, with the key named in the error.
+template <class T> void take(const json &j, const char *key, T &out, const std::string &where) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null())
+        return;
+    try {
+        out = it->get<T>();
+    } catch (const json::exception &) {
+        throw LatheError("job spec: '" + where + key + "' has the wrong type (" + it->dump() + ")");
+    }
+}
+
+void onlyKeys(const json &j, std::initializer_list<const char *> keys, const std::string &where) {
+    if (!j.is_object())
+        throw LatheError("job spec: '" + where + "' must be an object");
+    for (const auto &[k, v] : j.items()) {
+        bool known = false;
+        for (const char *key : keys)
+            known |= k == key;
+        if (!known)
+            throw LatheError("job spec: unknown key '" + where + (where.empty() ? "" : ".") + k + "'",
+                             "see docs/compression.md for the job spec");
+    }
+}
+
+int bytesPerValue(const std::string &dtype) { return dtype == "f32" ? 4 : 2; }
+
+// The run's log and per-layer progress files. Thread-safe (progress comes from the worker thread only, but the
+// log may be written from the caller too).
+class RunFiles {
+public:
+    explicit RunFiles(const fs::path &dir)
+        : m_dir(dir), m_log(dir / "run.log", std::ios::app), m_progress(dir / "progress.jsonl", std::ios::app) {}
+    void log(const std::string &line) {
+        std::lock_guard<std::mutex> lock(m_mutex);
+        std::time_t t = std::time(nullptr);
+        char stamp[32];
+        std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", std::localtime(&t));
+        m_log << stamp << "  " << line << "\n";
+        m_log.flush();
+        spdlog::info("{}", line);
+    }
+    void progress(double fraction, const std::string &stage, double eta) {
+        std::lock_guard<std::mutex> lock(m_mutex);
+        m_progress << json{{"fraction", fraction}, {"stage", stage}, {"eta_s", eta}}.dump() << "\n";
+        m_progress.flush();
+    }
+    void results(const CompressionRunResult &r) {
+        const fs::path tmp = m_dir / "results.json.tmp";
+        {
+            std::ofstream f(tmp);
+            f << r.toJson().dump(2) << "\n";
+        }
+        fs::rename(tmp, m_dir / "results.json");
+    }
+
+private:
+    fs::path m_dir;
+    std::mutex m_mutex;
+    std::ofstream m_log, m_progress;
+};
+
+std::string fmtSeconds(double s) {
+    char b[32];
+    if (s >= 3600)
+        std::snprintf(b, sizeof b, "%dh%02dm", int(s / 3600), int(std::fmod(s, 3600) / 60));
+    else if (s >= 60)
+        std::snprintf(b, sizeof b, "%dm%02ds", int(s / 60), int(std::fmod(s, 60)));
+    else
+        std::snprintf(b, sizeof b, "%.0fs", s);
+    return b;
+}
+
+} // namespace
+
+json CompressionSpec::toJson() const {
+    json j = {{"model", model},
+              {"method", method},
+              {"pattern", pattern},
+              {"targets", targets},
+              {"slicegpt", {{"slice_head", sliceHead}, {"random_orientation", randomOrientation}, {"round_to", roundTo},
+                            {"damping", damping}}},
+              {"calibration", {{"text", calibrationText}, {"samples", calibrationSamples},
+                               {"seq_len", calibrationSeqLen}, {"seed", calibrationSeed}}},
+              {"evaluation", {{"text", evalText}, {"seq_len", evalSeqLen}, {"max_tokens", evalMaxTokens},
+                              {"dense", evalDense}}},
+              {"output", {{"dir", outputDir}, {"export", exportModel}, {"dtype", dtype}, {"overwrite", overwrite}}}};
+    if (!tokenizer.empty())
+        j["tokenizer"] = tokenizer;
+    if (sparsities.size() == 1)
+        j["sparsity"] = sparsities[0];
+    else
+        j["sweep"] = sparsities;
+    if (!layerSparsity.is_null())
+        j["layer_sparsity"] = layerSparsity;
+    return j;
+}
+
+CompressionSpec CompressionSpec::fromJson(const json &j, const std::string &base) {
+    onlyKeys(j, {"model", "tokenizer", "method", "sparsity", "sweep", "pattern", "targets", "layer_sparsity",
+                 "slicegpt", "calibration", "evaluation", "output", "comment"},
+             "");
+    CompressionSpec s;
+    take(j, "model", s.model, "");
+    take(j, "tokenizer", s.tokenizer, "");
+    take(j, "method", s.method, "");
+    if (j.contains("sparsity") && j.contains("sweep"))
+        throw LatheError("job spec: give either 'sparsity' or 'sweep', not both");
+    if (j.contains("sparsity")) {
+        double v = 0;
+        take(j, "sparsity", v, "");
+        s.sparsities = {v};
+    }
+    take(j, "sweep", s.sparsities, "");
+    take(j, "pattern", s.pattern, "");
+    take(j, "targets", s.targets, "");
+    if (j.contains("layer_sparsity"))
+        s.layerSparsity = j["layer_sparsity"];
+    if (j.contains("slicegpt")) {
+        const json &g = j["slicegpt"];
+        onlyKeys(g, {"slice_head", "random_orientation", "round_to", "damping"}, "slicegpt");
+        take(g, "slice_head", s.sliceHead, "slicegpt.");
+        take(g, "random_orientation", s.randomOrientation, "slicegpt.");
+        take(g, "round_to", s.roundTo, "slicegpt.");
+        take(g, "damping", s.damping, "slicegpt.");
+    }
+    if (j.contains("calibration")) {
+        const json &c = j["calibration"];
+        onlyKeys(c, {"text", "samples", "seq_len", "seed"}, "calibration");
+        take(c, "text", s.calibrationText, "calibration.");
+        take(c, "samples", s.calibrationSamples, "calibration.");
+        take(c, "seq_len", s.calibrationSeqLen, "calibration.");
+        take(c, "seed", s.calibrationSeed, "calibration.");
+    }
+    if (j.contains("evaluation")) {
+        const json &e = j["evaluation"];
+        onlyKeys(e, {"text", "seq_len", "max_tokens", "dense"}, "evaluation");
+        take(e, "text", s.evalText, "evaluation.");
+        take(e, "seq_len", s.evalSeqLen, "evaluation.");
+        take(e, "max_tokens", s.evalMaxTokens, "evaluation.");
+        take(e, "dense", s.evalDense, "evaluation.");
+    }
+    if (j.contains("output")) {
+        const json &o = j["output"];
+        onlyKeys(o, {"dir", "export", "dtype", "overwrite"}, "output");
+        take(o, "dir", s.outputDir, "output.");
+        take(o, "export", s.exportModel, "output.");
+        take(o, "dtype", s.dtype, "output.");
+        take(o, "overwrite", s.overwrite, "output.");
+    }
+    s.model = resolve(s.model, base);
+    s.tokenizer = resolve(s.tokenizer, base);
+    s.calibrationText = resolve(s.calibrationText, base);
+    s.evalText = resolve(s.evalText, base);
+    s.outputDir = resolve(s.outputDir, base);
+    return s;
+}
+
+CompressionSpec CompressionSpec::fromFile(const std::string &path) {
+    json j;
+    try {
+        j = json::parse(readTextFile(path));
+    } catch (const json::parse_error &e) {
+        throw LatheError(path + ": not valid JSON: " + e.what());
+    }
+    const fs::path parent = fs::absolute(fs::path(path)).parent_path();
+    return fromJson(j, parent.string());
+}
+
+void validateSpec(const CompressionSpec &s) {
+    auto needFile = [](const std::string &p, const std::string &what) {
+        std::error_code ec;
+        if (p.empty())
+            throw LatheError("job spec: no " + what + " given");
+        if (!fs::exists(p, ec))
+            throw LatheError("job spec: the " + what + " '" + p + "' does not exist");
+    };
+    needFile(s.model, "model");
+    if (s.method != "magnitude" && s.method != "wanda" && s.method != "slicegpt")
+        throw LatheError("job spec: unknown method '" + s.method + "'", "use magnitude, wanda or slicegpt");
+    if (s.sparsities.empty())
+        throw LatheError("job spec: 'sweep' is empty");
+    for (double v : s.sparsities)
+        if (!(v >= 0.0 && v < 1.0))
+            throw LatheError("job spec: sparsity " + std::to_string(v) + " is outside [0, 1)",
+                             "0.5 prunes half the weights; SliceGPT's 0.25 removes a quarter of the width");
+    if (s.method != "slicegpt") {
+        const SparsityPattern p = parsePattern(s.pattern, s.sparsities[0]);
+        if (p.isNm() && s.sparsities.size() > 1)
+            throw LatheError("job spec: an N:M pattern fixes the sparsity; a sweep makes no sense with it");
+        if (p.isNm() && (p.n <= 0 || p.n >= p.m))
+            throw LatheError("job spec: N:M pattern '" + s.pattern + "' needs 0 < N < M");
+    }
+    if (s.needsCalibration()) {
+        needFile(s.calibrationText, "calibration text");
+        if (s.calibrationSamples <= 0 || s.calibrationSeqLen <= 1)
+            throw LatheError("job spec: calibration samples and seq_len must be positive");
+    }
+    if (!s.evalText.empty()) {
+        needFile(s.evalText, "evaluation text");
+        if (s.evalSeqLen <= 1)
+            throw LatheError("job spec: evaluation seq_len must be above 1");
+    }
+    if (!s.tokenizer.empty())
+        needFile(s.tokenizer, "tokenizer");
+    if (s.dtype != "f32" && s.dtype != "f16" && s.dtype != "bf16")
+        throw LatheError("job spec: output.dtype '" + s.dtype + "' is not f32, f16 or bf16");
+    if (s.outputDir.empty())
+        throw LatheError("job spec: no output.dir given", "the run folder receives the log, results and exports");
+    std::error_code ec;
+    if (fs::exists(s.outputDir, ec) && !fs::is_empty(s.outputDir, ec) && !s.overwrite)
+        throw LatheError("job spec: the output folder '" + s.outputDir + "' exists and is not empty",
+                         "choose another folder or set output.overwrite");
+    const fs::path model = fs::weakly_canonical(s.model, ec), out = fs::weakly_canonical(s.outputDir, ec);
+    if (!out.empty() && model == out)
+        throw LatheError("job spec: the output folder is the model's own folder", "choose another folder");
+}
+
+json CompressionRunResult::toJson() const {
+    json runsJ = json::array();
+    for (const CompressionRunRecord &r : runs)
+        runsJ.push_back({{"sparsity", r.sparsity}, {"perplexity", r.perplexity}, {"params", r.params},
+                         {"bytes_dense", r.bytesDense}, {"bytes_compact", r.bytesCompact},
+                         {"method_seconds", r.methodSeconds}, {"eval_seconds", r.evalSeconds},
+                         {"export_dir", r.exportDir}, {"layers", r.layers}, {"notes", r.notes}});
+    return {{"status", status},
+            {"error", error},
+            {"dense", {{"perplexity", densePerplexity}, {"params", denseParams}, {"bytes", denseBytes}}},
+            {"evaluation", {{"tokens", evalTokens}, {"windows", evalWindows}}},
+            {"calibration", {{"sequences", calibrationSequences}, {"note", calibrationNote},
+                             {"signal_bytes", calibrationBytes}}},
+            {"runs", runsJ},
+            {"seconds", seconds}};
+}
+
+CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressCallback &progress) {
+    const double t0 = now();
+    validateSpec(spec);
+    const fs::path outDir(spec.outputDir);
+    fs::create_directories(outDir);
+    RunFiles files(outDir);
+    {
+        std::ofstream f(outDir / "spec.json");
+        f << spec.toJson().dump(2) << "\n";
+    }
+    CompressionRunResult result;
+    double lastWrite = 0;
+    std::string lastStage;
+    // Wraps the caller's callback: adds the ETA, records progress.jsonl, scales to the job's fraction.
+    auto report = [&](double fraction, const std::string &stage) {
+        const double elapsed = now() - t0;
+        const double eta = fraction > 0.01 ? elapsed * (1.0 - fraction) / fraction : -1.0;
+        const std::string head = stage.substr(0, stage.find(" ("));
+        if (head != lastStage || now() - lastWrite > 5.0) {
+            files.progress(fraction, stage, eta);
+            lastStage = head;
+            lastWrite = now();
+        }
+        reportProgress(progress, fraction, eta >= 0 ? stage + " — ETA " + fmtSeconds(eta) : stage);
+    };
+
+    try {
+        files.log("job: " + spec.method + " on " + spec.model + " -> " + spec.outputDir);
+        std::unique_ptr<Model> model = openModel(spec.model);
+        const ModelConfig &cfg = model->config;
+        const int bpv = bytesPerValue(spec.dtype);
+        // Model-dependent checks, all before any work.
+        if (spec.method == "slicegpt") {
+            const std::string why = slicingUnsupportedReason(*model);
+            if (!why.empty())
+                throw LatheError(spec.model + ": " + why, "SliceGPT supports Llama-family, OPT, GPT-2 and Phi-2 models");
+            for (double s : spec.sparsities) {
+                SliceGptParams p;
+                p.sparsity = s;
+                p.roundTo = spec.roundTo;
+                p.sliceHead = spec.sliceHead;
+                if (spec.layerSparsity.is_array())
+                    p.layerSparsity = spec.layerSparsity.get<std::vector<double>>();
+                sliceGptWidths(cfg.hiddenSize, cfg.numLayers, p);
+            }
+        } else {
+            if (cfg.family == ArchFamily::Bert && spec.method == "wanda")
+                throw LatheError(spec.model + ": Wanda here prunes decoder language models", "use magnitude");
+            for (double s : spec.sparsities) {
+                PruningSelection sel;
+                sel.pattern = parsePattern(spec.pattern, s);
+                sel.targets = spec.targets;
+                sel.layerRatio = parseLayerRatios(spec.layerSparsity, int(cfg.numLayers));
+                selectTargets(*model, sel);
+            }
+        }
+        const int64_t maxPos = cfg.maxPositions;
+        if (spec.needsCalibration() && spec.calibrationSeqLen > maxPos)
+            throw LatheError("calibration seq_len " + std::to_string(spec.calibrationSeqLen) +
+                                 " is above the model's " + std::to_string(maxPos) + " positions",
+                             "use calibration.seq_len <= " + std::to_string(maxPos));
+        if (!spec.evalText.empty() && spec.evalSeqLen > maxPos)
+            throw LatheError("evaluation seq_len " + std::to_string(spec.evalSeqLen) + " is above the model's " +
+                                 std::to_string(maxPos) + " positions");
+        std::unique_ptr<Tokenizer> tok;
+        if (spec.needsCalibration() || !spec.evalText.empty())
+            tok = spec.tokenizer.empty() ? loadTokenizer(*model) : loadTokenizerFile(spec.tokenizer);
+        CalibrationSet calibration;
+        if (spec.needsCalibration()) {
+            const std::vector<int32_t> ids = tok->encodeForModel(joinDatasetRows(readTextFile(spec.calibrationText)));
+            CalibrationParams cp;
+            cp.samples = spec.calibrationSamples;
+            cp.seqLen = spec.calibrationSeqLen;
+            cp.seed = spec.calibrationSeed;
+            calibration = makeCalibrationSet(ids, cp);
+            result.calibrationSequences = int64_t(calibration.sequences.size());
+            result.calibrationNote = calibration.note;
+            result.calibrationBytes = calibration.signalBytes(cfg.hiddenSize) * (spec.method == "wanda" ? 2 : 1);
+            files.log("calibration: " + std::to_string(calibration.sequences.size()) + " x " +
+                      std::to_string(calibration.seqLen) + " tokens from " + spec.calibrationText + " (" +
+                      std::to_string(ids.size()) + " tokens)" + (calibration.note.empty() ? "" : "; " + calibration.note));
+            files.log("calibration signals will hold " + std::to_string(result.calibrationBytes >> 20) +
+                      " MiB of host memory");
+        }
+        std::vector<int32_t> evalIds;
+        if (!spec.evalText.empty()) {
+            evalIds = tok->encodeForModel(joinDatasetRows(readTextFile(spec.evalText)));
+            if (int64_t(evalIds.size()) < spec.evalSeqLen)
+                throw LatheError(spec.evalText + ": " + std::to_string(evalIds.size()) +
+                                     " tokens, fewer than one evaluation window of " + std::to_string(spec.evalSeqLen),
+                                 "use a longer text or a shorter evaluation.seq_len");
+        }
+        result.denseParams = model->parameterCount();
+        result.denseBytes = uint64_t(result.denseParams) * uint64_t(bpv);
+
+        // Fractions: dense evaluation one share, each run (method + evaluation + export) three shares.
+        const bool evalDense = spec.evalDense && !evalIds.empty();
+        const double shares = (evalDense ? 1.0 : 0.0) + 3.0 * double(spec.sparsities.size());
+        double done = 0;
+        auto part = [&](double width, const std::string &prefix) {
+            const double from = done / shares, to = (done + width) / shares;
+            return [&report, from, to, prefix](const Progress &p) {
+                report(from + (to - from) * p.fraction, prefix + p.stage);
+                return true;
+            };
+        };
+        PerplexityParams pp;
+        pp.seqLen = spec.evalSeqLen;
+        pp.maxTokens = spec.evalMaxTokens;
+        if (evalDense) {
+            Transformer t(*model);
+            const PerplexityResult r = evaluatePerplexity(t, evalIds, pp, part(1.0, "dense evaluation: "));
+            result.densePerplexity = r.perplexity;
+            result.evalTokens = r.textTokens;
+            result.evalWindows = r.windows;
+            files.log("dense: perplexity " + std::to_string(r.perplexity) + " (" + std::to_string(r.windows) + " x " +
+                      std::to_string(pp.seqLen) + " tokens)");
+            done += 1.0;
+        }
+        model.reset();
+
+        const size_t n = spec.sparsities.size();
+        for (size_t i = 0; i < n; ++i) {
+            const double s = spec.sparsities[i];
+            CompressionRunRecord rec;
+            rec.sparsity = s;
+            const std::string tag = n > 1 ? "run " + std::to_string(i + 1) + "/" + std::to_string(n) + ": " : "";
+            char sub[32];
+            std::snprintf(sub, sizeof sub, "sparsity-%.2f", s);
+            const fs::path runDir = n > 1 ? outDir / sub : outDir;
+            fs::create_directories(runDir);
+            std::unique_ptr<Model> m = openModel(spec.model); // fresh for every run: the source is never written
+            const double tm = now();
+            PruningResult pruning;
+            SparsityPattern pattern;
+            bool pruned = false;
+            if (spec.method == "slicegpt") {
+                SliceGptParams p;
+                p.sparsity = s;
+                p.roundTo = spec.roundTo;
+                p.sliceHead = spec.sliceHead;
+                p.randomOrientation = spec.randomOrientation;
+                p.damping = spec.damping;
+                if (spec.layerSparsity.is_array())
+                    p.layerSparsity = spec.layerSparsity.get<std::vector<double>>();
+                const SliceGptResult r = sliceGpt(*m, calibration, p, part(2.0, tag));
+                for (const SliceGptLayerReport &l : r.layers)
+                    rec.layers.push_back({{"layer", l.layer}, {"mid_width", l.midWidth}, {"output_width", l.outputWidth},
+                                          {"mid_energy_dropped", l.midEnergyDropped},
+                                          {"output_energy_dropped", l.outputEnergyDropped}, {"seconds", l.seconds}});
+                rec.params = r.paramsAfter;
+                rec.bytesDense = rec.bytesCompact = uint64_t(r.paramsAfter) * uint64_t(bpv);
+            } else {
+                PruningSelection sel;
+                sel.pattern = parsePattern(spec.pattern, s);
+                sel.targets = spec.targets;
+                sel.layerRatio = parseLayerRatios(spec.layerSparsity, int(m->config.numLayers));
+                if (spec.method == "magnitude") {
+                    pruning = magnitudePrune(*m, sel, part(2.0, tag));
+                } else {
+                    WandaParams wp;
+                    wp.selection = sel;
+                    pruning = wandaPrune(*m, calibration, wp, part(2.0, tag));
+                }
+                pattern = sel.pattern;
+                if (spec.method == "wanda" && !pattern.isNm())
+                    pattern.perRow = true;
+                pruned = true;
+                rec.params = m->parameterCount() - pruning.pruned;
+                rec.bytesDense = uint64_t(m->parameterCount()) * uint64_t(bpv);
+                uint64_t compact = rec.bytesDense;
+                for (const PrunedMatrix &pm : pruning.matrices)
+                    compact = compact - uint64_t(pm.rows * pm.cols) * uint64_t(bpv) + compactBytes(pm, pattern, bpv);
+                rec.bytesCompact = compact;
+                for (const PrunedLayer &l : pruning.layers)
+                    rec.layers.push_back({{"layer", l.layer},
+                                          {"output_error", std::isnan(l.outputError) ? json(nullptr) : json(l.outputError)},
+                                          {"seconds", l.seconds}});
+            }
+            rec.methodSeconds = now() - tm;
+            done += 2.0;
+            files.log(tag + spec.method + " at " + std::to_string(s) + ": " + std::to_string(rec.params) +
+                      " parameters (dense " + std::to_string(result.denseParams) + "), " +
+                      fmtSeconds(rec.methodSeconds));
+            if (!evalIds.empty()) {
+                const double te = now();
+                Transformer t(*m);
+                const PerplexityResult r = evaluatePerplexity(t, evalIds, pp, part(0.7, tag + "evaluation: "));
+                rec.perplexity = r.perplexity;
+                rec.evalSeconds = now() - te;
+                files.log(tag + "perplexity " + std::to_string(r.perplexity));
+            }
+            done += 0.7;
+            if (spec.exportModel) {
+                HfWriteOptions wo;
+                wo.dtype = spec.dtype == "f32" ? DType::F32 : spec.dtype == "f16" ? DType::F16 : DType::BF16;
+                wo.overwrite = true;
+                const std::string dir = (runDir / "model").string();
+                if (spec.method == "slicegpt") {
+                    const SlicedExportResult er = exportSlicedModel(*m, dir, wo, part(0.3, tag + "export: "));
+                    if (!er.remoteCode)
+                        rec.notes.push_back(er.note);
+                } else {
+                    writeHfFolder(*m, dir, wo, part(0.25, tag + "export: "));
+                    if (sparseArchiveAvailable())
+                        writeSparseArchive((runDir / "run.h5").string(), *m, pruning, pattern,
+                                           {{"method", spec.method}, {"model", spec.model}});
+                    else
+                        rec.notes.push_back("built without HDF5: no compact sparse archive");
+                }
+                rec.exportDir = dir;
+                files.log(tag + "exported to " + dir);
+            }
+            (void)pruned;
+            done += 0.3;
+            result.runs.push_back(std::move(rec));
+            result.seconds = now() - t0;
+            files.results(result);
+        }
+        result.seconds = now() - t0;
+        result.status = "done";
+        files.results(result);
+        files.log("done in " + fmtSeconds(result.seconds));
+        reportProgress(progress, 1.0, "done");
+        return result;
+    } catch (const CancelledError &) {
+        result.status = "cancelled";
+        result.seconds = now() - t0;
+        files.results(result);
+        files.log("cancelled by the user");
+        throw;
+    } catch (const std::exception &e) {
+        result.status = "failed";
+        result.error = e.what();
+        result.seconds = now() - t0;
+        files.results(result);
+        files.log(std::string("failed: ") + e.what());
+        throw;
+    }
+}
+
+} // namespace lathe

@@ -1,0 +1,86 @@
+#pragma once
+
+#include "progress.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace lathe {
+
+// A compression run as the GUI writes it and `lathe-cli compress JOB.json` executes it. JSON keys (docs/compression.md):
+//   model, tokenizer?, method ("magnitude" | "wanda" | "slicegpt"), sparsity | sweep [..], pattern
+//   ("unstructured" | "per-row" | "N:M"), targets (regex), layer_sparsity (array or {"i-j": r}),
+//   slicegpt {slice_head, random_orientation, round_to, damping}, calibration {text, samples, seq_len, seed},
+//   evaluation {text, seq_len, max_tokens, dense}, output {dir, export, dtype, overwrite}
+// Relative paths are resolved against the folder of the spec file.
+struct CompressionSpec {
+    std::string model, tokenizer;
+    std::string method = "wanda";
+    std::vector<double> sparsities{0.5}; // one run per value (a sweep when several)
+    std::string pattern = "unstructured";
+    std::string targets = ".*";
+    nlohmann::json layerSparsity;        // null, array or object
+    bool sliceHead = false, randomOrientation = false;
+    int64_t roundTo = 8;
+    double damping = 0.01;
+    std::string calibrationText;
+    int64_t calibrationSamples = 128, calibrationSeqLen = 2048;
+    uint64_t calibrationSeed = 42;
+    std::string evalText;
+    int64_t evalSeqLen = 2048, evalMaxTokens = 0;
+    bool evalDense = true;
+    std::string outputDir;
+    bool exportModel = true;
+    std::string dtype = "f32"; // of the exported weights: f32, f16, bf16
+    bool overwrite = false;
+
+    nlohmann::json toJson() const;
+    // LatheError naming the key for unknown keys, wrong types and bad values.
+    static CompressionSpec fromJson(const nlohmann::json &j, const std::string &baseDir = {});
+    static CompressionSpec fromFile(const std::string &path);
+    bool needsCalibration() const { return method != "magnitude"; }
+};
+
+struct CompressionRunRecord {
+    double sparsity = 0;
+    double perplexity = 0;      // 0 when not evaluated
+    int64_t params = 0;         // parameters after (pruning: non-zero; slicing: every matrix incl. shortcuts)
+    uint64_t bytesDense = 0;    // exported HF folder's weights (dtype of the export)
+    uint64_t bytesCompact = 0;  // compact form (pruning: CSR / N:M in run.h5; slicing: = bytesDense)
+    double methodSeconds = 0, evalSeconds = 0;
+    std::string exportDir;      // empty when not exported
+    nlohmann::json layers;      // per-layer report of the method
+    nlohmann::json notes = nlohmann::json::array();
+};
+
+struct CompressionRunResult {
+    std::string status = "done"; // "done", "cancelled", "failed"
+    std::string error;
+    double densePerplexity = 0;
+    int64_t denseParams = 0;
+    uint64_t denseBytes = 0;
+    int64_t evalTokens = 0, evalWindows = 0;
+    int64_t calibrationSequences = 0;
+    std::string calibrationNote;
+    uint64_t calibrationBytes = 0; // host memory of the signals held by the method, announced before the run
+    std::vector<CompressionRunRecord> runs;
+    double seconds = 0;
+    nlohmann::json toJson() const;
+};
+
+// Checks everything that can be checked without loading weights: files exist, ranges, method known, pattern
+// parses, output folder free (or overwrite). LatheError with a hint.
+void validateSpec(const CompressionSpec &spec);
+
+// Runs the spec: opens the model (never writes to it), builds the calibration set, evaluates the dense model,
+// then per sparsity value reopens the model, runs the method, evaluates, exports. The output folder receives
+// spec.json, run.log (one line per event), progress.jsonl (one JSON line per layer/stage), results.json, and per
+// run the exported model (model/ or sparsity-0.25/model) and run.h5 (pruning). Progress reports the fraction
+// of the whole job and "run i/n: block l/L: stage". Cancellation: CancelledError after results.json records
+// status "cancelled"; exports are atomic so no half-written model is left.
+CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressCallback &progress = {});
+
+} // namespace lathe

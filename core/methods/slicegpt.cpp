@@ -1,0 +1,308 @@
+// SliceGPT (Ashkboos et al., "SliceGPT: Compress Large Language Models by Deleting Rows and Columns", ICLR 2024,
+// arXiv 2401.15024). After norm fusion (normfusion.h) every norm is an RMSNorm, and RMSNorm(x Q) = RMSNorm(x) Q for
+// orthogonal Q, so the residual stream may be expressed in any orthonormal basis. Per residual signal we take the
+// PCA basis Q (eigenvectors of H = sum x^T x in fp64, damped, descending) and keep its first d columns: readers of
+// the signal get W <- W Q_d, writers W <- Q_d^T W, and where two bases meet on the residual path a shortcut matrix
+// Q_prev,d^T Q_next,d carries the stream across. Signals are computed on the already-sliced network, layer by
+// layer, with the calibration activations held in host memory (LayerwiseSignals).
+// Sequential blocks (Llama, OPT, GPT-2): two PCAs per block, the residual after attention (Q_mid) and after the MLP
+// (Q_out). Parallel Phi-2 blocks: one PCA per block. The last block's output and the head keep the full width
+// unless sliceHead is set.
+
+#include "slicegpt.h"
+
+#include "blas.h"
+#include "calibration.h"
+#include "error.h"
+#include "layerwise.h"
+#include "layerweights.h"
+#include "linalg.h"
+#include "model.h"
+#include "normfusion.h"
+#include "transformer.h"
+
+#include <Eigen/Core>
+#include <Eigen/QR>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cmath>
+#include <random>
+
+namespace lathe {
+
+namespace {
+
+using MatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+int64_t roundedWidth(int64_t hidden, double sparsity, int64_t roundTo) {
+    const int64_t raw = int64_t(std::floor((1.0 - sparsity) * double(hidden) + 1e-9));
+    return roundTo > 1 ? raw / roundTo * roundTo : raw;
+}
+
+struct Pca {
+    MatD basis;                  // width x width, eigenvectors as columns, descending eigenvalue
+    std::vector<double> values;  // undamped eigenvalues
+    double droppedFraction(int64_t kept) const {
+        double total = 0, dropped = 0;
+        for (size_t i = 0; i < values.size(); ++i) {
+            const double v = std::max(0.0, values[i]);
+            total += v;
+            if (int64_t(i) >= kept)
+                dropped += v;
+        }
+        return total > 0 ? dropped / total : 0.0;
+    }
+};
+
+Pca pca(GramAccumulator &acc, double damping) {
+    std::vector<double> h = acc.finish();
+    const int64_t n = acc.width();
+    double meanDiag = 0;
+    for (int64_t i = 0; i < n; ++i)
+        meanDiag += h[size_t(i * n + i)];
+    meanDiag /= double(n);
+    const double delta = damping * meanDiag;
+    for (int64_t i = 0; i < n; ++i)
+        h[size_t(i * n + i)] += delta;
+    Pca p;
+    std::vector<double> vectors;
+    symmetricEigen(h.data(), n, p.values, &vectors);
+    for (double &v : p.values)
+        v -= delta;
+    p.basis = Eigen::Map<MatD>(vectors.data(), n, n);
+    return p;
+}
+
+// Q[:, :d] <- Q[:, :d] R with R a seeded random orthogonal d x d matrix (the kept subspace is unchanged).
+void randomlyOrient(MatD &q, int64_t d, std::mt19937_64 &rng) {
+    std::normal_distribution<double> g;
+    MatD a(d, d);
+    for (int64_t i = 0; i < a.size(); ++i)
+        a.data()[i] = g(rng);
+    Eigen::HouseholderQR<MatD> qr(a);
+    const MatD r = qr.householderQ();
+    q.leftCols(d) = (q.leftCols(d) * r).eval();
+}
+
+// A linear that reads the rotated residual: W <- W Q_d.
+void rotateInput(LinearWeights &l, const MatD &qd) {
+    if (l.present())
+        l.w = (l.w.cast<double>() * qd).cast<float>();
+}
+
+// A linear that writes the residual: W <- Q_d^T W, b <- Q_d^T b.
+void rotateOutput(LinearWeights &l, const MatD &qd) {
+    if (!l.present())
+        return;
+    l.w = (qd.transpose() * l.w.cast<double>()).cast<float>();
+    if (l.hasBias())
+        l.b = (qd.transpose() * l.b.cast<double>()).cast<float>();
+}
+
+// Shortcut from a residual in basis `from` (d_from kept) to basis `to` (d_to kept), as a linear weight
+// (d_to x d_from): S = Q_to,d^T Q_from,d. With `to` empty it maps back to the unrotated basis (D x d_from).
+Mat shortcut(const MatD &fromD, const MatD *toD) {
+    if (!toD)
+        return fromD.cast<float>();
+    return (toD->transpose() * fromD).cast<float>();
+}
+
+// x <- x Q_d for every chunk (the stream moves into the new basis and is sliced).
+void projectChunks(LayerwiseSignals &s, const MatD &qd) {
+    const Mat qf = qd.cast<float>();
+    for (int i = 0; i < s.chunks(); ++i) {
+        Mat &x = s.chunk(i);
+        Mat y(x.rows(), qf.cols());
+        sgemm(false, false, x.rows(), qf.cols(), x.cols(), 1.0f, x.data(), x.cols(), qf.data(), qf.cols(), 0.0f,
+              y.data(), y.cols());
+        x.swap(y);
+    }
+}
+
+} // namespace
+
+SliceGptWidths sliceGptWidths(int64_t hidden, int64_t layers, const SliceGptParams &p) {
+    auto check = [&](double s, const std::string &what) {
+        if (!(s >= 0.0 && s < 1.0))
+            throw LatheError("SliceGPT: " + what + " " + std::to_string(s) + " is outside [0, 1)",
+                             "slicing 0.25 removes a quarter of the hidden width");
+        const int64_t w = roundedWidth(hidden, s, p.roundTo);
+        if (w <= 0)
+            throw LatheError("SliceGPT: " + what + " " + std::to_string(s) + " leaves no width (hidden size " +
+                                 std::to_string(hidden) + " rounded down to a multiple of " +
+                                 std::to_string(p.roundTo) + ")",
+                             "use a smaller slicing fraction");
+        return w;
+    };
+    if (!p.layerSparsity.empty() && int64_t(p.layerSparsity.size()) != layers)
+        throw LatheError("SliceGPT: " + std::to_string(p.layerSparsity.size()) + " per-layer fractions for a model with " +
+                             std::to_string(layers) + " blocks",
+                         "give one slicing fraction per block");
+    SliceGptWidths w;
+    w.embedding = check(p.sparsity, "slicing fraction");
+    for (int64_t l = 0; l < layers; ++l) {
+        const double s = p.layerSparsity.empty() ? p.sparsity : p.layerSparsity[size_t(l)];
+        const int64_t width = check(s, "slicing fraction of block " + std::to_string(l));
+        w.mid.push_back(width);
+        w.output.push_back(width);
+    }
+    if (!p.sliceHead && layers > 0)
+        w.output.back() = hidden;
+    return w;
+}
+
+SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const SliceGptParams &params,
+                        const ProgressCallback &progress) {
+    const double t0 = now();
+    const std::string why = slicingUnsupportedReason(model);
+    if (!why.empty())
+        throw LatheError(model.sourcePath + ": " + why, "SliceGPT supports Llama-family, OPT, GPT-2 and Phi-2 models");
+    ModelConfig &c = model.config;
+    const int64_t D = c.hiddenSize;
+    const int layers = int(c.numLayers);
+    const SliceGptWidths widths = sliceGptWidths(D, layers, params);
+    const bool parallel = c.family == ArchFamily::Phi;
+    std::mt19937_64 rng(params.seed);
+
+    SliceGptResult result;
+    result.paramsBefore = model.parameterCount();
+    // Fractions of the whole run: fusion 2%, embedding PCA 3%, blocks the rest.
+    auto sub = [&](double from, double to) {
+        return [&, from, to](const Progress &p) {
+            return !progress || progress(Progress{from + (to - from) * p.fraction, p.stage});
+        };
+    };
+    fuseNorms(model, sub(0.0, 0.02));
+
+    Transformer engine(model);
+    reportProgress(progress, 0.02, "embedding the calibration set");
+    LayerwiseSignals signals(engine, calibration, params.rowsPerChunk);
+    result.calibrationBytes = signals.bytes();
+    spdlog::info("SliceGPT: {} calibration rows, {:.1f} MiB of signals per width-{} copy", signals.rows(),
+                 double(signals.bytes()) / (1 << 20), D);
+
+    // The embedding output: first PCA.
+    GramAccumulator acc0(D);
+    for (int i = 0; i < signals.chunks(); ++i)
+        acc0.add(signals.chunk(i));
+    Pca p0 = pca(acc0, params.damping);
+    if (params.randomOrientation)
+        randomlyOrient(p0.basis, widths.embedding, rng);
+    result.embeddingEnergyDropped = p0.droppedFraction(widths.embedding);
+    MatD prev = p0.basis.leftCols(widths.embedding); // Q_{l-1}, kept columns (D x d_in)
+    {
+        EmbeddingWeights emb = loadEmbeddingWeights(model);
+        emb.token = (emb.token.cast<double>() * prev).cast<float>();
+        if (emb.position.size())
+            emb.position = (emb.position.cast<double>() * prev).cast<float>();
+        storeEmbeddingWeights(model, emb);
+    }
+    projectChunks(signals, prev);
+
+    const double blocksFrom = 0.05;
+    for (int l = 0; l < layers; ++l) {
+        const double tl = now();
+        const double f0 = blocksFrom + (1.0 - blocksFrom) * double(l) / double(layers);
+        const double f1 = blocksFrom + (1.0 - blocksFrom) * double(l + 1) / double(layers);
+        const std::string tag = "block " + std::to_string(l + 1) + "/" + std::to_string(layers);
+        SliceGptLayerReport rep;
+        rep.layer = l;
+        BlockWeights b = engine.block(l);
+        for (LinearWeights *lin : {&b.q, &b.k, &b.v})
+            rotateInput(*lin, prev);
+        if (parallel) {
+            for (LinearWeights *lin : {&b.gate, &b.up})
+                rotateInput(*lin, prev);
+            // One signal per block: the output, with the input carried back to the unrotated basis.
+            b.attnShortcut = shortcut(prev, nullptr);
+            engine.setBlock(l, b);
+            GramAccumulator acc(D);
+            for (int i = 0; i < signals.chunks(); ++i) {
+                reportProgress(progress, f0 + (f1 - f0) * 0.9 * i / signals.chunks(), tag + ": block output");
+                engine.runBlock(l, signals.chunk(i), signals.batch(i));
+                acc.add(signals.chunk(i));
+            }
+            reportProgress(progress, f0 + (f1 - f0) * 0.9, tag + ": eigendecomposition");
+            Pca p = pca(acc, params.damping);
+            const int64_t dOut = widths.output[size_t(l)];
+            if (params.randomOrientation)
+                randomlyOrient(p.basis, dOut, rng);
+            const MatD next = p.basis.leftCols(dOut);
+            rep.outputEnergyDropped = p.droppedFraction(dOut);
+            b.attnShortcut = shortcut(prev, &next);
+            rotateOutput(b.o, next);
+            rotateOutput(b.down, next);
+            projectChunks(signals, next);
+            prev = next;
+            rep.midWidth = rep.outputWidth = dOut;
+        } else {
+            // Signal 1: the residual entering the MLP, in the unrotated basis (so its PCA is of the true signal).
+            b.attnShortcut = shortcut(prev, nullptr);
+            engine.setBlock(l, b);
+            GramAccumulator accMid(D);
+            Mat x;
+            for (int i = 0; i < signals.chunks(); ++i) {
+                reportProgress(progress, f0 + (f1 - f0) * 0.4 * i / signals.chunks(), tag + ": attention output");
+                x = signals.chunk(i);
+                engine.runBlock(l, x, signals.batch(i), nullptr, BlockSignal::MlpResidual);
+                accMid.add(x);
+            }
+            reportProgress(progress, f0 + (f1 - f0) * 0.4, tag + ": eigendecomposition");
+            Pca pm = pca(accMid, params.damping);
+            const int64_t dMid = widths.mid[size_t(l)];
+            if (params.randomOrientation)
+                randomlyOrient(pm.basis, dMid, rng);
+            const MatD mid = pm.basis.leftCols(dMid);
+            rep.midEnergyDropped = pm.droppedFraction(dMid);
+            b.attnShortcut = shortcut(prev, &mid);
+            rotateOutput(b.o, mid);
+            for (LinearWeights *lin : {&b.gate, &b.up})
+                rotateInput(*lin, mid);
+            // Signal 2: the block output, again in the unrotated basis.
+            b.mlpShortcut = shortcut(mid, nullptr);
+            engine.setBlock(l, b);
+            GramAccumulator accOut(D);
+            for (int i = 0; i < signals.chunks(); ++i) {
+                reportProgress(progress, f0 + (f1 - f0) * (0.45 + 0.45 * i / signals.chunks()), tag + ": block output");
+                engine.runBlock(l, signals.chunk(i), signals.batch(i));
+                accOut.add(signals.chunk(i));
+            }
+            reportProgress(progress, f0 + (f1 - f0) * 0.9, tag + ": eigendecomposition");
+            Pca po = pca(accOut, params.damping);
+            const int64_t dOut = widths.output[size_t(l)];
+            if (params.randomOrientation)
+                randomlyOrient(po.basis, dOut, rng);
+            const MatD next = po.basis.leftCols(dOut);
+            rep.outputEnergyDropped = po.droppedFraction(dOut);
+            b.mlpShortcut = shortcut(mid, &next);
+            rotateOutput(b.down, next);
+            projectChunks(signals, next);
+            prev = next;
+            rep.midWidth = dMid;
+            rep.outputWidth = dOut;
+        }
+        storeBlockWeights(model, l, b);
+        engine.releaseBlock(l);
+        rep.seconds = now() - tl;
+        spdlog::info("SliceGPT {}: widths {} / {}, energy dropped {:.4f} / {:.4f} ({:.1f} s)", tag, rep.midWidth,
+                     rep.outputWidth, rep.midEnergyDropped, rep.outputEnergyDropped, rep.seconds);
+        result.layers.push_back(rep);
+        reportProgress(progress, f1, tag + ": done");
+    }
+    HeadWeights head = loadHeadWeights(model);
+    rotateInput(head.lmHead, prev);
+    storeHeadWeights(model, head);
+    c.slicing.embeddingWidth = widths.embedding;
+    c.slicing.midWidths = widths.mid;
+    c.slicing.outputWidths = widths.output;
+    if (parallel)
+        c.slicing.midWidths = widths.output;
+    result.paramsAfter = model.parameterCount();
+    result.seconds = now() - t0;
+    return result;
+}
+
+} // namespace lathe

@@ -1,0 +1,442 @@
+// Post-training compression methods: norm fusion (exact), SliceGPT (rotation at 0% is exact, sliced models run
+// natively and survive a Hugging Face round trip, widths and bad input), magnitude and Wanda pruning (exact counts,
+// N:M validity, target selection, Wanda's scores against an independent dense computation).
+
+#include "calibration.h"
+#include "compressionrun.h"
+#include "evaluation.h"
+#include "sparsearchive.h"
+#include "hfwriter.h"
+#include "layerweights.h"
+#include "magnitude.h"
+#include "model.h"
+#include "modelloader.h"
+#include "normfusion.h"
+#include "slicedexport.h"
+#include "slicegpt.h"
+#include "testsupport.h"
+#include "transformer.h"
+#include "wanda.h"
+
+#include <QtTest/QtTest>
+#include <QProcess>
+
+#include <cmath>
+#include <random>
+
+using namespace lathe;
+
+namespace {
+
+double relativeError(const Mat &got, const Mat &want) {
+    if (got.rows() != want.rows() || got.cols() != want.cols())
+        return INFINITY;
+    return double((got - want).cwiseAbs().maxCoeff()) / std::max(1.0, double(want.cwiseAbs().maxCoeff()));
+}
+
+TokenBatch randomBatch(int64_t vocab, int64_t batch, int64_t seq, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<int32_t> d(0, int32_t(vocab - 1));
+    TokenBatch b;
+    b.batch = batch;
+    b.seq = seq;
+    for (int64_t i = 0; i < batch * seq; ++i)
+        b.tokens.push_back(d(rng));
+    return b;
+}
+
+CalibrationSet randomCalibration(int64_t vocab, int64_t samples, int64_t seq, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<int32_t> d(0, int32_t(vocab - 1));
+    std::vector<int32_t> stream(size_t(samples * seq));
+    for (auto &t : stream)
+        t = d(rng);
+    CalibrationParams p;
+    p.samples = samples;
+    p.seqLen = seq;
+    return makeCalibrationSet(stream, p);
+}
+
+Mat logitsOf(const Model &m, const TokenBatch &b) {
+    Transformer t(m);
+    return t.forward(b);
+}
+
+std::string fixture(const QString &name) { return test::fixturesDir() + "/tf-" + name.toStdString(); }
+
+void decoderRows() {
+    QTest::addColumn<QString>("name");
+    for (const char *n : {"llama", "qwen2", "opt", "gpt2", "phi"})
+        QTest::newRow(n) << QString(n);
+}
+
+CompressionSpec demoSpec(const std::string &method, const std::string &text, const std::string &tag) {
+    CompressionSpec s;
+    s.model = test::sourceDir() + "/resources/demo/stories260K.bin";
+    s.method = method;
+    s.sparsities = {method == "slicegpt" ? 0.25 : 0.5};
+    s.calibrationText = text;
+    s.calibrationSamples = 8;
+    s.calibrationSeqLen = 128;
+    s.evalText = text;
+    s.evalSeqLen = 128;
+    s.evalMaxTokens = 2048;
+    s.outputDir = test::tempDir("run-" + tag) + "/out";
+    return s;
+}
+
+template <typename F> QString errorOf(F &&f) {
+    try {
+        f();
+    } catch (const LatheError &e) {
+        return QString::fromStdString(e.what());
+    }
+    return {};
+}
+
+} // namespace
+
+class TestMethods : public QObject {
+    Q_OBJECT
+
+private slots:
+    void fusedLogitsEqual_data() { decoderRows(); }
+
+    // LayerNorm -> RMSNorm fusion and head untying leave the function unchanged (METHODS.md, SliceGPT step 2).
+    void fusedLogitsEqual() {
+        QFETCH(QString, name);
+        auto model = openModel(fixture(name));
+        const TokenBatch b = randomBatch(model->config.vocabSize, 2, 12, 1);
+        const Mat before = logitsOf(*model, b);
+        fuseNorms(*model);
+        QVERIFY(model->config.slicing.active());
+        for (const TensorInfo &t : model->tensors())
+            QVERIFY2(std::string(roleGroup(t.role)) != "norm", t.name.c_str());
+        QVERIFY(model->find(TensorRole::LmHead) != nullptr);
+        const double err = relativeError(logitsOf(*model, b), before);
+        qInfo("%s: fused vs original logits, relative max error %.3g", qPrintable(name), err);
+        QVERIFY(err <= 1e-5);
+        // A second fusion is refused.
+        QVERIFY(errorOf([&] { fuseNorms(*model); }).contains("already"));
+    }
+
+    void sliceAtZeroIsARotation_data() { decoderRows(); }
+
+    // With nothing sliced SliceGPT only changes the basis of the residual stream: same logits.
+    void sliceAtZeroIsARotation() {
+        QFETCH(QString, name);
+        auto model = openModel(fixture(name));
+        const TokenBatch b = randomBatch(model->config.vocabSize, 2, 12, 2);
+        const Mat before = logitsOf(*model, b);
+        SliceGptParams p;
+        p.sparsity = 0.0;
+        p.roundTo = 1;
+        const CalibrationSet cal = randomCalibration(model->config.vocabSize, 6, 16, 3);
+        const SliceGptResult r = sliceGpt(*model, cal, p);
+        QCOMPARE(int64_t(r.layers.size()), model->config.numLayers);
+        QVERIFY(model->find(TensorRole::AttnShortcut, 0) != nullptr);
+        const double err = relativeError(logitsOf(*model, b), before);
+        qInfo("%s: rotated vs original logits, relative max error %.3g", qPrintable(name), err);
+        QVERIFY(err <= 1e-4);
+    }
+
+    void slicedModelRoundTrip_data() { decoderRows(); }
+
+    // A sliced model has the planned widths, runs natively, and reads back from a Hugging Face folder unchanged.
+    void slicedModelRoundTrip() {
+        QFETCH(QString, name);
+        auto model = openModel(fixture(name));
+        const int64_t D = model->config.hiddenSize;
+        const TokenBatch b = randomBatch(model->config.vocabSize, 1, 10, 4);
+        SliceGptParams p;
+        p.sparsity = 0.25;
+        const CalibrationSet cal = randomCalibration(model->config.vocabSize, 6, 16, 5);
+        const int64_t paramsBefore = model->parameterCount();
+        const SliceGptResult r = sliceGpt(*model, cal, p);
+        const int64_t d = (D * 3 / 4) / 8 * 8;
+        QCOMPARE(model->config.slicing.embeddingWidth, d);
+        QCOMPARE(model->find(TensorRole::TokenEmbedding)->shape[1], d);
+        QCOMPARE(model->config.slicing.outputWidths.back(), D); // the head keeps the full width by default
+        QCOMPARE(r.paramsBefore, paramsBefore);
+        QCOMPARE(r.paramsAfter, model->parameterCount());
+        for (const SliceGptLayerReport &l : r.layers)
+            QVERIFY(l.outputEnergyDropped >= 0 && l.outputEnergyDropped < 1);
+        const Mat sliced = logitsOf(*model, b);
+        QVERIFY(sliced.allFinite());
+        const std::string dir = test::tempDir("sliced") + "/out";
+        writeHfFolder(*model, dir);
+        auto back = openModel(dir);
+        QVERIFY(back->config.slicing.active());
+        QCOMPARE(back->config.slicing.midWidths, model->config.slicing.midWidths);
+        QVERIFY(relativeError(logitsOf(*back, b), sliced) <= 1e-6);
+    }
+
+    // Widths: rounded down to a multiple of 8; a width rounding to zero, a fraction outside [0, 1) and a wrong number
+    // of per-layer fractions are refused with the reason.
+    void sliceWidthsAndBadInput() {
+        SliceGptParams p;
+        p.sparsity = 0.2;
+        SliceGptWidths w = sliceGptWidths(4096, 2, p);
+        QCOMPARE(w.embedding, int64_t(3272)); // 0.8 * 4096 = 3276.8 -> 3276 -> 3272
+        QCOMPARE(w.output.back(), int64_t(4096));
+        p.sliceHead = true;
+        QCOMPARE(sliceGptWidths(4096, 2, p).output.back(), int64_t(3272));
+        p.sparsity = 1.0;
+        QVERIFY(errorOf([&] { sliceGptWidths(64, 2, p); }).contains("outside [0, 1)"));
+        p.sparsity = -0.1;
+        QVERIFY(errorOf([&] { sliceGptWidths(64, 2, p); }).contains("outside [0, 1)"));
+        p.sparsity = 0.9;
+        QVERIFY(errorOf([&] { sliceGptWidths(64, 2, p); }).contains("leaves no width"));
+        p.sparsity = 0.1;
+        p.layerSparsity = {0.1};
+        QVERIFY(errorOf([&] { sliceGptWidths(64, 2, p); }).contains("per-layer"));
+        p.layerSparsity = {0.1, 0.5};
+        w = sliceGptWidths(64, 2, p);
+        QCOMPARE(w.mid[1], int64_t(32));
+    }
+
+    // Magnitude: exact counts per matrix, the smallest magnitudes go, N:M groups valid, regex and per-layer ratios.
+    void magnitudePruning() {
+        auto model = openModel(fixture("llama"));
+        auto original = openModel(fixture("llama"));
+        PruningSelection s;
+        s.pattern = parsePattern("unstructured", 0.5);
+        s.targets = "mlp";
+        s.layerRatio = parseLayerRatios(nlohmann::json::parse(R"({"1": 0.25})"), 2);
+        const PruningResult r = magnitudePrune(*model, s);
+        QCOMPARE(int(r.matrices.size()), 2 * 3); // gate, up, down in two blocks
+        for (const PrunedMatrix &m : r.matrices) {
+            const double want = m.layer == 1 ? 0.25 : 0.5;
+            QCOMPARE(m.pruned, int64_t(std::floor(want * double(m.rows * m.cols))));
+        }
+        const BlockWeights before = loadBlockWeights(*original, 0), after = loadBlockWeights(*model, 0);
+        QVERIFY(after.q.w == before.q.w); // not a target
+        // Every pruned weight is no larger in magnitude than every kept one.
+        float maxPruned = 0, minKept = INFINITY;
+        for (int64_t i = 0; i < after.up.w.size(); ++i) {
+            const float v = std::fabs(before.up.w.data()[i]);
+            if (after.up.w.data()[i] == 0.0f)
+                maxPruned = std::max(maxPruned, v);
+            else
+                minKept = std::min(minKept, v);
+        }
+        QVERIFY(maxPruned <= minKept);
+
+        auto nm = openModel(fixture("llama"));
+        PruningSelection s24;
+        s24.pattern = parsePattern("2:4", 0);
+        magnitudePrune(*nm, s24);
+        const BlockWeights b = loadBlockWeights(*nm, 1);
+        const SparsityStats st = zeroStats(b.down.w.data(), b.down.w.rows(), b.down.w.cols(), 2, 4);
+        QVERIFY(st.nmValid);
+        QCOMPARE(st.sparsity, 0.5);
+    }
+
+    void pruningBadInput() {
+        auto model = openModel(fixture("llama"));
+        PruningSelection s;
+        s.targets = "(";
+        QVERIFY(errorOf([&] { magnitudePrune(*model, s); }).contains("not a valid regular expression"));
+        s.targets = "no_such_tensor";
+        QVERIFY(errorOf([&] { magnitudePrune(*model, s); }).contains("matches none"));
+        s.targets = ".*";
+        s.pattern = parsePattern("unstructured", 1.0);
+        QVERIFY(!errorOf([&] { magnitudePrune(*model, s); }).isEmpty());
+        s.pattern = parsePattern("3:7", 0);
+        QVERIFY(errorOf([&] { magnitudePrune(*model, s); }).contains("7"));
+        QVERIFY(errorOf([&] { parsePattern("2-4", 0); }).contains("unknown sparsity pattern"));
+        QVERIFY(errorOf([&] { parseLayerRatios(nlohmann::json::array({0.1}), 2); }).contains("per-layer"));
+        s.pattern = parsePattern("unstructured", 0.5);
+        s.layerRatio = {{7, 0.5}};
+        QVERIFY(errorOf([&] { magnitudePrune(*model, s); }).contains("block 7"));
+        // Nothing was touched by the refused runs.
+        auto original = openModel(fixture("llama"));
+        QVERIFY(loadBlockWeights(*model, 0).up.w == loadBlockWeights(*original, 0).up.w);
+    }
+
+    // Wanda on block 0 equals |W| * ||X|| from an independent dense pass (collectInputNorms); each row loses
+    // exactly half; later blocks see pruned inputs and report an output error.
+    void wandaAgainstDenseNorms() {
+        auto model = openModel(fixture("llama"));
+        auto reference = openModel(fixture("llama"));
+        const CalibrationSet cal = randomCalibration(model->config.vocabSize, 5, 16, 7);
+        Transformer dense(*reference);
+        const InputNorms norms = collectInputNorms(dense, *reference, cal);
+        WandaParams p;
+        p.selection.pattern = parsePattern("unstructured", 0.5);
+        const PruningResult r = wandaPrune(*model, cal, p);
+        QCOMPARE(int(r.layers.size()), 2);
+        QVERIFY(std::isfinite(r.layers[1].outputError) && r.layers[1].outputError > 0);
+        const BlockWeights before = loadBlockWeights(*reference, 0), after = loadBlockWeights(*model, 0);
+        const std::vector<float> &n = norms.norms.at("model.layers.0.mlp.down_proj.weight");
+        const Mat &w = before.down.w;
+        for (int64_t row = 0; row < w.rows(); ++row) {
+            std::vector<std::pair<float, int64_t>> scores;
+            for (int64_t c = 0; c < w.cols(); ++c)
+                scores.push_back({std::fabs(w(row, c)) * n[size_t(c)], c});
+            std::sort(scores.begin(), scores.end());
+            int64_t zeros = 0;
+            for (int64_t c = 0; c < w.cols(); ++c)
+                zeros += after.down.w(row, c) == 0.0f;
+            QCOMPARE(zeros, w.cols() / 2);
+            // The half with the lowest scores is the half that went (up to float ties at the boundary).
+            for (size_t i = 0; i + 1 < scores.size() / 2; ++i)
+                QCOMPARE(after.down.w(row, scores[i].second), 0.0f);
+            for (size_t i = scores.size() / 2 + 1; i < scores.size(); ++i)
+                QVERIFY(after.down.w(row, scores[i].second) != 0.0f);
+        }
+    }
+
+    void slicedExportLoadsInTransformers_data() {
+        QTest::addColumn<QString>("name");
+        QTest::newRow("llama") << "llama";
+        QTest::newRow("qwen2") << "qwen2";
+    }
+
+    // The exported folder carries its modelling code; transformers (pip, CPU) loads it with trust_remote_code and
+    // produces Lathe's logits.
+    void slicedExportLoadsInTransformers() {
+        QFETCH(QString, name);
+        const QString python = QString::fromStdString(test::referencePython());
+        if (python.isEmpty())
+            QSKIP("no Python with transformers (packaging/make-reference-env.sh, or set LATHE_REFERENCE_ENV)");
+        auto model = openModel(fixture(name));
+        SliceGptParams p;
+        p.sparsity = 0.25;
+        sliceGpt(*model, randomCalibration(model->config.vocabSize, 6, 16, 9), p);
+        const TokenBatch b = randomBatch(model->config.vocabSize, 2, 9, 10);
+        const Mat logits = logitsOf(*model, b);
+        const std::string dir = test::tempDir("sliced-export") + "/model";
+        const SlicedExportResult r = exportSlicedModel(*model, dir);
+        QVERIFY(r.remoteCode);
+        nlohmann::json c = {{"logits", std::vector<float>(logits.data(), logits.data() + logits.size())},
+                            {"tolerance", 1e-4}};
+        c["input_ids"] = nlohmann::json::array();
+        for (int64_t i = 0; i < b.batch; ++i)
+            c["input_ids"].push_back(std::vector<int32_t>(b.tokens.begin() + i * b.seq, b.tokens.begin() + (i + 1) * b.seq));
+        const std::string casePath = dir + "-case.json";
+        test::writeText(casePath, c.dump());
+        QProcess proc;
+        proc.start(python, {QString::fromStdString(test::sourceDir() + "/tests/support/check_sliced_export.py"),
+                            QString::fromStdString(dir), QString::fromStdString(casePath)});
+        QVERIFY(proc.waitForFinished(240000));
+        const QByteArray out = proc.readAllStandardOutput();
+        qInfo("%s: transformers says %s", qPrintable(name), out.trimmed().constData());
+        if (proc.exitCode() != 0)
+            qWarning("%s", proc.readAllStandardError().right(3000).constData());
+        QCOMPARE(proc.exitCode(), 0);
+    }
+
+    // The job runner end to end on the demo model (stories260K) and TinyStories text: Wanda 50%, evaluation,
+    // export with zeros in place, the compact archive, the run folder's files.
+    void compressionRunWanda() {
+        const std::string text = test::sharedDataDir() + "/text/tinystories-excerpt.txt";
+        if (!QFile::exists(QString::fromStdString(text)))
+            QSKIP("tinystories-excerpt.txt not in ../shared/data");
+        CompressionSpec spec = demoSpec("wanda", text, "wanda");
+        const CompressionRunResult r = runCompression(spec);
+        QCOMPARE(QString::fromStdString(r.status), QString("done"));
+        QCOMPARE(int(r.runs.size()), 1);
+        const CompressionRunRecord &run = r.runs[0];
+        qInfo("stories260K Wanda 50%%: PPL %.3f -> %.3f (128-token windows)", r.densePerplexity, run.perplexity);
+        QVERIFY(r.densePerplexity > 1 && run.perplexity > r.densePerplexity * 0.9);
+        QVERIFY(run.bytesCompact < run.bytesDense);
+        for (const char *f : {"spec.json", "run.log", "progress.jsonl", "results.json", "run.h5"})
+            QVERIFY2(QFile::exists(QString::fromStdString(spec.outputDir + "/" + f)), f);
+        auto exported = openModel(spec.outputDir + "/model");
+        const BlockWeights b = loadBlockWeights(*exported, 2);
+        const SparsityStats st = zeroStats(b.up.w.data(), b.up.w.rows(), b.up.w.cols());
+        QCOMPARE(st.sparsity, 0.5);
+        for (float f : st.rowZeroFraction)
+            QCOMPARE(f, 0.5f); // Wanda prunes per output row
+        if (sparseArchiveAvailable()) {
+            int64_t rows = 0, cols = 0;
+            const std::vector<float> dense = readSparseMatrix(spec.outputDir + "/run.h5",
+                                                              "model.layers.2.mlp.up_proj.weight", rows, cols);
+            QCOMPARE(rows, int64_t(b.up.w.rows()));
+            QVERIFY(std::equal(dense.begin(), dense.end(), b.up.w.data()));
+        }
+    }
+
+    // 2:4 magnitude: the N:M compact form reads back exactly.
+    void compressionRunNm() {
+        const std::string text = test::sharedDataDir() + "/text/tinystories-excerpt.txt";
+        if (!QFile::exists(QString::fromStdString(text)))
+            QSKIP("tinystories-excerpt.txt not in ../shared/data");
+        CompressionSpec spec = demoSpec("magnitude", text, "nm");
+        spec.pattern = "2:4";
+        const CompressionRunResult r = runCompression(spec);
+        QCOMPARE(QString::fromStdString(r.status), QString("done"));
+        auto exported = openModel(spec.outputDir + "/model");
+        const BlockWeights b = loadBlockWeights(*exported, 1);
+        QVERIFY(zeroStats(b.down.w.data(), b.down.w.rows(), b.down.w.cols(), 2, 4).nmValid);
+        if (sparseArchiveAvailable()) {
+            int64_t rows = 0, cols = 0;
+            const std::vector<float> dense = readSparseMatrix(spec.outputDir + "/run.h5",
+                                                              "model.layers.1.mlp.down_proj.weight", rows, cols);
+            QVERIFY(std::equal(dense.begin(), dense.end(), b.down.w.data()));
+        }
+    }
+
+    // SliceGPT through the runner: the exported sliced folder opens natively and gives the run's perplexity.
+    void compressionRunSliceGpt() {
+        const std::string text = test::sharedDataDir() + "/text/tinystories-excerpt.txt";
+        if (!QFile::exists(QString::fromStdString(text)))
+            QSKIP("tinystories-excerpt.txt not in ../shared/data");
+        CompressionSpec spec = demoSpec("slicegpt", text, "slice");
+        spec.sparsities = {0.0, 0.25};
+        const CompressionRunResult r = runCompression(spec);
+        QCOMPARE(int(r.runs.size()), 2);
+        qInfo("stories260K SliceGPT: dense %.3f, 0%% %.3f, 25%% %.3f", r.densePerplexity, r.runs[0].perplexity,
+              r.runs[1].perplexity);
+        QVERIFY(std::fabs(r.runs[0].perplexity / r.densePerplexity - 1.0) < 1e-4); // rotation only
+        QVERIFY(r.runs[1].perplexity > r.densePerplexity && std::isfinite(r.runs[1].perplexity));
+        auto sliced = openModel(r.runs[1].exportDir);
+        QVERIFY(sliced->config.slicing.active());
+        QCOMPARE(sliced->config.slicing.embeddingWidth, int64_t(48));
+    }
+
+    // Cancel mid-run: CancelledError, results.json says so, no model folder is left.
+    void compressionCancel() {
+        const std::string text = test::sharedDataDir() + "/text/tinystories-excerpt.txt";
+        if (!QFile::exists(QString::fromStdString(text)))
+            QSKIP("tinystories-excerpt.txt not in ../shared/data");
+        CompressionSpec spec = demoSpec("slicegpt", text, "cancel");
+        bool threw = false;
+        try {
+            runCompression(spec, [](const Progress &p) { return p.fraction < 0.4; });
+        } catch (const CancelledError &) {
+            threw = true;
+        }
+        QVERIFY(threw);
+        QVERIFY(!QFile::exists(QString::fromStdString(spec.outputDir + "/model")));
+        const nlohmann::json j = nlohmann::json::parse(readTextFile(spec.outputDir + "/results.json"));
+        QCOMPARE(QString::fromStdString(j["status"].get<std::string>()), QString("cancelled"));
+    }
+
+    // Bad job specs are refused before any work, with the key or value named.
+    void compressionSpecBadInput() {
+        QVERIFY(errorOf([] { CompressionSpec::fromJson(nlohmann::json{{"methd", "wanda"}}); }).contains("unknown key"));
+        QVERIFY(errorOf([] { CompressionSpec::fromJson(nlohmann::json{{"sparsity", "half"}}); }).contains("wrong type"));
+        CompressionSpec s = demoSpec("wanda", test::sourceDir() + "/README.md", "bad");
+        s.sparsities = {1.2};
+        QVERIFY(errorOf([&] { validateSpec(s); }).contains("outside [0, 1)"));
+        s.sparsities = {0.5};
+        s.method = "sparsegpt";
+        QVERIFY(errorOf([&] { validateSpec(s); }).contains("unknown method"));
+        s.method = "wanda";
+        s.calibrationText = "/nonexistent.txt";
+        QVERIFY(errorOf([&] { validateSpec(s); }).contains("does not exist"));
+        s.calibrationText = test::sourceDir() + "/README.md";
+        s.outputDir = test::sourceDir(); // exists, not empty
+        QVERIFY(errorOf([&] { validateSpec(s); }).contains("not empty"));
+        // BERT cannot be sliced; the run stops before any work and says why.
+        CompressionSpec bert = demoSpec("slicegpt", test::sourceDir() + "/README.md", "bert");
+        bert.model = fixture("bert");
+        QVERIFY(errorOf([&] { runCompression(bert); }).contains("post-norm"));
+        QVERIFY(!QFile::exists(QString::fromStdString(bert.outputDir + "/model")));
+    }
+};
+
+QTEST_GUILESS_MAIN(TestMethods)
+#include "tst_methods.moc"
