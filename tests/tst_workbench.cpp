@@ -2,7 +2,9 @@
 // sparsity slider and checks the summary against an independent count, starts and cancels a real engine job from
 // the job panel, collects calibration for Wanda, and exports figures (single and all).
 
+#include "compressdialog.h"
 #include "importanceview.h"
+#include "resultsview.h"
 #include "job.h"
 #include "jobmanager.h"
 #include "jobpanel.h"
@@ -24,6 +26,9 @@
 #include <QElapsedTimer>
 #include <QImage>
 #include <QLabel>
+#include <QLineEdit>
+#include <QListWidget>
+#include <QTableWidget>
 #include <QPushButton>
 #include <QSettings>
 #include <QSignalSpy>
@@ -87,6 +92,37 @@ private slots:
         for (const char *f : {"stories260K.bin", "tok512.bin"})
             std::filesystem::copy_file(test::sourceDir() + "/resources/demo/" + f, m_dir + "/" + f);
         m_model = QString::fromStdString(m_dir + "/stories260K.bin");
+    }
+
+    // The compress dialog previews its targets and refuses bad values before Run; a job started from the window
+    // lands in the Results tab (table row + plotted point).
+    void compressDialogAndResults() {
+        MainWindow w;
+        openAndAnalyze(w);
+        CompressDialog dialog(w.model(), m_model);
+        auto *sparsity = dialog.findChild<QLineEdit *>("sparsity");
+        auto *targets = dialog.findChild<QLineEdit *>("targets");
+        auto *preview = dialog.findChild<QListWidget *>("preview");
+        auto *run = dialog.findChild<QPushButton *>("run");
+        dialog.findChild<QLineEdit *>("output")->setText(QString::fromStdString(test::tempDir("gui-run") + "/out"));
+        dialog.findChild<QComboBox *>("method")->setCurrentIndex(1); // magnitude: no calibration needed
+        targets->setText("mlp.down");
+        QCOMPARE(preview->count(), 5); // one down_proj per block
+        QVERIFY(run->isEnabled());
+        sparsity->setText("1.5");
+        QVERIFY(!run->isEnabled());
+        QVERIFY(dialog.findChild<QLabel *>("status")->text().contains("outside [0, 1)"));
+        sparsity->setText("0.3, 0.6");
+        QVERIFY(run->isEnabled());
+        CompressionSpec spec = dialog.spec();
+        spec.evalText = test::sourceDir() + "/README.md"; // any text: perplexity only has to be finite here
+        spec.evalSeqLen = 64;
+        spec.evalMaxTokens = 256;
+        QSignalSpy done(&w, &MainWindow::compressionFinished);
+        w.startCompression(spec);
+        QVERIFY(done.wait(60000));
+        QCOMPARE(w.resultsView()->table()->rowCount(), 3); // dense + two runs
+        QVERIFY(w.resultsView()->hasData());
     }
 
     void spectrumPoints() {
