@@ -72,27 +72,25 @@ void layerNormForward(const Mat &x, const NormWeights &n, float eps, Mat &y) {
     });
 }
 
-void rmsNormForward(const Mat &x, const NormWeights &n, float eps, Mat &y) {
+namespace {
+
+// y = x / sqrt(sum(x^2) / divisor + eps) * weight (weight may be null = 1), per row.
+void rmsNormRows(const Mat &x, const float *weight, double divisor, float eps, Mat &y) {
     mapRows(x, y, [&](const float *in, float *out, int64_t cols) {
         double ss = 0;
         for (int64_t c = 0; c < cols; ++c)
             ss += double(in[c]) * in[c];
-        const float inv = float(1.0 / std::sqrt(ss / double(cols) + eps));
+        const float inv = float(1.0 / std::sqrt(ss / (divisor > 0 ? divisor : double(cols)) + eps));
         for (int64_t c = 0; c < cols; ++c)
-            out[c] = n.weight[c] * (in[c] * inv);
+            out[c] = weight ? weight[c] * (in[c] * inv) : in[c] * inv;
     });
 }
 
-void rmsNormWeightless(const Mat &x, int64_t divisor, float eps, Mat &y) {
-    mapRows(x, y, [&](const float *in, float *out, int64_t cols) {
-        double ss = 0;
-        for (int64_t c = 0; c < cols; ++c)
-            ss += double(in[c]) * in[c];
-        const float inv = float(1.0 / std::sqrt(ss / double(divisor) + eps));
-        for (int64_t c = 0; c < cols; ++c)
-            out[c] = in[c] * inv;
-    });
-}
+} // namespace
+
+void rmsNormForward(const Mat &x, const NormWeights &n, float eps, Mat &y) { rmsNormRows(x, n.weight.data(), 0, eps, y); }
+
+void rmsNormWeightless(const Mat &x, int64_t divisor, float eps, Mat &y) { rmsNormRows(x, nullptr, double(divisor), eps, y); }
 
 namespace {
 

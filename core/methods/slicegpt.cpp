@@ -202,6 +202,23 @@ SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const S
     }
     projectChunks(signals, prev);
 
+    // Runs block l over every chunk in place (the chunks become its output, in the unrotated basis), then the PCA
+    // of that output: the kept basis (D x d) and the energy it drops.
+    auto outputBasis = [&](int l, double from, double to, const std::string &tag, int64_t d, double &dropped) {
+        GramAccumulator acc(D);
+        for (int i = 0; i < signals.chunks(); ++i) {
+            reportProgress(progress, from + (to - from) * i / signals.chunks(), tag + ": block output");
+            engine.runBlock(l, signals.chunk(i), signals.batch(i));
+            acc.add(signals.chunk(i));
+        }
+        reportProgress(progress, to, tag + ": eigendecomposition");
+        Pca p = pca(acc, params.damping);
+        if (params.randomOrientation)
+            randomlyOrient(p.basis, d, rng);
+        dropped = p.droppedFraction(d);
+        return MatD(p.basis.leftCols(d));
+    };
+
     const double blocksFrom = 0.05;
     for (int l = 0; l < layers; ++l) {
         const double tl = now();
@@ -219,19 +236,8 @@ SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const S
             // One signal per block: the output, with the input carried back to the unrotated basis.
             b.attnShortcut = shortcut(prev, nullptr);
             engine.setBlock(l, b);
-            GramAccumulator acc(D);
-            for (int i = 0; i < signals.chunks(); ++i) {
-                reportProgress(progress, f0 + (f1 - f0) * 0.9 * i / signals.chunks(), tag + ": block output");
-                engine.runBlock(l, signals.chunk(i), signals.batch(i));
-                acc.add(signals.chunk(i));
-            }
-            reportProgress(progress, f0 + (f1 - f0) * 0.9, tag + ": eigendecomposition");
-            Pca p = pca(acc, params.damping);
             const int64_t dOut = widths.output[size_t(l)];
-            if (params.randomOrientation)
-                randomlyOrient(p.basis, dOut, rng);
-            const MatD next = p.basis.leftCols(dOut);
-            rep.outputEnergyDropped = p.droppedFraction(dOut);
+            const MatD next = outputBasis(l, f0, f0 + (f1 - f0) * 0.9, tag, dOut, rep.outputEnergyDropped);
             b.attnShortcut = shortcut(prev, &next);
             rotateOutput(b.o, next);
             rotateOutput(b.down, next);
@@ -264,19 +270,9 @@ SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const S
             // Signal 2: the block output, again in the unrotated basis.
             b.mlpShortcut = shortcut(mid, nullptr);
             engine.setBlock(l, b);
-            GramAccumulator accOut(D);
-            for (int i = 0; i < signals.chunks(); ++i) {
-                reportProgress(progress, f0 + (f1 - f0) * (0.45 + 0.45 * i / signals.chunks()), tag + ": block output");
-                engine.runBlock(l, signals.chunk(i), signals.batch(i));
-                accOut.add(signals.chunk(i));
-            }
-            reportProgress(progress, f0 + (f1 - f0) * 0.9, tag + ": eigendecomposition");
-            Pca po = pca(accOut, params.damping);
             const int64_t dOut = widths.output[size_t(l)];
-            if (params.randomOrientation)
-                randomlyOrient(po.basis, dOut, rng);
-            const MatD next = po.basis.leftCols(dOut);
-            rep.outputEnergyDropped = po.droppedFraction(dOut);
+            const MatD next =
+                outputBasis(l, f0 + (f1 - f0) * 0.45, f0 + (f1 - f0) * 0.9, tag, dOut, rep.outputEnergyDropped);
             b.mlpShortcut = shortcut(mid, &next);
             rotateOutput(b.down, next);
             projectChunks(signals, next);
