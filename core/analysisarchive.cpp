@@ -89,13 +89,10 @@ bool loadAnalysisArchive(const std::string &path, const std::string &expectedHas
 }
 
 void saveAnalysisArchive(const std::string &path, const AnalysisData &data) {
-    H5::Exception::dontPrint();
     std::error_code ec;
     fs::create_directories(fs::path(path).parent_path(), ec);
-    const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-    try {
-        LATHE_H5(path, [&] {
-            H5::H5File file(tmp, H5F_ACC_TRUNC);
+    writeFileAtomically(path, "analysis archive", "the archive may be damaged; delete it and it is recomputed",
+                        [&](H5::H5File &file) {
             H5::Group root = file.openGroup("/");
             writeStringAttr(root, "format", "lathe-analysis");
             writeAttr<int64_t>(root, "version", 1);
@@ -128,19 +125,7 @@ void saveAnalysisArchive(const std::string &path, const AnalysisData &data) {
                 for (const auto &[key, v] : data.inputNorms)
                     writeVector(norms, key, v, H5::PredType::NATIVE_FLOAT);
             }
-            file.close();
-            return 0;
-        }());
-    } catch (...) {
-        fs::remove(tmp, ec);
-        throw;
-    }
-    fs::rename(tmp, path, ec);
-    if (ec) {
-        fs::remove(tmp, ec);
-        throw LatheError(path + ": cannot write the analysis archive: " + ec.message(),
-                         "check that the folder is writable");
-    }
+        });
 }
 
 #else

@@ -39,10 +39,7 @@ CalibrationSet makeCalibrationSet(const std::vector<int32_t> &tokens, const Cali
     return set;
 }
 
-namespace {
-
-// The signal whose rows are the inputs of a linear of this role.
-bool inputSignal(TensorRole role, BlockSignal &signal) {
+bool linearInputSignal(TensorRole role, BlockSignal &signal) {
     switch (role) {
     case TensorRole::AttnQ:
     case TensorRole::AttnK:
@@ -56,19 +53,13 @@ bool inputSignal(TensorRole role, BlockSignal &signal) {
     }
 }
 
-} // namespace
-
-InputNorms collectInputNorms(Transformer &engine, const Model &model, const CalibrationSet &set,
-                             const ProgressCallback &progress) {
-    const int layers = engine.numLayers();
-    constexpr auto kSignals = size_t(BlockSignal::Count);
-    // Sum of squares per (layer, signal, feature), fp64 so that millions of tokens add up exactly enough.
-    std::vector<std::array<std::vector<double>, kSignals>> sumSq(static_cast<size_t>(layers));
+BlockHooks InputSquareSums::hooks() {
     BlockHooks hooks;
     hooks.mask = BlockHooks::bit(BlockSignal::AttnInput) | BlockHooks::bit(BlockSignal::AttnContext) |
                  BlockHooks::bit(BlockSignal::MlpInput) | BlockHooks::bit(BlockSignal::MlpHidden);
-    hooks.observe = [&](int layer, BlockSignal signal, const Mat &x) {
-        std::vector<double> &acc = sumSq[size_t(layer)][size_t(signal)];
+    // fp64 so that millions of tokens add up exactly enough.
+    hooks.observe = [this](int layer, BlockSignal signal, const Mat &x) {
+        std::vector<double> &acc = m_sums[size_t(layer)][size_t(signal)];
         if (acc.empty())
             acc.assign(size_t(x.cols()), 0.0);
         for (int64_t r = 0; r < x.rows(); ++r) {
@@ -77,6 +68,30 @@ InputNorms collectInputNorms(Transformer &engine, const Model &model, const Cali
                 acc[size_t(c)] += double(row[c]) * double(row[c]);
         }
     };
+    return hooks;
+}
+
+std::vector<float> InputSquareSums::norms(int layer, BlockSignal signal) const {
+    const auto &sums = m_sums[size_t(layer)];
+    const std::vector<double> *acc = &sums[size_t(signal)];
+    if (acc->empty() && signal == BlockSignal::MlpInput)
+        acc = &sums[size_t(BlockSignal::AttnInput)];
+    std::vector<float> out(acc->size());
+    for (size_t c = 0; c < acc->size(); ++c)
+        out[c] = float(std::sqrt((*acc)[c]));
+    return out;
+}
+
+void InputSquareSums::clearLayer(int layer) {
+    for (auto &v : m_sums[size_t(layer)])
+        v.clear();
+}
+
+InputNorms collectInputNorms(Transformer &engine, const Model &model, const CalibrationSet &set,
+                             const ProgressCallback &progress) {
+    const int layers = engine.numLayers();
+    InputSquareSums sums(layers);
+    const BlockHooks hooks = sums.hooks();
     InputNorms out;
     const auto n = double(set.sequences.size());
     for (size_t i = 0; i < set.sequences.size(); ++i) {
@@ -93,18 +108,11 @@ InputNorms collectInputNorms(Transformer &engine, const Model &model, const Cali
     }
     for (const TensorInfo &t : model.tensors()) {
         BlockSignal signal;
-        if (t.isBias || t.layer < 0 || t.layer >= layers || t.shape.size() != 2 || !inputSignal(t.role, signal))
+        if (t.isBias || t.layer < 0 || t.layer >= layers || t.shape.size() != 2 || !linearInputSignal(t.role, signal))
             continue;
-        const std::vector<double> *acc = &sumSq[size_t(t.layer)][size_t(signal)];
-        // Phi-2's MLP reads the attention's input (one norm for both branches).
-        if (acc->empty() && signal == BlockSignal::MlpInput)
-            acc = &sumSq[size_t(t.layer)][size_t(BlockSignal::AttnInput)];
-        if (int64_t(acc->size()) != t.shape[1])
-            continue;
-        std::vector<float> norms(acc->size());
-        for (size_t c = 0; c < acc->size(); ++c)
-            norms[c] = float(std::sqrt((*acc)[c]));
-        out.norms[t.name] = std::move(norms);
+        std::vector<float> norms = sums.norms(t.layer, signal);
+        if (int64_t(norms.size()) == t.shape[1])
+            out.norms[t.name] = std::move(norms);
     }
     return out;
 }

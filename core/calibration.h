@@ -1,7 +1,10 @@
 #pragma once
 
+#include "blockhooks.h"
 #include "progress.h"
+#include "tensorrole.h"
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -41,5 +44,25 @@ struct InputNorms {
 };
 InputNorms collectInputNorms(Transformer &engine, const Model &model, const CalibrationSet &set,
                              const ProgressCallback &progress = {});
+
+// The hooked block signal whose rows are the inputs of a linear of this role (q/k/v/qkv: AttnInput, o:
+// AttnContext, gate/up: MlpInput, down: MlpHidden); false for other roles.
+bool linearInputSignal(TensorRole role, BlockSignal &signal);
+
+// Sums over every row of x_j^2 (fp64) of the four linear-input signals, per block: the accumulator behind
+// collectInputNorms and Wanda. Feed it with hooks() while running blocks; norms() gives ||X_j||_2.
+class InputSquareSums {
+public:
+    explicit InputSquareSums(int layers) : m_sums(size_t(layers)) {}
+    // Hooks that observe the four signals of any block; valid while this object lives.
+    BlockHooks hooks();
+    // sqrt of the sums of one signal of one block; empty when it was not observed. Phi-2's MLP reads the
+    // attention's input, so MlpInput falls back to AttnInput.
+    std::vector<float> norms(int layer, BlockSignal signal) const;
+    void clearLayer(int layer);
+
+private:
+    std::vector<std::array<std::vector<double>, size_t(BlockSignal::Count)>> m_sums;
+};
 
 } // namespace lathe

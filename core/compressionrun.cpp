@@ -114,6 +114,27 @@ std::string fmtSeconds(double s) {
     return b;
 }
 
+// The method parameters of one run of the spec (also built up front to check them before any work).
+SliceGptParams sliceGptParams(const CompressionSpec &spec, double sparsity) {
+    SliceGptParams p;
+    p.sparsity = sparsity;
+    p.roundTo = spec.roundTo;
+    p.sliceHead = spec.sliceHead;
+    p.randomOrientation = spec.randomOrientation;
+    p.damping = spec.damping;
+    if (spec.layerSparsity.is_array())
+        p.layerSparsity = spec.layerSparsity.get<std::vector<double>>();
+    return p;
+}
+
+PruningSelection pruningSelection(const CompressionSpec &spec, double sparsity, int layers) {
+    PruningSelection sel;
+    sel.pattern = parsePattern(spec.pattern, sparsity);
+    sel.targets = spec.targets;
+    sel.layerRatio = parseLayerRatios(spec.layerSparsity, layers);
+    return sel;
+}
+
 } // namespace
 
 json CompressionSpec::toJson() const {
@@ -312,25 +333,13 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
             const std::string why = slicingUnsupportedReason(*model);
             if (!why.empty())
                 throw LatheError(spec.model + ": " + why, "SliceGPT supports Llama-family, OPT, GPT-2 and Phi-2 models");
-            for (double s : spec.sparsities) {
-                SliceGptParams p;
-                p.sparsity = s;
-                p.roundTo = spec.roundTo;
-                p.sliceHead = spec.sliceHead;
-                if (spec.layerSparsity.is_array())
-                    p.layerSparsity = spec.layerSparsity.get<std::vector<double>>();
-                sliceGptWidths(cfg.hiddenSize, cfg.numLayers, p);
-            }
+            for (double s : spec.sparsities)
+                sliceGptWidths(cfg.hiddenSize, cfg.numLayers, sliceGptParams(spec, s));
         } else {
             if (cfg.family == ArchFamily::Bert && spec.method == "wanda")
                 throw LatheError(spec.model + ": Wanda here prunes decoder language models", "use magnitude");
-            for (double s : spec.sparsities) {
-                PruningSelection sel;
-                sel.pattern = parsePattern(spec.pattern, s);
-                sel.targets = spec.targets;
-                sel.layerRatio = parseLayerRatios(spec.layerSparsity, int(cfg.numLayers));
-                selectTargets(*model, sel);
-            }
+            for (double s : spec.sparsities)
+                selectTargets(*model, pruningSelection(spec, s, int(cfg.numLayers)));
         }
         const int64_t maxPos = cfg.maxPositions;
         if (spec.needsCalibration() && spec.calibrationSeqLen > maxPos)
@@ -410,18 +419,8 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
             std::unique_ptr<Model> m = openModel(spec.model); // fresh for every run: the source is never written
             const double tm = now();
             PruningResult pruning;
-            SparsityPattern pattern;
-            bool pruned = false;
             if (spec.method == "slicegpt") {
-                SliceGptParams p;
-                p.sparsity = s;
-                p.roundTo = spec.roundTo;
-                p.sliceHead = spec.sliceHead;
-                p.randomOrientation = spec.randomOrientation;
-                p.damping = spec.damping;
-                if (spec.layerSparsity.is_array())
-                    p.layerSparsity = spec.layerSparsity.get<std::vector<double>>();
-                const SliceGptResult r = sliceGpt(*m, calibration, p, part(2.0, tag));
+                const SliceGptResult r = sliceGpt(*m, calibration, sliceGptParams(spec, s), part(2.0, tag));
                 for (const SliceGptLayerReport &l : r.layers)
                     rec.layers.push_back({{"layer", l.layer}, {"mid_width", l.midWidth}, {"output_width", l.outputWidth},
                                           {"mid_energy_dropped", l.midEnergyDropped},
@@ -429,10 +428,7 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
                 rec.params = r.paramsAfter;
                 rec.bytesDense = rec.bytesCompact = uint64_t(r.paramsAfter) * uint64_t(bpv);
             } else {
-                PruningSelection sel;
-                sel.pattern = parsePattern(spec.pattern, s);
-                sel.targets = spec.targets;
-                sel.layerRatio = parseLayerRatios(spec.layerSparsity, int(m->config.numLayers));
+                const PruningSelection sel = pruningSelection(spec, s, int(m->config.numLayers));
                 if (spec.method == "magnitude") {
                     pruning = magnitudePrune(*m, sel, part(2.0, tag));
                 } else {
@@ -440,15 +436,11 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
                     wp.selection = sel;
                     pruning = wandaPrune(*m, calibration, wp, part(2.0, tag));
                 }
-                pattern = sel.pattern;
-                if (spec.method == "wanda" && !pattern.isNm())
-                    pattern.perRow = true;
-                pruned = true;
                 rec.params = m->parameterCount() - pruning.pruned;
                 rec.bytesDense = uint64_t(m->parameterCount()) * uint64_t(bpv);
                 uint64_t compact = rec.bytesDense;
                 for (const PrunedMatrix &pm : pruning.matrices)
-                    compact = compact - uint64_t(pm.rows * pm.cols) * uint64_t(bpv) + compactBytes(pm, pattern, bpv);
+                    compact = compact - uint64_t(pm.rows * pm.cols) * uint64_t(bpv) + compactBytes(pm, pruning.pattern, bpv);
                 rec.bytesCompact = compact;
                 for (const PrunedLayer &l : pruning.layers)
                     rec.layers.push_back({{"layer", l.layer},
@@ -481,7 +473,7 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
                 } else {
                     writeHfFolder(*m, dir, wo, part(0.25, tag + "export: "));
                     if (sparseArchiveAvailable())
-                        writeSparseArchive((runDir / "run.h5").string(), *m, pruning, pattern,
+                        writeSparseArchive((runDir / "run.h5").string(), *m, pruning,
                                            {{"method", spec.method}, {"model", spec.model}});
                     else
                         rec.notes.push_back("built without HDF5: no compact sparse archive");
@@ -489,7 +481,6 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
                 rec.exportDir = dir;
                 files.log(tag + "exported to " + dir);
             }
-            (void)pruned;
             done += 0.3;
             result.runs.push_back(std::move(rec));
             result.seconds = now() - t0;

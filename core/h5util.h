@@ -9,6 +9,8 @@
 #include <H5Cpp.h>
 
 #include <cstdint>
+#include <filesystem>
+#include <unistd.h>
 #include <string>
 #include <vector>
 
@@ -93,5 +95,30 @@ inline std::vector<std::string> children(const H5::Group &g) {
     return names;
 }
 
+// Writes an HDF5 file so that readers see the old file or the complete new one: `fill(file)` writes into a
+// temporary file beside `path`, which is then renamed into place. On any failure the temporary file is removed and
+// a LatheError is thrown (HDF5 failures with `hint`; a failed rename naming `what`).
+template <class Fill>
+void writeFileAtomically(const std::string &path, const std::string &what, const std::string &hint, Fill &&fill) {
+    H5::Exception::dontPrint();
+    std::error_code ec;
+    const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+    try {
+        LATHE_H5_HINT(path, hint, [&] {
+            H5::H5File file(tmp, H5F_ACC_TRUNC);
+            fill(file);
+            file.close();
+            return 0;
+        }());
+    } catch (...) {
+        std::filesystem::remove(tmp, ec);
+        throw;
+    }
+    std::filesystem::rename(tmp, path, ec);
+    if (ec) {
+        std::filesystem::remove(tmp, ec);
+        throw LatheError(path + ": cannot write the " + what + ": " + ec.message(), "check that the folder is writable");
+    }
+}
 
 } // namespace lathe::h5

@@ -9,11 +9,6 @@
 #endif
 
 #include <cmath>
-#include <filesystem>
-#include <map>
-#include <unistd.h>
-
-namespace fs = std::filesystem;
 
 namespace lathe {
 
@@ -34,12 +29,9 @@ using namespace h5;
 bool sparseArchiveAvailable() { return true; }
 
 void writeSparseArchive(const std::string &path, const Model &model, const PruningResult &result,
-                        const SparsityPattern &pattern, const nlohmann::json &attributes) {
-    const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-    std::error_code ec;
-    try {
-        LATHE_H5_HINT(path, "check the output folder is writable and has space", [&] {
-            H5::H5File file(tmp, H5F_ACC_TRUNC);
+                        const nlohmann::json &attributes) {
+    const SparsityPattern &pattern = result.pattern;
+    writeFileAtomically(path, "run archive", "check the output folder is writable and has space", [&](H5::H5File &file) {
             H5::Group root = file.openGroup("/");
             writeStringAttr(root, "format", "lathe-sparse");
             writeAttr<int64_t>(root, "version", 1);
@@ -47,14 +39,14 @@ void writeSparseArchive(const std::string &path, const Model &model, const Pruni
             for (const auto &[k, v] : attributes.items())
                 writeStringAttr(root, k.c_str(), v.is_string() ? v.get<std::string>() : v.dump());
             H5::Group mats = file.createGroup("/matrices");
-            std::map<int, BlockWeights> blocks;
+            int loaded = -1; // one block in memory at a time (matrices come in block order)
+            BlockWeights block;
             for (const PrunedMatrix &m : result.matrices) {
-                auto it = blocks.find(m.layer);
-                if (it == blocks.end()) {
-                    blocks.clear(); // one block in memory at a time (matrices come in block order)
-                    it = blocks.emplace(m.layer, loadBlockWeights(model, m.layer)).first;
+                if (m.layer != loaded) {
+                    block = loadBlockWeights(model, m.layer);
+                    loaded = m.layer;
                 }
-                const Mat &w = (it->second.*m.member).w;
+                const Mat &w = (block.*m.member).w;
                 const std::vector<uint8_t> mask = unpackBits(m.maskBits, m.rows * m.cols);
                 H5::Group g = mats.createGroup(m.label);
                 writeAttr<int64_t>(g, "rows", m.rows);
@@ -90,21 +82,12 @@ void writeSparseArchive(const std::string &path, const Model &model, const Pruni
                 writeVector(g, "values", values, predType<float>());
                 writeVector(g, "mask", m.maskBits, predType<uint8_t>());
             }
-            file.close();
-        }());
-    } catch (...) {
-        fs::remove(tmp, ec);
-        throw;
-    }
-    fs::rename(tmp, path, ec);
-    if (ec) {
-        fs::remove(tmp, ec);
-        throw LatheError(path + ": cannot move the run archive into place: " + ec.message());
-    }
+        });
 }
 
 std::vector<float> readSparseMatrix(const std::string &path, const std::string &label, int64_t &rows, int64_t &cols) {
-    return LATHE_H5(path, [&] {
+    H5::Exception::dontPrint();
+    return LATHE_H5_HINT(path, "the run archive is damaged or was not written by this Lathe", [&] {
         H5::H5File file(path, H5F_ACC_RDONLY);
         H5::Group g = file.openGroup("/matrices/" + label);
         rows = readAttr<int64_t>(g, "rows");
@@ -141,8 +124,7 @@ std::vector<float> readSparseMatrix(const std::string &path, const std::string &
 
 bool sparseArchiveAvailable() { return false; }
 
-void writeSparseArchive(const std::string &path, const Model &, const PruningResult &, const SparsityPattern &,
-                        const nlohmann::json &) {
+void writeSparseArchive(const std::string &path, const Model &, const PruningResult &, const nlohmann::json &) {
     throw LatheError(path + ": this build has no HDF5 support", "rebuild with LATHE_USE_HDF5=ON");
 }
 

@@ -21,7 +21,7 @@ class Model;
 // Written to a temporary file and renamed into place. LatheError (with file:line of the failing HDF5 call).
 bool sparseArchiveAvailable(); // false when built without HDF5
 void writeSparseArchive(const std::string &path, const Model &prunedModel, const PruningResult &result,
-                        const SparsityPattern &pattern, const nlohmann::json &attributes);
+                        const nlohmann::json &attributes);
 
 // Reads one matrix back as dense (rows x cols, zeros where pruned): the check that the compact form is lossless.
 std::vector<float> readSparseMatrix(const std::string &path, const std::string &label, int64_t &rows, int64_t &cols);

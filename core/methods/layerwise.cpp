@@ -49,8 +49,6 @@ void LayerwiseSignals::runBlock(Transformer &engine, int layer, const BlockHooks
     }
 }
 
-uint64_t layerwiseSignalBytes(const CalibrationSet &set, int64_t width) { return set.signalBytes(width); }
-
 GramAccumulator::GramAccumulator(int64_t width) : m_width(width), m_h(size_t(width * width), 0.0) {}
 
 void GramAccumulator::add(const Mat &x) {

@@ -37,9 +37,6 @@ private:
     std::vector<TokenBatch> m_batches;
 };
 
-// Bytes LayerwiseSignals will hold for `width`-wide signals (shown before a run starts).
-uint64_t layerwiseSignalBytes(const CalibrationSet &set, int64_t width);
-
 // Accumulates H = sum x^T x over the rows of fp32 signals in fp64 (SliceGPT's PCA input; the lower triangle is
 // filled, then mirrored by finish()).
 class GramAccumulator {

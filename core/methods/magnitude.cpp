@@ -17,6 +17,7 @@ PruningResult magnitudePrune(Model &model, const PruningSelection &selection, co
     const auto t0 = std::chrono::steady_clock::now();
     const std::vector<PruningTarget> targets = selectTargets(model, selection);
     PruningResult result;
+    result.pattern = selection.pattern;
     const int layers = int(model.config.numLayers);
     for (int l = 0; l < layers; ++l) {
         reportProgress(progress, double(l) / double(layers),

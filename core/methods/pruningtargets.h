@@ -76,6 +76,7 @@ struct PrunedLayer {
 };
 
 struct PruningResult {
+    SparsityPattern pattern; // as the method applied it (Wanda: unstructured becomes per row); per-layer ratios aside
     std::vector<PrunedMatrix> matrices;
     std::vector<PrunedLayer> layers;
     int64_t pruned = 0;        // entries zeroed

@@ -21,26 +21,6 @@
 
 namespace lathe {
 
-namespace {
-
-// Which hooked signal is the input of a target linear.
-BlockSignal inputSignal(TensorRole role) {
-    switch (role) {
-    case TensorRole::AttnQ:
-    case TensorRole::AttnK:
-    case TensorRole::AttnV: return BlockSignal::AttnInput;
-    case TensorRole::AttnO: return BlockSignal::AttnContext;
-    case TensorRole::MlpGate:
-    case TensorRole::MlpUp: return BlockSignal::MlpInput;
-    case TensorRole::MlpDown: return BlockSignal::MlpHidden;
-    default: break;
-    }
-    assert(false);
-    return BlockSignal::Count;
-}
-
-} // namespace
-
 PruningResult wandaPrune(Model &model, const CalibrationSet &calibration, const WandaParams &params,
                          const ProgressCallback &progress) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -55,31 +35,19 @@ PruningResult wandaPrune(Model &model, const CalibrationSet &calibration, const 
     reportProgress(progress, 0.0, "embedding the calibration set");
     LayerwiseSignals signals(engine, calibration, params.rowsPerChunk);
     PruningResult result;
+    result.pattern = selection.pattern;
     result.calibrationBytes = signals.bytes() * (params.measureError ? 2 : 1);
     const int layers = int(model.config.numLayers);
 
-    // Sum of squares per input feature of the four hooked signals of the current block.
-    std::vector<double> sumsq[size_t(BlockSignal::Count)];
-    BlockHooks hooks;
-    hooks.mask = BlockHooks::bit(BlockSignal::AttnInput) | BlockHooks::bit(BlockSignal::AttnContext) |
-                 BlockHooks::bit(BlockSignal::MlpInput) | BlockHooks::bit(BlockSignal::MlpHidden);
-    hooks.observe = [&](int, BlockSignal s, const Mat &x) {
-        std::vector<double> &acc = sumsq[size_t(s)];
-        if (acc.size() != size_t(x.cols()))
-            acc.assign(size_t(x.cols()), 0.0);
-        for (int64_t r = 0; r < x.rows(); ++r) {
-            const float *row = x.data() + r * x.cols();
-            for (int64_t c = 0; c < x.cols(); ++c)
-                acc[size_t(c)] += double(row[c]) * row[c];
-        }
-    };
+    // ||X_j||^2 of the inputs of the current block's linears.
+    InputSquareSums sums(layers);
+    const BlockHooks hooks = sums.hooks();
 
     for (int l = 0; l < layers; ++l) {
         const auto tl = std::chrono::steady_clock::now();
         const double f0 = double(l) / layers, f1 = double(l + 1) / layers;
         const std::string tag = "block " + std::to_string(l + 1) + "/" + std::to_string(layers);
-        for (auto &a : sumsq)
-            a.clear();
+        sums.clearLayer(l);
         // Dense pass: input norms, and the dense outputs for the error measure.
         std::vector<Mat> dense(params.measureError ? size_t(signals.chunks()) : 0);
         for (int i = 0; i < signals.chunks(); ++i) {
@@ -94,12 +62,11 @@ PruningResult wandaPrune(Model &model, const CalibrationSet &calibration, const 
         for (const PruningTarget &t : targets) {
             if (t.layer != l)
                 continue;
-            const std::vector<double> &ss = sumsq[size_t(inputSignal(t.role))];
+            BlockSignal signal = BlockSignal::Count;
+            linearInputSignal(t.role, signal);
+            const std::vector<float> norms = sums.norms(l, signal);
             Mat &w = (b.*t.member).w;
-            require(int64_t(ss.size()) == w.cols(), model.sourcePath, "Wanda: input norms do not match " + t.label());
-            std::vector<float> norms(ss.size());
-            for (size_t j = 0; j < ss.size(); ++j)
-                norms[j] = float(std::sqrt(ss[j]));
+            require(int64_t(norms.size()) == w.cols(), model.sourcePath, "Wanda: input norms do not match " + t.label());
             const std::vector<float> scores = wandaScores(w.data(), w.rows(), w.cols(), norms);
             const std::vector<uint8_t> mask = pruneMask(scores.data(), w.rows(), w.cols(), patternFor(selection, l));
             PrunedMatrix pm = applyMask(t, w, mask);
