@@ -2,6 +2,7 @@
 
 #include "dequantize.h"
 #include "error.h"
+#include "linalg.h"
 
 #include <thread>
 
@@ -20,12 +21,29 @@ public:
     void dequantize(DType type, const void *src, size_t elems, float *dst) override {
         dequantizeCpu(type, src, elems, dst);
     }
+    void symmetricEigen(const double *a, int64_t n, std::vector<double> &values,
+                        std::vector<double> *vectors) override {
+        lathe::symmetricEigen(a, n, values, vectors);
+    }
+    std::vector<double> singularValues(const float *a, int64_t rows, int64_t cols) override {
+        return lathe::singularValues(a, rows, cols);
+    }
 };
 
 } // namespace
 
 void setGpuBackendFactory(GpuBackendFactory factory) { g_gpuFactory = factory; }
 bool gpuBackendCompiled() { return g_gpuFactory != nullptr; }
+
+bool gpuUsable() {
+    static const bool usable = [] {
+        if (!g_gpuFactory)
+            return false;
+        std::string why;
+        return g_gpuFactory(&why) != nullptr;
+    }();
+    return usable;
+}
 
 std::unique_ptr<ComputeBackend> makeCpuBackend() { return std::make_unique<CpuBackend>(); }
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace lathe {
 
@@ -27,6 +28,13 @@ public:
     // Converts `elems` elements stored as `type` (host memory) into fp32 (host memory). Same contract as
     // dequantizeCpu(); results are bit-identical to it.
     virtual void dequantize(DType type, const void *src, size_t elems, float *dst) = 0;
+    // Same contract as lathe::symmetricEigen (core/linalg.h): eigenvalues descending, eigenvectors as the columns
+    // of a row-major (n x n) matrix. CPU: LAPACK dsyevd; CUDA: cuSOLVER dsyevd. SliceGPT's PCA.
+    virtual void symmetricEigen(const double *a, int64_t n, std::vector<double> &values,
+                                std::vector<double> *vectors) = 0;
+    // Same contract as lathe::singularValues: min(rows, cols) singular values of a row-major fp32 matrix,
+    // descending. CPU: LAPACK sgesdd; CUDA: cuSOLVER sgesvd. The spectra views.
+    virtual std::vector<double> singularValues(const float *a, int64_t rows, int64_t cols) = 0;
 };
 
 enum class DevicePreference { Auto, Cpu, Cuda };
@@ -35,6 +43,8 @@ enum class DevicePreference { Auto, Cpu, Cuda };
 using GpuBackendFactory = std::unique_ptr<ComputeBackend> (*)(std::string *whyNot);
 void setGpuBackendFactory(GpuBackendFactory factory);
 bool gpuBackendCompiled(); // a factory was registered (the build has CUDA)
+// A GPU backend can be created here (checked once per process, then cached): what jobs use to pick their lane.
+bool gpuUsable();
 
 std::unique_ptr<ComputeBackend> makeCpuBackend();
 

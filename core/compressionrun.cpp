@@ -2,6 +2,8 @@
 
 #include "calibration.h"
 #include "dtype.h"
+#include "backend.h"
+#include "deviceforward.h"
 #include "error.h"
 #include "evaluation.h"
 #include "hfwriter.h"
@@ -147,7 +149,8 @@ json CompressionSpec::toJson() const {
               {"calibration", {{"text", calibrationText}, {"samples", calibrationSamples},
                                {"seq_len", calibrationSeqLen}, {"seed", calibrationSeed}}},
               {"evaluation", {{"text", evalText}, {"seq_len", evalSeqLen}, {"max_tokens", evalMaxTokens},
-                              {"dense", evalDense}}},
+                              {"dense", evalDense}, {"precision", evalPrecision}}},
+              {"device", device},
               {"output", {{"dir", outputDir}, {"export", exportModel}, {"dtype", dtype}, {"overwrite", overwrite}}}};
     if (!tokenizer.empty())
         j["tokenizer"] = tokenizer;
@@ -162,12 +165,13 @@ json CompressionSpec::toJson() const {
 
 CompressionSpec CompressionSpec::fromJson(const json &j, const std::string &base) {
     onlyKeys(j, {"model", "tokenizer", "method", "sparsity", "sweep", "pattern", "targets", "layer_sparsity",
-                 "slicegpt", "calibration", "evaluation", "output", "comment"},
+                 "slicegpt", "calibration", "evaluation", "output", "device", "comment"},
              "");
     CompressionSpec s;
     take(j, "model", s.model, "");
     take(j, "tokenizer", s.tokenizer, "");
     take(j, "method", s.method, "");
+    take(j, "device", s.device, "");
     if (j.contains("sparsity") && j.contains("sweep"))
         throw LatheError("job spec: give either 'sparsity' or 'sweep', not both");
     if (j.contains("sparsity")) {
@@ -198,7 +202,8 @@ CompressionSpec CompressionSpec::fromJson(const json &j, const std::string &base
     }
     if (j.contains("evaluation")) {
         const json &e = j["evaluation"];
-        onlyKeys(e, {"text", "seq_len", "max_tokens", "dense"}, "evaluation");
+        onlyKeys(e, {"text", "seq_len", "max_tokens", "dense", "precision"}, "evaluation");
+        take(e, "precision", s.evalPrecision, "evaluation.");
         take(e, "text", s.evalText, "evaluation.");
         take(e, "seq_len", s.evalSeqLen, "evaluation.");
         take(e, "max_tokens", s.evalMaxTokens, "evaluation.");
@@ -240,6 +245,11 @@ void validateSpec(const CompressionSpec &s) {
             throw LatheError("job spec: the " + what + " '" + p + "' does not exist");
     };
     needFile(s.model, "model");
+    if (s.device != "auto" && s.device != "cpu" && s.device != "cuda")
+        throw LatheError("job spec: unknown device '" + s.device + "'", "use auto, cpu or cuda");
+    parsePrecision(s.evalPrecision);
+    if (s.device == "cuda")
+        createBackend(DevicePreference::Cuda); // LatheError saying why there is no usable GPU
     if (s.method != "magnitude" && s.method != "wanda" && s.method != "slicegpt")
         throw LatheError("job spec: unknown method '" + s.method + "'", "use magnitude, wanda or slicegpt");
     if (s.sparsities.empty())
@@ -325,6 +335,12 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
 
     try {
         files.log("job: " + spec.method + " on " + spec.model + " -> " + spec.outputDir);
+        std::string deviceNote;
+        const std::unique_ptr<ComputeBackend> device = createBackend(
+            spec.device == "cpu" ? DevicePreference::Cpu : spec.device == "cuda" ? DevicePreference::Cuda
+                                                                                 : DevicePreference::Auto,
+            &deviceNote);
+        files.log("device: " + device->device().name + (deviceNote.empty() ? "" : " (" + deviceNote + ")"));
         std::unique_ptr<Model> model = openModel(spec.model);
         const ModelConfig &cfg = model->config;
         const int bpv = bytesPerValue(spec.dtype);
@@ -394,9 +410,20 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
         PerplexityParams pp;
         pp.seqLen = spec.evalSeqLen;
         pp.maxTokens = spec.evalMaxTokens;
+        // Evaluation on the GPU forward pass when the device is one, else the CPU engine.
+        const bool gpuEval = device->name() == "cuda" && deviceForwardCompiled();
+        auto evaluate = [&](const Model &m, const ProgressCallback &pc) {
+            if (gpuEval) {
+                DeviceForwardOptions o;
+                o.precision = parsePrecision(spec.evalPrecision);
+                auto gpu = createDeviceForward(m, o);
+                return evaluatePerplexity(*gpu, m.config.maxPositions, evalIds, pp, pc);
+            }
+            Transformer t(m);
+            return evaluatePerplexity(t, evalIds, pp, pc);
+        };
         if (evalDense) {
-            Transformer t(*model);
-            const PerplexityResult r = evaluatePerplexity(t, evalIds, pp, part(1.0, "dense evaluation: "));
+            const PerplexityResult r = evaluate(*model, part(1.0, "dense evaluation: "));
             result.densePerplexity = r.perplexity;
             result.evalTokens = r.textTokens;
             result.evalWindows = r.windows;
@@ -420,7 +447,9 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
             const double tm = now();
             PruningResult pruning;
             if (spec.method == "slicegpt") {
-                const SliceGptResult r = sliceGpt(*m, calibration, sliceGptParams(spec, s), part(2.0, tag));
+                SliceGptParams sp = sliceGptParams(spec, s);
+                sp.solver = device.get();
+                const SliceGptResult r = sliceGpt(*m, calibration, sp, part(2.0, tag));
                 for (const SliceGptLayerReport &l : r.layers)
                     rec.layers.push_back({{"layer", l.layer}, {"mid_width", l.midWidth}, {"output_width", l.outputWidth},
                                           {"mid_energy_dropped", l.midEnergyDropped},
@@ -454,8 +483,7 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
                       fmtSeconds(rec.methodSeconds));
             if (!evalIds.empty()) {
                 const double te = now();
-                Transformer t(*m);
-                const PerplexityResult r = evaluatePerplexity(t, evalIds, pp, part(0.7, tag + "evaluation: "));
+                const PerplexityResult r = evaluate(*m, part(0.7, tag + "evaluation: "));
                 rec.perplexity = r.perplexity;
                 rec.evalSeconds = now() - te;
                 files.log(tag + "perplexity " + std::to_string(r.perplexity));

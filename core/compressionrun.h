@@ -14,7 +14,8 @@ namespace lathe {
 //   model, tokenizer?, method ("magnitude" | "wanda" | "slicegpt"), sparsity | sweep [..], pattern
 //   ("unstructured" | "per-row" | "N:M"), targets (regex), layer_sparsity (array or {"i-j": r}),
 //   slicegpt {slice_head, random_orientation, round_to, damping}, calibration {text, samples, seq_len, seed},
-//   evaluation {text, seq_len, max_tokens, dense}, output {dir, export, dtype, overwrite}
+//   evaluation {text, seq_len, max_tokens, dense, precision}, output {dir, export, dtype, overwrite},
+//   device ("auto" | "cpu" | "cuda": where evaluation and SliceGPT's eigendecompositions run)
 // Relative paths are resolved against the folder of the spec file.
 struct CompressionSpec {
     std::string model, tokenizer;
@@ -32,6 +33,8 @@ struct CompressionSpec {
     std::string evalText;
     int64_t evalSeqLen = 2048, evalMaxTokens = 0;
     bool evalDense = true;
+    std::string evalPrecision = "fp32"; // of the GPU evaluation pass: fp32, bf16, fp16
+    std::string device = "auto";
     std::string outputDir;
     bool exportModel = true;
     std::string dtype = "f32"; // of the exported weights: f32, f16, bf16

@@ -1,5 +1,6 @@
 #include "evaluation.h"
 
+#include "deviceforward.h"
 #include "error.h"
 #include "parallel.h"
 #include "transformer.h"
@@ -7,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <vector>
 
@@ -50,17 +52,20 @@ bool addNll(const Mat &logits, const int32_t *targets, double &sum) {
 
 } // namespace
 
-PerplexityResult evaluatePerplexity(Transformer &model, const std::vector<int32_t> &tokens,
-                                    const PerplexityParams &params, const ProgressCallback &progress) {
-    require(model.isDecoder(), "perplexity", "BERT is an encoder: perplexity needs a causal language model");
+namespace {
+
+// The protocol's bookkeeping around `windowNll(window tokens) -> sum of NLL over its seqLen-1 predictions`, shared
+// by the CPU and GPU passes.
+template <typename WindowNll>
+PerplexityResult runPerplexity(const std::vector<int32_t> &tokens, int64_t maxPositions, const PerplexityParams &params,
+                               const ProgressCallback &progress, WindowNll &&windowNll) {
     const int64_t n = params.seqLen;
     if (n < 2)
         throw LatheError("sequence length " + std::to_string(n) + " is too short", "use --seq-len 2 or more");
-    const int64_t maxPos = model.config().maxPositions;
-    if (maxPos > 0 && n > maxPos)
+    if (maxPositions > 0 && n > maxPositions)
         throw LatheError("sequence length " + std::to_string(n) + " is above the model's maximum of " +
-                             std::to_string(maxPos) + " positions",
-                         "use --seq-len " + std::to_string(maxPos) + " or less");
+                             std::to_string(maxPositions) + " positions",
+                         "use --seq-len " + std::to_string(maxPositions) + " or less");
     int64_t usable = int64_t(tokens.size());
     if (params.maxTokens > 0)
         usable = std::min(usable, params.maxTokens);
@@ -73,22 +78,17 @@ PerplexityResult evaluatePerplexity(Transformer &model, const std::vector<int32_
                          "use a longer text or a shorter --seq-len");
     const auto start = std::chrono::steady_clock::now();
     double nllSum = 0;
-    constexpr int64_t kHeadRows = 256; // LM head in row blocks: (256 x vocab) logits at a time
     for (int64_t w = 0; w < r.windows; ++w) {
         reportProgress(progress, double(w) / double(r.windows),
                        "window " + std::to_string(w + 1) + "/" + std::to_string(r.windows));
         TokenBatch batch;
         batch.seq = n;
         batch.tokens.assign(tokens.begin() + w * n, tokens.begin() + (w + 1) * n);
-        const Mat h = model.hiddenStates(batch);
-        const Mat f = model.finalHidden(h.topRows(n - 1));
-        for (int64_t r0 = 0; r0 < n - 1; r0 += kHeadRows) {
-            const int64_t rows = std::min(kHeadRows, n - 1 - r0);
-            const Mat logits = model.logits(f.middleRows(r0, rows));
-            if (!addNll(logits, batch.tokens.data() + r0 + 1, nllSum))
-                throw LatheError("the model produced non-finite logits in window " + std::to_string(w + 1),
-                                 "the weights may hold NaN or Inf values: run lathe-cli inspect MODEL --scan");
-        }
+        const double nll = windowNll(batch);
+        if (!std::isfinite(nll))
+            throw LatheError("the model produced non-finite logits in window " + std::to_string(w + 1),
+                             "the weights may hold NaN or Inf values: run lathe-cli inspect MODEL --scan");
+        nllSum += nll;
     }
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     r.predictedTokens = r.windows * (n - 1);
@@ -97,6 +97,35 @@ PerplexityResult evaluatePerplexity(Transformer &model, const std::vector<int32_
     r.tokensPerSecond = double(r.windows * n) / std::max(r.seconds, 1e-9);
     reportProgress(progress, 1.0, "done");
     return r;
+}
+
+} // namespace
+
+PerplexityResult evaluatePerplexity(Transformer &model, const std::vector<int32_t> &tokens,
+                                    const PerplexityParams &params, const ProgressCallback &progress) {
+    require(model.isDecoder(), "perplexity", "BERT is an encoder: perplexity needs a causal language model");
+    constexpr int64_t kHeadRows = 256; // LM head in row blocks: (256 x vocab) logits at a time
+    return runPerplexity(tokens, model.config().maxPositions, params, progress, [&](const TokenBatch &batch) {
+        const int64_t n = batch.seq;
+        const Mat h = model.hiddenStates(batch);
+        const Mat f = model.finalHidden(h.topRows(n - 1));
+        double sum = 0;
+        for (int64_t r0 = 0; r0 < n - 1; r0 += kHeadRows) {
+            const int64_t rows = std::min(kHeadRows, n - 1 - r0);
+            const Mat logits = model.logits(f.middleRows(r0, rows));
+            if (!addNll(logits, batch.tokens.data() + r0 + 1, sum))
+                return std::numeric_limits<double>::quiet_NaN();
+        }
+        return sum;
+    });
+}
+
+PerplexityResult evaluatePerplexity(DeviceForward &model, int64_t maxPositions, const std::vector<int32_t> &tokens,
+                                    const PerplexityParams &params, const ProgressCallback &progress) {
+    return runPerplexity(tokens, maxPositions, params, progress, [&](const TokenBatch &batch) {
+        int64_t count = 0;
+        return model.sumNextTokenNll(batch, &count);
+    });
 }
 
 std::string joinDatasetRows(const std::string &fileText) {

@@ -8,6 +8,7 @@
 
 namespace lathe {
 
+class DeviceForward;
 class Transformer;
 class Tokenizer;
 
@@ -32,6 +33,9 @@ struct PerplexityResult {
 // LatheError when the text is shorter than one window, the window is longer than the model allows, or the model
 // produces non-finite logits (NaN weights). Progress per window; cancellation throws CancelledError.
 PerplexityResult evaluatePerplexity(Transformer &model, const std::vector<int32_t> &tokens,
+                                    const PerplexityParams &params, const ProgressCallback &progress = {});
+// The same protocol on the GPU forward pass (core/deviceforward.h); `maxPositions` is the model's config value.
+PerplexityResult evaluatePerplexity(DeviceForward &model, int64_t maxPositions, const std::vector<int32_t> &tokens,
                                     const PerplexityParams &params, const ProgressCallback &progress = {});
 
 // The evaluation text of a line-per-row dataset file (WikiText-2's raw test split as 4,358 lines): rows are the

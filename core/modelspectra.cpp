@@ -1,5 +1,7 @@
 #include "modelspectra.h"
 
+#include "backend.h"
+
 #include "blas.h"
 #include "linalg.h"
 #include "model.h"
@@ -116,6 +118,9 @@ MatrixSpectrum computeSpectrum(const Mat &m, const std::string &key, const Spect
         r.errorBound = rs.errorBound;
         r.errorEstimate = rs.errorEstimate;
         r.method = "randomized";
+    } else if (params.device) {
+        r.values = params.device->singularValues(m.data(), m.rows(), m.cols());
+        r.method = params.device->name() == "cpu" ? "gesdd" : "gesvd-" + params.device->name();
     } else if (params.gramAspect > 0 && double(std::max(m.rows(), m.cols())) >=
                                             params.gramAspect * double(std::min(m.rows(), m.cols()))) {
         r.values = singularValuesViaGram(m.data(), m.rows(), m.cols(), cancelled);
@@ -142,8 +147,10 @@ std::vector<MatrixSpectrum> computeSpectra(const Model &model, const std::vector
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return cost[a] > cost[b]; });
     const double totalCost = std::max(1.0, std::accumulate(cost.begin(), cost.end(), 0.0));
 
-    const int threads = std::max(1, std::min<int>(params.threads > 0 ? params.threads : hardwareThreads(),
-                                                  int(targets.size())));
+    // A device solver takes one matrix at a time (the backend is not thread-safe; the GPU serialises anyway).
+    const int threads = params.device ? 1
+                                      : std::max(1, std::min<int>(params.threads > 0 ? params.threads : hardwareThreads(),
+                                                                  int(targets.size())));
     // One matrix per thread, each single-threaded: LAPACK's bidiagonalisation is half BLAS-2 and scales poorly, so
     // factorizing matrices side by side beats threading inside one.
     const int savedBlasThreads = blasThreads();

@@ -11,6 +11,7 @@
 
 namespace lathe {
 
+class ComputeBackend;
 class Model;
 
 // What a spectrum is taken of: a weight tensor, the rows of one layer's q, k and v stacked, or one attention head's
@@ -52,6 +53,9 @@ struct SpectraParams {
     // tables, come from the fp64 Gram matrix (singularValuesViaGram: faster, as accurate, cancellable mid-way);
     // the others from sgesdd. 0 = always sgesdd.
     double gramAspect = 8.0;
+    // Full spectra on this device's solver instead (CUDA: cuSOLVER sgesvd on every matrix, one at a time, method
+    // "gesvd-cuda"); null = LAPACK on the CPU threads. Not owned; randomized top-k stays on the CPU.
+    ComputeBackend *device = nullptr;
 };
 
 // Spectra of the targets, in the targets' order. Matrices are spread over the threads largest first. Progress is

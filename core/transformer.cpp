@@ -38,22 +38,16 @@ Transformer::Transformer(const Model &model, TransformerOptions options)
     : m_model(model), m_config(model.config), m_options(options),
       m_activation(cpu::parseActivation(model.config.activation, model.sourcePath)) {
     const ModelConfig &c = m_config;
-    if (c.family == ArchFamily::Gpt2 && c.hf.value("scale_attn_by_inverse_layer_idx", false))
-        throw LatheError(model.sourcePath + ": GPT-2 with scale_attn_by_inverse_layer_idx is not supported");
-    if (c.family == ArchFamily::Phi && c.hf.value("qk_layernorm", false))
-        throw LatheError(model.sourcePath + ": Phi with qk_layernorm is not supported");
+    checkSupported(model);
     m_embedding = loadEmbeddingWeights(model);
     m_head = loadHeadWeights(model);
     m_blocks.resize(size_t(c.numLayers));
     m_positionOffset = c.family == ArchFamily::Opt ? 2 : 0;
 }
 
-void Transformer::ensureRope(int64_t seq) {
-    const ModelConfig &c = m_config;
+cpu::RopeTable ropeTableFor(const ModelConfig &c, int64_t positions, const std::string &source) {
     if (c.family != ArchFamily::Llama && c.family != ArchFamily::Phi)
-        return;
-    if (m_rope.cos.rows() >= seq)
-        return;
+        return {};
     int rotary = int(c.headDim);
     if (c.family == ArchFamily::Phi)
         rotary = int(double(c.headDim) * c.partialRotaryFactor);
@@ -65,7 +59,24 @@ void Transformer::ensureRope(int64_t seq) {
         else if (c.hf.contains("rope_parameters") && c.hf["rope_parameters"].is_object())
             scaling = c.hf["rope_parameters"];
     }
-    m_rope = cpu::makeRopeTable(std::max<int64_t>(seq, 1), rotary, c.ropeTheta, scaling, m_model.sourcePath);
+    return cpu::makeRopeTable(std::max<int64_t>(positions, 1), rotary, c.ropeTheta, scaling, source);
+}
+
+void Transformer::checkSupported(const Model &model) {
+    const ModelConfig &c = model.config;
+    if (c.family == ArchFamily::Gpt2 && c.hf.value("scale_attn_by_inverse_layer_idx", false))
+        throw LatheError(model.sourcePath + ": GPT-2 with scale_attn_by_inverse_layer_idx is not supported");
+    if (c.family == ArchFamily::Phi && c.hf.value("qk_layernorm", false))
+        throw LatheError(model.sourcePath + ": Phi with qk_layernorm is not supported");
+    cpu::parseActivation(c.activation, model.sourcePath);
+}
+
+void Transformer::ensureRope(int64_t seq) {
+    if (m_config.family != ArchFamily::Llama && m_config.family != ArchFamily::Phi)
+        return;
+    if (m_rope.cos.rows() >= seq)
+        return;
+    m_rope = ropeTableFor(m_config, seq, m_model.sourcePath);
 }
 
 Mat Transformer::embed(const TokenBatch &batch) const {
@@ -291,15 +302,17 @@ Mat Transformer::forward(const TokenBatch &batch, const BlockHooks *hooks, const
     return logits(f);
 }
 
-double Transformer::flopsPerSequence(int64_t seq) const {
-    const ModelConfig &c = m_config;
+double Transformer::flopsPerSequence(int64_t seq) const { return forwardFlops(m_config, seq); }
+
+double forwardFlops(const ModelConfig &c, int64_t seq) {
+    const bool decoder = c.family != ArchFamily::Bert;
     const double h = double(c.hiddenSize), qd = double(c.numHeads * c.headDim), kvd = double(c.numKvHeads * c.headDim);
     const double ff = double(c.intermediateSize) * (c.family == ArchFamily::Llama ? 3.0 : 2.0);
     const double linearParams = h * qd * 2 + h * kvd * 2 + h * ff;
     const double T = double(seq);
-    const double attn = isDecoder() ? 2.0 * qd * T * (T + 1) : 4.0 * qd * T * T;
+    const double attn = decoder ? 2.0 * qd * T * (T + 1) : 4.0 * qd * T * T;
     double total = double(c.numLayers) * (2.0 * T * linearParams + attn);
-    if (isDecoder())
+    if (decoder)
         total += 2.0 * T * h * double(c.vocabSize);
     return total;
 }

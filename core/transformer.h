@@ -15,6 +15,14 @@ namespace lathe {
 
 class Model;
 
+// The rotary table of a Llama or Phi model for `positions` positions (rotary width, theta and rope scaling from
+// its config); empty (rotaryDim 0) for families without RoPE. Shared by the CPU and GPU forward passes.
+cpu::RopeTable ropeTableFor(const ModelConfig &config, int64_t positions, const std::string &source);
+
+// Multiply-adds x2 of one forward pass of this model over `seq` tokens: every linear, attention scores and context
+// over the causal (decoders) or full (BERT) mask, and the LM head. Benchmarks count achieved GFLOP/s against it.
+double forwardFlops(const ModelConfig &config, int64_t seq);
+
 // A batch of token sequences of equal length. Row b*seq + t of every activation is token t of sequence b.
 struct TokenBatch {
     int64_t batch = 1;
@@ -41,6 +49,9 @@ struct TransformerOptions {
 class Transformer {
 public:
     explicit Transformer(const Model &model, TransformerOptions options = {});
+    // LatheError for the variants the engine does not implement (GPT-2 with scale_attn_by_inverse_layer_idx, Phi
+    // with qk_layernorm, an unknown activation). The constructor calls it; so does the GPU forward pass.
+    static void checkSupported(const Model &model);
 
     const ModelConfig &config() const { return m_config; }
     int numLayers() const { return int(m_config.numLayers); }

@@ -2,11 +2,14 @@
 // same block functions as the CPU reference (core/quantblocks.h), so results are bit-identical.
 
 #include "cudabackend.h"
+#include "cudaforward.h"
 #include "cudacheck.h"
+#include "devicememory.h"
 
 #include "../core/backend.h"
 #include "../core/quantblocks.h"
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 
@@ -36,15 +39,6 @@ __global__ void dequantKernel(const uint8_t *src, float *dst, size_t blocks, uin
     }
 }
 
-// Device buffer owned for the duration of one call.
-struct DeviceBuffer {
-    void *ptr = nullptr;
-    explicit DeviceBuffer(size_t bytes) { LATHE_CUDA_CHECK(cudaMalloc(&ptr, bytes)); }
-    ~DeviceBuffer() { cudaFree(ptr); }
-    DeviceBuffer(const DeviceBuffer &) = delete;
-    DeviceBuffer &operator=(const DeviceBuffer &) = delete;
-};
-
 class CudaBackend final : public ComputeBackend {
 public:
     explicit CudaBackend(int device) : m_device(device) {
@@ -63,13 +57,13 @@ public:
             std::memcpy(dst, src, inBytes);
             return;
         }
-        DeviceBuffer dIn(inBytes), dOut(elems * sizeof(float));
-        LATHE_CUDA_CHECK(cudaMemcpy(dIn.ptr, src, inBytes, cudaMemcpyHostToDevice));
+        DeviceMemory dIn(inBytes), dOut(elems * sizeof(float));
+        LATHE_CUDA_CHECK(cudaMemcpy(dIn.as(), src, inBytes, cudaMemcpyHostToDevice));
         const size_t blocks = elems / info.blockElems;
         const unsigned threads = 256;
         const unsigned grid = unsigned((blocks + threads - 1) / threads);
-        auto *in = static_cast<const uint8_t *>(dIn.ptr);
-        auto *out = static_cast<float *>(dOut.ptr);
+        auto *in = static_cast<const uint8_t *>(dIn.as());
+        auto *out = static_cast<float *>(dOut.as());
         switch (type) {
 #define LATHE_CASE(T)                                                                                                  \
     case DType::T:                                                                                                     \
@@ -90,12 +84,103 @@ public:
             throw LatheError(std::string("CUDA dequantize: type ") + dtypeName(type) + " is not supported on the GPU");
         }
         LATHE_CUDA_CHECK(cudaGetLastError());
-        LATHE_CUDA_CHECK(cudaMemcpy(dst, dOut.ptr, elems * sizeof(float), cudaMemcpyDeviceToHost));
+        LATHE_CUDA_CHECK(cudaMemcpy(dst, dOut.as(), elems * sizeof(float), cudaMemcpyDeviceToHost));
+    }
+
+    void symmetricEigen(const double *a, int64_t n, std::vector<double> &values,
+                        std::vector<double> *vectors) override {
+        LATHE_CUDA_CHECK(cudaSetDevice(m_device));
+        require(n > 0 && n < 46341, "cuSOLVER dsyevd", "matrix size " + std::to_string(n) + " is out of range");
+        cusolverDnHandle_t h = solver();
+        const size_t bytes = size_t(n * n) * sizeof(double);
+        DeviceMemory dA(bytes), dW(size_t(n) * sizeof(double)), dInfo(sizeof(int));
+        LATHE_CUDA_CHECK(cudaMemcpy(dA.as(), a, bytes, cudaMemcpyHostToDevice));
+        // The lower triangle of the row-major input is the upper triangle of the column-major matrix cuSOLVER sees.
+        const cusolverEigMode_t jobz = vectors ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR;
+        const cublasFillMode_t uplo = CUBLAS_FILL_MODE_UPPER;
+        int lwork = 0;
+        LATHE_CUDA_CHECK(cusolverDnDsyevd_bufferSize(h, jobz, uplo, int(n), dA.as<double>(), int(n), dW.as<double>(), &lwork));
+        DeviceMemory work(size_t(std::max(lwork, 1)) * sizeof(double));
+        LATHE_CUDA_CHECK(cusolverDnDsyevd(h, jobz, uplo, int(n), dA.as<double>(), int(n), dW.as<double>(),
+                                          work.as<double>(), lwork, dInfo.as<int>()));
+        checkInfo(dInfo, "dsyevd", n, n);
+        std::vector<double> w(static_cast<size_t>(n)), v;
+        LATHE_CUDA_CHECK(cudaMemcpy(w.data(), dW.as(), w.size() * sizeof(double), cudaMemcpyDeviceToHost));
+        values.assign(w.rbegin(), w.rend()); // ascending from cuSOLVER, descending by contract
+        if (vectors) {
+            v.resize(size_t(n * n));
+            LATHE_CUDA_CHECK(cudaMemcpy(v.data(), dA.as(), bytes, cudaMemcpyDeviceToHost));
+            // Column-major eigenvector j (ascending) is v[j*n .. j*n+n); it becomes column n-1-j, row-major.
+            vectors->assign(size_t(n * n), 0.0);
+            for (int64_t j = 0; j < n; ++j)
+                for (int64_t i = 0; i < n; ++i)
+                    (*vectors)[size_t(i * n + (n - 1 - j))] = v[size_t(j * n + i)];
+        }
+    }
+
+    std::vector<double> singularValues(const float *a, int64_t rows, int64_t cols) override {
+        LATHE_CUDA_CHECK(cudaSetDevice(m_device));
+        // The row-major (rows x cols) input is the column-major (cols x rows) A^T, same singular values. gesvd
+        // wants m >= n, so a tall input is transposed on the device first.
+        int64_t m = cols, n = rows;
+        const size_t elems = size_t(rows * cols);
+        DeviceMemory dA(elems * sizeof(float));
+        LATHE_CUDA_CHECK(cudaMemcpy(dA.as(), a, elems * sizeof(float), cudaMemcpyHostToDevice));
+        if (m < n) {
+            DeviceMemory t(elems * sizeof(float));
+            const float one = 1.0f, zero = 0.0f;
+            // Column-major C (rows x cols) = (column-major (cols x rows) A^T)^T.
+            LATHE_CUDA_CHECK(cublasSgeam(blas(), CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(cols), &one, dA.as<float>(),
+                                         int(cols), &zero, t.as<float>(), int(rows), t.as<float>(), int(rows)));
+            dA = std::move(t);
+            std::swap(m, n);
+        }
+        cusolverDnHandle_t h = solver();
+        DeviceMemory dS(size_t(n) * sizeof(float)), dInfo(sizeof(int));
+        int lwork = 0;
+        LATHE_CUDA_CHECK(cusolverDnSgesvd_bufferSize(h, int(m), int(n), &lwork));
+        DeviceMemory work(size_t(std::max(lwork, 1)) * sizeof(float)), rwork(size_t(n) * sizeof(float));
+        LATHE_CUDA_CHECK(cusolverDnSgesvd(h, 'N', 'N', int(m), int(n), dA.as<float>(), int(m), dS.as<float>(), nullptr,
+                                          int(m), nullptr, int(n), work.as<float>(), lwork, rwork.as<float>(),
+                                          dInfo.as<int>()));
+        checkInfo(dInfo, "sgesvd", rows, cols);
+        std::vector<float> s(static_cast<size_t>(n));
+        LATHE_CUDA_CHECK(cudaMemcpy(s.data(), dS.as(), s.size() * sizeof(float), cudaMemcpyDeviceToHost));
+        return std::vector<double>(s.begin(), s.end());
+    }
+
+    ~CudaBackend() override {
+        if (m_solver)
+            cusolverDnDestroy(m_solver);
+        if (m_blas)
+            cublasDestroy(m_blas);
     }
 
 private:
+    cusolverDnHandle_t solver() {
+        if (!m_solver)
+            LATHE_CUDA_CHECK(cusolverDnCreate(&m_solver));
+        return m_solver;
+    }
+    cublasHandle_t blas() {
+        if (!m_blas)
+            LATHE_CUDA_CHECK(cublasCreate(&m_blas));
+        return m_blas;
+    }
+    static void checkInfo(const DeviceMemory &info, const char *routine, int64_t rows, int64_t cols) {
+        int v = 0;
+        LATHE_CUDA_CHECK(cudaMemcpy(&v, info.as(), sizeof(int), cudaMemcpyDeviceToHost));
+        if (v != 0)
+            throw LatheError(std::string("cuSOLVER ") + routine + " failed on a " + std::to_string(rows) + " x " +
+                                 std::to_string(cols) + " matrix (info " + std::to_string(v) + ")",
+                             v > 0 ? "the iteration did not converge: check the matrix for NaN/Inf values"
+                                   : "an argument was invalid (a bug: please report it)");
+    }
+
     int m_device;
     cudaDeviceProp m_props{};
+    cusolverDnHandle_t m_solver = nullptr;
+    cublasHandle_t m_blas = nullptr;
 };
 
 std::unique_ptr<ComputeBackend> makeCudaBackend(std::string *whyNot) {
@@ -119,6 +204,9 @@ std::unique_ptr<ComputeBackend> makeCudaBackend(std::string *whyNot) {
 
 } // namespace
 
-void registerCudaBackend() { setGpuBackendFactory(&makeCudaBackend); }
+void registerCudaBackend() {
+    setGpuBackendFactory(&makeCudaBackend);
+    registerCudaForward();
+}
 
 } // namespace lathe::gpu

@@ -7,6 +7,7 @@
 #include "model.h"
 #include "modelloader.h"
 #include "referencefile.h"
+#include "syntheticmodel.h"
 #include "testsupport.h"
 #include "transformer.h"
 
@@ -43,6 +44,29 @@ class TestEngine : public QObject {
     Q_OBJECT
 
 private slots:
+    // The benchmarks' random models: the shape's parameter count, finite logits, weights fixed by the seed.
+    void syntheticModels() {
+        const auto shape = syntheticShape("llama2-7b");
+        QVERIFY(shape && shape->hidden == 4096 && shape->layers == 32);
+        QVERIFY(!syntheticShape("llama2-70b-typo"));
+        const auto tiny = *syntheticShape("tiny");
+        auto a = makeSyntheticModel(tiny, 1), b = makeSyntheticModel(tiny, 1), c = makeSyntheticModel(tiny, 2);
+        const int64_t d = tiny.hidden, kv = tiny.kvHeads * (d / tiny.heads);
+        const int64_t perBlock = 2 * d * d + 2 * kv * d + 3 * d * tiny.intermediate + 2 * d;
+        QCOMPARE(a->parameterCount(), tiny.layers * perBlock + 2 * tiny.vocab * d + d);
+        QCOMPARE(a->find("model.layers.1.mlp.down_proj.weight")->dtype, DType::BF16);
+        const TokenBatch batch = TokenBatch::single({1, 5, 9, 200, 3});
+        Transformer ta(*a), tb(*b), tc(*c);
+        const Mat la = ta.forward(batch);
+        QVERIFY(la.allFinite());
+        QVERIFY(la == tb.forward(batch));
+        QVERIFY(la != tc.forward(batch));
+        // Llama-2-7B at 2048 tokens: 2 x 6.476e9 linear parameters x 2048 (2.6527e13) + causal attention
+        // 2 x 4096 x 2048 x 2049 x 32 (1.100e12) + head 2 x 2048 x 4096 x 32000 (5.369e11) = 2.8163e13.
+        const double f = forwardFlops(syntheticConfig(*shape), 2048);
+        QVERIFY2(std::abs(f / 2.8163e13 - 1) < 1e-3, qPrintable(QString::number(f)));
+    }
+
     void initTestCase() {
         const BlasInfo info = blasInfo();
         qInfo("BLAS: %s, core %s, %d threads", info.library.c_str(), info.coreType.c_str(), info.threads);

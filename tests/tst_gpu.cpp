@@ -1,12 +1,12 @@
-// CUDA backend against the CPU reference (label gpu; skips where no CUDA device is usable). Tolerance: exact —
-// both run the same block functions (core/quantblocks.h) in fp32, with no reassociation.
+// The CUDA backend against the CPU reference (label gpu; skips where no CUDA device is usable). The checks and their
+// tolerances live in gpu/gpuselfcheck.h, shared with `lathe-cli check-gpu` (the lent GPU machine has no Qt); this
+// test runs each as a data row, plus the real-model dequantization where the SmolLM2 GGUF is cached.
 
 #include "backend.h"
-#include "error.h"
 #include "cudabackend.h"
 #include "dequantize.h"
-#include "ggufparser.h"
-#include "mappedfile.h"
+#include "error.h"
+#include "gpuselfcheck.h"
 #include "modelloader.h"
 #include "testsupport.h"
 
@@ -20,30 +20,28 @@ using namespace lathe;
 class TestGpu : public QObject {
     Q_OBJECT
     std::unique_ptr<ComputeBackend> m_gpu;
+    std::vector<gpu::GpuCheck> m_checks;
 private slots:
     void initTestCase() {
         gpu::registerCudaBackend();
-        std::string why;
         try {
-            m_gpu = createBackend(DevicePreference::Cuda, &why);
+            m_gpu = createBackend(DevicePreference::Cuda);
         } catch (const LatheError &e) {
             QSKIP(qPrintable(QString("no CUDA device: ") + e.what()));
         }
         qInfo("GPU: %s", m_gpu->device().name.c_str());
+        m_checks = gpu::runGpuSelfChecks(test::sourceDir());
     }
-    void dequantizeMatchesCpu() {
-        const std::string path = test::fixturesDir() + "/quants.gguf";
-        auto file = MappedFile::open(path);
-        const GgufFile g = parseGguf(file->data(), file->size(), path);
-        for (const auto &t : g.tensors) {
-            uint64_t n = 1;
-            for (auto d : t.dims)
-                n *= d;
-            std::vector<float> cpu(n), gpu(n);
-            dequantizeCpu(t.dtype, file->data() + t.offset, n, cpu.data());
-            m_gpu->dequantize(t.dtype, file->data() + t.offset, n, gpu.data());
-            QVERIFY2(std::memcmp(cpu.data(), gpu.data(), n * 4) == 0, t.name.c_str());
-        }
+    void selfChecks_data() {
+        QTest::addColumn<int>("index");
+        for (size_t i = 0; i < m_checks.size(); ++i)
+            QTest::newRow(m_checks[i].name.c_str()) << int(i);
+    }
+    void selfChecks() {
+        QFETCH(int, index);
+        const gpu::GpuCheck &c = m_checks[size_t(index)];
+        qInfo("%s: error %.3g (tolerance %.3g) %s", c.name.c_str(), c.error, c.tolerance, c.detail.c_str());
+        QVERIFY2(c.passed, c.detail.c_str());
     }
     void realModelTensors() {
         const std::string path = test::modelCacheDir() + "/SmolLM2-135M-Instruct.Q4_1.gguf";

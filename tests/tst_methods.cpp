@@ -2,6 +2,7 @@
 // natively and survive a Hugging Face round trip, widths and bad input), magnitude and Wanda pruning (exact counts,
 // N:M validity, target selection, Wanda's scores against an independent dense computation).
 
+#include "backend.h"
 #include "calibration.h"
 #include "compressionrun.h"
 #include "evaluation.h"
@@ -425,6 +426,17 @@ private slots:
         s.method = "sparsegpt";
         QVERIFY(errorOf([&] { validateSpec(s); }).contains("unknown method"));
         s.method = "wanda";
+        s.device = "tpu";
+        QVERIFY(errorOf([&] { validateSpec(s); }).contains("unknown device"));
+        s.device = "auto";
+        s.evalPrecision = "fp8";
+        QVERIFY(errorOf([&] { validateSpec(s); }).contains("unknown precision"));
+        s.evalPrecision = "fp32";
+        if (!gpuUsable()) { // no GPU here: asking for one is refused before any work, with the reason
+            s.device = "cuda";
+            QVERIFY(errorOf([&] { validateSpec(s); }).contains("CUDA"));
+            s.device = "auto";
+        }
         s.calibrationText = "/nonexistent.txt";
         QVERIFY(errorOf([&] { validateSpec(s); }).contains("does not exist"));
         s.calibrationText = test::sourceDir() + "/README.md";

@@ -10,7 +10,8 @@ namespace lathe {
 
 class Model;
 
-// Spectra of a model's matrices (served from the model's HDF5 archive where it has them). Result: analyzed().
+// Spectra of a model's matrices (served from the model's HDF5 archive where it has them). Result: analyzed(). Runs
+// on the GPU lane with cuSOLVER where a GPU is usable, else on the CPU pool with LAPACK.
 class AnalysisJob : public Job {
     Q_OBJECT
 public:

@@ -2,9 +2,11 @@
 #include "enginesetup.h"
 
 #include "blas.h"
+#include "deviceforward.h"
 #include "error.h"
 #include "mat.h"
 #include "modelloader.h"
+#include "syntheticmodel.h"
 #include "transformer.h"
 
 #include <nlohmann/json.hpp>
@@ -13,6 +15,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <random>
 
 namespace lathe::cli {
@@ -48,14 +51,19 @@ int runBench(int argc, char **argv) {
 }
 
 int runBenchForward(int argc, char **argv) {
-    CliOptions o(argc, argv, 2, {"model", "seq-len", "batch", "repeat", "threads", "device"}, {"json"});
-    if (!o.ok() || o.positional().size() != 1 || o.positional()[0] != "forward" || !o.value("model")) {
+    CliOptions o(argc, argv, 2, {"model", "shape", "seq-len", "batch", "repeat", "threads", "device", "precision"},
+                 {"json"});
+    if (!o.ok() || o.positional().size() != 1 || o.positional()[0] != "forward" ||
+        !o.value("model") == !o.value("shape")) {
         std::fprintf(stderr,
-                     "usage: lathe-cli bench forward --model MODEL [--seq-len N] [--batch B] [--repeat R]\n"
-                     "                               [--threads T] [--json]\n"
+                     "usage: lathe-cli bench forward (--model MODEL | --shape NAME) [--seq-len N] [--batch B]\n"
+                     "                               [--repeat R] [--threads T] [--device auto|cpu|cuda]\n"
+                     "                               [--precision bf16|fp16|fp32] [--json]\n"
                      "  times the full forward pass (embedding to logits) on random token ids and prints tokens/s\n"
-                     "  and GFLOP/s next to the sgemm peak measured in the same run\n%s\n",
-                     o.error().c_str());
+                     "  and GFLOP/s next to the GEMM peak measured in the same run (CPU: fp32 sgemm 2048^3;\n"
+                     "  GPU: an 8192^3 GEMM in the compute precision). --shape builds a Llama-family model with\n"
+                     "  random bf16 weights in memory: %s\n%s\n",
+                     syntheticShapeNames().c_str(), o.error().c_str());
         return 2;
     }
     const std::string device = chooseForwardDevice(o.value("device"));
@@ -63,15 +71,45 @@ int runBenchForward(int argc, char **argv) {
         setBlasThreads(int(o.integer("threads", 0)));
     const int64_t seq = o.integer("seq-len", 512), batch = o.integer("batch", 1);
     const int repeat = int(std::max<int64_t>(1, o.integer("repeat", 3)));
-    auto model = openModel(*o.value("model"));
+    std::unique_ptr<Model> model;
+    if (o.value("shape")) {
+        const auto shape = syntheticShape(*o.value("shape"));
+        if (!shape)
+            throw LatheError("unknown --shape '" + *o.value("shape") + "'", "use one of: " + syntheticShapeNames());
+        spdlog::info("building a {} model with random bf16 weights...", shape->name);
+        model = makeSyntheticModel(*shape);
+    } else {
+        model = openModel(*o.value("model"));
+    }
     const BlasInfo blas = blasInfo();
-    if (!blas.note.empty())
+    if (!blas.note.empty() && device == "cpu")
         spdlog::info("{}", blas.note);
 
-    SgemmProbe probe(2048);
-    probe.gflops(1); // warm-up
+    // One timed pass and one peak measurement, on the chosen device.
+    std::function<void(const TokenBatch &)> pass;
+    std::function<double()> peakGflops;
+    std::unique_ptr<Transformer> cpuPass;
+    std::unique_ptr<DeviceForward> gpuPass;
+    std::unique_ptr<SgemmProbe> probe;
+    std::string precision = "fp32", deviceName;
+    if (device == "cuda") {
+        const DeviceForwardOptions options = forwardOptions(o.value("precision"));
+        precision = precisionName(options.precision);
+        spdlog::info("uploading the weights to the GPU...");
+        gpuPass = createDeviceForward(*model, options);
+        deviceName = gpuPass->describe();
+        pass = [&](const TokenBatch &b) { gpuPass->run(b); };
+        peakGflops = [&] { return gpuPass->gemmPeakGflops(8192); };
+    } else {
+        probe = std::make_unique<SgemmProbe>(2048);
+        probe->gflops(1); // warm-up
+        cpuPass = std::make_unique<Transformer>(*model);
+        deviceName = "CPU, " + blas.library.substr(0, blas.library.find(' ', 9)) + ", core " + blas.coreType + ", " +
+                     std::to_string(blas.threads) + " threads";
+        pass = [&](const TokenBatch &b) { cpuPass->forward(b); };
+        peakGflops = [&] { return probe->gflops(2); };
+    }
 
-    Transformer t(*model);
     TokenBatch b;
     b.batch = batch;
     b.seq = seq;
@@ -80,15 +118,15 @@ int runBenchForward(int argc, char **argv) {
     for (int64_t i = 0; i < batch * seq; ++i)
         b.tokens.push_back(pick(rng));
     spdlog::info("warm-up pass (loads the weights)...");
-    t.forward(b);
-    // The sgemm peak is measured right before each timed pass and each pass is compared with its own peak: on a
+    pass(b);
+    // The GEMM peak is measured right before each timed pass and each pass is compared with its own peak: on a
     // shared machine whose speed drifts, a ratio taken at one moment is what means something.
-    const double flops = t.flopsPerSequence(seq) * double(batch);
+    const double flops = forwardFlops(model->config, seq) * double(batch);
     std::vector<double> times, fractions, peaks;
     for (int r = 0; r < repeat; ++r) {
-        peaks.push_back(probe.gflops(2));
+        peaks.push_back(peakGflops());
         const double t0 = steadySeconds();
-        t.forward(b);
+        pass(b);
         times.push_back(steadySeconds() - t0);
         fractions.push_back(flops / times.back() / 1e9 / peaks.back());
     }
@@ -106,6 +144,8 @@ int runBenchForward(int argc, char **argv) {
     nlohmann::json j = {{"bench", "forward"},
                         {"model", model->sourcePath},
                         {"device", device},
+                        {"device_detail", deviceName},
+                        {"precision", precision},
                         {"blas", blas.library},
                         {"blas_core", blas.coreType},
                         {"threads", blas.threads},
@@ -117,20 +157,19 @@ int runBenchForward(int argc, char **argv) {
                         {"tokens_per_s", tokens / best},
                         {"gflop_per_pass", flops / 1e9},
                         {"gflops", gflops},
-                        {"sgemm_peak_gflops", peak},
+                        {"gemm_peak_gflops", peak},
                         {"fraction_of_peak", fraction},
                         {"ceiling_tokens_per_s", ceilingTokens}};
     if (!o.flag("json")) {
-        std::printf("forward pass  %s, batch %lld x seq %lld, %s (%s, core %s, %d threads)\n",
-                    model->sourcePath.c_str(), (long long)batch, (long long)seq, device.c_str(),
-                    blas.library.substr(0, blas.library.find(' ', 9)).c_str(), blas.coreType.c_str(), blas.threads);
+        std::printf("forward pass  %s, batch %lld x seq %lld, %s (%s), %s\n", model->sourcePath.c_str(),
+                    (long long)batch, (long long)seq, device.c_str(), deviceName.c_str(), precision.c_str());
         std::printf("%-28s %12s\n", "metric", "value");
         std::printf("%-28s %12.3f\n", "best time (s)", best);
         std::printf("%-28s %12.3f\n", "median time (s)", medianTime);
         std::printf("%-28s %12.1f\n", "tokens/s", tokens / best);
         std::printf("%-28s %12.2f\n", "GFLOP per pass", flops / 1e9);
         std::printf("%-28s %12.1f\n", "achieved GFLOP/s", gflops);
-        std::printf("%-28s %12.1f\n", "sgemm peak GFLOP/s (median)", peak);
+        std::printf("%-28s %12.1f\n", "GEMM peak GFLOP/s (median)", peak);
         std::printf("%-28s %11.1f%%\n", "of the GEMM-bound ceiling", 100.0 * fraction);
         std::printf("%-28s %12.1f\n", "ceiling tokens/s", ceilingTokens);
     }

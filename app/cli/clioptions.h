@@ -45,5 +45,6 @@ int runBench(int argc, char **argv);
 int runAnalyze(int argc, char **argv);
 int runTokenize(int argc, char **argv);
 int runCompress(int argc, char **argv);
+int runCheckGpu(int argc, char **argv);
 
 } // namespace lathe::cli

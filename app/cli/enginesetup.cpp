@@ -22,13 +22,26 @@ DevicePreference parseDevice(const std::optional<std::string> &v) {
 
 std::string chooseForwardDevice(const std::optional<std::string> &device) {
     const DevicePreference p = parseDevice(device);
-    if (p == DevicePreference::Cuda)
-        throw LatheError("the CUDA forward pass is not available in this version (model I/O and dequantization "
-                         "run on the GPU; the transformer forward pass runs on the CPU)",
-                         "use --device cpu");
-    if (p == DevicePreference::Auto)
-        spdlog::info("forward pass on the CPU");
+    if (p == DevicePreference::Cpu)
+        return "cpu";
+    if (p == DevicePreference::Cuda && !deviceForwardCompiled())
+        throw LatheError("this build has no CUDA backend, so the forward pass cannot run on a GPU",
+                         "use --device cpu, or rebuild with the CUDA toolkit installed");
+    std::string note;
+    const auto backend = createBackend(p, &note); // LatheError for --device cuda without a usable device
+    if (backend->name() == "cuda" && deviceForwardCompiled()) {
+        spdlog::info("forward pass on the GPU: {}", backend->device().name);
+        return "cuda";
+    }
+    spdlog::info("forward pass on the CPU{}{}", note.empty() ? "" : " (", note.empty() ? "" : note + ")");
     return "cpu";
+}
+
+DeviceForwardOptions forwardOptions(const std::optional<std::string> &precision) {
+    DeviceForwardOptions o;
+    if (precision)
+        o.precision = parsePrecision(*precision);
+    return o;
 }
 
 LoadedModel openModelWithTokenizer(const std::string &path, const std::optional<std::string> &tokenizerPath) {

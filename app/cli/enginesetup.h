@@ -1,6 +1,7 @@
 #pragma once
 
 #include "backend.h"
+#include "deviceforward.h"
 #include "model.h"
 #include "tokenizer.h"
 
@@ -12,9 +13,11 @@ namespace lathe::cli {
 
 DevicePreference parseDevice(const std::optional<std::string> &v);
 
-// The device a forward-pass command runs on. The engine's forward pass runs on the CPU; --device cuda is refused
-// with a clear message until the CUDA forward pass lands, and auto says which device it chose.
+// The device a forward-pass command runs on: "cpu" or "cuda". --device cuda needs a build with CUDA and a usable
+// device (LatheError with the reason otherwise); auto takes the GPU when there is one and says which it chose.
 std::string chooseForwardDevice(const std::optional<std::string> &device);
+// --precision for the GPU pass: fp32, bf16 (default) or fp16.
+DeviceForwardOptions forwardOptions(const std::optional<std::string> &precision);
 
 // Opens MODEL and its tokenizer (or the one given with --tokenizer) and checks they fit together: a tokenizer with
 // more tokens than the model's vocabulary is an error.

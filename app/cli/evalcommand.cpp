@@ -2,6 +2,7 @@
 #include "enginesetup.h"
 
 #include "blas.h"
+#include "deviceforward.h"
 #include "error.h"
 #include "evaluation.h"
 #include "transformer.h"
@@ -14,12 +15,14 @@
 namespace lathe::cli {
 
 int runEval(int argc, char **argv) {
-    CliOptions o(argc, argv, 2, {"model", "text", "seq-len", "max-tokens", "device", "tokenizer", "threads"},
+    CliOptions o(argc, argv, 2,
+                 {"model", "text", "seq-len", "max-tokens", "device", "precision", "tokenizer", "threads"},
                  {"json", "no-bos"});
     if (!o.ok() || !o.value("model") || !o.value("text") || !o.positional().empty()) {
         std::fprintf(stderr,
                      "usage: lathe-cli eval --model MODEL --text FILE [--seq-len N] [--max-tokens K]\n"
-                     "                      [--device cpu|cuda] [--tokenizer FILE] [--threads N] [--no-bos] [--json]\n"
+                     "                      [--device auto|cpu|cuda] [--precision bf16|fp16|fp32] [--tokenizer FILE]\n"
+                     "                      [--threads N] [--no-bos] [--json]\n"
                      "  perplexity by the standard protocol: the file's lines as dataset rows joined with \"\\n\\n\",\n"
                      "  tokenized once (with the model's BOS unless --no-bos), non-overlapping windows of N tokens\n"
                      "  (default: min(2048, the model's maximum)), remainder dropped, PPL = exp(mean NLL)\n%s\n",
@@ -36,17 +39,29 @@ int runEval(int argc, char **argv) {
     const int64_t maxPos = m.model->config.maxPositions;
     p.seqLen = o.integer("seq-len", maxPos > 0 ? std::min<int64_t>(2048, maxPos) : 2048);
     p.maxTokens = o.integer("max-tokens", 0);
-    Transformer t(*m.model);
     int lastPct = -1;
-    const PerplexityResult r = evaluatePerplexity(t, ids, p, [&](const Progress &pr) {
+    const ProgressCallback progress = [&](const Progress &pr) {
         const int pct = int(pr.fraction * 100);
         if (pct / 10 != lastPct / 10) {
             spdlog::info("eval: {} ({}%)", pr.stage, pct);
             lastPct = pct;
         }
         return true;
-    });
+    };
+    PerplexityResult r;
+    std::string precision = "fp32";
+    if (device == "cuda") {
+        const DeviceForwardOptions options = forwardOptions(o.value("precision"));
+        precision = precisionName(options.precision);
+        auto gpu = createDeviceForward(*m.model, options);
+        spdlog::info("GPU forward pass: {}", gpu->describe());
+        r = evaluatePerplexity(*gpu, maxPos, ids, p, progress);
+    } else {
+        Transformer t(*m.model);
+        r = evaluatePerplexity(t, ids, p, progress);
+    }
     nlohmann::json j = {{"model", m.model->sourcePath}, {"text", *o.value("text")}, {"device", device},
+                        {"precision", precision},
                         {"tokenizer", m.tokenizer->kind()}, {"seq_len", p.seqLen}, {"perplexity", r.perplexity},
                         {"mean_nll", r.meanNll}, {"text_tokens", r.textTokens}, {"windows", r.windows},
                         {"predicted_tokens", r.predictedTokens}, {"seconds", r.seconds},
@@ -60,7 +75,8 @@ int runEval(int argc, char **argv) {
         std::printf("Windows        %lld x %lld tokens (%lld predicted, remainder dropped)\n", (long long)r.windows,
                     (long long)p.seqLen, (long long)r.predictedTokens);
         std::printf("Perplexity     %.4f (mean NLL %.5f nats)\n", r.perplexity, r.meanNll);
-        std::printf("Speed          %.1f tokens/s on %s (%.1f s)\n", r.tokensPerSecond, device.c_str(), r.seconds);
+        std::printf("Speed          %.1f tokens/s on %s, %s (%.1f s)\n", r.tokensPerSecond, device.c_str(),
+                    precision.c_str(), r.seconds);
     }
     return 0;
 }
@@ -73,7 +89,8 @@ int runGenerate(int argc, char **argv) {
                      o.error().c_str());
         return 2;
     }
-    chooseForwardDevice(o.value("device"));
+    if (parseDevice(o.value("device")) == DevicePreference::Cuda)
+        throw LatheError("generation runs on the CPU in this version (the GPU runs eval and bench)", "use --device cpu");
     LoadedModel m = openModelWithTokenizer(*o.value("model"), o.value("tokenizer"));
     const std::string prompt = o.value("prompt").value_or("");
     std::vector<int32_t> ids = m.tokenizer->encodeForModel(prompt);

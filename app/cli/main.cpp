@@ -28,7 +28,8 @@ void usage(FILE *out) {
                  "      --scan reads every weight and reports NaN/Inf values\n"
                  "  convert MODEL OUT_DIR [--dtype f32|f16|bf16] [--shard-size BYTES] [--overwrite]\n"
                  "      writes MODEL as a Hugging Face folder (safetensors + config.json), atomically\n"
-                 "  eval --model MODEL --text FILE [--seq-len N] [--max-tokens K] [--device cpu|cuda] [--json]\n"
+                 "  eval --model MODEL --text FILE [--seq-len N] [--max-tokens K] [--device auto|cpu|cuda]\n"
+                 "       [--precision bf16|fp16|fp32] [--json]\n"
                  "      perplexity by the standard protocol (non-overlapping windows, PPL = exp(mean NLL))\n"
                  "  generate --model MODEL [--prompt TEXT] [--max-new N] [--json]\n"
                  "      greedy continuation of a prompt\n"
@@ -39,10 +40,13 @@ void usage(FILE *out) {
                  "      (cached in an HDF5 archive beside the model)\n"
                  "  compress JOB.json [--output DIR] [--overwrite] [--check] [--json]\n"
                  "      runs a compression job (magnitude, N:M, Wanda, SliceGPT) with evaluation and export\n"
-                 "  bench forward --model MODEL [--seq-len N] [--batch B] [--repeat R] [--threads T] [--json]\n"
-                 "      forward-pass tokens/s and GFLOP/s next to the measured sgemm peak\n"
-                 "  bench spectra --model MODEL [--threads T] [--no-baseline] [--json]\n"
+                 "  bench forward (--model MODEL | --shape NAME) [--seq-len N] [--batch B] [--repeat R]\n"
+                 "       [--threads T] [--device auto|cpu|cuda] [--precision bf16|fp16|fp32] [--json]\n"
+                 "      forward-pass tokens/s and GFLOP/s next to the GEMM peak measured in the same run\n"
+                 "  bench spectra --model MODEL [--threads T] [--device cpu|cuda] [--no-baseline] [--json]\n"
                  "      time of all spectra next to one LAPACK sgesdd per matrix\n"
+                 "  check-gpu [--source DIR] [--json]\n"
+                 "      every GPU path against its CPU reference on the repository's fixtures\n"
                  "  devices\n"
                  "      the compute device Lathe would use\n\n"
                  "MODEL is a Hugging Face folder, a .gguf file or a llama2.c .bin checkpoint.\n"
@@ -91,11 +95,13 @@ int main(int argc, char **argv) {
         if (cmd == "tokenize")
             return lathe::cli::runTokenize(n, args.data());
         if (cmd == "analyze")
-            return lathe::cli::runAnalyze(argc, argv);
+            return lathe::cli::runAnalyze(n, args.data());
         if (cmd == "compress")
             return lathe::cli::runCompress(n, args.data());
         if (cmd == "bench")
             return lathe::cli::runBench(n, args.data());
+        if (cmd == "check-gpu")
+            return lathe::cli::runCheckGpu(n, args.data());
     } catch (const lathe::LatheError &e) {
         spdlog::default_logger()->flush();
         std::fprintf(stderr, "error: %s\n", e.what());

@@ -1,6 +1,8 @@
 // lathe-cli analyze (spectra and derived numbers of every weight matrix) and bench spectra.
 
 #include "clioptions.h"
+#include "backend.h"
+#include "enginesetup.h"
 
 #include "blas.h"
 #include "error.h"
@@ -30,12 +32,14 @@ std::string shapeKey(int64_t rows, int64_t cols) { return std::to_string(rows) +
 } // namespace
 
 int runBenchSpectra(int argc, char **argv) {
-    CliOptions o(argc, argv, 3, {"model", "threads"}, {"json", "no-baseline"});
+    CliOptions o(argc, argv, 3, {"model", "threads", "device"}, {"json", "no-baseline"});
     if (!o.ok() || !o.positional().empty() || !o.value("model")) {
         std::fprintf(stderr,
-                     "usage: lathe-cli bench spectra --model MODEL [--threads T] [--no-baseline] [--json]\n"
+                     "usage: lathe-cli bench spectra --model MODEL [--threads T] [--device cpu|cuda] [--no-baseline]\n"
+                     "                               [--json]\n"
                      "  full singular-value spectra of every weight matrix (the workbench's analysis), timed, next to\n"
-                     "  the LAPACK baseline: one multi-threaded sgesdd per matrix, one matrix after another\n%s\n",
+                     "  the LAPACK baseline: one multi-threaded sgesdd per matrix, one matrix after another;\n"
+                     "  --device cuda factorizes on the GPU (cuSOLVER sgesvd)\n%s\n",
                      o.error().c_str());
         return 2;
     }
@@ -44,6 +48,12 @@ int runBenchSpectra(int argc, char **argv) {
     SpectraParams params;
     params.threads = int(o.integer("threads", 0));
     const int threads = params.threads > 0 ? params.threads : hardwareThreads();
+    std::unique_ptr<ComputeBackend> device;
+    if (o.value("device") && *o.value("device") != "cpu") {
+        device = createBackend(parseDevice(o.value("device")));
+        if (device->name() != "cpu")
+            params.device = device.get();
+    }
 
     // Weights are read (and dequantized) once before timing: both variants then time the factorizations and the
     // copies they need, not the page cache.
@@ -87,6 +97,7 @@ int runBenchSpectra(int argc, char **argv) {
     const BlasInfo blas = blasInfo();
     nlohmann::json j = {{"bench", "spectra"},
                         {"model", model->sourcePath},
+                        {"device", params.device ? params.device->device().name : std::string("cpu")},
                         {"matrices", targets.size()},
                         {"threads", threads},
                         {"lapack", lapackName()},
@@ -102,8 +113,12 @@ int runBenchSpectra(int argc, char **argv) {
         for (const auto &[shape, g] : groups)
             std::printf("%-16s %6d %18.4f %18.4f %12.1e\n", shapeKey(shape.first, shape.second).c_str(), g.count,
                         g.ours / g.count, baseline ? g.baseline / g.count : NAN, g.maxRelDiff);
-        std::printf("* one thread per matrix, %d matrices at a time; the baseline runs each sgesdd on %d threads\n",
-                    threads, threads);
+        if (params.device)
+            std::printf("* on %s, one matrix at a time; the baseline runs each sgesdd on %d CPU threads\n",
+                        params.device->device().name.c_str(), threads);
+        else
+            std::printf("* one thread per matrix, %d matrices at a time; the baseline runs each sgesdd on %d threads\n",
+                        threads, threads);
         std::printf("%-24s %10.2f s\n", "all spectra (ours)", oursTotal);
         if (baseline)
             std::printf("%-24s %10.2f s  (%.2fx)\n", "LAPACK baseline", baselineTotal, baselineTotal / oursTotal);
@@ -113,12 +128,13 @@ int runBenchSpectra(int argc, char **argv) {
 }
 
 int runAnalyze(int argc, char **argv) {
-    CliOptions o(argc, argv, 2, {"model", "threads", "top-k", "rho", "heads", "archive"},
+    CliOptions o(argc, argv, 2, {"model", "threads", "top-k", "rho", "heads", "archive", "device"},
                  {"json", "no-cache", "stacked-qkv"});
     if (!o.ok() || !o.positional().empty() || !o.value("model")) {
         std::fprintf(stderr,
                      "usage: lathe-cli analyze --model MODEL [--top-k K] [--rho R] [--threads T] [--stacked-qkv]\n"
-                     "                         [--heads TENSOR] [--no-cache] [--archive FILE.h5] [--json]\n"
+                     "                         [--heads TENSOR] [--no-cache] [--archive FILE.h5] [--device cpu|cuda]\n"
+                     "                         [--json]\n"
                      "  singular-value spectra of every weight matrix and the numbers derived from them: effective\n"
                      "  rank, stable rank, power-law alpha, energy kept by the rank LoSparse picks for --rho (0.05);\n"
                      "  cached in an HDF5 archive beside the model (--no-cache: neither read nor write it)\n%s\n",
@@ -141,6 +157,12 @@ int runAnalyze(int argc, char **argv) {
     AnalyzeParams params;
     params.spectra.threads = int(o.integer("threads", 0));
     params.spectra.topK = o.integer("top-k", 0);
+    std::unique_ptr<ComputeBackend> device;
+    if (o.value("device") && *o.value("device") != "cpu") {
+        device = createBackend(parseDevice(o.value("device")));
+        if (device->name() != "cpu")
+            params.spectra.device = device.get();
+    }
     params.useCache = !o.flag("no-cache");
     if (auto a = o.value("archive"))
         params.archivePath = *a;

@@ -17,7 +17,6 @@ namespace lathe {
 
 namespace {
 
-using MatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 // W <- W diag(alpha), b <- b + W beta (beta from the norm's bias, absent for RMSNorm), with the original W.
 void foldNormInto(LinearWeights &l, const NormWeights &n) {

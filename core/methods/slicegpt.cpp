@@ -11,6 +11,8 @@
 
 #include "slicegpt.h"
 
+#include "backend.h"
+
 #include "blas.h"
 #include "calibration.h"
 #include "error.h"
@@ -33,7 +35,6 @@ namespace lathe {
 
 namespace {
 
-using MatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
@@ -57,7 +58,7 @@ struct Pca {
     }
 };
 
-Pca pca(GramAccumulator &acc, double damping) {
+Pca pca(GramAccumulator &acc, double damping, ComputeBackend *solver) {
     std::vector<double> h = acc.finish();
     const int64_t n = acc.width();
     double meanDiag = 0;
@@ -69,7 +70,10 @@ Pca pca(GramAccumulator &acc, double damping) {
         h[size_t(i * n + i)] += delta;
     Pca p;
     std::vector<double> vectors;
-    symmetricEigen(h.data(), n, p.values, &vectors);
+    if (solver)
+        solver->symmetricEigen(h.data(), n, p.values, &vectors);
+    else
+        symmetricEigen(h.data(), n, p.values, &vectors);
     for (double &v : p.values)
         v -= delta;
     p.basis = Eigen::Map<MatD>(vectors.data(), n, n);
@@ -188,7 +192,7 @@ SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const S
     GramAccumulator acc0(D);
     for (int i = 0; i < signals.chunks(); ++i)
         acc0.add(signals.chunk(i));
-    Pca p0 = pca(acc0, params.damping);
+    Pca p0 = pca(acc0, params.damping, params.solver);
     if (params.randomOrientation)
         randomlyOrient(p0.basis, widths.embedding, rng);
     result.embeddingEnergyDropped = p0.droppedFraction(widths.embedding);
@@ -212,7 +216,7 @@ SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const S
             acc.add(signals.chunk(i));
         }
         reportProgress(progress, to, tag + ": eigendecomposition");
-        Pca p = pca(acc, params.damping);
+        Pca p = pca(acc, params.damping, params.solver);
         if (params.randomOrientation)
             randomlyOrient(p.basis, d, rng);
         dropped = p.droppedFraction(d);
@@ -257,7 +261,7 @@ SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const S
                 accMid.add(x);
             }
             reportProgress(progress, f0 + (f1 - f0) * 0.4, tag + ": eigendecomposition");
-            Pca pm = pca(accMid, params.damping);
+            Pca pm = pca(accMid, params.damping, params.solver);
             const int64_t dMid = widths.mid[size_t(l)];
             if (params.randomOrientation)
                 randomlyOrient(pm.basis, dMid, rng);

@@ -8,6 +8,7 @@
 
 namespace lathe {
 
+class ComputeBackend;
 class Model;
 struct CalibrationSet;
 
@@ -20,6 +21,8 @@ struct SliceGptParams {
     uint64_t seed = 42;                // for randomOrientation
     double damping = 0.01;             // H_ii += damping * mean(diag H) before the eigendecomposition
     int64_t rowsPerChunk = 8192;       // calibration rows run through a block at once
+    // Where the fp64 eigendecompositions run (cuSOLVER on a GPU backend); null = LAPACK on the CPU. Not owned.
+    ComputeBackend *solver = nullptr;
 };
 
 // The widths a run will produce, known before any work: embedding, per block mid and output widths.

@@ -1,0 +1,56 @@
+#pragma once
+
+// Device memory owned by one object (cudaMalloc / cudaFree), move-only. Only included by .cu files in gpu/.
+
+#include "cudacheck.h"
+
+#include <cstddef>
+#include <utility>
+
+namespace lathe::gpu {
+
+class DeviceMemory {
+public:
+    DeviceMemory() = default;
+    explicit DeviceMemory(size_t bytes) { resize(bytes); }
+    ~DeviceMemory() { release(); }
+    DeviceMemory(DeviceMemory &&o) noexcept : m_ptr(std::exchange(o.m_ptr, nullptr)), m_bytes(std::exchange(o.m_bytes, 0)) {}
+    DeviceMemory &operator=(DeviceMemory &&o) noexcept {
+        if (this != &o) {
+            release();
+            m_ptr = std::exchange(o.m_ptr, nullptr);
+            m_bytes = std::exchange(o.m_bytes, 0);
+        }
+        return *this;
+    }
+    DeviceMemory(const DeviceMemory &) = delete;
+    DeviceMemory &operator=(const DeviceMemory &) = delete;
+
+    // Discards the contents; no-op when the buffer is already at least `bytes` large.
+    void ensure(size_t bytes) {
+        if (bytes > m_bytes)
+            resize(bytes);
+    }
+    void resize(size_t bytes) {
+        release();
+        if (bytes)
+            LATHE_CUDA_CHECK(cudaMalloc(&m_ptr, bytes));
+        m_bytes = bytes;
+    }
+    void release() {
+        if (m_ptr)
+            cudaFree(m_ptr);
+        m_ptr = nullptr;
+        m_bytes = 0;
+    }
+
+    template <typename T = void> T *as() const { return static_cast<T *>(m_ptr); }
+    size_t bytes() const { return m_bytes; }
+    bool empty() const { return m_ptr == nullptr; }
+
+private:
+    void *m_ptr = nullptr;
+    size_t m_bytes = 0;
+};
+
+} // namespace lathe::gpu

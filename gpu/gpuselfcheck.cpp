@@ -1,0 +1,200 @@
+#include "gpuselfcheck.h"
+
+#include "../core/backend.h"
+#include "../core/calibration.h"
+#include "../core/dequantize.h"
+#include "../core/deviceforward.h"
+#include "../core/error.h"
+#include "../core/evaluation.h"
+#include "../core/ggufparser.h"
+#include "../core/linalg.h"
+#include "../core/mappedfile.h"
+#include "../core/methods/slicegpt.h"
+#include "../core/modelloader.h"
+#include "../core/syntheticmodel.h"
+#include "../core/transformer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <random>
+
+namespace lathe::gpu {
+
+namespace {
+
+double relativeError(const Mat &got, const Mat &want) {
+    if (got.rows() != want.rows() || got.cols() != want.cols())
+        return INFINITY;
+    double scale = 1.0, err = 0.0;
+    for (Eigen::Index i = 0; i < want.size(); ++i) {
+        scale = std::max(scale, double(std::abs(want.data()[i])));
+        err = std::max(err, double(std::abs(got.data()[i] - want.data()[i])));
+    }
+    return err / scale;
+}
+
+TokenBatch randomBatch(int64_t vocab, int64_t batch, int64_t seq, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<int32_t> d(0, int32_t(vocab - 1));
+    TokenBatch b;
+    b.batch = batch;
+    b.seq = seq;
+    for (int64_t i = 0; i < batch * seq; ++i)
+        b.tokens.push_back(d(rng));
+    return b;
+}
+
+DeviceForwardOptions withPrecision(ComputePrecision p) {
+    DeviceForwardOptions o;
+    o.precision = p;
+    return o;
+}
+
+GpuCheck fp32Logits(const std::string &name, const Model &m, const TokenBatch &b) {
+    Transformer cpu(m);
+    const Mat want = cpu.forward(b);
+    auto gpu = createDeviceForward(m, withPrecision(ComputePrecision::Fp32));
+    GpuCheck c{name, false, relativeError(gpu->logits(b), want), 1e-4, gpu->describe()};
+    c.passed = c.error <= c.tolerance;
+    return c;
+}
+
+} // namespace
+
+std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
+    auto backend = createBackend(DevicePreference::Cuda);
+    const std::string fixtures = sourceDir + "/tests/fixtures";
+    std::vector<GpuCheck> out;
+    // A check that throws is recorded as failed with the message, and the others still run.
+    auto guarded = [&](const std::string &name, const std::function<void()> &fn) {
+        try {
+            fn();
+        } catch (const std::exception &e) {
+            out.push_back({name, false, INFINITY, 0, e.what()});
+        }
+    };
+
+    guarded("dequantize quants.gguf", [&] {
+        const std::string path = fixtures + "/quants.gguf";
+        auto file = MappedFile::open(path);
+        const GgufFile g = parseGguf(file->data(), file->size(), path);
+        int mismatched = 0;
+        for (const auto &t : g.tensors) {
+            uint64_t n = 1;
+            for (auto d : t.dims)
+                n *= d;
+            std::vector<float> cpu(n), gpu(n);
+            dequantizeCpu(t.dtype, file->data() + t.offset, n, cpu.data());
+            backend->dequantize(t.dtype, file->data() + t.offset, n, gpu.data());
+            mismatched += std::memcmp(cpu.data(), gpu.data(), n * 4) != 0;
+        }
+        out.push_back({"dequantize quants.gguf", mismatched == 0, double(mismatched), 0,
+                       std::to_string(g.tensors.size()) + " tensors, bit-identical"});
+    });
+
+    for (const char *family : {"llama", "qwen2", "opt", "gpt2", "phi"}) {
+        const std::string name = std::string("forward fp32 ") + family;
+        guarded(name, [&] {
+            auto m = openModel(fixtures + "/tf-" + family);
+            out.push_back(fp32Logits(name, *m, randomBatch(m->config.vocabSize, 2, 24, 1)));
+        });
+    }
+
+    for (const char *family : {"llama", "phi"}) {
+        const std::string name = std::string("forward fp32 sliced ") + family;
+        guarded(name, [&] {
+            auto m = openModel(fixtures + "/tf-" + family);
+            SliceGptParams p;
+            p.sparsity = 0.25;
+            p.roundTo = 1;
+            p.solver = backend.get(); // cuSOLVER eigendecompositions along the way
+            CalibrationParams cp;
+            cp.samples = 6;
+            cp.seqLen = 16;
+            sliceGpt(*m, makeCalibrationSet(randomBatch(m->config.vocabSize, 1, 96, 3).tokens, cp), p);
+            out.push_back(fp32Logits(name, *m, randomBatch(m->config.vocabSize, 2, 12, 4)));
+        });
+    }
+
+    guarded("perplexity demo model", [&] {
+        auto m = openModel(sourceDir + "/resources/demo/stories260K.bin");
+        const TokenBatch ids = randomBatch(m->config.vocabSize, 1, 1024, 5);
+        PerplexityParams pp;
+        pp.seqLen = 256;
+        Transformer cpu(*m);
+        const double want = evaluatePerplexity(cpu, ids.tokens, pp).perplexity;
+        for (ComputePrecision prec : {ComputePrecision::Fp32, ComputePrecision::Bf16, ComputePrecision::Fp16}) {
+            auto gpu = createDeviceForward(*m, withPrecision(prec));
+            const double got = evaluatePerplexity(*gpu, m->config.maxPositions, ids.tokens, pp).perplexity;
+            GpuCheck c{std::string("perplexity ") + precisionName(prec), false, std::abs(got - want) / want,
+                       prec == ComputePrecision::Fp32 ? 1e-5 : 2e-2,
+                       "stories260K, 4 x 256 random tokens: GPU " + std::to_string(got) + ", CPU " + std::to_string(want)};
+            c.passed = c.error <= c.tolerance;
+            out.push_back(c);
+        }
+    });
+
+    guarded("streamed blocks", [&] {
+        auto m = makeSyntheticModel(*syntheticShape("tiny"));
+        const TokenBatch b = randomBatch(m->config.vocabSize, 2, 32, 6);
+        DeviceForwardOptions streamed = withPrecision(ComputePrecision::Fp32);
+        streamed.allowResident = false;
+        auto resident = createDeviceForward(*m, withPrecision(ComputePrecision::Fp32));
+        auto stream = createDeviceForward(*m, streamed);
+        const double err = relativeError(stream->logits(b), resident->logits(b));
+        out.push_back({"streamed blocks", err == 0.0 && stream->describe().find("streamed") != std::string::npos, err,
+                       0, stream->describe()});
+        TokenBatch bad = b;
+        bad.tokens[3] = int32_t(m->config.vocabSize);
+        bool refused = false;
+        try {
+            resident->logits(bad);
+        } catch (const LatheError &) {
+            refused = true;
+        }
+        out.push_back({"bad token id refused", refused, 0, 0, "id = vocabulary size"});
+    });
+
+    guarded("cusolver dsyevd", [&] {
+        std::mt19937 rng(7);
+        std::normal_distribution<double> nd;
+        const int64_t n = 300;
+        MatD x(n + 50, n);
+        for (Eigen::Index i = 0; i < x.size(); ++i)
+            x.data()[i] = nd(rng);
+        const MatD h = x.transpose() * x;
+        std::vector<double> wantValues, wantVectors, gotValues, gotVectors;
+        symmetricEigen(h.data(), n, wantValues, &wantVectors);
+        backend->symmetricEigen(h.data(), n, gotValues, &gotVectors);
+        double valueErr = 0, vectorErr = 0;
+        for (int64_t j = 0; j < n; ++j) {
+            valueErr = std::max(valueErr, std::abs(gotValues[size_t(j)] - wantValues[size_t(j)]) / wantValues[0]);
+            double dot = 0;
+            for (int64_t i = 0; i < n; ++i)
+                dot += gotVectors[size_t(i * n + j)] * wantVectors[size_t(i * n + j)];
+            vectorErr = std::max(vectorErr, 1.0 - std::abs(dot));
+        }
+        out.push_back({"cusolver dsyevd values", valueErr <= 1e-10, valueErr, 1e-10, "300 x 300 SPD vs LAPACK"});
+        out.push_back({"cusolver dsyevd vectors", vectorErr <= 1e-8, vectorErr, 1e-8, "1 - |dot| per eigenvector"});
+    });
+
+    guarded("cusolver sgesvd", [&] {
+        double err = 0;
+        for (auto [rows, cols] : {std::pair<int64_t, int64_t>{200, 70}, {70, 200}}) {
+            const Mat a = Mat::Random(rows, cols);
+            const std::vector<double> want = singularValues(a.data(), rows, cols);
+            const std::vector<double> got = backend->singularValues(a.data(), rows, cols);
+            if (got.size() != want.size())
+                throw LatheError("sgesvd returned " + std::to_string(got.size()) + " values, expected " +
+                                 std::to_string(want.size()));
+            for (size_t i = 0; i < got.size(); ++i)
+                err = std::max(err, std::abs(got[i] - want[i]) / want[0]);
+        }
+        out.push_back({"cusolver sgesvd", err <= 1e-5, err, 1e-5, "200 x 70 and 70 x 200 vs LAPACK / Eigen"});
+    });
+    return out;
+}
+
+} // namespace lathe::gpu

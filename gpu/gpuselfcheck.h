@@ -1,0 +1,28 @@
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace lathe::gpu {
+
+// One comparison of a GPU path with its CPU reference.
+struct GpuCheck {
+    std::string name;      // "forward fp32 llama", "cusolver dsyevd", ...
+    bool passed = false;
+    double error = 0;      // the measured error, in the unit the tolerance states
+    double tolerance = 0;
+    std::string detail;    // what was compared, or why it failed
+};
+
+// Every GPU-vs-CPU check, on the repository's fixtures (tests/fixtures under `sourceDir`) and demo model. Plain C++
+// without Qt, so the lent GPU machine (which has no Qt) runs it through `lathe-cli check-gpu`; the Qt test tst_gpu
+// runs the same list. Tolerances:
+// - dequantization: exact (both run core/quantblocks.h in fp32);
+// - forward pass in fp32 (pedantic GEMMs, no TF32): max |logit difference| <= 1e-4 x max(1, max |logit|), the
+//   tolerance the CPU engine meets against transformers; bf16 / fp16: perplexity within 2% of fp32;
+// - cuSOLVER dsyevd: eigenvalues within 1e-10 x the largest, eigenvectors equal up to sign (1 - |dot| <= 1e-8);
+//   sgesvd: singular values within 1e-5 x the largest.
+// Throws LatheError when no CUDA device is usable.
+std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir);
+
+} // namespace lathe::gpu
