@@ -61,4 +61,8 @@ private:
     mutable std::unordered_map<std::string, std::vector<int32_t>> m_cache;
 };
 
+// llama.cpp's pre-tokenizer for a GGUF's tokenizer.ggml.pre ("gpt-2", "smollm", "llama-bpe", "qwen2", ...) as
+// pre-tokenizer steps appended to `steps`; LatheError naming `file` for unknown values.
+void addGgufPreSteps(const std::string &pre, const std::string &file, std::vector<ByteLevelBpeTokenizer::PreStep> &steps);
+
 } // namespace lathe

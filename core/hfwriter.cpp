@@ -3,6 +3,7 @@
 #include "architecture.h"
 #include "dequantize.h"
 #include "error.h"
+#include "tokenizerexport.h"
 
 #include <spdlog/spdlog.h>
 
@@ -243,6 +244,14 @@ HfWriteResult writeHfFolder(const Model &model, const std::string &dirArg, const
         }
         writeTextFile(tmp / "config.json", config.dump(2) + "\n");
         result.files.push_back("config.json");
+        // A tokenizer without files of its own (a GGUF's embedded vocabulary) is written as tokenizer.json.
+        const HfTokenizerFiles converted = hfTokenizerFiles(model);
+        for (const auto &[name, text] : converted.files) {
+            writeTextFile(tmp / name, text);
+            result.files.push_back(name);
+        }
+        if (!converted.note.empty())
+            spdlog::warn("{}: no tokenizer written: {}", dirArg, converted.note);
         for (const auto &tokFile : model.tokenizer.files) {
             const fs::path src(tokFile);
             fs::copy_file(src, tmp / src.filename(), fs::copy_options::overwrite_existing, ec);

@@ -295,7 +295,8 @@ std::vector<T> jsonArray(const json &meta, const std::string &key) {
     return out;
 }
 
-// llama.cpp's pre-tokenizer for a GGUF's tokenizer.ggml.pre, as pre-tokenizer steps.
+} // namespace
+
 void addGgufPreSteps(const std::string &pre, const std::string &file,
                      std::vector<ByteLevelBpeTokenizer::PreStep> &steps) {
     using Step = ByteLevelBpeTokenizer::PreStep;
@@ -316,6 +317,8 @@ void addGgufPreSteps(const std::string &pre, const std::string &file,
                          "supported tokenizer.ggml.pre values: default, gpt-2, smollm, llama-bpe, qwen2");
     }
 }
+
+namespace {
 
 std::unique_ptr<Tokenizer> fromGguf(const Model &model) {
     const json &meta = model.metadata;

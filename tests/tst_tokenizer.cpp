@@ -6,9 +6,12 @@
 #include "model.h"
 #include "testsupport.h"
 #include "tokenizer.h"
+#include "tokenizerexport.h"
 
 #include <nlohmann/json.hpp>
 #include <QtTest/QtTest>
+
+#include <QProcess>
 
 #include <fstream>
 
@@ -101,6 +104,46 @@ private slots:
         auto tok = loadTokenizer(*model);
         QCOMPARE(tok->vocabSize(), int64_t(49152));
         checkAgainst(*tok, "smollm2-gguf", true);
+    }
+
+    // A GGUF's embedded vocabulary exported as tokenizer.json: Lathe reads it back to the same ids, and
+    // transformers' AutoTokenizer (when the reference environment is installed) encodes and decodes as Lathe does.
+    void smollm2GgufExportsTokenizerJson() {
+        const std::string path = test::modelCacheDir() + "/SmolLM2-135M-Instruct.Q4_1.gguf";
+        if (!QFile::exists(QString::fromStdString(path)))
+            QSKIP("SmolLM2 GGUF not in the model cache; run packaging/fetch-models.sh");
+        auto model = openModel(path);
+        const HfTokenizerFiles files = hfTokenizerFiles(*model);
+        QCOMPARE(files.files.size(), size_t(2));
+        const std::string dir = test::tempDir("gguf-tokenizer");
+        for (const auto &[name, text] : files.files)
+            test::writeText(dir + "/" + name, text);
+        auto gguf = loadTokenizer(*model);
+        auto exported = loadTokenizerFile(dir + "/tokenizer.json");
+        checkAgainst(*exported, "smollm2-gguf", true);
+        const json texts = references()["texts"];
+        json c = {{"texts", texts}, {"ids", json::array()}, {"ids_with_special", json::array()}};
+        for (const auto &t : texts) {
+            const std::string text = t.get<std::string>();
+            QCOMPARE(exported->encodeForModel(text), gguf->encodeForModel(text));
+            c["ids"].push_back(gguf->encode(text));
+            c["ids_with_special"].push_back(gguf->encodeForModel(text));
+        }
+        const QString python = QString::fromStdString(test::referencePython());
+        if (python.isEmpty())
+            QSKIP("no Python with transformers (packaging/make-reference-env.sh, or set LATHE_REFERENCE_ENV)");
+        test::writeText(dir + "-case.json", c.dump());
+        QProcess proc;
+        proc.start(python, {QString::fromStdString(test::sourceDir() + "/tests/support/check_tokenizer_folder.py"),
+                            QString::fromStdString(dir), QString::fromStdString(dir + "-case.json")});
+        QVERIFY(proc.waitForFinished(120000));
+        qInfo("transformers says %s", proc.readAllStandardOutput().trimmed().constData());
+        if (proc.exitCode() != 0)
+            qWarning("%s", proc.readAllStandardError().right(3000).constData());
+        QCOMPARE(proc.exitCode(), 0);
+        // The demo model's llama2.c tokenizer has no tokenizer.json form: nothing written, and a note says why.
+        auto demo = openModel(test::sourceDir() + "/resources/demo/stories260K.bin");
+        QVERIFY(hfTokenizerFiles(*demo).files.empty());
     }
 
     // The demo model's tok512.bin: encode/decode round trip and a known sentence start.
