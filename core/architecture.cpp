@@ -212,18 +212,21 @@ RoleMatch ArchitectureAdapter::classifyHf(const std::string &name) const {
 
 RoleMatch ArchitectureAdapter::classifyGguf(const std::string &name) const { return classify(name, m_gguf, m_ggufCount); }
 
-std::optional<std::string> ArchitectureAdapter::hfName(TensorRole role, int layer, bool isBias) const {
-    for (size_t i = 0; i < m_hfCount; ++i) {
-        if (m_hf[i].role != role)
-            continue;
-        std::string stem = m_hf[i].stem;
-        const auto pos = stem.find("{L}");
-        if (pos != std::string::npos)
-            stem.replace(pos, 3, std::to_string(layer));
-        const bool topLevel = role == TensorRole::LmHead;
-        return (topLevel ? std::string() : std::string(m_hfWritePrefix)) + stem + (isBias ? ".bias" : ".weight");
-    }
+std::optional<std::string> ArchitectureAdapter::hfModulePath(TensorRole role) const {
+    for (size_t i = 0; i < m_hfCount; ++i)
+        if (m_hf[i].role == role)
+            return (role == TensorRole::LmHead ? std::string() : std::string(m_hfWritePrefix)) + m_hf[i].stem;
     return std::nullopt;
+}
+
+std::optional<std::string> ArchitectureAdapter::hfName(TensorRole role, int layer, bool isBias) const {
+    std::optional<std::string> path = hfModulePath(role);
+    if (!path)
+        return std::nullopt;
+    const auto pos = path->find("{L}");
+    if (pos != std::string::npos)
+        path->replace(pos, 3, std::to_string(layer));
+    return *path + (isBias ? ".bias" : ".weight");
 }
 
 bool ArchitectureAdapter::hfStoresTransposed(TensorRole role, bool isBias) const {

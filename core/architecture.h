@@ -26,6 +26,9 @@ public:
     RoleMatch classifyGguf(const std::string &name) const;
     // Hugging Face name for a role, or nullopt where the family has no such tensor.
     std::optional<std::string> hfName(TensorRole role, int layer, bool isBias) const;
+    // The module path of a role as written ("model.layers.{L}.self_attn.q_proj", "{L}" standing for the block),
+    // without ".weight" / ".bias"; nullopt where the family has no such tensor.
+    std::optional<std::string> hfModulePath(TensorRole role) const;
     // GPT-2 keeps its linears as Conv1D, stored (in x out).
     bool hfStoresTransposed(TensorRole role, bool isBias) const;
 

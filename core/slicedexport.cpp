@@ -1,5 +1,6 @@
 #include "slicedexport.h"
 
+#include "architecture.h"
 #include "error.h"
 #include "model.h"
 #include "remotecode.h"
@@ -19,16 +20,51 @@ SlicedExportResult exportSlicedModel(const Model &model, const std::string &dir,
     auto hasBias = [&](TensorRole role) { return model.find(role, 0, true) != nullptr; };
     slicing["shortcuts"] = shortcuts;
     slicing["biases"] = {{"q", hasBias(TensorRole::AttnQ)},       {"k", hasBias(TensorRole::AttnK)},
-                         {"v", hasBias(TensorRole::AttnV)},       {"o", hasBias(TensorRole::AttnO)},
-                         {"gate", hasBias(TensorRole::MlpGate)},  {"up", hasBias(TensorRole::MlpUp)},
-                         {"down", hasBias(TensorRole::MlpDown)},
+                         {"v", hasBias(TensorRole::AttnV)},       {"qkv", hasBias(TensorRole::AttnQkv)},
+                         {"o", hasBias(TensorRole::AttnO)},       {"gate", hasBias(TensorRole::MlpGate)},
+                         {"up", hasBias(TensorRole::MlpUp)},      {"down", hasBias(TensorRole::MlpDown)},
                          {"lm_head", model.find(TensorRole::LmHead, -1, true) != nullptr}};
+    // What the shipped modelling code needs to build any family: the checkpoint's module names and the numbers,
+    // independent of each family's config keys.
+    const ArchitectureAdapter &adapter = ArchitectureAdapter::forFamily(c.family);
+    nlohmann::json names = nlohmann::json::object();
+    const std::pair<const char *, TensorRole> roles[] = {
+        {"embed", TensorRole::TokenEmbedding}, {"positions", TensorRole::PositionEmbedding},
+        {"q", TensorRole::AttnQ},              {"k", TensorRole::AttnK},
+        {"v", TensorRole::AttnV},              {"qkv", TensorRole::AttnQkv},
+        {"o", TensorRole::AttnO},              {"gate", TensorRole::MlpGate},
+        {"up", TensorRole::MlpUp},             {"down", TensorRole::MlpDown},
+        {"attn_shortcut", TensorRole::AttnShortcut}, {"mlp_shortcut", TensorRole::MlpShortcut},
+        {"lm_head", TensorRole::LmHead}};
+    for (const auto &[key, role] : roles)
+        if (auto path = adapter.hfModulePath(role))
+            names[key] = *path;
+    const TensorInfo *positions = model.find(TensorRole::PositionEmbedding);
+    if (!positions)
+        names.erase("positions");
+    const bool phi = c.family == ArchFamily::Phi;
+    slicing["names"] = names;
+    slicing["arch"] = {
+        {"layers", c.numLayers},
+        {"heads", c.numHeads},
+        {"kv_heads", c.numKvHeads},
+        {"head_dim", c.headDim},
+        {"rotary_dim", c.family == ArchFamily::Llama ? c.headDim
+                       : phi                         ? int64_t(double(c.headDim) * c.partialRotaryFactor)
+                                                     : int64_t(0)},
+        {"rope_theta", c.ropeTheta},
+        {"position_offset", c.family == ArchFamily::Opt ? 2 : 0},
+        {"positions", positions ? positions->shape[0] : int64_t(0)},
+        {"parallel", phi},
+        {"gated", model.find(TensorRole::MlpGate, 0) != nullptr},
+        {"fused_qkv", model.find(TensorRole::AttnQkv, 0) != nullptr},
+        {"conv1d", c.family == ArchFamily::Gpt2},
+        {"activation", c.activation},
+        {"norm_eps", c.normEps},
+        {"intermediate_size", c.intermediateSize}};
     options.configPatch["lathe_slicing"] = slicing;
 
     std::string why;
-    if (c.family != ArchFamily::Llama)
-        why = std::string("modelling code for sliced ") + familyName(c.family) +
-              " models is not written yet; the folder loads in Lathe only";
     const nlohmann::json &hf = c.hf;
     for (const char *key : {"rope_scaling", "rope_parameters"})
         if (why.empty() && hf.contains(key) && hf[key].is_object() &&

@@ -288,11 +288,7 @@ private slots:
         }
     }
 
-    void slicedExportLoadsInTransformers_data() {
-        QTest::addColumn<QString>("name");
-        QTest::newRow("llama") << "llama";
-        QTest::newRow("qwen2") << "qwen2";
-    }
+    void slicedExportLoadsInTransformers_data() { decoderRows(); }
 
     // The exported folder carries its modelling code; transformers (pip, CPU) loads it with trust_remote_code and
     // produces Lathe's logits.

@@ -132,10 +132,10 @@ private slots:
         const QString python = QString::fromStdString(test::referencePython());
         if (python.isEmpty())
             QSKIP("no Python with transformers (packaging/make-reference-env.sh, or set LATHE_REFERENCE_ENV)");
-        test::writeText(dir + "-case.json", c.dump());
+        test::writeText(dir + "/case.json", c.dump());
         QProcess proc;
         proc.start(python, {QString::fromStdString(test::sourceDir() + "/tests/support/check_tokenizer_folder.py"),
-                            QString::fromStdString(dir), QString::fromStdString(dir + "-case.json")});
+                            QString::fromStdString(dir), QString::fromStdString(dir + "/case.json")});
         QVERIFY(proc.waitForFinished(120000));
         qInfo("transformers says %s", proc.readAllStandardOutput().trimmed().constData());
         if (proc.exitCode() != 0)

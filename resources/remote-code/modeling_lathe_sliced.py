@@ -1,15 +1,16 @@
-# Modelling code of a Llama-family model (Llama, Mistral, Qwen2, SmolLM) sliced by Lathe's SliceGPT, for Hugging Face
-# transformers with trust_remote_code=True. Written by Lathe into the exported folder.
+# Modelling code of a decoder sliced by Lathe's SliceGPT (Llama/Mistral/Qwen2/SmolLM, OPT, GPT-2, Phi-2), for Hugging
+# Face transformers with trust_remote_code=True. Written by Lathe into the exported folder.
 #
-# SliceGPT (Ashkboos et al., ICLR 2024) folds every RMSNorm's scale into the next linears, rotates the residual
-# stream into PCA bases and deletes the least important directions, so:
+# SliceGPT (Ashkboos et al., ICLR 2024) folds every norm's scale (and LayerNorm's shift and mean removal) into the
+# neighbouring linears, rotates the residual stream into PCA bases and deletes the least important directions, so:
 #   * every norm is a weight-less RMSNorm that divides by the ORIGINAL hidden size D ("norm_divisor"),
 #   * the residual stream has its own width at each point (embedding, after attention, after each block),
 #   * residual connections carry shortcut matrices: h_mid = h_in @ attn_shortcut.T + attn(h_in),
-#     h_out = h_mid @ mlp_shortcut.T + mlp(h_mid) (stored like nn.Linear weights, absent = identity).
+#     h_out = h_mid @ mlp_shortcut.T + mlp(h_mid) (stored like nn.Linear weights, absent = identity);
+#     Phi-2's parallel block has one: h_out = h_in @ attn_shortcut.T + attn(x) + mlp(x), x = norm(h_in).
+# The checkpoint keeps the base family's tensor names; config.lathe_slicing["names"] gives each one ("{L}" = block),
+# and ["arch"] the numbers this code needs, so one file serves every family.
 # Supports batched causal-LM forward passes (no padding, no KV cache: every step recomputes the prefix).
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,16 +20,10 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from .configuration_lathe_sliced import LatheSlicedConfig
 
 
-def _rope_theta(config):
-    if getattr(config, "rope_theta", None) is not None:
-        return float(config.rope_theta)
-    params = getattr(config, "rope_parameters", None) or {}
-    return float(params.get("rope_theta", 10000.0))
-
-
 def _activation(name):
-    return {"silu": F.silu, "relu": F.relu, "gelu": F.gelu,
+    return {"silu": F.silu, "swish": F.silu, "relu": F.relu, "gelu": F.gelu,
             "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+            "gelu_fast": lambda x: F.gelu(x, approximate="tanh"),
             "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh")}[name]
 
 
@@ -45,124 +40,160 @@ class WeightlessRMSNorm(nn.Module):
         return x.to(dtype)
 
 
+class Conv1D(nn.Module):
+    """GPT-2's linear layer: the weight is stored (in x out) and y = x @ W + b."""
+
+    def __init__(self, n_in, n_out, bias=True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_in, n_out))
+        self.bias = nn.Parameter(torch.empty(n_out)) if bias else None
+
+    def forward(self, x):
+        y = x @ self.weight
+        return y + self.bias if self.bias is not None else y
+
+
 def _rotate_half(x):
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-class SlicedAttention(nn.Module):
-    def __init__(self, config, width_in, width_mid, bias):
-        super().__init__()
-        self.heads = config.num_attention_heads
-        self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
-        self.q_proj = nn.Linear(width_in, self.heads * self.head_dim, bias=bias["q"])
-        self.k_proj = nn.Linear(width_in, self.kv_heads * self.head_dim, bias=bias["k"])
-        self.v_proj = nn.Linear(width_in, self.kv_heads * self.head_dim, bias=bias["v"])
-        self.o_proj = nn.Linear(self.heads * self.head_dim, width_mid, bias=bias["o"])
-
-    def forward(self, x, cos, sin):
-        b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
-        if self.kv_heads != self.heads:
-            k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
-            v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.o_proj(y.transpose(1, 2).reshape(b, t, self.heads * self.head_dim))
-
-
-class SlicedMlp(nn.Module):
-    def __init__(self, config, width_mid, width_out, bias):
-        super().__init__()
-        inter = config.intermediate_size
-        self.gate_proj = nn.Linear(width_mid, inter, bias=bias["gate"])
-        self.up_proj = nn.Linear(width_mid, inter, bias=bias["up"])
-        self.down_proj = nn.Linear(inter, width_out, bias=bias["down"])
-        self.act = _activation(getattr(config, "hidden_act", "silu"))
-
-    def forward(self, x):
-        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
-
-
-class SlicedDecoderLayer(nn.Module):
-    def __init__(self, config, width_in, width_mid, width_out, shortcuts, bias):
-        super().__init__()
-        s = config.lathe_slicing
-        eps = getattr(config, "rms_norm_eps", 1e-6)
-        self.input_norm = WeightlessRMSNorm(s["norm_divisor"], eps)
-        self.post_attention_norm = WeightlessRMSNorm(s["norm_divisor"], eps)
-        self.self_attn = SlicedAttention(config, width_in, width_mid, bias)
-        self.mlp = SlicedMlp(config, width_mid, width_out, bias)
-        # Shortcut matrices exist where the exporter wrote them (a width or basis change on the residual path).
-        self.attn_shortcut = nn.Linear(width_in, width_mid, bias=False) if shortcuts["attn"] else None
-        self.mlp_shortcut = nn.Linear(width_mid, width_out, bias=False) if shortcuts["mlp"] else None
-
-    def forward(self, h, cos, sin):
-        a = self.self_attn(self.input_norm(h), cos, sin)
-        h = (self.attn_shortcut(h) if self.attn_shortcut is not None else h) + a
-        m = self.mlp(self.post_attention_norm(h))
-        return (self.mlp_shortcut(h) if self.mlp_shortcut is not None else h) + m
+def _rope(x, cos, sin, rotary_dim):
+    if rotary_dim <= 0:
+        return x
+    r, rest = x[..., :rotary_dim], x[..., rotary_dim:]
+    return torch.cat((r * cos + _rotate_half(r) * sin, rest), dim=-1)
 
 
 class LatheSlicedPreTrainedModel(PreTrainedModel):
     config_class = LatheSlicedConfig
-    base_model_prefix = "model"
-    _no_split_modules = ["SlicedDecoderLayer"]
+    base_model_prefix = "lathe_sliced_base"  # never a key prefix: the checkpoint's names are used as they are
 
     def _init_weights(self, module):
         pass  # every weight comes from the checkpoint
-
-
-class LatheSlicedModel(LatheSlicedPreTrainedModel):
-    def __init__(self, config):
-        super().__init__(config)
-        s = config.lathe_slicing
-        self.embed_tokens = nn.Embedding(config.vocab_size, s["embedding_width"])
-        widths_in = [s["embedding_width"]] + list(s["output_widths"][:-1])
-        self.layers = nn.ModuleList(
-            SlicedDecoderLayer(config, widths_in[i], s["mid_widths"][i], s["output_widths"][i],
-                               s["shortcuts"][i], s["biases"])
-            for i in range(config.num_hidden_layers))
-        self.norm = WeightlessRMSNorm(s["norm_divisor"], getattr(config, "rms_norm_eps", 1e-6))
-        heads = config.num_attention_heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-        self.rope_theta = _rope_theta(config)
-        self.post_init()
-
-    def forward(self, input_ids):
-        t = input_ids.shape[1]
-        # Computed per call rather than held in a buffer: transformers initialises non-checkpoint buffers itself.
-        inv_freq = 1.0 / (self.rope_theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float64,
-                                                            device=input_ids.device) / self.head_dim))
-        pos = torch.arange(t, device=input_ids.device, dtype=torch.float64)
-        freqs = torch.outer(pos, inv_freq).float()
-        emb = torch.cat((freqs, freqs), dim=-1)
-        h = self.embed_tokens(input_ids)
-        cos, sin = emb.cos().to(h.dtype), emb.sin().to(h.dtype)
-        for layer in self.layers:
-            h = layer(h, cos, sin)
-        return self.norm(h)
 
 
 class LatheSlicedForCausalLM(LatheSlicedPreTrainedModel, GenerationMixin):
     def __init__(self, config):
         super().__init__(config)
         s = config.lathe_slicing
-        self.model = LatheSlicedModel(config)
-        self.lm_head = nn.Linear(s["output_widths"][-1], config.vocab_size, bias=s["biases"].get("lm_head", False))
+        a = s["arch"]
+        names, bias = s["names"], s["biases"]
+        self.heads, self.kv_heads, self.head_dim = a["heads"], a["kv_heads"], a["head_dim"]
+        self.rotary_dim, self.rope_theta = a["rotary_dim"], a["rope_theta"]
+        self.position_offset, self.parallel = a["position_offset"], a["parallel"]
+        self.act = _activation(a["activation"])
+        eps, divisor = a["norm_eps"], s["norm_divisor"]
+        self.norm = WeightlessRMSNorm(divisor, eps)
+        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        inter = a["intermediate_size"]
+
+        def linear(n_in, n_out, has_bias, conv1d=False):
+            return Conv1D(n_in, n_out, has_bias) if conv1d else nn.Linear(n_in, n_out, bias=has_bias)
+
+        conv = a["conv1d"]
+        # Modules live under the checkpoint's dotted names; self._blocks holds those names (forward() looks them up,
+        # so nothing is registered twice and a module transformers replaces while loading is still found).
+        self._embed = self._install(names["embed"], nn.Embedding(config.vocab_size, s["embedding_width"]))
+        self._positions = None
+        if names.get("positions"):
+            self._positions = self._install(names["positions"], nn.Embedding(a["positions"], s["embedding_width"]))
+        widths_in = [s["embedding_width"]] + list(s["output_widths"][:-1])
+        self._blocks = []
+        for i in range(a["layers"]):
+            n = {k: v.replace("{L}", str(i)) for k, v in names.items() if "{L}" in v}
+            w_in, w_out = widths_in[i], s["output_widths"][i]
+            w_mid = w_out if self.parallel else s["mid_widths"][i]
+            b = {}
+            if a["fused_qkv"]:
+                b["qkv"] = self._install(n["qkv"], linear(w_in, q + 2 * kv, bias["qkv"], conv))
+            else:
+                b["q"] = self._install(n["q"], linear(w_in, q, bias["q"]))
+                b["k"] = self._install(n["k"], linear(w_in, kv, bias["k"]))
+                b["v"] = self._install(n["v"], linear(w_in, kv, bias["v"]))
+            b["o"] = self._install(n["o"], linear(q, w_mid, bias["o"], conv))
+            mlp_in = w_in if self.parallel else w_mid
+            b["gate"] = self._install(n["gate"], linear(mlp_in, inter, bias["gate"])) if a["gated"] else None
+            b["up"] = self._install(n["up"], linear(mlp_in, inter, bias["up"], conv))
+            b["down"] = self._install(n["down"], linear(inter, w_out, bias["down"], conv))
+            sc = s["shortcuts"][i]
+            b["attn_shortcut"] = self._install(n["attn_shortcut"], nn.Linear(w_in, w_mid, bias=False)) if sc["attn"] else None
+            b["mlp_shortcut"] = self._install(n["mlp_shortcut"], nn.Linear(w_mid, w_out, bias=False)) if sc["mlp"] else None
+            self._blocks.append(b)
+        self._head = self._install(names["lm_head"], nn.Linear(s["output_widths"][-1], config.vocab_size,
+                                                               bias=bias["lm_head"]))
         self.post_init()
 
+    def _install(self, dotted, module):
+        parent = self
+        parts = dotted.split(".")
+        for p in parts[:-1]:
+            child = parent._modules.get(p)
+            if child is None:
+                child = nn.Module()
+                parent.add_module(p, child)
+            parent = child
+        parent.add_module(parts[-1], module)
+        return dotted
+
+    def _m(self, dotted):
+        return self.get_submodule(dotted) if dotted is not None else None
+
     def get_input_embeddings(self):
-        return self.model.embed_tokens
+        return self._m(self._embed)
+
+    def _attention(self, b, x, cos, sin):
+        bs, t, _ = x.shape
+        q_w, kv_w = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        m = self._m
+        if "qkv" in b:
+            q, k, v = m(b["qkv"])(x).split([q_w, kv_w, kv_w], dim=-1)
+        else:
+            q, k, v = m(b["q"])(x), m(b["k"])(x), m(b["v"])(x)
+        q = q.view(bs, t, self.heads, self.head_dim).transpose(1, 2)
+        k = k.view(bs, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(bs, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = _rope(q, cos, sin, self.rotary_dim), _rope(k, cos, sin, self.rotary_dim)
+        if self.kv_heads != self.heads:
+            k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
+            v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return m(b["o"])(y.transpose(1, 2).reshape(bs, t, q_w))
+
+    def _mlp(self, b, x):
+        m = self._m
+        if b["gate"] is not None:
+            return m(b["down"])(self.act(m(b["gate"])(x)) * m(b["up"])(x))
+        return m(b["down"])(self.act(m(b["up"])(x)))
 
     def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
         if attention_mask is not None and not bool(attention_mask.all()):
             raise ValueError("this sliced model's code does not support padded batches")
-        logits = self.lm_head(self.model(input_ids)).float()
+        t = input_ids.shape[1]
+        m = self._m
+        h = m(self._embed)(input_ids)
+        if self._positions is not None:
+            pos = torch.arange(t, device=input_ids.device) + self.position_offset
+            h = h + m(self._positions)(pos)[None]
+        cos = sin = None
+        if self.rotary_dim > 0:
+            # Computed per call rather than held in a buffer: transformers initialises non-checkpoint buffers itself.
+            inv_freq = 1.0 / (self.rope_theta ** (torch.arange(0, self.rotary_dim, 2, dtype=torch.float64,
+                                                                device=input_ids.device) / self.rotary_dim))
+            freqs = torch.outer(torch.arange(t, device=input_ids.device, dtype=torch.float64), inv_freq).float()
+            emb = torch.cat((freqs, freqs), dim=-1)
+            cos, sin = emb.cos().to(h.dtype), emb.sin().to(h.dtype)
+        for b in self._blocks:
+            x = self.norm(h)
+            a = self._attention(b, x, cos, sin)
+            res = m(b["attn_shortcut"])(h) if b["attn_shortcut"] is not None else h
+            if self.parallel:
+                h = res + a + self._mlp(b, x)
+            else:
+                h = res + a
+                mlp = self._mlp(b, self.norm(h))
+                h = (m(b["mlp_shortcut"])(h) if b["mlp_shortcut"] is not None else h) + mlp
+        logits = m(self._head)(self.norm(h)).float()
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))

@@ -180,9 +180,23 @@ std::string referencePython() {
 }
 
 std::string tempDir(const std::string &tag) {
+    // Removed when the test program exits, unless LATHE_KEEP_TEST_FILES is set (to look at them after a failure).
+    static std::vector<fs::path> created;
+    static const bool registered = [] {
+        std::atexit([] {
+            if (std::getenv("LATHE_KEEP_TEST_FILES"))
+                return;
+            std::error_code ec;
+            for (const fs::path &p : created)
+                fs::remove_all(p, ec);
+        });
+        return true;
+    }();
+    (void)registered;
     const fs::path p = fs::temp_directory_path() / ("lathe-test-" + tag + "-" + std::to_string(::getpid()));
     fs::remove_all(p);
     fs::create_directories(p);
+    created.push_back(p);
     return p.string();
 }
 
