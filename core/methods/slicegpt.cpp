@@ -21,6 +21,7 @@
 #include "linalg.h"
 #include "model.h"
 #include "normfusion.h"
+#include "slicegptengine.h"
 #include "transformer.h"
 
 #include <Eigen/Core>
@@ -58,9 +59,7 @@ struct Pca {
     }
 };
 
-Pca pca(GramAccumulator &acc, double damping, ComputeBackend *solver) {
-    std::vector<double> h = acc.finish();
-    const int64_t n = acc.width();
+Pca pca(std::vector<double> h, int64_t n, double damping, ComputeBackend *solver) {
     double meanDiag = 0;
     for (int64_t i = 0; i < n; ++i)
         meanDiag += h[size_t(i * n + i)];
@@ -91,39 +90,12 @@ void randomlyOrient(MatD &q, int64_t d, std::mt19937_64 &rng) {
     q.leftCols(d) = (q.leftCols(d) * r).eval();
 }
 
-// A linear that reads the rotated residual: W <- W Q_d.
-void rotateInput(LinearWeights &l, const MatD &qd) {
-    if (l.present())
-        l.w = (l.w.cast<double>() * qd).cast<float>();
-}
-
-// A linear that writes the residual: W <- Q_d^T W, b <- Q_d^T b.
-void rotateOutput(LinearWeights &l, const MatD &qd) {
-    if (!l.present())
-        return;
-    l.w = (qd.transpose() * l.w.cast<double>()).cast<float>();
-    if (l.hasBias())
-        l.b = (qd.transpose() * l.b.cast<double>()).cast<float>();
-}
-
 // Shortcut from a residual in basis `from` (d_from kept) to basis `to` (d_to kept), as a linear weight
 // (d_to x d_from): S = Q_to,d^T Q_from,d. With `to` empty it maps back to the unrotated basis (D x d_from).
 Mat shortcut(const MatD &fromD, const MatD *toD) {
     if (!toD)
         return fromD.cast<float>();
     return (toD->transpose() * fromD).cast<float>();
-}
-
-// x <- x Q_d for every chunk (the stream moves into the new basis and is sliced).
-void projectChunks(LayerwiseSignals &s, const MatD &qd) {
-    const Mat qf = qd.cast<float>();
-    for (int i = 0; i < s.chunks(); ++i) {
-        Mat &x = s.chunk(i);
-        Mat y(x.rows(), qf.cols());
-        sgemm(false, false, x.rows(), qf.cols(), x.cols(), 1.0f, x.data(), x.cols(), qf.data(), qf.cols(), 0.0f,
-              y.data(), y.cols());
-        x.swap(y);
-    }
 }
 
 } // namespace
@@ -181,46 +153,44 @@ SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const S
     };
     fuseNorms(model, sub(0.0, 0.02));
 
-    Transformer engine(model);
     reportProgress(progress, 0.02, "embedding the calibration set");
-    LayerwiseSignals signals(engine, calibration, params.rowsPerChunk);
-    result.calibrationBytes = signals.bytes();
-    spdlog::info("SliceGPT: {} calibration rows, {:.1f} MiB of signals per width-{} copy", signals.rows(),
-                 double(signals.bytes()) / (1 << 20), D);
+    SliceGptEngineOptions eo;
+    eo.rowsPerChunk = params.rowsPerChunk;
+    eo.precision = params.precision;
+    const std::unique_ptr<SliceGptEngine> engine =
+        params.gpu ? makeGpuSliceGptEngine(model, calibration, eo) : makeCpuSliceGptEngine(model, calibration, eo);
+    result.calibrationBytes = engine->signalBytes();
+    spdlog::info("SliceGPT on {}: {} calibration rows, {:.1f} MiB of signals per width-{} copy", engine->describe(),
+                 engine->signalRows(), double(engine->signalBytes()) / (1 << 20), D);
 
     // The embedding output: first PCA.
-    GramAccumulator acc0(D);
-    for (int i = 0; i < signals.chunks(); ++i)
-        acc0.add(signals.chunk(i));
-    Pca p0 = pca(acc0, params.damping, params.solver);
+    Pca p0 = pca(engine->signalGram(), D, params.damping, params.solver);
     if (params.randomOrientation)
         randomlyOrient(p0.basis, widths.embedding, rng);
     result.embeddingEnergyDropped = p0.droppedFraction(widths.embedding);
     MatD prev = p0.basis.leftCols(widths.embedding); // Q_{l-1}, kept columns (D x d_in)
     {
         EmbeddingWeights emb = loadEmbeddingWeights(model);
-        emb.token = (emb.token.cast<double>() * prev).cast<float>();
-        if (emb.position.size())
-            emb.position = (emb.position.cast<double>() * prev).cast<float>();
+        engine->rotateInput(emb.token, prev);
+        engine->rotateInput(emb.position, prev);
         storeEmbeddingWeights(model, emb);
     }
-    projectChunks(signals, prev);
+    engine->projectSignals(prev);
 
-    // Runs block l over every chunk in place (the chunks become its output, in the unrotated basis), then the PCA
-    // of that output: the kept basis (D x d) and the energy it drops.
+    // Runs block l over the signals (they become its output, in the unrotated basis), then the PCA of that
+    // output: the kept basis (D x d) and the energy it drops.
     auto outputBasis = [&](int l, double from, double to, const std::string &tag, int64_t d, double &dropped) {
-        GramAccumulator acc(D);
-        for (int i = 0; i < signals.chunks(); ++i) {
-            reportProgress(progress, from + (to - from) * i / signals.chunks(), tag + ": block output");
-            engine.runBlock(l, signals.chunk(i), signals.batch(i));
-            acc.add(signals.chunk(i));
-        }
+        std::vector<double> h = engine->runBlock(l, false, progress, from, to, tag + ": block output");
         reportProgress(progress, to, tag + ": eigendecomposition");
-        Pca p = pca(acc, params.damping, params.solver);
+        Pca p = pca(std::move(h), D, params.damping, params.solver);
         if (params.randomOrientation)
             randomlyOrient(p.basis, d, rng);
         dropped = p.droppedFraction(d);
         return MatD(p.basis.leftCols(d));
+    };
+    auto rotateInputs = [&](std::initializer_list<LinearWeights *> readers, const MatD &q) {
+        for (LinearWeights *lin : readers)
+            engine->rotateInput(lin->w, q);
     };
 
     const double blocksFrom = 0.05;
@@ -231,61 +201,51 @@ SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const S
         const std::string tag = "block " + std::to_string(l + 1) + "/" + std::to_string(layers);
         SliceGptLayerReport rep;
         rep.layer = l;
-        BlockWeights b = engine.block(l);
-        for (LinearWeights *lin : {&b.q, &b.k, &b.v})
-            rotateInput(*lin, prev);
+        BlockWeights b = loadBlockWeights(model, l);
+        rotateInputs({&b.q, &b.k, &b.v}, prev);
         if (parallel) {
-            for (LinearWeights *lin : {&b.gate, &b.up})
-                rotateInput(*lin, prev);
+            rotateInputs({&b.gate, &b.up}, prev);
             // One signal per block: the output, with the input carried back to the unrotated basis.
             b.attnShortcut = shortcut(prev, nullptr);
-            engine.setBlock(l, b);
+            engine->setBlock(l, b);
             const int64_t dOut = widths.output[size_t(l)];
             const MatD next = outputBasis(l, f0, f0 + (f1 - f0) * 0.9, tag, dOut, rep.outputEnergyDropped);
             b.attnShortcut = shortcut(prev, &next);
-            rotateOutput(b.o, next);
-            rotateOutput(b.down, next);
-            projectChunks(signals, next);
+            engine->rotateOutput(b.o, next);
+            engine->rotateOutput(b.down, next);
+            engine->projectSignals(next);
             prev = next;
             rep.midWidth = rep.outputWidth = dOut;
         } else {
             // Signal 1: the residual entering the MLP, in the unrotated basis (so its PCA is of the true signal).
             b.attnShortcut = shortcut(prev, nullptr);
-            engine.setBlock(l, b);
-            GramAccumulator accMid(D);
-            Mat x;
-            for (int i = 0; i < signals.chunks(); ++i) {
-                reportProgress(progress, f0 + (f1 - f0) * 0.4 * i / signals.chunks(), tag + ": attention output");
-                x = signals.chunk(i);
-                engine.runBlock(l, x, signals.batch(i), nullptr, BlockSignal::MlpResidual);
-                accMid.add(x);
-            }
+            engine->setBlock(l, b);
+            std::vector<double> hMid = engine->runBlock(l, true, progress, f0, f0 + (f1 - f0) * 0.4,
+                                                        tag + ": attention output");
             reportProgress(progress, f0 + (f1 - f0) * 0.4, tag + ": eigendecomposition");
-            Pca pm = pca(accMid, params.damping, params.solver);
+            Pca pm = pca(std::move(hMid), D, params.damping, params.solver);
             const int64_t dMid = widths.mid[size_t(l)];
             if (params.randomOrientation)
                 randomlyOrient(pm.basis, dMid, rng);
             const MatD mid = pm.basis.leftCols(dMid);
             rep.midEnergyDropped = pm.droppedFraction(dMid);
             b.attnShortcut = shortcut(prev, &mid);
-            rotateOutput(b.o, mid);
-            for (LinearWeights *lin : {&b.gate, &b.up})
-                rotateInput(*lin, mid);
+            engine->rotateOutput(b.o, mid);
+            rotateInputs({&b.gate, &b.up}, mid);
             // Signal 2: the block output, again in the unrotated basis.
             b.mlpShortcut = shortcut(mid, nullptr);
-            engine.setBlock(l, b);
+            engine->setBlock(l, b);
             const int64_t dOut = widths.output[size_t(l)];
             const MatD next =
                 outputBasis(l, f0 + (f1 - f0) * 0.45, f0 + (f1 - f0) * 0.9, tag, dOut, rep.outputEnergyDropped);
             b.mlpShortcut = shortcut(mid, &next);
-            rotateOutput(b.down, next);
-            projectChunks(signals, next);
+            engine->rotateOutput(b.down, next);
+            engine->projectSignals(next);
             prev = next;
             rep.midWidth = dMid;
             rep.outputWidth = dOut;
         }
         storeBlockWeights(model, l, b);
-        engine.releaseBlock(l);
         rep.seconds = now() - tl;
         spdlog::info("SliceGPT {}: widths {} / {}, energy dropped {:.4f} / {:.4f} ({:.1f} s)", tag, rep.midWidth,
                      rep.outputWidth, rep.midEnergyDropped, rep.outputEnergyDropped, rep.seconds);
@@ -293,7 +253,7 @@ SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const S
         reportProgress(progress, f1, tag + ": done");
     }
     HeadWeights head = loadHeadWeights(model);
-    rotateInput(head.lmHead, prev);
+    engine->rotateInput(head.lmHead.w, prev);
     storeHeadWeights(model, head);
     c.slicing.embeddingWidth = widths.embedding;
     c.slicing.midWidths = widths.mid;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "deviceforward.h"
 #include "progress.h"
 
 #include <cstdint>
@@ -23,6 +24,9 @@ struct SliceGptParams {
     int64_t rowsPerChunk = 8192;       // calibration rows run through a block at once
     // Where the fp64 eigendecompositions run (cuSOLVER on a GPU backend); null = LAPACK on the CPU. Not owned.
     ComputeBackend *solver = nullptr;
+    // Block passes, Gram matrices and rotations on the GPU (slicegptengine.h), blocks in `precision`; else the CPU.
+    bool gpu = false;
+    ComputePrecision precision = ComputePrecision::Bf16;
 };
 
 // The widths a run will produce, known before any work: embedding, per block mid and output widths.

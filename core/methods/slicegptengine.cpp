@@ -1,0 +1,101 @@
+#include "slicegptengine.h"
+
+#include "blas.h"
+#include "error.h"
+#include "layerwise.h"
+#include "model.h"
+#include "transformer.h"
+
+namespace lathe {
+
+namespace {
+
+SliceGptEngineFactory g_gpuFactory = nullptr;
+
+// The CPU engine: signals in host memory (LayerwiseSignals), blocks by the CPU Transformer, Gram matrices by dsyrk,
+// rotations in Eigen fp64.
+class CpuSliceGptEngine final : public SliceGptEngine {
+public:
+    CpuSliceGptEngine(const Model &model, const CalibrationSet &calibration, const SliceGptEngineOptions &options)
+        : m_engine(model), m_signals(m_engine, calibration, options.rowsPerChunk), m_width(model.config.hiddenSize) {}
+
+    std::string describe() const override { return "CPU"; }
+    int64_t signalRows() const override { return m_signals.rows(); }
+    uint64_t signalBytes() const override { return m_signals.bytes(); }
+
+    std::vector<double> signalGram() override {
+        GramAccumulator acc(m_width);
+        for (int i = 0; i < m_signals.chunks(); ++i)
+            acc.add(m_signals.chunk(i));
+        return acc.finish();
+    }
+
+    void projectSignals(const MatD &qd) override {
+        const Mat qf = qd.cast<float>();
+        for (int i = 0; i < m_signals.chunks(); ++i) {
+            Mat &x = m_signals.chunk(i);
+            Mat y(x.rows(), qf.cols());
+            sgemm(false, false, x.rows(), qf.cols(), x.cols(), 1.0f, x.data(), x.cols(), qf.data(), qf.cols(), 0.0f,
+                  y.data(), y.cols());
+            x.swap(y);
+        }
+    }
+
+    void setBlock(int layer, const BlockWeights &w) override { m_engine.setBlock(layer, w); }
+
+    std::vector<double> runBlock(int layer, bool midOnly, const ProgressCallback &progress, double from, double to,
+                                 const std::string &stage) override {
+        GramAccumulator acc(m_width);
+        Mat mid;
+        for (int i = 0; i < m_signals.chunks(); ++i) {
+            reportProgress(progress, from + (to - from) * double(i) / double(m_signals.chunks()), stage);
+            if (midOnly) {
+                mid = m_signals.chunk(i);
+                m_engine.runBlock(layer, mid, m_signals.batch(i), nullptr, BlockSignal::MlpResidual);
+                acc.add(mid);
+            } else {
+                m_engine.runBlock(layer, m_signals.chunk(i), m_signals.batch(i));
+                acc.add(m_signals.chunk(i));
+            }
+        }
+        if (!midOnly)
+            m_engine.releaseBlock(layer);
+        return acc.finish();
+    }
+
+    void rotateInput(Mat &w, const MatD &qd) override {
+        if (w.size())
+            w = (w.cast<double>() * qd).cast<float>();
+    }
+    void rotateOutput(LinearWeights &l, const MatD &qd) override {
+        if (!l.present())
+            return;
+        l.w = (qd.transpose() * l.w.cast<double>()).cast<float>();
+        if (l.hasBias())
+            l.b = (qd.transpose() * l.b.cast<double>()).cast<float>();
+    }
+
+private:
+    Transformer m_engine;
+    LayerwiseSignals m_signals;
+    int64_t m_width;
+};
+
+} // namespace
+
+std::unique_ptr<SliceGptEngine> makeCpuSliceGptEngine(const Model &model, const CalibrationSet &calibration,
+                                                      const SliceGptEngineOptions &options) {
+    return std::make_unique<CpuSliceGptEngine>(model, calibration, options);
+}
+
+void setSliceGptEngineFactory(SliceGptEngineFactory factory) { g_gpuFactory = factory; }
+
+std::unique_ptr<SliceGptEngine> makeGpuSliceGptEngine(const Model &model, const CalibrationSet &calibration,
+                                                      const SliceGptEngineOptions &options) {
+    if (!g_gpuFactory)
+        throw LatheError("this build has no CUDA backend, so SliceGPT cannot run on a GPU",
+                         "use the CPU (device cpu), or rebuild with the CUDA toolkit installed");
+    return g_gpuFactory(model, calibration, options);
+}
+
+} // namespace lathe

@@ -1,0 +1,63 @@
+#pragma once
+
+#include "deviceforward.h"
+#include "layerweights.h"
+#include "mat.h"
+#include "progress.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace lathe {
+
+class Model;
+struct CalibrationSet;
+
+// Where SliceGPT's heavy work runs: the calibration signals (the residual stream of every calibration sequence at
+// the current block boundary), the block passes over them, their fp64 Gram matrices and the fp64 weight rotations.
+// slicegpt.cpp drives the algorithm through this interface; the CPU implementation is makeCpuSliceGptEngine, the
+// CUDA one lives in gpu/ (signals held in GPU memory, blocks in the compute precision, Gram matrices by DSYRK,
+// rotations by DGEMM) and is registered with setSliceGptEngineFactory.
+class SliceGptEngine {
+public:
+    virtual ~SliceGptEngine() = default;
+    virtual std::string describe() const = 0;
+    virtual int64_t signalRows() const = 0;
+    virtual uint64_t signalBytes() const = 0; // memory the signals take where they are held
+
+    // H = sum x^T x over every signal row, in fp64: the full symmetric (width x width) matrix, row-major.
+    virtual std::vector<double> signalGram() = 0;
+    // Every signal row x <- x Q_d (Q_d: width x d, fp64): the stream moves into the new basis and is sliced.
+    virtual void projectSignals(const MatD &qd) = 0;
+    // Block `layer` computes with `w` from now on (rotated weights, shortcut matrices).
+    virtual void setBlock(int layer, const BlockWeights &w) = 0;
+    // Runs block `layer` over the signals. midOnly: up to the residual entering the MLP, leaving the signals as they
+    // are, and returns that residual's Gram matrix; otherwise the signals become the block's output and its Gram
+    // matrix is returned. Reports `stage` over from..to of `progress`; cancellation throws CancelledError.
+    virtual std::vector<double> runBlock(int layer, bool midOnly, const ProgressCallback &progress, double from,
+                                         double to, const std::string &stage) = 0;
+    // fp64 rotations of weights: a reader of the residual W <- W Q_d; a writer W <- Q_d^T W, b <- Q_d^T b.
+    virtual void rotateInput(Mat &w, const MatD &qd) = 0;
+    virtual void rotateOutput(LinearWeights &l, const MatD &qd) = 0;
+};
+
+struct SliceGptEngineOptions {
+    int64_t rowsPerChunk = 8192;                           // rows run through a block at once
+    ComputePrecision precision = ComputePrecision::Bf16; // GPU block passes (the CPU computes in fp32)
+};
+
+// Embeds the calibration set with `model`'s current (fused) embedding weights. The engine reads `model` for its
+// configuration and block weights until the run ends.
+std::unique_ptr<SliceGptEngine> makeCpuSliceGptEngine(const Model &model, const CalibrationSet &calibration,
+                                                      const SliceGptEngineOptions &options);
+
+using SliceGptEngineFactory = std::unique_ptr<SliceGptEngine> (*)(const Model &, const CalibrationSet &,
+                                                                  const SliceGptEngineOptions &);
+void setSliceGptEngineFactory(SliceGptEngineFactory factory);
+// The GPU engine, or LatheError saying why there is none (no CUDA build, no device, out of memory).
+std::unique_ptr<SliceGptEngine> makeGpuSliceGptEngine(const Model &model, const CalibrationSet &calibration,
+                                                      const SliceGptEngineOptions &options);
+
+} // namespace lathe
