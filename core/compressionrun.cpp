@@ -145,7 +145,7 @@ json CompressionSpec::toJson() const {
               {"pattern", pattern},
               {"targets", targets},
               {"slicegpt", {{"slice_head", sliceHead}, {"random_orientation", randomOrientation}, {"round_to", roundTo},
-                            {"damping", damping}}},
+                            {"damping", damping}, {"precision", slicePrecision}}},
               {"calibration", {{"text", calibrationText}, {"samples", calibrationSamples},
                                {"seq_len", calibrationSeqLen}, {"seed", calibrationSeed}}},
               {"evaluation", {{"text", evalText}, {"seq_len", evalSeqLen}, {"max_tokens", evalMaxTokens},
@@ -186,7 +186,8 @@ CompressionSpec CompressionSpec::fromJson(const json &j, const std::string &base
         s.layerSparsity = j["layer_sparsity"];
     if (j.contains("slicegpt")) {
         const json &g = j["slicegpt"];
-        onlyKeys(g, {"slice_head", "random_orientation", "round_to", "damping"}, "slicegpt");
+        onlyKeys(g, {"slice_head", "random_orientation", "round_to", "damping", "precision"}, "slicegpt");
+        take(g, "precision", s.slicePrecision, "slicegpt.");
         take(g, "slice_head", s.sliceHead, "slicegpt.");
         take(g, "random_orientation", s.randomOrientation, "slicegpt.");
         take(g, "round_to", s.roundTo, "slicegpt.");
@@ -248,6 +249,7 @@ void validateSpec(const CompressionSpec &s) {
     if (s.device != "auto" && s.device != "cpu" && s.device != "cuda")
         throw LatheError("job spec: unknown device '" + s.device + "'", "use auto, cpu or cuda");
     parsePrecision(s.evalPrecision);
+    parsePrecision(s.slicePrecision);
     if (s.device == "cuda")
         createBackend(DevicePreference::Cuda); // LatheError saying why there is no usable GPU
     if (s.method != "magnitude" && s.method != "wanda" && s.method != "slicegpt")
@@ -449,6 +451,8 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
             if (spec.method == "slicegpt") {
                 SliceGptParams sp = sliceGptParams(spec, s);
                 sp.solver = device.get();
+                sp.gpu = device->name() == "cuda";
+                sp.precision = parsePrecision(spec.slicePrecision);
                 const SliceGptResult r = sliceGpt(*m, calibration, sp, part(2.0, tag));
                 for (const SliceGptLayerReport &l : r.layers)
                     rec.layers.push_back({{"layer", l.layer}, {"mid_width", l.midWidth}, {"output_width", l.outputWidth},

@@ -13,7 +13,8 @@ namespace lathe {
 // A compression run as the GUI writes it and `lathe-cli compress JOB.json` executes it. JSON keys (docs/compression.md):
 //   model, tokenizer?, method ("magnitude" | "wanda" | "slicegpt"), sparsity | sweep [..], pattern
 //   ("unstructured" | "per-row" | "N:M"), targets (regex), layer_sparsity (array or {"i-j": r}),
-//   slicegpt {slice_head, random_orientation, round_to, damping}, calibration {text, samples, seq_len, seed},
+//   slicegpt {slice_head, random_orientation, round_to, damping, precision}, calibration {text, samples, seq_len,
+//   seed},
 //   evaluation {text, seq_len, max_tokens, dense, precision}, output {dir, export, dtype, overwrite},
 //   device ("auto" | "cpu" | "cuda": where evaluation and SliceGPT's eigendecompositions run)
 // Relative paths are resolved against the folder of the spec file.
@@ -27,6 +28,7 @@ struct CompressionSpec {
     bool sliceHead = false, randomOrientation = false;
     int64_t roundTo = 8;
     double damping = 0.01;
+    std::string slicePrecision = "bf16"; // of SliceGPT's block passes on a GPU (the CPU computes in fp32)
     std::string calibrationText;
     int64_t calibrationSamples = 128, calibrationSeqLen = 2048;
     uint64_t calibrationSeed = 42;

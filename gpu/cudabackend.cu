@@ -3,6 +3,7 @@
 
 #include "cudabackend.h"
 #include "cudaforward.h"
+#include "cudaslicegpt.h"
 #include "cudacheck.h"
 #include "devicememory.h"
 
@@ -207,6 +208,7 @@ std::unique_ptr<ComputeBackend> makeCudaBackend(std::string *whyNot) {
 void registerCudaBackend() {
     setGpuBackendFactory(&makeCudaBackend);
     registerCudaForward();
+    registerCudaSliceGpt();
 }
 
 } // namespace lathe::gpu

@@ -53,7 +53,7 @@ __device__ inline float blockReduce(float v, bool isMax) {
 }
 
 // Transformer::embed: h[r] = token[ids[r]] (+ position[r % seq + positionOffset]). Ids are checked on the host.
-__global__ void embedKernel(const int32_t *ids, const float *token, const float *position, int64_t seq,
+static __global__ void embedKernel(const int32_t *ids, const float *token, const float *position, int64_t seq,
                             int positionOffset, int64_t width, float *h) {
     const int64_t r = blockIdx.x;
     const float *t = token + int64_t(ids[r]) * width;
@@ -66,7 +66,7 @@ __global__ void embedKernel(const int32_t *ids, const float *token, const float 
 // (w null = 1; divisor = width, or the original width of a sliced model). LayerNorm: y = (x - mean) /
 // sqrt(var + eps) * w + b with the biased variance (b null = 0).
 template <typename T>
-__global__ void normKernel(const float *x, int64_t width, bool layerNorm, float divisor, float eps, const float *w,
+static __global__ void normKernel(const float *x, int64_t width, bool layerNorm, float divisor, float eps, const float *w,
                            const float *b, T *y) {
     const int64_t r = blockIdx.x;
     const float *in = x + r * width;
@@ -96,7 +96,7 @@ __global__ void normKernel(const float *x, int64_t width, bool layerNorm, float 
 }
 
 // y[r][c] += bias[c] (fp32, after a GEMM).
-__global__ void addBiasKernel(float *y, const float *bias, int64_t rows, int64_t cols) {
+static __global__ void addBiasKernel(float *y, const float *bias, int64_t rows, int64_t cols) {
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i < rows * cols)
         y[i] += bias[i % cols];
@@ -105,7 +105,7 @@ __global__ void addBiasKernel(float *y, const float *bias, int64_t rows, int64_t
 // cpu::ropeForward followed by conversion to T: rotate-half RoPE on the first 2*half dimensions of every head of
 // row r (position r % seq), the other dimensions copied. half = 0 converts only. One thread block per row.
 template <typename T>
-__global__ void ropeConvertKernel(const float *x, int heads, int headDim, int64_t seq, const float *cosTable,
+static __global__ void ropeConvertKernel(const float *x, int heads, int headDim, int64_t seq, const float *cosTable,
                                   const float *sinTable, int half, T *y) {
     const int64_t r = blockIdx.x;
     const int64_t width = int64_t(heads) * headDim;
@@ -162,7 +162,7 @@ __device__ inline float activate(DeviceActivation a, float v) {
 
 // cpu::activationForward (gate null) or cpu::swigluForward (out = silu(gate) * up), into T.
 template <typename T>
-__global__ void activationKernel(DeviceActivation a, const float *up, const float *gate, int64_t n, T *out) {
+static __global__ void activationKernel(DeviceActivation a, const float *up, const float *gate, int64_t n, T *out) {
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= n)
         return;
@@ -176,14 +176,14 @@ template <typename T> __global__ void convertKernel(const float *in, int64_t n, 
 }
 
 // h += a (+ b): the residual additions.
-__global__ void residualKernel(float *h, const float *a, const float *b, int64_t n) {
+static __global__ void residualKernel(float *h, const float *a, const float *b, int64_t n) {
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i < n)
         h[i] += a[i] + (b ? b[i] : 0.0f);
 }
 
 // -log softmax(logits[r])[target[r]] per row, in fp64 for the sum the caller makes (evaluation.cpp's addNll).
-__global__ void nllKernel(const float *logits, int64_t vocab, const int32_t *targets, double *out) {
+static __global__ void nllKernel(const float *logits, int64_t vocab, const int32_t *targets, double *out) {
     const int64_t r = blockIdx.x;
     const float *row = logits + r * vocab;
     float mx = -INFINITY;

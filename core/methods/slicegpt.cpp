@@ -90,14 +90,6 @@ void randomlyOrient(MatD &q, int64_t d, std::mt19937_64 &rng) {
     q.leftCols(d) = (q.leftCols(d) * r).eval();
 }
 
-// Shortcut from a residual in basis `from` (d_from kept) to basis `to` (d_to kept), as a linear weight
-// (d_to x d_from): S = Q_to,d^T Q_from,d. With `to` empty it maps back to the unrotated basis (D x d_from).
-Mat shortcut(const MatD &fromD, const MatD *toD) {
-    if (!toD)
-        return fromD.cast<float>();
-    return (toD->transpose() * fromD).cast<float>();
-}
-
 } // namespace
 
 SliceGptWidths sliceGptWidths(int64_t hidden, int64_t layers, const SliceGptParams &p) {
@@ -187,6 +179,13 @@ SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const S
             randomlyOrient(p.basis, d, rng);
         dropped = p.droppedFraction(d);
         return MatD(p.basis.leftCols(d));
+    };
+    // Shortcut from a residual in basis `from` (d_from kept) to basis `to` (d_to kept), as a linear weight
+    // (d_to x d_from): S = Q_to,d^T Q_from,d. With `to` empty it maps back to the unrotated basis (D x d_from).
+    auto shortcut = [&](const MatD &fromD, const MatD *toD) -> Mat {
+        if (!toD)
+            return fromD.cast<float>();
+        return engine->transposedProduct(*toD, fromD).cast<float>();
     };
     auto rotateInputs = [&](std::initializer_list<LinearWeights *> readers, const MatD &q) {
         for (LinearWeights *lin : readers)

@@ -75,6 +75,8 @@ public:
             l.b = (qd.transpose() * l.b.cast<double>()).cast<float>();
     }
 
+    MatD transposedProduct(const MatD &a, const MatD &b) override { return a.transpose() * b; }
+
 private:
     Transformer m_engine;
     LayerwiseSignals m_signals;

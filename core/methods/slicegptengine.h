@@ -41,6 +41,8 @@ public:
     // fp64 rotations of weights: a reader of the residual W <- W Q_d; a writer W <- Q_d^T W, b <- Q_d^T b.
     virtual void rotateInput(Mat &w, const MatD &qd) = 0;
     virtual void rotateOutput(LinearWeights &l, const MatD &qd) = 0;
+    // a^T b in fp64 (the shortcut matrices Q_to^T Q_from: D^3 multiply-adds, too many for the host at 7B scale).
+    virtual MatD transposedProduct(const MatD &a, const MatD &b) = 0;
 };
 
 struct SliceGptEngineOptions {

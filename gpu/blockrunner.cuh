@@ -1,0 +1,310 @@
+#pragma once
+
+// The per-block machinery of the GPU engine, shared by the forward pass (cudaforward.cu) and SliceGPT
+// (cudaslicegpt.cu): weights uploaded in the compute type T, cuBLAS linears, the kernels of forwardkernels.cuh and
+// cuBLAS attention, on row-major (batch*seq x width) activations as in core/transformer.cpp. Only included by .cu
+// files in gpu/.
+
+#include "cudacheck.h"
+#include "devicememory.h"
+#include "forwardkernels.cuh"
+
+#include "../core/blockops.h"
+#include "../core/error.h"
+#include "../core/layerweights.h"
+#include "../core/model.h"
+#include "../core/transformer.h"
+
+#include <cublas_v2.h>
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+namespace lathe::gpu {
+
+template <typename T> constexpr cudaDataType_t cudaType();
+template <> constexpr cudaDataType_t cudaType<float>() { return CUDA_R_32F; }
+template <> constexpr cudaDataType_t cudaType<__nv_bfloat16>() { return CUDA_R_16BF; }
+template <> constexpr cudaDataType_t cudaType<__half>() { return CUDA_R_16F; }
+
+inline DeviceActivation deviceActivation(cpu::Activation a) {
+    switch (a) {
+    case cpu::Activation::Silu: return DeviceActivation::Silu;
+    case cpu::Activation::Relu: return DeviceActivation::Relu;
+    case cpu::Activation::GeluTanh: return DeviceActivation::GeluTanh;
+    case cpu::Activation::GeluErf: return DeviceActivation::GeluErf;
+    }
+    return DeviceActivation::Silu;
+}
+
+inline DeviceMemory uploadFloats(const float *host, size_t n) {
+    DeviceMemory d(n * sizeof(float));
+    if (n)
+        LATHE_CUDA_CHECK(cudaMemcpy(d.as(), host, n * sizeof(float), cudaMemcpyHostToDevice));
+    return d;
+}
+
+// A weight matrix (out x in) in T, its optional fp32 bias.
+struct DeviceLinear {
+    DeviceMemory w, b;
+    int64_t out = 0, in = 0;
+    bool present() const { return !w.empty(); }
+};
+
+struct DeviceNorm {
+    DeviceMemory w, b; // fp32; both empty for the weight-less norms of a sliced model
+};
+
+struct DeviceBlock {
+    DeviceNorm attnNorm, mlpNorm;
+    DeviceLinear q, k, v, o, gate, up, down;
+    DeviceLinear attnShortcut, mlpShortcut; // fp32 weights; empty = identity
+    size_t bytes = 0;
+};
+
+// Runs the blocks of one model on the device. Owns the work buffers (grown to the largest pass seen); the cuBLAS
+// handle belongs to the caller. Not thread-safe.
+template <typename T> class BlockRunner {
+public:
+    BlockRunner(const Model &model, cublasHandle_t cublas, int64_t vocabRows)
+        : m_model(model), m_cublas(cublas), m_vocabRows(vocabRows) {
+        m_activation = deviceActivation(cpu::parseActivation(model.config.activation, model.sourcePath));
+    }
+
+    float *hidden() const { return m_hidden.as<float>(); }
+    float *hiddenScratch() const { return m_hiddenScratch.as<float>(); }
+    T *normed() const { return m_normed.as<T>(); }
+    float *logits() const { return m_logits.as<float>(); }
+    static constexpr int64_t kHeadRows = 2048; // LM head rows per chunk: (2048 x vocab) fp32 logits at a time
+
+    // y (rows x out, fp32) = x (rows x in, T) W^T (+ b). Row-major y = x W^T is column-major y^T = W x^T, with the
+    // row-major (out x in) W read as the column-major (in x out) W^T.
+    void linear(const void *x, const DeviceLinear &w, float *y, int64_t rows) {
+        gemm(w.w.as(), x, y, w.out, rows, w.in);
+        if (!w.b.empty()) {
+            addBiasKernel<<<gridFor(rows * w.out), 256>>>(y, w.b.as<float>(), rows, w.out);
+            LATHE_CUDA_CHECK(cudaGetLastError());
+        }
+    }
+    // Column-major C (m x n, fp32) = A^T (m x k) B (k x n): A is (k x m) with lda = k, B (k x n) with ldb = k.
+    void gemm(const void *a, const void *b, float *c, int64_t m, int64_t n, int64_t k) {
+        const float one = 1.0f, zero = 0.0f;
+        LATHE_CUDA_CHECK(cublasGemmEx(m_cublas, CUBLAS_OP_T, CUBLAS_OP_N, int(m), int(n), int(k), &one, a, cudaType<T>(),
+                                      int(k), b, cudaType<T>(), int(k), &zero, c, CUDA_R_32F, int(m),
+                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
+    // hidden (rows x in) <- hidden S^T for a fp32 shortcut S (out x in), through `scratch`; then swaps.
+    void shortcut(const DeviceLinear &s, float *&hidden, float *&scratch, int64_t rows) {
+        if (!s.present())
+            return;
+        const float one = 1.0f, zero = 0.0f;
+        LATHE_CUDA_CHECK(cublasSgemm(m_cublas, CUBLAS_OP_T, CUBLAS_OP_N, int(s.out), int(rows), int(s.in), &one,
+                                     s.w.as<float>(), int(s.in), hidden, int(s.in), &zero, scratch, int(s.out)));
+        std::swap(hidden, scratch);
+    }
+
+    DeviceNorm uploadNorm(const NormWeights &n) {
+        DeviceNorm d;
+        if (n.weight.size())
+            d.w = uploadFloats(n.weight.data(), size_t(n.weight.size()));
+        if (n.bias.size())
+            d.b = uploadFloats(n.bias.data(), size_t(n.bias.size()));
+        return d;
+    }
+    // fp32 host weights -> T on the device (through an fp32 staging buffer and a conversion kernel).
+    DeviceLinear uploadLinear(const LinearWeights &w, bool keepFloat = false) {
+        DeviceLinear d;
+        if (!w.present())
+            return d;
+        d.out = w.w.rows();
+        d.in = w.w.cols();
+        const size_t n = size_t(w.w.size());
+        DeviceMemory staging = uploadFloats(w.w.data(), n);
+        if (keepFloat || std::is_same_v<T, float>) {
+            d.w = std::move(staging);
+        } else {
+            d.w.resize(n * sizeof(T));
+            convertKernel<T><<<gridFor(int64_t(n)), 256>>>(staging.as<float>(), int64_t(n), d.w.as<T>());
+            LATHE_CUDA_CHECK(cudaGetLastError());
+            LATHE_CUDA_CHECK(cudaDeviceSynchronize());
+        }
+        if (w.hasBias())
+            d.b = uploadFloats(w.b.data(), size_t(w.b.size()));
+        return d;
+    }
+    DeviceBlock uploadBlock(const BlockWeights &w) {
+        DeviceBlock d;
+        d.attnNorm = uploadNorm(w.attnNorm);
+        d.mlpNorm = uploadNorm(w.mlpNorm);
+        d.q = uploadLinear(w.q);
+        d.k = uploadLinear(w.k);
+        d.v = uploadLinear(w.v);
+        d.o = uploadLinear(w.o);
+        d.gate = uploadLinear(w.gate);
+        d.up = uploadLinear(w.up);
+        d.down = uploadLinear(w.down);
+        if (w.attnShortcut.size())
+            d.attnShortcut = uploadLinear(LinearWeights{w.attnShortcut, Vec()}, true);
+        if (w.mlpShortcut.size())
+            d.mlpShortcut = uploadLinear(LinearWeights{w.mlpShortcut, Vec()}, true);
+        return d;
+    }
+
+    size_t estimateBlockBytes() const {
+        const ModelConfig &c = m_model.config;
+        const int64_t d = c.hiddenSize, q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim;
+        const int64_t f = c.intermediateSize * (c.family == ArchFamily::Llama ? 3 : 2);
+        return size_t(d * (2 * q + 2 * kv) + d * f) * sizeof(T);
+    }
+    // Work buffers of a pass over `rows` tokens in sequences of `seq` (and LM-head chunks when logits are made).
+    size_t activationBytes(int64_t rows, int64_t seq) const {
+        const ModelConfig &c = m_model.config;
+        const int64_t d = c.hiddenSize, q = c.numHeads * c.headDim, f = c.intermediateSize;
+        const size_t perRow = size_t(8 * d + 4 * q + 3 * f) * sizeof(float);
+        return perRow * size_t(rows) + size_t(c.numHeads * seq * seq) * (sizeof(float) + sizeof(T)) +
+               size_t(std::min(kHeadRows, rows) * m_vocabRows) * sizeof(float);
+    }
+
+    // Work buffers for `rows` tokens in sequences of `seq`; grown, never shrunk.
+    void ensureBuffers(int64_t rows, int64_t seq) {
+        const ModelConfig &c = m_model.config;
+        const size_t d = size_t(c.hiddenSize), q = size_t(c.numHeads * c.headDim), kv = size_t(c.numKvHeads * c.headDim),
+                     f = size_t(c.intermediateSize), n = size_t(rows);
+        m_hidden.ensure(n * d * sizeof(float));
+        m_hiddenScratch.ensure(n * d * sizeof(float));
+        m_normed.ensure(n * d * sizeof(T));
+        m_q.ensure(n * q * sizeof(float));
+        m_k.ensure(n * kv * sizeof(float));
+        m_v.ensure(n * kv * sizeof(float));
+        m_qT.ensure(n * q * sizeof(T));
+        m_kT.ensure(n * kv * sizeof(T));
+        m_vT.ensure(n * kv * sizeof(T));
+        m_ctx.ensure(n * q * sizeof(T));
+        m_attnOut.ensure(n * d * sizeof(float));
+        m_up.ensure(n * f * sizeof(float));
+        m_gate.ensure(n * f * sizeof(float));
+        m_mid.ensure(n * f * sizeof(T));
+        m_mlpOut.ensure(n * d * sizeof(float));
+        m_scores.ensure(size_t(c.numHeads * seq * seq) * sizeof(float));
+        m_probs.ensure(size_t(c.numHeads * seq * seq) * sizeof(T));
+        if (m_vocabRows > 0)
+            m_logits.ensure(size_t(std::min(kHeadRows, rows) * m_vocabRows) * sizeof(float));
+        if (m_ropeRows < seq) {
+            const cpu::RopeTable rope = ropeTableFor(c, seq, m_model.sourcePath);
+            m_ropeHalf = rope.rotaryDim / 2;
+            if (m_ropeHalf > 0) {
+                m_ropeCos = uploadFloats(rope.cos.data(), size_t(rope.cos.size()));
+                m_ropeSin = uploadFloats(rope.sin.data(), size_t(rope.sin.size()));
+            }
+            m_ropeRows = seq;
+        }
+    }
+
+    void norm(const float *x, int64_t rows, int64_t width, const DeviceNorm &n, T *y) {
+        const ModelConfig &c = m_model.config;
+        const bool sliced = c.slicing.active();
+        const bool layerNorm = !sliced && c.family != ArchFamily::Llama;
+        const float divisor = sliced ? float(c.slicing.normDivisor) : float(width);
+        normKernel<T><<<unsigned(rows), kRowThreads>>>(x, width, layerNorm, divisor, float(c.normEps),
+                                                        n.w.empty() ? nullptr : n.w.template as<float>(),
+                                                        n.b.empty() ? nullptr : n.b.template as<float>(), y);
+        LATHE_CUDA_CHECK(cudaGetLastError());
+    }
+
+    // Scaled dot-product attention of every sequence: m_qT, m_kT, m_vT (T) -> m_ctx (T, rows x heads*headDim).
+    void attention(int64_t batches, int64_t seq) {
+        const ModelConfig &c = m_model.config;
+        const int64_t d = c.headDim, H = c.numHeads, KVH = c.numKvHeads, group = H / KVH;
+        const float scale = float(1.0 / std::sqrt(double(d))), one = 1.0f, zero = 0.0f;
+        const cudaDataType_t t = cudaType<T>();
+        for (int64_t b = 0; b < batches; ++b) {
+            const T *q = m_qT.as<T>() + b * seq * H * d;
+            const T *k = m_kT.as<T>() + b * seq * KVH * d;
+            const T *v = m_vT.as<T>() + b * seq * KVH * d;
+            T *ctx = m_ctx.as<T>() + b * seq * H * d;
+            // Head h = kvh * group + g reads kv head kvh. For a fixed g, consecutive kv heads step the query
+            // pointer by group*d, the key pointer by d and the score block by group*seq*seq.
+            for (int64_t g = 0; g < group; ++g) {
+                // scores[h][i][j] = scale * q_i . k_j: column-major (keys x queries) = K^T-op(K) x Q.
+                LATHE_CUDA_CHECK(cublasGemmStridedBatchedEx(
+                    m_cublas, CUBLAS_OP_T, CUBLAS_OP_N, int(seq), int(seq), int(d), &scale, k, t, int(KVH * d), d,
+                    q + g * d, t, int(H * d), group * d, &zero, m_scores.as<float>() + g * seq * seq, CUDA_R_32F,
+                    int(seq), group * seq * seq, int(KVH), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+            }
+            softmaxKernel<T><<<unsigned(H * seq), kRowThreads>>>(m_scores.as<float>(), seq, true, m_probs.as<T>());
+            LATHE_CUDA_CHECK(cudaGetLastError());
+            for (int64_t g = 0; g < group; ++g) {
+                // ctx[i][h*d + e] = sum_j P[h][i][j] v[j][kvh*d + e]: column-major (d x queries) = V x P^T-view.
+                LATHE_CUDA_CHECK(cublasGemmStridedBatchedEx(
+                    m_cublas, CUBLAS_OP_N, CUBLAS_OP_N, int(d), int(seq), int(seq), &one, v, t, int(KVH * d), d,
+                    m_probs.as<T>() + g * seq * seq, t, int(seq), group * seq * seq, &zero, ctx + g * d, t, int(H * d),
+                    group * d, int(KVH), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+            }
+        }
+    }
+
+    // One block on `hidden` (rows = batches*seq, width w.q.in); `hidden` and `scratch` are rows x hiddenSize fp32
+    // buffers that shortcut matrices swap. midOnly (sequential blocks): return once the attention sub-layer has
+    // been added, `hidden` holding the residual entering the MLP.
+    void runBlock(const DeviceBlock &w, float *&hidden, float *&scratch, int64_t batches, int64_t seq,
+                  bool midOnly = false) {
+        const ModelConfig &c = m_model.config;
+        const int64_t rows = batches * seq;
+        const bool phi = c.family == ArchFamily::Phi;
+        const int64_t inWidth = w.q.in;
+        T *normed = m_normed.as<T>();
+        norm(hidden, rows, inWidth, w.attnNorm, normed);
+        linear(normed, w.q, m_q.as<float>(), rows);
+        linear(normed, w.k, m_k.as<float>(), rows);
+        linear(normed, w.v, m_v.as<float>(), rows);
+        const float *cosT = m_ropeHalf ? m_ropeCos.as<float>() : nullptr;
+        const float *sinT = m_ropeHalf ? m_ropeSin.as<float>() : nullptr;
+        ropeConvertKernel<T><<<unsigned(rows), kRowThreads>>>(m_q.as<float>(), int(c.numHeads), int(c.headDim), seq,
+                                                               cosT, sinT, m_ropeHalf, m_qT.as<T>());
+        ropeConvertKernel<T><<<unsigned(rows), kRowThreads>>>(m_k.as<float>(), int(c.numKvHeads), int(c.headDim), seq,
+                                                               cosT, sinT, m_ropeHalf, m_kT.as<T>());
+        const int64_t kvElems = rows * c.numKvHeads * c.headDim;
+        convertKernel<T><<<gridFor(kvElems), 256>>>(m_v.as<float>(), kvElems, m_vT.as<T>());
+        LATHE_CUDA_CHECK(cudaGetLastError());
+        attention(batches, seq);
+        float *attnOut = m_attnOut.as<float>();
+        linear(m_ctx.as(), w.o, attnOut, rows);
+
+        const T *mlpIn = normed;
+        if (!phi) {
+            shortcut(w.attnShortcut, hidden, scratch, rows);
+            residualKernel<<<gridFor(rows * w.o.out), 256>>>(hidden, attnOut, nullptr, rows * w.o.out);
+            LATHE_CUDA_CHECK(cudaGetLastError());
+            if (midOnly)
+                return;
+            norm(hidden, rows, w.o.out, w.mlpNorm, normed);
+        }
+        float *up = m_up.as<float>();
+        linear(mlpIn, w.up, up, rows);
+        const int64_t midElems = rows * w.up.out;
+        if (w.gate.present())
+            linear(mlpIn, w.gate, m_gate.as<float>(), rows);
+        activationKernel<T><<<gridFor(midElems), 256>>>(m_activation, up, w.gate.present() ? m_gate.as<float>() : nullptr,
+                                                        midElems, m_mid.as<T>());
+        LATHE_CUDA_CHECK(cudaGetLastError());
+        float *out = m_mlpOut.as<float>();
+        linear(m_mid.as(), w.down, out, rows);
+        shortcut(phi ? w.attnShortcut : w.mlpShortcut, hidden, scratch, rows);
+        residualKernel<<<gridFor(rows * w.down.out), 256>>>(hidden, out, phi ? attnOut : nullptr, rows * w.down.out);
+        LATHE_CUDA_CHECK(cudaGetLastError());
+    }
+
+private:
+    const Model &m_model;
+    cublasHandle_t m_cublas;
+    int64_t m_vocabRows;
+    DeviceActivation m_activation = DeviceActivation::Silu;
+    int64_t m_ropeRows = 0;
+    int m_ropeHalf = 0;
+    DeviceMemory m_ropeCos, m_ropeSin;
+    DeviceMemory m_hidden, m_hiddenScratch, m_normed, m_q, m_k, m_v, m_qT, m_kT, m_vT, m_ctx, m_attnOut, m_up, m_gate,
+        m_mid, m_mlpOut, m_scores, m_probs, m_logits;
+};
+
+} // namespace lathe::gpu
