@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Everything a session with a lent GPU machine should run, in one device call (its device time is short):
+# build the engine (core + gpu + lathe-cli, no Qt/HDF5/OpenBLAS) for sm_90, then
+#   check     lathe-cli check-gpu: every GPU path against its CPU reference (gpu/gpuselfcheck.h, tolerances there)
+#   forward   bench forward on a random bf16 Llama-2-7B at 2048 tokens (issue 3: >= 40k tokens/s prefill on an H100)
+#   slicegpt  bench slicegpt on a random Llama-2-7B, 1024 x 2048 calibration tokens (issue 5: <= 5 min on an H100)
+# Usage (on the device, from the repository root, with .devdeps carried; prepare it here with
+# ../shared/tools/device-deps.sh):  benchmarks/gpu_session.sh [check|forward|slicegpt|all]...
+# Logs go to $OUT (the device tool's folder) or /tmp/lathe-gpu-out.
+set -uo pipefail
+out="${OUT:-/tmp/lathe-gpu-out}"
+mkdir -p "$out"
+if [ -d .devdeps ]; then
+  for f in .devdeps/*.deb; do dpkg -x "$f" /tmp/devroot; done
+  export CMAKE_PREFIX_PATH=/tmp/devroot/usr
+  export LD_LIBRARY_PATH="/tmp/devroot/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+if [ ! -x build-gpu/app/lathe-cli ]; then
+  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLATHE_BUILD_GUI=OFF -DLATHE_BUILD_TESTS=OFF \
+    -DLATHE_USE_OPENBLAS=OFF -DLATHE_USE_HDF5=OFF -DCMAKE_CUDA_ARCHITECTURES=90 > "$out/configure.log" 2>&1 ||
+    { tail -40 "$out/configure.log"; exit 1; }
+  cmake --build build-gpu -j "$(nproc)" --target lathe-cli > "$out/build.log" 2>&1 ||
+    { grep -m 20 -B2 -A6 'error' "$out/build.log"; exit 1; }
+fi
+cli=build-gpu/app/lathe-cli
+"$cli" devices
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv 2>/dev/null
+status=0
+run() { # name command...
+  local name=$1; shift
+  echo "== $name: $*"
+  local t0=$SECONDS
+  "$@" > "$out/$name.log" 2>&1
+  local rc=$?
+  tail -n 30 "$out/$name.log"
+  echo "== $name: exit $rc after $((SECONDS - t0)) s"
+  [ $rc -eq 0 ] || status=1
+}
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=(all)
+for stage in "${stages[@]}"; do
+  case "$stage" in
+    check|all) run check-gpu "$cli" check-gpu ;;&
+    forward|all)
+      run forward-bf16 "$cli" bench forward --shape llama2-7b --device cuda --precision bf16 --seq-len 2048 --repeat 5
+      run forward-bf16-batch4 "$cli" bench forward --shape llama2-7b --device cuda --precision bf16 --seq-len 2048 \
+        --batch 4 --repeat 3 ;;&
+    slicegpt|all)
+      run slicegpt-7b "$cli" bench slicegpt --shape llama2-7b --device cuda --precision bf16 --samples 1024 \
+        --seq-len 2048 --sparsity 0.25 ;;
+    check|forward) ;;
+    *) echo "unknown stage $stage"; exit 2 ;;
+  esac
+done
+exit $status
