@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cmath>
+#include <random>
 
 namespace lathe {
 
@@ -31,6 +32,18 @@ TokenBatch TokenBatch::single(std::vector<int32_t> ids) {
     b.batch = 1;
     b.seq = int64_t(ids.size());
     b.tokens = std::move(ids);
+    return b;
+}
+
+TokenBatch TokenBatch::random(int64_t vocab, int64_t batch, int64_t seq, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<int32_t> d(0, int32_t(vocab - 1));
+    TokenBatch b;
+    b.batch = batch;
+    b.seq = seq;
+    b.tokens.reserve(size_t(batch * seq));
+    for (int64_t i = 0; i < batch * seq; ++i)
+        b.tokens.push_back(d(rng));
     return b;
 }
 

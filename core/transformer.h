@@ -32,6 +32,8 @@ struct TokenBatch {
     std::vector<uint8_t> mask;        // BERT padding mask, 1 = real token (empty = all real)
 
     static TokenBatch single(std::vector<int32_t> ids);
+    // Uniform random ids in [0, vocab), seeded (mt19937): benchmarks, self-checks and tests.
+    static TokenBatch random(int64_t vocab, int64_t batch, int64_t seq, uint32_t seed);
 };
 
 struct TransformerOptions {

@@ -220,14 +220,9 @@ private:
 };
 
 std::unique_ptr<DeviceForward> makeCudaForward(const Model &model, const DeviceForwardOptions &options) {
+    requireCudaDevice("the forward pass", "run with --device cpu");
     int count = 0;
-    const cudaError_t e = cudaGetDeviceCount(&count);
-    if (e != cudaSuccess || count == 0) {
-        cudaGetLastError();
-        throw LatheError(std::string("no usable CUDA device: ") +
-                             (e != cudaSuccess ? cudaGetErrorString(e) : "none present"),
-                         "run with --device cpu");
-    }
+    LATHE_CUDA_CHECK(cudaGetDeviceCount(&count));
     require(options.device >= 0 && options.device < count, "cuda", "there is no CUDA device " + std::to_string(options.device));
     switch (options.precision) {
     case ComputePrecision::Fp32: return std::make_unique<CudaForward<float>>(model, options);

@@ -278,14 +278,7 @@ private:
 
 std::unique_ptr<SliceGptEngine> makeCudaSliceGptEngine(const Model &model, const CalibrationSet &set,
                                                        const SliceGptEngineOptions &options) {
-    int count = 0;
-    const cudaError_t e = cudaGetDeviceCount(&count);
-    if (e != cudaSuccess || count == 0) {
-        cudaGetLastError();
-        throw LatheError(std::string("no usable CUDA device for SliceGPT: ") +
-                             (e != cudaSuccess ? cudaGetErrorString(e) : "none present"),
-                         "run SliceGPT on the CPU (device cpu)");
-    }
+    requireCudaDevice("SliceGPT", "run SliceGPT on the CPU (device cpu)");
     switch (options.precision) {
     case ComputePrecision::Fp32: return std::make_unique<CudaSliceGptEngine<float>>(model, set, options);
     case ComputePrecision::Bf16: return std::make_unique<CudaSliceGptEngine<__nv_bfloat16>>(model, set, options);

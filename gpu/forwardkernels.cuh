@@ -130,22 +130,28 @@ static __global__ void ropeConvertKernel(const float *x, int heads, int headDim,
 
 // Row-wise softmax of attention scores (already scaled) into probabilities in T. Rows are (head, query i) pairs of
 // one sequence, `keys` wide; a causal row i keeps keys 0..i and writes zeros after them.
+// The maximum of x[0..n) and the sum of exp(x[j] - maximum), over the thread block (every thread gets both).
+__device__ inline float2 rowMaxExpSum(const float *x, int64_t n) {
+    float mx = -INFINITY;
+    for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
+        mx = fmaxf(mx, x[j]);
+    mx = blockReduce(mx, true);
+    float sum = 0.0f;
+    for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
+        sum += expf(x[j] - mx);
+    return make_float2(mx, blockReduce(sum, false));
+}
+
 template <typename T> __global__ void softmaxKernel(const float *scores, int64_t keys, bool causal, T *probs) {
     const int64_t row = blockIdx.x;
     const int64_t i = row % keys;
     const float *s = scores + row * keys;
     T *p = probs + row * keys;
     const int64_t limit = causal ? i + 1 : keys;
-    float mx = -INFINITY;
-    for (int64_t j = threadIdx.x; j < limit; j += blockDim.x)
-        mx = fmaxf(mx, s[j]);
-    mx = blockReduce(mx, true);
-    float sum = 0.0f;
-    for (int64_t j = threadIdx.x; j < limit; j += blockDim.x)
-        sum += __expf(s[j] - mx);
-    const float inv = 1.0f / blockReduce(sum, false);
+    const float2 ms = rowMaxExpSum(s, limit);
+    const float mx = ms.x, inv = 1.0f / ms.y;
     for (int64_t j = threadIdx.x; j < keys; j += blockDim.x)
-        p[j] = fromFloat<T>(j < limit ? __expf(s[j] - mx) * inv : 0.0f);
+        p[j] = fromFloat<T>(j < limit ? expf(s[j] - mx) * inv : 0.0f);
 }
 
 enum class DeviceActivation : int { Silu, Relu, GeluTanh, GeluErf };
@@ -186,16 +192,9 @@ static __global__ void residualKernel(float *h, const float *a, const float *b, 
 static __global__ void nllKernel(const float *logits, int64_t vocab, const int32_t *targets, double *out) {
     const int64_t r = blockIdx.x;
     const float *row = logits + r * vocab;
-    float mx = -INFINITY;
-    for (int64_t j = threadIdx.x; j < vocab; j += blockDim.x)
-        mx = fmaxf(mx, row[j]);
-    mx = blockReduce(mx, true);
-    float sum = 0.0f;
-    for (int64_t j = threadIdx.x; j < vocab; j += blockDim.x)
-        sum += expf(row[j] - mx);
-    sum = blockReduce(sum, false);
+    const float2 ms = rowMaxExpSum(row, vocab);
     if (threadIdx.x == 0)
-        out[r] = double(logf(sum)) + double(mx) - double(row[targets[r]]);
+        out[r] = double(logf(ms.y)) + double(ms.x) - double(row[targets[r]]);
 }
 
 inline unsigned gridFor(int64_t n, int threads = 256) { return unsigned((n + threads - 1) / threads); }

@@ -36,14 +36,7 @@ double relativeError(const Mat &got, const Mat &want) {
 }
 
 TokenBatch randomBatch(int64_t vocab, int64_t batch, int64_t seq, uint32_t seed) {
-    std::mt19937 rng(seed);
-    std::uniform_int_distribution<int32_t> d(0, int32_t(vocab - 1));
-    TokenBatch b;
-    b.batch = batch;
-    b.seq = seq;
-    for (int64_t i = 0; i < batch * seq; ++i)
-        b.tokens.push_back(d(rng));
-    return b;
+    return TokenBatch::random(vocab, batch, seq, seed);
 }
 
 DeviceForwardOptions withPrecision(ComputePrecision p) {

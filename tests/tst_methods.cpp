@@ -36,26 +36,14 @@ double relativeError(const Mat &got, const Mat &want) {
 }
 
 TokenBatch randomBatch(int64_t vocab, int64_t batch, int64_t seq, uint32_t seed) {
-    std::mt19937 rng(seed);
-    std::uniform_int_distribution<int32_t> d(0, int32_t(vocab - 1));
-    TokenBatch b;
-    b.batch = batch;
-    b.seq = seq;
-    for (int64_t i = 0; i < batch * seq; ++i)
-        b.tokens.push_back(d(rng));
-    return b;
+    return TokenBatch::random(vocab, batch, seq, seed);
 }
 
 CalibrationSet randomCalibration(int64_t vocab, int64_t samples, int64_t seq, uint32_t seed) {
-    std::mt19937 rng(seed);
-    std::uniform_int_distribution<int32_t> d(0, int32_t(vocab - 1));
-    std::vector<int32_t> stream(size_t(samples * seq));
-    for (auto &t : stream)
-        t = d(rng);
     CalibrationParams p;
     p.samples = samples;
     p.seqLen = seq;
-    return makeCalibrationSet(stream, p);
+    return makeCalibrationSet(TokenBatch::random(vocab, 1, samples * seq, seed).tokens, p);
 }
 
 Mat logitsOf(const Model &m, const TokenBatch &b) {

@@ -107,14 +107,9 @@ int runBenchSliceGpt(int argc, char **argv) {
 
     CalibrationSet cal;
     cal.seqLen = seq;
-    std::mt19937 rng(42);
-    std::uniform_int_distribution<int32_t> pick(0, int32_t(model->config.vocabSize - 1));
-    for (int64_t i = 0; i < samples; ++i) {
-        std::vector<int32_t> ids(static_cast<size_t>(seq));
-        for (auto &t : ids)
-            t = pick(rng);
-        cal.sequences.push_back(std::move(ids));
-    }
+    const TokenBatch ids = TokenBatch::random(model->config.vocabSize, samples, seq, 42);
+    for (int64_t i = 0; i < samples; ++i)
+        cal.sequences.emplace_back(ids.tokens.begin() + i * seq, ids.tokens.begin() + (i + 1) * seq);
     spdlog::info("SliceGPT {:.2f} on {}: {} x {} calibration tokens, {:.1f} GiB of signals, on {}", p.sparsity,
                  model->sourcePath, samples, seq, double(cal.signalBytes(model->config.hiddenSize)) / (1u << 30),
                  device);
@@ -211,13 +206,7 @@ int runBenchForward(int argc, char **argv) {
         peakGflops = [&] { return probe->gflops(2); };
     }
 
-    TokenBatch b;
-    b.batch = batch;
-    b.seq = seq;
-    std::mt19937 rng(42);
-    std::uniform_int_distribution<int32_t> pick(0, int32_t(model->config.vocabSize - 1));
-    for (int64_t i = 0; i < batch * seq; ++i)
-        b.tokens.push_back(pick(rng));
+    const TokenBatch b = TokenBatch::random(model->config.vocabSize, batch, seq, 42);
     spdlog::info("warm-up pass (loads the weights)...");
     pass(b);
     // The GEMM peak is measured right before each timed pass and each pass is compared with its own peak: on a
