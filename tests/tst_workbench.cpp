@@ -2,6 +2,7 @@
 // sparsity slider and checks the summary against an independent count, starts and cancels a real engine job from
 // the job panel, collects calibration for Wanda, and exports figures (single and all).
 
+#include "backend.h"
 #include "compressdialog.h"
 #include "importanceview.h"
 #include "resultsview.h"
@@ -114,7 +115,16 @@ private slots:
         QVERIFY(dialog.findChild<QLabel *>("status")->text().contains("outside [0, 1)"));
         sparsity->setText("0.3, 0.6");
         QVERIFY(run->isEnabled());
+        auto *device = dialog.findChild<QComboBox *>("device");
+        if (!gpuUsable()) { // asking for the GPU where there is none: Run off, and the reason shown
+            device->setCurrentIndex(device->findData("cuda"));
+            QVERIFY(!run->isEnabled());
+            QVERIFY(dialog.findChild<QLabel *>("status")->text().contains("CUDA"));
+        }
+        device->setCurrentIndex(device->findData("cpu"));
+        QVERIFY(run->isEnabled());
         CompressionSpec spec = dialog.spec();
+        QCOMPARE(QString::fromStdString(spec.device), QString("cpu"));
         spec.evalText = test::sourceDir() + "/README.md"; // any text: perplexity only has to be finite here
         spec.evalSeqLen = 64;
         spec.evalMaxTokens = 256;

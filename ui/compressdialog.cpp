@@ -1,5 +1,7 @@
 #include "compressdialog.h"
 
+#include "backend.h"
+
 #include "error.h"
 #include "model.h"
 #include "pruningtargets.h"
@@ -98,6 +100,13 @@ CompressDialog::CompressDialog(const Model *model, const QString &modelPath, QWi
     m_export->setChecked(true);
     form->addRow(tr("Export type"), m_dtype);
     form->addRow(QString(), m_export);
+    m_device = new QComboBox(this);
+    m_device->setObjectName("device");
+    m_device->addItem(gpuUsable() ? tr("Automatic (the GPU)") : tr("Automatic (the CPU: no usable GPU)"), "auto");
+    m_device->addItem(tr("CPU"), "cpu");
+    m_device->addItem(tr("GPU (CUDA)"), "cuda");
+    m_device->setToolTip(tr("Where evaluation and SliceGPT run; a GPU that is not usable here is refused with the reason"));
+    form->addRow(tr("Device"), m_device);
     layout->addLayout(form);
     m_status = new QLabel(this);
     m_status->setObjectName("status");
@@ -115,6 +124,7 @@ CompressDialog::CompressDialog(const Model *model, const QString &modelPath, QWi
         connect(e, &QLineEdit::textChanged, this, &CompressDialog::refresh);
     connect(m_method, &QComboBox::currentIndexChanged, this, &CompressDialog::refresh);
     connect(m_pattern, &QComboBox::currentIndexChanged, this, &CompressDialog::refresh);
+    connect(m_device, &QComboBox::currentIndexChanged, this, &CompressDialog::refresh);
     refresh();
 }
 
@@ -134,6 +144,7 @@ void CompressDialog::setSpec(const CompressionSpec &s) {
     m_output->setText(QString::fromStdString(s.outputDir));
     m_dtype->setCurrentText(QString::fromStdString(s.dtype));
     m_export->setChecked(s.exportModel);
+    m_device->setCurrentIndex(std::max(0, m_device->findData(QString::fromStdString(s.device))));
     refresh();
 }
 
@@ -159,6 +170,7 @@ CompressionSpec CompressDialog::spec() const {
     s.outputDir = m_output->text().toStdString();
     s.dtype = m_dtype->currentText().toStdString();
     s.exportModel = m_export->isChecked();
+    s.device = m_device->currentData().toString().toStdString();
     return s;
 }
 

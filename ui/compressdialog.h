@@ -47,6 +47,7 @@ private:
     QLineEdit *m_output;
     QComboBox *m_dtype;
     QCheckBox *m_export;
+    QComboBox *m_device;
     QLabel *m_status;
     QPushButton *m_run;
 };
