@@ -1,7 +1,8 @@
 // SliceGPT's engine on a CUDA device (core/methods/slicegptengine.h); the algorithm itself is core's slicegpt.cpp.
 //
-// The calibration signals stay in GPU memory for the whole run: one fp32 buffer of rows x hiddenSize (the widest
-// the stream gets), holding the rows of every sequence at the current width w, packed (row r at r * w). Passes go
+// The calibration signals stay in one fp32 buffer of rows x hiddenSize (the widest the stream gets) for the whole
+// run, holding the rows of every sequence at the current width w, packed (row r at r * w): in GPU memory when they
+// fit, else in page-locked host memory, streamed chunk by chunk (slower: every pass crosses PCIe twice). Passes go
 // chunk by chunk (whole sequences): a chunk is copied into the block runner, run in the compute precision, its
 // fp64 Gram matrix added by DSYRK, and, for a full block pass, written back at the block's output width. A pass that
 // widens the stream (w -> hiddenSize) walks the chunks last to first and a projection that narrows it (w -> d)
@@ -12,6 +13,8 @@
 
 #include "../core/calibration.h"
 #include "../core/methods/slicegptengine.h"
+
+#include <spdlog/spdlog.h>
 
 #include <memory>
 #include <vector>
@@ -56,12 +59,18 @@ public:
                             size_t(m_D * m_D) * sizeof(double) + 2 * m_run->estimateBlockBytes() + (size_t(1) << 30);
         size_t freeBytes = 0, totalBytes = 0;
         LATHE_CUDA_CHECK(cudaMemGetInfo(&freeBytes, &totalBytes));
-        if (signalBytes + work > freeBytes)
-            throw LatheError("SliceGPT on the GPU needs " + std::to_string((signalBytes + work) >> 20) +
-                                 " MiB for " + std::to_string(m_rows) + " calibration tokens, but " +
+        if (work > freeBytes)
+            throw LatheError("SliceGPT on the GPU needs " + std::to_string(work >> 20) + " MiB of work buffers, but " +
                                  std::string(m_props.name) + " has " + std::to_string(freeBytes >> 20) + " MiB free",
-                             "use fewer calibration samples, or run SliceGPT on the CPU (device cpu)");
-        m_signals.resize(signalBytes);
+                             "use shorter calibration sequences, or run SliceGPT on the CPU (device cpu)");
+        if (options.hostSignals || signalBytes + work > freeBytes) {
+            spdlog::info("SliceGPT: {} MiB of signals held in host memory (GPU: {} MiB free)", signalBytes >> 20,
+                         freeBytes >> 20);
+            m_signals.resizePinned(signalBytes);
+            m_stage.resize(size_t(chunkRows * m_D) * sizeof(float));
+        } else {
+            m_signals.resize(signalBytes);
+        }
         m_width = m_D;
 
         // Embed every sequence: the fused embedding (and learned positions) of the model as it is now.
@@ -83,10 +92,16 @@ public:
         }
         m_ids.resize(ids.size() * sizeof(int32_t));
         LATHE_CUDA_CHECK(cudaMemcpy(m_ids.as(), ids.data(), m_ids.bytes(), cudaMemcpyHostToDevice));
-        embedKernel<<<unsigned(m_rows), kRowThreads>>>(m_ids.as<int32_t>(), token.as<float>(),
-                                                        position.empty() ? nullptr : position.as<float>(), m_seq,
-                                                        c.family == ArchFamily::Opt ? 2 : 0, m_D, m_signals.as<float>());
-        LATHE_CUDA_CHECK(cudaGetLastError());
+        for (int64_t s0 = 0; s0 < m_sequences; s0 += m_chunkSequences) {
+            const int64_t r0 = s0 * m_seq, rows = std::min(m_chunkSequences, m_sequences - s0) * m_seq;
+            float *dst = m_signals.pinnedHost() ? m_stage.as<float>() : m_signals.as<float>() + r0 * m_D;
+            embedKernel<<<unsigned(rows), kRowThreads>>>(m_ids.as<int32_t>() + r0, token.as<float>(),
+                                                          position.empty() ? nullptr : position.as<float>(), m_seq,
+                                                          c.family == ArchFamily::Opt ? 2 : 0, m_D, dst);
+            LATHE_CUDA_CHECK(cudaGetLastError());
+            if (m_signals.pinnedHost())
+                store(dst, r0, rows, m_D);
+        }
         LATHE_CUDA_CHECK(cudaDeviceSynchronize());
     }
 
@@ -107,7 +122,7 @@ public:
         startGram(m_width);
         for (int64_t s0 = 0; s0 < m_sequences; s0 += m_chunkSequences) {
             const int64_t rows = std::min(m_chunkSequences, m_sequences - s0) * m_seq;
-            addGram(m_signals.as<float>() + s0 * m_seq * m_width, rows, m_width);
+            addGram(chunk(s0 * m_seq, rows, m_width), rows, m_width);
         }
         return finishGram(m_width);
     }
@@ -126,10 +141,9 @@ public:
             const int64_t r0 = s0 * m_seq, rows = std::min(m_chunkSequences, m_sequences - s0) * m_seq;
             // Row-major y (rows x d) = x (rows x w) Q (w x d): column-major y^T = Q^T x^T.
             LATHE_CUDA_CHECK(cublasSgemm(m_cublas, CUBLAS_OP_N, CUBLAS_OP_N, int(d), int(rows), int(m_width), &one,
-                                         q.as<float>(), int(d), m_signals.as<float>() + r0 * m_width, int(m_width),
-                                         &zero, m_out.as<float>(), int(d)));
-            LATHE_CUDA_CHECK(cudaMemcpyAsync(m_signals.as<float>() + r0 * d, m_out.as(),
-                                             size_t(rows * d) * sizeof(float), cudaMemcpyDeviceToDevice));
+                                         q.as<float>(), int(d), chunk(r0, rows, m_width), int(m_width), &zero,
+                                         m_out.as<float>(), int(d)));
+            store(m_out.as<float>(), r0, rows, d);
         }
         m_width = d;
         LATHE_CUDA_CHECK(cudaDeviceSynchronize());
@@ -162,12 +176,11 @@ public:
             m_run->ensureBuffers(rows, m_seq);
             float *hidden = m_run->hidden(), *scratch = m_run->hiddenScratch();
             LATHE_CUDA_CHECK(cudaMemcpyAsync(hidden, m_signals.as<float>() + r0 * m_width,
-                                             size_t(rows * m_width) * sizeof(float), cudaMemcpyDeviceToDevice));
+                                             size_t(rows * m_width) * sizeof(float), cudaMemcpyDefault));
             m_run->runBlock(w, hidden, scratch, batches, m_seq, midOnly);
             addGram(hidden, rows, outWidth);
             if (!midOnly)
-                LATHE_CUDA_CHECK(cudaMemcpyAsync(m_signals.as<float>() + r0 * outWidth, hidden,
-                                                 size_t(rows * outWidth) * sizeof(float), cudaMemcpyDeviceToDevice));
+                store(hidden, r0, rows, outWidth);
         }
         if (!midOnly)
             m_width = outWidth;
@@ -221,6 +234,22 @@ public:
     }
 
 private:
+    // Rows [r0, r0 + rows) of the signals at `width`, on the device: in place, or copied into the staging buffer
+    // when the signals are in host memory.
+    const float *chunk(int64_t r0, int64_t rows, int64_t width) {
+        const float *src = m_signals.as<float>() + r0 * width;
+        if (!m_signals.pinnedHost())
+            return src;
+        LATHE_CUDA_CHECK(cudaMemcpyAsync(m_stage.as(), src, size_t(rows * width) * sizeof(float), cudaMemcpyDefault));
+        return m_stage.as<float>();
+    }
+    // Device rows -> the signals at rows [r0, r0 + rows), `width` wide (packed), wherever they are held; ordered on
+    // the default stream with the kernels around it.
+    void store(const float *src, int64_t r0, int64_t rows, int64_t width) {
+        LATHE_CUDA_CHECK(cudaMemcpyAsync(m_signals.as<float>() + r0 * width, src, size_t(rows * width) * sizeof(float),
+                                         cudaMemcpyDefault));
+    }
+
     DeviceMemory toDevice(const double *host, size_t n) {
         DeviceMemory d(n * sizeof(double));
         LATHE_CUDA_CHECK(cudaMemcpy(d.as(), host, d.bytes(), cudaMemcpyHostToDevice));
@@ -273,7 +302,7 @@ private:
     std::unique_ptr<DeviceBlock> m_block;
     int m_blockLayer = -1;
     int64_t m_D = 0, m_seq = 0, m_sequences = 0, m_rows = 0, m_chunkSequences = 1, m_width = 0;
-    DeviceMemory m_signals, m_ids, m_out, m_gram, m_f64;
+    DeviceMemory m_signals, m_stage, m_ids, m_out, m_gram, m_f64;
 };
 
 std::unique_ptr<SliceGptEngine> makeCudaSliceGptEngine(const Model &model, const CalibrationSet &set,

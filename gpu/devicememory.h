@@ -1,6 +1,7 @@
 #pragma once
 
-// Device memory owned by one object (cudaMalloc / cudaFree), move-only. Only included by .cu files in gpu/.
+// Device memory owned by one object (cudaMalloc / cudaFree), move-only; or, by resizePinned, page-locked host memory
+// (cudaMallocHost), which the same copies reach with cudaMemcpyDefault. Only included by .cu files in gpu/.
 
 #include "cudacheck.h"
 
@@ -14,12 +15,15 @@ public:
     DeviceMemory() = default;
     explicit DeviceMemory(size_t bytes) { resize(bytes); }
     ~DeviceMemory() { release(); }
-    DeviceMemory(DeviceMemory &&o) noexcept : m_ptr(std::exchange(o.m_ptr, nullptr)), m_bytes(std::exchange(o.m_bytes, 0)) {}
+    DeviceMemory(DeviceMemory &&o) noexcept
+        : m_ptr(std::exchange(o.m_ptr, nullptr)), m_bytes(std::exchange(o.m_bytes, 0)),
+          m_pinned(std::exchange(o.m_pinned, false)) {}
     DeviceMemory &operator=(DeviceMemory &&o) noexcept {
         if (this != &o) {
             release();
             m_ptr = std::exchange(o.m_ptr, nullptr);
             m_bytes = std::exchange(o.m_bytes, 0);
+            m_pinned = std::exchange(o.m_pinned, false);
         }
         return *this;
     }
@@ -37,12 +41,21 @@ public:
             LATHE_CUDA_CHECK(cudaMalloc(&m_ptr, bytes));
         m_bytes = bytes;
     }
+    void resizePinned(size_t bytes) {
+        release();
+        if (bytes)
+            LATHE_CUDA_CHECK(cudaMallocHost(&m_ptr, bytes));
+        m_bytes = bytes;
+        m_pinned = true;
+    }
     void release() {
         if (m_ptr)
-            cudaFree(m_ptr);
+            m_pinned ? cudaFreeHost(m_ptr) : cudaFree(m_ptr);
         m_ptr = nullptr;
         m_bytes = 0;
+        m_pinned = false;
     }
+    bool pinnedHost() const { return m_pinned; }
 
     template <typename T = void> T *as() const { return static_cast<T *>(m_ptr); }
     size_t bytes() const { return m_bytes; }
@@ -51,6 +64,7 @@ public:
 private:
     void *m_ptr = nullptr;
     size_t m_bytes = 0;
+    bool m_pinned = false;
 };
 
 } // namespace lathe::gpu

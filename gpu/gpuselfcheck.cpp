@@ -112,41 +112,43 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
     }
 
     // SliceGPT with its block passes, Gram matrices and rotations on the GPU. fp32 at 25%: the CPU run's model, the
-    // sliced models' logits within 1e-3 of the logit scale (eigenvector signs may differ; the function does not).
-    // bf16 at 0%: whatever basis the bf16 signals give, a rotation that keeps every direction must leave the
+    // sliced models' logits within 1e-3 of the logit scale (eigenvector signs may differ; the function does not),
+    // with the signals in GPU memory or in page-locked host memory (where a calibration set too large for the GPU
+    // goes). bf16 at 0%: whatever basis the bf16 signals give, a rotation that keeps every direction must leave the
     // function as it was (1e-4): this checks the passes, projections and in-place chunk order in bf16.
-    for (const char *family : {"llama", "opt", "phi"}) {
-        for (ComputePrecision prec : {ComputePrecision::Fp32, ComputePrecision::Bf16}) {
-            const std::string name = std::string("slicegpt gpu ") + precisionName(prec) + " " + family;
-            guarded(name, [&] {
-                const bool fp32 = prec == ComputePrecision::Fp32;
-                auto reference = openModel(fixtures + "/tf-" + family);
-                auto gpuModel = openModel(fixtures + "/tf-" + family);
-                CalibrationParams cp;
-                cp.samples = 6;
-                cp.seqLen = 16;
-                const CalibrationSet cal =
-                    makeCalibrationSet(randomBatch(reference->config.vocabSize, 1, 96, 8).tokens, cp);
-                SliceGptParams p;
-                p.sparsity = fp32 ? 0.25 : 0.0;
-                p.roundTo = 1;
-                p.rowsPerChunk = 32; // several chunks, so the in-place chunk order matters
-                if (fp32)
-                    sliceGpt(*reference, cal, p);
-                p.gpu = true;
-                p.precision = prec;
-                p.solver = backend.get();
-                sliceGpt(*gpuModel, cal, p);
-                const TokenBatch b = randomBatch(reference->config.vocabSize, 2, 12, 9);
-                Transformer a(*reference), g(*gpuModel);
-                GpuCheck c{name, false, relativeError(g.forward(b), a.forward(b)), fp32 ? 1e-3 : 1e-4,
-                           fp32 ? "25%: logits of the GPU- vs CPU-sliced model"
-                                : "0%: logits of the GPU-rotated vs the original model"};
-                c.passed = c.error <= c.tolerance;
-                out.push_back(c);
-            });
-        }
-    }
+    auto sliceCheck = [&](const std::string &name, const std::string &family, ComputePrecision prec, bool hostSignals) {
+        guarded(name, [&] {
+            const bool fp32 = prec == ComputePrecision::Fp32;
+            auto reference = openModel(fixtures + "/tf-" + family);
+            auto gpuModel = openModel(fixtures + "/tf-" + family);
+            CalibrationParams cp;
+            cp.samples = 6;
+            cp.seqLen = 16;
+            const CalibrationSet cal = makeCalibrationSet(randomBatch(reference->config.vocabSize, 1, 96, 8).tokens, cp);
+            SliceGptParams p;
+            p.sparsity = fp32 ? 0.25 : 0.0;
+            p.roundTo = 1;
+            p.rowsPerChunk = 32; // several chunks, so the in-place chunk order matters
+            if (fp32)
+                sliceGpt(*reference, cal, p);
+            p.gpu = true;
+            p.precision = prec;
+            p.gpuHostSignals = hostSignals;
+            p.solver = backend.get();
+            sliceGpt(*gpuModel, cal, p);
+            const TokenBatch b = randomBatch(reference->config.vocabSize, 2, 12, 9);
+            Transformer a(*reference), g(*gpuModel);
+            GpuCheck c{name, false, relativeError(g.forward(b), a.forward(b)), fp32 ? 1e-3 : 1e-4,
+                       fp32 ? "25%: logits of the GPU- vs CPU-sliced model"
+                            : "0%: logits of the GPU-rotated vs the original model"};
+            c.passed = c.error <= c.tolerance;
+            out.push_back(c);
+        });
+    };
+    for (const char *family : {"llama", "opt", "phi"})
+        for (ComputePrecision prec : {ComputePrecision::Fp32, ComputePrecision::Bf16})
+            sliceCheck(std::string("slicegpt gpu ") + precisionName(prec) + " " + family, family, prec, false);
+    sliceCheck("slicegpt gpu host signals", "llama", ComputePrecision::Fp32, true);
 
     guarded("perplexity demo model", [&] {
         auto m = openModel(sourceDir + "/resources/demo/stories260K.bin");

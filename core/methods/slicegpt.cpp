@@ -149,6 +149,7 @@ SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const S
     SliceGptEngineOptions eo;
     eo.rowsPerChunk = params.rowsPerChunk;
     eo.precision = params.precision;
+    eo.hostSignals = params.gpuHostSignals;
     const std::unique_ptr<SliceGptEngine> engine =
         params.gpu ? makeGpuSliceGptEngine(model, calibration, eo) : makeCpuSliceGptEngine(model, calibration, eo);
     result.calibrationBytes = engine->signalBytes();

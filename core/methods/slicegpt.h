@@ -27,6 +27,7 @@ struct SliceGptParams {
     // Block passes, Gram matrices and rotations on the GPU (slicegptengine.h), blocks in `precision`; else the CPU.
     bool gpu = false;
     ComputePrecision precision = ComputePrecision::Bf16;
+    bool gpuHostSignals = false; // GPU: hold the signals in host memory even when they fit (tests that path)
 };
 
 // The widths a run will produce, known before any work: embedding, per block mid and output widths.

@@ -48,6 +48,9 @@ public:
 struct SliceGptEngineOptions {
     int64_t rowsPerChunk = 8192;                           // rows run through a block at once
     ComputePrecision precision = ComputePrecision::Bf16; // GPU block passes (the CPU computes in fp32)
+    // GPU: keep the signals in page-locked host memory even when they would fit on the device (they go there by
+    // themselves when they do not). For tests of that path.
+    bool hostSignals = false;
 };
 
 // Embeds the calibration set with `model`'s current (fused) embedding weights. The engine reads `model` for its
