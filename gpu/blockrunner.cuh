@@ -19,6 +19,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <type_traits>
 
 namespace lathe::gpu {
@@ -225,33 +227,51 @@ public:
     }
 
     // Scaled dot-product attention of every sequence: m_qT, m_kT, m_vT (T) -> m_ctx (T, rows x heads*headDim).
+    // Causal attention in query blocks of this many rows: block [q0, q0 + n) only needs keys [0, q0 + n), which
+    // skips nearly half of the score matrix (its GEMM work and its memory traffic) at long sequences. The
+    // environment variable LATHE_GPU_ATTENTION=full computes whole score matrices instead (one block), the simplest
+    // form, for checking the blocked one against.
+    static int64_t queryBlock(int64_t seq) {
+        static const bool full = [] {
+            const char *v = std::getenv("LATHE_GPU_ATTENTION");
+            return v && std::string(v) == "full";
+        }();
+        return full ? seq : std::min<int64_t>(seq, 256);
+    }
+
     void attention(int64_t batches, int64_t seq) {
         const ModelConfig &c = m_model.config;
         const int64_t d = c.headDim, H = c.numHeads, KVH = c.numKvHeads, group = H / KVH;
         const float scale = float(1.0 / std::sqrt(double(d))), one = 1.0f, zero = 0.0f;
         const cudaDataType_t t = cudaType<T>();
+        const int64_t block = queryBlock(seq);
         for (int64_t b = 0; b < batches; ++b) {
-            const T *q = m_qT.as<T>() + b * seq * H * d;
             const T *k = m_kT.as<T>() + b * seq * KVH * d;
             const T *v = m_vT.as<T>() + b * seq * KVH * d;
-            T *ctx = m_ctx.as<T>() + b * seq * H * d;
-            // Head h = kvh * group + g reads kv head kvh. For a fixed g, consecutive kv heads step the query
-            // pointer by group*d, the key pointer by d and the score block by group*seq*seq.
-            for (int64_t g = 0; g < group; ++g) {
-                // scores[h][i][j] = scale * q_i . k_j: column-major (keys x queries) = K^T-op(K) x Q.
-                LATHE_CUDA_CHECK(cublasGemmStridedBatchedEx(
-                    m_cublas, CUBLAS_OP_T, CUBLAS_OP_N, int(seq), int(seq), int(d), &scale, k, t, int(KVH * d), d,
-                    q + g * d, t, int(H * d), group * d, &zero, m_scores.as<float>() + g * seq * seq, CUDA_R_32F,
-                    int(seq), group * seq * seq, int(KVH), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-            }
-            softmaxKernel<T><<<unsigned(H * seq), kRowThreads>>>(m_scores.as<float>(), seq, true, m_probs.as<T>());
-            LATHE_CUDA_CHECK(cudaGetLastError());
-            for (int64_t g = 0; g < group; ++g) {
-                // ctx[i][h*d + e] = sum_j P[h][i][j] v[j][kvh*d + e]: column-major (d x queries) = V x P^T-view.
-                LATHE_CUDA_CHECK(cublasGemmStridedBatchedEx(
-                    m_cublas, CUBLAS_OP_N, CUBLAS_OP_N, int(d), int(seq), int(seq), &one, v, t, int(KVH * d), d,
-                    m_probs.as<T>() + g * seq * seq, t, int(seq), group * seq * seq, &zero, ctx + g * d, t, int(H * d),
-                    group * d, int(KVH), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+            for (int64_t q0 = 0; q0 < seq; q0 += block) {
+                const int64_t nq = std::min(block, seq - q0), keys = q0 + nq; // queries [q0, q0+nq), keys [0, keys)
+                const T *q = m_qT.as<T>() + (b * seq + q0) * H * d;
+                T *ctx = m_ctx.as<T>() + (b * seq + q0) * H * d;
+                float *scores = m_scores.as<float>();
+                T *probs = m_probs.as<T>();
+                // Head h = kvh * group + g reads kv head kvh. For a fixed g, consecutive kv heads step the query
+                // pointer by group*d, the key pointer by d and the (nq x keys) score block by group*nq*keys.
+                for (int64_t g = 0; g < group; ++g) {
+                    // scores[h][i][j] = scale * q_i . k_j: column-major (keys x queries) = K^T-op(K) x Q.
+                    LATHE_CUDA_CHECK(cublasGemmStridedBatchedEx(
+                        m_cublas, CUBLAS_OP_T, CUBLAS_OP_N, int(keys), int(nq), int(d), &scale, k, t, int(KVH * d), d,
+                        q + g * d, t, int(H * d), group * d, &zero, scores + g * nq * keys, CUDA_R_32F, int(keys),
+                        group * nq * keys, int(KVH), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                }
+                softmaxKernel<T><<<unsigned(H * nq), kRowThreads>>>(scores, keys, nq, q0, true, probs);
+                LATHE_CUDA_CHECK(cudaGetLastError());
+                for (int64_t g = 0; g < group; ++g) {
+                    // ctx[i][h*d + e] = sum_j P[h][i][j] v[j][kvh*d + e]: column-major (d x queries) = V x P^T-view.
+                    LATHE_CUDA_CHECK(cublasGemmStridedBatchedEx(
+                        m_cublas, CUBLAS_OP_N, CUBLAS_OP_N, int(d), int(nq), int(keys), &one, v, t, int(KVH * d), d,
+                        probs + g * nq * keys, t, int(keys), group * nq * keys, &zero, ctx + g * d, t, int(H * d),
+                        group * d, int(KVH), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                }
             }
         }
     }

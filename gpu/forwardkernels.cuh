@@ -128,8 +128,6 @@ static __global__ void ropeConvertKernel(const float *x, int heads, int headDim,
     }
 }
 
-// Row-wise softmax of attention scores (already scaled) into probabilities in T. Rows are (head, query i) pairs of
-// one sequence, `keys` wide; a causal row i keeps keys 0..i and writes zeros after them.
 // The maximum of x[0..n) and the sum of exp(x[j] - maximum), over the thread block (every thread gets both).
 __device__ inline float2 rowMaxExpSum(const float *x, int64_t n) {
     float mx = -INFINITY;
@@ -142,9 +140,14 @@ __device__ inline float2 rowMaxExpSum(const float *x, int64_t n) {
     return make_float2(mx, blockReduce(sum, false));
 }
 
-template <typename T> __global__ void softmaxKernel(const float *scores, int64_t keys, bool causal, T *probs) {
+// Row-wise softmax of attention scores (already scaled) into probabilities in T. Rows are (head, query) pairs of one
+// query block: `rowsPerHead` queries starting at position `queryOffset`, each row `keys` wide; a causal row for query
+// i keeps keys 0..i and writes zeros after them.
+template <typename T>
+__global__ void softmaxKernel(const float *scores, int64_t keys, int64_t rowsPerHead, int64_t queryOffset, bool causal,
+                              T *probs) {
     const int64_t row = blockIdx.x;
-    const int64_t i = row % keys;
+    const int64_t i = queryOffset + row % rowsPerHead;
     const float *s = scores + row * keys;
     T *p = probs + row * keys;
     const int64_t limit = causal ? i + 1 : keys;

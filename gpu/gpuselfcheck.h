@@ -16,7 +16,8 @@ struct GpuCheck {
 
 // Every GPU-vs-CPU check, on the repository's fixtures (tests/fixtures under `sourceDir`) and demo model. Plain C++
 // without Qt, so the lent GPU machine (which has no Qt) runs it through `lathe-cli check-gpu`; the Qt test tst_gpu
-// runs the same list. Tolerances:
+// runs the same list. LATHE_GPU_ATTENTION=full switches the attention to whole score matrices, to tell a fault of
+// the blocked causal attention from others. Tolerances:
 // - dequantization: exact (both run core/quantblocks.h in fp32);
 // - forward pass in fp32 (pedantic GEMMs, no TF32): max |logit difference| <= 1e-4 x max(1, max |logit|), the
 //   tolerance the CPU engine meets against transformers; bf16 / fp16: perplexity within 2% of fp32;
