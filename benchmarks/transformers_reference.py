@@ -31,7 +31,8 @@ def load(path):
             tok = transformers.AutoTokenizer.from_pretrained(path)
         except Exception:
             pass
-        model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        # trust_remote_code: the sliced folders Lathe exports ship their modelling code (modeling_lathe_sliced.py)
+        model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=True)
     return tok, model.eval()
 
 
