@@ -485,6 +485,12 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
             files.log(tag + spec.method + " at " + std::to_string(s) + ": " + std::to_string(rec.params) +
                       " parameters (dense " + std::to_string(result.denseParams) + "), " +
                       fmtSeconds(rec.methodSeconds));
+            const DType exportType = spec.dtype == "f32" ? DType::F32 : spec.dtype == "f16" ? DType::F16 : DType::BF16;
+            if (spec.exportModel && exportType != DType::F32) {
+                // Evaluate what is exported: the weights rounded to the export's storage type.
+                m->roundFloatTensorsTo(exportType);
+                rec.notes.push_back("evaluated with the weights rounded to " + spec.dtype + ", as exported");
+            }
             if (!evalIds.empty()) {
                 const double te = now();
                 const PerplexityResult r = evaluate(*m, part(0.7, tag + "evaluation: "));
@@ -495,7 +501,7 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
             done += 0.7;
             if (spec.exportModel) {
                 HfWriteOptions wo;
-                wo.dtype = spec.dtype == "f32" ? DType::F32 : spec.dtype == "f16" ? DType::F16 : DType::BF16;
+                wo.dtype = exportType;
                 wo.overwrite = true;
                 const std::string dir = (runDir / "model").string();
                 if (spec.method == "slicegpt") {

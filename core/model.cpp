@@ -152,6 +152,21 @@ void Model::removeTensor(const std::string &name) {
         m_index.emplace(m_tensors[i].name, i);
 }
 
+void Model::roundFloatTensorsTo(DType storage) {
+    if (storage == DType::F32)
+        return;
+    require(storage == DType::F16 || storage == DType::BF16, sourcePath, "rounding is to F16 or BF16 only");
+    for (size_t i = 0; i < m_tensors.size(); ++i) {
+        const TensorInfo &t = m_tensors[i];
+        if (t.role == TensorRole::Buffer || !dtypeInfo(t.dtype).floatConvertible || t.dtype == storage)
+            continue;
+        std::vector<float> v = loadFloat(t);
+        for (float &x : v)
+            x = storage == DType::BF16 ? bf16ToFloat(floatToBf16(x)) : f16ToFloat(floatToF16(x));
+        setFloat(t.name, std::move(v), t.shape);
+    }
+}
+
 int64_t Model::parameterCount() const {
     int64_t n = 0;
     for (const auto &t : m_tensors)

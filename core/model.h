@@ -61,6 +61,9 @@ public:
     // has none (a bias created by norm fusion, an untied head, shortcut matrices).
     void setFloat(TensorRole role, int layer, bool isBias, std::vector<float> data, std::vector<int64_t> shape);
     void removeTensor(const std::string &name); // no-op when absent
+    // Rounds every float tensor (buffers excepted) to the values `storage` (F16 or BF16) can hold, kept as owned
+    // fp32: evaluating the model afterwards gives what a checkpoint written in that type gives. No-op for F32.
+    void roundFloatTensorsTo(DType storage);
 
     int64_t parameterCount() const; // parameters of every non-buffer tensor
     // Reads every float tensor and counts NaN / Inf values; also appends a warning per bad tensor to `warnings`.

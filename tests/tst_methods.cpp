@@ -16,6 +16,7 @@
 #include "slicedexport.h"
 #include "slicegpt.h"
 #include "testsupport.h"
+#include "tokenizer.h"
 #include "transformer.h"
 #include "wanda.h"
 
@@ -341,6 +342,29 @@ private slots:
             QCOMPARE(rows, int64_t(b.up.w.rows()));
             QVERIFY(std::equal(dense.begin(), dense.end(), b.up.w.data()));
         }
+    }
+
+    // A bf16 export: the reported perplexity is the exported checkpoint's (weights rounded to bf16 before the
+    // evaluation), so evaluating the folder afterwards gives the same number.
+    void compressionRunEvaluatesTheExport() {
+        const std::string text = test::sharedDataDir() + "/text/tinystories-excerpt.txt";
+        if (!QFile::exists(QString::fromStdString(text)))
+            QSKIP("tinystories-excerpt.txt not in ../shared/data");
+        CompressionSpec spec = demoSpec("magnitude", text, "bf16");
+        spec.dtype = "bf16";
+        spec.evalDense = false;
+        const CompressionRunResult r = runCompression(spec);
+        QCOMPARE(QString::fromStdString(r.status), QString("done"));
+        auto exported = openModel(spec.outputDir + "/model");
+        QCOMPARE(exported->find("model.layers.0.mlp.up_proj.weight")->dtype, DType::BF16);
+        auto tok = loadTokenizer(*openModel(spec.model));
+        PerplexityParams pp;
+        pp.seqLen = spec.evalSeqLen;
+        pp.maxTokens = spec.evalMaxTokens;
+        Transformer t(*exported);
+        const double again = evaluatePerplexity(t, tok->encodeForModel(joinDatasetRows(readTextFile(text))), pp).perplexity;
+        qInfo("bf16 export: reported %.9f, evaluated from the folder %.9f", r.runs[0].perplexity, again);
+        QVERIFY(std::abs(again - r.runs[0].perplexity) <= 1e-9 * again);
     }
 
     // 2:4 magnitude: the N:M compact form reads back exactly.
