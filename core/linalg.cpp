@@ -103,11 +103,7 @@ void symmetricEigen(const double *a, int64_t n, std::vector<double> &values, std
         lapackFailed("dsyevd", info, n, n);
     values.assign(w.rbegin(), w.rend()); // LAPACK returns ascending order
     if (vectors) {
-        // Column-major eigenvector j (ascending) is work[j*n .. j*n+n); it becomes column n-1-j, row-major.
-        vectors->assign(size_t(n * n), 0.0);
-        for (int64_t j = 0; j < n; ++j)
-            for (int64_t i = 0; i < n; ++i)
-                (*vectors)[size_t(i * n + (n - 1 - j))] = work[size_t(j * n + i)];
+        eigenvectorsDescendingRowMajor(work.data(), n, *vectors);
     }
 }
 
@@ -164,10 +160,7 @@ void symmetricEigen(const double *a, int64_t n, std::vector<double> &values, std
     values.assign(w.data(), w.data() + n);
     std::reverse(values.begin(), values.end());
     if (vectors) {
-        vectors->assign(size_t(n * n), 0.0);
-        for (int64_t j = 0; j < n; ++j)
-            for (int64_t i = 0; i < n; ++i)
-                (*vectors)[size_t(i * n + (n - 1 - j))] = es.eigenvectors()(i, j);
+        eigenvectorsDescendingRowMajor(es.eigenvectors().data(), n, *vectors); // Eigen's default is column-major
     }
 }
 
@@ -179,5 +172,13 @@ void orthonormalizeColumns(Mat &a) {
 std::string lapackName() { return "Eigen (no LAPACKE in this build)"; }
 
 #endif
+
+void eigenvectorsDescendingRowMajor(const double *colMajorAscending, int64_t n, std::vector<double> &out) {
+    // Column-major eigenvector j (ascending) is colMajorAscending[j*n .. j*n+n); it becomes column n-1-j, row-major.
+    out.assign(size_t(n * n), 0.0);
+    for (int64_t j = 0; j < n; ++j)
+        for (int64_t i = 0; i < n; ++i)
+            out[size_t(i * n + (n - 1 - j))] = colMajorAscending[size_t(j * n + i)];
+}
 
 } // namespace lathe

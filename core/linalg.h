@@ -37,6 +37,9 @@ ThinSvd thinSvd(const Mat &a);
 // Eigen-decomposition of the symmetric (n x n) matrix `a` (row-major, fp64; only its lower triangle is read):
 // eigenvalues descending and, when `vectors` is given, the matching unit eigenvectors as its columns. dsyevd.
 void symmetricEigen(const double *a, int64_t n, std::vector<double> &values, std::vector<double> *vectors = nullptr);
+// The (n x n) eigenvectors a solver returns column-major in ascending eigenvalue order (LAPACK, cuSOLVER) as the
+// row-major matrix symmetricEigen promises: eigenvectors as columns, descending.
+void eigenvectorsDescendingRowMajor(const double *colMajorAscending, int64_t n, std::vector<double> &out);
 
 // Replaces the columns of `a` (rows >= cols) by an orthonormal basis of their span (Householder QR:
 // sgeqrf + sorgqr).

@@ -315,8 +315,6 @@ Mat Transformer::forward(const TokenBatch &batch, const BlockHooks *hooks, const
     return logits(f);
 }
 
-double Transformer::flopsPerSequence(int64_t seq) const { return forwardFlops(m_config, seq); }
-
 double forwardFlops(const ModelConfig &c, int64_t seq) {
     const bool decoder = c.family != ArchFamily::Bert;
     const double h = double(c.hiddenSize), qd = double(c.numHeads * c.headDim), kvd = double(c.numKvHeads * c.headDim);

@@ -86,10 +86,6 @@ public:
     void setBlock(int layer, BlockWeights weights);
     void releaseBlock(int layer);
 
-    // Multiply-adds x2 of one forward pass over `seq` tokens (linears, attention scores and context for the
-    // causal or full mask, LM head), the work against which achieved GFLOP/s is counted.
-    double flopsPerSequence(int64_t seq) const;
-
 private:
     void applyNorm(const Mat &x, const NormWeights &n, Mat &y) const;
     void ensureRope(int64_t seq);

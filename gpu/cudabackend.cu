@@ -8,6 +8,7 @@
 #include "devicememory.h"
 
 #include "../core/backend.h"
+#include "../core/linalg.h"
 #include "../core/quantblocks.h"
 
 #include <algorithm>
@@ -105,17 +106,13 @@ public:
         LATHE_CUDA_CHECK(cusolverDnDsyevd(h, jobz, uplo, int(n), dA.as<double>(), int(n), dW.as<double>(),
                                           work.as<double>(), lwork, dInfo.as<int>()));
         checkInfo(dInfo, "dsyevd", n, n);
-        std::vector<double> w(static_cast<size_t>(n)), v;
+        std::vector<double> w(static_cast<size_t>(n));
         LATHE_CUDA_CHECK(cudaMemcpy(w.data(), dW.as(), w.size() * sizeof(double), cudaMemcpyDeviceToHost));
         values.assign(w.rbegin(), w.rend()); // ascending from cuSOLVER, descending by contract
         if (vectors) {
-            v.resize(size_t(n * n));
+            std::vector<double> v(size_t(n * n));
             LATHE_CUDA_CHECK(cudaMemcpy(v.data(), dA.as(), bytes, cudaMemcpyDeviceToHost));
-            // Column-major eigenvector j (ascending) is v[j*n .. j*n+n); it becomes column n-1-j, row-major.
-            vectors->assign(size_t(n * n), 0.0);
-            for (int64_t j = 0; j < n; ++j)
-                for (int64_t i = 0; i < n; ++i)
-                    (*vectors)[size_t(i * n + (n - 1 - j))] = v[size_t(j * n + i)];
+            eigenvectorsDescendingRowMajor(v.data(), n, *vectors);
         }
     }
 

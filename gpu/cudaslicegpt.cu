@@ -23,12 +23,6 @@ namespace lathe::gpu {
 
 namespace {
 
-__global__ void toDoubleKernel(const float *in, int64_t n, double *out) {
-    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (i < n)
-        out[i] = double(in[i]);
-}
-
 __global__ void toFloatKernel(const double *in, int64_t n, float *out) {
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i < n)
@@ -38,7 +32,7 @@ __global__ void toFloatKernel(const double *in, int64_t n, float *out) {
 template <typename T> class CudaSliceGptEngine final : public SliceGptEngine {
 public:
     CudaSliceGptEngine(const Model &model, const CalibrationSet &set, const SliceGptEngineOptions &options)
-        : m_model(model), m_precision(options.precision) {
+        : m_precision(options.precision) {
         const ModelConfig &c = model.config;
         require(!set.sequences.empty() && set.seqLen > 0, "calibration", "the calibration set is empty");
         LATHE_CUDA_CHECK(cudaSetDevice(0));
@@ -259,7 +253,7 @@ private:
     DeviceMemory toDeviceDouble(const float *host, size_t n) {
         DeviceMemory f(n * sizeof(float)), d(n * sizeof(double));
         LATHE_CUDA_CHECK(cudaMemcpy(f.as(), host, f.bytes(), cudaMemcpyHostToDevice));
-        toDoubleKernel<<<gridFor(int64_t(n)), 256>>>(f.as<float>(), int64_t(n), d.as<double>());
+        convertKernel<double><<<gridFor(int64_t(n)), 256>>>(f.as<float>(), int64_t(n), d.as<double>());
         LATHE_CUDA_CHECK(cudaGetLastError());
         return d;
     }
@@ -278,7 +272,7 @@ private:
     // column-major (width x rows) x^T =: A, and A A^T = x^T x; the column-major lower triangle is filled.
     void addGram(const float *x, int64_t rows, int64_t width) {
         m_f64.ensure(size_t(rows * width) * sizeof(double));
-        toDoubleKernel<<<gridFor(rows * width), 256>>>(x, rows * width, m_f64.as<double>());
+        convertKernel<double><<<gridFor(rows * width), 256>>>(x, rows * width, m_f64.as<double>());
         LATHE_CUDA_CHECK(cudaGetLastError());
         const double one = 1.0;
         LATHE_CUDA_CHECK(cublasDsyrk(m_cublas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, int(width), int(rows), &one,
@@ -294,7 +288,6 @@ private:
         return h;
     }
 
-    const Model &m_model;
     ComputePrecision m_precision;
     cudaDeviceProp m_props{};
     cublasHandle_t m_cublas = nullptr;

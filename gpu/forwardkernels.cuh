@@ -22,6 +22,7 @@ template <typename T> __device__ inline T fromFloat(float v);
 template <> __device__ inline float fromFloat<float>(float v) { return v; }
 template <> __device__ inline __nv_bfloat16 fromFloat<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 template <> __device__ inline __half fromFloat<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ inline double fromFloat<double>(float v) { return double(v); }
 
 // Sum / max of one value per thread over the whole thread block (blockDim.x a multiple of 32, at most 1024); every
 // thread receives the result. Safe to call repeatedly in one kernel.

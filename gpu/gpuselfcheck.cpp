@@ -35,10 +35,6 @@ double relativeError(const Mat &got, const Mat &want) {
     return err / scale;
 }
 
-TokenBatch randomBatch(int64_t vocab, int64_t batch, int64_t seq, uint32_t seed) {
-    return TokenBatch::random(vocab, batch, seq, seed);
-}
-
 DeviceForwardOptions withPrecision(ComputePrecision p) {
     DeviceForwardOptions o;
     o.precision = p;
@@ -91,7 +87,7 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
         const std::string name = std::string("forward fp32 ") + family;
         guarded(name, [&] {
             auto m = openModel(fixtures + "/tf-" + family);
-            out.push_back(fp32Logits(name, *m, randomBatch(m->config.vocabSize, 2, 24, 1)));
+            out.push_back(fp32Logits(name, *m, TokenBatch::random(m->config.vocabSize, 2, 24, 1)));
         });
     }
 
@@ -106,8 +102,8 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
             CalibrationParams cp;
             cp.samples = 6;
             cp.seqLen = 16;
-            sliceGpt(*m, makeCalibrationSet(randomBatch(m->config.vocabSize, 1, 96, 3).tokens, cp), p);
-            out.push_back(fp32Logits(name, *m, randomBatch(m->config.vocabSize, 2, 12, 4)));
+            sliceGpt(*m, makeCalibrationSet(TokenBatch::random(m->config.vocabSize, 1, 96, 3).tokens, cp), p);
+            out.push_back(fp32Logits(name, *m, TokenBatch::random(m->config.vocabSize, 2, 12, 4)));
         });
     }
 
@@ -124,7 +120,7 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
             CalibrationParams cp;
             cp.samples = 6;
             cp.seqLen = 16;
-            const CalibrationSet cal = makeCalibrationSet(randomBatch(reference->config.vocabSize, 1, 96, 8).tokens, cp);
+            const CalibrationSet cal = makeCalibrationSet(TokenBatch::random(reference->config.vocabSize, 1, 96, 8).tokens, cp);
             SliceGptParams p;
             p.sparsity = fp32 ? 0.25 : 0.0;
             p.roundTo = 1;
@@ -136,7 +132,7 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
             p.gpuHostSignals = hostSignals;
             p.solver = backend.get();
             sliceGpt(*gpuModel, cal, p);
-            const TokenBatch b = randomBatch(reference->config.vocabSize, 2, 12, 9);
+            const TokenBatch b = TokenBatch::random(reference->config.vocabSize, 2, 12, 9);
             Transformer a(*reference), g(*gpuModel);
             GpuCheck c{name, false, relativeError(g.forward(b), a.forward(b)), fp32 ? 1e-3 : 1e-4,
                        fp32 ? "25%: logits of the GPU- vs CPU-sliced model"
@@ -153,8 +149,8 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
     guarded("perplexity demo model", [&] {
         // 512-token windows: two causal query blocks of the GPU attention (blockrunner.cuh) per window.
         auto m = openModel(sourceDir + "/resources/demo/stories260K.bin");
-        out.push_back(fp32Logits("forward fp32 demo 2 x 512", *m, randomBatch(m->config.vocabSize, 2, 512, 11)));
-        const TokenBatch ids = randomBatch(m->config.vocabSize, 1, 2048, 5);
+        out.push_back(fp32Logits("forward fp32 demo 2 x 512", *m, TokenBatch::random(m->config.vocabSize, 2, 512, 11)));
+        const TokenBatch ids = TokenBatch::random(m->config.vocabSize, 1, 2048, 5);
         PerplexityParams pp;
         pp.seqLen = 512;
         Transformer cpu(*m);
@@ -172,7 +168,7 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
 
     guarded("streamed blocks", [&] {
         auto m = makeSyntheticModel(*syntheticShape("tiny"));
-        const TokenBatch b = randomBatch(m->config.vocabSize, 2, 32, 6);
+        const TokenBatch b = TokenBatch::random(m->config.vocabSize, 2, 32, 6);
         DeviceForwardOptions streamed = withPrecision(ComputePrecision::Fp32);
         streamed.allowResident = false;
         auto resident = createDeviceForward(*m, withPrecision(ComputePrecision::Fp32));

@@ -36,10 +36,6 @@ double relativeError(const Mat &got, const Mat &want) {
     return double((got - want).cwiseAbs().maxCoeff()) / std::max(1.0, double(want.cwiseAbs().maxCoeff()));
 }
 
-TokenBatch randomBatch(int64_t vocab, int64_t batch, int64_t seq, uint32_t seed) {
-    return TokenBatch::random(vocab, batch, seq, seed);
-}
-
 CalibrationSet randomCalibration(int64_t vocab, int64_t samples, int64_t seq, uint32_t seed) {
     CalibrationParams p;
     p.samples = samples;
@@ -96,7 +92,7 @@ private slots:
     void fusedLogitsEqual() {
         QFETCH(QString, name);
         auto model = openModel(fixture(name));
-        const TokenBatch b = randomBatch(model->config.vocabSize, 2, 12, 1);
+        const TokenBatch b = TokenBatch::random(model->config.vocabSize, 2, 12, 1);
         const Mat before = logitsOf(*model, b);
         fuseNorms(*model);
         QVERIFY(model->config.slicing.active());
@@ -116,7 +112,7 @@ private slots:
     void sliceAtZeroIsARotation() {
         QFETCH(QString, name);
         auto model = openModel(fixture(name));
-        const TokenBatch b = randomBatch(model->config.vocabSize, 2, 12, 2);
+        const TokenBatch b = TokenBatch::random(model->config.vocabSize, 2, 12, 2);
         const Mat before = logitsOf(*model, b);
         SliceGptParams p;
         p.sparsity = 0.0;
@@ -137,7 +133,7 @@ private slots:
         QFETCH(QString, name);
         auto model = openModel(fixture(name));
         const int64_t D = model->config.hiddenSize;
-        const TokenBatch b = randomBatch(model->config.vocabSize, 1, 10, 4);
+        const TokenBatch b = TokenBatch::random(model->config.vocabSize, 1, 10, 4);
         SliceGptParams p;
         p.sparsity = 0.25;
         const CalibrationSet cal = randomCalibration(model->config.vocabSize, 6, 16, 5);
@@ -290,7 +286,7 @@ private slots:
         SliceGptParams p;
         p.sparsity = 0.25;
         sliceGpt(*model, randomCalibration(model->config.vocabSize, 6, 16, 9), p);
-        const TokenBatch b = randomBatch(model->config.vocabSize, 2, 9, 10);
+        const TokenBatch b = TokenBatch::random(model->config.vocabSize, 2, 9, 10);
         const Mat logits = logitsOf(*model, b);
         const std::string dir = test::tempDir("sliced-export") + "/model";
         const SlicedExportResult r = exportSlicedModel(*model, dir);

@@ -27,6 +27,15 @@ namespace lathe::cli {
 
 namespace {
 
+// --device for the factorizations: the GPU backend (cuSOLVER) when one is asked for, else null (LAPACK on the
+// CPU threads). LatheError for --device cuda without a usable GPU.
+std::unique_ptr<ComputeBackend> solverDevice(const CliOptions &o) {
+    if (!o.value("device") || *o.value("device") == "cpu")
+        return nullptr;
+    auto device = createBackend(parseDevice(o.value("device")));
+    return device->name() == "cpu" ? nullptr : std::move(device);
+}
+
 std::string shapeKey(int64_t rows, int64_t cols) { return std::to_string(rows) + " x " + std::to_string(cols); }
 
 } // namespace
@@ -48,12 +57,8 @@ int runBenchSpectra(int argc, char **argv) {
     SpectraParams params;
     params.threads = int(o.integer("threads", 0));
     const int threads = params.threads > 0 ? params.threads : hardwareThreads();
-    std::unique_ptr<ComputeBackend> device;
-    if (o.value("device") && *o.value("device") != "cpu") {
-        device = createBackend(parseDevice(o.value("device")));
-        if (device->name() != "cpu")
-            params.device = device.get();
-    }
+    const std::unique_ptr<ComputeBackend> device = solverDevice(o);
+    params.device = device.get();
 
     // Weights are read (and dequantized) once before timing: both variants then time the factorizations and the
     // copies they need, not the page cache.
@@ -157,12 +162,8 @@ int runAnalyze(int argc, char **argv) {
     AnalyzeParams params;
     params.spectra.threads = int(o.integer("threads", 0));
     params.spectra.topK = o.integer("top-k", 0);
-    std::unique_ptr<ComputeBackend> device;
-    if (o.value("device") && *o.value("device") != "cpu") {
-        device = createBackend(parseDevice(o.value("device")));
-        if (device->name() != "cpu")
-            params.spectra.device = device.get();
-    }
+    const std::unique_ptr<ComputeBackend> device = solverDevice(o);
+    params.spectra.device = device.get();
     params.useCache = !o.flag("no-cache");
     if (auto a = o.value("archive"))
         params.archivePath = *a;

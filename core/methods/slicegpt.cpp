@@ -4,7 +4,7 @@
 // PCA basis Q (eigenvectors of H = sum x^T x in fp64, damped, descending) and keep its first d columns: readers of
 // the signal get W <- W Q_d, writers W <- Q_d^T W, and where two bases meet on the residual path a shortcut matrix
 // Q_prev,d^T Q_next,d carries the stream across. Signals are computed on the already-sliced network, layer by
-// layer, with the calibration activations held in host memory (LayerwiseSignals).
+// layer; the signals, block passes and rotations live in a SliceGptEngine (CPU or GPU, slicegptengine.h).
 // Sequential blocks (Llama, OPT, GPT-2): two PCAs per block, the residual after attention (Q_mid) and after the MLP
 // (Q_out). Parallel Phi-2 blocks: one PCA per block. The last block's output and the head keep the full width
 // unless sliceHead is set.
@@ -13,10 +13,7 @@
 
 #include "backend.h"
 
-#include "blas.h"
-#include "calibration.h"
 #include "error.h"
-#include "layerwise.h"
 #include "layerweights.h"
 #include "linalg.h"
 #include "model.h"
