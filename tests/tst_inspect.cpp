@@ -79,6 +79,32 @@ private slots:
         QCOMPARE(j["scan"]["non_finite"][0]["tensor"].get<std::string>(), std::string("model.layers.0.self_attn.q_proj.weight"));
         QVERIFY(r.err.find("model.layers.0.self_attn.q_proj.weight") != std::string::npos); // the warning on stderr
     }
+    // The benchmark and GPU commands: bad arguments and a missing GPU give a message and exit 1, nothing else.
+    void cliBenchAndGpuErrors() {
+        CliRun r = runCli({"bench", "forward", "--shape", "no-such-model"});
+        QCOMPARE(r.exitCode, 1);
+        QVERIFY2(r.err.find("unknown --shape") != std::string::npos && r.err.find("llama2-7b") != std::string::npos,
+                 r.err.c_str());
+        r = runCli({"bench", "slicegpt", "--shape", "tiny", "--samples", "4", "--seq-len", "32", "--sparsity", "1.5",
+                    "--device", "cpu"});
+        QCOMPARE(r.exitCode, 1);
+        QVERIFY2(r.err.find("outside [0, 1)") != std::string::npos, r.err.c_str());
+        r = runCli({"bench", "slicegpt", "--shape", "tiny", "--samples", "4", "--seq-len", "32", "--device", "cpu",
+                    "--json"});
+        QCOMPARE(r.exitCode, 0);
+        const auto j = nlohmann::json::parse(r.out);
+        QVERIFY(j["params_after"].get<int64_t>() < j["params_before"].get<int64_t>());
+        if (runCli({"devices"}).out.find("backend  cuda") != std::string::npos)
+            return; // a usable GPU: the refusals below do not apply
+        r = runCli({"check-gpu"});
+        QCOMPARE(r.exitCode, 1);
+        QVERIFY2(r.err.find("CUDA") != std::string::npos, r.err.c_str());
+        const QString text = QString::fromStdString(test::sourceDir() + "/README.md");
+        r = runCli({"eval", "--model", demo(), "--text", text, "--seq-len", "64", "--device", "cuda"});
+        QCOMPARE(r.exitCode, 1);
+        QVERIFY2(r.err.find("CUDA") != std::string::npos && r.err.find("hint:") != std::string::npos, r.err.c_str());
+    }
+
     void cliErrors() {
         const QString bad = QString::fromStdString(test::sourceDir() + "/tests/data/bad/gguf-bad-version.gguf");
         CliRun r = runCli({"inspect", bad});
