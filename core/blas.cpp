@@ -1,9 +1,14 @@
 #include "blas.h"
 
+#include "parallel.h"
+
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <unistd.h>
 
 #ifdef LATHE_HAVE_OPENBLAS
@@ -133,5 +138,64 @@ int blasThreads() { return Eigen::nbThreads(); }
 void fixBlasCoreType(int, char **) {}
 
 #endif
+
+namespace {
+
+std::mutex g_splitMutex;
+int g_splitDepth = 0;
+std::atomic<int> g_splitThreads{0};
+
+// LATHE_BLAS_SPLIT=0 turns the scopes off (BLAS threads every call), for benchmarks that compare the two.
+bool splitEnabled() {
+    static const bool enabled = [] {
+        const char *e = std::getenv("LATHE_BLAS_SPLIT");
+        return !(e && std::string(e) == "0");
+    }();
+    return enabled;
+}
+
+} // namespace
+
+BlasSplitScope::BlasSplitScope() {
+    if (!splitEnabled())
+        return;
+    std::lock_guard lock(g_splitMutex);
+    if (g_splitDepth++ == 0) {
+        g_splitThreads = std::max(1, blasThreads());
+        setBlasThreads(1);
+    }
+}
+
+BlasSplitScope::~BlasSplitScope() {
+    if (!splitEnabled())
+        return;
+    std::lock_guard lock(g_splitMutex);
+    if (--g_splitDepth == 0) {
+        setBlasThreads(g_splitThreads);
+        g_splitThreads = 0;
+    }
+}
+
+int blasSplitThreads() { return g_splitThreads.load(std::memory_order_relaxed); }
+
+void sgemmSplit(bool transB, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                const float *b, int64_t ldb, float *c, int64_t ldc) {
+    const int threads = blasSplitThreads();
+    // Below ~32 rows or columns per thread a split GEMM loses more to packing than it gains.
+    constexpr int64_t kMinPart = 32;
+    if (threads > 1 && m >= 2 * kMinPart) {
+        parallelFor(m, kMinPart, [&](int64_t r0, int64_t r1) {
+            sgemm(false, transB, r1 - r0, n, k, alpha, a + r0 * lda, lda, b, ldb, 0.0f, c + r0 * ldc, ldc);
+        }, threads);
+    } else if (threads > 1 && n >= 2 * kMinPart) {
+        // Column block [j0, j1) of C needs rows j0.. of B (n x k) when transposed, columns j0.. of B (k x n) if not.
+        parallelFor(n, kMinPart, [&](int64_t j0, int64_t j1) {
+            sgemm(false, transB, m, j1 - j0, k, alpha, a, lda, transB ? b + j0 * ldb : b + j0, ldb, 0.0f, c + j0,
+                  ldc);
+        }, threads);
+    } else {
+        sgemm(false, transB, m, n, k, alpha, a, lda, b, ldb, 0.0f, c, ldc);
+    }
+}
 
 } // namespace lathe

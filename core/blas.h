@@ -35,4 +35,25 @@ void fixBlasCoreType(int argc, char **argv);
 void setBlasThreads(int threads);
 int blasThreads();
 
+// While at least one BlasSplitScope is alive (on any thread), BLAS runs single-threaded and blasSplitThreads()
+// is the thread count BLAS had when the first scope opened; callers then split their work over that many threads
+// themselves, one single-threaded GEMM each (sgemmSplit, the attention heads, one matrix per thread for spectra).
+// Outside any scope blasSplitThreads() is 0 and BLAS threads its own calls. Why: the engine's GEMMs are small (a
+// 135M model's block: 512 x 192 x 576), and between them OpenBLAS's workers spin for a while, competing with the
+// element-wise code for the cores; on 2 cores that cost 15-25% of a forward pass. Scopes nest and may overlap
+// across threads (a count, not a stack), so the last one to close restores BLAS's thread count.
+class BlasSplitScope {
+public:
+    BlasSplitScope();
+    ~BlasSplitScope();
+    BlasSplitScope(const BlasSplitScope &) = delete;
+    BlasSplitScope &operator=(const BlasSplitScope &) = delete;
+};
+int blasSplitThreads();
+
+// C = alpha * A * op(B) (A not transposed: m x k row-major), split into row blocks of C (or column blocks when m
+// is small) over blasSplitThreads() threads inside a BlasSplitScope; one BLAS call outside.
+void sgemmSplit(bool transB, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                const float *b, int64_t ldb, float *c, int64_t ldc);
+
 } // namespace lathe

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <numbers>
@@ -32,7 +33,7 @@ void linearForward(const Mat &x, const LinearWeights &w, Mat &y) {
     const int64_t rows = x.rows(), in = x.cols(), out = w.w.rows();
     assert(w.w.cols() == in);
     y.resize(rows, out);
-    sgemm(false, true, rows, out, in, 1.0f, x.data(), in, w.w.data(), in, 0.0f, y.data(), out);
+    sgemmSplit(true, rows, out, in, 1.0f, x.data(), in, w.w.data(), in, y.data(), out);
     if (w.hasBias())
         y.rowwise() += w.b.transpose();
 }
@@ -131,6 +132,26 @@ void swigluForward(Mat &gate, const Mat &up) {
     parallelFor(n, 1 << 15, [&](int64_t b, int64_t e) { cpuKernels().siluMul(g + b, u + b, e - b); });
 }
 
+void swigluStacked(Mat &gateUp, const Vec &gateBias, const Vec &upBias, Mat &mid) {
+    assert(gateUp.cols() % 2 == 0);
+    const int64_t ff = gateUp.cols() / 2;
+    mid.resize(gateUp.rows(), ff);
+    const CpuKernels &kern = cpuKernels();
+    parallelFor(gateUp.rows(), 16, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const float *g = gateUp.data() + r * 2 * ff;
+            float *u = gateUp.data() + r * 2 * ff + ff;
+            float *m = mid.data() + r * ff;
+            for (int64_t c = 0; c < ff; ++c)
+                m[c] = gateBias.size() ? g[c] + gateBias[c] : g[c];
+            if (upBias.size())
+                for (int64_t c = 0; c < ff; ++c)
+                    u[c] += upBias[c];
+            kern.siluMul(m, u, ff);
+        }
+    });
+}
+
 RopeTable makeRopeTable(int64_t positions, int rotaryDim, double theta, const nlohmann::json &ropeScaling,
                         const std::string &source) {
     RopeTable t;
@@ -206,11 +227,11 @@ void attentionForward(const Mat &q, const Mat &k, const Mat &v, const AttentionS
     const CpuKernels &kern = cpuKernels();
     // Query chunks keep the score block small (cache) and let causal attention skip keys after the chunk.
     const int64_t chunk = std::min<int64_t>(T, 256);
-    // Per head and query chunk: scores by a (multi-threaded) GEMM, softmax rows split across threads, context by a
-    // GEMM. Running heads in parallel with single-threaded GEMMs measured no faster on 2 cores and would need a
-    // process-wide switch of OpenBLAS's thread count.
-    std::vector<float> scores(size_t(chunk * T));
-    for (int64_t p = 0; p < s.batch * s.heads; ++p) {
+    const int64_t chunks = (T + chunk - 1) / chunk, items = s.batch * s.heads * chunks;
+    // One item: scores of a query chunk against its keys by a GEMM, the softmax rows, the context by a GEMM.
+    auto runItem = [&](int64_t item, std::vector<float> &scores, int softmaxThreads) {
+        // Last chunks first: under a causal mask they are the largest, and dynamic scheduling then balances.
+        const int64_t c = chunks - 1 - item % chunks, p = item / chunks;
         const int64_t b = p / s.heads;
         const int h = int(p % s.heads), kvh = h / group;
         const uint8_t *keyMask = s.keyMask ? s.keyMask + b * T : nullptr;
@@ -218,17 +239,29 @@ void attentionForward(const Mat &q, const Mat &k, const Mat &v, const AttentionS
         const float *kh = k.data() + b * T * kvStride + int64_t(kvh) * d;
         const float *vh = v.data() + b * T * kvStride + int64_t(kvh) * d;
         float *oh = ctx.data() + b * T * qStride + int64_t(h) * d;
-        for (int64_t q0 = 0; q0 < T; q0 += chunk) {
-            const int64_t nq = std::min(chunk, T - q0);
-            const int64_t nk = s.causal ? q0 + nq : T;
-            sgemm(false, true, nq, nk, d, s.scale, qh + q0 * qStride, qStride, kh, kvStride, 0.0f, scores.data(),
-                  nk);
-            parallelFor(nq, 16, [&](int64_t i0, int64_t i1) {
-                kern.softmaxRows(scores.data() + i0 * nk, i1 - i0, nk, q0 + i0, s.causal, keyMask);
-            });
-            sgemm(false, false, nq, d, nk, 1.0f, scores.data(), nk, vh, kvStride, 0.0f, oh + q0 * qStride,
-                  qStride);
-        }
+        const int64_t q0 = c * chunk, nq = std::min(chunk, T - q0);
+        const int64_t nk = s.causal ? q0 + nq : T;
+        scores.resize(size_t(chunk * T));
+        sgemm(false, true, nq, nk, d, s.scale, qh + q0 * qStride, qStride, kh, kvStride, 0.0f, scores.data(), nk);
+        parallelFor(nq, 16, [&](int64_t i0, int64_t i1) {
+            kern.softmaxRows(scores.data() + i0 * nk, i1 - i0, nk, q0 + i0, s.causal, keyMask);
+        }, softmaxThreads);
+        sgemm(false, false, nq, d, nk, 1.0f, scores.data(), nk, vh, kvStride, 0.0f, oh + q0 * qStride, qStride);
+    };
+    const int threads = blasSplitThreads();
+    if (threads > 1) {
+        // Inside a BlasSplitScope: items spread over the threads, each running single-threaded GEMMs and softmax.
+        std::atomic<int64_t> next{0};
+        parallelFor(threads, 1, [&](int64_t, int64_t) {
+            std::vector<float> scores;
+            for (int64_t i = next.fetch_add(1); i < items; i = next.fetch_add(1))
+                runItem(i, scores, 1);
+        }, threads);
+    } else {
+        // BLAS threads each GEMM; the softmax rows are split across the cores.
+        std::vector<float> scores;
+        for (int64_t i = 0; i < items; ++i)
+            runItem(i, scores, 0);
     }
 }
 

@@ -27,6 +27,9 @@ void rmsNormWeightless(const Mat &x, int64_t divisor, float eps, Mat &y);
 void activationForward(Activation a, Mat &x); // in place
 // gate = silu(gate) * up, in place on `gate`.
 void swigluForward(Mat &gate, const Mat &up);
+// The same from one stacked GEMM output: gateUp (rows x 2 ff) holds x W_gate^T in its first ff columns and x W_up^T
+// in the rest; mid (rows x ff) = silu(gate + gateBias) * (up + upBias). Empty biases are zero. gateUp is clobbered.
+void swigluStacked(Mat &gateUp, const Vec &gateBias, const Vec &upBias, Mat &mid);
 
 // cos/sin of rotary angles for positions [0, positions): row p holds cos(p * f_i) for the rotaryDim/2 inverse
 // frequencies f_i = theta^(-2i/rotaryDim), after the model's rope scaling (none, "linear" or "llama3").

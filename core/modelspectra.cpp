@@ -153,8 +153,7 @@ std::vector<MatrixSpectrum> computeSpectra(const Model &model, const std::vector
                                                                   int(targets.size())));
     // One matrix per thread, each single-threaded: LAPACK's bidiagonalisation is half BLAS-2 and scales poorly, so
     // factorizing matrices side by side beats threading inside one.
-    const int savedBlasThreads = blasThreads();
-    setBlasThreads(1);
+    const BlasSplitScope singleThreadedBlas;
 
     std::atomic<size_t> next{0};
     std::atomic<bool> cancel{false};
@@ -216,7 +215,6 @@ std::vector<MatrixSpectrum> computeSpectra(const Model &model, const std::vector
     }
     for (auto &t : pool)
         t.join();
-    setBlasThreads(savedBlasThreads);
     if (error)
         std::rethrow_exception(error);
     if (userCancelled)

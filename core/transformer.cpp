@@ -3,6 +3,7 @@
 #include "blas.h"
 #include "error.h"
 #include "model.h"
+#include "parallel.h"
 
 #include <spdlog/spdlog.h>
 
@@ -137,17 +138,75 @@ void Transformer::applyNorm(const Mat &x, const NormWeights &n, Mat &y) const {
         cpu::layerNormForward(x, n, float(m_config.normEps), y);
 }
 
-const BlockWeights &Transformer::block(int layer) {
+Transformer::CpuBlock Transformer::fuse(BlockWeights w) {
+    CpuBlock b;
+    b.qRows = w.q.w.rows();
+    b.kRows = w.k.w.rows();
+    b.vRows = w.v.w.rows();
+    b.qkv.resize(b.qRows + b.kRows + b.vRows, w.q.w.cols());
+    b.qkv << w.q.w, w.k.w, w.v.w;
+    w.q.w = Mat();
+    w.k.w = Mat();
+    w.v.w = Mat();
+    if (w.gate.present()) {
+        b.ffRows = w.gate.w.rows();
+        b.gateUp.resize(2 * b.ffRows, w.gate.w.cols());
+        b.gateUp << w.gate.w, w.up.w;
+        w.gate.w = Mat();
+        w.up.w = Mat();
+    }
+    b.w = std::move(w);
+    return b;
+}
+
+Transformer::CpuBlock &Transformer::cpuBlock(int layer) {
     assert(layer >= 0 && layer < numLayers());
     auto &slot = m_blocks[size_t(layer)];
     if (!slot)
-        slot = loadBlockWeights(m_model, layer);
+        slot = fuse(loadBlockWeights(m_model, layer));
     return *slot;
 }
 
-void Transformer::setBlock(int layer, BlockWeights weights) { m_blocks[size_t(layer)] = std::move(weights); }
+BlockWeights Transformer::block(int layer) {
+    const CpuBlock &b = cpuBlock(layer);
+    BlockWeights w = b.w;
+    w.q.w = b.qkv.topRows(b.qRows);
+    w.k.w = b.qkv.middleRows(b.qRows, b.kRows);
+    w.v.w = b.qkv.bottomRows(b.vRows);
+    if (b.ffRows) {
+        w.gate.w = b.gateUp.topRows(b.ffRows);
+        w.up.w = b.gateUp.bottomRows(b.ffRows);
+    }
+    return w;
+}
+
+void Transformer::setBlock(int layer, BlockWeights weights) { m_blocks[size_t(layer)] = fuse(std::move(weights)); }
 
 void Transformer::releaseBlock(int layer) { m_blocks[size_t(layer)].reset(); }
+
+namespace {
+
+// Columns [col, col + dst.cols()) of src, plus a bias when there is one, into dst (resized).
+void takeColumns(const Mat &src, int64_t col, int64_t width, const Vec &bias, Mat &dst) {
+    dst.resize(src.rows(), width);
+    const bool hasBias = bias.size() > 0;
+    parallelFor(src.rows(), 256, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const float *in = src.data() + r * src.cols() + col;
+            float *out = dst.data() + r * width;
+            for (int64_t c = 0; c < width; ++c)
+                out[c] = hasBias ? in[c] + bias[c] : in[c];
+        }
+    });
+}
+
+// y = x W^T for a stacked weight W (no bias).
+void stackedLinear(const Mat &x, const Mat &w, Mat &y) {
+    y.resize(x.rows(), w.rows());
+    sgemmSplit(true, x.rows(), w.rows(), w.cols(), 1.0f, x.data(), x.cols(), w.data(), w.cols(), y.data(), y.cols());
+}
+
+} // namespace
 
 namespace {
 
@@ -156,8 +215,8 @@ void applyShortcut(const Mat &s, Mat &hidden, Mat &scratch) {
     if (!s.size())
         return;
     scratch.resize(hidden.rows(), s.rows());
-    sgemm(false, true, hidden.rows(), s.rows(), s.cols(), 1.0f, hidden.data(), hidden.cols(), s.data(), s.cols(), 0.0f,
-          scratch.data(), scratch.cols());
+    sgemmSplit(true, hidden.rows(), s.rows(), s.cols(), 1.0f, hidden.data(), hidden.cols(), s.data(), s.cols(),
+               scratch.data(), scratch.cols());
     hidden.swap(scratch);
 }
 
@@ -166,12 +225,14 @@ void applyShortcut(const Mat &s, Mat &hidden, Mat &scratch) {
 void Transformer::runBlock(int layer, Mat &hidden, const TokenBatch &batch, const BlockHooks *hooks,
                            BlockSignal stopAfter) {
     const ModelConfig &c = m_config;
-    const BlockWeights &w = block(layer);
+    const CpuBlock &fused = cpuBlock(layer);
+    const BlockWeights &w = fused.w;
     auto emit = [&](BlockSignal s, const Mat &x) {
         if (hooks && hooks->wants(s))
             hooks->observe(layer, s, x);
     };
     const ArchFamily fam = c.family;
+    const BlasSplitScope splitBlas; // GEMMs split over the cores here, BLAS single-threaded (see blas.h)
     const bool bert = fam == ArchFamily::Bert, phi = fam == ArchFamily::Phi;
     ensureRope(batch.seq);
 
@@ -188,9 +249,10 @@ void Transformer::runBlock(int layer, Mat &hidden, const TokenBatch &batch, cons
     const Mat &attnIn = bert ? hidden : normed;
 
     Mat &q = S.q, &k = S.k, &v = S.v, &ctx = S.ctx, &attnOut = S.attnOut;
-    cpu::linearForward(attnIn, w.q, q);
-    cpu::linearForward(attnIn, w.k, k);
-    cpu::linearForward(attnIn, w.v, v);
+    stackedLinear(attnIn, fused.qkv, S.qkv);
+    takeColumns(S.qkv, 0, fused.qRows, w.q.b, q);
+    takeColumns(S.qkv, fused.qRows, fused.kRows, w.k.b, k);
+    takeColumns(S.qkv, fused.qRows + fused.kRows, fused.vRows, w.v.b, v);
     if (m_rope.rotaryDim > 0) {
         cpu::ropeForward(q, batch.seq, int(c.numHeads), int(c.headDim), m_rope);
         cpu::ropeForward(k, batch.seq, int(c.numKvHeads), int(c.headDim), m_rope);
@@ -232,13 +294,11 @@ void Transformer::runBlock(int layer, Mat &hidden, const TokenBatch &batch, cons
     }
 
     Mat &mid = S.mid, &out = S.out;
-    cpu::linearForward(*mlpIn, w.up, mid);
-    if (w.gate.present()) {
-        Mat &g = S.gate;
-        cpu::linearForward(*mlpIn, w.gate, g);
-        cpu::swigluForward(g, mid);
-        mid.swap(g);
+    if (fused.ffRows) {
+        stackedLinear(*mlpIn, fused.gateUp, S.gateUp);
+        cpu::swigluStacked(S.gateUp, w.gate.b, w.up.b, mid);
     } else {
+        cpu::linearForward(*mlpIn, w.up, mid);
         cpu::activationForward(m_activation, mid);
     }
     emit(BlockSignal::MlpHidden, mid);
@@ -273,14 +333,15 @@ Mat Transformer::logits(const Mat &finalHidden) const {
     require(isDecoder(), m_model.sourcePath, "BERT has no language-model head here",
             "use the hidden states or pooled output");
     Mat y;
+    const BlasSplitScope splitBlas;
     if (m_head.lmHead.present()) {
         cpu::linearForward(finalHidden, m_head.lmHead, y);
     } else {
         // The tied head is the embedding matrix itself: multiply by it in place rather than copying 100+ MB.
         const Mat &e = m_embedding.token;
         y.resize(finalHidden.rows(), e.rows());
-        sgemm(false, true, finalHidden.rows(), e.rows(), e.cols(), 1.0f, finalHidden.data(), finalHidden.cols(),
-              e.data(), e.cols(), 0.0f, y.data(), y.cols());
+        sgemmSplit(true, finalHidden.rows(), e.rows(), e.cols(), 1.0f, finalHidden.data(), finalHidden.cols(),
+                   e.data(), e.cols(), y.data(), y.cols());
     }
     return y;
 }
@@ -298,6 +359,7 @@ Mat Transformer::pooled(const Mat &finalHidden, const TokenBatch &batch) const {
 }
 
 Mat Transformer::hiddenStates(const TokenBatch &batch, const BlockHooks *hooks, const ProgressCallback &progress) {
+    const BlasSplitScope splitBlas; // once for the pass rather than per block
     Mat h = embed(batch);
     for (int l = 0; l < numLayers(); ++l) {
         reportProgress(progress, double(l) / double(numLayers() + 1),

@@ -80,13 +80,24 @@ public:
     // hiddenStates -> finalHidden -> logits (decoders) or last hidden state (BERT).
     Mat forward(const TokenBatch &batch, const BlockHooks *hooks = nullptr, const ProgressCallback &progress = {});
 
-    // The weights of one block, loaded on first use.
-    const BlockWeights &block(int layer);
+    // A copy of the weights of one block (loaded on first use), in the unfused layout of BlockWeights.
+    BlockWeights block(int layer);
     // Replaces a block's weights (methods that edit weights, tests).
     void setBlock(int layer, BlockWeights weights);
     void releaseBlock(int layer);
 
 private:
+    // A block as the CPU pass computes with it: q|k|v stacked into one (qd + 2 kvd) x in matrix and gate|up into one
+    // 2 ff x in matrix, so that each is one GEMM with a wider output (on 2 cores a 512 x 960 x 576 GEMM runs ~12%
+    // faster than the three it replaces, 512 x 3072 x 576 ~25% faster than two). `w` holds everything else; its
+    // q/k/v/gate/up matrices are empty (no second copy), their biases stay there and are added after the GEMM.
+    struct CpuBlock {
+        BlockWeights w;
+        Mat qkv, gateUp; // gateUp empty without a gate (non-SwiGLU MLPs keep w.up)
+        int64_t qRows = 0, kRows = 0, vRows = 0, ffRows = 0;
+    };
+    static CpuBlock fuse(BlockWeights w);
+    CpuBlock &cpuBlock(int layer);
     void applyNorm(const Mat &x, const NormWeights &n, Mat &y) const;
     void ensureRope(int64_t seq);
 
@@ -96,10 +107,10 @@ private:
     cpu::Activation m_activation;
     EmbeddingWeights m_embedding;
     HeadWeights m_head;
-    std::vector<std::optional<BlockWeights>> m_blocks;
+    std::vector<std::optional<CpuBlock>> m_blocks;
     cpu::RopeTable m_rope;
     struct Scratch {
-        Mat normed, q, k, v, ctx, attnOut, mlpNormed, mid, gate, out, shortcut;
+        Mat normed, qkv, q, k, v, ctx, attnOut, mlpNormed, gateUp, mid, out, shortcut;
     } m_scratch;
     int m_positionOffset = 0; // OPT's learned positions start at index 2
 };
