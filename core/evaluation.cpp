@@ -26,12 +26,12 @@ std::string readTextFile(const std::string &path) {
 
 namespace {
 
-// Sum of -log softmax(logits[r])[target[r]] over the rows, in double; false when a logit is not finite.
-bool addNll(const Mat &logits, const int32_t *targets, double &sum) {
+// Sum of -log softmax(logits[r])[target[r]] over rows [first, rows), in double; false when a logit is not finite.
+bool addNll(const Mat &logits, const int32_t *targets, double &sum, int64_t first = 0) {
     const int64_t rows = logits.rows(), vocab = logits.cols();
-    std::vector<double> totals(static_cast<size_t>(rows));
-    parallelFor(rows, 8, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
+    std::vector<double> totals(static_cast<size_t>(rows), 0.0);
+    parallelFor(rows - first, 8, [&](int64_t i0, int64_t i1) {
+        for (int64_t r = first + i0; r < first + i1; ++r) {
             const float *row = logits.data() + r * vocab;
             float mx = row[0];
             for (int64_t j = 1; j < vocab; ++j)
@@ -105,15 +105,18 @@ PerplexityResult evaluatePerplexity(Transformer &model, const std::vector<int32_
                                     const PerplexityParams &params, const ProgressCallback &progress) {
     require(model.isDecoder(), "perplexity", "BERT is an encoder: perplexity needs a causal language model");
     constexpr int64_t kHeadRows = 256; // LM head in row blocks: (256 x vocab) logits at a time
+    Mat logits;                        // one buffer for every block and window (see Transformer::logits)
     return runPerplexity(tokens, model.config().maxPositions, params, progress, [&](const TokenBatch &batch) {
         const int64_t n = batch.seq;
         const Mat h = model.hiddenStates(batch);
         const Mat f = model.finalHidden(h.topRows(n - 1));
         double sum = 0;
         for (int64_t r0 = 0; r0 < n - 1; r0 += kHeadRows) {
-            const int64_t rows = std::min(kHeadRows, n - 1 - r0);
-            const Mat logits = model.logits(f.middleRows(r0, rows));
-            if (!addNll(logits, batch.tokens.data() + r0 + 1, sum))
+            // Every block has the same shape, so `logits` is never reallocated: a short last block is moved back
+            // to end at the last row and its rows already counted are skipped.
+            const int64_t rows = std::min(kHeadRows, n - 1), start = std::min(r0, n - 1 - rows);
+            model.logits(f.middleRows(start, rows), logits);
+            if (!addNll(logits, batch.tokens.data() + start + 1, sum, r0 - start))
                 return std::numeric_limits<double>::quiet_NaN();
         }
         return sum;

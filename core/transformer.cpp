@@ -330,9 +330,14 @@ Mat Transformer::finalHidden(const Mat &hidden) const {
 }
 
 Mat Transformer::logits(const Mat &finalHidden) const {
+    Mat y;
+    logits(finalHidden, y);
+    return y;
+}
+
+void Transformer::logits(const Mat &finalHidden, Mat &y) const {
     require(isDecoder(), m_model.sourcePath, "BERT has no language-model head here",
             "use the hidden states or pooled output");
-    Mat y;
     const BlasSplitScope splitBlas;
     if (m_head.lmHead.present()) {
         cpu::linearForward(finalHidden, m_head.lmHead, y);
@@ -343,7 +348,6 @@ Mat Transformer::logits(const Mat &finalHidden) const {
         sgemmSplit(true, finalHidden.rows(), e.rows(), e.cols(), 1.0f, finalHidden.data(), finalHidden.cols(),
                    e.data(), e.cols(), y.data(), y.cols());
     }
-    return y;
 }
 
 Mat Transformer::pooled(const Mat &finalHidden, const TokenBatch &batch) const {
@@ -374,7 +378,9 @@ Mat Transformer::forward(const TokenBatch &batch, const BlockHooks *hooks, const
     if (!isDecoder())
         return f;
     reportProgress(progress, double(numLayers()) / double(numLayers() + 1), "language-model head");
-    return logits(f);
+    Mat y;
+    logits(f, y);
+    return y;
 }
 
 double forwardFlops(const ModelConfig &c, int64_t seq) {

@@ -187,6 +187,7 @@ int runBenchForward(int argc, char **argv) {
     std::unique_ptr<Transformer> cpuPass;
     std::unique_ptr<DeviceForward> gpuPass;
     std::unique_ptr<SgemmProbe> probe;
+    Mat logits; // reused across passes, as evaluation does
     std::string precision = "fp32", deviceName;
     if (device == "cuda") {
         const DeviceForwardOptions options = forwardOptions(o.value("precision"));
@@ -202,7 +203,7 @@ int runBenchForward(int argc, char **argv) {
         cpuPass = std::make_unique<Transformer>(*model);
         deviceName = "CPU, " + blas.library.substr(0, blas.library.find(' ', 9)) + ", core " + blas.coreType + ", " +
                      std::to_string(blas.threads) + " threads";
-        pass = [&](const TokenBatch &b) { cpuPass->forward(b); };
+        pass = [&](const TokenBatch &b) { cpuPass->logits(cpuPass->finalHidden(cpuPass->hiddenStates(b)), logits); };
         peakGflops = [&] { return probe->gflops(2); };
     }
 
