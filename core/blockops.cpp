@@ -186,6 +186,8 @@ RopeTable makeRopeTable(int64_t positions, int rotaryDim, double theta, const nl
                              "supported rope_scaling types: linear, llama3");
         }
     }
+    t.invFreq = invFreq;
+    t.positionScale = positionScale;
     t.cos.resize(positions, half);
     t.sin.resize(positions, half);
     for (int64_t p = 0; p < positions; ++p)

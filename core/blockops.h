@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 // The CPU engine's per-layer operations, in llm.c's style: explicit forward functions on (rows x width) row-major
 // activations, one row per token, sequences of a batch stacked (row = b * seq + t). fp32 throughout. Backward
@@ -35,7 +36,9 @@ void swigluStacked(Mat &gateUp, const Vec &gateBias, const Vec &upBias, Mat &mid
 // frequencies f_i = theta^(-2i/rotaryDim), after the model's rope scaling (none, "linear" or "llama3").
 struct RopeTable {
     int rotaryDim = 0;
-    Mat cos, sin; // (positions x rotaryDim/2)
+    Mat cos, sin;                // (positions x rotaryDim/2)
+    std::vector<float> invFreq;  // the f_i after scaling (rotaryDim/2)
+    double positionScale = 1.0;  // "linear" scaling: angle = fp32(p * positionScale) * f_i
 };
 RopeTable makeRopeTable(int64_t positions, int rotaryDim, double theta, const nlohmann::json &ropeScaling,
                         const std::string &source);

@@ -505,9 +505,7 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
                 wo.overwrite = true;
                 const std::string dir = (runDir / "model").string();
                 if (spec.method == "slicegpt") {
-                    const SlicedExportResult er = exportSlicedModel(*m, dir, wo, part(0.3, tag + "export: "));
-                    if (!er.remoteCode)
-                        rec.notes.push_back(er.note);
+                    exportSlicedModel(*m, dir, wo, part(0.3, tag + "export: "));
                 } else {
                     writeHfFolder(*m, dir, wo, part(0.25, tag + "export: "));
                     if (sparseArchiveAvailable())

@@ -4,14 +4,14 @@
 #include "error.h"
 #include "model.h"
 #include "remotecode.h"
+#include "transformer.h"
 
 namespace lathe {
 
-SlicedExportResult exportSlicedModel(const Model &model, const std::string &dir, HfWriteOptions options,
+HfWriteResult exportSlicedModel(const Model &model, const std::string &dir, HfWriteOptions options,
                                      const ProgressCallback &progress) {
     const ModelConfig &c = model.config;
     require(c.slicing.active(), model.sourcePath, "the model is not sliced", "run SliceGPT first");
-    SlicedExportResult r;
     nlohmann::json slicing;
     nlohmann::json shortcuts = nlohmann::json::array();
     for (int l = 0; l < c.numLayers; ++l)
@@ -62,27 +62,20 @@ SlicedExportResult exportSlicedModel(const Model &model, const std::string &dir,
         {"activation", c.activation},
         {"norm_eps", c.normEps},
         {"intermediate_size", c.intermediateSize}};
-    options.configPatch["lathe_slicing"] = slicing;
-
-    std::string why;
-    const nlohmann::json &hf = c.hf;
-    for (const char *key : {"rope_scaling", "rope_parameters"})
-        if (why.empty() && hf.contains(key) && hf[key].is_object() &&
-            hf[key].value("rope_type", hf[key].value("type", std::string("default"))) != "default")
-            why = "the shipped modelling code implements default RoPE only; the folder loads in Lathe only";
-    if (why.empty()) {
-        options.configPatch["model_type"] = "lathe_sliced";
-        options.configPatch["architectures"] = nlohmann::json::array({"LatheSlicedForCausalLM"});
-        options.configPatch["auto_map"] = {{"AutoConfig", "configuration_lathe_sliced.LatheSlicedConfig"},
-                                           {"AutoModelForCausalLM", "modeling_lathe_sliced.LatheSlicedForCausalLM"}};
-        options.extraFiles.emplace_back(remotecode::kConfigurationFile, remotecode::kConfiguration);
-        options.extraFiles.emplace_back(remotecode::kModelingFile, remotecode::kModeling);
-        r.remoteCode = true;
-    } else {
-        r.note = why;
+    // RoPE as Lathe computes it, rope scaling included, so that the shipped code needs no scaling logic of its own.
+    const cpu::RopeTable rope = ropeTableFor(c, 1, model.sourcePath);
+    if (rope.rotaryDim > 0) {
+        slicing["arch"]["inv_freq"] = rope.invFreq;
+        slicing["arch"]["position_scale"] = rope.positionScale;
     }
-    r.write = writeHfFolder(model, dir, options, progress);
-    return r;
+    options.configPatch["lathe_slicing"] = slicing;
+    options.configPatch["model_type"] = "lathe_sliced";
+    options.configPatch["architectures"] = nlohmann::json::array({"LatheSlicedForCausalLM"});
+    options.configPatch["auto_map"] = {{"AutoConfig", "configuration_lathe_sliced.LatheSlicedConfig"},
+                                       {"AutoModelForCausalLM", "modeling_lathe_sliced.LatheSlicedForCausalLM"}};
+    options.extraFiles.emplace_back(remotecode::kConfigurationFile, remotecode::kConfiguration);
+    options.extraFiles.emplace_back(remotecode::kModelingFile, remotecode::kModeling);
+    return writeHfFolder(model, dir, options, progress);
 }
 
 } // namespace lathe

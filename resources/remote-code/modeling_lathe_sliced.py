@@ -10,11 +10,14 @@
 #     Phi-2's parallel block has one: h_out = h_in @ attn_shortcut.T + attn(x) + mlp(x), x = norm(h_in).
 # The checkpoint keeps the base family's tensor names; config.lathe_slicing["names"] gives each one ("{L}" = block),
 # and ["arch"] the numbers this code needs, so one file serves every family.
-# Supports batched causal-LM forward passes (no padding, no KV cache: every step recomputes the prefix).
+# Supports batched causal-LM forward passes, left- or right-padded batches (attention_mask), a KV cache (any
+# transformers Cache; a DynamicCache is made when use_cache is set) and so generate(), and RoPE with the inverse
+# frequencies Lathe computed (["arch"]["inv_freq"]: default, linear or llama3 scaling alike).
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
+from transformers.cache_utils import DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_lathe_sliced import LatheSlicedConfig
@@ -59,6 +62,7 @@ def _rotate_half(x):
 
 
 def _rope(x, cos, sin, rotary_dim):
+    """x: (batch, heads, t, head_dim); cos, sin: (batch, 1, t, rotary_dim)."""
     if rotary_dim <= 0:
         return x
     r, rest = x[..., :rotary_dim], x[..., rotary_dim:]
@@ -74,6 +78,8 @@ class LatheSlicedPreTrainedModel(PreTrainedModel):
 
 
 class LatheSlicedForCausalLM(LatheSlicedPreTrainedModel, GenerationMixin):
+    _supports_cache_class = True
+
     def __init__(self, config):
         super().__init__(config)
         s = config.lathe_slicing
@@ -81,6 +87,8 @@ class LatheSlicedForCausalLM(LatheSlicedPreTrainedModel, GenerationMixin):
         names, bias = s["names"], s["biases"]
         self.heads, self.kv_heads, self.head_dim = a["heads"], a["kv_heads"], a["head_dim"]
         self.rotary_dim, self.rope_theta = a["rotary_dim"], a["rope_theta"]
+        # Lathe's fp32 inverse frequencies (after rope scaling) and position scale; older exports have neither.
+        self.inv_freq, self.position_scale = a.get("inv_freq"), a.get("position_scale", 1.0)
         self.position_offset, self.parallel = a["position_offset"], a["parallel"]
         self.act = _activation(a["activation"])
         eps, divisor = a["norm_eps"], s["norm_divisor"]
@@ -142,7 +150,7 @@ class LatheSlicedForCausalLM(LatheSlicedPreTrainedModel, GenerationMixin):
     def get_input_embeddings(self):
         return self._m(self._embed)
 
-    def _attention(self, b, x, cos, sin):
+    def _attention(self, layer, b, x, cos, sin, mask, cache):
         bs, t, _ = x.shape
         q_w, kv_w = self.heads * self.head_dim, self.kv_heads * self.head_dim
         m = self._m
@@ -154,10 +162,12 @@ class LatheSlicedForCausalLM(LatheSlicedPreTrainedModel, GenerationMixin):
         k = k.view(bs, t, self.kv_heads, self.head_dim).transpose(1, 2)
         v = v.view(bs, t, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = _rope(q, cos, sin, self.rotary_dim), _rope(k, cos, sin, self.rotary_dim)
+        if cache is not None:
+            k, v = cache.update(k, v, layer)
         if self.kv_heads != self.heads:
             k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
             v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return m(b["o"])(y.transpose(1, 2).reshape(bs, t, q_w))
 
     def _mlp(self, b, x):
@@ -166,26 +176,56 @@ class LatheSlicedForCausalLM(LatheSlicedPreTrainedModel, GenerationMixin):
             return m(b["down"])(self.act(m(b["gate"])(x)) * m(b["up"])(x))
         return m(b["down"])(self.act(m(b["up"])(x)))
 
-    def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
-        if attention_mask is not None and not bool(attention_mask.all()):
-            raise ValueError("this sliced model's code does not support padded batches")
-        t = input_ids.shape[1]
+    def _rope_tables(self, positions, dtype):
+        """cos, sin of (batch, 1, t, rotary_dim) for integer positions (batch, t), as Lathe computes them: fp32
+        angles = fp32(position * scale) * fp32 inverse frequency."""
+        if self.inv_freq is not None:
+            inv_freq = torch.tensor(self.inv_freq, dtype=torch.float32, device=positions.device)
+        else:
+            inv_freq = (1.0 / (self.rope_theta ** (torch.arange(0, self.rotary_dim, 2, dtype=torch.float64,
+                                                                 device=positions.device) / self.rotary_dim))).float()
+        pos = (positions.to(torch.float64) * self.position_scale).float()
+        freqs = pos[..., None] * inv_freq  # (batch, t, rotary_dim / 2)
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None]
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None,
+                labels=None, **kwargs):
+        """attention_mask (batch, past + t), 1 = a real token, covers the cached tokens too (as generate passes it).
+        Positions are counted over real tokens only (left padding shifts nothing), unless position_ids is given."""
+        bs, t = input_ids.shape
+        dev = input_ids.device
         m = self._m
+        cache = past_key_values
+        if cache is None and use_cache:
+            cache = DynamicCache()
+        past = cache.get_seq_length() if cache is not None else 0
+        total = past + t
+        if attention_mask is not None and attention_mask.shape[-1] != total:
+            raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} tokens, expected past + new = {total}")
+        if position_ids is None:
+            if attention_mask is not None:
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -t:]
+            else:
+                position_ids = torch.arange(past, total, device=dev)[None].expand(bs, t)
+        # Boolean (batch, 1, t, past + t): causal, padding keys masked, and the diagonal always on so that a padding
+        # query has one key to attend to (its output is never used) instead of a NaN row.
+        key_idx = torch.arange(total, device=dev)
+        query_idx = torch.arange(past, total, device=dev)
+        mask = key_idx[None, :] <= query_idx[:, None]
+        mask = mask[None, None].expand(bs, 1, t, total)
+        if attention_mask is not None:
+            mask = mask & attention_mask.bool()[:, None, None, :]
+            mask = mask | (key_idx[None, :] == query_idx[:, None])[None, None]
         h = m(self._embed)(input_ids)
         if self._positions is not None:
-            pos = torch.arange(t, device=input_ids.device) + self.position_offset
-            h = h + m(self._positions)(pos)[None]
+            h = h + m(self._positions)(position_ids + self.position_offset)
         cos = sin = None
         if self.rotary_dim > 0:
-            # Computed per call rather than held in a buffer: transformers initialises non-checkpoint buffers itself.
-            inv_freq = 1.0 / (self.rope_theta ** (torch.arange(0, self.rotary_dim, 2, dtype=torch.float64,
-                                                                device=input_ids.device) / self.rotary_dim))
-            freqs = torch.outer(torch.arange(t, device=input_ids.device, dtype=torch.float64), inv_freq).float()
-            emb = torch.cat((freqs, freqs), dim=-1)
-            cos, sin = emb.cos().to(h.dtype), emb.sin().to(h.dtype)
-        for b in self._blocks:
+            cos, sin = self._rope_tables(position_ids, h.dtype)
+        for i, b in enumerate(self._blocks):
             x = self.norm(h)
-            a = self._attention(b, x, cos, sin)
+            a = self._attention(i, b, x, cos, sin, mask, cache)
             res = m(b["attn_shortcut"])(h) if b["attn_shortcut"] is not None else h
             if self.parallel:
                 h = res + a + self._mlp(b, x)
@@ -197,7 +237,5 @@ class LatheSlicedForCausalLM(LatheSlicedPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
-        return CausalLMOutputWithPast(loss=loss, logits=logits)
-
-    def prepare_inputs_for_generation(self, input_ids, **kwargs):
-        return {"input_ids": input_ids}
+        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache if use_cache or
+                                      past_key_values is not None else None)
