@@ -31,6 +31,7 @@ public:
     std::vector<int32_t> encode(std::string_view text) const override;
     std::string decode(std::span<const int32_t> ids) const override;
     std::string piece(int32_t id) const override;
+    const Spec &spec() const { return m_spec; }
 
     // Reads llama2.c's tokenizer format: int32 max_token_length, then per piece float score, int32 length, bytes.
     static Spec readLlama2c(const std::string &path, int64_t vocabSize);

@@ -10,9 +10,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
+#include <unordered_map>
 
 namespace lathe {
 
@@ -111,6 +114,79 @@ void parsePreTokenizer(const json &pt, std::vector<ByteLevelBpeTokenizer::PreSte
     }
 }
 
+// A SentencePiece-style tokenizer.json (BPE with byte fallback over "▁"-spaced text: a Prepend/Replace normalizer,
+// or a Metaspace pre-tokenizer; what transformers writes for Llama/Mistral tokenizers and what Lathe exports) as a
+// ScoreBpeTokenizer. A piece's score is minus the rank of the first merge forming it, so "merge the adjacent pair
+// whose union scores highest" follows the merge order.
+std::unique_ptr<Tokenizer> scoreBpeFromJson(const json &j, std::vector<std::string> tokens, const std::string &name) {
+    const json &m = j["model"];
+    ScoreBpeTokenizer::Spec spec;
+    spec.kind = "SentencePiece-style BPE (tokenizer.json)";
+    spec.addDummyPrefix = false;
+    bool spaced = false;
+    const json norm = j.value("normalizer", json());
+    std::vector<json> steps;
+    if (norm.is_object())
+        steps = norm.value("type", "") == "Sequence" ? norm.value("normalizers", std::vector<json>{}) : std::vector{norm};
+    for (const json &st : steps) {
+        const std::string type = st.value("type", "");
+        if (type == "Prepend" && st.value("prepend", "") == spec.spaceSymbol)
+            spec.addDummyPrefix = true;
+        else if (type == "Replace" && st.value("pattern", json::object()).value("String", "") == " " &&
+                 st.value("content", "") == spec.spaceSymbol)
+            spaced = true;
+        else
+            throw LatheError(name + ": normalizer '" + type + "' is not supported for SentencePiece-style BPE");
+    }
+    const json pre = j.value("pre_tokenizer", json());
+    if (pre.is_object() && pre.value("type", "") == "Metaspace") {
+        require(pre.value("replacement", spec.spaceSymbol) == spec.spaceSymbol && !pre.value("split", false), name,
+                "a Metaspace pre-tokenizer with another symbol or splitting is not supported");
+        spaced = true;
+        spec.addDummyPrefix = pre.value("prepend_scheme", std::string("always")) != "never";
+    } else if (!pre.is_null()) {
+        throw LatheError(name + ": pre-tokenizer '" + pre.value("type", "") + "' is not supported for SentencePiece-style BPE");
+    }
+    require(spaced, name, "byte-fallback BPE without the ' ' -> U+2581 step is not supported");
+    std::unordered_map<std::string, int32_t> ids;
+    for (size_t i = 0; i < tokens.size(); ++i)
+        ids.emplace(tokens[i], int32_t(i));
+    spec.scores.assign(tokens.size(), -std::numeric_limits<float>::max());
+    int64_t rank = 0;
+    for (const json &mg : m.value("merges", json::array())) {
+        std::string joined;
+        if (mg.is_array() && mg.size() == 2) {
+            joined = mg[0].get<std::string>() + mg[1].get<std::string>();
+        } else if (mg.is_string()) {
+            const std::string t = mg.get<std::string>();
+            const size_t sp = t.find(' ', 1);
+            require(sp != std::string::npos, name, "merge '" + t + "' has no space");
+            joined = t.substr(0, sp) + t.substr(sp + 1);
+        }
+        if (auto it = ids.find(joined); it != ids.end() && spec.scores[size_t(it->second)] == -std::numeric_limits<float>::max())
+            spec.scores[size_t(it->second)] = -float(rank);
+        ++rank;
+    }
+    spec.types.assign(tokens.size(), 1);
+    for (size_t i = 0; i < tokens.size(); ++i) {
+        unsigned byte = 0;
+        if (tokens[i].size() == 6 && std::sscanf(tokens[i].c_str(), "<0x%02X>", &byte) == 1)
+            spec.types[i] = 6;
+    }
+    for (const json &a : j.value("added_tokens", json::array())) {
+        const int32_t id = a.value("id", -1);
+        if (id >= 0 && size_t(id) < tokens.size())
+            spec.types[size_t(id)] = a.value("special", false) ? 3 : 4;
+    }
+    const std::string unk = m.value("unk_token", json()).is_string() ? m["unk_token"].get<std::string>() : "";
+    if (auto it = ids.find(unk); it != ids.end()) {
+        spec.unk = it->second;
+        spec.types[size_t(it->second)] = 2;
+    }
+    spec.pieces = std::move(tokens);
+    return std::make_unique<ScoreBpeTokenizer>(std::move(spec));
+}
+
 std::unique_ptr<Tokenizer> fromTokenizerJson(const fs::path &file) {
     const std::string name = file.string();
     const json j = readJson(file);
@@ -137,16 +213,16 @@ std::unique_ptr<Tokenizer> fromTokenizerJson(const fs::path &file) {
         tokens[size_t(id)] = t;
 
     std::unique_ptr<Tokenizer> tok;
-    if (type == "BPE") {
-        const bool byteLevel = j.contains("decoder") && j["decoder"].is_object() &&
-                               j["decoder"].value("type", "") == "ByteLevel";
-        if (!byteLevel) {
-            if (fs::exists(file.parent_path() / "tokenizer.model"))
-                return std::make_unique<SentencePieceTokenizer>((file.parent_path() / "tokenizer.model").string());
-            throw LatheError(name + ": BPE without a ByteLevel decoder (SentencePiece-style tokenizer.json) is "
-                                    "not supported",
-                             "put the model's tokenizer.model next to it");
-        }
+    const bool byteLevel = type == "BPE" && j.contains("decoder") && j["decoder"].is_object() &&
+                           j["decoder"].value("type", "") == "ByteLevel";
+    if (type == "BPE" && !byteLevel) {
+        if (fs::exists(file.parent_path() / "tokenizer.model"))
+            return std::make_unique<SentencePieceTokenizer>((file.parent_path() / "tokenizer.model").string());
+        require(m.value("byte_fallback", false), name,
+                "BPE without a ByteLevel decoder or byte fallback is not a tokenizer Lathe knows",
+                "put the model's tokenizer.model next to it");
+        tok = scoreBpeFromJson(j, std::move(tokens), name);
+    } else if (type == "BPE") {
         ByteLevelBpeTokenizer::Spec spec;
         spec.kind = "byte-level BPE (tokenizer.json)";
         spec.tokens = std::move(tokens);

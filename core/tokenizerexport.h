@@ -8,14 +8,19 @@ namespace lathe {
 
 class Model;
 
-// Hugging Face tokenizer files for a model whose tokenizer has no such files of its own: a GGUF's embedded
-// byte-level BPE vocabulary becomes tokenizer.json (BPE model, the pre-tokenizer llama.cpp's tokenizer.ggml.pre
-// names, control tokens as special added tokens, BOS by a template post-processor when the GGUF adds it) and
-// tokenizer_config.json (PreTrainedTokenizerFast, bos/eos, model_max_length, the chat template), so that
-// transformers' AutoTokenizer loads an exported folder and encodes as Lathe does.
+// Hugging Face tokenizer files for a model whose tokenizer has no such files of its own, so that transformers'
+// AutoTokenizer loads an exported folder and encodes as Lathe does:
+//  * a GGUF's byte-level BPE vocabulary ("gpt2") becomes tokenizer.json with a BPE model, the pre-tokenizer
+//    llama.cpp's tokenizer.ggml.pre names, control tokens as special added tokens;
+//  * a SentencePiece-style vocabulary (GGUF "llama", llama2.c's tokenizer.bin) becomes the tokenizer.json
+//    transformers' own converters write for Llama tokenizers: Prepend/Replace "▁" normalizer, BPE with byte
+//    fallback, merges from the piece scores (every split of a piece into two pieces, by the piece's score), and
+//    the matching decoder. llama2.c's plain spaces and "\n<s>\n" names go back to "▁" and "<s>".
+// Both add BOS through a template post-processor when the model adds it, and tokenizer_config.json
+// (PreTrainedTokenizerFast, bos/eos, model_max_length, the chat template).
 struct HfTokenizerFiles {
     std::vector<std::pair<std::string, std::string>> files; // (name, text); empty when not convertible
-    std::string note; // why nothing was written (SentencePiece-style GGUF vocabularies, llama2.c tokenizers)
+    std::string note; // why nothing was written
 };
 HfTokenizerFiles hfTokenizerFiles(const Model &model);
 

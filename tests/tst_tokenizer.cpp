@@ -54,6 +54,43 @@ void checkAgainst(const Tokenizer &tok, const std::string &name, bool lossless) 
 
 } // namespace
 
+
+// Writes `model`'s tokenizer as Hugging Face files, reads tokenizer.json back with Lathe (same ids as the original
+// with and without specials, same decode, on every reference text; and the ids committed for `reference` when
+// given), then, when the reference environment is installed, has transformers' AutoTokenizer encode and decode them.
+void checkExportedTokenizer(const Model &model, const char *tag, const char *reference) {
+    const HfTokenizerFiles files = hfTokenizerFiles(model);
+    QVERIFY2(files.files.size() == 2, files.note.c_str());
+    const std::string dir = test::tempDir(tag);
+    for (const auto &[name, text] : files.files)
+        test::writeText(dir + "/" + name, text);
+    auto original = loadTokenizer(model);
+    auto exported = loadTokenizerFile(dir + "/tokenizer.json");
+    if (reference)
+        checkAgainst(*exported, reference, true);
+    const json texts = references()["texts"];
+    json c = {{"texts", texts}, {"ids", json::array()}, {"ids_with_special", json::array()}};
+    for (const auto &t : texts) {
+        const std::string text = t.get<std::string>();
+        QCOMPARE(exported->encodeForModel(text), original->encodeForModel(text));
+        QCOMPARE(exported->decode(exported->encode(text)), original->decode(original->encode(text)));
+        c["ids"].push_back(original->encode(text));
+        c["ids_with_special"].push_back(original->encodeForModel(text));
+    }
+    const QString python = QString::fromStdString(test::referencePython());
+    if (python.isEmpty())
+        QSKIP("no Python with transformers (packaging/make-reference-env.sh, or set LATHE_REFERENCE_ENV)");
+    test::writeText(dir + "/case.json", c.dump());
+    QProcess proc;
+    proc.start(python, {QString::fromStdString(test::sourceDir() + "/tests/support/check_tokenizer_folder.py"),
+                        QString::fromStdString(dir), QString::fromStdString(dir + "/case.json")});
+    QVERIFY(proc.waitForFinished(120000));
+    qInfo("transformers says %s", proc.readAllStandardOutput().trimmed().constData());
+    if (proc.exitCode() != 0)
+        qWarning("%s", proc.readAllStandardError().right(3000).constData());
+    QCOMPARE(proc.exitCode(), 0);
+}
+
 class TestTokenizer : public QObject {
     Q_OBJECT
 
@@ -112,38 +149,14 @@ private slots:
         const std::string path = test::modelCacheDir() + "/SmolLM2-135M-Instruct.Q4_1.gguf";
         if (!QFile::exists(QString::fromStdString(path)))
             QSKIP("SmolLM2 GGUF not in the model cache; run packaging/fetch-models.sh");
-        auto model = openModel(path);
-        const HfTokenizerFiles files = hfTokenizerFiles(*model);
-        QCOMPARE(files.files.size(), size_t(2));
-        const std::string dir = test::tempDir("gguf-tokenizer");
-        for (const auto &[name, text] : files.files)
-            test::writeText(dir + "/" + name, text);
-        auto gguf = loadTokenizer(*model);
-        auto exported = loadTokenizerFile(dir + "/tokenizer.json");
-        checkAgainst(*exported, "smollm2-gguf", true);
-        const json texts = references()["texts"];
-        json c = {{"texts", texts}, {"ids", json::array()}, {"ids_with_special", json::array()}};
-        for (const auto &t : texts) {
-            const std::string text = t.get<std::string>();
-            QCOMPARE(exported->encodeForModel(text), gguf->encodeForModel(text));
-            c["ids"].push_back(gguf->encode(text));
-            c["ids_with_special"].push_back(gguf->encodeForModel(text));
-        }
-        const QString python = QString::fromStdString(test::referencePython());
-        if (python.isEmpty())
-            QSKIP("no Python with transformers (packaging/make-reference-env.sh, or set LATHE_REFERENCE_ENV)");
-        test::writeText(dir + "/case.json", c.dump());
-        QProcess proc;
-        proc.start(python, {QString::fromStdString(test::sourceDir() + "/tests/support/check_tokenizer_folder.py"),
-                            QString::fromStdString(dir), QString::fromStdString(dir + "/case.json")});
-        QVERIFY(proc.waitForFinished(120000));
-        qInfo("transformers says %s", proc.readAllStandardOutput().trimmed().constData());
-        if (proc.exitCode() != 0)
-            qWarning("%s", proc.readAllStandardError().right(3000).constData());
-        QCOMPARE(proc.exitCode(), 0);
-        // The demo model's llama2.c tokenizer has no tokenizer.json form: nothing written, and a note says why.
-        auto demo = openModel(test::sourceDir() + "/resources/demo/stories260K.bin");
-        QVERIFY(hfTokenizerFiles(*demo).files.empty());
+        checkExportedTokenizer(*openModel(path), "gguf-tokenizer", "smollm2-gguf");
+    }
+
+    // The demo model's llama2.c tokenizer (SentencePiece-style, score-driven) exported as the tokenizer.json
+    // transformers writes for Llama tokenizers: same round trip and the same check with transformers.
+    void demoTokenizerExportsTokenizerJson() {
+        checkExportedTokenizer(*openModel(test::sourceDir() + "/resources/demo/stories260K.bin"), "llama2c-tokenizer",
+                               nullptr);
     }
 
     // The demo model's tok512.bin: encode/decode round trip and a known sentence start.
