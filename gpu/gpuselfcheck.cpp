@@ -24,17 +24,6 @@ namespace lathe::gpu {
 
 namespace {
 
-double relativeError(const Mat &got, const Mat &want) {
-    if (got.rows() != want.rows() || got.cols() != want.cols())
-        return INFINITY;
-    double scale = 1.0, err = 0.0;
-    for (Eigen::Index i = 0; i < want.size(); ++i) {
-        scale = std::max(scale, double(std::abs(want.data()[i])));
-        err = std::max(err, double(std::abs(got.data()[i] - want.data()[i])));
-    }
-    return err / scale;
-}
-
 DeviceForwardOptions withPrecision(ComputePrecision p) {
     DeviceForwardOptions o;
     o.precision = p;
@@ -45,7 +34,7 @@ GpuCheck fp32Logits(const std::string &name, const Model &m, const TokenBatch &b
     Transformer cpu(m);
     const Mat want = cpu.forward(b);
     auto gpu = createDeviceForward(m, withPrecision(ComputePrecision::Fp32));
-    GpuCheck c{name, false, relativeError(gpu->logits(b), want), 1e-4, gpu->describe()};
+    GpuCheck c{name, false, relativeMaxError(gpu->logits(b), want), 1e-4, gpu->describe()};
     c.passed = c.error <= c.tolerance;
     return c;
 }
@@ -134,7 +123,7 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
             sliceGpt(*gpuModel, cal, p);
             const TokenBatch b = TokenBatch::random(reference->config.vocabSize, 2, 12, 9);
             Transformer a(*reference), g(*gpuModel);
-            GpuCheck c{name, false, relativeError(g.forward(b), a.forward(b)), fp32 ? 1e-3 : 1e-4,
+            GpuCheck c{name, false, relativeMaxError(g.forward(b), a.forward(b)), fp32 ? 1e-3 : 1e-4,
                        fp32 ? "25%: logits of the GPU- vs CPU-sliced model"
                             : "0%: logits of the GPU-rotated vs the original model"};
             c.passed = c.error <= c.tolerance;
@@ -173,7 +162,7 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
         streamed.allowResident = false;
         auto resident = createDeviceForward(*m, withPrecision(ComputePrecision::Fp32));
         auto stream = createDeviceForward(*m, streamed);
-        const double err = relativeError(stream->logits(b), resident->logits(b));
+        const double err = relativeMaxError(stream->logits(b), resident->logits(b));
         out.push_back({"streamed blocks", err == 0.0 && stream->describe().find("streamed") != std::string::npos, err,
                        0, stream->describe()});
         TokenBatch bad = b;

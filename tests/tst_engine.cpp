@@ -20,16 +20,6 @@ using namespace lathe;
 
 namespace {
 
-// max |a - b| / max(1, max |b|): the "fp32 max abs error relative to the logit scale".
-double relativeError(const float *got, const float *want, size_t n) {
-    double maxErr = 0, scale = 1;
-    for (size_t i = 0; i < n; ++i) {
-        maxErr = std::max(maxErr, double(std::fabs(got[i] - want[i])));
-        scale = std::max(scale, double(std::fabs(want[i])));
-    }
-    return maxErr / scale;
-}
-
 TokenBatch batchFrom(const test::RefTensor &ids) {
     TokenBatch b;
     b.batch = ids.dim(0);
@@ -89,7 +79,7 @@ private slots:
         const Mat logits = t.forward(batch);
         const auto &want = ref.at("logits");
         QCOMPARE(int64_t(logits.size()), int64_t(want.f32.size()));
-        const double err = relativeError(logits.data(), want.f32.data(), want.f32.size());
+        const double err = relativeMaxError(logits.data(), want.f32.data(), want.f32.size());
         qInfo("%s: relative max error %.3g", qPrintable(name), err);
         QVERIFY2(err <= 1e-4, qPrintable(QString("error %1").arg(err)));
     }
@@ -106,11 +96,11 @@ private slots:
         const Mat hidden = t.forward(batch);
         const auto &want = ref.at("last_hidden_state");
         // Padded rows of HF's output are computed too (they attend to the real tokens); compare all.
-        const double err = relativeError(hidden.data(), want.f32.data(), want.f32.size());
+        const double err = relativeMaxError(hidden.data(), want.f32.data(), want.f32.size());
         qInfo("bert hidden: relative max error %.3g", err);
         QVERIFY(err <= 1e-4);
         const Mat pooled = t.pooled(hidden, batch);
-        const double perr = relativeError(pooled.data(), ref.at("pooler_output").f32.data(), pooled.size());
+        const double perr = relativeMaxError(pooled.data(), ref.at("pooler_output").f32.data(), pooled.size());
         qInfo("bert pooler: relative max error %.3g", perr);
         QVERIFY(perr <= 1e-4);
     }
@@ -233,7 +223,7 @@ private slots:
         auto ref = test::readReference(test::fixturesDir() + "/real-stories260k.safetensors");
         Transformer t(*model);
         const Mat logits = t.forward(batchFrom(ref.at("input_ids")));
-        const double err = relativeError(logits.data(), ref.at("logits").f32.data(), ref.at("logits").f32.size());
+        const double err = relativeMaxError(logits.data(), ref.at("logits").f32.data(), ref.at("logits").f32.size());
         qInfo("stories260K: relative max error %.3g", err);
         QVERIFY(err <= 1e-4);
     }
@@ -248,14 +238,14 @@ private slots:
         Transformer t(*model);
         const Mat logits = t.forward(batchFrom(ref.at("input_ids")));
         const auto &last = ref.at("last_logits").f32;
-        const double err = relativeError(logits.row(logits.rows() - 1).data(), last.data(), last.size());
+        const double err = relativeMaxError(logits.row(logits.rows() - 1).data(), last.data(), last.size());
         const auto &cols = ref.at("columns").i32;
         const auto &colLogits = ref.at("column_logits").f32;
         std::vector<float> got;
         for (int64_t r = 0; r < logits.rows(); ++r)
             for (int32_t c : cols)
                 got.push_back(logits(r, c));
-        const double errCols = relativeError(got.data(), colLogits.data(), colLogits.size());
+        const double errCols = relativeMaxError(got.data(), colLogits.data(), colLogits.size());
         qInfo("SmolLM2: relative max error %.3g (last position), %.3g (sampled columns)", err, errCols);
         QVERIFY(err <= 1e-4);
         QVERIFY(errCols <= 1e-4);

@@ -30,12 +30,6 @@ using namespace lathe;
 
 namespace {
 
-double relativeError(const Mat &got, const Mat &want) {
-    if (got.rows() != want.rows() || got.cols() != want.cols())
-        return INFINITY;
-    return double((got - want).cwiseAbs().maxCoeff()) / std::max(1.0, double(want.cwiseAbs().maxCoeff()));
-}
-
 CalibrationSet randomCalibration(int64_t vocab, int64_t samples, int64_t seq, uint32_t seed) {
     CalibrationParams p;
     p.samples = samples;
@@ -99,7 +93,7 @@ private slots:
         for (const TensorInfo &t : model->tensors())
             QVERIFY2(std::string(roleGroup(t.role)) != "norm", t.name.c_str());
         QVERIFY(model->find(TensorRole::LmHead) != nullptr);
-        const double err = relativeError(logitsOf(*model, b), before);
+        const double err = relativeMaxError(logitsOf(*model, b), before);
         qInfo("%s: fused vs original logits, relative max error %.3g", qPrintable(name), err);
         QVERIFY(err <= 1e-5);
         // A second fusion is refused.
@@ -121,7 +115,7 @@ private slots:
         const SliceGptResult r = sliceGpt(*model, cal, p);
         QCOMPARE(int64_t(r.layers.size()), model->config.numLayers);
         QVERIFY(model->find(TensorRole::AttnShortcut, 0) != nullptr);
-        const double err = relativeError(logitsOf(*model, b), before);
+        const double err = relativeMaxError(logitsOf(*model, b), before);
         qInfo("%s: rotated vs original logits, relative max error %.3g", qPrintable(name), err);
         QVERIFY(err <= 1e-4);
     }
@@ -154,7 +148,7 @@ private slots:
         auto back = openModel(dir);
         QVERIFY(back->config.slicing.active());
         QCOMPARE(back->config.slicing.midWidths, model->config.slicing.midWidths);
-        QVERIFY(relativeError(logitsOf(*back, b), sliced) <= 1e-6);
+        QVERIFY(relativeMaxError(logitsOf(*back, b), sliced) <= 1e-6);
     }
 
     // Widths: rounded down to a multiple of 8; a width rounding to zero, a fraction outside [0, 1) and a wrong number
