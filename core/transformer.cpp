@@ -140,6 +140,11 @@ void Transformer::applyNorm(const Mat &x, const NormWeights &n, Mat &y) const {
 
 Transformer::CpuBlock Transformer::fuse(BlockWeights w) {
     CpuBlock b;
+    // A damaged checkpoint must give an error, not a failed Eigen assertion: the stacked matrices need one width.
+    const int64_t in = w.q.w.cols();
+    if (w.k.w.cols() != in || w.v.w.cols() != in || (w.gate.present() && w.up.w.cols() != w.gate.w.cols()))
+        throw LatheError("a block's q/k/v (or gate/up) weights have different input widths",
+                         "the checkpoint is damaged or its config does not match its tensors");
     b.qRows = w.q.w.rows();
     b.kRows = w.k.w.rows();
     b.vRows = w.v.w.rows();
