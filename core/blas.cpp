@@ -145,8 +145,9 @@ std::mutex g_splitMutex;
 int g_splitDepth = 0;
 std::atomic<int> g_splitThreads{0};
 
-// LATHE_BLAS_SPLIT=0 turns the scopes off (BLAS threads every call), for benchmarks that compare the two.
-bool splitEnabled() {
+} // namespace
+
+bool engineSplitsBlas() {
     static const bool enabled = [] {
         const char *e = std::getenv("LATHE_BLAS_SPLIT");
         return !(e && std::string(e) == "0");
@@ -154,10 +155,8 @@ bool splitEnabled() {
     return enabled;
 }
 
-} // namespace
-
-BlasSplitScope::BlasSplitScope() {
-    if (!splitEnabled())
+BlasSplitScope::BlasSplitScope(bool enabled) : m_enabled(enabled) {
+    if (!m_enabled)
         return;
     std::lock_guard lock(g_splitMutex);
     if (g_splitDepth++ == 0) {
@@ -167,7 +166,7 @@ BlasSplitScope::BlasSplitScope() {
 }
 
 BlasSplitScope::~BlasSplitScope() {
-    if (!splitEnabled())
+    if (!m_enabled)
         return;
     std::lock_guard lock(g_splitMutex);
     if (--g_splitDepth == 0) {

@@ -41,15 +41,23 @@ int blasThreads();
 // Outside any scope blasSplitThreads() is 0 and BLAS threads its own calls. Why: the engine's GEMMs are small (a
 // 135M model's block: 512 x 192 x 576), and between them OpenBLAS's workers spin for a while, competing with the
 // element-wise code for the cores; on 2 cores that cost 15-25% of a forward pass. Scopes nest and may overlap
-// across threads (a count, not a stack), so the last one to close restores BLAS's thread count.
+// across threads (a count, not a stack), so the last one to close restores BLAS's thread count. A scope made with
+// `enabled` false does nothing.
 class BlasSplitScope {
 public:
-    BlasSplitScope();
+    explicit BlasSplitScope(bool enabled = true);
     ~BlasSplitScope();
     BlasSplitScope(const BlasSplitScope &) = delete;
     BlasSplitScope &operator=(const BlasSplitScope &) = delete;
+
+private:
+    bool m_enabled;
 };
 int blasSplitThreads();
+// Whether the transformer engine opens BlasSplitScopes: false when LATHE_BLAS_SPLIT=0, which leaves the engine's
+// GEMMs to BLAS's own threading (benchmarks compare the two). Code that needs BLAS single-threaded for its own
+// threads (spectra) opens its scope regardless.
+bool engineSplitsBlas();
 
 // C = alpha * A * op(B) (A not transposed: m x k row-major), split into row blocks of C (or column blocks when m
 // is small) over blasSplitThreads() threads inside a BlasSplitScope; one BLAS call outside.

@@ -29,11 +29,15 @@ Activation parseActivation(const std::string &name, const std::string &source) {
                      "supported: silu, relu, gelu, gelu_new, gelu_pytorch_tanh");
 }
 
-void linearForward(const Mat &x, const LinearWeights &w, Mat &y) {
-    const int64_t rows = x.rows(), in = x.cols(), out = w.w.rows();
-    assert(w.w.cols() == in);
+void linearForward(const Mat &x, const Mat &w, Mat &y) {
+    const int64_t rows = x.rows(), in = x.cols(), out = w.rows();
+    assert(w.cols() == in);
     y.resize(rows, out);
-    sgemmSplit(true, rows, out, in, 1.0f, x.data(), in, w.w.data(), in, y.data(), out);
+    sgemmSplit(true, rows, out, in, 1.0f, x.data(), in, w.data(), in, y.data(), out);
+}
+
+void linearForward(const Mat &x, const LinearWeights &w, Mat &y) {
+    linearForward(x, w.w, y);
     if (w.hasBias())
         y.rowwise() += w.b.transpose();
 }
@@ -122,14 +126,6 @@ void activationForward(Activation a, Mat &x) {
         });
         break;
     }
-}
-
-void swigluForward(Mat &gate, const Mat &up) {
-    assert(gate.rows() == up.rows() && gate.cols() == up.cols());
-    float *g = gate.data();
-    const float *u = up.data();
-    const int64_t n = gate.size();
-    parallelFor(n, 1 << 15, [&](int64_t b, int64_t e) { cpuKernels().siluMul(g + b, u + b, e - b); });
 }
 
 void swigluStacked(Mat &gateUp, const Vec &gateBias, const Vec &upBias, Mat &mid) {

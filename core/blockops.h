@@ -18,6 +18,9 @@ Activation parseActivation(const std::string &name, const std::string &source);
 
 // y = x W^T + b.
 void linearForward(const Mat &x, const LinearWeights &w, Mat &y);
+// y = x W^T for a weight stored like a linear's (out x in) without a bias: stacked q|k|v and gate|up, shortcut
+// matrices, the tied LM head. Split over the cores inside a BlasSplitScope (sgemmSplit).
+void linearForward(const Mat &x, const Mat &w, Mat &y);
 // y = (x - mean) / sqrt(var + eps) * weight + bias, per row (biased variance, as torch).
 void layerNormForward(const Mat &x, const NormWeights &n, float eps, Mat &y);
 // y = x / sqrt(mean(x^2) + eps) * weight, per row.
@@ -26,9 +29,7 @@ void rmsNormForward(const Mat &x, const NormWeights &n, float eps, Mat &y);
 // whatever the (sliced) width of x.
 void rmsNormWeightless(const Mat &x, int64_t divisor, float eps, Mat &y);
 void activationForward(Activation a, Mat &x); // in place
-// gate = silu(gate) * up, in place on `gate`.
-void swigluForward(Mat &gate, const Mat &up);
-// The same from one stacked GEMM output: gateUp (rows x 2 ff) holds x W_gate^T in its first ff columns and x W_up^T
+// SwiGLU from one stacked GEMM output: gateUp (rows x 2 ff) holds x W_gate^T in its first ff columns and x W_up^T
 // in the rest; mid (rows x ff) = silu(gate + gateBias) * (up + upBias). Empty biases are zero. gateUp is clobbered.
 void swigluStacked(Mat &gateUp, const Vec &gateBias, const Vec &upBias, Mat &mid);
 

@@ -14,18 +14,17 @@ namespace lathe {
 
 namespace {
 
-// The byte of a "<0xXX>" byte-fallback piece, or -1.
-int byteValue(const std::string &p) {
-    unsigned byte = 0;
-    return p.size() == 6 && std::sscanf(p.c_str(), "<0x%02X>", &byte) == 1 ? int(byte) : -1;
-}
-
 // BOS/EOS/UNK as SentencePiece and llama2.c's export spell them.
 bool isSpecialName(const std::string &p) {
     return p == "<unk>" || p == "\n<s>\n" || p == "\n</s>\n" || p == "<s>" || p == "</s>";
 }
 
 } // namespace
+
+int ScoreBpeTokenizer::byteValue(const std::string &p) {
+    unsigned byte = 0;
+    return p.size() == 6 && std::sscanf(p.c_str(), "<0x%02X>", &byte) == 1 ? int(byte) : -1;
+}
 
 ScoreBpeTokenizer::ScoreBpeTokenizer(Spec spec) : m_spec(std::move(spec)) {
     // Only normal and user-defined pieces can be produced by merging; byte, control and unknown pieces cannot

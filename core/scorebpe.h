@@ -32,6 +32,8 @@ public:
     std::string decode(std::span<const int32_t> ids) const override;
     std::string piece(int32_t id) const override;
     const Spec &spec() const { return m_spec; }
+    // The byte of a "<0xXX>" byte-fallback piece, or -1.
+    static int byteValue(const std::string &piece);
 
     // Reads llama2.c's tokenizer format: int32 max_token_length, then per piece float score, int32 length, bytes.
     static Spec readLlama2c(const std::string &path, int64_t vocabSize);

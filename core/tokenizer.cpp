@@ -10,7 +10,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -114,6 +113,26 @@ void parsePreTokenizer(const json &pt, std::vector<ByteLevelBpeTokenizer::PreSte
     }
 }
 
+// A merge written "left right" (merges.txt, GGUF, older tokenizer.json files), split at the first space after the
+// first character (a merge's left side may itself be a space).
+std::pair<std::string, std::string> splitMerge(const std::string &m, const std::string &source) {
+    const size_t sp = m.find(' ', 1);
+    require(sp != std::string::npos, source, "merge '" + m + "' has no space");
+    return {m.substr(0, sp), m.substr(sp + 1)};
+}
+
+// tokenizer.json's model.merges: [left, right] pairs or "left right" strings.
+std::vector<std::pair<std::string, std::string>> tokenizerJsonMerges(const json &model, const std::string &source) {
+    std::vector<std::pair<std::string, std::string>> merges;
+    for (const json &mg : model.value("merges", json::array())) {
+        if (mg.is_array() && mg.size() == 2)
+            merges.emplace_back(mg[0].get<std::string>(), mg[1].get<std::string>());
+        else if (mg.is_string())
+            merges.push_back(splitMerge(mg.get<std::string>(), source));
+    }
+    return merges;
+}
+
 // A SentencePiece-style tokenizer.json (BPE with byte fallback over "▁"-spaced text: a Prepend/Replace normalizer,
 // or a Metaspace pre-tokenizer; what transformers writes for Llama/Mistral tokenizers and what Lathe exports) as a
 // ScoreBpeTokenizer. A piece's score is minus the rank of the first merge forming it, so "merge the adjacent pair
@@ -153,26 +172,15 @@ std::unique_ptr<Tokenizer> scoreBpeFromJson(const json &j, std::vector<std::stri
         ids.emplace(tokens[i], int32_t(i));
     spec.scores.assign(tokens.size(), -std::numeric_limits<float>::max());
     int64_t rank = 0;
-    for (const json &mg : m.value("merges", json::array())) {
-        std::string joined;
-        if (mg.is_array() && mg.size() == 2) {
-            joined = mg[0].get<std::string>() + mg[1].get<std::string>();
-        } else if (mg.is_string()) {
-            const std::string t = mg.get<std::string>();
-            const size_t sp = t.find(' ', 1);
-            require(sp != std::string::npos, name, "merge '" + t + "' has no space");
-            joined = t.substr(0, sp) + t.substr(sp + 1);
-        }
-        if (auto it = ids.find(joined); it != ids.end() && spec.scores[size_t(it->second)] == -std::numeric_limits<float>::max())
+    for (const auto &[left, right] : tokenizerJsonMerges(m, name)) {
+        if (auto it = ids.find(left + right); it != ids.end() && spec.scores[size_t(it->second)] == -std::numeric_limits<float>::max())
             spec.scores[size_t(it->second)] = -float(rank);
         ++rank;
     }
     spec.types.assign(tokens.size(), 1);
-    for (size_t i = 0; i < tokens.size(); ++i) {
-        unsigned byte = 0;
-        if (tokens[i].size() == 6 && std::sscanf(tokens[i].c_str(), "<0x%02X>", &byte) == 1)
+    for (size_t i = 0; i < tokens.size(); ++i)
+        if (ScoreBpeTokenizer::byteValue(tokens[i]) >= 0)
             spec.types[i] = 6;
-    }
     for (const json &a : j.value("added_tokens", json::array())) {
         const int32_t id = a.value("id", -1);
         if (id >= 0 && size_t(id) < tokens.size())
@@ -226,16 +234,7 @@ std::unique_ptr<Tokenizer> fromTokenizerJson(const fs::path &file) {
         ByteLevelBpeTokenizer::Spec spec;
         spec.kind = "byte-level BPE (tokenizer.json)";
         spec.tokens = std::move(tokens);
-        for (const json &mg : m.value("merges", json::array())) {
-            if (mg.is_array() && mg.size() == 2) {
-                spec.merges.emplace_back(mg[0].get<std::string>(), mg[1].get<std::string>());
-            } else if (mg.is_string()) {
-                const std::string s = mg.get<std::string>();
-                const size_t sp = s.find(' ', 1);
-                require(sp != std::string::npos, name, "merge '" + s + "' has no space");
-                spec.merges.emplace_back(s.substr(0, sp), s.substr(sp + 1));
-            }
-        }
+        spec.merges = tokenizerJsonMerges(m, name);
         parsePreTokenizer(j.value("pre_tokenizer", json()), spec.preSteps, name);
         const json norm = j.value("normalizer", json());
         if (!norm.is_null()) {
@@ -326,9 +325,7 @@ std::unique_ptr<Tokenizer> fromVocabMerges(const fs::path &vocabFile) {
     while (std::getline(in, line)) {
         if (line.rfind("#version", 0) == 0 || line.empty())
             continue;
-        const size_t sp = line.find(' ', 1);
-        require(sp != std::string::npos, mergesFile.string(), "merge line '" + line + "' has no space");
-        spec.merges.emplace_back(line.substr(0, sp), line.substr(sp + 1));
+        spec.merges.push_back(splitMerge(line, mergesFile.string()));
     }
     spec.preSteps.push_back({ByteLevelBpeTokenizer::PreStep::Regex, ByteLevelBpeTokenizer::gpt2Pattern()});
     auto tok = std::make_unique<ByteLevelBpeTokenizer>(std::move(spec));
@@ -408,11 +405,8 @@ std::unique_ptr<Tokenizer> fromGguf(const Model &model) {
     if (kind == "gpt2") {
         ByteLevelBpeTokenizer::Spec spec;
         spec.kind = "byte-level BPE (GGUF vocabulary)";
-        for (const std::string &m : jsonArray<std::string>(meta, "tokenizer.ggml.merges")) {
-            const size_t sp = m.find(' ', 1);
-            require(sp != std::string::npos, file, "merge '" + m + "' has no space");
-            spec.merges.emplace_back(m.substr(0, sp), m.substr(sp + 1));
-        }
+        for (const std::string &m : jsonArray<std::string>(meta, "tokenizer.ggml.merges"))
+            spec.merges.push_back(splitMerge(m, file));
         addGgufPreSteps(meta.value("tokenizer.ggml.pre", ""), file, spec.preSteps);
         for (size_t i = 0; i < types.size() && i < tokens.size(); ++i)
             if (types[i] == 3 || types[i] == 4)

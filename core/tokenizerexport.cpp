@@ -7,7 +7,6 @@
 #include "unicodetext.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <unordered_map>
 
 #include <nlohmann/json.hpp>
@@ -105,8 +104,7 @@ json scoreBpeTokenizerJson(const ScoreBpeTokenizer::Spec &spec, std::vector<std:
             for (size_t at = 0; (at = p.find(spec.spaceSymbol, at)) != std::string::npos; at += kSpace.size())
                 p.replace(at, spec.spaceSymbol.size(), kSpace);
         if (types[i] == 0) { // llama2.c has no types: derive them as its loader does
-            unsigned byte = 0;
-            const bool isByte = p.size() == 6 && std::sscanf(p.c_str(), "<0x%02X>", &byte) == 1;
+            const bool isByte = ScoreBpeTokenizer::byteValue(p) >= 0;
             types[i] = p == "<unk>" ? 2 : p == "<s>" || p == "</s>" ? 3 : isByte ? 6 : 1;
         }
     }

@@ -191,7 +191,7 @@ void Transformer::releaseBlock(int layer) { m_blocks[size_t(layer)].reset(); }
 
 namespace {
 
-// Columns [col, col + dst.cols()) of src, plus a bias when there is one, into dst (resized).
+// Columns [col, col + width) of src, plus a bias when there is one, into dst (resized).
 void takeColumns(const Mat &src, int64_t col, int64_t width, const Vec &bias, Mat &dst) {
     dst.resize(src.rows(), width);
     const bool hasBias = bias.size() > 0;
@@ -205,23 +205,11 @@ void takeColumns(const Mat &src, int64_t col, int64_t width, const Vec &bias, Ma
     });
 }
 
-// y = x W^T for a stacked weight W (no bias).
-void stackedLinear(const Mat &x, const Mat &w, Mat &y) {
-    y.resize(x.rows(), w.rows());
-    sgemmSplit(true, x.rows(), w.rows(), w.cols(), 1.0f, x.data(), x.cols(), w.data(), w.cols(), y.data(), y.cols());
-}
-
-} // namespace
-
-namespace {
-
 // hidden <- hidden * S^T for a shortcut matrix S (out x in) stored like a linear weight; identity when empty.
 void applyShortcut(const Mat &s, Mat &hidden, Mat &scratch) {
     if (!s.size())
         return;
-    scratch.resize(hidden.rows(), s.rows());
-    sgemmSplit(true, hidden.rows(), s.rows(), s.cols(), 1.0f, hidden.data(), hidden.cols(), s.data(), s.cols(),
-               scratch.data(), scratch.cols());
+    cpu::linearForward(hidden, s, scratch);
     hidden.swap(scratch);
 }
 
@@ -237,7 +225,8 @@ void Transformer::runBlock(int layer, Mat &hidden, const TokenBatch &batch, cons
             hooks->observe(layer, s, x);
     };
     const ArchFamily fam = c.family;
-    const BlasSplitScope splitBlas; // GEMMs split over the cores here, BLAS single-threaded (see blas.h)
+    // GEMMs split over the cores here, BLAS single-threaded (see blas.h).
+    const BlasSplitScope splitBlas(engineSplitsBlas());
     const bool bert = fam == ArchFamily::Bert, phi = fam == ArchFamily::Phi;
     ensureRope(batch.seq);
 
@@ -254,7 +243,7 @@ void Transformer::runBlock(int layer, Mat &hidden, const TokenBatch &batch, cons
     const Mat &attnIn = bert ? hidden : normed;
 
     Mat &q = S.q, &k = S.k, &v = S.v, &ctx = S.ctx, &attnOut = S.attnOut;
-    stackedLinear(attnIn, fused.qkv, S.qkv);
+    cpu::linearForward(attnIn, fused.qkv, S.qkv);
     takeColumns(S.qkv, 0, fused.qRows, w.q.b, q);
     takeColumns(S.qkv, fused.qRows, fused.kRows, w.k.b, k);
     takeColumns(S.qkv, fused.qRows + fused.kRows, fused.vRows, w.v.b, v);
@@ -300,7 +289,7 @@ void Transformer::runBlock(int layer, Mat &hidden, const TokenBatch &batch, cons
 
     Mat &mid = S.mid, &out = S.out;
     if (fused.ffRows) {
-        stackedLinear(*mlpIn, fused.gateUp, S.gateUp);
+        cpu::linearForward(*mlpIn, fused.gateUp, S.gateUp);
         cpu::swigluStacked(S.gateUp, w.gate.b, w.up.b, mid);
     } else {
         cpu::linearForward(*mlpIn, w.up, mid);
@@ -343,15 +332,12 @@ Mat Transformer::logits(const Mat &finalHidden) const {
 void Transformer::logits(const Mat &finalHidden, Mat &y) const {
     require(isDecoder(), m_model.sourcePath, "BERT has no language-model head here",
             "use the hidden states or pooled output");
-    const BlasSplitScope splitBlas;
+    const BlasSplitScope splitBlas(engineSplitsBlas());
     if (m_head.lmHead.present()) {
         cpu::linearForward(finalHidden, m_head.lmHead, y);
     } else {
         // The tied head is the embedding matrix itself: multiply by it in place rather than copying 100+ MB.
-        const Mat &e = m_embedding.token;
-        y.resize(finalHidden.rows(), e.rows());
-        sgemmSplit(true, finalHidden.rows(), e.rows(), e.cols(), 1.0f, finalHidden.data(), finalHidden.cols(),
-                   e.data(), e.cols(), y.data(), y.cols());
+        cpu::linearForward(finalHidden, m_embedding.token, y);
     }
 }
 
@@ -368,7 +354,7 @@ Mat Transformer::pooled(const Mat &finalHidden, const TokenBatch &batch) const {
 }
 
 Mat Transformer::hiddenStates(const TokenBatch &batch, const BlockHooks *hooks, const ProgressCallback &progress) {
-    const BlasSplitScope splitBlas; // once for the pass rather than per block
+    const BlasSplitScope splitBlas(engineSplitsBlas()); // once for the pass rather than per block
     Mat h = embed(batch);
     for (int l = 0; l < numLayers(); ++l) {
         reportProgress(progress, double(l) / double(numLayers() + 1),

@@ -78,7 +78,7 @@ class LatheSlicedPreTrainedModel(PreTrainedModel):
 
 
 class LatheSlicedForCausalLM(LatheSlicedPreTrainedModel, GenerationMixin):
-    _supports_cache_class = True
+    _supports_cache_class = True  # read by transformers 4.x generate(); 5.x makes a DynamicCache anyway
 
     def __init__(self, config):
         super().__init__(config)
