@@ -30,6 +30,9 @@ enum class BlockSignal : uint8_t {
 
 const char *blockSignalName(BlockSignal s);
 
+// Which part of a block a pass runs: all of it, or (sequential decoder blocks) the two halves split at MlpResidual.
+enum class BlockPart : uint8_t { Whole, Attention, Mlp };
+
 // Observers for Transformer::runBlock. `observe` is called synchronously on the thread that runs the block, in
 // signal order; the matrix is valid only during the call. `mask` selects signals (bit i = BlockSignal i).
 struct BlockHooks {

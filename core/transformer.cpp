@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cassert>
 #include <cmath>
 #include <random>
 
@@ -215,8 +216,7 @@ void applyShortcut(const Mat &s, Mat &hidden, Mat &scratch) {
 
 } // namespace
 
-void Transformer::runBlock(int layer, Mat &hidden, const TokenBatch &batch, const BlockHooks *hooks,
-                           BlockSignal stopAfter) {
+void Transformer::runBlock(int layer, Mat &hidden, const TokenBatch &batch, const BlockHooks *hooks, BlockPart part) {
     const ModelConfig &c = m_config;
     const CpuBlock &fused = cpuBlock(layer);
     const BlockWeights &w = fused.w;
@@ -228,63 +228,69 @@ void Transformer::runBlock(int layer, Mat &hidden, const TokenBatch &batch, cons
     // GEMMs split over the cores here, BLAS single-threaded (see blas.h).
     const BlasSplitScope splitBlas(engineSplitsBlas());
     const bool bert = fam == ArchFamily::Bert, phi = fam == ArchFamily::Phi;
-    ensureRope(batch.seq);
-
-    emit(BlockSignal::BlockInput, hidden);
+    assert(part == BlockPart::Whole || (!bert && !phi));
     // Work buffers live in m_scratch: same shapes every block, so no allocation (and no page faults) per block.
     Scratch &S = m_scratch;
-    Mat &normed = S.normed;
-    if (!bert) {
-        applyNorm(hidden, w.attnNorm, normed);
-        emit(BlockSignal::AttnInput, normed);
-    } else {
-        emit(BlockSignal::AttnInput, hidden);
-    }
-    const Mat &attnIn = bert ? hidden : normed;
-
-    Mat &q = S.q, &k = S.k, &v = S.v, &ctx = S.ctx, &attnOut = S.attnOut;
-    cpu::linearForward(attnIn, fused.qkv, S.qkv);
-    takeColumns(S.qkv, 0, fused.qRows, w.q.b, q);
-    takeColumns(S.qkv, fused.qRows, fused.kRows, w.k.b, k);
-    takeColumns(S.qkv, fused.qRows + fused.kRows, fused.vRows, w.v.b, v);
-    if (m_rope.rotaryDim > 0) {
-        cpu::ropeForward(q, batch.seq, int(c.numHeads), int(c.headDim), m_rope);
-        cpu::ropeForward(k, batch.seq, int(c.numKvHeads), int(c.headDim), m_rope);
-    }
-    cpu::AttentionShape shape;
-    shape.batch = batch.batch;
-    shape.seq = batch.seq;
-    shape.heads = int(c.numHeads);
-    shape.kvHeads = int(c.numKvHeads);
-    shape.headDim = int(c.headDim);
-    shape.scale = float(1.0 / std::sqrt(double(c.headDim)));
-    shape.causal = !bert;
-    shape.keyMask = bert && !batch.mask.empty() ? batch.mask.data() : nullptr;
-    cpu::attentionForward(q, k, v, shape, ctx);
-    emit(BlockSignal::AttnContext, ctx);
-    cpu::linearForward(ctx, w.o, attnOut);
-    emit(BlockSignal::AttnOutput, attnOut);
-
+    Mat &normed = S.normed, &mlpNormed = S.mlpNormed, &attnOut = S.attnOut;
     const Mat *mlpIn = nullptr;
-    Mat &mlpNormed = S.mlpNormed;
-    if (phi) {
-        emit(BlockSignal::MlpInput, normed);
-        mlpIn = &normed;
-    } else if (bert) {
-        attnOut += hidden;
-        applyNorm(attnOut, w.attnNorm, hidden); // hidden now holds the attention sub-layer's output
-        emit(BlockSignal::MlpResidual, hidden);
-        emit(BlockSignal::MlpInput, hidden);
-        mlpIn = &hidden;
-    } else {
-        applyShortcut(w.attnShortcut, hidden, S.shortcut);
-        hidden += attnOut;
-        emit(BlockSignal::MlpResidual, hidden);
-        if (stopAfter == BlockSignal::MlpResidual)
-            return;
+
+    if (part == BlockPart::Mlp) {
         applyNorm(hidden, w.mlpNorm, mlpNormed);
         emit(BlockSignal::MlpInput, mlpNormed);
         mlpIn = &mlpNormed;
+    } else {
+        ensureRope(batch.seq);
+        emit(BlockSignal::BlockInput, hidden);
+        if (!bert) {
+            applyNorm(hidden, w.attnNorm, normed);
+            emit(BlockSignal::AttnInput, normed);
+        } else {
+            emit(BlockSignal::AttnInput, hidden);
+        }
+        const Mat &attnIn = bert ? hidden : normed;
+
+        Mat &q = S.q, &k = S.k, &v = S.v, &ctx = S.ctx;
+        cpu::linearForward(attnIn, fused.qkv, S.qkv);
+        takeColumns(S.qkv, 0, fused.qRows, w.q.b, q);
+        takeColumns(S.qkv, fused.qRows, fused.kRows, w.k.b, k);
+        takeColumns(S.qkv, fused.qRows + fused.kRows, fused.vRows, w.v.b, v);
+        if (m_rope.rotaryDim > 0) {
+            cpu::ropeForward(q, batch.seq, int(c.numHeads), int(c.headDim), m_rope);
+            cpu::ropeForward(k, batch.seq, int(c.numKvHeads), int(c.headDim), m_rope);
+        }
+        cpu::AttentionShape shape;
+        shape.batch = batch.batch;
+        shape.seq = batch.seq;
+        shape.heads = int(c.numHeads);
+        shape.kvHeads = int(c.numKvHeads);
+        shape.headDim = int(c.headDim);
+        shape.scale = float(1.0 / std::sqrt(double(c.headDim)));
+        shape.causal = !bert;
+        shape.keyMask = bert && !batch.mask.empty() ? batch.mask.data() : nullptr;
+        cpu::attentionForward(q, k, v, shape, ctx);
+        emit(BlockSignal::AttnContext, ctx);
+        cpu::linearForward(ctx, w.o, attnOut);
+        emit(BlockSignal::AttnOutput, attnOut);
+
+        if (phi) {
+            emit(BlockSignal::MlpInput, normed);
+            mlpIn = &normed;
+        } else if (bert) {
+            attnOut += hidden;
+            applyNorm(attnOut, w.attnNorm, hidden); // hidden now holds the attention sub-layer's output
+            emit(BlockSignal::MlpResidual, hidden);
+            emit(BlockSignal::MlpInput, hidden);
+            mlpIn = &hidden;
+        } else {
+            applyShortcut(w.attnShortcut, hidden, S.shortcut);
+            hidden += attnOut;
+            emit(BlockSignal::MlpResidual, hidden);
+            if (part == BlockPart::Attention)
+                return;
+            applyNorm(hidden, w.mlpNorm, mlpNormed);
+            emit(BlockSignal::MlpInput, mlpNormed);
+            mlpIn = &mlpNormed;
+        }
     }
 
     Mat &mid = S.mid, &out = S.out;

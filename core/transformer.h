@@ -62,11 +62,12 @@ public:
     // Token (+ position, + type) embeddings, and BERT's embedding LayerNorm: (batch*seq x hidden). Throws
     // LatheError for token ids outside the vocabulary or sequences longer than the model's positions.
     Mat embed(const TokenBatch &batch) const;
-    // One block, in place on the residual stream `hidden`. With `stopAfter` = BlockSignal::MlpResidual the block
-    // returns once the attention sub-layer has been added (hidden = the residual entering the MLP); SliceGPT's
-    // mid-block PCA needs no more. Other values run the whole block.
+    // One block, in place on the residual stream `hidden`. `part` (sequential decoder blocks only, not BERT or
+    // Phi-2) splits it at the residual entering the MLP: Attention returns there (hidden = that residual), Mlp
+    // starts there (hidden = that residual, as wide as the MLP norm reads). SliceGPT takes its mid-block PCA
+    // between the two, so the attention sub-layer runs once per block.
     void runBlock(int layer, Mat &hidden, const TokenBatch &batch, const BlockHooks *hooks = nullptr,
-                  BlockSignal stopAfter = BlockSignal::Count);
+                  BlockPart part = BlockPart::Whole);
     // Decoders: the final norm. BERT: the hidden state itself (its last_hidden_state).
     Mat finalHidden(const Mat &hidden) const;
     // Decoders: (rows x vocab) logits of the LM head (the tied embedding when there is no lm_head).

@@ -277,13 +277,32 @@ public:
     }
 
     // One block on `hidden` (rows = batches*seq, width w.q.in); `hidden` and `scratch` are rows x hiddenSize fp32
-    // buffers that shortcut matrices swap. midOnly (sequential blocks): return once the attention sub-layer has
-    // been added, `hidden` holding the residual entering the MLP.
+    // buffers that shortcut matrices swap. `part` (sequential blocks) splits the block as Transformer::runBlock
+    // does: Attention returns once the attention sub-layer has been added, `hidden` holding the residual entering
+    // the MLP; Mlp starts from that residual (width w.up.in).
     void runBlock(const DeviceBlock &w, float *&hidden, float *&scratch, int64_t batches, int64_t seq,
-                  bool midOnly = false) {
+                  BlockPart part = BlockPart::Whole) {
         const ModelConfig &c = m_model.config;
         const int64_t rows = batches * seq;
         const bool phi = c.family == ArchFamily::Phi;
+        T *normed = m_normed.as<T>();
+        float *attnOut = m_attnOut.as<float>();
+        if (part == BlockPart::Mlp)
+            norm(hidden, rows, w.up.in, w.mlpNorm, normed);
+        else
+            attentionPart(w, hidden, scratch, batches, seq, phi);
+        if (part == BlockPart::Attention)
+            return;
+        runMlp(w, normed, hidden, scratch, rows, phi ? attnOut : nullptr, phi ? w.attnShortcut : w.mlpShortcut);
+    }
+
+private:
+    // The attention sub-layer. Sequential blocks: `hidden` becomes the residual entering the MLP and `normed` the
+    // MLP norm's output. Phi-2: `hidden` is unchanged and `normed` (the one norm's output) feeds the MLP too.
+    void attentionPart(const DeviceBlock &w, float *&hidden, float *&scratch, int64_t batches, int64_t seq,
+                       bool phi) {
+        const ModelConfig &c = m_model.config;
+        const int64_t rows = batches * seq;
         const int64_t inWidth = w.q.in;
         T *normed = m_normed.as<T>();
         norm(hidden, rows, inWidth, w.attnNorm, normed);
@@ -302,16 +321,18 @@ public:
         attention(batches, seq);
         float *attnOut = m_attnOut.as<float>();
         linear(m_ctx.as(), w.o, attnOut, rows);
-
-        const T *mlpIn = normed;
         if (!phi) {
             shortcut(w.attnShortcut, hidden, scratch, rows);
             residualKernel<<<gridFor(rows * w.o.out), 256>>>(hidden, attnOut, nullptr, rows * w.o.out);
             LATHE_CUDA_CHECK(cudaGetLastError());
-            if (midOnly)
-                return;
             norm(hidden, rows, w.o.out, w.mlpNorm, normed);
         }
+    }
+
+    // The MLP on `mlpIn`, added to the residual `hidden` (carried across by `residualShortcut`), with Phi-2's
+    // attention output `attnOut` added too.
+    void runMlp(const DeviceBlock &w, const T *mlpIn, float *&hidden, float *&scratch, int64_t rows,
+                const float *attnOut, const DeviceLinear &residualShortcut) {
         float *up = m_up.as<float>();
         linear(mlpIn, w.up, up, rows);
         const int64_t midElems = rows * w.up.out;
@@ -322,12 +343,11 @@ public:
         LATHE_CUDA_CHECK(cudaGetLastError());
         float *out = m_mlpOut.as<float>();
         linear(m_mid.as(), w.down, out, rows);
-        shortcut(phi ? w.attnShortcut : w.mlpShortcut, hidden, scratch, rows);
-        residualKernel<<<gridFor(rows * w.down.out), 256>>>(hidden, out, phi ? attnOut : nullptr, rows * w.down.out);
+        shortcut(residualShortcut, hidden, scratch, rows);
+        residualKernel<<<gridFor(rows * w.down.out), 256>>>(hidden, out, attnOut, rows * w.down.out);
         LATHE_CUDA_CHECK(cudaGetLastError());
     }
 
-private:
     const Model &m_model;
     cublasHandle_t m_cublas;
     int64_t m_vocabRows;

@@ -4,9 +4,9 @@
 // run, holding the rows of every sequence at the current width w, packed (row r at r * w): in GPU memory when they
 // fit, else in page-locked host memory, streamed chunk by chunk (slower: every pass crosses PCIe twice). Passes go
 // chunk by chunk (whole sequences): a chunk is copied into the block runner, run in the compute precision, its
-// fp64 Gram matrix added by DSYRK, and, for a full block pass, written back at the block's output width. A pass that
-// widens the stream (w -> hiddenSize) walks the chunks last to first and a projection that narrows it (w -> d)
-// first to last, so that in-place writes never overwrite rows not yet read. Weight rotations are fp64 DGEMMs.
+// fp64 Gram matrix added by DSYRK, and written back at the pass's output width. A pass widens the stream
+// (w -> hiddenSize) and walks the chunks last to first; a projection narrows it (w -> d) and walks them first to
+// last, so that in-place writes never overwrite rows not yet read. Weight rotations are fp64 DGEMMs.
 
 #include "cudaslicegpt.h"
 #include "blockrunner.cuh"
@@ -149,20 +149,20 @@ public:
         m_blockLayer = layer;
     }
 
-    std::vector<double> runBlock(int layer, bool midOnly, const ProgressCallback &progress, double from, double to,
+    std::vector<double> runBlock(int layer, BlockPart part, const ProgressCallback &progress, double from, double to,
                                  const std::string &stage) override {
         require(m_block && m_blockLayer == layer, "SliceGPT", "block " + std::to_string(layer) + " was not set");
         const DeviceBlock &w = *m_block;
-        require(w.q.in == m_width, "SliceGPT", "the block reads a different width than the signals have");
-        const int64_t outWidth = midOnly ? w.o.out : w.down.out;
-        require(midOnly || outWidth >= m_width, "SliceGPT", "a block pass may only widen the stream");
+        const int64_t inWidth = part == BlockPart::Mlp ? w.up.in : w.q.in;
+        require(inWidth == m_width, "SliceGPT", "the block reads a different width than the signals have");
+        const int64_t outWidth = part == BlockPart::Attention ? w.o.out : w.down.out;
+        require(outWidth >= m_width, "SliceGPT", "a block pass may only widen the stream");
         startGram(outWidth);
         // Widening in place: last chunk to first (see the file comment).
         std::vector<int64_t> starts;
         for (int64_t s0 = 0; s0 < m_sequences; s0 += m_chunkSequences)
             starts.push_back(s0);
-        if (!midOnly)
-            std::reverse(starts.begin(), starts.end());
+        std::reverse(starts.begin(), starts.end());
         for (size_t i = 0; i < starts.size(); ++i) {
             reportProgress(progress, from + (to - from) * double(i) / double(starts.size()), stage);
             const int64_t s0 = starts[i], batches = std::min(m_chunkSequences, m_sequences - s0);
@@ -171,13 +171,11 @@ public:
             float *hidden = m_run->hidden(), *scratch = m_run->hiddenScratch();
             LATHE_CUDA_CHECK(cudaMemcpyAsync(hidden, m_signals.as<float>() + r0 * m_width,
                                              size_t(rows * m_width) * sizeof(float), cudaMemcpyDefault));
-            m_run->runBlock(w, hidden, scratch, batches, m_seq, midOnly);
+            m_run->runBlock(w, hidden, scratch, batches, m_seq, part);
             addGram(hidden, rows, outWidth);
-            if (!midOnly)
-                store(hidden, r0, rows, outWidth);
+            store(hidden, r0, rows, outWidth);
         }
-        if (!midOnly)
-            m_width = outWidth;
+        m_width = outWidth;
         return finishGram(outWidth);
     }
 

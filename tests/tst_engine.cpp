@@ -145,6 +145,25 @@ private slots:
         t.runBlock(0, h, batch, &hooks);
         QCOMPARE(seen.size(), size_t(1));
         QCOMPARE(int64_t(seen.begin()->second.cols()), model->config.intermediateSize);
+
+        // A block split at the MLP residual (SliceGPT's two halves) is the whole block: the same arithmetic in the
+        // same order, so bit-identical, and the halves emit the whole block's signals between them.
+        Mat whole = t.embed(batch), halves = whole;
+        std::vector<BlockSignal> split;
+        hooks.mask = ~0u;
+        hooks.observe = [&](int layer, BlockSignal s, const Mat &) {
+            if (layer == 0)
+                split.push_back(s);
+        };
+        for (int l = 0; l < t.numLayers(); ++l) {
+            t.runBlock(l, whole, batch);
+            t.runBlock(l, halves, batch, &hooks, BlockPart::Attention);
+            QCOMPARE(int64_t(halves.cols()), model->config.hiddenSize);
+            t.runBlock(l, halves, batch, &hooks, BlockPart::Mlp);
+            QVERIFY(halves == whole);
+        }
+        order.resize(size_t(BlockSignal::Count)); // drop the masked pass's one signal
+        QVERIFY(split == order);
     }
 
     // Releasing blocks after use (the low-memory mode) changes nothing.

@@ -170,7 +170,8 @@ SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const S
     // Runs block l over the signals (they become its output, in the unrotated basis), then the PCA of that
     // output: the kept basis (D x d) and the energy it drops.
     auto outputBasis = [&](int l, double from, double to, const std::string &tag, int64_t d, double &dropped) {
-        std::vector<double> h = engine->runBlock(l, false, progress, from, to, tag + ": block output");
+        std::vector<double> h =
+            engine->runBlock(l, parallel ? BlockPart::Whole : BlockPart::Mlp, progress, from, to, tag + ": block output");
         reportProgress(progress, to, tag + ": eigendecomposition");
         Pca p = pca(std::move(h), D, params.damping, params.solver);
         if (params.randomOrientation)
@@ -215,9 +216,12 @@ SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const S
             rep.midWidth = rep.outputWidth = dOut;
         } else {
             // Signal 1: the residual entering the MLP, in the unrotated basis (so its PCA is of the true signal).
+            // The signals become that residual; projected into the kept mid basis they are exactly what the
+            // rotated attention sub-layer (o <- Q_mid^T o, shortcut Q_prev^T Q_mid) would write, so the MLP pass
+            // starts from them and attention runs once per block.
             b.attnShortcut = shortcut(prev, nullptr);
             engine->setBlock(l, b);
-            std::vector<double> hMid = engine->runBlock(l, true, progress, f0, f0 + (f1 - f0) * 0.4,
+            std::vector<double> hMid = engine->runBlock(l, BlockPart::Attention, progress, f0, f0 + (f1 - f0) * 0.4,
                                                         tag + ": attention output");
             reportProgress(progress, f0 + (f1 - f0) * 0.4, tag + ": eigendecomposition");
             Pca pm = pca(std::move(hMid), D, params.damping, params.solver);
@@ -230,6 +234,7 @@ SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const S
             engine->rotateOutput(b.o, mid);
             rotateInputs({&b.gate, &b.up}, mid);
             // Signal 2: the block output, again in the unrotated basis.
+            engine->projectSignals(mid);
             b.mlpShortcut = shortcut(mid, nullptr);
             engine->setBlock(l, b);
             const int64_t dOut = widths.output[size_t(l)];

@@ -43,22 +43,15 @@ public:
 
     void setBlock(int layer, const BlockWeights &w) override { m_engine.setBlock(layer, w); }
 
-    std::vector<double> runBlock(int layer, bool midOnly, const ProgressCallback &progress, double from, double to,
+    std::vector<double> runBlock(int layer, BlockPart part, const ProgressCallback &progress, double from, double to,
                                  const std::string &stage) override {
         GramAccumulator acc(m_width);
-        Mat mid;
         for (int i = 0; i < m_signals.chunks(); ++i) {
             reportProgress(progress, from + (to - from) * double(i) / double(m_signals.chunks()), stage);
-            if (midOnly) {
-                mid = m_signals.chunk(i);
-                m_engine.runBlock(layer, mid, m_signals.batch(i), nullptr, BlockSignal::MlpResidual);
-                acc.add(mid);
-            } else {
-                m_engine.runBlock(layer, m_signals.chunk(i), m_signals.batch(i));
-                acc.add(m_signals.chunk(i));
-            }
+            m_engine.runBlock(layer, m_signals.chunk(i), m_signals.batch(i), nullptr, part);
+            acc.add(m_signals.chunk(i));
         }
-        if (!midOnly)
+        if (part != BlockPart::Attention)
             m_engine.releaseBlock(layer);
         return acc.finish();
     }

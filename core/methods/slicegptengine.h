@@ -1,5 +1,6 @@
 #pragma once
 
+#include "blockhooks.h"
 #include "deviceforward.h"
 #include "layerweights.h"
 #include "mat.h"
@@ -33,10 +34,12 @@ public:
     virtual void projectSignals(const MatD &qd) = 0;
     // Block `layer` computes with `w` from now on (rotated weights, shortcut matrices).
     virtual void setBlock(int layer, const BlockWeights &w) = 0;
-    // Runs block `layer` over the signals. midOnly: up to the residual entering the MLP, leaving the signals as they
-    // are, and returns that residual's Gram matrix; otherwise the signals become the block's output and its Gram
-    // matrix is returned. Reports `stage` over from..to of `progress`; cancellation throws CancelledError.
-    virtual std::vector<double> runBlock(int layer, bool midOnly, const ProgressCallback &progress, double from,
+    // Runs `part` of block `layer` over the signals, which become its output, and returns that output's Gram
+    // matrix. Attention: the signals become the residual entering the MLP; Mlp then reads them (after the caller
+    // has projected them into the MLP's basis); Whole: the block at once (parallel blocks). Both halves write the
+    // stream at the width of their shortcut and output matrices. Reports `stage` over from..to of `progress`;
+    // cancellation throws CancelledError.
+    virtual std::vector<double> runBlock(int layer, BlockPart part, const ProgressCallback &progress, double from,
                                          double to, const std::string &stage) = 0;
     // fp64 rotations of weights: a reader of the residual W <- W Q_d; a writer W <- Q_d^T W, b <- Q_d^T b.
     virtual void rotateInput(Mat &w, const MatD &qd) = 0;
