@@ -234,6 +234,15 @@ private slots:
         } catch (const LatheError &e) {
             QVERIFY(std::string(e.what()).find("above the model's maximum") != std::string::npos);
         }
+        // Stacked q|k|v needs one input width: a damaged block is an error, not an Eigen assertion.
+        BlockWeights w = t.block(0);
+        w.k.w = Mat::Zero(w.k.w.rows(), w.k.w.cols() - 1);
+        try {
+            t.setBlock(0, w);
+            QFAIL("q/k/v of different widths accepted");
+        } catch (const LatheError &e) {
+            QVERIFY(std::string(e.what()).find("different input widths") != std::string::npos);
+        }
     }
 
     // stories260K: transformers' logits on the HF folder Lathe converts it to.

@@ -182,6 +182,27 @@ private slots:
         QVERIFY_THROWS_EXCEPTION(LatheError, loadTokenizerFile(dir + "/missing.json"));
         test::writeText(dir + "/x.model", "not a model");
         QVERIFY_THROWS_EXCEPTION(LatheError, loadTokenizerFile(dir + "/x.model"));
+
+        // SentencePiece-style tokenizer.json variants Lathe does not implement are refused with the reason, not
+        // tokenized differently from transformers.
+        auto refused = [&](const std::string &json, const std::string &reason) {
+            test::writeText(dir + "/sp.json", json);
+            try {
+                loadTokenizerFile(dir + "/sp.json");
+                QFAIL(("accepted: " + json).c_str());
+            } catch (const LatheError &e) {
+                QVERIFY2(std::string(e.what()).find(reason) != std::string::npos, e.what());
+            }
+        };
+        const std::string model = R"("model": {"type": "BPE", "byte_fallback": true, "vocab": {"a": 0, "b": 1}, "merges": []})";
+        const std::string metaspace = R"("pre_tokenizer": {"type": "Metaspace", "replacement": "▁"})";
+        refused("{" + model + R"(, "normalizer": {"type": "NFKC"}, )" + metaspace + "}", "normalizer 'NFKC'");
+        refused("{" + model + "}", "without the ' ' -> U+2581 step");
+        refused("{" + model + R"(, "pre_tokenizer": {"type": "Whitespace"}})", "pre-tokenizer 'Whitespace'");
+        refused(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}})", "byte fallback");
+        // The accepted form of the same vocabulary loads.
+        test::writeText(dir + "/sp.json", "{" + model + ", " + metaspace + "}");
+        QVERIFY(loadTokenizerFile(dir + "/sp.json") != nullptr);
     }
 };
 
