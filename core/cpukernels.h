@@ -18,6 +18,9 @@ struct CpuKernels {
     // Softmax of each row of an (nq x nk) score block, in place. Causal: row i sees keys [0, q0 + i + 1) and the
     // rest is zeroed. keyMask (nk entries, 1 = attend) may be null.
     void (*softmaxRows)(float *scores, int64_t nq, int64_t nk, int64_t q0, bool causal, const uint8_t *keyMask);
+    // log(sum_j exp(x_j)) over one row of n logits, ~1e-7 relative (the perplexity's normalizer); not finite when
+    // the row holds NaN or infinity.
+    double (*logSumExp)(const float *x, int64_t n);
 };
 
 const CpuKernels &cpuKernels();

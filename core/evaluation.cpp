@@ -1,5 +1,6 @@
 #include "evaluation.h"
 
+#include "cpukernels.h"
 #include "deviceforward.h"
 #include "error.h"
 #include "parallel.h"
@@ -30,16 +31,11 @@ namespace {
 bool addNll(const Mat &logits, const int32_t *targets, double &sum, int64_t first = 0) {
     const int64_t rows = logits.rows(), vocab = logits.cols();
     std::vector<double> totals(static_cast<size_t>(rows), 0.0);
+    const cpu::CpuKernels &kernels = cpu::cpuKernels();
     parallelFor(rows - first, 8, [&](int64_t i0, int64_t i1) {
         for (int64_t r = first + i0; r < first + i1; ++r) {
             const float *row = logits.data() + r * vocab;
-            float mx = row[0];
-            for (int64_t j = 1; j < vocab; ++j)
-                mx = std::max(mx, row[j]);
-            double s = 0;
-            for (int64_t j = 0; j < vocab; ++j)
-                s += std::exp(double(row[j] - mx));
-            totals[size_t(r)] = std::log(s) + mx - row[targets[r]];
+            totals[size_t(r)] = kernels.logSumExp(row, vocab) - double(row[targets[r]]);
         }
     });
     for (double v : totals) {

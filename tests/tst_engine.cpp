@@ -13,8 +13,11 @@
 
 #include <QtTest/QtTest>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
+#include <random>
 
 using namespace lathe;
 
@@ -206,6 +209,31 @@ private slots:
             const double z = std::exp(1.0) + std::exp(2.0) + std::exp(3.0);
             QVERIFY(std::fabs(sm[2] - std::exp(3.0) / z) < 1e-6);
             QCOMPARE(sm[3], 0.0f);
+
+            // The perplexity's normalizer on logit rows of a real vocabulary's width, against fp64 libm.
+            std::mt19937 rng(7);
+            std::normal_distribution<float> logit(0.0f, 4.0f);
+            std::vector<float> wide(49157); // not a multiple of 8 or 256: the tails count too
+            double lseErr = 0;
+            for (int trial = 0; trial < 4; ++trial) {
+                for (float &v : wide)
+                    v = logit(rng) + 30.0f * float(trial);
+                wide[size_t(trial * 1000 + 3)] += 25.0f; // one dominant logit, as after training
+                const double mx = *std::max_element(wide.begin(), wide.end());
+                double sum = 0;
+                for (float v : wide)
+                    sum += std::exp(double(v) - mx);
+                const double want = std::log(sum) + mx;
+                lseErr = std::max(lseErr, std::fabs(k->logSumExp(wide.data(), int64_t(wide.size())) - want));
+            }
+            qInfo("%s logSumExp: max absolute error %.3g", k->name, lseErr);
+            QVERIFY(lseErr < 1e-5);
+            const std::vector<float> three = {1.0f, 2.0f, 3.0f};
+            QVERIFY(std::fabs(k->logSumExp(three.data(), 3) - std::log(z)) < 1e-6);
+            wide[100] = std::nanf("");
+            QVERIFY(!std::isfinite(k->logSumExp(wide.data(), int64_t(wide.size()))));
+            wide[100] = std::numeric_limits<float>::infinity();
+            QVERIFY(!std::isfinite(k->logSumExp(wide.data(), int64_t(wide.size()))));
         }
     }
 
