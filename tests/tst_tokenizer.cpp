@@ -194,7 +194,8 @@ private slots:
                 QVERIFY2(std::string(e.what()).find(reason) != std::string::npos, e.what());
             }
         };
-        const std::string model = R"("model": {"type": "BPE", "byte_fallback": true, "vocab": {"a": 0, "b": 1}, "merges": []})";
+        const std::string model =
+            R"("model": {"type": "BPE", "byte_fallback": true, "vocab": {"a": 0, "b": 1}, "merges": []})";
         const std::string metaspace = R"("pre_tokenizer": {"type": "Metaspace", "replacement": "▁"})";
         refused("{" + model + R"(, "normalizer": {"type": "NFKC"}, )" + metaspace + "}", "normalizer 'NFKC'");
         refused("{" + model + "}", "without the ' ' -> U+2581 step");

@@ -170,8 +170,8 @@ SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const S
     // Runs block l over the signals (they become its output, in the unrotated basis), then the PCA of that
     // output: the kept basis (D x d) and the energy it drops.
     auto outputBasis = [&](int l, double from, double to, const std::string &tag, int64_t d, double &dropped) {
-        std::vector<double> h =
-            engine->runBlock(l, parallel ? BlockPart::Whole : BlockPart::Mlp, progress, from, to, tag + ": block output");
+        const BlockPart part = parallel ? BlockPart::Whole : BlockPart::Mlp;
+        std::vector<double> h = engine->runBlock(l, part, progress, from, to, tag + ": block output");
         reportProgress(progress, to, tag + ": eigendecomposition");
         Pca p = pca(std::move(h), D, params.damping, params.solver);
         if (params.randomOrientation)
