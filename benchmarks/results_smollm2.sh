@@ -6,8 +6,9 @@
 # Environment: SAMPLES, MAX_TOKENS (below), SWEEP (SliceGPT fractions, default "0.1, 0.2, 0.25, 0.3"), ONLY (job
 # names to run, space-separated; default all: slicegpt wanda-50 wanda-2of4 magnitude-50 magnitude-2of4), DENSE
 # (true/false: evaluate the dense model in the SliceGPT job too; default true).
-# The full protocol (SAMPLES=128, MAX_TOKENS=0: all 149 windows) takes 45-70 min per row on a 2-core CPU (~340 tokens/s
-# at 2048); SAMPLES=16 MAX_TOKENS=16384 (8 windows) takes about 30 minutes and is what docs/results.md states.
+# The full protocol (SAMPLES=128, MAX_TOKENS=0: all 149 windows) takes 20-55 min per row on a 2-core CPU (evaluation
+# ~16-20 min, SliceGPT's method ~17 min, Wanda's ~33 min); SAMPLES=16 MAX_TOKENS=16384 (8 windows) takes about 30
+# minutes for every row.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$here/build}"
