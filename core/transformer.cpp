@@ -234,11 +234,7 @@ void Transformer::runBlock(int layer, Mat &hidden, const TokenBatch &batch, cons
     Mat &normed = S.normed, &mlpNormed = S.mlpNormed, &attnOut = S.attnOut;
     const Mat *mlpIn = nullptr;
 
-    if (part == BlockPart::Mlp) {
-        applyNorm(hidden, w.mlpNorm, mlpNormed);
-        emit(BlockSignal::MlpInput, mlpNormed);
-        mlpIn = &mlpNormed;
-    } else {
+    if (part != BlockPart::Mlp) {
         ensureRope(batch.seq);
         emit(BlockSignal::BlockInput, hidden);
         if (!bert) {
@@ -287,10 +283,12 @@ void Transformer::runBlock(int layer, Mat &hidden, const TokenBatch &batch, cons
             emit(BlockSignal::MlpResidual, hidden);
             if (part == BlockPart::Attention)
                 return;
-            applyNorm(hidden, w.mlpNorm, mlpNormed);
-            emit(BlockSignal::MlpInput, mlpNormed);
-            mlpIn = &mlpNormed;
         }
+    }
+    if (!mlpIn) { // sequential decoders, whole block or its MLP half: the MLP norm of the residual
+        applyNorm(hidden, w.mlpNorm, mlpNormed);
+        emit(BlockSignal::MlpInput, mlpNormed);
+        mlpIn = &mlpNormed;
     }
 
     Mat &mid = S.mid, &out = S.out;

@@ -287,18 +287,18 @@ public:
         const bool phi = c.family == ArchFamily::Phi;
         T *normed = m_normed.as<T>();
         float *attnOut = m_attnOut.as<float>();
-        if (part == BlockPart::Mlp)
-            norm(hidden, rows, w.up.in, w.mlpNorm, normed);
-        else
+        if (part != BlockPart::Mlp)
             attentionPart(w, hidden, scratch, batches, seq, phi);
         if (part == BlockPart::Attention)
             return;
+        if (!phi) // sequential blocks, whole or the MLP half: the MLP norm of the residual
+            norm(hidden, rows, w.up.in, w.mlpNorm, normed);
         runMlp(w, normed, hidden, scratch, rows, phi ? attnOut : nullptr, phi ? w.attnShortcut : w.mlpShortcut);
     }
 
 private:
-    // The attention sub-layer. Sequential blocks: `hidden` becomes the residual entering the MLP and `normed` the
-    // MLP norm's output. Phi-2: `hidden` is unchanged and `normed` (the one norm's output) feeds the MLP too.
+    // The attention sub-layer. Sequential blocks: `hidden` becomes the residual entering the MLP. Phi-2: `hidden`
+    // is unchanged and `normed` (the one norm's output) feeds the MLP too.
     void attentionPart(const DeviceBlock &w, float *&hidden, float *&scratch, int64_t batches, int64_t seq,
                        bool phi) {
         const ModelConfig &c = m_model.config;
@@ -325,7 +325,6 @@ private:
             shortcut(w.attnShortcut, hidden, scratch, rows);
             residualKernel<<<gridFor(rows * w.o.out), 256>>>(hidden, attnOut, nullptr, rows * w.o.out);
             LATHE_CUDA_CHECK(cudaGetLastError());
-            norm(hidden, rows, w.o.out, w.mlpNorm, normed);
         }
     }
 
