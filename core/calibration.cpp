@@ -34,6 +34,7 @@ CalibrationSet makeCalibrationSet(const std::vector<int32_t> &tokens, const Cali
     std::shuffle(windows.begin(), windows.end(), rng);
     windows.resize(size_t(take));
     std::sort(windows.begin(), windows.end());
+    set.windows = windows;
     for (int64_t w : windows)
         set.sequences.emplace_back(tokens.begin() + w * params.seqLen, tokens.begin() + (w + 1) * params.seqLen);
     return set;

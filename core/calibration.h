@@ -25,6 +25,7 @@ struct CalibrationParams {
 
 struct CalibrationSet {
     std::vector<std::vector<int32_t>> sequences;
+    std::vector<int64_t> windows; // per sequence, its window index w: tokens [w * seqLen, (w + 1) * seqLen)
     int64_t seqLen = 0;
     int64_t textTokens = 0;
     std::string note; // set when the text allowed fewer sequences than asked

@@ -303,8 +303,8 @@ json CompressionRunResult::toJson() const {
             {"error", error},
             {"dense", {{"perplexity", densePerplexity}, {"params", denseParams}, {"bytes", denseBytes}}},
             {"evaluation", {{"tokens", evalTokens}, {"windows", evalWindows}}},
-            {"calibration", {{"sequences", calibrationSequences}, {"note", calibrationNote},
-                             {"signal_bytes", calibrationBytes}}},
+            {"calibration", {{"sequences", calibrationSequences}, {"windows", calibrationWindows},
+                             {"note", calibrationNote}, {"signal_bytes", calibrationBytes}}},
             {"runs", runsJ},
             {"seconds", seconds}};
 }
@@ -380,6 +380,7 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
             calibration = makeCalibrationSet(ids, cp);
             result.calibrationSequences = int64_t(calibration.sequences.size());
             result.calibrationNote = calibration.note;
+            result.calibrationWindows = calibration.windows;
             result.calibrationBytes = calibration.signalBytes(cfg.hiddenSize) * (spec.method == "wanda" ? 2 : 1);
             files.log("calibration: " + std::to_string(calibration.sequences.size()) + " x " +
                       std::to_string(calibration.seqLen) + " tokens from " + spec.calibrationText + " (" +

@@ -312,6 +312,12 @@ private slots:
         QVERIFY(a.sequences == b.sequences); // seeded
         for (const auto &s : a.sequences)
             QCOMPARE(s.front() % 100, 0); // window-aligned, non-overlapping
+        // The recorded windows name the sequences, ascending and distinct (the run record lists them).
+        QCOMPARE(a.windows.size(), a.sequences.size());
+        for (size_t i = 0; i < a.windows.size(); ++i) {
+            QCOMPARE(int64_t(a.sequences[i].front()), a.windows[i] * 100);
+            QVERIFY(i == 0 || a.windows[i] > a.windows[i - 1]);
+        }
         QVERIFY(a.note.empty());
         p.samples = 20;
         const CalibrationSet c = makeCalibrationSet(tokens, p);
