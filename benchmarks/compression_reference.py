@@ -29,7 +29,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from transformers_reference import load, rows_joined
+from transformers_reference import load, rows_joined, window_nll
 
 
 class Llama:
@@ -202,13 +202,7 @@ def wanda_prune(m, calib, sparsity, nm=None):
 
 
 def perplexity(m, ids, n, max_tokens):
-    usable = min(len(ids), max_tokens) if max_tokens else len(ids)
-    windows = usable // n
-    nll = 0.0
-    with torch.no_grad():
-        for w in range(windows):
-            x = torch.tensor(ids[w * n:(w + 1) * n])
-            nll += F.cross_entropy(m.logits(x)[:-1].double(), x[1:], reduction="sum").item()
+    nll, windows = window_nll(m.logits, ids, n, max_tokens)
     return math.exp(nll / (windows * (n - 1))), windows
 
 

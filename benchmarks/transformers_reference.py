@@ -44,6 +44,20 @@ def rows_joined(path):
     return "\n\n".join(l + "\n" if l else "" for l in lines)
 
 
+def window_nll(logits_of, ids, n, max_tokens):
+    """Lathe's protocol over token ids: the non-overlapping n-token windows of the first max_tokens (0: all), the
+    remainder dropped. logits_of maps one window (1-D tensor of n ids) to its [n, vocab] logits. Returns the summed
+    next-token NLL (fp64) and the number of windows; each window predicts n - 1 tokens."""
+    usable = min(len(ids), max_tokens) if max_tokens else len(ids)
+    windows = usable // n
+    nll = 0.0
+    with torch.no_grad():
+        for w in range(windows):
+            x = torch.tensor(ids[w * n:(w + 1) * n])
+            nll += torch.nn.functional.cross_entropy(logits_of(x)[:-1].double(), x[1:], reduction="sum").item()
+    return nll, windows
+
+
 def ppl(a):
     tok, model = load(a.model)
     if a.ids:
@@ -52,15 +66,8 @@ def ppl(a):
     else:
         ids = tok(rows_joined(a.text))["input_ids"]
     n = a.seq_len
-    usable = min(len(ids), a.max_tokens) if a.max_tokens else len(ids)
-    windows = usable // n
     t0 = time.time()
-    nll = 0.0
-    with torch.no_grad():
-        for w in range(windows):
-            x = torch.tensor([ids[w * n:(w + 1) * n]])
-            logits = model(input_ids=x).logits[0, :-1].double()
-            nll += torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="sum").item()
+    nll, windows = window_nll(lambda x: model(input_ids=x.unsqueeze(0)).logits[0], ids, n, a.max_tokens)
     secs = time.time() - t0
     mean = nll / (windows * (n - 1))
     print(json.dumps({"tool": "transformers " + transformers.__version__, "model": a.model, "seq_len": n,
