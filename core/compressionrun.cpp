@@ -303,7 +303,7 @@ json CompressionRunResult::toJson() const {
             {"error", error},
             {"dense", {{"perplexity", densePerplexity}, {"params", denseParams}, {"bytes", denseBytes}}},
             {"evaluation", {{"tokens", evalTokens}, {"windows", evalWindows}}},
-            {"calibration", {{"sequences", calibrationSequences}, {"windows", calibrationWindows},
+            {"calibration", {{"sequences", calibrationWindows.size()}, {"windows", calibrationWindows},
                              {"note", calibrationNote}, {"signal_bytes", calibrationBytes}}},
             {"runs", runsJ},
             {"seconds", seconds}};
@@ -378,7 +378,6 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
             cp.seqLen = spec.calibrationSeqLen;
             cp.seed = spec.calibrationSeed;
             calibration = makeCalibrationSet(ids, cp);
-            result.calibrationSequences = int64_t(calibration.sequences.size());
             result.calibrationNote = calibration.note;
             result.calibrationWindows = calibration.windows;
             result.calibrationBytes = calibration.signalBytes(cfg.hiddenSize) * (spec.method == "wanda" ? 2 : 1);

@@ -68,9 +68,8 @@ struct CompressionRunResult {
     int64_t denseParams = 0;
     uint64_t denseBytes = 0;
     int64_t evalTokens = 0, evalWindows = 0;
-    int64_t calibrationSequences = 0;
     std::string calibrationNote;
-    std::vector<int64_t> calibrationWindows; // the windows picked, for reproducing the run elsewhere
+    std::vector<int64_t> calibrationWindows; // one per calibration sequence: the windows picked, for reproducing the run
     uint64_t calibrationBytes = 0; // host memory of the signals held by the method, announced before the run
     std::vector<CompressionRunRecord> runs;
     double seconds = 0;

@@ -332,6 +332,10 @@ private slots:
         QVERIFY(run.bytesCompact < run.bytesDense);
         for (const char *f : {"spec.json", "run.log", "progress.jsonl", "results.json", "run.h5"})
             QVERIFY2(QFile::exists(QString::fromStdString(spec.outputDir + "/" + f)), f);
+        // The run record names its calibration: one window index per sequence.
+        const nlohmann::json record = nlohmann::json::parse(readTextFile(spec.outputDir + "/results.json"));
+        QCOMPARE(record["calibration"]["sequences"].get<int64_t>(), spec.calibrationSamples);
+        QCOMPARE(int64_t(record["calibration"]["windows"].size()), spec.calibrationSamples);
         auto exported = openModel(spec.outputDir + "/model");
         const BlockWeights b = loadBlockWeights(*exported, 2);
         const SparsityStats st = zeroStats(b.up.w.data(), b.up.w.rows(), b.up.w.cols());
