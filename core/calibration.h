@@ -25,7 +25,8 @@ struct CalibrationParams {
 
 struct CalibrationSet {
     std::vector<std::vector<int32_t>> sequences;
-    std::vector<int64_t> windows; // per sequence, its window index w: tokens [w * seqLen, (w + 1) * seqLen)
+    std::vector<int64_t> windows; // per sequence, its window index w: tokens [w * seqLen, (w + 1) * seqLen) of the text
+                                  // (makeCalibrationSet; empty in sets built by hand, e.g. bench's random tokens)
     int64_t seqLen = 0;
     int64_t textTokens = 0;
     std::string note; // set when the text allowed fewer sequences than asked
