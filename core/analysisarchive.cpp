@@ -91,7 +91,12 @@ bool loadAnalysisArchive(const std::string &path, const std::string &expectedHas
 void saveAnalysisArchive(const std::string &path, const AnalysisData &data) {
     std::error_code ec;
     fs::create_directories(fs::path(path).parent_path(), ec);
-    writeFileAtomically(path, "analysis archive", "the archive may be damaged; delete it and it is recomputed",
+    uint64_t bound = 4 * kObjectOverheadBound + data.modelPath.size() + data.calibration.size();
+    for (const auto &[key, s] : data.spectra)
+        bound += kObjectOverheadBound + key.size() + s.method.size() + s.values.size() * sizeof(double);
+    for (const auto &[key, v] : data.inputNorms)
+        bound += kObjectOverheadBound + key.size() + v.size() * sizeof(float);
+    writeFileAtomically(path, "the archive may be damaged; delete it and it is recomputed", bound,
                         [&](H5::H5File &file) {
             H5::Group root = file.openGroup("/");
             writeStringAttr(root, "format", "lathe-analysis");

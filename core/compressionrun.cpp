@@ -10,6 +10,7 @@
 #include "magnitude.h"
 #include "model.h"
 #include "modelloader.h"
+#include "outputfiles.h"
 #include "normfusion.h"
 #include "slicedexport.h"
 #include "slicegpt.h"
@@ -25,8 +26,9 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
 #include <mutex>
+#include <optional>
+#include <type_traits>
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -48,6 +50,13 @@ template <class T> void take(const json &j, const char *key, T &out, const std::
     auto it = j.find(key);
     if (it == j.end() || it->is_null())
         return;
+    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+        // 128.9 or 1e28 is not silently truncated (or undefined): integers must be written as integers in range.
+        const bool fits = std::is_signed_v<T> ? it->is_number_integer() : it->is_number_unsigned();
+        if (!fits)
+            throw LatheError("job spec: '" + where + key + "' must be a " + (std::is_signed_v<T> ? "" : "non-negative ") +
+                             "whole number (" + it->dump() + ")");
+    }
     try {
         out = it->get<T>();
     } catch (const json::exception &) {
@@ -71,38 +80,52 @@ void onlyKeys(const json &j, std::initializer_list<const char *> keys, const std
 int bytesPerValue(const std::string &dtype) { return dtype == "f32" ? 4 : 2; }
 
 // The run's log and per-layer progress files. Thread-safe (progress comes from the worker thread only, but the
-// log may be written from the caller too).
+// log may be written from the caller too). The log and progress lines are appended with checked writes; a failure
+// there (a full disk) is reported once as a warning and does not stop the run, whose results and exports are
+// checked where they are written.
 class RunFiles {
 public:
-    explicit RunFiles(const fs::path &dir)
-        : m_dir(dir), m_log(dir / "run.log", std::ios::app), m_progress(dir / "progress.jsonl", std::ios::app) {}
+    explicit RunFiles(const fs::path &dir) : m_dir(dir) {
+        m_log.emplace(dir / "run.log", CheckedFile::Append);
+        m_progress.emplace(dir / "progress.jsonl", CheckedFile::Append);
+    }
     void log(const std::string &line) {
         std::lock_guard<std::mutex> lock(m_mutex);
         std::time_t t = std::time(nullptr);
         char stamp[32];
         std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", std::localtime(&t));
-        m_log << stamp << "  " << line << "\n";
-        m_log.flush();
+        append(*m_log, std::string(stamp) + "  " + line + "\n");
         spdlog::info("{}", line);
     }
     void progress(double fraction, const std::string &stage, double eta) {
         std::lock_guard<std::mutex> lock(m_mutex);
-        m_progress << json{{"fraction", fraction}, {"stage", stage}, {"eta_s", eta}}.dump() << "\n";
-        m_progress.flush();
+        append(*m_progress, json{{"fraction", fraction}, {"stage", stage}, {"eta_s", eta}}.dump() + "\n");
     }
-    void results(const CompressionRunResult &r) {
-        const fs::path tmp = m_dir / "results.json.tmp";
-        {
-            std::ofstream f(tmp);
-            f << r.toJson().dump(2) << "\n";
+    // Throws LatheError when results.json cannot be written; the previous one then stays as it was.
+    void results(const CompressionRunResult &r) { writeFileAtomic(m_dir / "results.json", r.toJson().dump(2) + "\n"); }
+    // For the failure paths: a results.json that cannot be written is said in the log, not thrown over the error.
+    void resultsNoThrow(const CompressionRunResult &r) {
+        try {
+            results(r);
+        } catch (const LatheError &e) {
+            spdlog::warn("{}", e.fullMessage());
         }
-        fs::rename(tmp, m_dir / "results.json");
     }
 
 private:
+    void append(CheckedFile &f, const std::string &text) {
+        try {
+            f.write(text);
+        } catch (const LatheError &e) {
+            if (!m_warned)
+                spdlog::warn("{} (further log lines may be lost)", e.fullMessage());
+            m_warned = true;
+        }
+    }
     fs::path m_dir;
     std::mutex m_mutex;
-    std::ofstream m_log, m_progress;
+    std::optional<CheckedFile> m_log, m_progress;
+    bool m_warned = false;
 };
 
 std::string fmtSeconds(double s) {
@@ -234,18 +257,34 @@ CompressionSpec CompressionSpec::fromFile(const std::string &path) {
         throw LatheError(path + ": not valid JSON: " + e.what());
     }
     const fs::path parent = fs::absolute(fs::path(path)).parent_path();
-    return fromJson(j, parent.string());
+    CompressionSpec s = fromJson(j, parent.string());
+    s.specFile = path;
+    return s;
 }
 
+namespace {
+
+// The files and folders a run reads: its output folder may be none of them, lie in none and contain none.
+std::vector<std::string> specInputs(const CompressionSpec &s) {
+    return {s.model, s.tokenizer, s.calibrationText, s.evalText, s.specFile};
+}
+
+} // namespace
+
 void validateSpec(const CompressionSpec &s) {
-    auto needFile = [](const std::string &p, const std::string &what) {
+    // `folderOk`: a model may be a folder; texts and tokenizers must be regular files (a folder or a FIFO given as
+    // a text would be read as nothing, or hang).
+    auto needFile = [](const std::string &p, const std::string &what, bool folderOk) {
         std::error_code ec;
         if (p.empty())
             throw LatheError("job spec: no " + what + " given");
-        if (!fs::exists(p, ec))
+        const fs::file_status st = fs::status(p, ec);
+        if (!fs::exists(st))
             throw LatheError("job spec: the " + what + " '" + p + "' does not exist");
+        if (!fs::is_regular_file(st) && !(folderOk && fs::is_directory(st)))
+            throw LatheError("job spec: the " + what + " '" + p + "' is not a " + (folderOk ? "file or folder" : "file"));
     };
-    needFile(s.model, "model");
+    needFile(s.model, "model", true);
     if (s.device != "auto" && s.device != "cpu" && s.device != "cuda")
         throw LatheError("job spec: unknown device '" + s.device + "'", "use auto, cpu or cuda");
     parsePrecision(s.evalPrecision);
@@ -266,31 +305,101 @@ void validateSpec(const CompressionSpec &s) {
             throw LatheError("job spec: an N:M pattern fixes the sparsity; a sweep makes no sense with it");
         if (p.isNm() && (p.n <= 0 || p.n >= p.m))
             throw LatheError("job spec: N:M pattern '" + s.pattern + "' needs 0 < N < M");
+    } else {
+        if (!(s.damping >= 0.0 && s.damping <= 1.0))
+            throw LatheError("job spec: slicegpt.damping " + std::to_string(s.damping) + " is outside [0, 1]",
+                             "the ridge added to the covariance, as a fraction of its mean diagonal; 0.01 is usual");
+        if (s.roundTo < 1 || s.roundTo > 4096)
+            throw LatheError("job spec: slicegpt.round_to " + std::to_string(s.roundTo) + " is outside 1-4096",
+                             "widths are rounded down to a multiple of it; 8 suits GPU kernels");
     }
     if (s.needsCalibration()) {
-        needFile(s.calibrationText, "calibration text");
+        needFile(s.calibrationText, "calibration text", false);
         if (s.calibrationSamples <= 0 || s.calibrationSeqLen <= 1)
             throw LatheError("job spec: calibration samples and seq_len must be positive");
+        if (s.calibrationSamples > 1'000'000 || s.calibrationSeqLen > 1'000'000)
+            throw LatheError("job spec: calibration samples and seq_len must be at most 1000000 each");
     }
     if (!s.evalText.empty()) {
-        needFile(s.evalText, "evaluation text");
-        if (s.evalSeqLen <= 1)
-            throw LatheError("job spec: evaluation seq_len must be above 1");
+        needFile(s.evalText, "evaluation text", false);
+        if (s.evalSeqLen <= 1 || s.evalSeqLen > 1'000'000)
+            throw LatheError("job spec: evaluation seq_len must be above 1 (and at most 1000000)");
+        if (s.evalMaxTokens < 0)
+            throw LatheError("job spec: evaluation.max_tokens must be 0 (the whole text) or positive");
     }
     if (!s.tokenizer.empty())
-        needFile(s.tokenizer, "tokenizer");
+        needFile(s.tokenizer, "tokenizer", true);
     if (s.dtype != "f32" && s.dtype != "f16" && s.dtype != "bf16")
         throw LatheError("job spec: output.dtype '" + s.dtype + "' is not f32, f16 or bf16");
     if (s.outputDir.empty())
         throw LatheError("job spec: no output.dir given", "the run folder receives the log, results and exports");
-    std::error_code ec;
-    if (fs::exists(s.outputDir, ec) && !fs::is_empty(s.outputDir, ec) && !s.overwrite)
-        throw LatheError("job spec: the output folder '" + s.outputDir + "' exists and is not empty",
-                         "choose another folder or set output.overwrite");
-    const fs::path model = fs::weakly_canonical(s.model, ec), out = fs::weakly_canonical(s.outputDir, ec);
-    if (!out.empty() && model == out)
-        throw LatheError("job spec: the output folder is the model's own folder", "choose another folder");
+    try {
+        checkOutputFolder(s.outputDir, OutputKind::CompressionRun, s.overwrite, specInputs(s));
+    } catch (const LatheError &e) {
+        throw LatheError(std::string("job spec: output.dir ") + e.what(),
+                         e.hint() + (s.overwrite ? "" : " (output.overwrite or --overwrite)"));
+    }
 }
+
+namespace {
+
+// What a run needs before it writes anything, made with every model-dependent check.
+struct PreparedRun {
+    std::unique_ptr<Model> model;
+    std::unique_ptr<Tokenizer> tokenizer; // when calibration or evaluation needs text
+};
+
+PreparedRun prepareRun(const CompressionSpec &spec) {
+    validateSpec(spec);
+    PreparedRun p;
+    p.model = openModel(spec.model);
+    const ModelConfig &cfg = p.model->config;
+    if (spec.method == "slicegpt") {
+        const std::string why = slicingUnsupportedReason(*p.model);
+        if (!why.empty())
+            throw LatheError(spec.model + ": " + why, "SliceGPT supports Llama-family, OPT, GPT-2 and Phi-2 models");
+        for (double s : spec.sparsities)
+            sliceGptWidths(cfg.hiddenSize, cfg.numLayers, sliceGptParams(spec, s));
+    } else {
+        if (cfg.family == ArchFamily::Bert && spec.method == "wanda")
+            throw LatheError(spec.model + ": Wanda here prunes decoder language models", "use magnitude");
+        for (double s : spec.sparsities)
+            selectTargets(*p.model, pruningSelection(spec, s, int(cfg.numLayers)));
+    }
+    const int64_t maxPos = cfg.maxPositions;
+    if (spec.needsCalibration() && spec.calibrationSeqLen > maxPos)
+        throw LatheError("calibration seq_len " + std::to_string(spec.calibrationSeqLen) + " is above the model's " +
+                             std::to_string(maxPos) + " positions",
+                         "use calibration.seq_len <= " + std::to_string(maxPos));
+    if (!spec.evalText.empty() && spec.evalSeqLen > maxPos)
+        throw LatheError("evaluation seq_len " + std::to_string(spec.evalSeqLen) + " is above the model's " +
+                             std::to_string(maxPos) + " positions",
+                         "use evaluation.seq_len <= " + std::to_string(maxPos));
+    if (spec.needsCalibration() || !spec.evalText.empty())
+        p.tokenizer = spec.tokenizer.empty() ? loadTokenizer(*p.model) : loadTokenizerFile(spec.tokenizer);
+    return p;
+}
+
+// Creates the run folder (replacing a previous run there when the spec allows it: validateSpec has checked that
+// it is one) with its marker, after removing the temporaries that killed runs left beside it.
+void createRunFolder(const CompressionSpec &spec) {
+    const fs::path dir(spec.outputDir);
+    std::error_code ec;
+    cleanStaleTemporaries(fs::absolute(dir, ec).parent_path());
+    if (fs::exists(dir, ec) && !fs::is_empty(dir, ec)) {
+        const fs::path old = temporarySibling(dir, "lathe-old");
+        fs::rename(dir, old);
+        fs::remove_all(old, ec);
+        if (ec)
+            spdlog::warn("{}: the previous run was left at {}: {}", spec.outputDir, old.string(), ec.message());
+    }
+    fs::create_directories(dir);
+    writeOutputMarker(dir, OutputKind::CompressionRun);
+}
+
+} // namespace
+
+void checkCompressionSpec(const CompressionSpec &spec) { prepareRun(spec); }
 
 json CompressionRunResult::toJson() const {
     json runsJ = json::array();
@@ -311,15 +420,44 @@ json CompressionRunResult::toJson() const {
 
 CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressCallback &progress) {
     const double t0 = now();
-    validateSpec(spec);
-    const fs::path outDir(spec.outputDir);
-    fs::create_directories(outDir);
-    RunFiles files(outDir);
-    {
-        std::ofstream f(outDir / "spec.json");
-        f << spec.toJson().dump(2) << "\n";
+    // Everything that can refuse the job happens before the run folder is created, so that a refused run leaves
+    // nothing behind that would block its corrected re-run.
+    PreparedRun prepared = prepareRun(spec);
+    std::unique_ptr<Model> model = std::move(prepared.model);
+    const ModelConfig &cfg = model->config;
+    std::string deviceNote;
+    const std::unique_ptr<ComputeBackend> device = createBackend(
+        spec.device == "cpu" ? DevicePreference::Cpu : spec.device == "cuda" ? DevicePreference::Cuda
+                                                                             : DevicePreference::Auto,
+        &deviceNote);
+    std::vector<int32_t> evalIds;
+    CalibrationSet calibration;
+    size_t calibrationTokens = 0;
+    if (spec.needsCalibration()) {
+        const std::vector<int32_t> ids =
+            prepared.tokenizer->encodeForModel(joinDatasetRows(readTextFile(spec.calibrationText)));
+        CalibrationParams cp;
+        cp.samples = spec.calibrationSamples;
+        cp.seqLen = spec.calibrationSeqLen;
+        cp.seed = spec.calibrationSeed;
+        calibration = makeCalibrationSet(ids, cp);
+        calibrationTokens = ids.size();
     }
+    if (!spec.evalText.empty()) {
+        evalIds = prepared.tokenizer->encodeForModel(joinDatasetRows(readTextFile(spec.evalText)));
+        if (int64_t(evalIds.size()) < spec.evalSeqLen)
+            throw LatheError(spec.evalText + ": " + std::to_string(evalIds.size()) +
+                                 " tokens, fewer than one evaluation window of " + std::to_string(spec.evalSeqLen),
+                             "use a longer text or a shorter evaluation.seq_len");
+    }
+
+    const fs::path outDir(spec.outputDir);
+    createRunFolder(spec);
+    RunFiles files(outDir);
+    writeFileAtomic(outDir / "spec.json", spec.toJson().dump(2) + "\n");
     CompressionRunResult result;
+    result.status = "running";
+    files.results(result);
     double lastWrite = 0;
     std::string lastStage;
     // Wraps the caller's callback: adds the ETA, records progress.jsonl, scales to the job's fraction.
@@ -337,63 +475,18 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
 
     try {
         files.log("job: " + spec.method + " on " + spec.model + " -> " + spec.outputDir);
-        std::string deviceNote;
-        const std::unique_ptr<ComputeBackend> device = createBackend(
-            spec.device == "cpu" ? DevicePreference::Cpu : spec.device == "cuda" ? DevicePreference::Cuda
-                                                                                 : DevicePreference::Auto,
-            &deviceNote);
         files.log("device: " + device->device().name + (deviceNote.empty() ? "" : " (" + deviceNote + ")"));
-        std::unique_ptr<Model> model = openModel(spec.model);
-        const ModelConfig &cfg = model->config;
         const int bpv = bytesPerValue(spec.dtype);
-        // Model-dependent checks, all before any work.
-        if (spec.method == "slicegpt") {
-            const std::string why = slicingUnsupportedReason(*model);
-            if (!why.empty())
-                throw LatheError(spec.model + ": " + why, "SliceGPT supports Llama-family, OPT, GPT-2 and Phi-2 models");
-            for (double s : spec.sparsities)
-                sliceGptWidths(cfg.hiddenSize, cfg.numLayers, sliceGptParams(spec, s));
-        } else {
-            if (cfg.family == ArchFamily::Bert && spec.method == "wanda")
-                throw LatheError(spec.model + ": Wanda here prunes decoder language models", "use magnitude");
-            for (double s : spec.sparsities)
-                selectTargets(*model, pruningSelection(spec, s, int(cfg.numLayers)));
-        }
-        const int64_t maxPos = cfg.maxPositions;
-        if (spec.needsCalibration() && spec.calibrationSeqLen > maxPos)
-            throw LatheError("calibration seq_len " + std::to_string(spec.calibrationSeqLen) +
-                                 " is above the model's " + std::to_string(maxPos) + " positions",
-                             "use calibration.seq_len <= " + std::to_string(maxPos));
-        if (!spec.evalText.empty() && spec.evalSeqLen > maxPos)
-            throw LatheError("evaluation seq_len " + std::to_string(spec.evalSeqLen) + " is above the model's " +
-                                 std::to_string(maxPos) + " positions");
-        std::unique_ptr<Tokenizer> tok;
-        if (spec.needsCalibration() || !spec.evalText.empty())
-            tok = spec.tokenizer.empty() ? loadTokenizer(*model) : loadTokenizerFile(spec.tokenizer);
-        CalibrationSet calibration;
         if (spec.needsCalibration()) {
-            const std::vector<int32_t> ids = tok->encodeForModel(joinDatasetRows(readTextFile(spec.calibrationText)));
-            CalibrationParams cp;
-            cp.samples = spec.calibrationSamples;
-            cp.seqLen = spec.calibrationSeqLen;
-            cp.seed = spec.calibrationSeed;
-            calibration = makeCalibrationSet(ids, cp);
             result.calibrationNote = calibration.note;
             result.calibrationWindows = calibration.windows;
             result.calibrationBytes = calibration.signalBytes(cfg.hiddenSize) * (spec.method == "wanda" ? 2 : 1);
             files.log("calibration: " + std::to_string(calibration.sequences.size()) + " x " +
                       std::to_string(calibration.seqLen) + " tokens from " + spec.calibrationText + " (" +
-                      std::to_string(ids.size()) + " tokens)" + (calibration.note.empty() ? "" : "; " + calibration.note));
+                      std::to_string(calibrationTokens) + " tokens)" +
+                      (calibration.note.empty() ? "" : "; " + calibration.note));
             files.log("calibration signals will hold " + std::to_string(result.calibrationBytes >> 20) +
                       " MiB of host memory");
-        }
-        std::vector<int32_t> evalIds;
-        if (!spec.evalText.empty()) {
-            evalIds = tok->encodeForModel(joinDatasetRows(readTextFile(spec.evalText)));
-            if (int64_t(evalIds.size()) < spec.evalSeqLen)
-                throw LatheError(spec.evalText + ": " + std::to_string(evalIds.size()) +
-                                     " tokens, fewer than one evaluation window of " + std::to_string(spec.evalSeqLen),
-                                 "use a longer text or a shorter evaluation.seq_len");
         }
         result.denseParams = model->parameterCount();
         result.denseBytes = uint64_t(result.denseParams) * uint64_t(bpv);
@@ -531,14 +624,14 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
     } catch (const CancelledError &) {
         result.status = "cancelled";
         result.seconds = now() - t0;
-        files.results(result);
+        files.resultsNoThrow(result);
         files.log("cancelled by the user");
         throw;
     } catch (const std::exception &e) {
         result.status = "failed";
         result.error = e.what();
         result.seconds = now() - t0;
-        files.results(result);
+        files.resultsNoThrow(result);
         files.log(std::string("failed: ") + e.what());
         throw;
     }

@@ -41,6 +41,7 @@ struct CompressionSpec {
     bool exportModel = true;
     std::string dtype = "f32"; // of the exported weights: f32, f16, bf16
     bool overwrite = false;
+    std::string specFile; // the file the spec was read from (not part of the JSON): protected like the inputs
 
     nlohmann::json toJson() const;
     // LatheError naming the key for unknown keys, wrong types and bad values.
@@ -62,7 +63,7 @@ struct CompressionRunRecord {
 };
 
 struct CompressionRunResult {
-    std::string status = "done"; // "done", "cancelled", "failed"
+    std::string status = "running"; // "running" while the job runs, then "done", "cancelled" or "failed"
     std::string error;
     double densePerplexity = 0;
     int64_t denseParams = 0;
@@ -76,11 +77,20 @@ struct CompressionRunResult {
     nlohmann::json toJson() const;
 };
 
-// Checks everything that can be checked without loading weights: files exist, ranges, method known, pattern
-// parses, output folder free (or overwrite). LatheError with a hint.
+// Checks everything that can be checked without opening the model: files exist (texts and tokenizers as regular
+// files), ranges, method known, pattern parses, and the output folder (outputfiles.h: never one of the inputs,
+// inside one or containing one; a non-empty folder only with overwrite and only when it is a previous Lathe run).
+// LatheError with a hint.
 void validateSpec(const CompressionSpec &spec);
 
-// Runs the spec: opens the model (never writes to it), builds the calibration set, evaluates the dense model,
+// validateSpec, then every check that needs the model, without writing anything: the targets regex and the
+// layers it matches, per-layer ratios against the model's blocks, SliceGPT's support and widths, sequence lengths
+// against the model's positions, the tokenizer. `lathe-cli compress --check` runs this.
+void checkCompressionSpec(const CompressionSpec &spec);
+
+// Runs the spec: makes every check of checkCompressionSpec and tokenizes the texts before it creates anything, then
+// creates the run folder (replacing a previous run there only when the spec allows overwriting; its marker says it
+// is a run folder), builds the calibration set, evaluates the dense model,
 // then per sparsity value reopens the model, runs the method, evaluates, exports. The output folder receives
 // spec.json, run.log (one line per event), progress.jsonl (one JSON line per layer/stage), results.json, and per
 // run the exported model (model/ or sparsity-0.25/model) and run.h5 (pruning). Progress reports the fraction

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <sstream>
@@ -16,14 +17,23 @@
 namespace lathe {
 
 std::string readTextFile(const std::string &path) {
+    // Only regular files: a folder would read as nothing and a FIFO or device could block forever.
+    std::error_code ec;
+    const std::filesystem::file_status st = std::filesystem::status(path, ec);
+    if (!std::filesystem::exists(st))
+        throw LatheError(path + ": the text file does not exist", "check the path");
+    if (!std::filesystem::is_regular_file(st))
+        throw LatheError(path + ": is not a regular file", "give a text file (one dataset row per line)");
+    const uintmax_t size = std::filesystem::file_size(path, ec);
     std::ifstream in(path, std::ios::binary);
-    if (!in)
+    if (!in || ec)
         throw LatheError(path + ": cannot open the text file", "check the path and the file's permissions");
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
+    // Read straight into a string of the file's size: one copy of the text in memory, not two.
+    std::string text(size_t(size), '\0');
+    in.read(text.data(), std::streamsize(size));
+    text.resize(size_t(in.gcount()));
+    return text;
 }
-
 
 namespace {
 

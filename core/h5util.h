@@ -5,12 +5,12 @@
 // LatheError naming the file, the source location and HDF5's message.
 
 #include "error.h"
+#include "outputfiles.h"
 
 #include <H5Cpp.h>
 
 #include <cstdint>
 #include <filesystem>
-#include <unistd.h>
 #include <string>
 #include <vector>
 
@@ -96,29 +96,41 @@ inline std::vector<std::string> children(const H5::Group &g) {
 }
 
 // Writes an HDF5 file so that readers see the old file or the complete new one: `fill(file)` writes into a
-// temporary file beside `path`, which is then renamed into place. On any failure the temporary file is removed and
-// a LatheError is thrown (HDF5 failures with `hint`; a failed rename naming `what`).
+// temporary file beside `path` (outputfiles.h naming, so that one a killed process left is cleaned later), which
+// is closed, fsync'ed and then renamed into place. On failure the temporary file is removed, the old file is
+// untouched and a LatheError is thrown (HDF5 failures with `hint`).
+// HDF5 1.10 crashes when it closes a file whose writes failed (a full disk), so HDF5 must never see a failed
+// write: `bytesBound`, an upper bound of the file's size, is reserved first (reserveSpace), which refuses with a
+// clear message when it does not fit, and the file is then filled within the reserved blocks.
 template <class Fill>
-void writeFileAtomically(const std::string &path, const std::string &what, const std::string &hint, Fill &&fill) {
+void writeFileAtomically(const std::string &path, const std::string &hint, uint64_t bytesBound, Fill &&fill) {
     H5::Exception::dontPrint();
     std::error_code ec;
-    const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+    const std::string tmp = temporarySibling(path, "lathe-tmp").string();
     try {
+        CheckedFile(tmp).close(); // the file to reserve space for, before HDF5 writes a byte of it
+        reserveSpace(tmp, bytesBound + (1u << 20));
         LATHE_H5_HINT(path, hint, [&] {
-            H5::H5File file(tmp, H5F_ACC_TRUNC);
+            {
+                H5::H5File created(tmp, H5F_ACC_TRUNC); // truncates: allocation past the end is kept below
+            }
+            reserveSpace(tmp, bytesBound + (1u << 20));
+            H5::H5File file(tmp, H5F_ACC_RDWR);
             fill(file);
             file.close();
             return 0;
         }());
+        CheckedFile sync(tmp, CheckedFile::Append); // fsync of what HDF5 wrote; throws on failure
+        sync.close();
+        installFile(tmp, path);
     } catch (...) {
         std::filesystem::remove(tmp, ec);
         throw;
     }
-    std::filesystem::rename(tmp, path, ec);
-    if (ec) {
-        std::filesystem::remove(tmp, ec);
-        throw LatheError(path + ": cannot write the " + what + ": " + ec.message(), "check that the folder is writable");
-    }
 }
+
+// Upper bound of the bytes HDF5 spends on one group or dataset besides its data (object header, attributes,
+// links, B-tree and heap entries), for writeFileAtomically's bound.
+inline constexpr uint64_t kObjectOverheadBound = 16 * 1024;
 
 } // namespace lathe::h5

@@ -3,17 +3,13 @@
 #include "architecture.h"
 #include "dequantize.h"
 #include "error.h"
+#include "outputfiles.h"
 #include "tokenizerexport.h"
 
 #include <spdlog/spdlog.h>
 
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
-#include <fcntl.h>
 #include <filesystem>
-#include <random>
-#include <unistd.h>
 
 namespace lathe {
 
@@ -21,54 +17,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A file written with plain POSIX calls so that it can be fsync'ed before the folder is renamed into place.
-class OutFile {
-public:
-    explicit OutFile(const fs::path &p) : m_path(p) {
-        m_fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (m_fd < 0)
-            throw LatheError(p.string() + ": cannot create: " + std::strerror(errno));
-    }
-    ~OutFile() {
-        if (m_fd >= 0)
-            ::close(m_fd);
-    }
-    void write(const void *data, size_t n) {
-        const auto *p = static_cast<const uint8_t *>(data);
-        while (n > 0) {
-            const ssize_t w = ::write(m_fd, p, n);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w <= 0)
-                throw LatheError(m_path.string() + ": write failed: " + std::strerror(errno),
-                                 errno == ENOSPC ? "the disk is full" : "");
-            p += w;
-            n -= size_t(w);
-        }
-    }
-    void close() {
-        if (::fsync(m_fd) != 0 || ::close(m_fd) != 0) {
-            m_fd = -1;
-            throw LatheError(m_path.string() + ": cannot flush to disk: " + std::strerror(errno));
-        }
-        m_fd = -1;
-    }
-
-private:
-    fs::path m_path;
-    int m_fd = -1;
-};
-
-void fsyncDir(const fs::path &dir) {
-    const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        ::fsync(fd);
-        ::close(fd);
-    }
-}
-
 void writeTextFile(const fs::path &p, const std::string &text) {
-    OutFile f(p);
+    CheckedFile f(p);
     f.write(text.data(), text.size());
     f.close();
 }
@@ -92,20 +42,6 @@ struct Planned {
     uint64_t offset = 0; // within the shard's data section
 };
 
-fs::path uniqueSibling(const fs::path &dir, const char *tag) {
-    std::random_device rd;
-    const fs::path parent = dir.parent_path().empty() ? fs::path(".") : dir.parent_path();
-    std::string name = ".";
-    name += dir.filename().string();
-    name += '.';
-    name += tag;
-    name += '-';
-    name += std::to_string(::getpid());
-    name += '-';
-    name += std::to_string(rd());
-    return parent / name;
-}
-
 } // namespace
 
 HfWriteResult writeHfFolder(const Model &model, const std::string &dirArg, const HfWriteOptions &options,
@@ -117,14 +53,11 @@ HfWriteResult writeHfFolder(const Model &model, const std::string &dirArg, const
         require(*options.dtype == DType::F32 || *options.dtype == DType::F16 || *options.dtype == DType::BF16, dirArg,
                 std::string("cannot write tensors as ") + dtypeName(*options.dtype), "choose f32, f16 or bf16");
     require(options.maxShardBytes >= 1024, dirArg, "shard size limit is too small");
+    std::vector<std::string> inputs = model.tokenizer.files;
+    inputs.push_back(model.sourcePath);
+    checkOutputFolder(dir.string(), OutputKind::ModelExport, options.overwrite, inputs);
+    cleanStaleTemporaries(fs::absolute(dir).parent_path());
     std::error_code ec;
-    if (fs::exists(dir, ec)) {
-        require(options.overwrite, dirArg, "already exists", "choose a new folder or allow overwriting");
-        require(!fs::equivalent(dir, fs::path(model.sourcePath), ec) &&
-                    !(fs::is_regular_file(model.sourcePath) && fs::equivalent(dir, fs::path(model.sourcePath).parent_path(), ec)),
-                dirArg, "is the model's own source; refusing to overwrite it", "write to another folder");
-        require(fs::is_directory(dir), dirArg, "exists and is not a folder");
-    }
     const ArchitectureAdapter &adapter = ArchitectureAdapter::forFamily(model.config.family);
 
     // Plan every tensor: output type, stored shape, shard and offset.
@@ -174,7 +107,7 @@ HfWriteResult writeHfFolder(const Model &model, const std::string &dirArg, const
         return std::string(buf);
     };
 
-    const fs::path tmp = uniqueSibling(dir, "lathe-tmp");
+    const fs::path tmp = temporarySibling(dir, "lathe-tmp");
     fs::create_directories(tmp, ec);
     require(!ec, tmp.string(), "cannot create folder: " + ec.message());
     HfWriteResult result;
@@ -195,7 +128,7 @@ HfWriteResult writeHfFolder(const Model &model, const std::string &dirArg, const
             std::string hs = header.dump();
             hs.append((8 - hs.size() % 8) % 8, ' '); // keeps the data 8-byte aligned, as the reference writer does
             const uint64_t hlen = hs.size();
-            OutFile f(tmp / shardName(s));
+            CheckedFile f(tmp / shardName(s));
             uint8_t lenBytes[8];
             for (int i = 0; i < 8; ++i)
                 lenBytes[i] = uint8_t(hlen >> (8 * i));
@@ -258,20 +191,10 @@ HfWriteResult writeHfFolder(const Model &model, const std::string &dirArg, const
             require(!ec, tokFile, "cannot copy the tokenizer file: " + ec.message());
             result.files.push_back(src.filename().string());
         }
-        fsyncDir(tmp);
+        writeOutputMarker(tmp, OutputKind::ModelExport);
+        fsyncFolder(tmp);
         reportProgress(progress, 1.0, "finishing");
-
-        // Swap into place: the old folder (when overwriting) is moved aside first and removed only after the
-        // new one is in place.
-        fs::path old;
-        if (fs::exists(dir)) {
-            old = uniqueSibling(dir, "lathe-old");
-            fs::rename(dir, old);
-        }
-        fs::rename(tmp, dir);
-        fsyncDir(dir.parent_path().empty() ? fs::path(".") : dir.parent_path());
-        if (!old.empty())
-            fs::remove_all(old, ec);
+        installFolder(tmp, dir);
     } catch (const fs::filesystem_error &e) {
         fs::remove_all(tmp, ec);
         throw LatheError(dirArg + ": " + e.what());

@@ -31,7 +31,17 @@ bool sparseArchiveAvailable() { return true; }
 void writeSparseArchive(const std::string &path, const Model &model, const PruningResult &result,
                         const nlohmann::json &attributes) {
     const SparsityPattern &pattern = result.pattern;
-    writeFileAtomically(path, "run archive", "check the output folder is writable and has space", [&](H5::H5File &file) {
+    // Upper bound of the file: per matrix its kept values, their indices (CSR: column + row pointers; N:M: one
+    // byte each), the mask bits and the label, plus HDF5's per-object overhead.
+    uint64_t bound = 4 * kObjectOverheadBound + attributes.dump().size();
+    for (const PrunedMatrix &m : result.matrices) {
+        uint64_t kept = 0;
+        for (uint8_t byte : m.maskBits)
+            kept += uint64_t(__builtin_popcount(byte));
+        bound += 2 * kObjectOverheadBound + m.label.size() + m.maskBits.size() + kept * (sizeof(float) + sizeof(int32_t)) +
+                 uint64_t(m.rows + 1) * sizeof(int64_t);
+    }
+    writeFileAtomically(path, "check the output folder is writable and has space", bound, [&](H5::H5File &file) {
             H5::Group root = file.openGroup("/");
             writeStringAttr(root, "format", "lathe-sparse");
             writeAttr<int64_t>(root, "version", 1);

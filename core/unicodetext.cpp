@@ -146,6 +146,61 @@ void RegexSplitter::split(std::string_view text, std::vector<std::string_view> &
     pcre2_match_data_free(md);
 }
 
+struct NamePattern::Impl {
+    std::string pattern;
+    pcre2_code *code = nullptr;
+    pcre2_match_context *match = nullptr;
+};
+
+NamePattern::NamePattern(const std::string &pattern) : m_impl(std::make_unique<Impl>()) {
+    m_impl->pattern = pattern;
+    if (pattern.size() > kMaxLength)
+        throw LatheError("the pattern is " + std::to_string(pattern.size()) + " characters long, above the limit of " +
+                             std::to_string(kMaxLength),
+                         "tensor names are short: a pattern such as \"mlp|self_attn\" selects by part");
+    pcre2_compile_context *cc = pcre2_compile_context_create(nullptr);
+    pcre2_set_parens_nest_limit(cc, kMaxNesting);
+    pcre2_set_max_pattern_length(cc, kMaxLength);
+    int err = 0;
+    PCRE2_SIZE offset = 0;
+    m_impl->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), pattern.size(),
+                                 PCRE2_UTF | PCRE2_MATCH_INVALID_UTF, &err, &offset, cc);
+    pcre2_compile_context_free(cc);
+    if (!m_impl->code) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(err, msg, sizeof msg);
+        throw LatheError("'" + pattern + "' is not a valid regular expression (at offset " + std::to_string(offset) +
+                         ": " + reinterpret_cast<const char *>(msg) + ")");
+    }
+    m_impl->match = pcre2_match_context_create(nullptr);
+    pcre2_set_match_limit(m_impl->match, 1000000);
+    pcre2_set_depth_limit(m_impl->match, 10000);
+    pcre2_set_heap_limit(m_impl->match, 64 * 1024); // KiB
+}
+
+NamePattern::~NamePattern() {
+    if (m_impl) {
+        pcre2_match_context_free(m_impl->match);
+        pcre2_code_free(m_impl->code);
+    }
+}
+
+bool NamePattern::search(std::string_view name) const {
+    pcre2_match_data *md = pcre2_match_data_create_from_pattern(m_impl->code, nullptr);
+    const int rc = pcre2_match(m_impl->code, reinterpret_cast<PCRE2_SPTR>(name.data()), name.size(), 0, 0, md,
+                               m_impl->match);
+    pcre2_match_data_free(md);
+    if (rc >= 0)
+        return true;
+    if (rc == PCRE2_ERROR_NOMATCH)
+        return false;
+    PCRE2_UCHAR msg[256];
+    pcre2_get_error_message(rc, msg, sizeof msg);
+    throw LatheError("the pattern '" + m_impl->pattern + "' could not be matched against '" + std::string(name) +
+                         "': " + reinterpret_cast<const char *>(msg),
+                     "simplify the pattern");
+}
+
 } // namespace lathe::unicode
 
 #else // built without PCRE2 / utf8proc (the engine-only build): tokenizers refuse to run
@@ -176,6 +231,14 @@ struct RegexSplitter::Impl {};
 RegexSplitter::RegexSplitter(const std::string &) { missing(); }
 RegexSplitter::~RegexSplitter() = default;
 void RegexSplitter::split(std::string_view, std::vector<std::string_view> &) const { missing(); }
+struct NamePattern::Impl {};
+NamePattern::NamePattern(const std::string &pattern) {
+    if (pattern != ".*")
+        throw LatheError("this build of Lathe matches no target pattern but \".*\": it was built without PCRE2",
+                         "install libpcre2-dev and rebuild, or select every linear");
+}
+NamePattern::~NamePattern() = default;
+bool NamePattern::search(std::string_view) const { return true; }
 
 } // namespace lathe::unicode
 

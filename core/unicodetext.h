@@ -40,4 +40,24 @@ private:
     std::unique_ptr<Impl> m_impl;
 };
 
+// A compiled PCRE2 pattern searched anywhere in a short name (tensor names, as the pruning `targets`). Bounded so
+// that a hostile pattern gets a LatheError instead of a stack overflow, a runaway match or a huge allocation: at
+// most kMaxLength bytes, parentheses nested at most kMaxNesting deep, PCRE2's heap and match limits. PCRE2 matches
+// without recursion on the machine stack. Built without PCRE2, only the match-all pattern ".*" is accepted.
+class NamePattern {
+public:
+    static constexpr size_t kMaxLength = 1000;
+    static constexpr uint32_t kMaxNesting = 32;
+    explicit NamePattern(const std::string &pattern);
+    ~NamePattern();
+    NamePattern(const NamePattern &) = delete;
+    NamePattern &operator=(const NamePattern &) = delete;
+    // True when the pattern matches somewhere in `name`; LatheError when the match limit is hit.
+    bool search(std::string_view name) const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> m_impl;
+};
+
 } // namespace lathe::unicode

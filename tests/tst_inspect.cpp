@@ -88,7 +88,7 @@ private slots:
         r = runCli({"bench", "slicegpt", "--shape", "tiny", "--samples", "4", "--seq-len", "32", "--sparsity", "1.5",
                     "--device", "cpu"});
         QCOMPARE(r.exitCode, 1);
-        QVERIFY2(r.err.find("outside [0, 1)") != std::string::npos, r.err.c_str());
+        QVERIFY2(r.err.find("--sparsity must be a number from 0 to 0.99") != std::string::npos, r.err.c_str());
         r = runCli({"bench", "slicegpt", "--shape", "tiny", "--samples", "4", "--seq-len", "32", "--device", "cpu",
                     "--json"});
         QCOMPARE(r.exitCode, 0);

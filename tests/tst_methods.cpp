@@ -455,8 +455,10 @@ private slots:
         s.calibrationText = "/nonexistent.txt";
         QVERIFY(errorOf([&] { validateSpec(s); }).contains("does not exist"));
         s.calibrationText = test::sourceDir() + "/README.md";
-        s.outputDir = test::sourceDir(); // exists, not empty
+        s.outputDir = test::sourceDir() + "/docs"; // exists, not empty
         QVERIFY(errorOf([&] { validateSpec(s); }).contains("not empty"));
+        s.outputDir = test::sourceDir(); // holds the model and the texts
+        QVERIFY(errorOf([&] { validateSpec(s); }).contains("contains the input"));
         // BERT cannot be sliced; the run stops before any work and says why.
         CompressionSpec bert = demoSpec("slicegpt", test::sourceDir() + "/README.md", "bert");
         bert.model = fixture("bert");

@@ -93,12 +93,12 @@ int runBenchSliceGpt(int argc, char **argv) {
     }
     const std::string device = chooseForwardDevice(o.value("device"));
     if (o.value("threads"))
-        setBlasThreads(int(o.integer("threads", 0)));
+        setBlasThreads(int(o.integer("threads", 0, 0, 1024)));
     std::unique_ptr<Model> model = benchModel(o);
-    const int64_t samples = o.integer("samples", 1024), seq = o.integer("seq-len", 2048);
+    const int64_t samples = o.integer("samples", 1024, 1, 1 << 20), seq = o.integer("seq-len", 2048, 2, 1 << 20);
     SliceGptParams p;
-    p.sparsity = o.value("sparsity") ? std::stod(*o.value("sparsity")) : 0.25;
-    p.rowsPerChunk = o.integer("rows-per-chunk", 8192);
+    p.sparsity = o.number("sparsity", 0.25, 0.0, 0.99);
+    p.rowsPerChunk = o.integer("rows-per-chunk", 8192, 1, INT32_MAX);
     p.gpu = device == "cuda";
     p.precision = forwardOptions(o.value("precision")).precision;
     const auto solver = createBackend(p.gpu ? DevicePreference::Cuda : DevicePreference::Cpu);
@@ -173,9 +173,9 @@ int runBenchForward(int argc, char **argv) {
     }
     const std::string device = chooseForwardDevice(o.value("device"));
     if (o.value("threads"))
-        setBlasThreads(int(o.integer("threads", 0)));
-    const int64_t seq = o.integer("seq-len", 512), batch = o.integer("batch", 1);
-    const int repeat = int(std::max<int64_t>(1, o.integer("repeat", 3)));
+        setBlasThreads(int(o.integer("threads", 0, 0, 1024)));
+    const int64_t seq = o.integer("seq-len", 512, 1, 1 << 20), batch = o.integer("batch", 1, 1, 4096);
+    const int repeat = int(o.integer("repeat", 3, 1, 1000));
     std::unique_ptr<Model> model = benchModel(o);
     const BlasInfo blas = blasInfo();
     if (!blas.note.empty() && device == "cpu")

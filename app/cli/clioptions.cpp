@@ -3,8 +3,19 @@
 #include "error.h"
 
 #include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
 
 namespace lathe::cli {
+
+namespace {
+std::string fmtNumber(double x) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%g", x);
+    return b;
+}
+} // namespace
 
 CliOptions::CliOptions(int argc, char **argv, int first, const std::vector<std::string> &valued,
                        const std::vector<std::string> &flags) {
@@ -49,18 +60,30 @@ std::optional<std::string> CliOptions::value(const std::string &name) const {
     return it->second;
 }
 
-int64_t CliOptions::integer(const std::string &name, int64_t fallback) const {
+int64_t CliOptions::integer(const std::string &name, int64_t fallback, int64_t min, int64_t max) const {
     auto v = value(name);
     if (!v)
         return fallback;
-    try {
-        size_t used = 0;
-        const long long x = std::stoll(*v, &used);
-        if (used == v->size())
-            return x;
-    } catch (const std::exception &) {
-    }
-    throw LatheError("--" + name + " must be an integer, not '" + *v + "'");
+    int64_t x = 0;
+    const auto [end, err] = std::from_chars(v->data(), v->data() + v->size(), x);
+    const std::string range = min == INT64_MIN && max == INT64_MAX ? std::string()
+                              : max == INT64_MAX ? " of at least " + std::to_string(min)
+                                                 : " from " + std::to_string(min) + " to " + std::to_string(max);
+    if (v->empty() || err != std::errc() || end != v->data() + v->size() || x < min || x > max)
+        throw LatheError("--" + name + " must be a whole number" + range + ", not '" + *v + "'");
+    return x;
+}
+
+double CliOptions::number(const std::string &name, double fallback, double min, double max) const {
+    auto v = value(name);
+    if (!v)
+        return fallback;
+    double x = 0;
+    const auto [end, err] = std::from_chars(v->data(), v->data() + v->size(), x);
+    if (v->empty() || err != std::errc() || end != v->data() + v->size() || !std::isfinite(x) || x < min || x > max)
+        throw LatheError("--" + name + " must be a number from " + fmtNumber(min) + " to " + fmtNumber(max) + ", not '" +
+                         *v + "'");
+    return x;
 }
 
 } // namespace lathe::cli

@@ -19,8 +19,11 @@ public:
     const std::string &error() const { return m_error; }
     bool flag(const std::string &name) const { return m_flags.count(name) > 0; }
     std::optional<std::string> value(const std::string &name) const;
-    // The option as an integer, `fallback` when absent; LatheError naming the option when it is not one.
-    int64_t integer(const std::string &name, int64_t fallback) const;
+    // The option as an integer in [min, max], `fallback` when absent; LatheError naming the option and the range
+    // when it is not a whole number or out of range.
+    int64_t integer(const std::string &name, int64_t fallback, int64_t min = INT64_MIN, int64_t max = INT64_MAX) const;
+    // The option as a finite number in [min, max] (NaN and infinities refused), `fallback` when absent.
+    double number(const std::string &name, double fallback, double min, double max) const;
     const std::vector<std::string> &positional() const { return m_positional; }
 
 private:

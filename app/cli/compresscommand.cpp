@@ -17,7 +17,7 @@ int runCompress(int argc, char **argv) {
                      "usage: lathe-cli compress JOB.json [--output DIR] [--overwrite] [--check] [--json]\n"
                      "  runs a compression job (magnitude, wanda, slicegpt): calibration, the method, perplexity\n"
                      "  before/after and the export, into the job's output folder (see docs/compression.md);\n"
-                     "  --check validates the job and exits\n%s\n",
+                     "  --check makes every check of the job (the model-dependent ones too), creates nothing and exits\n%s\n",
                      o.error().c_str());
         return 2;
     }
@@ -26,8 +26,8 @@ int runCompress(int argc, char **argv) {
         spec.outputDir = *o.value("output");
     if (o.flag("overwrite"))
         spec.overwrite = true;
-    validateSpec(spec);
     if (o.flag("check")) {
+        checkCompressionSpec(spec); // every check, the model-dependent ones too; creates nothing
         std::printf("%s\n", spec.toJson().dump(2).c_str());
         return 0;
     }

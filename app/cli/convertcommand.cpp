@@ -23,16 +23,7 @@ int runConvert(int argc, char **argv) {
         if (!opts.dtype)
             throw LatheError("--dtype: unknown type '" + *d + "'", "use f32, f16 or bf16");
     }
-    if (auto s = o.value("shard-size")) {
-        try {
-            size_t pos = 0;
-            opts.maxShardBytes = std::stoull(*s, &pos);
-            if (pos != s->size())
-                throw std::invalid_argument(*s);
-        } catch (const std::exception &) {
-            throw LatheError("--shard-size: '" + *s + "' is not a byte count");
-        }
-    }
+    opts.maxShardBytes = uint64_t(o.integer("shard-size", int64_t(opts.maxShardBytes), 1024));
     opts.overwrite = o.flag("overwrite");
     auto model = openModel(o.positional()[0]);
     const HfWriteResult r = writeHfFolder(*model, o.positional()[1], opts, [](const Progress &p) {

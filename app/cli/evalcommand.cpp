@@ -31,14 +31,14 @@ int runEval(int argc, char **argv) {
     }
     const std::string device = chooseForwardDevice(o.value("device"));
     if (o.value("threads"))
-        setBlasThreads(int(o.integer("threads", 0)));
+        setBlasThreads(int(o.integer("threads", 0, 0, 1024)));
     LoadedModel m = openModelWithTokenizer(*o.value("model"), o.value("tokenizer"));
     const std::string text = joinDatasetRows(readTextFile(*o.value("text")));
     const std::vector<int32_t> ids = o.flag("no-bos") ? m.tokenizer->encode(text) : m.tokenizer->encodeForModel(text);
     PerplexityParams p;
     const int64_t maxPos = m.model->config.maxPositions;
-    p.seqLen = o.integer("seq-len", maxPos > 0 ? std::min<int64_t>(2048, maxPos) : 2048);
-    p.maxTokens = o.integer("max-tokens", 0);
+    p.seqLen = o.integer("seq-len", maxPos > 0 ? std::min<int64_t>(2048, maxPos) : 2048, 2, 1 << 20);
+    p.maxTokens = o.integer("max-tokens", 0, 0);
     int lastPct = -1;
     const ProgressCallback progress = [&](const Progress &pr) {
         const int pct = int(pr.fraction * 100);
@@ -98,7 +98,7 @@ int runGenerate(int argc, char **argv) {
         ids.push_back(m.tokenizer->bos);
     const size_t promptLen = ids.size();
     Transformer t(*m.model);
-    ids = generateGreedy(t, ids, o.integer("max-new", 64), m.tokenizer->eos);
+    ids = generateGreedy(t, ids, o.integer("max-new", 64, 0, 1 << 20), m.tokenizer->eos);
     const std::vector<int32_t> fresh(ids.begin() + long(promptLen), ids.end());
     const std::string continuation = m.tokenizer->decode(fresh);
     if (o.flag("json")) {

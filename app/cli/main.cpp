@@ -13,6 +13,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -57,6 +58,9 @@ void usage(FILE *out) {
 
 int main(int argc, char **argv) {
     lathe::fixBlasCoreType(argc, argv); // may re-execute with OPENBLAS_CORETYPE set: first thing
+    // A file size limit (ulimit -f) then fails the write with EFBIG, which is reported like a full disk, instead of
+    // killing the process with SIGXFSZ and leaving a half-written file.
+    std::signal(SIGXFSZ, SIG_IGN);
 #ifdef LATHE_HAVE_CUDA
     lathe::gpu::registerCudaBackend();
 #endif

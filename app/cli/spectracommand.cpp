@@ -55,7 +55,7 @@ int runBenchSpectra(int argc, char **argv) {
     auto model = openModel(*o.value("model"));
     const std::vector<SpectrumTarget> targets = weightTargets(*model);
     SpectraParams params;
-    params.threads = int(o.integer("threads", 0));
+    params.threads = int(o.integer("threads", 0, 0, 1024));
     const int threads = params.threads > 0 ? params.threads : hardwareThreads();
     const std::unique_ptr<ComputeBackend> device = solverDevice(o);
     params.device = device.get();
@@ -160,14 +160,14 @@ int runAnalyze(int argc, char **argv) {
     if (targets.empty())
         targets = weightTargets(*model);
     AnalyzeParams params;
-    params.spectra.threads = int(o.integer("threads", 0));
-    params.spectra.topK = o.integer("top-k", 0);
+    params.spectra.threads = int(o.integer("threads", 0, 0, 1024));
+    params.spectra.topK = o.integer("top-k", 0, 0, INT32_MAX);
     const std::unique_ptr<ComputeBackend> device = solverDevice(o);
     params.spectra.device = device.get();
     params.useCache = !o.flag("no-cache");
     if (auto a = o.value("archive"))
         params.archivePath = *a;
-    const double rho = o.value("rho") ? std::stod(*o.value("rho")) : 0.05;
+    const double rho = o.number("rho", 0.05, 0.0, 1.0);
     const double t0 = steadySeconds();
     const AnalyzeResult r = analyzeModel(*model, targets, params);
     const double seconds = steadySeconds() - t0;

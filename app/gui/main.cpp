@@ -19,10 +19,14 @@
 #include <QFileInfo>
 #include <QSettings>
 
+#include <csignal>
 #include <memory>
 
 int main(int argc, char **argv) {
     lathe::fixBlasCoreType(argc, argv); // may re-execute with OPENBLAS_CORETYPE set: before anything else
+    // A file size limit (ulimit -f) then fails the write with EFBIG, which is reported like a full disk, instead of
+    // killing the process with SIGXFSZ and leaving a half-written file.
+    std::signal(SIGXFSZ, SIG_IGN);
     QApplication app(argc, argv);
     QApplication::setOrganizationName("Lathe");
     QApplication::setApplicationName("Lathe");

@@ -4,8 +4,11 @@
 
 #include "error.h"
 #include "model.h"
+#include "unicodetext.h"
 
+#include <charconv>
 #include <cmath>
+#include <optional>
 
 namespace lathe {
 
@@ -64,12 +67,12 @@ SparsityPattern patternFor(const PruningSelection &s, int layer) {
 }
 
 std::vector<PruningTarget> selectTargets(const Model &model, const PruningSelection &s) {
-    std::regex re;
+    std::optional<unicode::NamePattern> re;
     try {
-        re = std::regex(s.targets, std::regex::ECMAScript);
-    } catch (const std::regex_error &e) {
-        throw LatheError("the target pattern '" + s.targets + "' is not a valid regular expression (" + e.what() + ")",
-                         "e.g. \"mlp\" or \"layers\\\\.(1[0-9])\\\\..*proj\"");
+        re.emplace(s.targets);
+    } catch (const LatheError &e) {
+        throw LatheError(std::string("targets: ") + e.what(),
+                         e.hint().empty() ? "e.g. \"mlp\" or \"layers\\\\.(1[0-9])\\\\..*proj\"" : e.hint());
     }
     for (const auto &[layer, ratio] : s.layerRatio) {
         if (layer < 0 || layer >= model.config.numLayers)
@@ -83,7 +86,7 @@ std::vector<PruningTarget> selectTargets(const Model &model, const PruningSelect
     const std::vector<PruningTarget> all = blockLinears(model);
     std::vector<PruningTarget> picked;
     for (const PruningTarget &t : all)
-        if (std::regex_search(t.tensor, re))
+        if (re->search(t.tensor))
             picked.push_back(t);
     if (picked.empty()) {
         std::string examples;
@@ -115,18 +118,30 @@ std::map<int, double> parseLayerRatios(const nlohmann::json &j, int layers) {
         if (!j.is_object())
             throw LatheError("per-layer ratios must be an array or an object");
         for (const auto &[key, value] : j.items()) {
+            // Strict: "3" or "0-11", decimal block numbers within the model; checked before anything is inserted.
+            auto block = [&](std::string_view t) {
+                int v = -1;
+                const auto [end, err] = std::from_chars(t.data(), t.data() + t.size(), v);
+                if (t.empty() || err != std::errc() || end != t.data() + t.size() || v < 0)
+                    throw LatheError("per-layer ratios: '" + key + "' is not a block number \"i\" or a range \"i-j\"");
+                return v;
+            };
             const auto dash = key.find('-');
-            const int from = std::stoi(key.substr(0, dash));
-            const int to = dash == std::string::npos ? from : std::stoi(key.substr(dash + 1));
+            const std::string_view k(key);
+            const int from = block(k.substr(0, dash));
+            const int to = dash == std::string::npos ? from : block(k.substr(dash + 1));
             if (from > to)
                 throw LatheError("per-layer ratios: range '" + key + "' is empty");
+            if (to >= layers)
+                throw LatheError("per-layer ratios: '" + key + "' names block " + std::to_string(to) +
+                                     " but the model has " + std::to_string(layers) + " blocks (0-" +
+                                     std::to_string(layers - 1) + ")");
+            const double r = value.get<double>();
             for (int i = from; i <= to; ++i)
-                out[i] = value.get<double>();
+                out[i] = r;
         }
     } catch (const nlohmann::json::exception &e) {
         throw LatheError(std::string("per-layer ratios: ") + e.what());
-    } catch (const std::logic_error &) {
-        throw LatheError("per-layer ratios: keys must be block numbers \"i\" or ranges \"i-j\"");
     }
     return out;
 }

@@ -9,7 +9,6 @@
 #include <cmath>
 #include <cstdint>
 #include <map>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -17,9 +16,9 @@ namespace lathe {
 
 class Model;
 
-// Which matrices a pruning run touches and how hard: the block linears whose tensor name matches `targets`
-// (ECMAScript regex, searched anywhere in the name), each pruned with `pattern`, and per-block overrides of the
-// ratio for unstructured patterns.
+// Which matrices a pruning run touches and how hard: the block linears whose tensor name matches `targets` (a
+// PCRE2 regular expression searched anywhere in the name, bounded in size and nesting: unicode::NamePattern), each
+// pruned with `pattern`, and per-block overrides of the ratio for unstructured patterns.
 struct PruningSelection {
     SparsityPattern pattern;
     std::string targets = ".*";
