@@ -21,9 +21,7 @@ ByteLevelBpeTokenizer::ByteLevelBpeTokenizer(Spec spec)
     for (size_t i = 0; i < spec.merges.size(); ++i)
         m_mergeRank.emplace(spec.merges[i].first + '\x01' + spec.merges[i].second, int32_t(i));
     for (const PreStep &s : spec.preSteps)
-        m_steps.emplace_back(int(s.type), s.type == PreStep::Regex
-                                              ? std::make_unique<unicode::RegexSplitter>(s.pattern)
-                                              : nullptr);
+        m_steps.push_back(std::make_unique<unicode::RegexSplitter>(s.type == PreStep::Regex ? s.pattern : "\\p{N}"));
     std::stable_sort(m_added.begin(), m_added.end(),
                      [](const auto &a, const auto &b) { return a.first.size() > b.first.size(); });
     for (const auto &a : m_added) {
@@ -122,24 +120,10 @@ std::vector<int32_t> ByteLevelBpeTokenizer::encode(std::string_view input) const
     std::vector<int32_t> out;
     auto encodeSpan = [&](std::string_view span) {
         std::vector<std::string_view> pieces{span}, next;
-        for (const auto &[type, splitter] : m_steps) {
+        for (const auto &splitter : m_steps) {
             next.clear();
-            for (std::string_view p : pieces) {
-                if (splitter) {
-                    splitter->split(p, next);
-                } else { // individual digits
-                    size_t last = 0;
-                    for (size_t i = 0; i < p.size(); ++i)
-                        if (p[i] >= '0' && p[i] <= '9') {
-                            if (i > last)
-                                next.push_back(p.substr(last, i - last));
-                            next.push_back(p.substr(i, 1));
-                            last = i + 1;
-                        }
-                    if (last < p.size())
-                        next.push_back(p.substr(last));
-                }
-            }
+            for (std::string_view p : pieces)
+                splitter->split(p, next);
             pieces.swap(next);
         }
         for (std::string_view p : pieces)

@@ -19,6 +19,8 @@ namespace lathe {
 class ByteLevelBpeTokenizer : public Tokenizer {
 public:
     struct PreStep {
+        // Digits: every Unicode number character (\p{N}: Nd, Nl, No, e.g. "½", "٣", "Ⅻ") is a piece of its own,
+        // as Hugging Face's Digits(individual_digits) (Rust's char::is_numeric) and llama.cpp's \p{N} split.
         enum Type { Regex, Digits } type = Regex;
         std::string pattern; // Regex
     };
@@ -49,7 +51,7 @@ private:
     std::vector<std::string> m_tokens;
     std::unordered_map<std::string, int32_t> m_vocab;
     std::unordered_map<std::string, int32_t> m_mergeRank; // "left\x01right" -> rank
-    std::vector<std::pair<int, std::unique_ptr<unicode::RegexSplitter>>> m_steps; // (type, splitter)
+    std::vector<std::unique_ptr<unicode::RegexSplitter>> m_steps; // one per pre-tokenizer step
     std::vector<std::pair<std::string, int32_t>> m_added; // longest first
     bool m_addedFirstByte[256] = {};
     std::unordered_map<int32_t, std::string> m_addedById; // decode() writes added tokens verbatim
