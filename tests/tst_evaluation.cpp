@@ -54,9 +54,7 @@ private slots:
 
     // stories260K on the TinyStories excerpt, windows of 256: transformers' perplexity on the same token ids.
     void demoPerplexityMatchesTransformers() {
-        const std::string text = test::sharedDataDir() + "/text/tinystories-excerpt.txt";
-        if (!QFile::exists(QString::fromStdString(text)))
-            QSKIP("tinystories-excerpt.txt not in ../shared/data/text");
+        const std::string text = test::dataDir() + "/text/tinystories-excerpt.txt";
         const auto ref = nlohmann::json::parse(readAll(test::fixturesDir() + "/perplexity-references.json"))
                              ["stories260k-tinystories-256"];
         auto model = openModel(demoPath());

@@ -319,9 +319,7 @@ private slots:
     // The job runner end to end on the demo model (stories260K) and TinyStories text: Wanda 50%, evaluation,
     // export with zeros in place, the compact archive, the run folder's files.
     void compressionRunWanda() {
-        const std::string text = test::sharedDataDir() + "/text/tinystories-excerpt.txt";
-        if (!QFile::exists(QString::fromStdString(text)))
-            QSKIP("tinystories-excerpt.txt not in ../shared/data");
+        const std::string text = test::dataDir() + "/text/tinystories-excerpt.txt";
         CompressionSpec spec = demoSpec("wanda", text, "wanda");
         const CompressionRunResult r = runCompression(spec);
         QCOMPARE(QString::fromStdString(r.status), QString("done"));
@@ -354,9 +352,7 @@ private slots:
     // A bf16 export: the reported perplexity is the exported checkpoint's (weights rounded to bf16 before the
     // evaluation), so evaluating the folder afterwards gives the same number.
     void compressionRunEvaluatesTheExport() {
-        const std::string text = test::sharedDataDir() + "/text/tinystories-excerpt.txt";
-        if (!QFile::exists(QString::fromStdString(text)))
-            QSKIP("tinystories-excerpt.txt not in ../shared/data");
+        const std::string text = test::dataDir() + "/text/tinystories-excerpt.txt";
         CompressionSpec spec = demoSpec("magnitude", text, "bf16");
         spec.dtype = "bf16";
         spec.evalDense = false;
@@ -376,9 +372,7 @@ private slots:
 
     // 2:4 magnitude: the N:M compact form reads back exactly.
     void compressionRunNm() {
-        const std::string text = test::sharedDataDir() + "/text/tinystories-excerpt.txt";
-        if (!QFile::exists(QString::fromStdString(text)))
-            QSKIP("tinystories-excerpt.txt not in ../shared/data");
+        const std::string text = test::dataDir() + "/text/tinystories-excerpt.txt";
         CompressionSpec spec = demoSpec("magnitude", text, "nm");
         spec.pattern = "2:4";
         const CompressionRunResult r = runCompression(spec);
@@ -396,9 +390,7 @@ private slots:
 
     // SliceGPT through the runner: the exported sliced folder opens natively and gives the run's perplexity.
     void compressionRunSliceGpt() {
-        const std::string text = test::sharedDataDir() + "/text/tinystories-excerpt.txt";
-        if (!QFile::exists(QString::fromStdString(text)))
-            QSKIP("tinystories-excerpt.txt not in ../shared/data");
+        const std::string text = test::dataDir() + "/text/tinystories-excerpt.txt";
         CompressionSpec spec = demoSpec("slicegpt", text, "slice");
         spec.sparsities = {0.0, 0.25};
         const CompressionRunResult r = runCompression(spec);
@@ -414,9 +406,7 @@ private slots:
 
     // Cancel mid-run: CancelledError, results.json says so, no model folder is left.
     void compressionCancel() {
-        const std::string text = test::sharedDataDir() + "/text/tinystories-excerpt.txt";
-        if (!QFile::exists(QString::fromStdString(text)))
-            QSKIP("tinystories-excerpt.txt not in ../shared/data");
+        const std::string text = test::dataDir() + "/text/tinystories-excerpt.txt";
         CompressionSpec spec = demoSpec("slicegpt", text, "cancel");
         bool threw = false;
         try {

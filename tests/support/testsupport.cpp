@@ -159,6 +159,8 @@ std::string sharedDataDir() {
     return (fs::path(sourceDir()).parent_path() / "shared" / "data").string();
 }
 
+std::string dataDir() { return sourceDir() + "/tests/data"; }
+
 std::string modelCacheDir() {
     if (const char *e = std::getenv("LATHE_MODEL_CACHE"))
         return e;

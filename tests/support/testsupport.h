@@ -64,7 +64,8 @@ std::vector<uint8_t> tinyLlamaGguf(const std::string &arch = "llama");
 // Source tree paths (compiled in) and shared data / model cache (environment overrides).
 std::string sourceDir();
 std::string fixturesDir();
-std::string sharedDataDir();  // $LATHE_SHARED_DATA or <source>/../shared/data
+std::string sharedDataDir();  // $LATHE_SHARED_DATA or <source>/../shared/data (benchmark data; tests use dataDir)
+std::string dataDir();        // <source>/tests/data: the small real files the tests need, bundled (README there)
 std::string modelCacheDir();  // $LATHE_MODEL_CACHE or ~/.cache/lathe/models
 std::string tempDir(const std::string &tag);
 // The Python of the reference environment (packaging/make-reference-env.sh: torch + transformers), or "" when it is
