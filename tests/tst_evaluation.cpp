@@ -6,6 +6,7 @@
 #include "evaluation.h"
 #include "model.h"
 #include "modelloader.h"
+#include "clirun.h"
 #include "testsupport.h"
 #include "tokenizer.h"
 #include "transformer.h"
@@ -31,12 +32,9 @@ std::string demoPath() { return test::sourceDir() + "/resources/demo/stories260K
 
 // Runs lathe-cli; returns exit code and stderr+stdout.
 int runCli(const QStringList &args, QString *output) {
-    QProcess p;
-    p.setProcessChannelMode(QProcess::MergedChannels);
-    p.start(QString::fromLocal8Bit(qgetenv("LATHE_CLI")), args);
-    p.waitForFinished(120000);
-    *output = QString::fromUtf8(p.readAll());
-    return p.exitStatus() == QProcess::NormalExit ? p.exitCode() : -1;
+    const test::CliRun r = test::runCli(args);
+    *output = QString::fromStdString(r.err + r.out);
+    return r.exitCode;
 }
 
 } // namespace

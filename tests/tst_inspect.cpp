@@ -2,6 +2,7 @@
 
 #include "modelloader.h"
 #include "modelsummary.h"
+#include "clirun.h"
 #include "testsupport.h"
 
 #include <QProcess>
@@ -15,18 +16,8 @@ using namespace lathe;
 
 namespace {
 
-struct CliRun {
-    int exitCode;
-    std::string out, err;
-};
-
-CliRun runCli(const QStringList &args) {
-    QProcess p;
-    p.start(QString::fromLocal8Bit(std::getenv("LATHE_CLI")), args);
-    if (!p.waitForFinished(120000))
-        return {-1, {}, "timeout"};
-    return {p.exitCode(), p.readAllStandardOutput().toStdString(), p.readAllStandardError().toStdString()};
-}
+using test::CliRun;
+using test::runCli;
 
 QString demo() { return QString::fromStdString(test::sourceDir() + "/resources/demo/stories260K.bin"); }
 

@@ -13,6 +13,7 @@
 #include "outputfiles.h"
 #include "pruningtargets.h"
 #include "sparsearchive.h"
+#include "clirun.h"
 #include "testsupport.h"
 #include "unicodetext.h"
 
@@ -35,18 +36,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct CliRun {
-    int exitCode;
-    std::string out, err;
-};
-
-CliRun runCli(const QStringList &args) {
-    QProcess p;
-    p.start(QString::fromLocal8Bit(std::getenv("LATHE_CLI")), args);
-    if (!p.waitForFinished(120000))
-        return {-1, {}, "timeout"};
-    return {p.exitCode(), p.readAllStandardOutput().toStdString(), p.readAllStandardError().toStdString()};
-}
+using test::CliRun;
+using test::runCli;
 
 template <typename F> std::string errorOf(F &&f) {
     try {
