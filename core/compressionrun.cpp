@@ -174,7 +174,8 @@ json CompressionSpec::toJson() const {
               {"evaluation", {{"text", evalText}, {"seq_len", evalSeqLen}, {"max_tokens", evalMaxTokens},
                               {"dense", evalDense}, {"precision", evalPrecision}}},
               {"device", device},
-              {"output", {{"dir", outputDir}, {"export", exportModel}, {"dtype", dtype}, {"overwrite", overwrite}}}};
+              {"output",
+               {{"dir", outputDir}, {"export", exportModel}, {"dtype", dtype}, {"overwrite", overwrite}, {"resume", resume}}}};
     if (!tokenizer.empty())
         j["tokenizer"] = tokenizer;
     if (sparsities.size() == 1)
@@ -235,11 +236,12 @@ CompressionSpec CompressionSpec::fromJson(const json &j, const std::string &base
     }
     if (j.contains("output")) {
         const json &o = j["output"];
-        onlyKeys(o, {"dir", "export", "dtype", "overwrite"}, "output");
+        onlyKeys(o, {"dir", "export", "dtype", "overwrite", "resume"}, "output");
         take(o, "dir", s.outputDir, "output.");
         take(o, "export", s.exportModel, "output.");
         take(o, "dtype", s.dtype, "output.");
         take(o, "overwrite", s.overwrite, "output.");
+        take(o, "resume", s.resume, "output.");
     }
     s.model = resolve(s.model, base);
     s.tokenizer = resolve(s.tokenizer, base);
@@ -263,6 +265,13 @@ CompressionSpec CompressionSpec::fromFile(const std::string &path) {
 }
 
 namespace {
+
+// The folder of one point of a sweep inside the run folder.
+std::string runFolderName(double sparsity) {
+    char sub[32];
+    std::snprintf(sub, sizeof sub, "sparsity-%.2f", sparsity);
+    return sub;
+}
 
 // The files and folders a run reads: its output folder may be none of them, lie in none and contain none.
 std::vector<std::string> specInputs(const CompressionSpec &s) {
@@ -333,8 +342,19 @@ void validateSpec(const CompressionSpec &s) {
         throw LatheError("job spec: output.dtype '" + s.dtype + "' is not f32, f16 or bf16");
     if (s.outputDir.empty())
         throw LatheError("job spec: no output.dir given", "the run folder receives the log, results and exports");
+    if (s.overwrite && s.resume)
+        throw LatheError("job spec: output.overwrite and output.resume exclude each other",
+                         "overwrite starts the run afresh, resume continues the interrupted one");
+    for (size_t i = 0; i < s.sparsities.size(); ++i)
+        for (size_t k = 0; k < i; ++k)
+            if (runFolderName(s.sparsities[i]) == runFolderName(s.sparsities[k]))
+                throw LatheError("job spec: sweep values " + std::to_string(s.sparsities[k]) + " and " +
+                                     std::to_string(s.sparsities[i]) + " would share the folder " +
+                                     runFolderName(s.sparsities[i]),
+                                 "sweep values must differ in their first two decimals");
     try {
-        checkOutputFolder(s.outputDir, OutputKind::CompressionRun, s.overwrite, specInputs(s));
+        // A resumed run continues in its folder: like overwriting, it needs the marker of a run folder there.
+        checkOutputFolder(s.outputDir, OutputKind::CompressionRun, s.overwrite || s.resume, specInputs(s));
     } catch (const LatheError &e) {
         throw LatheError(std::string("job spec: output.dir ") + e.what(),
                          e.hint() + (s.overwrite ? "" : " (output.overwrite or --overwrite)"));
@@ -381,11 +401,16 @@ PreparedRun prepareRun(const CompressionSpec &spec) {
 }
 
 // Creates the run folder (replacing a previous run there when the spec allows it: validateSpec has checked that
-// it is one) with its marker, after removing the temporaries that killed runs left beside it.
-void createRunFolder(const CompressionSpec &spec) {
+// it is one) with its marker, after removing the temporaries that killed runs left beside it. `keep`: a resumed
+// run's folder, kept as it is (less the temporaries in it).
+void createRunFolder(const CompressionSpec &spec, bool keep) {
     const fs::path dir(spec.outputDir);
     std::error_code ec;
     cleanStaleTemporaries(fs::absolute(dir, ec).parent_path());
+    if (keep) {
+        cleanStaleTemporaries(dir);
+        return;
+    }
     if (fs::exists(dir, ec) && !fs::is_empty(dir, ec)) {
         const fs::path old = temporarySibling(dir, "lathe-old");
         fs::rename(dir, old);
@@ -417,6 +442,100 @@ json CompressionRunResult::toJson() const {
             {"runs", runsJ},
             {"seconds", seconds}};
 }
+
+CompressionRunResult CompressionRunResult::fromJson(const json &j) {
+    CompressionRunResult r;
+    try {
+        r.status = j.at("status").get<std::string>();
+        r.error = j.value("error", "");
+        const json &d = j.at("dense");
+        r.densePerplexity = d.value("perplexity", 0.0);
+        r.denseParams = d.value("params", int64_t(0));
+        r.denseBytes = d.value("bytes", uint64_t(0));
+        const json &e = j.at("evaluation");
+        r.evalTokens = e.value("tokens", int64_t(0));
+        r.evalWindows = e.value("windows", int64_t(0));
+        const json &c = j.at("calibration");
+        r.calibrationNote = c.value("note", "");
+        r.calibrationWindows = c.value("windows", std::vector<int64_t>{});
+        r.calibrationBytes = c.value("signal_bytes", uint64_t(0));
+        for (const json &x : j.at("runs")) {
+            CompressionRunRecord rec;
+            rec.sparsity = x.at("sparsity").get<double>();
+            rec.perplexity = x.value("perplexity", 0.0);
+            rec.params = x.value("params", int64_t(0));
+            rec.bytesDense = x.value("bytes_dense", uint64_t(0));
+            rec.bytesCompact = x.value("bytes_compact", uint64_t(0));
+            rec.methodSeconds = x.value("method_seconds", 0.0);
+            rec.evalSeconds = x.value("eval_seconds", 0.0);
+            rec.exportDir = x.value("export_dir", "");
+            rec.layers = x.value("layers", json());
+            rec.notes = x.value("notes", json::array());
+            r.runs.push_back(std::move(rec));
+        }
+        r.seconds = j.value("seconds", 0.0);
+    } catch (const json::exception &e) {
+        throw LatheError(std::string("results.json: ") + e.what(), "the file is damaged");
+    }
+    return r;
+}
+
+namespace {
+
+// What an interrupted run of `spec` left in its folder and may be kept: the dense evaluation and the finished
+// points (a prefix of the sweep) whose exports are in place. nullopt when the folder holds no run to continue.
+// LatheError when it holds another job's run.
+std::optional<CompressionRunResult> previousRun(const CompressionSpec &spec) {
+    const fs::path dir(spec.outputDir);
+    std::error_code ec;
+    if (!fs::exists(dir / "spec.json", ec) || !fs::exists(dir / "results.json", ec))
+        return std::nullopt;
+    json before, now;
+    try {
+        before = json::parse(readTextFile((dir / "spec.json").string()));
+    } catch (const json::exception &e) {
+        throw LatheError((dir / "spec.json").string() + ": " + e.what(), "the run folder is damaged: use --overwrite");
+    }
+    now = spec.toJson();
+    for (json *j : {&before, &now})
+        if (j->contains("output") && (*j)["output"].is_object()) {
+            (*j)["output"].erase("overwrite");
+            (*j)["output"].erase("resume");
+        }
+    if (before != now) {
+        std::string key;
+        for (const auto &[k, v] : now.items())
+            if (!before.contains(k) || before[k] != v)
+                key += (key.empty() ? "" : ", ") + k;
+        throw LatheError("--resume: the run folder " + spec.outputDir + " holds another job (" +
+                             (key.empty() ? std::string("keys") : key) + " differ)",
+                         "resume with the job spec the run was started with, or start afresh with --overwrite");
+    }
+    CompressionRunResult r;
+    try {
+        r = CompressionRunResult::fromJson(json::parse(readTextFile((dir / "results.json").string())));
+    } catch (const json::exception &e) {
+        throw LatheError((dir / "results.json").string() + ": " + e.what(), "the run folder is damaged: use --overwrite");
+    }
+    // Keep the finished points whose outputs are all there (results.json is written after them).
+    const size_t n = spec.sparsities.size();
+    size_t kept = 0;
+    for (; kept < r.runs.size() && kept < n; ++kept) {
+        const CompressionRunRecord &rec = r.runs[kept];
+        const fs::path runDir = n > 1 ? dir / runFolderName(spec.sparsities[kept]) : dir;
+        const bool pruning = spec.method != "slicegpt";
+        const bool complete = rec.sparsity == spec.sparsities[kept] &&
+                              (!spec.exportModel || outputKindOf(runDir / "model") == OutputKind::ModelExport) &&
+                              (!spec.exportModel || !pruning || !sparseArchiveAvailable() ||
+                               fs::exists(runDir / "run.h5", ec));
+        if (!complete)
+            break;
+    }
+    r.runs.resize(kept);
+    return r;
+}
+
+} // namespace
 
 CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressCallback &progress) {
     const double t0 = now();
@@ -451,12 +570,15 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
                              "use a longer text or a shorter evaluation.seq_len");
     }
 
+    const std::optional<CompressionRunResult> previous = spec.resume ? previousRun(spec) : std::nullopt;
     const fs::path outDir(spec.outputDir);
-    createRunFolder(spec);
+    createRunFolder(spec, previous.has_value());
     RunFiles files(outDir);
     writeFileAtomic(outDir / "spec.json", spec.toJson().dump(2) + "\n");
-    CompressionRunResult result;
+    CompressionRunResult result = previous.value_or(CompressionRunResult{});
+    const size_t keptRuns = result.runs.size();
     result.status = "running";
+    result.error.clear();
     files.results(result);
     double lastWrite = 0;
     std::string lastStage;
@@ -475,9 +597,16 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
 
     try {
         files.log("job: " + spec.method + " on " + spec.model + " -> " + spec.outputDir);
+        if (previous)
+            files.log("resumed: " + std::to_string(keptRuns) + " of " + std::to_string(spec.sparsities.size()) +
+                      " points kept" + (previous->densePerplexity > 0 ? ", dense evaluation kept" : ""));
         files.log("device: " + device->device().name + (deviceNote.empty() ? "" : " (" + deviceNote + ")"));
         const int bpv = bytesPerValue(spec.dtype);
         if (spec.needsCalibration()) {
+            if (previous && !previous->calibrationWindows.empty() && previous->calibrationWindows != calibration.windows)
+                throw LatheError("--resume: the calibration windows differ from the interrupted run's (has the "
+                                 "calibration text changed?)",
+                                 "start afresh with --overwrite");
             result.calibrationNote = calibration.note;
             result.calibrationWindows = calibration.windows;
             result.calibrationBytes = calibration.signalBytes(cfg.hiddenSize) * (spec.method == "wanda" ? 2 : 1);
@@ -517,26 +646,28 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
             Transformer t(m);
             return evaluatePerplexity(t, evalIds, pp, pc);
         };
-        if (evalDense) {
+        if (evalDense && previous && previous->densePerplexity > 0) {
+            done += 1.0; // kept from the interrupted run
+        } else if (evalDense) {
             const PerplexityResult r = evaluate(*model, part(1.0, "dense evaluation: "));
             result.densePerplexity = r.perplexity;
             result.evalTokens = r.textTokens;
             result.evalWindows = r.windows;
             files.log("dense: perplexity " + std::to_string(r.perplexity) + " (" + std::to_string(r.windows) + " x " +
                       std::to_string(pp.seqLen) + " tokens)");
+            files.results(result); // kept by a resumed run
             done += 1.0;
         }
         model.reset();
 
         const size_t n = spec.sparsities.size();
-        for (size_t i = 0; i < n; ++i) {
+        done += 3.0 * double(keptRuns);
+        for (size_t i = keptRuns; i < n; ++i) {
             const double s = spec.sparsities[i];
             CompressionRunRecord rec;
             rec.sparsity = s;
             const std::string tag = n > 1 ? "run " + std::to_string(i + 1) + "/" + std::to_string(n) + ": " : "";
-            char sub[32];
-            std::snprintf(sub, sizeof sub, "sparsity-%.2f", s);
-            const fs::path runDir = n > 1 ? outDir / sub : outDir;
+            const fs::path runDir = n > 1 ? outDir / runFolderName(s) : outDir;
             fs::create_directories(runDir);
             std::unique_ptr<Model> m = openModel(spec.model); // fresh for every run: the source is never written
             const double tm = now();

@@ -15,7 +15,7 @@ namespace lathe {
 //   ("unstructured" | "per-row" | "N:M"), targets (regex), layer_sparsity (array or {"i-j": r}),
 //   slicegpt {slice_head, random_orientation, round_to, damping, precision}, calibration {text, samples, seq_len,
 //   seed},
-//   evaluation {text, seq_len, max_tokens, dense, precision}, output {dir, export, dtype, overwrite},
+//   evaluation {text, seq_len, max_tokens, dense, precision}, output {dir, export, dtype, overwrite, resume},
 //   device ("auto" | "cpu" | "cuda": where evaluation and SliceGPT's eigendecompositions run)
 // Relative paths are resolved against the folder of the spec file.
 struct CompressionSpec {
@@ -41,6 +41,9 @@ struct CompressionSpec {
     bool exportModel = true;
     std::string dtype = "f32"; // of the exported weights: f32, f16, bf16
     bool overwrite = false;
+    // Continue the interrupted run in outputDir: its finished sweep points and dense evaluation are kept (they must
+    // be of this same job), the rest is run. Starts afresh when the folder holds no run yet.
+    bool resume = false;
     std::string specFile; // the file the spec was read from (not part of the JSON): protected like the inputs
 
     nlohmann::json toJson() const;
@@ -75,6 +78,8 @@ struct CompressionRunResult {
     std::vector<CompressionRunRecord> runs;
     double seconds = 0;
     nlohmann::json toJson() const;
+    // Reads what toJson wrote (a run folder's results.json); LatheError when a field has the wrong type.
+    static CompressionRunResult fromJson(const nlohmann::json &j);
 };
 
 // Checks everything that can be checked without opening the model: files exist (texts and tokenizers as regular
@@ -95,7 +100,10 @@ void checkCompressionSpec(const CompressionSpec &spec);
 // spec.json, run.log (one line per event), progress.jsonl (one JSON line per layer/stage), results.json, and per
 // run the exported model (model/ or sparsity-0.25/model) and run.h5 (pruning). Progress reports the fraction
 // of the whole job and "run i/n: block l/L: stage". Cancellation: CancelledError after results.json records
-// status "cancelled"; exports are atomic so no half-written model is left.
+// status "cancelled"; exports are atomic so no half-written model is left. With spec.resume, a folder left by an
+// interrupted run of the same job (killed, cancelled, failed) is continued: the points results.json records as
+// finished, whose exports are in place, and the dense evaluation are kept; the result is that of an
+// uninterrupted run (timings aside).
 CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressCallback &progress = {});
 
 } // namespace lathe

@@ -17,8 +17,11 @@
 #include "testsupport.h"
 #include "unicodetext.h"
 
+#include <QtTest/QtTest>
+
+#include <QElapsedTimer>
 #include <QProcess>
-#include <QTest>
+#include <QThread>
 
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -30,6 +33,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <random>
 
 using namespace lathe;
 namespace fs = std::filesystem;
@@ -443,6 +447,89 @@ private slots:
         // The corrected spec then runs into the same folder.
         const CompressionRunResult r = runCompression(magnitudeSpec(out.string()));
         QCOMPARE(QString::fromStdString(r.status), QString("done"));
+    }
+
+    // Item 9: a run killed with SIGKILL at a random moment and resumed ends with the results and exports of an
+    // uninterrupted run: 20 kill points drawn from a fixed seed over the uninterrupted run's duration.
+    void resumeAfterSigkill() {
+        const fs::path root = test::tempDir("resume");
+        nlohmann::json j = {{"model", demoModel()},
+                            {"method", "wanda"},
+                            {"sweep", {0.3, 0.5, 0.7}},
+                            {"calibration", {{"text", test::dataDir() + "/text/tinystories-excerpt.txt"}, {"samples", 8},
+                                             {"seq_len", 128}}},
+                            {"evaluation", {{"text", test::dataDir() + "/text/tinystories-excerpt.txt"}, {"seq_len", 128},
+                                            {"max_tokens", 2048}}},
+                            {"device", "cpu"},
+                            {"output", {{"dir", "unused"}}}};
+        const QString specPath = QString::fromStdString((root / "job.json").string());
+        test::writeText(specPath.toStdString(), j.dump(2));
+        const fs::path ref = root / "ref";
+        QElapsedTimer clock;
+        clock.start();
+        const CliRun r0 = runCli({"compress", specPath, "--output", QString::fromStdString(ref.string())});
+        const qint64 total = clock.elapsed();
+        QVERIFY2(r0.exitCode == 0, r0.err.c_str());
+        const auto want = nlohmann::json::parse(readTextFile((ref / "results.json").string()));
+        auto fileBytes = [](const fs::path &p) { return readTextFile(p.string()); };
+        std::mt19937 rng(20261202);
+        int interrupted = 0, keptPoints = 0, keptDense = 0;
+        for (int k = 0; k < 20; ++k) {
+            const fs::path out = root / ("k" + std::to_string(k));
+            const int delay = int(std::uniform_int_distribution<qint64>(0, total)(rng));
+            QProcess p;
+            p.start(QString::fromLocal8Bit(std::getenv("LATHE_CLI")),
+                    {"compress", specPath, "--output", QString::fromStdString(out.string())});
+            QVERIFY(p.waitForStarted());
+            QThread::msleep(unsigned(delay));
+            interrupted += p.state() == QProcess::Running;
+            p.kill(); // SIGKILL
+            p.waitForFinished();
+            const CliRun r = runCli({"compress", specPath, "--output", QString::fromStdString(out.string()), "--resume"});
+            const std::string where = "kill at " + std::to_string(delay) + " ms: ";
+            QVERIFY2(r.exitCode == 0, (where + r.err).c_str());
+            const auto got = nlohmann::json::parse(readTextFile((out / "results.json").string()));
+            QCOMPARE(QString::fromStdString(got["status"].get<std::string>()), QString("done"));
+            QCOMPARE(got["dense"], want["dense"]);
+            QCOMPARE(got["calibration"]["windows"], want["calibration"]["windows"]);
+            QCOMPARE(got["runs"].size(), want["runs"].size());
+            for (size_t i = 0; i < want["runs"].size(); ++i) {
+                for (const char *key : {"sparsity", "perplexity", "params", "bytes_dense", "bytes_compact", "layers"}) {
+                    nlohmann::json a = got["runs"][i][key], b = want["runs"][i][key];
+                    if (std::string(key) == "layers")
+                        for (nlohmann::json *l : {&a, &b})
+                            for (auto &x : *l)
+                                x.erase("seconds");
+                    QVERIFY2(a == b, (where + "run " + std::to_string(i) + " " + key).c_str());
+                }
+                const std::string sub = "sparsity-" + std::string(i == 0 ? "0.30" : i == 1 ? "0.50" : "0.70");
+                QVERIFY2(fileBytes(out / sub / "model" / "model.safetensors") ==
+                             fileBytes(ref / sub / "model" / "model.safetensors"),
+                         (where + sub).c_str());
+            }
+            // What the resumed run kept (the log says it), so that resuming is shown to skip work, not redo it.
+            const std::string log = readTextFile((out / "run.log").string());
+            const size_t at = log.find("resumed: ");
+            if (at != std::string::npos) {
+                keptPoints += std::stoi(log.substr(at + 9));
+                keptDense += log.find("dense evaluation kept", at) != std::string::npos;
+            }
+            for (const auto &e : fs::recursive_directory_iterator(out)) {
+                const std::string name = e.path().filename().string();
+                QVERIFY2(name.find(".lathe-tmp-") == std::string::npos && name.find(".lathe-old-") == std::string::npos,
+                         e.path().c_str());
+            }
+        }
+        qInfo("%d of 20 runs were killed mid-way (uninterrupted run: %lld ms); the resumed runs kept %d finished "
+              "points and %d dense evaluations", interrupted, static_cast<long long>(total), keptPoints, keptDense);
+        QVERIFY(interrupted >= 15);
+        QVERIFY(keptPoints >= 5 && keptDense >= 5);
+        // Another job's folder is not resumed.
+        j["sweep"] = {0.3, 0.5};
+        test::writeText(specPath.toStdString(), j.dump(2));
+        const CliRun other = runCli({"compress", specPath, "--output", QString::fromStdString(ref.string()), "--resume"});
+        QCOMPARE(other.exitCode, 1);
+        QVERIFY2(other.err.find("holds another job (sweep differ)") != std::string::npos, other.err.c_str());
     }
 
     // Item 4: a hostile targets pattern gets an error, not a stack overflow; ranges never enumerate past the model.

@@ -11,10 +11,10 @@
 namespace lathe::cli {
 
 int runCompress(int argc, char **argv) {
-    CliOptions o(argc, argv, 2, {"output", "threads"}, {"json", "check", "overwrite"});
+    CliOptions o(argc, argv, 2, {"output", "threads"}, {"json", "check", "overwrite", "resume"});
     if (!o.ok() || o.positional().size() != 1) {
         std::fprintf(stderr,
-                     "usage: lathe-cli compress JOB.json [--output DIR] [--overwrite] [--check] [--json]\n"
+                     "usage: lathe-cli compress JOB.json [--output DIR] [--overwrite | --resume] [--check] [--json]\n"
                      "  runs a compression job (magnitude, wanda, slicegpt): calibration, the method, perplexity\n"
                      "  before/after and the export, into the job's output folder (see docs/compression.md);\n"
                      "  --check makes every check of the job (the model-dependent ones too), creates nothing and exits\n%s\n",
@@ -26,6 +26,8 @@ int runCompress(int argc, char **argv) {
         spec.outputDir = *o.value("output");
     if (o.flag("overwrite"))
         spec.overwrite = true;
+    if (o.flag("resume"))
+        spec.resume = true;
     if (o.flag("check")) {
         checkCompressionSpec(spec); // every check, the model-dependent ones too; creates nothing
         std::printf("%s\n", spec.toJson().dump(2).c_str());

@@ -39,7 +39,7 @@ void usage(FILE *out) {
                  "  analyze --model MODEL [--top-k K] [--rho R] [--stacked-qkv] [--heads TENSOR] [--no-cache] [--json]\n"
                  "      singular-value spectra of every weight matrix, effective/stable rank, power-law alpha\n"
                  "      (cached in an HDF5 archive beside the model)\n"
-                 "  compress JOB.json [--output DIR] [--overwrite] [--check] [--json]\n"
+                 "  compress JOB.json [--output DIR] [--overwrite | --resume] [--check] [--json]\n"
                  "      runs a compression job (magnitude, N:M, Wanda, SliceGPT) with evaluation and export\n"
                  "  bench forward (--model MODEL | --shape NAME) [--seq-len N] [--batch B] [--repeat R]\n"
                  "       [--threads T] [--device auto|cpu|cuda] [--precision bf16|fp16|fp32] [--json]\n"
