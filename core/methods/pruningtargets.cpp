@@ -117,7 +117,9 @@ std::map<int, double> parseLayerRatios(const nlohmann::json &j, int layers) {
         }
         if (!j.is_object())
             throw LatheError("per-layer ratios must be an array or an object");
-        for (const auto &[key, value] : j.items()) {
+        for (const auto &item : j.items()) {
+            const std::string &key = item.key();
+            const nlohmann::json &value = item.value();
             // Strict: "3" or "0-11", decimal block numbers within the model; checked before anything is inserted.
             auto block = [&](std::string_view t) {
                 int v = -1;
