@@ -52,6 +52,14 @@ ScoreBpeTokenizer::ScoreBpeTokenizer(Spec spec) : m_spec(std::move(spec)) {
             m_decodeAs[i] = byte >= 0 ? int16_t(byte) : kText;
     }
     m_spec.scores.resize(m_spec.pieces.size(), 0.0f);
+    m_cutBeforeSpace = !m_spec.spaceSymbol.empty();
+    m_isolateNewline = true;
+    for (const auto &[p, id] : m_index) {
+        if (m_cutBeforeSpace && p.find(m_spec.spaceSymbol, 1) != std::string::npos)
+            m_cutBeforeSpace = false;
+        if (p.size() > 1 && p.find('\n') != std::string::npos)
+            m_isolateNewline = false;
+    }
 }
 
 std::string ScoreBpeTokenizer::piece(int32_t id) const {
@@ -69,30 +77,50 @@ std::vector<int32_t> ScoreBpeTokenizer::encode(std::string_view input) const {
         else
             text += c;
     }
+    const std::string_view all(text), space(m_spec.spaceSymbol);
+    size_t from = 0;
+    for (size_t i = 0; i < all.size(); ++i) {
+        if (m_isolateNewline && all[i] == '\n') {
+            encodeSegment(all.substr(from, i - from), out);
+            encodeSegment(all.substr(i, 1), out);
+            from = i + 1;
+        } else if (m_cutBeforeSpace && i > from && all.compare(i, space.size(), space) == 0) {
+            encodeSegment(all.substr(from, i - from), out);
+            from = i;
+        }
+    }
+    encodeSegment(all.substr(from), out);
+    return out;
+}
+
+void ScoreBpeTokenizer::encodeSegment(std::string_view text, std::vector<int32_t> &out) const {
+    if (text.empty())
+        return;
     // Symbols: byte ranges [start, start+len) of `text` in a doubly linked list.
     struct Sym {
-        int prev, next;
-        size_t start, len;
+        int32_t prev, next;
+        uint32_t start, len;
     };
     std::vector<Sym> sym;
     for (size_t i = 0; i < text.size();) {
         const size_t n = std::min(size_t(unicode::utf8Length(static_cast<unsigned char>(text[i]))), text.size() - i);
-        sym.push_back({int(sym.size()) - 1, int(sym.size()) + 1, i, n});
+        sym.push_back({int32_t(sym.size()) - 1, int32_t(sym.size()) + 1, uint32_t(i), uint32_t(n)});
         i += n;
     }
     sym.back().next = -1;
     struct Cand {
         float score;
-        int left;
-        size_t len; // combined length when queued; stale if the symbols changed since
+        int32_t left;
+        uint32_t len; // combined length when queued; stale if the symbols changed since
         bool operator<(const Cand &o) const { return score < o.score || (score == o.score && left > o.left); }
     };
     std::priority_queue<Cand> queue;
+    auto lookup = [&](size_t start, size_t len) { return m_index.find(std::string(text.substr(start, len))); };
     auto consider = [&](int l) {
         if (l < 0 || sym[size_t(l)].next < 0)
             return;
         const Sym &a = sym[size_t(l)], &b = sym[size_t(a.next)];
-        auto it = m_index.find(text.substr(a.start, a.len + b.len));
+        auto it = lookup(a.start, a.len + b.len);
         if (it != m_index.end())
             queue.push({m_spec.scores[size_t(it->second)], l, a.len + b.len});
     };
@@ -115,7 +143,7 @@ std::vector<int32_t> ScoreBpeTokenizer::encode(std::string_view input) const {
     }
     for (int i = 0; i >= 0; i = sym[size_t(i)].next) {
         const Sym &s = sym[size_t(i)];
-        auto it = m_index.find(text.substr(s.start, s.len));
+        auto it = lookup(s.start, s.len);
         if (it != m_index.end()) {
             out.push_back(it->second);
             continue;
@@ -127,7 +155,6 @@ std::vector<int32_t> ScoreBpeTokenizer::encode(std::string_view input) const {
                 break; // one unknown per character, as SentencePiece without byte fallback
         }
     }
-    return out;
 }
 
 std::string ScoreBpeTokenizer::decode(std::span<const int32_t> ids) const {

@@ -3,6 +3,7 @@
 #include "tokenizer.h"
 
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -39,8 +40,16 @@ public:
     static Spec readLlama2c(const std::string &path, int64_t vocabSize);
 
 private:
+    // BPE over one stretch of the (space-symbol) text that no merge can cross.
+    void encodeSegment(std::string_view text, std::vector<int32_t> &out) const;
+
     Spec m_spec;
     std::unordered_map<std::string, int32_t> m_index;
+    // Where encode() may cut the text into independent stretches without changing the result, found from the
+    // vocabulary: before every space symbol when no mergeable piece has one past its first character, and around
+    // every newline when no mergeable piece longer than one byte holds one. Bounds the memory of a long text to
+    // that of its longest stretch (a 20 MB single-line text took 1 GB in one piece).
+    bool m_cutBeforeSpace = false, m_isolateNewline = false;
     int32_t m_byteIds[256];
     // How decode() renders each id: a byte value (0..255), the piece's text, or nothing (control, unknown, BOS/EOS).
     static constexpr int16_t kText = 256, kSkip = -1;

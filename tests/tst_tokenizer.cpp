@@ -5,6 +5,7 @@
 #include "error.h"
 #include "model.h"
 #include "testsupport.h"
+#include "scorebpe.h"
 #include "tokenizer.h"
 #include "tokenizerexport.h"
 
@@ -115,6 +116,34 @@ private slots:
         auto tok = loadTokenizerFile(test::fixturesDir() + "/tokenizers/spm/spm.model");
         QVERIFY(tok->kind().find("SentencePiece") != std::string::npos);
         checkAgainst(*tok, "spm", false);
+    }
+
+    // The score BPE cuts a long text into stretches only where the vocabulary makes that exact: with a piece that
+    // holds the space symbol past its start ("a▁b"), merges across spaces must still happen; without one, a long
+    // text is cut before each space and around each newline and gives the ids of the uncut text.
+    void scoreBpeCutsOnlyWhereExact() {
+        ScoreBpeTokenizer::Spec spec;
+        spec.kind = "test";
+        spec.addDummyPrefix = false;
+        const std::string sp = "\xE2\x96\x81"; // U+2581
+        spec.pieces = {"<unk>", sp, "a", "b", "a" + sp, "a" + sp + "b", sp + "b"};
+        spec.scores = {0, 0, 0, 0, -1, -2, -3};
+        ScoreBpeTokenizer crossing(spec);
+        QCOMPARE(crossing.encode("a b"), std::vector<int32_t>({5}));
+        QCOMPARE(crossing.encode("a b a b"), std::vector<int32_t>({5, 1, 5}));
+        spec.pieces = {"<unk>", sp, "a", "b", "aa", sp + "b", sp + "ba"};
+        ScoreBpeTokenizer cutting(spec);
+        std::string text;
+        for (int i = 0; i < 2000; ++i)
+            text += i % 3 ? "aa b " : "ba\nb";
+        // The same vocabulary plus pieces the text never forms, which forbid both cuts: encodes the text whole.
+        spec.pieces.push_back("z" + sp + "z");
+        spec.pieces.push_back("z\nz");
+        spec.scores.resize(spec.pieces.size(), -9.0f);
+        ScoreBpeTokenizer whole(spec);
+        const std::vector<int32_t> ids = cutting.encode(text);
+        QVERIFY(ids.size() > 3000);
+        QCOMPARE(ids, whole.encode(text));
     }
 
     // llama2.c's format holds the same vocabulary as spm.model: the score-driven BPE must give sentencepiece's ids.
