@@ -25,6 +25,7 @@
 #include <QApplication>
 #include <QComboBox>
 #include <QElapsedTimer>
+#include <QFileInfo>
 #include <QImage>
 #include <QLabel>
 #include <QLineEdit>
@@ -32,6 +33,7 @@
 #include <QTableWidget>
 #include <QPushButton>
 #include <QSettings>
+#include <QFileInfo>
 #include <QSignalSpy>
 #include <QSlider>
 #include <QTest>
@@ -114,6 +116,19 @@ private slots:
         QVERIFY(!run->isEnabled());
         QVERIFY(dialog.findChild<QLabel *>("status")->text().contains("outside [0, 1)"));
         sparsity->setText("0.3, 0.6");
+        QVERIFY(run->isEnabled());
+        // The output folder guard (issue 20): the folder holding the model is refused before Run, and so is a
+        // hostile targets pattern, which the live preview compiles (no stack overflow).
+        auto *output = dialog.findChild<QLineEdit *>("output");
+        const QString chosen = output->text();
+        output->setText(QFileInfo(m_model).absolutePath());
+        QVERIFY(!run->isEnabled());
+        QVERIFY(dialog.findChild<QLabel *>("status")->text().contains("contains the input"));
+        output->setText(chosen);
+        targets->setText(QString(20000, '(') + "mlp" + QString(20000, ')'));
+        QVERIFY(!run->isEnabled());
+        QVERIFY(dialog.findChild<QLabel *>("status")->text().contains("above the limit"));
+        targets->setText("mlp.down");
         QVERIFY(run->isEnabled());
         auto *device = dialog.findChild<QComboBox *>("device");
         if (!gpuUsable()) { // asking for the GPU where there is none: Run off, and the reason shown
