@@ -3,6 +3,7 @@
 #include "blas.h"
 #include "cpukernels.h"
 #include "error.h"
+#include "modelconfig.h"
 #include "parallel.h"
 
 #include <nlohmann/json.hpp>
@@ -158,6 +159,7 @@ RopeTable makeRopeTable(int64_t positions, int rotaryDim, double theta, const nl
     for (int i = 0; i < half; ++i)
         invFreq[i] = float(1.0 / std::pow(theta, double(2 * i) / double(rotaryDim)));
     double positionScale = 1.0;
+    checkRopeScaling(ropeScaling, source); // also for configs built by hand, not read from config.json
     if (ropeScaling.is_object()) {
         const std::string type = ropeScaling.value("rope_type", ropeScaling.value("type", std::string("default")));
         if (type == "linear") {

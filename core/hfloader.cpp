@@ -11,9 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 namespace lathe {
 
@@ -22,12 +20,9 @@ namespace fs = std::filesystem;
 namespace {
 
 nlohmann::json readJsonFile(const fs::path &p) {
-    std::ifstream in(p, std::ios::binary);
-    require(bool(in), p.string(), "cannot open");
-    std::stringstream ss;
-    ss << in.rdbuf();
+    const std::string text = readWholeFile(p.string());
     try {
-        return nlohmann::json::parse(ss.str());
+        return nlohmann::json::parse(text);
     } catch (const nlohmann::json::exception &e) {
         throw LatheError(p.string() + ": invalid JSON (" + e.what() + ")");
     }

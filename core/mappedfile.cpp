@@ -12,7 +12,8 @@
 namespace lathe {
 
 std::shared_ptr<MappedFile> MappedFile::open(const std::string &path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever; it is refused below.
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         throw LatheError(path + ": cannot open: " + std::strerror(errno), "check that the file exists and is readable");
     struct stat st {};
@@ -23,7 +24,7 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string &path) {
     }
     if (!S_ISREG(st.st_mode)) {
         ::close(fd);
-        throw LatheError(path + ": not a regular file");
+        throw LatheError(path + ": not a regular file", S_ISDIR(st.st_mode) ? "give a file, not a folder" : "");
     }
     const auto size = uint64_t(st.st_size);
     static const uint8_t kEmpty[1] = {0};
@@ -44,6 +45,11 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string &path) {
 MappedFile::~MappedFile() {
     if (m_size > 0)
         ::munmap(const_cast<uint8_t *>(m_data), m_size);
+}
+
+std::string readWholeFile(const std::string &path) {
+    const auto f = MappedFile::open(path);
+    return std::string(reinterpret_cast<const char *>(f->data()), size_t(f->size()));
 }
 
 } // namespace lathe

@@ -8,7 +8,8 @@
 namespace lathe {
 
 // A read-only private memory mapping of a whole file. Pages are read when touched, so opening a multi-GB
-// checkpoint costs only the header pages. Throws LatheError naming the file when it cannot be opened or mapped.
+// checkpoint costs only the header pages. Throws LatheError naming the file when it cannot be opened or mapped, or
+// is not a regular file (a folder, a FIFO or a device is refused without blocking on it).
 class MappedFile final : public ByteStorage {
 public:
     static std::shared_ptr<MappedFile> open(const std::string &path);
@@ -26,5 +27,8 @@ private:
     const uint8_t *m_data = nullptr;
     uint64_t m_size = 0;
 };
+
+// The bytes of a regular file (JSON, merges, vocabularies, texts), read once; the same refusals as MappedFile.
+std::string readWholeFile(const std::string &path);
 
 } // namespace lathe

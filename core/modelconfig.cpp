@@ -2,6 +2,8 @@
 
 #include "error.h"
 
+#include <cmath>
+
 namespace lathe {
 
 const char *familyName(ArchFamily f) {
@@ -150,6 +152,38 @@ int64_t ModelConfig::headInputWidth() const {
     return slicing.active() && !slicing.outputWidths.empty() ? slicing.outputWidths.back() : hiddenSize;
 }
 
+void checkRopeScaling(const json &scaling, const std::string &file) {
+    if (!scaling.is_object())
+        return;
+    auto text = [&](const char *key, const std::string &fallback) {
+        const auto it = scaling.find(key);
+        return it != scaling.end() && it->is_string() ? it->get<std::string>() : fallback;
+    };
+    const std::string type = text("rope_type", text("type", "default"));
+    auto number = [&](const char *key, double fallback) {
+        const auto it = scaling.find(key);
+        if (it == scaling.end() || it->is_null())
+            return fallback;
+        require(it->is_number(), file, std::string("rope scaling field '") + key + "' is not a number");
+        const double v = it->get<double>();
+        require(std::isfinite(v) && v > 0, file,
+                std::string("rope scaling field '") + key + "' is " + it->dump() + ", not a positive number",
+                "fix config.json: a factor of 0 makes every position's rotation undefined");
+        return v;
+    };
+    if (type == "linear") {
+        number("factor", 1.0);
+    } else if (type == "llama3") {
+        number("factor", 8.0);
+        number("original_max_position_embeddings", 8192.0);
+        require(number("high_freq_factor", 4.0) > number("low_freq_factor", 1.0), file,
+                "rope scaling: high_freq_factor must be above low_freq_factor");
+    } else if (type != "default") {
+        throw LatheError(file + ": rope scaling '" + type + "' is not supported",
+                         "supported rope_scaling types: linear, llama3");
+    }
+}
+
 ModelConfig configFromHfJson(const json &j, const std::string &file) {
     require(j.is_object(), file, "config.json is not a JSON object");
     ModelConfig c;
@@ -184,8 +218,15 @@ ModelConfig configFromHfJson(const json &j, const std::string &file) {
     // transformers >= 5 moves rope_theta, partial_rotary_factor and the scaling fields into "rope_parameters".
     static const json kEmpty = json::object();
     const json &rope = j.contains("rope_parameters") && j["rope_parameters"].is_object() ? j["rope_parameters"] : kEmpty;
-    if (k.rope)
+    if (k.rope) {
         c.ropeTheta = getDouble(j, "rope_theta", file, getDouble(rope, "rope_theta", file, 10000.0));
+        require(std::isfinite(c.ropeTheta) && c.ropeTheta > 0, file,
+                "rope_theta " + std::to_string(c.ropeTheta) + " is not a positive number");
+        if (j.contains("rope_scaling") && j["rope_scaling"].is_object())
+            checkRopeScaling(j["rope_scaling"], file);
+        else
+            checkRopeScaling(rope, file);
+    }
     c.headDim = c.numHeads > 0 ? c.hiddenSize / c.numHeads : 0;
     switch (c.family) {
     case ArchFamily::Llama:

@@ -76,4 +76,9 @@ const char *defaultActivation(ArchFamily f);
 // Parses a Hugging Face config.json; throws LatheError naming `file` for unknown model types or bad fields.
 ModelConfig configFromHfJson(const nlohmann::json &j, const std::string &file);
 
+// Checks a rope_scaling / rope_parameters object (null is fine): a known type, and for linear and llama3 scaling
+// finite positive numbers with high_freq_factor > low_freq_factor. LatheError naming `file` and the field: a
+// factor of 0 would otherwise turn every logit into NaN.
+void checkRopeScaling(const nlohmann::json &scaling, const std::string &file);
+
 } // namespace lathe

@@ -4,9 +4,9 @@
 #include "mappedfile.h"
 #include "safetensorsheader.h"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 
 namespace lathe {
 
@@ -120,9 +120,8 @@ std::unique_ptr<Model> openModel(const std::string &path) {
     }
     char magic[4] = {0, 0, 0, 0};
     {
-        std::ifstream in(p, std::ios::binary);
-        require(bool(in), path, "cannot open");
-        in.read(magic, 4);
+        const auto file = MappedFile::open(path); // a FIFO or device is refused, not read
+        std::memcpy(magic, file->data(), std::min<size_t>(4, size_t(file->size())));
     }
     if (std::memcmp(magic, "GGUF", 4) == 0)
         return openGguf(path);

@@ -2,6 +2,7 @@
 
 #include "bytelevelbpe.h"
 #include "error.h"
+#include "mappedfile.h"
 #include "model.h"
 #include "modelloader.h"
 #include "scorebpe.h"
@@ -11,7 +12,6 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <sstream>
 #include <unordered_map>
@@ -35,10 +35,9 @@ std::vector<int32_t> Tokenizer::encodeForModel(std::string_view text) const {
 namespace {
 
 json readJson(const fs::path &p) {
-    std::ifstream in(p, std::ios::binary);
-    require(bool(in), p.string(), "cannot open");
+    const std::string text = readWholeFile(p.string());
     try {
-        return json::parse(in);
+        return json::parse(text);
     } catch (const json::exception &e) {
         throw LatheError(p.string() + ": invalid JSON (" + e.what() + ")");
     }
@@ -209,6 +208,7 @@ std::unique_ptr<Tokenizer> fromTokenizerJson(const fs::path &file) {
         maxId = std::max(maxId, id);
     };
     require(m.contains("vocab") && m["vocab"].is_object(), name, "the model has no vocab object");
+    require(!m["vocab"].empty(), name, "the vocabulary is empty", "this tokenizer.json would encode every text to nothing");
     for (auto it = m["vocab"].begin(); it != m["vocab"].end(); ++it)
         addId(it.key(), it.value().get<int32_t>());
     std::vector<std::pair<std::string, int32_t>> added;
@@ -303,6 +303,7 @@ std::unique_ptr<Tokenizer> fromVocabMerges(const fs::path &vocabFile) {
     require(fs::exists(mergesFile), vocabFile.string(), "merges.txt is missing next to vocab.json");
     const json v = readJson(vocabFile);
     require(v.is_object(), vocabFile.string(), "vocab.json is not an object");
+    require(!v.empty(), vocabFile.string(), "vocab.json is empty");
     ByteLevelBpeTokenizer::Spec spec;
     spec.kind = "byte-level BPE (vocab.json + merges.txt)";
     std::unordered_map<std::string, int32_t> ids;
@@ -320,7 +321,7 @@ std::unique_ptr<Tokenizer> fromVocabMerges(const fs::path &vocabFile) {
         if (t == "<|endoftext|>" || t == "<s>" || t == "</s>" || t == "<pad>" || t == "<unk>")
             spec.addedTokens.emplace_back(t, id);
     }
-    std::ifstream in(mergesFile);
+    std::istringstream in(readWholeFile(mergesFile.string()));
     std::string line;
     while (std::getline(in, line)) {
         if (line.rfind("#version", 0) == 0 || line.empty())
@@ -336,8 +337,7 @@ std::unique_ptr<Tokenizer> fromVocabMerges(const fs::path &vocabFile) {
 }
 
 std::unique_ptr<Tokenizer> fromVocabTxt(const fs::path &file) {
-    std::ifstream in(file);
-    require(bool(in), file.string(), "cannot open");
+    std::istringstream in(readWholeFile(file.string()));
     WordPieceTokenizer::Spec spec;
     spec.kind = "WordPiece (vocab.txt)";
     std::string line;

@@ -4,17 +4,19 @@
 // clear error and leaves no half-written or empty file; a run's status says what happened; every check of a job
 // spec happens before its run folder exists; nonsense values are refused.
 
+#include "clirun.h"
 #include "compressionrun.h"
 #include "error.h"
 #include "evaluation.h"
 #include "hfwriter.h"
 #include "magnitude.h"
+#include "modelconfig.h"
 #include "modelloader.h"
 #include "outputfiles.h"
 #include "pruningtargets.h"
 #include "sparsearchive.h"
-#include "clirun.h"
 #include "testsupport.h"
+#include "tokenizer.h"
 #include "unicodetext.h"
 
 #include <QtTest/QtTest>
@@ -591,6 +593,45 @@ private slots:
         s.evalMaxTokens = -1;
         QVERIFY(errorOf([&] { validateSpec(s); }).find("max_tokens") != std::string::npos);
         QVERIFY(!fs::exists(root / "run"));
+    }
+
+    // Item 10 (files): a FIFO given as a model, a config.json or a text is refused at once instead of blocking; a
+    // rope scaling factor of 0 and an empty tokenizer vocabulary are refused by name.
+    void fifosAndBadConfigsAreRefused() {
+        const fs::path root = test::tempDir("fifo");
+        QCOMPARE(::mkfifo((root / "model.gguf").c_str(), 0600), 0);
+        fs::create_directories(root / "folder");
+        fs::copy(fixture("hf-llama"), root / "folder", fs::copy_options::recursive);
+        fs::remove(root / "folder" / "config.json");
+        QCOMPARE(::mkfifo((root / "folder" / "config.json").c_str(), 0600), 0);
+        QCOMPARE(::mkfifo((root / "text.txt").c_str(), 0600), 0);
+        const QString demo = QString::fromStdString(demoModel());
+        const std::vector<std::pair<QStringList, std::string>> cases = {
+            {{"inspect", QString::fromStdString((root / "model.gguf").string())}, "not a regular file"},
+            {{"inspect", QString::fromStdString((root / "folder").string())}, "config.json: not a regular file"},
+            {{"eval", "--model", demo, "--text", QString::fromStdString((root / "text.txt").string())}, "not a regular file"},
+            {{"eval", "--model", demo, "--text", QString::fromStdString(root.string())}, "not a regular file"},
+        };
+        for (const auto &[args, expect] : cases) {
+            const CliRun r = runCli(args, 20000);
+            QVERIFY2(r.exitCode == 1, (args.join(' ').toStdString() + ": " + r.err).c_str());
+            QVERIFY2(r.err.find(expect) != std::string::npos, (args.join(' ').toStdString() + ": " + r.err).c_str());
+        }
+        // rope_scaling.factor 0 (it made every logit NaN, then blamed on the weights).
+        nlohmann::json config = nlohmann::json::parse(readTextFile(fixture("hf-llama") + "/config.json"));
+        config["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 0}};
+        const std::string e = errorOf([&] { configFromHfJson(config, "config.json"); });
+        QVERIFY2(e.find("'factor' is 0, not a positive number") != std::string::npos, e.c_str());
+        config["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8}, {"low_freq_factor", 4}, {"high_freq_factor", 1}};
+        QVERIFY(errorOf([&] { configFromHfJson(config, "config.json"); }).find("high_freq_factor") != std::string::npos);
+        config["rope_scaling"] = {{"rope_type", "linear"}, {"factor", "two"}};
+        QVERIFY(errorOf([&] { configFromHfJson(config, "config.json"); }).find("not a number") != std::string::npos);
+        // A tokenizer.json with an empty vocabulary.
+        const nlohmann::json tok = {{"model", {{"type", "BPE"}, {"vocab", nlohmann::json::object()}, {"merges", nlohmann::json::array()}}},
+                                    {"decoder", {{"type", "ByteLevel"}}}};
+        test::writeText((root / "tokenizer.json").string(), tok.dump());
+        const std::string t = errorOf([&] { loadTokenizerFile((root / "tokenizer.json").string()); });
+        QVERIFY2(t.find("the vocabulary is empty") != std::string::npos, t.c_str());
     }
 
     // Item 10 (CLI part): negative counts, NaN and the like are refused with the option named.
