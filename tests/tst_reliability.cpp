@@ -425,6 +425,9 @@ private slots:
             {{{"layer_sparsity", {{"0-2147483647", 0.5}}}}, "names block 2147483647"},
             {{{"layer_sparsity", {{"1x-3y", 0.5}}}}, "'1x-3y' is not a block number"},
             {{{"layer_sparsity", {{"0-99999999999", 0.5}}}}, "is not a block number"},
+            {{{"pattern", "2:0"}}, "needs 0 < N < M"}, // ran as 50% unstructured pruning
+            {{{"pattern", "0:0"}}, "needs 0 < N < M"},
+            {{{"pattern", "2x:4"}}, "unknown sparsity pattern"},
             {{{"pattern", "3:4"}, {"layer_sparsity", nullptr}, {"targets", "down_proj"}}, ""}, // valid: control
         };
         for (const auto &[patch, expect] : bad) {

@@ -160,12 +160,15 @@ SparsityPattern parsePattern(const std::string &text, double ratio) {
     const auto colon = text.find(':');
     if (colon != std::string::npos) {
         try {
-            size_t used = 0;
-            p.n = std::stoi(text.substr(0, colon), &used);
+            size_t usedN = 0, used = 0;
+            p.n = std::stoi(text.substr(0, colon), &usedN);
             const std::string ms = text.substr(colon + 1);
             p.m = std::stoi(ms, &used);
-            if (used == ms.size() && colon > 0)
+            if (usedN == colon && used == ms.size() && colon > 0) {
+                if (p.n <= 0 || p.n >= p.m) // "2:0" or "0:0" must not fall back to unstructured pruning
+                    throw LatheError("N:M pattern '" + text + "' needs 0 < N < M", "e.g. 2:4 prunes 2 of every 4 weights");
                 return p;
+            }
         } catch (const std::logic_error &) {
         }
     }
