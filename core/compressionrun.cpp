@@ -361,6 +361,31 @@ void validateSpec(const CompressionSpec &s) {
     }
 }
 
+void checkSpecAgainstModel(const CompressionSpec &spec, const Model &model) {
+    const ModelConfig &cfg = model.config;
+    if (spec.method == "slicegpt") {
+        const std::string why = slicingUnsupportedReason(model);
+        if (!why.empty())
+            throw LatheError(spec.model + ": " + why, "SliceGPT supports Llama-family, OPT, GPT-2 and Phi-2 models");
+        for (double s : spec.sparsities)
+            sliceGptWidths(cfg.hiddenSize, cfg.numLayers, sliceGptParams(spec, s));
+    } else {
+        if (cfg.family == ArchFamily::Bert && spec.method == "wanda")
+            throw LatheError(spec.model + ": Wanda here prunes decoder language models", "use magnitude");
+        for (double s : spec.sparsities)
+            selectTargets(model, pruningSelection(spec, s, int(cfg.numLayers)));
+    }
+    const int64_t maxPos = cfg.maxPositions;
+    if (spec.needsCalibration() && spec.calibrationSeqLen > maxPos)
+        throw LatheError("calibration seq_len " + std::to_string(spec.calibrationSeqLen) + " is above the model's " +
+                             std::to_string(maxPos) + " positions",
+                         "use calibration.seq_len <= " + std::to_string(maxPos));
+    if (!spec.evalText.empty() && spec.evalSeqLen > maxPos)
+        throw LatheError("evaluation seq_len " + std::to_string(spec.evalSeqLen) + " is above the model's " +
+                             std::to_string(maxPos) + " positions",
+                         "use evaluation.seq_len <= " + std::to_string(maxPos));
+}
+
 namespace {
 
 // What a run needs before it writes anything, made with every model-dependent check.
@@ -373,28 +398,7 @@ PreparedRun prepareRun(const CompressionSpec &spec) {
     validateSpec(spec);
     PreparedRun p;
     p.model = openModel(spec.model);
-    const ModelConfig &cfg = p.model->config;
-    if (spec.method == "slicegpt") {
-        const std::string why = slicingUnsupportedReason(*p.model);
-        if (!why.empty())
-            throw LatheError(spec.model + ": " + why, "SliceGPT supports Llama-family, OPT, GPT-2 and Phi-2 models");
-        for (double s : spec.sparsities)
-            sliceGptWidths(cfg.hiddenSize, cfg.numLayers, sliceGptParams(spec, s));
-    } else {
-        if (cfg.family == ArchFamily::Bert && spec.method == "wanda")
-            throw LatheError(spec.model + ": Wanda here prunes decoder language models", "use magnitude");
-        for (double s : spec.sparsities)
-            selectTargets(*p.model, pruningSelection(spec, s, int(cfg.numLayers)));
-    }
-    const int64_t maxPos = cfg.maxPositions;
-    if (spec.needsCalibration() && spec.calibrationSeqLen > maxPos)
-        throw LatheError("calibration seq_len " + std::to_string(spec.calibrationSeqLen) + " is above the model's " +
-                             std::to_string(maxPos) + " positions",
-                         "use calibration.seq_len <= " + std::to_string(maxPos));
-    if (!spec.evalText.empty() && spec.evalSeqLen > maxPos)
-        throw LatheError("evaluation seq_len " + std::to_string(spec.evalSeqLen) + " is above the model's " +
-                             std::to_string(maxPos) + " positions",
-                         "use evaluation.seq_len <= " + std::to_string(maxPos));
+    checkSpecAgainstModel(spec, *p.model);
     if (spec.needsCalibration() || !spec.evalText.empty())
         p.tokenizer = spec.tokenizer.empty() ? loadTokenizer(*p.model) : loadTokenizerFile(spec.tokenizer);
     return p;

@@ -10,6 +10,8 @@
 
 namespace lathe {
 
+class Model;
+
 // A compression run as the GUI writes it and `lathe-cli compress JOB.json` executes it. JSON keys (docs/compression.md):
 //   model, tokenizer?, method ("magnitude" | "wanda" | "slicegpt"), sparsity | sweep [..], pattern
 //   ("unstructured" | "per-row" | "N:M"), targets (regex), layer_sparsity (array or {"i-j": r}),
@@ -87,6 +89,11 @@ struct CompressionRunResult {
 // inside one or containing one; a non-empty folder only with overwrite and only when it is a previous Lathe run).
 // LatheError with a hint.
 void validateSpec(const CompressionSpec &spec);
+
+// The checks that need the model, on a model already open (the GUI's): targets regex and the layers it matches,
+// per-layer ratios against the model's blocks, SliceGPT's support and widths, sequence lengths against the
+// model's positions. LatheError with a hint.
+void checkSpecAgainstModel(const CompressionSpec &spec, const Model &model);
 
 // validateSpec, then every check that needs the model, without writing anything: the targets regex and the
 // layers it matches, per-layer ratios against the model's blocks, SliceGPT's support and widths, sequence lengths

@@ -33,6 +33,7 @@
 #include <QTableWidget>
 #include <QPushButton>
 #include <QSettings>
+#include <QSpinBox>
 #include <QFileInfo>
 #include <QSignalSpy>
 #include <QSlider>
@@ -97,6 +98,19 @@ private slots:
         m_model = QString::fromStdString(m_dir + "/stories260K.bin");
     }
 
+    // The parameter panel's pattern reaches the job spec as chosen: "unstructured, per row" ran per matrix before.
+    void panelPatternReachesTheSpec() {
+        MainWindow w;
+        openAndAnalyze(w);
+        auto *pattern = w.parameterPanel()->findChild<QComboBox *>("pattern");
+        const std::pair<int, const char *> expected[] = {{0, "unstructured"}, {1, "per-row"}, {2, "2:4"}, {3, "4:8"}};
+        for (const auto &[index, text] : expected) {
+            pattern->setCurrentIndex(index);
+            QCOMPARE(QString::fromStdString(w.specFromPanel().pattern), QString(text));
+        }
+        pattern->setCurrentIndex(0);
+    }
+
     // The compress dialog previews its targets and refuses bad values before Run; a job started from the window
     // lands in the Results tab (table row + plotted point).
     void compressDialogAndResults() {
@@ -130,6 +144,17 @@ private slots:
         QVERIFY(dialog.findChild<QLabel *>("status")->text().contains("above the limit"));
         targets->setText("mlp.down");
         QVERIFY(run->isEnabled());
+        // An evaluation window above the model's 512 positions is refused before Run, not after the dialog closes.
+        auto *evalText = dialog.findChild<QLineEdit *>("evalText");
+        auto *evalSeqLen = dialog.findChild<QSpinBox *>("evalSeqLen");
+        QVERIFY(evalText && evalSeqLen);
+        evalText->setText(QString::fromStdString(test::dataDir() + "/text/tinystories-excerpt.txt"));
+        evalSeqLen->setValue(2048);
+        QVERIFY(!run->isEnabled());
+        QVERIFY(dialog.findChild<QLabel *>("status")->text().contains("above the model's 512 positions"));
+        evalSeqLen->setValue(128);
+        QVERIFY(run->isEnabled());
+        evalText->clear();
         auto *device = dialog.findChild<QComboBox *>("device");
         if (!gpuUsable()) { // asking for the GPU where there is none: Run off, and the reason shown
             device->setCurrentIndex(device->findData("cuda"));

@@ -92,6 +92,7 @@ CompressDialog::CompressDialog(const Model *model, const QString &modelPath, QWi
     m_evalSeqLen = new QSpinBox(this);
     m_evalSeqLen->setRange(2, 32768);
     m_evalSeqLen->setValue(2048);
+    m_evalSeqLen->setObjectName("evalSeqLen");
     form->addRow(tr("Evaluation window"), m_evalSeqLen);
     m_output = withBrowse(this, form, tr("Run folder"), true, "output");
     m_dtype = new QComboBox(this);
@@ -125,6 +126,8 @@ CompressDialog::CompressDialog(const Model *model, const QString &modelPath, QWi
     connect(m_method, &QComboBox::currentIndexChanged, this, &CompressDialog::refresh);
     connect(m_pattern, &QComboBox::currentIndexChanged, this, &CompressDialog::refresh);
     connect(m_device, &QComboBox::currentIndexChanged, this, &CompressDialog::refresh);
+    for (QSpinBox *spin : {m_samples, m_seqLen, m_evalSeqLen}) // lengths are checked against the model's positions
+        connect(spin, &QSpinBox::valueChanged, this, &CompressDialog::refresh);
     refresh();
 }
 
@@ -200,6 +203,8 @@ void CompressDialog::refresh() {
                 m_preview->addItem(tr("%1: hidden width %2 -> %3").arg(v).arg(m_model->config.hiddenSize).arg(w.embedding));
             }
         validateSpec(s);
+        if (m_model)
+            checkSpecAgainstModel(s, *m_model); // lengths against the model's positions, widths, ranges
     } catch (const LatheError &e) {
         problem = QString::fromStdString(e.what());
         if (!e.hint().empty())

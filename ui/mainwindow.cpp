@@ -230,17 +230,7 @@ void MainWindow::buildMenus() {
             return;
         }
         CompressDialog dialog(m_model.get(), m_modelPath, this);
-        CompressionSpec spec;
-        spec.model = m_modelPath.toStdString();
-        spec.method = m_params->method() == ImportanceKind::Wanda ? "wanda" : "magnitude";
-        spec.sparsities = {m_params->plan().pattern.prunedFraction()};
-        spec.pattern = m_params->plan().pattern.isNm() ? m_params->patternText().toStdString() : "unstructured";
-        spec.calibrationText = m_params->calibrationPath().toStdString();
-        spec.calibrationSamples = m_params->calibrationParams().samples;
-        spec.calibrationSeqLen = m_params->calibrationParams().seqLen;
-        spec.outputDir = (QDir::homePath() + "/lathe-runs/" + QFileInfo(m_modelPath).completeBaseName() + "-" +
-                          QDateTime::currentDateTime().toString("yyyyMMdd-hhmmss")).toStdString();
-        dialog.setSpec(spec);
+        dialog.setSpec(specFromPanel());
         if (dialog.exec() == QDialog::Accepted) {
             try {
                 startCompression(dialog.spec());
@@ -384,6 +374,21 @@ QString MainWindow::labelFor(const std::string &tensor) const {
         return QString::fromStdString(tensor);
     const QString role = QString::fromUtf8(roleName(t->role));
     return t->layer >= 0 ? tr("block %1 %2").arg(t->layer).arg(role) : role;
+}
+
+CompressionSpec MainWindow::specFromPanel() const {
+    CompressionSpec spec;
+    spec.model = m_modelPath.toStdString();
+    spec.method = m_params->method() == ImportanceKind::Wanda ? "wanda" : "magnitude";
+    const SparsityPattern pattern = m_params->plan().pattern;
+    spec.sparsities = {pattern.prunedFraction()};
+    spec.pattern = pattern.isNm() ? m_params->patternText().toStdString() : pattern.perRow ? "per-row" : "unstructured";
+    spec.calibrationText = m_params->calibrationPath().toStdString();
+    spec.calibrationSamples = m_params->calibrationParams().samples;
+    spec.calibrationSeqLen = m_params->calibrationParams().seqLen;
+    spec.outputDir = (QDir::homePath() + "/lathe-runs/" + QFileInfo(m_modelPath).completeBaseName() + "-" +
+                      QDateTime::currentDateTime().toString("yyyyMMdd-hhmmss")).toStdString();
+    return spec;
 }
 
 void MainWindow::startCompression(const CompressionSpec &spec) {

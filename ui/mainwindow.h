@@ -63,6 +63,9 @@ public:
     // Starts collecting calibration activations from `textPath` (as the panel's Collect button does).
     void collectCalibration(const QString &textPath, const CalibrationParams &params);
     // Starts a compression job (the dialog's Run); results land in the Results tab and compressionFinished().
+    // The job spec the parameter panel describes (method, ratio, pattern, calibration), as the Compress dialog opens
+    // with it.
+    CompressionSpec specFromPanel() const;
     void startCompression(const CompressionSpec &spec);
     class ResultsView *resultsView() const { return m_resultsView; }
     // Writes every figure of the selection (or of the whole model when nothing is selected) into `folder`.
