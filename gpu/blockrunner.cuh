@@ -9,11 +9,11 @@
 #include "devicememory.h"
 #include "forwardkernels.cuh"
 
-#include "../core/blockops.h"
-#include "../core/error.h"
-#include "../core/layerweights.h"
-#include "../core/model.h"
-#include "../core/transformer.h"
+#include "base/error.h"
+#include "engine/blockops.h"
+#include "engine/transformer.h"
+#include "model/layerweights.h"
+#include "model/model.h"
 
 #include <cublas_v2.h>
 

@@ -2,14 +2,14 @@
 // same block functions as the CPU reference (core/quantblocks.h), so results are bit-identical.
 
 #include "cudabackend.h"
+#include "cudacheck.h"
 #include "cudaforward.h"
 #include "cudaslicegpt.h"
-#include "cudacheck.h"
 #include "devicememory.h"
 
-#include "../core/backend.h"
-#include "../core/linalg.h"
-#include "../core/quantblocks.h"
+#include "numeric/backend.h"
+#include "numeric/linalg.h"
+#include "numeric/quantblocks.h"
 
 #include <algorithm>
 #include <cstring>

@@ -3,7 +3,7 @@
 // One checking macro for every CUDA runtime / cuBLAS / cuSOLVER call: a failure throws LatheError with the call,
 // the error's name and file:line (statusString has one overload per library's status type). Only included by .cu files in gpu/.
 
-#include "../core/error.h"
+#include "base/error.h"
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>

@@ -9,10 +9,10 @@
 // Weights: every block resident when the model fits in device memory, else each block loaded from the checkpoint
 // and uploaded right before it runs.
 
-#include "cudaforward.h"
 #include "blockrunner.cuh"
+#include "cudaforward.h"
 
-#include "../core/deviceforward.h"
+#include "engine/deviceforward.h"
 
 #include <cstdio>
 #include <memory>

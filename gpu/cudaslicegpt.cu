@@ -8,11 +8,11 @@
 // (w -> hiddenSize) and walks the chunks last to first; a projection narrows it (w -> d) and walks them first to
 // last, so that in-place writes never overwrite rows not yet read. Weight rotations are fp64 DGEMMs.
 
-#include "cudaslicegpt.h"
 #include "blockrunner.cuh"
+#include "cudaslicegpt.h"
 
-#include "../core/calibration.h"
-#include "../core/methods/slicegptengine.h"
+#include "engine/calibration.h"
+#include "methods/slicegptengine.h"
 
 #include <spdlog/spdlog.h>
 

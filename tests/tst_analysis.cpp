@@ -2,20 +2,20 @@
 // spectrum statistics (effective/stable rank, power-law alpha on synthetic Pareto data), pruning masks and their
 // statistics, Wanda scores and calibration norms, the content hash, and the HDF5 analysis archive.
 
-#include "analysisarchive.h"
-#include "calibration.h"
-#include "contenthash.h"
-#include "importance.h"
-#include "linalg.h"
-#include "model.h"
-#include "modelanalysis.h"
-#include "modelloader.h"
-#include "modelspectra.h"
-#include "randomizedsvd.h"
-#include "sparsitymask.h"
-#include "spectrum.h"
+#include "analysis/analysisarchive.h"
+#include "analysis/importance.h"
+#include "analysis/modelanalysis.h"
+#include "analysis/modelspectra.h"
+#include "analysis/sparsitymask.h"
+#include "engine/calibration.h"
+#include "engine/transformer.h"
+#include "io/modelloader.h"
+#include "model/contenthash.h"
+#include "model/model.h"
+#include "numeric/linalg.h"
+#include "numeric/randomizedsvd.h"
+#include "numeric/spectrum.h"
 #include "testsupport.h"
-#include "transformer.h"
 
 #include <QtTest/QtTest>
 

@@ -1,11 +1,11 @@
 // Runs every reader over the bad-input corpus (tests/data/bad, made by lathe-make-bad-corpus): each input must
 // give a LatheError that names the file and the problem, never a crash, hang, other exception or huge allocation.
 
-#include "error.h"
-#include "ggufparser.h"
-#include "mappedfile.h"
-#include "modelloader.h"
-#include "safetensorsheader.h"
+#include "base/error.h"
+#include "base/mappedfile.h"
+#include "io/ggufparser.h"
+#include "io/modelloader.h"
+#include "io/safetensorsheader.h"
 #include "testsupport.h"
 
 #include <QTest>

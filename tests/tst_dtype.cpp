@@ -1,9 +1,9 @@
 // Storage types: fp16/bf16 conversion and every GGUF block format against gguf-py's dequantization.
 
-#include "dequantize.h"
-#include "ggufparser.h"
-#include "halfconv.h"
-#include "mappedfile.h"
+#include "base/halfconv.h"
+#include "base/mappedfile.h"
+#include "io/ggufparser.h"
+#include "numeric/dequantize.h"
 #include "testsupport.h"
 
 #include <QTest>

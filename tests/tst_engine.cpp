@@ -2,14 +2,14 @@
 // by transformers, tests/fixtures/make_hf_references.py), the demo model and SmolLM2-135M; and the layer-by-layer
 // hooks API.
 
-#include "blas.h"
-#include "cpukernels.h"
-#include "model.h"
-#include "modelloader.h"
+#include "engine/transformer.h"
+#include "io/modelloader.h"
+#include "model/model.h"
+#include "model/syntheticmodel.h"
+#include "numeric/blas.h"
+#include "numeric/cpukernels.h"
 #include "referencefile.h"
-#include "syntheticmodel.h"
 #include "testsupport.h"
-#include "transformer.h"
 
 #include <QtTest/QtTest>
 

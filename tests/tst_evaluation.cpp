@@ -2,14 +2,15 @@
 // transformers' greedy output, and the bad inputs of evaluation (short text, long windows, wrong tokenizer, NaN
 // weights) through the library and lathe-cli.
 
-#include "error.h"
-#include "evaluation.h"
-#include "model.h"
-#include "modelloader.h"
+#include "base/error.h"
 #include "clirun.h"
+#include "engine/evaluation.h"
+#include "engine/transformer.h"
+#include "io/modelloader.h"
+#include "io/tokenizerloader.h"
+#include "model/model.h"
 #include "testsupport.h"
-#include "tokenizer.h"
-#include "transformer.h"
+#include "tokenizers/tokenizer.h"
 
 #include <nlohmann/json.hpp>
 #include <QtTest/QtTest>

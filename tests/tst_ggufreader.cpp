@@ -1,9 +1,9 @@
 // GGUF reader: the tiny Llama written by gguf-py (Q8_0/Q4_0/F16/F32, llama.cpp's q/k permutation) must read back
 // exactly as the HF-layout reference, and the real SmolLM2-135M GGUF must match gguf-py's dequantization.
 
-#include "mappedfile.h"
-#include "modelloader.h"
-#include "safetensorsheader.h"
+#include "base/mappedfile.h"
+#include "io/modelloader.h"
+#include "io/safetensorsheader.h"
 #include "testsupport.h"
 
 #include <QTest>

@@ -2,12 +2,12 @@
 // tolerances live in gpu/gpuselfcheck.h, shared with `lathe-cli check-gpu` (the lent GPU machine has no Qt); this
 // test runs each as a data row, plus the real-model dequantization where the SmolLM2 GGUF is cached.
 
-#include "backend.h"
+#include "base/error.h"
 #include "cudabackend.h"
-#include "dequantize.h"
-#include "error.h"
 #include "gpuselfcheck.h"
-#include "modelloader.h"
+#include "io/modelloader.h"
+#include "numeric/backend.h"
+#include "numeric/dequantize.h"
 #include "testsupport.h"
 
 #include <QTest>

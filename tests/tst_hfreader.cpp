@@ -1,8 +1,8 @@
 // Hugging Face folders written by the `safetensors` Python package (make_fixtures.py): every family's names map to
 // roles, GPT-2's Conv1D weights read as (out x in), shards match the single-file model, config keys are kept.
 
-#include "modelloader.h"
-#include "safetensorsheader.h"
+#include "io/modelloader.h"
+#include "io/safetensorsheader.h"
 #include "testsupport.h"
 
 #include <QTest>

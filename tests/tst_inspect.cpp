@@ -1,8 +1,8 @@
 // `lathe-cli inspect` and the summary behind it: counts add up, JSON and text agree, errors are clear.
 
-#include "modelloader.h"
-#include "modelsummary.h"
+#include "analysis/modelsummary.h"
 #include "clirun.h"
+#include "io/modelloader.h"
 #include "testsupport.h"
 
 #include <QProcess>

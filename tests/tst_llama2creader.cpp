@@ -1,7 +1,7 @@
 // llama2.c reader on the real stories260K model: dimensions, HF names, and the per-head row permutation that
 // turns llama2.c's interleaved RoPE into HF's rotate-half order.
 
-#include "modelloader.h"
+#include "io/modelloader.h"
 #include "testsupport.h"
 
 #include <QTest>

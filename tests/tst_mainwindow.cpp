@@ -2,7 +2,7 @@
 // and reports a bad file in the message bar instead of crashing.
 
 #include "mainwindow.h"
-#include "model.h"
+#include "model/model.h"
 #include "modeltree.h"
 #include "testsupport.h"
 

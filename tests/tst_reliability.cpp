@@ -4,20 +4,21 @@
 // clear error and leaves no half-written or empty file; a run's status says what happened; every check of a job
 // spec happens before its run folder exists; nonsense values are refused.
 
+#include "base/error.h"
+#include "base/outputfiles.h"
+#include "base/unicodetext.h"
 #include "clirun.h"
-#include "compressionrun.h"
-#include "error.h"
-#include "evaluation.h"
-#include "hfwriter.h"
-#include "magnitude.h"
-#include "modelconfig.h"
-#include "modelloader.h"
-#include "outputfiles.h"
-#include "pruningtargets.h"
-#include "sparsearchive.h"
+#include "engine/evaluation.h"
+#include "export/hfwriter.h"
+#include "export/sparsearchive.h"
+#include "io/modelloader.h"
+#include "io/tokenizerloader.h"
+#include "methods/magnitude.h"
+#include "methods/pruningtargets.h"
+#include "model/modelconfig.h"
+#include "run/compressionrun.h"
 #include "testsupport.h"
-#include "tokenizer.h"
-#include "unicodetext.h"
+#include "tokenizers/tokenizer.h"
 
 #include <QtTest/QtTest>
 

@@ -1,9 +1,9 @@
 // load -> write HF folder -> load gives identical tensors and config, for every reader; the writer is atomic
 // (cancel leaves nothing), shards above the size limit, converts dtypes and refuses to overwrite by accident.
 
-#include "halfconv.h"
-#include "hfwriter.h"
-#include "modelloader.h"
+#include "base/halfconv.h"
+#include "export/hfwriter.h"
+#include "io/modelloader.h"
 #include "testsupport.h"
 
 #include <QFloat16>

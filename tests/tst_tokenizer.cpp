@@ -1,13 +1,14 @@
 // Tokenizers against the ids Hugging Face `tokenizers` / `transformers` and `sentencepiece` give for the same
 // texts (tests/fixtures/make_tokenizer_references.py -> tokenizer-references.json).
 
-#include "modelloader.h"
-#include "error.h"
-#include "model.h"
+#include "base/error.h"
+#include "export/tokenizerexport.h"
+#include "io/modelloader.h"
+#include "io/tokenizerloader.h"
+#include "model/model.h"
 #include "testsupport.h"
-#include "scorebpe.h"
-#include "tokenizer.h"
-#include "tokenizerexport.h"
+#include "tokenizers/scorebpe.h"
+#include "tokenizers/tokenizer.h"
 
 #include <nlohmann/json.hpp>
 #include <QtTest/QtTest>

@@ -1,7 +1,7 @@
 #include "analysisjob.h"
 
-#include "backend.h"
-#include "model.h"
+#include "model/model.h"
+#include "numeric/backend.h"
 
 namespace lathe {
 

@@ -1,7 +1,7 @@
 #pragma once
 
+#include "analysis/modelanalysis.h"
 #include "job.h"
-#include "modelanalysis.h"
 
 #include <memory>
 #include <vector>

@@ -1,9 +1,10 @@
 #include "calibrationjob.h"
 
-#include "evaluation.h"
-#include "model.h"
-#include "tokenizer.h"
-#include "transformer.h"
+#include "engine/evaluation.h"
+#include "engine/transformer.h"
+#include "io/tokenizerloader.h"
+#include "model/model.h"
+#include "tokenizers/tokenizer.h"
 
 #include <QFileInfo>
 

@@ -1,6 +1,6 @@
 #pragma once
 
-#include "calibration.h"
+#include "engine/calibration.h"
 #include "job.h"
 
 #include <QString>

@@ -1,11 +1,11 @@
 #include "compressdialog.h"
 
-#include "backend.h"
+#include "numeric/backend.h"
 
-#include "error.h"
-#include "model.h"
-#include "pruningtargets.h"
-#include "slicegpt.h"
+#include "base/error.h"
+#include "methods/pruningtargets.h"
+#include "methods/slicegpt.h"
+#include "model/model.h"
 
 #include <QCheckBox>
 #include <QComboBox>

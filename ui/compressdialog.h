@@ -1,6 +1,6 @@
 #pragma once
 
-#include "compressionrun.h"
+#include "run/compressionrun.h"
 
 #include <QDialog>
 

@@ -1,7 +1,7 @@
 #pragma once
 
-#include "compressionrun.h"
 #include "job.h"
+#include "run/compressionrun.h"
 
 namespace lathe {
 

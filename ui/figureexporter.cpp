@@ -1,10 +1,10 @@
 #include "figureexporter.h"
 
+#include "analysis/modelanalysis.h"
 #include "importanceview.h"
 #include "layerview.h"
-#include "modelanalysis.h"
+#include "numeric/spectrum.h"
 #include "sparsityview.h"
-#include "spectrum.h"
 #include "spectrumview.h"
 
 #include <QDir>

@@ -7,23 +7,23 @@
 #include <QDateTime>
 #include <QDir>
 
+#include "analysis/compressionestimate.h"
+#include "analysis/modelanalysis.h"
+#include "analysis/modelsummary.h"
 #include "analysisjob.h"
 #include "calibrationjob.h"
-#include "compressionestimate.h"
 #include "figureexporter.h"
 #include "importanceview.h"
 #include "jobmanager.h"
 #include "jobpanel.h"
 #include "layerview.h"
 #include "logpanel.h"
-#include "model.h"
-#include "modelanalysis.h"
-#include "modelsummary.h"
+#include "model/model.h"
 #include "modeltree.h"
+#include "numeric/spectrum.h"
 #include "openmodeljob.h"
 #include "parameterpanel.h"
 #include "sparsityview.h"
-#include "spectrum.h"
 #include "spectrumview.h"
 
 #include <QAction>

@@ -1,8 +1,8 @@
 #pragma once
 
-#include "compressionrun.h"
+#include "run/compressionrun.h"
 
-#include "calibration.h"
+#include "engine/calibration.h"
 #include "matrixscores.h"
 
 #include <QMainWindow>

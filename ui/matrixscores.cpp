@@ -1,7 +1,7 @@
 #include "matrixscores.h"
 
-#include "error.h"
-#include "model.h"
+#include "base/error.h"
+#include "model/model.h"
 
 #include <QObject>
 

@@ -1,9 +1,9 @@
 #pragma once
 
-#include "calibration.h"
+#include "analysis/importance.h"
+#include "analysis/sparsitymask.h"
+#include "engine/calibration.h"
 #include "histogram.h"
-#include "importance.h"
-#include "sparsitymask.h"
 
 #include <QString>
 

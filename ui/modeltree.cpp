@@ -1,7 +1,7 @@
 #include "modeltree.h"
 
-#include "model.h"
-#include "modelsummary.h"
+#include "analysis/modelsummary.h"
+#include "model/model.h"
 
 #include <QHeaderView>
 

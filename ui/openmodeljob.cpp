@@ -1,7 +1,7 @@
 #include "openmodeljob.h"
 
-#include "model.h"
-#include "modelloader.h"
+#include "io/modelloader.h"
+#include "model/model.h"
 
 #include <QFileInfo>
 

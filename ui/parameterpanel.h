@@ -1,8 +1,8 @@
 #pragma once
 
-#include "calibration.h"
-#include "compressionestimate.h"
-#include "importance.h"
+#include "analysis/compressionestimate.h"
+#include "analysis/importance.h"
+#include "engine/calibration.h"
 
 #include <QWidget>
 

@@ -1,7 +1,7 @@
 #include "spectrumview.h"
 
-#include "modelspectra.h"
-#include "spectrum.h"
+#include "analysis/modelspectra.h"
+#include "numeric/spectrum.h"
 
 #include <qcustomplot.h>
 

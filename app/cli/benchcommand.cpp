@@ -1,16 +1,16 @@
 #include "clioptions.h"
 #include "enginesetup.h"
 
-#include "backend.h"
-#include "blas.h"
-#include "calibration.h"
-#include "deviceforward.h"
-#include "error.h"
-#include "mat.h"
+#include "base/error.h"
+#include "engine/calibration.h"
+#include "engine/deviceforward.h"
+#include "engine/transformer.h"
+#include "io/modelloader.h"
 #include "methods/slicegpt.h"
-#include "modelloader.h"
-#include "syntheticmodel.h"
-#include "transformer.h"
+#include "model/syntheticmodel.h"
+#include "numeric/backend.h"
+#include "numeric/blas.h"
+#include "numeric/mat.h"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>

@@ -3,7 +3,7 @@
 #ifdef LATHE_HAVE_CUDA
 #include "gpuselfcheck.h"
 #endif
-#include "error.h"
+#include "base/error.h"
 
 #include <nlohmann/json.hpp>
 

@@ -1,6 +1,6 @@
 #include "clioptions.h"
 
-#include "error.h"
+#include "base/error.h"
 
 #include <algorithm>
 #include <charconv>

@@ -1,7 +1,7 @@
 #include "clioptions.h"
 
-#include "compressionrun.h"
-#include "error.h"
+#include "base/error.h"
+#include "run/compressionrun.h"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>

@@ -1,9 +1,9 @@
 #include "clioptions.h"
 
-#include "error.h"
-#include "hfwriter.h"
-#include "modelloader.h"
-#include "modelsummary.h"
+#include "analysis/modelsummary.h"
+#include "base/error.h"
+#include "export/hfwriter.h"
+#include "io/modelloader.h"
 
 #include <cstdio>
 

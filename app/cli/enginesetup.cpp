@@ -1,7 +1,8 @@
 #include "enginesetup.h"
 
-#include "error.h"
-#include "modelloader.h"
+#include "base/error.h"
+#include "io/modelloader.h"
+#include "io/tokenizerloader.h"
 
 #include <spdlog/spdlog.h>
 

@@ -1,9 +1,9 @@
 #pragma once
 
-#include "backend.h"
-#include "deviceforward.h"
-#include "model.h"
-#include "tokenizer.h"
+#include "engine/deviceforward.h"
+#include "model/model.h"
+#include "numeric/backend.h"
+#include "tokenizers/tokenizer.h"
 
 #include <memory>
 #include <optional>

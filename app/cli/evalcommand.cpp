@@ -1,11 +1,12 @@
 #include "clioptions.h"
 #include "enginesetup.h"
 
-#include "blas.h"
-#include "deviceforward.h"
-#include "error.h"
-#include "evaluation.h"
-#include "transformer.h"
+#include "base/error.h"
+#include "engine/deviceforward.h"
+#include "engine/evaluation.h"
+#include "engine/transformer.h"
+#include "io/tokenizerloader.h"
+#include "numeric/blas.h"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>

@@ -1,11 +1,11 @@
 #include "clioptions.h"
 #include "enginesetup.h"
 
-#include "backend.h"
-#include "blas.h"
-#include "error.h"
-#include "modelloader.h"
-#include "modelsummary.h"
+#include "analysis/modelsummary.h"
+#include "base/error.h"
+#include "io/modelloader.h"
+#include "numeric/backend.h"
+#include "numeric/blas.h"
 
 #include <spdlog/spdlog.h>
 

@@ -2,10 +2,10 @@
 
 #include "clioptions.h"
 
-#include "backend.h"
-#include "blas.h"
-#include "error.h"
-#include "logging.h"
+#include "base/error.h"
+#include "base/logging.h"
+#include "numeric/backend.h"
+#include "numeric/blas.h"
 
 #ifdef LATHE_HAVE_CUDA
 #include "cudabackend.h"

@@ -1,18 +1,18 @@
 // lathe-cli analyze (spectra and derived numbers of every weight matrix) and bench spectra.
 
 #include "clioptions.h"
-#include "backend.h"
 #include "enginesetup.h"
+#include "numeric/backend.h"
 
-#include "blas.h"
-#include "error.h"
-#include "linalg.h"
-#include "model.h"
-#include "modelloader.h"
-#include "modelanalysis.h"
-#include "modelspectra.h"
-#include "spectrum.h"
-#include "parallel.h"
+#include "analysis/modelanalysis.h"
+#include "analysis/modelspectra.h"
+#include "base/error.h"
+#include "base/parallel.h"
+#include "io/modelloader.h"
+#include "model/model.h"
+#include "numeric/blas.h"
+#include "numeric/linalg.h"
+#include "numeric/spectrum.h"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>

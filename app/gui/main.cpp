@@ -1,11 +1,11 @@
 // lathe: the desktop workbench.
 
-#include "backend.h"
-#include "blas.h"
-#include "logging.h"
+#include "base/logging.h"
 #include "mainwindow.h"
-#include "model.h"
+#include "model/model.h"
 #include "modeltree.h"
+#include "numeric/backend.h"
+#include "numeric/blas.h"
 
 #ifdef LATHE_HAVE_CUDA
 #include "cudabackend.h"

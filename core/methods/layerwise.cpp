@@ -1,8 +1,8 @@
-#include "layerwise.h"
+#include "methods/layerwise.h"
 
-#include "blas.h"
-#include "calibration.h"
-#include "error.h"
+#include "base/error.h"
+#include "engine/calibration.h"
+#include "numeric/blas.h"
 
 #include <algorithm>
 

@@ -1,8 +1,8 @@
 #pragma once
 
-#include "mat.h"
-#include "progress.h"
-#include "transformer.h"
+#include "base/progress.h"
+#include "engine/transformer.h"
+#include "numeric/mat.h"
 
 #include <cstdint>
 #include <vector>

@@ -3,11 +3,11 @@
 // weight is |W_ij|; unstructured pruning removes the lowest scores of each matrix, N:M pruning the N lowest of
 // every M consecutive inputs in a row.
 
-#include "magnitude.h"
+#include "methods/magnitude.h"
 
-#include "importance.h"
-#include "layerweights.h"
-#include "model.h"
+#include "analysis/importance.h"
+#include "model/layerweights.h"
+#include "model/model.h"
 
 #include <chrono>
 

@@ -3,11 +3,11 @@
 // Norm parameters are folded into the adjacent linears in fp64; LayerNorm's mean subtraction is made redundant by
 // keeping the residual stream mean-free (centred embeddings and centred residual writers).
 
-#include "normfusion.h"
+#include "methods/normfusion.h"
 
-#include "error.h"
-#include "layerweights.h"
-#include "model.h"
+#include "base/error.h"
+#include "model/layerweights.h"
+#include "model/model.h"
 
 #include <Eigen/Core>
 

@@ -1,10 +1,10 @@
 // Target selection, patterns and mask application shared by the pruning baselines (magnitude, Wanda).
 
-#include "pruningtargets.h"
+#include "methods/pruningtargets.h"
 
-#include "error.h"
-#include "model.h"
-#include "unicodetext.h"
+#include "base/error.h"
+#include "base/unicodetext.h"
+#include "model/model.h"
 
 #include <charconv>
 #include <cmath>

@@ -1,8 +1,8 @@
 #pragma once
 
-#include "layerweights.h"
-#include "sparsitymask.h"
-#include "tensorrole.h"
+#include "analysis/sparsitymask.h"
+#include "model/layerweights.h"
+#include "model/tensorrole.h"
 
 #include <nlohmann/json.hpp>
 

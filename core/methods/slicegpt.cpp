@@ -9,17 +9,17 @@
 // (Q_out). Parallel Phi-2 blocks: one PCA per block. The last block's output and the head keep the full width
 // unless sliceHead is set.
 
-#include "slicegpt.h"
+#include "methods/slicegpt.h"
 
-#include "backend.h"
+#include "numeric/backend.h"
 
-#include "error.h"
-#include "layerweights.h"
-#include "linalg.h"
-#include "model.h"
-#include "normfusion.h"
-#include "slicegptengine.h"
-#include "transformer.h"
+#include "base/error.h"
+#include "engine/transformer.h"
+#include "methods/normfusion.h"
+#include "methods/slicegptengine.h"
+#include "model/layerweights.h"
+#include "model/model.h"
+#include "numeric/linalg.h"
 
 #include <Eigen/Core>
 #include <Eigen/QR>

@@ -1,7 +1,7 @@
 #pragma once
 
-#include "deviceforward.h"
-#include "progress.h"
+#include "base/progress.h"
+#include "engine/deviceforward.h"
 
 #include <cstdint>
 #include <string>

@@ -1,10 +1,10 @@
-#include "slicegptengine.h"
+#include "methods/slicegptengine.h"
 
-#include "blas.h"
-#include "error.h"
-#include "layerwise.h"
-#include "model.h"
-#include "transformer.h"
+#include "base/error.h"
+#include "engine/transformer.h"
+#include "methods/layerwise.h"
+#include "model/model.h"
+#include "numeric/blas.h"
 
 namespace lathe {
 

@@ -1,10 +1,10 @@
 #pragma once
 
-#include "blockhooks.h"
-#include "deviceforward.h"
-#include "layerweights.h"
-#include "mat.h"
-#include "progress.h"
+#include "base/progress.h"
+#include "engine/blockhooks.h"
+#include "engine/deviceforward.h"
+#include "model/layerweights.h"
+#include "numeric/mat.h"
 
 #include <cstdint>
 #include <memory>

@@ -4,15 +4,15 @@
 // lowest of every M consecutive inputs). Blocks are processed in order: the input norms of block l come from the
 // dense block l fed by the already pruned blocks 0..l-1, and the pruned block's outputs feed block l+1.
 
-#include "wanda.h"
+#include "methods/wanda.h"
 
-#include "calibration.h"
-#include "error.h"
-#include "importance.h"
-#include "layerwise.h"
-#include "layerweights.h"
-#include "model.h"
-#include "transformer.h"
+#include "analysis/importance.h"
+#include "base/error.h"
+#include "engine/calibration.h"
+#include "engine/transformer.h"
+#include "methods/layerwise.h"
+#include "model/layerweights.h"
+#include "model/model.h"
 
 #include <spdlog/spdlog.h>
 

@@ -1,7 +1,7 @@
 #pragma once
 
-#include "pruningtargets.h"
-#include "progress.h"
+#include "base/progress.h"
+#include "methods/pruningtargets.h"
 
 namespace lathe {
 

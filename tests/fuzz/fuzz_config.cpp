@@ -1,7 +1,7 @@
 // libFuzzer target: any bytes given as a Hugging Face config.json give a model configuration or a LatheError.
 
-#include "error.h"
-#include "modelconfig.h"
+#include "base/error.h"
+#include "model/modelconfig.h"
 
 #include <nlohmann/json.hpp>
 

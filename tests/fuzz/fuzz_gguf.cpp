@@ -1,7 +1,7 @@
 // libFuzzer target: any byte string given to the GGUF parser yields a parsed file or a LatheError.
 
-#include "error.h"
-#include "ggufparser.h"
+#include "base/error.h"
+#include "io/ggufparser.h"
 
 #include <cstddef>
 #include <cstdint>

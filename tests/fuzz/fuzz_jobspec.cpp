@@ -3,8 +3,8 @@
 // fixture; never a crash, a hang or a huge allocation. Nothing is written: the output folder does not exist and
 // checkCompressionSpec creates nothing.
 
-#include "compressionrun.h"
-#include "error.h"
+#include "base/error.h"
+#include "run/compressionrun.h"
 
 #include <nlohmann/json.hpp>
 

@@ -1,7 +1,7 @@
 // libFuzzer target: any byte string given to the safetensors header parser yields a header or a LatheError.
 
-#include "error.h"
-#include "safetensorsheader.h"
+#include "base/error.h"
+#include "io/safetensorsheader.h"
 
 #include <cstddef>
 #include <cstdint>

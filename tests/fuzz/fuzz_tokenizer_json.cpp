@@ -1,8 +1,9 @@
 // libFuzzer target: any bytes given as a tokenizer.json load as a tokenizer that encodes and decodes a fixed text,
 // or are refused with a LatheError.
 
-#include "error.h"
-#include "tokenizer.h"
+#include "base/error.h"
+#include "io/tokenizerloader.h"
+#include "tokenizers/tokenizer.h"
 
 #include <unistd.h>
 

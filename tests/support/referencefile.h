@@ -3,9 +3,9 @@
 // Reads the reference outputs that tests/fixtures/make_hf_references.py saves as .safetensors (F32 and I32
 // tensors) into memory. Header-only; uses the engine's own safetensors header parser.
 
-#include "error.h"
-#include "mappedfile.h"
-#include "safetensorsheader.h"
+#include "base/error.h"
+#include "base/mappedfile.h"
+#include "io/safetensorsheader.h"
 
 #include <cstring>
 #include <map>

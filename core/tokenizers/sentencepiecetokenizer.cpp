@@ -1,0 +1,61 @@
+#include "tokenizers/sentencepiecetokenizer.h"
+
+#include "base/error.h"
+
+#ifdef LATHE_HAVE_SENTENCEPIECE
+#include <sentencepiece_processor.h>
+#endif
+
+namespace lathe {
+
+#ifdef LATHE_HAVE_SENTENCEPIECE
+
+bool SentencePieceTokenizer::available() { return true; }
+
+SentencePieceTokenizer::SentencePieceTokenizer(const std::string &modelFile)
+    : m_sp(std::make_unique<sentencepiece::SentencePieceProcessor>()) {
+    const auto status = m_sp->Load(modelFile);
+    if (!status.ok())
+        throw LatheError(modelFile + ": not a SentencePiece model (" + status.ToString() + ")");
+    bos = m_sp->bos_id();
+    eos = m_sp->eos_id();
+    addBos = bos >= 0;
+}
+
+SentencePieceTokenizer::~SentencePieceTokenizer() = default;
+
+int64_t SentencePieceTokenizer::vocabSize() const { return m_sp->GetPieceSize(); }
+
+std::vector<int32_t> SentencePieceTokenizer::encode(std::string_view text) const {
+    std::vector<int> ids;
+    m_sp->Encode(text, &ids);
+    return {ids.begin(), ids.end()};
+}
+
+std::string SentencePieceTokenizer::decode(std::span<const int32_t> ids) const {
+    std::string out;
+    m_sp->Decode(std::vector<int>(ids.begin(), ids.end()), &out);
+    return out;
+}
+
+std::string SentencePieceTokenizer::piece(int32_t id) const {
+    return id >= 0 && id < m_sp->GetPieceSize() ? m_sp->IdToPiece(id) : std::string();
+}
+
+#else
+
+bool SentencePieceTokenizer::available() { return false; }
+
+SentencePieceTokenizer::SentencePieceTokenizer(const std::string &modelFile) {
+    throw LatheError(modelFile + ": this build of Lathe has no SentencePiece support",
+                     "install libsentencepiece-dev and rebuild");
+}
+SentencePieceTokenizer::~SentencePieceTokenizer() = default;
+int64_t SentencePieceTokenizer::vocabSize() const { return 0; }
+std::vector<int32_t> SentencePieceTokenizer::encode(std::string_view) const { return {}; }
+std::string SentencePieceTokenizer::decode(std::span<const int32_t>) const { return {}; }
+std::string SentencePieceTokenizer::piece(int32_t) const { return {}; }
+
+#endif
+
+} // namespace lathe
