@@ -36,6 +36,19 @@ json readJson(const fs::path &p) {
     }
 }
 
+// The array `key` of the object `obj`, by reference (no copy, no temporary to outlive): an empty array when absent
+// or null, a LatheError naming `file` when it is something else.
+const json &arrayAt(const json &obj, const char *key, const std::string &file) {
+    static const json kEmpty = json::array();
+    if (!obj.is_object())
+        return kEmpty;
+    const auto it = obj.find(key);
+    if (it == obj.end() || it->is_null())
+        return kEmpty;
+    require(it->is_array(), file, std::string("'") + key + "' is not an array");
+    return *it;
+}
+
 std::string tokenContent(const json &t) {
     if (t.is_string())
         return t.get<std::string>();
@@ -73,7 +86,7 @@ void parsePreTokenizer(const json &pt, std::vector<ByteLevelBpeTokenizer::PreSte
     const std::string type = pt.value("type", "");
     using Step = ByteLevelBpeTokenizer::PreStep;
     if (type == "Sequence") {
-        for (const json &c : pt.value("pretokenizers", json::array()))
+        for (const json &c : arrayAt(pt, "pretokenizers", file))
             parsePreTokenizer(c, steps, file);
     } else if (type == "ByteLevel") {
         require(!pt.value("add_prefix_space", false), file, "ByteLevel with add_prefix_space is not supported");
@@ -116,7 +129,7 @@ std::pair<std::string, std::string> splitMerge(const std::string &m, const std::
 // tokenizer.json's model.merges: [left, right] pairs or "left right" strings.
 std::vector<std::pair<std::string, std::string>> tokenizerJsonMerges(const json &model, const std::string &source) {
     std::vector<std::pair<std::string, std::string>> merges;
-    for (const json &mg : model.value("merges", json::array())) {
+    for (const json &mg : arrayAt(model, "merges", source)) {
         if (mg.is_array() && mg.size() == 2)
             merges.emplace_back(mg[0].get<std::string>(), mg[1].get<std::string>());
         else if (mg.is_string())
@@ -173,7 +186,7 @@ std::unique_ptr<Tokenizer> scoreBpeFromJson(const json &j, std::vector<std::stri
     for (size_t i = 0; i < tokens.size(); ++i)
         if (ScoreBpeTokenizer::byteValue(tokens[i]) >= 0)
             spec.types[i] = 6;
-    for (const json &a : j.value("added_tokens", json::array())) {
+    for (const json &a : arrayAt(j, "added_tokens", name)) {
         const int32_t id = a.value("id", -1);
         if (id >= 0 && size_t(id) < tokens.size())
             spec.types[size_t(id)] = a.value("special", false) ? 3 : 4;
@@ -205,7 +218,8 @@ std::unique_ptr<Tokenizer> fromTokenizerJson(const fs::path &file) {
     for (auto it = m["vocab"].begin(); it != m["vocab"].end(); ++it)
         addId(it.key(), it.value().get<int32_t>());
     std::vector<std::pair<std::string, int32_t>> added;
-    for (const json &a : j.value("added_tokens", json::array())) {
+    for (const json &a : arrayAt(j, "added_tokens", name)) {
+        require(a.is_object(), name, "an added token is not an object");
         addId(a.value("content", ""), a.value("id", -1));
         added.emplace_back(a.value("content", ""), a.value("id", -1));
     }
@@ -418,7 +432,18 @@ std::unique_ptr<Tokenizer> fromLlama2c(const std::string &path, int64_t vocab) {
 
 } // namespace
 
+static std::unique_ptr<Tokenizer> loadTokenizerFileUnchecked(const std::string &pathArg);
+
 std::unique_ptr<Tokenizer> loadTokenizerFile(const std::string &pathArg) {
+    try {
+        return loadTokenizerFileUnchecked(pathArg);
+    } catch (const json::exception &e) { // a field of an unexpected type, deep inside the file
+        throw LatheError(pathArg + ": unexpected tokenizer file content (" + e.what() + ")",
+                         "is it a tokenizer file of a model transformers loads?");
+    }
+}
+
+static std::unique_ptr<Tokenizer> loadTokenizerFileUnchecked(const std::string &pathArg) {
     fs::path path(pathArg);
     require(fs::exists(path), pathArg, "no such file or folder");
     if (fs::is_directory(path)) {

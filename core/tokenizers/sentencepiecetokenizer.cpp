@@ -4,6 +4,12 @@
 
 #ifdef LATHE_HAVE_SENTENCEPIECE
 #include <sentencepiece_processor.h>
+#else
+// Without the library (the engine-only build) the processor is never made, but the member's destructor needs a
+// complete type.
+namespace sentencepiece {
+class SentencePieceProcessor {};
+} // namespace sentencepiece
 #endif
 
 namespace lathe {
