@@ -108,13 +108,13 @@ void writeFileAtomically(const std::string &path, const std::string &hint, uint6
     std::error_code ec;
     const std::string tmp = temporarySibling(path, "lathe-tmp").string();
     try {
-        CheckedFile(tmp).close(); // the file to reserve space for, before HDF5 writes a byte of it
-        reserveSpace(tmp, bytesBound + (1u << 20));
+        const uint64_t bytes = bytesBound + (1u << 20);
+        checkSpaceFor(tmp, bytes); // before HDF5 writes a byte (the superblock, when the file is created)
         LATHE_H5_HINT(path, hint, [&] {
             {
-                H5::H5File created(tmp, H5F_ACC_TRUNC); // truncates: allocation past the end is kept below
+                H5::H5File created(tmp, H5F_ACC_TRUNC); // creating truncates, so the space is reserved after it
             }
-            reserveSpace(tmp, bytesBound + (1u << 20));
+            reserveSpace(tmp, bytes);
             H5::H5File file(tmp, H5F_ACC_RDWR);
             fill(file);
             file.close();

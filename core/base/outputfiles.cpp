@@ -171,7 +171,8 @@ void checkOutputFolder(const std::string &dir, OutputKind kind, bool overwrite, 
         return;
     if (!overwrite)
         throw LatheError(dir + ": exists and is not empty",
-                         "choose a new folder, or allow overwriting to replace a previous Lathe output there");
+                         "choose a new folder, or allow overwriting (--overwrite; output.overwrite in a job spec) to "
+                         "replace a previous Lathe output there");
     const std::optional<OutputKind> found = outputKindOf(dirForms[0]);
     if (!found)
         throw LatheError(dir + ": exists and is not a folder Lathe wrote (no " + kOutputMarker +
@@ -225,12 +226,18 @@ std::vector<std::string> cleanStaleTemporaries(const fs::path &folder) {
     return said;
 }
 
-void reserveSpace(const fs::path &file, uint64_t bytes) {
-    auto human = [](uint64_t b) {
-        char t[32];
-        std::snprintf(t, sizeof t, "%.1f MB", double(b) / 1e6);
-        return std::string(t);
-    };
+namespace {
+
+std::string megabytes(uint64_t b) {
+    char t[32];
+    std::snprintf(t, sizeof t, "%.1f MB", double(b) / 1e6);
+    return t;
+}
+
+} // namespace
+
+void checkSpaceFor(const fs::path &file, uint64_t bytes) {
+    const auto human = megabytes;
     rlimit lim{};
     if (::getrlimit(RLIMIT_FSIZE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY && bytes > lim.rlim_cur)
         throw LatheError(file.string() + ": needs up to " + human(bytes) + ", above the file size limit of " +
@@ -244,6 +251,10 @@ void reserveSpace(const fs::path &file, uint64_t bytes) {
                                  " free",
                              writeHint(ENOSPC));
     }
+}
+
+void reserveSpace(const fs::path &file, uint64_t bytes) {
+    checkSpaceFor(file, bytes);
     const int fd = ::open(file.c_str(), O_WRONLY | O_CLOEXEC);
     if (fd < 0) {
         const int err = errno;
@@ -254,7 +265,8 @@ void reserveSpace(const fs::path &file, uint64_t bytes) {
         err = errno;
     ::close(fd);
     if (err == ENOSPC || err == EDQUOT || err == EFBIG)
-        throw LatheError(file.string() + ": cannot reserve " + human(bytes) + ": " + std::strerror(err), writeHint(err));
+        throw LatheError(file.string() + ": cannot reserve " + megabytes(bytes) + ": " + std::strerror(err),
+                         writeHint(err));
     // Other failures (EOPNOTSUPP on file systems without fallocate) leave the free-space check above.
 }
 

@@ -78,10 +78,13 @@ void writeFileAtomic(const std::filesystem::path &path, const std::string &text)
 // Renames the complete, fsync'ed file `tmp` over `dest` and fsyncs the folder; LatheError naming `dest` on failure.
 void installFile(const std::filesystem::path &tmp, const std::filesystem::path &dest);
 
+// Refuses with a LatheError and a hint when `bytes` would not fit in a file at `file` (which need not exist yet):
+// above the file size limit, or above the free space of its file system.
+void checkSpaceFor(const std::filesystem::path &file, uint64_t bytes);
+
 // Makes sure that `bytes` can be written to the existing file `file` from its start without running out of space
 // (for writers that cannot recover from a failed write themselves: HDF5 1.10 crashes when it closes a file whose
-// flush failed). Refuses with a LatheError and a hint when the file size limit or the free space of its file
-// system is below `bytes`, then allocates the blocks past the end of the file (fallocate with KEEP_SIZE) where the
+// flush failed). Refuses as checkSpaceFor does, then allocates the blocks past the end of the file (fallocate with KEEP_SIZE) where the
 // file system supports it, so that another process filling the disk meanwhile cannot make the writes fail.
 void reserveSpace(const std::filesystem::path &file, uint64_t bytes);
 

@@ -274,6 +274,12 @@ std::string runFolderName(double sparsity) {
     return sub;
 }
 
+// Where point `i` of the spec writes its export and archive: the run folder itself for a single run.
+fs::path pointFolder(const CompressionSpec &spec, size_t i) {
+    const fs::path dir(spec.outputDir);
+    return spec.sparsities.size() > 1 ? dir / runFolderName(spec.sparsities[i]) : dir;
+}
+
 // The files and folders a run reads: its output folder may be none of them, lie in none and contain none.
 std::vector<std::string> specInputs(const CompressionSpec &s) {
     return {s.model, s.tokenizer, s.calibrationText, s.evalText, s.specFile};
@@ -313,8 +319,6 @@ void validateSpec(const CompressionSpec &s) {
         const SparsityPattern p = parsePattern(s.pattern, s.sparsities[0]);
         if (p.isNm() && s.sparsities.size() > 1)
             throw LatheError("job spec: an N:M pattern fixes the sparsity; a sweep makes no sense with it");
-        if (p.isNm() && (p.n <= 0 || p.n >= p.m))
-            throw LatheError("job spec: N:M pattern '" + s.pattern + "' needs 0 < N < M");
     } else {
         if (!(s.damping >= 0.0 && s.damping <= 1.0))
             throw LatheError("job spec: slicegpt.damping " + std::to_string(s.damping) + " is outside [0, 1]",
@@ -357,8 +361,7 @@ void validateSpec(const CompressionSpec &s) {
         // A resumed run continues in its folder: like overwriting, it needs the marker of a run folder there.
         checkOutputFolder(s.outputDir, OutputKind::CompressionRun, s.overwrite || s.resume, specInputs(s));
     } catch (const LatheError &e) {
-        throw LatheError(std::string("job spec: output.dir ") + e.what(),
-                         e.hint() + (s.overwrite ? "" : " (output.overwrite or --overwrite)"));
+        throw LatheError(std::string("job spec: output.dir ") + e.what(), e.hint());
     }
 }
 
@@ -527,7 +530,7 @@ std::optional<CompressionRunResult> previousRun(const CompressionSpec &spec) {
     size_t kept = 0;
     for (; kept < r.runs.size() && kept < n; ++kept) {
         const CompressionRunRecord &rec = r.runs[kept];
-        const fs::path runDir = n > 1 ? dir / runFolderName(spec.sparsities[kept]) : dir;
+        const fs::path runDir = pointFolder(spec, kept);
         const bool pruning = spec.method != "slicegpt";
         const bool complete = rec.sparsity == spec.sparsities[kept] &&
                               (!spec.exportModel || outputKindOf(runDir / "model") == OutputKind::ModelExport) &&
@@ -547,6 +550,8 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
     // Everything that can refuse the job happens before the run folder is created, so that a refused run leaves
     // nothing behind that would block its corrected re-run.
     PreparedRun prepared = prepareRun(spec);
+    // Before the texts are tokenized: a folder holding another job is refused at once.
+    const std::optional<CompressionRunResult> previous = spec.resume ? previousRun(spec) : std::nullopt;
     std::unique_ptr<Model> model = std::move(prepared.model);
     const ModelConfig &cfg = model->config;
     std::string deviceNote;
@@ -575,7 +580,6 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
                              "use a longer text or a shorter evaluation.seq_len");
     }
 
-    const std::optional<CompressionRunResult> previous = spec.resume ? previousRun(spec) : std::nullopt;
     const fs::path outDir(spec.outputDir);
     createRunFolder(spec, previous.has_value());
     RunFiles files(outDir);
@@ -672,7 +676,7 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
             CompressionRunRecord rec;
             rec.sparsity = s;
             const std::string tag = n > 1 ? "run " + std::to_string(i + 1) + "/" + std::to_string(n) + ": " : "";
-            const fs::path runDir = n > 1 ? outDir / runFolderName(s) : outDir;
+            const fs::path runDir = pointFolder(spec, i);
             fs::create_directories(runDir);
             std::unique_ptr<Model> m = openModel(spec.model); // fresh for every run: the source is never written
             const double tm = now();

@@ -10,13 +10,15 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static const std::string path = "/tmp/lathe-fuzz-" + std::to_string(::getpid()) + "/tokenizer.json";
     static const bool made = [] {
-        const std::string dir = path.substr(0, path.rfind('/'));
-        return std::system(("mkdir -p " + dir).c_str()) == 0;
+        std::error_code ec;
+        std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+        return !ec;
     }();
     if (!made)
         return 0;
