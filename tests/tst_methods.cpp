@@ -11,6 +11,7 @@
 #include "io/modelloader.h"
 #include "io/tokenizerloader.h"
 #include "methods/magnitude.h"
+#include "methods/registry.h"
 #include "methods/normfusion.h"
 #include "methods/slicegpt.h"
 #include "methods/wanda.h"
@@ -18,6 +19,7 @@
 #include "model/model.h"
 #include "numeric/backend.h"
 #include "run/compressionrun.h"
+#include "clirun.h"
 #include "testsupport.h"
 #include "tokenizers/tokenizer.h"
 
@@ -25,7 +27,9 @@
 #include <QProcess>
 
 #include <cmath>
+#include <map>
 #include <random>
+#include <set>
 
 using namespace lathe;
 
@@ -54,7 +58,7 @@ void decoderRows() {
 CompressionSpec demoSpec(const std::string &method, const std::string &text, const std::string &tag) {
     CompressionSpec s;
     s.model = test::sourceDir() + "/resources/demo/stories260K.bin";
-    s.method = method;
+    s.setMethod(method);
     s.sparsities = {method == "slicegpt" ? 0.25 : 0.5};
     s.calibrationText = text;
     s.calibrationSamples = 8;
@@ -375,7 +379,7 @@ private slots:
     void compressionRunNm() {
         const std::string text = test::dataDir() + "/text/tinystories-excerpt.txt";
         CompressionSpec spec = demoSpec("magnitude", text, "nm");
-        spec.pattern = "2:4";
+        spec.params.set("pattern", std::string("2:4"));
         const CompressionRunResult r = runCompression(spec);
         QCOMPARE(QString::fromStdString(r.status), QString("done"));
         auto exported = openModel(spec.outputDir + "/model");
@@ -421,17 +425,96 @@ private slots:
         QCOMPARE(QString::fromStdString(j["status"].get<std::string>()), QString("cancelled"));
     }
 
+    // The registry (issue 16 item 2): the three methods with their declarations; `lathe-cli methods --json` lists
+    // them with every parameter; each parameter survives JSON both ways at a value other than its default.
+    void methodRegistry() {
+        QStringList names;
+        for (const CompressionMethod *m : compressionMethods())
+            names << QString::fromStdString(m->info().name);
+        QCOMPARE(names, QStringList({"wanda", "magnitude", "slicegpt"}));
+        QVERIFY(!findMethod("sparsegpt"));
+        QCOMPARE(methodNamed("slicegpt").info().exportKind, ExportKind::Sliced);
+        QVERIFY(!methodNamed("magnitude").info().needsCalibration && methodNamed("wanda").info().needsCalibration);
+
+        const test::CliRun r = test::runCli({"methods", "--json"}, 20000);
+        QCOMPARE(r.exitCode, 0);
+        const nlohmann::json listed = nlohmann::json::parse(r.out);
+        QCOMPARE(int(listed.size()), 3);
+        std::map<std::string, std::set<std::string>> keys;
+        for (const nlohmann::json &m : listed) {
+            QVERIFY(m.contains("kind") && m.contains("needs_calibration") && m.contains("export"));
+            for (const nlohmann::json &p : m["parameters"]) {
+                QVERIFY2(p.contains("type") && p.contains("default") && !p["help"].get<std::string>().empty(),
+                         p.dump().c_str());
+                keys[m["name"]].insert(p["key"]);
+            }
+        }
+        QCOMPARE(keys["wanda"], (std::set<std::string>{"pattern", "targets", "layer_sparsity"}));
+        QCOMPARE(keys["magnitude"], keys["wanda"]);
+        QCOMPARE(keys["slicegpt"], (std::set<std::string>{"slicegpt.slice_head", "slicegpt.random_orientation",
+                                                           "slicegpt.round_to", "slicegpt.damping",
+                                                           "slicegpt.precision", "layer_sparsity"}));
+        const test::CliRun text = test::runCli({"methods"}, 20000);
+        QCOMPARE(text.exitCode, 0);
+        QVERIFY(QString::fromStdString(text.out).contains("slicegpt.damping"));
+
+        // Every parameter at a value other than its default, through JSON and back.
+        const std::map<std::string, ParamValue> changed = {
+            {"pattern", std::string("2:4")},
+            {"targets", std::string("mlp")},
+            {"layer_sparsity", LayerRatios::fromJson(nlohmann::json{{"0-1", 0.3}, {"3", 0.6}})},
+            {"slicegpt.slice_head", true},
+            {"slicegpt.random_orientation", true},
+            {"slicegpt.round_to", int64_t(16)},
+            {"slicegpt.damping", 0.0123456789012345},
+            {"slicegpt.precision", std::string("fp16")}};
+        for (const CompressionMethod *m : compressionMethods()) {
+            CompressionSpec spec;
+            spec.setMethod(m->info().name);
+            for (const ParamSpec &p : m->info().params) {
+                if (m->info().name != "slicegpt" && p.key == "layer_sparsity")
+                    continue; // with 2:4 refused by checkJob, not by the JSON reading: tested below
+                spec.params.set(p.key, changed.at(p.key));
+                QVERIFY2(!(spec.params.value(p.key) == p.defaultValue), p.key.c_str());
+            }
+            const CompressionSpec back = CompressionSpec::fromJson(spec.toJson());
+            QCOMPARE(QString::fromStdString(back.methodName()), QString::fromStdString(m->info().name));
+            QVERIFY2(back.params == spec.params, spec.toJson().dump().c_str());
+            QCOMPARE(back.toJson(), spec.toJson());
+        }
+        // Parameters of another method are ignored (older specs carried all of them); unknown ones are refused.
+        const CompressionSpec w = CompressionSpec::fromJson({{"method", "wanda"}, {"slicegpt", {{"damping", 0.5}}}});
+        QCOMPARE(QString::fromStdString(w.params.get<std::string>("pattern")), QString("unstructured"));
+        QVERIFY(errorOf([] { CompressionSpec::fromJson({{"method", "slicegpt"}, {"slicegpt", {{"dampng", 0.5}}}}); })
+                    .contains("unknown key 'slicegpt.dampng'"));
+        // An N:M pattern fixes the ratio: no per-block ratios, no sweep.
+        CompressionSpec nm = demoSpec("wanda", test::sourceDir() + "/README.md", "nm-check");
+        nm.params.set("pattern", std::string("2:4"));
+        nm.params.set("layer_sparsity", LayerRatios::fromJson(nlohmann::json{{"0", 0.3}}));
+        QVERIFY(errorOf([&] { validateSpec(nm); }).contains("per-block ratios"));
+        // SliceGPT takes per-block fractions as ranges too (it took only a full array before): the widths follow.
+        auto model = openModel(test::sourceDir() + "/resources/demo/stories260K.bin");
+        CompressionSpec sg = demoSpec("slicegpt", test::sourceDir() + "/README.md", "sg-ranges");
+        sg.params.set("layer_sparsity", LayerRatios::fromJson(nlohmann::json{{"1-2", 0.5}}));
+        checkSpecAgainstModel(sg, *model);
+        const std::vector<std::string> lines = sg.method->preview(*model, 0.25, sg.params);
+        QCOMPARE(int(lines.size()), 1);
+        sg.params.set("layer_sparsity", LayerRatios::fromJson(nlohmann::json{{"1-9", 0.5}}));
+        QVERIFY(errorOf([&] { checkSpecAgainstModel(sg, *model); }).contains("names block 9"));
+        QCOMPARE(QString::fromStdString(nm.label()), QString("wanda 2:4 layer_sparsity={\"0\":0.3}"));
+    }
+
     // Bad job specs are refused before any work, with the key or value named.
     void compressionSpecBadInput() {
         QVERIFY(errorOf([] { CompressionSpec::fromJson(nlohmann::json{{"methd", "wanda"}}); }).contains("unknown key"));
-        QVERIFY(errorOf([] { CompressionSpec::fromJson(nlohmann::json{{"sparsity", "half"}}); }).contains("wrong type"));
+        QVERIFY(errorOf([] { CompressionSpec::fromJson(nlohmann::json{{"sparsity", "half"}}); }).contains("must be a number"));
         CompressionSpec s = demoSpec("wanda", test::sourceDir() + "/README.md", "bad");
         s.sparsities = {1.2};
         QVERIFY(errorOf([&] { validateSpec(s); }).contains("outside [0, 1)"));
         s.sparsities = {0.5};
-        s.method = "sparsegpt";
-        QVERIFY(errorOf([&] { validateSpec(s); }).contains("unknown method"));
-        s.method = "wanda";
+        QVERIFY(errorOf([&] { s.setMethod("sparsegpt"); }).contains("unknown method"));
+        QVERIFY(errorOf([&] { CompressionSpec::fromJson({{"method", "sparsegpt"}}); }).contains("unknown method"));
+        QCOMPARE(QString::fromStdString(s.methodName()), QString("wanda"));
         s.device = "tpu";
         QVERIFY(errorOf([&] { validateSpec(s); }).contains("unknown device"));
         s.device = "auto";

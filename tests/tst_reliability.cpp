@@ -112,7 +112,7 @@ private:
 CompressionSpec magnitudeSpec(const std::string &out) {
     CompressionSpec s;
     s.model = fixture("hf-llama");
-    s.method = "magnitude";
+    s.setMethod("magnitude");
     s.sparsities = {0.5};
     s.outputDir = out;
     return s;
@@ -578,14 +578,16 @@ private slots:
             QVERIFY2(e.find(expect) != std::string::npos, (patch.dump() + ": " + e).c_str());
         }
         CompressionSpec s = magnitudeSpec((root / "run").string());
-        s.method = "slicegpt";
+        s.setMethod("slicegpt");
         s.calibrationText = text;
-        s.damping = -1e300;
-        QVERIFY(errorOf([&] { validateSpec(s); }).find("damping") != std::string::npos);
-        s.damping = 0.01;
-        s.roundTo = 0;
-        QVERIFY(errorOf([&] { validateSpec(s); }).find("round_to") != std::string::npos);
-        s.roundTo = 8;
+        // Method parameters are refused when set (typed, with their declared ranges), from code or from JSON.
+        QVERIFY(errorOf([&] { s.params.set("slicegpt.damping", -1e300); }).find("damping") != std::string::npos);
+        QVERIFY(errorOf([&] { s.params.set("slicegpt.round_to", int64_t(0)); }).find("round_to") != std::string::npos);
+        QVERIFY(errorOf([&] { s.params.set("slicegpt.round_to", 8.5); }).find("whole number") != std::string::npos);
+        QVERIFY(errorOf([&] { CompressionSpec::fromJson(spec({{"method", "slicegpt"}, {"slicegpt", {{"round_to", 0}}}})); })
+                    .find("round_to") != std::string::npos);
+        QVERIFY(errorOf([&] { CompressionSpec::fromJson(spec({{"method", "slicegpt"}, {"slicegpt", {{"damping", 2}}}})); })
+                    .find("damping") != std::string::npos);
         s.calibrationText = test::sourceDir(); // a folder given as a text
         QVERIFY(errorOf([&] { validateSpec(s); }).find("is not a file") != std::string::npos);
         const fs::path fifo = root / "fifo";

@@ -18,6 +18,7 @@
 #include "resultsview.h"
 #include "sparsityview.h"
 #include "spectrumview.h"
+#include "methods/methodparams.h"
 #include "testsupport.h"
 
 #include <qcustomplot.h>
@@ -53,6 +54,13 @@ double barsTotal(QCPBars *bars) {
     for (auto it = bars->data()->constBegin(); it != bars->data()->constEnd(); ++it)
         t += it->value;
     return t;
+}
+
+// Chooses a registered method by name in a method combo box (panel or dialog), whatever its position.
+void selectMethod(QComboBox *combo, const char *name) {
+    const int i = combo->findData(QString(name));
+    QVERIFY2(i >= 0, name);
+    combo->setCurrentIndex(i);
 }
 
 QCPBars *barsIn(QCustomPlot *plot, int rect) {
@@ -106,7 +114,7 @@ private slots:
         const std::pair<int, const char *> expected[] = {{0, "unstructured"}, {1, "per-row"}, {2, "2:4"}, {3, "4:8"}};
         for (const auto &[index, text] : expected) {
             pattern->setCurrentIndex(index);
-            QCOMPARE(QString::fromStdString(w.specFromPanel().pattern), QString(text));
+            QCOMPARE(QString::fromStdString(w.specFromPanel().params.get<std::string>("pattern")), QString(text));
         }
         pattern->setCurrentIndex(0);
     }
@@ -122,7 +130,7 @@ private slots:
         auto *preview = dialog.findChild<QListWidget *>("preview");
         auto *run = dialog.findChild<QPushButton *>("run");
         dialog.findChild<QLineEdit *>("output")->setText(QString::fromStdString(test::tempDir("gui-run") + "/out"));
-        dialog.findChild<QComboBox *>("method")->setCurrentIndex(1); // magnitude: no calibration needed
+        selectMethod(dialog.findChild<QComboBox *>("method"), "magnitude"); // no calibration needed
         targets->setText("mlp.down");
         QCOMPARE(preview->count(), 5); // one down_proj per block
         QVERIFY(run->isEnabled());
@@ -175,6 +183,111 @@ private slots:
         QVERIFY(w.resultsView()->hasData());
     }
 
+    // The dialog gives back every field of a spec it is given (issue 16 item 3), for every method: the method's
+    // parameters (layer ratios, slice_head, damping, precisions), tokenizer, seed, evaluation settings, overwrite,
+    // resume, export type and device.
+    void dialogRoundTripsEverySpecField() {
+        MainWindow w;
+        openAndAnalyze(w);
+        const std::string text = test::dataDir() + "/text/tinystories-excerpt.txt";
+        for (const char *method : {"wanda", "magnitude", "slicegpt"}) {
+            CompressionSpec s;
+            s.model = m_model.toStdString();
+            s.setMethod(method);
+            if (std::string(method) == "slicegpt") {
+                s.params.set("slicegpt.slice_head", true);
+                s.params.set("slicegpt.random_orientation", true);
+                s.params.set("slicegpt.round_to", int64_t(4));
+                s.params.set("slicegpt.damping", 0.0123456789012345);
+                s.params.set("slicegpt.precision", std::string("fp16"));
+                s.params.set("layer_sparsity", LayerRatios::fromJson(nlohmann::json{{"1-2", 0.125}}));
+                s.sparsities = {0.1, 0.2};
+            } else {
+                s.params.set("pattern", std::string("per-row"));
+                s.params.set("targets", std::string("mlp"));
+                s.params.set("layer_sparsity", LayerRatios::fromJson(nlohmann::json::array({0.1, 0.2, 0.3, 0.4, 0.5})));
+                s.sparsities = {0.35};
+            }
+            s.tokenizer = m_dir + "/tok512.bin";
+            s.calibrationText = text;
+            s.calibrationSamples = 7;
+            s.calibrationSeqLen = 96;
+            s.calibrationSeed = 4000000000ull;
+            s.evalText = text;
+            s.evalSeqLen = 64;
+            s.evalMaxTokens = 640;
+            s.evalDense = false;
+            s.evalPrecision = "bf16";
+            s.device = "cpu";
+            s.outputDir = test::tempDir("roundtrip") + "/run";
+            s.exportModel = false;
+            s.dtype = "bf16";
+            s.overwrite = true;
+            CompressDialog dialog(w.model(), m_model);
+            dialog.setSpec(s);
+            QCOMPARE(QString::fromStdString(dialog.spec().toJson().dump()), QString::fromStdString(s.toJson().dump()));
+            QVERIFY2(dialog.findChild<QPushButton *>("run")->isEnabled(),
+                     qPrintable(dialog.findChild<QLabel *>("status")->text()));
+            s.overwrite = false;
+            s.resume = true; // not shown: carried
+            dialog.setSpec(s);
+            QCOMPARE(QString::fromStdString(dialog.spec().toJson().dump()), QString::fromStdString(s.toJson().dump()));
+        }
+    }
+
+    // Switching model leaves nothing of the previous one (issue 16's defects): the Results plot shows the current
+    // model's runs only while the table names each row's model, the rank line is cleared, placeholder plots show no
+    // axes, an error banner goes away after a run that succeeded, and the Compress dialog reopens with the last
+    // settings used for that model.
+    void modelSwitchLeavesNoStaleState() {
+        MainWindow w;
+        openAndAnalyze(w);
+        auto *banner = w.findChild<QLabel *>("messageBar");
+        CompressionSpec bad = w.specFromPanel();
+        bad.setMethod("magnitude");
+        const std::string root = test::tempDir("stale");
+        bad.evalText = root + "/short.txt";
+        std::ofstream(bad.evalText) << "Once upon a time.\n";
+        bad.evalSeqLen = 500; // the text has fewer tokens than one window: the job fails after it starts
+        bad.outputDir = root + "/bad";
+        w.startCompression(bad);
+        QTRY_VERIFY_WITH_TIMEOUT(banner->isVisibleTo(&w) && !w.lastError().isEmpty(), 30000);
+        CompressionSpec good = bad;
+        good.evalText = test::sourceDir() + "/README.md";
+        good.evalSeqLen = 64;
+        good.evalMaxTokens = 128;
+        good.params.set("targets", std::string("mlp"));
+        good.outputDir = root + "/good";
+        QSignalSpy done(&w, &MainWindow::compressionFinished);
+        w.startCompression(good);
+        QVERIFY(done.wait(60000));
+        QVERIFY(!banner->isVisibleTo(&w));
+        QVERIFY(w.resultsView()->hasData());
+        QCOMPARE(w.resultsView()->table()->rowCount(), 2); // dense + one run
+        QCOMPARE(w.resultsView()->table()->item(0, 0)->text(), QFileInfo(m_model).fileName());
+        // The dialog reopens with that run's settings, in a new run folder.
+        const CompressionSpec again = w.specForDialog();
+        QCOMPARE(QString::fromStdString(again.params.get<std::string>("targets")), QString("mlp"));
+        QCOMPARE(again.evalMaxTokens, int64_t(128));
+        QVERIFY(again.outputDir != good.outputDir);
+
+        w.parameterPanel()->setRankInfo("block 0: rank 3 keeps 50% of the energy");
+        const std::string other = test::tempDir("stale-model");
+        for (const char *f : {"stories260K.bin", "tok512.bin"})
+            std::filesystem::copy_file(m_dir + "/" + f, other + "/" + f);
+        const QString otherModel = QString::fromStdString(other + "/stories260K.bin");
+        QSignalSpy opened(&w, &MainWindow::modelOpened);
+        w.openModelPath(otherModel);
+        QVERIFY(opened.wait(20000));
+        QVERIFY(w.parameterPanel()->findChild<QLabel *>("rankLabel")->text().isEmpty());
+        QVERIFY(!w.resultsView()->hasData()); // no runs of this model yet
+        for (QCPAxisRect *rect : w.resultsView()->plot()->axisRects())
+            QVERIFY(!rect->visible()); // no axes of the previous figure
+        QCOMPARE(w.resultsView()->table()->rowCount(), 2); // the earlier rows stay, named by their model
+        QCOMPARE(QString::fromStdString(w.specForDialog().params.has("targets") ? w.specForDialog().params.get<std::string>("targets") : ""),
+                 QString(".*")); // this model's dialog starts from the panel, not from the other model's run
+    }
+
     void spectrumPoints() {
         MainWindow w;
         w.show();
@@ -206,7 +319,7 @@ private slots:
         w.show();
         openAndAnalyze(w);
         w.parameterPanel()->findChild<QComboBox *>("pattern")->setCurrentIndex(0);
-        w.parameterPanel()->findChild<QComboBox *>("method")->setCurrentIndex(0);
+        selectMethod(w.parameterPanel()->findChild<QComboBox *>("method"), "magnitude");
         QSignalSpy scores(&w, &MainWindow::scoresReady);
         select(w, {"model.layers.1.mlp.down_proj.weight"}); // 64 x 172
         QVERIFY(scores.wait(10000));
@@ -323,7 +436,7 @@ private slots:
             for (int i = 0; i < 200; ++i)
                 out << "The cat sat on the mat and the dog ran in the park with a red ball.\n";
         }
-        w.parameterPanel()->findChild<QComboBox *>("method")->setCurrentIndex(1); // Wanda
+        selectMethod(w.parameterPanel()->findChild<QComboBox *>("method"), "wanda");
         QSignalSpy scores(&w, &MainWindow::scoresReady);
         select(w, {"model.layers.0.self_attn.k_proj.weight"});
         QVERIFY(scores.wait(10000));
@@ -341,7 +454,7 @@ private slots:
         AnalysisData back;
         QVERIFY(loadAnalysisArchive(w.analysis()->archivePath, w.analysis()->data.modelHash, back));
         QCOMPARE(int(back.inputNorms.size()), 35);
-        w.parameterPanel()->findChild<QComboBox *>("method")->setCurrentIndex(0);
+        selectMethod(w.parameterPanel()->findChild<QComboBox *>("method"), "magnitude");
         // A missing calibration file is reported, not a crash.
         w.collectCalibration("/nonexistent/text.txt", p);
         QVERIFY(w.lastError().contains("not found"));

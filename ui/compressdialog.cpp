@@ -1,10 +1,11 @@
 #include "compressdialog.h"
 
+#include "paramform.h"
+
 #include "numeric/backend.h"
 
 #include "base/error.h"
-#include "methods/pruningtargets.h"
-#include "methods/slicegpt.h"
+#include "methods/registry.h"
 #include "model/model.h"
 
 #include <QCheckBox>
@@ -18,14 +19,20 @@
 #include <QListWidget>
 #include <QPushButton>
 #include <QSaveFile>
+#include <QLocale>
 #include <QSpinBox>
+#include <QStackedWidget>
 #include <QVBoxLayout>
+
+#include <limits>
 
 namespace lathe {
 
 namespace {
 
-QLineEdit *withBrowse(QWidget *parent, QFormLayout *form, const QString &label, bool folder, const QString &name) {
+// A line edit with a Browse button for a folder or a file (`what` titles the file dialog).
+QLineEdit *withBrowse(QWidget *parent, QFormLayout *form, const QString &label, bool folder, const QString &name,
+                      const QString &what = QObject::tr("Text file")) {
     auto *row = new QWidget(parent);
     auto *h = new QHBoxLayout(row);
     h->setContentsMargins(0, 0, 0, 0);
@@ -34,14 +41,32 @@ QLineEdit *withBrowse(QWidget *parent, QFormLayout *form, const QString &label, 
     auto *browse = new QPushButton(QObject::tr("Browse..."), row);
     h->addWidget(edit, 1);
     h->addWidget(browse);
-    QObject::connect(browse, &QPushButton::clicked, parent, [parent, edit, folder] {
+    QObject::connect(browse, &QPushButton::clicked, parent, [parent, edit, folder, what] {
         const QString p = folder ? QFileDialog::getExistingDirectory(parent, QObject::tr("Output folder"), edit->text())
-                                 : QFileDialog::getOpenFileName(parent, QObject::tr("Text file"), edit->text());
+                                 : QFileDialog::getOpenFileName(parent, what, edit->text());
         if (!p.isEmpty())
             edit->setText(p);
     });
     form->addRow(label, row);
     return edit;
+}
+
+QWidget *row(QWidget *parent, std::initializer_list<QWidget *> widgets) {
+    auto *r = new QWidget(parent);
+    auto *h = new QHBoxLayout(r);
+    h->setContentsMargins(0, 0, 0, 0);
+    for (QWidget *w : widgets)
+        h->addWidget(w);
+    return r;
+}
+
+// A whole number from a line edit (`what` names it in the error).
+template <class T> T wholeNumber(const QLineEdit *e, const std::string &what) {
+    bool ok = false;
+    const qulonglong v = e->text().trimmed().toULongLong(&ok);
+    if (!ok || v > qulonglong(std::numeric_limits<T>::max()))
+        throw LatheError(what + ": '" + e->text().trimmed().toStdString() + "' is not a whole number >= 0");
+    return T(v);
 }
 
 } // namespace
@@ -53,52 +78,69 @@ CompressDialog::CompressDialog(const Model *model, const QString &modelPath, QWi
     auto *form = new QFormLayout;
     m_method = new QComboBox(this);
     m_method->setObjectName("method");
-    m_method->addItem(tr("Wanda (calibrated pruning)"), "wanda");
-    m_method->addItem(tr("Magnitude (data-free pruning)"), "magnitude");
-    m_method->addItem(tr("SliceGPT (PCA rotation + slicing)"), "slicegpt");
+    m_methodPages = new QStackedWidget(this);
+    for (const CompressionMethod *method : compressionMethods()) {
+        const MethodInfo &info = method->info();
+        m_method->addItem(QString::fromStdString(info.title), QString::fromStdString(info.name));
+        m_method->setItemData(m_method->count() - 1, QString::fromStdString(info.summary), Qt::ToolTipRole);
+        auto *f = new ParamForm(info.params, m_methodPages);
+        f->setObjectName("params_" + QString::fromStdString(info.name));
+        connect(f, &ParamForm::changed, this, &CompressDialog::refresh);
+        m_methodPages->addWidget(f);
+        m_forms.push_back(f);
+    }
     form->addRow(tr("Method"), m_method);
     m_sparsity = new QLineEdit("0.5", this);
     m_sparsity->setObjectName("sparsity");
-    m_sparsity->setToolTip(tr("One value, or several separated by commas for a sweep (a PPL-vs-sparsity plot)"));
     form->addRow(tr("Sparsity / sweep"), m_sparsity);
-    m_pattern = new QComboBox(this);
-    m_pattern->setObjectName("pattern");
-    m_pattern->addItems({"unstructured", "2:4", "4:8"});
-    form->addRow(tr("Pattern"), m_pattern);
-    m_targets = new QLineEdit(".*", this);
-    m_targets->setObjectName("targets");
-    m_targets->setToolTip(tr("Regular expression over tensor names; the list below shows what it selects"));
-    form->addRow(tr("Targets"), m_targets);
+    form->addRow(m_methodPages);
     m_preview = new QListWidget(this);
     m_preview->setObjectName("preview");
     m_preview->setMaximumHeight(110);
     form->addRow(QString(), m_preview);
-    m_calibration = withBrowse(this, form, tr("Calibration text"), false, "calibration");
+
+    m_calibrationBox = new QWidget(this);
+    auto *cal = new QFormLayout(m_calibrationBox);
+    cal->setContentsMargins(0, 0, 0, 0);
+    m_calibration = withBrowse(m_calibrationBox, cal, tr("Calibration text"), false, "calibration");
     m_samples = new QSpinBox(this);
-    m_samples->setRange(1, 4096);
-    m_samples->setValue(128);
+    m_samples->setObjectName("samples");
+    m_samples->setRange(1, 1'000'000);
     m_seqLen = new QSpinBox(this);
-    m_seqLen->setRange(2, 32768);
-    m_seqLen->setValue(2048);
-    auto *calRow = new QWidget(this);
-    auto *calH = new QHBoxLayout(calRow);
-    calH->setContentsMargins(0, 0, 0, 0);
-    calH->addWidget(new QLabel(tr("samples"), calRow));
-    calH->addWidget(m_samples);
-    calH->addWidget(new QLabel(tr("x tokens"), calRow));
-    calH->addWidget(m_seqLen);
-    form->addRow(QString(), calRow);
+    m_seqLen->setObjectName("seqLen");
+    m_seqLen->setRange(2, 1'000'000);
+    m_seed = new QLineEdit(this);
+    m_seed->setObjectName("seed");
+    m_seed->setToolTip(tr("Seed of the random choice of calibration windows"));
+    cal->addRow(QString(), row(m_calibrationBox, {new QLabel(tr("samples"), this), m_samples, new QLabel(tr("x tokens"), this),
+                                                  m_seqLen, new QLabel(tr("seed"), this), m_seed}));
+    form->addRow(m_calibrationBox);
+    m_tokenizer = withBrowse(this, form, tr("Tokenizer"), false, "tokenizer", tr("Tokenizer file"));
+    m_tokenizer->setPlaceholderText(tr("the model's own"));
     m_evalText = withBrowse(this, form, tr("Evaluation text"), false, "evalText");
     m_evalSeqLen = new QSpinBox(this);
-    m_evalSeqLen->setRange(2, 32768);
-    m_evalSeqLen->setValue(2048);
+    m_evalSeqLen->setRange(2, 1'000'000);
     m_evalSeqLen->setObjectName("evalSeqLen");
-    form->addRow(tr("Evaluation window"), m_evalSeqLen);
+    m_evalMaxTokens = new QLineEdit(this);
+    m_evalMaxTokens->setObjectName("evalMaxTokens");
+    m_evalMaxTokens->setToolTip(tr("Tokens of the text evaluated; 0 evaluates the whole text"));
+    m_evalDense = new QCheckBox(tr("also the dense model"), this);
+    m_evalDense->setObjectName("evalDense");
+    m_evalPrecision = new QComboBox(this);
+    m_evalPrecision->setObjectName("evalPrecision");
+    m_evalPrecision->addItems({"fp32", "bf16", "fp16"});
+    m_evalPrecision->setToolTip(tr("Precision of the evaluation's forward pass on a GPU (the CPU computes in fp32)"));
+    form->addRow(tr("Evaluation window"), row(this, {m_evalSeqLen, new QLabel(tr("max tokens"), this), m_evalMaxTokens,
+                                                     m_evalDense, m_evalPrecision}));
     m_output = withBrowse(this, form, tr("Run folder"), true, "output");
+    m_overwrite = new QCheckBox(tr("Replace a previous run in this folder"), this);
+    m_overwrite->setObjectName("overwrite");
+    form->addRow(QString(), m_overwrite);
     m_dtype = new QComboBox(this);
+    m_dtype->setObjectName("dtype");
     m_dtype->addItems({"f32", "bf16", "f16"});
     m_export = new QCheckBox(tr("Export the compressed model (Hugging Face folder)"), this);
-    m_export->setChecked(true);
+    m_export->setObjectName("export");
     form->addRow(tr("Export type"), m_dtype);
     form->addRow(QString(), m_export);
     m_device = new QComboBox(this);
@@ -121,40 +163,55 @@ CompressDialog::CompressDialog(const Model *model, const QString &modelPath, QWi
     connect(buttons, &QDialogButtonBox::accepted, this, &QDialog::accept);
     connect(buttons, &QDialogButtonBox::rejected, this, &QDialog::reject);
     layout->addWidget(buttons);
-    for (QLineEdit *e : {m_sparsity, m_targets, m_calibration, m_evalText, m_output})
+    for (QLineEdit *e : {m_sparsity, m_calibration, m_seed, m_tokenizer, m_evalText, m_evalMaxTokens, m_output})
         connect(e, &QLineEdit::textChanged, this, &CompressDialog::refresh);
-    connect(m_method, &QComboBox::currentIndexChanged, this, &CompressDialog::refresh);
-    connect(m_pattern, &QComboBox::currentIndexChanged, this, &CompressDialog::refresh);
-    connect(m_device, &QComboBox::currentIndexChanged, this, &CompressDialog::refresh);
+    for (QComboBox *c : {m_method, m_device, m_dtype, m_evalPrecision})
+        connect(c, &QComboBox::currentIndexChanged, this, &CompressDialog::refresh);
+    for (QCheckBox *c : {m_overwrite, m_export, m_evalDense})
+        connect(c, &QCheckBox::toggled, this, &CompressDialog::refresh);
     for (QSpinBox *spin : {m_samples, m_seqLen, m_evalSeqLen}) // lengths are checked against the model's positions
         connect(spin, &QSpinBox::valueChanged, this, &CompressDialog::refresh);
-    refresh();
+    m_base.model = m_modelPath.toStdString();
+    setSpec(m_base);
 }
 
+int CompressDialog::methodIndex() const { return std::max(0, m_method->currentIndex()); }
+
 void CompressDialog::setSpec(const CompressionSpec &s) {
-    m_method->setCurrentIndex(std::max(0, m_method->findData(QString::fromStdString(s.method))));
-    QStringList values;
-    for (double v : s.sparsities)
-        values << QString::number(v);
-    m_sparsity->setText(values.join(", "));
-    m_pattern->setCurrentText(QString::fromStdString(s.pattern));
-    m_targets->setText(QString::fromStdString(s.targets));
-    m_calibration->setText(QString::fromStdString(s.calibrationText));
-    m_samples->setValue(int(s.calibrationSamples));
-    m_seqLen->setValue(int(s.calibrationSeqLen));
-    m_evalText->setText(QString::fromStdString(s.evalText));
-    m_evalSeqLen->setValue(int(s.evalSeqLen));
-    m_output->setText(QString::fromStdString(s.outputDir));
-    m_dtype->setCurrentText(QString::fromStdString(s.dtype));
-    m_export->setChecked(s.exportModel);
-    m_device->setCurrentIndex(std::max(0, m_device->findData(QString::fromStdString(s.device))));
+    m_base = s;
+    {
+        m_loading = true; // one refresh at the end
+        m_method->setCurrentIndex(std::max(0, m_method->findData(QString::fromStdString(s.methodName()))));
+        m_forms[size_t(methodIndex())]->setParams(s.params);
+        QStringList values;
+        for (double v : s.sparsities)
+            values << QString::number(v, 'g', QLocale::FloatingPointShortest);
+        m_sparsity->setText(values.join(", "));
+        m_calibration->setText(QString::fromStdString(s.calibrationText));
+        m_samples->setValue(int(s.calibrationSamples));
+        m_seqLen->setValue(int(s.calibrationSeqLen));
+        m_seed->setText(QString::number(s.calibrationSeed));
+        m_tokenizer->setText(QString::fromStdString(s.tokenizer));
+        m_evalText->setText(QString::fromStdString(s.evalText));
+        m_evalSeqLen->setValue(int(s.evalSeqLen));
+        m_evalMaxTokens->setText(QString::number(s.evalMaxTokens));
+        m_evalDense->setChecked(s.evalDense);
+        m_evalPrecision->setCurrentText(QString::fromStdString(s.evalPrecision));
+        m_output->setText(QString::fromStdString(s.outputDir));
+        m_overwrite->setChecked(s.overwrite);
+        m_dtype->setCurrentText(QString::fromStdString(s.dtype));
+        m_export->setChecked(s.exportModel);
+        m_device->setCurrentIndex(std::max(0, m_device->findData(QString::fromStdString(s.device))));
+        m_loading = false;
+    }
     refresh();
 }
 
 CompressionSpec CompressDialog::spec() const {
-    CompressionSpec s;
+    CompressionSpec s = m_base; // resume and the spec file travel unchanged
     s.model = m_modelPath.toStdString();
-    s.method = m_method->currentData().toString().toStdString();
+    s.setMethod(m_method->currentData().toString().toStdString());
+    s.params = m_forms[size_t(methodIndex())]->params();
     s.sparsities.clear();
     for (const QString &part : m_sparsity->text().split(',', Qt::SkipEmptyParts)) {
         bool ok = false;
@@ -163,14 +220,18 @@ CompressionSpec CompressDialog::spec() const {
             throw LatheError("'" + part.trimmed().toStdString() + "' is not a number", "e.g. 0.5 or 0.1, 0.2, 0.3");
         s.sparsities.push_back(v);
     }
-    s.pattern = s.method == "slicegpt" ? "unstructured" : m_pattern->currentText().toStdString();
-    s.targets = m_targets->text().toStdString();
     s.calibrationText = m_calibration->text().toStdString();
     s.calibrationSamples = m_samples->value();
     s.calibrationSeqLen = m_seqLen->value();
+    s.calibrationSeed = wholeNumber<uint64_t>(m_seed, "calibration seed");
+    s.tokenizer = m_tokenizer->text().trimmed().toStdString();
     s.evalText = m_evalText->text().toStdString();
     s.evalSeqLen = m_evalSeqLen->value();
+    s.evalMaxTokens = wholeNumber<int64_t>(m_evalMaxTokens, "evaluation max tokens");
+    s.evalDense = m_evalDense->isChecked();
+    s.evalPrecision = m_evalPrecision->currentText().toStdString();
     s.outputDir = m_output->text().toStdString();
+    s.overwrite = m_overwrite->isChecked();
     s.dtype = m_dtype->currentText().toStdString();
     s.exportModel = m_export->isChecked();
     s.device = m_device->currentData().toString().toStdString();
@@ -178,30 +239,22 @@ CompressionSpec CompressDialog::spec() const {
 }
 
 void CompressDialog::refresh() {
-    const bool slicing = m_method->currentData().toString() == "slicegpt";
-    m_pattern->setEnabled(!slicing);
-    m_targets->setEnabled(!slicing);
+    if (m_loading)
+        return;
+    const CompressionMethod &method = *compressionMethods()[size_t(methodIndex())];
+    m_methodPages->setCurrentIndex(methodIndex());
+    m_calibrationBox->setEnabled(method.info().needsCalibration);
+    m_sparsity->setToolTip(tr("One value, or several separated by commas for a sweep (a PPL-vs-sparsity plot): %1")
+                               .arg(QString::fromStdString(method.info().ratioMeaning)));
     m_preview->clear();
     QString problem;
     try {
         const CompressionSpec s = spec();
-        if (m_model && !slicing && !s.sparsities.empty()) {
-            PruningSelection sel;
-            sel.pattern = parsePattern(s.pattern, s.sparsities[0]);
-            sel.targets = s.targets;
-            const std::vector<PruningTarget> picked = selectTargets(*m_model, sel);
-            for (size_t i = 0; i < picked.size() && i < 200; ++i)
-                m_preview->addItem(QString::fromStdString(picked[i].label()));
-            if (picked.size() > 200)
-                m_preview->addItem(tr("... %1 more").arg(picked.size() - 200));
-        }
-        if (m_model && slicing)
-            for (double v : s.sparsities) {
-                SliceGptParams p;
-                p.sparsity = v;
-                const SliceGptWidths w = sliceGptWidths(m_model->config.hiddenSize, m_model->config.numLayers, p);
-                m_preview->addItem(tr("%1: hidden width %2 -> %3").arg(v).arg(m_model->config.hiddenSize).arg(w.embedding));
-            }
+        if (m_model)
+            for (double v : s.sparsities)
+                for (const std::string &line : method.preview(*m_model, v, s.params))
+                    if (m_preview->findItems(QString::fromStdString(line), Qt::MatchExactly).isEmpty())
+                        m_preview->addItem(QString::fromStdString(line)); // pruning: the same linears at every ratio
         validateSpec(s);
         if (m_model)
             checkSpecAgainstModel(s, *m_model); // lengths against the model's positions, widths, ranges

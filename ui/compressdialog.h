@@ -1,24 +1,31 @@
 #pragma once
 
-#include "run/compressionrun.h"
+#include "run/compressionspec.h"
 
 #include <QDialog>
+
+#include <vector>
 
 class QCheckBox;
 class QComboBox;
 class QLabel;
 class QLineEdit;
 class QListWidget;
+class QPushButton;
 class QSpinBox;
+class QStackedWidget;
 
 namespace lathe {
 
 class Model;
+class ParamForm;
 
-// Edits a compression job spec: method, sparsity (or a comma-separated sweep), pattern, target regex with a live
-// preview of the matched linears, calibration and evaluation texts, output folder. Everything the engine can
-// check without running is checked as the user types (the Run button is disabled with the reason shown). The
-// spec can be saved as JSON for lathe-cli compress.
+// Edits a compression job spec: the method (every registered one, methods/registry.h) with a form for its
+// parameters built from their declarations, the sparsity (or a comma-separated sweep), a live preview of what a
+// run touches (matched linears, widths), calibration and evaluation texts and sizes, tokenizer, output folder,
+// export and device. Every field of a spec given to setSpec comes back from spec() (fields the dialog does not
+// show, such as resume, are carried). Everything the engine can check without running is checked as the user
+// types (Run is disabled with the reason shown). The spec can be saved as JSON for lathe-cli compress.
 class CompressDialog : public QDialog {
     Q_OBJECT
 public:
@@ -31,20 +38,30 @@ public:
 private:
     void refresh();
     void saveSpec();
+    int methodIndex() const;
 
     const Model *m_model;
     QString m_modelPath;
+    CompressionSpec m_base; // the spec last given: what the dialog does not show comes from it
+    bool m_loading = false; // setSpec is filling the fields
     QComboBox *m_method;
     QLineEdit *m_sparsity;
-    QComboBox *m_pattern;
-    QLineEdit *m_targets;
+    QStackedWidget *m_methodPages;
+    std::vector<ParamForm *> m_forms; // one per registered method, in the combo's order
     QListWidget *m_preview;
+    QWidget *m_calibrationBox;
     QLineEdit *m_calibration;
     QSpinBox *m_samples;
     QSpinBox *m_seqLen;
+    QLineEdit *m_seed;
+    QLineEdit *m_tokenizer;
     QLineEdit *m_evalText;
     QSpinBox *m_evalSeqLen;
+    QLineEdit *m_evalMaxTokens;
+    QCheckBox *m_evalDense;
+    QComboBox *m_evalPrecision;
     QLineEdit *m_output;
+    QCheckBox *m_overwrite;
     QComboBox *m_dtype;
     QCheckBox *m_export;
     QComboBox *m_device;

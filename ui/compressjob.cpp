@@ -7,7 +7,7 @@ namespace lathe {
 namespace {
 
 QString titleOf(const CompressionSpec &s) {
-    QString what = QString::fromStdString(s.method);
+    QString what = QString::fromStdString(s.label());
     if (s.sparsities.size() == 1)
         what += QStringLiteral(" %1").arg(s.sparsities[0]);
     else

@@ -230,7 +230,7 @@ void MainWindow::buildMenus() {
             return;
         }
         CompressDialog dialog(m_model.get(), m_modelPath, this);
-        dialog.setSpec(specFromPanel());
+        dialog.setSpec(specForDialog());
         if (dialog.exec() == QDialog::Accepted) {
             try {
                 startCompression(dialog.spec());
@@ -254,6 +254,8 @@ void MainWindow::openModelPath(const QString &path) {
         m_norms.reset();
         m_params->setCalibrationStatus(tr("not collected"));
         m_modelPath = p;
+        m_params->setRankInfo(QString()); // the previous model's rank line
+        m_resultsView->setCurrentModel(p);
         m_messageBar->hide();
         m_lastError.clear();
         m_tree->setModel(m_model.get());
@@ -379,24 +381,47 @@ QString MainWindow::labelFor(const std::string &tensor) const {
 CompressionSpec MainWindow::specFromPanel() const {
     CompressionSpec spec;
     spec.model = m_modelPath.toStdString();
-    spec.method = m_params->method() == ImportanceKind::Wanda ? "wanda" : "magnitude";
+    spec.setMethod(m_params->methodName().toStdString());
     const SparsityPattern pattern = m_params->plan().pattern;
     spec.sparsities = {pattern.prunedFraction()};
-    spec.pattern = pattern.isNm() ? m_params->patternText().toStdString() : pattern.perRow ? "per-row" : "unstructured";
+    if (spec.params.has("pattern"))
+        spec.params.set("pattern", pattern.isNm() ? m_params->patternText().toStdString()
+                                   : pattern.perRow ? std::string("per-row")
+                                                    : std::string("unstructured"));
     spec.calibrationText = m_params->calibrationPath().toStdString();
     spec.calibrationSamples = m_params->calibrationParams().samples;
     spec.calibrationSeqLen = m_params->calibrationParams().seqLen;
-    spec.outputDir = (QDir::homePath() + "/lathe-runs/" + QFileInfo(m_modelPath).completeBaseName() + "-" +
-                      QDateTime::currentDateTime().toString("yyyyMMdd-hhmmss")).toStdString();
+    spec.outputDir = defaultRunFolder().toStdString();
+    return spec;
+}
+
+QString MainWindow::defaultRunFolder() const {
+    return QDir::homePath() + "/lathe-runs/" + QFileInfo(m_modelPath).completeBaseName() + "-" +
+           QDateTime::currentDateTime().toString("yyyyMMdd-hhmmss");
+}
+
+CompressionSpec MainWindow::specForDialog() const {
+    auto it = m_lastSpecs.find(m_modelPath);
+    if (it == m_lastSpecs.end())
+        return specFromPanel();
+    // The last settings used for this model, into a new run folder (the last one holds that run).
+    CompressionSpec spec = it.value();
+    spec.outputDir = defaultRunFolder().toStdString();
+    spec.overwrite = spec.resume = false;
     return spec;
 }
 
 void MainWindow::startCompression(const CompressionSpec &spec) {
     validateSpec(spec);
+    m_lastSpecs.insert(QString::fromStdString(spec.model), spec); // the dialog reopens with it for this model
     auto *job = new CompressJob(spec);
-    const QString label = QString::fromStdString(spec.method + (spec.method == "slicegpt" ? "" : " " + spec.pattern));
-    connect(job, &CompressJob::finished, this, [this, label](QString json, QString dir) {
-        m_resultsView->addResults(label, json);
+    const QString label = QString::fromStdString(spec.label());
+    const QString model = QString::fromStdString(spec.model);
+    connect(job, &CompressJob::finished, this, [this, label, model](QString json, QString dir) {
+        m_messageBar->hide(); // an earlier failure's banner does not outlive a run that succeeded
+        m_lastError.clear();
+        m_resultsView->addResults(model, label, json);
+        m_resultsView->setCurrentModel(m_modelPath);
         m_views->setCurrentWidget(m_resultsView);
         statusBar()->showMessage(tr("Compression finished: %1").arg(dir));
         emit compressionFinished(json);

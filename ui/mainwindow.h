@@ -5,6 +5,7 @@
 #include "engine/calibration.h"
 #include "matrixscores.h"
 
+#include <QHash>
 #include <QMainWindow>
 
 #include <memory>
@@ -63,9 +64,10 @@ public:
     // Starts collecting calibration activations from `textPath` (as the panel's Collect button does).
     void collectCalibration(const QString &textPath, const CalibrationParams &params);
     // Starts a compression job (the dialog's Run); results land in the Results tab and compressionFinished().
-    // The job spec the parameter panel describes (method, ratio, pattern, calibration), as the Compress dialog opens
-    // with it.
+    // The job spec the parameter panel describes (method, ratio, pattern, calibration).
     CompressionSpec specFromPanel() const;
+    // What the Compress dialog opens with: the last spec run on this model (in a new run folder), else the panel's.
+    CompressionSpec specForDialog() const;
     void startCompression(const CompressionSpec &spec);
     class ResultsView *resultsView() const { return m_resultsView; }
     // Writes every figure of the selection (or of the whole model when nothing is selected) into `folder`.
@@ -98,6 +100,7 @@ private:
     void exportCurrentFigure();
     void addRecent(const QString &path);
     void rebuildRecentMenu();
+    QString defaultRunFolder() const; // ~/lathe-runs/MODEL-yyyyMMdd-hhmmss
     QStringList selectedMatrices() const; // weight matrices among the selected items (groups expand)
     QString labelFor(const std::string &tensor) const;
 
@@ -122,6 +125,7 @@ private:
     QLabel *m_messageBar = nullptr;
     QMenu *m_recentMenu = nullptr;
     QString m_lastError;
+    QHash<QString, CompressionSpec> m_lastSpecs; // model path -> the last spec run on it (this session)
     FigureExporter *m_exporter = nullptr;
 };
 

@@ -1,5 +1,7 @@
 #include "parameterpanel.h"
 
+#include "methods/registry.h"
+
 #include <QComboBox>
 #include <QDoubleSpinBox>
 #include <QFileDialog>
@@ -39,10 +41,16 @@ ParameterPanel::ParameterPanel(QWidget *parent) : QWidget(parent) {
     auto *pf = new QFormLayout(prune);
     m_method = new QComboBox(prune);
     m_method->setObjectName("method");
-    m_method->addItem(tr("Magnitude |W|"), int(ImportanceKind::Magnitude));
-    m_method->addItem(tr("Wanda |W|·‖X‖"), int(ImportanceKind::Wanda));
-    m_method->setCurrentIndex(std::max(0, m_method->findData(s.value("params/method", 0).toInt())));
-    pf->addRow(tr("Score"), m_method);
+    // The registered methods whose masks follow an importance score the views can preview.
+    for (const CompressionMethod *method : compressionMethods()) {
+        const MethodInfo &info = method->info();
+        if (!info.previewScore)
+            continue;
+        m_method->addItem(QString::fromStdString(info.title), QString::fromStdString(info.name));
+        m_method->setItemData(m_method->count() - 1, QString::fromStdString(info.summary), Qt::ToolTipRole);
+    }
+    m_method->setCurrentIndex(std::max(0, m_method->findData(s.value("params/methodName", "magnitude").toString())));
+    pf->addRow(tr("Method"), m_method);
 
     m_sparsity = new QSlider(Qt::Horizontal, prune);
     m_sparsity->setObjectName("sparsitySlider");
@@ -158,7 +166,12 @@ ParameterPanel::ParameterPanel(QWidget *parent) : QWidget(parent) {
     connect(m_collect, &QPushButton::clicked, this, &ParameterPanel::collectRequested);
 }
 
-ImportanceKind ParameterPanel::method() const { return ImportanceKind(m_method->currentData().toInt()); }
+QString ParameterPanel::methodName() const { return m_method->currentData().toString(); }
+
+ImportanceKind ParameterPanel::method() const {
+    const CompressionMethod *m = findMethod(methodName().toStdString());
+    return m && m->info().previewScore ? *m->info().previewScore : ImportanceKind::Magnitude;
+}
 
 CompressionPlan ParameterPanel::plan() const {
     CompressionPlan p;
@@ -196,7 +209,7 @@ void ParameterPanel::setCalibrationStatus(const QString &text) { m_calibStatus->
 
 void ParameterPanel::save() const {
     QSettings s;
-    s.setValue("params/method", int(method()));
+    s.setValue("params/methodName", methodName());
     s.setValue("params/sparsity", m_sparsity->value());
     s.setValue("params/pattern", m_pattern->currentIndex());
     s.setValue("params/rankRatio", m_rank->value());

@@ -16,7 +16,8 @@ class QSpinBox;
 
 namespace lathe {
 
-// The compression settings the views and the summary follow: method (importance score), sparsity ratio, pattern,
+// The compression settings the views and the summary follow: method (the registered methods whose masks follow an
+// importance score), sparsity ratio, pattern,
 // low-rank ratio rho, calibration text and size. Values persist in QSettings. changed() fires on every edit
 // (slider drags included); collectRequested() when the user asks for calibration activations.
 class ParameterPanel : public QWidget {
@@ -24,7 +25,8 @@ class ParameterPanel : public QWidget {
 public:
     explicit ParameterPanel(QWidget *parent = nullptr);
 
-    ImportanceKind method() const;
+    QString methodName() const;   // a registered method with a preview score (magnitude, wanda)
+    ImportanceKind method() const; // its score
     CompressionPlan plan() const;
     QString patternText() const;
     double rankRatio() const;

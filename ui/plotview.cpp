@@ -27,6 +27,8 @@ void PlotView::setTitle(const QString &title) { m_title->setText(title); }
 void PlotView::showResult(const QString &title, const QString &note) {
     setTitle(note.isEmpty() ? title : title + "\n" + note);
     m_hasData = true;
+    for (QCPAxisRect *rect : m_plot->axisRects())
+        rect->setVisible(true);
     m_plot->replot();
 }
 
@@ -34,6 +36,10 @@ void PlotView::showPlaceholder(const QString &message) {
     m_hasData = false;
     m_plot->clearPlottables();
     m_plot->clearItems();
+    // Nothing of the previous figure stays on screen: the axis rects (axes, grids, legend insets) are hidden
+    // until the next result.
+    for (QCPAxisRect *rect : m_plot->axisRects())
+        rect->setVisible(false);
     setTitle(message);
     m_plot->replot();
 }

@@ -28,7 +28,8 @@ public:
 
 protected:
     void setTitle(const QString &title);
-    void showPlaceholder(const QString &message); // clears the plot
+    // Clears the plot and hides its axes, grids and legend until the next showResult.
+    void showPlaceholder(const QString &message);
     // Ends a successful update: the title (with `note` on a second line when given), then a replot.
     void showResult(const QString &title, const QString &note = {});
 

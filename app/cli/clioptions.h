@@ -48,6 +48,7 @@ int runBench(int argc, char **argv);
 int runAnalyze(int argc, char **argv);
 int runTokenize(int argc, char **argv);
 int runCompress(int argc, char **argv);
+int runMethods(int argc, char **argv);
 int runCheckGpu(int argc, char **argv);
 
 } // namespace lathe::cli

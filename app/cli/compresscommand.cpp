@@ -1,6 +1,7 @@
 #include "clioptions.h"
 
 #include "base/error.h"
+#include "methods/registry.h"
 #include "run/compressionrun.h"
 
 #include <nlohmann/json.hpp>
@@ -56,13 +57,49 @@ int runCompress(int argc, char **argv) {
         std::printf("%-10.2f %10.3f %12lld %12.1f %12.1f %8.1fs\n", x.sparsity, x.perplexity, (long long)x.params,
                     double(x.bytesDense) / 1e6, double(x.bytesCompact) / 1e6, x.methodSeconds);
     std::printf("\nrun folder: %s (results.json, run.log)\n", spec.outputDir.c_str());
-    nlohmann::json line = {{"method", spec.method}, {"dense_ppl", r.densePerplexity}};
+    nlohmann::json line = {{"method", spec.methodName()}, {"dense_ppl", r.densePerplexity}};
     nlohmann::json runs = nlohmann::json::array();
     for (const CompressionRunRecord &x : r.runs)
         runs.push_back({{"sparsity", x.sparsity}, {"ppl", x.perplexity}, {"params", x.params},
                         {"seconds", x.methodSeconds}});
     line["runs"] = runs;
     std::printf("%s\n", line.dump().c_str());
+    return 0;
+}
+
+int runMethods(int argc, char **argv) {
+    CliOptions o(argc, argv, 2, {}, {"json"});
+    if (!o.ok() || !o.positional().empty()) {
+        std::fprintf(stderr, "usage: lathe-cli methods [--json]\n  the compression methods and their parameters\n%s\n",
+                     o.error().c_str());
+        return 2;
+    }
+    if (o.flag("json")) {
+        std::printf("%s\n", methodsJson().dump(2).c_str());
+        return 0;
+    }
+    for (const CompressionMethod *m : compressionMethods()) {
+        const MethodInfo &i = m->info();
+        std::printf("%s — %s\n  %s\n  %s; %s%s; sparsity: %s; export: %s\n", i.name.c_str(), i.title.c_str(),
+                    i.summary.c_str(), methodKindName(i.kind), i.needsCalibration ? "needs calibration text" : "no calibration",
+                    i.needsGradients ? ", needs gradients" : "", i.ratioMeaning.c_str(), exportKindName(i.exportKind));
+        for (const ParamSpec &p : i.params) {
+            std::string range;
+            if (p.type == ParamType::Integer || p.type == ParamType::Real)
+                range = " in [" + paramValueText(p.min) + ", " + paramValueText(p.max) + "]";
+            if (p.type == ParamType::Choice) {
+                for (const std::string &c : p.choices)
+                    range += (range.empty() ? " one of " : ", ") + c;
+                if (p.openChoice)
+                    range += ", ...";
+            }
+            const std::string def = paramValueText(p.defaultValue);
+            std::printf("    %-28s %-12s default %s%s%s\n      %s\n", p.key.c_str(), paramTypeName(p.type),
+                        def.empty() ? "none" : def.c_str(), range.c_str(), p.unit.empty() ? "" : (" (" + p.unit + ")").c_str(),
+                        p.help.c_str());
+        }
+        std::printf("\n");
+    }
     return 0;
 }
 

@@ -41,6 +41,8 @@ void usage(FILE *out) {
                  "      (cached in an HDF5 archive beside the model)\n"
                  "  compress JOB.json [--output DIR] [--overwrite | --resume] [--check] [--json]\n"
                  "      runs a compression job (magnitude, N:M, Wanda, SliceGPT) with evaluation and export\n"
+                 "  methods [--json]\n"
+                 "      the compression methods, their needs and every parameter (type, default, range, help)\n"
                  "  bench forward (--model MODEL | --shape NAME) [--seq-len N] [--batch B] [--repeat R]\n"
                  "       [--threads T] [--device auto|cpu|cuda] [--precision bf16|fp16|fp32] [--json]\n"
                  "      forward-pass tokens/s and GFLOP/s next to the GEMM peak measured in the same run\n"
@@ -102,6 +104,8 @@ int main(int argc, char **argv) {
             return lathe::cli::runAnalyze(n, args.data());
         if (cmd == "compress")
             return lathe::cli::runCompress(n, args.data());
+        if (cmd == "methods")
+            return lathe::cli::runMethods(n, args.data());
         if (cmd == "bench")
             return lathe::cli::runBench(n, args.data());
         if (cmd == "check-gpu")

@@ -1,11 +1,13 @@
 // Magnitude pruning, the data-free baseline of the pruning literature (Han et al., "Learning both Weights and
 // Connections for Efficient Neural Networks", NeurIPS 2015; as used by SparseGPT and Wanda for LLMs): the score of a
 // weight is |W_ij|; unstructured pruning removes the lowest scores of each matrix, N:M pruning the N lowest of
-// every M consecutive inputs in a row.
+// every M consecutive inputs in a row. Registered as "magnitude" (parameters: pruningmethod.h). Differs from
+// SparseGPT's and Wanda's baseline code in nothing but the option of per-row groups and per-block ratios.
 
 #include "methods/magnitude.h"
 
 #include "analysis/importance.h"
+#include "methods/pruningmethod.h"
 #include "model/layerweights.h"
 #include "model/model.h"
 
@@ -50,6 +52,32 @@ PruningResult magnitudePrune(Model &model, const PruningSelection &selection, co
     reportProgress(progress, 1.0, "pruned");
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return result;
+}
+
+namespace {
+
+class MagnitudeMethod final : public PruningMethod {
+public:
+    MagnitudeMethod() {
+        m_info.name = "magnitude";
+        m_info.title = "Magnitude (data-free pruning)";
+        m_info.summary = "zeroes the weights of smallest |W| per matrix, per row or in N:M groups; no calibration";
+        m_info.ratioMeaning = "fraction of each selected matrix's weights set to zero";
+        m_info.previewScore = ImportanceKind::Magnitude;
+        m_info.calibrationCopies = 0;
+    }
+    MethodOutcome run(Model &model, const MethodParams &params, const MethodContext &context,
+                      const ProgressCallback &progress) const override {
+        const PruningSelection sel = pruningSelection(params, context.sparsity, int(model.config.numLayers));
+        return pruningOutcome(model, magnitudePrune(model, sel, progress));
+    }
+};
+
+} // namespace
+
+const CompressionMethod &magnitudeMethod() {
+    static const MagnitudeMethod method;
+    return method;
 }
 
 } // namespace lathe

@@ -4,9 +4,9 @@
 
 #include "base/error.h"
 #include "base/unicodetext.h"
+#include "methods/methodparams.h"
 #include "model/model.h"
 
-#include <charconv>
 #include <cmath>
 #include <optional>
 
@@ -102,50 +102,7 @@ std::vector<PruningTarget> selectTargets(const Model &model, const PruningSelect
 }
 
 std::map<int, double> parseLayerRatios(const nlohmann::json &j, int layers) {
-    std::map<int, double> out;
-    if (j.is_null())
-        return out;
-    try {
-        if (j.is_array()) {
-            if (int(j.size()) != layers)
-                throw LatheError("per-layer ratios: " + std::to_string(j.size()) + " values for " +
-                                 std::to_string(layers) + " blocks",
-                                 "give one value per block, or an object like {\"0-3\": 0.3}");
-            for (int i = 0; i < layers; ++i)
-                out[i] = j[size_t(i)].get<double>();
-            return out;
-        }
-        if (!j.is_object())
-            throw LatheError("per-layer ratios must be an array or an object");
-        for (const auto &item : j.items()) {
-            const std::string &key = item.key();
-            const nlohmann::json &value = item.value();
-            // Strict: "3" or "0-11", decimal block numbers within the model; checked before anything is inserted.
-            auto block = [&](std::string_view t) {
-                int v = -1;
-                const auto [end, err] = std::from_chars(t.data(), t.data() + t.size(), v);
-                if (t.empty() || err != std::errc() || end != t.data() + t.size() || v < 0)
-                    throw LatheError("per-layer ratios: '" + key + "' is not a block number \"i\" or a range \"i-j\"");
-                return v;
-            };
-            const auto dash = key.find('-');
-            const std::string_view k(key);
-            const int from = block(k.substr(0, dash));
-            const int to = dash == std::string::npos ? from : block(k.substr(dash + 1));
-            if (from > to)
-                throw LatheError("per-layer ratios: range '" + key + "' is empty");
-            if (to >= layers)
-                throw LatheError("per-layer ratios: '" + key + "' names block " + std::to_string(to) +
-                                     " but the model has " + std::to_string(layers) + " blocks (0-" +
-                                     std::to_string(layers - 1) + ")");
-            const double r = value.get<double>();
-            for (int i = from; i <= to; ++i)
-                out[i] = r;
-        }
-    } catch (const nlohmann::json::exception &e) {
-        throw LatheError(std::string("per-layer ratios: ") + e.what());
-    }
-    return out;
+    return LayerRatios::fromJson(j).resolve(layers);
 }
 
 SparsityPattern parsePattern(const std::string &text, double ratio) {

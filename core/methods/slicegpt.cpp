@@ -7,7 +7,10 @@
 // layer; the signals, block passes and rotations live in a SliceGptEngine (CPU or GPU, slicegptengine.h).
 // Sequential blocks (Llama, OPT, GPT-2): two PCAs per block, the residual after attention (Q_mid) and after the MLP
 // (Q_out). Parallel Phi-2 blocks: one PCA per block. The last block's output and the head keep the full width
-// unless sliceHead is set.
+// unless sliceHead is set. Registered as "slicegpt". Differs from the official code
+// (microsoft/TransformerCompression): the PCA runs in fp64 on the CPU or with cuSOLVER, signals stream through the
+// blocks in chunks (host memory when they do not fit on the GPU), per-block fractions may be given as ranges, and
+// Phi-2's parallel blocks share one PCA.
 
 #include "methods/slicegpt.h"
 
@@ -15,6 +18,7 @@
 
 #include "base/error.h"
 #include "engine/transformer.h"
+#include "methods/method.h"
 #include "methods/normfusion.h"
 #include "methods/slicegptengine.h"
 #include "model/layerweights.h"
@@ -26,6 +30,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cmath>
 #include <random>
 
@@ -265,6 +270,116 @@ SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const S
     result.paramsAfter = model.parameterCount();
     result.seconds = now() - t0;
     return result;
+}
+
+namespace {
+
+ParamSpec sliceParam(const std::string &key, const std::string &label, ParamType type, ParamValue value,
+                     const std::string &help) {
+    ParamSpec p;
+    p.key = key;
+    p.label = label;
+    p.type = type;
+    p.defaultValue = std::move(value);
+    p.help = help;
+    return p;
+}
+
+class SliceGptMethod final : public CompressionMethod {
+public:
+    SliceGptMethod() {
+        m_info.name = "slicegpt";
+        m_info.title = "SliceGPT (PCA rotation + slicing)";
+        m_info.summary = "rotates the residual stream into its PCA basis and deletes the weakest directions "
+                         "(Ashkboos et al., ICLR 2024)";
+        m_info.needsCalibration = true;
+        m_info.ratioMeaning = "fraction of the hidden width removed (rows and columns of every block matrix)";
+        m_info.exportKind = ExportKind::Sliced;
+        const SliceGptParams d;
+        m_info.params.push_back(sliceParam("slicegpt.slice_head", "Slice the head", ParamType::Bool, d.sliceHead,
+                                           "also slice the last block's output and the LM head's input"));
+        m_info.params.push_back(sliceParam("slicegpt.random_orientation", "Random orientation", ParamType::Bool,
+                                           d.randomOrientation,
+                                           "rotate each kept subspace by a random orthogonal matrix (paper's option)"));
+        ParamSpec round = sliceParam("slicegpt.round_to", "Round widths to", ParamType::Integer, d.roundTo,
+                                     "widths are rounded down to a multiple of it; 8 suits GPU kernels");
+        round.min = 1;
+        round.max = 4096;
+        m_info.params.push_back(round);
+        ParamSpec damping = sliceParam("slicegpt.damping", "Damping", ParamType::Real, d.damping,
+                                       "the ridge added to the covariance, as a fraction of its mean diagonal; 0.01 "
+                                       "is usual");
+        damping.max = 1;
+        damping.unit = "fraction";
+        m_info.params.push_back(damping);
+        ParamSpec precision = sliceParam("slicegpt.precision", "GPU precision", ParamType::Choice, std::string("bf16"),
+                                         "of the block passes on a GPU (the CPU computes in fp32)");
+        precision.choices = {"bf16", "fp16", "fp32"};
+        precision.openChoice = true; // also bfloat16, float16, float32
+        precision.check = [](const ParamValue &v) { parsePrecision(std::get<std::string>(v)); };
+        m_info.params.push_back(precision);
+        ParamSpec layers = sliceParam("layer_sparsity", "Per-block fractions", ParamType::LayerRatios, LayerRatios{},
+                                      "fractions that replace the job's for some blocks: one per block [..] or "
+                                      "{\"0-3\": 0.3}");
+        layers.unit = "fraction";
+        m_info.params.push_back(layers);
+    }
+    const MethodInfo &info() const override { return m_info; }
+    void checkRun(const Model &model, double sparsity, const MethodParams &params) const override {
+        const std::string why = slicingUnsupportedReason(model);
+        if (!why.empty())
+            throw LatheError(model.sourcePath + ": " + why, "SliceGPT supports Llama-family, OPT, GPT-2 and Phi-2 models");
+        sliceGptWidths(model.config.hiddenSize, model.config.numLayers, sliceParams(params, sparsity, model));
+    }
+    std::vector<std::string> preview(const Model &model, double sparsity, const MethodParams &params) const override {
+        const SliceGptWidths w =
+            sliceGptWidths(model.config.hiddenSize, model.config.numLayers, sliceParams(params, sparsity, model));
+        char line[96];
+        std::snprintf(line, sizeof line, "%g: hidden width %lld -> %lld", sparsity,
+                      (long long)model.config.hiddenSize, (long long)w.embedding);
+        return {line};
+    }
+    MethodOutcome run(Model &model, const MethodParams &params, const MethodContext &context,
+                      const ProgressCallback &progress) const override {
+        SliceGptParams sp = sliceParams(params, context.sparsity, model);
+        sp.solver = context.device;
+        sp.gpu = context.device && context.device->name() == "cuda";
+        const SliceGptResult r = sliceGpt(model, *context.calibration, sp, progress);
+        MethodOutcome out;
+        for (const SliceGptLayerReport &l : r.layers)
+            out.layers.push_back({{"layer", l.layer}, {"mid_width", l.midWidth}, {"output_width", l.outputWidth},
+                                  {"mid_energy_dropped", l.midEnergyDropped},
+                                  {"output_energy_dropped", l.outputEnergyDropped}, {"seconds", l.seconds}});
+        out.params = out.storedParams = r.paramsAfter;
+        return out;
+    }
+
+private:
+    static SliceGptParams sliceParams(const MethodParams &params, double sparsity, const Model &model) {
+        SliceGptParams p;
+        p.sparsity = sparsity;
+        p.roundTo = params.get<int64_t>("slicegpt.round_to");
+        p.sliceHead = params.get<bool>("slicegpt.slice_head");
+        p.randomOrientation = params.get<bool>("slicegpt.random_orientation");
+        p.damping = params.get<double>("slicegpt.damping");
+        p.precision = parsePrecision(params.get<std::string>("slicegpt.precision"));
+        const LayerRatios &ratios = params.get<LayerRatios>("layer_sparsity");
+        if (!ratios.empty()) {
+            const int layers = int(model.config.numLayers);
+            p.layerSparsity.assign(size_t(layers), sparsity);
+            for (const auto &[l, r] : ratios.resolve(layers))
+                p.layerSparsity[size_t(l)] = r;
+        }
+        return p;
+    }
+    MethodInfo m_info;
+};
+
+} // namespace
+
+const CompressionMethod &sliceGptMethod() {
+    static const SliceGptMethod method;
+    return method;
 }
 
 } // namespace lathe

@@ -3,6 +3,9 @@
 // calibration token reaching that linear; each output row loses its lowest-scoring fraction (or, for N:M, the N
 // lowest of every M consecutive inputs). Blocks are processed in order: the input norms of block l come from the
 // dense block l fed by the already pruned blocks 0..l-1, and the pruned block's outputs feed block l+1.
+// Registered as "wanda". Differs from the official code (locuslab/wanda): calibration windows are drawn from the
+// text the user gives (not C4), signals stream through the blocks in chunks, and "per-row" is the default
+// comparison group for unstructured patterns (as the paper); per-block ratios may be given.
 
 #include "methods/wanda.h"
 
@@ -11,6 +14,7 @@
 #include "engine/calibration.h"
 #include "engine/transformer.h"
 #include "methods/layerwise.h"
+#include "methods/pruningmethod.h"
 #include "model/layerweights.h"
 #include "model/model.h"
 
@@ -99,6 +103,39 @@ PruningResult wandaPrune(Model &model, const CalibrationSet &calibration, const 
     reportProgress(progress, 1.0, "pruned");
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return result;
+}
+
+namespace {
+
+class WandaMethod final : public PruningMethod {
+public:
+    WandaMethod() {
+        m_info.name = "wanda";
+        m_info.title = "Wanda (calibrated pruning)";
+        m_info.summary = "prunes by |W| x input norm, block by block on calibration text (Sun et al., ICLR 2024)";
+        m_info.needsCalibration = true;
+        m_info.ratioMeaning = "fraction of each output row's weights set to zero (unstructured patterns run per row)";
+        m_info.previewScore = ImportanceKind::Wanda;
+        m_info.calibrationCopies = 2; // the signals and the dense outputs for the error measure
+    }
+    void checkRun(const Model &model, double sparsity, const MethodParams &params) const override {
+        if (model.config.family == ArchFamily::Bert)
+            throw LatheError(model.sourcePath + ": Wanda here prunes decoder language models", "use magnitude");
+        PruningMethod::checkRun(model, sparsity, params);
+    }
+    MethodOutcome run(Model &model, const MethodParams &params, const MethodContext &context,
+                      const ProgressCallback &progress) const override {
+        WandaParams wp;
+        wp.selection = pruningSelection(params, context.sparsity, int(model.config.numLayers));
+        return pruningOutcome(model, wandaPrune(model, *context.calibration, wp, progress));
+    }
+};
+
+} // namespace
+
+const CompressionMethod &wandaMethod() {
+    static const WandaMethod method;
+    return method;
 }
 
 } // namespace lathe

@@ -1,0 +1,25 @@
+#pragma once
+
+#include "methods/method.h"
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+namespace lathe {
+
+// Every compression method Lathe has, in the order menus list them. Adding a method is one file defining a
+// CompressionMethod and one line in registry.cpp.
+const std::vector<const CompressionMethod *> &compressionMethods();
+
+// The method of that name, or null.
+const CompressionMethod *findMethod(const std::string &name);
+// The method of that name; LatheError listing the known ones.
+const CompressionMethod &methodNamed(const std::string &name);
+
+// Everything `lathe-cli methods --json` prints: per method its name, title, summary, kind, needs, export kind and
+// every parameter with type, default, range, unit and help.
+nlohmann::json methodsJson();
+
+} // namespace lathe

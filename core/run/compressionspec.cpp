@@ -1,0 +1,309 @@
+#include "run/compressionspec.h"
+
+#include "base/error.h"
+#include "base/outputfiles.h"
+#include "engine/deviceforward.h"
+#include "engine/evaluation.h"
+#include "methods/registry.h"
+#include "model/model.h"
+#include "numeric/backend.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <set>
+#include <type_traits>
+#include <variant>
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace lathe {
+
+namespace {
+
+// The job's own keys (the method's parameters are declared by the method): one table for reading and writing.
+using Member = std::variant<std::string CompressionSpec::*, int64_t CompressionSpec::*, uint64_t CompressionSpec::*,
+                            bool CompressionSpec::*>;
+struct JobKey {
+    const char *path;
+    Member member;
+    bool isPath = false;    // resolved against the spec file's folder
+    bool omitEmpty = false; // not written when empty
+};
+
+const JobKey kJobKeys[] = {
+    {"model", &CompressionSpec::model, true},
+    {"tokenizer", &CompressionSpec::tokenizer, true, true},
+    {"device", &CompressionSpec::device},
+    {"calibration.text", &CompressionSpec::calibrationText, true},
+    {"calibration.samples", &CompressionSpec::calibrationSamples},
+    {"calibration.seq_len", &CompressionSpec::calibrationSeqLen},
+    {"calibration.seed", &CompressionSpec::calibrationSeed},
+    {"evaluation.text", &CompressionSpec::evalText, true},
+    {"evaluation.seq_len", &CompressionSpec::evalSeqLen},
+    {"evaluation.max_tokens", &CompressionSpec::evalMaxTokens},
+    {"evaluation.dense", &CompressionSpec::evalDense},
+    {"evaluation.precision", &CompressionSpec::evalPrecision},
+    {"output.dir", &CompressionSpec::outputDir, true},
+    {"output.export", &CompressionSpec::exportModel},
+    {"output.dtype", &CompressionSpec::dtype},
+    {"output.overwrite", &CompressionSpec::overwrite},
+    {"output.resume", &CompressionSpec::resume},
+};
+// Keys read by hand: the method, the ratio (one value or a sweep) and a free comment.
+const char *const kSpecialKeys[] = {"method", "sparsity", "sweep", "comment"};
+
+std::string resolve(const std::string &p, const std::string &base) {
+    if (p.empty() || base.empty() || fs::path(p).is_absolute())
+        return p;
+    return (fs::path(base) / p).lexically_normal().string();
+}
+
+// Refuses keys that are neither the job's nor the method's; another method's parameters are skipped with a warning.
+void checkKeys(const json &j, const std::set<std::string> &known, const std::set<std::string> &foreign,
+               const std::string &prefix) {
+    if (!j.is_object())
+        throw LatheError("job spec: '" + prefix.substr(0, prefix.size() - 1) + "' must be an object");
+    for (const auto &[k, v] : j.items()) {
+        const std::string path = prefix + k;
+        if (known.count(path))
+            continue;
+        bool isFolder = false, foreignFolder = false;
+        for (const std::string &p : known)
+            isFolder |= p.rfind(path + ".", 0) == 0;
+        for (const std::string &p : foreign)
+            foreignFolder |= p.rfind(path + ".", 0) == 0;
+        if (isFolder) {
+            checkKeys(v, known, foreign, path + ".");
+        } else if (foreign.count(path) || foreignFolder) {
+            spdlog::warn("job spec: '{}' is a parameter of another method; ignored", path);
+        } else {
+            throw LatheError("job spec: unknown key '" + path + "'", "see docs/compression.md for the job spec");
+        }
+    }
+}
+
+} // namespace
+
+CompressionSpec::CompressionSpec() { setMethod("wanda"); }
+
+void CompressionSpec::setMethod(const std::string &name) {
+    method = &methodNamed(name);
+    params = MethodParams(method->info().params);
+}
+
+const std::string &CompressionSpec::methodName() const { return method->info().name; }
+
+bool CompressionSpec::needsCalibration() const { return method->info().needsCalibration; }
+
+std::string CompressionSpec::label() const {
+    std::string out = methodName();
+    for (const ParamSpec &p : params.specs()) {
+        const ParamValue &v = params.value(p.key);
+        if (v == p.defaultValue)
+            continue;
+        const std::string key = p.key.substr(p.key.rfind('.') + 1);
+        out += ' ';
+        if (p.type == ParamType::Choice) {
+            out += paramValueText(v);
+        } else if (p.type == ParamType::Bool) {
+            out += std::get<bool>(v) ? "" : "no ";
+            out += key;
+        } else {
+            out += key;
+            out += '=';
+            out += paramValueText(v);
+        }
+    }
+    return out;
+}
+
+json CompressionSpec::toJson() const {
+    json j = json::object();
+    j["method"] = methodName();
+    for (const JobKey &k : kJobKeys)
+        std::visit(
+            [&](auto member) {
+                const auto &v = this->*member;
+                if constexpr (std::is_same_v<std::decay_t<decltype(v)>, std::string>)
+                    if (k.omitEmpty && v.empty())
+                        return;
+                jsonMakePath(j, k.path) = v;
+            },
+            k.member);
+    if (sparsities.size() == 1)
+        j["sparsity"] = sparsities[0];
+    else
+        j["sweep"] = sparsities;
+    params.writeJson(j);
+    return j;
+}
+
+CompressionSpec CompressionSpec::fromJson(const json &j, const std::string &base) {
+    if (!j.is_object())
+        throw LatheError("job spec: not a JSON object");
+    CompressionSpec s;
+    if (const json *m = jsonAtPath(j, "method")) {
+        std::string name;
+        readJsonValue(*m, "method", name);
+        try {
+            s.setMethod(name);
+        } catch (const LatheError &e) {
+            throw LatheError(std::string("job spec: ") + e.what(), e.hint());
+        }
+    }
+    std::set<std::string> known(std::begin(kSpecialKeys), std::end(kSpecialKeys)), foreign;
+    for (const JobKey &k : kJobKeys)
+        known.insert(k.path);
+    for (const ParamSpec &p : s.params.specs())
+        known.insert(p.key);
+    for (const CompressionMethod *m : compressionMethods())
+        for (const ParamSpec &p : m->info().params)
+            if (!known.count(p.key))
+                foreign.insert(p.key);
+    checkKeys(j, known, foreign, "");
+
+    for (const JobKey &k : kJobKeys)
+        if (const json *v = jsonAtPath(j, k.path))
+            std::visit([&](auto member) { readJsonValue(*v, k.path, s.*member); }, k.member);
+    const json *one = jsonAtPath(j, "sparsity"), *sweep = jsonAtPath(j, "sweep");
+    if (one && sweep)
+        throw LatheError("job spec: give either 'sparsity' or 'sweep', not both");
+    if (one) {
+        if (!one->is_number())
+            throw LatheError("job spec: 'sparsity' must be a number (" + one->dump() + ")");
+        s.sparsities = {one->get<double>()};
+    }
+    if (sweep) {
+        if (!sweep->is_array())
+            throw LatheError("job spec: 'sweep' must be an array of numbers (" + sweep->dump() + ")");
+        s.sparsities.clear();
+        for (const json &v : *sweep) {
+            if (!v.is_number())
+                throw LatheError("job spec: 'sweep' must be an array of numbers (" + v.dump() + ")");
+            s.sparsities.push_back(v.get<double>());
+        }
+    }
+    s.params.readJson(j);
+    for (const JobKey &k : kJobKeys)
+        if (k.isPath)
+            s.*std::get<std::string CompressionSpec::*>(k.member) =
+                resolve(s.*std::get<std::string CompressionSpec::*>(k.member), base);
+    return s;
+}
+
+CompressionSpec CompressionSpec::fromFile(const std::string &path) {
+    json j;
+    try {
+        j = json::parse(readTextFile(path));
+    } catch (const json::parse_error &e) {
+        throw LatheError(path + ": not valid JSON: " + e.what());
+    }
+    const fs::path parent = fs::absolute(fs::path(path)).parent_path();
+    CompressionSpec s = fromJson(j, parent.string());
+    s.specFile = path;
+    return s;
+}
+
+std::string sweepFolderName(double sparsity) {
+    char sub[32];
+    std::snprintf(sub, sizeof sub, "sparsity-%.2f", sparsity);
+    return sub;
+}
+
+std::string pointFolder(const CompressionSpec &spec, size_t i) {
+    const fs::path dir(spec.outputDir);
+    return (spec.sparsities.size() > 1 ? dir / sweepFolderName(spec.sparsities[i]) : dir).string();
+}
+
+namespace {
+
+// The files and folders a run reads: its output folder may be none of them, lie in none and contain none.
+std::vector<std::string> specInputs(const CompressionSpec &s) {
+    return {s.model, s.tokenizer, s.calibrationText, s.evalText, s.specFile};
+}
+
+} // namespace
+
+void validateSpec(const CompressionSpec &s) {
+    // `folderOk`: a model may be a folder; texts and tokenizers must be regular files (a folder or a FIFO given as
+    // a text would be read as nothing, or hang).
+    auto needFile = [](const std::string &p, const std::string &what, bool folderOk) {
+        std::error_code ec;
+        if (p.empty())
+            throw LatheError("job spec: no " + what + " given");
+        const fs::file_status st = fs::status(p, ec);
+        if (!fs::exists(st))
+            throw LatheError("job spec: the " + what + " '" + p + "' does not exist");
+        if (!fs::is_regular_file(st) && !(folderOk && fs::is_directory(st)))
+            throw LatheError("job spec: the " + what + " '" + p + "' is not a " + (folderOk ? "file or folder" : "file"));
+    };
+    needFile(s.model, "model", true);
+    if (s.device != "auto" && s.device != "cpu" && s.device != "cuda")
+        throw LatheError("job spec: unknown device '" + s.device + "'", "use auto, cpu or cuda");
+    parsePrecision(s.evalPrecision);
+    if (s.device == "cuda")
+        createBackend(DevicePreference::Cuda); // LatheError saying why there is no usable GPU
+    if (s.sparsities.empty())
+        throw LatheError("job spec: 'sweep' is empty");
+    for (double v : s.sparsities)
+        if (!(v >= 0.0 && v < 1.0))
+            throw LatheError("job spec: sparsity " + std::to_string(v) + " is outside [0, 1)",
+                             "0.5 prunes half the weights; SliceGPT's 0.25 removes a quarter of the width");
+    s.method->checkJob(s.params, s.sparsities);
+    if (s.needsCalibration()) {
+        needFile(s.calibrationText, "calibration text", false);
+        if (s.calibrationSamples <= 0 || s.calibrationSeqLen <= 1)
+            throw LatheError("job spec: calibration samples and seq_len must be positive");
+        if (s.calibrationSamples > 1'000'000 || s.calibrationSeqLen > 1'000'000)
+            throw LatheError("job spec: calibration samples and seq_len must be at most 1000000 each");
+    }
+    if (!s.evalText.empty()) {
+        needFile(s.evalText, "evaluation text", false);
+        if (s.evalSeqLen <= 1 || s.evalSeqLen > 1'000'000)
+            throw LatheError("job spec: evaluation seq_len must be above 1 (and at most 1000000)");
+        if (s.evalMaxTokens < 0)
+            throw LatheError("job spec: evaluation.max_tokens must be 0 (the whole text) or positive");
+    }
+    if (!s.tokenizer.empty())
+        needFile(s.tokenizer, "tokenizer", true);
+    if (s.dtype != "f32" && s.dtype != "f16" && s.dtype != "bf16")
+        throw LatheError("job spec: output.dtype '" + s.dtype + "' is not f32, f16 or bf16");
+    if (s.outputDir.empty())
+        throw LatheError("job spec: no output.dir given", "the run folder receives the log, results and exports");
+    if (s.overwrite && s.resume)
+        throw LatheError("job spec: output.overwrite and output.resume exclude each other",
+                         "overwrite starts the run afresh, resume continues the interrupted one");
+    for (size_t i = 0; i < s.sparsities.size(); ++i)
+        for (size_t k = 0; k < i; ++k)
+            if (sweepFolderName(s.sparsities[i]) == sweepFolderName(s.sparsities[k]))
+                throw LatheError("job spec: sweep values " + std::to_string(s.sparsities[k]) + " and " +
+                                     std::to_string(s.sparsities[i]) + " would share the folder " +
+                                     sweepFolderName(s.sparsities[i]),
+                                 "sweep values must differ in their first two decimals");
+    try {
+        // A resumed run continues in its folder: like overwriting, it needs the marker of a run folder there.
+        checkOutputFolder(s.outputDir, OutputKind::CompressionRun, s.overwrite || s.resume, specInputs(s));
+    } catch (const LatheError &e) {
+        throw LatheError(std::string("job spec: output.dir ") + e.what(), e.hint());
+    }
+}
+
+void checkSpecAgainstModel(const CompressionSpec &spec, const Model &model) {
+    const ModelConfig &cfg = model.config;
+    for (double s : spec.sparsities)
+        spec.method->checkRun(model, s, spec.params);
+    const int64_t maxPos = cfg.maxPositions;
+    if (spec.needsCalibration() && spec.calibrationSeqLen > maxPos)
+        throw LatheError("calibration seq_len " + std::to_string(spec.calibrationSeqLen) + " is above the model's " +
+                             std::to_string(maxPos) + " positions",
+                         "use calibration.seq_len <= " + std::to_string(maxPos));
+    if (!spec.evalText.empty() && spec.evalSeqLen > maxPos)
+        throw LatheError("evaluation seq_len " + std::to_string(spec.evalSeqLen) + " is above the model's " +
+                             std::to_string(maxPos) + " positions",
+                         "use evaluation.seq_len <= " + std::to_string(maxPos));
+}
+
+} // namespace lathe

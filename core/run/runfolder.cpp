@@ -1,0 +1,123 @@
+#include "run/runfolder.h"
+
+#include "base/error.h"
+#include "engine/evaluation.h"
+#include "export/sparsearchive.h"
+#include "methods/method.h"
+
+#include <spdlog/spdlog.h>
+
+#include <ctime>
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace lathe {
+
+RunFolder::RunFolder(const CompressionSpec &spec, bool keep) : m_dir(spec.outputDir) {
+    std::error_code ec;
+    cleanStaleTemporaries(fs::absolute(m_dir, ec).parent_path());
+    if (keep) {
+        cleanStaleTemporaries(m_dir);
+    } else {
+        if (fs::exists(m_dir, ec) && !fs::is_empty(m_dir, ec)) {
+            const fs::path old = temporarySibling(m_dir, "lathe-old");
+            fs::rename(m_dir, old);
+            fs::remove_all(old, ec);
+            if (ec)
+                spdlog::warn("{}: the previous run was left at {}: {}", spec.outputDir, old.string(), ec.message());
+        }
+        fs::create_directories(m_dir);
+        writeOutputMarker(m_dir, OutputKind::CompressionRun);
+    }
+    m_log.emplace(m_dir / "run.log", CheckedFile::Append);
+    m_progress.emplace(m_dir / "progress.jsonl", CheckedFile::Append);
+    writeFileAtomic(m_dir / "spec.json", spec.toJson().dump(2) + "\n");
+}
+
+void RunFolder::log(const std::string &line) {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    std::time_t t = std::time(nullptr);
+    char stamp[32];
+    std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", std::localtime(&t));
+    append(*m_log, std::string(stamp) + "  " + line + "\n");
+    spdlog::info("{}", line);
+}
+
+void RunFolder::progress(double fraction, const std::string &stage, double eta) {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    append(*m_progress, json{{"fraction", fraction}, {"stage", stage}, {"eta_s", eta}}.dump() + "\n");
+}
+
+void RunFolder::results(const CompressionRunResult &r) {
+    writeFileAtomic(m_dir / "results.json", r.toJson().dump(2) + "\n");
+}
+
+void RunFolder::resultsNoThrow(const CompressionRunResult &r) {
+    try {
+        results(r);
+    } catch (const LatheError &e) {
+        spdlog::warn("{}", e.fullMessage());
+    }
+}
+
+void RunFolder::append(CheckedFile &f, const std::string &text) {
+    try {
+        f.write(text);
+    } catch (const LatheError &e) {
+        if (!m_warned)
+            spdlog::warn("{} (further log lines may be lost)", e.fullMessage());
+        m_warned = true;
+    }
+}
+
+std::optional<CompressionRunResult> previousRun(const CompressionSpec &spec) {
+    const fs::path dir(spec.outputDir);
+    std::error_code ec;
+    if (!fs::exists(dir / "spec.json", ec) || !fs::exists(dir / "results.json", ec))
+        return std::nullopt;
+    json before, now;
+    try {
+        // Read back through the spec, so that a file written by another version compares by its meaning.
+        before = CompressionSpec::fromJson(json::parse(readTextFile((dir / "spec.json").string()))).toJson();
+    } catch (const std::exception &e) {
+        throw LatheError((dir / "spec.json").string() + ": " + e.what(), "the run folder is damaged: use --overwrite");
+    }
+    now = spec.toJson();
+    for (json *j : {&before, &now}) {
+        (*j)["output"].erase("overwrite");
+        (*j)["output"].erase("resume");
+    }
+    if (before != now) {
+        std::string key;
+        for (const auto &[k, v] : now.items())
+            if (!before.contains(k) || before[k] != v)
+                key += (key.empty() ? "" : ", ") + k;
+        throw LatheError("--resume: the run folder " + spec.outputDir + " holds another job (" +
+                             (key.empty() ? std::string("keys") : key) + " differ)",
+                         "resume with the job spec the run was started with, or start afresh with --overwrite");
+    }
+    CompressionRunResult r;
+    try {
+        r = CompressionRunResult::fromJson(json::parse(readTextFile((dir / "results.json").string())));
+    } catch (const json::exception &e) {
+        throw LatheError((dir / "results.json").string() + ": " + e.what(), "the run folder is damaged: use --overwrite");
+    }
+    // Keep the finished points whose outputs are all there (results.json is written after them).
+    const size_t n = spec.sparsities.size();
+    const bool archive = spec.method->info().exportKind == ExportKind::PrunedDense && sparseArchiveAvailable();
+    size_t kept = 0;
+    for (; kept < r.runs.size() && kept < n; ++kept) {
+        const CompressionRunRecord &rec = r.runs[kept];
+        const fs::path runDir = pointFolder(spec, kept);
+        const bool complete = rec.sparsity == spec.sparsities[kept] &&
+                              (!spec.exportModel || outputKindOf(runDir / "model") == OutputKind::ModelExport) &&
+                              (!spec.exportModel || !archive || fs::exists(runDir / "run.h5", ec));
+        if (!complete)
+            break;
+    }
+    r.runs.resize(kept);
+    return r;
+}
+
+} // namespace lathe
