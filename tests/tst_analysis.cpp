@@ -4,6 +4,7 @@
 
 #include "analysis/analysisarchive.h"
 #include "analysis/importance.h"
+#include "analysis/matrixscores.h"
 #include "analysis/modelanalysis.h"
 #include "analysis/modelspectra.h"
 #include "analysis/sparsitymask.h"
@@ -12,6 +13,7 @@
 #include "io/modelloader.h"
 #include "model/contenthash.h"
 #include "model/model.h"
+#include "model/syntheticmodel.h"
 #include "numeric/linalg.h"
 #include "numeric/randomizedsvd.h"
 #include "numeric/spectrum.h"
@@ -69,6 +71,48 @@ class TestAnalysis : public QObject {
     Q_OBJECT
 
 private slots:
+    // The workbench's per-matrix scores (moved from ui/ to core): magnitude at 50% per row prunes half of every row
+    // and every row and column is counted once in the histograms; Wanda without calibration norms falls back to
+    // magnitude and says why; an N:M pattern gives exact N/M rows; a bad tensor name is an error, not a crash.
+    void matrixScores() {
+        std::shared_ptr<const Model> model = makeSyntheticModel(*syntheticShape("tiny"));
+        const TensorInfo *t = nullptr;
+        for (const TensorInfo &x : model->tensors())
+            if (x.role == TensorRole::MlpDown && x.layer == 0)
+                t = &x;
+        QVERIFY(t);
+        MatrixScoresRequest req;
+        req.model = model;
+        req.tensor = t->name;
+        req.pattern.ratio = 0.5;
+        req.pattern.perRow = true;
+        MatrixScores s = computeMatrixScores(req);
+        QVERIFY2(s.error.empty(), s.error.c_str());
+        QCOMPARE(s.rows, t->shape[0]);
+        QCOMPARE(s.stats.sparsity, 0.5);
+        double rows = 0, cols = 0, scores = 0;
+        for (double c : s.rowHist.counts)
+            rows += c;
+        for (double c : s.colHist.counts)
+            cols += c;
+        QCOMPARE(rows, double(s.rows));
+        QCOMPARE(cols, double(s.cols));
+        QCOMPARE(s.scoreHist.total() + double(s.zeroScores), double(s.rows * s.cols));
+        QCOMPARE(s.used, ImportanceKind::Magnitude);
+        QVERIFY(std::isfinite(s.threshold));
+        req.kind = ImportanceKind::Wanda; // no norms collected
+        s = computeMatrixScores(req);
+        QCOMPARE(s.used, ImportanceKind::Magnitude);
+        QVERIFY(s.note.find("calibration") != std::string::npos);
+        req.pattern = SparsityPattern{};
+        req.pattern.n = 2;
+        req.pattern.m = 4;
+        s = computeMatrixScores(req);
+        QVERIFY(s.stats.nmValid);
+        req.tensor = "no.such.weight";
+        QVERIFY(!computeMatrixScores(req).error.empty());
+    }
+
     void singularValuesKnown_data() {
         QTest::addColumn<int>("rows");
         QTest::addColumn<int>("cols");

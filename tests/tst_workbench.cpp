@@ -20,6 +20,8 @@
 #include "spectrumview.h"
 #include "methods/methodparams.h"
 #include "testsupport.h"
+#include "workbenchdocument.h"
+#include "io/modelloader.h"
 
 #include <qcustomplot.h>
 
@@ -286,6 +288,60 @@ private slots:
         QCOMPARE(w.resultsView()->table()->rowCount(), 2); // the earlier rows stay, named by their model
         QCOMPARE(QString::fromStdString(w.specForDialog().params.has("targets") ? w.specForDialog().params.get<std::string>("targets") : ""),
                  QString(".*")); // this model's dialog starts from the panel, not from the other model's run
+    }
+
+    // The workbench document (issue 16 item 5) owns the state and says when it changes: a new model resets analysis
+    // and calibration, an analysis finished for a model no longer open is dropped, norms kept in the archive become
+    // the calibration, runs are kept per model; the Results view follows it without being fed by hand.
+    void workbenchDocument() {
+        WorkbenchDocument doc;
+        ResultsView results(&doc);
+        QSignalSpy model(&doc, &WorkbenchDocument::modelChanged), analysis(&doc, &WorkbenchDocument::analysisChanged),
+            calibration(&doc, &WorkbenchDocument::calibrationChanged), runs(&doc, &WorkbenchDocument::runsChanged);
+        std::shared_ptr<Model> a = openModel(m_model.toStdString()), b = openModel(m_model.toStdString());
+        doc.setModel("a.bin", a);
+        QCOMPARE(model.count(), 1);
+        auto withNorms = std::make_shared<AnalyzeResult>();
+        withNorms->data.inputNorms["x"] = {1.0f, 2.0f};
+        withNorms->data.inputNormTokens = 64;
+        withNorms->data.calibration = "text.txt, 4 x 16";
+        doc.setAnalysis(a.get(), withNorms);
+        QCOMPARE(analysis.count(), 1);
+        QCOMPARE(calibration.count(), 1);
+        QVERIFY(doc.calibration() && doc.calibration()->tokens == 64);
+        QVERIFY(doc.calibrationSource().contains("from the archive"));
+        doc.setModel("b.bin", b);
+        QVERIFY(!doc.analysis() && !doc.calibration());
+        doc.setAnalysis(a.get(), std::make_shared<AnalyzeResult>()); // a's late result: dropped
+        QVERIFY(!doc.analysis());
+        QCOMPARE(analysis.count(), 1);
+        doc.setCalibration(b.get(), std::make_shared<InputNorms>(), "calib.txt");
+        QVERIFY(doc.calibrationSource().contains("collected: calib.txt"));
+
+        CompressionRunResult r;
+        r.densePerplexity = 10;
+        r.runs.push_back({});
+        r.runs.back().sparsity = 0.5;
+        r.runs.back().perplexity = 12;
+        doc.addRun({"a.bin", "wanda", "/runs/1", r});
+        QCOMPARE(runs.count(), 1);
+        QCOMPARE(results.table()->rowCount(), 2);
+        QCOMPARE(results.table()->item(1, 0)->text(), QString("a.bin"));
+        QCOMPARE(results.table()->item(1, 4)->text(), QString("+20.0%"));
+        QVERIFY(!results.hasData()); // b is open: a's runs are not plotted
+        doc.addRun({"b.bin", "magnitude", "/runs/2", r});
+        QVERIFY(results.hasData());
+        QCOMPARE(results.plot()->graphCount(), 2); // magnitude + dense line
+        QCOMPARE(doc.runsOf("a.bin").size(), 1);
+        CompressionSpec spec;
+        spec.model = "b.bin";
+        spec.setMethod("slicegpt");
+        doc.rememberSpec(spec);
+        QCOMPARE(QString::fromStdString(doc.lastSpec("b.bin")->methodName()), QString("slicegpt"));
+        QVERIFY(!doc.lastSpec("a.bin"));
+        doc.clearRuns();
+        QCOMPARE(results.table()->rowCount(), 0);
+        QVERIFY(!results.hasData());
     }
 
     void spectrumPoints() {

@@ -20,8 +20,8 @@ QString titleOf(const CompressionSpec &s) {
 CompressJob::CompressJob(CompressionSpec spec) : Job(titleOf(spec)), m_spec(std::move(spec)) {}
 
 void CompressJob::execute() {
-    const CompressionRunResult r = runCompression(m_spec, progressCallback());
-    emit finished(QString::fromStdString(r.toJson().dump()), QString::fromStdString(m_spec.outputDir));
+    auto r = std::make_shared<const CompressionRunResult>(runCompression(m_spec, progressCallback()));
+    emit finished(r, QString::fromStdString(m_spec.outputDir));
 }
 
 } // namespace lathe

@@ -3,10 +3,13 @@
 #include "job.h"
 #include "run/compressionrun.h"
 
+#include <memory>
+
 namespace lathe {
 
 // Runs a compression job spec (the same one lathe-cli compress executes) on a worker thread. Result: finished(),
-// with results.json's content. The run folder is written by the engine; the source model is never touched.
+// with the typed result (what results.json holds). The run folder is written by the engine; the source model is
+// never touched.
 class CompressJob : public Job {
     Q_OBJECT
 public:
@@ -14,7 +17,7 @@ public:
     const CompressionSpec &spec() const { return m_spec; }
 
 signals:
-    void finished(QString resultsJson, QString outputDir);
+    void finished(std::shared_ptr<const lathe::CompressionRunResult> result, QString outputDir);
 
 protected:
     void execute() override;

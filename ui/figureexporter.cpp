@@ -91,7 +91,7 @@ void FigureExporter::renderMatrix(const MatrixScores &scores) {
                 return;
         }
     }
-    if (scores.error.isEmpty()) {
+    if (scores.error.empty()) {
         const QString pattern = QString::fromStdString(m_template.pattern.describe());
         m_sparsity->setScores(scores, item.label, pattern);
         if (!save(m_sparsity.get(), base + ".sparsity", tr("Pruned fraction per row and column of %1, %2").arg(item.label, pattern)))

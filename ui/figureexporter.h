@@ -1,6 +1,6 @@
 #pragma once
 
-#include "matrixscores.h"
+#include "analysis/matrixscores.h"
 
 #include <QObject>
 #include <QStringList>

@@ -1,6 +1,6 @@
 #include "importanceview.h"
 
-#include "matrixscores.h"
+#include "analysis/matrixscores.h"
 
 #include <qcustomplot.h>
 
@@ -20,18 +20,18 @@ void ImportanceView::clear(const QString &message) { showPlaceholder(message); }
 void ImportanceView::setScores(const MatrixScores &s, const QString &label, double prunedFraction) {
     m_plot->clearPlottables();
     m_plot->clearItems();
-    if (!s.error.isEmpty()) {
-        clear(s.error);
+    if (!s.error.empty()) {
+        clear(QString::fromStdString(s.error));
         return;
     }
     const Histogram &h = s.scoreHist;
     auto *bars = new QCPBars(m_plot->xAxis, m_plot->yAxis);
-    bars->setData(h.centers, h.counts, true);
+    bars->setData(QVector<double>(h.centers.begin(), h.centers.end()), QVector<double>(h.counts.begin(), h.counts.end()), true);
     bars->setWidth(h.width() * 0.95);
     bars->setPen(Qt::NoPen);
     bars->setBrush(QColor(44, 160, 44));
     bars->setBaseValue(0.5); // a log axis has no 0
-    m_plot->xAxis->setLabel(tr("log10(%1 score)").arg(s.method));
+    m_plot->xAxis->setLabel(tr("log10(%1 score)").arg(QString::fromUtf8(importanceName(s.used))));
     m_plot->xAxis->setRange(h.lo - h.width(), h.hi + h.width());
     double top = 1;
     for (double c : h.counts)
@@ -49,10 +49,10 @@ void ImportanceView::setScores(const MatrixScores &s, const QString &label, doub
         text->setColor(QColor(200, 30, 30));
         text->setText(tr("%1% of entries below 10^%2").arg(100.0 * prunedFraction, 0, 'f', 0).arg(s.threshold, 0, 'f', 2));
     }
-    QString title = tr("%1: %2 scores of %3 entries").arg(label, s.method).arg(s.rows * s.cols);
+    QString title = tr("%1: %2 scores of %3 entries").arg(label, QString::fromUtf8(importanceName(s.used))).arg(s.rows * s.cols);
     if (s.zeroScores)
         title += tr(" (%1 zero, off the log axis)").arg(s.zeroScores);
-    showResult(title, s.note);
+    showResult(title, QString::fromStdString(s.note));
 }
 
 } // namespace lathe

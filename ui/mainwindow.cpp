@@ -3,6 +3,7 @@
 #include "compressdialog.h"
 #include "compressjob.h"
 #include "resultsview.h"
+#include "workbenchdocument.h"
 
 #include <QDateTime>
 #include <QDir>
@@ -57,6 +58,8 @@ void registerUiMetaTypes() {
     qRegisterMetaType<std::shared_ptr<lathe::Model>>("std::shared_ptr<lathe::Model>");
     qRegisterMetaType<std::shared_ptr<lathe::AnalyzeResult>>("std::shared_ptr<lathe::AnalyzeResult>");
     qRegisterMetaType<std::shared_ptr<lathe::InputNorms>>("std::shared_ptr<lathe::InputNorms>");
+    qRegisterMetaType<std::shared_ptr<const lathe::CompressionRunResult>>(
+        "std::shared_ptr<const lathe::CompressionRunResult>");
 }
 
 MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
@@ -64,6 +67,7 @@ MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
     setAcceptDrops(true);
     setDockNestingEnabled(true);
     m_jobs = new JobManager(this);
+    m_doc = new WorkbenchDocument(this);
 
     auto *central = new QWidget(this);
     auto *layout = new QVBoxLayout(central);
@@ -88,7 +92,7 @@ MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
     m_views->addTab(m_importanceView, tr("Importance"));
     m_views->addTab(m_layerView, tr("Layers"));
     m_views->addTab(m_details, tr("Details"));
-    m_resultsView = new ResultsView(central);
+    m_resultsView = new ResultsView(m_doc, central);
     m_views->addTab(m_resultsView, tr("Results"));
     layout->addWidget(m_views);
     setCentralWidget(central);
@@ -126,6 +130,26 @@ MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
         updateSpectrum();
         requestScores();
     });
+    // The views follow the document.
+    connect(m_doc, &WorkbenchDocument::modelChanged, this, [this] {
+        m_tree->setModel(m_doc->model().get());
+        setWindowTitle(m_doc->model() ? tr("Lathe - %1").arg(QFileInfo(m_doc->modelPath()).fileName()) : tr("Lathe"));
+        m_params->setRankInfo(QString()); // the previous model's rank line
+        m_params->setCalibrationStatus(tr("not collected"));
+        updateDetails();
+        updateSummary();
+        updateLayers();
+        updateViews();
+    });
+    connect(m_doc, &WorkbenchDocument::analysisChanged, this, [this] {
+        updateDetails();
+        updateLayers();
+        updateSpectrum();
+    });
+    connect(m_doc, &WorkbenchDocument::calibrationChanged, this, [this] {
+        m_params->setCalibrationStatus(m_doc->calibration() ? m_doc->calibrationSource() : tr("not collected"));
+        requestScores();
+    });
     connect(m_params, &ParameterPanel::collectRequested, this,
             [this] { collectCalibration(m_params->calibrationPath(), m_params->calibrationParams()); });
     buildMenus();
@@ -143,6 +167,10 @@ MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
 }
 
 MainWindow::~MainWindow() { m_jobs->shutdown(); }
+
+const Model *MainWindow::model() const { return m_doc->model().get(); }
+
+const AnalyzeResult *MainWindow::analysis() const { return m_doc->analysis().get(); }
 
 void MainWindow::buildMenus() {
     QMenu *file = menuBar()->addMenu(tr("&File"));
@@ -188,36 +216,37 @@ void MainWindow::buildMenus() {
 
     QMenu *analysis = menuBar()->addMenu(tr("&Analysis"));
     QAction *recompute = analysis->addAction(tr("&Recompute Spectra"), this, [this] {
-        if (m_model) {
-            m_analysis.reset();
+        if (m_doc->model()) {
+            m_doc->clearAnalysis();
             startAnalysis();
         }
     });
     recompute->setShortcut(QKeySequence(Qt::Key_F5));
     analysis->addAction(tr("Spectra of Stacked &Q/K/V"), this, [this] {
-        if (!m_model)
+        const std::shared_ptr<Model> model = m_doc->model();
+        if (!model)
             return;
         AnalyzeParams p;
-        auto *job = new AnalysisJob(m_model, stackedQkvTargets(*m_model), p, tr("Spectra of stacked q/k/v"));
-        connect(job, &AnalysisJob::analyzed, this, [this](std::shared_ptr<AnalyzeResult> r) {
-            m_analysis = std::move(r);
+        auto *job = new AnalysisJob(model, stackedQkvTargets(*model), p, tr("Spectra of stacked q/k/v"));
+        connect(job, &AnalysisJob::analyzed, this, [this, forModel = model.get()](std::shared_ptr<AnalyzeResult> r) {
+            m_doc->setAnalysis(forModel, std::move(r));
             updateViews();
         });
         m_jobs->start(job);
     });
     analysis->addAction(tr("Spectra per &Head of the Selected Matrix"), this, [this] {
         const QStringList sel = selectedMatrices();
-        if (!m_model || sel.isEmpty())
+        const std::shared_ptr<Model> model = m_doc->model();
+        if (!model || sel.isEmpty())
             return;
-        const auto targets = headTargets(*m_model, sel.front().toStdString());
+        const auto targets = headTargets(*model, sel.front().toStdString());
         if (targets.empty()) {
             showError(tr("%1 is not a q, k, v or o weight").arg(sel.front()), tr("select an attention matrix"));
             return;
         }
-        auto *job = new AnalysisJob(m_model, targets, AnalyzeParams{}, tr("Spectra per head"));
-        connect(job, &AnalysisJob::analyzed, this, [this](std::shared_ptr<AnalyzeResult> r) {
-            m_analysis = std::move(r);
-            updateSpectrum();
+        auto *job = new AnalysisJob(model, targets, AnalyzeParams{}, tr("Spectra per head"));
+        connect(job, &AnalysisJob::analyzed, this, [this, forModel = model.get()](std::shared_ptr<AnalyzeResult> r) {
+            m_doc->setAnalysis(forModel, std::move(r));
         });
         m_jobs->start(job);
     });
@@ -225,11 +254,11 @@ void MainWindow::buildMenus() {
                         [this] { collectCalibration(m_params->calibrationPath(), m_params->calibrationParams()); });
     QMenu *compress = menuBar()->addMenu(tr("&Compress"));
     QAction *runCompress = compress->addAction(tr("&Run Compression..."), this, [this] {
-        if (!m_model) {
+        if (!m_doc->model()) {
             statusBar()->showMessage(tr("Open a model first"));
             return;
         }
-        CompressDialog dialog(m_model.get(), m_modelPath, this);
+        CompressDialog dialog(m_doc->model().get(), m_doc->modelPath(), this);
         dialog.setSpec(specForDialog());
         if (dialog.exec() == QDialog::Accepted) {
             try {
@@ -240,7 +269,7 @@ void MainWindow::buildMenus() {
         }
     });
     runCompress->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_R));
-    compress->addAction(tr("Clear &Results"), this, [this] { m_resultsView->clearResults(); });
+    compress->addAction(tr("Clear &Results"), m_doc, &WorkbenchDocument::clearRuns);
     QAction *cancelAll = analysis->addAction(tr("Cancel All &Jobs"), m_jobs, &JobManager::cancelAll);
     cancelAll->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_Period));
 }
@@ -249,23 +278,12 @@ void MainWindow::openModelPath(const QString &path) {
     statusBar()->showMessage(tr("Opening %1...").arg(path));
     auto *job = new OpenModelJob(path);
     connect(job, &OpenModelJob::opened, this, [this](QString p, std::shared_ptr<Model> m) {
-        m_model = std::move(m);
-        m_analysis.reset();
-        m_norms.reset();
-        m_params->setCalibrationStatus(tr("not collected"));
-        m_modelPath = p;
-        m_params->setRankInfo(QString()); // the previous model's rank line
-        m_resultsView->setCurrentModel(p);
         m_messageBar->hide();
         m_lastError.clear();
-        m_tree->setModel(m_model.get());
-        setWindowTitle(tr("Lathe - %1").arg(QFileInfo(p).fileName()));
+        m_doc->setModel(p, std::move(m));
         addRecent(p);
-        updateDetails();
-        updateSummary();
-        updateLayers();
-        updateViews();
-        statusBar()->showMessage(tr("Opened %1: %2 parameters").arg(p, QString::fromStdString(humanCount(m_model->parameterCount()))));
+        statusBar()->showMessage(
+            tr("Opened %1: %2 parameters").arg(p, QString::fromStdString(humanCount(m_doc->model()->parameterCount()))));
         spdlog::info("opened {}", p.toStdString());
         emit modelOpened(p);
         startAnalysis();
@@ -278,28 +296,17 @@ void MainWindow::openModelPath(const QString &path) {
 }
 
 void MainWindow::startAnalysis() {
-    auto *job = new AnalysisJob(m_model, {}, AnalyzeParams{}, tr("Spectra of %1").arg(QFileInfo(m_modelPath).fileName()));
-    const Model *forModel = m_model.get();
-    connect(job, &AnalysisJob::analyzed, this, [this, forModel](std::shared_ptr<AnalyzeResult> r) {
-        if (forModel != m_model.get())
+    const std::shared_ptr<Model> model = m_doc->model();
+    auto *job = new AnalysisJob(model, {}, AnalyzeParams{}, tr("Spectra of %1").arg(QFileInfo(m_doc->modelPath()).fileName()));
+    connect(job, &AnalysisJob::analyzed, this, [this, forModel = model.get()](std::shared_ptr<AnalyzeResult> r) {
+        if (forModel != m_doc->model().get())
             return; // another model was opened meanwhile
-        m_analysis = std::move(r);
-        if (!m_analysis->data.inputNorms.empty() && !m_norms) {
-            auto norms = std::make_shared<InputNorms>();
-            norms->norms = m_analysis->data.inputNorms;
-            norms->tokens = m_analysis->data.inputNormTokens;
-            m_norms = norms;
-            m_params->setCalibrationStatus(tr("from the archive: %1").arg(QString::fromStdString(m_analysis->data.calibration)));
-        }
-        statusBar()->showMessage(tr("Spectra: %1 computed, %2 from %3")
-                                     .arg(m_analysis->computed)
-                                     .arg(m_analysis->cached)
-                                     .arg(QString::fromStdString(m_analysis->archivePath)),
-                                 8000);
-        if (!m_analysis->cacheNote.empty())
-            spdlog::warn("{}", m_analysis->cacheNote);
-        updateLayers();
-        updateSpectrum();
+        statusBar()->showMessage(
+            tr("Spectra: %1 computed, %2 from %3").arg(r->computed).arg(r->cached).arg(QString::fromStdString(r->archivePath)),
+            8000);
+        if (!r->cacheNote.empty())
+            spdlog::warn("{}", r->cacheNote);
+        m_doc->setAnalysis(forModel, std::move(r));
         emit analysisReady();
     });
     connect(job, &Job::failed, this, [this](QString msg, QString hint) { showError(msg, hint); });
@@ -307,7 +314,7 @@ void MainWindow::startAnalysis() {
 }
 
 void MainWindow::collectCalibration(const QString &textPath, const CalibrationParams &params) {
-    if (!m_model) {
+    if (!m_doc->model()) {
         showError(tr("No model is open"), tr("open a model first"));
         return;
     }
@@ -316,26 +323,15 @@ void MainWindow::collectCalibration(const QString &textPath, const CalibrationPa
                   tr("choose a text file in the parameter panel (WikiText-2 or any plain text)"));
         return;
     }
-    auto *job = new CalibrationJob(m_model, textPath, params);
-    const Model *forModel = m_model.get();
-    connect(job, &CalibrationJob::collected, this, [this, forModel](std::shared_ptr<InputNorms> norms, QString desc) {
-        if (forModel != m_model.get())
-            return;
-        m_norms = norms;
-        m_params->setCalibrationStatus(tr("collected: %1").arg(desc));
-        if (m_analysis) {
-            m_analysis->data.inputNorms = norms->norms;
-            m_analysis->data.inputNormTokens = norms->tokens;
-            m_analysis->data.calibration = desc.toStdString();
-            try {
-                updateAnalysisArchive(*m_analysis);
-            } catch (const LatheError &e) {
-                spdlog::warn("calibration not cached: {}", e.fullMessage());
-            }
-        }
-        requestScores();
-        emit calibrationReady();
-    });
+    const std::shared_ptr<Model> model = m_doc->model();
+    auto *job = new CalibrationJob(model, textPath, params);
+    connect(job, &CalibrationJob::collected, this,
+            [this, forModel = model.get()](std::shared_ptr<InputNorms> norms, QString desc) {
+                if (forModel != m_doc->model().get())
+                    return;
+                m_doc->setCalibration(forModel, std::move(norms), desc);
+                emit calibrationReady();
+            });
     connect(job, &Job::failed, this, [this](QString msg, QString hint) { showError(msg, hint); });
     connect(job, &Job::cancelled, this, [this] { m_params->setCalibrationStatus(tr("cancelled")); });
     m_params->setCalibrationStatus(tr("collecting..."));
@@ -351,11 +347,11 @@ void MainWindow::showError(const QString &message, const QString &hint) {
 
 QStringList MainWindow::selectedMatrices() const {
     QStringList out;
-    if (!m_model)
+    if (!m_doc->model())
         return out;
     auto add = [&](QTreeWidgetItem *item) {
         const QString name = item->data(ModelTree::NameColumn, Qt::UserRole).toString();
-        const TensorInfo *t = name.isEmpty() ? nullptr : m_model->find(name.toStdString());
+        const TensorInfo *t = name.isEmpty() ? nullptr : m_doc->model()->find(name.toStdString());
         if (t && t->shape.size() == 2 && !t->isBias && t->role != TensorRole::Buffer && !out.contains(name))
             out << name;
     };
@@ -371,7 +367,7 @@ QStringList MainWindow::selectedMatrices() const {
 }
 
 QString MainWindow::labelFor(const std::string &tensor) const {
-    const TensorInfo *t = m_model ? m_model->find(tensor) : nullptr;
+    const TensorInfo *t = m_doc->model() ? m_doc->model()->find(tensor) : nullptr;
     if (!t)
         return QString::fromStdString(tensor);
     const QString role = QString::fromUtf8(roleName(t->role));
@@ -380,7 +376,7 @@ QString MainWindow::labelFor(const std::string &tensor) const {
 
 CompressionSpec MainWindow::specFromPanel() const {
     CompressionSpec spec;
-    spec.model = m_modelPath.toStdString();
+    spec.model = m_doc->modelPath().toStdString();
     spec.setMethod(m_params->methodName().toStdString());
     const SparsityPattern pattern = m_params->plan().pattern;
     spec.sparsities = {pattern.prunedFraction()};
@@ -396,16 +392,16 @@ CompressionSpec MainWindow::specFromPanel() const {
 }
 
 QString MainWindow::defaultRunFolder() const {
-    return QDir::homePath() + "/lathe-runs/" + QFileInfo(m_modelPath).completeBaseName() + "-" +
+    return QDir::homePath() + "/lathe-runs/" + QFileInfo(m_doc->modelPath()).completeBaseName() + "-" +
            QDateTime::currentDateTime().toString("yyyyMMdd-hhmmss");
 }
 
 CompressionSpec MainWindow::specForDialog() const {
-    auto it = m_lastSpecs.find(m_modelPath);
-    if (it == m_lastSpecs.end())
+    const std::optional<CompressionSpec> last = m_doc->lastSpec(m_doc->modelPath());
+    if (!last)
         return specFromPanel();
     // The last settings used for this model, into a new run folder (the last one holds that run).
-    CompressionSpec spec = it.value();
+    CompressionSpec spec = *last;
     spec.outputDir = defaultRunFolder().toStdString();
     spec.overwrite = spec.resume = false;
     return spec;
@@ -413,18 +409,18 @@ CompressionSpec MainWindow::specForDialog() const {
 
 void MainWindow::startCompression(const CompressionSpec &spec) {
     validateSpec(spec);
-    m_lastSpecs.insert(QString::fromStdString(spec.model), spec); // the dialog reopens with it for this model
+    m_doc->rememberSpec(spec); // the dialog reopens with it for this model
     auto *job = new CompressJob(spec);
     const QString label = QString::fromStdString(spec.label());
     const QString model = QString::fromStdString(spec.model);
-    connect(job, &CompressJob::finished, this, [this, label, model](QString json, QString dir) {
+    connect(job, &CompressJob::finished, this,
+            [this, label, model](std::shared_ptr<const CompressionRunResult> result, QString dir) {
         m_messageBar->hide(); // an earlier failure's banner does not outlive a run that succeeded
         m_lastError.clear();
-        m_resultsView->addResults(model, label, json);
-        m_resultsView->setCurrentModel(m_modelPath);
+        m_doc->addRun({model, label, dir, *result});
         m_views->setCurrentWidget(m_resultsView);
         statusBar()->showMessage(tr("Compression finished: %1").arg(dir));
-        emit compressionFinished(json);
+        emit compressionFinished(dir);
     });
     connect(job, &Job::failed, this, [this](QString message, QString hint) { showError(message, hint); });
     m_jobs->start(job);
@@ -439,7 +435,7 @@ void MainWindow::updateViews() {
 }
 
 void MainWindow::updateSpectrum() {
-    if (!m_model) {
+    if (!m_doc->model()) {
         m_spectrumView->clear(tr("Open a model"));
         return;
     }
@@ -448,15 +444,15 @@ void MainWindow::updateSpectrum() {
         m_spectrumView->clear(tr("Select one or more weight matrices in the tree (Ctrl+click to overlay)"));
         return;
     }
-    if (!m_analysis) {
+    if (!m_doc->analysis()) {
         m_spectrumView->clear(tr("Computing spectra... (see Jobs)"));
         return;
     }
     std::vector<const MatrixSpectrum *> spectra;
     QStringList labels;
     for (const QString &name : sel) {
-        auto it = m_analysis->data.spectra.find(name.toStdString());
-        if (it == m_analysis->data.spectra.end())
+        auto it = m_doc->analysis()->data.spectra.find(name.toStdString());
+        if (it == m_doc->analysis()->data.spectra.end())
             continue;
         spectra.push_back(&it->second);
         labels << labelFor(name.toStdString());
@@ -464,8 +460,8 @@ void MainWindow::updateSpectrum() {
     // Per-head spectra of the first selected matrix, when computed (Analysis > Spectra per Head).
     if (sel.size() == 1) {
         for (int h = 0;; ++h) {
-            auto it = m_analysis->data.spectra.find(sel.front().toStdString() + "#head" + QString::number(h).toStdString());
-            if (it == m_analysis->data.spectra.end())
+            auto it = m_doc->analysis()->data.spectra.find(sel.front().toStdString() + "#head" + QString::number(h).toStdString());
+            if (it == m_doc->analysis()->data.spectra.end())
                 break;
             spectra.push_back(&it->second);
             labels << tr("head %1").arg(h);
@@ -485,19 +481,19 @@ void MainWindow::updateSpectrum() {
 void MainWindow::requestScores() {
     const int generation = ++m_scoreGeneration;
     const QStringList sel = selectedMatrices();
-    if (!m_model || sel.isEmpty()) {
+    if (!m_doc->model() || sel.isEmpty()) {
         m_sparsityView->clear(tr("Select a weight matrix in the tree"));
         m_importanceView->clear(tr("Select a weight matrix in the tree"));
         return;
     }
     MatrixScoresRequest req;
-    req.model = m_model;
+    req.model = m_doc->model();
     req.tensor = sel.front().toStdString();
     req.kind = m_params->method();
     req.pattern = m_params->plan().pattern;
-    req.norms = m_norms;
+    req.norms = m_doc->calibration();
     req.generation = generation;
-    const TensorInfo *t = m_model->find(req.tensor);
+    const TensorInfo *t = m_doc->model()->find(req.tensor);
     if (req.pattern.isNm() && t && t->shape[1] % req.pattern.m != 0) {
         const QString msg = tr("%1 does not fit %2: rows of %3 inputs").arg(m_params->patternText(), labelFor(req.tensor)).arg(t->shape[1]);
         m_sparsityView->clear(msg);
@@ -519,12 +515,12 @@ void MainWindow::requestScores() {
 }
 
 void MainWindow::updateSummary() {
-    if (!m_model) {
+    if (!m_doc->model()) {
         m_params->setSummary(tr("No model"));
         return;
     }
     const CompressionPlan plan = m_params->plan();
-    const CompressionEstimate e = estimateCompression(*m_model, plan);
+    const CompressionEstimate e = estimateCompression(*m_doc->model(), plan);
     auto pct = [](double a, double b) { return b > 0 ? QString::number(100.0 * a / b, 'f', 1) + "%" : QString("-"); };
     auto count = [](int64_t n) { return QString::fromStdString(humanCount(n)); };
     auto bytes = [](uint64_t n) { return QString::fromStdString(humanBytes(n)); };
@@ -537,14 +533,14 @@ void MainWindow::updateSummary() {
 }
 
 void MainWindow::updateLayers() {
-    if (!m_model) {
+    if (!m_doc->model()) {
         m_layerView->clear(tr("Open a model"));
         return;
     }
     const CompressionPlan plan = m_params->plan();
     std::map<int, LayerBar> bars;
     std::map<int, int> rankCount;
-    for (const TensorInfo &t : m_model->tensors()) {
+    for (const TensorInfo &t : m_doc->model()->tensors()) {
         if (t.layer < 0 || t.role == TensorRole::Buffer)
             continue;
         LayerBar &b = bars[t.layer];
@@ -552,9 +548,9 @@ void MainWindow::updateLayers() {
         b.parameters += double(t.numel());
         if (isCompressionTarget(t)) {
             b.sparsity += double(prunedCount(plan.pattern, t.shape[0], t.shape[1]));
-            if (m_analysis) {
-                auto it = m_analysis->data.spectra.find(t.name);
-                if (it != m_analysis->data.spectra.end()) {
+            if (m_doc->analysis()) {
+                auto it = m_doc->analysis()->data.spectra.find(t.name);
+                if (it != m_doc->analysis()->data.spectra.end()) {
                     b.effectiveRank += it->second.stats.effectiveRank;
                     ++rankCount[t.layer];
                 }
@@ -567,18 +563,18 @@ void MainWindow::updateLayers() {
         b.effectiveRank = rankCount[layer] ? b.effectiveRank / rankCount[layer] : 0;
         out.push_back(b);
     }
-    m_layerView->setLayers(out, m_params->patternText() + (m_analysis ? QString() : tr(" (effective ranks: computing)")));
+    m_layerView->setLayers(out, m_params->patternText() + (m_doc->analysis() ? QString() : tr(" (effective ranks: computing)")));
 }
 
 void MainWindow::updateDetails() {
-    if (!m_model) {
+    if (!m_doc->model()) {
         m_details->clear();
         return;
     }
     const QString name = m_tree->selectedTensor();
-    const TensorInfo *t = name.isEmpty() ? nullptr : m_model->find(name.toStdString());
+    const TensorInfo *t = name.isEmpty() ? nullptr : m_doc->model()->find(name.toStdString());
     if (!t) {
-        m_details->setPlainText(QString::fromStdString(formatSummary(summarizeModel(*m_model))));
+        m_details->setPlainText(QString::fromStdString(formatSummary(summarizeModel(*m_doc->model()))));
         return;
     }
     QString text;
@@ -592,9 +588,9 @@ void MainWindow::updateDetails() {
                             : t->transform == TensorTransform::RopeUnpermute ? "RoPE rows reordered to rotate-half"
                                                                              : "none";
     text += tr("Transform   %1\n").arg(transform);
-    if (m_analysis) {
-        auto it = m_analysis->data.spectra.find(t->name);
-        if (it != m_analysis->data.spectra.end()) {
+    if (m_doc->analysis()) {
+        auto it = m_doc->analysis()->data.spectra.find(t->name);
+        if (it != m_doc->analysis()->data.spectra.end()) {
             const SpectrumStats &st = it->second.stats;
             text += tr("\nSpectrum    %1 values (%2)\n").arg(it->second.values.size()).arg(QString::fromStdString(it->second.method));
             text += tr("sigma_max   %1\n").arg(st.sigmaMax, 0, 'g', 6);
@@ -627,7 +623,7 @@ void MainWindow::exportCurrentFigure() {
 }
 
 void MainWindow::exportAllFigures(const QString &folder) {
-    if (!m_model) {
+    if (!m_doc->model()) {
         showError(tr("No model is open"), tr("open a model first"));
         return;
     }
@@ -637,21 +633,21 @@ void MainWindow::exportAllFigures(const QString &folder) {
     }
     QStringList names = selectedMatrices();
     if (names.isEmpty())
-        for (const TensorInfo &t : m_model->tensors())
+        for (const TensorInfo &t : m_doc->model()->tensors())
             if (isCompressionTarget(t))
                 names << QString::fromStdString(t.name);
     std::vector<FigureExporter::Item> items;
     for (const QString &n : names)
         items.push_back({n.toStdString(), labelFor(n.toStdString())});
     MatrixScoresRequest tmpl;
-    tmpl.model = m_model;
+    tmpl.model = m_doc->model();
     tmpl.kind = m_params->method();
     tmpl.pattern = m_params->plan().pattern;
-    tmpl.norms = m_norms;
+    tmpl.norms = m_doc->calibration();
     const QString settings = tr("Model %1; %2, %3 score; rank ratio %4")
-                                 .arg(m_modelPath, m_params->patternText(), QString::fromUtf8(importanceName(tmpl.kind)))
+                                 .arg(m_doc->modelPath(), m_params->patternText(), QString::fromUtf8(importanceName(tmpl.kind)))
                                  .arg(m_params->rankRatio());
-    m_exporter = new FigureExporter(folder, m_model, m_analysis, std::move(items), tmpl, m_params->rankRatio(), settings, this);
+    m_exporter = new FigureExporter(folder, m_doc->model(), m_doc->analysis(), std::move(items), tmpl, m_params->rankRatio(), settings, this);
     connect(m_exporter, &FigureExporter::progress, this, [this](int done, int total) {
         statusBar()->showMessage(tr("Exporting figures: %1/%2 matrices").arg(done).arg(total));
     });

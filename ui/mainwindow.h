@@ -3,9 +3,8 @@
 #include "run/compressionrun.h"
 
 #include "engine/calibration.h"
-#include "matrixscores.h"
+#include "analysis/matrixscores.h"
 
-#include <QHash>
 #include <QMainWindow>
 
 #include <memory>
@@ -29,6 +28,7 @@ class ParameterPanel;
 class PlotView;
 class SparsityView;
 class SpectrumView;
+class WorkbenchDocument;
 struct AnalyzeResult;
 
 // Registers the types that jobs send through queued signals; call once before creating windows.
@@ -46,8 +46,9 @@ public:
     ~MainWindow() override;
 
     void openModelPath(const QString &path);
-    const Model *model() const { return m_model.get(); }
-    const AnalyzeResult *analysis() const { return m_analysis.get(); }
+    WorkbenchDocument *document() const { return m_doc; }
+    const Model *model() const;
+    const AnalyzeResult *analysis() const;
     ModelTree *tree() const { return m_tree; }
     QString lastError() const { return m_lastError; }
 
@@ -79,7 +80,7 @@ signals:
     void analysisReady();
     void scoresReady();
     void calibrationReady();
-    void compressionFinished(QString resultsJson);
+    void compressionFinished(QString runFolder);
     void figuresExported(const QStringList &files, const QString &error);
 
 protected:
@@ -104,10 +105,7 @@ private:
     QStringList selectedMatrices() const; // weight matrices among the selected items (groups expand)
     QString labelFor(const std::string &tensor) const;
 
-    std::shared_ptr<Model> m_model;
-    std::shared_ptr<AnalyzeResult> m_analysis;
-    std::shared_ptr<const InputNorms> m_norms;
-    QString m_modelPath;
+    WorkbenchDocument *m_doc = nullptr; // the open model, analysis, calibration, runs
     int m_scoreGeneration = 0;
 
     ModelTree *m_tree = nullptr;
@@ -125,7 +123,6 @@ private:
     QLabel *m_messageBar = nullptr;
     QMenu *m_recentMenu = nullptr;
     QString m_lastError;
-    QHash<QString, CompressionSpec> m_lastSpecs; // model path -> the last spec run on it (this session)
     FigureExporter *m_exporter = nullptr;
 };
 

@@ -1,6 +1,7 @@
 #include "resultsview.h"
 
-#include <nlohmann/json.hpp>
+#include "workbenchdocument.h"
+
 #include <qcustomplot.h>
 
 #include <QFileInfo>
@@ -28,7 +29,8 @@ QTableWidgetItem *cell(const QString &text, bool number = true) {
 
 } // namespace
 
-ResultsView::ResultsView(QWidget *parent) : PlotView("results", parent) {
+ResultsView::ResultsView(const WorkbenchDocument *document, QWidget *parent)
+    : PlotView("results", parent), m_doc(document) {
     m_table = new QTableWidget(0, int(kColumns.size()), this);
     m_table->setObjectName("resultsTable");
     m_table->setHorizontalHeaderLabels(kColumns);
@@ -36,71 +38,72 @@ ResultsView::ResultsView(QWidget *parent) : PlotView("results", parent) {
     m_table->verticalHeader()->hide();
     m_table->setMaximumHeight(220);
     static_cast<QVBoxLayout *>(layout())->addWidget(m_table);
-    showPlaceholder(tr("No compression runs yet: Compress > Run Compression..."));
-}
-
-void ResultsView::clearResults() {
-    m_series.clear();
-    m_densePerplexity.clear();
-    m_table->setRowCount(0);
-    showPlaceholder(tr("No compression runs yet: Compress > Run Compression..."));
-}
-
-void ResultsView::setCurrentModel(const QString &model) {
-    m_model = model;
+    connect(m_doc, &WorkbenchDocument::runsChanged, this, [this] {
+        rebuildTable();
+        redraw();
+    });
+    connect(m_doc, &WorkbenchDocument::modelChanged, this, &ResultsView::redraw);
     redraw();
 }
 
-void ResultsView::addResults(const QString &model, const QString &label, const QString &resultsJson) {
-    const nlohmann::json j = nlohmann::json::parse(resultsJson.toStdString(), nullptr, false);
-    if (!j.is_object())
-        return;
-    m_model = model;
-    const double dense = j["dense"].value("perplexity", 0.0);
-    const QString modelName = QFileInfo(model).fileName();
-    auto addRow = [&](const QStringList &values) {
-        const int r = m_table->rowCount();
-        m_table->insertRow(r);
-        m_table->setItem(r, 0, cell(modelName, false));
-        m_table->item(r, 0)->setToolTip(model);
-        for (int c = 0; c < values.size(); ++c)
-            m_table->setItem(r, c + 1, cell(values[c], c > 0 && c < 8));
-    };
-    if (dense > 0) {
-        m_densePerplexity[model] = dense;
-        const double mb = double(j["dense"].value("bytes", uint64_t(0))) / 1e6;
-        addRow({tr("dense"), "0", QString::number(dense, 'f', 3), QString(),
-                QString::number(j["dense"].value("params", int64_t(0))), QString::number(mb, 'f', 1),
-                QString::number(mb, 'f', 1), QString(), QString()});
-    }
-    for (const auto &run : j["runs"]) {
-        const double s = run.value("sparsity", 0.0), ppl = run.value("perplexity", 0.0);
-        const double base = m_densePerplexity.value(model, 0.0);
-        const QString change = base > 0 && ppl > 0 ? QStringLiteral("%1%2%").arg(ppl >= base ? "+" : "")
-                                                         .arg(100.0 * (ppl / base - 1.0), 0, 'f', 1)
-                                                   : QString();
-        addRow({label, QString::number(s), ppl > 0 ? QString::number(ppl, 'f', 3) : tr("not evaluated"), change,
-                QString::number(run.value("params", int64_t(0))),
-                QString::number(double(run.value("bytes_dense", uint64_t(0))) / 1e6, 'f', 1),
-                QString::number(double(run.value("bytes_compact", uint64_t(0))) / 1e6, 'f', 1),
-                QStringLiteral("%1 s").arg(run.value("method_seconds", 0.0), 0, 'f', 1),
-                QString::fromStdString(run.value("export_dir", std::string()))});
-        if (ppl > 0)
-            m_series[model][label].push_back({s, ppl});
+void ResultsView::rebuildTable() {
+    m_table->setRowCount(0);
+    for (const WorkbenchDocument::Run &run : m_doc->runs()) {
+        const CompressionRunResult &r = run.result;
+        const QString modelName = QFileInfo(run.model).fileName();
+        auto addRow = [&](const QStringList &values) {
+            const int row = m_table->rowCount();
+            m_table->insertRow(row);
+            m_table->setItem(row, 0, cell(modelName, false));
+            m_table->item(row, 0)->setToolTip(run.model);
+            for (int c = 0; c < values.size(); ++c)
+                m_table->setItem(row, c + 1, cell(values[c], c > 0 && c < 8));
+        };
+        if (r.densePerplexity > 0) {
+            const double mb = double(r.denseBytes) / 1e6;
+            addRow({tr("dense"), "0", QString::number(r.densePerplexity, 'f', 3), QString(), QString::number(r.denseParams),
+                    QString::number(mb, 'f', 1), QString::number(mb, 'f', 1), QString(), QString()});
+        }
+        // The change is against this model's dense perplexity: this job's, else an earlier job's.
+        double base = r.densePerplexity;
+        for (const WorkbenchDocument::Run &other : m_doc->runsOf(run.model))
+            if (base <= 0)
+                base = other.result.densePerplexity;
+        for (const CompressionRunRecord &x : r.runs) {
+            const double ppl = x.perplexity;
+            const QString change = base > 0 && ppl > 0 ? QStringLiteral("%1%2%").arg(ppl >= base ? "+" : "")
+                                                             .arg(100.0 * (ppl / base - 1.0), 0, 'f', 1)
+                                                       : QString();
+            addRow({run.label, QString::number(x.sparsity), ppl > 0 ? QString::number(ppl, 'f', 3) : tr("not evaluated"),
+                    change, QString::number(x.params), QString::number(double(x.bytesDense) / 1e6, 'f', 1),
+                    QString::number(double(x.bytesCompact) / 1e6, 'f', 1),
+                    QStringLiteral("%1 s").arg(x.methodSeconds, 0, 'f', 1), QString::fromStdString(x.exportDir)});
+        }
     }
     m_table->resizeColumnsToContents();
-    redraw();
 }
 
 void ResultsView::redraw() {
     m_plot->clearPlottables();
     m_plot->clearItems();
-    const QMap<QString, QVector<Point>> series = m_series.value(m_model);
+    const QString model = m_doc->modelPath();
+    struct Point {
+        double sparsity, perplexity;
+    };
+    QMap<QString, QVector<Point>> series;
+    double dense = 0;
+    for (const WorkbenchDocument::Run &run : m_doc->runsOf(model)) {
+        if (run.result.densePerplexity > 0)
+            dense = run.result.densePerplexity;
+        for (const CompressionRunRecord &x : run.result.runs)
+            if (x.perplexity > 0)
+                series[run.label].push_back({x.sparsity, x.perplexity});
+    }
     if (series.isEmpty()) {
-        showPlaceholder(m_table->rowCount() == 0 ? tr("No compression runs yet: Compress > Run Compression...")
-                                                 : tr("No evaluated runs of %1 yet (give an evaluation text to plot "
-                                                      "perplexity)")
-                                                       .arg(QFileInfo(m_model).fileName()));
+        showPlaceholder(m_doc->runs().isEmpty() ? tr("No compression runs yet: Compress > Run Compression...")
+                                                : tr("No evaluated runs of %1 yet (give an evaluation text to plot "
+                                                     "perplexity)")
+                                                      .arg(QFileInfo(model).fileName()));
         return;
     }
     static const QColor colours[] = {QColor(31, 119, 180), QColor(214, 39, 40), QColor(44, 160, 44),
@@ -122,7 +125,6 @@ void ResultsView::redraw() {
         g->setPen(QPen(colours[k % 6], 2));
         g->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCircle, 6));
     }
-    const double dense = m_densePerplexity.value(m_model, 0.0);
     if (dense > 0) {
         QCPGraph *d = m_plot->addGraph();
         d->setName(tr("dense"));
@@ -137,7 +139,7 @@ void ResultsView::redraw() {
     m_plot->rescaleAxes();
     m_plot->xAxis->setRange(0, maxS * 1.05);
     m_plot->yAxis->scaleRange(1.2, m_plot->yAxis->range().center());
-    showResult(tr("Perplexity against sparsity: %1").arg(QFileInfo(m_model).fileName()),
+    showResult(tr("Perplexity against sparsity: %1").arg(QFileInfo(model).fileName()),
                tr("%1 series").arg(series.size()));
 }
 

@@ -1,6 +1,6 @@
 #include "sparsityview.h"
 
-#include "matrixscores.h"
+#include "analysis/matrixscores.h"
 
 #include <qcustomplot.h>
 
@@ -10,7 +10,7 @@ namespace {
 
 void fillBars(QCPAxisRect *rect, const Histogram &h, const QColor &color, const QString &xLabel) {
     auto *bars = new QCPBars(rect->axis(QCPAxis::atBottom), rect->axis(QCPAxis::atLeft));
-    bars->setData(h.centers, h.counts, true);
+    bars->setData(QVector<double>(h.centers.begin(), h.centers.end()), QVector<double>(h.counts.begin(), h.counts.end()), true);
     bars->setWidth(h.width() * 0.9);
     bars->setPen(Qt::NoPen);
     bars->setBrush(color);
@@ -40,18 +40,18 @@ void SparsityView::clear(const QString &message) { showPlaceholder(message); }
 void SparsityView::setScores(const MatrixScores &s, const QString &label, const QString &pattern) {
     m_plot->clearPlottables();
     m_plot->clearItems();
-    if (!s.error.isEmpty()) {
-        clear(s.error);
+    if (!s.error.empty()) {
+        clear(QString::fromStdString(s.error));
         return;
     }
     auto *rows = m_plot->axisRect(0);
     auto *cols = m_plot->axisRect(1);
     fillBars(rows, s.rowHist, QColor(31, 119, 180), tr("fraction pruned per output row (%1 rows)").arg(s.rows));
     fillBars(cols, s.colHist, QColor(255, 127, 14), tr("fraction pruned per input column (%1 columns)").arg(s.cols));
-    QString title = tr("%1: %2, %3 score, %4% pruned").arg(label, pattern, s.method).arg(100.0 * s.stats.sparsity, 0, 'f', 1);
+    QString title = tr("%1: %2, %3 score, %4% pruned").arg(label, pattern, QString::fromUtf8(importanceName(s.used))).arg(100.0 * s.stats.sparsity, 0, 'f', 1);
     if (pattern.contains(':'))
         title += s.stats.nmValid ? tr(", N:M valid") : tr(", NOT N:M");
-    showResult(title, s.note);
+    showResult(title, QString::fromStdString(s.note));
 }
 
 } // namespace lathe

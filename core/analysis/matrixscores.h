@@ -3,9 +3,7 @@
 #include "analysis/importance.h"
 #include "analysis/sparsitymask.h"
 #include "engine/calibration.h"
-#include "histogram.h"
-
-#include <QString>
+#include "analysis/histogram.h"
 
 #include <memory>
 #include <string>
@@ -14,8 +12,9 @@ namespace lathe {
 
 class Model;
 
-// What the sparsity and importance views show for one matrix at the current settings. Computed off the GUI thread
-// (QtConcurrent) because a large matrix (an embedding table) takes a moment to load and mask.
+// What the workbench's sparsity and importance views show for one matrix at the current settings: the matrix
+// loaded, scored (magnitude or Wanda with calibration norms), masked with the pattern, and the histograms of the
+// result. Callers run it off the GUI thread because a large matrix (an embedding table) takes a moment.
 struct MatrixScoresRequest {
     std::shared_ptr<const Model> model;
     std::string tensor;
@@ -29,9 +28,9 @@ struct MatrixScores {
     std::string tensor;
     int generation = 0;
     int64_t rows = 0, cols = 0;
-    QString method;        // the score actually used ("wanda", or "magnitude" with a note why)
-    QString note;
-    QString error;         // non-empty: nothing else is valid
+    ImportanceKind used = ImportanceKind::Magnitude; // the score actually used (magnitude when Wanda lacks norms: see note)
+    std::string note;
+    std::string error;     // non-empty: nothing else is valid
     SparsityStats stats;
     Histogram rowHist;     // fraction of zeros per output row, 50 bins over [0, 1]
     Histogram colHist;     // per input column

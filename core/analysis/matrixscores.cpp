@@ -1,9 +1,7 @@
-#include "matrixscores.h"
+#include "analysis/matrixscores.h"
 
 #include "base/error.h"
 #include "model/model.h"
-
-#include <QObject>
 
 #include <algorithm>
 #include <cmath>
@@ -30,17 +28,15 @@ MatrixScores computeMatrixScores(const MatrixScoresRequest &req) {
         }
         if (req.kind == ImportanceKind::Wanda && norms) {
             scores = wandaScores(w.data(), out.rows, out.cols, *norms);
-            out.method = QStringLiteral("wanda");
+            out.used = ImportanceKind::Wanda;
         } else {
             scores = magnitudeScores(w.data(), out.rows, out.cols);
-            out.method = QStringLiteral("magnitude");
+            out.used = ImportanceKind::Magnitude;
             if (req.kind == ImportanceKind::Wanda)
-                out.note = req.norms ? QObject::tr("Wanda needs the inputs of a block linear: magnitude shown")
-                                     : QObject::tr("Wanda needs calibration (Collect in the parameter panel): "
-                                                   "magnitude shown");
+                out.note = req.norms ? "Wanda needs the inputs of a block linear: magnitude shown"
+                                     : "Wanda needs calibration (Collect in the parameter panel): magnitude shown";
             else if (req.kind != ImportanceKind::Magnitude)
-                out.note = QObject::tr("%1 scores come from a training run: magnitude shown")
-                               .arg(importanceName(req.kind));
+                out.note = std::string(importanceName(req.kind)) + " scores come from a training run: magnitude shown";
         }
         const std::vector<uint8_t> mask = pruneMask(scores.data(), out.rows, out.cols, req.pattern);
         out.stats = maskStats(mask.data(), out.rows, out.cols, req.pattern.n, req.pattern.m);
@@ -67,9 +63,9 @@ MatrixScores computeMatrixScores(const MatrixScoresRequest &req) {
             out.threshold = std::nan("");
         }
     } catch (const LatheError &e) {
-        out.error = QString::fromStdString(e.fullMessage());
+        out.error = e.fullMessage();
     } catch (const std::exception &e) {
-        out.error = QString::fromStdString(e.what());
+        out.error = e.what();
     }
     return out;
 }
