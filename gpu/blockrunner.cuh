@@ -30,18 +30,6 @@ template <> constexpr cudaDataType_t cudaType<float>() { return CUDA_R_32F; }
 template <> constexpr cudaDataType_t cudaType<__nv_bfloat16>() { return CUDA_R_16BF; }
 template <> constexpr cudaDataType_t cudaType<__half>() { return CUDA_R_16F; }
 
-// LatheError naming `what` when no CUDA device is usable (no driver, none present), with `hint`.
-inline void requireCudaDevice(const std::string &what, const std::string &hint) {
-    int count = 0;
-    const cudaError_t e = cudaGetDeviceCount(&count);
-    if (e != cudaSuccess || count == 0) {
-        cudaGetLastError(); // clear the sticky error so later calls are not confused
-        throw LatheError("no usable CUDA device for " + what + ": " +
-                             (e != cudaSuccess ? cudaGetErrorString(e) : "none present"),
-                         hint);
-    }
-}
-
 inline DeviceActivation deviceActivation(cpu::Activation a) {
     switch (a) {
     case cpu::Activation::Silu: return DeviceActivation::Silu;

@@ -6,6 +6,10 @@
 #include "cudaforward.h"
 #include "cudaslicegpt.h"
 #include "devicememory.h"
+#include "gpucontext.h"
+
+#include "engine/deviceforward.h"
+#include "methods/slicegptengine.h"
 
 #include "numeric/backend.h"
 #include "numeric/linalg.h"
@@ -41,18 +45,45 @@ __global__ void dequantKernel(const uint8_t *src, float *dst, size_t blocks, uin
     }
 }
 
+// The forward pass and SliceGPT's engine as services of a GPU's backend: they run on its context.
+class ForwardService final : public DeviceForwardService {
+public:
+    explicit ForwardService(GpuContext &ctx) : m_ctx(ctx) {}
+    std::unique_ptr<DeviceForward> create(const Model &model, const DeviceForwardOptions &options) override {
+        return makeCudaForward(m_ctx, model, options);
+    }
+
+private:
+    GpuContext &m_ctx;
+};
+
+class SliceGptService final : public SliceGptEngineService {
+public:
+    explicit SliceGptService(GpuContext &ctx) : m_ctx(ctx) {}
+    std::unique_ptr<SliceGptEngine> create(const Model &model, const CalibrationSet &calibration,
+                                           const SliceGptEngineOptions &options) override {
+        return makeCudaSliceGptEngine(m_ctx, model, calibration, options);
+    }
+
+private:
+    GpuContext &m_ctx;
+};
+
 class CudaBackend final : public ComputeBackend {
 public:
-    explicit CudaBackend(int device) : m_device(device) {
-        LATHE_CUDA_CHECK(cudaGetDeviceProperties(&m_props, device));
-    }
+    explicit CudaBackend(GpuContext &ctx) : m_ctx(ctx), m_forward(ctx), m_sliceGpt(ctx) {}
     std::string name() const override { return "cuda"; }
-    DeviceInfo device() const override {
-        return {m_props.name, uint64_t(m_props.totalGlobalMem), m_props.major, m_props.minor};
+    DeviceInfo device() const override { return m_ctx.info(); }
+    void *service(const std::string &key) override {
+        if (key == DeviceForwardService::kServiceKey)
+            return static_cast<DeviceForwardService *>(&m_forward);
+        if (key == SliceGptEngineService::kServiceKey)
+            return static_cast<SliceGptEngineService *>(&m_sliceGpt);
+        return nullptr;
     }
 
     void dequantize(DType type, const void *src, size_t elems, float *dst) override {
-        LATHE_CUDA_CHECK(cudaSetDevice(m_device));
+        m_ctx.activate();
         const DTypeInfo &info = dtypeInfo(type);
         const size_t inBytes = *dtypeBytes(type, elems);
         if (type == DType::F32) {
@@ -91,9 +122,9 @@ public:
 
     void symmetricEigen(const double *a, int64_t n, std::vector<double> &values,
                         std::vector<double> *vectors) override {
-        LATHE_CUDA_CHECK(cudaSetDevice(m_device));
+        m_ctx.activate();
         require(n > 0 && n < 46341, "cuSOLVER dsyevd", "matrix size " + std::to_string(n) + " is out of range");
-        cusolverDnHandle_t h = solver();
+        cusolverDnHandle_t h = m_ctx.solver();
         const size_t bytes = size_t(n * n) * sizeof(double);
         DeviceMemory dA(bytes), dW(size_t(n) * sizeof(double)), dInfo(sizeof(int));
         LATHE_CUDA_CHECK(cudaMemcpy(dA.as(), a, bytes, cudaMemcpyHostToDevice));
@@ -117,7 +148,7 @@ public:
     }
 
     std::vector<double> singularValues(const float *a, int64_t rows, int64_t cols) override {
-        LATHE_CUDA_CHECK(cudaSetDevice(m_device));
+        m_ctx.activate();
         // The row-major (rows x cols) input is the column-major (cols x rows) A^T, same singular values. gesvd
         // wants m >= n, so a tall input is transposed on the device first.
         int64_t m = cols, n = rows;
@@ -128,12 +159,12 @@ public:
             DeviceMemory t(elems * sizeof(float));
             const float one = 1.0f, zero = 0.0f;
             // Column-major C (rows x cols) = (column-major (cols x rows) A^T)^T.
-            LATHE_CUDA_CHECK(cublasSgeam(blas(), CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(cols), &one, dA.as<float>(),
+            LATHE_CUDA_CHECK(cublasSgeam(m_ctx.blas(), CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(cols), &one, dA.as<float>(),
                                          int(cols), &zero, t.as<float>(), int(rows), t.as<float>(), int(rows)));
             dA = std::move(t);
             std::swap(m, n);
         }
-        cusolverDnHandle_t h = solver();
+        cusolverDnHandle_t h = m_ctx.solver();
         DeviceMemory dS(size_t(n) * sizeof(float)), dInfo(sizeof(int));
         int lwork = 0;
         LATHE_CUDA_CHECK(cusolverDnSgesvd_bufferSize(h, int(m), int(n), &lwork));
@@ -147,24 +178,7 @@ public:
         return std::vector<double>(s.begin(), s.end());
     }
 
-    ~CudaBackend() override {
-        if (m_solver)
-            cusolverDnDestroy(m_solver);
-        if (m_blas)
-            cublasDestroy(m_blas);
-    }
-
 private:
-    cusolverDnHandle_t solver() {
-        if (!m_solver)
-            LATHE_CUDA_CHECK(cusolverDnCreate(&m_solver));
-        return m_solver;
-    }
-    cublasHandle_t blas() {
-        if (!m_blas)
-            LATHE_CUDA_CHECK(cublasCreate(&m_blas));
-        return m_blas;
-    }
     static void checkInfo(const DeviceMemory &info, const char *routine, int64_t rows, int64_t cols) {
         int v = 0;
         LATHE_CUDA_CHECK(cudaMemcpy(&v, info.as(), sizeof(int), cudaMemcpyDeviceToHost));
@@ -175,37 +189,47 @@ private:
                                    : "an argument was invalid (a bug: please report it)");
     }
 
-    int m_device;
-    cudaDeviceProp m_props{};
-    cusolverDnHandle_t m_solver = nullptr;
-    cublasHandle_t m_blas = nullptr;
+    GpuContext &m_ctx;
+    ForwardService m_forward;
+    SliceGptService m_sliceGpt;
 };
 
-std::unique_ptr<ComputeBackend> makeCudaBackend(std::string *whyNot) {
-    int count = 0;
-    const cudaError_t e = cudaGetDeviceCount(&count);
-    if (e != cudaSuccess || count == 0) {
-        if (whyNot)
-            *whyNot = e != cudaSuccess ? std::string("no CUDA driver or device (") + cudaGetErrorString(e) + ")"
-                                       : std::string("no CUDA device");
-        cudaGetLastError(); // clear the sticky error so later calls are not confused
-        return nullptr;
+// The GPUs of this machine for core (numeric/backend.h): one context per device, shared by every backend of it.
+class CudaPlatform final : public GpuPlatform {
+public:
+    std::vector<DeviceInfo> devices(std::string *whyNone) const override {
+        int count = 0;
+        const cudaError_t e = cudaGetDeviceCount(&count);
+        if (e != cudaSuccess || count == 0) {
+            if (whyNone)
+                *whyNone = e != cudaSuccess ? std::string("no CUDA driver or device (") + cudaGetErrorString(e) + ")"
+                                            : std::string("no CUDA device");
+            cudaGetLastError(); // clear the sticky error so later calls are not confused
+            return {};
+        }
+        std::vector<DeviceInfo> out;
+        std::string why;
+        for (int i = 0; i < count; ++i) {
+            try {
+                out.push_back(GpuContext::forDevice(i).info());
+            } catch (const LatheError &err) {
+                why = err.what();
+            }
+        }
+        if (out.empty() && whyNone)
+            *whyNone = why;
+        return out;
     }
-    try {
-        return std::make_unique<CudaBackend>(0);
-    } catch (const LatheError &err) {
-        if (whyNot)
-            *whyNot = err.what();
-        return nullptr;
+    std::unique_ptr<ComputeBackend> backend(int index) const override {
+        return std::make_unique<CudaBackend>(GpuContext::forDevice(index));
     }
-}
+};
 
 } // namespace
 
 void registerCudaBackend() {
-    setGpuBackendFactory(&makeCudaBackend);
-    registerCudaForward();
-    registerCudaSliceGpt();
+    static const CudaPlatform platform;
+    registerGpuPlatform(&platform);
 }
 
 } // namespace lathe::gpu

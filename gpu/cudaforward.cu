@@ -11,6 +11,7 @@
 
 #include "blockrunner.cuh"
 #include "cudaforward.h"
+#include "gpucontext.h"
 
 #include "engine/deviceforward.h"
 
@@ -25,17 +26,18 @@ namespace {
 
 template <typename T> class CudaForward final : public DeviceForward {
 public:
-    CudaForward(const Model &model, const DeviceForwardOptions &options) : m_model(model), m_options(options) {
+    CudaForward(GpuContext &ctx, const Model &model, const DeviceForwardOptions &options)
+        : m_model(model), m_options(options) {
         const ModelConfig &c = model.config;
         require(c.family != ArchFamily::Bert, model.sourcePath,
                 "the GPU forward pass runs decoders; BERT runs on the CPU", "use --device cpu");
         Transformer::checkSupported(model);
         m_positionOffset = c.family == ArchFamily::Opt ? 2 : 0;
-        LATHE_CUDA_CHECK(cudaSetDevice(options.device));
-        LATHE_CUDA_CHECK(cudaGetDeviceProperties(&m_props, options.device));
-        LATHE_CUDA_CHECK(cublasCreate(&m_cublas));
-        // Pedantic fp32 for T = float (no TF32), so the fp32 path can be checked tightly against the CPU.
-        LATHE_CUDA_CHECK(cublasSetMathMode(m_cublas, CUBLAS_DEFAULT_MATH));
+        ctx.activate();
+        m_props = ctx.properties();
+        // The thread's handle of the device's context, in pedantic fp32 for T = float (no TF32), so the fp32 path can
+        // be checked tightly against the CPU.
+        m_cublas = ctx.blas();
 
         const EmbeddingWeights e = loadEmbeddingWeights(model);
         m_vocab = e.token.rows();
@@ -65,8 +67,6 @@ public:
     ~CudaForward() override {
         m_blocks.clear();
         m_run.reset();
-        if (m_cublas)
-            cublasDestroy(m_cublas);
     }
 
     std::string describe() const override {
@@ -219,21 +219,16 @@ private:
     DeviceMemory m_ids, m_targets, m_nll;
 };
 
-std::unique_ptr<DeviceForward> makeCudaForward(const Model &model, const DeviceForwardOptions &options) {
-    requireCudaDevice("the forward pass", "run with --device cpu");
-    int count = 0;
-    LATHE_CUDA_CHECK(cudaGetDeviceCount(&count));
-    require(options.device >= 0 && options.device < count, "cuda", "there is no CUDA device " + std::to_string(options.device));
+} // namespace
+
+std::unique_ptr<DeviceForward> makeCudaForward(GpuContext &ctx, const Model &model, const DeviceForwardOptions &options) {
     switch (options.precision) {
-    case ComputePrecision::Fp32: return std::make_unique<CudaForward<float>>(model, options);
-    case ComputePrecision::Bf16: return std::make_unique<CudaForward<__nv_bfloat16>>(model, options);
-    case ComputePrecision::Fp16: return std::make_unique<CudaForward<__half>>(model, options);
+    case ComputePrecision::Fp32: return std::make_unique<CudaForward<float>>(ctx, model, options);
+    case ComputePrecision::Bf16: return std::make_unique<CudaForward<__nv_bfloat16>>(ctx, model, options);
+    case ComputePrecision::Fp16: return std::make_unique<CudaForward<__half>>(ctx, model, options);
     }
     return nullptr;
 }
 
-} // namespace
-
-void registerCudaForward() { setDeviceForwardFactory(&makeCudaForward); }
 
 } // namespace lathe::gpu

@@ -10,6 +10,7 @@
 
 #include "blockrunner.cuh"
 #include "cudaslicegpt.h"
+#include "gpucontext.h"
 
 #include "engine/calibration.h"
 #include "methods/slicegptengine.h"
@@ -31,14 +32,14 @@ __global__ void toFloatKernel(const double *in, int64_t n, float *out) {
 
 template <typename T> class CudaSliceGptEngine final : public SliceGptEngine {
 public:
-    CudaSliceGptEngine(const Model &model, const CalibrationSet &set, const SliceGptEngineOptions &options)
+    CudaSliceGptEngine(GpuContext &ctx, const Model &model, const CalibrationSet &set,
+                       const SliceGptEngineOptions &options)
         : m_precision(options.precision) {
         const ModelConfig &c = model.config;
         require(!set.sequences.empty() && set.seqLen > 0, "calibration", "the calibration set is empty");
-        LATHE_CUDA_CHECK(cudaSetDevice(0));
-        LATHE_CUDA_CHECK(cudaGetDeviceProperties(&m_props, 0));
-        LATHE_CUDA_CHECK(cublasCreate(&m_cublas));
-        LATHE_CUDA_CHECK(cublasSetMathMode(m_cublas, CUBLAS_DEFAULT_MATH));
+        ctx.activate();
+        m_props = ctx.properties();
+        m_cublas = ctx.blas(); // the thread's handle of the device's context (pedantic fp32 math mode)
         m_run = std::make_unique<BlockRunner<T>>(model, m_cublas, 0);
         m_D = c.hiddenSize;
         m_seq = set.seqLen;
@@ -102,8 +103,6 @@ public:
     ~CudaSliceGptEngine() override {
         m_block.reset();
         m_run.reset();
-        if (m_cublas)
-            cublasDestroy(m_cublas);
     }
 
     std::string describe() const override {
@@ -296,19 +295,16 @@ private:
     DeviceMemory m_signals, m_stage, m_ids, m_out, m_gram, m_f64;
 };
 
-std::unique_ptr<SliceGptEngine> makeCudaSliceGptEngine(const Model &model, const CalibrationSet &set,
+} // namespace
+
+std::unique_ptr<SliceGptEngine> makeCudaSliceGptEngine(GpuContext &ctx, const Model &model, const CalibrationSet &set,
                                                        const SliceGptEngineOptions &options) {
-    requireCudaDevice("SliceGPT", "run SliceGPT on the CPU (device cpu)");
     switch (options.precision) {
-    case ComputePrecision::Fp32: return std::make_unique<CudaSliceGptEngine<float>>(model, set, options);
-    case ComputePrecision::Bf16: return std::make_unique<CudaSliceGptEngine<__nv_bfloat16>>(model, set, options);
-    case ComputePrecision::Fp16: return std::make_unique<CudaSliceGptEngine<__half>>(model, set, options);
+    case ComputePrecision::Fp32: return std::make_unique<CudaSliceGptEngine<float>>(ctx, model, set, options);
+    case ComputePrecision::Bf16: return std::make_unique<CudaSliceGptEngine<__nv_bfloat16>>(ctx, model, set, options);
+    case ComputePrecision::Fp16: return std::make_unique<CudaSliceGptEngine<__half>>(ctx, model, set, options);
     }
     return nullptr;
 }
-
-} // namespace
-
-void registerCudaSliceGpt() { setSliceGptEngineFactory(&makeCudaSliceGptEngine); }
 
 } // namespace lathe::gpu

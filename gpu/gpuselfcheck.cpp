@@ -1,5 +1,7 @@
 #include "gpuselfcheck.h"
 
+#include "gpucontext.h"
+
 #include "base/error.h"
 #include "base/mappedfile.h"
 #include "engine/calibration.h"
@@ -19,6 +21,7 @@
 #include <cstring>
 #include <functional>
 #include <random>
+#include <thread>
 
 namespace lathe::gpu {
 
@@ -30,10 +33,10 @@ DeviceForwardOptions withPrecision(ComputePrecision p) {
     return o;
 }
 
-GpuCheck fp32Logits(const std::string &name, const Model &m, const TokenBatch &b) {
+GpuCheck fp32Logits(ComputeBackend &device, const std::string &name, const Model &m, const TokenBatch &b) {
     Transformer cpu(m);
     const Mat want = cpu.forward(b);
-    auto gpu = createDeviceForward(m, withPrecision(ComputePrecision::Fp32));
+    auto gpu = createDeviceForward(device, m, withPrecision(ComputePrecision::Fp32));
     GpuCheck c{name, false, relativeMaxError(gpu->logits(b), want), 1e-4, gpu->describe()};
     c.passed = c.error <= c.tolerance;
     return c;
@@ -53,6 +56,38 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
             out.push_back({name, false, INFINITY, 0, e.what()});
         }
     };
+
+    // One context per device (issue 16 item 4): every GPU is listed with its ordinal and reached as cuda:N; a
+    // thread gets one cuBLAS and one cuSOLVER handle per device, the same on every call, another thread its own.
+    guarded("device registry", [&] {
+        const std::vector<DeviceInfo> &gpus = gpuDevices();
+        bool ok = !gpus.empty();
+        std::string detail;
+        for (size_t i = 0; i < gpus.size(); ++i) {
+            const DeviceInfo d = createBackend(DeviceChoice{DevicePreference::Cuda, int(i)})->device();
+            ok = ok && gpus[i].index == int(i) && d.index == int(i) && d.name == gpus[i].name;
+            detail += (detail.empty() ? "" : "; ") + d.label();
+        }
+        out.push_back({"device registry", ok, ok ? 0.0 : 1.0, 0, detail});
+    });
+    guarded("handles per device and thread", [&] {
+        GpuContext &ctx = GpuContext::forDevice(0);
+        const cublasHandle_t b1 = ctx.blas(), b2 = ctx.blas();
+        const cusolverDnHandle_t s1 = ctx.solver(), s2 = ctx.solver();
+        cublasHandle_t other = nullptr;
+        std::string error;
+        std::thread t([&] {
+            try {
+                other = ctx.blas();
+            } catch (const std::exception &e) {
+                error = e.what();
+            }
+        });
+        t.join();
+        const bool ok = b1 == b2 && s1 == s2 && other && other != b1 && error.empty();
+        out.push_back({"handles per device and thread", ok, ok ? 0.0 : 1.0, 0,
+                       error.empty() ? "same handles on one thread, another thread its own" : error});
+    });
 
     guarded("dequantize quants.gguf", [&] {
         const std::string path = fixtures + "/quants.gguf";
@@ -76,7 +111,7 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
         const std::string name = std::string("forward fp32 ") + family;
         guarded(name, [&] {
             auto m = openModel(fixtures + "/tf-" + family);
-            out.push_back(fp32Logits(name, *m, TokenBatch::random(m->config.vocabSize, 2, 24, 1)));
+            out.push_back(fp32Logits(*backend, name, *m, TokenBatch::random(m->config.vocabSize, 2, 24, 1)));
         });
     }
 
@@ -92,7 +127,7 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
             cp.samples = 6;
             cp.seqLen = 16;
             sliceGpt(*m, makeCalibrationSet(TokenBatch::random(m->config.vocabSize, 1, 96, 3).tokens, cp), p);
-            out.push_back(fp32Logits(name, *m, TokenBatch::random(m->config.vocabSize, 2, 12, 4)));
+            out.push_back(fp32Logits(*backend, name, *m, TokenBatch::random(m->config.vocabSize, 2, 12, 4)));
         });
     }
 
@@ -138,14 +173,14 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
     guarded("perplexity demo model", [&] {
         // 512-token windows: two causal query blocks of the GPU attention (blockrunner.cuh) per window.
         auto m = openModel(sourceDir + "/resources/demo/stories260K.bin");
-        out.push_back(fp32Logits("forward fp32 demo 2 x 512", *m, TokenBatch::random(m->config.vocabSize, 2, 512, 11)));
+        out.push_back(fp32Logits(*backend, "forward fp32 demo 2 x 512", *m, TokenBatch::random(m->config.vocabSize, 2, 512, 11)));
         const TokenBatch ids = TokenBatch::random(m->config.vocabSize, 1, 2048, 5);
         PerplexityParams pp;
         pp.seqLen = 512;
         Transformer cpu(*m);
         const double want = evaluatePerplexity(cpu, ids.tokens, pp).perplexity;
         for (ComputePrecision prec : {ComputePrecision::Fp32, ComputePrecision::Bf16, ComputePrecision::Fp16}) {
-            auto gpu = createDeviceForward(*m, withPrecision(prec));
+            auto gpu = createDeviceForward(*backend, *m, withPrecision(prec));
             const double got = evaluatePerplexity(*gpu, m->config.maxPositions, ids.tokens, pp).perplexity;
             GpuCheck c{std::string("perplexity ") + precisionName(prec), false, std::abs(got - want) / want,
                        prec == ComputePrecision::Fp32 ? 1e-5 : 2e-2,
@@ -160,8 +195,8 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
         const TokenBatch b = TokenBatch::random(m->config.vocabSize, 2, 32, 6);
         DeviceForwardOptions streamed = withPrecision(ComputePrecision::Fp32);
         streamed.allowResident = false;
-        auto resident = createDeviceForward(*m, withPrecision(ComputePrecision::Fp32));
-        auto stream = createDeviceForward(*m, streamed);
+        auto resident = createDeviceForward(*backend, *m, withPrecision(ComputePrecision::Fp32));
+        auto stream = createDeviceForward(*backend, *m, streamed);
         const double err = relativeMaxError(stream->logits(b), resident->logits(b));
         out.push_back({"streamed blocks", err == 0.0 && stream->describe().find("streamed") != std::string::npos, err,
                        0, stream->describe()});

@@ -3,6 +3,7 @@
 // N:M validity, target selection, Wanda's scores against an independent dense computation).
 
 #include "engine/calibration.h"
+#include "engine/deviceforward.h"
 #include "engine/evaluation.h"
 #include "engine/transformer.h"
 #include "export/hfwriter.h"
@@ -14,6 +15,7 @@
 #include "methods/registry.h"
 #include "methods/normfusion.h"
 #include "methods/slicegpt.h"
+#include "methods/slicegptengine.h"
 #include "methods/wanda.h"
 #include "model/layerweights.h"
 #include "model/model.h"
@@ -504,6 +506,36 @@ private slots:
         QCOMPARE(QString::fromStdString(nm.label()), QString("wanda 2:4 layer_sparsity={\"0\":0.3}"));
     }
 
+    // One device registry (issue 16 item 4): devices are named auto, cpu, cuda, cuda:N; the CPU offers neither
+    // the device forward pass nor SliceGPT's device engine, and asking it for them is a LatheError, not a crash;
+    // without a GPU, cuda:N is refused with the reason.
+    void deviceChoice() {
+        const std::pair<const char *, std::string> good[] = {
+            {"auto", "auto"}, {"", "auto"}, {"cpu", "cpu"}, {"cuda", "cuda:0"}, {"gpu", "cuda:0"}, {"cuda:3", "cuda:3"}};
+        for (const auto &[text, canonical] : good)
+            QCOMPARE(QString::fromStdString(DeviceChoice::parse(text).text()), QString::fromStdString(canonical));
+        for (const char *bad : {"tpu", "cuda:", "cuda:-1", "cuda:x", "cuda:1x", "cuda:99999999999", "CPU"})
+            QVERIFY2(errorOf([&] { DeviceChoice::parse(bad); }).contains("unknown device"), bad);
+        auto cpu = makeCpuBackend();
+        QCOMPARE(cpu->device().index, -1);
+        QVERIFY(!hasDeviceForward(*cpu));
+        auto model = openModel(test::sourceDir() + "/resources/demo/stories260K.bin");
+        QVERIFY(errorOf([&] { createDeviceForward(*cpu, *model, DeviceForwardOptions{}); }).contains("cannot run on"));
+        CalibrationSet none;
+        QVERIFY(!errorOf([&] { makeDeviceSliceGptEngine(*cpu, *model, none, SliceGptEngineOptions{}); }).isEmpty());
+        if (!gpuUsable()) {
+            QVERIFY(gpuDevices().empty());
+            QVERIFY(errorOf([] { createBackend(DeviceChoice::parse("cuda:2")); }).contains("no usable CUDA device"));
+            QCOMPARE(QString::fromStdString(createBackend(DevicePreference::Auto)->name()), QString("cpu"));
+        }
+        const test::CliRun r = test::runCli({"devices"}, 20000);
+        QCOMPARE(r.exitCode, 0);
+        QVERIFY(QString::fromStdString(r.out).contains("backend"));
+        const test::CliRun bad = test::runCli({"eval", "--model", "x", "--text", "y", "--device", "cuda:x"}, 20000);
+        QCOMPARE(bad.exitCode, 1);
+        QVERIFY(QString::fromStdString(bad.err).contains("unknown device"));
+    }
+
     // Bad job specs are refused before any work, with the key or value named.
     void compressionSpecBadInput() {
         QVERIFY(errorOf([] { CompressionSpec::fromJson(nlohmann::json{{"methd", "wanda"}}); }).contains("unknown key"));
@@ -522,10 +554,15 @@ private slots:
         QVERIFY(errorOf([&] { validateSpec(s); }).contains("unknown precision"));
         s.evalPrecision = "fp32";
         if (!gpuUsable()) { // no GPU here: asking for one is refused before any work, with the reason
-            s.device = "cuda";
-            QVERIFY(errorOf([&] { validateSpec(s); }).contains("CUDA"));
+            for (const char *d : {"cuda", "cuda:1"}) {
+                s.device = d;
+                QVERIFY(errorOf([&] { validateSpec(s); }).contains("CUDA"));
+            }
             s.device = "auto";
         }
+        s.device = "cuda:x";
+        QVERIFY(errorOf([&] { validateSpec(s); }).contains("unknown device"));
+        s.device = "auto";
         s.calibrationText = "/nonexistent.txt";
         QVERIFY(errorOf([&] { validateSpec(s); }).contains("does not exist"));
         s.calibrationText = test::sourceDir() + "/README.md";

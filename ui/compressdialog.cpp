@@ -145,9 +145,17 @@ CompressDialog::CompressDialog(const Model *model, const QString &modelPath, QWi
     form->addRow(QString(), m_export);
     m_device = new QComboBox(this);
     m_device->setObjectName("device");
-    m_device->addItem(gpuUsable() ? tr("Automatic (the GPU)") : tr("Automatic (the CPU: no usable GPU)"), "auto");
+    // Every usable GPU by name and memory; without one, a "cuda" entry that is refused with the reason.
+    std::string whyNoGpu;
+    const std::vector<DeviceInfo> &gpus = gpuDevices(&whyNoGpu);
+    m_device->addItem(gpus.empty() ? tr("Automatic (the CPU: no usable GPU)")
+                                   : tr("Automatic (%1)").arg(QString::fromStdString(gpus.front().label())),
+                      "auto");
     m_device->addItem(tr("CPU"), "cpu");
-    m_device->addItem(tr("GPU (CUDA)"), "cuda");
+    for (const DeviceInfo &g : gpus)
+        m_device->addItem(QString::fromStdString(g.label()), QString::fromStdString("cuda:" + std::to_string(g.index)));
+    if (gpus.empty())
+        m_device->addItem(tr("GPU (CUDA): %1").arg(QString::fromStdString(whyNoGpu)), "cuda");
     m_device->setToolTip(tr("Where evaluation and SliceGPT run; a GPU that is not usable here is refused with the reason"));
     form->addRow(tr("Device"), m_device);
     layout->addLayout(form);
@@ -201,7 +209,10 @@ void CompressDialog::setSpec(const CompressionSpec &s) {
         m_overwrite->setChecked(s.overwrite);
         m_dtype->setCurrentText(QString::fromStdString(s.dtype));
         m_export->setChecked(s.exportModel);
-        m_device->setCurrentIndex(std::max(0, m_device->findData(QString::fromStdString(s.device))));
+        const QString device = QString::fromStdString(s.device);
+        if (m_device->findData(device) < 0)
+            m_device->addItem(device, device); // a device of the spec this machine lacks: kept, and refused by name
+        m_device->setCurrentIndex(m_device->findData(device));
         m_loading = false;
     }
     refresh();
@@ -217,7 +228,8 @@ CompressionSpec CompressDialog::spec() const {
         bool ok = false;
         const double v = part.trimmed().toDouble(&ok);
         if (!ok)
-            throw LatheError("'" + part.trimmed().toStdString() + "' is not a number", "e.g. 0.5 or 0.1, 0.2, 0.3");
+            throw LatheError(QStringLiteral("'%1' is not a number").arg(part.trimmed()).toStdString(),
+                             "e.g. 0.5 or 0.1, 0.2, 0.3");
         s.sparsities.push_back(v);
     }
     s.calibrationText = m_calibration->text().toStdString();

@@ -84,14 +84,15 @@ int runBenchSliceGpt(int argc, char **argv) {
         !o.value("model") == !o.value("shape")) {
         std::fprintf(stderr,
                      "usage: lathe-cli bench slicegpt (--model MODEL | --shape NAME) [--samples N] [--seq-len L]\n"
-                     "                                [--sparsity S] [--device auto|cpu|cuda] [--precision bf16|fp16|fp32]\n"
+                     "                                [--sparsity S] [--device auto|cpu|cuda[:N]] [--precision bf16|fp16|fp32]\n"
                      "                                [--rows-per-chunk R] [--threads T] [--json]\n"
                      "  SliceGPT end to end on N random calibration sequences of L tokens (default 1024 x 2048,\n"
                      "  slicing 0.25), timed; --shape: %s\n%s\n",
                      syntheticShapeNames().c_str(), o.error().c_str());
         return 2;
     }
-    const std::string device = chooseForwardDevice(o.value("device"));
+    const std::unique_ptr<ComputeBackend> backend = chooseForwardDevice(o.value("device"));
+    const std::string device = backend->name();
     if (o.value("threads"))
         setBlasThreads(int(o.integer("threads", 0, 0, 1024)));
     std::unique_ptr<Model> model = benchModel(o);
@@ -99,10 +100,9 @@ int runBenchSliceGpt(int argc, char **argv) {
     SliceGptParams p;
     p.sparsity = o.number("sparsity", 0.25, 0.0, 0.99);
     p.rowsPerChunk = o.integer("rows-per-chunk", 8192, 1, INT32_MAX);
-    p.gpu = device == "cuda";
+    p.gpu = hasDeviceForward(*backend);
     p.precision = forwardOptions(o.value("precision")).precision;
-    const auto solver = createBackend(p.gpu ? DevicePreference::Cuda : DevicePreference::Cpu);
-    p.solver = solver.get();
+    p.solver = backend.get();
     sliceGptWidths(model->config.hiddenSize, model->config.numLayers, p); // bad sparsity: before any work
 
     CalibrationSet cal;
@@ -162,7 +162,7 @@ int runBenchForward(int argc, char **argv) {
         !o.value("model") == !o.value("shape")) {
         std::fprintf(stderr,
                      "usage: lathe-cli bench forward (--model MODEL | --shape NAME) [--seq-len N] [--batch B]\n"
-                     "                               [--repeat R] [--threads T] [--device auto|cpu|cuda]\n"
+                     "                               [--repeat R] [--threads T] [--device auto|cpu|cuda[:N]]\n"
                      "                               [--precision bf16|fp16|fp32] [--json]\n"
                      "  times the full forward pass (embedding to logits) on random token ids and prints tokens/s\n"
                      "  and GFLOP/s next to the GEMM peak measured in the same run (CPU: fp32 sgemm 2048^3;\n"
@@ -171,7 +171,8 @@ int runBenchForward(int argc, char **argv) {
                      syntheticShapeNames().c_str(), o.error().c_str());
         return 2;
     }
-    const std::string device = chooseForwardDevice(o.value("device"));
+    const std::unique_ptr<ComputeBackend> backend = chooseForwardDevice(o.value("device"));
+    const std::string device = backend->name();
     if (o.value("threads"))
         setBlasThreads(int(o.integer("threads", 0, 0, 1024)));
     const int64_t seq = o.integer("seq-len", 512, 1, 1 << 20), batch = o.integer("batch", 1, 1, 4096);
@@ -189,11 +190,11 @@ int runBenchForward(int argc, char **argv) {
     std::unique_ptr<SgemmProbe> probe;
     Mat logits; // reused across passes, as evaluation does
     std::string precision = "fp32", deviceName;
-    if (device == "cuda") {
+    if (hasDeviceForward(*backend)) {
         const DeviceForwardOptions options = forwardOptions(o.value("precision"));
         precision = precisionName(options.precision);
         spdlog::info("uploading the weights to the GPU...");
-        gpuPass = createDeviceForward(*model, options);
+        gpuPass = createDeviceForward(*backend, *model, options);
         deviceName = gpuPass->describe();
         pass = [&](const TokenBatch &b) { gpuPass->run(b); };
         peakGflops = [&] { return gpuPass->gemmPeakGflops(8192); };

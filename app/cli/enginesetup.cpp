@@ -11,31 +11,27 @@
 
 namespace lathe::cli {
 
-DevicePreference parseDevice(const std::optional<std::string> &v) {
-    if (!v || *v == "auto")
-        return DevicePreference::Auto;
-    if (*v == "cpu")
-        return DevicePreference::Cpu;
-    if (*v == "cuda" || *v == "gpu")
-        return DevicePreference::Cuda;
-    throw LatheError("--device must be auto, cpu or cuda, not '" + *v + "'");
+DeviceChoice parseDevice(const std::optional<std::string> &v) {
+    try {
+        return DeviceChoice::parse(v.value_or("auto"));
+    } catch (const LatheError &e) {
+        throw LatheError(std::string("--device: ") + e.what(), e.hint());
+    }
 }
 
-std::string chooseForwardDevice(const std::optional<std::string> &device) {
-    const DevicePreference p = parseDevice(device);
-    if (p == DevicePreference::Cpu)
-        return "cpu";
-    if (p == DevicePreference::Cuda && !deviceForwardCompiled())
+std::unique_ptr<ComputeBackend> chooseForwardDevice(const std::optional<std::string> &device) {
+    const DeviceChoice choice = parseDevice(device);
+    if (choice.preference == DevicePreference::Cuda && !gpuBackendCompiled())
         throw LatheError("this build has no CUDA backend, so the forward pass cannot run on a GPU",
                          "use --device cpu, or rebuild with the CUDA toolkit installed");
     std::string note;
-    const auto backend = createBackend(p, &note); // LatheError for --device cuda without a usable device
-    if (backend->name() == "cuda" && deviceForwardCompiled()) {
-        spdlog::info("forward pass on the GPU: {}", backend->device().name);
-        return "cuda";
+    auto backend = createBackend(choice, &note); // LatheError for --device cuda without that usable device
+    if (hasDeviceForward(*backend)) {
+        spdlog::info("forward pass on the GPU: {}", backend->device().label());
+        return backend;
     }
     spdlog::info("forward pass on the CPU{}{}", note.empty() ? "" : " (", note.empty() ? "" : note + ")");
-    return "cpu";
+    return makeCpuBackend();
 }
 
 DeviceForwardOptions forwardOptions(const std::optional<std::string> &precision) {

@@ -11,11 +11,13 @@
 
 namespace lathe::cli {
 
-DevicePreference parseDevice(const std::optional<std::string> &v);
+// --device: auto (default), cpu, cuda, cuda:N; LatheError naming the accepted forms.
+DeviceChoice parseDevice(const std::optional<std::string> &v);
 
-// The device a forward-pass command runs on: "cpu" or "cuda". --device cuda needs a build with CUDA and a usable
-// device (LatheError with the reason otherwise); auto takes the GPU when there is one and says which it chose.
-std::string chooseForwardDevice(const std::optional<std::string> &device);
+// The device a forward-pass command runs on: the CPU, or a GPU whose backend runs the forward pass. --device cuda[:N]
+// needs a build with CUDA and that usable device (LatheError with the reason otherwise); auto takes GPU 0 when
+// there is one and says which it chose.
+std::unique_ptr<ComputeBackend> chooseForwardDevice(const std::optional<std::string> &device);
 // --precision for the GPU pass: fp32, bf16 (default) or fp16.
 DeviceForwardOptions forwardOptions(const std::optional<std::string> &precision);
 

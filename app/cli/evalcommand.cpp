@@ -22,7 +22,7 @@ int runEval(int argc, char **argv) {
     if (!o.ok() || !o.value("model") || !o.value("text") || !o.positional().empty()) {
         std::fprintf(stderr,
                      "usage: lathe-cli eval --model MODEL --text FILE [--seq-len N] [--max-tokens K]\n"
-                     "                      [--device auto|cpu|cuda] [--precision bf16|fp16|fp32] [--tokenizer FILE]\n"
+                     "                      [--device auto|cpu|cuda[:N]] [--precision bf16|fp16|fp32] [--tokenizer FILE]\n"
                      "                      [--threads N] [--no-bos] [--json]\n"
                      "  perplexity by the standard protocol: the file's lines as dataset rows joined with \"\\n\\n\",\n"
                      "  tokenized once (with the model's BOS unless --no-bos), non-overlapping windows of N tokens\n"
@@ -30,7 +30,8 @@ int runEval(int argc, char **argv) {
                      o.error().c_str());
         return 2;
     }
-    const std::string device = chooseForwardDevice(o.value("device"));
+    const std::unique_ptr<ComputeBackend> backend = chooseForwardDevice(o.value("device"));
+    const std::string device = backend->name();
     if (o.value("threads"))
         setBlasThreads(int(o.integer("threads", 0, 0, 1024)));
     LoadedModel m = openModelWithTokenizer(*o.value("model"), o.value("tokenizer"));
@@ -51,10 +52,10 @@ int runEval(int argc, char **argv) {
     };
     PerplexityResult r;
     std::string precision = "fp32";
-    if (device == "cuda") {
+    if (hasDeviceForward(*backend)) {
         const DeviceForwardOptions options = forwardOptions(o.value("precision"));
         precision = precisionName(options.precision);
-        auto gpu = createDeviceForward(*m.model, options);
+        auto gpu = createDeviceForward(*backend, *m.model, options);
         spdlog::info("GPU forward pass: {}", gpu->describe());
         r = evaluatePerplexity(*gpu, maxPos, ids, p, progress);
     } else {
@@ -90,7 +91,7 @@ int runGenerate(int argc, char **argv) {
                      o.error().c_str());
         return 2;
     }
-    if (parseDevice(o.value("device")) == DevicePreference::Cuda)
+    if (parseDevice(o.value("device")).preference == DevicePreference::Cuda)
         throw LatheError("generation runs on the CPU in this version (the GPU runs eval and bench)", "use --device cpu");
     LoadedModel m = openModelWithTokenizer(*o.value("model"), o.value("tokenizer"));
     const std::string prompt = o.value("prompt").value_or("");

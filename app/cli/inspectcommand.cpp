@@ -17,7 +17,7 @@ namespace lathe::cli {
 int runInspect(int argc, char **argv) {
     CliOptions o(argc, argv, 2, {"device"}, {"json", "scan"});
     if (!o.ok() || o.positional().size() != 1) {
-        std::fprintf(stderr, "usage: lathe-cli inspect MODEL [--json] [--scan] [--device auto|cpu|cuda]\n%s\n",
+        std::fprintf(stderr, "usage: lathe-cli inspect MODEL [--json] [--scan] [--device auto|cpu|cuda[:N]]\n%s\n",
                      o.error().c_str());
         return 2;
     }
@@ -55,11 +55,14 @@ int runDevices(int, char **) {
     std::string note;
     auto backend = createBackend(DevicePreference::Auto, &note);
     const DeviceInfo d = backend->device();
-    std::printf("backend  %s\ndevice   %s\n", backend->name().c_str(), d.name.c_str());
+    std::printf("backend  %s\ndevice   %s\n", backend->name().c_str(), d.label().c_str());
     if (d.totalMemory)
         std::printf("memory   %.1f GiB\ncompute  sm_%d%d\n", double(d.totalMemory) / (1 << 30), d.computeMajor,
                     d.computeMinor);
     std::printf("cuda     %s\n", gpuBackendCompiled() ? "compiled in" : "not compiled in");
+    // Every usable GPU, as --device and job specs name them.
+    for (const DeviceInfo &g : gpuDevices())
+        std::printf("gpu      %s, sm_%d%d\n", g.label().c_str(), g.computeMajor, g.computeMinor);
     const BlasInfo blas = blasInfo();
     std::printf("cpu blas %s (core %s, %d threads)\n", blas.library.c_str(), blas.coreType.c_str(), blas.threads);
     if (!blas.note.empty())

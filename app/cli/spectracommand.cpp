@@ -44,7 +44,7 @@ int runBenchSpectra(int argc, char **argv) {
     CliOptions o(argc, argv, 3, {"model", "threads", "device"}, {"json", "no-baseline"});
     if (!o.ok() || !o.positional().empty() || !o.value("model")) {
         std::fprintf(stderr,
-                     "usage: lathe-cli bench spectra --model MODEL [--threads T] [--device cpu|cuda] [--no-baseline]\n"
+                     "usage: lathe-cli bench spectra --model MODEL [--threads T] [--device cpu|cuda[:N]] [--no-baseline]\n"
                      "                               [--json]\n"
                      "  full singular-value spectra of every weight matrix (the workbench's analysis), timed, next to\n"
                      "  the LAPACK baseline: one multi-threaded sgesdd per matrix, one matrix after another;\n"
@@ -138,7 +138,7 @@ int runAnalyze(int argc, char **argv) {
     if (!o.ok() || !o.positional().empty() || !o.value("model")) {
         std::fprintf(stderr,
                      "usage: lathe-cli analyze --model MODEL [--top-k K] [--rho R] [--threads T] [--stacked-qkv]\n"
-                     "                         [--heads TENSOR] [--no-cache] [--archive FILE.h5] [--device cpu|cuda]\n"
+                     "                         [--heads TENSOR] [--no-cache] [--archive FILE.h5] [--device cpu|cuda[:N]]\n"
                      "                         [--json]\n"
                      "  singular-value spectra of every weight matrix and the numbers derived from them: effective\n"
                      "  rank, stable rank, power-law alpha, energy kept by the rank LoSparse picks for --rho (0.05);\n"

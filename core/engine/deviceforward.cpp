@@ -1,12 +1,9 @@
 #include "engine/deviceforward.h"
 
 #include "base/error.h"
+#include "numeric/backend.h"
 
 namespace lathe {
-
-namespace {
-DeviceForwardFactory g_factory = nullptr;
-}
 
 const char *precisionName(ComputePrecision p) {
     switch (p) {
@@ -27,14 +24,15 @@ ComputePrecision parsePrecision(const std::string &name) {
     throw LatheError("unknown precision '" + name + "'", "use fp32, bf16 or fp16");
 }
 
-void setDeviceForwardFactory(DeviceForwardFactory factory) { g_factory = factory; }
-bool deviceForwardCompiled() { return g_factory != nullptr; }
+bool hasDeviceForward(ComputeBackend &device) { return deviceService<DeviceForwardService>(device) != nullptr; }
 
-std::unique_ptr<DeviceForward> createDeviceForward(const Model &model, const DeviceForwardOptions &options) {
-    if (!g_factory)
-        throw LatheError("this build has no CUDA backend, so the forward pass cannot run on a GPU",
-                         "use --device cpu, or rebuild with the CUDA toolkit installed");
-    return g_factory(model, options);
+std::unique_ptr<DeviceForward> createDeviceForward(ComputeBackend &device, const Model &model,
+                                                   const DeviceForwardOptions &options) {
+    DeviceForwardService *service = deviceService<DeviceForwardService>(device);
+    if (!service)
+        throw LatheError("the forward pass cannot run on " + device.device().name + " as a device pass",
+                         "use --device cpu (the CPU engine), or a build with the CUDA toolkit and a GPU");
+    return service->create(model, options);
 }
 
 } // namespace lathe

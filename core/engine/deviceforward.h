@@ -8,6 +8,7 @@
 
 namespace lathe {
 
+class ComputeBackend;
 class Model;
 struct TokenBatch;
 
@@ -21,15 +22,14 @@ ComputePrecision parsePrecision(const std::string &name);
 
 struct DeviceForwardOptions {
     ComputePrecision precision = ComputePrecision::Bf16;
-    int device = 0;
     // Keep every block's weights on the device (fast repeated passes). When they do not fit (or when false), each
     // block is uploaded before it runs from a host copy in the compute type, so a model larger than device memory
     // still runs, slower.
     bool allowResident = true;
 };
 
-// The forward pass of a decoder on an accelerator, implemented in gpu/ and registered with
-// setDeviceForwardFactory(); core only sees this interface. Same contract as Transformer (core/transformer.h):
+// The forward pass of a decoder on an accelerator, implemented in gpu/ as a service of the device's backend
+// (DeviceForwardService); core only sees this interface. Same contract as Transformer (core/transformer.h):
 // same families, same layouts, sliced models included; BERT is not supported here. Not thread-safe.
 class DeviceForward {
 public:
@@ -48,12 +48,19 @@ public:
     virtual double gemmPeakGflops(int64_t n) = 0;
 };
 
-using DeviceForwardFactory = std::unique_ptr<DeviceForward> (*)(const Model &model, const DeviceForwardOptions &options);
-void setDeviceForwardFactory(DeviceForwardFactory factory);
-bool deviceForwardCompiled();
+// What a device that runs the forward pass provides (ComputeBackend::service; the CPU has none: it runs Transformer).
+class DeviceForwardService {
+public:
+    static constexpr const char *kServiceKey = "lathe.engine.device-forward";
+    virtual ~DeviceForwardService() = default;
+    virtual std::unique_ptr<DeviceForward> create(const Model &model, const DeviceForwardOptions &options) = 0;
+};
 
-// The GPU forward pass for `model`, or LatheError saying why not (no CUDA in this build, no device, BERT, out of
-// memory), with a hint to use the CPU.
-std::unique_ptr<DeviceForward> createDeviceForward(const Model &model, const DeviceForwardOptions &options);
+// `device` runs the forward pass itself (a GPU).
+bool hasDeviceForward(ComputeBackend &device);
+// The forward pass for `model` on `device` (a GPU backend), or LatheError saying why not (a device without one,
+// BERT, out of memory), with a hint to use the CPU.
+std::unique_ptr<DeviceForward> createDeviceForward(ComputeBackend &device, const Model &model,
+                                                   const DeviceForwardOptions &options);
 
 } // namespace lathe

@@ -152,8 +152,10 @@ SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const S
     eo.rowsPerChunk = params.rowsPerChunk;
     eo.precision = params.precision;
     eo.hostSignals = params.gpuHostSignals;
-    const std::unique_ptr<SliceGptEngine> engine =
-        params.gpu ? makeGpuSliceGptEngine(model, calibration, eo) : makeCpuSliceGptEngine(model, calibration, eo);
+    if (params.gpu && !params.solver)
+        throw LatheError("SliceGPT: block passes on a GPU need the GPU's backend", "a bug: please report it");
+    const std::unique_ptr<SliceGptEngine> engine = params.gpu ? makeDeviceSliceGptEngine(*params.solver, model, calibration, eo)
+                                                              : makeCpuSliceGptEngine(model, calibration, eo);
     result.calibrationBytes = engine->signalBytes();
     spdlog::info("SliceGPT on {}: {} calibration rows, {:.1f} MiB of signals per width-{} copy", engine->describe(),
                  engine->signalRows(), double(engine->signalBytes()) / (1 << 20), D);
@@ -343,7 +345,7 @@ public:
                       const ProgressCallback &progress) const override {
         SliceGptParams sp = sliceParams(params, context.sparsity, model);
         sp.solver = context.device;
-        sp.gpu = context.device && context.device->name() == "cuda";
+        sp.gpu = context.device && deviceService<SliceGptEngineService>(*context.device) != nullptr;
         const SliceGptResult r = sliceGpt(model, *context.calibration, sp, progress);
         MethodOutcome out;
         for (const SliceGptLayerReport &l : r.layers)

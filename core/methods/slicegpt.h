@@ -24,7 +24,8 @@ struct SliceGptParams {
     int64_t rowsPerChunk = 8192;       // calibration rows run through a block at once
     // Where the fp64 eigendecompositions run (cuSOLVER on a GPU backend); null = LAPACK on the CPU. Not owned.
     ComputeBackend *solver = nullptr;
-    // Block passes, Gram matrices and rotations on the GPU (slicegptengine.h), blocks in `precision`; else the CPU.
+    // Block passes, Gram matrices and rotations on the GPU `solver` is (slicegptengine.h), blocks in `precision`;
+    // else the CPU.
     bool gpu = false;
     ComputePrecision precision = ComputePrecision::Bf16;
     bool gpuHostSignals = false; // GPU: hold the signals in host memory even when they fit (tests that path)

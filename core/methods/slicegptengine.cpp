@@ -4,13 +4,12 @@
 #include "engine/transformer.h"
 #include "methods/layerwise.h"
 #include "model/model.h"
+#include "numeric/backend.h"
 #include "numeric/blas.h"
 
 namespace lathe {
 
 namespace {
-
-SliceGptEngineFactory g_gpuFactory = nullptr;
 
 // The CPU engine: signals in host memory (LayerwiseSignals), blocks by the CPU Transformer, Gram matrices by dsyrk,
 // rotations in Eigen fp64.
@@ -83,14 +82,14 @@ std::unique_ptr<SliceGptEngine> makeCpuSliceGptEngine(const Model &model, const 
     return std::make_unique<CpuSliceGptEngine>(model, calibration, options);
 }
 
-void setSliceGptEngineFactory(SliceGptEngineFactory factory) { g_gpuFactory = factory; }
-
-std::unique_ptr<SliceGptEngine> makeGpuSliceGptEngine(const Model &model, const CalibrationSet &calibration,
-                                                      const SliceGptEngineOptions &options) {
-    if (!g_gpuFactory)
-        throw LatheError("this build has no CUDA backend, so SliceGPT cannot run on a GPU",
-                         "use the CPU (device cpu), or rebuild with the CUDA toolkit installed");
-    return g_gpuFactory(model, calibration, options);
+std::unique_ptr<SliceGptEngine> makeDeviceSliceGptEngine(ComputeBackend &device, const Model &model,
+                                                         const CalibrationSet &calibration,
+                                                         const SliceGptEngineOptions &options) {
+    SliceGptEngineService *service = deviceService<SliceGptEngineService>(device);
+    if (!service)
+        throw LatheError("SliceGPT's engine cannot run on " + device.device().name + " as a device engine",
+                         "use the CPU (device cpu), or a build with the CUDA toolkit and a GPU");
+    return service->create(model, calibration, options);
 }
 
 } // namespace lathe

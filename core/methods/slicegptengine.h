@@ -13,6 +13,7 @@
 
 namespace lathe {
 
+class ComputeBackend;
 class Model;
 struct CalibrationSet;
 
@@ -20,7 +21,7 @@ struct CalibrationSet;
 // the current block boundary), the block passes over them, their fp64 Gram matrices and the fp64 weight rotations.
 // slicegpt.cpp drives the algorithm through this interface; the CPU implementation is makeCpuSliceGptEngine, the
 // CUDA one lives in gpu/ (signals held in GPU memory, blocks in the compute precision, Gram matrices by DSYRK,
-// rotations by DGEMM) and is registered with setSliceGptEngineFactory.
+// rotations by DGEMM) as a service of the GPU's backend (SliceGptEngineService).
 class SliceGptEngine {
 public:
     virtual ~SliceGptEngine() = default;
@@ -61,11 +62,19 @@ struct SliceGptEngineOptions {
 std::unique_ptr<SliceGptEngine> makeCpuSliceGptEngine(const Model &model, const CalibrationSet &calibration,
                                                       const SliceGptEngineOptions &options);
 
-using SliceGptEngineFactory = std::unique_ptr<SliceGptEngine> (*)(const Model &, const CalibrationSet &,
-                                                                  const SliceGptEngineOptions &);
-void setSliceGptEngineFactory(SliceGptEngineFactory factory);
-// The GPU engine, or LatheError saying why there is none (no CUDA build, no device, out of memory).
-std::unique_ptr<SliceGptEngine> makeGpuSliceGptEngine(const Model &model, const CalibrationSet &calibration,
-                                                      const SliceGptEngineOptions &options);
+// What a device that runs SliceGPT's engine provides (ComputeBackend::service; the CPU has none).
+class SliceGptEngineService {
+public:
+    static constexpr const char *kServiceKey = "lathe.methods.slicegpt-engine";
+    virtual ~SliceGptEngineService() = default;
+    virtual std::unique_ptr<SliceGptEngine> create(const Model &model, const CalibrationSet &calibration,
+                                                   const SliceGptEngineOptions &options) = 0;
+};
+
+// The engine on `device` (a GPU backend), or LatheError saying why there is none (a device without one, out of
+// memory).
+std::unique_ptr<SliceGptEngine> makeDeviceSliceGptEngine(ComputeBackend &device, const Model &model,
+                                                         const CalibrationSet &calibration,
+                                                         const SliceGptEngineOptions &options);
 
 } // namespace lathe

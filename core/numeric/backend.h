@@ -15,11 +15,15 @@ struct DeviceInfo {
     uint64_t totalMemory = 0; // bytes; 0 where unknown
     int computeMajor = 0;     // CUDA compute capability, 0 for the CPU
     int computeMinor = 0;
+    int index = -1;           // the GPU's ordinal (cuda:N); -1 for the CPU
+    std::string label() const; // "cuda:0 NVIDIA H200 (139.8 GiB)" or the CPU's name
 };
 
 // The engine's view of a compute device. core/ implements the CPU reference; gpu/ implements CUDA behind the same
-// interface and registers itself with setGpuBackendFactory() at program start, so core never includes CUDA.
+// interface and registers its platform (GpuPlatform below) at program start, so core never includes CUDA.
 // Grows with the engine (GEMM, norms, attention); every GPU operation has a CPU reference it is tested against.
+// Higher layers reach device implementations of their own interfaces (the GPU forward pass, SliceGPT's GPU engine)
+// through service(): they share the device's context (one set of library handles per device and thread).
 class ComputeBackend {
 public:
     virtual ~ComputeBackend() = default;
@@ -35,21 +39,55 @@ public:
     // Same contract as lathe::singularValues: min(rows, cols) singular values of a row-major fp32 matrix,
     // descending. CPU: LAPACK sgesdd; CUDA: cuSOLVER sgesvd. The spectra views.
     virtual std::vector<double> singularValues(const float *a, int64_t rows, int64_t cols) = 0;
+    // The device's implementation of a higher layer's interface, by the key that interface declares
+    // (kServiceKey); null when the device has none (the CPU has none). Use deviceService<T>().
+    virtual void *service(const std::string &key) {
+        (void)key;
+        return nullptr;
+    }
 };
+
+// The implementation of interface T (which declares `static constexpr const char *kServiceKey`) on `device`, or null.
+template <class T> T *deviceService(ComputeBackend &device) { return static_cast<T *>(device.service(T::kServiceKey)); }
 
 enum class DevicePreference { Auto, Cpu, Cuda };
 
-// A GPU backend factory returns nullptr and says why in `whyNot` when no usable device is present.
-using GpuBackendFactory = std::unique_ptr<ComputeBackend> (*)(std::string *whyNot);
-void setGpuBackendFactory(GpuBackendFactory factory);
-bool gpuBackendCompiled(); // a factory was registered (the build has CUDA)
-// A GPU backend can be created here (checked once per process, then cached): what jobs use to pick their lane.
+// Where work runs, as the user names it: "auto" (a GPU when one is usable), "cpu", "cuda" (GPU 0), "cuda:N";
+// "gpu" means "cuda".
+struct DeviceChoice {
+    DevicePreference preference = DevicePreference::Auto;
+    int index = 0; // the GPU's ordinal for Cuda
+    // LatheError naming the accepted forms.
+    static DeviceChoice parse(const std::string &text);
+    std::string text() const; // "auto", "cpu", "cuda:1"
+};
+
+// The GPU side as core sees it: one object, registered at program start by gpu/ (registerCudaBackend) and absent
+// in a build without CUDA. It replaces per-feature factories: the forward pass and SliceGPT's engine are services
+// of a GPU's backend.
+class GpuPlatform {
+public:
+    virtual ~GpuPlatform() = default;
+    // The usable GPUs in ordinal order; empty, with the reason in `whyNone`, when there is none.
+    virtual std::vector<DeviceInfo> devices(std::string *whyNone) const = 0;
+    // The backend of GPU `index`. All backends of one device share its context (one set of cuBLAS/cuSOLVER
+    // handles per thread). LatheError when there is no such usable device.
+    virtual std::unique_ptr<ComputeBackend> backend(int index) const = 0;
+};
+void registerGpuPlatform(const GpuPlatform *platform);
+bool gpuBackendCompiled(); // a platform was registered (the build has CUDA)
+// The usable GPUs (asked once per process, then cached), with the reason when there is none.
+const std::vector<DeviceInfo> &gpuDevices(std::string *whyNone = nullptr);
+// Some GPU is usable here: what jobs use to pick their lane.
 bool gpuUsable();
 
 std::unique_ptr<ComputeBackend> makeCpuBackend();
 
-// Auto: the GPU when one is usable, else the CPU (with the reason in `note`). Cuda: the GPU or a LatheError
-// that says why not. Cpu: the CPU.
-std::unique_ptr<ComputeBackend> createBackend(DevicePreference preference, std::string *note = nullptr);
+// Auto: GPU 0 when one is usable, else the CPU (with the reason in `note`). Cuda: GPU `index` or a LatheError that
+// says why not (the hint lists the GPUs there are). Cpu: the CPU.
+std::unique_ptr<ComputeBackend> createBackend(const DeviceChoice &choice, std::string *note = nullptr);
+inline std::unique_ptr<ComputeBackend> createBackend(DevicePreference preference, std::string *note = nullptr) {
+    return createBackend(DeviceChoice{preference, 0}, note);
+}
 
 } // namespace lathe

@@ -94,15 +94,15 @@ RunTexts tokenizeTexts(const CompressionSpec &spec, const Tokenizer *tokenizer) 
 }
 
 // Perplexity on the job's evaluation text: the GPU forward pass when the device is one, else the CPU engine.
-PerplexityResult evaluate(const CompressionSpec &spec, const ComputeBackend &device, const Model &m,
+PerplexityResult evaluate(const CompressionSpec &spec, ComputeBackend &device, const Model &m,
                           const std::vector<int32_t> &ids, const ProgressCallback &pc) {
     PerplexityParams pp;
     pp.seqLen = spec.evalSeqLen;
     pp.maxTokens = spec.evalMaxTokens;
-    if (device.name() == "cuda" && deviceForwardCompiled()) {
+    if (hasDeviceForward(device)) {
         DeviceForwardOptions o;
         o.precision = parsePrecision(spec.evalPrecision);
-        auto gpu = createDeviceForward(m, o);
+        auto gpu = createDeviceForward(device, m, o);
         return evaluatePerplexity(*gpu, m.config.maxPositions, ids, pp, pc);
     }
     Transformer t(m);
@@ -161,10 +161,7 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
     const ModelConfig &cfg = model->config;
     const MethodInfo &info = spec.method->info();
     std::string deviceNote;
-    const std::unique_ptr<ComputeBackend> device = createBackend(
-        spec.device == "cpu" ? DevicePreference::Cpu : spec.device == "cuda" ? DevicePreference::Cuda
-                                                                             : DevicePreference::Auto,
-        &deviceNote);
+    const std::unique_ptr<ComputeBackend> device = createBackend(DeviceChoice::parse(spec.device), &deviceNote);
     const RunTexts texts = tokenizeTexts(spec, prepared.tokenizer.get());
 
     RunFolder files(spec, previous.has_value());

@@ -241,11 +241,15 @@ void validateSpec(const CompressionSpec &s) {
             throw LatheError("job spec: the " + what + " '" + p + "' is not a " + (folderOk ? "file or folder" : "file"));
     };
     needFile(s.model, "model", true);
-    if (s.device != "auto" && s.device != "cpu" && s.device != "cuda")
-        throw LatheError("job spec: unknown device '" + s.device + "'", "use auto, cpu or cuda");
+    DeviceChoice device;
+    try {
+        device = DeviceChoice::parse(s.device);
+    } catch (const LatheError &e) {
+        throw LatheError(std::string("job spec: ") + e.what(), e.hint());
+    }
     parsePrecision(s.evalPrecision);
-    if (s.device == "cuda")
-        createBackend(DevicePreference::Cuda); // LatheError saying why there is no usable GPU
+    if (device.preference == DevicePreference::Cuda)
+        createBackend(device); // LatheError saying why there is no such usable GPU
     if (s.sparsities.empty())
         throw LatheError("job spec: 'sweep' is empty");
     for (double v : s.sparsities)

@@ -18,7 +18,7 @@ class Model;
 //   parameters at their keys (magnitude, wanda: pattern, targets, layer_sparsity; slicegpt: slicegpt {slice_head,
 //   random_orientation, round_to, damping, precision}, layer_sparsity), calibration {text, samples, seq_len, seed},
 //   evaluation {text, seq_len, max_tokens, dense, precision}, output {dir, export, dtype, overwrite, resume},
-//   device ("auto" | "cpu" | "cuda": where evaluation and SliceGPT's eigendecompositions run), comment.
+//   device ("auto" | "cpu" | "cuda" | "cuda:N": where evaluation and SliceGPT run), comment.
 // Relative paths are resolved against the folder of the spec file. JSON lives only at the file boundary: the GUI
 // and the engine pass this struct, the method's parameters typed (MethodParams).
 struct CompressionSpec {
