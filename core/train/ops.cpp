@@ -1,0 +1,379 @@
+#include "train/ops.h"
+
+#include "base/error.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <limits>
+
+namespace lathe::train {
+
+// ---- embedding ----
+
+template <class T> void embeddingForward(const Matrix<T> &table, const std::vector<int32_t> &ids, Matrix<T> &y) {
+    y.resize(int64_t(ids.size()), table.cols());
+    for (size_t r = 0; r < ids.size(); ++r) {
+        require(ids[r] >= 0 && ids[r] < table.rows(), "embedding", "token id " + std::to_string(ids[r]) +
+                                                                       " is outside the vocabulary");
+        y.row(int64_t(r)) = table.row(ids[r]);
+    }
+}
+
+template <class T> void embeddingBackward(const Matrix<T> &dy, const std::vector<int32_t> &ids, Matrix<T> &dtable) {
+    assert(dy.rows() == int64_t(ids.size()) && dy.cols() == dtable.cols());
+    for (size_t r = 0; r < ids.size(); ++r)
+        dtable.row(ids[r]) += dy.row(int64_t(r));
+}
+
+// ---- norms ----
+
+template <class T>
+void rmsNormForward(const Matrix<T> &x, const Vector<T> &w, T eps, Matrix<T> &y, NormState<T> &s) {
+    const int64_t n = x.cols();
+    y.resize(x.rows(), n);
+    s.mean.resize(0);
+    s.rstd.resize(x.rows());
+    for (int64_t r = 0; r < x.rows(); ++r) {
+        const T ms = x.row(r).squaredNorm() / T(n);
+        s.rstd(r) = T(1) / std::sqrt(ms + eps);
+        y.row(r) = (x.row(r).array() * s.rstd(r) * w.transpose().array()).matrix();
+    }
+}
+
+// With xhat = x * rstd and g = dy * w: dx = rstd * (g - xhat * mean(g * xhat)); dw = sum over rows of dy * xhat.
+template <class T>
+void rmsNormBackward(const Matrix<T> &dy, const Matrix<T> &x, const Vector<T> &w, const NormState<T> &s,
+                     Matrix<T> &dx, Vector<T> *dw) {
+    const int64_t n = x.cols();
+    for (int64_t r = 0; r < x.rows(); ++r) {
+        const auto xhat = (x.row(r).array() * s.rstd(r)).eval();
+        const auto g = (dy.row(r).array() * w.transpose().array()).eval();
+        const T dot = (g * xhat).sum() / T(n);
+        dx.row(r).array() += s.rstd(r) * (g - xhat * dot);
+        if (dw)
+            dw->array() += (dy.row(r).array() * xhat).transpose();
+    }
+}
+
+template <class T>
+void layerNormForward(const Matrix<T> &x, const Vector<T> &w, const Vector<T> &b, T eps, Matrix<T> &y,
+                      NormState<T> &s) {
+    const int64_t n = x.cols();
+    y.resize(x.rows(), n);
+    s.mean.resize(x.rows());
+    s.rstd.resize(x.rows());
+    for (int64_t r = 0; r < x.rows(); ++r) {
+        const T mean = x.row(r).sum() / T(n);
+        const T var = (x.row(r).array() - mean).square().sum() / T(n);
+        s.mean(r) = mean;
+        s.rstd(r) = T(1) / std::sqrt(var + eps);
+        y.row(r) = ((x.row(r).array() - mean) * s.rstd(r) * w.transpose().array() + b.transpose().array()).matrix();
+    }
+}
+
+// With xhat = (x - mean) * rstd and g = dy * w: dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
+template <class T>
+void layerNormBackward(const Matrix<T> &dy, const Matrix<T> &x, const Vector<T> &w, const NormState<T> &s,
+                       Matrix<T> &dx, Vector<T> *dw, Vector<T> *db) {
+    const int64_t n = x.cols();
+    for (int64_t r = 0; r < x.rows(); ++r) {
+        const auto xhat = ((x.row(r).array() - s.mean(r)) * s.rstd(r)).eval();
+        const auto g = (dy.row(r).array() * w.transpose().array()).eval();
+        const T meanG = g.sum() / T(n), meanGX = (g * xhat).sum() / T(n);
+        dx.row(r).array() += s.rstd(r) * (g - meanG - xhat * meanGX);
+        if (dw)
+            dw->array() += (dy.row(r).array() * xhat).transpose();
+        if (db)
+            db->array() += dy.row(r).array().transpose();
+    }
+}
+
+// ---- linear ----
+
+template <class T> void linearForward(const Matrix<T> &x, const Matrix<T> &w, const Vector<T> &b, Matrix<T> &y) {
+    assert(x.cols() == w.cols());
+    y.noalias() = x * w.transpose();
+    if (b.size())
+        y.rowwise() += b.transpose();
+}
+
+template <class T>
+void linearBackward(const Matrix<T> &dy, const Matrix<T> &x, const Matrix<T> &w, Matrix<T> *dx, Matrix<T> *dw,
+                    Vector<T> *db) {
+    if (dx)
+        dx->noalias() += dy * w;
+    if (dw)
+        dw->noalias() += dy.transpose() * x;
+    if (db)
+        *db += dy.colwise().sum().transpose();
+}
+
+// ---- RoPE ----
+
+namespace {
+
+// Rotates the first rotaryDim dimensions of every head by +angle (sign 1) or -angle (sign -1).
+template <class T>
+void rotate(Matrix<T> &x, int64_t seq, int heads, int headDim, const RopeAngles<T> &rope, T sign) {
+    const int half = rope.rotaryDim / 2;
+    assert(x.cols() == int64_t(heads) * headDim && rope.cos.rows() >= seq && rope.rotaryDim <= headDim);
+    for (int64_t r = 0; r < x.rows(); ++r) {
+        const int64_t pos = r % seq;
+        for (int h = 0; h < heads; ++h) {
+            T *v = x.data() + r * x.cols() + int64_t(h) * headDim;
+            for (int i = 0; i < half; ++i) {
+                const T c = rope.cos(pos, i), s = sign * rope.sin(pos, i);
+                const T a = v[i], b = v[i + half];
+                v[i] = a * c - b * s;
+                v[i + half] = b * c + a * s;
+            }
+        }
+    }
+}
+
+} // namespace
+
+template <class T> void ropeForward(Matrix<T> &x, int64_t seq, int heads, int headDim, const RopeAngles<T> &rope) {
+    rotate(x, seq, heads, headDim, rope, T(1));
+}
+
+// The rotation is orthogonal: the gradient goes back through its transpose, the rotation by -angle.
+template <class T> void ropeBackward(Matrix<T> &dx, int64_t seq, int heads, int headDim, const RopeAngles<T> &rope) {
+    rotate(dx, seq, heads, headDim, rope, T(-1));
+}
+
+// ---- attention ----
+
+template <class T>
+void attentionForward(const Matrix<T> &q, const Matrix<T> &k, const Matrix<T> &v, const AttentionDims &d,
+                      Matrix<T> &ctx, AttentionState<T> &state) {
+    const int64_t S = d.seq, D = d.headDim, qw = int64_t(d.heads) * D, kw = int64_t(d.kvHeads) * D;
+    assert(q.rows() == d.batch * S && q.cols() == qw && k.cols() == kw && v.cols() == kw);
+    const int group = d.heads / d.kvHeads;
+    ctx.setZero(q.rows(), qw);
+    state.probs.assign(size_t(d.batch * d.heads * S * S), T(0));
+    for (int64_t b = 0; b < d.batch; ++b)
+        for (int h = 0; h < d.heads; ++h) {
+            const int kvh = h / group;
+            T *P = state.probs.data() + (b * d.heads + h) * S * S;
+            for (int64_t i = 0; i < S; ++i) {
+                const T *qi = q.data() + (b * S + i) * qw + int64_t(h) * D;
+                T mx = -std::numeric_limits<T>::infinity();
+                for (int64_t j = 0; j <= i; ++j) {
+                    const T *kj = k.data() + (b * S + j) * kw + int64_t(kvh) * D;
+                    T dot = 0;
+                    for (int64_t c = 0; c < D; ++c)
+                        dot += qi[c] * kj[c];
+                    P[i * S + j] = dot * T(d.scale);
+                    mx = std::max(mx, P[i * S + j]);
+                }
+                T sum = 0;
+                for (int64_t j = 0; j <= i; ++j)
+                    sum += (P[i * S + j] = std::exp(P[i * S + j] - mx));
+                T *out = ctx.data() + (b * S + i) * qw + int64_t(h) * D;
+                for (int64_t j = 0; j <= i; ++j) {
+                    P[i * S + j] /= sum;
+                    const T *vj = v.data() + (b * S + j) * kw + int64_t(kvh) * D;
+                    for (int64_t c = 0; c < D; ++c)
+                        out[c] += P[i * S + j] * vj[c];
+                }
+            }
+        }
+}
+
+// Per head: dV += P^T dO; dP = dO V^T; dS = P * (dP - rowsum(dP * P)); dQ += scale dS K; dK += scale dS^T Q.
+// Grouped heads accumulate into their shared K and V gradients.
+template <class T>
+void attentionBackward(const Matrix<T> &dctx, const Matrix<T> &q, const Matrix<T> &k, const Matrix<T> &v,
+                       const AttentionDims &d, const AttentionState<T> &state, Matrix<T> &dq, Matrix<T> &dk,
+                       Matrix<T> &dv) {
+    const int64_t S = d.seq, D = d.headDim, qw = int64_t(d.heads) * D, kw = int64_t(d.kvHeads) * D;
+    const int group = d.heads / d.kvHeads;
+    std::vector<T> dP(static_cast<size_t>(S));
+    for (int64_t b = 0; b < d.batch; ++b)
+        for (int h = 0; h < d.heads; ++h) {
+            const int kvh = h / group;
+            const T *P = state.probs.data() + (b * d.heads + h) * S * S;
+            for (int64_t i = 0; i < S; ++i) {
+                const T *dO = dctx.data() + (b * S + i) * qw + int64_t(h) * D;
+                T rowDot = 0;
+                for (int64_t j = 0; j <= i; ++j) {
+                    const T *vj = v.data() + (b * S + j) * kw + int64_t(kvh) * D;
+                    T *dvj = dv.data() + (b * S + j) * kw + int64_t(kvh) * D;
+                    T dot = 0;
+                    for (int64_t c = 0; c < D; ++c) {
+                        dot += dO[c] * vj[c];
+                        dvj[c] += P[i * S + j] * dO[c];
+                    }
+                    dP[size_t(j)] = dot;
+                    rowDot += dot * P[i * S + j];
+                }
+                const T *qi = q.data() + (b * S + i) * qw + int64_t(h) * D;
+                T *dqi = dq.data() + (b * S + i) * qw + int64_t(h) * D;
+                for (int64_t j = 0; j <= i; ++j) {
+                    const T dS = P[i * S + j] * (dP[size_t(j)] - rowDot) * T(d.scale);
+                    const T *kj = k.data() + (b * S + j) * kw + int64_t(kvh) * D;
+                    T *dkj = dk.data() + (b * S + j) * kw + int64_t(kvh) * D;
+                    for (int64_t c = 0; c < D; ++c) {
+                        dqi[c] += dS * kj[c];
+                        dkj[c] += dS * qi[c];
+                    }
+                }
+            }
+        }
+}
+
+// ---- activations ----
+
+namespace {
+
+template <class T> T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
+
+} // namespace
+
+template <class T> void swigluForward(const Matrix<T> &gate, const Matrix<T> &up, Matrix<T> &mid) {
+    mid = gate.binaryExpr(up, [](T g, T u) { return g * sigmoid(g) * u; });
+}
+
+// silu'(g) = s (1 + g (1 - s)) with s = sigmoid(g).
+template <class T>
+void swigluBackward(const Matrix<T> &dmid, const Matrix<T> &gate, const Matrix<T> &up, Matrix<T> &dgate,
+                    Matrix<T> &dup) {
+    for (int64_t i = 0; i < gate.size(); ++i) {
+        const T g = gate.data()[i], s = sigmoid(g), d = dmid.data()[i];
+        dgate.data()[i] += d * up.data()[i] * s * (T(1) + g * (T(1) - s));
+        dup.data()[i] += d * g * s;
+    }
+}
+
+namespace {
+
+constexpr double kSqrt2OverPi = 0.7978845608028654, kGeluCubic = 0.044715, kInvSqrt2 = 0.7071067811865476,
+                 kInvSqrt2Pi = 0.3989422804014327;
+
+// GELU and its derivative at x.
+template <class T> std::pair<T, T> gelu(Gelu kind, T x) {
+    if (kind == Gelu::Tanh) {
+        const T u = T(kSqrt2OverPi) * (x + T(kGeluCubic) * x * x * x);
+        const T t = std::tanh(u);
+        const T du = T(kSqrt2OverPi) * (T(1) + T(3 * kGeluCubic) * x * x);
+        return {T(0.5) * x * (T(1) + t), T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du};
+    }
+    const T cdf = T(0.5) * (T(1) + std::erf(x * T(kInvSqrt2)));
+    return {x * cdf, cdf + x * T(kInvSqrt2Pi) * std::exp(T(-0.5) * x * x)};
+}
+
+} // namespace
+
+template <class T> void geluForward(Gelu kind, const Matrix<T> &x, Matrix<T> &y) {
+    y.resize(x.rows(), x.cols());
+    for (int64_t i = 0; i < x.size(); ++i)
+        y.data()[i] = gelu(kind, x.data()[i]).first;
+}
+
+template <class T> void geluBackward(Gelu kind, const Matrix<T> &dy, const Matrix<T> &x, Matrix<T> &dx) {
+    for (int64_t i = 0; i < x.size(); ++i)
+        dx.data()[i] += dy.data()[i] * gelu(kind, x.data()[i]).second;
+}
+
+// ---- fused, chunked LM head + cross-entropy ----
+
+template <class T>
+T crossEntropyForward(const Matrix<T> &h, const Matrix<T> &w, const std::vector<int32_t> &targets, int64_t chunk,
+                      CrossEntropyState<T> &state) {
+    const int64_t rows = h.rows(), vocab = w.rows();
+    assert(int64_t(targets.size()) == rows && w.cols() == h.cols() && chunk > 0);
+    Vector<T> mx = Vector<T>::Constant(rows, -std::numeric_limits<T>::infinity()), sum = Vector<T>::Zero(rows),
+              target = Vector<T>::Zero(rows);
+    Matrix<T> logits;
+    for (int64_t c0 = 0; c0 < vocab; c0 += chunk) {
+        const int64_t n = std::min(chunk, vocab - c0);
+        logits.noalias() = h * w.middleRows(c0, n).transpose();
+        for (int64_t r = 0; r < rows; ++r) {
+            const T m = std::max(mx(r), logits.row(r).maxCoeff());
+            sum(r) = sum(r) * std::exp(mx(r) - m) + (logits.row(r).array() - m).exp().sum();
+            mx(r) = m;
+            const int32_t t = targets[size_t(r)];
+            if (t >= c0 && t < c0 + n)
+                target(r) = logits(r, t - c0);
+        }
+    }
+    state.logSumExp = mx.array() + sum.array().log();
+    state.count = 0;
+    T loss = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+        const int32_t t = targets[size_t(r)];
+        if (t < 0)
+            continue;
+        require(t < vocab, "cross-entropy", "target id " + std::to_string(t) + " is outside the vocabulary");
+        loss += state.logSumExp(r) - target(r);
+        ++state.count;
+    }
+    return state.count ? loss / T(state.count) : T(0);
+}
+
+template <class T>
+void crossEntropyBackward(const Matrix<T> &h, const Matrix<T> &w, const std::vector<int32_t> &targets,
+                          int64_t chunk, const CrossEntropyState<T> &state, T scale, Matrix<T> &dh, Matrix<T> *dw) {
+    const int64_t rows = h.rows(), vocab = w.rows();
+    if (!state.count)
+        return;
+    const T norm = scale / T(state.count);
+    Matrix<T> g;
+    for (int64_t c0 = 0; c0 < vocab; c0 += chunk) {
+        const int64_t n = std::min(chunk, vocab - c0);
+        g.noalias() = h * w.middleRows(c0, n).transpose();
+        for (int64_t r = 0; r < rows; ++r) {
+            const int32_t t = targets[size_t(r)];
+            if (t < 0) {
+                g.row(r).setZero();
+                continue;
+            }
+            g.row(r) = ((g.row(r).array() - state.logSumExp(r)).exp() * norm).matrix();
+            if (t >= c0 && t < c0 + n)
+                g(r, t - c0) -= norm;
+        }
+        dh.noalias() += g * w.middleRows(c0, n);
+        if (dw)
+            dw->middleRows(c0, n).noalias() += g.transpose() * h;
+    }
+}
+
+// ---- instantiations ----
+
+#define LATHE_TRAIN_OPS(T)                                                                                             \
+    template void embeddingForward<T>(const Matrix<T> &, const std::vector<int32_t> &, Matrix<T> &);                 \
+    template void embeddingBackward<T>(const Matrix<T> &, const std::vector<int32_t> &, Matrix<T> &);                \
+    template void rmsNormForward<T>(const Matrix<T> &, const Vector<T> &, T, Matrix<T> &, NormState<T> &);           \
+    template void rmsNormBackward<T>(const Matrix<T> &, const Matrix<T> &, const Vector<T> &, const NormState<T> &,  \
+                                     Matrix<T> &, Vector<T> *);                                                       \
+    template void layerNormForward<T>(const Matrix<T> &, const Vector<T> &, const Vector<T> &, T, Matrix<T> &,       \
+                                      NormState<T> &);                                                                \
+    template void layerNormBackward<T>(const Matrix<T> &, const Matrix<T> &, const Vector<T> &, const NormState<T> &, \
+                                       Matrix<T> &, Vector<T> *, Vector<T> *);                                        \
+    template void linearForward<T>(const Matrix<T> &, const Matrix<T> &, const Vector<T> &, Matrix<T> &);            \
+    template void linearBackward<T>(const Matrix<T> &, const Matrix<T> &, const Matrix<T> &, Matrix<T> *,            \
+                                    Matrix<T> *, Vector<T> *);                                                        \
+    template void ropeForward<T>(Matrix<T> &, int64_t, int, int, const RopeAngles<T> &);                             \
+    template void ropeBackward<T>(Matrix<T> &, int64_t, int, int, const RopeAngles<T> &);                            \
+    template void attentionForward<T>(const Matrix<T> &, const Matrix<T> &, const Matrix<T> &,                       \
+                                      const AttentionDims &, Matrix<T> &, AttentionState<T> &);                       \
+    template void attentionBackward<T>(const Matrix<T> &, const Matrix<T> &, const Matrix<T> &, const Matrix<T> &,   \
+                                       const AttentionDims &, const AttentionState<T> &, Matrix<T> &, Matrix<T> &,    \
+                                       Matrix<T> &);                                                                  \
+    template void swigluForward<T>(const Matrix<T> &, const Matrix<T> &, Matrix<T> &);                               \
+    template void swigluBackward<T>(const Matrix<T> &, const Matrix<T> &, const Matrix<T> &, Matrix<T> &,            \
+                                    Matrix<T> &);                                                                     \
+    template void geluForward<T>(Gelu, const Matrix<T> &, Matrix<T> &);                                              \
+    template void geluBackward<T>(Gelu, const Matrix<T> &, const Matrix<T> &, Matrix<T> &);                          \
+    template T crossEntropyForward<T>(const Matrix<T> &, const Matrix<T> &, const std::vector<int32_t> &, int64_t,   \
+                                      CrossEntropyState<T> &);                                                        \
+    template void crossEntropyBackward<T>(const Matrix<T> &, const Matrix<T> &, const std::vector<int32_t> &,        \
+                                          int64_t, const CrossEntropyState<T> &, T, Matrix<T> &, Matrix<T> *);
+
+LATHE_TRAIN_OPS(float)
+LATHE_TRAIN_OPS(double)
+#undef LATHE_TRAIN_OPS
+
+} // namespace lathe::train
