@@ -1,0 +1,34 @@
+#pragma once
+
+#include "train/causallm.h"
+
+#include <cstdint>
+#include <vector>
+
+namespace lathe::train {
+
+// AdamW (Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019) as torch.optim.AdamW computes it:
+// p <- p (1 - lr wd); m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g^2;
+// p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+// Weight decay applies to 2-D weights only (not to norm weights and biases), as is usual for transformers. The
+// moments are kept in the parameters' type (fp32 when training), only for trainable parameters.
+struct AdamWOptions {
+    double beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weightDecay = 0.1;
+};
+
+template <class T> class AdamW {
+public:
+    explicit AdamW(const AdamWOptions &options = {}) : m_options(options) {}
+    // One step at learning rate `lr` over every trainable parameter of `params` (whose gradients hold the step's
+    // gradient). The parameter set must be the same at every step.
+    void step(ParameterSet<T> &params, double lr);
+    int64_t steps() const { return m_steps; }
+    uint64_t stateBytes() const; // both moments
+
+private:
+    AdamWOptions m_options;
+    int64_t m_steps = 0;
+    std::vector<Matrix<T>> m_m, m_v; // per parameter, empty for frozen ones
+};
+
+} // namespace lathe::train
