@@ -112,7 +112,7 @@ class TestLayering : public QObject {
 private slots:
     void declaredOrder() {
         const auto layers = declaredLayers(lathe::test::sourceDir() + "/core/LAYERS");
-        QCOMPARE(int(layers.size()), 10);
+        QCOMPARE(int(layers.size()), 11);
         QCOMPARE(QString::fromStdString(layers.front()), QString("base"));
         QCOMPARE(QString::fromStdString(layers.back()), QString("run"));
         for (const std::string &l : layers)

@@ -23,6 +23,7 @@
 #include "io/tokenizerloader.h"
 #include "model/model.h"
 #include "tokenizers/tokenizer.h"
+#include "clirun.h"
 #include "referencefile.h"
 #include "train/adamw.h"
 #include "train/causallm.h"
@@ -32,6 +33,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <functional>
 #include <random>
 
@@ -449,6 +451,42 @@ private slots:
         }
         qInfo("overfitting one 64-token window: loss %.4f -> %.4f in %d AdamW steps (lr 1e-2)", first, loss, step);
         QVERIFY2(loss < 0.1, qPrintable(QString::number(loss)));
+    }
+
+    // lathe-cli grad: its loss is lathe-cli eval's mean NLL on the same windows; --out holds every parameter's
+    // gradient under its Hugging Face name and shape, equal to the norms the JSON reports; an existing file is
+    // refused and left alone.
+    void gradCommand() {
+        const QString model = QString::fromStdString(test::sourceDir() + "/resources/demo/stories260K.bin");
+        const QString text = QString::fromStdString(test::dataDir() + "/text/tinystories-excerpt.txt");
+        const std::string out = test::tempDir("grad") + "/grads.safetensors";
+        const test::CliRun g = test::runCli({"grad", "--model", model, "--text", text, "--seq-len", "128", "--windows",
+                                             "2", "--out", QString::fromStdString(out), "--json"});
+        QVERIFY2(g.exitCode == 0, g.err.c_str());
+        const test::CliRun e = test::runCli({"eval", "--model", model, "--text", text, "--seq-len", "128",
+                                             "--max-tokens", "256", "--device", "cpu", "--json"});
+        QVERIFY2(e.exitCode == 0, e.err.c_str());
+        const nlohmann::json gj = nlohmann::json::parse(g.out), ej = nlohmann::json::parse(e.out);
+        QCOMPARE(gj["predictions"].get<int64_t>(), int64_t(2 * 127));
+        QVERIFY(std::abs(gj["loss"].get<double>() - ej["mean_nll"].get<double>()) < 1e-5 * ej["mean_nll"].get<double>());
+        const auto grads = test::readReference(out);
+        auto m = openModel(model.toStdString());
+        for (const nlohmann::json &p : gj["gradients"]) {
+            const std::string name = p["name"];
+            QVERIFY2(grads.count(name) && m->find(name), name.c_str());
+            const test::RefTensor &t = grads.at(name);
+            QCOMPARE(t.shape, m->find(name)->shape);
+            double sq = 0;
+            for (float v : t.f32)
+                sq += double(v) * double(v);
+            QVERIFY(std::abs(std::sqrt(sq) - p["norm"].get<double>()) <= 1e-5 * std::max(1e-12, p["norm"].get<double>()));
+        }
+        QCOMPARE(grads.size(), gj["gradients"].size());
+        const auto size = std::filesystem::file_size(out);
+        const test::CliRun again = test::runCli({"grad", "--model", model, "--text", text, "--out", QString::fromStdString(out)});
+        QCOMPARE(again.exitCode, 1);
+        QVERIFY(QString::fromStdString(again.err).contains("exists"));
+        QCOMPARE(std::filesystem::file_size(out), size);
     }
 
     // A frozen parameter has no gradient buffer and backward leaves it so; the others still get theirs.

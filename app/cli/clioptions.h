@@ -49,6 +49,7 @@ int runAnalyze(int argc, char **argv);
 int runTokenize(int argc, char **argv);
 int runCompress(int argc, char **argv);
 int runMethods(int argc, char **argv);
+int runGrad(int argc, char **argv);
 int runCheckGpu(int argc, char **argv);
 
 } // namespace lathe::cli

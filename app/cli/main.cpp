@@ -41,6 +41,9 @@ void usage(FILE *out) {
                  "      (cached in an HDF5 archive beside the model)\n"
                  "  compress JOB.json [--output DIR] [--overwrite | --resume] [--check] [--json]\n"
                  "      runs a compression job (magnitude, N:M, Wanda, SliceGPT) with evaluation and export\n"
+                 "  grad --model MODEL --text FILE [--seq-len N] [--windows K] [--out GRADS.safetensors] [--json]\n"
+                 "      the evaluation loss over the first K windows and every parameter's gradient (norms, or all\n"
+                 "      of them as fp32 safetensors in the Hugging Face layout); Llama-family models so far\n"
                  "  methods [--json]\n"
                  "      the compression methods, their needs and every parameter (type, default, range, help)\n"
                  "  bench forward (--model MODEL | --shape NAME) [--seq-len N] [--batch B] [--repeat R]\n"
@@ -104,6 +107,8 @@ int main(int argc, char **argv) {
             return lathe::cli::runAnalyze(n, args.data());
         if (cmd == "compress")
             return lathe::cli::runCompress(n, args.data());
+        if (cmd == "grad")
+            return lathe::cli::runGrad(n, args.data());
         if (cmd == "methods")
             return lathe::cli::runMethods(n, args.data());
         if (cmd == "bench")

@@ -364,10 +364,14 @@ void CheckedFile::close() {
 }
 
 void writeFileAtomic(const fs::path &path, const std::string &text) {
+    writeFileAtomic(path, [&](CheckedFile &f) { f.write(text); });
+}
+
+void writeFileAtomic(const fs::path &path, const std::function<void(CheckedFile &)> &write) {
     const fs::path tmp = temporarySibling(path, "lathe-tmp");
     try {
         CheckedFile f(tmp);
-        f.write(text);
+        write(f);
         f.close();
         installFile(tmp, path);
     } catch (...) {

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -74,6 +75,8 @@ private:
 // every write checked, fsync, rename, fsync of the folder. On failure the temporary is removed, the old file is
 // untouched and a LatheError is thrown.
 void writeFileAtomic(const std::filesystem::path &path, const std::string &text);
+// The same for content written in pieces by `write` into the temporary file (large binary files).
+void writeFileAtomic(const std::filesystem::path &path, const std::function<void(CheckedFile &)> &write);
 
 // Renames the complete, fsync'ed file `tmp` over `dest` and fsyncs the folder; LatheError naming `dest` on failure.
 void installFile(const std::filesystem::path &tmp, const std::filesystem::path &dest);

@@ -125,15 +125,8 @@ HfWriteResult writeHfFolder(const Model &model, const std::string &dirArg, const
                                           {"data_offsets", {p.offset, p.offset + p.bytes}}};
                 weightMap[p.tensor->name] = shardName(s);
             }
-            std::string hs = header.dump();
-            hs.append((8 - hs.size() % 8) % 8, ' '); // keeps the data 8-byte aligned, as the reference writer does
-            const uint64_t hlen = hs.size();
             CheckedFile f(tmp / shardName(s));
-            uint8_t lenBytes[8];
-            for (int i = 0; i < 8; ++i)
-                lenBytes[i] = uint8_t(hlen >> (8 * i));
-            f.write(lenBytes, 8);
-            f.write(hs.data(), hs.size());
+            f.write(safetensorsPrefix(header));
             std::vector<uint8_t> buf;
             for (const auto &p : plan) {
                 if (p.shard != s)
@@ -205,6 +198,42 @@ HfWriteResult writeHfFolder(const Model &model, const std::string &dirArg, const
     result.bytes = totalBytes;
     spdlog::info("wrote {} ({} files, {} bytes of tensors)", dir.string(), result.files.size(), totalBytes);
     return result;
+}
+
+std::string safetensorsPrefix(const nlohmann::json &header) {
+    std::string hs = header.dump();
+    hs.append((8 - hs.size() % 8) % 8, ' ');
+    const uint64_t hlen = hs.size();
+    std::string out(8, '\0');
+    for (int i = 0; i < 8; ++i)
+        out[size_t(i)] = char(uint8_t(hlen >> (8 * i)));
+    return out + hs;
+}
+
+void writeFloatSafetensors(const std::string &path, const std::vector<NamedFloats> &tensors,
+                           const nlohmann::json &metadata) {
+    nlohmann::json header = nlohmann::json::object();
+    header["__metadata__"] = metadata;
+    header["__metadata__"]["writer"] = "lathe";
+    uint64_t offset = 0;
+    for (const NamedFloats &t : tensors) {
+        int64_t n = 1;
+        for (int64_t d : t.shape)
+            n *= d;
+        header[t.name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + uint64_t(n) * 4}}};
+        offset += uint64_t(n) * 4;
+    }
+    const std::string prefix = safetensorsPrefix(header);
+    checkSpaceFor(path, prefix.size() + offset);
+    writeFileAtomic(path, [&](CheckedFile &f) {
+        f.write(prefix);
+        for (const NamedFloats &t : tensors) {
+            int64_t n = 1;
+            for (int64_t d : t.shape)
+                n *= d;
+            f.write(t.data, size_t(n) * 4);
+        }
+    });
 }
 
 } // namespace lathe
