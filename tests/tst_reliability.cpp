@@ -45,6 +45,7 @@ namespace {
 
 using test::CliRun;
 using test::runCli;
+using test::runCliKilledAfter;
 
 template <typename F> std::string errorOf(F &&f) {
     try {
@@ -483,14 +484,8 @@ private slots:
         for (int k = 0; k < 20; ++k) {
             const fs::path out = root / ("k" + std::to_string(k));
             const int delay = int(std::uniform_int_distribution<qint64>(0, total)(rng));
-            QProcess p;
-            p.start(QString::fromLocal8Bit(std::getenv("LATHE_CLI")),
-                    {"compress", specPath, "--output", QString::fromStdString(out.string())});
-            QVERIFY(p.waitForStarted());
-            QThread::msleep(unsigned(delay));
-            interrupted += p.state() == QProcess::Running;
-            p.kill(); // SIGKILL
-            p.waitForFinished();
+            interrupted += runCliKilledAfter({"compress", specPath, "--output", QString::fromStdString(out.string())},
+                                             delay);
             const CliRun r = runCli({"compress", specPath, "--output", QString::fromStdString(out.string()), "--resume"});
             const std::string where = "kill at " + std::to_string(delay) + " ms: ";
             QVERIFY2(r.exitCode == 0, (where + r.err).c_str());

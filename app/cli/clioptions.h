@@ -50,6 +50,7 @@ int runTokenize(int argc, char **argv);
 int runCompress(int argc, char **argv);
 int runMethods(int argc, char **argv);
 int runGrad(int argc, char **argv);
+int runTrain(int argc, char **argv);
 int runCheckGpu(int argc, char **argv);
 
 } // namespace lathe::cli

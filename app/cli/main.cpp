@@ -41,6 +41,8 @@ void usage(FILE *out) {
                  "      (cached in an HDF5 archive beside the model)\n"
                  "  compress JOB.json [--output DIR] [--overwrite | --resume] [--check] [--json]\n"
                  "      runs a compression job (magnitude, N:M, Wanda, SliceGPT) with evaluation and export\n"
+                 "  train JOB.json [--output DIR] [--overwrite] [--dry-run] [--json] | train --resume RUN_DIR\n"
+                 "      trains a model (Llama family so far): AdamW, schedules, evaluation, checkpoints, export\n"
                  "  grad --model MODEL --text FILE [--seq-len N] [--windows K] [--out GRADS.safetensors] [--json]\n"
                  "      the evaluation loss over the first K windows and every parameter's gradient (norms, or all\n"
                  "      of them as fp32 safetensors in the Hugging Face layout); Llama-family models so far\n"
@@ -107,6 +109,8 @@ int main(int argc, char **argv) {
             return lathe::cli::runAnalyze(n, args.data());
         if (cmd == "compress")
             return lathe::cli::runCompress(n, args.data());
+        if (cmd == "train")
+            return lathe::cli::runTrain(n, args.data());
         if (cmd == "grad")
             return lathe::cli::runGrad(n, args.data());
         if (cmd == "methods")

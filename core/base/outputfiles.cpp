@@ -107,6 +107,7 @@ const char *outputKindName(OutputKind kind) {
     switch (kind) {
     case OutputKind::ModelExport: return "model-export";
     case OutputKind::CompressionRun: return "compression-run";
+    case OutputKind::TrainingRun: return "training-run";
     }
     return "?";
 }
@@ -133,7 +134,7 @@ std::optional<OutputKind> outputKindOf(const fs::path &dir) {
     if (!j.is_object() || j.value("writer", "") != "lathe")
         return std::nullopt;
     const std::string kind = j.value("kind", "");
-    for (OutputKind k : {OutputKind::ModelExport, OutputKind::CompressionRun})
+    for (OutputKind k : {OutputKind::ModelExport, OutputKind::CompressionRun, OutputKind::TrainingRun})
         if (kind == outputKindName(k))
             return k;
     return std::nullopt;

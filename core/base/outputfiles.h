@@ -20,7 +20,7 @@
 
 namespace lathe {
 
-enum class OutputKind { ModelExport, CompressionRun };
+enum class OutputKind { ModelExport, CompressionRun, TrainingRun };
 
 inline constexpr const char *kOutputMarker = ".lathe-output";
 const char *outputKindName(OutputKind kind);

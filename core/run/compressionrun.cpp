@@ -34,17 +34,6 @@ namespace {
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
-std::string fmtSeconds(double s) {
-    char b[32];
-    if (s >= 3600)
-        std::snprintf(b, sizeof b, "%dh%02dm", int(s / 3600), int(std::fmod(s, 3600) / 60));
-    else if (s >= 60)
-        std::snprintf(b, sizeof b, "%dm%02ds", int(s / 60), int(std::fmod(s, 60)));
-    else
-        std::snprintf(b, sizeof b, "%.0fs", s);
-    return b;
-}
-
 DType exportType(const std::string &dtype) {
     return dtype == "f32" ? DType::F32 : dtype == "f16" ? DType::F16 : DType::BF16;
 }
@@ -164,12 +153,12 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
     const std::unique_ptr<ComputeBackend> device = createBackend(DeviceChoice::parse(spec.device), &deviceNote);
     const RunTexts texts = tokenizeTexts(spec, prepared.tokenizer.get());
 
-    RunFolder files(spec, previous.has_value());
+    RunFolder files(spec.outputDir, OutputKind::CompressionRun, previous.has_value(), spec.toJson(), "progress.jsonl");
     CompressionRunResult result = previous.value_or(CompressionRunResult{});
     const size_t keptRuns = result.runs.size();
     result.status = "running";
     result.error.clear();
-    files.results(result);
+    files.results(result.toJson());
     double lastWrite = 0;
     std::string lastStage;
     // Wraps the caller's callback: adds the ETA, records progress.jsonl, scales to the job's fraction.
@@ -178,11 +167,11 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
         const double eta = fraction > 0.01 ? elapsed * (1.0 - fraction) / fraction : -1.0;
         const std::string head = stage.substr(0, stage.find(" ("));
         if (head != lastStage || now() - lastWrite > 5.0) {
-            files.progress(fraction, stage, eta);
+            files.line({{"fraction", fraction}, {"stage", stage}, {"eta_s", eta}});
             lastStage = head;
             lastWrite = now();
         }
-        reportProgress(progress, fraction, eta >= 0 ? stage + " — ETA " + fmtSeconds(eta) : stage);
+        reportProgress(progress, fraction, eta >= 0 ? stage + " — ETA " + formatDuration(eta) : stage);
     };
 
     try {
@@ -231,7 +220,7 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
             result.evalWindows = r.windows;
             files.log("dense: perplexity " + std::to_string(r.perplexity) + " (" + std::to_string(r.windows) + " x " +
                       std::to_string(spec.evalSeqLen) + " tokens)");
-            files.results(result); // kept by a resumed run
+            files.results(result.toJson()); // kept by a resumed run
             done += 1.0;
         }
         model.reset();
@@ -258,7 +247,7 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
             done += 2.0;
             files.log(tag + info.name + " at " + std::to_string(s) + ": " + std::to_string(rec.params) +
                       " parameters (dense " + std::to_string(result.denseParams) + "), " +
-                      fmtSeconds(rec.methodSeconds));
+                      formatDuration(rec.methodSeconds));
             if (spec.exportModel && exportType(spec.dtype) != DType::F32) {
                 // Evaluate what is exported: the weights rounded to the export's storage type.
                 m->roundFloatTensorsTo(exportType(spec.dtype));
@@ -279,26 +268,24 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
             done += 0.3;
             result.runs.push_back(std::move(rec));
             result.seconds = now() - t0;
-            files.results(result);
+            files.results(result.toJson());
         }
         result.seconds = now() - t0;
         result.status = "done";
-        files.results(result);
-        files.log("done in " + fmtSeconds(result.seconds));
+        files.results(result.toJson());
+        files.log("done in " + formatDuration(result.seconds));
         reportProgress(progress, 1.0, "done");
         return result;
     } catch (const CancelledError &) {
         result.status = "cancelled";
         result.seconds = now() - t0;
-        files.resultsNoThrow(result);
-        files.log("cancelled by the user");
+        files.resultsNoThrow(result.toJson(), "cancelled by the user");
         throw;
     } catch (const std::exception &e) {
         result.status = "failed";
         result.error = e.what();
         result.seconds = now() - t0;
-        files.resultsNoThrow(result);
-        files.log(std::string("failed: ") + e.what());
+        files.resultsNoThrow(result.toJson(), std::string("failed: ") + e.what());
         throw;
     }
 }

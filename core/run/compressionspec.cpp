@@ -1,5 +1,7 @@
 #include "run/compressionspec.h"
 
+#include "run/speckeys.h"
+
 #include "base/error.h"
 #include "base/outputfiles.h"
 #include "engine/deviceforward.h"
@@ -24,16 +26,7 @@ namespace lathe {
 namespace {
 
 // The job's own keys (the method's parameters are declared by the method): one table for reading and writing.
-using Member = std::variant<std::string CompressionSpec::*, int64_t CompressionSpec::*, uint64_t CompressionSpec::*,
-                            bool CompressionSpec::*>;
-struct JobKey {
-    const char *path;
-    Member member;
-    bool isPath = false;    // resolved against the spec file's folder
-    bool omitEmpty = false; // not written when empty
-};
-
-const JobKey kJobKeys[] = {
+const SpecKey<CompressionSpec> kJobKeys[] = {
     {"model", &CompressionSpec::model, true},
     {"tokenizer", &CompressionSpec::tokenizer, true, true},
     {"device", &CompressionSpec::device},
@@ -54,36 +47,6 @@ const JobKey kJobKeys[] = {
 };
 // Keys read by hand: the method, the ratio (one value or a sweep) and a free comment.
 const char *const kSpecialKeys[] = {"method", "sparsity", "sweep", "comment"};
-
-std::string resolve(const std::string &p, const std::string &base) {
-    if (p.empty() || base.empty() || fs::path(p).is_absolute())
-        return p;
-    return (fs::path(base) / p).lexically_normal().string();
-}
-
-// Refuses keys that are neither the job's nor the method's; another method's parameters are skipped with a warning.
-void checkKeys(const json &j, const std::set<std::string> &known, const std::set<std::string> &foreign,
-               const std::string &prefix) {
-    if (!j.is_object())
-        throw LatheError("job spec: '" + prefix.substr(0, prefix.size() - 1) + "' must be an object");
-    for (const auto &[k, v] : j.items()) {
-        const std::string path = prefix + k;
-        if (known.count(path))
-            continue;
-        bool isFolder = false, foreignFolder = false;
-        for (const std::string &p : known)
-            isFolder |= p.rfind(path + ".", 0) == 0;
-        for (const std::string &p : foreign)
-            foreignFolder |= p.rfind(path + ".", 0) == 0;
-        if (isFolder) {
-            checkKeys(v, known, foreign, path + ".");
-        } else if (foreign.count(path) || foreignFolder) {
-            spdlog::warn("job spec: '{}' is a parameter of another method; ignored", path);
-        } else {
-            throw LatheError("job spec: unknown key '" + path + "'", "see docs/compression.md for the job spec");
-        }
-    }
-}
 
 } // namespace
 
@@ -123,16 +86,7 @@ std::string CompressionSpec::label() const {
 json CompressionSpec::toJson() const {
     json j = json::object();
     j["method"] = methodName();
-    for (const JobKey &k : kJobKeys)
-        std::visit(
-            [&](auto member) {
-                const auto &v = this->*member;
-                if constexpr (std::is_same_v<std::decay_t<decltype(v)>, std::string>)
-                    if (k.omitEmpty && v.empty())
-                        return;
-                jsonMakePath(j, k.path) = v;
-            },
-            k.member);
+    writeSpecKeys(*this, kJobKeys, j);
     if (sparsities.size() == 1)
         j["sparsity"] = sparsities[0];
     else
@@ -154,20 +108,16 @@ CompressionSpec CompressionSpec::fromJson(const json &j, const std::string &base
             throw LatheError(std::string("job spec: ") + e.what(), e.hint());
         }
     }
-    std::set<std::string> known(std::begin(kSpecialKeys), std::end(kSpecialKeys)), foreign;
-    for (const JobKey &k : kJobKeys)
-        known.insert(k.path);
+    std::set<std::string> known = specKeyPaths(kJobKeys), foreign;
+    known.insert(std::begin(kSpecialKeys), std::end(kSpecialKeys));
     for (const ParamSpec &p : s.params.specs())
         known.insert(p.key);
     for (const CompressionMethod *m : compressionMethods())
         for (const ParamSpec &p : m->info().params)
             if (!known.count(p.key))
                 foreign.insert(p.key);
-    checkKeys(j, known, foreign, "");
-
-    for (const JobKey &k : kJobKeys)
-        if (const json *v = jsonAtPath(j, k.path))
-            std::visit([&](auto member) { readJsonValue(*v, k.path, s.*member); }, k.member);
+    checkSpecKeys(j, known, foreign, "is a parameter of another method", "docs/compression.md");
+    readSpecKeys(s, kJobKeys, j, base);
     const json *one = jsonAtPath(j, "sparsity"), *sweep = jsonAtPath(j, "sweep");
     if (one && sweep)
         throw LatheError("job spec: give either 'sparsity' or 'sweep', not both");
@@ -187,10 +137,6 @@ CompressionSpec CompressionSpec::fromJson(const json &j, const std::string &base
         }
     }
     s.params.readJson(j);
-    for (const JobKey &k : kJobKeys)
-        if (k.isPath)
-            s.*std::get<std::string CompressionSpec::*>(k.member) =
-                resolve(s.*std::get<std::string CompressionSpec::*>(k.member), base);
     return s;
 }
 
@@ -228,19 +174,7 @@ std::vector<std::string> specInputs(const CompressionSpec &s) {
 } // namespace
 
 void validateSpec(const CompressionSpec &s) {
-    // `folderOk`: a model may be a folder; texts and tokenizers must be regular files (a folder or a FIFO given as
-    // a text would be read as nothing, or hang).
-    auto needFile = [](const std::string &p, const std::string &what, bool folderOk) {
-        std::error_code ec;
-        if (p.empty())
-            throw LatheError("job spec: no " + what + " given");
-        const fs::file_status st = fs::status(p, ec);
-        if (!fs::exists(st))
-            throw LatheError("job spec: the " + what + " '" + p + "' does not exist");
-        if (!fs::is_regular_file(st) && !(folderOk && fs::is_directory(st)))
-            throw LatheError("job spec: the " + what + " '" + p + "' is not a " + (folderOk ? "file or folder" : "file"));
-    };
-    needFile(s.model, "model", true);
+    requireInputFile(s.model, "model", true);
     DeviceChoice device;
     try {
         device = DeviceChoice::parse(s.device);
@@ -258,21 +192,21 @@ void validateSpec(const CompressionSpec &s) {
                              "0.5 prunes half the weights; SliceGPT's 0.25 removes a quarter of the width");
     s.method->checkJob(s.params, s.sparsities);
     if (s.needsCalibration()) {
-        needFile(s.calibrationText, "calibration text", false);
+        requireInputFile(s.calibrationText, "calibration text", false);
         if (s.calibrationSamples <= 0 || s.calibrationSeqLen <= 1)
             throw LatheError("job spec: calibration samples and seq_len must be positive");
         if (s.calibrationSamples > 1'000'000 || s.calibrationSeqLen > 1'000'000)
             throw LatheError("job spec: calibration samples and seq_len must be at most 1000000 each");
     }
     if (!s.evalText.empty()) {
-        needFile(s.evalText, "evaluation text", false);
+        requireInputFile(s.evalText, "evaluation text", false);
         if (s.evalSeqLen <= 1 || s.evalSeqLen > 1'000'000)
             throw LatheError("job spec: evaluation seq_len must be above 1 (and at most 1000000)");
         if (s.evalMaxTokens < 0)
             throw LatheError("job spec: evaluation.max_tokens must be 0 (the whole text) or positive");
     }
     if (!s.tokenizer.empty())
-        needFile(s.tokenizer, "tokenizer", true);
+        requireInputFile(s.tokenizer, "tokenizer", true);
     if (s.dtype != "f32" && s.dtype != "f16" && s.dtype != "bf16")
         throw LatheError("job spec: output.dtype '" + s.dtype + "' is not f32, f16 or bf16");
     if (s.outputDir.empty())

@@ -7,6 +7,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cmath>
+#include <cstdio>
 #include <ctime>
 
 namespace fs = std::filesystem;
@@ -14,7 +16,9 @@ using nlohmann::json;
 
 namespace lathe {
 
-RunFolder::RunFolder(const CompressionSpec &spec, bool keep) : m_dir(spec.outputDir) {
+RunFolder::RunFolder(const std::string &dirName, OutputKind kind, bool keep, const json &spec,
+                     const char *linesFile)
+    : m_dir(dirName) {
     std::error_code ec;
     cleanStaleTemporaries(fs::absolute(m_dir, ec).parent_path());
     if (keep) {
@@ -25,14 +29,14 @@ RunFolder::RunFolder(const CompressionSpec &spec, bool keep) : m_dir(spec.output
             fs::rename(m_dir, old);
             fs::remove_all(old, ec);
             if (ec)
-                spdlog::warn("{}: the previous run was left at {}: {}", spec.outputDir, old.string(), ec.message());
+                spdlog::warn("{}: the previous run was left at {}: {}", dirName, old.string(), ec.message());
         }
         fs::create_directories(m_dir);
-        writeOutputMarker(m_dir, OutputKind::CompressionRun);
+        writeOutputMarker(m_dir, kind);
     }
     m_log.emplace(m_dir / "run.log", CheckedFile::Append);
-    m_progress.emplace(m_dir / "progress.jsonl", CheckedFile::Append);
-    writeFileAtomic(m_dir / "spec.json", spec.toJson().dump(2) + "\n");
+    m_lines.emplace(m_dir / linesFile, CheckedFile::Append);
+    writeFileAtomic(m_dir / "spec.json", spec.dump(2) + "\n");
 }
 
 void RunFolder::log(const std::string &line) {
@@ -44,21 +48,20 @@ void RunFolder::log(const std::string &line) {
     spdlog::info("{}", line);
 }
 
-void RunFolder::progress(double fraction, const std::string &stage, double eta) {
+void RunFolder::line(const json &j) {
     std::lock_guard<std::mutex> lock(m_mutex);
-    append(*m_progress, json{{"fraction", fraction}, {"stage", stage}, {"eta_s", eta}}.dump() + "\n");
+    append(*m_lines, j.dump() + "\n");
 }
 
-void RunFolder::results(const CompressionRunResult &r) {
-    writeFileAtomic(m_dir / "results.json", r.toJson().dump(2) + "\n");
-}
+void RunFolder::results(const json &j) { writeFileAtomic(m_dir / "results.json", j.dump(2) + "\n"); }
 
-void RunFolder::resultsNoThrow(const CompressionRunResult &r) {
+void RunFolder::resultsNoThrow(const json &j, const std::string &logLine) {
     try {
-        results(r);
+        results(j);
     } catch (const LatheError &e) {
         spdlog::warn("{}", e.fullMessage());
     }
+    log(logLine);
 }
 
 void RunFolder::append(CheckedFile &f, const std::string &text) {
@@ -69,6 +72,17 @@ void RunFolder::append(CheckedFile &f, const std::string &text) {
             spdlog::warn("{} (further log lines may be lost)", e.fullMessage());
         m_warned = true;
     }
+}
+
+std::string formatDuration(double s) {
+    char b[32];
+    if (s >= 3600)
+        std::snprintf(b, sizeof b, "%dh%02dm", int(s / 3600), int(std::fmod(s, 3600) / 60));
+    else if (s >= 60)
+        std::snprintf(b, sizeof b, "%dm%02ds", int(s / 60), int(std::fmod(s, 60)));
+    else
+        std::snprintf(b, sizeof b, "%.0fs", s);
+    return b;
 }
 
 std::optional<CompressionRunResult> previousRun(const CompressionSpec &spec) {

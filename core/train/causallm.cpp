@@ -170,6 +170,15 @@ template <class T> CausalLm<T>::CausalLm(const Model &model) : m_impl(std::make_
 
 template <class T> CausalLm<T>::~CausalLm() = default;
 
+template <class T>
+uint64_t CausalLm<T>::activationBytes(const ModelConfig &c, int64_t batch, int64_t seq, int64_t lossChunk) {
+    const uint64_t rows = uint64_t(batch * seq), D = uint64_t(c.hiddenSize), F = uint64_t(c.intermediateSize),
+                   d = uint64_t(c.headDim), H = uint64_t(c.numHeads), KV = uint64_t(c.numKvHeads);
+    const uint64_t perBlock = rows * (4 * D + 2 * H * d + 2 * KV * d + 3 * F) + uint64_t(batch) * H * uint64_t(seq * seq);
+    const uint64_t head = rows * (2 * D + uint64_t(std::min<int64_t>(lossChunk, c.vocabSize)));
+    return (perBlock * uint64_t(c.numLayers) + head) * sizeof(T);
+}
+
 template <class T> T CausalLm<T>::forward(const TokenBatch &batch) {
     Impl &m = *m_impl;
     const ModelConfig &c = m.config;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "model/modelconfig.h"
 #include "model/tensorrole.h"
 #include "train/ops.h"
 
@@ -70,6 +71,9 @@ public:
     void backward(T scale = T(1));
     // Vocabulary rows per chunk of the fused LM head and cross-entropy.
     void setLossChunk(int64_t rows) { m_lossChunk = rows; }
+    // Bytes of the activations a forward keeps for `batch` windows of `seq` tokens (the formula above, plus the
+    // head's input and a chunk of logits), at sizeof(T) per value.
+    static uint64_t activationBytes(const ModelConfig &config, int64_t batch, int64_t seq, int64_t lossChunk = 4096);
 
 private:
     struct Impl;

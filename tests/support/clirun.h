@@ -4,6 +4,7 @@
 // QtCore, which only the Qt Test executables link, not lathe_testsupport.
 
 #include <QProcess>
+#include <QThread>
 #include <QStringList>
 
 #include <cstdlib>
@@ -23,6 +24,19 @@ inline CliRun runCli(const QStringList &args, int timeoutMs = 120000) {
         return {-1, {}, "timeout"};
     return {p.exitStatus() == QProcess::NormalExit ? p.exitCode() : -1, p.readAllStandardOutput().toStdString(),
             p.readAllStandardError().toStdString()};
+}
+
+// Starts lathe-cli with `args` and kills it with SIGKILL after `delayMs`; true when it was still running then.
+inline bool runCliKilledAfter(const QStringList &args, int delayMs) {
+    QProcess p;
+    p.start(QString::fromLocal8Bit(std::getenv("LATHE_CLI")), args);
+    if (!p.waitForStarted())
+        return false;
+    QThread::msleep(unsigned(delayMs));
+    const bool running = p.state() == QProcess::Running;
+    p.kill();
+    p.waitForFinished();
+    return running;
 }
 
 } // namespace lathe::test

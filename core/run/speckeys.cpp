@@ -1,0 +1,41 @@
+#include "run/speckeys.h"
+
+#include <spdlog/spdlog.h>
+
+namespace lathe {
+
+void requireInputFile(const std::string &p, const std::string &what, bool folderOk) {
+    std::error_code ec;
+    if (p.empty())
+        throw LatheError("job spec: no " + what + " given");
+    const std::filesystem::file_status st = std::filesystem::status(p, ec);
+    if (!std::filesystem::exists(st))
+        throw LatheError("job spec: the " + what + " '" + p + "' does not exist");
+    if (!std::filesystem::is_regular_file(st) && !(folderOk && std::filesystem::is_directory(st)))
+        throw LatheError("job spec: the " + what + " '" + p + "' is not a " + (folderOk ? "file or folder" : "file"));
+}
+
+void checkSpecKeys(const nlohmann::json &j, const std::set<std::string> &known, const std::set<std::string> &ignored,
+                   const std::string &why, const std::string &docs, const std::string &prefix) {
+    if (!j.is_object())
+        throw LatheError(prefix.empty() ? std::string("job spec: not a JSON object")
+                                        : "job spec: '" + prefix.substr(0, prefix.size() - 1) + "' must be an object");
+    for (const auto &[k, v] : j.items()) {
+        const std::string path = prefix + k;
+        if (known.count(path))
+            continue;
+        bool isFolder = false, ignoredFolder = false;
+        for (const std::string &p : known)
+            isFolder |= p.rfind(path + ".", 0) == 0;
+        for (const std::string &p : ignored)
+            ignoredFolder |= p.rfind(path + ".", 0) == 0;
+        if (isFolder)
+            checkSpecKeys(v, known, ignored, why, docs, path + ".");
+        else if (ignored.count(path) || ignoredFolder)
+            spdlog::warn("job spec: '{}' {}; ignored", path, why);
+        else
+            throw LatheError("job spec: unknown key '" + path + "'", "see " + docs + " for the job spec");
+    }
+}
+
+} // namespace lathe

@@ -1,0 +1,543 @@
+#include "run/trainingrun.h"
+
+#include "base/error.h"
+#include "base/mappedfile.h"
+#include "base/outputfiles.h"
+#include "base/unicodetext.h"
+#include "engine/evaluation.h"
+#include "engine/transformer.h"
+#include "export/hfwriter.h"
+#include "io/modelloader.h"
+#include "io/safetensorsheader.h"
+#include "io/tokenizerloader.h"
+#include "model/model.h"
+#include "run/runfolder.h"
+#include "run/speckeys.h"
+#include "tokenizers/tokenizer.h"
+#include "train/adamw.h"
+#include "train/causallm.h"
+#include "train/schedule.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <mutex>
+#include <numeric>
+#include <optional>
+#include <random>
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace lathe {
+
+namespace {
+
+const SpecKey<TrainingSpec> kKeys[] = {
+    {"model", &TrainingSpec::model, true},
+    {"tokenizer", &TrainingSpec::tokenizer, true, true},
+    {"trainable", &TrainingSpec::trainable},
+    {"data.train", &TrainingSpec::trainText, true},
+    {"data.eval", &TrainingSpec::evalText, true, true},
+    {"data.holdout", &TrainingSpec::holdout},
+    {"data.seq_len", &TrainingSpec::seqLen},
+    {"data.batch", &TrainingSpec::batch},
+    {"data.accumulate", &TrainingSpec::accumulate},
+    {"data.eval_windows", &TrainingSpec::evalWindows},
+    {"data.seed", &TrainingSpec::seed},
+    {"optimizer.lr", &TrainingSpec::lr},
+    {"optimizer.schedule", &TrainingSpec::schedule},
+    {"optimizer.warmup", &TrainingSpec::warmup},
+    {"optimizer.min_lr_ratio", &TrainingSpec::minLrRatio},
+    {"optimizer.beta1", &TrainingSpec::beta1},
+    {"optimizer.beta2", &TrainingSpec::beta2},
+    {"optimizer.eps", &TrainingSpec::eps},
+    {"optimizer.weight_decay", &TrainingSpec::weightDecay},
+    {"optimizer.clip", &TrainingSpec::clip},
+    {"steps", &TrainingSpec::steps},
+    {"eval_every", &TrainingSpec::evalEvery},
+    {"checkpoint_every", &TrainingSpec::checkpointEvery},
+    {"output.dir", &TrainingSpec::outputDir, true},
+    {"output.export", &TrainingSpec::exportModel},
+    {"output.dtype", &TrainingSpec::dtype},
+    {"output.overwrite", &TrainingSpec::overwrite},
+};
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+std::vector<std::string> trainingInputs(const TrainingSpec &s) {
+    return {s.model, s.tokenizer, s.trainText, s.evalText, s.specFile};
+}
+
+// The model and the tokenized texts: what a run needs before it writes anything.
+struct Prepared {
+    std::unique_ptr<Model> model;
+    std::vector<int32_t> train, eval;
+};
+
+Prepared prepare(const TrainingSpec &spec) {
+    validateTrainingSpec(spec);
+    Prepared p;
+    p.model = openModel(spec.model);
+    if (spec.seqLen > p.model->config.maxPositions)
+        throw LatheError("data.seq_len " + std::to_string(spec.seqLen) + " is above the model's " +
+                             std::to_string(p.model->config.maxPositions) + " positions",
+                         "use data.seq_len <= " + std::to_string(p.model->config.maxPositions));
+    auto tokenizer = spec.tokenizer.empty() ? loadTokenizer(*p.model) : loadTokenizerFile(spec.tokenizer);
+    p.train = tokenizer->encodeForModel(joinDatasetRows(readTextFile(spec.trainText)));
+    if (int64_t(p.train.size()) < spec.seqLen)
+        throw LatheError(spec.trainText + ": " + std::to_string(p.train.size()) + " tokens, fewer than one window of " +
+                             std::to_string(spec.seqLen),
+                         "use a longer text or a shorter data.seq_len");
+    if (spec.holdout > 0) {
+        const size_t keep = p.train.size() - size_t(double(p.train.size()) * spec.holdout);
+        p.eval.assign(p.train.begin() + std::ptrdiff_t(keep), p.train.end());
+        p.train.resize(keep);
+        if (int64_t(p.train.size()) < spec.seqLen || int64_t(p.eval.size()) < spec.seqLen)
+            throw LatheError("data.holdout " + std::to_string(spec.holdout) + " leaves less than one window on a side",
+                             "use a longer text or a holdout nearer 0.1");
+    } else if (!spec.evalText.empty()) {
+        p.eval = tokenizer->encodeForModel(joinDatasetRows(readTextFile(spec.evalText)));
+        if (int64_t(p.eval.size()) < spec.seqLen)
+            throw LatheError(spec.evalText + ": fewer tokens than one evaluation window of " + std::to_string(spec.seqLen));
+    }
+    return p;
+}
+
+// Marks the parameters the `trainable` regex does not match as frozen.
+void applyTrainable(train::ParameterSet<float> &params, const std::string &pattern) {
+    const unicode::NamePattern re(pattern);
+    int64_t kept = 0;
+    for (train::Parameter<float> &p : params.all()) {
+        const bool on = re.search(p.name);
+        params.setTrainable(p.name, on);
+        kept += on;
+    }
+    if (!kept)
+        throw LatheError("trainable: '" + pattern + "' matches none of the model's parameters",
+                         "names look like model.layers.0.mlp.down_proj.weight");
+}
+
+// The order in which training windows are read: a permutation of the windows per epoch from the seed, and where
+// the run is in it. The state (epoch, cursor) is all a checkpoint needs to continue the same sequence.
+class DataOrder {
+public:
+    DataOrder(int64_t windows, uint64_t seed) : m_windows(windows), m_seed(seed) { shuffle(); }
+    int64_t next() {
+        if (m_cursor == m_windows) {
+            ++m_epoch;
+            m_cursor = 0;
+            shuffle();
+        }
+        return m_order[size_t(m_cursor++)];
+    }
+    int64_t epoch() const { return m_epoch; }
+    int64_t cursor() const { return m_cursor; }
+    void restore(int64_t epoch, int64_t cursor) {
+        m_epoch = epoch;
+        m_cursor = cursor;
+        shuffle();
+    }
+
+private:
+    void shuffle() {
+        m_order.resize(size_t(m_windows));
+        std::iota(m_order.begin(), m_order.end(), int64_t(0));
+        std::mt19937_64 rng(m_seed + uint64_t(m_epoch) * 0x9E3779B97F4A7C15ull);
+        for (int64_t i = m_windows - 1; i > 0; --i) // Fisher-Yates with our own draws: the same on every platform
+            std::swap(m_order[size_t(i)], m_order[size_t(rng() % uint64_t(i + 1))]);
+    }
+    int64_t m_windows;
+    uint64_t m_seed;
+    int64_t m_epoch = 0, m_cursor = 0;
+    std::vector<int64_t> m_order;
+};
+
+json stepJson(const TrainingStep &s) {
+    return {{"step", s.step}, {"loss", s.loss}, {"lr", s.lr}, {"grad_norm", s.gradNorm},
+            {"tokens_per_s", s.tokensPerSecond}};
+}
+json evalJson(const TrainingEval &e) { return {{"step", e.step}, {"eval_loss", e.loss}, {"eval_ppl", e.perplexity}}; }
+
+// Mean next-token loss of the model on the first `windows` windows of `ids` (the perplexity protocol).
+TrainingEval evaluate(train::CausalLm<float> &lm, const std::vector<int32_t> &ids, int64_t seq, int64_t windows,
+                      int64_t step) {
+    const int64_t n = std::min<int64_t>(windows, int64_t(ids.size()) / seq);
+    double loss = 0;
+    for (int64_t w = 0; w < n; ++w) {
+        TokenBatch b;
+        b.seq = seq;
+        b.tokens.assign(ids.begin() + w * seq, ids.begin() + (w + 1) * seq);
+        loss += double(lm.forward(b)) / double(n);
+    }
+    return {step, loss, std::exp(loss)};
+}
+
+// The checkpoint: checkpoint/state.safetensors (every parameter's value, the AdamW moments of the trainable ones)
+// and checkpoint/state.json (step, AdamW steps, data position, the evaluations and steps so far), built in a
+// temporary folder and swapped in, so that a kill leaves either the previous checkpoint or the new one.
+void writeCheckpoint(const fs::path &dir, train::CausalLm<float> &lm, train::AdamW<float> &adam, const DataOrder &order,
+                     const TrainingResult &result, int64_t step) {
+    std::vector<NamedFloats> tensors;
+    auto &params = lm.parameters().all();
+    auto &m1 = adam.firstMoments();
+    auto &m2 = adam.secondMoments();
+    auto shape = [](const train::Matrix<float> &m) { return std::vector<int64_t>{m.rows(), m.cols()}; };
+    for (size_t i = 0; i < params.size(); ++i) {
+        tensors.push_back({"value." + params[i].name, shape(params[i].value), params[i].value.data()});
+        if (i < m1.size() && m1[i].size()) {
+            tensors.push_back({"adam_m." + params[i].name, shape(m1[i]), m1[i].data()});
+            tensors.push_back({"adam_v." + params[i].name, shape(m2[i]), m2[i].data()});
+        }
+    }
+    json steps = json::array(), evals = json::array();
+    for (const TrainingStep &s : result.steps)
+        steps.push_back(stepJson(s));
+    for (const TrainingEval &e : result.evals)
+        evals.push_back(evalJson(e));
+    const json state = {{"step", step}, {"adam_steps", adam.steps()}, {"epoch", order.epoch()},
+                        {"cursor", order.cursor()}, {"steps", steps}, {"evals", evals}};
+    const fs::path dest = dir / "checkpoint", tmp = temporarySibling(dest, "lathe-tmp");
+    fs::create_directories(tmp);
+    try {
+        writeFloatSafetensors((tmp / "state.safetensors").string(), tensors);
+        writeFileAtomic(tmp / "state.json", state.dump() + "\n");
+        installFolder(tmp, dest);
+    } catch (...) {
+        std::error_code ec;
+        fs::remove_all(tmp, ec);
+        throw;
+    }
+}
+
+// Restores what writeCheckpoint saved; returns the step it was taken at.
+int64_t readCheckpoint(const fs::path &dir, train::CausalLm<float> &lm, train::AdamW<float> &adam, DataOrder &order,
+                       TrainingResult &result) {
+    const fs::path cp = dir / "checkpoint";
+    json state;
+    try {
+        state = json::parse(readTextFile((cp / "state.json").string()));
+    } catch (const std::exception &e) {
+        throw LatheError((cp / "state.json").string() + ": " + e.what(),
+                         "the run has no usable checkpoint: start afresh with output.overwrite");
+    }
+    const std::string path = (cp / "state.safetensors").string();
+    auto file = MappedFile::open(path);
+    const SafetensorsHeader h = parseSafetensorsHeader(file->data(), file->size(), path);
+    auto tensor = [&](const std::string &name, train::Matrix<float> &into, bool required) {
+        for (const SafetensorsEntry &e : h.entries)
+            if (e.name == name) {
+                require(e.dtype == DType::F32 && e.shape.size() == 2 && e.end - e.begin == uint64_t(e.shape[0] * e.shape[1]) * 4,
+                        path, name + " has the wrong type or shape", "the checkpoint is damaged");
+                into.resize(e.shape[0], e.shape[1]);
+                std::memcpy(into.data(), file->data() + e.begin, e.end - e.begin);
+                return;
+            }
+        require(!required, path, "no tensor " + name, "the checkpoint is damaged");
+    };
+    auto &params = lm.parameters().all();
+    adam.firstMoments().assign(params.size(), {});
+    adam.secondMoments().assign(params.size(), {});
+    for (size_t i = 0; i < params.size(); ++i) {
+        train::Matrix<float> v;
+        tensor("value." + params[i].name, v, true);
+        require(v.rows() == params[i].value.rows() && v.cols() == params[i].value.cols(), path,
+                params[i].name + " has another shape than the model's", "resume with the model the run started from");
+        params[i].value = std::move(v);
+        if (params[i].trainable()) {
+            tensor("adam_m." + params[i].name, adam.firstMoments()[i], false);
+            tensor("adam_v." + params[i].name, adam.secondMoments()[i], false);
+        }
+    }
+    try {
+        adam.setSteps(state.at("adam_steps").get<int64_t>());
+        order.restore(state.at("epoch").get<int64_t>(), state.at("cursor").get<int64_t>());
+        result.steps.clear();
+        for (const json &s : state.at("steps"))
+            result.steps.push_back({s.at("step").get<int64_t>(), s.at("loss").get<double>(), s.at("lr").get<double>(),
+                                    s.at("grad_norm").get<double>(), s.at("tokens_per_s").get<double>()});
+        result.evals.clear();
+        for (const json &e : state.at("evals"))
+            result.evals.push_back({e.at("step").get<int64_t>(), e.at("eval_loss").get<double>(),
+                                    e.at("eval_ppl").get<double>()});
+        return state.at("step").get<int64_t>();
+    } catch (const json::exception &e) {
+        throw LatheError((cp / "state.json").string() + ": " + e.what(), "the checkpoint is damaged");
+    }
+}
+
+} // namespace
+
+json TrainingSpec::toJson() const {
+    json j = json::object();
+    writeSpecKeys(*this, kKeys, j);
+    return j;
+}
+
+TrainingSpec TrainingSpec::fromJson(const json &j, const std::string &baseDir) {
+    std::set<std::string> known = specKeyPaths(kKeys);
+    known.insert("comment");
+    checkSpecKeys(j, known, {}, "", "docs/training.md");
+    TrainingSpec s;
+    readSpecKeys(s, kKeys, j, baseDir);
+    return s;
+}
+
+TrainingSpec TrainingSpec::fromFile(const std::string &path) {
+    json j;
+    try {
+        j = json::parse(readTextFile(path));
+    } catch (const json::parse_error &e) {
+        throw LatheError(path + ": not valid JSON: " + e.what());
+    }
+    TrainingSpec s = fromJson(j, fs::absolute(fs::path(path)).parent_path().string());
+    s.specFile = path;
+    return s;
+}
+
+void validateTrainingSpec(const TrainingSpec &s) {
+    requireInputFile(s.model, "model", true);
+    requireInputFile(s.trainText, "training text (data.train)", false);
+    if (!s.evalText.empty())
+        requireInputFile(s.evalText, "evaluation text (data.eval)", false);
+    if (!s.tokenizer.empty())
+        requireInputFile(s.tokenizer, "tokenizer", true);
+    auto range = [](int64_t v, int64_t lo, int64_t hi, const char *key, const char *hint) {
+        if (v < lo || v > hi)
+            throw LatheError(std::string("job spec: ") + key + " " + std::to_string(v) + " is outside " +
+                                 std::to_string(lo) + "-" + std::to_string(hi),
+                             hint);
+    };
+    range(s.seqLen, 2, 1'000'000, "data.seq_len", "the window length in tokens");
+    range(s.batch, 1, 1'000'000, "data.batch", "windows per micro-batch");
+    range(s.accumulate, 1, 1'000'000, "data.accumulate", "micro-batches per optimizer step");
+    range(s.evalWindows, 1, 1'000'000, "data.eval_windows", "evaluation windows");
+    range(s.steps, 1, 1'000'000'000, "steps", "optimizer steps");
+    range(s.warmup, 0, s.steps, "optimizer.warmup", "warmup steps, at most the run's steps");
+    range(s.evalEvery, 0, 1'000'000'000, "eval_every", "0 evaluates only before and after training");
+    range(s.checkpointEvery, 0, 1'000'000'000, "checkpoint_every", "0 writes no checkpoint");
+    auto real = [](double v, double lo, double hi, const char *key) {
+        if (!(v >= lo && v <= hi))
+            throw LatheError(std::string("job spec: ") + key + " " + std::to_string(v) + " is outside [" +
+                             std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    };
+    real(s.holdout, 0.0, 0.9, "data.holdout");
+    if (s.holdout > 0 && !s.evalText.empty())
+        throw LatheError("job spec: give data.eval or data.holdout, not both");
+    real(s.lr, 0.0, 10.0, "optimizer.lr");
+    real(s.minLrRatio, 0.0, 1.0, "optimizer.min_lr_ratio");
+    real(s.beta1, 0.0, 0.999999, "optimizer.beta1");
+    real(s.beta2, 0.0, 0.999999, "optimizer.beta2");
+    real(s.eps, 1e-30, 1.0, "optimizer.eps");
+    real(s.weightDecay, 0.0, 1.0, "optimizer.weight_decay");
+    real(s.clip, 0.0, 1e9, "optimizer.clip");
+    train::parseLrShape(s.schedule);
+    try {
+        unicode::NamePattern re(s.trainable);
+    } catch (const LatheError &e) {
+        throw LatheError(std::string("job spec: trainable: ") + e.what(), e.hint());
+    }
+    if (s.dtype != "f32" && s.dtype != "f16" && s.dtype != "bf16")
+        throw LatheError("job spec: output.dtype '" + s.dtype + "' is not f32, f16 or bf16");
+    if (s.outputDir.empty())
+        throw LatheError("job spec: no output.dir given", "the run folder receives the log, checkpoints and the model");
+    try {
+        checkOutputFolder(s.outputDir, OutputKind::TrainingRun, s.overwrite || s.resume, trainingInputs(s));
+    } catch (const LatheError &e) {
+        throw LatheError(std::string("job spec: output.dir ") + e.what(), e.hint());
+    }
+}
+
+json TrainingPlan::toJson() const {
+    return {{"parameters", parameters},         {"trainable_parameters", trainableParameters},
+            {"weight_bytes", weightBytes},      {"gradient_bytes", gradientBytes},
+            {"optimizer_bytes", optimizerBytes}, {"activation_bytes", activationBytes},
+            {"total_bytes", totalBytes()},      {"train_tokens", trainTokens},
+            {"train_windows", trainWindows},    {"eval_windows", evalWindows}};
+}
+
+namespace {
+
+TrainingPlan planFor(const TrainingSpec &spec, const Model &model, const train::ParameterSet<float> &params,
+                     const Prepared &p) {
+    TrainingPlan plan;
+    plan.parameters = params.count(false);
+    plan.trainableParameters = params.count(true);
+    plan.weightBytes = uint64_t(plan.parameters) * 4;
+    plan.gradientBytes = uint64_t(plan.trainableParameters) * 4;
+    plan.optimizerBytes = 2 * plan.gradientBytes;
+    plan.activationBytes = train::CausalLm<float>::activationBytes(model.config, spec.batch, spec.seqLen);
+    plan.trainTokens = int64_t(p.train.size());
+    plan.trainWindows = int64_t(p.train.size()) / spec.seqLen;
+    plan.evalWindows = std::min<int64_t>(spec.evalWindows, int64_t(p.eval.size()) / spec.seqLen);
+    return plan;
+}
+
+} // namespace
+
+TrainingPlan planTraining(const TrainingSpec &spec) {
+    Prepared p = prepare(spec);
+    train::CausalLm<float> lm(*p.model);
+    applyTrainable(lm.parameters(), spec.trainable);
+    return planFor(spec, *p.model, lm.parameters(), p);
+}
+
+json TrainingResult::toJson() const {
+    json steps = json::array(), ev = json::array();
+    for (const TrainingStep &s : this->steps)
+        steps.push_back(stepJson(s));
+    for (const TrainingEval &e : evals)
+        ev.push_back(evalJson(e));
+    return {{"status", status}, {"error", error}, {"plan", plan.toJson()}, {"steps", steps},
+            {"evals", ev},      {"export_dir", exportDir}, {"seconds", seconds}};
+}
+
+TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &progress) {
+    const double t0 = now();
+    Prepared prepared = prepare(spec);
+    train::CausalLm<float> lm(*prepared.model);
+    applyTrainable(lm.parameters(), spec.trainable);
+    const fs::path dir(spec.outputDir);
+    const bool resuming = spec.resume && fs::exists(dir / "checkpoint" / "state.json");
+    if (resuming) {
+        // Only the same job continues: its spec.json must say what this spec says (overwrite aside).
+        json before;
+        try {
+            before = TrainingSpec::fromJson(json::parse(readTextFile((dir / "spec.json").string()))).toJson();
+        } catch (const std::exception &e) {
+            throw LatheError((dir / "spec.json").string() + ": " + e.what(), "the run folder is damaged: start afresh");
+        }
+        json now = spec.toJson();
+        before["output"].erase("overwrite");
+        now["output"].erase("overwrite");
+        if (before != now)
+            throw LatheError("--resume: the run folder " + spec.outputDir + " holds another training job",
+                             "resume with the job spec the run was started with (lathe-cli train --resume DIR reads it)");
+    }
+
+    // The run folder: replaced only when allowed (validateTrainingSpec checked its marker), kept when resuming.
+    // Metrics after the checkpoint were of steps that will run again: a resumed run's log restarts from it.
+    if (resuming) {
+        std::error_code ec;
+        fs::remove(dir / "metrics.jsonl", ec);
+    }
+    RunFolder files(spec.outputDir, OutputKind::TrainingRun, resuming, spec.toJson(), "metrics.jsonl");
+
+    TrainingResult result;
+    result.plan = planFor(spec, *prepared.model, lm.parameters(), prepared);
+    train::AdamWOptions ao;
+    ao.beta1 = spec.beta1;
+    ao.beta2 = spec.beta2;
+    ao.eps = spec.eps;
+    ao.weightDecay = spec.weightDecay;
+    train::AdamW<float> adam(ao);
+    DataOrder order(result.plan.trainWindows, spec.seed);
+    train::LrSchedule schedule;
+    schedule.peak = spec.lr;
+    schedule.shape = train::parseLrShape(spec.schedule);
+    schedule.warmup = spec.warmup;
+    schedule.total = spec.steps;
+    schedule.minRatio = spec.minLrRatio;
+
+    int64_t step = 0;
+    try {
+        files.log("job: train " + spec.model + " -> " + spec.outputDir);
+        files.log("memory plan: " + result.plan.toJson().dump());
+        if (resuming) {
+            step = readCheckpoint(dir, lm, adam, order, result);
+            files.log("resumed at step " + std::to_string(step));
+            for (const TrainingEval &e : result.evals)
+                files.line(evalJson(e));
+            for (const TrainingStep &s : result.steps)
+                files.line(stepJson(s));
+        } else if (!prepared.eval.empty()) {
+            result.evals.push_back(evaluate(lm, prepared.eval, spec.seqLen, spec.evalWindows, 0));
+            files.line(evalJson(result.evals.back()));
+            files.log("step 0: eval perplexity " + std::to_string(result.evals.back().perplexity));
+        }
+        files.results(result.toJson());
+        const int64_t tokensPerStep = spec.batch * spec.accumulate * spec.seqLen;
+        for (; step < spec.steps; ++step) {
+            const double ts = now();
+            lm.parameters().zeroGrad();
+            double loss = 0;
+            for (int64_t a = 0; a < spec.accumulate; ++a) {
+                TokenBatch b;
+                b.batch = spec.batch;
+                b.seq = spec.seqLen;
+                for (int64_t w = 0; w < spec.batch; ++w) {
+                    const int64_t win = order.next();
+                    b.tokens.insert(b.tokens.end(), prepared.train.begin() + win * spec.seqLen,
+                                    prepared.train.begin() + (win + 1) * spec.seqLen);
+                }
+                loss += double(lm.forward(b)) / double(spec.accumulate);
+                lm.backward(1.0f / float(spec.accumulate));
+            }
+            TrainingStep rec;
+            rec.step = step + 1;
+            rec.loss = loss;
+            rec.gradNorm = train::clipGradNorm(lm.parameters(), spec.clip);
+            rec.lr = schedule.at(step);
+            adam.step(lm.parameters(), rec.lr);
+            rec.tokensPerSecond = double(tokensPerStep) / std::max(1e-9, now() - ts);
+            result.steps.push_back(rec);
+            files.line(stepJson(rec));
+            const bool last = step + 1 == spec.steps;
+            if (!prepared.eval.empty() && (last || (spec.evalEvery > 0 && (step + 1) % spec.evalEvery == 0))) {
+                result.evals.push_back(evaluate(lm, prepared.eval, spec.seqLen, spec.evalWindows, step + 1));
+                files.line(evalJson(result.evals.back()));
+                files.log("step " + std::to_string(step + 1) + ": eval perplexity " +
+                          std::to_string(result.evals.back().perplexity));
+            }
+            if (spec.checkpointEvery > 0 && (step + 1) % spec.checkpointEvery == 0 && !last) {
+                writeCheckpoint(dir, lm, adam, order, result, step + 1);
+                files.log("checkpoint at step " + std::to_string(step + 1));
+            }
+            const double fraction = double(step + 1) / double(spec.steps);
+            const double elapsed = now() - t0;
+            char stage[160];
+            std::snprintf(stage, sizeof stage, "step %lld/%lld: loss %.4f, lr %.2e, |g| %.3f, %.0f tokens/s — ETA %s",
+                          (long long)(step + 1), (long long)spec.steps, rec.loss, rec.lr, rec.gradNorm,
+                          rec.tokensPerSecond, formatDuration(elapsed * (1 - fraction) / fraction).c_str());
+            reportProgress(progress, fraction, stage); // cancellation: at a step boundary
+        }
+        if (spec.exportModel) {
+            std::unique_ptr<Model> out = openModel(spec.model); // the source is never written
+            for (const train::Parameter<float> &p : lm.parameters().all()) {
+                std::vector<int64_t> shape = {p.value.rows()};
+                if (p.value.cols() > 1)
+                    shape.push_back(p.value.cols());
+                out->setFloat(p.name, std::vector<float>(p.value.data(), p.value.data() + p.value.size()), shape);
+            }
+            HfWriteOptions wo;
+            wo.dtype = spec.dtype == "f32" ? DType::F32 : spec.dtype == "f16" ? DType::F16 : DType::BF16;
+            wo.overwrite = true;
+            result.exportDir = (dir / "model").string();
+            writeHfFolder(*out, result.exportDir, wo);
+            files.log("exported to " + result.exportDir);
+        }
+        result.status = "done";
+        result.seconds = now() - t0;
+        files.results(result.toJson());
+        files.log("done in " + formatDuration(result.seconds));
+        return result;
+    } catch (const CancelledError &) {
+        result.status = "cancelled";
+        result.seconds = now() - t0;
+        files.resultsNoThrow(result.toJson(), "cancelled by the user at step " + std::to_string(step + 1));
+        throw;
+    } catch (const std::exception &e) {
+        result.status = "failed";
+        result.error = e.what();
+        result.seconds = now() - t0;
+        files.resultsNoThrow(result.toJson(), std::string("failed: ") + e.what());
+        throw;
+    }
+}
+
+} // namespace lathe

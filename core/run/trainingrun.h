@@ -1,0 +1,92 @@
+#pragma once
+
+#include "base/progress.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace lathe {
+
+// A training run as `lathe-cli train JOB.json` reads it (issue 17 item 6). JSON keys (docs/training.md):
+//   model, tokenizer?, trainable (regex over parameter names; default every parameter),
+//   data {train, eval? | holdout (the fraction of the training text's tokens, from its end, kept out of training
+//         and evaluated), seq_len, batch, accumulate, eval_windows, seed},
+//   optimizer {lr, schedule ("constant" | "linear" | "cosine"), warmup, min_lr_ratio, beta1, beta2, eps,
+//              weight_decay, clip},
+//   steps, eval_every, checkpoint_every, output {dir, export, dtype, overwrite}, comment.
+// Relative paths are resolved against the folder of the spec file.
+struct TrainingSpec {
+    std::string model, tokenizer;
+    std::string trainable = ".*";
+    std::string trainText, evalText;
+    double holdout = 0;
+    int64_t seqLen = 256, batch = 4, accumulate = 1, evalWindows = 8;
+    uint64_t seed = 42;
+    double lr = 3e-4;
+    std::string schedule = "cosine";
+    int64_t warmup = 0;
+    double minLrRatio = 0.1;
+    double beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weightDecay = 0.1, clip = 1.0;
+    int64_t steps = 200, evalEvery = 50, checkpointEvery = 50;
+    std::string outputDir;
+    bool exportModel = true;
+    std::string dtype = "f32";
+    bool overwrite = false;
+    bool resume = false;  // continue the run in outputDir from its last checkpoint (not part of the JSON)
+    std::string specFile; // the file the spec was read from: protected like the inputs
+
+    nlohmann::json toJson() const;
+    // LatheError naming the key for unknown keys, wrong types and bad values.
+    static TrainingSpec fromJson(const nlohmann::json &j, const std::string &baseDir = {});
+    static TrainingSpec fromFile(const std::string &path);
+};
+
+// Every check that needs no model: files, ranges, the output folder (a training run's, never an input's).
+void validateTrainingSpec(const TrainingSpec &spec);
+
+// What a run will hold in memory, known before any work (`lathe-cli train --dry-run`), and how much data it has.
+struct TrainingPlan {
+    int64_t parameters = 0, trainableParameters = 0;
+    uint64_t weightBytes = 0, gradientBytes = 0, optimizerBytes = 0, activationBytes = 0;
+    int64_t trainTokens = 0, trainWindows = 0, evalWindows = 0;
+    uint64_t totalBytes() const { return weightBytes + gradientBytes + optimizerBytes + activationBytes; }
+    nlohmann::json toJson() const;
+};
+// validateTrainingSpec, the model opened and checked, the texts tokenized: everything but the work.
+TrainingPlan planTraining(const TrainingSpec &spec);
+
+struct TrainingStep {
+    int64_t step = 0; // 1-based: the state after this many optimizer steps
+    double loss = 0, lr = 0, gradNorm = 0, tokensPerSecond = 0;
+};
+struct TrainingEval {
+    int64_t step = 0; // 0: before training
+    double loss = 0, perplexity = 0;
+};
+struct TrainingResult {
+    std::string status = "running"; // "done", "cancelled", "failed"
+    std::string error;
+    TrainingPlan plan;
+    std::vector<TrainingStep> steps;
+    std::vector<TrainingEval> evals;
+    std::string exportDir;
+    double seconds = 0;
+    nlohmann::json toJson() const;
+};
+
+// Runs the spec: every check and the tokenization before the run folder is created (marker: a training run),
+// then per step `accumulate` micro-batches of `batch` windows of the shuffled training text (a new permutation per
+// epoch from the seed), forward and backward, global-norm clipping, AdamW at the schedule's rate; evaluation on
+// the first eval_windows windows of the evaluation text (the perplexity protocol) before training, every
+// eval_every steps and at the end; a checkpoint every checkpoint_every steps (weights, AdamW moments and step,
+// data position: written into a new folder swapped in atomically). The folder receives spec.json, run.log,
+// metrics.jsonl (one line per step and per evaluation), results.json, checkpoint/ and the exported model/ (an
+// ordinary Hugging Face folder). With spec.resume, the run continues from the folder's checkpoint and ends with
+// the weights and losses of an uninterrupted run. Cancellation (progress returning false) stops at a step
+// boundary with CancelledError after results.json records it.
+TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &progress = {});
+
+} // namespace lathe
