@@ -100,6 +100,18 @@ RopeAngles<double> ropeAngles(int64_t positions, int rotaryDim, double theta) {
 
 constexpr double kTol = 1e-6;
 
+// A tensor as PyTorch holds it, in our layout: GPT-2's Conv1D weights are stored (in x out), ours (out x in).
+std::vector<float> inOurLayout(const Parameter<float> &p, const std::vector<float> &torch) {
+    if (!p.transposedInFile)
+        return torch;
+    const int64_t rows = p.value.rows(), cols = p.value.cols(); // ours; torch's is (cols x rows)
+    std::vector<float> out(torch.size());
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c)
+            out[size_t(r * cols + c)] = torch[size_t(c * rows + r)];
+    return out;
+}
+
 } // namespace
 
 class TestTrainOps : public QObject {
@@ -263,29 +275,37 @@ private slots:
         const int64_t rows = 6, width = 5, vocab = 13;
         MatX h = randomMat(rows, width, rng), w = randomMat(vocab, width, rng);
         const std::vector<int32_t> targets = {0, 12, 5, -1, 7, 7}; // -1: a position without a target
-        // The loss from whole logits, in fp64.
-        const MatX logits = h * w.transpose();
-        double want = 0;
-        for (int64_t r = 0; r < rows; ++r)
-            if (targets[size_t(r)] >= 0) {
-                const double m = logits.row(r).maxCoeff();
-                want += m + std::log((logits.row(r).array() - m).exp().sum()) - logits(r, targets[size_t(r)]);
+        for (bool bias : {false, true}) {
+            VecX b = bias ? randomVec(vocab, rng) : VecX();
+            // The loss from whole logits, in fp64.
+            MatX logits = h * w.transpose();
+            if (bias)
+                logits.rowwise() += b.transpose();
+            double want = 0;
+            for (int64_t r = 0; r < rows; ++r)
+                if (targets[size_t(r)] >= 0) {
+                    const double m = logits.row(r).maxCoeff();
+                    want += m + std::log((logits.row(r).array() - m).exp().sum()) - logits(r, targets[size_t(r)]);
+                }
+            want /= 5;
+            for (int64_t chunk : {int64_t(1), int64_t(4), int64_t(13), int64_t(100)}) {
+                CrossEntropyState<double> st;
+                const double got = crossEntropyForward(h, w, b, targets, chunk, st);
+                QVERIFY2(std::abs(got - want) < 1e-12 * std::abs(want), qPrintable(QString::number(chunk)));
+                QCOMPARE(st.count, int64_t(5));
+                MatX dh = MatX::Zero(rows, width), dw = MatX::Zero(vocab, width);
+                VecX db = VecX::Zero(vocab);
+                crossEntropyBackward(h, w, b, targets, chunk, st, 1.0, dh, &dw, bias ? &db : nullptr);
+                auto loss = [&] {
+                    CrossEntropyState<double> s;
+                    return crossEntropyForward(h, w, b, targets, chunk, s);
+                };
+                QVERIFY(fdError(h.data(), h.size(), dh.data(), loss) < kTol);
+                QVERIFY(fdError(w.data(), w.size(), dw.data(), loss) < kTol);
+                if (bias)
+                    QVERIFY(fdError(b.data(), b.size(), db.data(), loss) < kTol);
+                QVERIFY(dh.row(3).isZero()); // the row without a target
             }
-        want /= 5;
-        for (int64_t chunk : {int64_t(1), int64_t(4), int64_t(13), int64_t(100)}) {
-            CrossEntropyState<double> st;
-            const double got = crossEntropyForward(h, w, targets, chunk, st);
-            QVERIFY2(std::abs(got - want) < 1e-12 * std::abs(want), qPrintable(QString::number(chunk)));
-            QCOMPARE(st.count, int64_t(5));
-            MatX dh = MatX::Zero(rows, width), dw = MatX::Zero(vocab, width);
-            crossEntropyBackward(h, w, targets, chunk, st, 1.0, dh, &dw);
-            auto loss = [&] {
-                CrossEntropyState<double> s;
-                return crossEntropyForward(h, w, targets, chunk, s);
-            };
-            QVERIFY(fdError(h.data(), h.size(), dh.data(), loss) < kTol);
-            QVERIFY(fdError(w.data(), w.size(), dw.data(), loss) < kTol);
-            QVERIFY(dh.row(3).isZero()); // the row without a target
         }
     }
 
@@ -296,6 +316,11 @@ private slots:
             << QString::fromStdString(test::sourceDir() + "/tests/fixtures/tf-qwen2");
         QTest::newRow("stories260K (tied)")
             << QString::fromStdString(test::sourceDir() + "/resources/demo/stories260K.bin");
+        QTest::newRow("hf-opt (LayerNorm, learned positions, ReLU)")
+            << QString::fromStdString(test::sourceDir() + "/tests/fixtures/hf-opt");
+        QTest::newRow("hf-gpt2 (fused q|k|v, GELU)") << QString::fromStdString(test::sourceDir() + "/tests/fixtures/hf-gpt2");
+        QTest::newRow("hf-phi (parallel block, partial rotary, biased head)")
+            << QString::fromStdString(test::sourceDir() + "/tests/fixtures/hf-phi");
     }
     // Every parameter of the whole model, at 8 random elements each (all of a small one), against central finite
     // differences of the fp64 loss; with a small vocabulary chunk so that the chunked head is exercised.
@@ -331,10 +356,13 @@ private slots:
                 err = std::max(err, std::abs(numeric - grad.data()[i]));
                 scale = std::max(scale, grad.cwiseAbs().maxCoeff());
             }
+            // A gradient that is zero analytically (the key bias: softmax ignores a constant added to a row of
+            // scores) is compared against the finite differences' rounding noise (~1e-10 here) instead.
+            scale = std::max(scale, 1e-8);
             QVERIFY2(err / scale < 1e-6, qPrintable(QString::fromStdString(p.name) + ": " + QString::number(err / scale)));
             ++checked;
         }
-        QVERIFY(checked >= 2 + 9 * int(m->config.numLayers)); // embedding, final norm, 2 norms and 7 linears per block
+        QVERIFY(checked >= 2 + 6 * int(m->config.numLayers)); // embedding, final norm, norms and linears per block
         // Backward accumulates: a second pass doubles the gradients; zeroGrad clears them.
         lm.forward(batch);
         const Matrix<double> once = lm.parameters().all().front().grad;
@@ -346,7 +374,7 @@ private slots:
 
     void againstPyTorch_data() {
         QTest::addColumn<QString>("fixture");
-        for (const char *f : {"tf-llama", "tf-qwen2", "hf-llama"})
+        for (const char *f : {"tf-llama", "tf-qwen2", "hf-llama", "tf-opt", "tf-gpt2", "tf-phi"})
             QTest::newRow(f) << QString(f);
     }
     void againstPyTorch() {
@@ -370,21 +398,28 @@ private slots:
         for (Parameter<float> &p : lm.parameters().all()) {
             auto it = ref.find("grad." + p.name);
             QVERIFY2(it != ref.end(), p.name.c_str());
-            const std::vector<float> &g = it->second.f32;
+            const std::vector<float> g = inOurLayout(p, it->second.f32);
             QCOMPARE(int64_t(g.size()), int64_t(p.grad.size()));
             double err = 0, scale = 1e-30;
             for (size_t i = 0; i < g.size(); ++i) {
                 err = std::max(err, std::abs(double(p.grad.data()[i]) - double(g[i])));
                 scale = std::max(scale, std::abs(double(g[i])));
             }
+            // Gradients that are zero analytically (OPT's key bias: softmax ignores a constant added to a row of
+            // scores) hold only rounding noise in both; they must stay below 1e-6.
+            if (scale < 1e-5) {
+                QVERIFY2(err < 1e-6, qPrintable(QString::fromStdString(p.name) + ": " + QString::number(err)));
+                continue;
+            }
             QVERIFY2(err <= 1e-4 * scale, qPrintable(QString::fromStdString(p.name) + ": " + QString::number(err / scale)));
             worstGrad = std::max(worstGrad, err / scale);
             ++compared;
         }
-        QCOMPARE(compared, int(std::count_if(ref.begin(), ref.end(), [](const auto &e) { return e.first.rfind("grad.", 0) == 0; })));
+        QVERIFY(compared > 0);
+        QCOMPARE(int(lm.parameters().all().size()), int(std::count_if(ref.begin(), ref.end(), [](const auto &e) { return e.first.rfind("grad.", 0) == 0; })));
         // One AdamW step from the same gradients, with torch's gradients so that only the optimizer is compared.
         for (Parameter<float> &p : lm.parameters().all()) {
-            const std::vector<float> &g = ref.at("grad." + p.name).f32;
+            const std::vector<float> g = inOurLayout(p, ref.at("grad." + p.name).f32);
             std::copy(g.begin(), g.end(), p.grad.data());
         }
         AdamWOptions o;
@@ -396,7 +431,7 @@ private slots:
         adam.step(lm.parameters(), 1e-3);
         QCOMPARE(adam.stateBytes(), lm.parameters().gradientBytes() * 2);
         for (const Parameter<float> &p : lm.parameters().all()) {
-            const std::vector<float> &w = ref.at("adamw." + p.name).f32;
+            const std::vector<float> w = inOurLayout(p, ref.at("adamw." + p.name).f32);
             double err = 0, scale = 1;
             for (size_t i = 0; i < w.size(); ++i) {
                 err = std::max(err, std::abs(double(p.value.data()[i]) - double(w[i])));
@@ -584,9 +619,9 @@ private slots:
         QCOMPARE(p->grad.size(), Eigen::Index(0));
         QVERIFY(lm.parameters().find("model.layers.0.mlp.up_proj.weight")->grad.norm() > 0);
         QVERIFY_THROWS_EXCEPTION(LatheError, lm.parameters().setTrainable("no.such.weight", false));
-        // Other families are refused by name until they are supported.
-        auto gpt2 = openModel(test::sourceDir() + "/tests/fixtures/hf-gpt2");
-        QVERIFY_THROWS_EXCEPTION(LatheError, CausalLm<float>{*gpt2});
+        // BERT is refused by name until its MLM head is supported.
+        auto bert = openModel(test::sourceDir() + "/tests/fixtures/hf-bert");
+        QVERIFY_THROWS_EXCEPTION(LatheError, CausalLm<float>{*bert});
     }
 
     // The fp32 training forwards compute what the inference engine computes.

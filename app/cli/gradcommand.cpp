@@ -64,12 +64,19 @@ int runGrad(int argc, char **argv) {
 
     nlohmann::json grads = nlohmann::json::array();
     std::vector<NamedFloats> tensors;
+    std::vector<train::Matrix<float>> transposed; // GPT-2's Conv1D weights, in the checkpoint's (in x out) layout
+    transposed.reserve(lm.parameters().all().size());
     for (const train::Parameter<float> &p : lm.parameters().all()) {
         std::vector<int64_t> shape = {p.value.rows()};
         if (p.value.cols() > 1)
             shape.push_back(p.value.cols());
         grads.push_back({{"name", p.name}, {"shape", shape}, {"norm", double(p.grad.norm())}});
-        tensors.push_back({p.name, shape, p.grad.data()});
+        if (p.transposedInFile) {
+            transposed.push_back(p.grad.transpose());
+            tensors.push_back({p.name, {shape[1], shape[0]}, transposed.back().data()});
+        } else {
+            tensors.push_back({p.name, shape, p.grad.data()});
+        }
     }
     if (out)
         writeFloatSafetensors(*out, tensors,

@@ -1,6 +1,7 @@
 #include "train/causallm.h"
 
 #include "base/error.h"
+#include "engine/blockops.h"
 #include "engine/transformer.h"
 #include "model/model.h"
 
@@ -75,19 +76,28 @@ template <class T> struct CausalLm<T>::Impl {
     struct Linear {
         Parameter<T> *w = nullptr, *b = nullptr;
     };
+    struct Norm {
+        Parameter<T> *w = nullptr, *b = nullptr; // b: LayerNorm's shift, absent for RMSNorm
+    };
     struct Block {
-        Parameter<T> *attnNorm = nullptr, *mlpNorm = nullptr;
-        Linear q, k, v, o, gate, up, down;
+        Norm attnNorm, mlpNorm; // mlpNorm absent for Phi-2 (its MLP reads the attention's input norm)
+        Linear q, k, v, qkv;    // qkv: GPT-2's fused projection (then q, k, v are empty)
+        Linear o, gate, up, down; // gate: SwiGLU only
     };
     // What the forward keeps of one block for its backward.
     struct Saved {
-        Matrix<T> x, n1, q, k, v, ctx, mid, n2, gate, up, act;
+        Matrix<T> x, n1, q, k, v, ctx, attnOut, mid, n2, gate, up, act;
         NormState<T> s1, s2;
         AttentionState<T> att;
     };
 
     ModelConfig config;
-    Parameter<T> *embedding = nullptr, *finalNorm = nullptr, *head = nullptr; // head null when tied
+    bool rms = true, parallel = false, swiglu = true;
+    cpu::Activation activation = cpu::Activation::Silu;
+    Parameter<T> *embedding = nullptr, *position = nullptr;
+    int64_t positionOffset = 0;
+    Norm finalNorm;
+    Linear head; // head.w null when tied to the token embedding
     std::vector<Block> blocks;
     RopeAngles<T> rope;
     AttentionDims dims;
@@ -98,22 +108,70 @@ template <class T> struct CausalLm<T>::Impl {
     NormState<T> finalState;
     CrossEntropyState<T> loss;
     bool haveForward = false;
+
+    void norm(const Norm &n, const Matrix<T> &x, Matrix<T> &y, NormState<T> &st) const {
+        if (rms)
+            rmsNormForward(x, asVector(n.w), T(config.normEps), y, st);
+        else
+            layerNormForward(x, asVector(n.w), n.b ? asVector(n.b) : Vector<T>(Vector<T>::Zero(x.cols())),
+                             T(config.normEps), y, st);
+    }
+    void normBack(const Norm &n, const Matrix<T> &dy, const Matrix<T> &x, const NormState<T> &st, Matrix<T> &dx) const {
+        Vector<T> dw = vecGrad(n.w), db = vecGrad(n.b);
+        if (rms)
+            rmsNormBackward(dy, x, asVector(n.w), st, dx, dw.size() ? &dw : nullptr);
+        else
+            layerNormBackward(dy, x, asVector(n.w), st, dx, dw.size() ? &dw : nullptr, db.size() ? &db : nullptr);
+        addVectorGrad(n.w, dw);
+        addVectorGrad(n.b, db);
+    }
+    static void linear(const Linear &l, const Matrix<T> &x, Matrix<T> &y) { linearForward(x, l.w->value, asVector(l.b), y); }
+    // dx accumulates; the weight and bias gradients when trainable.
+    static void linearBack(const Linear &l, const Matrix<T> &dy, const Matrix<T> &x, Matrix<T> &dx) {
+        Vector<T> db = vecGrad(l.b);
+        linearBackward(dy, x, l.w->value, &dx, gradOf(l.w), db.size() ? &db : nullptr);
+        addVectorGrad(l.b, db);
+    }
+    static Matrix<T> *gradOf(Parameter<T> *p) { return p && p->trainable() ? &p->grad : nullptr; }
+    static Vector<T> vecGrad(Parameter<T> *p) {
+        return p && p->trainable() ? Vector<T>(Vector<T>::Zero(p->value.size())) : Vector<T>();
+    }
+    void activate(const Matrix<T> &x, Matrix<T> &y) const {
+        if (activation == cpu::Activation::Relu)
+            y = x.cwiseMax(T(0));
+        else
+            geluForward(activation == cpu::Activation::GeluTanh ? Gelu::Tanh : Gelu::Erf, x, y);
+    }
+    void activateBack(const Matrix<T> &dy, const Matrix<T> &x, Matrix<T> &dx) const {
+        if (activation == cpu::Activation::Relu)
+            dx.array() += (x.array() > T(0)).select(dy.array(), T(0));
+        else
+            geluBackward(activation == cpu::Activation::GeluTanh ? Gelu::Tanh : Gelu::Erf, dy, x, dx);
+    }
 };
 
 template <class T> CausalLm<T>::CausalLm(const Model &model) : m_impl(std::make_unique<Impl>()) {
     Impl &m = *m_impl;
     m.config = model.config;
     const ModelConfig &c = model.config;
-    if (c.family != ArchFamily::Llama)
-        throw LatheError(model.sourcePath + ": training runs the Llama family so far (" + familyName(c.family) +
-                             " is not supported yet)",
-                         "use a Llama-family model (Llama, Mistral, Qwen2, SmolLM2, stories260K)");
+    if (c.family == ArchFamily::Bert)
+        throw LatheError(model.sourcePath + ": training runs decoder language models (BERT's MLM head is not "
+                                            "supported yet)",
+                         "use a Llama-family, OPT, GPT-2 or Phi-2 model");
     if (c.slicing.active())
         throw LatheError(model.sourcePath + ": training a sliced model is not supported yet");
     Transformer::checkSupported(model);
+    m.rms = c.family == ArchFamily::Llama;
+    m.parallel = c.family == ArchFamily::Phi;
+    m.swiglu = c.family == ArchFamily::Llama;
+    m.activation = cpu::parseActivation(c.activation.empty() ? defaultActivation(c.family) : c.activation,
+                                        model.sourcePath);
+    if (!m.swiglu && m.activation == cpu::Activation::Silu)
+        throw LatheError(model.sourcePath + ": a SiLU MLP without a gate is not supported for training");
+    m.positionOffset = c.family == ArchFamily::Opt ? 2 : 0;
 
     // Parameters are created in a fixed order and referenced by pointer: reserve so that none moves.
-    m_params.all().reserve(size_t(4 + 12 * c.numLayers));
+    m_params.all().reserve(size_t(8 + 20 * c.numLayers));
     auto load = [&](TensorRole role, int layer, bool isBias, bool required) -> Parameter<T> * {
         const TensorInfo *t = model.find(role, layer, isBias);
         if (!t) {
@@ -128,35 +186,46 @@ template <class T> CausalLm<T>::CausalLm(const Model &model) : m_impl(std::make_
         p.role = role;
         p.layer = layer;
         p.isBias = isBias;
+        p.transposedInFile = t->transform == TensorTransform::Transpose;
         const int64_t rows = t->shape[0], cols = t->shape.size() == 2 ? t->shape[1] : 1;
         p.value = Eigen::Map<const Matrix<float>>(data.data(), rows, cols).template cast<T>();
         return &m_params.add(std::move(p));
     };
+    auto linear = [&](TensorRole role, int l, bool required = true) {
+        typename Impl::Linear x;
+        x.w = load(role, l, false, required);
+        x.b = x.w ? load(role, l, true, false) : nullptr;
+        return x;
+    };
+    auto norm = [&](TensorRole role, int l, bool required) {
+        typename Impl::Norm n;
+        n.w = load(role, l, false, required);
+        n.b = n.w && !m.rms ? load(role, l, true, false) : nullptr;
+        return n;
+    };
     m.embedding = load(TensorRole::TokenEmbedding, -1, false, true);
+    m.position = load(TensorRole::PositionEmbedding, -1, false, false);
     for (int l = 0; l < int(c.numLayers); ++l) {
-        if (model.find(TensorRole::AttnQkv, l, false))
-            throw LatheError(model.sourcePath + ": block " + std::to_string(l) + " stores q|k|v fused",
-                             "training reads separate q, k and v projections so far");
         typename Impl::Block b;
-        b.attnNorm = load(TensorRole::AttnNorm, l, false, true);
-        auto lin = [&](TensorRole role) {
-            typename Impl::Linear x;
-            x.w = load(role, l, false, true);
-            x.b = load(role, l, true, false);
-            return x;
-        };
-        b.q = lin(TensorRole::AttnQ);
-        b.k = lin(TensorRole::AttnK);
-        b.v = lin(TensorRole::AttnV);
-        b.o = lin(TensorRole::AttnO);
-        b.mlpNorm = load(TensorRole::MlpNorm, l, false, true);
-        b.gate = lin(TensorRole::MlpGate);
-        b.up = lin(TensorRole::MlpUp);
-        b.down = lin(TensorRole::MlpDown);
+        b.attnNorm = norm(TensorRole::AttnNorm, l, true);
+        if (model.find(TensorRole::AttnQkv, l, false)) {
+            b.qkv = linear(TensorRole::AttnQkv, l);
+        } else {
+            b.q = linear(TensorRole::AttnQ, l);
+            b.k = linear(TensorRole::AttnK, l);
+            b.v = linear(TensorRole::AttnV, l);
+        }
+        b.o = linear(TensorRole::AttnO, l);
+        if (!m.parallel)
+            b.mlpNorm = norm(TensorRole::MlpNorm, l, true);
+        if (m.swiglu)
+            b.gate = linear(TensorRole::MlpGate, l);
+        b.up = linear(TensorRole::MlpUp, l);
+        b.down = linear(TensorRole::MlpDown, l);
         m.blocks.push_back(b);
     }
-    m.finalNorm = load(TensorRole::FinalNorm, -1, false, true);
-    m.head = load(TensorRole::LmHead, -1, false, false); // absent: tied to the token embedding
+    m.finalNorm = norm(TensorRole::FinalNorm, -1, true);
+    m.head = linear(TensorRole::LmHead, -1, false); // absent: tied to the token embedding
 
     const cpu::RopeTable table = ropeTableFor(c, c.maxPositions, model.sourcePath);
     m.rope.rotaryDim = table.rotaryDim;
@@ -174,7 +243,8 @@ template <class T>
 uint64_t CausalLm<T>::activationBytes(const ModelConfig &c, int64_t batch, int64_t seq, int64_t lossChunk) {
     const uint64_t rows = uint64_t(batch * seq), D = uint64_t(c.hiddenSize), F = uint64_t(c.intermediateSize),
                    d = uint64_t(c.headDim), H = uint64_t(c.numHeads), KV = uint64_t(c.numKvHeads);
-    const uint64_t perBlock = rows * (4 * D + 2 * H * d + 2 * KV * d + 3 * F) + uint64_t(batch) * H * uint64_t(seq * seq);
+    const uint64_t perBlock =
+        rows * (5 * D + 2 * H * d + 2 * KV * d + 3 * F) + uint64_t(batch) * H * uint64_t(seq * seq);
     const uint64_t head = rows * (2 * D + uint64_t(std::min<int64_t>(lossChunk, c.vocabSize)));
     return (perBlock * uint64_t(c.numLayers) + head) * sizeof(T);
 }
@@ -184,9 +254,10 @@ template <class T> T CausalLm<T>::forward(const TokenBatch &batch) {
     const ModelConfig &c = m.config;
     require(batch.seq >= 2 && int64_t(batch.tokens.size()) == batch.batch * batch.seq, "training",
             "a batch needs windows of at least 2 tokens");
-    require(batch.seq <= c.maxPositions, "training",
+    const int64_t maxSeq = m.position ? m.position->value.rows() - m.positionOffset : c.maxPositions;
+    require(batch.seq <= maxSeq, "training",
             "windows of " + std::to_string(batch.seq) + " tokens are longer than the model's " +
-                std::to_string(c.maxPositions) + " positions");
+                std::to_string(maxSeq) + " positions");
     m.dims.batch = batch.batch;
     m.dims.seq = batch.seq;
     m.ids = batch.tokens;
@@ -197,35 +268,55 @@ template <class T> T CausalLm<T>::forward(const TokenBatch &batch) {
 
     Matrix<T> x;
     embeddingForward(m.embedding->value, m.ids, x);
-    const T eps = T(c.normEps);
+    if (m.position)
+        for (int64_t r = 0; r < x.rows(); ++r)
+            x.row(r) += m.position->value.row(r % batch.seq + m.positionOffset);
     m.saved.resize(m.blocks.size());
-    const Vector<T> none;
     for (size_t l = 0; l < m.blocks.size(); ++l) {
         const typename Impl::Block &bw = m.blocks[l];
         typename Impl::Saved &s = m.saved[l];
         s.x = std::move(x);
-        rmsNormForward(s.x, asVector(bw.attnNorm), eps, s.n1, s.s1);
-        linearForward(s.n1, bw.q.w->value, asVector(bw.q.b), s.q);
-        linearForward(s.n1, bw.k.w->value, asVector(bw.k.b), s.k);
-        linearForward(s.n1, bw.v.w->value, asVector(bw.v.b), s.v);
-        ropeForward(s.q, batch.seq, m.dims.heads, m.dims.headDim, m.rope);
-        ropeForward(s.k, batch.seq, m.dims.kvHeads, m.dims.headDim, m.rope);
+        m.norm(bw.attnNorm, s.x, s.n1, s.s1);
+        if (bw.qkv.w) {
+            Matrix<T> qkv;
+            Impl::linear(bw.qkv, s.n1, qkv);
+            const int64_t qw = int64_t(m.dims.heads) * m.dims.headDim, kw = int64_t(m.dims.kvHeads) * m.dims.headDim;
+            s.q = qkv.leftCols(qw);
+            s.k = qkv.middleCols(qw, kw);
+            s.v = qkv.rightCols(kw);
+        } else {
+            Impl::linear(bw.q, s.n1, s.q);
+            Impl::linear(bw.k, s.n1, s.k);
+            Impl::linear(bw.v, s.n1, s.v);
+        }
+        if (m.rope.rotaryDim > 0) {
+            ropeForward(s.q, batch.seq, m.dims.heads, m.dims.headDim, m.rope);
+            ropeForward(s.k, batch.seq, m.dims.kvHeads, m.dims.headDim, m.rope);
+        }
         attentionForward(s.q, s.k, s.v, m.dims, s.ctx, s.att);
-        Matrix<T> o;
-        linearForward(s.ctx, bw.o.w->value, asVector(bw.o.b), o);
-        s.mid = s.x + o;
-        rmsNormForward(s.mid, asVector(bw.mlpNorm), eps, s.n2, s.s2);
-        linearForward(s.n2, bw.gate.w->value, asVector(bw.gate.b), s.gate);
-        linearForward(s.n2, bw.up.w->value, asVector(bw.up.b), s.up);
-        swigluForward(s.gate, s.up, s.act);
+        Impl::linear(bw.o, s.ctx, s.attnOut);
+        const Matrix<T> *mlpIn = &s.n1;
+        if (!m.parallel) {
+            s.mid = s.x + s.attnOut;
+            m.norm(bw.mlpNorm, s.mid, s.n2, s.s2);
+            mlpIn = &s.n2;
+        }
+        if (m.swiglu) {
+            Impl::linear(bw.gate, *mlpIn, s.gate);
+            Impl::linear(bw.up, *mlpIn, s.up);
+            swigluForward(s.gate, s.up, s.act);
+        } else {
+            Impl::linear(bw.up, *mlpIn, s.up);
+            m.activate(s.up, s.act);
+        }
         Matrix<T> down;
-        linearForward(s.act, bw.down.w->value, asVector(bw.down.b), down);
-        x = s.mid + down;
+        Impl::linear(bw.down, s.act, down);
+        x = m.parallel ? Matrix<T>(s.x + s.attnOut + down) : Matrix<T>(s.mid + down);
     }
     m.finalIn = std::move(x);
-    rmsNormForward(m.finalIn, asVector(m.finalNorm), eps, m.h, m.finalState);
-    const Matrix<T> &head = m.head ? m.head->value : m.embedding->value;
-    const T loss = crossEntropyForward(m.h, head, m.targets, m_lossChunk, m.loss);
+    m.norm(m.finalNorm, m.finalIn, m.h, m.finalState);
+    const Matrix<T> &head = m.head.w ? m.head.w->value : m.embedding->value;
+    const T loss = crossEntropyForward(m.h, head, asVector(m.head.b), m.targets, m_lossChunk, m.loss);
     m.haveForward = true;
     return loss;
 }
@@ -234,60 +325,73 @@ template <class T> void CausalLm<T>::backward(T scale) {
     Impl &m = *m_impl;
     require(m.haveForward, "training", "backward needs a forward first");
     const int64_t rows = int64_t(m.ids.size()), D = m.finalIn.cols();
-    auto gradOf = [](Parameter<T> *p) { return p && p->trainable() ? &p->grad : nullptr; };
-    auto vecGrad = [](Parameter<T> *p) { return p && p->trainable() ? Vector<T>(Vector<T>::Zero(p->value.size())) : Vector<T>(); };
 
     // Head and final norm.
     Matrix<T> dh = Matrix<T>::Zero(rows, D);
-    Parameter<T> *headParam = m.head ? m.head : m.embedding;
-    crossEntropyBackward(m.h, headParam->value, m.targets, m_lossChunk, m.loss, scale, dh, gradOf(headParam));
+    Parameter<T> *headParam = m.head.w ? m.head.w : m.embedding;
+    Vector<T> dHeadBias = Impl::vecGrad(m.head.b);
+    crossEntropyBackward(m.h, headParam->value, asVector(m.head.b), m.targets, m_lossChunk, m.loss, scale, dh,
+                         Impl::gradOf(headParam), dHeadBias.size() ? &dHeadBias : nullptr);
+    addVectorGrad(m.head.b, dHeadBias);
     Matrix<T> dx = Matrix<T>::Zero(rows, D);
-    Vector<T> dw = vecGrad(m.finalNorm);
-    rmsNormBackward(dh, m.finalIn, asVector(m.finalNorm), m.finalState, dx, dw.size() ? &dw : nullptr);
-    addVectorGrad(m.finalNorm, dw);
-
-    // One linear's backward: dx accumulates, the weight and bias gradients when trainable.
-    auto linearBack = [&](const Matrix<T> &dy, const Matrix<T> &in, const typename Impl::Linear &lin, Matrix<T> &din) {
-        Vector<T> db = vecGrad(lin.b);
-        linearBackward(dy, in, lin.w->value, &din, gradOf(lin.w), db.size() ? &db : nullptr);
-        addVectorGrad(lin.b, db);
-    };
+    m.normBack(m.finalNorm, dh, m.finalIn, m.finalState, dx);
 
     for (size_t li = m.blocks.size(); li-- > 0;) {
         const typename Impl::Block &bw = m.blocks[li];
         const typename Impl::Saved &s = m.saved[li];
-        // x_out = mid + down(swiglu(gate(n2), up(n2))), n2 = rmsnorm(mid).
-        Matrix<T> dmid = dx; // the residual
+        // Sequential: out = mid + down(mlp(norm2(mid))), mid = x + attn(norm1(x)).
+        // Parallel (Phi-2): out = x + attn(n1) + down(mlp(n1)), n1 = norm1(x).
+        const Matrix<T> &mlpIn = m.parallel ? s.n1 : s.n2;
         Matrix<T> dact = Matrix<T>::Zero(s.act.rows(), s.act.cols());
-        linearBack(dx, s.act, bw.down, dact);
-        Matrix<T> dgate = Matrix<T>::Zero(s.gate.rows(), s.gate.cols()), dup = dgate;
-        swigluBackward(dact, s.gate, s.up, dgate, dup);
-        Matrix<T> dn2 = Matrix<T>::Zero(rows, D);
-        linearBack(dgate, s.n2, bw.gate, dn2);
-        linearBack(dup, s.n2, bw.up, dn2);
-        Vector<T> dw2 = vecGrad(bw.mlpNorm);
-        rmsNormBackward(dn2, s.mid, asVector(bw.mlpNorm), s.s2, dmid, dw2.size() ? &dw2 : nullptr);
-        addVectorGrad(bw.mlpNorm, dw2);
-        // mid = x + o(attention(rope(q(n1)), rope(k(n1)), v(n1))), n1 = rmsnorm(x).
-        Matrix<T> dxin = dmid;
+        Impl::linearBack(bw.down, dx, s.act, dact);
+        Matrix<T> dmlpIn = Matrix<T>::Zero(rows, mlpIn.cols());
+        Matrix<T> dup = Matrix<T>::Zero(s.up.rows(), s.up.cols());
+        if (m.swiglu) {
+            Matrix<T> dgate = Matrix<T>::Zero(s.gate.rows(), s.gate.cols());
+            swigluBackward(dact, s.gate, s.up, dgate, dup);
+            Impl::linearBack(bw.gate, dgate, mlpIn, dmlpIn);
+        } else {
+            m.activateBack(dact, s.up, dup);
+        }
+        Impl::linearBack(bw.up, dup, mlpIn, dmlpIn);
+        Matrix<T> dAttnOut, dxin;
+        Matrix<T> dn1 = Matrix<T>::Zero(rows, D);
+        if (m.parallel) {
+            dAttnOut = dx;
+            dxin = dx;
+            dn1 = dmlpIn;
+        } else {
+            Matrix<T> dmid = dx;
+            m.normBack(bw.mlpNorm, dmlpIn, s.mid, s.s2, dmid);
+            dAttnOut = dmid;
+            dxin = std::move(dmid);
+        }
         Matrix<T> dctx = Matrix<T>::Zero(s.ctx.rows(), s.ctx.cols());
-        linearBack(dmid, s.ctx, bw.o, dctx);
+        Impl::linearBack(bw.o, dAttnOut, s.ctx, dctx);
         Matrix<T> dq = Matrix<T>::Zero(s.q.rows(), s.q.cols()), dk = Matrix<T>::Zero(s.k.rows(), s.k.cols()),
                   dv = Matrix<T>::Zero(s.v.rows(), s.v.cols());
         attentionBackward(dctx, s.q, s.k, s.v, m.dims, s.att, dq, dk, dv);
-        ropeBackward(dq, m.dims.seq, m.dims.heads, m.dims.headDim, m.rope);
-        ropeBackward(dk, m.dims.seq, m.dims.kvHeads, m.dims.headDim, m.rope);
-        Matrix<T> dn1 = Matrix<T>::Zero(rows, D);
-        linearBack(dq, s.n1, bw.q, dn1);
-        linearBack(dk, s.n1, bw.k, dn1);
-        linearBack(dv, s.n1, bw.v, dn1);
-        Vector<T> dw1 = vecGrad(bw.attnNorm);
-        rmsNormBackward(dn1, s.x, asVector(bw.attnNorm), s.s1, dxin, dw1.size() ? &dw1 : nullptr);
-        addVectorGrad(bw.attnNorm, dw1);
+        if (m.rope.rotaryDim > 0) {
+            ropeBackward(dq, m.dims.seq, m.dims.heads, m.dims.headDim, m.rope);
+            ropeBackward(dk, m.dims.seq, m.dims.kvHeads, m.dims.headDim, m.rope);
+        }
+        if (bw.qkv.w) {
+            Matrix<T> dqkv(rows, dq.cols() + dk.cols() + dv.cols());
+            dqkv << dq, dk, dv;
+            Impl::linearBack(bw.qkv, dqkv, s.n1, dn1);
+        } else {
+            Impl::linearBack(bw.q, dq, s.n1, dn1);
+            Impl::linearBack(bw.k, dk, s.n1, dn1);
+            Impl::linearBack(bw.v, dv, s.n1, dn1);
+        }
+        m.normBack(bw.attnNorm, dn1, s.x, s.s1, dxin);
         dx = std::move(dxin);
     }
     if (m.embedding->trainable())
         embeddingBackward(dx, m.ids, m.embedding->grad);
+    if (m.position && m.position->trainable())
+        for (int64_t r = 0; r < rows; ++r)
+            m.position->grad.row(r % m.dims.seq + m.positionOffset) += dx.row(r);
 }
 
 template class ParameterSet<float>;

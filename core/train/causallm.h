@@ -25,6 +25,8 @@ template <class T> struct Parameter {
     TensorRole role = TensorRole::Unknown;
     int layer = -1;
     bool isBias = false;
+    bool transposedInFile = false; // stored (in x out) in the checkpoint (GPT-2 Conv1D): transpose to write it
+                                   // in the Hugging Face layout
     Matrix<T> value;
     Matrix<T> grad; // same shape as value while trainable, else empty
     bool trainable() const { return grad.size() == value.size() && value.size() > 0; }
@@ -49,8 +51,10 @@ private:
 
 // A decoder language model for training, built from the training ops: forward over a batch of windows with every
 // activation the backward needs kept per block, the mean next-token loss, and backward into the gradients of the
-// trainable parameters. Families: the Llama family (RMSNorm, RoPE with the model's scaling, grouped-query heads,
-// SwiGLU, q/k/v biases when present, tied or untied head); others are refused with a LatheError for now.
+// trainable parameters. Families: Llama (RMSNorm, RoPE with the model's scaling, grouped-query heads, SwiGLU,
+// q/k/v biases when present, tied or untied head), OPT (LayerNorm, learned positions at offset 2, ReLU, biases),
+// GPT-2 (LayerNorm, learned positions, fused q|k|v, GELU) and Phi-2 (parallel attention and MLP from one LayerNorm,
+// partial rotary, GELU, a biased head); BERT and sliced models are refused with a LatheError.
 //
 // Activations kept (floats, per block, for a batch of B windows of S tokens, width D, intermediate F, H query heads,
 // KV key/value heads of size d): input, normed input (2 B S D), q, k, v after RoPE and the context

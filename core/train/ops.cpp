@@ -280,8 +280,8 @@ template <class T> void geluBackward(Gelu kind, const Matrix<T> &dy, const Matri
 // ---- fused, chunked LM head + cross-entropy ----
 
 template <class T>
-T crossEntropyForward(const Matrix<T> &h, const Matrix<T> &w, const std::vector<int32_t> &targets, int64_t chunk,
-                      CrossEntropyState<T> &state) {
+T crossEntropyForward(const Matrix<T> &h, const Matrix<T> &w, const Vector<T> &b, const std::vector<int32_t> &targets,
+                      int64_t chunk, CrossEntropyState<T> &state) {
     const int64_t rows = h.rows(), vocab = w.rows();
     assert(int64_t(targets.size()) == rows && w.cols() == h.cols() && chunk > 0);
     Vector<T> mx = Vector<T>::Constant(rows, -std::numeric_limits<T>::infinity()), sum = Vector<T>::Zero(rows),
@@ -290,6 +290,8 @@ T crossEntropyForward(const Matrix<T> &h, const Matrix<T> &w, const std::vector<
     for (int64_t c0 = 0; c0 < vocab; c0 += chunk) {
         const int64_t n = std::min(chunk, vocab - c0);
         logits.noalias() = h * w.middleRows(c0, n).transpose();
+        if (b.size())
+            logits.rowwise() += b.segment(c0, n).transpose();
         for (int64_t r = 0; r < rows; ++r) {
             const T m = std::max(mx(r), logits.row(r).maxCoeff());
             sum(r) = sum(r) * std::exp(mx(r) - m) + (logits.row(r).array() - m).exp().sum();
@@ -314,8 +316,9 @@ T crossEntropyForward(const Matrix<T> &h, const Matrix<T> &w, const std::vector<
 }
 
 template <class T>
-void crossEntropyBackward(const Matrix<T> &h, const Matrix<T> &w, const std::vector<int32_t> &targets,
-                          int64_t chunk, const CrossEntropyState<T> &state, T scale, Matrix<T> &dh, Matrix<T> *dw) {
+void crossEntropyBackward(const Matrix<T> &h, const Matrix<T> &w, const Vector<T> &b,
+                          const std::vector<int32_t> &targets, int64_t chunk, const CrossEntropyState<T> &state,
+                          T scale, Matrix<T> &dh, Matrix<T> *dw, Vector<T> *db) {
     const int64_t rows = h.rows(), vocab = w.rows();
     if (!state.count)
         return;
@@ -324,6 +327,8 @@ void crossEntropyBackward(const Matrix<T> &h, const Matrix<T> &w, const std::vec
     for (int64_t c0 = 0; c0 < vocab; c0 += chunk) {
         const int64_t n = std::min(chunk, vocab - c0);
         g.noalias() = h * w.middleRows(c0, n).transpose();
+        if (b.size())
+            g.rowwise() += b.segment(c0, n).transpose();
         for (int64_t r = 0; r < rows; ++r) {
             const int32_t t = targets[size_t(r)];
             if (t < 0) {
@@ -337,6 +342,8 @@ void crossEntropyBackward(const Matrix<T> &h, const Matrix<T> &w, const std::vec
         dh.noalias() += g * w.middleRows(c0, n);
         if (dw)
             dw->middleRows(c0, n).noalias() += g.transpose() * h;
+        if (db)
+            db->segment(c0, n) += g.colwise().sum().transpose();
     }
 }
 
@@ -367,10 +374,11 @@ void crossEntropyBackward(const Matrix<T> &h, const Matrix<T> &w, const std::vec
                                     Matrix<T> &);                                                                     \
     template void geluForward<T>(Gelu, const Matrix<T> &, Matrix<T> &);                                              \
     template void geluBackward<T>(Gelu, const Matrix<T> &, const Matrix<T> &, Matrix<T> &);                          \
-    template T crossEntropyForward<T>(const Matrix<T> &, const Matrix<T> &, const std::vector<int32_t> &, int64_t,   \
-                                      CrossEntropyState<T> &);                                                        \
-    template void crossEntropyBackward<T>(const Matrix<T> &, const Matrix<T> &, const std::vector<int32_t> &,        \
-                                          int64_t, const CrossEntropyState<T> &, T, Matrix<T> &, Matrix<T> *);
+    template T crossEntropyForward<T>(const Matrix<T> &, const Matrix<T> &, const Vector<T> &,                       \
+                                      const std::vector<int32_t> &, int64_t, CrossEntropyState<T> &);                 \
+    template void crossEntropyBackward<T>(const Matrix<T> &, const Matrix<T> &, const Vector<T> &,                   \
+                                          const std::vector<int32_t> &, int64_t, const CrossEntropyState<T> &, T,      \
+                                          Matrix<T> &, Matrix<T> *, Vector<T> *);
 
 LATHE_TRAIN_OPS(float)
 LATHE_TRAIN_OPS(double)

@@ -90,8 +90,8 @@ template <class T> void geluForward(Gelu kind, const Matrix<T> &x, Matrix<T> &y)
 template <class T> void geluBackward(Gelu kind, const Matrix<T> &dy, const Matrix<T> &x, Matrix<T> &dx);
 
 // ---- LM head and softmax cross-entropy, fused and chunked over the vocabulary ----
-// loss = mean over the rows whose target is >= 0 of -log softmax(h W^T)[target] (W: vocab x width, the tied
-// embedding or the untied head). The logits are never held whole: each chunk of `chunk` vocabulary rows is
+// loss = mean over the rows whose target is >= 0 of -log softmax(h W^T + b)[target] (W: vocab x width, the tied
+// embedding or the untied head; b: the head's bias (Phi-2) or empty). The logits are never held whole: each chunk of `chunk` vocabulary rows is
 // computed, folded into a running max and sum of exponentials per row (online log-sum-exp), and dropped; backward
 // recomputes each chunk's logits, forms softmax - onehot, and accumulates dh += G W_c / n and dW_c += G^T h / n.
 // Memory: rows x chunk values at a time (SmolLM2, 512 tokens, chunk 4096: 8 MB instead of 100 MB of logits).
@@ -100,11 +100,13 @@ template <class T> struct CrossEntropyState {
     int64_t count = 0;   // rows with a target
 };
 template <class T>
-T crossEntropyForward(const Matrix<T> &h, const Matrix<T> &w, const std::vector<int32_t> &targets, int64_t chunk,
-                      CrossEntropyState<T> &state);
-// Backward of the mean loss, scaled by `scale` (gradient accumulation divides here). dw may be null (frozen head).
+T crossEntropyForward(const Matrix<T> &h, const Matrix<T> &w, const Vector<T> &b, const std::vector<int32_t> &targets,
+                      int64_t chunk, CrossEntropyState<T> &state);
+// Backward of the mean loss, scaled by `scale` (gradient accumulation divides here). dw and db may be null (frozen
+// head, no bias).
 template <class T>
-void crossEntropyBackward(const Matrix<T> &h, const Matrix<T> &w, const std::vector<int32_t> &targets,
-                          int64_t chunk, const CrossEntropyState<T> &state, T scale, Matrix<T> &dh, Matrix<T> *dw);
+void crossEntropyBackward(const Matrix<T> &h, const Matrix<T> &w, const Vector<T> &b,
+                          const std::vector<int32_t> &targets, int64_t chunk, const CrossEntropyState<T> &state,
+                          T scale, Matrix<T> &dh, Matrix<T> *dw, Vector<T> *db);
 
 } // namespace lathe::train
