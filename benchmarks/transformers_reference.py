@@ -4,6 +4,7 @@ the CPU, for docs/benchmarks.md and the issue's closing notes.
 
   transformers_reference.py ppl --model DIR_OR_GGUF --text FILE --seq-len N [--max-tokens K]
   transformers_reference.py speed --model DIR_OR_GGUF --seq-len N [--repeat R] [--threads T]
+  transformers_reference.py train --model DIR_OR_GGUF --seq-len N [--batch B] [--repeat R] [--threads T]
 
 Perplexity follows the protocol lathe-cli eval uses: the file's lines as dataset rows (a non-empty row keeps its
 "\\n"), joined with "\\n\\n", tokenized once with the model's tokenizer (specials included), non-overlapping windows
@@ -92,16 +93,48 @@ def speed(a):
                       "best_s": best, "tokens_per_s": a.seq_len / best}))
 
 
+def train(a):
+    """One fp32 training step as `lathe-cli bench train` times it: forward with labels, backward, AdamW."""
+    import resource
+    _, model = load(a.model)
+    model.train()
+    for m in model.modules():  # no dropout, as lathe (which has none)
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    g = torch.Generator().manual_seed(42)
+    x = torch.randint(0, model.config.vocab_size, (a.batch, a.seq_len), generator=g)
+
+    def step():
+        opt.zero_grad(set_to_none=False)
+        model(input_ids=x, labels=x).loss.backward()
+        opt.step()
+
+    step()  # warm-up
+    times = []
+    for _ in range(a.repeat):
+        t0 = time.time()
+        step()
+        times.append(time.time() - t0)
+    times.sort()
+    median = times[len(times) // 2]
+    print(json.dumps({"tool": "transformers " + transformers.__version__, "torch": torch.__version__,
+                      "threads": torch.get_num_threads(), "model": a.model, "seq_len": a.seq_len, "batch": a.batch,
+                      "median_s": median, "tokens_per_s": a.batch * a.seq_len / median,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["ppl", "speed"])
+    ap.add_argument("what", choices=["ppl", "speed", "train"])
     ap.add_argument("--model", required=True)
     ap.add_argument("--text")
     ap.add_argument("--ids", help="JSON list of token ids to use instead of tokenizing --text")
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--max-tokens", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    ppl(a) if a.what == "ppl" else speed(a)
+    {"ppl": ppl, "speed": speed, "train": train}[a.what](a)

@@ -11,9 +11,12 @@
 #include "numeric/backend.h"
 #include "numeric/blas.h"
 #include "numeric/mat.h"
+#include "train/adamw.h"
+#include "train/causallm.h"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -46,9 +49,12 @@ struct SgemmProbe {
 int runBenchForward(int argc, char **argv);
 int runBenchSpectra(int argc, char **argv);
 int runBenchSliceGpt(int argc, char **argv);
+int runBenchTrain(int argc, char **argv);
 
 int runBench(int argc, char **argv) {
     const std::string what = argc > 2 ? argv[2] : "";
+    if (what == "train")
+        return runBenchTrain(argc, argv);
     if (what == "spectra")
         return runBenchSpectra(argc, argv);
     if (what == "slicegpt")
@@ -264,6 +270,86 @@ int runBenchForward(int argc, char **argv) {
         std::printf("%-28s %12.1f\n", "GEMM peak GFLOP/s (median)", peak);
         std::printf("%-28s %11.1f%%\n", "of the GEMM-bound ceiling", 100.0 * fraction);
         std::printf("%-28s %12.1f\n", "ceiling tokens/s", ceilingTokens);
+    }
+    std::printf("%s\n", j.dump().c_str());
+    return 0;
+}
+
+// One training step (forward, backward, AdamW) of the CPU training engine, timed (issue 17's speed target), next to
+// the sgemm peak measured right before each step: the step's FLOPs are 3 x the forward pass's (forward, and the
+// two GEMMs per linear of backward).
+int runBenchTrain(int argc, char **argv) {
+    CliOptions o(argc, argv, 3, {"model", "shape", "seq-len", "batch", "repeat", "threads"}, {"json"});
+    if (!o.ok() || (!o.value("model") && !o.value("shape")) || !o.positional().empty()) {
+        std::fprintf(stderr,
+                     "usage: lathe-cli bench train (--model MODEL | --shape NAME) [--seq-len N] [--batch B] [--repeat R]\n"
+                     "                             [--threads T] [--json]\n"
+                     "  tokens/s of forward + backward + AdamW on random tokens, the achieved GFLOP/s beside the\n"
+                     "  sgemm peak measured in the same run, and the peak memory\n%s\n",
+                     o.error().c_str());
+        return 2;
+    }
+    if (o.value("threads"))
+        setBlasThreads(int(o.integer("threads", 0, 0, 1024)));
+    const int64_t seq = o.integer("seq-len", 512, 2, 1 << 20), batch = o.integer("batch", 1, 1, 4096);
+    const int repeat = int(o.integer("repeat", 3, 1, 1000));
+    std::unique_ptr<Model> model = benchModel(o);
+    train::CausalLm<float> lm(*model);
+    train::AdamW<float> adam;
+    const TokenBatch b = TokenBatch::random(model->config.vocabSize, batch, seq, 42);
+    SgemmProbe probe(2048);
+    probe.gflops(1);
+    auto step = [&] {
+        lm.parameters().zeroGrad();
+        lm.forward(b);
+        lm.backward();
+        adam.step(lm.parameters(), 1e-4);
+    };
+    spdlog::info("warm-up step...");
+    step();
+    const double flops = 3.0 * forwardFlops(model->config, seq) * double(batch);
+    std::vector<double> times, peaks;
+    for (int r = 0; r < repeat; ++r) {
+        peaks.push_back(probe.gflops(2));
+        const double t0 = steadySeconds();
+        step();
+        times.push_back(steadySeconds() - t0);
+    }
+    std::sort(times.begin(), times.end());
+    std::sort(peaks.begin(), peaks.end());
+    const double median = times[times.size() / 2], peak = peaks[peaks.size() / 2];
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    const double peakMb = double(ru.ru_maxrss) / 1024.0;
+    const BlasInfo blas = blasInfo();
+    const double tokens = double(batch * seq);
+    const nlohmann::json j = {{"bench", "train"},
+                              {"model", model->sourcePath},
+                              {"batch", batch},
+                              {"seq_len", seq},
+                              {"repeat", repeat},
+                              {"blas", blas.library},
+                              {"blas_core", blas.coreType},
+                              {"threads", blas.threads},
+                              {"median_s", median},
+                              {"tokens_per_s", tokens / median},
+                              {"gflop_per_step", flops / 1e9},
+                              {"gflops", flops / median / 1e9},
+                              {"gemm_peak_gflops", peak},
+                              {"fraction_of_peak", flops / median / 1e9 / peak},
+                              {"peak_rss_mb", peakMb}};
+    if (!o.flag("json")) {
+        std::printf("training step  %s, batch %lld x seq %lld, CPU fp32 (%s, core %s, %d threads)\n",
+                    model->sourcePath.c_str(), (long long)batch, (long long)seq, blas.library.c_str(),
+                    blas.coreType.c_str(), blas.threads);
+        std::printf("%-28s %12s\n", "metric", "value");
+        std::printf("%-28s %12.3f\n", "median step (s)", median);
+        std::printf("%-28s %12.1f\n", "tokens/s", tokens / median);
+        std::printf("%-28s %12.1f\n", "GFLOP per step", flops / 1e9);
+        std::printf("%-28s %12.1f\n", "achieved GFLOP/s", flops / median / 1e9);
+        std::printf("%-28s %12.1f\n", "sgemm peak GFLOP/s", peak);
+        std::printf("%-28s %12.2f\n", "fraction of peak", flops / median / 1e9 / peak);
+        std::printf("%-28s %12.1f\n", "peak memory (MB)", peakMb);
     }
     std::printf("%s\n", j.dump().c_str());
     return 0;

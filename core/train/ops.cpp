@@ -1,13 +1,50 @@
 #include "train/ops.h"
 
 #include "base/error.h"
+#include "numeric/blas.h"
 
 #include <algorithm>
 #include <cassert>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 namespace lathe::train {
+
+namespace {
+
+// C = alpha op(A) op(B) + beta C on row-major matrices (the blas.h contract): fp32 through BLAS (threaded), fp64
+// through Eigen (the finite-difference checks).
+template <class T>
+void gemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, T alpha, const T *a, int64_t lda, const T *b,
+          int64_t ldb, T beta, T *c, int64_t ldc) {
+    if constexpr (std::is_same_v<T, float>) {
+        sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    } else {
+        using Strided = Eigen::Map<const Matrix<T>, 0, Eigen::OuterStride<>>;
+        const Strided A(a, transA ? k : m, transA ? m : k, Eigen::OuterStride<>(lda));
+        const Strided B(b, transB ? n : k, transB ? k : n, Eigen::OuterStride<>(ldb));
+        Eigen::Map<Matrix<T>, 0, Eigen::OuterStride<>> C(c, m, n, Eigen::OuterStride<>(ldc));
+        Matrix<T> prod;
+        if (transA && transB)
+            prod.noalias() = A.transpose() * B.transpose();
+        else if (transA)
+            prod.noalias() = A.transpose() * B;
+        else if (transB)
+            prod.noalias() = A * B.transpose();
+        else
+            prod.noalias() = A * B;
+        C = (beta == T(0) ? Matrix<T>(alpha * prod) : Matrix<T>(beta * C + alpha * prod));
+    }
+}
+
+// y = x w^T for a block of w's rows (the LM head's chunk), y resized.
+template <class T> void timesTransposed(const Matrix<T> &x, const T *w, int64_t wRows, Matrix<T> &y) {
+    y.resize(x.rows(), wRows);
+    gemm<T>(false, true, x.rows(), wRows, x.cols(), T(1), x.data(), x.cols(), w, x.cols(), T(0), y.data(), wRows);
+}
+
+} // namespace
 
 // ---- embedding ----
 
@@ -93,7 +130,7 @@ void layerNormBackward(const Matrix<T> &dy, const Matrix<T> &x, const Vector<T> 
 
 template <class T> void linearForward(const Matrix<T> &x, const Matrix<T> &w, const Vector<T> &b, Matrix<T> &y) {
     assert(x.cols() == w.cols());
-    y.noalias() = x * w.transpose();
+    timesTransposed(x, w.data(), w.rows(), y);
     if (b.size())
         y.rowwise() += b.transpose();
 }
@@ -101,10 +138,11 @@ template <class T> void linearForward(const Matrix<T> &x, const Matrix<T> &w, co
 template <class T>
 void linearBackward(const Matrix<T> &dy, const Matrix<T> &x, const Matrix<T> &w, Matrix<T> *dx, Matrix<T> *dw,
                     Vector<T> *db) {
+    const int64_t rows = dy.rows(), out = w.rows(), in = w.cols();
     if (dx)
-        dx->noalias() += dy * w;
+        gemm<T>(false, false, rows, in, out, T(1), dy.data(), out, w.data(), in, T(1), dx->data(), in);
     if (dw)
-        dw->noalias() += dy.transpose() * x;
+        gemm<T>(true, false, out, in, rows, T(1), dy.data(), out, x.data(), in, T(1), dw->data(), in);
     if (db)
         *db += dy.colwise().sum().transpose();
 }
@@ -145,40 +183,39 @@ template <class T> void ropeBackward(Matrix<T> &dx, int64_t seq, int heads, int 
 
 // ---- attention ----
 
+// Per (sequence, head): the (S x S) scores by one GEMM over the strided head columns, the causal softmax row by
+// row, the context by a second GEMM. The GEMMs compute the masked upper triangle too (twice the causal work) but run
+// at BLAS speed, which the scalar loops do not reach.
 template <class T>
 void attentionForward(const Matrix<T> &q, const Matrix<T> &k, const Matrix<T> &v, const AttentionDims &d,
                       Matrix<T> &ctx, AttentionState<T> &state) {
     const int64_t S = d.seq, D = d.headDim, qw = int64_t(d.heads) * D, kw = int64_t(d.kvHeads) * D;
     assert(q.rows() == d.batch * S && q.cols() == qw && k.cols() == kw && v.cols() == kw);
     const int group = d.heads / d.kvHeads;
-    ctx.setZero(q.rows(), qw);
-    state.probs.assign(size_t(d.batch * d.heads * S * S), T(0));
+    ctx.resize(q.rows(), qw);
+    state.probs.resize(size_t(d.batch * d.heads * S * S));
     for (int64_t b = 0; b < d.batch; ++b)
         for (int h = 0; h < d.heads; ++h) {
             const int kvh = h / group;
             T *P = state.probs.data() + (b * d.heads + h) * S * S;
+            const T *qh = q.data() + b * S * qw + int64_t(h) * D;
+            const T *kh = k.data() + b * S * kw + int64_t(kvh) * D;
+            const T *vh = v.data() + b * S * kw + int64_t(kvh) * D;
+            gemm<T>(false, true, S, S, D, T(d.scale), qh, qw, kh, kw, T(0), P, S);
             for (int64_t i = 0; i < S; ++i) {
-                const T *qi = q.data() + (b * S + i) * qw + int64_t(h) * D;
+                T *row = P + i * S;
                 T mx = -std::numeric_limits<T>::infinity();
-                for (int64_t j = 0; j <= i; ++j) {
-                    const T *kj = k.data() + (b * S + j) * kw + int64_t(kvh) * D;
-                    T dot = 0;
-                    for (int64_t c = 0; c < D; ++c)
-                        dot += qi[c] * kj[c];
-                    P[i * S + j] = dot * T(d.scale);
-                    mx = std::max(mx, P[i * S + j]);
-                }
+                for (int64_t j = 0; j <= i; ++j)
+                    mx = std::max(mx, row[j]);
                 T sum = 0;
                 for (int64_t j = 0; j <= i; ++j)
-                    sum += (P[i * S + j] = std::exp(P[i * S + j] - mx));
-                T *out = ctx.data() + (b * S + i) * qw + int64_t(h) * D;
-                for (int64_t j = 0; j <= i; ++j) {
-                    P[i * S + j] /= sum;
-                    const T *vj = v.data() + (b * S + j) * kw + int64_t(kvh) * D;
-                    for (int64_t c = 0; c < D; ++c)
-                        out[c] += P[i * S + j] * vj[c];
-                }
+                    sum += (row[j] = std::exp(row[j] - mx));
+                const T inv = T(1) / sum;
+                for (int64_t j = 0; j <= i; ++j)
+                    row[j] *= inv;
+                std::fill(row + i + 1, row + S, T(0));
             }
+            gemm<T>(false, false, S, D, S, T(1), P, S, vh, kw, T(0), ctx.data() + b * S * qw + int64_t(h) * D, qw);
         }
 }
 
@@ -190,37 +227,27 @@ void attentionBackward(const Matrix<T> &dctx, const Matrix<T> &q, const Matrix<T
                        Matrix<T> &dv) {
     const int64_t S = d.seq, D = d.headDim, qw = int64_t(d.heads) * D, kw = int64_t(d.kvHeads) * D;
     const int group = d.heads / d.kvHeads;
-    std::vector<T> dP(static_cast<size_t>(S));
+    std::vector<T> dP(static_cast<size_t>(S * S));
     for (int64_t b = 0; b < d.batch; ++b)
         for (int h = 0; h < d.heads; ++h) {
             const int kvh = h / group;
             const T *P = state.probs.data() + (b * d.heads + h) * S * S;
+            const T *dO = dctx.data() + b * S * qw + int64_t(h) * D;
+            const int64_t qOff = b * S * qw + int64_t(h) * D, kOff = b * S * kw + int64_t(kvh) * D;
+            gemm<T>(true, false, S, D, S, T(1), P, S, dO, qw, T(1), dv.data() + kOff, kw);
+            gemm<T>(false, true, S, S, D, T(1), dO, qw, v.data() + kOff, kw, T(0), dP.data(), S);
             for (int64_t i = 0; i < S; ++i) {
-                const T *dO = dctx.data() + (b * S + i) * qw + int64_t(h) * D;
+                const T *p = P + i * S;
+                T *g = dP.data() + i * S;
                 T rowDot = 0;
-                for (int64_t j = 0; j <= i; ++j) {
-                    const T *vj = v.data() + (b * S + j) * kw + int64_t(kvh) * D;
-                    T *dvj = dv.data() + (b * S + j) * kw + int64_t(kvh) * D;
-                    T dot = 0;
-                    for (int64_t c = 0; c < D; ++c) {
-                        dot += dO[c] * vj[c];
-                        dvj[c] += P[i * S + j] * dO[c];
-                    }
-                    dP[size_t(j)] = dot;
-                    rowDot += dot * P[i * S + j];
-                }
-                const T *qi = q.data() + (b * S + i) * qw + int64_t(h) * D;
-                T *dqi = dq.data() + (b * S + i) * qw + int64_t(h) * D;
-                for (int64_t j = 0; j <= i; ++j) {
-                    const T dS = P[i * S + j] * (dP[size_t(j)] - rowDot) * T(d.scale);
-                    const T *kj = k.data() + (b * S + j) * kw + int64_t(kvh) * D;
-                    T *dkj = dk.data() + (b * S + j) * kw + int64_t(kvh) * D;
-                    for (int64_t c = 0; c < D; ++c) {
-                        dqi[c] += dS * kj[c];
-                        dkj[c] += dS * qi[c];
-                    }
-                }
+                for (int64_t j = 0; j <= i; ++j)
+                    rowDot += g[j] * p[j];
+                for (int64_t j = 0; j <= i; ++j)
+                    g[j] = p[j] * (g[j] - rowDot) * T(d.scale);
+                std::fill(g + i + 1, g + S, T(0));
             }
+            gemm<T>(false, false, S, D, S, T(1), dP.data(), S, k.data() + kOff, kw, T(1), dq.data() + qOff, qw);
+            gemm<T>(true, false, S, D, S, T(1), dP.data(), S, q.data() + qOff, qw, T(1), dk.data() + kOff, kw);
         }
 }
 
@@ -289,7 +316,7 @@ T crossEntropyForward(const Matrix<T> &h, const Matrix<T> &w, const Vector<T> &b
     Matrix<T> logits;
     for (int64_t c0 = 0; c0 < vocab; c0 += chunk) {
         const int64_t n = std::min(chunk, vocab - c0);
-        logits.noalias() = h * w.middleRows(c0, n).transpose();
+        timesTransposed(h, w.data() + c0 * w.cols(), n, logits);
         if (b.size())
             logits.rowwise() += b.segment(c0, n).transpose();
         for (int64_t r = 0; r < rows; ++r) {
@@ -326,7 +353,7 @@ void crossEntropyBackward(const Matrix<T> &h, const Matrix<T> &w, const Vector<T
     Matrix<T> g;
     for (int64_t c0 = 0; c0 < vocab; c0 += chunk) {
         const int64_t n = std::min(chunk, vocab - c0);
-        g.noalias() = h * w.middleRows(c0, n).transpose();
+        timesTransposed(h, w.data() + c0 * w.cols(), n, g);
         if (b.size())
             g.rowwise() += b.segment(c0, n).transpose();
         for (int64_t r = 0; r < rows; ++r) {
@@ -339,9 +366,11 @@ void crossEntropyBackward(const Matrix<T> &h, const Matrix<T> &w, const Vector<T
             if (t >= c0 && t < c0 + n)
                 g(r, t - c0) -= norm;
         }
-        dh.noalias() += g * w.middleRows(c0, n);
+        const int64_t width = h.cols();
+        gemm<T>(false, false, rows, width, n, T(1), g.data(), n, w.data() + c0 * width, width, T(1), dh.data(), width);
         if (dw)
-            dw->middleRows(c0, n).noalias() += g.transpose() * h;
+            gemm<T>(true, false, n, width, rows, T(1), g.data(), n, h.data(), width, T(1), dw->data() + c0 * width,
+                    width);
         if (db)
             db->segment(c0, n) += g.colwise().sum().transpose();
     }
