@@ -572,8 +572,8 @@ private slots:
             test::CliRun r;
             if (fs::exists(out / "spec.json"))
                 r = test::runCli({"train", "--resume", QString::fromStdString(out.string())});
-            else // killed before the run folder existed: the job starts afresh
-                r = test::runCli({"train", specPath, "--output", QString::fromStdString(out.string())});
+            else // killed before the run folder held its spec: the job, resumed into that folder, starts afresh
+                r = test::runCli({"train", specPath, "--resume", QString::fromStdString(out.string())});
             QVERIFY2(r.exitCode == 0, (where + r.err).c_str());
             const auto got = stripped(out);
             QVERIFY2(got.first == want.first, (where + "steps").c_str());

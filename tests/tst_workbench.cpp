@@ -20,7 +20,9 @@
 #include "spectrumview.h"
 #include "methods/methodparams.h"
 #include "testsupport.h"
+#include "trainingview.h"
 #include "workbenchdocument.h"
+#include "engine/evaluation.h"
 #include "io/modelloader.h"
 
 #include <qcustomplot.h>
@@ -342,6 +344,47 @@ private slots:
         doc.clearRuns();
         QCOMPARE(results.table()->rowCount(), 0);
         QVERIFY(!results.hasData());
+    }
+
+    // A training job from the window (issue 17 item 10): every step and evaluation reaches the Training tab while
+    // it runs (loss and learning rate per step, held-out perplexity at steps 0, 4, 8), the log-scale switch works,
+    // and a long run cancelled from the job manager stops at a step boundary and says so in its results.
+    void trainingJobDrawsLive() {
+        MainWindow w;
+        const std::string root = test::tempDir("gui-train");
+        TrainingSpec spec;
+        spec.model = m_model.toStdString();
+        spec.trainText = test::dataDir() + "/text/tinystories-excerpt.txt";
+        spec.holdout = 0.1;
+        spec.seqLen = 64;
+        spec.batch = 2;
+        spec.evalWindows = 2;
+        spec.steps = 8;
+        spec.evalEvery = 4;
+        spec.checkpointEvery = 0;
+        spec.exportModel = false;
+        spec.outputDir = root + "/run";
+        QSignalSpy done(&w, &MainWindow::trainingFinished);
+        w.startTraining(spec);
+        QVERIFY(done.wait(60000));
+        TrainingView *view = w.trainingView();
+        QCOMPARE(view->stepCount(), 8);
+        QCOMPARE(view->evalCount(), 3);
+        QVERIFY(view->hasData());
+        QCOMPARE(view->plot()->graphCount(), 3);
+        QCOMPARE(view->plot()->yAxis->scaleType(), QCPAxis::stLogarithmic);
+        view->setLogScale(false);
+        QCOMPARE(view->plot()->yAxis->scaleType(), QCPAxis::stLinear);
+
+        spec.steps = 100000;
+        spec.outputDir = root + "/cancel";
+        w.startTraining(spec);
+        QTRY_VERIFY_WITH_TIMEOUT(view->stepCount() >= 2, 30000);
+        w.jobManager()->cancelAll();
+        QTRY_COMPARE_WITH_TIMEOUT(w.jobManager()->activeCount(), 0, 30000);
+        const auto r = nlohmann::json::parse(readTextFile(root + "/cancel/results.json"));
+        QCOMPARE(QString::fromStdString(r["status"].get<std::string>()), QString("cancelled"));
+        QVERIFY(r["steps"].size() >= 2 && r["steps"].size() < 100000);
     }
 
     void spectrumPoints() {

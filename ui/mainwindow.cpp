@@ -2,6 +2,8 @@
 
 #include "compressdialog.h"
 #include "compressjob.h"
+#include "trainingview.h"
+#include "trainjob.h"
 #include "resultsview.h"
 #include "workbenchdocument.h"
 
@@ -60,6 +62,7 @@ void registerUiMetaTypes() {
     qRegisterMetaType<std::shared_ptr<lathe::InputNorms>>("std::shared_ptr<lathe::InputNorms>");
     qRegisterMetaType<std::shared_ptr<const lathe::CompressionRunResult>>(
         "std::shared_ptr<const lathe::CompressionRunResult>");
+    qRegisterMetaType<std::shared_ptr<const lathe::TrainingResult>>("std::shared_ptr<const lathe::TrainingResult>");
 }
 
 MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
@@ -94,6 +97,8 @@ MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
     m_views->addTab(m_details, tr("Details"));
     m_resultsView = new ResultsView(m_doc, central);
     m_views->addTab(m_resultsView, tr("Results"));
+    m_trainingView = new TrainingView(central);
+    m_views->addTab(m_trainingView, tr("Training"));
     layout->addWidget(m_views);
     setCentralWidget(central);
 
@@ -270,6 +275,17 @@ void MainWindow::buildMenus() {
     });
     runCompress->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_R));
     compress->addAction(tr("Clear &Results"), m_doc, &WorkbenchDocument::clearRuns);
+    QMenu *trainMenu = menuBar()->addMenu(tr("&Train"));
+    trainMenu->addAction(tr("Run &Training Job..."), this, [this] {
+        const QString path = QFileDialog::getOpenFileName(this, tr("Training job spec"), {}, tr("JSON (*.json)"));
+        if (path.isEmpty())
+            return;
+        try {
+            startTraining(TrainingSpec::fromFile(path.toStdString()));
+        } catch (const LatheError &e) {
+            showError(QString::fromStdString(e.what()), QString::fromStdString(e.hint()));
+        }
+    });
     QAction *cancelAll = analysis->addAction(tr("Cancel All &Jobs"), m_jobs, &JobManager::cancelAll);
     cancelAll->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_Period));
 }
@@ -421,6 +437,26 @@ void MainWindow::startCompression(const CompressionSpec &spec) {
         m_views->setCurrentWidget(m_resultsView);
         statusBar()->showMessage(tr("Compression finished: %1").arg(dir));
         emit compressionFinished(dir);
+    });
+    connect(job, &Job::failed, this, [this](QString message, QString hint) { showError(message, hint); });
+    m_jobs->start(job);
+}
+
+void MainWindow::startTraining(const TrainingSpec &spec) {
+    validateTrainingSpec(spec);
+    auto *job = new TrainJob(spec);
+    m_trainingView->start(job->title());
+    m_views->setCurrentWidget(m_trainingView);
+    connect(job, &TrainJob::stepDone, this,
+            [this](qint64 step, double loss, double lr, double) { m_trainingView->addStep(step, loss, lr); });
+    connect(job, &TrainJob::evalDone, this,
+            [this](qint64 step, double, double perplexity) { m_trainingView->addEval(step, perplexity); });
+    connect(job, &TrainJob::finished, this, [this](std::shared_ptr<const TrainingResult> r, QString dir) {
+        m_messageBar->hide();
+        m_lastError.clear();
+        statusBar()->showMessage(tr("Training finished: %1%2").arg(dir, r->exportDir.empty() ? QString()
+                                                                      : tr("; model: %1").arg(QString::fromStdString(r->exportDir))));
+        emit trainingFinished(dir);
     });
     connect(job, &Job::failed, this, [this](QString message, QString hint) { showError(message, hint); });
     m_jobs->start(job);

@@ -1,6 +1,7 @@
 #pragma once
 
 #include "run/compressionrun.h"
+#include "run/trainingrun.h"
 
 #include "engine/calibration.h"
 #include "analysis/matrixscores.h"
@@ -70,6 +71,9 @@ public:
     // What the Compress dialog opens with: the last spec run on this model (in a new run folder), else the panel's.
     CompressionSpec specForDialog() const;
     void startCompression(const CompressionSpec &spec);
+    // Starts a training job (lathe-cli train's spec); its steps draw the Training tab live; trainingFinished().
+    void startTraining(const TrainingSpec &spec);
+    class TrainingView *trainingView() const { return m_trainingView; }
     class ResultsView *resultsView() const { return m_resultsView; }
     // Writes every figure of the selection (or of the whole model when nothing is selected) into `folder`.
     void exportAllFigures(const QString &folder);
@@ -81,6 +85,7 @@ signals:
     void scoresReady();
     void calibrationReady();
     void compressionFinished(QString runFolder);
+    void trainingFinished(QString runFolder);
     void figuresExported(const QStringList &files, const QString &error);
 
 protected:
@@ -111,6 +116,7 @@ private:
     ModelTree *m_tree = nullptr;
     QTabWidget *m_views = nullptr;
     class ResultsView *m_resultsView = nullptr;
+    class TrainingView *m_trainingView = nullptr;
     SpectrumView *m_spectrumView = nullptr;
     SparsityView *m_sparsityView = nullptr;
     ImportanceView *m_importanceView = nullptr;

@@ -35,7 +35,8 @@ int runTrain(int argc, char **argv) {
         // The run's own copy of its spec (not an input of the run: it lives in the run folder).
         const std::filesystem::path dir(*o.value("resume"));
         if (!std::filesystem::exists(dir / "spec.json"))
-            throw LatheError(dir.string() + " holds no training run (no spec.json)", "give the run folder of lathe-cli train");
+            throw LatheError(dir.string() + " holds no training run (no spec.json)",
+                             "give the run folder of lathe-cli train, or the job too: lathe-cli train JOB.json --resume DIR");
         spec = TrainingSpec::fromJson(nlohmann::json::parse(readTextFile((dir / "spec.json").string())));
         spec.outputDir = dir.string();
         spec.resume = true;

@@ -31,8 +31,14 @@ RunFolder::RunFolder(const std::string &dirName, OutputKind kind, bool keep, con
             if (ec)
                 spdlog::warn("{}: the previous run was left at {}: {}", dirName, old.string(), ec.message());
         }
-        fs::create_directories(m_dir);
-        writeOutputMarker(m_dir, kind);
+        // The folder appears with its marker or not at all: built as a temporary sibling and renamed into place,
+        // so a kill in between leaves only a temporary (removed by the next run), never a folder without a marker
+        // that a resumed or overwriting run would have to refuse.
+        const fs::path tmp = temporarySibling(m_dir, "lathe-tmp");
+        fs::create_directories(tmp);
+        writeOutputMarker(tmp, kind);
+        fs::rename(tmp, m_dir);
+        fsyncFolder(fs::absolute(m_dir, ec).parent_path());
     }
     m_log.emplace(m_dir / "run.log", CheckedFile::Append);
     m_lines.emplace(m_dir / linesFile, CheckedFile::Append);

@@ -397,7 +397,8 @@ json TrainingResult::toJson() const {
             {"evals", ev},      {"export_dir", exportDir}, {"seconds", seconds}};
 }
 
-TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &progress) {
+TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &progress,
+                           const TrainingObserver &observer) {
     const double t0 = now();
     Prepared prepared = prepare(spec);
     train::CausalLm<float> lm(*prepared.model);
@@ -451,13 +452,21 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
         if (resuming) {
             step = readCheckpoint(dir, lm, adam, order, result);
             files.log("resumed at step " + std::to_string(step));
-            for (const TrainingEval &e : result.evals)
+            for (const TrainingEval &e : result.evals) {
                 files.line(evalJson(e));
-            for (const TrainingStep &s : result.steps)
+                if (observer.eval)
+                    observer.eval(e);
+            }
+            for (const TrainingStep &s : result.steps) {
                 files.line(stepJson(s));
+                if (observer.step)
+                    observer.step(s);
+            }
         } else if (!prepared.eval.empty()) {
             result.evals.push_back(evaluate(lm, prepared.eval, spec.seqLen, spec.evalWindows, 0));
             files.line(evalJson(result.evals.back()));
+            if (observer.eval)
+                observer.eval(result.evals.back());
             files.log("step 0: eval perplexity " + std::to_string(result.evals.back().perplexity));
         }
         files.results(result.toJson());
@@ -487,10 +496,14 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
             rec.tokensPerSecond = double(tokensPerStep) / std::max(1e-9, now() - ts);
             result.steps.push_back(rec);
             files.line(stepJson(rec));
+            if (observer.step)
+                observer.step(rec);
             const bool last = step + 1 == spec.steps;
             if (!prepared.eval.empty() && (last || (spec.evalEvery > 0 && (step + 1) % spec.evalEvery == 0))) {
                 result.evals.push_back(evaluate(lm, prepared.eval, spec.seqLen, spec.evalWindows, step + 1));
                 files.line(evalJson(result.evals.back()));
+                if (observer.eval)
+                    observer.eval(result.evals.back());
                 files.log("step " + std::to_string(step + 1) + ": eval perplexity " +
                           std::to_string(result.evals.back().perplexity));
             }

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -87,6 +88,12 @@ struct TrainingResult {
 // ordinary Hugging Face folder). With spec.resume, the run continues from the folder's checkpoint and ends with
 // the weights and losses of an uninterrupted run. Cancellation (progress returning false) stops at a step
 // boundary with CancelledError after results.json records it.
-TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &progress = {});
+// Sees every step and evaluation as it happens (the GUI's live chart), on the training thread.
+struct TrainingObserver {
+    std::function<void(const TrainingStep &)> step;
+    std::function<void(const TrainingEval &)> eval;
+};
+TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &progress = {},
+                           const TrainingObserver &observer = {});
 
 } // namespace lathe

@@ -1,0 +1,84 @@
+#include "trainingview.h"
+
+#include <qcustomplot.h>
+
+#include <QCheckBox>
+#include <QVBoxLayout>
+
+#include <algorithm>
+
+namespace lathe {
+
+TrainingView::TrainingView(QWidget *parent) : PlotView("training", parent) {
+    m_log = new QCheckBox(tr("Logarithmic loss / perplexity axis"), this);
+    m_log->setObjectName("trainingLogScale");
+    m_log->setChecked(true);
+    static_cast<QVBoxLayout *>(layout())->addWidget(m_log);
+    connect(m_log, &QCheckBox::toggled, this, [this] { redraw(); });
+    showPlaceholder(tr("No training run yet: Train > Run Training Job..."));
+}
+
+void TrainingView::start(const QString &title) {
+    m_title = title;
+    m_steps.clear();
+    m_loss.clear();
+    m_lr.clear();
+    m_evalSteps.clear();
+    m_evalPpl.clear();
+    showPlaceholder(tr("%1: waiting for the first step").arg(title));
+}
+
+void TrainingView::addStep(qint64 step, double loss, double lr) {
+    m_steps << double(step);
+    m_loss << loss;
+    m_lr << lr;
+    redraw();
+}
+
+void TrainingView::addEval(qint64 step, double perplexity) {
+    m_evalSteps << double(step);
+    m_evalPpl << perplexity;
+    redraw();
+}
+
+void TrainingView::setLogScale(bool on) { m_log->setChecked(on); }
+
+void TrainingView::redraw() {
+    m_plot->clearPlottables();
+    m_plot->clearItems();
+    if (m_steps.isEmpty() && m_evalSteps.isEmpty())
+        return;
+    const bool log = m_log->isChecked();
+    QCPGraph *loss = m_plot->addGraph(m_plot->xAxis, m_plot->yAxis);
+    loss->setName(tr("training loss"));
+    loss->setData(m_steps, m_loss, true);
+    loss->setPen(QPen(QColor(31, 119, 180), 1.5));
+    QCPGraph *ppl = m_plot->addGraph(m_plot->xAxis, m_plot->yAxis);
+    ppl->setName(tr("held-out perplexity"));
+    ppl->setData(m_evalSteps, m_evalPpl, true);
+    ppl->setPen(QPen(QColor(214, 39, 40), 2));
+    ppl->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCircle, 6));
+    QCPGraph *lr = m_plot->addGraph(m_plot->xAxis, m_plot->yAxis2);
+    lr->setName(tr("learning rate"));
+    lr->setData(m_steps, m_lr, true);
+    lr->setPen(QPen(Qt::gray, 1, Qt::DashLine));
+    m_plot->xAxis->setLabel(tr("step"));
+    m_plot->yAxis->setLabel(tr("loss (nats) / perplexity"));
+    m_plot->yAxis->setScaleType(log ? QCPAxis::stLogarithmic : QCPAxis::stLinear);
+    if (log)
+        m_plot->yAxis->setTicker(QSharedPointer<QCPAxisTickerLog>::create());
+    else
+        m_plot->yAxis->setTicker(QSharedPointer<QCPAxisTicker>::create());
+    m_plot->yAxis2->setVisible(true);
+    m_plot->yAxis2->setLabel(tr("learning rate"));
+    m_plot->legend->setVisible(true);
+    m_plot->rescaleAxes();
+    const double lastStep = std::max(m_steps.isEmpty() ? 1.0 : m_steps.back(), m_evalSteps.isEmpty() ? 1.0 : m_evalSteps.back());
+    m_plot->xAxis->setRange(0, std::max(1.0, lastStep));
+    const QString note = m_steps.isEmpty()
+                             ? QString()
+                             : tr("step %1: loss %2, lr %3").arg(m_steps.back()).arg(m_loss.back(), 0, 'f', 4).arg(m_lr.back(), 0, 'g', 3);
+    showResult(m_title, note + (m_evalPpl.isEmpty() ? QString() : tr("; held-out perplexity %1").arg(m_evalPpl.back(), 0, 'f', 3)));
+}
+
+} // namespace lathe

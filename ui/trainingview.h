@@ -1,0 +1,35 @@
+#pragma once
+
+#include "plotview.h"
+
+#include <QVector>
+
+class QCheckBox;
+class QCPAxisRect;
+
+namespace lathe {
+
+// A training run live (issue 17 item 10): training loss and held-out perplexity against step on the left axis
+// (log scale by default, a check box switches it), the learning rate on the right axis. Fed step by step by a
+// TrainJob's signals; exportable like every figure.
+class TrainingView : public PlotView {
+    Q_OBJECT
+public:
+    explicit TrainingView(QWidget *parent = nullptr);
+
+    void start(const QString &title); // clears the previous run
+    void addStep(qint64 step, double loss, double lr);
+    void addEval(qint64 step, double perplexity);
+    int stepCount() const { return m_steps.size(); }
+    int evalCount() const { return m_evalSteps.size(); }
+    void setLogScale(bool on);
+
+private:
+    void redraw();
+
+    QCheckBox *m_log = nullptr;
+    QString m_title;
+    QVector<double> m_steps, m_loss, m_lr, m_evalSteps, m_evalPpl;
+};
+
+} // namespace lathe
