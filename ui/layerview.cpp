@@ -1,16 +1,63 @@
 #include "layerview.h"
 
+#include "analysis/compressionestimate.h"
+#include "model/model.h"
+#include "parameterpanel.h"
+#include "workbenchdocument.h"
+
 #include <qcustomplot.h>
+
+#include <map>
 
 namespace lathe {
 
-LayerView::LayerView(QWidget *parent) : PlotView("layers", parent) {
+LayerView::LayerView(const WorkbenchDocument *document, const ParameterPanel *panel, QWidget *parent)
+    : PlotView("layers", parent), m_doc(document), m_panel(panel) {
     m_plot->plotLayout()->remove(m_plot->axisRect());
     auto *grid = new QCPLayoutGrid;
     m_plot->plotLayout()->addElement(1, 0, grid);
     for (int i = 0; i < 3; ++i)
         grid->addElement(i, 0, new QCPAxisRect(m_plot));
     clear(tr("Open a model"));
+    connect(m_doc, &WorkbenchDocument::modelChanged, this, &LayerView::refresh);
+    connect(m_doc, &WorkbenchDocument::analysisChanged, this, &LayerView::refresh);
+    connect(m_panel, &ParameterPanel::changed, this, &LayerView::refresh);
+}
+
+void LayerView::refresh() {
+    const std::shared_ptr<Model> model = m_doc->model();
+    if (!model) {
+        clear(tr("Open a model"));
+        return;
+    }
+    const std::shared_ptr<const AnalyzeResult> analysis = m_doc->analysis();
+    const CompressionPlan plan = m_panel->plan();
+    std::map<int, LayerBar> bars;
+    std::map<int, int> rankCount;
+    for (const TensorInfo &t : model->tensors()) {
+        if (t.layer < 0 || t.role == TensorRole::Buffer)
+            continue;
+        LayerBar &b = bars[t.layer];
+        b.layer = t.layer;
+        b.parameters += double(t.numel());
+        if (isCompressionTarget(t)) {
+            b.sparsity += double(prunedCount(plan.pattern, t.shape[0], t.shape[1]));
+            if (analysis) {
+                auto it = analysis->data.spectra.find(t.name);
+                if (it != analysis->data.spectra.end()) {
+                    b.effectiveRank += it->second.stats.effectiveRank;
+                    ++rankCount[t.layer];
+                }
+            }
+        }
+    }
+    std::vector<LayerBar> out;
+    for (auto &[layer, b] : bars) {
+        b.sparsity = b.parameters > 0 ? b.sparsity / b.parameters : 0;
+        b.effectiveRank = rankCount[layer] ? b.effectiveRank / rankCount[layer] : 0;
+        out.push_back(b);
+    }
+    setLayers(out, m_panel->patternText() + (analysis ? QString() : tr(" (effective ranks: computing)")));
 }
 
 void LayerView::clear(const QString &message) { showPlaceholder(message); }

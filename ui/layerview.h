@@ -15,12 +15,22 @@ struct LayerBar {
     double effectiveRank = 0; // mean over the layer's matrices; 0 = unknown
 };
 
+class ParameterPanel;
+class WorkbenchDocument;
+
+// Subscribes to the workbench document (model, analysis) and the parameter panel (the plan) and redraws itself.
 class LayerView : public PlotView {
     Q_OBJECT
 public:
-    explicit LayerView(QWidget *parent = nullptr);
+    LayerView(const WorkbenchDocument *document, const ParameterPanel *panel, QWidget *parent = nullptr);
     void setLayers(const std::vector<LayerBar> &layers, const QString &planText);
     void clear(const QString &message);
+    // Recomputes the bars from the document and the panel's plan.
+    void refresh();
+
+private:
+    const WorkbenchDocument *m_doc;
+    const ParameterPanel *m_panel;
 };
 
 } // namespace lathe

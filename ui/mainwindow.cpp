@@ -71,6 +71,11 @@ MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
     setDockNestingEnabled(true);
     m_jobs = new JobManager(this);
     m_doc = new WorkbenchDocument(this);
+    // The parameter panel first: views subscribe to it.
+    auto *paramDock = new QDockWidget(tr("Parameters"), this);
+    paramDock->setObjectName("parameterDock");
+    m_params = new ParameterPanel(paramDock);
+    paramDock->setWidget(m_params);
 
     auto *central = new QWidget(this);
     auto *layout = new QVBoxLayout(central);
@@ -87,7 +92,7 @@ MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
     m_spectrumView = new SpectrumView(m_views);
     m_sparsityView = new SparsityView(m_views);
     m_importanceView = new ImportanceView(m_views);
-    m_layerView = new LayerView(m_views);
+    m_layerView = new LayerView(m_doc, m_params, m_views);
     m_details = new QTextBrowser(m_views);
     m_details->setFont(QFont("Monospace"));
     m_views->addTab(m_spectrumView, tr("Spectrum"));
@@ -109,10 +114,6 @@ MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
     treeDock->setWidget(m_tree);
     addDockWidget(Qt::LeftDockWidgetArea, treeDock);
 
-    auto *paramDock = new QDockWidget(tr("Parameters"), this);
-    paramDock->setObjectName("parameterDock");
-    m_params = new ParameterPanel(paramDock);
-    paramDock->setWidget(m_params);
     addDockWidget(Qt::RightDockWidgetArea, paramDock);
 
     auto *jobDock = new QDockWidget(tr("Jobs"), this);
@@ -131,7 +132,6 @@ MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
     connect(m_tree, &QTreeWidget::itemSelectionChanged, this, &MainWindow::updateViews);
     connect(m_params, &ParameterPanel::changed, this, [this] {
         updateSummary();
-        updateLayers();
         updateSpectrum();
         requestScores();
     });
@@ -143,12 +143,10 @@ MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
         m_params->setCalibrationStatus(tr("not collected"));
         updateDetails();
         updateSummary();
-        updateLayers();
         updateViews();
     });
     connect(m_doc, &WorkbenchDocument::analysisChanged, this, [this] {
         updateDetails();
-        updateLayers();
         updateSpectrum();
     });
     connect(m_doc, &WorkbenchDocument::calibrationChanged, this, [this] {
@@ -566,40 +564,6 @@ void MainWindow::updateSummary() {
     s += tr("Bytes (bf16): %1 → <b>%2</b> compact (%3), %4 with zeros in place")
              .arg(bytes(e.bytesBefore), bytes(e.bytesAfter), pct(double(e.bytesAfter), double(e.bytesBefore)), bytes(e.bytesAfterDense));
     m_params->setSummary(s);
-}
-
-void MainWindow::updateLayers() {
-    if (!m_doc->model()) {
-        m_layerView->clear(tr("Open a model"));
-        return;
-    }
-    const CompressionPlan plan = m_params->plan();
-    std::map<int, LayerBar> bars;
-    std::map<int, int> rankCount;
-    for (const TensorInfo &t : m_doc->model()->tensors()) {
-        if (t.layer < 0 || t.role == TensorRole::Buffer)
-            continue;
-        LayerBar &b = bars[t.layer];
-        b.layer = t.layer;
-        b.parameters += double(t.numel());
-        if (isCompressionTarget(t)) {
-            b.sparsity += double(prunedCount(plan.pattern, t.shape[0], t.shape[1]));
-            if (m_doc->analysis()) {
-                auto it = m_doc->analysis()->data.spectra.find(t.name);
-                if (it != m_doc->analysis()->data.spectra.end()) {
-                    b.effectiveRank += it->second.stats.effectiveRank;
-                    ++rankCount[t.layer];
-                }
-            }
-        }
-    }
-    std::vector<LayerBar> out;
-    for (auto &[layer, b] : bars) {
-        b.sparsity = b.parameters > 0 ? b.sparsity / b.parameters : 0;
-        b.effectiveRank = rankCount[layer] ? b.effectiveRank / rankCount[layer] : 0;
-        out.push_back(b);
-    }
-    m_layerView->setLayers(out, m_params->patternText() + (m_doc->analysis() ? QString() : tr(" (effective ranks: computing)")));
 }
 
 void MainWindow::updateDetails() {

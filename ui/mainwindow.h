@@ -100,7 +100,6 @@ private:
     void updateViews();
     void updateSpectrum();
     void updateSummary();
-    void updateLayers();
     void requestScores();
     void startAnalysis();
     void exportCurrentFigure();
