@@ -100,6 +100,28 @@ RopeAngles<double> ropeAngles(int64_t positions, int rotaryDim, double theta) {
 
 constexpr double kTol = 1e-6;
 
+// stories260K and its first `windows` windows of `seq` tokens of the bundled TinyStories excerpt, as one batch.
+std::pair<std::unique_ptr<Model>, TokenBatch> storiesWindows(int64_t windows, int64_t seq) {
+    auto m = openModel(test::sourceDir() + "/resources/demo/stories260K.bin");
+    const std::vector<int32_t> ids =
+        loadTokenizer(*m)->encodeForModel(readTextFile(test::dataDir() + "/text/tinystories-excerpt.txt"));
+    TokenBatch batch;
+    batch.batch = windows;
+    batch.seq = seq;
+    batch.tokens.assign(ids.begin(), ids.begin() + windows * seq);
+    return {std::move(m), std::move(batch)};
+}
+
+// max |got - want| and max(floor, max |want|) over a tensor.
+std::pair<double, double> maxError(const float *got, const std::vector<float> &want, double floor) {
+    double err = 0, scale = floor;
+    for (size_t i = 0; i < want.size(); ++i) {
+        err = std::max(err, std::abs(double(got[i]) - double(want[i])));
+        scale = std::max(scale, std::abs(double(want[i])));
+    }
+    return {err, scale};
+}
+
 // A tensor as PyTorch holds it, in our layout: GPT-2's Conv1D weights are stored (in x out), ours (out x in).
 std::vector<float> inOurLayout(const Parameter<float> &p, const std::vector<float> &torch) {
     if (!p.transposedInFile)
@@ -400,11 +422,7 @@ private slots:
             QVERIFY2(it != ref.end(), p.name.c_str());
             const std::vector<float> g = inOurLayout(p, it->second.f32);
             QCOMPARE(int64_t(g.size()), int64_t(p.grad.size()));
-            double err = 0, scale = 1e-30;
-            for (size_t i = 0; i < g.size(); ++i) {
-                err = std::max(err, std::abs(double(p.grad.data()[i]) - double(g[i])));
-                scale = std::max(scale, std::abs(double(g[i])));
-            }
+            const auto [err, scale] = maxError(p.grad.data(), g, 1e-30);
             // Gradients that are zero analytically (OPT's key bias: softmax ignores a constant added to a row of
             // scores) hold only rounding noise in both; they must stay below 1e-6.
             if (scale < 1e-5) {
@@ -431,12 +449,7 @@ private slots:
         adam.step(lm.parameters(), 1e-3);
         QCOMPARE(adam.stateBytes(), lm.parameters().gradientBytes() * 2);
         for (const Parameter<float> &p : lm.parameters().all()) {
-            const std::vector<float> w = inOurLayout(p, ref.at("adamw." + p.name).f32);
-            double err = 0, scale = 1;
-            for (size_t i = 0; i < w.size(); ++i) {
-                err = std::max(err, std::abs(double(p.value.data()[i]) - double(w[i])));
-                scale = std::max(scale, std::abs(double(w[i])));
-            }
+            const auto [err, scale] = maxError(p.value.data(), inOurLayout(p, ref.at("adamw." + p.name).f32), 1.0);
             QVERIFY2(err <= 1e-6 * scale, qPrintable(QString::fromStdString(p.name) + ": " + QString::number(err)));
             worstStep = std::max(worstStep, err / scale);
         }
@@ -446,20 +459,12 @@ private slots:
 
     // The fp32 training loss on the evaluation protocol's windows is the evaluation's mean NLL.
     void modelLossIsTheEvaluationNll() {
-        auto m = openModel(test::sourceDir() + "/resources/demo/stories260K.bin");
-        auto tokenizer = loadTokenizer(*m);
-        const std::vector<int32_t> ids =
-            tokenizer->encodeForModel(readTextFile(test::dataDir() + "/text/tinystories-excerpt.txt"));
+        const auto [m, batch] = storiesWindows(3, 64);
         PerplexityParams pp;
         pp.seqLen = 64;
-        pp.maxTokens = 192;
         Transformer engine(*m);
-        const PerplexityResult want = evaluatePerplexity(engine, ids, pp);
+        const PerplexityResult want = evaluatePerplexity(engine, batch.tokens, pp);
         QCOMPARE(want.windows, int64_t(3));
-        TokenBatch batch;
-        batch.batch = 3;
-        batch.seq = 64;
-        batch.tokens.assign(ids.begin(), ids.begin() + 192);
         CausalLm<float> lm(*m);
         const double got = lm.forward(batch);
         QVERIFY2(std::abs(got - want.meanNll) < 1e-5 * want.meanNll,
@@ -468,14 +473,7 @@ private slots:
 
     // stories260K overfits one batch: AdamW drives its loss on one window of the TinyStories excerpt below 0.1.
     void overfitOneBatch() {
-        auto m = openModel(test::sourceDir() + "/resources/demo/stories260K.bin");
-        auto tokenizer = loadTokenizer(*m);
-        const std::vector<int32_t> ids =
-            tokenizer->encodeForModel(readTextFile(test::dataDir() + "/text/tinystories-excerpt.txt"));
-        TokenBatch batch;
-        batch.batch = 1;
-        batch.seq = 64;
-        batch.tokens.assign(ids.begin(), ids.begin() + 64);
+        const auto [m, batch] = storiesWindows(1, 64);
         CausalLm<float> lm(*m);
         AdamWOptions o;
         o.weightDecay = 0.0;

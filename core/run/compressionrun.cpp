@@ -15,6 +15,7 @@
 #include "model/model.h"
 #include "numeric/backend.h"
 #include "run/runfolder.h"
+#include "run/speckeys.h"
 #include "tokenizers/tokenizer.h"
 
 #include <spdlog/spdlog.h>
@@ -33,10 +34,6 @@ namespace lathe {
 namespace {
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
-DType exportType(const std::string &dtype) {
-    return dtype == "f32" ? DType::F32 : dtype == "f16" ? DType::F16 : DType::BF16;
-}
 
 // What a run needs before it writes anything, made with every model-dependent check.
 struct PreparedRun {
@@ -114,7 +111,7 @@ void recordSizes(const MethodOutcome &o, int bytesPerValue, CompressionRunRecord
 std::string exportPoint(const CompressionSpec &spec, const Model &m, const MethodOutcome &o, const fs::path &runDir,
                         CompressionRunRecord &rec, const ProgressCallback &progress) {
     HfWriteOptions wo;
-    wo.dtype = exportType(spec.dtype);
+    wo.dtype = exportDType(spec.dtype);
     wo.overwrite = true;
     const std::string dir = (runDir / "model").string();
     switch (spec.method->info().exportKind) {
@@ -180,7 +177,7 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
             files.log("resumed: " + std::to_string(keptRuns) + " of " + std::to_string(spec.sparsities.size()) +
                       " points kept" + (previous->densePerplexity > 0 ? ", dense evaluation kept" : ""));
         files.log("device: " + device->device().name + (deviceNote.empty() ? "" : " (" + deviceNote + ")"));
-        const int bpv = spec.dtype == "f32" ? 4 : 2;
+        const int bpv = exportDType(spec.dtype) == DType::F32 ? 4 : 2;
         if (spec.needsCalibration()) {
             const CalibrationSet &calibration = texts.calibration;
             if (previous && !previous->calibrationWindows.empty() && previous->calibrationWindows != calibration.windows)
@@ -248,9 +245,9 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
             files.log(tag + info.name + " at " + std::to_string(s) + ": " + std::to_string(rec.params) +
                       " parameters (dense " + std::to_string(result.denseParams) + "), " +
                       formatDuration(rec.methodSeconds));
-            if (spec.exportModel && exportType(spec.dtype) != DType::F32) {
+            if (spec.exportModel && exportDType(spec.dtype) != DType::F32) {
                 // Evaluate what is exported: the weights rounded to the export's storage type.
-                m->roundFloatTensorsTo(exportType(spec.dtype));
+                m->roundFloatTensorsTo(exportDType(spec.dtype));
                 rec.notes.push_back("evaluated with the weights rounded to " + spec.dtype + ", as exported");
             }
             if (!texts.evalIds.empty()) {

@@ -122,9 +122,8 @@ CompressionSpec CompressionSpec::fromJson(const json &j, const std::string &base
     if (one && sweep)
         throw LatheError("job spec: give either 'sparsity' or 'sweep', not both");
     if (one) {
-        if (!one->is_number())
-            throw LatheError("job spec: 'sparsity' must be a number (" + one->dump() + ")");
-        s.sparsities = {one->get<double>()};
+        s.sparsities.assign(1, 0.0);
+        readJsonValue(*one, "sparsity", s.sparsities[0]);
     }
     if (sweep) {
         if (!sweep->is_array())
@@ -207,8 +206,7 @@ void validateSpec(const CompressionSpec &s) {
     }
     if (!s.tokenizer.empty())
         requireInputFile(s.tokenizer, "tokenizer", true);
-    if (s.dtype != "f32" && s.dtype != "f16" && s.dtype != "bf16")
-        throw LatheError("job spec: output.dtype '" + s.dtype + "' is not f32, f16 or bf16");
+    exportDType(s.dtype);
     if (s.outputDir.empty())
         throw LatheError("job spec: no output.dir given", "the run folder receives the log, results and exports");
     if (s.overwrite && s.resume)

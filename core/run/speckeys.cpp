@@ -15,6 +15,16 @@ void requireInputFile(const std::string &p, const std::string &what, bool folder
         throw LatheError("job spec: the " + what + " '" + p + "' is not a " + (folderOk ? "file or folder" : "file"));
 }
 
+DType exportDType(const std::string &name) {
+    if (name == "f32")
+        return DType::F32;
+    if (name == "f16")
+        return DType::F16;
+    if (name == "bf16")
+        return DType::BF16;
+    throw LatheError("job spec: output.dtype '" + name + "' is not f32, f16 or bf16");
+}
+
 void checkSpecKeys(const nlohmann::json &j, const std::set<std::string> &known, const std::set<std::string> &ignored,
                    const std::string &why, const std::string &docs, const std::string &prefix) {
     if (!j.is_object())

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "base/dtype.h"
 #include "base/error.h"
 #include "methods/methodparams.h"
 
@@ -68,6 +69,9 @@ template <class S, size_t N> std::set<std::string> specKeyPaths(const SpecKey<S>
 // A job's input file: present and a regular file (or, with `folderOk`, a folder). A folder or a FIFO given as a
 // text would be read as nothing, or hang. LatheError naming `what`.
 void requireInputFile(const std::string &path, const std::string &what, bool folderOk);
+
+// The storage type of an exported model, from the spec's output.dtype: f32, f16 or bf16; LatheError otherwise.
+DType exportDType(const std::string &name);
 
 // Refuses a key of `j` that is neither in `known` nor an object holding known keys (LatheError naming it, with
 // `docs` in the hint); keys in `ignored` (or objects holding only such keys) are skipped with a warning that says

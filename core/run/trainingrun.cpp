@@ -342,8 +342,7 @@ void validateTrainingSpec(const TrainingSpec &s) {
     } catch (const LatheError &e) {
         throw LatheError(std::string("job spec: trainable: ") + e.what(), e.hint());
     }
-    if (s.dtype != "f32" && s.dtype != "f16" && s.dtype != "bf16")
-        throw LatheError("job spec: output.dtype '" + s.dtype + "' is not f32, f16 or bf16");
+    exportDType(s.dtype);
     if (s.outputDir.empty())
         throw LatheError("job spec: no output.dir given", "the run folder receives the log, checkpoints and the model");
     try {
@@ -528,7 +527,7 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
                 out->setFloat(p.name, std::vector<float>(p.value.data(), p.value.data() + p.value.size()), shape);
             }
             HfWriteOptions wo;
-            wo.dtype = spec.dtype == "f32" ? DType::F32 : spec.dtype == "f16" ? DType::F16 : DType::BF16;
+            wo.dtype = exportDType(spec.dtype);
             wo.overwrite = true;
             result.exportDir = (dir / "model").string();
             writeHfFolder(*out, result.exportDir, wo);

@@ -245,7 +245,7 @@ uint64_t CausalLm<T>::activationBytes(const ModelConfig &c, int64_t batch, int64
                    d = uint64_t(c.headDim), H = uint64_t(c.numHeads), KV = uint64_t(c.numKvHeads);
     const uint64_t perBlock =
         rows * (5 * D + 2 * H * d + 2 * KV * d + 3 * F) + uint64_t(batch) * H * uint64_t(seq * seq);
-    const uint64_t head = rows * (2 * D + uint64_t(std::min<int64_t>(lossChunk, c.vocabSize)));
+    const uint64_t head = rows * (2 * D + uint64_t(std::min<int64_t>(lossChunk, c.vocabSize))); // input, h, a chunk
     return (perBlock * uint64_t(c.numLayers) + head) * sizeof(T);
 }
 

@@ -56,10 +56,11 @@ private:
 // GPT-2 (LayerNorm, learned positions, fused q|k|v, GELU) and Phi-2 (parallel attention and MLP from one LayerNorm,
 // partial rotary, GELU, a biased head); BERT and sliced models are refused with a LatheError.
 //
-// Activations kept (floats, per block, for a batch of B windows of S tokens, width D, intermediate F, H query heads,
-// KV key/value heads of size d): input, normed input (2 B S D), q, k, v after RoPE and the context
-// (B S (2 H d + 2 KV d)), attention probabilities (B H S^2), mid residual and its normed copy (2 B S D), gate, up
-// and their product (3 B S F): for SmolLM2-135M at B = 1, S = 512 that is 12.9 MB per block, 387 MB for 30 blocks.
+// Activations kept (values per block, for a batch of B windows of S tokens, width D, intermediate F, H query heads,
+// KV key/value heads of size d): input, normed input, attention output, mid residual and its normed copy (5 B S D;
+// Phi-2's parallel blocks keep two of them fewer), q, k, v after RoPE and the context (B S (2 H d + 2 KV d)),
+// attention probabilities (B H S^2), gate, up and their product (3 B S F): for SmolLM2-135M at B = 1, S = 512 in
+// fp32 that is 27.9 MB per block, 848 MB for the 30 blocks and the head (`lathe-cli train --dry-run`).
 template <class T> class CausalLm {
 public:
     explicit CausalLm(const Model &model);
