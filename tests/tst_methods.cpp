@@ -427,13 +427,14 @@ private slots:
         QCOMPARE(QString::fromStdString(j["status"].get<std::string>()), QString("cancelled"));
     }
 
-    // The registry (issue 16 item 2): the three methods with their declarations; `lathe-cli methods --json` lists
-    // them with every parameter; each parameter survives JSON both ways at a value other than its default.
+    // The registry (issue 16 item 2): the post-training methods with their declarations, then the fine-tuning ones
+    // (tst_finetune runs those); `lathe-cli methods --json` lists them all with every parameter; each post-training
+    // parameter survives the compression spec's JSON both ways at a value other than its default.
     void methodRegistry() {
         QStringList names;
         for (const CompressionMethod *m : compressionMethods())
             names << QString::fromStdString(m->info().name);
-        QCOMPARE(names, QStringList({"wanda", "magnitude", "slicegpt"}));
+        QCOMPARE(names, QStringList({"wanda", "magnitude", "slicegpt", "losparse", "pst"}));
         QVERIFY(!findMethod("sparsegpt"));
         QCOMPARE(methodNamed("slicegpt").info().exportKind, ExportKind::Sliced);
         QVERIFY(!methodNamed("magnitude").info().needsCalibration && methodNamed("wanda").info().needsCalibration);
@@ -441,7 +442,7 @@ private slots:
         const test::CliRun r = test::runCli({"methods", "--json"}, 20000);
         QCOMPARE(r.exitCode, 0);
         const nlohmann::json listed = nlohmann::json::parse(r.out);
-        QCOMPARE(int(listed.size()), 3);
+        QCOMPARE(int(listed.size()), 5);
         std::map<std::string, std::set<std::string>> keys;
         for (const nlohmann::json &m : listed) {
             QVERIFY(m.contains("kind") && m.contains("needs_calibration") && m.contains("export"));
@@ -470,7 +471,7 @@ private slots:
             {"slicegpt.round_to", int64_t(16)},
             {"slicegpt.damping", 0.0123456789012345},
             {"slicegpt.precision", std::string("fp16")}};
-        for (const CompressionMethod *m : compressionMethods()) {
+        for (const CompressionMethod *m : methodsOfKind(MethodKind::PostTraining)) {
             CompressionSpec spec;
             spec.setMethod(m->info().name);
             for (const ParamSpec &p : m->info().params) {

@@ -79,7 +79,7 @@ CompressDialog::CompressDialog(const Model *model, const QString &modelPath, QWi
     m_method = new QComboBox(this);
     m_method->setObjectName("method");
     m_methodPages = new QStackedWidget(this);
-    for (const CompressionMethod *method : compressionMethods()) {
+    for (const CompressionMethod *method : methodsOfKind(MethodKind::PostTraining)) {
         const MethodInfo &info = method->info();
         m_method->addItem(QString::fromStdString(info.title), QString::fromStdString(info.name));
         m_method->setItemData(m_method->count() - 1, QString::fromStdString(info.summary), Qt::ToolTipRole);
@@ -253,7 +253,7 @@ CompressionSpec CompressDialog::spec() const {
 void CompressDialog::refresh() {
     if (m_loading)
         return;
-    const CompressionMethod &method = *compressionMethods()[size_t(methodIndex())];
+    const CompressionMethod &method = *methodsOfKind(MethodKind::PostTraining)[size_t(methodIndex())];
     m_methodPages->setCurrentIndex(methodIndex());
     m_calibrationBox->setEnabled(method.info().needsCalibration);
     m_sparsity->setToolTip(tr("One value, or several separated by commas for a sweep (a PPL-vs-sparsity plot): %1")

@@ -279,13 +279,14 @@ int runBenchForward(int argc, char **argv) {
 // the sgemm peak measured right before each step: the step's FLOPs are 3 x the forward pass's (forward, and the
 // two GEMMs per linear of backward).
 int runBenchTrain(int argc, char **argv) {
-    CliOptions o(argc, argv, 3, {"model", "shape", "seq-len", "batch", "repeat", "threads"}, {"json"});
+    CliOptions o(argc, argv, 3, {"model", "shape", "seq-len", "batch", "repeat", "threads"}, {"json", "recompute"});
     if (!o.ok() || (!o.value("model") && !o.value("shape")) || !o.positional().empty()) {
         std::fprintf(stderr,
                      "usage: lathe-cli bench train (--model MODEL | --shape NAME) [--seq-len N] [--batch B] [--repeat R]\n"
-                     "                             [--threads T] [--json]\n"
+                     "                             [--threads T] [--recompute] [--json]\n"
                      "  tokens/s of forward + backward + AdamW on random tokens, the achieved GFLOP/s beside the\n"
-                     "  sgemm peak measured in the same run, and the peak memory\n%s\n",
+                     "  sgemm peak measured in the same run, and the peak memory; --recompute keeps block inputs\n"
+                     "  only and runs each block's forward again in backward\n%s\n",
                      o.error().c_str());
         return 2;
     }
@@ -295,6 +296,7 @@ int runBenchTrain(int argc, char **argv) {
     const int repeat = int(o.integer("repeat", 3, 1, 1000));
     std::unique_ptr<Model> model = benchModel(o);
     train::CausalLm<float> lm(*model);
+    lm.setRecompute(o.flag("recompute"));
     train::AdamW<float> adam;
     const TokenBatch b = TokenBatch::random(model->config.vocabSize, batch, seq, 42);
     SgemmProbe probe(2048);
@@ -327,6 +329,9 @@ int runBenchTrain(int argc, char **argv) {
                               {"model", model->sourcePath},
                               {"batch", batch},
                               {"seq_len", seq},
+                              {"recompute", lm.recompute()},
+                              {"activation_bytes", train::CausalLm<float>::activationBytes(model->config, batch, seq, 4096,
+                                                                                           lm.recompute())},
                               {"repeat", repeat},
                               {"blas", blas.library},
                               {"blas_core", blas.coreType},
@@ -339,9 +344,10 @@ int runBenchTrain(int argc, char **argv) {
                               {"fraction_of_peak", flops / median / 1e9 / peak},
                               {"peak_rss_mb", peakMb}};
     if (!o.flag("json")) {
-        std::printf("training step  %s, batch %lld x seq %lld, CPU fp32 (%s, core %s, %d threads)\n",
-                    model->sourcePath.c_str(), (long long)batch, (long long)seq, blas.library.c_str(),
-                    blas.coreType.c_str(), blas.threads);
+        std::printf("training step  %s, batch %lld x seq %lld%s, CPU fp32 (%s, core %s, %d threads)\n",
+                    model->sourcePath.c_str(), (long long)batch, (long long)seq,
+                    lm.recompute() ? ", recomputing blocks" : "", blas.library.c_str(), blas.coreType.c_str(),
+                    blas.threads);
         std::printf("%-28s %12s\n", "metric", "value");
         std::printf("%-28s %12.3f\n", "median step (s)", median);
         std::printf("%-28s %12.1f\n", "tokens/s", tokens / median);

@@ -8,7 +8,9 @@ namespace lathe {
 #define LATHE_METHODS(X)                                                                                             \
     X(wandaMethod)                                                                                                   \
     X(magnitudeMethod)                                                                                               \
-    X(sliceGptMethod)
+    X(sliceGptMethod)                                                                                                \
+    X(loSparseMethod)                                                                                                \
+    X(pstMethod)
 
 #define LATHE_DECLARE_METHOD(fn) const CompressionMethod &fn();
 LATHE_METHODS(LATHE_DECLARE_METHOD)
@@ -19,6 +21,14 @@ const std::vector<const CompressionMethod *> &compressionMethods() {
     static const std::vector<const CompressionMethod *> all = {LATHE_METHODS(LATHE_LIST_METHOD)};
 #undef LATHE_LIST_METHOD
     return all;
+}
+
+std::vector<const CompressionMethod *> methodsOfKind(MethodKind kind) {
+    std::vector<const CompressionMethod *> out;
+    for (const CompressionMethod *m : compressionMethods())
+        if (m->info().kind == kind)
+            out.push_back(m);
+    return out;
 }
 
 const CompressionMethod *findMethod(const std::string &name) {

@@ -13,6 +13,10 @@ namespace lathe {
 // CompressionMethod and one line in registry.cpp.
 const std::vector<const CompressionMethod *> &compressionMethods();
 
+// The methods of one kind, in registry order: the compress dialog lists the post-training ones, training jobs take
+// the fine-tuning ones.
+std::vector<const CompressionMethod *> methodsOfKind(MethodKind kind);
+
 // The method of that name, or null.
 const CompressionMethod *findMethod(const std::string &name);
 // The method of that name; LatheError listing the known ones.

@@ -3,6 +3,7 @@
 #include "base/error.h"
 #include "base/halfconv.h"
 #include "base/parallel.h"
+#include "base/random.h"
 #include "model/architecture.h"
 #include "model/modelcheck.h"
 
@@ -20,13 +21,6 @@ const SyntheticShape kShapes[] = {
     {"smollm2-135m", 576, 1536, 30, 9, 3, 49152, 8192, true},
     {"tiny", 64, 176, 2, 4, 2, 320, 256, false},
 };
-
-uint64_t splitmix(uint64_t x) {
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
 
 // bf16 bytes of n values: uniform in [-scale, scale), or all `scale` when constant.
 std::vector<uint8_t> randomBf16(int64_t n, float scale, bool constant, uint64_t stream) {

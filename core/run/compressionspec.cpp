@@ -53,7 +53,12 @@ const char *const kSpecialKeys[] = {"method", "sparsity", "sweep", "comment"};
 CompressionSpec::CompressionSpec() { setMethod("wanda"); }
 
 void CompressionSpec::setMethod(const std::string &name) {
-    method = &methodNamed(name);
+    const CompressionMethod &m = methodNamed(name);
+    if (m.info().kind != MethodKind::PostTraining)
+        throw LatheError("'" + name + "' is a fine-tuning method: it runs as a training job, not a compression job",
+                         "write a training job spec with \"method\": \"" + name +
+                             "\" and run lathe-cli train JOB.json (docs/training.md)");
+    method = &m;
     params = MethodParams(method->info().params);
 }
 

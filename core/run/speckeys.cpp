@@ -32,6 +32,11 @@ void checkSpecKeys(const nlohmann::json &j, const std::set<std::string> &known, 
                                         : "job spec: '" + prefix.substr(0, prefix.size() - 1) + "' must be an object");
     for (const auto &[k, v] : j.items()) {
         const std::string path = prefix + k;
+        // "pst.rank" names the key "rank" inside the object "pst"; a literal dotted key would be read by nothing.
+        if (k.find('.') != std::string::npos)
+            throw LatheError("job spec: the key '" + path + "' holds a dot",
+                             "write nested objects: {\"" + k.substr(0, k.find('.')) + "\": {\"" +
+                                 k.substr(k.find('.') + 1) + "\": ...}} (see " + docs + ")");
         if (known.count(path))
             continue;
         bool isFolder = false, ignoredFolder = false;

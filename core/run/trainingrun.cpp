@@ -10,6 +10,8 @@
 #include "io/modelloader.h"
 #include "io/safetensorsheader.h"
 #include "io/tokenizerloader.h"
+#include "methods/registry.h"
+#include "methods/trainingmethod.h"
 #include "model/model.h"
 #include "run/runfolder.h"
 #include "run/speckeys.h"
@@ -50,6 +52,7 @@ const SpecKey<TrainingSpec> kKeys[] = {
     {"data.accumulate", &TrainingSpec::accumulate},
     {"data.eval_windows", &TrainingSpec::evalWindows},
     {"data.seed", &TrainingSpec::seed},
+    {"recompute", &TrainingSpec::recompute},
     {"optimizer.lr", &TrainingSpec::lr},
     {"optimizer.schedule", &TrainingSpec::schedule},
     {"optimizer.warmup", &TrainingSpec::warmup},
@@ -159,8 +162,11 @@ private:
 };
 
 json stepJson(const TrainingStep &s) {
-    return {{"step", s.step}, {"loss", s.loss}, {"lr", s.lr}, {"grad_norm", s.gradNorm},
-            {"tokens_per_s", s.tokensPerSecond}};
+    json j = {{"step", s.step}, {"loss", s.loss}, {"lr", s.lr}, {"grad_norm", s.gradNorm},
+              {"tokens_per_s", s.tokensPerSecond}};
+    if (!s.method.empty())
+        j["method"] = s.method;
+    return j;
 }
 json evalJson(const TrainingEval &e) { return {{"step", e.step}, {"eval_loss", e.loss}, {"eval_ppl", e.perplexity}}; }
 
@@ -182,7 +188,7 @@ TrainingEval evaluate(train::CausalLm<float> &lm, const std::vector<int32_t> &id
 // and checkpoint/state.json (step, AdamW steps, data position, the evaluations and steps so far), built in a
 // temporary folder and swapped in, so that a kill leaves either the previous checkpoint or the new one.
 void writeCheckpoint(const fs::path &dir, train::CausalLm<float> &lm, train::AdamW<float> &adam, const DataOrder &order,
-                     const TrainingResult &result, int64_t step) {
+                     const TrainingResult &result, int64_t step, const TrainingMethodRun *method) {
     std::vector<NamedFloats> tensors;
     auto &params = lm.parameters().all();
     auto &m1 = adam.firstMoments();
@@ -200,8 +206,9 @@ void writeCheckpoint(const fs::path &dir, train::CausalLm<float> &lm, train::Ada
         steps.push_back(stepJson(s));
     for (const TrainingEval &e : result.evals)
         evals.push_back(evalJson(e));
-    const json state = {{"step", step}, {"adam_steps", adam.steps()}, {"epoch", order.epoch()},
-                        {"cursor", order.cursor()}, {"steps", steps}, {"evals", evals}};
+    const json state = {{"step", step},   {"adam_steps", adam.steps()}, {"epoch", order.epoch()},
+                        {"cursor", order.cursor()}, {"steps", steps}, {"evals", evals},
+                        {"method", method ? method->state() : json::object()}};
     const fs::path dest = dir / "checkpoint", tmp = temporarySibling(dest, "lathe-tmp");
     fs::create_directories(tmp);
     try {
@@ -217,7 +224,7 @@ void writeCheckpoint(const fs::path &dir, train::CausalLm<float> &lm, train::Ada
 
 // Restores what writeCheckpoint saved; returns the step it was taken at.
 int64_t readCheckpoint(const fs::path &dir, train::CausalLm<float> &lm, train::AdamW<float> &adam, DataOrder &order,
-                       TrainingResult &result) {
+                       TrainingResult &result, TrainingMethodRun *method) {
     const fs::path cp = dir / "checkpoint";
     json state;
     try {
@@ -260,7 +267,10 @@ int64_t readCheckpoint(const fs::path &dir, train::CausalLm<float> &lm, train::A
         result.steps.clear();
         for (const json &s : state.at("steps"))
             result.steps.push_back({s.at("step").get<int64_t>(), s.at("loss").get<double>(), s.at("lr").get<double>(),
-                                    s.at("grad_norm").get<double>(), s.at("tokens_per_s").get<double>()});
+                                    s.at("grad_norm").get<double>(), s.at("tokens_per_s").get<double>(),
+                                    s.value("method", json::object())});
+        if (method)
+            method->restore(state.at("method"));
         result.evals.clear();
         for (const json &e : state.at("evals"))
             result.evals.push_back({e.at("step").get<int64_t>(), e.at("eval_loss").get<double>(),
@@ -276,15 +286,40 @@ int64_t readCheckpoint(const fs::path &dir, train::CausalLm<float> &lm, train::A
 json TrainingSpec::toJson() const {
     json j = json::object();
     writeSpecKeys(*this, kKeys, j);
+    if (method) {
+        j["method"] = method->info().name;
+        methodParams.writeJson(j);
+    }
     return j;
 }
 
 TrainingSpec TrainingSpec::fromJson(const json &j, const std::string &baseDir) {
-    std::set<std::string> known = specKeyPaths(kKeys);
-    known.insert("comment");
-    checkSpecKeys(j, known, {}, "", "docs/training.md");
     TrainingSpec s;
+    std::set<std::string> known = specKeyPaths(kKeys), foreign;
+    known.insert("comment");
+    known.insert("method");
+    if (j.is_object() && j.contains("method")) {
+        std::string name;
+        readJsonValue(j.at("method"), "method", name);
+        const CompressionMethod &m = methodNamed(name);
+        s.method = dynamic_cast<const FineTuningMethod *>(&m);
+        if (!s.method)
+            throw LatheError("method '" + name + "' is a post-training method: it runs as a compression job",
+                             "run it with lathe-cli compress; training jobs take losparse or pst (lathe-cli methods)");
+        s.methodParams = MethodParams(m.info().params);
+        for (const ParamSpec &p : m.info().params)
+            known.insert(p.key);
+    }
+    for (const CompressionMethod *m : compressionMethods())
+        for (const ParamSpec &p : m->info().params)
+            if (!known.count(p.key))
+                foreign.insert(p.key);
+    checkSpecKeys(j, known, foreign, "is a parameter of another method", "docs/training.md");
     readSpecKeys(s, kKeys, j, baseDir);
+    if (s.method) {
+        s.methodParams.readJson(j);
+        s.method->checkJob(s.methodParams, {});
+    }
     return s;
 }
 
@@ -370,11 +405,24 @@ TrainingPlan planFor(const TrainingSpec &spec, const Model &model, const train::
     plan.weightBytes = uint64_t(plan.parameters) * 4;
     plan.gradientBytes = uint64_t(plan.trainableParameters) * 4;
     plan.optimizerBytes = 2 * plan.gradientBytes;
-    plan.activationBytes = train::CausalLm<float>::activationBytes(model.config, spec.batch, spec.seqLen);
+    plan.activationBytes =
+        train::CausalLm<float>::activationBytes(model.config, spec.batch, spec.seqLen, 4096, spec.recompute);
     plan.trainTokens = int64_t(p.train.size());
     plan.trainWindows = int64_t(p.train.size()) / spec.seqLen;
     plan.evalWindows = std::min<int64_t>(spec.evalWindows, int64_t(p.eval.size()) / spec.seqLen);
     return plan;
+}
+
+// The model for training: every parameter, the `trainable` ones marked, and the method's linears swapped in.
+std::unique_ptr<TrainingMethodRun> prepareModel(const TrainingSpec &spec, const Model &model, train::CausalLm<float> &lm) {
+    applyTrainable(lm.parameters(), spec.trainable);
+    lm.setRecompute(spec.recompute);
+    if (!spec.method)
+        return nullptr;
+    spec.method->checkRun(model, 0.0, spec.methodParams);
+    std::unique_ptr<TrainingMethodRun> run = spec.method->startTraining(model, spec.methodParams, spec.seed);
+    run->prepare(lm);
+    return run;
 }
 
 } // namespace
@@ -382,7 +430,7 @@ TrainingPlan planFor(const TrainingSpec &spec, const Model &model, const train::
 TrainingPlan planTraining(const TrainingSpec &spec) {
     Prepared p = prepare(spec);
     train::CausalLm<float> lm(*p.model);
-    applyTrainable(lm.parameters(), spec.trainable);
+    prepareModel(spec, *p.model, lm);
     return planFor(spec, *p.model, lm.parameters(), p);
 }
 
@@ -393,7 +441,7 @@ json TrainingResult::toJson() const {
     for (const TrainingEval &e : evals)
         ev.push_back(evalJson(e));
     return {{"status", status}, {"error", error}, {"plan", plan.toJson()}, {"steps", steps},
-            {"evals", ev},      {"export_dir", exportDir}, {"seconds", seconds}};
+            {"evals", ev},      {"export_dir", exportDir}, {"seconds", seconds}, {"method", method}};
 }
 
 TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &progress,
@@ -401,7 +449,7 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
     const double t0 = now();
     Prepared prepared = prepare(spec);
     train::CausalLm<float> lm(*prepared.model);
-    applyTrainable(lm.parameters(), spec.trainable);
+    std::unique_ptr<TrainingMethodRun> method = prepareModel(spec, *prepared.model, lm);
     const fs::path dir(spec.outputDir);
     const bool resuming = spec.resume && fs::exists(dir / "checkpoint" / "state.json");
     if (resuming) {
@@ -449,7 +497,7 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
         files.log("job: train " + spec.model + " -> " + spec.outputDir);
         files.log("memory plan: " + result.plan.toJson().dump());
         if (resuming) {
-            step = readCheckpoint(dir, lm, adam, order, result);
+            step = readCheckpoint(dir, lm, adam, order, result, method.get());
             files.log("resumed at step " + std::to_string(step));
             for (const TrainingEval &e : result.evals) {
                 files.line(evalJson(e));
@@ -462,6 +510,8 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
                     observer.step(s);
             }
         } else if (!prepared.eval.empty()) {
+            if (method)
+                method->beforeEvaluation(lm);
             result.evals.push_back(evaluate(lm, prepared.eval, spec.seqLen, spec.evalWindows, 0));
             files.line(evalJson(result.evals.back()));
             if (observer.eval)
@@ -472,6 +522,8 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
         const int64_t tokensPerStep = spec.batch * spec.accumulate * spec.seqLen;
         for (; step < spec.steps; ++step) {
             const double ts = now();
+            if (method)
+                method->beforeStep(lm, step, spec.steps);
             lm.parameters().zeroGrad();
             double loss = 0;
             for (int64_t a = 0; a < spec.accumulate; ++a) {
@@ -492,6 +544,10 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
             rec.gradNorm = train::clipGradNorm(lm.parameters(), spec.clip);
             rec.lr = schedule.at(step);
             adam.step(lm.parameters(), rec.lr);
+            if (method) {
+                method->afterStep(lm, step, spec.steps);
+                rec.method = method->stepReport();
+            }
             rec.tokensPerSecond = double(tokensPerStep) / std::max(1e-9, now() - ts);
             result.steps.push_back(rec);
             files.line(stepJson(rec));
@@ -499,6 +555,8 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
                 observer.step(rec);
             const bool last = step + 1 == spec.steps;
             if (!prepared.eval.empty() && (last || (spec.evalEvery > 0 && (step + 1) % spec.evalEvery == 0))) {
+                if (method)
+                    method->beforeEvaluation(lm);
                 result.evals.push_back(evaluate(lm, prepared.eval, spec.seqLen, spec.evalWindows, step + 1));
                 files.line(evalJson(result.evals.back()));
                 if (observer.eval)
@@ -507,7 +565,7 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
                           std::to_string(result.evals.back().perplexity));
             }
             if (spec.checkpointEvery > 0 && (step + 1) % spec.checkpointEvery == 0 && !last) {
-                writeCheckpoint(dir, lm, adam, order, result, step + 1);
+                writeCheckpoint(dir, lm, adam, order, result, step + 1, method.get());
                 files.log("checkpoint at step " + std::to_string(step + 1));
             }
             const double fraction = double(step + 1) / double(spec.steps);
@@ -520,18 +578,22 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
         }
         if (spec.exportModel) {
             std::unique_ptr<Model> out = openModel(spec.model); // the source is never written
-            for (const train::Parameter<float> &p : lm.parameters().all()) {
-                std::vector<int64_t> shape = {p.value.rows()};
-                if (p.value.cols() > 1)
-                    shape.push_back(p.value.cols());
-                out->setFloat(p.name, std::vector<float>(p.value.data(), p.value.data() + p.value.size()), shape);
-            }
+            lm.forEachExportTensor([&](const std::string &name, const train::Matrix<float> &value) {
+                std::vector<int64_t> shape = {value.rows()};
+                if (value.cols() > 1)
+                    shape.push_back(value.cols());
+                out->setFloat(name, std::vector<float>(value.data(), value.data() + value.size()), shape);
+            });
             HfWriteOptions wo;
             wo.dtype = exportDType(spec.dtype);
             wo.overwrite = true;
             result.exportDir = (dir / "model").string();
             writeHfFolder(*out, result.exportDir, wo);
             files.log("exported to " + result.exportDir);
+        }
+        if (method) {
+            result.method = method->report(lm);
+            files.log("method: " + result.method.dump());
         }
         result.status = "done";
         result.seconds = now() - t0;

@@ -1,6 +1,7 @@
 #pragma once
 
 #include "base/progress.h"
+#include "methods/methodparams.h"
 
 #include <nlohmann/json.hpp>
 
@@ -11,13 +12,15 @@
 
 namespace lathe {
 
+class FineTuningMethod;
+
 // A training run as `lathe-cli train JOB.json` reads it (issue 17 item 6). JSON keys (docs/training.md):
 //   model, tokenizer?, trainable (regex over parameter names; default every parameter),
 //   data {train, eval? | holdout (the fraction of the training text's tokens, from its end, kept out of training
 //         and evaluated), seq_len, batch, accumulate, eval_windows, seed},
 //   optimizer {lr, schedule ("constant" | "linear" | "cosine"), warmup, min_lr_ratio, beta1, beta2, eps,
 //              weight_decay, clip},
-//   steps, eval_every, checkpoint_every, output {dir, export, dtype, overwrite}, comment.
+//   method?, the method's parameters at their keys, recompute, steps, eval_every, checkpoint_every, output {dir, export, dtype, overwrite}, comment.
 // Relative paths are resolved against the folder of the spec file.
 struct TrainingSpec {
     std::string model, tokenizer;
@@ -26,6 +29,11 @@ struct TrainingSpec {
     double holdout = 0;
     int64_t seqLen = 256, batch = 4, accumulate = 1, evalWindows = 8;
     uint64_t seed = 42;
+    bool recompute = false; // keep block inputs only, recompute each block in backward (train/causallm.h)
+    // A fine-tuning method (methods/trainingmethod.h: "losparse", "pst") and its parameters, read at their keys
+    // ("pst.final_sparsity"); none: plain fine-tuning of the `trainable` parameters (the dense control).
+    const FineTuningMethod *method = nullptr;
+    MethodParams methodParams;
     double lr = 3e-4;
     std::string schedule = "cosine";
     int64_t warmup = 0;
@@ -62,6 +70,7 @@ TrainingPlan planTraining(const TrainingSpec &spec);
 struct TrainingStep {
     int64_t step = 0; // 1-based: the state after this many optimizer steps
     double loss = 0, lr = 0, gradNorm = 0, tokensPerSecond = 0;
+    nlohmann::json method = nlohmann::json::object(); // the fine-tuning method's values at this step (sparsity)
 };
 struct TrainingEval {
     int64_t step = 0; // 0: before training
@@ -75,6 +84,7 @@ struct TrainingResult {
     std::vector<TrainingEval> evals;
     std::string exportDir;
     double seconds = 0;
+    nlohmann::json method = nlohmann::json::object(); // the fine-tuning method's report (budget, kept fractions)
     nlohmann::json toJson() const;
 };
 

@@ -7,7 +7,7 @@
 namespace lathe::train {
 
 template <class T> void AdamW<T>::step(ParameterSet<T> &params, double lr) {
-    std::vector<Parameter<T>> &all = params.all();
+    ParameterSet<T> &all = params.all();
     if (m_m.empty()) {
         m_m.resize(all.size());
         m_v.resize(all.size());
@@ -27,7 +27,7 @@ template <class T> void AdamW<T>::step(ParameterSet<T> &params, double lr) {
             m = Matrix<T>::Zero(p.value.rows(), p.value.cols());
             v = Matrix<T>::Zero(p.value.rows(), p.value.cols());
         }
-        const bool decay = p.value.cols() > 1 && p.value.rows() > 1; // 2-D weights only
+        const bool decay = p.decay && p.value.cols() > 1 && p.value.rows() > 1; // 2-D weights only
         if (decay && m_options.weightDecay > 0)
             p.value *= T(1.0 - lr * m_options.weightDecay);
         m = b1 * m + (T(1) - b1) * p.grad;

@@ -10,8 +10,8 @@ namespace lathe::train {
 // AdamW (Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019) as torch.optim.AdamW computes it:
 // p <- p (1 - lr wd); m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g^2;
 // p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
-// Weight decay applies to 2-D weights only (not to norm weights and biases), as is usual for transformers. The
-// moments are kept in the parameters' type (fp32 when training), only for trainable parameters.
+// Weight decay applies to 2-D weights only (not to norm weights, biases or pruning scores: Parameter::decay), as is
+// usual for transformers. The moments are kept in the parameters' type (fp32 when training), only for trainable parameters.
 struct AdamWOptions {
     double beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weightDecay = 0.1;
 };

@@ -1,10 +1,13 @@
 #include "train/causallm.h"
 
+#include "train/linearkinds.h"
+
 #include "base/error.h"
 #include "engine/blockops.h"
 #include "engine/transformer.h"
 #include "model/model.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace lathe::train {
@@ -12,16 +15,27 @@ namespace lathe::train {
 // ---- parameters ----
 
 template <class T> Parameter<T> *ParameterSet<T>::find(const std::string &name) {
-    for (Parameter<T> &p : m_params)
+    for (Parameter<T> &p : *this)
         if (p.name == name)
             return &p;
     return nullptr;
 }
 
 template <class T> Parameter<T> &ParameterSet<T>::add(Parameter<T> p) {
+    if (find(p.name))
+        throw LatheError("two parameters named '" + p.name + "'");
     p.grad = Matrix<T>::Zero(p.value.rows(), p.value.cols());
-    m_params.push_back(std::move(p));
-    return m_params.back();
+    m_params.push_back(std::make_unique<Parameter<T>>(std::move(p)));
+    return *m_params.back();
+}
+
+template <class T> void ParameterSet<T>::remove(const std::string &name) {
+    for (auto it = m_params.begin(); it != m_params.end(); ++it)
+        if ((*it)->name == name) {
+            m_params.erase(it);
+            return;
+        }
+    throw LatheError("no parameter named '" + name + "'");
 }
 
 template <class T> void ParameterSet<T>::setTrainable(const std::string &name, bool trainable) {
@@ -35,14 +49,14 @@ template <class T> void ParameterSet<T>::setTrainable(const std::string &name, b
 }
 
 template <class T> void ParameterSet<T>::zeroGrad() {
-    for (Parameter<T> &p : m_params)
+    for (Parameter<T> &p : *this)
         if (p.trainable())
             p.grad.setZero();
 }
 
 template <class T> int64_t ParameterSet<T>::count(bool trainableOnly) const {
     int64_t n = 0;
-    for (const Parameter<T> &p : m_params)
+    for (const Parameter<T> &p : *this)
         if (!trainableOnly || p.trainable())
             n += p.value.size();
     return n;
@@ -50,7 +64,7 @@ template <class T> int64_t ParameterSet<T>::count(bool trainableOnly) const {
 
 template <class T> uint64_t ParameterSet<T>::gradientBytes() const {
     uint64_t n = 0;
-    for (const Parameter<T> &p : m_params)
+    for (const Parameter<T> &p : *this)
         n += uint64_t(p.grad.size()) * sizeof(T);
     return n;
 }
@@ -73,9 +87,7 @@ template <class T> void addVectorGrad(Parameter<T> *p, const Vector<T> &g) {
 } // namespace
 
 template <class T> struct CausalLm<T>::Impl {
-    struct Linear {
-        Parameter<T> *w = nullptr, *b = nullptr;
-    };
+    using Linear = std::unique_ptr<LinearKind<T>>;
     struct Norm {
         Parameter<T> *w = nullptr, *b = nullptr; // b: LayerNorm's shift, absent for RMSNorm
     };
@@ -84,26 +96,39 @@ template <class T> struct CausalLm<T>::Impl {
         Linear q, k, v, qkv;    // qkv: GPT-2's fused projection (then q, k, v are empty)
         Linear o, gate, up, down; // gate: SwiGLU only
     };
+    // The gathered rows and columns of a block's linears for its BlockSelection (all empty: everything).
+    struct Gather {
+        AttentionDims dims;
+        LinearSelection q, k, v, qkv, o, in, down; // in: gate and up
+    };
     // What the forward keeps of one block for its backward.
     struct Saved {
         Matrix<T> x, n1, q, k, v, ctx, attnOut, mid, n2, gate, up, act;
         NormState<T> s1, s2;
         AttentionState<T> att;
+        void dropAllButInput() {
+            for (Matrix<T> *m : {&n1, &q, &k, &v, &ctx, &attnOut, &mid, &n2, &gate, &up, &act})
+                *m = Matrix<T>();
+            s1 = s2 = NormState<T>();
+            att = AttentionState<T>();
+        }
     };
 
     ModelConfig config;
-    bool rms = true, parallel = false, swiglu = true;
+    bool rms = true, parallel = false, swiglu = true, recompute = false;
     cpu::Activation activation = cpu::Activation::Silu;
     Parameter<T> *embedding = nullptr, *position = nullptr;
     int64_t positionOffset = 0;
     Norm finalNorm;
-    Linear head; // head.w null when tied to the token embedding
+    Parameter<T> *headW = nullptr, *headB = nullptr; // headW null when tied to the token embedding
     std::vector<Block> blocks;
+    std::vector<BlockSelection> selections; // per block
     RopeAngles<T> rope;
-    AttentionDims dims;
+    AttentionDims dims; // of the whole model and the last forward's batch
     // The last forward.
     std::vector<int32_t> ids, targets;
     std::vector<Saved> saved;
+    std::vector<Gather> gathers;
     Matrix<T> finalIn, h;
     NormState<T> finalState;
     CrossEntropyState<T> loss;
@@ -125,13 +150,6 @@ template <class T> struct CausalLm<T>::Impl {
         addVectorGrad(n.w, dw);
         addVectorGrad(n.b, db);
     }
-    static void linear(const Linear &l, const Matrix<T> &x, Matrix<T> &y) { linearForward(x, l.w->value, asVector(l.b), y); }
-    // dx accumulates; the weight and bias gradients when trainable.
-    static void linearBack(const Linear &l, const Matrix<T> &dy, const Matrix<T> &x, Matrix<T> &dx) {
-        Vector<T> db = vecGrad(l.b);
-        linearBackward(dy, x, l.w->value, &dx, gradOf(l.w), db.size() ? &db : nullptr);
-        addVectorGrad(l.b, db);
-    }
     static Matrix<T> *gradOf(Parameter<T> *p) { return p && p->trainable() ? &p->grad : nullptr; }
     static Vector<T> vecGrad(Parameter<T> *p) {
         return p && p->trainable() ? Vector<T>(Vector<T>::Zero(p->value.size())) : Vector<T>();
@@ -147,6 +165,149 @@ template <class T> struct CausalLm<T>::Impl {
             dx.array() += (x.array() > T(0)).select(dy.array(), T(0));
         else
             geluBackward(activation == cpu::Activation::GeluTanh ? Gelu::Tanh : Gelu::Erf, dy, x, dx);
+    }
+    Linear *slot(Block &b, TensorRole role) {
+        switch (role) {
+        case TensorRole::AttnQ: return &b.q;
+        case TensorRole::AttnK: return &b.k;
+        case TensorRole::AttnV: return &b.v;
+        case TensorRole::AttnQkv: return &b.qkv;
+        case TensorRole::AttnO: return &b.o;
+        case TensorRole::MlpGate: return &b.gate;
+        case TensorRole::MlpUp: return &b.up;
+        case TensorRole::MlpDown: return &b.down;
+        default: return nullptr;
+        }
+    }
+
+    // The rows and columns each linear of block l computes for its selection, and the attention's head counts.
+    Gather gatherFor(size_t l) const {
+        Gather g;
+        g.dims = dims;
+        const BlockSelection &sel = selections[l];
+        if (!sel.mlpChannels.empty()) {
+            g.in.rows = sel.mlpChannels;
+            g.down.cols = sel.mlpChannels;
+        }
+        if (!sel.kvGroups.empty()) {
+            const int perGroup = dims.heads / dims.kvHeads, d = dims.headDim;
+            for (const int32_t grp : sel.kvGroups) {
+                for (int h = grp * perGroup; h < (grp + 1) * perGroup; ++h)
+                    for (int j = 0; j < d; ++j)
+                        g.q.rows.push_back(h * d + j);
+                for (int j = 0; j < d; ++j)
+                    g.k.rows.push_back(grp * d + j);
+            }
+            g.v.rows = g.k.rows;
+            g.o.cols = g.q.rows;
+            const int32_t qw = dims.heads * d, kw = dims.kvHeads * d;
+            g.qkv.rows = g.q.rows;
+            for (const int32_t r : g.k.rows)
+                g.qkv.rows.push_back(qw + r);
+            for (const int32_t r : g.k.rows)
+                g.qkv.rows.push_back(qw + kw + r);
+            g.dims.heads = int(sel.kvGroups.size()) * perGroup;
+            g.dims.kvHeads = int(sel.kvGroups.size());
+        }
+        return g;
+    }
+
+    // Block l's forward from saved[l].x, filling saved[l]; returns the block's output.
+    Matrix<T> blockForward(size_t l) {
+        const Block &bw = blocks[l];
+        Saved &s = saved[l];
+        const Gather &g = gathers[l];
+        norm(bw.attnNorm, s.x, s.n1, s.s1);
+        if (bw.qkv) {
+            Matrix<T> qkv;
+            bw.qkv->forward(s.n1, qkv, g.qkv);
+            const int64_t qw = int64_t(g.dims.heads) * g.dims.headDim, kw = int64_t(g.dims.kvHeads) * g.dims.headDim;
+            s.q = qkv.leftCols(qw);
+            s.k = qkv.middleCols(qw, kw);
+            s.v = qkv.rightCols(kw);
+        } else {
+            bw.q->forward(s.n1, s.q, g.q);
+            bw.k->forward(s.n1, s.k, g.k);
+            bw.v->forward(s.n1, s.v, g.v);
+        }
+        if (rope.rotaryDim > 0) {
+            ropeForward(s.q, g.dims.seq, g.dims.heads, g.dims.headDim, rope);
+            ropeForward(s.k, g.dims.seq, g.dims.kvHeads, g.dims.headDim, rope);
+        }
+        attentionForward(s.q, s.k, s.v, g.dims, s.ctx, s.att);
+        bw.o->forward(s.ctx, s.attnOut, g.o);
+        const Matrix<T> *mlpIn = &s.n1;
+        if (!parallel) {
+            s.mid = s.x + s.attnOut;
+            norm(bw.mlpNorm, s.mid, s.n2, s.s2);
+            mlpIn = &s.n2;
+        }
+        if (swiglu) {
+            bw.gate->forward(*mlpIn, s.gate, g.in);
+            bw.up->forward(*mlpIn, s.up, g.in);
+            swigluForward(s.gate, s.up, s.act);
+        } else {
+            bw.up->forward(*mlpIn, s.up, g.in);
+            activate(s.up, s.act);
+        }
+        Matrix<T> down;
+        bw.down->forward(s.act, down, g.down);
+        return parallel ? Matrix<T>(s.x + s.attnOut + down) : Matrix<T>(s.mid + down);
+    }
+
+    // Block l's backward: dx holds the gradient of its output and becomes that of its input.
+    void blockBackward(size_t l, Matrix<T> &dx) {
+        const Block &bw = blocks[l];
+        const Saved &s = saved[l];
+        const Gather &g = gathers[l];
+        const int64_t rows = s.x.rows(), D = s.x.cols();
+        // Sequential: out = mid + down(mlp(norm2(mid))), mid = x + attn(norm1(x)).
+        // Parallel (Phi-2): out = x + attn(n1) + down(mlp(n1)), n1 = norm1(x).
+        const Matrix<T> &mlpIn = parallel ? s.n1 : s.n2;
+        Matrix<T> dact = Matrix<T>::Zero(s.act.rows(), s.act.cols());
+        bw.down->backward(dx, s.act, &dact, g.down);
+        Matrix<T> dmlpIn = Matrix<T>::Zero(rows, mlpIn.cols());
+        Matrix<T> dup = Matrix<T>::Zero(s.up.rows(), s.up.cols());
+        if (swiglu) {
+            Matrix<T> dgate = Matrix<T>::Zero(s.gate.rows(), s.gate.cols());
+            swigluBackward(dact, s.gate, s.up, dgate, dup);
+            bw.gate->backward(dgate, mlpIn, &dmlpIn, g.in);
+        } else {
+            activateBack(dact, s.up, dup);
+        }
+        bw.up->backward(dup, mlpIn, &dmlpIn, g.in);
+        Matrix<T> dAttnOut, dxin;
+        Matrix<T> dn1 = Matrix<T>::Zero(rows, D);
+        if (parallel) {
+            dAttnOut = dx;
+            dxin = dx;
+            dn1 = dmlpIn;
+        } else {
+            Matrix<T> dmid = dx;
+            normBack(bw.mlpNorm, dmlpIn, s.mid, s.s2, dmid);
+            dAttnOut = dmid;
+            dxin = std::move(dmid);
+        }
+        Matrix<T> dctx = Matrix<T>::Zero(s.ctx.rows(), s.ctx.cols());
+        bw.o->backward(dAttnOut, s.ctx, &dctx, g.o);
+        Matrix<T> dq = Matrix<T>::Zero(s.q.rows(), s.q.cols()), dk = Matrix<T>::Zero(s.k.rows(), s.k.cols()),
+                  dv = Matrix<T>::Zero(s.v.rows(), s.v.cols());
+        attentionBackward(dctx, s.q, s.k, s.v, g.dims, s.att, dq, dk, dv);
+        if (rope.rotaryDim > 0) {
+            ropeBackward(dq, g.dims.seq, g.dims.heads, g.dims.headDim, rope);
+            ropeBackward(dk, g.dims.seq, g.dims.kvHeads, g.dims.headDim, rope);
+        }
+        if (bw.qkv) {
+            Matrix<T> dqkv(rows, dq.cols() + dk.cols() + dv.cols());
+            dqkv << dq, dk, dv;
+            bw.qkv->backward(dqkv, s.n1, &dn1, g.qkv);
+        } else {
+            bw.q->backward(dq, s.n1, &dn1, g.q);
+            bw.k->backward(dk, s.n1, &dn1, g.k);
+            bw.v->backward(dv, s.n1, &dn1, g.v);
+        }
+        normBack(bw.attnNorm, dn1, s.x, s.s1, dxin);
+        dx = std::move(dxin);
     }
 };
 
@@ -170,8 +331,6 @@ template <class T> CausalLm<T>::CausalLm(const Model &model) : m_impl(std::make_
         throw LatheError(model.sourcePath + ": a SiLU MLP without a gate is not supported for training");
     m.positionOffset = c.family == ArchFamily::Opt ? 2 : 0;
 
-    // Parameters are created in a fixed order and referenced by pointer: reserve so that none moves.
-    m_params.all().reserve(size_t(8 + 20 * c.numLayers));
     auto load = [&](TensorRole role, int layer, bool isBias, bool required) -> Parameter<T> * {
         const TensorInfo *t = model.find(role, layer, isBias);
         if (!t) {
@@ -191,11 +350,9 @@ template <class T> CausalLm<T>::CausalLm(const Model &model) : m_impl(std::make_
         p.value = Eigen::Map<const Matrix<float>>(data.data(), rows, cols).template cast<T>();
         return &m_params.add(std::move(p));
     };
-    auto linear = [&](TensorRole role, int l, bool required = true) {
-        typename Impl::Linear x;
-        x.w = load(role, l, false, required);
-        x.b = x.w ? load(role, l, true, false) : nullptr;
-        return x;
+    auto linear = [&](TensorRole role, int l) -> typename Impl::Linear {
+        Parameter<T> *w = load(role, l, false, true);
+        return std::make_unique<DenseLinear<T>>(w, load(role, l, true, false));
     };
     auto norm = [&](TensorRole role, int l, bool required) {
         typename Impl::Norm n;
@@ -222,10 +379,12 @@ template <class T> CausalLm<T>::CausalLm(const Model &model) : m_impl(std::make_
             b.gate = linear(TensorRole::MlpGate, l);
         b.up = linear(TensorRole::MlpUp, l);
         b.down = linear(TensorRole::MlpDown, l);
-        m.blocks.push_back(b);
+        m.blocks.push_back(std::move(b));
     }
+    m.selections.resize(m.blocks.size());
     m.finalNorm = norm(TensorRole::FinalNorm, -1, true);
-    m.head = linear(TensorRole::LmHead, -1, false); // absent: tied to the token embedding
+    m.headW = load(TensorRole::LmHead, -1, false, false); // absent: tied to the token embedding
+    m.headB = m.headW ? load(TensorRole::LmHead, -1, true, false) : nullptr;
 
     const cpu::RopeTable table = ropeTableFor(c, c.maxPositions, model.sourcePath);
     m.rope.rotaryDim = table.rotaryDim;
@@ -239,14 +398,92 @@ template <class T> CausalLm<T>::CausalLm(const Model &model) : m_impl(std::make_
 
 template <class T> CausalLm<T>::~CausalLm() = default;
 
+template <class T> const ModelConfig &CausalLm<T>::config() const { return m_impl->config; }
+
+template <class T> void CausalLm<T>::setRecompute(bool on) { m_impl->recompute = on; }
+template <class T> bool CausalLm<T>::recompute() const { return m_impl->recompute; }
+
 template <class T>
-uint64_t CausalLm<T>::activationBytes(const ModelConfig &c, int64_t batch, int64_t seq, int64_t lossChunk) {
+uint64_t CausalLm<T>::activationBytes(const ModelConfig &c, int64_t batch, int64_t seq, int64_t lossChunk,
+                                      bool recompute) {
     const uint64_t rows = uint64_t(batch * seq), D = uint64_t(c.hiddenSize), F = uint64_t(c.intermediateSize),
                    d = uint64_t(c.headDim), H = uint64_t(c.numHeads), KV = uint64_t(c.numKvHeads);
     const uint64_t perBlock =
         rows * (5 * D + 2 * H * d + 2 * KV * d + 3 * F) + uint64_t(batch) * H * uint64_t(seq * seq);
     const uint64_t head = rows * (2 * D + uint64_t(std::min<int64_t>(lossChunk, c.vocabSize))); // input, h, a chunk
-    return (perBlock * uint64_t(c.numLayers) + head) * sizeof(T);
+    const uint64_t blocks = recompute ? rows * D * uint64_t(c.numLayers) + perBlock : perBlock * uint64_t(c.numLayers);
+    return (blocks + head) * sizeof(T);
+}
+
+template <class T> std::vector<typename CausalLm<T>::LinearSlot> CausalLm<T>::linears() const {
+    std::vector<LinearSlot> out;
+    for (size_t l = 0; l < m_impl->blocks.size(); ++l) {
+        typename Impl::Block &b = m_impl->blocks[l];
+        for (const TensorRole role : {TensorRole::AttnQ, TensorRole::AttnK, TensorRole::AttnV, TensorRole::AttnQkv,
+                                      TensorRole::AttnO, TensorRole::MlpGate, TensorRole::MlpUp, TensorRole::MlpDown})
+            if (typename Impl::Linear *s = m_impl->slot(b, role); s && *s)
+                out.push_back({int(l), role, s->get()});
+    }
+    return out;
+}
+
+template <class T> void CausalLm<T>::replaceLinear(const std::string &weightName, const LinearFactory &make) {
+    for (typename Impl::Block &b : m_impl->blocks)
+        for (const TensorRole role : {TensorRole::AttnQ, TensorRole::AttnK, TensorRole::AttnV, TensorRole::AttnQkv,
+                                      TensorRole::AttnO, TensorRole::MlpGate, TensorRole::MlpUp, TensorRole::MlpDown}) {
+            typename Impl::Linear *s = m_impl->slot(b, role);
+            if (!s || !*s || (*s)->weightName() != weightName)
+                continue;
+            auto *dense = dynamic_cast<DenseLinear<T> *>(s->get());
+            if (!dense)
+                throw LatheError(weightName + " is a " + (*s)->kindName() + " linear already");
+            std::unique_ptr<LinearKind<T>> kind = make(m_params, dense->weight(), dense->bias());
+            require(kind && kind->outFeatures() == dense->outFeatures() && kind->inFeatures() == dense->inFeatures(),
+                    weightName, "the new linear has another shape");
+            *s = std::move(kind);
+            m_impl->haveForward = false;
+            return;
+        }
+    throw LatheError("no block linear with the weight '" + weightName + "'");
+}
+
+template <class T> void CausalLm<T>::setSelection(int layer, BlockSelection selection) {
+    Impl &m = *m_impl;
+    require(layer >= 0 && size_t(layer) < m.blocks.size(), "training", "no block " + std::to_string(layer));
+    auto check = [&](const std::vector<int32_t> &v, int64_t n, const char *what) {
+        for (size_t i = 0; i < v.size(); ++i)
+            require(v[i] >= 0 && v[i] < n && (i == 0 || v[i] > v[i - 1]), "training",
+                    std::string(what) + " must be sorted, distinct and below " + std::to_string(n));
+    };
+    check(selection.mlpChannels, m.config.intermediateSize, "MLP channels");
+    check(selection.kvGroups, m.config.numKvHeads, "key/value groups");
+    m.selections[size_t(layer)] = std::move(selection);
+    m.haveForward = false;
+}
+
+template <class T> void CausalLm<T>::clearSelections() {
+    for (BlockSelection &s : m_impl->selections)
+        s = BlockSelection();
+    m_impl->haveForward = false;
+}
+
+template <class T>
+void CausalLm<T>::forEachExportTensor(
+    const std::function<void(const std::string &name, const Matrix<T> &value)> &fn) const {
+    std::vector<const LinearKind<T> *> replaced;
+    for (const LinearSlot &s : linears())
+        if (!dynamic_cast<const DenseLinear<T> *>(s.kind))
+            replaced.push_back(s.kind);
+    for (const Parameter<T> &p : m_params) {
+        if (p.extra)
+            continue;
+        auto it = std::find_if(replaced.begin(), replaced.end(),
+                               [&](const LinearKind<T> *k) { return k->weightName() == p.name; });
+        if (it == replaced.end())
+            fn(p.name, p.value);
+    }
+    for (const LinearKind<T> *k : replaced)
+        fn(k->weightName(), k->effectiveWeight());
 }
 
 template <class T> T CausalLm<T>::forward(const TokenBatch &batch) {
@@ -272,51 +509,18 @@ template <class T> T CausalLm<T>::forward(const TokenBatch &batch) {
         for (int64_t r = 0; r < x.rows(); ++r)
             x.row(r) += m.position->value.row(r % batch.seq + m.positionOffset);
     m.saved.resize(m.blocks.size());
+    m.gathers.resize(m.blocks.size());
     for (size_t l = 0; l < m.blocks.size(); ++l) {
-        const typename Impl::Block &bw = m.blocks[l];
-        typename Impl::Saved &s = m.saved[l];
-        s.x = std::move(x);
-        m.norm(bw.attnNorm, s.x, s.n1, s.s1);
-        if (bw.qkv.w) {
-            Matrix<T> qkv;
-            Impl::linear(bw.qkv, s.n1, qkv);
-            const int64_t qw = int64_t(m.dims.heads) * m.dims.headDim, kw = int64_t(m.dims.kvHeads) * m.dims.headDim;
-            s.q = qkv.leftCols(qw);
-            s.k = qkv.middleCols(qw, kw);
-            s.v = qkv.rightCols(kw);
-        } else {
-            Impl::linear(bw.q, s.n1, s.q);
-            Impl::linear(bw.k, s.n1, s.k);
-            Impl::linear(bw.v, s.n1, s.v);
-        }
-        if (m.rope.rotaryDim > 0) {
-            ropeForward(s.q, batch.seq, m.dims.heads, m.dims.headDim, m.rope);
-            ropeForward(s.k, batch.seq, m.dims.kvHeads, m.dims.headDim, m.rope);
-        }
-        attentionForward(s.q, s.k, s.v, m.dims, s.ctx, s.att);
-        Impl::linear(bw.o, s.ctx, s.attnOut);
-        const Matrix<T> *mlpIn = &s.n1;
-        if (!m.parallel) {
-            s.mid = s.x + s.attnOut;
-            m.norm(bw.mlpNorm, s.mid, s.n2, s.s2);
-            mlpIn = &s.n2;
-        }
-        if (m.swiglu) {
-            Impl::linear(bw.gate, *mlpIn, s.gate);
-            Impl::linear(bw.up, *mlpIn, s.up);
-            swigluForward(s.gate, s.up, s.act);
-        } else {
-            Impl::linear(bw.up, *mlpIn, s.up);
-            m.activate(s.up, s.act);
-        }
-        Matrix<T> down;
-        Impl::linear(bw.down, s.act, down);
-        x = m.parallel ? Matrix<T>(s.x + s.attnOut + down) : Matrix<T>(s.mid + down);
+        m.gathers[l] = m.gatherFor(l);
+        m.saved[l].x = std::move(x);
+        x = m.blockForward(l);
+        if (m.recompute)
+            m.saved[l].dropAllButInput();
     }
     m.finalIn = std::move(x);
     m.norm(m.finalNorm, m.finalIn, m.h, m.finalState);
-    const Matrix<T> &head = m.head.w ? m.head.w->value : m.embedding->value;
-    const T loss = crossEntropyForward(m.h, head, asVector(m.head.b), m.targets, m_lossChunk, m.loss);
+    const Matrix<T> &head = m.headW ? m.headW->value : m.embedding->value;
+    const T loss = crossEntropyForward(m.h, head, asVector(m.headB), m.targets, m_lossChunk, m.loss);
     m.haveForward = true;
     return loss;
 }
@@ -328,64 +532,20 @@ template <class T> void CausalLm<T>::backward(T scale) {
 
     // Head and final norm.
     Matrix<T> dh = Matrix<T>::Zero(rows, D);
-    Parameter<T> *headParam = m.head.w ? m.head.w : m.embedding;
-    Vector<T> dHeadBias = Impl::vecGrad(m.head.b);
-    crossEntropyBackward(m.h, headParam->value, asVector(m.head.b), m.targets, m_lossChunk, m.loss, scale, dh,
+    Parameter<T> *headParam = m.headW ? m.headW : m.embedding;
+    Vector<T> dHeadBias = Impl::vecGrad(m.headB);
+    crossEntropyBackward(m.h, headParam->value, asVector(m.headB), m.targets, m_lossChunk, m.loss, scale, dh,
                          Impl::gradOf(headParam), dHeadBias.size() ? &dHeadBias : nullptr);
-    addVectorGrad(m.head.b, dHeadBias);
+    addVectorGrad(m.headB, dHeadBias);
     Matrix<T> dx = Matrix<T>::Zero(rows, D);
     m.normBack(m.finalNorm, dh, m.finalIn, m.finalState, dx);
 
     for (size_t li = m.blocks.size(); li-- > 0;) {
-        const typename Impl::Block &bw = m.blocks[li];
-        const typename Impl::Saved &s = m.saved[li];
-        // Sequential: out = mid + down(mlp(norm2(mid))), mid = x + attn(norm1(x)).
-        // Parallel (Phi-2): out = x + attn(n1) + down(mlp(n1)), n1 = norm1(x).
-        const Matrix<T> &mlpIn = m.parallel ? s.n1 : s.n2;
-        Matrix<T> dact = Matrix<T>::Zero(s.act.rows(), s.act.cols());
-        Impl::linearBack(bw.down, dx, s.act, dact);
-        Matrix<T> dmlpIn = Matrix<T>::Zero(rows, mlpIn.cols());
-        Matrix<T> dup = Matrix<T>::Zero(s.up.rows(), s.up.cols());
-        if (m.swiglu) {
-            Matrix<T> dgate = Matrix<T>::Zero(s.gate.rows(), s.gate.cols());
-            swigluBackward(dact, s.gate, s.up, dgate, dup);
-            Impl::linearBack(bw.gate, dgate, mlpIn, dmlpIn);
-        } else {
-            m.activateBack(dact, s.up, dup);
-        }
-        Impl::linearBack(bw.up, dup, mlpIn, dmlpIn);
-        Matrix<T> dAttnOut, dxin;
-        Matrix<T> dn1 = Matrix<T>::Zero(rows, D);
-        if (m.parallel) {
-            dAttnOut = dx;
-            dxin = dx;
-            dn1 = dmlpIn;
-        } else {
-            Matrix<T> dmid = dx;
-            m.normBack(bw.mlpNorm, dmlpIn, s.mid, s.s2, dmid);
-            dAttnOut = dmid;
-            dxin = std::move(dmid);
-        }
-        Matrix<T> dctx = Matrix<T>::Zero(s.ctx.rows(), s.ctx.cols());
-        Impl::linearBack(bw.o, dAttnOut, s.ctx, dctx);
-        Matrix<T> dq = Matrix<T>::Zero(s.q.rows(), s.q.cols()), dk = Matrix<T>::Zero(s.k.rows(), s.k.cols()),
-                  dv = Matrix<T>::Zero(s.v.rows(), s.v.cols());
-        attentionBackward(dctx, s.q, s.k, s.v, m.dims, s.att, dq, dk, dv);
-        if (m.rope.rotaryDim > 0) {
-            ropeBackward(dq, m.dims.seq, m.dims.heads, m.dims.headDim, m.rope);
-            ropeBackward(dk, m.dims.seq, m.dims.kvHeads, m.dims.headDim, m.rope);
-        }
-        if (bw.qkv.w) {
-            Matrix<T> dqkv(rows, dq.cols() + dk.cols() + dv.cols());
-            dqkv << dq, dk, dv;
-            Impl::linearBack(bw.qkv, dqkv, s.n1, dn1);
-        } else {
-            Impl::linearBack(bw.q, dq, s.n1, dn1);
-            Impl::linearBack(bw.k, dk, s.n1, dn1);
-            Impl::linearBack(bw.v, dv, s.n1, dn1);
-        }
-        m.normBack(bw.attnNorm, dn1, s.x, s.s1, dxin);
-        dx = std::move(dxin);
+        if (m.recompute)
+            m.blockForward(li); // refills saved[li] from its input
+        m.blockBackward(li, dx);
+        if (m.recompute)
+            m.saved[li].dropAllButInput();
     }
     if (m.embedding->trainable())
         embeddingBackward(dx, m.ids, m.embedding->grad);

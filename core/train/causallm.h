@@ -5,6 +5,7 @@
 #include "train/ops.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,18 +28,45 @@ template <class T> struct Parameter {
     bool isBias = false;
     bool transposedInFile = false; // stored (in x out) in the checkpoint (GPT-2 Conv1D): transpose to write it
                                    // in the Hugging Face layout
+    bool decay = true;             // AdamW's weight decay applies (to 2-D values only); pruning scores opt out
+    bool extra = false;            // added by a linear kind (train/linearkinds.h): not a tensor of the checkpoint
     Matrix<T> value;
     Matrix<T> grad; // same shape as value while trainable, else empty
     bool trainable() const { return grad.size() == value.size() && value.size() > 0; }
 };
 
-// The parameters of a model, in the order of its tensor table.
+// The parameters of a model, in the order of its tensor table (then those a linear kind added). Each parameter
+// lives at a fixed address for the life of the set, so that layers hold pointers to what they read; removing one
+// (a linear kind that replaces a weight) leaves the others where they are. Iterating yields Parameter<T>&.
 template <class T> class ParameterSet {
+    using Store = std::vector<std::unique_ptr<Parameter<T>>>;
+
 public:
-    std::vector<Parameter<T>> &all() { return m_params; }
-    const std::vector<Parameter<T>> &all() const { return m_params; }
+    template <class It, class P> struct Iterator {
+        It it;
+        P &operator*() const { return **it; }
+        P *operator->() const { return it->get(); }
+        Iterator &operator++() { ++it; return *this; }
+        bool operator!=(const Iterator &o) const { return it != o.it; }
+        bool operator==(const Iterator &o) const { return it == o.it; }
+    };
+    auto begin() { return Iterator<typename Store::iterator, Parameter<T>>{m_params.begin()}; }
+    auto end() { return Iterator<typename Store::iterator, Parameter<T>>{m_params.end()}; }
+    auto begin() const { return Iterator<typename Store::const_iterator, const Parameter<T>>{m_params.begin()}; }
+    auto end() const { return Iterator<typename Store::const_iterator, const Parameter<T>>{m_params.end()}; }
+    size_t size() const { return m_params.size(); }
+    Parameter<T> &operator[](size_t i) { return *m_params[i]; }
+    const Parameter<T> &operator[](size_t i) const { return *m_params[i]; }
+    Parameter<T> &front() { return *m_params.front(); }
+    // The set itself: `for (auto &p : params.all())` reads as before the set became a container.
+    ParameterSet &all() { return *this; }
+    const ParameterSet &all() const { return *this; }
+
     Parameter<T> *find(const std::string &name);
     Parameter<T> &add(Parameter<T> p); // trainable, gradient zeroed
+    // Drops a parameter (a linear kind replaced it); pointers to the others stay valid. Optimizer state is per
+    // position: change the set before the first step only.
+    void remove(const std::string &name);
     // Frozen parameters drop their gradient; trainable ones get a zeroed one.
     void setTrainable(const std::string &name, bool trainable);
     void zeroGrad();
@@ -46,7 +74,19 @@ public:
     uint64_t gradientBytes() const;
 
 private:
-    std::vector<Parameter<T>> m_params;
+    Store m_params;
+};
+
+template <class T> class LinearKind;
+struct LinearSelection;
+
+// The channels a block computes this step (SAT, issue 17 item 4's gathered linears): the MLP's intermediate
+// channels and the attention's key/value groups (each group: its K and V heads and the query heads that read
+// them). Sorted, distinct; an empty list means all. The skipped channels cost no work: the block's linears run on
+// the gathered rows and columns only, and the attention on the kept heads only.
+struct BlockSelection {
+    std::vector<int32_t> mlpChannels, kvGroups;
+    bool all() const { return mlpChannels.empty() && kvGroups.empty(); }
 };
 
 // A decoder language model for training, built from the training ops: forward over a batch of windows with every
@@ -54,13 +94,17 @@ private:
 // trainable parameters. Families: Llama (RMSNorm, RoPE with the model's scaling, grouped-query heads, SwiGLU,
 // q/k/v biases when present, tied or untied head), OPT (LayerNorm, learned positions at offset 2, ReLU, biases),
 // GPT-2 (LayerNorm, learned positions, fused q|k|v, GELU) and Phi-2 (parallel attention and MLP from one LayerNorm,
-// partial rotary, GELU, a biased head); BERT and sliced models are refused with a LatheError.
+// partial rotary, GELU, a biased head); BERT and sliced models are refused with a LatheError. Every block linear is
+// a LinearKind (dense when loaded); a method swaps in another kind with replaceLinear.
 //
 // Activations kept (values per block, for a batch of B windows of S tokens, width D, intermediate F, H query heads,
 // KV key/value heads of size d): input, normed input, attention output, mid residual and its normed copy (5 B S D;
 // Phi-2's parallel blocks keep two of them fewer), q, k, v after RoPE and the context (B S (2 H d + 2 KV d)),
 // attention probabilities (B H S^2), gate, up and their product (3 B S F): for SmolLM2-135M at B = 1, S = 512 in
-// fp32 that is 27.9 MB per block, 848 MB for the 30 blocks and the head (`lathe-cli train --dry-run`).
+// fp32 that is 27.9 MB per block, 848 MB for the 30 blocks and the head (`lathe-cli train --dry-run`). With
+// recomputation (setRecompute) only each block's input stays (B S D per block) and backward runs the block's
+// forward again just before its backward, so one block's full set is alive at a time: 30 x 1.18 MB + 27.9 MB =
+// 63 MB for SmolLM2 at 1 x 512, for one more forward pass of compute (about a third more per step).
 template <class T> class CausalLm {
 public:
     explicit CausalLm(const Model &model);
@@ -68,6 +112,7 @@ public:
 
     ParameterSet<T> &parameters() { return m_params; }
     const ParameterSet<T> &parameters() const { return m_params; }
+    const ModelConfig &config() const;
 
     // The mean of -log p(token t+1 | tokens <= t) over every position of every window but the last of each (the
     // perplexity protocol's numerator per prediction); keeps the activations for backward.
@@ -76,9 +121,34 @@ public:
     void backward(T scale = T(1));
     // Vocabulary rows per chunk of the fused LM head and cross-entropy.
     void setLossChunk(int64_t rows) { m_lossChunk = rows; }
+    // Keep only block inputs and recompute each block during backward (the memory formula above).
+    void setRecompute(bool on);
+    bool recompute() const;
     // Bytes of the activations a forward keeps for `batch` windows of `seq` tokens (the formula above, plus the
     // head's input and a chunk of logits), at sizeof(T) per value.
-    static uint64_t activationBytes(const ModelConfig &config, int64_t batch, int64_t seq, int64_t lossChunk = 4096);
+    static uint64_t activationBytes(const ModelConfig &config, int64_t batch, int64_t seq, int64_t lossChunk = 4096,
+                                    bool recompute = false);
+
+    // The block linears, in the order of the tensor table: layer, role and kind (never null).
+    struct LinearSlot {
+        int layer = -1;
+        TensorRole role = TensorRole::Unknown;
+        LinearKind<T> *kind = nullptr;
+    };
+    std::vector<LinearSlot> linears() const;
+    // Replaces the dense block linear whose weight is `weightName` by what `make` builds from its weight and bias
+    // parameters (the bias may be null); the new kind may add parameters to the set and remove the weight. Do it
+    // before the first optimizer step. Throws LatheError for an unknown name or a linear that is no longer dense.
+    using LinearFactory =
+        std::function<std::unique_ptr<LinearKind<T>>(ParameterSet<T> &, Parameter<T> *weight, Parameter<T> *bias)>;
+    void replaceLinear(const std::string &weightName, const LinearFactory &make);
+    // The channels block `layer` computes from the next forward on (BlockSelection); clearSelections runs all.
+    void setSelection(int layer, BlockSelection selection);
+    void clearSelections();
+    // The tensors of a Hugging Face checkpoint of the model as trained: every parameter of the checkpoint as it
+    // is, and each non-dense linear's effective weight under its original name, in the model's layout (out x in;
+    // a transposedInFile tensor is still to be transposed by the writer).
+    void forEachExportTensor(const std::function<void(const std::string &name, const Matrix<T> &value)> &fn) const;
 
 private:
     struct Impl;

@@ -1,0 +1,30 @@
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+namespace lathe {
+
+// Counter-based random numbers: value i of stream s is a pure function of (s, i), the same on every machine and
+// standard library (std::normal_distribution is not), and any element can be drawn in any order or thread.
+
+// SplitMix64's output function (Steele, Lea & Flood 2014): a bijective 64-bit mix.
+inline uint64_t splitmix(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+// Uniform in [0, 1) with 53 random bits: element i of `stream`.
+inline double uniform01(uint64_t stream, uint64_t i) {
+    return double(splitmix(stream ^ splitmix(i)) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+// Standard normal, element i of `stream` (Box-Muller on two uniforms of the stream).
+inline double standardNormal(uint64_t stream, uint64_t i) {
+    const double u1 = 1.0 - uniform01(stream, 2 * i), u2 = uniform01(stream, 2 * i + 1); // u1 in (0, 1]
+    return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+}
+
+} // namespace lathe

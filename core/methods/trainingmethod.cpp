@@ -1,0 +1,112 @@
+#include "methods/trainingmethod.h"
+
+#include "base/error.h"
+#include "base/unicodetext.h"
+#include "model/model.h"
+#include "train/linearkinds.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace lathe {
+
+namespace {
+
+bool isBlockLinear(const TensorInfo &t) {
+    if (t.isBias || t.layer < 0)
+        return false;
+    switch (t.role) {
+    case TensorRole::AttnQ:
+    case TensorRole::AttnK:
+    case TensorRole::AttnV:
+    case TensorRole::AttnQkv:
+    case TensorRole::AttnO:
+    case TensorRole::MlpGate:
+    case TensorRole::MlpUp:
+    case TensorRole::MlpDown:
+        return true;
+    default:
+        return false;
+    }
+}
+
+} // namespace
+
+void FineTuningMethod::checkRun(const Model &model, double, const MethodParams &params) const {
+    if (model.config.family == ArchFamily::Bert || model.config.slicing.active())
+        throw LatheError(model.sourcePath + ": " + info().name + " trains decoder language models",
+                         "use an unsliced Llama-family, OPT, GPT-2 or Phi-2 model");
+    const unicode::NamePattern re(params.get<std::string>(targetsKey()));
+    for (const TensorInfo &t : model.tensors())
+        if (isBlockLinear(t) && re.search(t.name))
+            return;
+    throw LatheError(targetsKey() + ": '" + params.get<std::string>(targetsKey()) + "' matches none of the block linears",
+                     "names look like model.layers.0.mlp.down_proj.weight");
+}
+
+std::vector<std::string> FineTuningMethod::preview(const Model &model, double, const MethodParams &params) const {
+    const unicode::NamePattern re(params.get<std::string>(targetsKey()));
+    int64_t n = 0, weights = 0;
+    for (const TensorInfo &t : model.tensors())
+        if (isBlockLinear(t) && re.search(t.name)) {
+            ++n;
+            weights += t.shape.size() == 2 ? t.shape[0] * t.shape[1] : 0;
+        }
+    return {std::to_string(n) + " linears, " + std::to_string(weights) + " weights"};
+}
+
+MethodOutcome FineTuningMethod::run(Model &, const MethodParams &, const MethodContext &, const ProgressCallback &) const {
+    throw LatheError(info().name + " is a fine-tuning method: it runs as a training job",
+                     "write a training job spec with \"method\": \"" + info().name +
+                         "\" and run lathe-cli train JOB.json (docs/training.md)");
+}
+
+std::vector<train::CausalLm<float>::LinearSlot> targetLinears(const train::CausalLm<float> &lm,
+                                                              const std::string &pattern) {
+    const unicode::NamePattern re(pattern);
+    std::vector<train::CausalLm<float>::LinearSlot> out;
+    for (const auto &s : lm.linears())
+        if (re.search(s.kind->weightName()))
+            out.push_back(s);
+    if (out.empty())
+        throw LatheError("'" + pattern + "' matches none of the block linears",
+                         "names look like model.layers.0.mlp.down_proj.weight");
+    return out;
+}
+
+double cubicSchedule(int64_t step, int64_t total, double begin, double end, double from, double to) {
+    const double t = double(step), t0 = begin * double(total), t1 = end * double(total);
+    if (t < t0)
+        return from;
+    if (t >= t1 || t1 <= t0)
+        return to;
+    const double rest = 1.0 - (t - t0) / (t1 - t0);
+    return to + (from - to) * rest * rest * rest;
+}
+
+ParamSpec numberParam(const std::string &key, const std::string &label, ParamType type, ParamValue value, double min,
+                      double max, const std::string &help, const std::string &unit) {
+    ParamSpec p;
+    p.key = key;
+    p.label = label;
+    p.type = type;
+    p.defaultValue = std::move(value);
+    p.min = min;
+    p.max = max;
+    p.help = help;
+    p.unit = unit;
+    return p;
+}
+
+ParamSpec targetsParam(const std::string &key, const std::string &defaultPattern) {
+    ParamSpec p;
+    p.key = key;
+    p.label = "Target linears";
+    p.type = ParamType::Text;
+    p.defaultValue = defaultPattern;
+    p.help = "regular expression over the weight names of the block linears the method changes";
+    p.check = [](const ParamValue &v) { unicode::NamePattern check(std::get<std::string>(v)); };
+    return p;
+}
+
+} // namespace lathe

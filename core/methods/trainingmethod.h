@@ -1,0 +1,74 @@
+#pragma once
+
+#include "methods/method.h"
+#include "train/causallm.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+// Fine-tuning methods (LoSparse, PST, SAT: issue 18) are registered like every method (methods/registry.cpp), with
+// MethodKind::FineTuning; `lathe-cli train` runs them, `compress` refuses them. The trainer (run/trainingrun.cpp)
+// asks the method for a TrainingMethodRun and calls it around every step; the method's parameters live in the
+// training job spec at their keys ("pst.final_sparsity", ...).
+namespace lathe {
+
+// What a fine-tuning method does to one training run. Calls, in order: prepare once (before the optimizer's first
+// step, also on resume before the checkpoint is read back), then per step beforeStep, the forward/backward passes,
+// the optimizer step and afterStep (the step's gradients are still in place). restore follows prepare on resume.
+class TrainingMethodRun {
+public:
+    virtual ~TrainingMethodRun() = default;
+    // Swaps in the method's linears and sets which parameters train.
+    virtual void prepare(train::CausalLm<float> &lm) = 0;
+    // `step` is 0-based, of `total`: the schedule's value for this step (sparsity, omission rate), selections.
+    virtual void beforeStep(train::CausalLm<float> &, int64_t /*step*/, int64_t /*total*/) {}
+    virtual void afterStep(train::CausalLm<float> &, int64_t /*step*/, int64_t /*total*/) {}
+    // Before an evaluation (held-out perplexity) and after it: a method that thins the network for training
+    // steps only (SAT) evaluates the whole network.
+    virtual void beforeEvaluation(train::CausalLm<float> &) {}
+    // Values of this step for the metrics log ({"sparsity": 0.42}); an object, possibly empty.
+    virtual nlohmann::json stepReport() const { return nlohmann::json::object(); }
+    // The method's summary for results.json: budget, kept fractions, trainable parameters.
+    virtual nlohmann::json report(const train::CausalLm<float> &lm) const = 0;
+    // What a checkpoint keeps beyond the parameters (masks, running scores), and its restoration.
+    virtual nlohmann::json state() const { return nlohmann::json::object(); }
+    virtual void restore(const nlohmann::json &) {}
+};
+
+// The base of the fine-tuning methods: a compression run (`lathe-cli compress`) is refused with a pointer to
+// `lathe-cli train`; the preview lists the linears the method would change.
+class FineTuningMethod : public CompressionMethod {
+public:
+    void checkRun(const Model &model, double sparsity, const MethodParams &params) const override;
+    std::vector<std::string> preview(const Model &model, double sparsity, const MethodParams &params) const override;
+    MethodOutcome run(Model &model, const MethodParams &params, const MethodContext &context,
+                      const ProgressCallback &progress) const override;
+    // The run for `model` with these parameters; `seed` is the job's (random initialisations).
+    virtual std::unique_ptr<TrainingMethodRun> startTraining(const Model &model, const MethodParams &params,
+                                                             uint64_t seed) const = 0;
+    // The key of the parameter holding the regex of target linear weights (every method has one).
+    virtual std::string targetsKey() const = 0;
+};
+
+// The block linears of `lm` whose weight name the regex `pattern` matches, in the model's order; LatheError when
+// none does.
+std::vector<train::CausalLm<float>::LinearSlot> targetLinears(const train::CausalLm<float> &lm,
+                                                              const std::string &pattern);
+
+// Cubic sparsity schedule (Zhu & Gupta 2017) between two fractions of the run: `from` until step
+// begin * total, `to` from step end * total on, and in between to + (from - to) (1 - p)^3 with p the progress
+// through the ramp.
+double cubicSchedule(int64_t step, int64_t total, double begin, double end, double from, double to);
+
+// A parameter declaration in one call (Integer and Real: the inclusive range [min, max]).
+ParamSpec numberParam(const std::string &key, const std::string &label, ParamType type, ParamValue value, double min,
+                      double max, const std::string &help, const std::string &unit = {});
+
+// A target-linears parameter: a regular expression over the Hugging Face weight names.
+ParamSpec targetsParam(const std::string &key, const std::string &defaultPattern);
+
+} // namespace lathe

@@ -1,0 +1,428 @@
+#include "train/linearkinds.h"
+
+#include "base/error.h"
+#include "base/random.h"
+#include "numeric/linalg.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace lathe::train {
+
+namespace {
+
+// A parameter's gradient when it is trainable, else null (the op skips that gradient).
+template <class T> Matrix<T> *gradOf(Parameter<T> *p) { return p && p->trainable() ? &p->grad : nullptr; }
+
+// The (out x in) gradient of W_eff for y = x W_eff^T: G = dy^T x (through BLAS, as linearBackward computes dW).
+template <class T> Matrix<T> weightGradient(const Matrix<T> &dy, const Matrix<T> &x) {
+    Matrix<T> g = Matrix<T>::Zero(dy.cols(), x.cols());
+    const Matrix<T> none(dy.cols(), x.cols());
+    linearBackward<T>(dy, x, none, nullptr, &g, nullptr);
+    return g;
+}
+
+// The 0/1 mask as a matrix of T, for elementwise products.
+template <class T> Matrix<T> maskMatrix(const std::vector<uint8_t> &mask, int64_t rows, int64_t cols) {
+    Matrix<T> m(rows, cols);
+    for (int64_t i = 0; i < m.size(); ++i)
+        m.data()[i] = T(mask[size_t(i)]);
+    return m;
+}
+
+template <class T> Parameter<T> &addParameter(ParameterSet<T> &params, std::string name, Matrix<T> value, TensorRole role,
+                                              int layer, bool decay = true) {
+    Parameter<T> p;
+    p.name = std::move(name);
+    p.role = role;
+    p.layer = layer;
+    p.decay = decay;
+    p.extra = true;
+    p.value = std::move(value);
+    return params.add(std::move(p));
+}
+
+// "model.layers.0.mlp.up_proj.weight" -> "model.layers.0.mlp.up_proj".
+std::string linearName(const std::string &weightName) {
+    const std::string suffix = ".weight";
+    return weightName.size() > suffix.size() && weightName.compare(weightName.size() - suffix.size(), suffix.size(), suffix) == 0
+               ? weightName.substr(0, weightName.size() - suffix.size())
+               : weightName;
+}
+
+template <class T> Matrix<T> standardNormalMatrix(int64_t rows, int64_t cols, uint64_t stream) {
+    Matrix<T> m(rows, cols);
+    for (int64_t i = 0; i < m.size(); ++i)
+        m.data()[i] = T(standardNormal(stream, uint64_t(i)));
+    return m;
+}
+
+} // namespace
+
+// ---- every kind ----
+
+template <class T> void LinearKind<T>::addBias(Matrix<T> &y, const LinearSelection &sel) const {
+    if (!m_bias)
+        return;
+    const T *b = m_bias->value.data();
+    if (sel.rows.empty()) {
+        y.rowwise() += Eigen::Map<const Vector<T>>(b, m_out).transpose();
+    } else {
+        for (size_t j = 0; j < sel.rows.size(); ++j)
+            y.col(int64_t(j)).array() += b[sel.rows[j]];
+    }
+}
+
+template <class T> void LinearKind<T>::biasBackward(const Matrix<T> &dy, const LinearSelection &sel) const {
+    if (!m_bias || !m_bias->trainable())
+        return;
+    const Vector<T> sums = dy.colwise().sum().transpose();
+    for (int64_t j = 0; j < sums.size(); ++j)
+        m_bias->grad.data()[sel.rows.empty() ? j : sel.rows[size_t(j)]] += sums[j];
+}
+
+template <class T> void LinearKind<T>::requireAll(const LinearSelection &sel) const {
+    if (!sel.all())
+        throw LatheError(m_weightName + ": a " + kindName() + " linear cannot run on a subset of its channels",
+                         "gathered (SAT) runs need dense linears");
+}
+
+// ---- dense and gathered ----
+
+template <class T>
+DenseLinear<T>::DenseLinear(Parameter<T> *weight, Parameter<T> *bias)
+    : LinearKind<T>(weight->name, weight->value.rows(), weight->value.cols(), bias), m_w(weight) {}
+
+namespace {
+
+// W restricted to the selected rows and columns, as a contiguous (out' x in') matrix.
+template <class T> Matrix<T> gatherBlock(const Matrix<T> &w, const LinearSelection &sel) {
+    const int64_t rows = sel.rows.empty() ? w.rows() : int64_t(sel.rows.size());
+    const int64_t cols = sel.cols.empty() ? w.cols() : int64_t(sel.cols.size());
+    Matrix<T> out(rows, cols);
+    for (int64_t i = 0; i < rows; ++i) {
+        const int64_t r = sel.rows.empty() ? i : sel.rows[size_t(i)];
+        if (sel.cols.empty())
+            out.row(i) = w.row(r);
+        else
+            for (int64_t j = 0; j < cols; ++j)
+                out(i, j) = w(r, sel.cols[size_t(j)]);
+    }
+    return out;
+}
+
+// The inverse: adds the (out' x in') block g into the full-size gradient.
+template <class T> void scatterAddBlock(const Matrix<T> &g, const LinearSelection &sel, Matrix<T> &grad) {
+    for (int64_t i = 0; i < g.rows(); ++i) {
+        const int64_t r = sel.rows.empty() ? i : sel.rows[size_t(i)];
+        if (sel.cols.empty())
+            grad.row(r) += g.row(i);
+        else
+            for (int64_t j = 0; j < g.cols(); ++j)
+                grad(r, sel.cols[size_t(j)]) += g(i, j);
+    }
+}
+
+} // namespace
+
+template <class T> void DenseLinear<T>::forward(const Matrix<T> &x, Matrix<T> &y, const LinearSelection &sel) {
+    if (sel.all()) {
+        linearForward<T>(x, m_w->value, Vector<T>(), y);
+    } else {
+        const Matrix<T> w = gatherBlock(m_w->value, sel);
+        assert(x.cols() == w.cols());
+        linearForward<T>(x, w, Vector<T>(), y);
+    }
+    this->addBias(y, sel);
+}
+
+template <class T>
+void DenseLinear<T>::backward(const Matrix<T> &dy, const Matrix<T> &x, Matrix<T> *dx, const LinearSelection &sel) {
+    if (sel.all()) {
+        linearBackward<T>(dy, x, m_w->value, dx, gradOf(m_w), nullptr);
+    } else {
+        const Matrix<T> w = gatherBlock(m_w->value, sel);
+        Matrix<T> g;
+        if (m_w->trainable())
+            g = Matrix<T>::Zero(w.rows(), w.cols());
+        linearBackward<T>(dy, x, w, dx, m_w->trainable() ? &g : nullptr, nullptr);
+        if (m_w->trainable())
+            scatterAddBlock(g, sel, m_w->grad);
+    }
+    this->biasBackward(dy, sel);
+}
+
+// ---- masks ----
+
+template <class T> std::vector<uint8_t> pruneSmallestMask(const Matrix<T> &scores, double sparsity) {
+    const int64_t n = scores.size();
+    const int64_t prune = std::clamp<int64_t>(int64_t(std::floor(double(n) * sparsity)), 0, n);
+    std::vector<uint8_t> mask(size_t(n), 1);
+    if (prune == 0)
+        return mask;
+    const T *s = scores.data();
+    std::vector<T> values(s, s + n);
+    for (const T v : values)
+        if (std::isnan(v))
+            throw LatheError("pruning scores became NaN", "the training diverged: lower the learning rate");
+    // The prune-th smallest value is the threshold: everything below it goes, and of the values equal to it the
+    // first ones by position until `prune` are gone.
+    std::nth_element(values.begin(), values.begin() + (prune - 1), values.end());
+    const T threshold = values[size_t(prune - 1)];
+    int64_t below = 0;
+    for (int64_t i = 0; i < n; ++i)
+        below += s[i] < threshold;
+    int64_t equalToPrune = prune - below;
+    for (int64_t i = 0; i < n; ++i)
+        if (s[i] < threshold || (s[i] == threshold && equalToPrune-- > 0))
+            mask[size_t(i)] = 0;
+    return mask;
+}
+
+template <class T>
+MaskedLinear<T>::MaskedLinear(Parameter<T> *weight, Parameter<T> *bias, std::vector<uint8_t> mask)
+    : LinearKind<T>(weight->name, weight->value.rows(), weight->value.cols(), bias), m_w(weight),
+      m_mask(std::move(mask)) {
+    require(int64_t(m_mask.size()) == weight->value.size(), weight->name, "the mask has another size than the weight");
+}
+
+template <class T>
+MaskedLinear<T>::MaskedLinear(ParameterSet<T> &params, Parameter<T> *weight, Parameter<T> *bias, double sparsity)
+    : LinearKind<T>(weight->name, weight->value.rows(), weight->value.cols(), bias), m_w(weight),
+      m_sparsity(sparsity) {
+    const std::string name = weight->name;
+    const TensorRole role = weight->role;
+    const int layer = weight->layer;
+    Matrix<T> init = weight->value.cwiseAbs();
+    m_scores = &addParameter(params, linearName(name) + ".mask_scores", std::move(init), role, layer, false);
+    updateMask();
+}
+
+template <class T> void MaskedLinear<T>::setSparsity(double sparsity) {
+    m_sparsity = sparsity;
+    updateMask();
+}
+
+template <class T> void MaskedLinear<T>::updateMask() {
+    if (m_scores)
+        m_mask = pruneSmallestMask(m_scores->value, m_sparsity);
+}
+
+template <class T> Matrix<T> MaskedLinear<T>::effectiveWeight() const {
+    // From the scores as they are now (an optimizer step may have moved them since the last forward).
+    return m_w->value.cwiseProduct(
+        maskMatrix<T>(m_scores ? pruneSmallestMask(m_scores->value, m_sparsity) : m_mask, this->m_out, this->m_in));
+}
+
+template <class T> int64_t MaskedLinear<T>::activeWeights() const {
+    return int64_t(std::count(m_mask.begin(), m_mask.end(), uint8_t(1)));
+}
+
+template <class T> void MaskedLinear<T>::forward(const Matrix<T> &x, Matrix<T> &y, const LinearSelection &sel) {
+    this->requireAll(sel);
+    updateMask(); // the scores moved with the last optimizer step
+    linearForward<T>(x, effectiveWeight(), Vector<T>(), y);
+    this->addBias(y, sel);
+}
+
+template <class T>
+void MaskedLinear<T>::backward(const Matrix<T> &dy, const Matrix<T> &x, Matrix<T> *dx, const LinearSelection &sel) {
+    this->requireAll(sel);
+    const Matrix<T> w = m_w->value.cwiseProduct(maskMatrix<T>(m_mask, this->m_out, this->m_in)); // the forward's
+    const bool needG = m_w->trainable() || (m_scores && m_scores->trainable());
+    if (dx)
+        linearBackward<T>(dy, x, w, dx, nullptr, nullptr);
+    if (needG) {
+        const Matrix<T> g = weightGradient(dy, x);
+        if (m_w->trainable())
+            m_w->grad += g.cwiseProduct(maskMatrix<T>(m_mask, this->m_out, this->m_in));
+        if (m_scores && m_scores->trainable())
+            m_scores->grad += g.cwiseProduct(m_w->value); // straight through the mask
+    }
+    this->biasBackward(dy, sel);
+}
+
+// ---- low rank plus sparse ----
+
+template <class T>
+LowRankSparseLinear<T>::LowRankSparseLinear(ParameterSet<T> &params, Parameter<T> *weight, Parameter<T> *bias,
+                                            int rank)
+    : LinearKind<T>(weight->name, weight->value.rows(), weight->value.cols(), bias) {
+    const int64_t out = this->m_out, in = this->m_in;
+    require(rank >= 1 && rank <= std::min(out, in), weight->name,
+            "rank " + std::to_string(rank) + " is outside 1.." + std::to_string(std::min(out, in)));
+    const ThinSvd svd = thinSvd(weight->value.template cast<float>());
+    Matrix<T> l(out, rank), r(rank, in);
+    for (int k = 0; k < rank; ++k) {
+        const T root = T(std::sqrt(double(svd.s[size_t(k)])));
+        l.col(k) = svd.u.col(k).template cast<T>() * root;
+        r.row(k) = svd.vt.row(k).template cast<T>() * root;
+    }
+    Matrix<T> s = weight->value - l * r;
+    const std::string base = linearName(weight->name), name = weight->name;
+    const TensorRole role = weight->role;
+    const int layer = weight->layer;
+    m_l = &addParameter(params, base + ".lowrank_left", std::move(l), role, layer);
+    m_r = &addParameter(params, base + ".lowrank_right", std::move(r), role, layer);
+    m_s = &addParameter(params, base + ".sparse", std::move(s), role, layer);
+    params.remove(name); // the dense weight is now L R + S
+    m_rowMask.assign(size_t(out), 1);
+}
+
+template <class T> void LowRankSparseLinear<T>::setRowMask(std::vector<uint8_t> keep) {
+    require(int64_t(keep.size()) == this->m_out, this->m_weightName, "the row mask has another length than the rows");
+    m_rowMask = std::move(keep);
+}
+
+template <class T> Matrix<T> LowRankSparseLinear<T>::maskedSparse() const {
+    Matrix<T> s = m_s->value;
+    for (int64_t i = 0; i < s.rows(); ++i)
+        if (!m_rowMask[size_t(i)])
+            s.row(i).setZero();
+    return s;
+}
+
+template <class T> Matrix<T> LowRankSparseLinear<T>::effectiveWeight() const {
+    Matrix<T> w = maskedSparse();
+    w.noalias() += m_l->value * m_r->value;
+    return w;
+}
+
+template <class T> int64_t LowRankSparseLinear<T>::activeWeights() const {
+    const int64_t kept = int64_t(std::count(m_rowMask.begin(), m_rowMask.end(), uint8_t(1)));
+    return rank() * (this->m_out + this->m_in) + kept * this->m_in;
+}
+
+template <class T>
+void LowRankSparseLinear<T>::forward(const Matrix<T> &x, Matrix<T> &y, const LinearSelection &sel) {
+    this->requireAll(sel);
+    // One product with W_eff = L R + S: forming it costs out in r, less than the rows out in of the product.
+    linearForward<T>(x, effectiveWeight(), Vector<T>(), y);
+    this->addBias(y, sel);
+}
+
+template <class T>
+void LowRankSparseLinear<T>::backward(const Matrix<T> &dy, const Matrix<T> &x, Matrix<T> *dx,
+                                      const LinearSelection &sel) {
+    this->requireAll(sel);
+    if (dx)
+        linearBackward<T>(dy, x, effectiveWeight(), dx, nullptr, nullptr);
+    if (m_l->trainable() || m_r->trainable() || m_s->trainable()) {
+        const Matrix<T> g = weightGradient(dy, x);
+        if (m_l->trainable())
+            m_l->grad.noalias() += g * m_r->value.transpose();
+        if (m_r->trainable())
+            m_r->grad.noalias() += m_l->value.transpose() * g;
+        if (m_s->trainable())
+            for (int64_t i = 0; i < g.rows(); ++i)
+                if (m_rowMask[size_t(i)])
+                    m_s->grad.row(i) += g.row(i);
+    }
+    this->biasBackward(dy, sel);
+}
+
+// ---- PST ----
+
+template <class T>
+PstLinear<T>::PstLinear(ParameterSet<T> &params, Parameter<T> *weight, Parameter<T> *bias, const PstOptions &o,
+                        uint64_t seed)
+    : LinearKind<T>(weight->name, weight->value.rows(), weight->value.cols(), bias), m_w(weight), m_options(o) {
+    const int64_t out = this->m_out, in = this->m_in;
+    require(o.rank >= 1 && o.maskRank >= 1 && o.rank <= std::min(out, in) && o.maskRank <= std::min(out, in),
+            weight->name, "PST ranks must lie in 1.." + std::to_string(std::min(out, in)));
+    const std::string base = linearName(weight->name);
+    const TensorRole role = weight->role;
+    const int layer = weight->layer;
+    uint64_t stream = splitmix(seed); // then the linear's name, FNV-1a: the same streams on every platform
+    for (const char ch : base)
+        stream = (stream ^ uint8_t(ch)) * 0x100000001B3ull;
+    m_u = &addParameter(params, base + ".pst_u", standardNormalMatrix<T>(out, o.rank, splitmix(stream + 1)), role, layer);
+    m_v = &addParameter(params, base + ".pst_v", Matrix<T>(Matrix<T>::Zero(o.rank, in)), role, layer);
+    m_a = &addParameter(params, base + ".pst_a", standardNormalMatrix<T>(out, o.maskRank, splitmix(stream + 2)), role,
+                        layer);
+    m_b = &addParameter(params, base + ".pst_b", Matrix<T>(Matrix<T>::Zero(o.maskRank, in)), role, layer);
+    m_r = &addParameter(params, base + ".pst_r", Matrix<T>(Matrix<T>::Zero(out, 1)), role, layer);
+    m_c = &addParameter(params, base + ".pst_c", Matrix<T>(Matrix<T>::Zero(in, 1)), role, layer);
+    params.setTrainable(weight->name, false);
+    if (bias)
+        params.setTrainable(bias->name, false);
+    m_mask.assign(size_t(out * in), 1);
+}
+
+template <class T> Matrix<T> PstLinear<T>::adapted() const {
+    Matrix<T> w = m_w->value;
+    w.noalias() += T(m_options.beta) * (m_u->value * m_v->value);
+    return w;
+}
+
+template <class T> Matrix<T> PstLinear<T>::scores(const Matrix<T> &adapted) const {
+    Matrix<T> m = adapted.cwiseAbs();
+    m.noalias() += T(m_options.alpha1) * (m_a->value * m_b->value);
+    const T a2 = T(m_options.alpha2);
+    for (int64_t i = 0; i < m.rows(); ++i)
+        for (int64_t j = 0; j < m.cols(); ++j)
+            m(i, j) += a2 * (m_r->value(i, 0) + m_c->value(j, 0));
+    return m;
+}
+
+template <class T> Matrix<T> PstLinear<T>::effectiveWeight() const {
+    // From the parameters as they are now, not the last forward's mask.
+    const Matrix<T> w = adapted();
+    return w.cwiseProduct(maskMatrix<T>(pruneSmallestMask(scores(w), m_sparsity), this->m_out, this->m_in));
+}
+
+template <class T> int64_t PstLinear<T>::activeWeights() const {
+    const int64_t n = this->m_out * this->m_in;
+    return n - std::clamp<int64_t>(int64_t(std::floor(double(n) * m_sparsity)), 0, n);
+}
+
+template <class T> void PstLinear<T>::forward(const Matrix<T> &x, Matrix<T> &y, const LinearSelection &sel) {
+    this->requireAll(sel);
+    const Matrix<T> w = adapted();
+    m_mask = pruneSmallestMask(scores(w), m_sparsity);
+    linearForward<T>(x, Matrix<T>(w.cwiseProduct(maskMatrix<T>(m_mask, this->m_out, this->m_in))), Vector<T>(), y);
+    this->addBias(y, sel);
+}
+
+template <class T>
+void PstLinear<T>::backward(const Matrix<T> &dy, const Matrix<T> &x, Matrix<T> *dx, const LinearSelection &sel) {
+    this->requireAll(sel);
+    const Matrix<T> w = adapted(); // W~: recomputed rather than kept (out x in values per linear)
+    const Matrix<T> mask = maskMatrix<T>(m_mask, this->m_out, this->m_in);
+    if (dx)
+        linearBackward<T>(dy, x, Matrix<T>(w.cwiseProduct(mask)), dx, nullptr, nullptr);
+    const Matrix<T> g = weightGradient(dy, x);
+    // dScores = G ⊙ W~ (straight through the mask); dW~ = G ⊙ mask + dScores ⊙ sign(W~) (through |W~|).
+    const Matrix<T> dScores = g.cwiseProduct(w);
+    const Matrix<T> dAdapted = g.cwiseProduct(mask) + dScores.cwiseProduct(Matrix<T>(w.array().sign()));
+    const T beta = T(m_options.beta), a1 = T(m_options.alpha1), a2 = T(m_options.alpha2);
+    if (m_u->trainable())
+        m_u->grad.noalias() += beta * (dAdapted * m_v->value.transpose());
+    if (m_v->trainable())
+        m_v->grad.noalias() += beta * (m_u->value.transpose() * dAdapted);
+    if (m_a->trainable())
+        m_a->grad.noalias() += a1 * (dScores * m_b->value.transpose());
+    if (m_b->trainable())
+        m_b->grad.noalias() += a1 * (m_a->value.transpose() * dScores);
+    if (m_r->trainable())
+        m_r->grad += a2 * dScores.rowwise().sum();
+    if (m_c->trainable())
+        m_c->grad += a2 * dScores.colwise().sum().transpose();
+    if (m_w->trainable())
+        m_w->grad += dAdapted;
+    this->biasBackward(dy, sel);
+}
+
+#define LATHE_LINEAR_KINDS(T)                                                                                          \
+    template class LinearKind<T>;                                                                                      \
+    template class DenseLinear<T>;                                                                                     \
+    template class MaskedLinear<T>;                                                                                    \
+    template class LowRankSparseLinear<T>;                                                                             \
+    template class PstLinear<T>;                                                                                       \
+    template std::vector<uint8_t> pruneSmallestMask<T>(const Matrix<T> &, double);
+
+LATHE_LINEAR_KINDS(float)
+LATHE_LINEAR_KINDS(double)
+#undef LATHE_LINEAR_KINDS
+
+} // namespace lathe::train

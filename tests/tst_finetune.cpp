@@ -1,0 +1,259 @@
+// Fine-tuning methods run by `lathe-cli train` (methods/trainingmethod.h, losparse.cpp, pst.cpp; issue 18), end to
+// end on stories260K:
+// - the job spec: method parameters in nested objects, a literal dotted key and a post-training method refused,
+//   and `compress` refusing a fine-tuning method with a pointer to `train`;
+// - PST: the sparsity follows the cubic schedule step by step; only the method's matrices train; the export is
+//   mask ⊙ (W + U V) with exactly floor(s n) zeros per target matrix, and evaluating the exported folder with
+//   `lathe-cli eval` gives the run's final evaluation loss;
+// - LoSparse: the budget (low-rank part + kept rows of S) is what the report says, pruned rows of the export's
+//   S part are zero (W - L R), and the exported folder evaluates to the run's final loss;
+// - both resume after SIGKILL with the steps, evaluations and exported weights of an uninterrupted run (the
+//   method's own state, masks and running scores, travels in the checkpoint).
+
+#include "base/error.h"
+#include "clirun.h"
+#include "engine/evaluation.h"
+#include "io/modelloader.h"
+#include "methods/registry.h"
+#include "methods/trainingmethod.h"
+#include "model/model.h"
+#include "referencefile.h"
+#include "run/compressionspec.h"
+#include "run/trainingrun.h"
+#include "testsupport.h"
+
+#include <QtTest/QtTest>
+#include <QElapsedTimer>
+
+#include <cmath>
+#include <filesystem>
+#include <random>
+
+using namespace lathe;
+namespace fs = std::filesystem;
+
+namespace {
+
+const int64_t kSeq = 64, kEvalWindows = 4;
+
+nlohmann::json job(const nlohmann::json &method, int64_t steps) {
+    nlohmann::json j = {
+        {"model", test::sourceDir() + "/resources/demo/stories260K.bin"},
+        {"data", {{"train", test::dataDir() + "/text/tinystories-excerpt.txt"},
+                  {"eval", test::dataDir() + "/text/tinystories-excerpt.txt"}, {"seq_len", kSeq}, {"batch", 2},
+                  {"eval_windows", kEvalWindows}, {"seed", uint64_t(3)}}},
+        {"optimizer", {{"lr", 3e-3}, {"schedule", "cosine"}, {"warmup", 2}}},
+        {"steps", steps},
+        {"eval_every", 0},
+        {"checkpoint_every", 5},
+        {"output", {{"dir", "unused"}}}};
+    if (method.is_object())
+        j.update(method);
+    return j;
+}
+
+// The run's final evaluation loss against `lathe-cli eval` of its exported folder on the same windows.
+void exportEvaluatesLikeTheRun(const fs::path &dir) {
+    const nlohmann::json r = nlohmann::json::parse(readTextFile((dir / "results.json").string()));
+    const double want = r["evals"].back()["eval_loss"].get<double>();
+    const test::CliRun e = test::runCli({"eval", "--model", QString::fromStdString((dir / "model").string()), "--text",
+                                         QString::fromStdString(test::dataDir() + "/text/tinystories-excerpt.txt"),
+                                         "--seq-len", QString::number(kSeq), "--max-tokens",
+                                         QString::number(kSeq * kEvalWindows), "--device", "cpu", "--json"});
+    QVERIFY2(e.exitCode == 0, e.err.c_str());
+    const double got = nlohmann::json::parse(e.out)["mean_nll"].get<double>();
+    QVERIFY2(std::abs(got - want) < 1e-5 * want, qPrintable(QString("eval %1, run %2").arg(got).arg(want)));
+}
+
+std::string run(const nlohmann::json &j, const fs::path &out) {
+    test::writeText((out.string() + ".json"), j.dump(2));
+    const test::CliRun r = test::runCli({"train", QString::fromStdString(out.string() + ".json"), "--output",
+                                         QString::fromStdString(out.string())});
+    return r.exitCode == 0 ? std::string() : r.err + r.out;
+}
+
+} // namespace
+
+class TestFineTune : public QObject {
+    Q_OBJECT
+
+private slots:
+    void jobSpecs() {
+        const nlohmann::json base = job(nlohmann::json::object(), 4);
+        nlohmann::json j = base;
+        j["method"] = "pst";
+        j["pst"] = {{"final_sparsity", 0.5}, {"rank", 4}};
+        const TrainingSpec s = TrainingSpec::fromJson(j);
+        QVERIFY(s.method && s.method->info().name == "pst");
+        QCOMPARE(s.methodParams.get<double>("pst.final_sparsity"), 0.5);
+        QCOMPARE(s.methodParams.get<int64_t>("pst.rank"), int64_t(4));
+        QCOMPARE(TrainingSpec::fromJson(s.toJson()).toJson(), s.toJson()); // round trip
+        // A literal dotted key is refused (it would be read by nothing), so are unknown parameters, bad values,
+        // another method's parameters and post-training methods.
+        j.erase("pst");
+        j["pst.final_sparsity"] = 0.5;
+        QVERIFY_THROWS_EXCEPTION(LatheError, TrainingSpec::fromJson(j));
+        j.erase("pst.final_sparsity");
+        j["pst"] = {{"final_sparsty", 0.5}};
+        QVERIFY_THROWS_EXCEPTION(LatheError, TrainingSpec::fromJson(j));
+        j["pst"] = {{"final_sparsity", 1.5}};
+        QVERIFY_THROWS_EXCEPTION(LatheError, TrainingSpec::fromJson(j));
+        j["pst"] = {{"ramp_begin", 0.8}, {"ramp_end", 0.2}};
+        QVERIFY_THROWS_EXCEPTION(LatheError, TrainingSpec::fromJson(j));
+        j["pst"] = {{"targets", "("}};
+        QVERIFY_THROWS_EXCEPTION(LatheError, TrainingSpec::fromJson(j));
+        j.erase("pst");
+        j["losparse"] = {{"rank_ratio", 0.2}}; // another method's parameters: warned about and ignored
+        QVERIFY(!TrainingSpec::fromJson(j).methodParams.has("losparse.rank_ratio"));
+        j.erase("losparse");
+        j["method"] = "wanda";
+        try {
+            TrainingSpec::fromJson(j);
+            QFAIL("a post-training method was accepted");
+        } catch (const LatheError &e) {
+            QVERIFY(QString(e.what()).contains("post-training"));
+        }
+        CompressionSpec c;
+        try {
+            c.setMethod("losparse");
+            QFAIL("compress accepted a fine-tuning method");
+        } catch (const LatheError &e) {
+            QVERIFY(QString::fromStdString(e.hint()).contains("lathe-cli train"));
+        }
+        QCOMPARE(int(methodsOfKind(MethodKind::FineTuning).size()), 2);
+        // lathe-cli methods lists them with their kind.
+        const test::CliRun m = test::runCli({"methods", "--json"});
+        QVERIFY2(m.exitCode == 0, m.err.c_str());
+        int fineTuning = 0;
+        for (const auto &e : nlohmann::json::parse(m.out))
+            fineTuning += e["kind"] == "fine-tuning";
+        QCOMPARE(fineTuning, 2);
+    }
+
+    void pst() {
+        const fs::path out = fs::path(test::tempDir("ft-pst")) / "run";
+        const int64_t steps = 20;
+        const nlohmann::json j = job({{"method", "pst"}, {"pst", {{"final_sparsity", 0.6}, {"ramp_begin", 0.1}, {"ramp_end", 0.7}}}},
+                                     steps);
+        const std::string err = run(j, out);
+        QVERIFY2(err.empty(), err.c_str());
+        const nlohmann::json r = nlohmann::json::parse(readTextFile((out / "results.json").string()));
+        // The schedule: 0 for the first 10% of steps, cubic to 0.6 at 70%, then 0.6.
+        for (const auto &s : r["steps"]) {
+            const double t = double(s["step"].get<int64_t>() - 1), sparsity = s["method"]["sparsity"].get<double>();
+            double want = 0.6;
+            if (t < 0.1 * steps)
+                want = 0;
+            else if (t < 0.7 * steps)
+                want = 0.6 * (1 - std::pow(1 - (t - 0.1 * steps) / (0.6 * steps), 3));
+            QVERIFY2(std::abs(sparsity - want) < 1e-12, qPrintable(QString("step %1: %2").arg(t).arg(sparsity)));
+        }
+        const nlohmann::json &m = r["method"];
+        QCOMPARE(m["sparsity"].get<double>(), 0.6);
+        // Only U, V, A, B, R, C train: per target (out x in), r (out + in) + r' (out + in) + out + in at rank 8.
+        auto model = openModel(test::sourceDir() + "/resources/demo/stories260K.bin");
+        int64_t trainable = 0, targets = 0, zerosWanted = 0;
+        for (const TensorInfo &t : model->tensors())
+            if (t.layer >= 0 && t.shape.size() == 2) {
+                trainable += 17 * (t.shape[0] + t.shape[1]);
+                ++targets;
+                zerosWanted += int64_t(std::floor(0.6 * double(t.shape[0] * t.shape[1])));
+            }
+        QCOMPARE(m["linears"].get<int64_t>(), targets);
+        QCOMPARE(m["trainable_parameters"].get<int64_t>(), trainable);
+        QCOMPARE(m["optimizer_state_bytes"].get<int64_t>(), 8 * trainable);
+        // The export: exactly floor(0.6 n) zeros in each target, the rest of the checkpoint as it was.
+        const auto tensors = test::readReference((out / "model" / "model.safetensors").string());
+        int64_t zeros = 0;
+        for (const TensorInfo &t : model->tensors()) {
+            const auto &e = tensors.at(t.name);
+            if (t.layer >= 0 && t.shape.size() == 2)
+                zeros += std::count(e.f32.begin(), e.f32.end(), 0.0f);
+            else
+                QVERIFY2(e.f32 == model->loadFloat(t), t.name.c_str()); // frozen
+        }
+        QCOMPARE(zeros, zerosWanted);
+        QVERIFY(!tensors.count("model.layers.0.mlp.up_proj.pst_u")); // an ordinary Hugging Face folder
+        exportEvaluatesLikeTheRun(out);
+    }
+
+    void losparse() {
+        const fs::path out = fs::path(test::tempDir("ft-losparse")) / "run";
+        const nlohmann::json j = job({{"method", "losparse"},
+                                      {"losparse", {{"rank_ratio", 0.1}, {"final_keep", 0.2}, {"delta_t", 2},
+                                                    {"initial_warmup", 0.1}, {"final_warmup", 0.3}}}},
+                                     20);
+        const std::string err = run(j, out);
+        QVERIFY2(err.empty(), err.c_str());
+        const nlohmann::json m = nlohmann::json::parse(readTextFile((out / "results.json").string()))["method"];
+        // The budget adds up from the matrices, and the kept rows hold at most 20% of S's parameters (whole rows:
+        // within one row of it).
+        int64_t lowRank = 0, kept = 0, dense = 0, widest = 0;
+        auto model = openModel(test::sourceDir() + "/resources/demo/stories260K.bin");
+        for (const auto &e : m["matrices"]) {
+            const TensorInfo *t = model->find(e["weight"].get<std::string>());
+            QVERIFY(t);
+            const int64_t out = t->shape[0], in = t->shape[1], r = e["rank"].get<int64_t>();
+            QCOMPARE(r, int64_t(std::ceil(0.1 * double(out * in) / double(out + in))));
+            lowRank += r * (out + in);
+            kept += e["kept_rows"].get<int64_t>() * in;
+            dense += out * in;
+            widest = std::max(widest, in);
+        }
+        QCOMPARE(m["low_rank_parameters"].get<int64_t>(), lowRank);
+        QCOMPARE(m["sparse_parameters_kept"].get<int64_t>(), kept);
+        QVERIFY(double(kept) <= 0.2 * double(dense) && double(kept) > 0.2 * double(dense) - double(widest));
+        QVERIFY(std::abs(m["budget_fraction"].get<double>() - double(lowRank + kept) / double(dense)) < 1e-12);
+        exportEvaluatesLikeTheRun(out);
+    }
+
+    // SIGKILL at random moments and --resume: the same steps, evaluations and exported weights as an uninterrupted
+    // run, with the method's state (masks, running scores, the schedule) restored from the checkpoint.
+    void resumeAfterSigkill_data() {
+        QTest::addColumn<QString>("method");
+        QTest::newRow("losparse") << R"({"method": "losparse", "losparse": {"delta_t": 2, "initial_warmup": 0.1, "final_warmup": 0.3}})";
+        QTest::newRow("losparse official mask") << R"({"method": "losparse", "losparse": {"delta_t": 3, "mask": "official"}})";
+        QTest::newRow("pst") << R"({"method": "pst", "pst": {"final_sparsity": 0.5}})";
+    }
+    void resumeAfterSigkill() {
+        QFETCH(QString, method);
+        const fs::path root = test::tempDir("ft-resume");
+        nlohmann::json j = job(nlohmann::json::parse(method.toStdString()), 24);
+        j["eval_every"] = 8;
+        const QString spec = QString::fromStdString((root / "job.json").string());
+        test::writeText(spec.toStdString(), j.dump(2));
+        QElapsedTimer clock;
+        clock.start();
+        const test::CliRun r0 = test::runCli({"train", spec, "--output", QString::fromStdString((root / "ref").string())});
+        const qint64 total = clock.elapsed();
+        QVERIFY2(r0.exitCode == 0, r0.err.c_str());
+        auto stripped = [](const fs::path &dir) {
+            nlohmann::json r = nlohmann::json::parse(readTextFile((dir / "results.json").string()));
+            for (auto &s : r["steps"])
+                s.erase("tokens_per_s");
+            return std::make_tuple(r["steps"], r["evals"], r["method"]);
+        };
+        const auto want = stripped(root / "ref");
+        const std::string wantModel = readTextFile((root / "ref" / "model" / "model.safetensors").string());
+        std::mt19937 rng(7);
+        int resumed = 0;
+        for (int k = 0; k < 4; ++k) {
+            const fs::path out = root / ("k" + std::to_string(k));
+            // Kill points spread over the run, after the folder exists.
+            const int delay = int(total * (k + 1) / 5 + std::uniform_int_distribution<qint64>(0, total / 10)(rng));
+            test::runCliKilledAfter({"train", spec, "--output", QString::fromStdString(out.string())}, delay);
+            const test::CliRun r = fs::exists(out / "spec.json")
+                                       ? test::runCli({"train", "--resume", QString::fromStdString(out.string())})
+                                       : test::runCli({"train", spec, "--resume", QString::fromStdString(out.string())});
+            const std::string where = "kill at " + std::to_string(delay) + " ms: ";
+            QVERIFY2(r.exitCode == 0, (where + r.err).c_str());
+            QVERIFY2(stripped(out) == want, (where + "results").c_str());
+            QVERIFY2(readTextFile((out / "model" / "model.safetensors").string()) == wantModel, (where + "model").c_str());
+            resumed += readTextFile((out / "run.log").string()).find("resumed at step") != std::string::npos;
+        }
+        qInfo("%d of 4 runs resumed from a checkpoint (uninterrupted: %lld ms)", resumed, static_cast<long long>(total));
+    }
+};
+
+QTEST_GUILESS_MAIN(TestFineTune)
+#include "tst_finetune.moc"

@@ -1,0 +1,499 @@
+// The training engine's linear kinds (core/train/linearkinds.h, issue 17 items 2 and 4):
+// - every kind's backward against central finite differences in fp64 (e = 1e-6, within 1e-6 of the gradient's
+//   largest magnitude), for L = sum(R * y) with a fixed random R. For the kinds with a straight-through mask the
+//   reference is the function whose true gradient the estimator is: the mask frozen at its value plus the scores'
+//   first-order change, W_eff = W ⊙ (mask0 + S - S0) (masked) and W~ ⊙ (mask0 + M - M0) (PST);
+// - the selection (pruneSmallestMask): the exact count, ties by position;
+// - LoSparse's split reproduces the weight (L R + S = W), and a pruned row takes no gradient;
+// - gathered linears and blocks: the compact output is the full output's selected part, and a block that runs only
+//   some MLP channels and KV groups computes the loss of the dense model with the other channels' output weights
+//   zeroed; finite differences of the whole model with selections, and with LoSparse and masked linears swapped in;
+// - recomputation gives the same loss and gradients as keeping every activation, bit for bit in fp32.
+
+#include "base/error.h"
+#include "io/modelloader.h"
+#include "model/model.h"
+#include "testsupport.h"
+#include "engine/transformer.h"
+#include "train/causallm.h"
+#include "train/linearkinds.h"
+
+#include <QtTest/QtTest>
+
+#include <Eigen/SVD>
+
+#include <cmath>
+#include <functional>
+#include <random>
+
+using namespace lathe;
+using namespace lathe::train;
+
+namespace {
+
+using MatX = Matrix<double>;
+
+MatX randomMat(int64_t rows, int64_t cols, std::mt19937 &rng, double scale = 1.0) {
+    std::normal_distribution<double> n(0.0, scale);
+    MatX m(rows, cols);
+    for (int64_t i = 0; i < m.size(); ++i)
+        m.data()[i] = n(rng);
+    return m;
+}
+
+// Max |analytic - numeric| / max(1e-12, max |numeric|) over the elements of `x`.
+double fdError(double *x, int64_t n, const double *grad, const std::function<double()> &loss) {
+    const double eps = 1e-6;
+    double err = 0, scale = 1e-12;
+    for (int64_t i = 0; i < n; ++i) {
+        const double keep = x[i];
+        x[i] = keep + eps;
+        const double up = loss();
+        x[i] = keep - eps;
+        const double down = loss();
+        x[i] = keep;
+        const double numeric = (up - down) / (2 * eps);
+        err = std::max(err, std::abs(numeric - grad[i]));
+        scale = std::max(scale, std::abs(numeric));
+    }
+    return err / scale;
+}
+double fdError(Parameter<double> *p, const std::function<double()> &loss) {
+    return fdError(p->value.data(), p->value.size(), p->grad.data(), loss);
+}
+
+constexpr double kTol = 1e-6;
+
+double weighted(const MatX &y, const MatX &r) { return (y.array() * r.array()).sum(); }
+
+// A (out x in) weight and a bias in a fresh parameter set.
+struct Layer {
+    ParameterSet<double> params;
+    Parameter<double> *w = nullptr, *b = nullptr;
+    Layer(int64_t out, int64_t in, std::mt19937 &rng, bool bias) {
+        Parameter<double> pw;
+        pw.name = "model.layers.0.mlp.up_proj.weight";
+        pw.value = randomMat(out, in, rng);
+        w = &params.add(std::move(pw));
+        if (bias) {
+            Parameter<double> pb;
+            pb.name = "model.layers.0.mlp.up_proj.bias";
+            pb.isBias = true;
+            pb.value = randomMat(out, 1, rng);
+            b = &params.add(std::move(pb));
+        }
+    }
+};
+
+MatX maskOf(const std::vector<uint8_t> &mask, int64_t rows, int64_t cols) {
+    MatX m(rows, cols);
+    for (int64_t i = 0; i < m.size(); ++i)
+        m.data()[i] = mask[size_t(i)];
+    return m;
+}
+
+TokenBatch randomBatch(const Model &m, int64_t batch, int64_t seq, uint32_t seed) {
+    TokenBatch b;
+    b.batch = batch;
+    b.seq = seq;
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<int32_t> tok(0, int32_t(m.config.vocabSize) - 1);
+    for (int64_t i = 0; i < batch * seq; ++i)
+        b.tokens.push_back(tok(rng));
+    return b;
+}
+
+// Finite differences of the whole model's loss for every parameter matching `names` (all when empty), at up to 8
+// elements each; returns the worst relative error.
+double modelFdError(CausalLm<double> &lm, const TokenBatch &batch, const std::function<bool(const std::string &)> &pick) {
+    lm.parameters().zeroGrad();
+    lm.forward(batch);
+    lm.backward();
+    std::mt19937 rng(5);
+    double worst = 0;
+    for (Parameter<double> &p : lm.parameters()) {
+        if (!p.trainable() || !pick(p.name))
+            continue;
+        const MatX grad = p.grad;
+        std::uniform_int_distribution<int64_t> at(0, p.value.size() - 1);
+        double err = 0;
+        const double scale = std::max(1e-8, grad.cwiseAbs().maxCoeff());
+        for (int s = 0; s < std::min<int64_t>(8, p.value.size()); ++s) {
+            const int64_t i = p.value.size() <= 8 ? s : at(rng);
+            double &x = p.value.data()[i];
+            const double keep = x, eps = 1e-6;
+            x = keep + eps;
+            const double up = lm.forward(batch);
+            x = keep - eps;
+            const double down = lm.forward(batch);
+            x = keep;
+            err = std::max(err, std::abs((up - down) / (2 * eps) - grad.data()[i]));
+        }
+        if (err / scale >= kTol)
+            qWarning("%s: %g", p.name.c_str(), err / scale);
+        worst = std::max(worst, err / scale);
+    }
+    return worst;
+}
+
+} // namespace
+
+class TestLinearKinds : public QObject {
+    Q_OBJECT
+
+private slots:
+    void pruneSmallestMaskCountsAndTies() {
+        MatX s(3, 4);
+        s << 5, 1, 1, 1, //
+            1, 7, 1, 2,  //
+            9, 1, 3, 1;
+        // 12 values, sparsity 0.5: floor(6) pruned; seven 1s, so the first six 1s by position go.
+        const std::vector<uint8_t> m = pruneSmallestMask(s, 0.5);
+        const std::vector<uint8_t> want = {1, 0, 0, 0, 0, 1, 0, 1, 1, 0, 1, 1};
+        QCOMPARE(m, want);
+        QCOMPARE(int(std::count(m.begin(), m.end(), 0)), 6);
+        QVERIFY(pruneSmallestMask(s, 0.0) == std::vector<uint8_t>(12, 1));
+        QVERIFY(pruneSmallestMask(s, 1.0) == std::vector<uint8_t>(12, 0));
+        // PST's count: floor(n s) pruned (12 x 0.3 = 3.6 -> 3).
+        const std::vector<uint8_t> m3 = pruneSmallestMask(s, 0.3);
+        QCOMPARE(int(std::count(m3.begin(), m3.end(), 0)), 3);
+        s(0, 0) = std::nan("");
+        QVERIFY_THROWS_EXCEPTION(LatheError, pruneSmallestMask(s, 0.5));
+    }
+
+    void denseAndGathered() {
+        std::mt19937 rng(1);
+        for (bool bias : {true, false}) {
+            Layer layer(6, 8, rng, bias);
+            DenseLinear<double> lin(layer.w, layer.b);
+            const MatX full = randomMat(5, 8, rng);
+            MatX yFull;
+            lin.forward(full, yFull);
+            LinearSelection rowsOnly{{1, 3, 4}, {}}, colsOnly{{}, {0, 2, 5, 7}}, both{{0, 5}, {1, 2, 6}};
+            for (const LinearSelection &sel : {LinearSelection{}, rowsOnly, colsOnly, both}) {
+                // The input of a column selection holds those columns only.
+                MatX x(5, sel.cols.empty() ? 8 : int64_t(sel.cols.size()));
+                for (int64_t j = 0; j < x.cols(); ++j)
+                    x.col(j) = full.col(sel.cols.empty() ? j : sel.cols[size_t(j)]);
+                const int64_t outCols = sel.rows.empty() ? 6 : int64_t(sel.rows.size());
+                const MatX r = randomMat(5, outCols, rng);
+                auto loss = [&] {
+                    MatX y;
+                    lin.forward(x, y, sel);
+                    return weighted(y, r);
+                };
+                if (sel.cols.empty()) { // same input: the compact output is the full output's selected columns
+                    MatX y;
+                    lin.forward(x, y, sel);
+                    for (int64_t j = 0; j < outCols; ++j)
+                        QVERIFY((y.col(j) - yFull.col(sel.rows.empty() ? j : sel.rows[size_t(j)])).norm() < 1e-12);
+                }
+                layer.params.zeroGrad();
+                MatX dx = MatX::Zero(x.rows(), x.cols());
+                lin.backward(r, x, &dx, sel);
+                QVERIFY(fdError(x.data(), x.size(), dx.data(), loss) < kTol);
+                QVERIFY(fdError(layer.w, loss) < kTol);
+                if (bias)
+                    QVERIFY(fdError(layer.b, loss) < kTol);
+                // Rows and columns outside the selection get no gradient.
+                for (int64_t i = 0; i < 6; ++i)
+                    for (int64_t j = 0; j < 8; ++j) {
+                        const bool inRows = sel.rows.empty() || std::count(sel.rows.begin(), sel.rows.end(), i);
+                        const bool inCols = sel.cols.empty() || std::count(sel.cols.begin(), sel.cols.end(), j);
+                        if (!inRows || !inCols)
+                            QCOMPARE(layer.w->grad(i, j), 0.0);
+                    }
+            }
+        }
+    }
+
+    void maskedFixedAndStraightThrough() {
+        std::mt19937 rng(2);
+        Layer layer(6, 8, rng, true);
+        std::vector<uint8_t> fixed(48);
+        for (size_t i = 0; i < fixed.size(); ++i)
+            fixed[i] = uint8_t(i % 3 != 0);
+        const MatX x0 = randomMat(5, 8, rng), r = randomMat(5, 6, rng);
+        {
+            MaskedLinear<double> lin(layer.w, layer.b, fixed);
+            MatX x = x0;
+            auto loss = [&] {
+                MatX y;
+                lin.forward(x, y);
+                return weighted(y, r);
+            };
+            layer.params.zeroGrad();
+            MatX dx = MatX::Zero(5, 8);
+            lin.backward(r, x, &dx);
+            QVERIFY(fdError(x.data(), x.size(), dx.data(), loss) < kTol);
+            QVERIFY(fdError(layer.w, loss) < kTol); // pruned weights: zero both ways
+            QCOMPARE(lin.activeWeights(), int64_t(32));
+            MatX y;
+            QVERIFY_THROWS_EXCEPTION(LatheError, lin.forward(x, y, LinearSelection{{0}, {}}));
+        }
+        // Scores: the mask keeps the largest half; the estimator is the gradient of W ⊙ (mask0 + S - S0).
+        MaskedLinear<double> lin(layer.params, layer.w, layer.b, 0.5);
+        Parameter<double> *s = lin.scores();
+        QVERIFY(s && s->name == "model.layers.0.mlp.up_proj.mask_scores" && !s->decay && s->extra);
+        QVERIFY((s->value - layer.w->value.cwiseAbs()).norm() == 0);
+        MatX y;
+        lin.forward(x0, y);
+        const MatX mask0 = maskOf(lin.mask(), 6, 8), s0 = s->value;
+        QCOMPARE(int(mask0.sum()), 24);
+        MatX x = x0;
+        auto surrogate = [&] {
+            const MatX w = layer.w->value.cwiseProduct(mask0 + s->value - s0);
+            return weighted((x * w.transpose()).rowwise() + layer.b->value.col(0).transpose(), r);
+        };
+        layer.params.zeroGrad();
+        MatX dx = MatX::Zero(5, 8);
+        lin.backward(r, x, &dx);
+        QVERIFY(fdError(x.data(), x.size(), dx.data(), surrogate) < kTol);
+        QVERIFY(fdError(layer.w, surrogate) < kTol);
+        QVERIFY(fdError(s, surrogate) < kTol);
+        QVERIFY(fdError(layer.b, surrogate) < kTol);
+        // Moving the scores moves the mask at the next forward.
+        s->value.setZero();
+        s->value(0, 0) = 1;
+        lin.setSparsity(47.0 / 48.0);
+        lin.forward(x0, y);
+        QCOMPARE(lin.activeWeights(), int64_t(1));
+        QCOMPARE(lin.mask()[0], uint8_t(1));
+    }
+
+    void lowRankPlusSparse() {
+        std::mt19937 rng(3);
+        Layer layer(6, 8, rng, true);
+        const MatX w0 = layer.w->value;
+        LowRankSparseLinear<double> lin(layer.params, layer.w, layer.b, 2);
+        QVERIFY(!layer.params.find("model.layers.0.mlp.up_proj.weight")); // replaced
+        QVERIFY((lin.effectiveWeight() - w0).norm() < 1e-12 * w0.norm());
+        QCOMPARE(lin.left()->value.rows(), Eigen::Index(6));
+        QCOMPARE(lin.right()->value.cols(), Eigen::Index(8));
+        QCOMPARE(lin.activeWeights(), int64_t(2 * 14 + 48));
+        // The low-rank part is the best rank-2 approximation: its residual is the tail of the spectrum.
+        Eigen::JacobiSVD<MatX> svd(w0);
+        const auto sv = svd.singularValues();
+        QVERIFY(std::abs(lin.sparse()->value.norm() - sv.tail(4).norm()) < 1e-10);
+        lin.setRowMask({1, 0, 1, 1, 0, 1});
+        QCOMPARE(lin.activeWeights(), int64_t(2 * 14 + 32));
+        MatX x = randomMat(5, 8, rng);
+        const MatX r = randomMat(5, 6, rng);
+        auto loss = [&] {
+            MatX y;
+            lin.forward(x, y);
+            return weighted(y, r);
+        };
+        layer.params.zeroGrad();
+        MatX dx = MatX::Zero(5, 8);
+        lin.backward(r, x, &dx);
+        QVERIFY(fdError(x.data(), x.size(), dx.data(), loss) < kTol);
+        QVERIFY(fdError(lin.left(), loss) < kTol);
+        QVERIFY(fdError(lin.right(), loss) < kTol);
+        QVERIFY(fdError(lin.sparse(), loss) < kTol);
+        QVERIFY(fdError(layer.b, loss) < kTol);
+        QVERIFY(lin.sparse()->grad.row(1).isZero() && lin.sparse()->grad.row(4).isZero());
+        QVERIFY_THROWS_EXCEPTION(LatheError, LowRankSparseLinear<double>(layer.params, layer.b, nullptr, 9));
+    }
+
+    void pst() {
+        std::mt19937 rng(4);
+        Layer layer(6, 8, rng, true);
+        PstOptions o;
+        o.rank = 2;
+        o.maskRank = 3;
+        o.beta = 0.7;
+        o.alpha1 = 1.3;
+        o.alpha2 = 0.4;
+        PstLinear<double> lin(layer.params, layer.w, layer.b, o, 42);
+        QVERIFY(!layer.w->trainable() && !layer.b->trainable()); // frozen, as the official code does
+        QCOMPARE(lin.u()->value.cols(), Eigen::Index(2));
+        QCOMPARE(lin.a()->value.cols(), Eigen::Index(3));
+        QVERIFY(lin.v()->value.isZero() && lin.b()->value.isZero() && lin.r()->value.isZero() && lin.c()->value.isZero());
+        QVERIFY(lin.u()->value.norm() > 0 && lin.a()->value.norm() > 0);
+        // The same seed draws the same U and A on every platform (counter-based normals).
+        {
+            std::mt19937 same(4);
+            Layer again(6, 8, same, true);
+            PstLinear<double> other(again.params, again.w, again.b, o, 42);
+            QVERIFY(other.u()->value == lin.u()->value && other.a()->value == lin.a()->value);
+        }
+        // Move every trainable matrix off zero so that each term of the estimator is exercised.
+        for (Parameter<double> *p : {lin.u(), lin.v(), lin.a(), lin.b(), lin.r(), lin.c()})
+            p->value = randomMat(p->value.rows(), p->value.cols(), rng, 0.3);
+        lin.setSparsity(0.4);
+        MatX x = randomMat(5, 8, rng);
+        const MatX r = randomMat(5, 6, rng);
+        MatX y;
+        lin.forward(x, y);
+        QCOMPARE(lin.activeWeights(), int64_t(48 - 19)); // floor(48 x 0.4) pruned
+        const MatX mask0 = maskOf(lin.mask(), 6, 8);
+        const MatX m0 = lin.scores(lin.adapted());
+        // The kept entries are the largest scores.
+        double minKept = 1e300, maxPruned = -1e300;
+        for (int64_t i = 0; i < 48; ++i) {
+            if (mask0.data()[i])
+                minKept = std::min(minKept, m0.data()[i]);
+            else
+                maxPruned = std::max(maxPruned, m0.data()[i]);
+        }
+        QVERIFY(minKept >= maxPruned);
+        QVERIFY((y - ((x * lin.effectiveWeight().transpose()).rowwise() + layer.b->value.col(0).transpose())).norm() <
+                1e-12);
+        auto surrogate = [&] {
+            const MatX wt = lin.adapted();
+            const MatX w = wt.cwiseProduct(mask0 + lin.scores(wt) - m0);
+            return weighted((x * w.transpose()).rowwise() + layer.b->value.col(0).transpose(), r);
+        };
+        layer.params.zeroGrad();
+        MatX dx = MatX::Zero(5, 8);
+        lin.backward(r, x, &dx);
+        QVERIFY(fdError(x.data(), x.size(), dx.data(), surrogate) < kTol);
+        for (Parameter<double> *p : {lin.u(), lin.v(), lin.a(), lin.b(), lin.r(), lin.c()})
+            QVERIFY2(fdError(p, surrogate) < kTol, p->name.c_str());
+        QCOMPARE(layer.w->grad.size(), Eigen::Index(0));
+        // A caller may unfreeze the bias (a task head's, say): then it trains too.
+        layer.params.setTrainable(layer.b->name, true);
+        lin.forward(x, y);
+        lin.backward(r, x, nullptr);
+        QVERIFY(fdError(layer.b, surrogate) < kTol);
+    }
+
+    // A block that runs some MLP channels and KV groups computes what the dense model computes with the other
+    // channels' outputs zeroed (the down projection's columns, the output projection's columns of the dropped
+    // heads); its gradients pass finite differences.
+    void gatheredBlocks_data() {
+        QTest::addColumn<QString>("model");
+        QTest::newRow("hf-llama (GQA)") << QString::fromStdString(test::sourceDir() + "/tests/fixtures/hf-llama");
+        QTest::newRow("hf-gpt2 (fused q|k|v)") << QString::fromStdString(test::sourceDir() + "/tests/fixtures/hf-gpt2");
+        QTest::newRow("hf-phi (parallel)") << QString::fromStdString(test::sourceDir() + "/tests/fixtures/hf-phi");
+    }
+    void gatheredBlocks() {
+        QFETCH(QString, model);
+        auto m = openModel(model.toStdString());
+        const ModelConfig &c = m->config;
+        CausalLm<double> gathered(*m), zeroed(*m);
+        const TokenBatch batch = randomBatch(*m, 2, 7, 9);
+        BlockSelection sel;
+        for (int32_t j = 0; j < int32_t(c.intermediateSize); j += 3)
+            sel.mlpChannels.push_back(j);
+        sel.kvGroups = {int32_t(c.numKvHeads) - 1};
+        gathered.setSelection(0, sel);
+        const int perGroup = int(c.numHeads / c.numKvHeads), d = int(c.headDim);
+        for (CausalLm<double>::LinearSlot s : zeroed.linears()) {
+            if (s.layer != 0)
+                continue;
+            MatX &w = static_cast<DenseLinear<double> *>(s.kind)->weight()->value;
+            if (s.role == TensorRole::MlpDown)
+                for (int64_t j = 0; j < w.cols(); ++j)
+                    if (j % 3)
+                        w.col(j).setZero();
+            if (s.role == TensorRole::AttnO)
+                for (int64_t j = 0; j < w.cols(); ++j)
+                    if (j / d / perGroup != int(c.numKvHeads) - 1)
+                        w.col(j).setZero();
+        }
+        const double a = gathered.forward(batch), b = zeroed.forward(batch);
+        QVERIFY2(std::abs(a - b) < 1e-12 * std::abs(b), qPrintable(QString::number(a - b)));
+        QVERIFY(modelFdError(gathered, batch, [](const std::string &n) { return n.find("layers.0.") != std::string::npos; }) <
+                kTol);
+        // The skipped channels get no gradient: the up projection's unselected rows.
+        for (CausalLm<double>::LinearSlot s : gathered.linears())
+            if (s.layer == 0 && s.role == TensorRole::MlpUp) {
+                const MatX &g = static_cast<DenseLinear<double> *>(s.kind)->weight()->grad;
+                QVERIFY(g.row(1).isZero() && g.row(3).norm() > 0);
+            }
+        QVERIFY_THROWS_EXCEPTION(LatheError, gathered.setSelection(0, BlockSelection{{3, 1}, {}}));
+        QVERIFY_THROWS_EXCEPTION(LatheError, gathered.setSelection(0, BlockSelection{{}, {int32_t(c.numKvHeads)}}));
+        gathered.clearSelections();
+        QVERIFY(std::abs(gathered.forward(batch) - CausalLm<double>(*m).forward(batch)) == 0);
+    }
+
+    // Kinds swapped into a whole model: finite differences through every block, and the export writes each
+    // linear's effective weight under its Hugging Face name.
+    void kindsInTheModel() {
+        auto m = openModel(test::sourceDir() + "/tests/fixtures/hf-llama");
+        CausalLm<double> lm(*m);
+        const TokenBatch batch = randomBatch(*m, 2, 7, 10);
+        const double dense = lm.forward(batch);
+        lm.replaceLinear("model.layers.0.self_attn.q_proj.weight", [](auto &ps, auto *w, auto *b) {
+            return std::make_unique<LowRankSparseLinear<double>>(ps, w, b, 3);
+        });
+        lm.replaceLinear("model.layers.1.mlp.down_proj.weight", [](auto &ps, auto *w, auto *b) {
+            return std::make_unique<LowRankSparseLinear<double>>(ps, w, b, 2);
+        });
+        QVERIFY(std::abs(lm.forward(batch) - dense) < 1e-10); // L R + S = W
+        std::vector<uint8_t> mask;
+        lm.replaceLinear("model.layers.1.mlp.up_proj.weight", [&](auto &, auto *w, auto *b) {
+            mask.resize(size_t(w->value.size()));
+            for (size_t i = 0; i < mask.size(); ++i)
+                mask[i] = uint8_t(i % 2);
+            return std::make_unique<MaskedLinear<double>>(w, b, mask);
+        });
+        QVERIFY_THROWS_EXCEPTION(LatheError, lm.replaceLinear("model.layers.1.mlp.up_proj.weight", [](auto &, auto *w, auto *b) {
+            return std::make_unique<DenseLinear<double>>(w, b);
+        }));
+        QVERIFY_THROWS_EXCEPTION(LatheError, lm.replaceLinear("model.norm.weight", [](auto &, auto *w, auto *b) {
+            return std::make_unique<DenseLinear<double>>(w, b);
+        }));
+        QVERIFY(lm.parameters().find("model.layers.0.self_attn.q_proj.lowrank_left"));
+        QVERIFY(!lm.parameters().find("model.layers.0.self_attn.q_proj.weight"));
+        QVERIFY(modelFdError(lm, batch, [](const std::string &) { return true; }) < kTol);
+        // The export: the tensor names of the checkpoint, once each, with the effective weights.
+        std::vector<std::string> names;
+        MatX q;
+        lm.forEachExportTensor([&](const std::string &name, const MatX &value) {
+            names.push_back(name);
+            if (name == "model.layers.0.self_attn.q_proj.weight")
+                q = value;
+        });
+        std::vector<std::string> want;
+        for (const TensorInfo &t : m->tensors())
+            want.push_back(t.name);
+        std::sort(names.begin(), names.end());
+        std::sort(want.begin(), want.end());
+        QCOMPARE(names, want);
+        for (const CausalLm<double>::LinearSlot &s : lm.linears())
+            if (s.kind->weightName() == "model.layers.0.self_attn.q_proj.weight")
+                QVERIFY((q - s.kind->effectiveWeight()).norm() == 0);
+    }
+
+    // Recomputation: the same loss and gradients as keeping everything, bit for bit, and the memory formula.
+    void recomputeIsExact() {
+        auto m = openModel(test::sourceDir() + "/tests/fixtures/tf-qwen2");
+        CausalLm<float> keep(*m), again(*m);
+        again.setRecompute(true);
+        const TokenBatch batch = randomBatch(*m, 2, 9, 12);
+        QCOMPARE(keep.forward(batch), again.forward(batch));
+        keep.backward();
+        again.backward();
+        for (size_t i = 0; i < keep.parameters().size(); ++i)
+            QVERIFY2(keep.parameters()[i].grad == again.parameters()[i].grad, keep.parameters()[i].name.c_str());
+        // With a selection and a second step (the saved inputs are reused correctly after a backward).
+        BlockSelection sel;
+        sel.mlpChannels = {0, 2, 5};
+        keep.setSelection(1, sel);
+        again.setSelection(1, sel);
+        QCOMPARE(keep.forward(batch), again.forward(batch));
+        keep.backward();
+        again.backward();
+        for (size_t i = 0; i < keep.parameters().size(); ++i)
+            QVERIFY(keep.parameters()[i].grad == again.parameters()[i].grad);
+        // SmolLM2-135M's shape at 1 x 512: 848,297,984 bytes kept without, far less with recomputation.
+        ModelConfig c;
+        c.hiddenSize = 576;
+        c.intermediateSize = 1536;
+        c.numLayers = 30;
+        c.numHeads = 9;
+        c.numKvHeads = 3;
+        c.headDim = 64;
+        c.vocabSize = 49152;
+        QCOMPARE(CausalLm<float>::activationBytes(c, 1, 512), uint64_t(848297984));
+        const uint64_t with = CausalLm<float>::activationBytes(c, 1, 512, 4096, true);
+        QCOMPARE(with, uint64_t((512 * 576 * 30 + (848297984 / 4 - 512 * (2 * 576 + 4096)) / 30 + 512 * (2 * 576 + 4096)) * 4));
+        QVERIFY(with < 848297984 / 8);
+    }
+};
+
+QTEST_GUILESS_MAIN(TestLinearKinds)
+#include "tst_linearkinds.moc"
