@@ -120,14 +120,14 @@ private slots:
         } catch (const LatheError &e) {
             QVERIFY(QString::fromStdString(e.hint()).contains("lathe-cli train"));
         }
-        QCOMPARE(int(methodsOfKind(MethodKind::FineTuning).size()), 2);
+        QCOMPARE(int(methodsOfKind(MethodKind::FineTuning).size()), 3);
         // lathe-cli methods lists them with their kind.
         const test::CliRun m = test::runCli({"methods", "--json"});
         QVERIFY2(m.exitCode == 0, m.err.c_str());
         int fineTuning = 0;
         for (const auto &e : nlohmann::json::parse(m.out))
             fineTuning += e["kind"] == "fine-tuning";
-        QCOMPARE(fineTuning, 2);
+        QCOMPARE(fineTuning, 3);
     }
 
     void pst() {
@@ -207,6 +207,28 @@ private slots:
         exportEvaluatesLikeTheRun(out);
     }
 
+    // SAT: the ladder (0.5 for half the steps, then 0.25, then 0), a first dense step, the gathered steps really
+    // skip work (the MLP's gradient rows of skipped channels are zero: tst_linearkinds checks that), evaluation on
+    // the whole network, and the export evaluates like the run.
+    void sat() {
+        const fs::path out = fs::path(test::tempDir("ft-sat")) / "run";
+        const nlohmann::json j = job({{"method", "sat"}, {"sat", {{"omission", 0.5}, {"hold", 0.5}, {"rungs", 2}}}}, 16);
+        const std::string err = run(j, out);
+        QVERIFY2(err.empty(), err.c_str());
+        const nlohmann::json r = nlohmann::json::parse(readTextFile((out / "results.json").string()));
+        for (const auto &s : r["steps"]) {
+            const int64_t t = s["step"].get<int64_t>() - 1;
+            QCOMPARE(s["method"]["omission"].get<double>(), t < 8 ? 0.5 : t < 12 ? 0.25 : 0.0);
+        }
+        exportEvaluatesLikeTheRun(out);
+        // Magnitude scores run too, and a refused parameter names its key.
+        nlohmann::json m = j;
+        m["sat"]["scores"] = "magnitude";
+        QVERIFY(run(m, fs::path(test::tempDir("ft-sat-mag")) / "run").empty());
+        m["sat"]["scores"] = "random";
+        QVERIFY_THROWS_EXCEPTION(LatheError, TrainingSpec::fromJson(m));
+    }
+
     // SIGKILL at random moments and --resume: the same steps, evaluations and exported weights as an uninterrupted
     // run, with the method's state (masks, running scores, the schedule) restored from the checkpoint.
     void resumeAfterSigkill_data() {
@@ -214,6 +236,7 @@ private slots:
         QTest::newRow("losparse") << R"({"method": "losparse", "losparse": {"delta_t": 2, "initial_warmup": 0.1, "final_warmup": 0.3}})";
         QTest::newRow("losparse official mask") << R"({"method": "losparse", "losparse": {"delta_t": 3, "mask": "official"}})";
         QTest::newRow("pst") << R"({"method": "pst", "pst": {"final_sparsity": 0.5}})";
+        QTest::newRow("sat") << R"({"method": "sat", "sat": {"omission": 0.5, "hold": 0.5, "rungs": 2}})";
     }
     void resumeAfterSigkill() {
         QFETCH(QString, method);

@@ -19,6 +19,9 @@
 #include "sparsityview.h"
 #include "spectrumview.h"
 #include "methods/methodparams.h"
+#include "methods/registry.h"
+#include "methods/trainingmethod.h"
+#include "run/trainingrun.h"
 #include "testsupport.h"
 #include "trainingview.h"
 #include "workbenchdocument.h"
@@ -375,6 +378,22 @@ private slots:
         QCOMPARE(view->plot()->yAxis->scaleType(), QCPAxis::stLogarithmic);
         view->setLogScale(false);
         QCOMPARE(view->plot()->yAxis->scaleType(), QCPAxis::stLinear);
+
+        // A fine-tuning method's schedule gets its own axis: PST's sparsity, 0 to 0.5.
+        spec.method = dynamic_cast<const FineTuningMethod *>(findMethod("pst"));
+        QVERIFY(spec.method);
+        spec.methodParams = MethodParams(spec.method->info().params);
+        spec.methodParams.set("pst.final_sparsity", 0.5);
+        spec.outputDir = root + "/pst";
+        w.startTraining(spec);
+        QVERIFY(done.wait(60000));
+        QCOMPARE(view->plot()->graphCount(), 4);
+        QCPGraph *sched = view->plot()->graph(3);
+        QCOMPARE(sched->name(), QString("sparsity"));
+        QCOMPARE(sched->data()->size(), 8);
+        QCOMPARE((sched->data()->constEnd() - 1)->value, 0.5);
+        QVERIFY(sched->valueAxis()->label().contains("sparsity"));
+        spec.method = nullptr;
 
         spec.steps = 100000;
         spec.outputDir = root + "/cancel";

@@ -446,7 +446,9 @@ void MainWindow::startTraining(const TrainingSpec &spec) {
     m_trainingView->start(job->title());
     m_views->setCurrentWidget(m_trainingView);
     connect(job, &TrainJob::stepDone, this,
-            [this](qint64 step, double loss, double lr, double) { m_trainingView->addStep(step, loss, lr); });
+            [this](qint64 step, double loss, double lr, double, QString schedule, double value) {
+                m_trainingView->addStep(step, loss, lr, schedule, value);
+            });
     connect(job, &TrainJob::evalDone, this,
             [this](qint64 step, double, double perplexity) { m_trainingView->addEval(step, perplexity); });
     connect(job, &TrainJob::finished, this, [this](std::shared_ptr<const TrainingResult> r, QString dir) {

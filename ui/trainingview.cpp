@@ -25,13 +25,21 @@ void TrainingView::start(const QString &title) {
     m_lr.clear();
     m_evalSteps.clear();
     m_evalPpl.clear();
+    m_schedule.clear();
+    m_scheduleSteps.clear();
+    m_scheduleValues.clear();
     showPlaceholder(tr("%1: waiting for the first step").arg(title));
 }
 
-void TrainingView::addStep(qint64 step, double loss, double lr) {
+void TrainingView::addStep(qint64 step, double loss, double lr, const QString &schedule, double scheduleValue) {
     m_steps << double(step);
     m_loss << loss;
     m_lr << lr;
+    if (!schedule.isEmpty()) {
+        m_schedule = schedule;
+        m_scheduleSteps << double(step);
+        m_scheduleValues << scheduleValue;
+    }
     redraw();
 }
 
@@ -71,8 +79,22 @@ void TrainingView::redraw() {
         m_plot->yAxis->setTicker(QSharedPointer<QCPAxisTicker>::create());
     m_plot->yAxis2->setVisible(true);
     m_plot->yAxis2->setLabel(tr("learning rate"));
+    if (!m_scheduleValues.isEmpty()) {
+        if (!m_scheduleAxis)
+            m_scheduleAxis = m_plot->axisRect()->addAxis(QCPAxis::atRight);
+        m_scheduleAxis->setLabel(QString(m_schedule).replace('_', ' ') + tr(" (method)"));
+        m_scheduleAxis->setRange(0, 1);
+        QCPGraph *sched = m_plot->addGraph(m_plot->xAxis, m_scheduleAxis);
+        sched->setName(QString(m_schedule).replace('_', ' '));
+        sched->setData(m_scheduleSteps, m_scheduleValues, true);
+        sched->setPen(QPen(QColor(44, 160, 44), 1.5, Qt::DotLine));
+    }
+    if (m_scheduleAxis)
+        m_scheduleAxis->setVisible(!m_scheduleValues.isEmpty());
     m_plot->legend->setVisible(true);
     m_plot->rescaleAxes();
+    if (m_scheduleAxis && !m_scheduleValues.isEmpty()) // fractions: always the whole 0..1 range
+        m_scheduleAxis->setRange(0, 1);
     const double lastStep = std::max(m_steps.isEmpty() ? 1.0 : m_steps.back(), m_evalSteps.isEmpty() ? 1.0 : m_evalSteps.back());
     m_plot->xAxis->setRange(0, std::max(1.0, lastStep));
     const QString note = m_steps.isEmpty()

@@ -10,7 +10,17 @@ TrainJob::TrainJob(TrainingSpec spec)
 
 void TrainJob::execute() {
     TrainingObserver observer;
-    observer.step = [this](const TrainingStep &s) { emit stepDone(s.step, s.loss, s.lr, s.gradNorm); };
+    observer.step = [this](const TrainingStep &s) {
+        QString schedule;
+        double value = 0;
+        for (const auto &[key, v] : s.method.items()) // the method's first number: its schedule's value
+            if (v.is_number()) {
+                schedule = QString::fromStdString(key);
+                value = v.get<double>();
+                break;
+            }
+        emit stepDone(s.step, s.loss, s.lr, s.gradNorm, schedule, value);
+    };
     observer.eval = [this](const TrainingEval &e) { emit evalDone(e.step, e.loss, e.perplexity); };
     auto r = std::make_shared<const TrainingResult>(runTraining(m_spec, progressCallback(), observer));
     emit finished(r, QString::fromStdString(m_spec.outputDir));

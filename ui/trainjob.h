@@ -16,7 +16,8 @@ public:
     const TrainingSpec &spec() const { return m_spec; }
 
 signals:
-    void stepDone(qint64 step, double loss, double lr, double gradNorm);
+    // `schedule` names the fine-tuning method's value of this step ("sparsity", "omission"; empty without one).
+    void stepDone(qint64 step, double loss, double lr, double gradNorm, QString schedule, double scheduleValue);
     void evalDone(qint64 step, double loss, double perplexity);
     void finished(std::shared_ptr<const lathe::TrainingResult> result, QString runFolder);
 

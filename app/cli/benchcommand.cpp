@@ -279,14 +279,15 @@ int runBenchForward(int argc, char **argv) {
 // the sgemm peak measured right before each step: the step's FLOPs are 3 x the forward pass's (forward, and the
 // two GEMMs per linear of backward).
 int runBenchTrain(int argc, char **argv) {
-    CliOptions o(argc, argv, 3, {"model", "shape", "seq-len", "batch", "repeat", "threads"}, {"json", "recompute"});
+    CliOptions o(argc, argv, 3, {"model", "shape", "seq-len", "batch", "repeat", "threads", "omit"}, {"json", "recompute"});
     if (!o.ok() || (!o.value("model") && !o.value("shape")) || !o.positional().empty()) {
         std::fprintf(stderr,
                      "usage: lathe-cli bench train (--model MODEL | --shape NAME) [--seq-len N] [--batch B] [--repeat R]\n"
-                     "                             [--threads T] [--recompute] [--json]\n"
+                     "                             [--threads T] [--recompute] [--omit W] [--json]\n"
                      "  tokens/s of forward + backward + AdamW on random tokens, the achieved GFLOP/s beside the\n"
                      "  sgemm peak measured in the same run, and the peak memory; --recompute keeps block inputs\n"
-                     "  only and runs each block's forward again in backward\n%s\n",
+                     "  only and runs each block's forward again in backward; --omit W skips the fraction W of every\n"
+                     "  block's MLP channels and floor(W KV) of its key/value groups, as SAT's gathered steps do\n%s\n",
                      o.error().c_str());
         return 2;
     }
@@ -297,6 +298,19 @@ int runBenchTrain(int argc, char **argv) {
     std::unique_ptr<Model> model = benchModel(o);
     train::CausalLm<float> lm(*model);
     lm.setRecompute(o.flag("recompute"));
+    const double omit = o.number("omit", 0.0, 0.0, 0.95);
+    if (omit > 0) {
+        // The first channels and groups: which ones does not change the work.
+        const ModelConfig &c = model->config;
+        train::BlockSelection sel;
+        for (int32_t j = 0; j < int32_t(std::llround(double(c.intermediateSize) * (1 - omit))); ++j)
+            sel.mlpChannels.push_back(j);
+        const int64_t drop = std::min<int64_t>(int64_t(std::floor(omit * double(c.numKvHeads))), c.numKvHeads - 1);
+        for (int32_t g = 0; drop > 0 && g < int32_t(c.numKvHeads - drop); ++g)
+            sel.kvGroups.push_back(g);
+        for (int l = 0; l < int(c.numLayers); ++l)
+            lm.setSelection(l, sel);
+    }
     train::AdamW<float> adam;
     const TokenBatch b = TokenBatch::random(model->config.vocabSize, batch, seq, 42);
     SgemmProbe probe(2048);
@@ -330,6 +344,7 @@ int runBenchTrain(int argc, char **argv) {
                               {"batch", batch},
                               {"seq_len", seq},
                               {"recompute", lm.recompute()},
+                              {"omit", omit},
                               {"activation_bytes", train::CausalLm<float>::activationBytes(model->config, batch, seq, 4096,
                                                                                            lm.recompute())},
                               {"repeat", repeat},
@@ -346,7 +361,8 @@ int runBenchTrain(int argc, char **argv) {
     if (!o.flag("json")) {
         std::printf("training step  %s, batch %lld x seq %lld%s, CPU fp32 (%s, core %s, %d threads)\n",
                     model->sourcePath.c_str(), (long long)batch, (long long)seq,
-                    lm.recompute() ? ", recomputing blocks" : "", blas.library.c_str(), blas.coreType.c_str(),
+                    lm.recompute() ? ", recomputing blocks" : omit > 0 ? ", channels omitted" : "",
+                    blas.library.c_str(), blas.coreType.c_str(),
                     blas.threads);
         std::printf("%-28s %12s\n", "metric", "value");
         std::printf("%-28s %12.3f\n", "median step (s)", median);

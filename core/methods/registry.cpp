@@ -10,7 +10,8 @@ namespace lathe {
     X(magnitudeMethod)                                                                                               \
     X(sliceGptMethod)                                                                                                \
     X(loSparseMethod)                                                                                                \
-    X(pstMethod)
+    X(pstMethod)                                                                                                     \
+    X(satMethod)
 
 #define LATHE_DECLARE_METHOD(fn) const CompressionMethod &fn();
 LATHE_METHODS(LATHE_DECLARE_METHOD)

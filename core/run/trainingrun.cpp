@@ -305,7 +305,7 @@ TrainingSpec TrainingSpec::fromJson(const json &j, const std::string &baseDir) {
         s.method = dynamic_cast<const FineTuningMethod *>(&m);
         if (!s.method)
             throw LatheError("method '" + name + "' is a post-training method: it runs as a compression job",
-                             "run it with lathe-cli compress; training jobs take losparse or pst (lathe-cli methods)");
+                             "run it with lathe-cli compress; training jobs take the fine-tuning methods (lathe-cli methods lists them)");
         s.methodParams = MethodParams(m.info().params);
         for (const ParamSpec &p : m.info().params)
             known.insert(p.key);

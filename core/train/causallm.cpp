@@ -129,6 +129,7 @@ template <class T> struct CausalLm<T>::Impl {
     std::vector<int32_t> ids, targets;
     std::vector<Saved> saved;
     std::vector<Gather> gathers;
+    std::vector<typename CausalLm<T>::ChannelNorms> norms; // per block, of the last forward
     Matrix<T> finalIn, h;
     NormState<T> finalState;
     CrossEntropyState<T> loss;
@@ -212,6 +213,23 @@ template <class T> struct CausalLm<T>::Impl {
         return g;
     }
 
+    // The channel norms of block l's MLP activation and attention context (ChannelNorms), mapped back to the
+    // full channel and group numbering through the selection.
+    void recordNorms(size_t l, const Saved &s, const Gather &g) {
+        typename CausalLm<T>::ChannelNorms &n = norms[l];
+        const BlockSelection &sel = selections[l];
+        n.mlp.assign(size_t(config.intermediateSize), -1.0f);
+        const Vector<T> act = s.act.colwise().norm().transpose();
+        for (int64_t j = 0; j < act.size(); ++j)
+            n.mlp[size_t(sel.mlpChannels.empty() ? j : sel.mlpChannels[size_t(j)])] = float(act[j]);
+        n.kvGroups.assign(size_t(config.numKvHeads), -1.0f);
+        const int64_t groupWidth = int64_t(dims.heads / dims.kvHeads) * dims.headDim;
+        for (int grp = 0; grp < g.dims.kvHeads; ++grp) {
+            const T norm = s.ctx.middleCols(grp * groupWidth, groupWidth).norm();
+            n.kvGroups[size_t(sel.kvGroups.empty() ? grp : sel.kvGroups[size_t(grp)])] = float(norm);
+        }
+    }
+
     // Block l's forward from saved[l].x, filling saved[l]; returns the block's output.
     Matrix<T> blockForward(size_t l) {
         const Block &bw = blocks[l];
@@ -250,6 +268,7 @@ template <class T> struct CausalLm<T>::Impl {
             bw.up->forward(*mlpIn, s.up, g.in);
             activate(s.up, s.act);
         }
+        recordNorms(l, s, g);
         Matrix<T> down;
         bw.down->forward(s.act, down, g.down);
         return parallel ? Matrix<T>(s.x + s.attnOut + down) : Matrix<T>(s.mid + down);
@@ -467,6 +486,11 @@ template <class T> void CausalLm<T>::clearSelections() {
     m_impl->haveForward = false;
 }
 
+template <class T> const typename CausalLm<T>::ChannelNorms &CausalLm<T>::channelNorms(int layer) const {
+    static const ChannelNorms none;
+    return layer >= 0 && size_t(layer) < m_impl->norms.size() ? m_impl->norms[size_t(layer)] : none;
+}
+
 template <class T>
 void CausalLm<T>::forEachExportTensor(
     const std::function<void(const std::string &name, const Matrix<T> &value)> &fn) const {
@@ -510,6 +534,7 @@ template <class T> T CausalLm<T>::forward(const TokenBatch &batch) {
             x.row(r) += m.position->value.row(r % batch.seq + m.positionOffset);
     m.saved.resize(m.blocks.size());
     m.gathers.resize(m.blocks.size());
+    m.norms.resize(m.blocks.size());
     for (size_t l = 0; l < m.blocks.size(); ++l) {
         m.gathers[l] = m.gatherFor(l);
         m.saved[l].x = std::move(x);

@@ -104,7 +104,8 @@ struct BlockSelection {
 // fp32 that is 27.9 MB per block, 848 MB for the 30 blocks and the head (`lathe-cli train --dry-run`). With
 // recomputation (setRecompute) only each block's input stays (B S D per block) and backward runs the block's
 // forward again just before its backward, so one block's full set is alive at a time: 30 x 1.18 MB + 27.9 MB =
-// 63 MB for SmolLM2 at 1 x 512, for one more forward pass of compute (about a third more per step).
+// 63 MB for SmolLM2 at 1 x 512 (74 MB with the head's input and a chunk of logits), for one more forward pass of
+// compute (measured: 1.4x the step time, docs/benchmarks.md).
 template <class T> class CausalLm {
 public:
     explicit CausalLm(const Model &model);
@@ -145,6 +146,13 @@ public:
     // The channels block `layer` computes from the next forward on (BlockSelection); clearSelections runs all.
     void setSelection(int layer, BlockSelection selection);
     void clearSelections();
+    // What the last forward saw in block `layer` (SAT's scores): the L2 norm over the batch of each MLP
+    // intermediate channel at the down projection's input and of each KV group's attention output (its query
+    // heads' context), -1 for the channels the selection skipped. Empty before the first forward.
+    struct ChannelNorms {
+        std::vector<float> mlp, kvGroups;
+    };
+    const ChannelNorms &channelNorms(int layer) const;
     // The tensors of a Hugging Face checkpoint of the model as trained: every parameter of the checkpoint as it
     // is, and each non-dense linear's effective weight under its original name, in the model's layout (out x in;
     // a transposedInFile tensor is still to be transposed by the writer).

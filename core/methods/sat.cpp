@@ -1,0 +1,225 @@
+// SAT, sparsity-accelerated training (Ma et al., "Sparsity-Accelerated Training for Large Language Models",
+// Findings of ACL 2024, arXiv 2406.01392). Each training step runs only the most important MLP intermediate
+// channels and attention key/value groups of every block, forward and backward: the block's linears multiply
+// gathered rows and columns and the attention runs on the kept heads only (train/causallm.h, BlockSelection), so
+// an omitted channel costs nothing and gets no update that step. The omission rate ω follows a ladder: ω0 for the
+// first `hold` of the steps, then down in equal steps to 0 so that training ends dense. Evaluations use the whole
+// network. Registered as "sat".
+//
+// The paper has no public code; these choices are ours. Scores: the L2 norm over the batch of each channel's
+// activation at the down projection's input, and of each KV group's attention output, from the PREVIOUS step's
+// forward (the current batch's would need the full gate/up products first, which is the work SAT skips); a channel
+// not run keeps its last score, and the first step runs dense to score everything. "magnitude" scores instead
+// use the weights (|up row| |down column| (|gate row|), and the output projection's columns of a group). With
+// grouped-query attention a query head alone saves no K/V work, so whole groups are omitted, at most
+// floor(ω KV) of them, and never the last. The ladder's phases and ω0 are parameters (defaults: ω0 = 0.5 for 60%
+// of the steps, then 0.4, 0.3, 0.2, 0.1 and 0 in equal parts).
+
+#include "methods/trainingmethod.h"
+
+#include "base/error.h"
+#include "model/model.h"
+#include "train/linearkinds.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+namespace lathe {
+
+namespace {
+
+struct SatSettings {
+    double omission = 0.5, hold = 0.6;
+    int64_t rungs = 5;
+    bool mlp = true, attention = true, magnitude = false;
+};
+
+// The ladder: ω0 until hold * total, then `rungs` equal phases at ω0 (rungs - 1) / rungs, ..., 0.
+double ladder(const SatSettings &s, int64_t step, int64_t total) {
+    const double t = double(step), start = s.hold * double(total);
+    if (t < start)
+        return s.omission;
+    const double phase = std::floor((t - start) / ((double(total) - start) / double(s.rungs)));
+    return std::max(0.0, s.omission * (double(s.rungs) - 1.0 - phase) / double(s.rungs));
+}
+
+// The `keep` highest of `scores`, as sorted indices (ties: lower index first).
+std::vector<int32_t> topIndices(const std::vector<float> &scores, size_t keep) {
+    std::vector<int32_t> idx(scores.size());
+    std::iota(idx.begin(), idx.end(), 0);
+    std::stable_sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return scores[size_t(a)] > scores[size_t(b)]; });
+    idx.resize(std::min(keep, idx.size()));
+    std::sort(idx.begin(), idx.end());
+    return idx;
+}
+
+class SatRun : public TrainingMethodRun {
+public:
+    explicit SatRun(SatSettings s) : m_s(s) {}
+
+    void prepare(train::CausalLm<float> &lm) override {
+        const ModelConfig &c = lm.config();
+        m_mlp.assign(size_t(c.numLayers), std::vector<float>(size_t(c.intermediateSize), -1.0f));
+        m_groups.assign(size_t(c.numLayers), std::vector<float>(size_t(c.numKvHeads), -1.0f));
+    }
+
+    void beforeStep(train::CausalLm<float> &lm, int64_t step, int64_t total) override {
+        m_omission = ladder(m_s, step, total);
+        lm.clearSelections();
+        if (m_omission <= 0)
+            return;
+        if (m_s.magnitude)
+            magnitudeScores(lm);
+        else if (!m_scored)
+            return; // the first step runs dense and scores every channel
+        const ModelConfig &c = lm.config();
+        for (int l = 0; l < int(c.numLayers); ++l) {
+            train::BlockSelection sel;
+            if (m_s.mlp)
+                sel.mlpChannels = topIndices(m_mlp[size_t(l)],
+                                             size_t(std::llround(double(c.intermediateSize) * (1.0 - m_omission))));
+            const int64_t dropGroups = std::min<int64_t>(int64_t(std::floor(m_omission * double(c.numKvHeads))),
+                                                         c.numKvHeads - 1);
+            if (m_s.attention && dropGroups > 0)
+                sel.kvGroups = topIndices(m_groups[size_t(l)], size_t(c.numKvHeads - dropGroups));
+            lm.setSelection(l, std::move(sel));
+        }
+    }
+
+    void afterStep(train::CausalLm<float> &lm, int64_t, int64_t) override {
+        if (m_s.magnitude)
+            return;
+        // The last forward's norms replace the scores of the channels it ran.
+        for (size_t l = 0; l < m_mlp.size(); ++l) {
+            const auto &n = lm.channelNorms(int(l));
+            for (size_t j = 0; j < n.mlp.size(); ++j)
+                if (n.mlp[j] >= 0)
+                    m_mlp[l][j] = n.mlp[j];
+            for (size_t g = 0; g < n.kvGroups.size(); ++g)
+                if (n.kvGroups[g] >= 0)
+                    m_groups[l][g] = n.kvGroups[g];
+        }
+        m_scored = true;
+    }
+
+    void beforeEvaluation(train::CausalLm<float> &lm) override { lm.clearSelections(); }
+
+    nlohmann::json stepReport() const override { return {{"omission", m_omission}}; }
+
+    nlohmann::json report(const train::CausalLm<float> &) const override {
+        return {{"method", "sat"}, {"scores", m_s.magnitude ? "magnitude" : "activation"},
+                {"initial_omission", m_s.omission}, {"hold", m_s.hold}, {"rungs", m_s.rungs},
+                {"mlp", m_s.mlp}, {"attention", m_s.attention}};
+    }
+
+    nlohmann::json state() const override {
+        return {{"mlp", m_mlp}, {"groups", m_groups}, {"scored", m_scored}, {"omission", m_omission}};
+    }
+    void restore(const nlohmann::json &j) override {
+        auto mlp = j.at("mlp").get<std::vector<std::vector<float>>>();
+        auto groups = j.at("groups").get<std::vector<std::vector<float>>>();
+        require(mlp.size() == m_mlp.size() && groups.size() == m_groups.size(), "sat",
+                "the checkpoint's method state does not fit the model", "resume with the job the run started with");
+        m_mlp = std::move(mlp);
+        m_groups = std::move(groups);
+        m_scored = j.at("scored").get<bool>();
+        m_omission = j.at("omission").get<double>();
+    }
+
+private:
+    // Weight-based scores: per channel |up_j| |down_:,j| (times |gate_j| with a gate), per group the norm of the
+    // output projection's columns of its query heads.
+    void magnitudeScores(const train::CausalLm<float> &lm) {
+        const ModelConfig &c = lm.config();
+        const int64_t groupWidth = (c.numHeads / c.numKvHeads) * c.headDim;
+        for (auto &v : m_mlp)
+            std::fill(v.begin(), v.end(), 1.0f);
+        for (const auto &slot : lm.linears()) {
+            const train::Matrix<float> w = slot.kind->effectiveWeight();
+            std::vector<float> &mlp = m_mlp[size_t(slot.layer)];
+            if (slot.role == TensorRole::MlpUp || slot.role == TensorRole::MlpGate)
+                for (int64_t j = 0; j < w.rows(); ++j)
+                    mlp[size_t(j)] *= w.row(j).norm();
+            else if (slot.role == TensorRole::MlpDown)
+                for (int64_t j = 0; j < w.cols(); ++j)
+                    mlp[size_t(j)] *= w.col(j).norm();
+            else if (slot.role == TensorRole::AttnO)
+                for (int64_t g = 0; g < c.numKvHeads; ++g)
+                    m_groups[size_t(slot.layer)][size_t(g)] = w.middleCols(g * groupWidth, groupWidth).norm();
+        }
+    }
+
+    SatSettings m_s;
+    std::vector<std::vector<float>> m_mlp, m_groups; // per block: per channel, per KV group
+    bool m_scored = false;
+    double m_omission = 0;
+};
+
+class SatMethod : public FineTuningMethod {
+public:
+    SatMethod() {
+        m_info.name = "sat";
+        m_info.title = "SAT (sparsity-accelerated training)";
+        m_info.summary = "trains only the most active MLP channels and KV groups each step, with an omission rate "
+                         "that falls to 0 (Ma et al., ACL Findings 2024)";
+        m_info.kind = MethodKind::FineTuning;
+        m_info.ratioMeaning = "sat.omission: the fraction of MLP channels (and KV groups) a step skips at first";
+        ParamSpec scores;
+        scores.key = "sat.scores";
+        scores.label = "Scores";
+        scores.type = ParamType::Choice;
+        scores.defaultValue = std::string("activation");
+        scores.choices = {"activation", "magnitude"};
+        scores.help = "activation: norms from the previous step's forward; magnitude: from the weights";
+        ParamSpec mlp = numberParam("sat.mlp", "MLP channels", ParamType::Bool, true, 0, 0,
+                                    "omit MLP intermediate channels");
+        ParamSpec attention = numberParam("sat.attention", "KV groups", ParamType::Bool, true, 0, 0,
+                                          "omit whole key/value groups of the attention (never all of them)");
+        m_info.params = {
+            numberParam("sat.omission", "Omission rate", ParamType::Real, 0.5, 0.0, 0.95,
+                        "fraction of MLP channels skipped per step in the first phase", "fraction"),
+            numberParam("sat.hold", "First phase", ParamType::Real, 0.6, 0.0, 1.0,
+                        "fraction of the steps at the first omission rate", "fraction"),
+            numberParam("sat.rungs", "Ladder rungs", ParamType::Integer, int64_t(5), 1, 1000,
+                        "equal phases after the first, the rate falling by omission/rungs each, the last at 0"),
+            scores,
+            mlp,
+            attention,
+        };
+    }
+    const MethodInfo &info() const override { return m_info; }
+    std::string targetsKey() const override { return {}; }
+    void checkRun(const Model &model, double, const MethodParams &) const override {
+        if (model.config.family == ArchFamily::Bert || model.config.slicing.active())
+            throw LatheError(model.sourcePath + ": sat trains decoder language models",
+                             "use an unsliced Llama-family, OPT, GPT-2 or Phi-2 model");
+    }
+    std::vector<std::string> preview(const Model &model, double, const MethodParams &params) const override {
+        const double w = params.get<double>("sat.omission");
+        return {"first phase: " + std::to_string(std::llround(double(model.config.intermediateSize) * (1 - w))) + " of " +
+                std::to_string(model.config.intermediateSize) + " MLP channels per block"};
+    }
+    std::unique_ptr<TrainingMethodRun> startTraining(const Model &, const MethodParams &p, uint64_t) const override {
+        SatSettings s;
+        s.omission = p.get<double>("sat.omission");
+        s.hold = p.get<double>("sat.hold");
+        s.rungs = p.get<int64_t>("sat.rungs");
+        s.mlp = p.get<bool>("sat.mlp");
+        s.attention = p.get<bool>("sat.attention");
+        s.magnitude = p.get<std::string>("sat.scores") == "magnitude";
+        return std::make_unique<SatRun>(s);
+    }
+
+private:
+    MethodInfo m_info;
+};
+
+} // namespace
+
+const CompressionMethod &satMethod() {
+    static const SatMethod method;
+    return method;
+}
+
+} // namespace lathe
