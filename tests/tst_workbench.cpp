@@ -23,6 +23,7 @@
 #include "methods/trainingmethod.h"
 #include "run/trainingrun.h"
 #include "testsupport.h"
+#include "traindialog.h"
 #include "trainingview.h"
 #include "workbenchdocument.h"
 #include "engine/evaluation.h"
@@ -240,6 +241,107 @@ private slots:
             dialog.setSpec(s);
             QCOMPARE(QString::fromStdString(dialog.spec().toJson().dump()), QString::fromStdString(s.toJson().dump()));
         }
+    }
+
+    // The Train dialog (issue 17 item 10, issue 18's GUI): every field of a training spec comes back, for the dense
+    // control and each fine-tuning method with every parameter off its default; a bad value disables Run with the
+    // reason; a spec run from the dialog trains, and the dialog reopens with it in a new run folder.
+    void trainDialogRoundTripsEverySpecField() {
+        MainWindow w;
+        openAndAnalyze(w);
+        const std::string text = test::dataDir() + "/text/tinystories-excerpt.txt";
+        const std::map<std::string, ParamValue> changed = {
+            {"losparse.targets", std::string("mlp")}, {"losparse.rank_ratio", 0.125},
+            {"losparse.final_keep", 0.3},            {"losparse.initial_warmup", 0.01},
+            {"losparse.final_warmup", 0.4},          {"losparse.delta_t", int64_t(7)},
+            {"losparse.beta", 0.5},                  {"losparse.mask", std::string("official")},
+            {"pst.targets", std::string("self_attn")}, {"pst.final_sparsity", 0.75},
+            {"pst.ramp_begin", 0.2},                 {"pst.ramp_end", 0.6},
+            {"pst.rank", int64_t(4)},                {"pst.mask_rank", int64_t(2)},
+            {"pst.beta", 0.5},                       {"pst.alpha1", 0.0},
+            {"pst.alpha2", 2.0},                     {"sat.omission", 0.25},
+            {"sat.hold", 0.5},                       {"sat.rungs", int64_t(3)},
+            {"sat.scores", std::string("magnitude")}, {"sat.mlp", false},
+            {"sat.attention", false}};
+        std::vector<const FineTuningMethod *> methods = {nullptr};
+        for (const CompressionMethod *m : methodsOfKind(MethodKind::FineTuning))
+            methods.push_back(dynamic_cast<const FineTuningMethod *>(m));
+        for (const FineTuningMethod *method : methods) {
+            TrainingSpec s;
+            s.model = m_model.toStdString();
+            s.method = method;
+            if (method) {
+                s.methodParams = MethodParams(method->info().params);
+                for (const ParamSpec &p : method->info().params) {
+                    s.methodParams.set(p.key, changed.at(p.key));
+                    QVERIFY2(!(s.methodParams.value(p.key) == p.defaultValue), p.key.c_str());
+                }
+            }
+            s.tokenizer = m_dir + "/tok512.bin";
+            s.trainable = "layers";
+            s.trainText = text;
+            s.holdout = 0.125;
+            s.seqLen = 48;
+            s.batch = 3;
+            s.accumulate = 2;
+            s.evalWindows = 5;
+            s.seed = 4000000000ull;
+            s.recompute = true;
+            s.lr = 0.00123456789012345;
+            s.schedule = "linear";
+            s.warmup = 3;
+            s.minLrRatio = 0.05;
+            s.beta1 = 0.8;
+            s.beta2 = 0.99;
+            s.eps = 1e-7;
+            s.weightDecay = 0.01;
+            s.clip = 0.5;
+            s.steps = 12;
+            s.evalEvery = 4;
+            s.checkpointEvery = 6;
+            s.outputDir = test::tempDir("train-roundtrip") + "/run";
+            s.exportModel = false;
+            s.dtype = "bf16";
+            s.overwrite = true;
+            TrainDialog dialog(m_model);
+            dialog.setSpec(s);
+            QCOMPARE(QString::fromStdString(dialog.spec().toJson().dump()), QString::fromStdString(s.toJson().dump()));
+            QVERIFY2(dialog.findChild<QPushButton *>("run")->isEnabled(),
+                     qPrintable(dialog.findChild<QLabel *>("status")->text()));
+            s.overwrite = false;
+            s.resume = true; // not shown: carried
+            dialog.setSpec(s);
+            QCOMPARE(QString::fromStdString(dialog.spec().toJson().dump()), QString::fromStdString(s.toJson().dump()));
+            QVERIFY(dialog.spec().resume);
+            dialog.findChild<QLineEdit *>("lr")->setText("fast");
+            QVERIFY(!dialog.findChild<QPushButton *>("run")->isEnabled());
+            QVERIFY(dialog.findChild<QLabel *>("status")->text().contains("learning rate"));
+        }
+        // Run from the dialog's spec: it trains, and the dialog reopens with it (new folder) for this model.
+        TrainDialog dialog(m_model);
+        TrainingSpec s = w.trainingSpecForDialog();
+        QCOMPARE(QString::fromStdString(s.model), m_model);
+        s.trainText = text;
+        s.holdout = 0.1;
+        s.seqLen = 64;
+        s.batch = 2;
+        s.evalWindows = 2;
+        s.steps = 4;
+        s.evalEvery = 2;
+        s.checkpointEvery = 0;
+        s.exportModel = false;
+        s.outputDir = test::tempDir("train-dialog") + "/run";
+        s.method = dynamic_cast<const FineTuningMethod *>(findMethod("sat"));
+        s.methodParams = MethodParams(s.method->info().params);
+        dialog.setSpec(s);
+        QVERIFY2(dialog.findChild<QPushButton *>("run")->isEnabled(),
+                 qPrintable(dialog.findChild<QLabel *>("status")->text()));
+        QSignalSpy done(&w, &MainWindow::trainingFinished);
+        w.startTraining(dialog.spec());
+        QVERIFY(done.wait(60000));
+        QCOMPARE(w.trainingView()->stepCount(), 4);
+        const TrainingSpec again = w.trainingSpecForDialog();
+        QVERIFY(again.method == s.method && again.steps == 4 && again.outputDir != s.outputDir);
     }
 
     // Switching model leaves nothing of the previous one (issue 16's defects): the Results plot shows the current

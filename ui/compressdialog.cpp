@@ -1,5 +1,6 @@
 #include "compressdialog.h"
 
+#include "formhelpers.h"
 #include "paramform.h"
 
 #include "numeric/backend.h"
@@ -27,49 +28,6 @@
 #include <limits>
 
 namespace lathe {
-
-namespace {
-
-// A line edit with a Browse button for a folder or a file (`what` titles the file dialog).
-QLineEdit *withBrowse(QWidget *parent, QFormLayout *form, const QString &label, bool folder, const QString &name,
-                      const QString &what = QObject::tr("Text file")) {
-    auto *row = new QWidget(parent);
-    auto *h = new QHBoxLayout(row);
-    h->setContentsMargins(0, 0, 0, 0);
-    auto *edit = new QLineEdit(row);
-    edit->setObjectName(name);
-    auto *browse = new QPushButton(QObject::tr("Browse..."), row);
-    h->addWidget(edit, 1);
-    h->addWidget(browse);
-    QObject::connect(browse, &QPushButton::clicked, parent, [parent, edit, folder, what] {
-        const QString p = folder ? QFileDialog::getExistingDirectory(parent, QObject::tr("Output folder"), edit->text())
-                                 : QFileDialog::getOpenFileName(parent, what, edit->text());
-        if (!p.isEmpty())
-            edit->setText(p);
-    });
-    form->addRow(label, row);
-    return edit;
-}
-
-QWidget *row(QWidget *parent, std::initializer_list<QWidget *> widgets) {
-    auto *r = new QWidget(parent);
-    auto *h = new QHBoxLayout(r);
-    h->setContentsMargins(0, 0, 0, 0);
-    for (QWidget *w : widgets)
-        h->addWidget(w);
-    return r;
-}
-
-// A whole number from a line edit (`what` names it in the error).
-template <class T> T wholeNumber(const QLineEdit *e, const std::string &what) {
-    bool ok = false;
-    const qulonglong v = e->text().trimmed().toULongLong(&ok);
-    if (!ok || v > qulonglong(std::numeric_limits<T>::max()))
-        throw LatheError(what + ": '" + e->text().trimmed().toStdString() + "' is not a whole number >= 0");
-    return T(v);
-}
-
-} // namespace
 
 CompressDialog::CompressDialog(const Model *model, const QString &modelPath, QWidget *parent)
     : QDialog(parent), m_model(model), m_modelPath(modelPath) {
@@ -235,11 +193,14 @@ CompressionSpec CompressDialog::spec() const {
     s.calibrationText = m_calibration->text().toStdString();
     s.calibrationSamples = m_samples->value();
     s.calibrationSeqLen = m_seqLen->value();
-    s.calibrationSeed = wholeNumber<uint64_t>(m_seed, "calibration seed");
+    s.calibrationSeed = wholeNumber(m_seed, "calibration seed");
     s.tokenizer = m_tokenizer->text().trimmed().toStdString();
     s.evalText = m_evalText->text().toStdString();
     s.evalSeqLen = m_evalSeqLen->value();
-    s.evalMaxTokens = wholeNumber<int64_t>(m_evalMaxTokens, "evaluation max tokens");
+    const uint64_t maxTokens = wholeNumber(m_evalMaxTokens, "evaluation max tokens");
+    if (maxTokens > uint64_t(std::numeric_limits<int64_t>::max()))
+        throw LatheError("evaluation max tokens: '" + m_evalMaxTokens->text().trimmed().toStdString() + "' is too large");
+    s.evalMaxTokens = int64_t(maxTokens);
     s.evalDense = m_evalDense->isChecked();
     s.evalPrecision = m_evalPrecision->currentText().toStdString();
     s.outputDir = m_output->text().toStdString();
@@ -280,15 +241,10 @@ void CompressDialog::refresh() {
 }
 
 void CompressDialog::saveSpec() {
-    const QString path = QFileDialog::getSaveFileName(this, tr("Save job spec"), "job.json", tr("JSON (*.json)"));
-    if (path.isEmpty())
-        return;
     try {
-        QSaveFile f(path);
-        if (f.open(QIODevice::WriteOnly)) {
-            f.write(QByteArray::fromStdString(spec().toJson().dump(2) + "\n"));
-            f.commit();
-        }
+        const QString error = saveJobSpec(this, spec().toJson());
+        if (!error.isEmpty())
+            m_status->setText(error);
     } catch (const LatheError &e) {
         m_status->setText(QString::fromStdString(e.what()));
     }

@@ -3,6 +3,7 @@
 #include "compressdialog.h"
 #include "compressjob.h"
 #include "trainingview.h"
+#include "traindialog.h"
 #include "trainjob.h"
 #include "resultsview.h"
 #include "workbenchdocument.h"
@@ -274,12 +275,27 @@ void MainWindow::buildMenus() {
     runCompress->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_R));
     compress->addAction(tr("Clear &Results"), m_doc, &WorkbenchDocument::clearRuns);
     QMenu *trainMenu = menuBar()->addMenu(tr("&Train"));
-    trainMenu->addAction(tr("Run &Training Job..."), this, [this] {
+    // Both open the Train dialog: with the session's last settings, or with a saved job spec.
+    auto train = [this](const TrainingSpec &spec) {
+        TrainDialog dialog(QString::fromStdString(spec.model), this);
+        dialog.setSpec(spec);
+        if (dialog.exec() != QDialog::Accepted)
+            return;
+        try {
+            startTraining(dialog.spec());
+        } catch (const LatheError &e) {
+            showError(QString::fromStdString(e.what()), QString::fromStdString(e.hint()));
+        }
+    };
+    QAction *newTraining = trainMenu->addAction(tr("&New Training Run..."), this,
+                                                [this, train] { train(trainingSpecForDialog()); });
+    newTraining->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_T));
+    trainMenu->addAction(tr("&Open Training Job..."), this, [this, train] {
         const QString path = QFileDialog::getOpenFileName(this, tr("Training job spec"), {}, tr("JSON (*.json)"));
         if (path.isEmpty())
             return;
         try {
-            startTraining(TrainingSpec::fromFile(path.toStdString()));
+            train(TrainingSpec::fromFile(path.toStdString()));
         } catch (const LatheError &e) {
             showError(QString::fromStdString(e.what()), QString::fromStdString(e.hint()));
         }
@@ -406,8 +422,12 @@ CompressionSpec MainWindow::specFromPanel() const {
 }
 
 QString MainWindow::defaultRunFolder() const {
-    return QDir::homePath() + "/lathe-runs/" + QFileInfo(m_doc->modelPath()).completeBaseName() + "-" +
-           QDateTime::currentDateTime().toString("yyyyMMdd-hhmmss");
+    const QString base = QDir::homePath() + "/lathe-runs/" + QFileInfo(m_doc->modelPath()).completeBaseName() + "-" +
+                         QDateTime::currentDateTime().toString("yyyyMMdd-hhmmss");
+    QString dir = base; // two runs started within a second get -2, -3, ...
+    for (int n = 2; QFileInfo::exists(dir); ++n)
+        dir = base + "-" + QString::number(n);
+    return dir;
 }
 
 CompressionSpec MainWindow::specForDialog() const {
@@ -440,8 +460,17 @@ void MainWindow::startCompression(const CompressionSpec &spec) {
     m_jobs->start(job);
 }
 
+TrainingSpec MainWindow::trainingSpecForDialog() const {
+    TrainingSpec spec = m_lastTraining ? *m_lastTraining : TrainingSpec();
+    spec.model = m_doc->modelPath().toStdString();
+    spec.outputDir = defaultRunFolder().toStdString();
+    spec.overwrite = spec.resume = false;
+    return spec;
+}
+
 void MainWindow::startTraining(const TrainingSpec &spec) {
     validateTrainingSpec(spec);
+    m_lastTraining = spec;
     auto *job = new TrainJob(spec);
     m_trainingView->start(job->title());
     m_views->setCurrentWidget(m_trainingView);

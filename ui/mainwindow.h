@@ -1,5 +1,7 @@
 #pragma once
 
+#include <optional>
+
 #include "run/compressionrun.h"
 #include "run/trainingrun.h"
 
@@ -73,6 +75,9 @@ public:
     void startCompression(const CompressionSpec &spec);
     // Starts a training job (lathe-cli train's spec); its steps draw the Training tab live; trainingFinished().
     void startTraining(const TrainingSpec &spec);
+    // What the Train dialog opens with: the last training spec of this session on the open model (in a new run
+    // folder), else the defaults for the open model.
+    TrainingSpec trainingSpecForDialog() const;
     class TrainingView *trainingView() const { return m_trainingView; }
     class ResultsView *resultsView() const { return m_resultsView; }
     // Writes every figure of the selection (or of the whole model when nothing is selected) into `folder`.
@@ -116,6 +121,7 @@ private:
     QTabWidget *m_views = nullptr;
     class ResultsView *m_resultsView = nullptr;
     class TrainingView *m_trainingView = nullptr;
+    std::optional<TrainingSpec> m_lastTraining;
     SpectrumView *m_spectrumView = nullptr;
     SparsityView *m_sparsityView = nullptr;
     ImportanceView *m_importanceView = nullptr;

@@ -15,7 +15,7 @@ TrainingView::TrainingView(QWidget *parent) : PlotView("training", parent) {
     m_log->setChecked(true);
     static_cast<QVBoxLayout *>(layout())->addWidget(m_log);
     connect(m_log, &QCheckBox::toggled, this, [this] { redraw(); });
-    showPlaceholder(tr("No training run yet: Train > Run Training Job..."));
+    showPlaceholder(tr("No training run yet: Train > New Training Run..."));
 }
 
 void TrainingView::start(const QString &title) {

@@ -378,6 +378,8 @@ void validateTrainingSpec(const TrainingSpec &s) {
         throw LatheError(std::string("job spec: trainable: ") + e.what(), e.hint());
     }
     exportDType(s.dtype);
+    if (s.method)
+        s.method->checkJob(s.methodParams, {});
     if (s.outputDir.empty())
         throw LatheError("job spec: no output.dir given", "the run folder receives the log, checkpoints and the model");
     try {

@@ -1,0 +1,73 @@
+#include "formhelpers.h"
+
+#include "base/error.h"
+
+#include <QFileDialog>
+#include <QFormLayout>
+#include <QHBoxLayout>
+#include <QLineEdit>
+#include <QPushButton>
+#include <QSaveFile>
+
+#include <cmath>
+
+namespace lathe {
+
+QLineEdit *withBrowse(QWidget *parent, QFormLayout *form, const QString &label, bool folder, const QString &name,
+                      const QString &what) {
+    auto *r = new QWidget(parent);
+    auto *h = new QHBoxLayout(r);
+    h->setContentsMargins(0, 0, 0, 0);
+    auto *edit = new QLineEdit(r);
+    edit->setObjectName(name);
+    auto *browse = new QPushButton(QObject::tr("Browse..."), r);
+    h->addWidget(edit, 1);
+    h->addWidget(browse);
+    const QString title = what.isEmpty() ? QObject::tr("Text file") : what;
+    QObject::connect(browse, &QPushButton::clicked, parent, [parent, edit, folder, title] {
+        const QString p = folder ? QFileDialog::getExistingDirectory(parent, QObject::tr("Output folder"), edit->text())
+                                 : QFileDialog::getOpenFileName(parent, title, edit->text());
+        if (!p.isEmpty())
+            edit->setText(p);
+    });
+    form->addRow(label, r);
+    return edit;
+}
+
+QWidget *row(QWidget *parent, std::initializer_list<QWidget *> widgets) {
+    auto *r = new QWidget(parent);
+    auto *h = new QHBoxLayout(r);
+    h->setContentsMargins(0, 0, 0, 0);
+    for (QWidget *w : widgets)
+        h->addWidget(w);
+    return r;
+}
+
+uint64_t wholeNumber(const QLineEdit *e, const std::string &what) {
+    bool ok = false;
+    const qulonglong v = e->text().trimmed().toULongLong(&ok);
+    if (!ok)
+        throw LatheError(what + ": '" + e->text().trimmed().toStdString() + "' is not a whole number >= 0");
+    return uint64_t(v);
+}
+
+double realNumber(const QLineEdit *e, const std::string &what) {
+    bool ok = false;
+    const double v = e->text().trimmed().toDouble(&ok);
+    if (!ok || !std::isfinite(v))
+        throw LatheError(what + ": '" + e->text().trimmed().toStdString() + "' is not a number");
+    return v;
+}
+
+QString saveJobSpec(QWidget *parent, const nlohmann::json &spec) {
+    const QString path = QFileDialog::getSaveFileName(parent, QObject::tr("Save job spec"), "job.json",
+                                                      QObject::tr("JSON (*.json)"));
+    if (path.isEmpty())
+        return {};
+    QSaveFile f(path);
+    if (!f.open(QIODevice::WriteOnly) || f.write(QByteArray::fromStdString(spec.dump(2) + "\n")) < 0 || !f.commit())
+        return QObject::tr("%1: could not be written (%2)").arg(path, f.errorString());
+    return {};
+}
+
+} // namespace lathe

@@ -1,0 +1,32 @@
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <QString>
+
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+
+class QFormLayout;
+class QLineEdit;
+class QWidget;
+
+namespace lathe {
+
+// Pieces the job dialogs (compress, train) build their forms from.
+
+// A line edit with a Browse button for a folder or a file (`what` titles the file dialog), added to `form`.
+QLineEdit *withBrowse(QWidget *parent, QFormLayout *form, const QString &label, bool folder, const QString &name,
+                      const QString &what = QString());
+// The widgets side by side in one row.
+QWidget *row(QWidget *parent, std::initializer_list<QWidget *> widgets);
+// A whole number >= 0 from a line edit; LatheError naming `what`.
+uint64_t wholeNumber(const QLineEdit *e, const std::string &what);
+// A finite number from a line edit; LatheError naming `what`.
+double realNumber(const QLineEdit *e, const std::string &what);
+// Asks where to save and writes `spec` there atomically (QSaveFile); returns an error message, empty on success
+// or when the user cancelled.
+QString saveJobSpec(QWidget *parent, const nlohmann::json &spec);
+
+} // namespace lathe

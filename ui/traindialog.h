@@ -1,0 +1,57 @@
+#pragma once
+
+#include "run/trainingrun.h"
+
+#include <QDialog>
+
+#include <vector>
+
+class QCheckBox;
+class QComboBox;
+class QDoubleSpinBox;
+class QLabel;
+class QLineEdit;
+class QPushButton;
+class QSpinBox;
+class QStackedWidget;
+
+namespace lathe {
+
+class ParamForm;
+
+// Edits a training job spec (the one `lathe-cli train` reads, run/trainingrun.h): the method (dense fine-tuning,
+// the control, or a registered fine-tuning method with a form for its parameters built from their declarations),
+// what trains, the data (training text, held-out text or fraction, window, batch, accumulation, evaluation windows,
+// seed), the optimizer and schedule, steps, evaluation and checkpoint intervals, recomputation, and the output.
+// Every field of a spec given to setSpec comes back from spec() (resume, which the dialog does not show, is
+// carried). Mistakes the engine can find without running are shown as the user types, with Run disabled; the
+// spec can be saved as JSON.
+class TrainDialog : public QDialog {
+    Q_OBJECT
+public:
+    TrainDialog(const QString &modelPath, QWidget *parent = nullptr);
+
+    void setSpec(const TrainingSpec &spec);
+    // The spec as edited; LatheError when a field does not parse or a value is out of range.
+    TrainingSpec spec() const;
+
+private:
+    void refresh();
+
+    TrainingSpec m_base;
+    bool m_loading = false;
+    QComboBox *m_method;
+    QStackedWidget *m_methodPages;
+    std::vector<ParamForm *> m_forms; // per fine-tuning method, in the combo's order after "dense"
+    QLineEdit *m_model, *m_tokenizer, *m_trainable, *m_train, *m_eval, *m_seed, *m_lr, *m_minLr, *m_weightDecay,
+        *m_clip, *m_beta1, *m_beta2, *m_eps, *m_output;
+    QDoubleSpinBox *m_holdout;
+    QSpinBox *m_seqLen, *m_batch, *m_accumulate, *m_evalWindows, *m_warmup, *m_steps, *m_evalEvery,
+        *m_checkpointEvery;
+    QComboBox *m_schedule, *m_dtype;
+    QCheckBox *m_recompute, *m_export, *m_overwrite;
+    QLabel *m_status;
+    QPushButton *m_run;
+};
+
+} // namespace lathe
