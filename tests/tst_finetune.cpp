@@ -13,6 +13,7 @@
 #include "base/error.h"
 #include "clirun.h"
 #include "engine/evaluation.h"
+#include "export/sparsearchive.h"
 #include "io/modelloader.h"
 #include "methods/registry.h"
 #include "methods/trainingmethod.h"
@@ -173,6 +174,19 @@ private slots:
                 QVERIFY2(e.f32 == model->loadFloat(t), t.name.c_str()); // frozen
         }
         QCOMPARE(zeros, zerosWanted);
+        // The compact archive, as pruning runs write it: every target, lossless against the folder's weights.
+        if (sparseArchiveAvailable()) {
+            int matrices = 0;
+            for (const TensorInfo &t : model->tensors()) {
+                if (t.layer < 0 || t.shape.size() != 2)
+                    continue;
+                int64_t rows = 0, cols = 0;
+                const std::vector<float> dense = readSparseMatrix((out / "run.h5").string(), t.name, rows, cols);
+                QVERIFY2(dense == tensors.at(t.name).f32, t.name.c_str());
+                ++matrices;
+            }
+            QCOMPARE(matrices, int(targets));
+        }
         QVERIFY(!tensors.count("model.layers.0.mlp.up_proj.pst_u")); // an ordinary Hugging Face folder
         exportEvaluatesLikeTheRun(out);
     }

@@ -681,6 +681,33 @@ private slots:
         QVERIFY(w.findChild<QLabel *>("messageBar")->isVisible());
     }
 
+    // Taylor scores (issue 18's gradient importance): chosen as the Score, they are said to need gradients until
+    // a calibration with gradients is collected; then the views rank by them.
+    void taylorScoresAfterCalibrationWithGradients() {
+        MainWindow w;
+        w.show();
+        openAndAnalyze(w);
+        const std::string text = test::dataDir() + "/text/tinystories-excerpt.txt";
+        auto *score = w.parameterPanel()->findChild<QComboBox *>("score");
+        QVERIFY(score);
+        score->setCurrentIndex(score->findData(QString("taylor")));
+        QSignalSpy scores(&w, &MainWindow::scoresReady);
+        select(w, {"model.layers.1.mlp.down_proj.weight"});
+        QVERIFY(scores.wait(10000));
+        QVERIFY2(w.importanceView()->title().contains("magnitude"), qPrintable(w.importanceView()->title()));
+        CalibrationParams p;
+        p.samples = 3;
+        p.seqLen = 64;
+        p.gradients = true;
+        QSignalSpy ready(&w, &MainWindow::calibrationReady);
+        w.collectCalibration(QString::fromStdString(text), p);
+        QVERIFY(ready.wait(30000));
+        QVERIFY(scores.wait(10000));
+        QVERIFY2(w.importanceView()->title().contains("taylor"), qPrintable(w.importanceView()->title()));
+        QCOMPARE(int(w.document()->calibration()->taylor.size()), 35);
+        score->setCurrentIndex(0);
+    }
+
     void exportFigures() {
         MainWindow w;
         w.show();

@@ -5,6 +5,7 @@
 #include "io/tokenizerloader.h"
 #include "model/model.h"
 #include "tokenizers/tokenizer.h"
+#include "train/taylor.h"
 
 #include <QFileInfo>
 
@@ -30,12 +31,25 @@ void CalibrationJob::execute() {
     if (!set.note.empty())
         spdlog::warn("{}", set.note);
     Transformer engine(*m_model);
-    auto norms = std::make_shared<InputNorms>(collectInputNorms(engine, *m_model, set, progress));
-    const QString description = QObject::tr("%1: %2 x %3 tokens, seed %4")
+    // With gradients, the input norms take the first half of the bar and the Taylor scores the second.
+    auto half = [&](double from) -> ProgressCallback {
+        if (!params.gradients)
+            return progress;
+        return [progress, from](const Progress &p) {
+            Progress q = p;
+            q.fraction = from + 0.5 * p.fraction;
+            return !progress || progress(q);
+        };
+    };
+    auto norms = std::make_shared<InputNorms>(collectInputNorms(engine, *m_model, set, half(0.0)));
+    if (params.gradients)
+        norms->taylor = train::collectTaylorScores(*m_model, set, half(0.5));
+    const QString description = QObject::tr("%1: %2 x %3 tokens, seed %4%5")
                                     .arg(QFileInfo(m_textPath).fileName())
                                     .arg(set.sequences.size())
                                     .arg(set.seqLen)
-                                    .arg(params.seed);
+                                    .arg(params.seed)
+                                    .arg(params.gradients ? QObject::tr(", with gradients") : QString());
     emit collected(std::move(norms), description);
 }
 

@@ -2,6 +2,7 @@
 
 #include "methods/registry.h"
 
+#include <QCheckBox>
 #include <QComboBox>
 #include <QDoubleSpinBox>
 #include <QFileDialog>
@@ -51,6 +52,14 @@ ParameterPanel::ParameterPanel(QWidget *parent) : QWidget(parent) {
     }
     m_method->setCurrentIndex(std::max(0, m_method->findData(s.value("params/methodName", "magnitude").toString())));
     pf->addRow(tr("Method"), m_method);
+    m_score = new QComboBox(prune);
+    m_score->setObjectName("score");
+    m_score->addItem(tr("The method's"), QString());
+    m_score->addItem(tr("Taylor |W ⊙ ∇W| (gradients)"), QString("taylor"));
+    m_score->setToolTip(tr("The importance the Importance and Sparsity views rank by; Taylor needs gradients "
+                           "collected with the calibration (tick 'with gradients')"));
+    m_score->setCurrentIndex(std::max(0, m_score->findData(s.value("params/score", QString()).toString())));
+    pf->addRow(tr("Score"), m_score);
 
     m_sparsity = new QSlider(Qt::Horizontal, prune);
     m_sparsity->setObjectName("sparsitySlider");
@@ -118,6 +127,11 @@ ParameterPanel::ParameterPanel(QWidget *parent) : QWidget(parent) {
     m_collect->setObjectName("collect");
     m_calibStatus = new QLabel(tr("not collected"), calib);
     m_calibStatus->setWordWrap(true);
+    m_gradients = new QCheckBox(tr("with gradients (Taylor scores)"), calib);
+    m_gradients->setObjectName("gradients");
+    m_gradients->setToolTip(tr("Also a forward and backward pass per sample for |W ⊙ ∇W| (about 3x the time)"));
+    m_gradients->setChecked(s.value("params/gradients", false).toBool());
+    cf->addRow(m_gradients);
     cf->addRow(m_collect);
     cf->addRow(m_calibStatus);
     outer->addWidget(calib);
@@ -151,6 +165,8 @@ ParameterPanel::ParameterPanel(QWidget *parent) : QWidget(parent) {
     m_sparsity->setEnabled(kPatterns[m_pattern->currentIndex()].m == 0);
     m_sparsitySpin->setEnabled(m_sparsity->isEnabled());
     connect(m_method, &QComboBox::currentIndexChanged, this, emitChanged);
+    connect(m_score, &QComboBox::currentIndexChanged, this, emitChanged);
+    connect(m_gradients, &QCheckBox::toggled, this, [this] { save(); });
     connect(m_rank, &QSlider::valueChanged, this, emitChanged);
     connect(m_samples, &QSpinBox::valueChanged, this, [this] { save(); });
     connect(m_seqLen, &QSpinBox::valueChanged, this, [this] { save(); });
@@ -169,6 +185,8 @@ ParameterPanel::ParameterPanel(QWidget *parent) : QWidget(parent) {
 QString ParameterPanel::methodName() const { return m_method->currentData().toString(); }
 
 ImportanceKind ParameterPanel::method() const {
+    if (m_score->currentData().toString() == "taylor")
+        return ImportanceKind::Taylor;
     const CompressionMethod *m = findMethod(methodName().toStdString());
     return m && m->info().previewScore ? *m->info().previewScore : ImportanceKind::Magnitude;
 }
@@ -194,6 +212,7 @@ CalibrationParams ParameterPanel::calibrationParams() const {
     CalibrationParams p;
     p.samples = m_samples->value();
     p.seqLen = m_seqLen->value();
+    p.gradients = m_gradients->isChecked();
     return p;
 }
 
@@ -210,6 +229,8 @@ void ParameterPanel::setCalibrationStatus(const QString &text) { m_calibStatus->
 void ParameterPanel::save() const {
     QSettings s;
     s.setValue("params/methodName", methodName());
+    s.setValue("params/score", m_score->currentData());
+    s.setValue("params/gradients", m_gradients->isChecked());
     s.setValue("params/sparsity", m_sparsity->value());
     s.setValue("params/pattern", m_pattern->currentIndex());
     s.setValue("params/rankRatio", m_rank->value());

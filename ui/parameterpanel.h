@@ -6,6 +6,7 @@
 
 #include <QWidget>
 
+class QCheckBox;
 class QComboBox;
 class QDoubleSpinBox;
 class QLabel;
@@ -26,7 +27,8 @@ public:
     explicit ParameterPanel(QWidget *parent = nullptr);
 
     QString methodName() const;   // a registered method with a preview score (magnitude, wanda)
-    ImportanceKind method() const; // its score
+    // The score the views preview: the method's, or Taylor's gradient importance when "Score" says so.
+    ImportanceKind method() const;
     CompressionPlan plan() const;
     QString patternText() const;
     double rankRatio() const;
@@ -47,6 +49,8 @@ private:
     void save() const;
 
     QComboBox *m_method = nullptr;
+    QComboBox *m_score = nullptr;
+    QCheckBox *m_gradients = nullptr;
     QSlider *m_sparsity = nullptr;
     QDoubleSpinBox *m_sparsitySpin = nullptr;
     QComboBox *m_pattern = nullptr;

@@ -26,15 +26,28 @@ MatrixScores computeMatrixScores(const MatrixScoresRequest &req) {
             if (it != req.norms->norms.end() && int64_t(it->second.size()) == out.cols)
                 norms = &it->second;
         }
+        const std::vector<float> *taylor = nullptr;
+        if (req.norms) {
+            auto it = req.norms->taylor.find(req.tensor);
+            if (it != req.norms->taylor.end() && int64_t(it->second.size()) == out.rows * out.cols)
+                taylor = &it->second;
+        }
         if (req.kind == ImportanceKind::Wanda && norms) {
             scores = wandaScores(w.data(), out.rows, out.cols, *norms);
             out.used = ImportanceKind::Wanda;
+        } else if (req.kind == ImportanceKind::Taylor && taylor) {
+            scores = *taylor;
+            out.used = ImportanceKind::Taylor;
         } else {
             scores = magnitudeScores(w.data(), out.rows, out.cols);
             out.used = ImportanceKind::Magnitude;
             if (req.kind == ImportanceKind::Wanda)
                 out.note = req.norms ? "Wanda needs the inputs of a block linear: magnitude shown"
                                      : "Wanda needs calibration (Collect in the parameter panel): magnitude shown";
+            else if (req.kind == ImportanceKind::Taylor)
+                out.note = req.norms && !req.norms->taylor.empty()
+                               ? "Taylor scores exist for block linears only: magnitude shown"
+                               : "Taylor needs gradients (tick 'with gradients' and Collect): magnitude shown";
             else if (req.kind != ImportanceKind::Magnitude)
                 out.note = std::string(importanceName(req.kind)) + " scores come from a training run: magnitude shown";
         }

@@ -20,7 +20,7 @@ struct MatrixScoresRequest {
     std::string tensor;
     ImportanceKind kind = ImportanceKind::Magnitude;
     SparsityPattern pattern;
-    std::shared_ptr<const InputNorms> norms; // for Wanda
+    std::shared_ptr<const InputNorms> norms; // for Wanda (input norms) and Taylor (its gradient scores)
     int generation = 0;                      // the newest request wins
 };
 

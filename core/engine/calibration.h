@@ -21,6 +21,7 @@ struct CalibrationParams {
     int64_t samples = 128;
     int64_t seqLen = 2048;
     uint64_t seed = 42;
+    bool gradients = false; // also the Taylor scores (a forward and backward per sequence)
 };
 
 struct CalibrationSet {
@@ -43,6 +44,9 @@ CalibrationSet makeCalibrationSet(const std::vector<int32_t> &tokens, const Cali
 struct InputNorms {
     std::map<std::string, std::vector<float>> norms;
     int64_t tokens = 0;
+    // Per block linear weight, the first-order Taylor scores |W ⊙ dL/dW| over the same sequences, when they were
+    // asked for (train/taylor.h; the "taylor" importance of the views). Not kept in the analysis archive.
+    std::map<std::string, std::vector<float>> taylor;
 };
 InputNorms collectInputNorms(Transformer &engine, const Model &model, const CalibrationSet &set,
                              const ProgressCallback &progress = {});

@@ -23,6 +23,11 @@ bool sparseArchiveAvailable(); // false when built without HDF5
 void writeSparseArchive(const std::string &path, const Model &prunedModel, const PruningResult &result,
                         const nlohmann::json &attributes);
 
+// The pruning result of a model whose pruned weights are stored as zeros (a fine-tuning method's export): every
+// block linear whose tensor is in `tensors`, its mask = the nonzero entries, with `pattern` as the method applied
+// it (weight errors are unknown: 0).
+PruningResult pruningFromZeros(const Model &model, const std::vector<std::string> &tensors, const SparsityPattern &pattern);
+
 // Reads one matrix back as dense (rows x cols, zeros where pruned): the check that the compact form is lossless.
 std::vector<float> readSparseMatrix(const std::string &path, const std::string &label, int64_t &rows, int64_t &cols);
 

@@ -87,6 +87,11 @@ public:
                 {"optimizer_state_bytes", 2 * 4 * trainable},
                 {"full_fine_tuning_optimizer_state_bytes", 2 * 4 * dense}};
     }
+    std::optional<SparsityPattern> sparseExport() const override {
+        SparsityPattern p; // each matrix pruned to the same fraction by its own scores
+        p.ratio = m_sparsity;
+        return p;
+    }
     nlohmann::json state() const override { return {{"sparsity", m_sparsity}}; }
     void restore(const nlohmann::json &j) override {
         m_sparsity = j.value("sparsity", 0.0);

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,9 @@ public:
     virtual nlohmann::json stepReport() const { return nlohmann::json::object(); }
     // The method's summary for results.json: budget, kept fractions, trainable parameters.
     virtual nlohmann::json report(const train::CausalLm<float> &lm) const = 0;
+    // A method whose export stores pruned weights as zeros names its pattern here: the run then also writes the
+    // compact sparse archive (run.h5) of its pruned linears, as pruning runs do.
+    virtual std::optional<SparsityPattern> sparseExport() const { return std::nullopt; }
     // What a checkpoint keeps beyond the parameters (masks, running scores), and its restoration.
     virtual nlohmann::json state() const { return nlohmann::json::object(); }
     virtual void restore(const nlohmann::json &) {}

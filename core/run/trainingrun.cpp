@@ -7,6 +7,7 @@
 #include "engine/evaluation.h"
 #include "engine/transformer.h"
 #include "export/hfwriter.h"
+#include "export/sparsearchive.h"
 #include "io/modelloader.h"
 #include "io/safetensorsheader.h"
 #include "io/tokenizerloader.h"
@@ -18,6 +19,7 @@
 #include "tokenizers/tokenizer.h"
 #include "train/adamw.h"
 #include "train/causallm.h"
+#include "train/linearkinds.h"
 #include "train/schedule.h"
 
 #include <spdlog/spdlog.h>
@@ -592,6 +594,19 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
             result.exportDir = (dir / "model").string();
             writeHfFolder(*out, result.exportDir, wo);
             files.log("exported to " + result.exportDir);
+            if (const std::optional<SparsityPattern> pattern = method ? method->sparseExport() : std::nullopt) {
+                if (sparseArchiveAvailable()) {
+                    std::vector<std::string> pruned;
+                    for (const auto &slot : lm.linears())
+                        if (!dynamic_cast<const train::DenseLinear<float> *>(slot.kind))
+                            pruned.push_back(slot.kind->weightName());
+                    writeSparseArchive((dir / "run.h5").string(), *out, pruningFromZeros(*out, pruned, *pattern),
+                                       {{"method", spec.method->info().name}, {"model", spec.model}});
+                    files.log("compact sparse archive: " + (dir / "run.h5").string());
+                } else {
+                    files.log("built without HDF5: no compact sparse archive");
+                }
+            }
         }
         if (method) {
             result.method = method->report(lm);
