@@ -13,6 +13,7 @@
 #include "base/error.h"
 #include "io/modelloader.h"
 #include "model/model.h"
+#include "gradcheck.h"
 #include "testsupport.h"
 #include "engine/transformer.h"
 #include "train/causallm.h"
@@ -33,38 +34,15 @@ namespace {
 
 using MatX = Matrix<double>;
 
-MatX randomMat(int64_t rows, int64_t cols, std::mt19937 &rng, double scale = 1.0) {
-    std::normal_distribution<double> n(0.0, scale);
-    MatX m(rows, cols);
-    for (int64_t i = 0; i < m.size(); ++i)
-        m.data()[i] = n(rng);
-    return m;
-}
+using test::fdError;
+using test::randomMat;
+using test::weighted;
 
-// Max |analytic - numeric| / max(1e-12, max |numeric|) over the elements of `x`.
-double fdError(double *x, int64_t n, const double *grad, const std::function<double()> &loss) {
-    const double eps = 1e-6;
-    double err = 0, scale = 1e-12;
-    for (int64_t i = 0; i < n; ++i) {
-        const double keep = x[i];
-        x[i] = keep + eps;
-        const double up = loss();
-        x[i] = keep - eps;
-        const double down = loss();
-        x[i] = keep;
-        const double numeric = (up - down) / (2 * eps);
-        err = std::max(err, std::abs(numeric - grad[i]));
-        scale = std::max(scale, std::abs(numeric));
-    }
-    return err / scale;
-}
 double fdError(Parameter<double> *p, const std::function<double()> &loss) {
     return fdError(p->value.data(), p->value.size(), p->grad.data(), loss);
 }
 
 constexpr double kTol = 1e-6;
-
-double weighted(const MatX &y, const MatX &r) { return (y.array() * r.array()).sum(); }
 
 // A (out x in) weight and a bias in a fresh parameter set.
 struct Layer {
@@ -103,9 +81,9 @@ TokenBatch randomBatch(const Model &m, int64_t batch, int64_t seq, uint32_t seed
     return b;
 }
 
-// Finite differences of the whole model's loss for every parameter matching `names` (all when empty), at up to 8
-// elements each; returns the worst relative error.
-double modelFdError(CausalLm<double> &lm, const TokenBatch &batch, const std::function<bool(const std::string &)> &pick) {
+// Finite differences of the whole model's loss for every trainable parameter `pick` accepts (test::modelFdError:
+// 8 elements each); returns the worst relative error.
+double worstFdError(CausalLm<double> &lm, const TokenBatch &batch, const std::function<bool(const std::string &)> &pick) {
     lm.parameters().zeroGrad();
     lm.forward(batch);
     lm.backward();
@@ -114,24 +92,10 @@ double modelFdError(CausalLm<double> &lm, const TokenBatch &batch, const std::fu
     for (Parameter<double> &p : lm.parameters()) {
         if (!p.trainable() || !pick(p.name))
             continue;
-        const MatX grad = p.grad;
-        std::uniform_int_distribution<int64_t> at(0, p.value.size() - 1);
-        double err = 0;
-        const double scale = std::max(1e-8, grad.cwiseAbs().maxCoeff());
-        for (int s = 0; s < std::min<int64_t>(8, p.value.size()); ++s) {
-            const int64_t i = p.value.size() <= 8 ? s : at(rng);
-            double &x = p.value.data()[i];
-            const double keep = x, eps = 1e-6;
-            x = keep + eps;
-            const double up = lm.forward(batch);
-            x = keep - eps;
-            const double down = lm.forward(batch);
-            x = keep;
-            err = std::max(err, std::abs((up - down) / (2 * eps) - grad.data()[i]));
-        }
-        if (err / scale >= kTol)
-            qWarning("%s: %g", p.name.c_str(), err / scale);
-        worst = std::max(worst, err / scale);
+        const double err = test::modelFdError(lm, batch, p, rng);
+        if (err >= kTol)
+            qWarning("%s: %g", p.name.c_str(), err);
+        worst = std::max(worst, err);
     }
     return worst;
 }
@@ -395,7 +359,7 @@ private slots:
         }
         const double a = gathered.forward(batch), b = zeroed.forward(batch);
         QVERIFY2(std::abs(a - b) < 1e-12 * std::abs(b), qPrintable(QString::number(a - b)));
-        QVERIFY(modelFdError(gathered, batch, [](const std::string &n) { return n.find("layers.0.") != std::string::npos; }) <
+        QVERIFY(worstFdError(gathered, batch, [](const std::string &n) { return n.find("layers.0.") != std::string::npos; }) <
                 kTol);
         // The skipped channels get no gradient: the up projection's unselected rows.
         for (CausalLm<double>::LinearSlot s : gathered.linears())
@@ -438,7 +402,7 @@ private slots:
         }));
         QVERIFY(lm.parameters().find("model.layers.0.self_attn.q_proj.lowrank_left"));
         QVERIFY(!lm.parameters().find("model.layers.0.self_attn.q_proj.weight"));
-        QVERIFY(modelFdError(lm, batch, [](const std::string &) { return true; }) < kTol);
+        QVERIFY(worstFdError(lm, batch, [](const std::string &) { return true; }) < kTol);
         // The export: the tensor names of the checkpoint, once each, with the effective weights.
         std::vector<std::string> names;
         MatX q;

@@ -24,6 +24,7 @@
 #include "model/model.h"
 #include "tokenizers/tokenizer.h"
 #include "clirun.h"
+#include "gradcheck.h"
 #include "referencefile.h"
 #include "run/trainingrun.h"
 #include "train/adamw.h"
@@ -53,39 +54,15 @@ namespace {
 using MatX = Matrix<double>;
 using VecX = Vector<double>;
 
-MatX randomMat(int64_t rows, int64_t cols, std::mt19937 &rng, double scale = 1.0) {
-    std::normal_distribution<double> n(0.0, scale);
-    MatX m(rows, cols);
-    for (int64_t i = 0; i < m.size(); ++i)
-        m.data()[i] = n(rng);
-    return m;
-}
+using test::fdError;
+using test::randomMat;
+using test::weighted;
 
 VecX randomVec(int64_t n, std::mt19937 &rng, double scale = 1.0, double offset = 0.0) {
     MatX m = randomMat(n, 1, rng, scale);
     return (m.col(0).array() + offset).matrix();
 }
 
-// Max |analytic - numeric| / max(1e-12, max |numeric|) over every element of `x`, whose analytic gradient is `grad`,
-// for the scalar loss `loss` (which reads x).
-double fdError(double *x, int64_t n, const double *grad, const std::function<double()> &loss) {
-    const double eps = 1e-6;
-    double err = 0, scale = 1e-12;
-    for (int64_t i = 0; i < n; ++i) {
-        const double keep = x[i];
-        x[i] = keep + eps;
-        const double up = loss();
-        x[i] = keep - eps;
-        const double down = loss();
-        x[i] = keep;
-        const double numeric = (up - down) / (2 * eps);
-        err = std::max(err, std::abs(numeric - grad[i]));
-        scale = std::max(scale, std::abs(numeric));
-    }
-    return err / scale;
-}
-
-double weighted(const MatX &y, const MatX &r) { return (y.array() * r.array()).sum(); }
 
 RopeAngles<double> ropeAngles(int64_t positions, int rotaryDim, double theta) {
     RopeAngles<double> a;
@@ -365,26 +342,8 @@ private slots:
         lm.backward();
         int checked = 0;
         for (Parameter<double> &p : lm.parameters().all()) {
-            const Matrix<double> grad = p.grad;
-            std::uniform_int_distribution<int64_t> pick(0, p.value.size() - 1);
-            double err = 0, scale = 1e-12;
-            for (int s = 0; s < std::min<int64_t>(8, p.value.size()); ++s) {
-                const int64_t i = p.value.size() <= 8 ? s : pick(rng);
-                double &x = p.value.data()[i];
-                const double keep = x, eps = 1e-6;
-                x = keep + eps;
-                const double up = lm.forward(batch);
-                x = keep - eps;
-                const double down = lm.forward(batch);
-                x = keep;
-                const double numeric = (up - down) / (2 * eps);
-                err = std::max(err, std::abs(numeric - grad.data()[i]));
-                scale = std::max(scale, grad.cwiseAbs().maxCoeff());
-            }
-            // A gradient that is zero analytically (the key bias: softmax ignores a constant added to a row of
-            // scores) is compared against the finite differences' rounding noise (~1e-10 here) instead.
-            scale = std::max(scale, 1e-8);
-            QVERIFY2(err / scale < 1e-6, qPrintable(QString::fromStdString(p.name) + ": " + QString::number(err / scale)));
+            const double err = test::modelFdError(lm, batch, p, rng);
+            QVERIFY2(err < 1e-6, qPrintable(QString::fromStdString(p.name) + ": " + QString::number(err)));
             ++checked;
         }
         QVERIFY(checked >= 2 + 6 * int(m->config.numLayers)); // embedding, final norm, norms and linears per block

@@ -38,14 +38,8 @@ CompressDialog::CompressDialog(const Model *model, const QString &modelPath, QWi
     m_method->setObjectName("method");
     m_methodPages = new QStackedWidget(this);
     for (const CompressionMethod *method : methodsOfKind(MethodKind::PostTraining)) {
-        const MethodInfo &info = method->info();
-        m_method->addItem(QString::fromStdString(info.title), QString::fromStdString(info.name));
-        m_method->setItemData(m_method->count() - 1, QString::fromStdString(info.summary), Qt::ToolTipRole);
-        auto *f = new ParamForm(info.params, m_methodPages);
-        f->setObjectName("params_" + QString::fromStdString(info.name));
-        connect(f, &ParamForm::changed, this, &CompressDialog::refresh);
-        m_methodPages->addWidget(f);
-        m_forms.push_back(f);
+        m_forms.push_back(addMethodPage(m_method, m_methodPages, method->info()));
+        connect(m_forms.back(), &ParamForm::changed, this, &CompressDialog::refresh);
     }
     form->addRow(tr("Method"), m_method);
     m_sparsity = new QLineEdit("0.5", this);
@@ -117,18 +111,10 @@ CompressDialog::CompressDialog(const Model *model, const QString &modelPath, QWi
     m_device->setToolTip(tr("Where evaluation and SliceGPT run; a GPU that is not usable here is refused with the reason"));
     form->addRow(tr("Device"), m_device);
     layout->addLayout(form);
-    m_status = new QLabel(this);
-    m_status->setObjectName("status");
-    m_status->setWordWrap(true);
-    layout->addWidget(m_status);
-    auto *buttons = new QDialogButtonBox(QDialogButtonBox::Cancel, this);
-    m_run = buttons->addButton(tr("Run"), QDialogButtonBox::AcceptRole);
-    m_run->setObjectName("run");
-    QPushButton *save = buttons->addButton(tr("Save Job Spec..."), QDialogButtonBox::ActionRole);
-    connect(save, &QPushButton::clicked, this, &CompressDialog::saveSpec);
-    connect(buttons, &QDialogButtonBox::accepted, this, &QDialog::accept);
-    connect(buttons, &QDialogButtonBox::rejected, this, &QDialog::reject);
-    layout->addWidget(buttons);
+    const JobDialogFooter footer = addJobDialogFooter(this, layout);
+    m_status = footer.status;
+    m_run = footer.run;
+    connect(footer.save, &QPushButton::clicked, this, &CompressDialog::saveSpec);
     for (QLineEdit *e : {m_sparsity, m_calibration, m_seed, m_tokenizer, m_evalText, m_evalMaxTokens, m_output})
         connect(e, &QLineEdit::textChanged, this, &CompressDialog::refresh);
     for (QComboBox *c : {m_method, m_device, m_dtype, m_evalPrecision})

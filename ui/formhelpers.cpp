@@ -2,9 +2,12 @@
 
 #include "base/error.h"
 
+#include <QDialog>
+#include <QDialogButtonBox>
 #include <QFileDialog>
 #include <QFormLayout>
 #include <QHBoxLayout>
+#include <QLabel>
 #include <QLineEdit>
 #include <QPushButton>
 #include <QSaveFile>
@@ -68,6 +71,22 @@ QString saveJobSpec(QWidget *parent, const nlohmann::json &spec) {
     if (!f.open(QIODevice::WriteOnly) || f.write(QByteArray::fromStdString(spec.dump(2) + "\n")) < 0 || !f.commit())
         return QObject::tr("%1: could not be written (%2)").arg(path, f.errorString());
     return {};
+}
+
+JobDialogFooter addJobDialogFooter(QDialog *dialog, QBoxLayout *layout) {
+    JobDialogFooter f;
+    f.status = new QLabel(dialog);
+    f.status->setObjectName("status");
+    f.status->setWordWrap(true);
+    layout->addWidget(f.status);
+    auto *buttons = new QDialogButtonBox(QDialogButtonBox::Cancel, dialog);
+    f.run = buttons->addButton(QObject::tr("Run"), QDialogButtonBox::AcceptRole);
+    f.run->setObjectName("run");
+    f.save = buttons->addButton(QObject::tr("Save Job Spec..."), QDialogButtonBox::ActionRole);
+    QObject::connect(buttons, &QDialogButtonBox::accepted, dialog, &QDialog::accept);
+    QObject::connect(buttons, &QDialogButtonBox::rejected, dialog, &QDialog::reject);
+    layout->addWidget(buttons);
+    return f;
 }
 
 } // namespace lathe

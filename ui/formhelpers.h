@@ -8,8 +8,12 @@
 #include <initializer_list>
 #include <string>
 
+class QBoxLayout;
+class QDialog;
 class QFormLayout;
+class QLabel;
 class QLineEdit;
+class QPushButton;
 class QWidget;
 
 namespace lathe {
@@ -28,5 +32,13 @@ double realNumber(const QLineEdit *e, const std::string &what);
 // Asks where to save and writes `spec` there atomically (QSaveFile); returns an error message, empty on success
 // or when the user cancelled.
 QString saveJobSpec(QWidget *parent, const nlohmann::json &spec);
+
+// The foot of a job dialog, added to `layout`: a status line ("status"), then Cancel, Run ("run": accepts) and
+// Save Job Spec... (the caller connects it).
+struct JobDialogFooter {
+    QLabel *status = nullptr;
+    QPushButton *run = nullptr, *save = nullptr;
+};
+JobDialogFooter addJobDialogFooter(QDialog *dialog, QBoxLayout *layout);
 
 } // namespace lathe

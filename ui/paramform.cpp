@@ -1,9 +1,12 @@
 #include "paramform.h"
 
+#include "methods/method.h"
+
 #include "base/error.h"
 
 #include <QCheckBox>
 #include <QComboBox>
+#include <QStackedWidget>
 #include <QFormLayout>
 #include <QLineEdit>
 #include <QLocale>
@@ -140,6 +143,15 @@ MethodParams ParamForm::params() const {
         }
     }
     return out;
+}
+
+ParamForm *addMethodPage(QComboBox *combo, QStackedWidget *pages, const MethodInfo &info) {
+    combo->addItem(QString::fromStdString(info.title), QString::fromStdString(info.name));
+    combo->setItemData(combo->count() - 1, QString::fromStdString(info.summary), Qt::ToolTipRole);
+    auto *f = new ParamForm(info.params, pages);
+    f->setObjectName("params_" + QString::fromStdString(info.name));
+    pages->addWidget(f);
+    return f;
 }
 
 } // namespace lathe

@@ -6,7 +6,9 @@
 
 #include <vector>
 
+class QComboBox;
 class QFormLayout;
+class QStackedWidget;
 
 namespace lathe {
 
@@ -32,5 +34,11 @@ private:
     std::vector<ParamSpec> m_specs;
     std::vector<QWidget *> m_editors; // parallel to m_specs
 };
+
+struct MethodInfo;
+
+// Adds a method to a dialog's method picker: an entry in `combo` (title, the name as data, the summary as tool tip)
+// and its ParamForm as the matching page of `pages`.
+ParamForm *addMethodPage(QComboBox *combo, QStackedWidget *pages, const MethodInfo &info);
 
 } // namespace lathe

@@ -59,14 +59,8 @@ TrainDialog::TrainDialog(const QString &modelPath, QWidget *parent) : QDialog(pa
                           Qt::ToolTipRole);
     m_methodPages->addWidget(new QWidget(m_methodPages));
     for (const CompressionMethod *method : methodsOfKind(MethodKind::FineTuning)) {
-        const MethodInfo &info = method->info();
-        m_method->addItem(QString::fromStdString(info.title), QString::fromStdString(info.name));
-        m_method->setItemData(m_method->count() - 1, QString::fromStdString(info.summary), Qt::ToolTipRole);
-        auto *f = new ParamForm(info.params, m_methodPages);
-        f->setObjectName("params_" + QString::fromStdString(info.name));
-        connect(f, &ParamForm::changed, this, &TrainDialog::refresh);
-        m_methodPages->addWidget(f);
-        m_forms.push_back(f);
+        m_forms.push_back(addMethodPage(m_method, m_methodPages, method->info()));
+        connect(m_forms.back(), &ParamForm::changed, this, &TrainDialog::refresh);
     }
     form->addRow(tr("Method"), m_method);
     form->addRow(QString(), m_methodPages);
@@ -125,15 +119,10 @@ TrainDialog::TrainDialog(const QString &modelPath, QWidget *parent) : QDialog(pa
     form->addRow(QString(), row(this, {m_overwrite, m_export, m_dtype}));
     layout->addLayout(form);
 
-    m_status = new QLabel(this);
-    m_status->setObjectName("status");
-    m_status->setWordWrap(true);
-    layout->addWidget(m_status);
-    auto *buttons = new QDialogButtonBox(QDialogButtonBox::Cancel, this);
-    m_run = buttons->addButton(tr("Run"), QDialogButtonBox::AcceptRole);
-    m_run->setObjectName("run");
-    QPushButton *save = buttons->addButton(tr("Save Job Spec..."), QDialogButtonBox::ActionRole);
-    connect(save, &QPushButton::clicked, this, [this] {
+    const JobDialogFooter footer = addJobDialogFooter(this, layout);
+    m_status = footer.status;
+    m_run = footer.run;
+    connect(footer.save, &QPushButton::clicked, this, [this] {
         try {
             const QString error = saveJobSpec(this, spec().toJson());
             if (!error.isEmpty())
@@ -142,9 +131,6 @@ TrainDialog::TrainDialog(const QString &modelPath, QWidget *parent) : QDialog(pa
             m_status->setText(QString::fromStdString(e.what()));
         }
     });
-    connect(buttons, &QDialogButtonBox::accepted, this, &QDialog::accept);
-    connect(buttons, &QDialogButtonBox::rejected, this, &QDialog::reject);
-    layout->addWidget(buttons);
 
     for (QLineEdit *e : {m_model, m_tokenizer, m_trainable, m_train, m_eval, m_seed, m_lr, m_minLr, m_weightDecay,
                          m_clip, m_beta1, m_beta2, m_eps, m_output})

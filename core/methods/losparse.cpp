@@ -237,19 +237,19 @@ public:
         mask.help = "persistent: pruned rows stay pruned; official: zeroed at each masking step, free to regrow";
         m_info.params = {
             targetsParam("losparse.targets", ".*"),
-            numberParam("losparse.rank_ratio", "Low-rank share", ParamType::Real, 0.1, 0.0, 1.0,
-                        "rho: the low-rank part's parameters as a fraction of the matrix's, r = ceil(rho d1 d2 / (d1 + d2))",
-                        "fraction"),
-            numberParam("losparse.final_keep", "Sparse part kept", ParamType::Real, 0.1, 0.0, 1.0,
-                        "fraction of S's parameters kept at the end (whole rows)", "fraction"),
-            numberParam("losparse.initial_warmup", "Ramp begins", ParamType::Real, 0.05, 0.0, 1.0,
-                        "fraction of the steps before pruning starts", "fraction"),
-            numberParam("losparse.final_warmup", "Final phase", ParamType::Real, 0.27, 0.0, 1.0,
-                        "fraction of the steps, at the end, trained at the final budget", "fraction"),
-            numberParam("losparse.delta_t", "Window", ParamType::Integer, int64_t(10), 1, 100000,
-                        "steps per importance window and between masking steps on the ramp", "steps"),
-            numberParam("losparse.beta", "Score smoothing", ParamType::Real, 0.85, 0.0, 0.999999,
-                        "moving-average factor of the importance across windows"),
+            declareParam("losparse.rank_ratio", "Low-rank share", ParamType::Real, 0.1,
+                         "rho: the low-rank part's parameters as a fraction of the matrix's, r = ceil(rho d1 d2 / "
+                         "(d1 + d2))", 0.0, 1.0, "fraction"),
+            declareParam("losparse.final_keep", "Sparse part kept", ParamType::Real, 0.1,
+                         "fraction of S's parameters kept at the end (whole rows)", 0.0, 1.0, "fraction"),
+            declareParam("losparse.initial_warmup", "Ramp begins", ParamType::Real, 0.05,
+                         "fraction of the steps before pruning starts", 0.0, 1.0, "fraction"),
+            declareParam("losparse.final_warmup", "Final phase", ParamType::Real, 0.27,
+                         "fraction of the steps, at the end, trained at the final budget", 0.0, 1.0, "fraction"),
+            declareParam("losparse.delta_t", "Window", ParamType::Integer, int64_t(10),
+                         "steps per importance window and between masking steps on the ramp", 1, 100000, "steps"),
+            declareParam("losparse.beta", "Score smoothing", ParamType::Real, 0.85,
+                         "moving-average factor of the importance across windows", 0.0, 0.999999),
             mask,
         };
     }

@@ -309,4 +309,18 @@ json paramSpecToJson(const ParamSpec &p) {
     return j;
 }
 
+ParamSpec declareParam(const std::string &key, const std::string &label, ParamType type, ParamValue value,
+                       const std::string &help, double min, double max, const std::string &unit) {
+    ParamSpec p;
+    p.key = key;
+    p.label = label;
+    p.type = type;
+    p.defaultValue = std::move(value);
+    p.help = help;
+    p.min = min;
+    p.max = max;
+    p.unit = unit;
+    return p;
+}
+
 } // namespace lathe

@@ -60,6 +60,10 @@ struct ParamSpec {
     std::function<void(const ParamValue &)> check;
 };
 
+// A declaration in one call (Integer and Real: the inclusive range [min, max]; other types ignore it).
+ParamSpec declareParam(const std::string &key, const std::string &label, ParamType type, ParamValue value,
+                       const std::string &help, double min = 0, double max = 0, const std::string &unit = {});
+
 // A method's parameter values by key: every parameter of the method, typed as declared. Built from the
 // declarations (defaults) and edited with set(), which checks type, range and `check`.
 class MethodParams {

@@ -24,6 +24,15 @@ const std::vector<const CompressionMethod *> &compressionMethods() {
     return all;
 }
 
+std::set<std::string> otherMethodsKeys(const std::set<std::string> &known) {
+    std::set<std::string> out;
+    for (const CompressionMethod *m : compressionMethods())
+        for (const ParamSpec &p : m->info().params)
+            if (!known.count(p.key))
+                out.insert(p.key);
+    return out;
+}
+
 std::vector<const CompressionMethod *> methodsOfKind(MethodKind kind) {
     std::vector<const CompressionMethod *> out;
     for (const CompressionMethod *m : compressionMethods())

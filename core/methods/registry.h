@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,10 @@ std::vector<const CompressionMethod *> methodsOfKind(MethodKind kind);
 const CompressionMethod *findMethod(const std::string &name);
 // The method of that name; LatheError listing the known ones.
 const CompressionMethod &methodNamed(const std::string &name);
+
+// The parameter keys of every registered method that are not in `known`: a job spec for one method may carry
+// them (older specs held every method's), and they are warned about and ignored rather than refused.
+std::set<std::string> otherMethodsKeys(const std::set<std::string> &known);
 
 // Everything `lathe-cli methods --json` prints: per method its name, title, summary, kind, needs, export kind and
 // every parameter with type, default, range, unit and help.

@@ -48,7 +48,8 @@ double ladder(const SatSettings &s, int64_t step, int64_t total) {
 std::vector<int32_t> topIndices(const std::vector<float> &scores, size_t keep) {
     std::vector<int32_t> idx(scores.size());
     std::iota(idx.begin(), idx.end(), 0);
-    std::stable_sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return scores[size_t(a)] > scores[size_t(b)]; });
+    std::stable_sort(idx.begin(), idx.end(),
+                     [&](int32_t a, int32_t b) { return scores[size_t(a)] > scores[size_t(b)]; });
     idx.resize(std::min(keep, idx.size()));
     std::sort(idx.begin(), idx.end());
     return idx;
@@ -172,17 +173,18 @@ public:
         scores.defaultValue = std::string("activation");
         scores.choices = {"activation", "magnitude"};
         scores.help = "activation: norms from the previous step's forward; magnitude: from the weights";
-        ParamSpec mlp = numberParam("sat.mlp", "MLP channels", ParamType::Bool, true, 0, 0,
-                                    "omit MLP intermediate channels");
-        ParamSpec attention = numberParam("sat.attention", "KV groups", ParamType::Bool, true, 0, 0,
-                                          "omit whole key/value groups of the attention (never all of them)");
+        ParamSpec mlp = declareParam("sat.mlp", "MLP channels", ParamType::Bool, true,
+                                     "omit MLP intermediate channels");
+        ParamSpec attention = declareParam("sat.attention", "KV groups", ParamType::Bool, true,
+                                           "omit whole key/value groups of the attention (never all of them)");
         m_info.params = {
-            numberParam("sat.omission", "Omission rate", ParamType::Real, 0.5, 0.0, 0.95,
-                        "fraction of MLP channels skipped per step in the first phase", "fraction"),
-            numberParam("sat.hold", "First phase", ParamType::Real, 0.6, 0.0, 1.0,
-                        "fraction of the steps at the first omission rate", "fraction"),
-            numberParam("sat.rungs", "Ladder rungs", ParamType::Integer, int64_t(5), 1, 1000,
-                        "equal phases after the first, the rate falling by omission/rungs each, the last at 0"),
+            declareParam("sat.omission", "Omission rate", ParamType::Real, 0.5,
+                         "fraction of MLP channels skipped per step in the first phase", 0.0, 0.95, "fraction"),
+            declareParam("sat.hold", "First phase", ParamType::Real, 0.6,
+                         "fraction of the steps at the first omission rate", 0.0, 1.0, "fraction"),
+            declareParam("sat.rungs", "Ladder rungs", ParamType::Integer, int64_t(5),
+                         "equal phases after the first, the rate falling by omission/rungs each, the last at 0",
+                         1, 1000),
             scores,
             mlp,
             attention,
@@ -197,8 +199,9 @@ public:
     }
     std::vector<std::string> preview(const Model &model, double, const MethodParams &params) const override {
         const double w = params.get<double>("sat.omission");
-        return {"first phase: " + std::to_string(std::llround(double(model.config.intermediateSize) * (1 - w))) + " of " +
-                std::to_string(model.config.intermediateSize) + " MLP channels per block"};
+        const int64_t kept = std::llround(double(model.config.intermediateSize) * (1 - w));
+        return {"first phase: " + std::to_string(kept) + " of " + std::to_string(model.config.intermediateSize) +
+                " MLP channels per block"};
     }
     std::unique_ptr<TrainingMethodRun> startTraining(const Model &, const MethodParams &p, uint64_t) const override {
         SatSettings s;

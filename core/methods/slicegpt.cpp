@@ -276,17 +276,6 @@ SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const S
 
 namespace {
 
-ParamSpec sliceParam(const std::string &key, const std::string &label, ParamType type, ParamValue value,
-                     const std::string &help) {
-    ParamSpec p;
-    p.key = key;
-    p.label = label;
-    p.type = type;
-    p.defaultValue = std::move(value);
-    p.help = help;
-    return p;
-}
-
 class SliceGptMethod final : public CompressionMethod {
 public:
     SliceGptMethod() {
@@ -298,29 +287,29 @@ public:
         m_info.ratioMeaning = "fraction of the hidden width removed (rows and columns of every block matrix)";
         m_info.exportKind = ExportKind::Sliced;
         const SliceGptParams d;
-        m_info.params.push_back(sliceParam("slicegpt.slice_head", "Slice the head", ParamType::Bool, d.sliceHead,
+        m_info.params.push_back(declareParam("slicegpt.slice_head", "Slice the head", ParamType::Bool, d.sliceHead,
                                            "also slice the last block's output and the LM head's input"));
-        m_info.params.push_back(sliceParam("slicegpt.random_orientation", "Random orientation", ParamType::Bool,
+        m_info.params.push_back(declareParam("slicegpt.random_orientation", "Random orientation", ParamType::Bool,
                                            d.randomOrientation,
                                            "rotate each kept subspace by a random orthogonal matrix (paper's option)"));
-        ParamSpec round = sliceParam("slicegpt.round_to", "Round widths to", ParamType::Integer, d.roundTo,
+        ParamSpec round = declareParam("slicegpt.round_to", "Round widths to", ParamType::Integer, d.roundTo,
                                      "widths are rounded down to a multiple of it; 8 suits GPU kernels");
         round.min = 1;
         round.max = 4096;
         m_info.params.push_back(round);
-        ParamSpec damping = sliceParam("slicegpt.damping", "Damping", ParamType::Real, d.damping,
+        ParamSpec damping = declareParam("slicegpt.damping", "Damping", ParamType::Real, d.damping,
                                        "the ridge added to the covariance, as a fraction of its mean diagonal; 0.01 "
                                        "is usual");
         damping.max = 1;
         damping.unit = "fraction";
         m_info.params.push_back(damping);
-        ParamSpec precision = sliceParam("slicegpt.precision", "GPU precision", ParamType::Choice, std::string("bf16"),
+        ParamSpec precision = declareParam("slicegpt.precision", "GPU precision", ParamType::Choice, std::string("bf16"),
                                          "of the block passes on a GPU (the CPU computes in fp32)");
         precision.choices = {"bf16", "fp16", "fp32"};
         precision.openChoice = true; // also bfloat16, float16, float32
         precision.check = [](const ParamValue &v) { parsePrecision(std::get<std::string>(v)); };
         m_info.params.push_back(precision);
-        ParamSpec layers = sliceParam("layer_sparsity", "Per-block fractions", ParamType::LayerRatios, LayerRatios{},
+        ParamSpec layers = declareParam("layer_sparsity", "Per-block fractions", ParamType::LayerRatios, LayerRatios{},
                                       "fractions that replace the job's for some blocks: one per block [..] or "
                                       "{\"0-3\": 0.3}");
         layers.unit = "fraction";

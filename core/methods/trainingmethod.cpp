@@ -12,23 +12,8 @@ namespace lathe {
 
 namespace {
 
-bool isBlockLinear(const TensorInfo &t) {
-    if (t.isBias || t.layer < 0)
-        return false;
-    switch (t.role) {
-    case TensorRole::AttnQ:
-    case TensorRole::AttnK:
-    case TensorRole::AttnV:
-    case TensorRole::AttnQkv:
-    case TensorRole::AttnO:
-    case TensorRole::MlpGate:
-    case TensorRole::MlpUp:
-    case TensorRole::MlpDown:
-        return true;
-    default:
-        return false;
-    }
-}
+// A block linear's weight (not the head, not a bias).
+bool isBlockLinear(const TensorInfo &t) { return !t.isBias && t.layer >= 0 && isLinearRole(t.role); }
 
 } // namespace
 
@@ -82,20 +67,6 @@ double cubicSchedule(int64_t step, int64_t total, double begin, double end, doub
         return to;
     const double rest = 1.0 - (t - t0) / (t1 - t0);
     return to + (from - to) * rest * rest * rest;
-}
-
-ParamSpec numberParam(const std::string &key, const std::string &label, ParamType type, ParamValue value, double min,
-                      double max, const std::string &help, const std::string &unit) {
-    ParamSpec p;
-    p.key = key;
-    p.label = label;
-    p.type = type;
-    p.defaultValue = std::move(value);
-    p.min = min;
-    p.max = max;
-    p.help = help;
-    p.unit = unit;
-    return p;
 }
 
 ParamSpec targetsParam(const std::string &key, const std::string &defaultPattern) {

@@ -68,10 +68,6 @@ std::vector<train::CausalLm<float>::LinearSlot> targetLinears(const train::Causa
 // through the ramp.
 double cubicSchedule(int64_t step, int64_t total, double begin, double end, double from, double to);
 
-// A parameter declaration in one call (Integer and Real: the inclusive range [min, max]).
-ParamSpec numberParam(const std::string &key, const std::string &label, ParamType type, ParamValue value, double min,
-                      double max, const std::string &help, const std::string &unit = {});
-
 // A target-linears parameter: a regular expression over the Hugging Face weight names.
 ParamSpec targetsParam(const std::string &key, const std::string &defaultPattern);
 

@@ -113,14 +113,11 @@ CompressionSpec CompressionSpec::fromJson(const json &j, const std::string &base
             throw LatheError(std::string("job spec: ") + e.what(), e.hint());
         }
     }
-    std::set<std::string> known = specKeyPaths(kJobKeys), foreign;
+    std::set<std::string> known = specKeyPaths(kJobKeys);
     known.insert(std::begin(kSpecialKeys), std::end(kSpecialKeys));
     for (const ParamSpec &p : s.params.specs())
         known.insert(p.key);
-    for (const CompressionMethod *m : compressionMethods())
-        for (const ParamSpec &p : m->info().params)
-            if (!known.count(p.key))
-                foreign.insert(p.key);
+    const std::set<std::string> foreign = otherMethodsKeys(known);
     checkSpecKeys(j, known, foreign, "is a parameter of another method", "docs/compression.md");
     readSpecKeys(s, kJobKeys, j, base);
     const json *one = jsonAtPath(j, "sparsity"), *sweep = jsonAtPath(j, "sweep");

@@ -297,7 +297,7 @@ json TrainingSpec::toJson() const {
 
 TrainingSpec TrainingSpec::fromJson(const json &j, const std::string &baseDir) {
     TrainingSpec s;
-    std::set<std::string> known = specKeyPaths(kKeys), foreign;
+    std::set<std::string> known = specKeyPaths(kKeys);
     known.insert("comment");
     known.insert("method");
     if (j.is_object() && j.contains("method")) {
@@ -312,10 +312,7 @@ TrainingSpec TrainingSpec::fromJson(const json &j, const std::string &baseDir) {
         for (const ParamSpec &p : m.info().params)
             known.insert(p.key);
     }
-    for (const CompressionMethod *m : compressionMethods())
-        for (const ParamSpec &p : m->info().params)
-            if (!known.count(p.key))
-                foreign.insert(p.key);
+    const std::set<std::string> foreign = otherMethodsKeys(known);
     checkSpecKeys(j, known, foreign, "is a parameter of another method", "docs/training.md");
     readSpecKeys(s, kKeys, j, baseDir);
     if (s.method) {
