@@ -8,12 +8,14 @@
 // - gathered linears and blocks: the compact output is the full output's selected part, and a block that runs only
 //   some MLP channels and KV groups computes the loss of the dense model with the other channels' output weights
 //   zeroed; finite differences of the whole model with selections, and with LoSparse and masked linears swapped in;
+// - each kind against PyTorch autograd of the official code's formulas (tests/fixtures/make_kind_references.py);
 // - recomputation gives the same loss and gradients as keeping every activation, bit for bit in fp32.
 
 #include "base/error.h"
 #include "io/modelloader.h"
 #include "model/model.h"
 #include "gradcheck.h"
+#include "referencefile.h"
 #include "testsupport.h"
 #include "engine/transformer.h"
 #include "train/causallm.h"
@@ -321,6 +323,99 @@ private slots:
         lin.forward(x, y);
         lin.backward(r, x, nullptr);
         QVERIFY(fdError(layer.b, surrogate) < kTol);
+    }
+
+    // Each kind against PyTorch autograd of the same formulas written as the official code writes them
+    // (tests/fixtures/make_kind_references.py, torch 2.15.0): output and every gradient in fp32, within 1e-5 of
+    // max(1, the reference's largest magnitude).
+    void againstPyTorch() {
+        const auto ref = test::readReference(test::sourceDir() + "/tests/fixtures/kinds-reference.safetensors");
+        auto mat = [&](const std::string &name) {
+            const test::RefTensor &t = ref.at(name);
+            return Matrix<float>(Eigen::Map<const Matrix<float>>(t.f32.data(), t.dim(0), t.dim(1)));
+        };
+        auto close = [&](const Matrix<float> &got, const std::string &name) {
+            const Matrix<float> want = mat(name);
+            if (got.rows() != want.rows() || got.cols() != want.cols())
+                return false;
+            const double scale = std::max(1.0f, want.cwiseAbs().maxCoeff());
+            const double err = (got - want).cwiseAbs().maxCoeff() / scale;
+            if (err > 1e-5)
+                qWarning("%s: %g", name.c_str(), err);
+            return err <= 1e-5;
+        };
+        auto layer = [&](const std::string &kind, const std::string &w, const std::string &b) {
+            auto set = std::make_unique<ParameterSet<float>>();
+            Parameter<float> pw;
+            pw.name = "model.layers.0.mlp.up_proj.weight";
+            pw.value = ref.count(kind + ".in." + w) ? mat(kind + ".in." + w) : Matrix<float>::Zero(6, 8);
+            set->add(std::move(pw));
+            Parameter<float> pb;
+            pb.name = "model.layers.0.mlp.up_proj.bias";
+            pb.isBias = true;
+            pb.value = mat(kind + ".in." + b);
+            set->add(std::move(pb));
+            return set;
+        };
+        {
+            auto set = layer("pst", "W", "b");
+            PstOptions o;
+            o.rank = 2;
+            o.maskRank = 3;
+            o.beta = 0.7;
+            o.alpha1 = 1.3;
+            o.alpha2 = 0.4;
+            PstLinear<float> lin(*set, set->find("model.layers.0.mlp.up_proj.weight"),
+                                 set->find("model.layers.0.mlp.up_proj.bias"), o, 1);
+            lin.u()->value = mat("pst.in.U");
+            lin.v()->value = mat("pst.in.V");
+            lin.a()->value = mat("pst.in.A");
+            lin.b()->value = mat("pst.in.B");
+            lin.r()->value = mat("pst.in.R");
+            lin.c()->value = mat("pst.in.C");
+            lin.setSparsity(0.4);
+            const Matrix<float> x = mat("pst.in.x");
+            Matrix<float> y, dx = Matrix<float>::Zero(x.rows(), x.cols());
+            lin.forward(x, y);
+            QVERIFY(close(y, "pst.y"));
+            lin.backward(mat("pst.in.dy"), x, &dx);
+            QVERIFY(close(dx, "pst.grad.x"));
+            QVERIFY(close(lin.u()->grad, "pst.grad.U") && close(lin.v()->grad, "pst.grad.V"));
+            QVERIFY(close(lin.a()->grad, "pst.grad.A") && close(lin.b()->grad, "pst.grad.B"));
+            QVERIFY(close(lin.r()->grad, "pst.grad.R") && close(lin.c()->grad, "pst.grad.C"));
+        }
+        {
+            auto set = layer("losparse", "S", "b");
+            LowRankSparseLinear<float> lin(*set, set->find("model.layers.0.mlp.up_proj.weight"),
+                                           set->find("model.layers.0.mlp.up_proj.bias"), 2);
+            lin.left()->value = mat("losparse.in.L");
+            lin.right()->value = mat("losparse.in.Rr");
+            lin.sparse()->value = mat("losparse.in.S");
+            lin.setRowMask({1, 0, 1, 1, 0, 1});
+            const Matrix<float> x = mat("losparse.in.x");
+            Matrix<float> y, dx = Matrix<float>::Zero(x.rows(), x.cols());
+            lin.forward(x, y);
+            QVERIFY(close(y, "losparse.y"));
+            lin.backward(mat("losparse.in.dy"), x, &dx);
+            QVERIFY(close(dx, "losparse.grad.x"));
+            QVERIFY(close(lin.left()->grad, "losparse.grad.L") && close(lin.right()->grad, "losparse.grad.Rr"));
+            QVERIFY(close(lin.sparse()->grad, "losparse.grad.S"));
+            QVERIFY(close(set->find("model.layers.0.mlp.up_proj.bias")->grad, "losparse.grad.b"));
+        }
+        {
+            auto set = layer("masked", "W", "b");
+            Parameter<float> *w = set->find("model.layers.0.mlp.up_proj.weight");
+            MaskedLinear<float> lin(*set, w, set->find("model.layers.0.mlp.up_proj.bias"), 0.5);
+            lin.scores()->value = mat("masked.in.scores");
+            const Matrix<float> x = mat("masked.in.x");
+            Matrix<float> y, dx = Matrix<float>::Zero(x.rows(), x.cols());
+            lin.forward(x, y);
+            QVERIFY(close(y, "masked.y"));
+            lin.backward(mat("masked.in.dy"), x, &dx);
+            QVERIFY(close(dx, "masked.grad.x") && close(w->grad, "masked.grad.W"));
+            QVERIFY(close(lin.scores()->grad, "masked.grad.scores"));
+            QVERIFY(close(set->find("model.layers.0.mlp.up_proj.bias")->grad, "masked.grad.b"));
+        }
     }
 
     // A block that runs some MLP channels and KV groups computes what the dense model computes with the other
