@@ -13,8 +13,13 @@
 #include "base/error.h"
 #include "clirun.h"
 #include "engine/evaluation.h"
+#include "export/losparseexport.h"
 #include "export/sparsearchive.h"
+#include "engine/transformer.h"
+#include "train/linearkinds.h"
 #include "io/modelloader.h"
+#include "io/safetensorsheader.h"
+#include "base/mappedfile.h"
 #include "methods/registry.h"
 #include "methods/trainingmethod.h"
 #include "model/model.h"
@@ -25,8 +30,10 @@
 
 #include <QtTest/QtTest>
 #include <QElapsedTimer>
+#include <QProcess>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <random>
 
@@ -219,6 +226,19 @@ private slots:
         QVERIFY(double(kept) <= 0.2 * double(dense) && double(kept) > 0.2 * double(dense) - double(widest));
         QVERIFY(std::abs(m["budget_fraction"].get<double>() - double(lowRank + kept) / double(dense)) < 1e-12);
         exportEvaluatesLikeTheRun(out);
+        // The compact form beside it holds exactly the budget's values for the targets.
+        auto file = MappedFile::open((out / "model-compact" / "model.safetensors").string());
+        const SafetensorsHeader h = parseSafetensorsHeader(file->data(), file->size(), "compact");
+        int64_t factors = 0, rows = 0;
+        for (const SafetensorsEntry &e : h.entries) {
+            const auto ends = [&](const char *s) { return e.name.size() > strlen(s) && e.name.rfind(s) == e.name.size() - strlen(s); };
+            if (ends(".lowrank_left") || ends(".lowrank_right"))
+                factors += e.shape[0] * e.shape[1];
+            if (ends(".sparse_rows"))
+                rows += e.shape[0] * e.shape[1];
+        }
+        QCOMPARE(factors, lowRank);
+        QCOMPARE(rows, kept);
     }
 
     // SAT: the ladder (0.5 for half the steps, then 0.25, then 0), a first dense step, the gathered steps really
@@ -241,6 +261,78 @@ private slots:
         QVERIFY(run(m, fs::path(test::tempDir("ft-sat-mag")) / "run").empty());
         m["sat"]["scores"] = "random";
         QVERIFY_THROWS_EXCEPTION(LatheError, TrainingSpec::fromJson(m));
+    }
+
+    // LoSparse's compact export (L, R, the kept rows of S and their index, with the shipped modelling code):
+    // transformers loads it with trust_remote_code and gives the logits Lathe's engine gives for the merged weights,
+    // and its KV cache, padded batches and generate() agree with its own full passes
+    // (tests/support/check_sliced_export.py); untied GQA, tied with q/k/v biases, and GPT-2's Conv1D.
+    void loSparseCompactExportLoadsInTransformers_data() {
+        QTest::addColumn<QString>("name");
+        for (const char *n : {"tf-llama", "tf-qwen2", "tf-gpt2"})
+            QTest::newRow(n) << QString(n);
+    }
+    void loSparseCompactExportLoadsInTransformers() {
+        QFETCH(QString, name);
+        const std::string path = test::fixturesDir() + "/" + name.toStdString();
+        auto model = openModel(path);
+        train::CausalLm<float> lm(*model);
+        int n = 0;
+        for (const auto &slot : lm.linears()) {
+            if (n++ % 2) // every other linear
+                continue;
+            lm.replaceLinear(slot.kind->weightName(), [](auto &ps, auto *w, auto *b) {
+                auto k = std::make_unique<train::LowRankSparseLinear<float>>(ps, w, b, 2);
+                std::vector<uint8_t> rows(size_t(k->outFeatures()), 1);
+                for (size_t r = 0; r < rows.size(); r += 3)
+                    rows[r] = 0;
+                k->setRowMask(rows);
+                return k;
+            });
+        }
+        // Lathe's logits of the merged weights.
+        auto merged = openModel(path);
+        lm.forEachExportTensor([&](const std::string &t, const train::Matrix<float> &v) {
+            std::vector<int64_t> shape = {v.rows()};
+            if (v.cols() > 1)
+                shape.push_back(v.cols());
+            merged->setFloat(t, std::vector<float>(v.data(), v.data() + v.size()), shape);
+        });
+        const TokenBatch b = TokenBatch::random(merged->config.vocabSize, 2, 9, 10);
+        Transformer engine(*merged);
+        const Mat logits = engine.forward(b);
+        const std::string dir = test::tempDir("losparse-export") + "/model";
+        auto copy = openModel(path);
+        HfWriteOptions o;
+        o.dtype = DType::F32;
+        exportLoSparseCompact(*copy, lm, dir, o);
+        // The factors under the module paths; the row index as int64.
+        auto file = MappedFile::open(dir + "/model.safetensors");
+        const SafetensorsHeader h = parseSafetensorsHeader(file->data(), file->size(), dir);
+        int factors = 0, indices = 0;
+        for (const SafetensorsEntry &e : h.entries) {
+            factors += e.name.find(".lowrank_left") != std::string::npos;
+            indices += e.name.find(".sparse_index") != std::string::npos && e.dtype == DType::I64;
+        }
+        QVERIFY(factors > 0 && factors == (n + 1) / 2 && indices == factors);
+        const QString python = QString::fromStdString(test::referencePython());
+        if (python.isEmpty())
+            QSKIP("no Python with transformers (packaging/make-reference-env.sh, or set LATHE_REFERENCE_ENV)");
+        nlohmann::json c = {{"logits", std::vector<float>(logits.data(), logits.data() + logits.size())},
+                            {"tolerance", 1e-4}};
+        c["input_ids"] = nlohmann::json::array();
+        for (int64_t i = 0; i < b.batch; ++i)
+            c["input_ids"].push_back(std::vector<int32_t>(b.tokens.begin() + i * b.seq, b.tokens.begin() + (i + 1) * b.seq));
+        const std::string casePath = dir + "-case.json";
+        test::writeText(casePath, c.dump());
+        QProcess proc;
+        proc.start(python, {QString::fromStdString(test::sourceDir() + "/tests/support/check_sliced_export.py"),
+                            QString::fromStdString(dir), QString::fromStdString(casePath)});
+        QVERIFY(proc.waitForFinished(240000));
+        qInfo("%s: transformers says %s", qPrintable(name), proc.readAllStandardOutput().trimmed().constData());
+        if (proc.exitCode() != 0)
+            qWarning("%s", proc.readAllStandardError().right(3000).constData());
+        QCOMPARE(proc.exitCode(), 0);
     }
 
     // SIGKILL at random moments and --resume: the same steps, evaluations and exported weights as an uninterrupted

@@ -66,8 +66,7 @@ HfWriteResult writeHfFolder(const Model &model, const std::string &dirArg, const
     for (const auto &t : model.tensors()) {
         if (t.role == TensorRole::Buffer)
             continue;
-        require(dtypeInfo(t.dtype).floatConvertible || !options.dtype, dirArg,
-                "tensor '" + t.name + "' is an integer tensor and cannot be converted to " + dtypeName(*options.dtype));
+        // The storage type applies to float tensors; integer ones (indices) are written as they are.
         Planned p{&t, t.dtype, t.shape, false, false, 0};
         if (options.dtype && dtypeInfo(t.dtype).floatConvertible)
             p.outType = *options.dtype;

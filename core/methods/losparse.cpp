@@ -7,7 +7,9 @@
 // the rows of every S keeps the target fraction of S's parameters (kept fractions differ per matrix). The kept
 // fraction follows a cubic schedule: 1 until t_i, the final p_f for the last t_f of the steps, cubic in between
 // (masks updated every ΔT steps on the ramp and every step in the final phase, as the official code does). The
-// export merges W = L R + S into an ordinary Hugging Face folder. Registered as "losparse".
+// export merges W = L R + S into an ordinary Hugging Face folder (model/) and writes the compact form beside it
+// (model-compact/: L, R, the kept rows of S and their index, with modelling code transformers loads with
+// trust_remote_code). Registered as "losparse".
 //
 // Differs from the official code (yxli2123/LoSparse): by default a pruned row stays pruned (a persistent mask: it
 // takes no gradient and its values are zeroed), while the official code zeroes the pruned rows' values at each
@@ -138,6 +140,8 @@ public:
                 {"mask", m_s.persistent ? "persistent" : "official"},
                 {"matrices", perMatrix}};
     }
+
+    bool lowRankSparseExport() const override { return true; }
 
     nlohmann::json state() const override {
         nlohmann::json masks = nlohmann::json::array();

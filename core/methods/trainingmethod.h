@@ -38,6 +38,9 @@ public:
     // A method whose export stores pruned weights as zeros names its pattern here: the run then also writes the
     // compact sparse archive (run.h5) of its pruned linears, as pruning runs do.
     virtual std::optional<SparsityPattern> sparseExport() const { return std::nullopt; }
+    // A method whose linears are low-rank plus sparse asks for the compact export beside the merged one
+    // (export/losparseexport.h: model-compact/, loadable by transformers with the shipped code).
+    virtual bool lowRankSparseExport() const { return false; }
     // What a checkpoint keeps beyond the parameters (masks, running scores), and its restoration.
     virtual nlohmann::json state() const { return nlohmann::json::object(); }
     virtual void restore(const nlohmann::json &) {}

@@ -7,6 +7,7 @@
 #include "engine/evaluation.h"
 #include "engine/transformer.h"
 #include "export/hfwriter.h"
+#include "export/losparseexport.h"
 #include "export/sparsearchive.h"
 #include "io/modelloader.h"
 #include "io/safetensorsheader.h"
@@ -591,6 +592,12 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
             result.exportDir = (dir / "model").string();
             writeHfFolder(*out, result.exportDir, wo);
             files.log("exported to " + result.exportDir);
+            if (method && method->lowRankSparseExport()) {
+                std::unique_ptr<Model> copy = openModel(spec.model);
+                const std::string compact = (dir / "model-compact").string();
+                exportLoSparseCompact(*copy, lm, compact, wo);
+                files.log("compact low-rank + sparse export: " + compact);
+            }
             if (const std::optional<SparsityPattern> pattern = method ? method->sparseExport() : std::nullopt) {
                 if (sparseArchiveAvailable()) {
                     std::vector<std::string> pruned;

@@ -1,9 +1,11 @@
-"""Loads a sliced model exported by Lathe with Hugging Face transformers (trust_remote_code=True) and checks it.
+"""Loads a model exported by Lathe with remote code (sliced, LoSparse compact) with Hugging Face transformers
+(trust_remote_code=True) and checks it.
 Usage: check_sliced_export.py FOLDER CASE.json. CASE.json holds Lathe's logits for input_ids (batch x t, t >= 4)
 and a tolerance (max |difference| / max(1, max |logit|)). Checked, each within the tolerance:
   * the logits of one forward pass against Lathe's;
   * the KV cache: a prefix with use_cache, then the last tokens one at a time, against the full pass;
-  * padding: every sequence left-padded by 3 tokens, with an attention_mask, against the unpadded pass;
+  * padding: every sequence left-padded by 3 tokens, with an attention_mask and the positions of the real tokens,
+    against the unpadded pass;
   * generate(): greedy generation with the cache equals greedy decoding by full recomputation;
   * with rope scaling: the inverse frequencies Lathe wrote equal transformers' own for that scaling.
 Prints the errors as JSON; exits 0 when all pass, 1 otherwise."""
@@ -61,7 +63,11 @@ def main():
         pad = 3
         padded = torch.cat([torch.zeros(bs, pad, dtype=torch.long), ids], dim=1)
         mask = torch.cat([torch.zeros(bs, pad, dtype=torch.long), torch.ones(bs, t, dtype=torch.long)], dim=1)
-        out["left_padding"] = rel(model(input_ids=padded, attention_mask=mask).logits[:, pad:], full)
+        # Positions counted over the real tokens, as generate() passes them (models with learned positions, such as
+        # GPT-2, need them; Lathe's sliced code derives the same from the mask when none are given).
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out["left_padding"] = rel(model(input_ids=padded, attention_mask=mask, position_ids=positions).logits[:, pad:],
+                                  full)
 
         prompt, new = ids[:1, :t - 2], 4
         generated = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new,
