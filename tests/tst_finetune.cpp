@@ -156,6 +156,12 @@ private slots:
                 want = 0.6 * (1 - std::pow(1 - (t - 0.1 * steps) / (0.6 * steps), 3));
             QVERIFY2(std::abs(sparsity - want) < 1e-12, qPrintable(QString("step %1: %2").arg(t).arg(sparsity)));
         }
+        // The Train dialog's preview is the run's schedule, step for step.
+        const TrainingSpec spec = TrainingSpec::fromJson(j);
+        const auto preview = spec.method->schedule(spec.methodParams, steps);
+        QCOMPARE(preview.name, std::string("sparsity"));
+        for (size_t i = 0; i < preview.values.size(); ++i)
+            QCOMPARE(preview.values[i], r["steps"][i]["method"]["sparsity"].get<double>());
         const nlohmann::json &m = r["method"];
         QCOMPARE(m["sparsity"].get<double>(), 0.6);
         // Only U, V, A, B, R, C train: per target (out x in), r (out + in) + r' (out + in) + out + in at rank 8.
@@ -206,7 +212,12 @@ private slots:
                                      20);
         const std::string err = run(j, out);
         QVERIFY2(err.empty(), err.c_str());
-        const nlohmann::json m = nlohmann::json::parse(readTextFile((out / "results.json").string()))["method"];
+        const nlohmann::json results = nlohmann::json::parse(readTextFile((out / "results.json").string()));
+        const nlohmann::json &m = results["method"];
+        const TrainingSpec spec = TrainingSpec::fromJson(j);
+        const auto preview = spec.method->schedule(spec.methodParams, 20);
+        for (size_t i = 0; i < preview.values.size(); ++i)
+            QCOMPARE(preview.values[i], results["steps"][i]["method"]["kept_fraction_of_s"].get<double>());
         // The budget adds up from the matrices, and the kept rows hold at most 20% of S's parameters (whole rows:
         // within one row of it).
         int64_t lowRank = 0, kept = 0, dense = 0, widest = 0;
@@ -254,6 +265,10 @@ private slots:
             const int64_t t = s["step"].get<int64_t>() - 1;
             QCOMPARE(s["method"]["omission"].get<double>(), t < 8 ? 0.5 : t < 12 ? 0.25 : 0.0);
         }
+        const TrainingSpec spec = TrainingSpec::fromJson(j);
+        const auto preview = spec.method->schedule(spec.methodParams, 16);
+        for (size_t i = 0; i < preview.values.size(); ++i)
+            QCOMPARE(preview.values[i], r["steps"][i]["method"]["omission"].get<double>());
         exportEvaluatesLikeTheRun(out);
         // Magnitude scores run too, and a refused parameter names its key.
         nlohmann::json m = j;

@@ -306,6 +306,17 @@ private slots:
             TrainDialog dialog(m_model);
             dialog.setSpec(s);
             QCOMPARE(QString::fromStdString(dialog.spec().toJson().dump()), QString::fromStdString(s.toJson().dump()));
+            // The schedule preview: one point per step, the method's own schedule; none for dense fine-tuning.
+            auto *preview = dialog.findChild<QCustomPlot *>("schedulePreview");
+            QVERIFY(preview);
+            if (method) {
+                QCOMPARE(preview->graphCount(), 1);
+                const auto want = method->schedule(s.methodParams, s.steps).values;
+                QCOMPARE(preview->graph(0)->data()->size(), int(want.size()));
+                QCOMPARE((preview->graph(0)->data()->constEnd() - 1)->value, want.back());
+            } else {
+                QCOMPARE(preview->graphCount(), 0);
+            }
             QVERIFY2(dialog.findChild<QPushButton *>("run")->isEnabled(),
                      qPrintable(dialog.findChild<QLabel *>("status")->text()));
             s.overwrite = false;

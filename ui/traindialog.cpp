@@ -7,6 +7,8 @@
 #include "methods/registry.h"
 #include "methods/trainingmethod.h"
 
+#include <qcustomplot.h>
+
 #include <QCheckBox>
 #include <QComboBox>
 #include <QDialogButtonBox>
@@ -64,6 +66,12 @@ TrainDialog::TrainDialog(const QString &modelPath, QWidget *parent) : QDialog(pa
     }
     form->addRow(tr("Method"), m_method);
     form->addRow(QString(), m_methodPages);
+    m_preview = new QCustomPlot(this);
+    m_preview->setObjectName("schedulePreview");
+    m_preview->setMinimumHeight(110);
+    m_preview->xAxis->setLabel(tr("step"));
+    m_preview->yAxis->setRange(0, 1);
+    form->addRow(tr("Schedule"), m_preview);
 
     m_model = withBrowse(this, form, tr("Model"), false, "model", tr("Model"));
     m_tokenizer = withBrowse(this, form, tr("Tokenizer (optional)"), false, "tokenizer", tr("Tokenizer"));
@@ -235,6 +243,31 @@ void TrainDialog::refresh() {
     if (m_loading)
         return;
     m_methodPages->setCurrentIndex(m_method->currentIndex());
+    // The schedule preview: what the run's metrics will show for this method, parameters and step count.
+    m_preview->clearGraphs();
+    bool preview = false;
+    try {
+        const TrainingSpec s = spec();
+        if (s.method) {
+            const FineTuningMethod::Schedule sched = s.method->schedule(s.methodParams, std::min<int64_t>(s.steps, 100000));
+            QVector<double> x, y;
+            for (size_t i = 0; i < sched.values.size(); ++i) {
+                x << double(i + 1);
+                y << sched.values[i];
+            }
+            QCPGraph *g = m_preview->addGraph();
+            g->setName(QString::fromStdString(sched.name).replace('_', ' '));
+            g->setData(x, y, true);
+            g->setPen(QPen(QColor(44, 160, 44), 1.5));
+            m_preview->xAxis->setRange(0, std::max(1.0, double(sched.values.size())));
+            m_preview->yAxis->setLabel(g->name());
+            preview = true;
+        }
+    } catch (const LatheError &) {
+        // a field that does not parse: the status line below says which
+    }
+    m_preview->setVisible(preview);
+    m_preview->replot();
     QString problem;
     try {
         validateTrainingSpec(spec());

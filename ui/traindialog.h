@@ -6,7 +6,9 @@
 
 #include <vector>
 
+class QCPGraph;
 class QCheckBox;
+class QCustomPlot;
 class QComboBox;
 class QDoubleSpinBox;
 class QLabel;
@@ -23,7 +25,8 @@ class ParamForm;
 // the control, or a registered fine-tuning method with a form for its parameters built from their declarations),
 // what trains, the data (training text, held-out text or fraction, window, batch, accumulation, evaluation windows,
 // seed), the optimizer and schedule, steps, evaluation and checkpoint intervals, recomputation, and the output.
-// Every field of a spec given to setSpec comes back from spec() (resume, which the dialog does not show, is
+// A small plot previews the method's schedule (sparsity, kept fraction, omission rate) over the run's steps, as the
+// run will report it. Every field of a spec given to setSpec comes back from spec() (resume, which the dialog does not show, is
 // carried). Mistakes the engine can find without running are shown as the user types, with Run disabled; the
 // spec can be saved as JSON.
 class TrainDialog : public QDialog {
@@ -50,6 +53,7 @@ private:
         *m_checkpointEvery;
     QComboBox *m_schedule, *m_dtype;
     QCheckBox *m_recompute, *m_export, *m_overwrite;
+    QCustomPlot *m_preview; // the method's schedule over the run's steps (hidden for dense fine-tuning)
     QLabel *m_status;
     QPushButton *m_run;
 };

@@ -58,6 +58,11 @@ int rankFor(double ratio, int64_t out, int64_t in) {
     return int(std::clamp<double>(r, 1.0, double(std::min(out, in))));
 }
 
+// The kept fraction of S after `t` steps of `total`: 1 until t_i, cubic to p_f, p_f for the last t_f.
+double keptFractionAt(const LoSparseSettings &s, int64_t t, int64_t total) {
+    return cubicSchedule(t, total, s.initialWarmup, 1.0 - s.finalWarmup, 1.0, s.finalKeep);
+}
+
 class LoSparseRun : public TrainingMethodRun {
 public:
     explicit LoSparseRun(LoSparseSettings s) : m_s(std::move(s)) {}
@@ -100,7 +105,7 @@ public:
             m_windowSteps = 0;
             m_haveScores = true;
         }
-        m_keep = keptFraction(t, total);
+        m_keep = keptFractionAt(m_s, t, total);
         const bool finalPhase = double(t) > double(total) * (1.0 - m_s.finalWarmup);
         const bool ramp = double(t) > double(total) * m_s.initialWarmup;
         if (m_haveScores && ramp && (finalPhase || t % m_s.deltaT == 0))
@@ -164,9 +169,6 @@ public:
     }
 
 private:
-    double keptFraction(int64_t t, int64_t total) const {
-        return cubicSchedule(t, total, m_s.initialWarmup, 1.0 - m_s.finalWarmup, 1.0, m_s.finalKeep);
-    }
 
     static size_t keptRowsByValue(const train::LowRankSparseLinear<float> &k) {
         size_t n = 0;
@@ -264,6 +266,11 @@ public:
                              "their sum must be at most 1");
     }
     std::string targetsKey() const override { return "losparse.targets"; }
+    Schedule schedule(const MethodParams &params, int64_t steps) const override {
+        const LoSparseSettings s = settingsOf(params);
+        // Reported after step t (1-based), as afterStep computes it.
+        return sampleSchedule("kept_fraction_of_s", steps, 1, [&](int64_t t) { return keptFractionAt(s, t, steps); });
+    }
     std::unique_ptr<TrainingMethodRun> startTraining(const Model &, const MethodParams &params,
                                                      uint64_t) const override {
         return std::make_unique<LoSparseRun>(settingsOf(params));

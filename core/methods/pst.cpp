@@ -43,6 +43,11 @@ PstSettings settingsOf(const MethodParams &p) {
     return s;
 }
 
+// The sparsity of step `step` (0-based) of `total`.
+double sparsityAt(const PstSettings &s, int64_t step, int64_t total) {
+    return cubicSchedule(step, total, s.rampBegin, s.rampEnd, 0.0, s.finalSparsity);
+}
+
 class PstRun : public TrainingMethodRun {
 public:
     PstRun(PstSettings s, uint64_t seed) : m_s(std::move(s)), m_seed(seed) {}
@@ -61,7 +66,7 @@ public:
         }
     }
     void beforeStep(train::CausalLm<float> &, int64_t step, int64_t total) override {
-        m_sparsity = cubicSchedule(step, total, m_s.rampBegin, m_s.rampEnd, 0.0, m_s.finalSparsity);
+        m_sparsity = sparsityAt(m_s, step, total);
         for (train::PstLinear<float> *k : m_kinds)
             k->setSparsity(m_sparsity);
     }
@@ -141,6 +146,10 @@ public:
             throw LatheError("pst.ramp_end is before pst.ramp_begin", "the ramp runs from ramp_begin to ramp_end");
     }
     std::string targetsKey() const override { return "pst.targets"; }
+    Schedule schedule(const MethodParams &params, int64_t steps) const override {
+        const PstSettings s = settingsOf(params);
+        return sampleSchedule("sparsity", steps, 0, [&](int64_t t) { return sparsityAt(s, t, steps); });
+    }
     std::unique_ptr<TrainingMethodRun> startTraining(const Model &, const MethodParams &params,
                                                      uint64_t seed) const override {
         return std::make_unique<PstRun>(settingsOf(params), seed);

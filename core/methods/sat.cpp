@@ -35,6 +35,17 @@ struct SatSettings {
     bool mlp = true, attention = true, magnitude = false;
 };
 
+SatSettings settingsOf(const MethodParams &p) {
+    SatSettings s;
+    s.omission = p.get<double>("sat.omission");
+    s.hold = p.get<double>("sat.hold");
+    s.rungs = p.get<int64_t>("sat.rungs");
+    s.mlp = p.get<bool>("sat.mlp");
+    s.attention = p.get<bool>("sat.attention");
+    s.magnitude = p.get<std::string>("sat.scores") == "magnitude";
+    return s;
+}
+
 // The ladder: ω0 until hold * total, then `rungs` equal phases at ω0 (rungs - 1) / rungs, ..., 0.
 double ladder(const SatSettings &s, int64_t step, int64_t total) {
     const double t = double(step), start = s.hold * double(total);
@@ -192,6 +203,10 @@ public:
     }
     const MethodInfo &info() const override { return m_info; }
     std::string targetsKey() const override { return {}; }
+    Schedule schedule(const MethodParams &params, int64_t steps) const override {
+        const SatSettings s = settingsOf(params);
+        return sampleSchedule("omission", steps, 0, [&](int64_t t) { return ladder(s, t, steps); });
+    }
     void checkRun(const Model &model, double, const MethodParams &) const override {
         if (model.config.family == ArchFamily::Bert || model.config.slicing.active())
             throw LatheError(model.sourcePath + ": sat trains decoder language models",
@@ -204,14 +219,7 @@ public:
                 " MLP channels per block"};
     }
     std::unique_ptr<TrainingMethodRun> startTraining(const Model &, const MethodParams &p, uint64_t) const override {
-        SatSettings s;
-        s.omission = p.get<double>("sat.omission");
-        s.hold = p.get<double>("sat.hold");
-        s.rungs = p.get<int64_t>("sat.rungs");
-        s.mlp = p.get<bool>("sat.mlp");
-        s.attention = p.get<bool>("sat.attention");
-        s.magnitude = p.get<std::string>("sat.scores") == "magnitude";
-        return std::make_unique<SatRun>(s);
+        return std::make_unique<SatRun>(settingsOf(p));
     }
 
 private:

@@ -46,6 +46,15 @@ MethodOutcome FineTuningMethod::run(Model &, const MethodParams &, const MethodC
                          "\" and run lathe-cli train JOB.json (docs/training.md)");
 }
 
+FineTuningMethod::Schedule FineTuningMethod::sampleSchedule(const std::string &name, int64_t steps, int64_t first,
+                                                            const std::function<double(int64_t)> &at) {
+    Schedule out{name, {}};
+    out.values.reserve(size_t(std::max<int64_t>(0, steps)));
+    for (int64_t t = first; t < first + steps; ++t)
+        out.values.push_back(at(t));
+    return out;
+}
+
 std::vector<train::CausalLm<float>::LinearSlot> targetLinears(const train::CausalLm<float> &lm,
                                                               const std::string &pattern) {
     const unicode::NamePattern re(pattern);

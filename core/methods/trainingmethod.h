@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -59,6 +60,18 @@ public:
                                                              uint64_t seed) const = 0;
     // The key of the parameter holding the regex of target linear weights (every method has one).
     virtual std::string targetsKey() const = 0;
+    // The method's schedule over a run of `steps` steps, the value a run reports at each step (step 1..steps):
+    // its name ("sparsity", "kept_fraction_of_s", "omission") and values, for the Train dialog's preview.
+    struct Schedule {
+        std::string name;
+        std::vector<double> values;
+    };
+    virtual Schedule schedule(const MethodParams &params, int64_t steps) const = 0;
+
+protected:
+    // `name` with at(t) for t = first .. first + steps - 1.
+    static Schedule sampleSchedule(const std::string &name, int64_t steps, int64_t first,
+                                   const std::function<double(int64_t)> &at);
 };
 
 // The block linears of `lm` whose weight name the regex `pattern` matches, in the model's order; LatheError when
