@@ -109,7 +109,8 @@ TrainDialog::TrainDialog(const QString &modelPath, QWidget *parent) : QDialog(pa
     m_eps = edit(this, "eps", tr("AdamW epsilon"));
     form->addRow(tr("Decay / clip / betas / eps"), row(this, {m_weightDecay, m_clip, m_beta1, m_beta2, m_eps}));
     m_steps = spin(this, "steps", 1, std::numeric_limits<int>::max(), tr("Optimizer steps"));
-    m_evalEvery = spin(this, "evalEvery", 0, std::numeric_limits<int>::max(), tr("Steps between evaluations; 0: at the end only"));
+    m_evalEvery = spin(this, "evalEvery", 0, std::numeric_limits<int>::max(),
+                       tr("Steps between evaluations; 0: at the end only"));
     m_checkpointEvery = spin(this, "checkpointEvery", 0, std::numeric_limits<int>::max(),
                              tr("Steps between checkpoints (a killed run resumes from the last); 0: none"));
     form->addRow(tr("Steps / evaluate every / checkpoint every"), row(this, {m_steps, m_evalEvery, m_checkpointEvery}));
@@ -143,7 +144,8 @@ TrainDialog::TrainDialog(const QString &modelPath, QWidget *parent) : QDialog(pa
     for (QLineEdit *e : {m_model, m_tokenizer, m_trainable, m_train, m_eval, m_seed, m_lr, m_minLr, m_weightDecay,
                          m_clip, m_beta1, m_beta2, m_eps, m_output})
         connect(e, &QLineEdit::textChanged, this, &TrainDialog::refresh);
-    for (QSpinBox *s : {m_seqLen, m_batch, m_accumulate, m_evalWindows, m_warmup, m_steps, m_evalEvery, m_checkpointEvery})
+    for (QSpinBox *s :
+         {m_seqLen, m_batch, m_accumulate, m_evalWindows, m_warmup, m_steps, m_evalEvery, m_checkpointEvery})
         connect(s, &QSpinBox::valueChanged, this, &TrainDialog::refresh);
     connect(m_holdout, &QDoubleSpinBox::valueChanged, this, &TrainDialog::refresh);
     for (QComboBox *c : {m_method, m_schedule, m_dtype})
@@ -213,7 +215,9 @@ TrainingSpec TrainDialog::spec() const {
     s.evalText = m_eval->text().trimmed().toStdString();
     s.holdout = m_holdout->value();
     // A spin box shows at most INT_MAX: a larger value from the spec is kept while its box is not edited.
-    auto fromSpin = [](const QSpinBox *b, int64_t before) { return b->value() == toSpin(before) ? before : int64_t(b->value()); };
+    auto fromSpin = [](const QSpinBox *b, int64_t before) {
+        return b->value() == toSpin(before) ? before : int64_t(b->value());
+    };
     s.seqLen = fromSpin(m_seqLen, m_base.seqLen);
     s.batch = fromSpin(m_batch, m_base.batch);
     s.accumulate = fromSpin(m_accumulate, m_base.accumulate);
@@ -249,7 +253,8 @@ void TrainDialog::refresh() {
     try {
         const TrainingSpec s = spec();
         if (s.method) {
-            const FineTuningMethod::Schedule sched = s.method->schedule(s.methodParams, std::min<int64_t>(s.steps, 100000));
+            const FineTuningMethod::Schedule sched =
+                s.method->schedule(s.methodParams, std::min<int64_t>(s.steps, 100000));
             QVector<double> x, y;
             for (size_t i = 0; i < sched.values.size(); ++i) {
                 x << double(i + 1);

@@ -25,7 +25,8 @@ void FineTuningMethod::checkRun(const Model &model, double, const MethodParams &
     for (const TensorInfo &t : model.tensors())
         if (isBlockLinear(t) && re.search(t.name))
             return;
-    throw LatheError(targetsKey() + ": '" + params.get<std::string>(targetsKey()) + "' matches none of the block linears",
+    throw LatheError(targetsKey() + ": '" + params.get<std::string>(targetsKey()) +
+                         "' matches none of the block linears",
                      "names look like model.layers.0.mlp.down_proj.weight");
 }
 
@@ -40,7 +41,8 @@ std::vector<std::string> FineTuningMethod::preview(const Model &model, double, c
     return {std::to_string(n) + " linears, " + std::to_string(weights) + " weights"};
 }
 
-MethodOutcome FineTuningMethod::run(Model &, const MethodParams &, const MethodContext &, const ProgressCallback &) const {
+MethodOutcome FineTuningMethod::run(Model &, const MethodParams &, const MethodContext &,
+                                    const ProgressCallback &) const {
     throw LatheError(info().name + " is a fine-tuning method: it runs as a training job",
                      "write a training job spec with \"method\": \"" + info().name +
                          "\" and run lathe-cli train JOB.json (docs/training.md)");
