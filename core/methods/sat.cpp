@@ -148,7 +148,13 @@ private:
         for (auto &v : m_mlp)
             std::fill(v.begin(), v.end(), 1.0f);
         for (const auto &slot : lm.linears()) {
-            const train::Matrix<float> w = slot.kind->effectiveWeight();
+            if (slot.role != TensorRole::MlpUp && slot.role != TensorRole::MlpGate && slot.role != TensorRole::MlpDown &&
+                slot.role != TensorRole::AttnO)
+                continue;
+            // Gathered steps run on dense linears: read their weight in place (no copy per step).
+            train::Matrix<float> copy;
+            const auto *dense = dynamic_cast<const train::DenseLinear<float> *>(slot.kind);
+            const train::Matrix<float> &w = dense ? dense->weight()->value : (copy = slot.kind->effectiveWeight());
             std::vector<float> &mlp = m_mlp[size_t(slot.layer)];
             if (slot.role == TensorRole::MlpUp || slot.role == TensorRole::MlpGate)
                 for (int64_t j = 0; j < w.rows(); ++j)

@@ -208,6 +208,10 @@ template <class T> void MaskedLinear<T>::updateMask() {
         m_mask = pruneSmallestMask(m_scores->value, m_sparsity);
 }
 
+template <class T> Matrix<T> MaskedLinear<T>::maskedWeight() const {
+    return m_w->value.cwiseProduct(maskMatrix<T>(m_mask, this->m_out, this->m_in));
+}
+
 template <class T> Matrix<T> MaskedLinear<T>::effectiveWeight() const {
     // From the scores as they are now (an optimizer step may have moved them since the last forward).
     return m_w->value.cwiseProduct(
@@ -221,14 +225,14 @@ template <class T> int64_t MaskedLinear<T>::activeWeights() const {
 template <class T> void MaskedLinear<T>::forward(const Matrix<T> &x, Matrix<T> &y, const LinearSelection &sel) {
     this->requireAll(sel);
     updateMask(); // the scores moved with the last optimizer step
-    linearForward<T>(x, effectiveWeight(), Vector<T>(), y);
+    linearForward<T>(x, maskedWeight(), Vector<T>(), y);
     this->addBias(y, sel);
 }
 
 template <class T>
 void MaskedLinear<T>::backward(const Matrix<T> &dy, const Matrix<T> &x, Matrix<T> *dx, const LinearSelection &sel) {
     this->requireAll(sel);
-    const Matrix<T> w = m_w->value.cwiseProduct(maskMatrix<T>(m_mask, this->m_out, this->m_in)); // the forward's
+    const Matrix<T> w = maskedWeight(); // with the forward's mask
     const bool needG = m_w->trainable() || (m_scores && m_scores->trainable());
     if (dx)
         linearBackward<T>(dy, x, w, dx, nullptr, nullptr);

@@ -105,6 +105,7 @@ public:
 
 private:
     void updateMask();
+    Matrix<T> maskedWeight() const; // W ⊙ the current mask (m_mask, from the last updateMask)
     Parameter<T> *m_w, *m_scores = nullptr;
     double m_sparsity = 0;
     std::vector<uint8_t> m_mask;
