@@ -24,13 +24,13 @@
 #include "methods/trainingmethod.h"
 #include "model/model.h"
 #include "referencefile.h"
+#include "remotecodecheck.h"
 #include "run/compressionspec.h"
 #include "run/trainingrun.h"
 #include "testsupport.h"
 
 #include <QtTest/QtTest>
 #include <QElapsedTimer>
-#include <QProcess>
 
 #include <cmath>
 #include <cstring>
@@ -333,21 +333,7 @@ private slots:
         const QString python = QString::fromStdString(test::referencePython());
         if (python.isEmpty())
             QSKIP("no Python with transformers (packaging/make-reference-env.sh, or set LATHE_REFERENCE_ENV)");
-        nlohmann::json c = {{"logits", std::vector<float>(logits.data(), logits.data() + logits.size())},
-                            {"tolerance", 1e-4}};
-        c["input_ids"] = nlohmann::json::array();
-        for (int64_t i = 0; i < b.batch; ++i)
-            c["input_ids"].push_back(std::vector<int32_t>(b.tokens.begin() + i * b.seq, b.tokens.begin() + (i + 1) * b.seq));
-        const std::string casePath = dir + "-case.json";
-        test::writeText(casePath, c.dump());
-        QProcess proc;
-        proc.start(python, {QString::fromStdString(test::sourceDir() + "/tests/support/check_sliced_export.py"),
-                            QString::fromStdString(dir), QString::fromStdString(casePath)});
-        QVERIFY(proc.waitForFinished(240000));
-        qInfo("%s: transformers says %s", qPrintable(name), proc.readAllStandardOutput().trimmed().constData());
-        if (proc.exitCode() != 0)
-            qWarning("%s", proc.readAllStandardError().right(3000).constData());
-        QCOMPARE(proc.exitCode(), 0);
+        QCOMPARE(test::checkRemoteCodeExport(python, dir, logits, b, name), 0);
     }
 
     // SIGKILL at random moments and --resume: the same steps, evaluations and exported weights as an uninterrupted

@@ -22,11 +22,11 @@
 #include "numeric/backend.h"
 #include "run/compressionrun.h"
 #include "clirun.h"
+#include "remotecodecheck.h"
 #include "testsupport.h"
 #include "tokenizers/tokenizer.h"
 
 #include <QtTest/QtTest>
-#include <QProcess>
 
 #include <cmath>
 #include <map>
@@ -305,22 +305,7 @@ private slots:
         const Mat logits = logitsOf(*model, b);
         const std::string dir = test::tempDir("sliced-export") + "/model";
         exportSlicedModel(*model, dir);
-        nlohmann::json c = {{"logits", std::vector<float>(logits.data(), logits.data() + logits.size())},
-                            {"tolerance", 1e-4}};
-        c["input_ids"] = nlohmann::json::array();
-        for (int64_t i = 0; i < b.batch; ++i)
-            c["input_ids"].push_back(std::vector<int32_t>(b.tokens.begin() + i * b.seq, b.tokens.begin() + (i + 1) * b.seq));
-        const std::string casePath = dir + "-case.json";
-        test::writeText(casePath, c.dump());
-        QProcess proc;
-        proc.start(python, {QString::fromStdString(test::sourceDir() + "/tests/support/check_sliced_export.py"),
-                            QString::fromStdString(dir), QString::fromStdString(casePath)});
-        QVERIFY(proc.waitForFinished(240000));
-        const QByteArray out = proc.readAllStandardOutput();
-        qInfo("%s: transformers says %s", qPrintable(name), out.trimmed().constData());
-        if (proc.exitCode() != 0)
-            qWarning("%s", proc.readAllStandardError().right(3000).constData());
-        QCOMPARE(proc.exitCode(), 0);
+        QCOMPARE(test::checkRemoteCodeExport(python, dir, logits, b, name), 0);
     }
 
     // The job runner end to end on the demo model (stories260K) and TinyStories text: Wanda 50%, evaluation,
