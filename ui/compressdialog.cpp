@@ -218,12 +218,9 @@ void CompressDialog::refresh() {
         if (m_model)
             checkSpecAgainstModel(s, *m_model); // lengths against the model's positions, widths, ranges
     } catch (const LatheError &e) {
-        problem = QString::fromStdString(e.what());
-        if (!e.hint().empty())
-            problem += " — " + QString::fromStdString(e.hint());
+        problem = problemText(e);
     }
-    m_status->setText(problem.isEmpty() ? tr("Ready.") : problem);
-    m_run->setEnabled(problem.isEmpty());
+    showProblem(m_status, m_run, problem);
 }
 
 void CompressDialog::saveSpec() {

@@ -73,6 +73,18 @@ QString saveJobSpec(QWidget *parent, const nlohmann::json &spec) {
     return {};
 }
 
+void showProblem(QLabel *status, QPushButton *run, const QString &problem) {
+    status->setText(problem.isEmpty() ? QObject::tr("Ready.") : problem);
+    run->setEnabled(problem.isEmpty());
+}
+
+QString problemText(const LatheError &e) {
+    QString text = QString::fromStdString(e.what());
+    if (!e.hint().empty())
+        text += " — " + QString::fromStdString(e.hint());
+    return text;
+}
+
 JobDialogFooter addJobDialogFooter(QDialog *dialog, QBoxLayout *layout) {
     JobDialogFooter f;
     f.status = new QLabel(dialog);

@@ -18,6 +18,8 @@ class QWidget;
 
 namespace lathe {
 
+class LatheError;
+
 // Pieces the job dialogs (compress, train) build their forms from.
 
 // A line edit with a Browse button for a folder or a file (`what` titles the file dialog), added to `form`.
@@ -32,6 +34,11 @@ double realNumber(const QLineEdit *e, const std::string &what);
 // Asks where to save and writes `spec` there atomically (QSaveFile); returns an error message, empty on success
 // or when the user cancelled.
 QString saveJobSpec(QWidget *parent, const nlohmann::json &spec);
+
+// Shows `problem` on a job dialog's status line, or "Ready." when it is empty; Run is enabled only then.
+void showProblem(QLabel *status, QPushButton *run, const QString &problem);
+// A LatheError as a status line shows it: the message, then " — " and the hint when there is one.
+QString problemText(const LatheError &e);
 
 // The foot of a job dialog, added to `layout`: a status line ("status"), then Cancel, Run ("run": accepts) and
 // Save Job Spec... (the caller connects it).

@@ -277,12 +277,9 @@ void TrainDialog::refresh() {
     try {
         validateTrainingSpec(spec());
     } catch (const LatheError &e) {
-        problem = QString::fromStdString(e.what());
-        if (!e.hint().empty())
-            problem += " — " + QString::fromStdString(e.hint());
+        problem = problemText(e);
     }
-    m_status->setText(problem.isEmpty() ? tr("Ready.") : problem);
-    m_run->setEnabled(problem.isEmpty());
+    showProblem(m_status, m_run, problem);
 }
 
 } // namespace lathe
