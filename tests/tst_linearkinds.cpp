@@ -46,6 +46,17 @@ double fdError(Parameter<double> *p, const std::function<double()> &loss) {
 
 constexpr double kTol = 1e-6;
 
+// sum(lin(x) ⊙ r): the scalar whose gradient a backward with dy = r computes; evaluated afresh at each call, so
+// finite differences may move x or the kind's parameters between calls.
+std::function<double()> weightedLoss(LinearKind<double> &lin, const MatX &x, const MatX &r,
+                                     const LinearSelection &sel = {}) {
+    return [&lin, &x, &r, sel] {
+        MatX y;
+        lin.forward(x, y, sel);
+        return weighted(y, r);
+    };
+}
+
 // A (out x in) weight and a bias in a fresh parameter set.
 struct Layer {
     ParameterSet<double> params;
@@ -143,11 +154,7 @@ private slots:
                     x.col(j) = full.col(sel.cols.empty() ? j : sel.cols[size_t(j)]);
                 const int64_t outCols = sel.rows.empty() ? 6 : int64_t(sel.rows.size());
                 const MatX r = randomMat(5, outCols, rng);
-                auto loss = [&] {
-                    MatX y;
-                    lin.forward(x, y, sel);
-                    return weighted(y, r);
-                };
+                const auto loss = weightedLoss(lin, x, r, sel);
                 if (sel.cols.empty()) { // same input: the compact output is the full output's selected columns
                     MatX y;
                     lin.forward(x, y, sel);
@@ -183,11 +190,7 @@ private slots:
         {
             MaskedLinear<double> lin(layer.w, layer.b, fixed);
             MatX x = x0;
-            auto loss = [&] {
-                MatX y;
-                lin.forward(x, y);
-                return weighted(y, r);
-            };
+            const auto loss = weightedLoss(lin, x, r);
             layer.params.zeroGrad();
             MatX dx = MatX::Zero(5, 8);
             lin.backward(r, x, &dx);
@@ -245,11 +248,7 @@ private slots:
         QCOMPARE(lin.activeWeights(), int64_t(2 * 14 + 32));
         MatX x = randomMat(5, 8, rng);
         const MatX r = randomMat(5, 6, rng);
-        auto loss = [&] {
-            MatX y;
-            lin.forward(x, y);
-            return weighted(y, r);
-        };
+        const auto loss = weightedLoss(lin, x, r);
         layer.params.zeroGrad();
         MatX dx = MatX::Zero(5, 8);
         lin.backward(r, x, &dx);
