@@ -6,7 +6,10 @@
 //   mask ⊙ (W + U V) with exactly floor(s n) zeros per target matrix, and evaluating the exported folder with
 //   `lathe-cli eval` gives the run's final evaluation loss;
 // - LoSparse: the budget (low-rank part + kept rows of S) is what the report says, pruned rows of the export's
-//   S part are zero (W - L R), and the exported folder evaluates to the run's final loss;
+//   S part are zero (W - L R), and the exported folder evaluates to the run's final loss; with low_rank_only the
+//   model is L R alone from the first evaluation on (the SVD truncation baseline) and S neither trains nor exports;
+// - recovery (magnitude + fine-tuning): the zeros of the export are exactly the floor(s n) smallest |W| of each
+//   original matrix while the kept weights trained, and a second run at sparsity 0 on that export keeps its zeros;
 // - both resume after SIGKILL with the steps, evaluations and exported weights of an uninterrupted run (the
 //   method's own state, masks and running scores, travels in the checkpoint).
 
@@ -128,14 +131,14 @@ private slots:
         } catch (const LatheError &e) {
             QVERIFY(QString::fromStdString(e.hint()).contains("lathe-cli train"));
         }
-        QCOMPARE(int(methodsOfKind(MethodKind::FineTuning).size()), 3);
+        QCOMPARE(int(methodsOfKind(MethodKind::FineTuning).size()), 4);
         // lathe-cli methods lists them with their kind.
         const test::CliRun m = test::runCli({"methods", "--json"});
         QVERIFY2(m.exitCode == 0, m.err.c_str());
         int fineTuning = 0;
         for (const auto &e : nlohmann::json::parse(m.out))
             fineTuning += e["kind"] == "fine-tuning";
-        QCOMPARE(fineTuning, 3);
+        QCOMPARE(fineTuning, 4);
     }
 
     void pst() {
@@ -252,6 +255,78 @@ private slots:
         QCOMPARE(rows, kept);
     }
 
+    // The SVD truncation baseline: S is gone before the first evaluation and never comes back.
+    void losparseLowRankOnly() {
+        const fs::path out = fs::path(test::tempDir("ft-losparse-lr")) / "run";
+        const nlohmann::json j = job({{"method", "losparse"}, {"losparse", {{"rank_ratio", 0.2}, {"low_rank_only", true}}}}, 6);
+        const std::string err = run(j, out);
+        QVERIFY2(err.empty(), err.c_str());
+        const nlohmann::json r = nlohmann::json::parse(readTextFile((out / "results.json").string()));
+        QCOMPARE(r["method"]["sparse_parameters_kept"].get<int64_t>(), int64_t(0));
+        QCOMPARE(r["method"]["budget_fraction"].get<double>(), r["method"]["low_rank_fraction"].get<double>());
+        for (const auto &s : r["steps"])
+            QCOMPARE(s["method"]["kept_fraction_of_s"].get<double>(), 0.0);
+        // Trainable: everything but S (L and R replace each target's weight).
+        auto model = openModel(test::sourceDir() + "/resources/demo/stories260K.bin");
+        int64_t others = 0;
+        for (const TensorInfo &t : model->tensors())
+            if (!(t.layer >= 0 && t.shape.size() == 2))
+                others += t.numel();
+        QCOMPARE(r["plan"]["trainable_parameters"].get<int64_t>(),
+                 others + r["method"]["low_rank_parameters"].get<int64_t>());
+        // The step-0 evaluation is already the truncated model: far from the dense model's.
+        const test::CliRun dense = test::runCli({"eval", "--model", QString::fromStdString(test::sourceDir() + "/resources/demo/stories260K.bin"),
+                                                 "--text", QString::fromStdString(test::dataDir() + "/text/tinystories-excerpt.txt"),
+                                                 "--seq-len", QString::number(kSeq), "--max-tokens",
+                                                 QString::number(kSeq * kEvalWindows), "--device", "cpu", "--json"});
+        QVERIFY2(dense.exitCode == 0, dense.err.c_str());
+        QVERIFY(r["evals"][0]["eval_loss"].get<double>() > nlohmann::json::parse(dense.out)["mean_nll"].get<double>() + 0.5);
+        exportEvaluatesLikeTheRun(out);
+    }
+
+    void recovery() {
+        const fs::path root = test::tempDir("ft-recovery");
+        const nlohmann::json j = job({{"method", "recovery"}, {"recovery", {{"sparsity", 0.6}}}}, 8);
+        const std::string err = run(j, root / "run");
+        QVERIFY2(err.empty(), err.c_str());
+        const nlohmann::json r = nlohmann::json::parse(readTextFile((root / "run" / "results.json").string()));
+        QCOMPARE(r["method"]["requested_sparsity"].get<double>(), 0.6);
+        auto model = openModel(test::sourceDir() + "/resources/demo/stories260K.bin");
+        const auto tensors = test::readReference((root / "run" / "model" / "model.safetensors").string());
+        int64_t targets = 0, changed = 0;
+        for (const TensorInfo &t : model->tensors()) {
+            if (t.layer < 0 || t.shape.size() != 2)
+                continue;
+            ++targets;
+            const std::vector<float> before = model->loadFloat(t), &after = tensors.at(t.name).f32;
+            train::Matrix<float> magnitudes(t.shape[0], t.shape[1]);
+            for (int64_t i = 0; i < magnitudes.size(); ++i)
+                magnitudes.data()[i] = std::abs(before[size_t(i)]);
+            // Eigen's storage order is the safetensors row-major order for these matrices (train::Matrix).
+            const std::vector<uint8_t> mask = train::pruneSmallestMask<float>(magnitudes, 0.6);
+            for (size_t i = 0; i < mask.size(); ++i) {
+                QVERIFY2((after[i] == 0.0f) == !mask[i], qPrintable(QString::fromStdString(t.name) + " " + QString::number(i)));
+                changed += mask[i] && after[i] != before[i];
+            }
+        }
+        QCOMPARE(r["method"]["linears"].get<int64_t>(), targets);
+        QVERIFY(changed > 0); // the kept weights trained
+        QVERIFY(fs::exists(root / "run" / "run.h5") || !sparseArchiveAvailable());
+        exportEvaluatesLikeTheRun(root / "run");
+        // A pruned model fine-tuned at sparsity 0 keeps its own zeros.
+        nlohmann::json again = job({{"method", "recovery"}, {"recovery", {{"sparsity", 0.0}}}}, 4);
+        again["model"] = (root / "run" / "model").string();
+        const std::string err2 = run(again, root / "again");
+        QVERIFY2(err2.empty(), err2.c_str());
+        const auto second = test::readReference((root / "again" / "model" / "model.safetensors").string());
+        for (const TensorInfo &t : model->tensors())
+            if (t.layer >= 0 && t.shape.size() == 2) {
+                const std::vector<float> &a = tensors.at(t.name).f32, &b = second.at(t.name).f32;
+                for (size_t i = 0; i < a.size(); ++i)
+                    QVERIFY2((a[i] == 0.0f) == (b[i] == 0.0f), t.name.c_str());
+            }
+    }
+
     // SAT: the ladder (0.5 for half the steps, then 0.25, then 0), a first dense step, the gathered steps really
     // skip work (the MLP's gradient rows of skipped channels are zero: tst_linearkinds checks that), evaluation on
     // the whole network, and the export evaluates like the run.
@@ -344,6 +419,7 @@ private slots:
         QTest::newRow("losparse official mask") << R"({"method": "losparse", "losparse": {"delta_t": 3, "mask": "official"}})";
         QTest::newRow("pst") << R"({"method": "pst", "pst": {"final_sparsity": 0.5}})";
         QTest::newRow("sat") << R"({"method": "sat", "sat": {"omission": 0.5, "hold": 0.5, "rungs": 2}})";
+        QTest::newRow("recovery") << R"({"method": "recovery", "recovery": {"sparsity": 0.5}})";
     }
     void resumeAfterSigkill() {
         QFETCH(QString, method);

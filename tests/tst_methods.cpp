@@ -419,7 +419,7 @@ private slots:
         QStringList names;
         for (const CompressionMethod *m : compressionMethods())
             names << QString::fromStdString(m->info().name);
-        QCOMPARE(names, QStringList({"wanda", "magnitude", "slicegpt", "losparse", "pst", "sat"}));
+        QCOMPARE(names, QStringList({"wanda", "magnitude", "slicegpt", "losparse", "pst", "sat", "recovery"}));
         QVERIFY(!findMethod("sparsegpt"));
         QCOMPARE(methodNamed("slicegpt").info().exportKind, ExportKind::Sliced);
         QVERIFY(!methodNamed("magnitude").info().needsCalibration && methodNamed("wanda").info().needsCalibration);
@@ -427,7 +427,7 @@ private slots:
         const test::CliRun r = test::runCli({"methods", "--json"}, 20000);
         QCOMPARE(r.exitCode, 0);
         const nlohmann::json listed = nlohmann::json::parse(r.out);
-        QCOMPARE(int(listed.size()), 6);
+        QCOMPARE(int(listed.size()), 7);
         std::map<std::string, std::set<std::string>> keys;
         for (const nlohmann::json &m : listed) {
             QVERIFY(m.contains("kind") && m.contains("needs_calibration") && m.contains("export"));

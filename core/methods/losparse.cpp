@@ -9,7 +9,8 @@
 // (masks updated every ΔT steps on the ramp and every step in the final phase, as the official code does). The
 // export merges W = L R + S into an ordinary Hugging Face folder (model/) and writes the compact form beside it
 // (model-compact/: L, R, the kept rows of S and their index, with modelling code transformers loads with
-// trust_remote_code). Registered as "losparse".
+// trust_remote_code). Registered as "losparse". "losparse.low_rank_only" drops S from the start: the SVD
+// truncation baseline at the same parameter count (one-shot at step 0, then with L, R and the rest fine-tuned).
 //
 // Differs from the official code (yxli2123/LoSparse): by default a pruned row stays pruned (a persistent mask: it
 // takes no gradient and its values are zeroed), while the official code zeroes the pruned rows' values at each
@@ -36,7 +37,7 @@ struct LoSparseSettings {
     std::string targets;
     double rankRatio = 0.1, finalKeep = 0.1, initialWarmup = 0.05, finalWarmup = 0.27, beta = 0.85;
     int64_t deltaT = 10;
-    bool persistent = true;
+    bool persistent = true, lowRankOnly = false;
 };
 
 LoSparseSettings settingsOf(const MethodParams &p) {
@@ -49,6 +50,7 @@ LoSparseSettings settingsOf(const MethodParams &p) {
     s.beta = p.get<double>("losparse.beta");
     s.deltaT = p.get<int64_t>("losparse.delta_t");
     s.persistent = p.get<std::string>("losparse.mask") == "persistent";
+    s.lowRankOnly = p.get<bool>("losparse.low_rank_only");
     return s;
 }
 
@@ -58,8 +60,11 @@ int rankFor(double ratio, int64_t out, int64_t in) {
     return int(std::clamp<double>(r, 1.0, double(std::min(out, in))));
 }
 
-// The kept fraction of S after `t` steps of `total`: 1 until t_i, cubic to p_f, p_f for the last t_f.
+// The kept fraction of S after `t` steps of `total`: 1 until t_i, cubic to p_f, p_f for the last t_f (0 throughout
+// for the low-rank-only baseline).
 double keptFractionAt(const LoSparseSettings &s, int64_t t, int64_t total) {
+    if (s.lowRankOnly)
+        return 0.0;
     return cubicSchedule(t, total, s.initialWarmup, 1.0 - s.finalWarmup, 1.0, s.finalKeep);
 }
 
@@ -76,6 +81,12 @@ public:
                 return kind;
             });
         }
+        if (m_s.lowRankOnly) // the SVD truncation baseline: no S from the start, L R and the rest train
+            for (train::LowRankSparseLinear<float> *k : m_kinds) {
+                k->setRowMask(std::vector<uint8_t>(size_t(k->outFeatures()), 0));
+                k->sparse()->value.setZero();
+                lm.parameters().setTrainable(k->sparse()->name, false);
+            }
         m_window.resize(m_kinds.size());
         m_score.resize(m_kinds.size());
         for (size_t i = 0; i < m_kinds.size(); ++i) {
@@ -106,6 +117,8 @@ public:
             m_haveScores = true;
         }
         m_keep = keptFractionAt(m_s, t, total);
+        if (m_s.lowRankOnly)
+            return;
         const bool finalPhase = double(t) > double(total) * (1.0 - m_s.finalWarmup);
         const bool ramp = double(t) > double(total) * m_s.initialWarmup;
         if (m_haveScores && ramp && (finalPhase || t % m_s.deltaT == 0))
@@ -257,6 +270,9 @@ public:
             declareParam("losparse.beta", "Score smoothing", ParamType::Real, 0.85,
                          "moving-average factor of the importance across windows", 0.0, 0.999999),
             mask,
+            declareParam("losparse.low_rank_only", "Low-rank only", ParamType::Bool, false,
+                         "drop S at the start and fine-tune L R alone: the SVD truncation baseline at "
+                         "rank_ratio's parameter count (the step-0 evaluation is the one-shot truncation)"),
         };
     }
     const MethodInfo &info() const override { return m_info; }

@@ -11,7 +11,8 @@ namespace lathe {
     X(sliceGptMethod)                                                                                                \
     X(loSparseMethod)                                                                                                \
     X(pstMethod)                                                                                                     \
-    X(satMethod)
+    X(satMethod)                                                                                                     \
+    X(recoveryMethod)
 
 #define LATHE_DECLARE_METHOD(fn) const CompressionMethod &fn();
 LATHE_METHODS(LATHE_DECLARE_METHOD)
