@@ -32,8 +32,10 @@
 #include "train/ops.h"
 #include "train/taylor.h"
 #include "analysis/matrixscores.h"
+#include "numeric/spectrum.h"
 #include "engine/calibration.h"
 
+#include <Eigen/SVD>
 #include <QtTest/QtTest>
 #include <QElapsedTimer>
 #include <QProcess>
@@ -568,7 +570,7 @@ private slots:
         set.seqLen = 48;
         set.sequences = {std::vector<int32_t>(batch.tokens.begin(), batch.tokens.begin() + 48),
                          std::vector<int32_t>(batch.tokens.begin() + 48, batch.tokens.end())};
-        const auto scores = collectTaylorScores(*m, set);
+        const auto scores = collectGradientMagnitudes(*m, set);
         QCOMPARE(int(scores.size()), 7 * int(m->config.numLayers));
         CausalLm<double> ref(*m);
         std::map<std::string, Matrix<double>> want;
@@ -586,7 +588,7 @@ private slots:
                 Matrix<double> &w = want[p.name];
                 if (!w.size())
                     w = Matrix<double>::Zero(p.value.rows(), p.value.cols());
-                w += 0.5 * p.value.cwiseProduct(p.grad).cwiseAbs();
+                w += 0.5 * p.grad.cwiseAbs();
             }
         }
         for (const auto &[name, got] : scores) {
@@ -607,10 +609,43 @@ private slots:
         req.norms = norms;
         QCOMPARE(computeMatrixScores(req).used, ImportanceKind::Magnitude);
         QVERIFY(QString::fromStdString(computeMatrixScores(req).note).contains("gradients"));
-        norms->taylor = scores;
+        norms->gradients = scores;
         const MatrixScores ms = computeMatrixScores(req);
         QCOMPARE(ms.used, ImportanceKind::Taylor);
         QVERIFY(ms.error.empty() && ms.note.empty());
+        // LoSparse: rows of |S| ⊙ g with S = W - L R at rank losparseRank(rho); each row one value, so a 50% mask
+        // prunes whole rows (the rows of S LoSparse would drop first), and the score histogram has at most `rows`
+        // distinct values. Checked against S from an fp64 SVD.
+        req.kind = ImportanceKind::LoSparse;
+        req.rankRatio = 0.2;
+        const MatrixScores ls = computeMatrixScores(req);
+        QCOMPARE(ls.used, ImportanceKind::LoSparse);
+        QVERIFY(ls.error.empty());
+        const TensorInfo *t = req.model->find(req.tensor);
+        const std::vector<float> wv = req.model->loadFloat(*t);
+        const int64_t rows = t->shape[0], cols = t->shape[1], rank = losparseRank(rows, cols, 0.2);
+        QVERIFY(rank > 1 && rank < std::min(rows, cols));
+        const Matrix<double> wd = Eigen::Map<const Matrix<float>>(wv.data(), rows, cols).cast<double>();
+        Eigen::BDCSVD<Eigen::MatrixXd> svd(wd, Eigen::ComputeThinU | Eigen::ComputeThinV);
+        const Matrix<double> sd = wd - svd.matrixU().leftCols(rank) * svd.singularValues().head(rank).asDiagonal() *
+                                            svd.matrixV().leftCols(rank).transpose();
+        const std::vector<float> got = loSparseScores(wv.data(), rows, cols, scores.at(req.tensor), rank);
+        const std::vector<float> &g = scores.at(req.tensor);
+        double worst = 0, largest = 0;
+        for (int64_t r = 0; r < rows; ++r) {
+            double want = 0;
+            for (int64_t c = 0; c < cols; ++c)
+                want += std::abs(sd(r, c)) * g[size_t(r * cols + c)] / double(cols);
+            largest = std::max(largest, want);
+            for (int64_t c = 0; c < cols; ++c)
+                worst = std::max(worst, std::abs(double(got[size_t(r * cols + c)]) - want));
+        }
+        QVERIFY2(worst <= 1e-4 * largest, qPrintable(QString::number(worst / largest)));
+        QCOMPARE(ls.stats.rowZeroFraction.size(), size_t(rows));
+        int partial = 0;
+        for (double f : ls.stats.rowZeroFraction)
+            partial += f > 0 && f < 1;
+        QVERIFY(partial <= 1); // whole rows (one row may be cut at the 50% boundary)
     }
 
     // A frozen parameter has no gradient buffer and backward leaves it so; the others still get theirs.

@@ -715,7 +715,11 @@ private slots:
         QVERIFY(ready.wait(30000));
         QVERIFY(scores.wait(10000));
         QVERIFY2(w.importanceView()->title().contains("taylor"), qPrintable(w.importanceView()->title()));
-        QCOMPARE(int(w.document()->calibration()->taylor.size()), 35);
+        QCOMPARE(int(w.document()->calibration()->gradients.size()), 35);
+        // LoSparse's rows of |S ⊙ ∇S| from the same gradients.
+        score->setCurrentIndex(score->findData(QString("losparse")));
+        QVERIFY(scores.wait(10000));
+        QVERIFY2(w.importanceView()->title().contains("losparse"), qPrintable(w.importanceView()->title()));
         score->setCurrentIndex(0);
     }
 

@@ -43,7 +43,7 @@ void CalibrationJob::execute() {
     };
     auto norms = std::make_shared<InputNorms>(collectInputNorms(engine, *m_model, set, half(0.0)));
     if (params.gradients)
-        norms->taylor = train::collectTaylorScores(*m_model, set, half(0.5));
+        norms->gradients = train::collectGradientMagnitudes(*m_model, set, half(0.5));
     const QString description = QObject::tr("%1: %2 x %3 tokens, seed %4%5")
                                     .arg(QFileInfo(m_textPath).fileName())
                                     .arg(set.sequences.size())

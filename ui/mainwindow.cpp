@@ -557,6 +557,7 @@ void MainWindow::requestScores() {
     req.kind = m_params->method();
     req.pattern = m_params->plan().pattern;
     req.norms = m_doc->calibration();
+    req.rankRatio = m_params->rankRatio();
     req.generation = generation;
     const TensorInfo *t = m_doc->model()->find(req.tensor);
     if (req.pattern.isNm() && t && t->shape[1] % req.pattern.m != 0) {
@@ -675,6 +676,7 @@ void MainWindow::exportAllFigures(const QString &folder) {
     tmpl.kind = m_params->method();
     tmpl.pattern = m_params->plan().pattern;
     tmpl.norms = m_doc->calibration();
+    tmpl.rankRatio = m_params->rankRatio();
     const QString settings = tr("Model %1; %2, %3 score; rank ratio %4")
                                  .arg(m_doc->modelPath(), m_params->patternText(), QString::fromUtf8(importanceName(tmpl.kind)))
                                  .arg(m_params->rankRatio());

@@ -56,8 +56,10 @@ ParameterPanel::ParameterPanel(QWidget *parent) : QWidget(parent) {
     m_score->setObjectName("score");
     m_score->addItem(tr("The method's"), QString());
     m_score->addItem(tr("Taylor |W ⊙ ∇W| (gradients)"), QString("taylor"));
-    m_score->setToolTip(tr("The importance the Importance and Sparsity views rank by; Taylor needs gradients "
-                           "collected with the calibration (tick 'with gradients')"));
+    m_score->addItem(tr("LoSparse rows of |S ⊙ ∇S|, S = W − LR (gradients)"), QString("losparse"));
+    m_score->setToolTip(tr("The importance the Importance and Sparsity views rank by; Taylor and LoSparse need "
+                           "gradients collected with the calibration (tick 'with gradients'); LoSparse's low-rank "
+                           "part L R has the rank of ρ below, and whole rows of S rank by their mean"));
     m_score->setCurrentIndex(std::max(0, m_score->findData(s.value("params/score", QString()).toString())));
     pf->addRow(tr("Score"), m_score);
 
@@ -127,7 +129,7 @@ ParameterPanel::ParameterPanel(QWidget *parent) : QWidget(parent) {
     m_collect->setObjectName("collect");
     m_calibStatus = new QLabel(tr("not collected"), calib);
     m_calibStatus->setWordWrap(true);
-    m_gradients = new QCheckBox(tr("with gradients (Taylor scores)"), calib);
+    m_gradients = new QCheckBox(tr("with gradients (Taylor, LoSparse scores)"), calib);
     m_gradients->setObjectName("gradients");
     m_gradients->setToolTip(tr("Also a forward and backward pass per sample for |W ⊙ ∇W| (about 3x the time)"));
     m_gradients->setChecked(s.value("params/gradients", false).toBool());
@@ -185,8 +187,9 @@ ParameterPanel::ParameterPanel(QWidget *parent) : QWidget(parent) {
 QString ParameterPanel::methodName() const { return m_method->currentData().toString(); }
 
 ImportanceKind ParameterPanel::method() const {
-    if (m_score->currentData().toString() == "taylor")
-        return ImportanceKind::Taylor;
+    ImportanceKind kind;
+    if (parseImportance(m_score->currentData().toString().toStdString(), kind))
+        return kind;
     const CompressionMethod *m = findMethod(methodName().toStdString());
     return m && m->info().previewScore ? *m->info().previewScore : ImportanceKind::Magnitude;
 }

@@ -25,6 +25,16 @@ std::vector<float> magnitudeScores(const float *w, int64_t rows, int64_t cols);
 // calibration tokens. `inputNorms` has `cols` entries.
 std::vector<float> wandaScores(const float *w, int64_t rows, int64_t cols, const std::vector<float> &inputNorms);
 
+// Taylor (Molchanov et al. 2019): |W_ij| * g_ij with g the mean |dL/dW| over calibration sequences
+// (InputNorms::gradients), `n` entries.
+std::vector<float> taylorScores(const float *w, int64_t n, const std::vector<float> &gradients);
+
+// LoSparse (Li et al. 2023): S = W - L R with L R the rank-`rank` truncated SVD of W; the importance of S is
+// |S_ij| * g_ij and LoSparse prunes whole rows of S by their mean, so every entry of row i gets that row's mean
+// (a mask from these scores prunes whole rows). With rank 0, S = W.
+std::vector<float> loSparseScores(const float *w, int64_t rows, int64_t cols, const std::vector<float> &gradients,
+                                  int64_t rank);
+
 // Scores by (kind, tensor name). Thread-compatible (no internal locking).
 class ImportanceStore {
 public:

@@ -2,6 +2,7 @@
 
 #include "base/error.h"
 #include "model/model.h"
+#include "numeric/spectrum.h"
 
 #include <algorithm>
 #include <cmath>
@@ -26,28 +27,33 @@ MatrixScores computeMatrixScores(const MatrixScoresRequest &req) {
             if (it != req.norms->norms.end() && int64_t(it->second.size()) == out.cols)
                 norms = &it->second;
         }
-        const std::vector<float> *taylor = nullptr;
+        const std::vector<float> *gradients = nullptr;
         if (req.norms) {
-            auto it = req.norms->taylor.find(req.tensor);
-            if (it != req.norms->taylor.end() && int64_t(it->second.size()) == out.rows * out.cols)
-                taylor = &it->second;
+            auto it = req.norms->gradients.find(req.tensor);
+            if (it != req.norms->gradients.end() && int64_t(it->second.size()) == out.rows * out.cols)
+                gradients = &it->second;
         }
         if (req.kind == ImportanceKind::Wanda && norms) {
             scores = wandaScores(w.data(), out.rows, out.cols, *norms);
             out.used = ImportanceKind::Wanda;
-        } else if (req.kind == ImportanceKind::Taylor && taylor) {
-            scores = *taylor;
+        } else if (req.kind == ImportanceKind::Taylor && gradients) {
+            scores = taylorScores(w.data(), out.rows * out.cols, *gradients);
             out.used = ImportanceKind::Taylor;
+        } else if (req.kind == ImportanceKind::LoSparse && gradients) {
+            scores = loSparseScores(w.data(), out.rows, out.cols, *gradients,
+                                    losparseRank(out.rows, out.cols, req.rankRatio));
+            out.used = ImportanceKind::LoSparse;
         } else {
             scores = magnitudeScores(w.data(), out.rows, out.cols);
             out.used = ImportanceKind::Magnitude;
             if (req.kind == ImportanceKind::Wanda)
                 out.note = req.norms ? "Wanda needs the inputs of a block linear: magnitude shown"
                                      : "Wanda needs calibration (Collect in the parameter panel): magnitude shown";
-            else if (req.kind == ImportanceKind::Taylor)
-                out.note = req.norms && !req.norms->taylor.empty()
-                               ? "Taylor scores exist for block linears only: magnitude shown"
-                               : "Taylor needs gradients (tick 'with gradients' and Collect): magnitude shown";
+            else if (importanceNeedsGradients(req.kind) && req.kind != ImportanceKind::Pst)
+                out.note = std::string(importanceName(req.kind)) +
+                           (req.norms && !req.norms->gradients.empty()
+                                ? " scores exist for block linears only: magnitude shown"
+                                : " needs gradients (tick 'with gradients' and Collect): magnitude shown");
             else if (req.kind != ImportanceKind::Magnitude)
                 out.note = std::string(importanceName(req.kind)) + " scores come from a training run: magnitude shown";
         }

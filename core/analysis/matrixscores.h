@@ -14,13 +14,15 @@ class Model;
 
 // What the workbench's sparsity and importance views show for one matrix at the current settings: the matrix
 // loaded, scored (magnitude or Wanda with calibration norms), masked with the pattern, and the histograms of the
-// result. Callers run it off the GUI thread because a large matrix (an embedding table) takes a moment.
+// result. Callers run it off the GUI thread because a large matrix (an embedding table) takes a moment, and the
+// LoSparse score an SVD of the matrix.
 struct MatrixScoresRequest {
     std::shared_ptr<const Model> model;
     std::string tensor;
     ImportanceKind kind = ImportanceKind::Magnitude;
     SparsityPattern pattern;
-    std::shared_ptr<const InputNorms> norms; // for Wanda (input norms) and Taylor (its gradient scores)
+    std::shared_ptr<const InputNorms> norms; // for Wanda (input norms), Taylor and LoSparse (gradients)
+    double rankRatio = 0;                    // LoSparse: the low-rank part's share rho (numeric/spectrum.h)
     int generation = 0;                      // the newest request wins
 };
 

@@ -44,9 +44,11 @@ CalibrationSet makeCalibrationSet(const std::vector<int32_t> &tokens, const Cali
 struct InputNorms {
     std::map<std::string, std::vector<float>> norms;
     int64_t tokens = 0;
-    // Per block linear weight, the first-order Taylor scores |W ⊙ dL/dW| over the same sequences, when they were
-    // asked for (train/taylor.h; the "taylor" importance of the views). Not kept in the analysis archive.
-    std::map<std::string, std::vector<float>> taylor;
+    // Per block linear weight (Hugging Face layout, out x in), the mean over the same sequences of |dL/dW| of each
+    // sequence's mean next-token loss, when they were asked for (train/taylor.h). The gradient importances of the
+    // views follow from it: Taylor |W| ⊙ this, LoSparse |W - L R| ⊙ this (analysis/importance.h). Not kept in the
+    // analysis archive.
+    std::map<std::string, std::vector<float>> gradients;
 };
 InputNorms collectInputNorms(Transformer &engine, const Model &model, const CalibrationSet &set,
                              const ProgressCallback &progress = {});

@@ -23,6 +23,7 @@
 
 #include "base/error.h"
 #include "model/model.h"
+#include "numeric/spectrum.h"
 #include "train/linearkinds.h"
 
 #include <algorithm>
@@ -54,11 +55,6 @@ LoSparseSettings settingsOf(const MethodParams &p) {
     return s;
 }
 
-// r = ceil(ρ d1 d2 / (d1 + d2)), at least 1 and at most min(d1, d2).
-int rankFor(double ratio, int64_t out, int64_t in) {
-    const double r = std::ceil(ratio * double(out) * double(in) / double(out + in));
-    return int(std::clamp<double>(r, 1.0, double(std::min(out, in))));
-}
 
 // The kept fraction of S after `t` steps of `total`: 1 until t_i, cubic to p_f, p_f for the last t_f (0 throughout
 // for the low-rank-only baseline).
@@ -74,7 +70,9 @@ public:
 
     void prepare(train::CausalLm<float> &lm) override {
         for (const auto &slot : targetLinears(lm, m_s.targets)) {
-            const int rank = rankFor(m_s.rankRatio, slot.kind->outFeatures(), slot.kind->inFeatures());
+            // r = ceil(ρ d1 d2 / (d1 + d2)), at least 1.
+            const int rank = int(std::max<int64_t>(
+                1, losparseRank(slot.kind->outFeatures(), slot.kind->inFeatures(), m_s.rankRatio)));
             lm.replaceLinear(slot.kind->weightName(), [&](auto &params, auto *w, auto *b) {
                 auto kind = std::make_unique<train::LowRankSparseLinear<float>>(params, w, b, rank);
                 m_kinds.push_back(kind.get());

@@ -11,8 +11,8 @@
 
 namespace lathe::train {
 
-std::map<std::string, std::vector<float>> collectTaylorScores(const Model &model, const CalibrationSet &set,
-                                                              const ProgressCallback &progress) {
+std::map<std::string, std::vector<float>> collectGradientMagnitudes(const Model &model, const CalibrationSet &set,
+                                                                    const ProgressCallback &progress) {
     CausalLm<float> lm(model);
     // Only the block linears' weights need a gradient: the rest is frozen (no buffers, no weight-gradient GEMMs).
     std::vector<Parameter<float> *> weights;
@@ -35,10 +35,10 @@ std::map<std::string, std::vector<float>> collectTaylorScores(const Model &model
         lm.forward(batch);
         lm.backward();
         for (size_t i = 0; i < weights.size(); ++i) {
-            const float *w = weights[i]->value.data(), *g = weights[i]->grad.data();
+            const float *g = weights[i]->grad.data();
             double *acc = sums[i].data();
             for (int64_t j = 0; j < weights[i]->value.size(); ++j)
-                acc[j] += std::fabs(double(w[j]) * double(g[j]));
+                acc[j] += std::fabs(double(g[j]));
         }
     }
     std::map<std::string, std::vector<float>> out;
