@@ -11,7 +11,8 @@
 # The checkpoint keeps the base family's tensor names; config.lathe_slicing["names"] gives each one ("{L}" = block),
 # and ["arch"] the numbers this code needs, so one file serves every family.
 # Supports batched causal-LM forward passes, left- or right-padded batches (attention_mask), a KV cache (any
-# transformers Cache; a DynamicCache is made when use_cache is set) and so generate(), and RoPE with the inverse
+# transformers Cache, given as past_key_values or, in later 5.x, as cache; a DynamicCache is made when use_cache is
+# set) and so generate(), and RoPE with the inverse
 # frequencies Lathe computed (["arch"]["inv_freq"]: default, linear or llama3 scaling alike).
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,10 @@ from transformers.cache_utils import DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_lathe_sliced import LatheSlicedConfig
+
+# The output field of the KV cache: "cache" from the transformers versions that renamed it (reading
+# .past_key_values there still works, with a deprecation warning), "past_key_values" before.
+_CACHE_FIELD = "cache" if "cache" in getattr(CausalLMOutputWithPast, "__dataclass_fields__", {}) else "past_key_values"
 
 
 def _activation(name):
@@ -190,13 +195,15 @@ class LatheSlicedForCausalLM(LatheSlicedPreTrainedModel, GenerationMixin):
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None,
-                labels=None, **kwargs):
+                labels=None, cache=None, **kwargs):
         """attention_mask (batch, past + t), 1 = a real token, covers the cached tokens too (as generate passes it).
-        Positions are counted over real tokens only (left padding shifts nothing), unless position_ids is given."""
+        Positions are counted over real tokens only (left padding shifts nothing), unless position_ids is given.
+        The KV cache comes as `past_key_values` (transformers 4.x, early 5.x) or `cache` (later 5.x)."""
         bs, t = input_ids.shape
         dev = input_ids.device
         m = self._m
-        cache = past_key_values
+        given = cache if cache is not None else past_key_values
+        cache = given
         if cache is None and use_cache:
             cache = DynamicCache()
         past = cache.get_seq_length() if cache is not None else 0
@@ -237,5 +244,5 @@ class LatheSlicedForCausalLM(LatheSlicedPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache if use_cache or
-                                      past_key_values is not None else None)
+        out_cache = cache if use_cache or given is not None else None
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{_CACHE_FIELD: out_cache})
