@@ -7,9 +7,11 @@
 #   SAT rows: continued pre-training on tinyshakespeare.txt (last 10% held out, 16 x 256 evaluation tokens), the same
 #   steps; the exported model is then evaluated on the WikiText windows above (the forgetting check).
 # Usage: benchmarks/training_protocol.sh [BUILD_DIR] [OUT_DIR]
-# Environment: ONLY (row names, space-separated; default every row, in the order below), STEPS (default 100).
+# Environment: ONLY (row names, space-separated, run in that order; default every row, in the order below), STEPS
+# (default 100), SUMMARY_ONLY=1 (print the summary lines of finished rows, run nothing).
 # Each row writes OUT_DIR/NAME.json (the job), NAME/ (the run folder: results.json, metrics.jsonl) and prints one
-# summary line: the evaluations, tokens/s and the method's report. About 6-10 minutes per row on 2 cores.
+# summary line: the evaluations, tokens/s over the training steps, peak RSS and the method's report. About 6-13
+# minutes per row on 2 cores (PST's are the slowest).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$here/build}"
@@ -25,7 +27,10 @@ mkdir -p "$out"
 
 # run NAME LR DATA-JSON METHOD-JSON EXPORT
 run() {
-  case " ${ONLY:-$1} " in *" $1 "*) ;; *) return 0 ;; esac
+  if [ -n "${SUMMARY_ONLY:-}" ]; then
+    [ -f "$out/$1/results.json" ] && summarize "$1" "$5"
+    return 0
+  fi
   cat > "$out/$1.json" <<JSON
 {"model": "$model", "trainable": ".*",
  "data": $3,
@@ -37,12 +42,17 @@ JSON
     echo "{\"row\": \"$1\", \"failed\": \"see $out/$1.stderr\"}"
     return 0
   fi
-  local extra=""
   if [ "$5" = true ]; then
-    extra="$("$cli" eval --model "$out/$1/model" --text "$wikitest" --seq-len 256 --max-tokens 4096 --json |
-      tail -n 1)"
-    echo "$extra" > "$out/$1.wikitext.json"
+    "$cli" eval --model "$out/$1/model" --text "$wikitest" --seq-len 256 --max-tokens 4096 --json |
+      tail -n 1 > "$out/$1.wikitext.json"
   fi
+  summarize "$1" "$5"
+}
+
+# summarize NAME EXPORTED: one JSON line from the run folder.
+summarize() {
+  local extra=""
+  if [ "$2" = true ] && [ -f "$out/$1.wikitext.json" ]; then extra="$(cat "$out/$1.wikitext.json")"; fi
   python3 - "$out/$1/results.json" "$1" "$extra" "$(tail -n 1 "$out/$1.maxrss")" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -64,30 +74,39 @@ PY
 wiki="{\"train\": \"$wikitrain\", \"eval\": \"$wikitest\", \"seq_len\": 256, \"batch\": 2, \"eval_windows\": 16, \"seed\": 1}"
 shake() { echo "{\"train\": \"$shakespeare\", \"holdout\": 0.1, \"seq_len\": 256, \"batch\": 2, \"eval_windows\": 16, \"seed\": $1}"; }
 
-# WikiText: the dense fine-tuning control, PST and its ablation, LoSparse, and the baselines.
-run dense-ft 1e-4 "$wiki" "" false
-run pst-50 1e-3 "$wiki" ', "method": "pst", "pst": {"final_sparsity": 0.5}' false
-run pst-70 1e-3 "$wiki" ', "method": "pst", "pst": {"final_sparsity": 0.7}' false
-run pst-90 1e-3 "$wiki" ', "method": "pst", "pst": {"final_sparsity": 0.9}' false
-run pst-50-alpha0 1e-3 "$wiki" ', "method": "pst", "pst": {"final_sparsity": 0.5, "alpha1": 0, "alpha2": 0}' false
-run losparse-10 1e-4 "$wiki" ', "method": "losparse", "losparse": {"rank_ratio": 0.05, "final_keep": 0.05}' false
-run losparse-20 1e-4 "$wiki" ', "method": "losparse", "losparse": {"rank_ratio": 0.1, "final_keep": 0.1}' false
-run losparse-30 1e-4 "$wiki" ', "method": "losparse", "losparse": {"rank_ratio": 0.15, "final_keep": 0.15}' false
-# Baselines: SVD truncation at LoSparse's parameter count (one-shot = the step-0 evaluation, then with L, R and the
-# rest fine-tuned), and magnitude pruning + the same fine-tuning ("recovery": the mask fixed after one-shot
-# magnitude pruning), at PST's sparsities and at LoSparse's budgets in bytes: CSR with fp32 values and 16-bit
-# column indices costs 6 bytes per kept weight, so a budget b of the dense fp32 bytes keeps 4b/6 of the weights.
-run svd-20 1e-4 "$wiki" ', "method": "losparse", "losparse": {"rank_ratio": 0.2, "low_rank_only": true}' false
-run recovery-50 1e-4 "$wiki" ', "method": "recovery", "recovery": {"sparsity": 0.5}' false
-run recovery-90 1e-4 "$wiki" ', "method": "recovery", "recovery": {"sparsity": 0.9}' false
-run recovery-bytes-20 1e-4 "$wiki" ', "method": "recovery", "recovery": {"sparsity": 0.8667}' false
-run svd-10 1e-4 "$wiki" ', "method": "losparse", "losparse": {"rank_ratio": 0.1, "low_rank_only": true}' false
-run svd-30 1e-4 "$wiki" ', "method": "losparse", "losparse": {"rank_ratio": 0.3, "low_rank_only": true}' false
-run recovery-70 1e-4 "$wiki" ', "method": "recovery", "recovery": {"sparsity": 0.7}' false
-run recovery-bytes-10 1e-4 "$wiki" ', "method": "recovery", "recovery": {"sparsity": 0.9333}' false
-run recovery-bytes-30 1e-4 "$wiki" ', "method": "recovery", "recovery": {"sparsity": 0.8}' false
-# SAT: three dense seeds for the quality band, then SAT with the first seed.
-run sat-dense-1 1e-4 "$(shake 1)" "" true
-run sat-1 1e-4 "$(shake 1)" ', "method": "sat"' true
-run sat-dense-2 1e-4 "$(shake 2)" "" true
-run sat-dense-3 1e-4 "$(shake 3)" "" true
+row() {
+  case "$1" in
+    # WikiText: the dense fine-tuning control, PST and its ablation, LoSparse, and the baselines.
+    dense-ft) run dense-ft 1e-4 "$wiki" "" false ;;
+    pst-50) run pst-50 1e-3 "$wiki" ', "method": "pst", "pst": {"final_sparsity": 0.5}' false ;;
+    pst-70) run pst-70 1e-3 "$wiki" ', "method": "pst", "pst": {"final_sparsity": 0.7}' false ;;
+    pst-90) run pst-90 1e-3 "$wiki" ', "method": "pst", "pst": {"final_sparsity": 0.9}' false ;;
+    pst-50-alpha0) run pst-50-alpha0 1e-3 "$wiki" ', "method": "pst", "pst": {"final_sparsity": 0.5, "alpha1": 0, "alpha2": 0}' false ;;
+    losparse-10) run losparse-10 1e-4 "$wiki" ', "method": "losparse", "losparse": {"rank_ratio": 0.05, "final_keep": 0.05}' false ;;
+    losparse-20) run losparse-20 1e-4 "$wiki" ', "method": "losparse", "losparse": {"rank_ratio": 0.1, "final_keep": 0.1}' false ;;
+    losparse-30) run losparse-30 1e-4 "$wiki" ', "method": "losparse", "losparse": {"rank_ratio": 0.15, "final_keep": 0.15}' false ;;
+    # Baselines: SVD truncation at LoSparse's parameter count (one-shot = the step-0 evaluation, then with L, R and the
+    # rest fine-tuned), and magnitude pruning + the same fine-tuning ("recovery": the mask fixed after one-shot
+    # magnitude pruning), at PST's sparsities and at LoSparse's budgets in bytes: CSR with fp32 values and 16-bit
+    # column indices costs 6 bytes per kept weight, so a budget b of the dense fp32 bytes keeps 4b/6 of the weights.
+    svd-20) run svd-20 1e-4 "$wiki" ', "method": "losparse", "losparse": {"rank_ratio": 0.2, "low_rank_only": true}' false ;;
+    recovery-50) run recovery-50 1e-4 "$wiki" ', "method": "recovery", "recovery": {"sparsity": 0.5}' false ;;
+    recovery-90) run recovery-90 1e-4 "$wiki" ', "method": "recovery", "recovery": {"sparsity": 0.9}' false ;;
+    recovery-bytes-20) run recovery-bytes-20 1e-4 "$wiki" ', "method": "recovery", "recovery": {"sparsity": 0.8667}' false ;;
+    svd-10) run svd-10 1e-4 "$wiki" ', "method": "losparse", "losparse": {"rank_ratio": 0.1, "low_rank_only": true}' false ;;
+    svd-30) run svd-30 1e-4 "$wiki" ', "method": "losparse", "losparse": {"rank_ratio": 0.3, "low_rank_only": true}' false ;;
+    recovery-70) run recovery-70 1e-4 "$wiki" ', "method": "recovery", "recovery": {"sparsity": 0.7}' false ;;
+    recovery-bytes-10) run recovery-bytes-10 1e-4 "$wiki" ', "method": "recovery", "recovery": {"sparsity": 0.9333}' false ;;
+    recovery-bytes-30) run recovery-bytes-30 1e-4 "$wiki" ', "method": "recovery", "recovery": {"sparsity": 0.8}' false ;;
+    # SAT: three dense seeds for the quality band, then SAT with the first seed.
+    sat-dense-1) run sat-dense-1 1e-4 "$(shake 1)" "" true ;;
+    sat-1) run sat-1 1e-4 "$(shake 1)" ', "method": "sat"' true ;;
+    sat-dense-2) run sat-dense-2 1e-4 "$(shake 2)" "" true ;;
+    sat-dense-3) run sat-dense-3 1e-4 "$(shake 3)" "" true ;;
+    *) echo "unknown row $1" >&2; return 1 ;;
+  esac
+}
+
+all="dense-ft pst-50 pst-70 pst-90 pst-50-alpha0 losparse-10 losparse-20 losparse-30 svd-20 recovery-50 recovery-90
+recovery-bytes-20 svd-10 svd-30 recovery-70 recovery-bytes-10 recovery-bytes-30 sat-dense-1 sat-1 sat-dense-2 sat-dense-3"
+for name in ${ONLY:-$all}; do row "$name"; done

@@ -62,6 +62,10 @@ class LatheLoSparseForCausalLM(PreTrainedModel, GenerationMixin):
         tied = getattr(inner, "_tied_weights_keys", None)
         if tied is not None:
             self._tied_weights_keys = tied
+        # What generate() may hand the base model is what the base class supports: transformers 4.x's GPT-2 takes only
+        # tuple caches, and generate() makes a Cache object when this says so.
+        for flag in ("_supports_cache_class", "_supports_static_cache", "_supports_quantized_cache"):
+            setattr(self, flag, getattr(inner, flag, False))
         self.post_init()
         self.generation_config = inner.generation_config
 

@@ -194,6 +194,17 @@ class LatheSlicedForCausalLM(LatheSlicedPreTrainedModel, GenerationMixin):
         emb = torch.cat((freqs, freqs), dim=-1)[:, None]
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
+    def prepare_inputs_for_generation(self, input_ids, past_key_values=None, attention_mask=None, use_cache=None,
+                                      cache=None, **kwargs):
+        """One generate() step's inputs: the tokens the cache does not hold yet, the mask over all of them (forward
+        derives the positions from it) and the cache. Defined here because transformers before 4.45 generates only
+        with models that define it, and the same code then serves every version."""
+        cache = cache if cache is not None else past_key_values
+        if cache is not None:
+            input_ids = input_ids[:, cache.get_seq_length():]
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "past_key_values": cache,
+                "use_cache": use_cache}
+
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None,
                 labels=None, cache=None, **kwargs):
         """attention_mask (batch, past + t), 1 = a real token, covers the cached tokens too (as generate passes it).

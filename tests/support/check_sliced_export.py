@@ -13,6 +13,7 @@ import json
 import sys
 
 import torch
+import transformers
 from transformers import AutoModelForCausalLM
 
 
@@ -26,13 +27,20 @@ def hf_inverse_frequencies(config):
     if not base or base.get("rope_type", base.get("type", "default")) == "default":
         return None
     from transformers import LlamaConfig
-    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    try:
+        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    except ImportError:  # before transformers 4.43: no scaled RoPE of its own to compare with
+        return None
     a = config.lathe_slicing["arch"]
     params = dict(base)
     params["rope_type"] = params.pop("type", params.get("rope_type"))
+    if params["rope_type"] not in ROPE_INIT_FUNCTIONS:
+        return None
     params["rope_theta"] = a["rope_theta"]
+    # transformers 5 reads rope_parameters, 4.x rope_scaling and rope_theta.
     cfg = LlamaConfig(hidden_size=a["heads"] * a["head_dim"], num_attention_heads=a["heads"], head_dim=a["head_dim"],
-                      max_position_embeddings=max(a.get("positions", 0), 4096), rope_parameters=params)
+                      max_position_embeddings=max(a.get("positions", 0), 4096), rope_parameters=params,
+                      rope_scaling=params, rope_theta=a["rope_theta"])
     return ROPE_INIT_FUNCTIONS[params["rope_type"]](cfg, "cpu")[0]
 
 
@@ -40,11 +48,14 @@ def main():
     folder, case_path = sys.argv[1], sys.argv[2]
     case = json.load(open(case_path))
     tol = case["tolerance"]
-    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32)
+    # The keyword for the dtype was torch_dtype before transformers 4.56.
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, **{dtype_key: torch.float32})
     model.eval()
     ids = torch.tensor(case["input_ids"], dtype=torch.long)
     bs, t = ids.shape
-    out = {"class": type(model).__name__, "parameters": sum(p.numel() for p in model.parameters())}
+    out = {"transformers": transformers.__version__, "class": type(model).__name__, "parameters": sum(p.numel() for p in model.parameters())}
     with torch.no_grad():
         full = model(input_ids=ids).logits
         want = torch.tensor(case["logits"], dtype=torch.float32).reshape(full.shape)
