@@ -476,6 +476,20 @@ private slots:
         std::filesystem::copy_file(demoPath(), model);
         auto m = openModel(model);
         AnalyzeParams p;
+        // By default the archive goes to the per-user cache, never beside the model (issue 19 item 8).
+        const QByteArray savedCache = qgetenv("XDG_CACHE_HOME");
+        qputenv("XDG_CACHE_HOME", QByteArray::fromStdString(dir + "/cache"));
+        const AnalyzeResult inCache = analyzeModel(*m, {}, p);
+        if (savedCache.isNull())
+            qunsetenv("XDG_CACHE_HOME");
+        else
+            qputenv("XDG_CACHE_HOME", savedCache);
+        QCOMPARE(inCache.archivePath, dir + "/cache/lathe/analysis/" + inCache.data.modelHash + ".h5");
+        QVERIFY(std::filesystem::exists(inCache.archivePath));
+        for (const auto &e : std::filesystem::directory_iterator(dir))
+            QVERIFY2(e.path().filename() == "m.bin" || e.path().filename() == "cache", e.path().c_str());
+        // Beside the model when asked (the rest of this test works there).
+        p.besideModel = true;
         const AnalyzeResult first = analyzeModel(*m, {}, p);
         QCOMPARE(first.computed, 36);
         QCOMPARE(first.archivePath, model + ".lathe.h5");

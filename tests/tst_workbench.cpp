@@ -255,6 +255,8 @@ private slots:
             {"losparse.final_keep", 0.3},            {"losparse.initial_warmup", 0.01},
             {"losparse.final_warmup", 0.4},          {"losparse.delta_t", int64_t(7)},
             {"losparse.beta", 0.5},                  {"losparse.mask", std::string("official")},
+            {"losparse.low_rank_only", true},        {"recovery.targets", std::string("mlp")},
+            {"recovery.sparsity", 0.3},
             {"pst.targets", std::string("self_attn")}, {"pst.final_sparsity", 0.75},
             {"pst.ramp_begin", 0.2},                 {"pst.ramp_end", 0.6},
             {"pst.rank", int64_t(4)},                {"pst.mask_rank", int64_t(2)},

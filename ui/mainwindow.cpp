@@ -230,8 +230,7 @@ void MainWindow::buildMenus() {
         const std::shared_ptr<Model> model = m_doc->model();
         if (!model)
             return;
-        AnalyzeParams p;
-        auto *job = new AnalysisJob(model, stackedQkvTargets(*model), p, tr("Spectra of stacked q/k/v"));
+        auto *job = new AnalysisJob(model, stackedQkvTargets(*model), analyzeParams(), tr("Spectra of stacked q/k/v"));
         connect(job, &AnalysisJob::analyzed, this, [this, forModel = model.get()](std::shared_ptr<AnalyzeResult> r) {
             m_doc->setAnalysis(forModel, std::move(r));
             updateViews();
@@ -248,7 +247,7 @@ void MainWindow::buildMenus() {
             showError(tr("%1 is not a q, k, v or o weight").arg(sel.front()), tr("select an attention matrix"));
             return;
         }
-        auto *job = new AnalysisJob(model, targets, AnalyzeParams{}, tr("Spectra per head"));
+        auto *job = new AnalysisJob(model, targets, analyzeParams(), tr("Spectra per head"));
         connect(job, &AnalysisJob::analyzed, this, [this, forModel = model.get()](std::shared_ptr<AnalyzeResult> r) {
             m_doc->setAnalysis(forModel, std::move(r));
         });
@@ -256,6 +255,14 @@ void MainWindow::buildMenus() {
     });
     analysis->addAction(tr("&Collect Calibration Activations"), this,
                         [this] { collectCalibration(m_params->calibrationPath(), m_params->calibrationParams()); });
+    analysis->addSeparator();
+    QAction *beside = analysis->addAction(tr("Keep Analysis &Beside the Model"));
+    beside->setObjectName("analysisBesideModel");
+    beside->setCheckable(true);
+    beside->setChecked(QSettings().value("analysis/besideModel", false).toBool());
+    beside->setToolTip(tr("Off (default): spectra are cached in ~/.cache/lathe/analysis, keyed by the model's content; "
+                          "on: in <model>.lathe.h5 or <folder>/lathe-analysis.h5 where that folder is writable"));
+    connect(beside, &QAction::toggled, this, [](bool on) { QSettings().setValue("analysis/besideModel", on); });
     QMenu *compress = menuBar()->addMenu(tr("&Compress"));
     QAction *runCompress = compress->addAction(tr("&Run Compression..."), this, [this] {
         if (!m_doc->model()) {
@@ -325,9 +332,15 @@ void MainWindow::openModelPath(const QString &path) {
     m_jobs->start(job);
 }
 
+AnalyzeParams MainWindow::analyzeParams() const {
+    AnalyzeParams p;
+    p.besideModel = QSettings().value("analysis/besideModel", false).toBool();
+    return p;
+}
+
 void MainWindow::startAnalysis() {
     const std::shared_ptr<Model> model = m_doc->model();
-    auto *job = new AnalysisJob(model, {}, AnalyzeParams{}, tr("Spectra of %1").arg(QFileInfo(m_doc->modelPath()).fileName()));
+    auto *job = new AnalysisJob(model, {}, analyzeParams(), tr("Spectra of %1").arg(QFileInfo(m_doc->modelPath()).fileName()));
     connect(job, &AnalysisJob::analyzed, this, [this, forModel = model.get()](std::shared_ptr<AnalyzeResult> r) {
         if (forModel != m_doc->model().get())
             return; // another model was opened meanwhile

@@ -7,6 +7,7 @@
 
 #include "engine/calibration.h"
 #include "analysis/matrixscores.h"
+#include "analysis/modelanalysis.h"
 
 #include <QMainWindow>
 
@@ -107,6 +108,7 @@ private:
     void updateSummary();
     void requestScores();
     void startAnalysis();
+    AnalyzeParams analyzeParams() const; // where the archive goes: the user's choice in the Analysis menu
     void exportCurrentFigure();
     void addRecent(const QString &path);
     void rebuildRecentMenu();

@@ -134,15 +134,16 @@ int runBenchSpectra(int argc, char **argv) {
 
 int runAnalyze(int argc, char **argv) {
     CliOptions o(argc, argv, 2, {"model", "threads", "top-k", "rho", "heads", "archive", "device"},
-                 {"json", "no-cache", "stacked-qkv"});
+                 {"json", "no-cache", "cache-beside", "stacked-qkv"});
     if (!o.ok() || !o.positional().empty() || !o.value("model")) {
         std::fprintf(stderr,
                      "usage: lathe-cli analyze --model MODEL [--top-k K] [--rho R] [--threads T] [--stacked-qkv]\n"
-                     "                         [--heads TENSOR] [--no-cache] [--archive FILE.h5] [--device cpu|cuda[:N]]\n"
-                     "                         [--json]\n"
+                     "                         [--heads TENSOR] [--no-cache | --cache-beside | --archive FILE.h5]\n"
+                     "                         [--device cpu|cuda[:N]] [--json]\n"
                      "  singular-value spectra of every weight matrix and the numbers derived from them: effective\n"
                      "  rank, stable rank, power-law alpha, energy kept by the rank LoSparse picks for --rho (0.05);\n"
-                     "  cached in an HDF5 archive beside the model (--no-cache: neither read nor write it)\n%s\n",
+                     "  cached in an HDF5 archive in ~/.cache/lathe/analysis (--cache-beside: beside the model, where\n"
+                     "  that folder is writable; --no-cache: neither read nor write one)\n%s\n",
                      o.error().c_str());
         return 2;
     }
@@ -165,6 +166,7 @@ int runAnalyze(int argc, char **argv) {
     const std::unique_ptr<ComputeBackend> device = solverDevice(o);
     params.spectra.device = device.get();
     params.useCache = !o.flag("no-cache");
+    params.besideModel = o.flag("cache-beside");
     if (auto a = o.value("archive"))
         params.archivePath = *a;
     const double rho = o.number("rho", 0.05, 0.0, 1.0);

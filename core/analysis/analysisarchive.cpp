@@ -16,12 +16,12 @@ namespace fs = std::filesystem;
 
 namespace lathe {
 
-std::string analysisArchivePath(const Model &model, const std::string &modelHash) {
+std::string analysisArchivePath(const Model &model, const std::string &modelHash, bool besideModel) {
     fs::path src(model.sourcePath);
     std::error_code ec;
     const bool folder = fs::is_directory(src, ec);
     const fs::path dir = folder ? src : src.parent_path();
-    if (!dir.empty() && ::access(dir.c_str(), W_OK) == 0)
+    if (besideModel && !dir.empty() && ::access(dir.c_str(), W_OK) == 0)
         return (folder ? src / "lathe-analysis.h5" : fs::path(src.string() + ".lathe.h5")).string();
     const char *xdg = std::getenv("XDG_CACHE_HOME");
     const char *home = std::getenv("HOME");

@@ -36,10 +36,12 @@ struct AnalysisData {
 
 bool analysisArchiveAvailable(); // the build has HDF5
 
-// Where the archive of `model` lives: beside the model ("<file>.lathe.h5" for a single-file model,
-// "<folder>/lathe-analysis.h5" for a folder) when that directory is writable, else
-// "$XDG_CACHE_HOME/lathe/analysis/<hash>.h5" (~/.cache/...).
-std::string analysisArchivePath(const Model &model, const std::string &modelHash);
+// Where the archive of `model` lives. By default in the per-user cache, "$XDG_CACHE_HOME/lathe/analysis/<hash>.h5"
+// (~/.cache/...), keyed by the model's content hash: nothing is written beside the user's model (a checkout, an
+// exported folder, a package's files). With `besideModel` (the user's choice: `lathe-cli analyze --cache-beside`,
+// the GUI's Analysis > Keep Analysis Beside the Model) beside it, "<file>.lathe.h5" for a single-file model or
+// "<folder>/lathe-analysis.h5" for a folder, when that directory is writable; the per-user cache otherwise.
+std::string analysisArchivePath(const Model &model, const std::string &modelHash, bool besideModel = false);
 
 // Reads an archive. Returns false (and leaves `out` empty) when the file does not exist, is not an analysis
 // archive or belongs to another model (a different hash); throws LatheError when it is damaged.

@@ -15,7 +15,7 @@ AnalyzeResult analyzeModel(const Model &model, std::vector<SpectrumTarget> targe
     AnalyzeResult r;
     r.data.modelHash = modelContentHash(model);
     r.data.modelPath = model.sourcePath;
-    r.archivePath = params.archivePath.empty() ? analysisArchivePath(model, r.data.modelHash) : params.archivePath;
+    r.archivePath = params.archivePath.empty() ? analysisArchivePath(model, r.data.modelHash, params.besideModel) : params.archivePath;
     if (params.useCache && analysisArchiveAvailable()) {
         try {
             AnalysisData cached;

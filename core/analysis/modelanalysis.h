@@ -15,7 +15,8 @@ class Model;
 struct AnalyzeParams {
     SpectraParams spectra;
     bool useCache = true;   // read and update the archive
-    std::string archivePath; // empty: analysisArchivePath()
+    std::string archivePath; // empty: analysisArchivePath(model, hash, besideModel)
+    bool besideModel = false; // the archive beside the model instead of the per-user cache
 };
 
 struct AnalyzeResult {
