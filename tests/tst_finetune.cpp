@@ -10,10 +10,13 @@
 //   model is L R alone from the first evaluation on (the SVD truncation baseline) and S neither trains nor exports;
 // - recovery (magnitude + fine-tuning): the zeros of the export are exactly the floor(s n) smallest |W| of each
 //   original matrix while the kept weights trained, and a second run at sparsity 0 on that export keeps its zeros;
+// - the memory plan of `lathe-cli train --dry-run`, made from the tensor table without loading a weight, counts
+//   the parameters and trainable parameters of the model a run builds, for every family and method;
 // - both resume after SIGKILL with the steps, evaluations and exported weights of an uninterrupted run (the
 //   method's own state, masks and running scores, travels in the checkpoint).
 
 #include "base/error.h"
+#include "base/unicodetext.h"
 #include "clirun.h"
 #include "engine/evaluation.h"
 #include "export/losparseexport.h"
@@ -413,6 +416,44 @@ private slots:
 
     // SIGKILL at random moments and --resume: the same steps, evaluations and exported weights as an uninterrupted
     // run, with the method's state (masks, running scores, the schedule) restored from the checkpoint.
+    void dryRunPlanCountsTheBuiltModel_data() {
+        QTest::addColumn<QString>("model");
+        QTest::addColumn<QString>("method");
+        QTest::addColumn<QString>("trainable");
+        const QStringList models = {"resources/demo/stories260K.bin", "tests/fixtures/tf-gpt2", "tests/fixtures/tf-opt",
+                                    "tests/fixtures/tf-phi", "tests/fixtures/tf-qwen2"};
+        const QStringList methods = {"{}", R"({"method": "losparse", "losparse": {"rank_ratio": 0.2}})",
+                                     R"({"method": "losparse", "losparse": {"low_rank_only": true, "targets": "mlp|fc"}})",
+                                     R"({"method": "pst", "pst": {"rank": 4, "mask_rank": 2}})",
+                                     R"({"method": "sat"})", R"({"method": "recovery"})"};
+        for (const QString &m : models)
+            for (const QString &method : methods)
+                for (const QString &trainable : {QString(".*"), QString("\\.0\\.")})
+                    QTest::newRow(qPrintable(m.section('/', -1) + " " + method + " " + trainable)) << m << method << trainable;
+    }
+    void dryRunPlanCountsTheBuiltModel() {
+        QFETCH(QString, model);
+        QFETCH(QString, method);
+        QFETCH(QString, trainable);
+        nlohmann::json j = job(nlohmann::json::parse(method.toStdString()), 4);
+        j["model"] = test::sourceDir() + "/" + model.toStdString();
+        j["tokenizer"] = test::sourceDir() + "/resources/demo/tok512.bin"; // only the data's size matters here
+        j["trainable"] = trainable.toStdString();
+        const TrainingSpec spec = TrainingSpec::fromJson(j);
+        const TrainingPlan plan = planTraining(spec);
+        // The model as runTraining builds it: every parameter, the pattern's frozen, the method's kinds swapped in.
+        auto m = openModel(spec.model);
+        train::CausalLm<float> lm(*m);
+        const unicode::NamePattern re(spec.trainable);
+        for (train::Parameter<float> &p : lm.parameters())
+            lm.parameters().setTrainable(p.name, re.search(p.name));
+        if (spec.method)
+            spec.method->startTraining(*m, spec.methodParams, spec.seed)->prepare(lm);
+        QCOMPARE(plan.parameters, lm.parameters().count(false));
+        QCOMPARE(plan.trainableParameters, lm.parameters().count(true));
+        QCOMPARE(plan.gradientBytes, uint64_t(lm.parameters().count(true)) * 4);
+    }
+
     void resumeAfterSigkill_data() {
         QTest::addColumn<QString>("method");
         QTest::newRow("losparse") << R"({"method": "losparse", "losparse": {"delta_t": 2, "initial_warmup": 0.1, "final_warmup": 0.3}})";

@@ -56,6 +56,11 @@ LoSparseSettings settingsOf(const MethodParams &p) {
 }
 
 
+// r = ceil(ρ d1 d2 / (d1 + d2)), at least 1.
+int rankFor(const LoSparseSettings &s, int64_t out, int64_t in) {
+    return int(std::max<int64_t>(1, losparseRank(out, in, s.rankRatio)));
+}
+
 // The kept fraction of S after `t` steps of `total`: 1 until t_i, cubic to p_f, p_f for the last t_f (0 throughout
 // for the low-rank-only baseline).
 double keptFractionAt(const LoSparseSettings &s, int64_t t, int64_t total) {
@@ -70,9 +75,7 @@ public:
 
     void prepare(train::CausalLm<float> &lm) override {
         for (const auto &slot : targetLinears(lm, m_s.targets)) {
-            // r = ceil(ρ d1 d2 / (d1 + d2)), at least 1.
-            const int rank = int(std::max<int64_t>(
-                1, losparseRank(slot.kind->outFeatures(), slot.kind->inFeatures(), m_s.rankRatio)));
+            const int rank = rankFor(m_s, slot.kind->outFeatures(), slot.kind->inFeatures());
             lm.replaceLinear(slot.kind->weightName(), [&](auto &params, auto *w, auto *b) {
                 auto kind = std::make_unique<train::LowRankSparseLinear<float>>(params, w, b, rank);
                 m_kinds.push_back(kind.get());
@@ -284,6 +287,17 @@ public:
         const LoSparseSettings s = settingsOf(params);
         // Reported after step t (1-based), as afterStep computes it.
         return sampleSchedule("kept_fraction_of_s", steps, 1, [&](int64_t t) { return keptFractionAt(s, t, steps); });
+    }
+    ParameterCounts planParameters(const MethodParams &params, const std::vector<PlannedLinear> &targets,
+                                   ParameterCounts c) const override {
+        const LoSparseSettings s = settingsOf(params);
+        for (const PlannedLinear &t : targets) {
+            const int64_t added = train::LowRankSparseLinear<float>::addedParameters(t.out, t.in, rankFor(s, t.out, t.in));
+            c.total += added;
+            // L, R and S are new trainable parameters in W's place; S is frozen when low_rank_only.
+            c.trainable += added + (s.lowRankOnly ? 0 : t.out * t.in) - (t.trainable ? t.out * t.in : 0);
+        }
+        return c;
     }
     std::unique_ptr<TrainingMethodRun> startTraining(const Model &, const MethodParams &params,
                                                      uint64_t) const override {

@@ -150,6 +150,17 @@ public:
         const PstSettings s = settingsOf(params);
         return sampleSchedule("sparsity", steps, 0, [&](int64_t t) { return sparsityAt(s, t, steps); });
     }
+    ParameterCounts planParameters(const MethodParams &params, const std::vector<PlannedLinear> &targets,
+                                   ParameterCounts c) const override {
+        const PstSettings s = settingsOf(params);
+        c.trainable = 0; // the checkpoint's parameters freeze; only U, V, A, B, R, C train
+        for (const PlannedLinear &t : targets) {
+            const int64_t added = train::PstLinear<float>::addedParameters(t.out, t.in, s.kind);
+            c.total += added;
+            c.trainable += added;
+        }
+        return c;
+    }
     std::unique_ptr<TrainingMethodRun> startTraining(const Model &, const MethodParams &params,
                                                      uint64_t seed) const override {
         return std::make_unique<PstRun>(settingsOf(params), seed);

@@ -57,6 +57,13 @@ FineTuningMethod::Schedule FineTuningMethod::sampleSchedule(const std::string &n
     return out;
 }
 
+namespace {
+[[noreturn]] void throwNoTargets(const std::string &pattern) {
+    throw LatheError("'" + pattern + "' matches none of the block linears",
+                     "names look like model.layers.0.mlp.down_proj.weight");
+}
+} // namespace
+
 std::vector<train::CausalLm<float>::LinearSlot> targetLinears(const train::CausalLm<float> &lm,
                                                               const std::string &pattern) {
     const unicode::NamePattern re(pattern);
@@ -65,8 +72,19 @@ std::vector<train::CausalLm<float>::LinearSlot> targetLinears(const train::Causa
         if (re.search(s.kind->weightName()))
             out.push_back(s);
     if (out.empty())
-        throw LatheError("'" + pattern + "' matches none of the block linears",
-                         "names look like model.layers.0.mlp.down_proj.weight");
+        throwNoTargets(pattern);
+    return out;
+}
+
+std::vector<PlannedLinear> plannedTargets(const Model &model, const std::string &pattern,
+                                          const std::string &trainable) {
+    const unicode::NamePattern re(pattern), train(trainable);
+    std::vector<PlannedLinear> out;
+    for (const TensorInfo &t : model.tensors())
+        if (t.layer >= 0 && !t.isBias && t.shape.size() == 2 && isLinearRole(t.role) && re.search(t.name))
+            out.push_back({t.name, t.shape[0], t.shape[1], train.search(t.name)});
+    if (out.empty())
+        throwNoTargets(pattern);
     return out;
 }
 

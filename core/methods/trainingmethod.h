@@ -47,6 +47,17 @@ public:
     virtual void restore(const nlohmann::json &) {}
 };
 
+// A target linear as a plan sees it before anything is built (lathe-cli train --dry-run): its weight's name, its
+// shape (out x in) and whether the job's `trainable` pattern matches it.
+struct PlannedLinear {
+    std::string weight;
+    int64_t out = 0, in = 0;
+    bool trainable = true;
+};
+struct ParameterCounts {
+    int64_t total = 0, trainable = 0;
+};
+
 // The base of the fine-tuning methods: a compression run (`lathe-cli compress`) is refused with a pointer to
 // `lathe-cli train`; the preview lists the linears the method would change.
 class FineTuningMethod : public CompressionMethod {
@@ -58,7 +69,8 @@ public:
     // The run for `model` with these parameters; `seed` is the job's (random initialisations).
     virtual std::unique_ptr<TrainingMethodRun> startTraining(const Model &model, const MethodParams &params,
                                                              uint64_t seed) const = 0;
-    // The key of the parameter holding the regex of target linear weights (every method has one).
+    // The key of the parameter holding the regex of target linear weights; empty for a method without one (SAT
+    // thins whole blocks' channels).
     virtual std::string targetsKey() const = 0;
     // The method's schedule over a run of `steps` steps, the value a run reports at each step (step 1..steps):
     // its name ("sparsity", "kept_fraction_of_s", "omission") and values, for the Train dialog's preview.
@@ -67,6 +79,13 @@ public:
         std::vector<double> values;
     };
     virtual Schedule schedule(const MethodParams &params, int64_t steps) const = 0;
+    // The parameter counts of a run whose dense model has `dense` and these target linears (the ones targetsKey()
+    // matches), without building it: what prepare() will add, remove and freeze. The default changes nothing.
+    // tst_finetune checks each method's plan against the counts of the model it really builds.
+    virtual ParameterCounts planParameters(const MethodParams &, const std::vector<PlannedLinear> &,
+                                           ParameterCounts dense) const {
+        return dense;
+    }
 
 protected:
     // `name` with at(t) for t = first .. first + steps - 1.
@@ -78,6 +97,10 @@ protected:
 // none does.
 std::vector<train::CausalLm<float>::LinearSlot> targetLinears(const train::CausalLm<float> &lm,
                                                               const std::string &pattern);
+
+// The block linears of `model` whose weight name the regex `pattern` matches, as targetLinears finds them in the
+// built model (the same LatheError when none does), each marked trainable when `trainable` (a regex) matches it.
+std::vector<PlannedLinear> plannedTargets(const Model &model, const std::string &pattern, const std::string &trainable);
 
 // Cubic sparsity schedule (Zhu & Gupta 2017) between two fractions of the run: `from` until step
 // begin * total, `to` from step end * total on, and in between to + (from - to) (1 - p)^3 with p the progress

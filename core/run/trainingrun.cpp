@@ -115,6 +115,11 @@ Prepared prepare(const TrainingSpec &spec) {
     return p;
 }
 
+[[noreturn]] void throwNothingTrainable(const std::string &pattern) {
+    throw LatheError("trainable: '" + pattern + "' matches none of the model's parameters",
+                     "names look like model.layers.0.mlp.down_proj.weight");
+}
+
 // Marks the parameters the `trainable` regex does not match as frozen.
 void applyTrainable(train::ParameterSet<float> &params, const std::string &pattern) {
     const unicode::NamePattern re(pattern);
@@ -125,8 +130,7 @@ void applyTrainable(train::ParameterSet<float> &params, const std::string &patte
         kept += on;
     }
     if (!kept)
-        throw LatheError("trainable: '" + pattern + "' matches none of the model's parameters",
-                         "names look like model.layers.0.mlp.down_proj.weight");
+        throwNothingTrainable(pattern);
 }
 
 // The order in which training windows are read: a permutation of the windows per epoch from the seed, and where
@@ -399,11 +403,10 @@ json TrainingPlan::toJson() const {
 
 namespace {
 
-TrainingPlan planFor(const TrainingSpec &spec, const Model &model, const train::ParameterSet<float> &params,
-                     const Prepared &p) {
+TrainingPlan planFor(const TrainingSpec &spec, const Model &model, ParameterCounts counts, const Prepared &p) {
     TrainingPlan plan;
-    plan.parameters = params.count(false);
-    plan.trainableParameters = params.count(true);
+    plan.parameters = counts.total;
+    plan.trainableParameters = counts.trainable;
     plan.weightBytes = uint64_t(plan.parameters) * 4;
     plan.gradientBytes = uint64_t(plan.trainableParameters) * 4;
     plan.optimizerBytes = 2 * plan.gradientBytes;
@@ -429,11 +432,31 @@ std::unique_ptr<TrainingMethodRun> prepareModel(const TrainingSpec &spec, const 
 
 } // namespace
 
+// From the model's tensor table and the method's arithmetic: no weight is loaded and no method initialisation (an
+// SVD per linear for LoSparse) runs, so a plan for a model that would not fit in memory is still made.
+// tst_finetune checks it against the counts of the model a run builds, for every method.
 TrainingPlan planTraining(const TrainingSpec &spec) {
     Prepared p = prepare(spec);
-    train::CausalLm<float> lm(*p.model);
-    prepareModel(spec, *p.model, lm);
-    return planFor(spec, *p.model, lm.parameters(), p);
+    train::CausalLm<float>::checkSupported(*p.model);
+    const unicode::NamePattern trainable(spec.trainable);
+    ParameterCounts counts;
+    for (const TensorInfo &t : p.model->tensors())
+        if (t.role != TensorRole::Buffer) {
+            counts.total += t.numel();
+            counts.trainable += trainable.search(t.name) ? t.numel() : 0;
+        }
+    if (!counts.trainable)
+        throwNothingTrainable(spec.trainable);
+    if (spec.method) {
+        spec.method->checkRun(*p.model, 0.0, spec.methodParams);
+        const std::string key = spec.method->targetsKey();
+        counts = spec.method->planParameters(
+            spec.methodParams,
+            key.empty() ? std::vector<PlannedLinear>{}
+                        : plannedTargets(*p.model, spec.methodParams.get<std::string>(key), spec.trainable),
+            counts);
+    }
+    return planFor(spec, *p.model, counts, p);
 }
 
 json TrainingResult::toJson() const {
@@ -479,7 +502,7 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
     RunFolder files(spec.outputDir, OutputKind::TrainingRun, resuming, spec.toJson(), "metrics.jsonl");
 
     TrainingResult result;
-    result.plan = planFor(spec, *prepared.model, lm.parameters(), prepared);
+    result.plan = planFor(spec, *prepared.model, {lm.parameters().count(false), lm.parameters().count(true)}, prepared);
     train::AdamWOptions ao;
     ao.beta1 = spec.beta1;
     ao.beta2 = spec.beta2;

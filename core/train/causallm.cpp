@@ -330,9 +330,7 @@ template <class T> struct CausalLm<T>::Impl {
     }
 };
 
-template <class T> CausalLm<T>::CausalLm(const Model &model) : m_impl(std::make_unique<Impl>()) {
-    Impl &m = *m_impl;
-    m.config = model.config;
+template <class T> void CausalLm<T>::checkSupported(const Model &model) {
     const ModelConfig &c = model.config;
     if (c.family == ArchFamily::Bert)
         throw LatheError(model.sourcePath + ": training runs decoder language models (BERT's MLM head is not "
@@ -341,13 +339,24 @@ template <class T> CausalLm<T>::CausalLm(const Model &model) : m_impl(std::make_
     if (c.slicing.active())
         throw LatheError(model.sourcePath + ": training a sliced model is not supported yet");
     Transformer::checkSupported(model);
+    if (c.family != ArchFamily::Llama) {
+        const cpu::Activation a = cpu::parseActivation(c.activation.empty() ? defaultActivation(c.family) : c.activation,
+                                                       model.sourcePath);
+        if (a == cpu::Activation::Silu)
+            throw LatheError(model.sourcePath + ": a SiLU MLP without a gate is not supported for training");
+    }
+}
+
+template <class T> CausalLm<T>::CausalLm(const Model &model) : m_impl(std::make_unique<Impl>()) {
+    checkSupported(model);
+    Impl &m = *m_impl;
+    m.config = model.config;
+    const ModelConfig &c = model.config;
     m.rms = c.family == ArchFamily::Llama;
     m.parallel = c.family == ArchFamily::Phi;
     m.swiglu = c.family == ArchFamily::Llama;
     m.activation = cpu::parseActivation(c.activation.empty() ? defaultActivation(c.family) : c.activation,
                                         model.sourcePath);
-    if (!m.swiglu && m.activation == cpu::Activation::Silu)
-        throw LatheError(model.sourcePath + ": a SiLU MLP without a gate is not supported for training");
     m.positionOffset = c.family == ArchFamily::Opt ? 2 : 0;
 
     auto load = [&](TensorRole role, int layer, bool isBias, bool required) -> Parameter<T> * {

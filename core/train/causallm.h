@@ -110,6 +110,8 @@ template <class T> class CausalLm {
 public:
     explicit CausalLm(const Model &model);
     ~CausalLm();
+    // The constructor's refusals (BERT, sliced models, what the engine cannot run), without loading anything.
+    static void checkSupported(const Model &model);
 
     ParameterSet<T> &parameters() { return m_params; }
     const ParameterSet<T> &parameters() const { return m_params; }

@@ -117,6 +117,9 @@ private:
 template <class T> class LowRankSparseLinear : public LinearKind<T> {
 public:
     LowRankSparseLinear(ParameterSet<T> &params, Parameter<T> *weight, Parameter<T> *bias, int rank);
+    // Parameters the kind adds to an (out x in) dense linear: L and R (S takes W's place). For plans made
+    // without building the model (lathe-cli train --dry-run).
+    static int64_t addedParameters(int64_t out, int64_t in, int rank) { return int64_t(rank) * (out + in); }
     const char *kindName() const override { return "lowrank_sparse"; }
     int rank() const { return int(m_l->value.cols()); }
     Parameter<T> *left() const { return m_l; }
@@ -150,6 +153,10 @@ template <class T> class PstLinear : public LinearKind<T> {
 public:
     PstLinear(ParameterSet<T> &params, Parameter<T> *weight, Parameter<T> *bias, const PstOptions &options,
               uint64_t seed);
+    // Parameters the kind adds to an (out x in) linear (U, V, A, B, R, C), for plans made without building it.
+    static int64_t addedParameters(int64_t out, int64_t in, const PstOptions &o) {
+        return int64_t(o.rank + o.maskRank) * (out + in) + out + in;
+    }
     const char *kindName() const override { return "pst"; }
     void setSparsity(double sparsity) { m_sparsity = sparsity; }
     // W + U V and the scores, from the current parameters.
