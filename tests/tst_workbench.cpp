@@ -42,6 +42,7 @@
 #include <QTableWidget>
 #include <QPushButton>
 #include <QSettings>
+#include <QDoubleSpinBox>
 #include <QSpinBox>
 #include <QFileInfo>
 #include <QSignalSpy>
@@ -723,6 +724,47 @@ private slots:
         QVERIFY(scores.wait(10000));
         QVERIFY2(w.importanceView()->title().contains("losparse"), qPrintable(w.importanceView()->title()));
         score->setCurrentIndex(0);
+    }
+
+    // Issue 19 item 7: the tree filter keeps the matching tensors and their groups; the ρ number field and slider
+    // are one value; Help lists every shortcut and says what the build runs on.
+    void treeFilterRankFieldAndHelp() {
+        MainWindow w;
+        w.show();
+        openAndAnalyze(w);
+        auto *filter = w.findChild<QLineEdit *>("treeFilter");
+        QVERIFY(filter);
+        auto visibleTensors = [&] {
+            QStringList names;
+            for (QTreeWidgetItemIterator it(w.tree()); *it; ++it)
+                if ((*it)->parent() && !(*it)->isHidden() && !(*it)->parent()->isHidden())
+                    names << (*it)->text(ModelTree::NameColumn);
+            return names;
+        };
+        const int all = int(visibleTensors().size());
+        filter->setText("down_proj");
+        const QStringList down = visibleTensors();
+        QCOMPARE(int(down.size()), int(w.document()->model()->config.numLayers));
+        for (const QString &n : down)
+            QVERIFY2(n.contains("down_proj"), qPrintable(n));
+        filter->setText("no such tensor");
+        QVERIFY(visibleTensors().isEmpty());
+        filter->clear();
+        QCOMPARE(int(visibleTensors().size()), all);
+
+        auto *spin = w.parameterPanel()->findChild<QDoubleSpinBox *>("rankSpin");
+        auto *slider = w.parameterPanel()->findChild<QSlider *>("rankSlider");
+        QVERIFY(spin && slider);
+        spin->setValue(0.2);
+        QCOMPARE(slider->value(), 20);
+        QCOMPARE(w.parameterPanel()->rankRatio(), 0.2);
+        slider->setValue(7);
+        QCOMPARE(spin->value(), 0.07);
+
+        const QString shortcuts = w.shortcutsText();
+        for (const char *k : {"Ctrl+O", "Ctrl+R", "Ctrl+Shift+T", "F5"})
+            QVERIFY2(shortcuts.contains(k), qPrintable(shortcuts));
+        QVERIFY(w.aboutText().contains("BLAS") && w.aboutText().contains("GPU"));
     }
 
     void exportFigures() {

@@ -24,6 +24,9 @@
 #include "logpanel.h"
 #include "model/model.h"
 #include "modeltree.h"
+#include "numeric/backend.h"
+#include "numeric/blas.h"
+#include "numeric/linalg.h"
 #include "numeric/spectrum.h"
 #include "openmodeljob.h"
 #include "parameterpanel.h"
@@ -31,6 +34,12 @@
 #include "spectrumview.h"
 
 #include <QAction>
+#include <QApplication>
+#include <QDesktopServices>
+#include <QLineEdit>
+#include <QMessageBox>
+#include <QUrl>
+#include <QVBoxLayout>
 #include <QCloseEvent>
 #include <QDockWidget>
 #include <QDragEnterEvent>
@@ -110,9 +119,19 @@ MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
 
     auto *treeDock = new QDockWidget(tr("Model"), this);
     treeDock->setObjectName("modelDock");
-    m_tree = new ModelTree(treeDock);
+    auto *treePane = new QWidget(treeDock);
+    auto *treeLayout = new QVBoxLayout(treePane);
+    treeLayout->setContentsMargins(0, 0, 0, 0);
+    auto *filter = new QLineEdit(treePane);
+    filter->setObjectName("treeFilter");
+    filter->setPlaceholderText(tr("Filter: name or role (e.g. down_proj, layers.3., attn_q)"));
+    filter->setClearButtonEnabled(true);
+    m_tree = new ModelTree(treePane);
     m_tree->setSelectionMode(QAbstractItemView::ExtendedSelection);
-    treeDock->setWidget(m_tree);
+    connect(filter, &QLineEdit::textChanged, m_tree, &ModelTree::setFilter);
+    treeLayout->addWidget(filter);
+    treeLayout->addWidget(m_tree);
+    treeDock->setWidget(treePane);
     addDockWidget(Qt::LeftDockWidgetArea, treeDock);
 
     addDockWidget(Qt::RightDockWidgetArea, paramDock);
@@ -309,6 +328,46 @@ void MainWindow::buildMenus() {
     });
     QAction *cancelAll = analysis->addAction(tr("Cancel All &Jobs"), m_jobs, &JobManager::cancelAll);
     cancelAll->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_Period));
+
+    QMenu *help = menuBar()->addMenu(tr("&Help"));
+    help->addAction(tr("&Keyboard Shortcuts"), this, [this] {
+        QMessageBox::information(this, tr("Keyboard shortcuts"), shortcutsText());
+    });
+    help->addAction(tr("&Documentation"), this, [this] {
+        // The installed docs (share/doc/lathe), else those of the source tree this binary was built from.
+        for (const QString &dir : {QApplication::applicationDirPath() + "/../share/doc/lathe", QString(LATHE_DOCS_DIR)})
+            if (QFileInfo::exists(dir + "/training.md")) {
+                QDesktopServices::openUrl(QUrl::fromLocalFile(QFileInfo(dir).absoluteFilePath()));
+                return;
+            }
+        showError(tr("The documentation folder is not on this machine"), tr("see docs/ in Lathe's source tree"));
+    });
+    help->addAction(tr("&About Lathe"), this, [this] { QMessageBox::about(this, tr("About Lathe"), aboutText()); });
+}
+
+QString MainWindow::shortcutsText() const {
+    QStringList rows;
+    for (QAction *menu : menuBar()->actions())
+        if (menu->menu())
+            for (QAction *a : menu->menu()->actions())
+                if (!a->shortcut().isEmpty())
+                    rows << tr("%1\t%2 > %3")
+                                .arg(a->shortcut().toString(QKeySequence::NativeText), menu->text().remove('&'),
+                                     a->text().remove('&'));
+    return rows.join('\n');
+}
+
+QString MainWindow::aboutText() const {
+    const BlasInfo blas = blasInfo();
+    std::string whyNoGpu;
+    const auto &gpus = gpuDevices(&whyNoGpu);
+    QString gpu = gpus.empty() ? tr("none (%1): the CPU runs every job").arg(QString::fromStdString(whyNoGpu))
+                               : QString::fromStdString(gpus.front().name);
+    return tr("<b>Lathe %1</b><p>A workbench for compressing transformer language models: SliceGPT, Wanda, "
+              "magnitude, LoSparse, PST, SAT.</p><p>Qt %2<br>BLAS: %3%4<br>LAPACK: %5<br>GPU: %6</p>")
+        .arg(QApplication::applicationVersion(), qVersion(), QString::fromStdString(blas.library),
+             blas.coreType.empty() ? QString() : QString(" (%1 kernels)").arg(QString::fromStdString(blas.coreType)),
+             QString::fromStdString(lapackName()), gpu);
 }
 
 void MainWindow::openModelPath(const QString &path) {

@@ -46,6 +46,8 @@ void registerUiMetaTypes();
 class MainWindow : public QMainWindow {
     Q_OBJECT
 public:
+    QString shortcutsText() const; // every menu action with a shortcut, one per line (Help > Keyboard Shortcuts)
+    QString aboutText() const;     // version, Qt, BLAS/LAPACK and GPU (Help > About)
     explicit MainWindow(QWidget *parent = nullptr);
     ~MainWindow() override;
 

@@ -63,6 +63,30 @@ void ModelTree::setModel(const Model *model) {
             g->setExpanded(true);
     for (int c = RoleColumn; c < ColumnCount; ++c)
         resizeColumnToContents(c);
+    applyFilter();
+}
+
+void ModelTree::setFilter(const QString &text) {
+    m_filter = text.trimmed();
+    applyFilter();
+}
+
+void ModelTree::applyFilter() {
+    for (int g = 0; g < topLevelItemCount(); ++g) {
+        QTreeWidgetItem *group = topLevelItem(g);
+        int shown = 0;
+        for (int i = 0; i < group->childCount(); ++i) {
+            QTreeWidgetItem *item = group->child(i);
+            const bool match = m_filter.isEmpty() || item->text(NameColumn).contains(m_filter, Qt::CaseInsensitive) ||
+                               item->text(RoleColumn).contains(m_filter, Qt::CaseInsensitive);
+            item->setHidden(!match);
+            shown += match;
+        }
+        group->setHidden(shown == 0);
+        // A filter opens the groups it keeps, so the matches are visible at once.
+        if (!m_filter.isEmpty() && shown > 0)
+            group->setExpanded(true);
+    }
 }
 
 QString ModelTree::selectedTensor() const {

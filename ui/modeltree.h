@@ -14,8 +14,15 @@ public:
     explicit ModelTree(QWidget *parent = nullptr);
     void setModel(const Model *model);
     QString selectedTensor() const;
+    // Shows only tensors whose name or role contains `text` (case-insensitive) and the groups holding one; empty
+    // shows everything. Kept across setModel.
+    void setFilter(const QString &text);
 
     enum Column { NameColumn, RoleColumn, ShapeColumn, TypeColumn, ParamsColumn, ColumnCount };
+
+private:
+    void applyFilter();
+    QString m_filter;
 };
 
 } // namespace lathe

@@ -19,6 +19,8 @@
 #include <QToolButton>
 #include <QVBoxLayout>
 
+#include <cmath>
+
 namespace lathe {
 
 namespace {
@@ -96,7 +98,22 @@ ParameterPanel::ParameterPanel(QWidget *parent) : QWidget(parent) {
     m_rankLabel = new QLabel(lowRank);
     m_rankLabel->setObjectName("rankLabel");
     m_rankLabel->setWordWrap(true);
-    lf->addRow(tr("Rank ratio ρ"), m_rank);
+    // The slider and a number field show the same ρ (in hundredths: the slider's steps).
+    auto *rankSpin = new QDoubleSpinBox(lowRank);
+    rankSpin->setObjectName("rankSpin");
+    rankSpin->setRange(0.0, 0.5);
+    rankSpin->setSingleStep(0.01);
+    rankSpin->setDecimals(2);
+    rankSpin->setValue(m_rank->value() / 100.0);
+    connect(m_rank, &QSlider::valueChanged, rankSpin, [rankSpin](int v) {
+        const QSignalBlocker block(rankSpin);
+        rankSpin->setValue(v / 100.0);
+    });
+    connect(rankSpin, &QDoubleSpinBox::valueChanged, m_rank, [this](double v) { m_rank->setValue(int(std::lround(v * 100))); });
+    auto *rankRow = new QHBoxLayout;
+    rankRow->addWidget(m_rank, 1);
+    rankRow->addWidget(rankSpin);
+    lf->addRow(tr("Rank ratio ρ"), rankRow);
     lf->addRow(m_rankLabel);
     outer->addWidget(lowRank);
 

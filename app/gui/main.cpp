@@ -20,6 +20,7 @@
 #include <QSettings>
 
 #include <csignal>
+#include <cstring>
 #include <memory>
 
 int main(int argc, char **argv) {
@@ -35,12 +36,18 @@ int main(int argc, char **argv) {
 #ifdef LATHE_HAVE_CUDA
     lathe::gpu::registerCudaBackend();
 #endif
-    lathe::initLogging("lathe");
+    // --verbose (as in lathe-cli): every log level on stderr too. Read before the parser runs, because the logger
+    // must exist for the jobs the command line starts.
+    bool verbose = false;
+    for (int i = 1; i < argc; ++i)
+        verbose = verbose || std::strcmp(argv[i], "--verbose") == 0;
+    lathe::initLogging("lathe", verbose);
 
     QCommandLineParser parser;
     parser.setApplicationDescription("Lathe: inspect and compress transformer language models");
     parser.addHelpOption();
     parser.addVersionOption();
+    parser.addOption(QCommandLineOption("verbose", "Log every message to stderr too (the log file has them anyway)."));
     parser.addPositionalArgument("model", "Model to open: a Hugging Face folder, a .gguf or a llama2.c .bin file");
     QCommandLineOption shot("screenshot", "Save a PNG of the window once the model is analysed, then quit.", "file");
     QCommandLineOption view("view", "With --screenshot: the tab to show (1-5: spectrum, sparsity, importance, "
