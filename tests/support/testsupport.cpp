@@ -202,4 +202,14 @@ std::string tempDir(const std::string &tag) {
     return p.string();
 }
 
+namespace {
+// Every test program gets its own XDG cache folder (removed at exit with the other temporary folders): the analysis
+// archives it writes (analysis/analysisarchive.h: the per-user cache by default) never reach the user's ~/.cache,
+// and no test sees what another program or an earlier run left there.
+const bool kPrivateXdgCache = [] {
+    ::setenv("XDG_CACHE_HOME", tempDir("xdg-cache").c_str(), 1);
+    return true;
+}();
+} // namespace
+
 } // namespace lathe::test
