@@ -15,6 +15,7 @@
 // - both resume after SIGKILL with the steps, evaluations and exported weights of an uninterrupted run (the
 //   method's own state, masks and running scores, travels in the checkpoint).
 
+#include "analysis/matrixscores.h"
 #include "base/error.h"
 #include "base/unicodetext.h"
 #include "clirun.h"
@@ -314,6 +315,13 @@ private slots:
         }
         QCOMPARE(r["method"]["linears"].get<int64_t>(), targets);
         QVERIFY(changed > 0); // the kept weights trained
+        // Reopened, the sparsity view says how much of each matrix the export holds as zeros.
+        MatrixScoresRequest req;
+        req.model = std::shared_ptr<const Model>(openModel((root / "run" / "model").string()));
+        req.tensor = "model.layers.1.mlp.down_proj.weight";
+        const MatrixScores ms = computeMatrixScores(req);
+        QVERIFY(ms.error.empty());
+        QCOMPARE(ms.loadedZeros, std::floor(0.6 * double(ms.rows * ms.cols)) / double(ms.rows * ms.cols));
         QVERIFY(fs::exists(root / "run" / "run.h5") || !sparseArchiveAvailable());
         exportEvaluatesLikeTheRun(root / "run");
         // A pruned model fine-tuned at sparsity 0 keeps its own zeros.

@@ -51,6 +51,9 @@ void SparsityView::setScores(const MatrixScores &s, const QString &label, const 
     QString title = tr("%1: %2, %3 score, %4% pruned").arg(label, pattern, QString::fromUtf8(importanceName(s.used))).arg(100.0 * s.stats.sparsity, 0, 'f', 1);
     if (pattern.contains(':'))
         title += s.stats.nmValid ? tr(", N:M valid") : tr(", NOT N:M");
+    // A model that was pruned before it was opened (a Wanda, magnitude, PST or recovery export) says so.
+    if (s.loadedZeros >= 0.005)
+        title += tr("; %1% zeros as loaded").arg(100.0 * s.loadedZeros, 0, 'f', 1);
     showResult(title, QString::fromStdString(s.note));
 }
 

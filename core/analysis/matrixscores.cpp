@@ -20,6 +20,7 @@ MatrixScores computeMatrixScores(const MatrixScoresRequest &req) {
         out.rows = t->shape[0];
         out.cols = t->shape[1];
         const std::vector<float> w = req.model->loadFloat(*t);
+        out.loadedZeros = double(std::count(w.begin(), w.end(), 0.0f)) / double(std::max<size_t>(1, w.size()));
         std::vector<float> scores;
         const std::vector<float> *norms = nullptr;
         if (req.norms) {

@@ -39,6 +39,7 @@ struct MatrixScores {
     Histogram scoreHist;   // log10 of the positive scores, 60 bins
     int64_t zeroScores = 0; // scores of exactly 0 (not on the log axis)
     double threshold = 0;  // log10 of the score at the pruned fraction (the whole matrix's quantile)
+    double loadedZeros = 0; // fraction of the weights that are exactly zero as loaded (a pruned export's sparsity)
 };
 
 MatrixScores computeMatrixScores(const MatrixScoresRequest &request);
