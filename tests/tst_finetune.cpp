@@ -67,11 +67,11 @@ nlohmann::json job(const nlohmann::json &method, int64_t steps) {
     return j;
 }
 
-// The run's final evaluation loss against `lathe-cli eval` of its exported folder on the same windows.
-void exportEvaluatesLikeTheRun(const fs::path &dir) {
+// The run's final evaluation loss against `lathe-cli eval` of its exported folder (`sub`) on the same windows.
+void exportEvaluatesLikeTheRun(const fs::path &dir, const std::string &sub = "model") {
     const nlohmann::json r = nlohmann::json::parse(readTextFile((dir / "results.json").string()));
     const double want = r["evals"].back()["eval_loss"].get<double>();
-    const test::CliRun e = test::runCli({"eval", "--model", QString::fromStdString((dir / "model").string()), "--text",
+    const test::CliRun e = test::runCli({"eval", "--model", QString::fromStdString((dir / sub).string()), "--text",
                                          QString::fromStdString(test::dataDir() + "/text/tinystories-excerpt.txt"),
                                          "--seq-len", QString::number(kSeq), "--max-tokens",
                                          QString::number(kSeq * kEvalWindows), "--device", "cpu", "--json"});
@@ -257,6 +257,28 @@ private slots:
         }
         QCOMPARE(factors, lowRank);
         QCOMPARE(rows, kept);
+        // Lathe opens the compact folder too: each linear's weight rebuilt as L R + S, so it evaluates like the run
+        // and counts the merged model's parameters; S is kept as a buffer whose zero rows are the row mask.
+        exportEvaluatesLikeTheRun(out, "model-compact");
+        auto compact = openModel((out / "model-compact").string());
+        auto merged = openModel((out / "model").string());
+        QCOMPARE(compact->parameterCount(), merged->parameterCount());
+        int64_t keptRows = 0;
+        for (const auto &e : m["matrices"]) {
+            const std::string w = e["weight"].get<std::string>();
+            const std::string base = w.substr(0, w.size() - std::strlen(".weight"));
+            const TensorInfo *s = compact->find(base + ".sparse");
+            QVERIFY2(s && s->role == TensorRole::Buffer, base.c_str());
+            const std::vector<float> sv = compact->loadFloat(*s);
+            for (int64_t r = 0; r < s->shape[0]; ++r)
+                keptRows += std::any_of(sv.begin() + r * s->shape[1], sv.begin() + (r + 1) * s->shape[1],
+                                        [](float v) { return v != 0.0f; });
+            QVERIFY(compact->find(base + ".lowrank_left") && !compact->find(base + ".sparse_rows"));
+        }
+        int64_t wantRows = 0;
+        for (const auto &e : m["matrices"])
+            wantRows += e["kept_rows"].get<int64_t>();
+        QCOMPARE(keptRows, wantRows);
     }
 
     // The SVD truncation baseline: S is gone before the first evaluation and never comes back.

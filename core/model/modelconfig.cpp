@@ -193,6 +193,9 @@ ModelConfig configFromHfJson(const json &j, const std::string &file) {
     const bool sliced = j.contains("lathe_slicing");
     if (sliced)
         c.modelType = getString(j["lathe_slicing"], "base_model_type", c.modelType);
+    // So does LoSparse's compact form (the HF reader merges its linears back: io/hfloader.cpp).
+    if (j.contains("lathe_losparse") && j["lathe_losparse"].is_object())
+        c.modelType = getString(j["lathe_losparse"], "base_model_type", c.modelType);
     if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
         j["architectures"][0].is_string())
         c.architecture = j["architectures"][0].get<std::string>();
