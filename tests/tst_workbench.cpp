@@ -608,6 +608,15 @@ private slots:
             if (t.layer >= 0 && t.shape.size() == 2 && !t.isBias && isLinearRole(t.role))
                 pruned += int64_t(std::floor(0.70 * double(t.numel())));
         QVERIFY(w.parameterPanel()->summaryText().contains(QString::fromStdString(humanCount(total - pruned))));
+        QVERIFY(!w.parameterPanel()->summaryText().contains("not smaller"));
+        // Honest sizes: at 10% the compact form (values + indices) is larger than dense storage, and says so; a large
+        // low-rank part on top makes the model itself larger.
+        slider->setValue(10);
+        QVERIFY2(w.parameterPanel()->summaryText().contains("not smaller"), qPrintable(w.parameterPanel()->summaryText()));
+        w.parameterPanel()->findChild<QSlider *>("rankSlider")->setValue(50);
+        QVERIFY2(w.parameterPanel()->summaryText().contains("larger"), qPrintable(w.parameterPanel()->summaryText()));
+        w.parameterPanel()->findChild<QSlider *>("rankSlider")->setValue(0);
+        slider->setValue(70);
         // The layer bars follow: sparsity after is below 0.7 (norms are kept) and above 0.6.
         auto *bars = qobject_cast<QCPBars *>(w.layerView()->plot()->plottable(1));
         const double s0 = bars->data()->at(0)->value;

@@ -667,6 +667,13 @@ void MainWindow::updateSummary() {
     s += tr("Parameters: %1 → <b>%2</b> (%3)<br>").arg(count(e.paramsBefore), count(e.paramsAfter), pct(double(e.paramsAfter), double(e.paramsBefore)));
     s += tr("Bytes (bf16): %1 → <b>%2</b> compact (%3), %4 with zeros in place")
              .arg(bytes(e.bytesBefore), bytes(e.bytesAfter), pct(double(e.bytesAfter), double(e.bytesBefore)), bytes(e.bytesAfterDense));
+    // Honest sizes (issue 19 item 4): a plan whose result is not smaller than the dense model says so.
+    if (e.paramsAfter > e.paramsBefore)
+        s += tr("<br><font color='#b00020'>This plan makes the model <b>larger</b>: the low-rank factors add more "
+                "parameters than pruning removes. Lower ρ or prune more.</font>");
+    else if (e.bytesAfter >= e.bytesBefore && e.paramsAfter < e.paramsBefore)
+        s += tr("<br><font color='#b00020'>The compact form is <b>not smaller</b> than the dense model at this ratio "
+                "(each kept weight also stores its column index): export with zeros in place, or prune more.</font>");
     m_params->setSummary(s);
 }
 
