@@ -522,6 +522,49 @@ private slots:
         QVERIFY(r["steps"].size() >= 2 && r["steps"].size() < 100000);
     }
 
+    // Train > Resume Interrupted Run...: a run cancelled (or killed) part way continues from its last checkpoint and
+    // ends with the steps and evaluations of an uninterrupted run; a folder that is no run is refused with a reason.
+    void resumeInterruptedRunFromTheGui() {
+        MainWindow w;
+        const std::string root = test::tempDir("gui-resume");
+        TrainingSpec spec;
+        spec.model = m_model.toStdString();
+        spec.trainText = test::dataDir() + "/text/tinystories-excerpt.txt";
+        spec.holdout = 0.1;
+        spec.seqLen = 64;
+        spec.batch = 2;
+        spec.evalWindows = 2;
+        spec.steps = 40;
+        spec.evalEvery = 10;
+        spec.checkpointEvery = 5;
+        spec.exportModel = false;
+        spec.outputDir = root + "/ref";
+        QSignalSpy done(&w, &MainWindow::trainingFinished);
+        w.startTraining(spec);
+        QVERIFY(done.wait(60000));
+        spec.outputDir = root + "/cut";
+        w.startTraining(spec);
+        QTRY_VERIFY_WITH_TIMEOUT(w.trainingView()->stepCount() >= 12, 30000);
+        w.jobManager()->cancelAll();
+        QTRY_COMPARE_WITH_TIMEOUT(w.jobManager()->activeCount(), 0, 30000);
+        auto results = [](const std::string &dir) {
+            nlohmann::json r = nlohmann::json::parse(readTextFile(dir + "/results.json"));
+            for (auto &s : r["steps"])
+                s.erase("tokens_per_s");
+            return r;
+        };
+        QCOMPARE(QString::fromStdString(results(root + "/cut")["status"].get<std::string>()), QString("cancelled"));
+        w.resumeRun(QString::fromStdString(root + "/cut"));
+        QVERIFY(done.wait(60000));
+        const nlohmann::json a = results(root + "/ref"), b = results(root + "/cut");
+        QCOMPARE(QString::fromStdString(b["status"].get<std::string>()), QString("done"));
+        QVERIFY(a["steps"] == b["steps"]);
+        QVERIFY(a["evals"] == b["evals"]);
+        QVERIFY(readTextFile(root + "/cut/run.log").find("resumed at step") != std::string::npos);
+        w.resumeRun(QString::fromStdString(root));
+        QVERIFY2(w.lastError().contains("not a run folder"), qPrintable(w.lastError()));
+    }
+
     void spectrumPoints() {
         MainWindow w;
         w.show();

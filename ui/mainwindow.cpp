@@ -12,6 +12,8 @@
 #include <QDir>
 
 #include "analysis/compressionestimate.h"
+#include "base/outputfiles.h"
+#include "engine/evaluation.h"
 #include "analysis/modelanalysis.h"
 #include "analysis/modelsummary.h"
 #include "analysisjob.h"
@@ -326,6 +328,12 @@ void MainWindow::buildMenus() {
             showError(QString::fromStdString(e.what()), QString::fromStdString(e.hint()));
         }
     });
+    trainMenu->addSeparator();
+    trainMenu->addAction(tr("&Resume Interrupted Run..."), this, [this] {
+        const QString dir = QFileDialog::getExistingDirectory(this, tr("Run folder to resume"));
+        if (!dir.isEmpty())
+            resumeRun(dir);
+    });
     QAction *cancelAll = analysis->addAction(tr("Cancel All &Jobs"), m_jobs, &JobManager::cancelAll);
     cancelAll->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_Period));
 
@@ -538,6 +546,36 @@ TrainingSpec MainWindow::trainingSpecForDialog() const {
     spec.outputDir = defaultRunFolder().toStdString();
     spec.overwrite = spec.resume = false;
     return spec;
+}
+
+void MainWindow::resumeRun(const QString &dir) {
+    // The folder's marker says what ran there and its spec.json what the job was; the engine keeps what finished
+    // (a training run's last checkpoint, a compression sweep's finished points and dense evaluation) and refuses a
+    // folder that holds another job.
+    try {
+        const std::string path = dir.toStdString();
+        const auto kind = outputKindOf(path);
+        const std::string specFile = path + "/spec.json";
+        if (kind == OutputKind::TrainingRun) {
+            TrainingSpec spec = TrainingSpec::fromJson(nlohmann::json::parse(readTextFile(specFile)));
+            spec.outputDir = path;
+            spec.resume = true;
+            startTraining(spec);
+        } else if (kind == OutputKind::CompressionRun) {
+            CompressionSpec spec = CompressionSpec::fromFile(specFile);
+            spec.outputDir = path;
+            spec.resume = true;
+            spec.overwrite = false;
+            startCompression(spec);
+        } else {
+            throw LatheError(path + " is not a run folder Lathe wrote",
+                             "choose the folder of a compression or training run (it holds spec.json and .lathe-output)");
+        }
+        statusBar()->showMessage(tr("Resuming %1").arg(dir), 8000);
+    } catch (const std::exception &e) {
+        const auto *le = dynamic_cast<const LatheError *>(&e);
+        showError(QString::fromStdString(e.what()), le ? QString::fromStdString(le->hint()) : QString());
+    }
 }
 
 void MainWindow::startTraining(const TrainingSpec &spec) {

@@ -48,6 +48,8 @@ class MainWindow : public QMainWindow {
 public:
     QString shortcutsText() const; // every menu action with a shortcut, one per line (Help > Keyboard Shortcuts)
     QString aboutText() const;     // version, Qt, BLAS/LAPACK and GPU (Help > About)
+    // Train > Resume Interrupted Run...: continues the compression or training run a kill or crash left in `dir`.
+    void resumeRun(const QString &dir);
     explicit MainWindow(QWidget *parent = nullptr);
     ~MainWindow() override;
 
