@@ -817,6 +817,13 @@ private slots:
         for (const char *k : {"Ctrl+O", "Ctrl+R", "Ctrl+Shift+T", "F5"})
             QVERIFY2(shortcuts.contains(k), qPrintable(shortcuts));
         QVERIFY(w.aboutText().contains("BLAS") && w.aboutText().contains("GPU"));
+
+        // Compress > Open Compression Job... with a job for another model asks for that model first.
+        const std::string job = m_dir + "/other-model-job.json";
+        test::writeText(job, nlohmann::json({{"model", test::sourceDir() + "/tests/fixtures/hf-llama"}, {"method", "magnitude"},
+                                             {"sparsity", 0.5}, {"output", {{"dir", m_dir + "/never"}}}}).dump());
+        w.openCompressionJob(QString::fromStdString(job));
+        QVERIFY2(w.lastError().contains("not the open model"), qPrintable(w.lastError()));
     }
 
     void exportFigures() {

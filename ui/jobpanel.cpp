@@ -10,6 +10,7 @@
 #include <QProgressBar>
 #include <QPushButton>
 #include <QScrollArea>
+#include <QTimer>
 #include <QVBoxLayout>
 
 #include <memory>
@@ -37,7 +38,7 @@ JobPanel::JobPanel(JobManager *manager, QWidget *parent) : QWidget(parent) {
     bar->addStretch();
     bar->addWidget(clear);
     outer->addLayout(bar);
-    auto *scroll = new QScrollArea(this);
+    auto *scroll = m_scroll = new QScrollArea(this);
     scroll->setWidgetResizable(true);
     auto *inner = new QWidget(scroll);
     m_rows = new QVBoxLayout(inner);
@@ -75,6 +76,11 @@ void JobPanel::addJob(Job *job) {
     h->addWidget(eta);
     h->addWidget(cancel);
     m_rows->insertWidget(m_rows->count() - 1, row);
+    // A new job is where the user looks next: bring it into view once it is laid out.
+    QTimer::singleShot(0, m_scroll, [scroll = QPointer<QScrollArea>(m_scroll), row = QPointer<QWidget>(row)] {
+        if (scroll && row)
+            scroll->ensureWidgetVisible(row);
+    });
 
     QPointer<Job> guard(job);
     auto clock = std::make_shared<QElapsedTimer>();

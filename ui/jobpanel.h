@@ -2,6 +2,7 @@
 
 #include <QWidget>
 
+class QScrollArea;
 class QVBoxLayout;
 
 namespace lathe {
@@ -22,6 +23,7 @@ private:
     void clearFinished();
 
     QVBoxLayout *m_rows = nullptr;
+    QScrollArea *m_scroll = nullptr;
 };
 
 } // namespace lathe

@@ -301,6 +301,11 @@ void MainWindow::buildMenus() {
         }
     });
     runCompress->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_R));
+    compress->addAction(tr("&Open Compression Job..."), this, [this] {
+        const QString path = QFileDialog::getOpenFileName(this, tr("Compression job spec"), {}, tr("JSON (*.json)"));
+        if (!path.isEmpty())
+            openCompressionJob(path);
+    });
     compress->addAction(tr("Clear &Results"), m_doc, &WorkbenchDocument::clearRuns);
     QMenu *trainMenu = menuBar()->addMenu(tr("&Train"));
     // Both open the Train dialog: with the session's last settings, or with a saved job spec.
@@ -546,6 +551,23 @@ TrainingSpec MainWindow::trainingSpecForDialog() const {
     spec.outputDir = defaultRunFolder().toStdString();
     spec.overwrite = spec.resume = false;
     return spec;
+}
+
+void MainWindow::openCompressionJob(const QString &path) {
+    try {
+        const CompressionSpec spec = CompressionSpec::fromFile(path.toStdString());
+        // The dialog previews against the open model: a job for another model asks for that model first.
+        if (!m_doc->model() || QFileInfo(QString::fromStdString(spec.model)).canonicalFilePath() !=
+                                   QFileInfo(m_doc->modelPath()).canonicalFilePath())
+            throw LatheError("the job is for " + spec.model + ", which is not the open model",
+                             "open that model (File > Open), then open the job again");
+        CompressDialog dialog(m_doc->model().get(), m_doc->modelPath(), this);
+        dialog.setSpec(spec);
+        if (dialog.exec() == QDialog::Accepted)
+            startCompression(dialog.spec());
+    } catch (const LatheError &e) {
+        showError(QString::fromStdString(e.what()), QString::fromStdString(e.hint()));
+    }
 }
 
 void MainWindow::resumeRun(const QString &dir) {

@@ -50,6 +50,8 @@ public:
     QString aboutText() const;     // version, Qt, BLAS/LAPACK and GPU (Help > About)
     // Train > Resume Interrupted Run...: continues the compression or training run a kill or crash left in `dir`.
     void resumeRun(const QString &dir);
+    // Compress > Open Compression Job...: a saved job spec in the compress dialog (for the open model).
+    void openCompressionJob(const QString &path);
     explicit MainWindow(QWidget *parent = nullptr);
     ~MainWindow() override;
 
