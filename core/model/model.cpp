@@ -69,6 +69,8 @@ std::vector<float> Model::loadFloat(const TensorInfo &t) const {
                          " and cannot be read as floating point");
     const int64_t n = t.numel();
     std::vector<float> out(static_cast<size_t>(n));
+    if (n == 0)
+        return out; // an empty tensor (a LoSparse part with no kept rows) has no bytes to read
     if (t.transform == TensorTransform::Transpose) {
         // stored (cols x rows) where the canonical shape is (rows x cols)
         std::vector<float> stored(static_cast<size_t>(n));
