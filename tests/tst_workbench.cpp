@@ -79,6 +79,21 @@ QCPBars *barsIn(QCustomPlot *plot, int rect) {
     return nullptr;
 }
 
+// A short training job on the demo model (TinyStories excerpt, 10% held out, 2 x 64 tokens a step), no export.
+TrainingSpec smallTrainingSpec(const QString &model, int64_t steps, int64_t evalEvery, int64_t checkpointEvery) {
+    TrainingSpec spec;
+    spec.model = model.toStdString();
+    spec.trainText = test::dataDir() + "/text/tinystories-excerpt.txt";
+    spec.holdout = 0.1;
+    spec.seqLen = 64;
+    spec.batch = 2;
+    spec.evalWindows = 2;
+    spec.steps = steps;
+    spec.evalEvery = evalEvery;
+    spec.checkpointEvery = checkpointEvery;
+    spec.exportModel = false;
+    return spec;
+}
 } // namespace
 
 class TestWorkbench : public QObject {
@@ -471,17 +486,7 @@ private slots:
     void trainingJobDrawsLive() {
         MainWindow w;
         const std::string root = test::tempDir("gui-train");
-        TrainingSpec spec;
-        spec.model = m_model.toStdString();
-        spec.trainText = test::dataDir() + "/text/tinystories-excerpt.txt";
-        spec.holdout = 0.1;
-        spec.seqLen = 64;
-        spec.batch = 2;
-        spec.evalWindows = 2;
-        spec.steps = 8;
-        spec.evalEvery = 4;
-        spec.checkpointEvery = 0;
-        spec.exportModel = false;
+        TrainingSpec spec = smallTrainingSpec(m_model, 8, 4, 0);
         spec.outputDir = root + "/run";
         QSignalSpy done(&w, &MainWindow::trainingFinished);
         w.startTraining(spec);
@@ -527,17 +532,7 @@ private slots:
     void resumeInterruptedRunFromTheGui() {
         MainWindow w;
         const std::string root = test::tempDir("gui-resume");
-        TrainingSpec spec;
-        spec.model = m_model.toStdString();
-        spec.trainText = test::dataDir() + "/text/tinystories-excerpt.txt";
-        spec.holdout = 0.1;
-        spec.seqLen = 64;
-        spec.batch = 2;
-        spec.evalWindows = 2;
-        spec.steps = 40;
-        spec.evalEvery = 10;
-        spec.checkpointEvery = 5;
-        spec.exportModel = false;
+        TrainingSpec spec = smallTrainingSpec(m_model, 40, 10, 5);
         spec.outputDir = root + "/ref";
         QSignalSpy done(&w, &MainWindow::trainingFinished);
         w.startTraining(spec);
