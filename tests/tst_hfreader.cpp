@@ -1,6 +1,8 @@
 // Hugging Face folders written by the `safetensors` Python package (make_fixtures.py): every family's names map to
 // roles, GPT-2's Conv1D weights read as (out x in), shards match the single-file model, config keys are kept.
 
+#include "base/bytestorage.h"
+#include "export/hfwriter.h"
 #include "io/modelloader.h"
 #include "io/safetensorsheader.h"
 #include "testsupport.h"
@@ -50,6 +52,23 @@ private slots:
         QVERIFY(m->warnings.empty());
         QVERIFY(m->find(TensorRole::TokenEmbedding) != nullptr);
         QCOMPARE(m->config.numLayers, 2);
+    }
+    // A tensor outside the family's layout is kept and named in a warning (once, with its name in the file).
+    void unknownTensorIsWarnedAbout() {
+        auto m = openModel(fx("hf-llama"));
+        TensorInfo extra;
+        extra.name = extra.sourceName = "model.extra_scale";
+        extra.storage = std::make_shared<OwnedBytes>(std::vector<uint8_t>());
+        m->addTensor(std::move(extra));
+        m->setFloat("model.extra_scale", {1.0f, 2.0f}, {2});
+        const std::string dir = test::tempDir("hf-unknown") + "/model";
+        writeHfFolder(*m, dir);
+        auto back = openModel(dir);
+        QVERIFY(back->find("model.extra_scale"));
+        int named = 0;
+        for (const std::string &w : back->warnings)
+            named += w.find("'model.extra_scale' is not part of the llama layout") != std::string::npos;
+        QCOMPARE(named, 1);
     }
     void llamaDetails() {
         auto m = openModel(fx("hf-llama"));

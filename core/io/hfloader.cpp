@@ -47,15 +47,12 @@ TokenizerSource findHfTokenizer(const fs::path &dir) {
     return t;
 }
 
-} // namespace
-
-namespace {
-
 // LoSparse's compact form (export/losparseexport.h): per replaced linear "<path>.lowrank_left" (out x r),
 // ".lowrank_right" (r x in), ".sparse_rows" (k x in) and ".sparse_index" (k, int64). The linear's weight
 // "<path>.weight" = L R + S is rebuilt in memory, so the model runs and is analysed like any other; L, R and the
 // full S ("<path>.sparse", its pruned rows zero: the sparsity view shows the row mask) stay as buffers (not counted
-// as parameters) to look at. Bad parts are a LatheError naming the tensor, never a crash.
+// as parameters) to look at, so none of them is an unknown tensor. Bad parts are a LatheError naming the tensor,
+// never a crash.
 void mergeLoSparseParts(Model &model, const ArchitectureAdapter &adapter, const std::string &configFile) {
     const nlohmann::json &spec = model.config.hf["lathe_losparse"];
     require(spec.contains("linears") && spec["linears"].is_object(), configFile, "lathe_losparse has no linears object");
@@ -66,61 +63,51 @@ void mergeLoSparseParts(Model &model, const ArchitectureAdapter &adapter, const 
                 "the compact folder is damaged: export it again");
         return *t;
     };
-    auto owned = [](TensorInfo t, std::vector<float> values) {
-        t.dtype = DType::F32;
-        t.transform = TensorTransform::None;
-        t.nbytes = values.size() * sizeof(float);
-        std::vector<uint8_t> bytes(t.nbytes);
-        std::memcpy(bytes.data(), values.data(), t.nbytes);
-        t.storage = std::make_shared<OwnedBytes>(std::move(bytes));
-        t.offset = 0;
-        return t;
+    // A new fp32 tensor the model owns (Model::setFloat fills it).
+    auto addFloat = [&](const std::string &name, TensorRole role, int layer, const Mat &values) {
+        TensorInfo t;
+        t.name = t.sourceName = name;
+        t.role = role;
+        t.layer = layer;
+        t.storage = std::make_shared<OwnedBytes>(std::vector<uint8_t>());
+        model.addTensor(std::move(t));
+        model.setFloat(name, std::vector<float>(values.data(), values.data() + values.size()),
+                       {values.rows(), values.cols()});
     };
     for (auto it = spec["linears"].begin(); it != spec["linears"].end(); ++it) {
         const std::string path = it.key();
-        const TensorInfo &l = part(path + ".lowrank_left", DType::F32, 2), &r = part(path + ".lowrank_right", DType::F32, 2);
-        const TensorInfo &rows = part(path + ".sparse_rows", DType::F32, 2), &index = part(path + ".sparse_index", DType::I64, 1);
+        const std::string left = path + ".lowrank_left", right = path + ".lowrank_right",
+                          rowsName = path + ".sparse_rows", indexName = path + ".sparse_index";
+        // Everything is read before the tensor list changes: the references below point into it.
+        const TensorInfo &l = part(left, DType::F32, 2), &r = part(right, DType::F32, 2);
+        const TensorInfo &rows = part(rowsName, DType::F32, 2), &index = part(indexName, DType::I64, 1);
         const int64_t out = l.shape[0], rank = l.shape[1], in = r.shape[1], kept = rows.shape[0];
         require(r.shape[0] == rank && rows.shape[1] == in && index.shape[0] == kept && kept <= out, configFile,
                 path + ": the LoSparse parts' shapes do not fit together", "the compact folder is damaged: export it again");
         const std::vector<float> lv = model.loadFloat(l), rv = model.loadFloat(r), sv = model.loadFloat(rows);
         Mat s = Mat::Zero(out, in);
-        const auto *idx = reinterpret_cast<const int64_t *>(index.bytes());
         for (int64_t k = 0; k < kept; ++k) {
             int64_t row;
-            std::memcpy(&row, idx + k, sizeof row);
-            require(row >= 0 && row < out, configFile, path + ".sparse_index: row " + std::to_string(row) +
-                                                           " outside 0.." + std::to_string(out - 1));
+            std::memcpy(&row, index.bytes() + k * int64_t(sizeof row), sizeof row);
+            require(row >= 0 && row < out, configFile, indexName + ": row " + std::to_string(row) + " outside 0.." +
+                                                           std::to_string(out - 1));
             s.row(row) = Eigen::Map<const Mat>(sv.data() + k * in, 1, in);
         }
         const Mat w = Eigen::Map<const Mat>(lv.data(), out, rank) * Eigen::Map<const Mat>(rv.data(), rank, in) + s;
+        const RoleMatch m = adapter.classifyHf(path + ".weight");
+        std::vector<TensorInfo> factors = {l, r};
 
-        TensorInfo weight;
-        weight.name = weight.sourceName = path + ".weight";
-        const RoleMatch m = adapter.classifyHf(weight.name);
-        weight.role = m.role;
-        weight.layer = m.layer;
-        weight.shape = {out, in};
-        model.addTensor(owned(weight, std::vector<float>(w.data(), w.data() + w.size())));
-        TensorInfo full = rows;
-        full.name = full.sourceName = path + ".sparse";
-        full.role = TensorRole::Buffer;
-        full.layer = m.layer;
-        full.shape = {out, in};
-        model.addTensor(owned(full, std::vector<float>(s.data(), s.data() + s.size())));
-        for (const std::string &name : {path + ".lowrank_left", path + ".lowrank_right"}) {
-            TensorInfo t = *model.find(name);
-            model.removeTensor(name);
+        model.removeTensor(rowsName);
+        model.removeTensor(indexName);
+        addFloat(path + ".weight", m.role, m.layer, w);
+        addFloat(path + ".sparse", TensorRole::Buffer, m.layer, s);
+        for (TensorInfo &t : factors) {
+            model.removeTensor(t.name);
             t.role = TensorRole::Buffer;
             t.layer = m.layer;
             model.addTensor(std::move(t));
         }
-        model.removeTensor(path + ".sparse_rows");
-        model.removeTensor(path + ".sparse_index");
     }
-    std::erase_if(model.warnings, [](const std::string &w) {
-        return w.find(".lowrank_") != std::string::npos || w.find(".sparse_") != std::string::npos;
-    });
 }
 
 } // namespace
@@ -196,9 +183,6 @@ std::unique_ptr<Model> openHfFolder(const std::string &dirArg) {
                 std::swap(t.shape[0], t.shape[1]);
                 t.transform = TensorTransform::Transpose;
             }
-            if (t.role == TensorRole::Unknown)
-                model->warnings.push_back("tensor '" + e.name + "' is not part of the " +
-                                          familyName(model->config.family) + " layout; kept as is");
             model->addTensor(std::move(t));
         }
     }
@@ -208,6 +192,11 @@ std::unique_ptr<Model> openHfFolder(const std::string &dirArg) {
 
     if (model->config.hf.contains("lathe_losparse"))
         mergeLoSparseParts(*model, adapter, configPath.string());
+    // After the merge, which accounts for LoSparse's parts.
+    for (const TensorInfo &t : model->tensors())
+        if (t.role == TensorRole::Unknown)
+            model->warnings.push_back("tensor '" + t.sourceName + "' is not part of the " +
+                                      familyName(model->config.family) + " layout; kept as is");
     // Checkpoints that omit the head although the config says it is untied (some Llama exports) are tied in effect.
     if (!model->config.tiedEmbeddings && !model->find(TensorRole::LmHead) &&
         model->config.family != ArchFamily::Bert) {
