@@ -81,7 +81,7 @@ std::vector<PlannedLinear> plannedTargets(const Model &model, const std::string 
     const unicode::NamePattern re(pattern), train(trainable);
     std::vector<PlannedLinear> out;
     for (const TensorInfo &t : model.tensors())
-        if (t.layer >= 0 && !t.isBias && t.shape.size() == 2 && isLinearRole(t.role) && re.search(t.name))
+        if (isBlockLinear(t) && t.shape.size() == 2 && re.search(t.name))
             out.push_back({t.name, t.shape[0], t.shape[1], train.search(t.name)});
     if (out.empty())
         throwNoTargets(pattern);
