@@ -290,15 +290,7 @@ void MainWindow::buildMenus() {
             statusBar()->showMessage(tr("Open a model first"));
             return;
         }
-        CompressDialog dialog(m_doc->model().get(), m_doc->modelPath(), this);
-        dialog.setSpec(specForDialog());
-        if (dialog.exec() == QDialog::Accepted) {
-            try {
-                startCompression(dialog.spec());
-            } catch (const LatheError &e) {
-                showError(QString::fromStdString(e.what()), QString::fromStdString(e.hint()));
-            }
-        }
+        compressWithDialog(specForDialog());
     });
     runCompress->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_R));
     compress->addAction(tr("&Open Compression Job..."), this, [this] {
@@ -554,17 +546,28 @@ TrainingSpec MainWindow::trainingSpecForDialog() const {
 }
 
 void MainWindow::openCompressionJob(const QString &path) {
+    CompressionSpec spec;
     try {
-        const CompressionSpec spec = CompressionSpec::fromFile(path.toStdString());
+        spec = CompressionSpec::fromFile(path.toStdString());
         // The dialog previews against the open model: a job for another model asks for that model first.
         if (!m_doc->model() || QFileInfo(QString::fromStdString(spec.model)).canonicalFilePath() !=
                                    QFileInfo(m_doc->modelPath()).canonicalFilePath())
             throw LatheError("the job is for " + spec.model + ", which is not the open model",
                              "open that model (File > Open), then open the job again");
-        CompressDialog dialog(m_doc->model().get(), m_doc->modelPath(), this);
-        dialog.setSpec(spec);
-        if (dialog.exec() == QDialog::Accepted)
-            startCompression(dialog.spec());
+    } catch (const LatheError &e) {
+        showError(QString::fromStdString(e.what()), QString::fromStdString(e.hint()));
+        return;
+    }
+    compressWithDialog(spec);
+}
+
+void MainWindow::compressWithDialog(const CompressionSpec &spec) {
+    CompressDialog dialog(m_doc->model().get(), m_doc->modelPath(), this);
+    dialog.setSpec(spec);
+    if (dialog.exec() != QDialog::Accepted)
+        return;
+    try {
+        startCompression(dialog.spec());
     } catch (const LatheError &e) {
         showError(QString::fromStdString(e.what()), QString::fromStdString(e.hint()));
     }

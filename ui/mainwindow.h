@@ -114,6 +114,8 @@ private:
     void updateSummary();
     void requestScores();
     void startAnalysis();
+    // The compress dialog on the open model, filled from `spec`; an accepted job starts (a refusal is shown).
+    void compressWithDialog(const CompressionSpec &spec);
     AnalyzeParams analyzeParams() const; // where the archive goes: the user's choice in the Analysis menu
     void exportCurrentFigure();
     void addRecent(const QString &path);
