@@ -314,7 +314,8 @@ private slots:
 
     void recovery() {
         const fs::path root = test::tempDir("ft-recovery");
-        const nlohmann::json j = job({{"method", "recovery"}, {"recovery", {{"sparsity", 0.6}}}}, 8);
+        nlohmann::json j = job({{"method", "recovery"}, {"recovery", {{"sparsity", 0.6}}}}, 8);
+        j["output"]["gguf"] = "f32"; // and a GGUF for llama.cpp with the same weights
         const std::string err = run(j, root / "run");
         QVERIFY2(err.empty(), err.c_str());
         const nlohmann::json r = nlohmann::json::parse(readTextFile((root / "run" / "results.json").string()));
@@ -339,6 +340,11 @@ private slots:
         }
         QCOMPARE(r["method"]["linears"].get<int64_t>(), targets);
         QVERIFY(changed > 0); // the kept weights trained
+        QCOMPARE(r["gguf_file"].get<std::string>(), (root / "run" / "model.gguf").string());
+        auto gguf = openModel((root / "run" / "model.gguf").string());
+        QCOMPARE(gguf->metadata["lathe.method"].get<std::string>(), std::string("recovery"));
+        for (const TensorInfo &t : model->tensors())
+            QVERIFY2(gguf->loadFloat(t.name) == tensors.at(t.name).f32, t.name.c_str());
         // Reopened, the sparsity view says how much of each matrix the export holds as zeros.
         MatrixScoresRequest req;
         req.model = std::shared_ptr<const Model>(openModel((root / "run" / "model").string()));

@@ -2,6 +2,7 @@
 // and reports a bad file in the message bar instead of crashing.
 
 #include "mainwindow.h"
+#include "io/modelloader.h"
 #include "model/model.h"
 #include "modeltree.h"
 #include "testsupport.h"
@@ -12,6 +13,7 @@
 #include <QTest>
 #include <QTextBrowser>
 
+#include <filesystem>
 #include <memory>
 
 using namespace lathe;
@@ -42,6 +44,25 @@ private slots:
         QVERIFY(details->toPlainText().contains(q->text(ModelTree::NameColumn)));
         tree->clearSelection();
         QVERIFY(details->toPlainText().contains("260032"));
+    }
+    // File > Export Model...'s job: the open model as a GGUF file, read back by the GGUF reader.
+    void exportsModelAsGguf() {
+        MainWindow w;
+        QSignalSpy opened(&w, &MainWindow::modelOpened);
+        w.openModelPath(QString::fromStdString(test::sourceDir() + "/resources/demo/stories260K.bin"));
+        QVERIFY(opened.wait(10000));
+        const QString out = QString::fromStdString(test::tempDir("gui-export") + "/demo.gguf");
+        QSignalSpy exported(&w, &MainWindow::modelExported);
+        w.startModelExport(out, true, DType::Q8_0, false);
+        QVERIFY(exported.wait(20000));
+        QVERIFY(exported.at(0).at(1).toString().contains("GGUF (llama)"));
+        auto back = openModel(out.toStdString());
+        QCOMPARE(back->find("model.layers.0.mlp.up_proj.weight")->dtype, DType::Q8_0);
+        // A second export to the same name without overwriting is refused with the reason, nothing replaced.
+        const auto size = std::filesystem::file_size(out.toStdString());
+        w.startModelExport(out, true, DType::F32, false);
+        QTRY_VERIFY_WITH_TIMEOUT(w.lastError().contains("exists"), 20000);
+        QCOMPARE(std::filesystem::file_size(out.toStdString()), size);
     }
     void reportsBadFile() {
         MainWindow w;

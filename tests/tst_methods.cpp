@@ -313,6 +313,7 @@ private slots:
     void compressionRunWanda() {
         const std::string text = test::dataDir() + "/text/tinystories-excerpt.txt";
         CompressionSpec spec = demoSpec("wanda", text, "wanda");
+        spec.gguf = "q8_0"; // and a GGUF for llama.cpp beside the folder
         const CompressionRunResult r = runCompression(spec);
         QCOMPARE(QString::fromStdString(r.status), QString("done"));
         QCOMPARE(int(r.runs.size()), 1);
@@ -339,6 +340,23 @@ private slots:
             QCOMPARE(rows, int64_t(b.up.w.rows()));
             QVERIFY(std::equal(dense.begin(), dense.end(), b.up.w.data()));
         }
+        // The GGUF holds the same zeros (Q8_0 quantizes a zero to zero) and names the run.
+        QCOMPARE(QString::fromStdString(run.ggufFile), QString::fromStdString(spec.outputDir + "/model.gguf"));
+        QCOMPARE(record["runs"][0]["gguf_file"].get<std::string>(), run.ggufFile);
+        QVERIFY(run.bytesGguf > 0 && run.bytesGguf < run.bytesDense);
+        auto gguf = openModel(run.ggufFile);
+        QCOMPARE(gguf->metadata["lathe.method"].get<std::string>(), spec.label());
+        const std::vector<float> q = gguf->loadFloat("model.layers.2.mlp.up_proj.weight");
+        QCOMPARE(gguf->find("model.layers.2.mlp.up_proj.weight")->dtype, DType::Q8_0);
+        for (size_t i = 0; i < q.size(); ++i)
+            QCOMPARE(q[i] == 0.0f, b.up.w.data()[i] == 0.0f);
+        // A sliced model has no GGUF form: refused before anything is created.
+        CompressionSpec sliced = demoSpec("slicegpt", text, "sliced-gguf");
+        sliced.gguf = "f16";
+        QVERIFY(errorOf([&] { checkCompressionSpec(sliced); }).contains("cannot be written as GGUF"));
+        QVERIFY(!QFile::exists(QString::fromStdString(sliced.outputDir)));
+        sliced.gguf = "q4_0";
+        QVERIFY(errorOf([&] { checkCompressionSpec(sliced); }).contains("output.gguf"));
     }
 
     // A bf16 export: the reported perplexity is the exported checkpoint's (weights rounded to bf16 before the

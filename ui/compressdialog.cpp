@@ -93,7 +93,8 @@ CompressDialog::CompressDialog(const Model *model, const QString &modelPath, QWi
     m_dtype->addItems({"f32", "bf16", "f16"});
     m_export = new QCheckBox(tr("Export the compressed model (Hugging Face folder)"), this);
     m_export->setObjectName("export");
-    form->addRow(tr("Export type"), m_dtype);
+    m_gguf = ggufChoice(this);
+    form->addRow(tr("Export type"), row(this, {m_dtype, m_gguf}));
     form->addRow(QString(), m_export);
     m_device = new QComboBox(this);
     m_device->setObjectName("device");
@@ -117,7 +118,7 @@ CompressDialog::CompressDialog(const Model *model, const QString &modelPath, QWi
     connect(footer.save, &QPushButton::clicked, this, &CompressDialog::saveSpec);
     for (QLineEdit *e : {m_sparsity, m_calibration, m_seed, m_tokenizer, m_evalText, m_evalMaxTokens, m_output})
         connect(e, &QLineEdit::textChanged, this, &CompressDialog::refresh);
-    for (QComboBox *c : {m_method, m_device, m_dtype, m_evalPrecision})
+    for (QComboBox *c : {m_method, m_device, m_dtype, m_gguf, m_evalPrecision})
         connect(c, &QComboBox::currentIndexChanged, this, &CompressDialog::refresh);
     for (QCheckBox *c : {m_overwrite, m_export, m_evalDense})
         connect(c, &QCheckBox::toggled, this, &CompressDialog::refresh);
@@ -152,6 +153,7 @@ void CompressDialog::setSpec(const CompressionSpec &s) {
         m_output->setText(QString::fromStdString(s.outputDir));
         m_overwrite->setChecked(s.overwrite);
         m_dtype->setCurrentText(QString::fromStdString(s.dtype));
+        setGgufChoice(m_gguf, s.gguf);
         m_export->setChecked(s.exportModel);
         const QString device = QString::fromStdString(s.device);
         if (m_device->findData(device) < 0)
@@ -192,6 +194,7 @@ CompressionSpec CompressDialog::spec() const {
     s.outputDir = m_output->text().toStdString();
     s.overwrite = m_overwrite->isChecked();
     s.dtype = m_dtype->currentText().toStdString();
+    s.gguf = m_gguf->currentData().toString().toStdString();
     s.exportModel = m_export->isChecked();
     s.device = m_device->currentData().toString().toStdString();
     return s;

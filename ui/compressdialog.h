@@ -62,7 +62,7 @@ private:
     QComboBox *m_evalPrecision;
     QLineEdit *m_output;
     QCheckBox *m_overwrite;
-    QComboBox *m_dtype;
+    QComboBox *m_dtype, *m_gguf;
     QCheckBox *m_export;
     QComboBox *m_device;
     QLabel *m_status;

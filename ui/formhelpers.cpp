@@ -2,6 +2,7 @@
 
 #include "base/error.h"
 
+#include <QComboBox>
 #include <QDialog>
 #include <QDialogButtonBox>
 #include <QFileDialog>
@@ -60,6 +61,28 @@ double realNumber(const QLineEdit *e, const std::string &what) {
     if (!ok || !std::isfinite(v))
         throw LatheError(what + ": '" + e->text().trimmed().toStdString() + "' is not a number");
     return v;
+}
+
+QComboBox *ggufChoice(QWidget *parent) {
+    auto *box = new QComboBox(parent);
+    box->setObjectName("gguf");
+    box->addItem(QObject::tr("no GGUF"), QString());
+    box->addItem(QObject::tr("GGUF f32"), "f32");
+    box->addItem(QObject::tr("GGUF f16"), "f16");
+    box->addItem(QObject::tr("GGUF q8_0"), "q8_0");
+    box->setToolTip(QObject::tr("Also write model.gguf, which llama.cpp runs (weights at this type; norms and biases "
+                                "f32). Sliced models have no GGUF form."));
+    return box;
+}
+
+void setGgufChoice(QComboBox *box, const std::string &value) {
+    const int i = box->findData(QString::fromStdString(value));
+    if (i >= 0)
+        box->setCurrentIndex(i);
+    else { // a value from a spec file that is not a choice: kept, and refused with the reason by the spec check
+        box->addItem(QString::fromStdString(value), QString::fromStdString(value));
+        box->setCurrentIndex(box->count() - 1);
+    }
 }
 
 QString saveJobSpec(QWidget *parent, const nlohmann::json &spec) {

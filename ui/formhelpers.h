@@ -9,6 +9,7 @@
 #include <string>
 
 class QBoxLayout;
+class QComboBox;
 class QDialog;
 class QFormLayout;
 class QLabel;
@@ -31,6 +32,10 @@ QWidget *row(QWidget *parent, std::initializer_list<QWidget *> widgets);
 uint64_t wholeNumber(const QLineEdit *e, const std::string &what);
 // A finite number from a line edit; LatheError naming `what`.
 double realNumber(const QLineEdit *e, const std::string &what);
+// The choice of a GGUF file for llama.cpp beside a run's export ("gguf"): none, or its weights' type; the data of
+// each item is the job spec's output.gguf value.
+QComboBox *ggufChoice(QWidget *parent);
+void setGgufChoice(QComboBox *box, const std::string &value);
 // Asks where to save and writes `spec` there atomically (QSaveFile); returns an error message, empty on success
 // or when the user cancelled.
 QString saveJobSpec(QWidget *parent, const nlohmann::json &spec);

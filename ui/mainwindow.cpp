@@ -2,6 +2,7 @@
 
 #include "compressdialog.h"
 #include "compressjob.h"
+#include "exportjob.h"
 #include "trainingview.h"
 #include "traindialog.h"
 #include "trainjob.h"
@@ -38,6 +39,7 @@
 #include <QAction>
 #include <QApplication>
 #include <QDesktopServices>
+#include <QInputDialog>
 #include <QLineEdit>
 #include <QMessageBox>
 #include <QUrl>
@@ -215,6 +217,8 @@ void MainWindow::buildMenus() {
     m_recentMenu = file->addMenu(tr("Open &Recent"));
     rebuildRecentMenu();
     file->addSeparator();
+    QAction *expModel = file->addAction(tr("Export &Model..."), this, &MainWindow::exportModel);
+    expModel->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_S));
     QAction *exp = file->addAction(tr("&Export Figure..."), this, &MainWindow::exportCurrentFigure);
     exp->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_E));
     QAction *expAll = file->addAction(tr("Export &All Figures..."), this, [this] {
@@ -774,6 +778,71 @@ void MainWindow::updateDetails() {
         }
     }
     m_details->setPlainText(text);
+}
+
+void MainWindow::exportModel() {
+    const std::shared_ptr<Model> model = m_doc->model();
+    if (!model) {
+        statusBar()->showMessage(tr("Open a model first"));
+        return;
+    }
+    struct Choice {
+        QString label;
+        ExportJob::Format format;
+        std::optional<DType> dtype;
+    };
+    using F = ExportJob::Format;
+    const std::vector<Choice> choices = {
+        {tr("GGUF for llama.cpp, f16 weights"), F::Gguf, DType::F16},
+        {tr("GGUF for llama.cpp, q8_0 weights"), F::Gguf, DType::Q8_0},
+        {tr("GGUF for llama.cpp, f32 weights"), F::Gguf, DType::F32},
+        {tr("Hugging Face folder, weights as stored (quantized ones as f32)"), F::HfFolder, std::nullopt},
+        {tr("Hugging Face folder, bf16 weights"), F::HfFolder, DType::BF16},
+        {tr("Hugging Face folder, f16 weights"), F::HfFolder, DType::F16},
+        {tr("Hugging Face folder, f32 weights"), F::HfFolder, DType::F32}};
+    QStringList labels;
+    for (const Choice &c : choices)
+        labels << c.label;
+    QSettings settings;
+    bool ok = false;
+    const QString picked = QInputDialog::getItem(this, tr("Export model"), tr("Format:"), labels,
+                                                 std::clamp(settings.value("export/modelFormat", 0).toInt(), 0,
+                                                            int(labels.size()) - 1),
+                                                 false, &ok);
+    if (!ok)
+        return;
+    const int index = int(labels.indexOf(picked));
+    const Choice &c = choices[size_t(std::max(index, 0))];
+    settings.setValue("export/modelFormat", index);
+    const bool gguf = c.format == F::Gguf;
+    const QFileInfo source(m_doc->modelPath());
+    const QString folder = settings.value("export/modelFolder", source.absolutePath()).toString();
+    const QString stem = source.isDir() ? source.fileName() : source.completeBaseName();
+    const QString path = QFileDialog::getSaveFileName(
+        this, gguf ? tr("Export model as GGUF") : tr("Export model as a Hugging Face folder (a new folder)"),
+        QDir(folder).filePath(stem + (gguf ? QString("-%1.gguf").arg(dtypeName(*c.dtype)).toLower() : "-export")),
+        gguf ? tr("GGUF (*.gguf)") : QString());
+    if (path.isEmpty())
+        return;
+    settings.setValue("export/modelFolder", QFileInfo(path).absolutePath());
+    // The file dialog asked before choosing an existing name; the engine still replaces only a Lathe export.
+    startModelExport(path, gguf, c.dtype, QFileInfo::exists(path));
+}
+
+void MainWindow::startModelExport(const QString &path, bool gguf, std::optional<DType> dtype, bool overwrite) {
+    if (!m_doc->model()) {
+        statusBar()->showMessage(tr("Open a model first"));
+        return;
+    }
+    auto *job = new ExportJob(m_doc->model(), path, gguf ? ExportJob::Format::Gguf : ExportJob::Format::HfFolder,
+                              dtype, overwrite);
+    connect(job, &ExportJob::exported, this, [this](QString where, QString summary) {
+        statusBar()->showMessage(tr("Exported %1: %2").arg(where, summary), 10000);
+        spdlog::info("exported {}: {}", where.toStdString(), summary.toStdString());
+        emit modelExported(where, summary);
+    });
+    connect(job, &Job::failed, this, [this](QString message, QString hint) { showError(message, hint); });
+    m_jobs->start(job);
 }
 
 void MainWindow::exportCurrentFigure() {

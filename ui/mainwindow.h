@@ -2,6 +2,7 @@
 
 #include <optional>
 
+#include "base/dtype.h"
 #include "run/compressionrun.h"
 #include "run/trainingrun.h"
 
@@ -87,6 +88,9 @@ public:
     TrainingSpec trainingSpecForDialog() const;
     class TrainingView *trainingView() const { return m_trainingView; }
     class ResultsView *resultsView() const { return m_resultsView; }
+    // Writes the open model to `path` (File > Export Model... after its dialogs): a GGUF file for llama.cpp or a
+    // Hugging Face folder, as a job; modelExported() with a one-line summary, or the error shown.
+    void startModelExport(const QString &path, bool gguf, std::optional<DType> dtype, bool overwrite);
     // Writes every figure of the selection (or of the whole model when nothing is selected) into `folder`.
     void exportAllFigures(const QString &folder);
 
@@ -99,6 +103,7 @@ signals:
     void compressionFinished(QString runFolder);
     void trainingFinished(QString runFolder);
     void figuresExported(const QStringList &files, const QString &error);
+    void modelExported(QString path, QString summary);
 
 protected:
     void dragEnterEvent(QDragEnterEvent *event) override;
@@ -118,6 +123,8 @@ private:
     void compressWithDialog(const CompressionSpec &spec);
     AnalyzeParams analyzeParams() const; // where the archive goes: the user's choice in the Analysis menu
     void exportCurrentFigure();
+    // File > Export Model...: the open model as a GGUF file for llama.cpp or a Hugging Face folder, as a job.
+    void exportModel();
     void addRecent(const QString &path);
     void rebuildRecentMenu();
     QString defaultRunFolder() const; // ~/lathe-runs/MODEL-yyyyMMdd-hhmmss

@@ -125,7 +125,8 @@ TrainDialog::TrainDialog(const QString &modelPath, QWidget *parent) : QDialog(pa
     m_dtype = new QComboBox(this);
     m_dtype->setObjectName("dtype");
     m_dtype->addItems({"f32", "bf16", "f16"});
-    form->addRow(QString(), row(this, {m_overwrite, m_export, m_dtype}));
+    m_gguf = ggufChoice(this);
+    form->addRow(QString(), row(this, {m_overwrite, m_export, m_dtype, m_gguf}));
     layout->addLayout(form);
 
     const JobDialogFooter footer = addJobDialogFooter(this, layout);
@@ -148,7 +149,7 @@ TrainDialog::TrainDialog(const QString &modelPath, QWidget *parent) : QDialog(pa
          {m_seqLen, m_batch, m_accumulate, m_evalWindows, m_warmup, m_steps, m_evalEvery, m_checkpointEvery})
         connect(s, &QSpinBox::valueChanged, this, &TrainDialog::refresh);
     connect(m_holdout, &QDoubleSpinBox::valueChanged, this, &TrainDialog::refresh);
-    for (QComboBox *c : {m_method, m_schedule, m_dtype})
+    for (QComboBox *c : {m_method, m_schedule, m_dtype, m_gguf})
         connect(c, &QComboBox::currentIndexChanged, this, &TrainDialog::refresh);
     for (QCheckBox *c : {m_recompute, m_export, m_overwrite})
         connect(c, &QCheckBox::toggled, this, &TrainDialog::refresh);
@@ -194,6 +195,7 @@ void TrainDialog::setSpec(const TrainingSpec &s) {
     m_overwrite->setChecked(s.overwrite);
     m_export->setChecked(s.exportModel);
     m_dtype->setCurrentText(QString::fromStdString(s.dtype));
+    setGgufChoice(m_gguf, s.gguf);
     m_loading = false;
     refresh();
 }
@@ -240,6 +242,7 @@ TrainingSpec TrainDialog::spec() const {
     s.overwrite = m_overwrite->isChecked();
     s.exportModel = m_export->isChecked();
     s.dtype = m_dtype->currentText().toStdString();
+    s.gguf = m_gguf->currentData().toString().toStdString();
     return s;
 }
 

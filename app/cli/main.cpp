@@ -27,8 +27,10 @@ void usage(FILE *out) {
                  "  inspect MODEL [--json] [--scan] [--device auto|cpu|cuda[:N]]\n"
                  "      architecture, parameters by role and layer, dtypes, file size, memory to load;\n"
                  "      --scan reads every weight and reports NaN/Inf values\n"
-                 "  convert MODEL OUT_DIR [--dtype f32|f16|bf16] [--shard-size BYTES] [--overwrite]\n"
-                 "      writes MODEL as a Hugging Face folder (safetensors + config.json), atomically\n"
+                 "  export MODEL OUT [--format hf|gguf] [--dtype TYPE] [--shard-size BYTES] [--overwrite]\n"
+                 "      writes MODEL as a Hugging Face folder (safetensors + config.json; --dtype f32|f16|bf16) or,\n"
+                 "      for OUT ending in .gguf or --format gguf, as one GGUF file llama.cpp runs (--dtype\n"
+                 "      f32|f16|q8_0, default f16), atomically; `convert` is the same command\n"
                  "  eval --model MODEL --text FILE [--seq-len N] [--max-tokens K] [--device auto|cpu|cuda[:N]]\n"
                  "       [--precision bf16|fp16|fp32] [--json]\n"
                  "      perplexity by the standard protocol (non-overlapping windows, PPL = exp(mean NLL))\n"
@@ -96,7 +98,7 @@ int main(int argc, char **argv) {
     try {
         if (cmd == "inspect")
             return lathe::cli::runInspect(n, args.data());
-        if (cmd == "convert")
+        if (cmd == "export" || cmd == "convert")
             return lathe::cli::runConvert(n, args.data());
         if (cmd == "devices")
             return lathe::cli::runDevices(n, args.data());

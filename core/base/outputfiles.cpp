@@ -185,6 +185,38 @@ void checkOutputFolder(const std::string &dir, OutputKind kind, bool overwrite, 
                          "choose a new folder");
 }
 
+void checkOutputFile(const std::string &file, bool overwrite, const std::vector<std::string> &inputs,
+                     const std::function<bool(const fs::path &)> &isOurs, const std::string &what) {
+    if (file.empty())
+        throw LatheError("no output file given");
+    const std::vector<fs::path> forms = pathForms(file);
+    for (const std::string &input : inputs) {
+        if (input.empty())
+            continue;
+        for (const fs::path &f : forms)
+            for (const fs::path &in : pathForms(input))
+                if (within(f, in) && (f == in || fs::is_directory(in)))
+                    throw LatheError(file + ": " + (f == in ? "is the input '" + input + "' itself"
+                                                            : "lies inside the input '" + input + "'") +
+                                         "; refusing to write there",
+                                     "choose an output file outside the model's folder and apart from its files");
+    }
+    std::error_code ec;
+    const fs::file_status st = fs::symlink_status(forms[0], ec);
+    if (!fs::exists(st))
+        return;
+    if (fs::is_symlink(st))
+        throw LatheError(file + ": is a symbolic link", "give the file it points to, or a new file name");
+    if (!fs::is_regular_file(st))
+        throw LatheError(file + ": exists and is not a file", "choose a new file name");
+    if (!overwrite)
+        throw LatheError(file + ": exists", "choose a new file name, or allow overwriting (--overwrite) to replace a " +
+                                                what + " Lathe wrote");
+    if (!isOurs(forms[0]))
+        throw LatheError(file + ": exists and is not a " + what + " Lathe wrote; refusing to replace it",
+                         "choose a new file name, or remove this one yourself if you are sure it can go");
+}
+
 fs::path temporarySibling(const fs::path &dest, const char *tag) {
     static thread_local std::mt19937_64 rng{std::random_device{}()};
     const fs::path d = absoluteNormal(dest);

@@ -32,6 +32,12 @@ const char *outputKindName(OutputKind kind);
 //   - it is not a symbolic link or a file.
 void checkOutputFolder(const std::string &dir, OutputKind kind, bool overwrite, const std::vector<std::string> &inputs);
 
+// The same for a single output file (a GGUF export): it is none of `inputs` and lies inside none of them, is not
+// a symbolic link or a folder, and when it exists it is replaced only with `overwrite` and when `isOurs(file)`
+// says Lathe wrote it. `what` names the kind of file in messages ("GGUF file").
+void checkOutputFile(const std::string &file, bool overwrite, const std::vector<std::string> &inputs,
+                     const std::function<bool(const std::filesystem::path &)> &isOurs, const std::string &what);
+
 // Writes the marker of `kind` into the folder `dir`.
 void writeOutputMarker(const std::filesystem::path &dir, OutputKind kind);
 // The kind named by the marker in `dir`; nullopt when there is none or it cannot be read.

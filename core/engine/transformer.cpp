@@ -66,15 +66,7 @@ cpu::RopeTable ropeTableFor(const ModelConfig &c, int64_t positions, const std::
     int rotary = int(c.headDim);
     if (c.family == ArchFamily::Phi)
         rotary = int(double(c.headDim) * c.partialRotaryFactor);
-    // rope_scaling (transformers 4) or rope_parameters (transformers 5) carry the scaling type and its fields.
-    nlohmann::json scaling;
-    if (c.hf.is_object()) {
-        if (c.hf.contains("rope_scaling") && c.hf["rope_scaling"].is_object())
-            scaling = c.hf["rope_scaling"];
-        else if (c.hf.contains("rope_parameters") && c.hf["rope_parameters"].is_object())
-            scaling = c.hf["rope_parameters"];
-    }
-    return cpu::makeRopeTable(std::max<int64_t>(positions, 1), rotary, c.ropeTheta, scaling, source);
+    return cpu::makeRopeTable(std::max<int64_t>(positions, 1), rotary, c.ropeTheta, c.ropeScaling(), source);
 }
 
 void Transformer::checkSupported(const Model &model) {

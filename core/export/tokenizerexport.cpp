@@ -6,8 +6,11 @@
 #include "model/model.h"
 #include "tokenizers/bytelevelbpe.h"
 #include "tokenizers/scorebpe.h"
+#include "tokenizers/sentencepiecetokenizer.h"
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <unordered_map>
 
 #include <nlohmann/json.hpp>
@@ -18,6 +21,16 @@ namespace lathe {
 using json = nlohmann::json;
 
 namespace {
+
+// The model's tokenizer, or null with `note` saying why it does not load.
+std::unique_ptr<Tokenizer> loadOrSayWhy(const Model &model, std::string &note) {
+    try {
+        return loadTokenizer(model);
+    } catch (const LatheError &e) {
+        note = std::string("its tokenizer does not load: ") + e.what();
+        return nullptr;
+    }
+}
 
 json byteLevel(bool useRegex) {
     return {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", useRegex}};
@@ -92,10 +105,15 @@ json byteLevelTokenizerJson(const json &meta, const std::string &source, std::ve
 }
 
 // tokenizer.json for a SentencePiece-style vocabulary, as transformers converts Llama tokenizers (see the header).
-json scoreBpeTokenizerJson(const ScoreBpeTokenizer::Spec &spec, std::vector<std::string> &pieces) {
-    static const std::string kSpace = "\xE2\x96\x81"; // U+2581
+const std::string kSpace = "\xE2\x96\x81"; // U+2581
+
+// The pieces of a SentencePiece-style vocabulary as SentencePiece writes them, with their GGUF token types:
+// llama2.c's plain spaces and "\n<s>\n" names go back to "▁" and "<s>", and its missing types are derived as
+// its loader does.
+void sentencePieceVocabulary(const ScoreBpeTokenizer::Spec &spec, std::vector<std::string> &pieces,
+                             std::vector<int32_t> &types) {
     pieces = spec.pieces;
-    std::vector<int32_t> types = spec.types;
+    types = spec.types;
     types.resize(pieces.size(), 0);
     for (size_t i = 0; i < pieces.size(); ++i) {
         std::string &p = pieces[i];
@@ -104,11 +122,16 @@ json scoreBpeTokenizerJson(const ScoreBpeTokenizer::Spec &spec, std::vector<std:
         if (spec.spaceSymbol != kSpace)
             for (size_t at = 0; (at = p.find(spec.spaceSymbol, at)) != std::string::npos; at += kSpace.size())
                 p.replace(at, spec.spaceSymbol.size(), kSpace);
-        if (types[i] == 0) { // llama2.c has no types: derive them as its loader does
+        if (types[i] == 0) {
             const bool isByte = ScoreBpeTokenizer::byteValue(p) >= 0;
             types[i] = p == "<unk>" ? 2 : p == "<s>" || p == "</s>" ? 3 : isByte ? 6 : 1;
         }
     }
+}
+
+json scoreBpeTokenizerJson(const ScoreBpeTokenizer::Spec &spec, std::vector<std::string> &pieces) {
+    std::vector<int32_t> types;
+    sentencePieceVocabulary(spec, pieces, types);
     json vocab = json::object();
     json added = json::array();
     std::unordered_map<std::string, int64_t> mergeable; // normal and user-defined pieces: what merges produce
@@ -198,13 +221,9 @@ HfTokenizerFiles hfTokenizerFiles(const Model &model) {
             out.note = kind.empty() ? "the model has no tokenizer" : "its " + kind + " tokenizer has no Hugging Face form";
         return out;
     }
-    std::unique_ptr<Tokenizer> tok;
-    try {
-        tok = loadTokenizer(model);
-    } catch (const LatheError &e) {
-        out.note = std::string("its tokenizer does not load: ") + e.what();
+    const std::unique_ptr<Tokenizer> tok = loadOrSayWhy(model, out.note);
+    if (!tok)
         return out;
-    }
     std::vector<std::string> pieces;
     json tj;
     if (const auto *sp = dynamic_cast<const ScoreBpeTokenizer *>(tok.get()))
@@ -230,6 +249,133 @@ HfTokenizerFiles hfTokenizerFiles(const Model &model) {
         config["chat_template"] = meta["tokenizer.chat_template"];
     out.files = {{"tokenizer.json", tj.dump(2, ' ', false, json::error_handler_t::strict) + "\n"},
                  {"tokenizer_config.json", config.dump(2) + "\n"}};
+    return out;
+}
+
+} // namespace lathe
+
+namespace lathe {
+
+namespace {
+
+// llama.cpp's tokenizer.ggml.pre name for byte-level pre-tokenizer steps: the name whose steps (as Lathe reads a
+// GGUF) equal these; empty when none does.
+std::string ggufPreName(const ByteLevelBpeTokenizer::Spec &spec) {
+    const auto same = [](const std::vector<ByteLevelBpeTokenizer::PreStep> &a,
+                         const std::vector<ByteLevelBpeTokenizer::PreStep> &b) {
+        if (a.size() != b.size())
+            return false;
+        for (size_t i = 0; i < a.size(); ++i)
+            if (a[i].type != b[i].type || (a[i].type == ByteLevelBpeTokenizer::PreStep::Regex && a[i].pattern != b[i].pattern))
+                return false;
+        return true;
+    };
+    for (const char *name : {"gpt-2", "smollm", "llama-bpe", "qwen2"}) {
+        std::vector<ByteLevelBpeTokenizer::PreStep> steps;
+        addGgufPreSteps(name, "", steps);
+        const std::string n = name;
+        // Lathe reads NFC and ignore_merges from the name: they must agree as well.
+        if (same(steps, spec.preSteps) && spec.nfc == (n == "qwen2") && spec.ignoreMerges == (n == "llama-bpe"))
+            return n;
+    }
+    return {};
+}
+
+// The chat template of a Hugging Face tokenizer, from tokenizer_config.json beside the tokenizer files.
+std::string hfChatTemplate(const Model &model) {
+    namespace fs = std::filesystem;
+    for (const std::string &f : model.tokenizer.files) {
+        const fs::path cfg = fs::path(f).parent_path() / "tokenizer_config.json";
+        std::ifstream in(cfg);
+        if (!in)
+            continue;
+        const json j = json::parse(in, nullptr, false);
+        if (j.is_object() && j.contains("chat_template") && j["chat_template"].is_string())
+            return j["chat_template"].get<std::string>();
+        return {};
+    }
+    return {};
+}
+
+} // namespace
+
+GgufTokenizerMetadata ggufTokenizerMetadata(const Model &model) {
+    GgufTokenizerMetadata out;
+    const json &meta = model.metadata;
+    if (model.tokenizer.kind == "gguf" && meta.is_object()) {
+        for (const auto &[key, value] : meta.items())
+            if (key.rfind("tokenizer.", 0) == 0)
+                out.keys[key] = value;
+        return out;
+    }
+    const std::unique_ptr<Tokenizer> tok = loadOrSayWhy(model, out.note);
+    if (!tok)
+        return out;
+    std::vector<std::string> tokens;
+    std::vector<int32_t> types;
+    json &k = out.keys;
+    if (const auto *bl = dynamic_cast<const ByteLevelBpeTokenizer *>(tok.get())) {
+        const ByteLevelBpeTokenizer::Spec spec = bl->spec();
+        const std::string pre = ggufPreName(spec);
+        if (pre.empty()) {
+            out.note = "its byte-level pre-tokenizer matches none of llama.cpp's (gpt-2, smollm, llama-bpe, qwen2)";
+            return out;
+        }
+        tokens = spec.tokens;
+        types.assign(tokens.size(), 1);
+        for (const auto &[text, id] : spec.addedTokens)
+            if (id >= 0 && size_t(id) < types.size())
+                types[size_t(id)] = 3; // control: matched verbatim, not printed by llama.cpp's detokenizer
+        json merges = json::array();
+        for (const auto &[a, b] : spec.merges)
+            merges.push_back(a + " " + b);
+        k["tokenizer.ggml.model"] = "gpt2";
+        k["tokenizer.ggml.pre"] = pre;
+        k["tokenizer.ggml.merges"] = std::move(merges);
+    } else if (const auto *sb = dynamic_cast<const ScoreBpeTokenizer *>(tok.get())) {
+        sentencePieceVocabulary(sb->spec(), tokens, types);
+        std::vector<float> scores = sb->spec().scores;
+        scores.resize(tokens.size(), 0.0f);
+        k["tokenizer.ggml.model"] = "llama";
+        k["tokenizer.ggml.scores"] = scores;
+        k["tokenizer.ggml.unknown_token_id"] = sb->spec().unk;
+        k["tokenizer.ggml.add_space_prefix"] = sb->spec().addDummyPrefix;
+    } else if (const auto *sp = dynamic_cast<const SentencePieceTokenizer *>(tok.get())) {
+        std::vector<float> scores;
+        sp->vocabulary(tokens, scores, types);
+        k["tokenizer.ggml.model"] = "llama";
+        k["tokenizer.ggml.scores"] = scores;
+        for (size_t i = 0; i < types.size(); ++i)
+            if (types[i] == 2) {
+                k["tokenizer.ggml.unknown_token_id"] = int64_t(i);
+                break;
+            }
+    } else {
+        out.note = "its " + tok->kind() + " tokenizer has no llama.cpp form";
+        return out;
+    }
+    // llama.cpp takes the vocabulary size from the token list: pad it to the embedding's rows, as its converter does.
+    for (size_t i = tokens.size(); i < size_t(std::max<int64_t>(model.config.vocabSize, 0)); ++i) {
+        tokens.push_back("[PAD" + std::to_string(i) + "]");
+        types.push_back(5); // unused
+    }
+    for (size_t i = 0; i < tokens.size(); ++i)
+        if (tokens[i].empty()) { // an id without an entry (a hole in tokenizer.json's vocabulary)
+            tokens[i] = "[PAD" + std::to_string(i) + "]";
+            types[i] = 5;
+        }
+    if (k.contains("tokenizer.ggml.scores"))
+        k["tokenizer.ggml.scores"].get_ref<json::array_t &>().resize(tokens.size(), 0.0);
+    k["tokenizer.ggml.tokens"] = tokens;
+    k["tokenizer.ggml.token_type"] = types;
+    if (tok->bos >= 0)
+        k["tokenizer.ggml.bos_token_id"] = tok->bos;
+    if (tok->eos >= 0)
+        k["tokenizer.ggml.eos_token_id"] = tok->eos;
+    k["tokenizer.ggml.add_bos_token"] = tok->addBos;
+    k["tokenizer.ggml.add_eos_token"] = tok->addEos;
+    if (const std::string chat = hfChatTemplate(model); !chat.empty())
+        k["tokenizer.chat_template"] = chat;
     return out;
 }
 

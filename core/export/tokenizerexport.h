@@ -1,5 +1,7 @@
 #pragma once
 
+#include <nlohmann/json.hpp>
+
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,5 +25,21 @@ struct HfTokenizerFiles {
     std::string note; // why nothing was written
 };
 HfTokenizerFiles hfTokenizerFiles(const Model &model);
+
+// The tokenizer.* metadata llama.cpp needs in a GGUF of `model`:
+//  * a GGUF source's own tokenizer.* keys, unchanged;
+//  * a byte-level BPE (tokenizer.json, vocab.json + merges.txt): model "gpt2", the tokenizer.ggml.pre name whose
+//    pre-tokenizer equals the tokenizer's (refused when none does: llama.cpp would split text differently), the
+//    merges, added tokens as control tokens;
+//  * a SentencePiece-style vocabulary (llama2.c's tokenizer.bin, tokenizer.json of a Llama tokenizer,
+//    tokenizer.model): model "llama" with the pieces in SentencePiece's spelling, scores and token types.
+// The token list is padded to the model's vocabulary size with unused "[PADn]" entries, as llama.cpp's converter
+// does. Values are JSON (strings, integers, floats, bools, arrays of them); the GGUF writer gives them llama.cpp's
+// value types. `note` says why there are none.
+struct GgufTokenizerMetadata {
+    nlohmann::json keys = nlohmann::json::object();
+    std::string note;
+};
+GgufTokenizerMetadata ggufTokenizerMetadata(const Model &model);
 
 } // namespace lathe

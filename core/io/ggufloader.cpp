@@ -1,7 +1,7 @@
 // Reader for GGUF files (llama.cpp). Metadata "<arch>.*" becomes the ModelConfig; llama.cpp tensor names map to the
 // same roles and canonical HF names as the other readers. GGUF lists dims fastest-first, so a weight with
 // dims [in, out] is the row-major (out x in) matrix. For arch "llama" (also Mistral/SmolLM exports), llama.cpp's
-// converter permuted q/k rows to interleaved RoPE; those tensors are marked RopeUnpermute to get HF's rotate-half
+// converter permuted q/k rows to interleaved RoPE; those tensors (and their biases) are marked RopeUnpermute to get HF's rotate-half
 // order back. Qwen2 GGUFs use rotate-half (NEOX) already and are not permuted.
 
 #include "base/error.h"
@@ -114,7 +114,7 @@ std::unique_ptr<Model> openGguf(const std::string &path) {
         t.storage = file;
         t.offset = gt.offset;
         t.nbytes = gt.nbytes;
-        if (arch == "llama" && !m.isBias && (m.role == TensorRole::AttnQ || m.role == TensorRole::AttnK)) {
+        if (arch == "llama" && (m.role == TensorRole::AttnQ || m.role == TensorRole::AttnK)) { // weights and biases
             t.transform = TensorTransform::RopeUnpermute;
             t.transformHeads = int(m.role == TensorRole::AttnQ ? c.numHeads : c.numKvHeads);
         }
@@ -133,6 +133,8 @@ std::unique_ptr<Model> openGguf(const std::string &path) {
         if (meta.contains(key))
             c.hf[k] = meta[key];
     }
+    if (meta.value(p + "rope.scaling.type", "") == "linear")
+        c.hf["rope_scaling"] = {{"type", "linear"}, {"factor", metaFloat(meta, p + "rope.scaling.factor", 1.0)}};
     c.hf = c.toHfJson();
     c.validate(path);
     model->tokenizer.kind = meta.contains("tokenizer.ggml.model") ? "gguf" : "";

@@ -219,14 +219,30 @@ std::optional<std::string> ArchitectureAdapter::hfModulePath(TensorRole role) co
     return std::nullopt;
 }
 
+namespace {
+
+std::optional<std::string> nameFrom(const P *patterns, size_t count, const std::string &prefix, TensorRole role,
+                                    int layer, bool isBias) {
+    for (size_t i = 0; i < count; ++i) {
+        if (patterns[i].role != role)
+            continue;
+        std::string path = (role == TensorRole::LmHead ? std::string() : prefix) + patterns[i].stem;
+        const auto pos = path.find("{L}");
+        if (pos != std::string::npos)
+            path.replace(pos, 3, std::to_string(layer));
+        return path + (isBias ? ".bias" : ".weight");
+    }
+    return std::nullopt;
+}
+
+} // namespace
+
 std::optional<std::string> ArchitectureAdapter::hfName(TensorRole role, int layer, bool isBias) const {
-    std::optional<std::string> path = hfModulePath(role);
-    if (!path)
-        return std::nullopt;
-    const auto pos = path->find("{L}");
-    if (pos != std::string::npos)
-        path->replace(pos, 3, std::to_string(layer));
-    return *path + (isBias ? ".bias" : ".weight");
+    return nameFrom(m_hf, m_hfCount, m_hfWritePrefix, role, layer, isBias);
+}
+
+std::optional<std::string> ArchitectureAdapter::ggufName(TensorRole role, int layer, bool isBias) const {
+    return nameFrom(m_gguf, m_ggufCount, "", role, layer, isBias);
 }
 
 bool ArchitectureAdapter::hfStoresTransposed(TensorRole role, bool isBias) const {

@@ -29,6 +29,8 @@ public:
     // The module path of a role as written ("model.layers.{L}.self_attn.q_proj", "{L}" standing for the block),
     // without ".weight" / ".bias"; nullopt where the family has no such tensor.
     std::optional<std::string> hfModulePath(TensorRole role) const;
+    // llama.cpp's GGUF name for a role ("blk.3.attn_q.weight"), or nullopt where its layout has no such tensor.
+    std::optional<std::string> ggufName(TensorRole role, int layer, bool isBias) const;
     // GPT-2 keeps its linears as Conv1D, stored (in x out).
     bool hfStoresTransposed(TensorRole role, bool isBias) const;
 

@@ -50,7 +50,11 @@ void Model::addTensor(TensorInfo t) {
     m_tensors.push_back(std::move(t));
 }
 
-void ropeUnpermuteRows(float *data, int64_t rows, int64_t cols, int heads) {
+namespace {
+
+// Within each head, row 2i+j of the interleaved order is row j*half+i of the rotate-half order (j = 0: the first
+// component of rotary pair i, j = 1: the second).
+void reorderHeadRows(float *data, int64_t rows, int64_t cols, int heads, bool toRotateHalf) {
     const int64_t headDim = rows / heads;
     const int64_t half = headDim / 2;
     std::vector<float> tmp(static_cast<size_t>(headDim * cols));
@@ -58,9 +62,22 @@ void ropeUnpermuteRows(float *data, int64_t rows, int64_t cols, int heads) {
         float *base = data + int64_t(h) * headDim * cols;
         std::memcpy(tmp.data(), base, tmp.size() * sizeof(float));
         for (int64_t i = 0; i < half; ++i)
-            for (int64_t j = 0; j < 2; ++j)
-                std::memcpy(base + (j * half + i) * cols, tmp.data() + (2 * i + j) * cols, size_t(cols) * sizeof(float));
+            for (int64_t j = 0; j < 2; ++j) {
+                const int64_t interleaved = 2 * i + j, rotateHalf = j * half + i;
+                const int64_t to = toRotateHalf ? rotateHalf : interleaved, from = toRotateHalf ? interleaved : rotateHalf;
+                std::memcpy(base + to * cols, tmp.data() + from * cols, size_t(cols) * sizeof(float));
+            }
     }
+}
+
+} // namespace
+
+void ropeUnpermuteRows(float *data, int64_t rows, int64_t cols, int heads) {
+    reorderHeadRows(data, rows, cols, heads, true);
+}
+
+void ropePermuteRows(float *data, int64_t rows, int64_t cols, int heads) {
+    reorderHeadRows(data, rows, cols, heads, false);
 }
 
 std::vector<float> Model::loadFloat(const TensorInfo &t) const {

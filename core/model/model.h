@@ -78,5 +78,7 @@ private:
 // Reorders rows from interleaved RoPE pairs (llama2.c, Meta, llama.cpp's GGUF for arch "llama") to HF's
 // rotate-half convention. `rows` = heads * headDim, each row `cols` wide. In place on a copy.
 void ropeUnpermuteRows(float *data, int64_t rows, int64_t cols, int heads);
+// The inverse: rotate-half rows to the interleaved order llama.cpp expects for arch "llama".
+void ropePermuteRows(float *data, int64_t rows, int64_t cols, int heads);
 
 } // namespace lathe

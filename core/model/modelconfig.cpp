@@ -184,6 +184,16 @@ void checkRopeScaling(const json &scaling, const std::string &file) {
     }
 }
 
+json ModelConfig::ropeScaling() const {
+    if (hf.is_object()) {
+        if (hf.contains("rope_scaling") && hf["rope_scaling"].is_object())
+            return hf["rope_scaling"];
+        if (hf.contains("rope_parameters") && hf["rope_parameters"].is_object())
+            return hf["rope_parameters"];
+    }
+    return nullptr;
+}
+
 ModelConfig configFromHfJson(const json &j, const std::string &file) {
     require(j.is_object(), file, "config.json is not a JSON object");
     ModelConfig c;

@@ -66,6 +66,10 @@ struct ModelConfig {
     // `source`.
     void validate(const std::string &source) const;
 
+    // The RoPE scaling object: rope_scaling (transformers 4) or rope_parameters (transformers 5), holding the type
+    // ("rope_type" or "type") and its fields; null when there is none.
+    nlohmann::json ropeScaling() const;
+
     // config.json for writing: `hf` with the normalised fields written over it.
     nlohmann::json toHfJson() const;
 };

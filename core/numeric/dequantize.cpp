@@ -2,7 +2,9 @@
 
 #include "numeric/quantblocks.h"
 
+#include <algorithm>
 #include <cassert>
+#include <cmath>
 #include <cstring>
 
 namespace lathe {
@@ -68,8 +70,26 @@ void quantizeFloatCpu(DType type, const float *src, size_t elems, void *dstVoid)
             dst[2 * i + 1] = uint8_t(h >> 8);
         }
         return;
+    case DType::Q8_0:
+        // ggml's reference (quantize_row_q8_0_ref): per block of 32, d = max|x| / 127 stored as f16, q = round(x / d)
+        // computed with the fp32 d, so a zero stays exactly zero.
+        for (size_t b = 0; b < elems / 32; ++b) {
+            const float *x = src + b * 32;
+            uint8_t *out = dst + b * 34;
+            float amax = 0.0f;
+            for (int i = 0; i < 32; ++i)
+                amax = std::max(amax, std::fabs(x[i]));
+            const float d = amax / 127.0f;
+            const float id = d != 0.0f ? 1.0f / d : 0.0f;
+            const uint16_t h = floatToF16(d);
+            out[0] = uint8_t(h & 0xff);
+            out[1] = uint8_t(h >> 8);
+            for (int i = 0; i < 32; ++i)
+                out[2 + i] = uint8_t(int8_t(std::lround(x[i] * id)));
+        }
+        return;
     default:
-        assert(false && "quantizeFloatCpu: only F32, F16 and BF16 are written");
+        assert(false && "quantizeFloatCpu: only F32, F16, BF16 and Q8_0 are written");
     }
 }
 

@@ -12,7 +12,7 @@ namespace lathe {
 // not float-convertible (integers, bool) are a programmer error here: callers check dtypeInfo().floatConvertible.
 void dequantizeCpu(DType type, const void *src, size_t elems, float *dst);
 
-// fp32 -> storage type for the plain float types a writer may produce (F32, F16, BF16).
+// fp32 -> storage type for the types a writer may produce: F32, F16, BF16, and Q8_0 (`elems` a multiple of 32).
 void quantizeFloatCpu(DType type, const float *src, size_t elems, void *dst);
 
 } // namespace lathe

@@ -6,6 +6,7 @@
 #include "engine/deviceforward.h"
 #include "engine/evaluation.h"
 #include "engine/transformer.h"
+#include "export/ggufwriter.h"
 #include "export/hfwriter.h"
 #include "export/slicedexport.h"
 #include "export/sparsearchive.h"
@@ -120,6 +121,17 @@ std::string exportPoint(const CompressionSpec &spec, const Model &m, const Metho
         break;
     case ExportKind::PrunedDense:
         writeHfFolder(m, dir, wo, progress);
+        if (const std::optional<DType> type = ggufExportDType(spec.gguf)) {
+            GgufWriteOptions go;
+            go.dtype = *type;
+            go.overwrite = true;
+            go.notes = {{"method", spec.label()}, {"model", fs::path(spec.model).filename().string()}};
+            rec.ggufFile = (runDir / "model.gguf").string();
+            const GgufWriteResult g = writeGgufFile(m, rec.ggufFile, go, progress);
+            rec.bytesGguf = g.bytes;
+            for (const std::string &n : g.notes)
+                rec.notes.push_back("GGUF: " + n);
+        }
         if (!o.pruning)
             break;
         if (sparseArchiveAvailable())

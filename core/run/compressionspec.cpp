@@ -6,6 +6,7 @@
 #include "base/outputfiles.h"
 #include "engine/deviceforward.h"
 #include "engine/evaluation.h"
+#include "export/ggufwriter.h"
 #include "methods/registry.h"
 #include "model/model.h"
 #include "numeric/backend.h"
@@ -42,6 +43,7 @@ const SpecKey<CompressionSpec> kJobKeys[] = {
     {"output.dir", &CompressionSpec::outputDir, true},
     {"output.export", &CompressionSpec::exportModel},
     {"output.dtype", &CompressionSpec::dtype},
+    {"output.gguf", &CompressionSpec::gguf, false, true},
     {"output.overwrite", &CompressionSpec::overwrite},
     {"output.resume", &CompressionSpec::resume},
 };
@@ -209,6 +211,8 @@ void validateSpec(const CompressionSpec &s) {
     if (!s.tokenizer.empty())
         requireInputFile(s.tokenizer, "tokenizer", true);
     exportDType(s.dtype);
+    if (ggufExportDType(s.gguf) && !s.exportModel)
+        throw LatheError("job spec: output.gguf needs output.export", "set output.export to true, or leave out output.gguf");
     if (s.outputDir.empty())
         throw LatheError("job spec: no output.dir given", "the run folder receives the log, results and exports");
     if (s.overwrite && s.resume)
@@ -233,6 +237,17 @@ void checkSpecAgainstModel(const CompressionSpec &spec, const Model &model) {
     const ModelConfig &cfg = model.config;
     for (double s : spec.sparsities)
         spec.method->checkRun(model, s, spec.params);
+    if (spec.exportModel && ggufExportDType(spec.gguf)) {
+        std::optional<std::string> why;
+        if (spec.method->info().exportKind == ExportKind::Sliced)
+            why = "a sliced model has shortcut matrices on its residual connections and residual widths that differ "
+                  "from its embedding width; llama.cpp's graphs have neither";
+        else
+            why = ggufExportBlocker(model);
+        if (why)
+            throw LatheError("output.gguf: this run's model cannot be written as GGUF: " + *why,
+                             "leave out output.gguf; the Hugging Face folder is still written");
+    }
     const int64_t maxPos = cfg.maxPositions;
     if (spec.needsCalibration() && spec.calibrationSeqLen > maxPos)
         throw LatheError("calibration seq_len " + std::to_string(spec.calibrationSeqLen) + " is above the model's " +

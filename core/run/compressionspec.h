@@ -17,7 +17,7 @@ class Model;
 //   model, tokenizer?, method (a registered method: `lathe-cli methods`), sparsity | sweep [..], the method's
 //   parameters at their keys (magnitude, wanda: pattern, targets, layer_sparsity; slicegpt: slicegpt {slice_head,
 //   random_orientation, round_to, damping, precision}, layer_sparsity), calibration {text, samples, seq_len, seed},
-//   evaluation {text, seq_len, max_tokens, dense, precision}, output {dir, export, dtype, overwrite, resume},
+//   evaluation {text, seq_len, max_tokens, dense, precision}, output {dir, export, dtype, gguf, overwrite, resume},
 //   device ("auto" | "cpu" | "cuda" | "cuda:N": where evaluation and SliceGPT run), comment.
 // Relative paths are resolved against the folder of the spec file. JSON lives only at the file boundary: the GUI
 // and the engine pass this struct, the method's parameters typed (MethodParams).
@@ -39,6 +39,7 @@ struct CompressionSpec {
     std::string outputDir;
     bool exportModel = true;
     std::string dtype = "f32"; // of the exported weights: f32, f16, bf16
+    std::string gguf;          // also write model.gguf for llama.cpp, weights as f32, f16 or q8_0; empty: no
     bool overwrite = false;
     // Continue the interrupted run in outputDir: its finished sweep points and dense evaluation are kept (they must
     // be of this same job), the rest is run. Starts afresh when the folder holds no run yet.

@@ -12,7 +12,8 @@ json CompressionRunResult::toJson() const {
         runsJ.push_back({{"sparsity", r.sparsity}, {"perplexity", r.perplexity}, {"params", r.params},
                          {"bytes_dense", r.bytesDense}, {"bytes_compact", r.bytesCompact},
                          {"method_seconds", r.methodSeconds}, {"eval_seconds", r.evalSeconds},
-                         {"export_dir", r.exportDir}, {"layers", r.layers}, {"notes", r.notes}});
+                         {"export_dir", r.exportDir}, {"gguf_file", r.ggufFile}, {"bytes_gguf", r.bytesGguf},
+                         {"layers", r.layers}, {"notes", r.notes}});
     return {{"status", status},
             {"error", error},
             {"dense", {{"perplexity", densePerplexity}, {"params", denseParams}, {"bytes", denseBytes}}},
@@ -49,6 +50,8 @@ CompressionRunResult CompressionRunResult::fromJson(const json &j) {
             rec.methodSeconds = x.value("method_seconds", 0.0);
             rec.evalSeconds = x.value("eval_seconds", 0.0);
             rec.exportDir = x.value("export_dir", "");
+            rec.ggufFile = x.value("gguf_file", "");
+            rec.bytesGguf = x.value("bytes_gguf", uint64_t(0));
             rec.layers = x.value("layers", json());
             rec.notes = x.value("notes", json::array());
             r.runs.push_back(std::move(rec));

@@ -18,6 +18,8 @@ struct CompressionRunRecord {
     uint64_t bytesCompact = 0;  // compact form (pruning: CSR / N:M in run.h5; slicing: = bytesDense)
     double methodSeconds = 0, evalSeconds = 0;
     std::string exportDir;      // empty when not exported
+    std::string ggufFile;       // the GGUF written beside it (output.gguf), empty when none
+    uint64_t bytesGguf = 0;     // its size
     nlohmann::json layers;      // per-layer report of the method
     nlohmann::json notes = nlohmann::json::array();
 };

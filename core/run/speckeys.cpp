@@ -25,6 +25,19 @@ DType exportDType(const std::string &name) {
     throw LatheError("job spec: output.dtype '" + name + "' is not f32, f16 or bf16");
 }
 
+std::optional<DType> ggufExportDType(const std::string &name) {
+    if (name.empty())
+        return std::nullopt;
+    if (name == "f32")
+        return DType::F32;
+    if (name == "f16")
+        return DType::F16;
+    if (name == "q8_0")
+        return DType::Q8_0;
+    throw LatheError("job spec: output.gguf '" + name + "' is not f32, f16 or q8_0",
+                     "leave output.gguf out (or empty) for no GGUF file");
+}
+
 void checkSpecKeys(const nlohmann::json &j, const std::set<std::string> &known, const std::set<std::string> &ignored,
                    const std::string &why, const std::string &docs, const std::string &prefix) {
     if (!j.is_object())

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <set>
 #include <string>
 #include <type_traits>
@@ -72,6 +73,9 @@ void requireInputFile(const std::string &path, const std::string &what, bool fol
 
 // The storage type of an exported model, from the spec's output.dtype: f32, f16 or bf16; LatheError otherwise.
 DType exportDType(const std::string &name);
+// The storage type of the GGUF file a run writes beside its Hugging Face folder, from output.gguf: "" (none), f32,
+// f16 or q8_0; LatheError otherwise.
+std::optional<DType> ggufExportDType(const std::string &name);
 
 // Refuses a key of `j` that is neither in `known` nor an object holding known keys (LatheError naming it, with
 // `docs` in the hint); keys in `ignored` (or objects holding only such keys) are skipped with a warning that says

@@ -6,6 +6,7 @@
 #include "base/unicodetext.h"
 #include "engine/evaluation.h"
 #include "engine/transformer.h"
+#include "export/ggufwriter.h"
 #include "export/hfwriter.h"
 #include "export/losparseexport.h"
 #include "export/sparsearchive.h"
@@ -71,6 +72,7 @@ const SpecKey<TrainingSpec> kKeys[] = {
     {"output.dir", &TrainingSpec::outputDir, true},
     {"output.export", &TrainingSpec::exportModel},
     {"output.dtype", &TrainingSpec::dtype},
+    {"output.gguf", &TrainingSpec::gguf, false, true},
     {"output.overwrite", &TrainingSpec::overwrite},
 };
 
@@ -90,6 +92,10 @@ Prepared prepare(const TrainingSpec &spec) {
     validateTrainingSpec(spec);
     Prepared p;
     p.model = openModel(spec.model);
+    if (ggufExportDType(spec.gguf) && spec.exportModel)
+        if (const std::optional<std::string> why = ggufExportBlocker(*p.model))
+            throw LatheError("output.gguf: this model cannot be written as GGUF: " + *why,
+                             "leave out output.gguf; the Hugging Face folder is still written");
     if (spec.seqLen > p.model->config.maxPositions)
         throw LatheError("data.seq_len " + std::to_string(spec.seqLen) + " is above the model's " +
                              std::to_string(p.model->config.maxPositions) + " positions",
@@ -382,6 +388,8 @@ void validateTrainingSpec(const TrainingSpec &s) {
         throw LatheError(std::string("job spec: trainable: ") + e.what(), e.hint());
     }
     exportDType(s.dtype);
+    if (ggufExportDType(s.gguf) && !s.exportModel)
+        throw LatheError("job spec: output.gguf needs output.export", "set output.export to true, or leave out output.gguf");
     if (s.method)
         s.method->checkJob(s.methodParams, {});
     if (s.outputDir.empty())
@@ -466,7 +474,7 @@ json TrainingResult::toJson() const {
     for (const TrainingEval &e : evals)
         ev.push_back(evalJson(e));
     return {{"status", status}, {"error", error}, {"plan", plan.toJson()}, {"steps", steps},
-            {"evals", ev},      {"export_dir", exportDir}, {"seconds", seconds}, {"method", method}};
+            {"evals", ev},      {"export_dir", exportDir}, {"gguf_file", ggufFile}, {"seconds", seconds}, {"method", method}};
 }
 
 TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &progress,
@@ -615,6 +623,17 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
             result.exportDir = (dir / "model").string();
             writeHfFolder(*out, result.exportDir, wo);
             files.log("exported to " + result.exportDir);
+            if (const std::optional<DType> type = ggufExportDType(spec.gguf)) {
+                GgufWriteOptions go;
+                go.dtype = *type;
+                go.overwrite = true;
+                go.notes = {{"method", spec.method ? spec.method->info().name : "fine-tuning"},
+                            {"model", fs::path(spec.model).filename().string()}};
+                result.ggufFile = (dir / "model.gguf").string();
+                for (const std::string &n : writeGgufFile(*out, result.ggufFile, go).notes)
+                    files.log("GGUF: " + n);
+                files.log("GGUF for llama.cpp: " + result.ggufFile);
+            }
             if (method && method->lowRankSparseExport()) {
                 std::unique_ptr<Model> copy = openModel(spec.model);
                 const std::string compact = (dir / "model-compact").string();

@@ -20,7 +20,8 @@ class FineTuningMethod;
 //         and evaluated), seq_len, batch, accumulate, eval_windows, seed},
 //   optimizer {lr, schedule ("constant" | "linear" | "cosine"), warmup, min_lr_ratio, beta1, beta2, eps,
 //              weight_decay, clip},
-//   method?, the method's parameters at their keys, recompute, steps, eval_every, checkpoint_every, output {dir, export, dtype, overwrite}, comment.
+//   method?, the method's parameters at their keys, recompute, steps, eval_every, checkpoint_every, output {dir, export, dtype, gguf,
+//   overwrite}, comment.
 // Relative paths are resolved against the folder of the spec file.
 struct TrainingSpec {
     std::string model, tokenizer;
@@ -43,6 +44,7 @@ struct TrainingSpec {
     std::string outputDir;
     bool exportModel = true;
     std::string dtype = "f32";
+    std::string gguf; // also write model.gguf for llama.cpp (weights f32, f16 or q8_0); empty: no
     bool overwrite = false;
     bool resume = false;  // continue the run in outputDir from its last checkpoint (not part of the JSON)
     std::string specFile; // the file the spec was read from: protected like the inputs
@@ -83,6 +85,7 @@ struct TrainingResult {
     std::vector<TrainingStep> steps;
     std::vector<TrainingEval> evals;
     std::string exportDir;
+    std::string ggufFile; // model.gguf (output.gguf), empty when none
     double seconds = 0;
     nlohmann::json method = nlohmann::json::object(); // the fine-tuning method's report (budget, kept fractions)
     nlohmann::json toJson() const;

@@ -13,7 +13,7 @@ const char *ByteLevelBpeTokenizer::gpt2Pattern() {
 
 ByteLevelBpeTokenizer::ByteLevelBpeTokenizer(Spec spec)
     : m_kind(std::move(spec.kind)), m_tokens(std::move(spec.tokens)), m_added(std::move(spec.addedTokens)),
-      m_nfc(spec.nfc), m_ignoreMerges(spec.ignoreMerges) {
+      m_nfc(spec.nfc), m_ignoreMerges(spec.ignoreMerges), m_merges(spec.merges), m_preSteps(spec.preSteps) {
     m_vocab.reserve(m_tokens.size());
     for (size_t i = 0; i < m_tokens.size(); ++i)
         m_vocab.emplace(m_tokens[i], int32_t(i));
@@ -173,6 +173,18 @@ std::string ByteLevelBpeTokenizer::decode(std::span<const int32_t> ids) const {
         }
     }
     return out;
+}
+
+ByteLevelBpeTokenizer::Spec ByteLevelBpeTokenizer::spec() const {
+    Spec s;
+    s.kind = m_kind;
+    s.tokens = m_tokens;
+    s.merges = m_merges;
+    s.preSteps = m_preSteps;
+    s.addedTokens = m_added;
+    s.nfc = m_nfc;
+    s.ignoreMerges = m_ignoreMerges;
+    return s;
 }
 
 // The pre-tokenizer of a GGUF byte-level vocabulary, by its tokenizer.ggml.pre name (llama.cpp's names).

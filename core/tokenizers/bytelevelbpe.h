@@ -43,6 +43,8 @@ public:
     std::vector<int32_t> encode(std::string_view text) const override;
     std::string decode(std::span<const int32_t> ids) const override;
     std::string piece(int32_t id) const override;
+    // The specification it was built from (for writers that describe the tokenizer in another format).
+    Spec spec() const;
 
 private:
     void encodePiece(std::string_view piece, std::vector<int32_t> &out) const;
@@ -57,6 +59,8 @@ private:
     std::unordered_map<int32_t, std::string> m_addedById; // decode() writes added tokens verbatim
     bool m_nfc = false;
     bool m_ignoreMerges = false;
+    std::vector<std::pair<std::string, std::string>> m_merges; // for spec()
+    std::vector<PreStep> m_preSteps;
     std::string m_byteToUnicode[256];
     std::unordered_map<uint32_t, uint8_t> m_unicodeToByte;
     mutable std::mutex m_cacheMutex;

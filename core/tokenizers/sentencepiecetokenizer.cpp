@@ -48,9 +48,23 @@ std::string SentencePieceTokenizer::piece(int32_t id) const {
     return id >= 0 && id < m_sp->GetPieceSize() ? m_sp->IdToPiece(id) : std::string();
 }
 
+void SentencePieceTokenizer::vocabulary(std::vector<std::string> &pieces, std::vector<float> &scores,
+                                        std::vector<int32_t> &types) const {
+    const int n = m_sp->GetPieceSize();
+    pieces.resize(size_t(n));
+    scores.resize(size_t(n));
+    types.resize(size_t(n));
+    for (int i = 0; i < n; ++i) {
+        pieces[size_t(i)] = m_sp->IdToPiece(i);
+        scores[size_t(i)] = m_sp->GetScore(i);
+        types[size_t(i)] = m_sp->IsUnknown(i) ? 2 : m_sp->IsControl(i) ? 3 : m_sp->IsUnused(i) ? 5 : m_sp->IsByte(i) ? 6 : 1;
+    }
+}
+
 #else
 
 bool SentencePieceTokenizer::available() { return false; }
+void SentencePieceTokenizer::vocabulary(std::vector<std::string> &, std::vector<float> &, std::vector<int32_t> &) const {}
 
 SentencePieceTokenizer::SentencePieceTokenizer(const std::string &modelFile) {
     throw LatheError(modelFile + ": this build of Lathe has no SentencePiece support",

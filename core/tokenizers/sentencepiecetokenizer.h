@@ -23,6 +23,9 @@ public:
     std::string piece(int32_t id) const override;
 
     static bool available(); // the build has the sentencepiece library
+    // Every piece with its score and GGUF token type (1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused,
+    // 6 byte), by id.
+    void vocabulary(std::vector<std::string> &pieces, std::vector<float> &scores, std::vector<int32_t> &types) const;
 
 private:
     std::unique_ptr<sentencepiece::SentencePieceProcessor> m_sp;
