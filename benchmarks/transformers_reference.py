@@ -5,6 +5,7 @@ the CPU, for docs/benchmarks.md and the issue's closing notes.
   transformers_reference.py ppl --model DIR_OR_GGUF --text FILE --seq-len N [--max-tokens K]
   transformers_reference.py speed --model DIR_OR_GGUF --seq-len N [--repeat R] [--threads T]
   transformers_reference.py train --model DIR_OR_GGUF --seq-len N [--batch B] [--repeat R] [--threads T]
+  transformers_reference.py generate --model DIR_OR_GGUF [--prompt-len P] [--new N] [--repeat R] [--threads T]
 
 Perplexity follows the protocol lathe-cli eval uses: the file's lines as dataset rows (a non-empty row keeps its
 "\\n"), joined with "\\n\\n", tokenized once with the model's tokenizer (specials included), non-overlapping windows
@@ -29,7 +30,7 @@ def load(path):
     else:
         tok = None
         try:
-            tok = transformers.AutoTokenizer.from_pretrained(path)
+            tok = transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=True)
         except Exception:
             pass
         # trust_remote_code: the sliced folders Lathe exports ship their modelling code (modeling_lathe_sliced.py)
@@ -124,9 +125,41 @@ def train(a):
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
 
 
+def generate(a):
+    """Greedy generation with the KV cache, as a user runs an exported model: P random prompt tokens, then exactly N
+    new ones. Prefill (the prompt's forward) and decode (the N - 1 further steps) are timed apart; the best of R
+    runs. Memory: the parameters' bytes and the process's peak RSS (torch itself included: compare rows, not
+    absolutes)."""
+    import resource
+    _, model = load(a.model)
+    g = torch.Generator().manual_seed(42)
+    x = torch.randint(0, model.config.vocab_size, (1, a.prompt_len), generator=g)
+    kw = dict(do_sample=False, max_new_tokens=a.new, min_new_tokens=a.new, pad_token_id=0)
+    with torch.no_grad():
+        model.generate(x, **dict(kw, max_new_tokens=2, min_new_tokens=2))  # warm-up
+        prefill, total = [], []
+        for _ in range(a.repeat):
+            t0 = time.time()
+            model(input_ids=x, use_cache=True)
+            prefill.append(time.time() - t0)
+            t0 = time.time()
+            out = model.generate(x, **kw)
+            total.append(time.time() - t0)
+    assert out.shape[1] == a.prompt_len + a.new
+    p, t = min(prefill), min(total)
+    params = sum(q.numel() * q.element_size() for q in model.parameters())
+    params += sum(b.numel() * b.element_size() for b in model.buffers())
+    print(json.dumps({"tool": "transformers " + transformers.__version__, "torch": torch.__version__,
+                      "threads": torch.get_num_threads(), "model": a.model, "prompt_len": a.prompt_len,
+                      "new_tokens": a.new, "prefill_tokens_per_s": a.prompt_len / p,
+                      "decode_tokens_per_s": (a.new - 1) / max(t - p, 1e-9),
+                      "weights_mb": params / 2**20,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["ppl", "speed", "train"])
+    ap.add_argument("what", choices=["ppl", "speed", "train", "generate"])
     ap.add_argument("--model", required=True)
     ap.add_argument("--text")
     ap.add_argument("--ids", help="JSON list of token ids to use instead of tokenizing --text")
@@ -135,6 +168,8 @@ if __name__ == "__main__":
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prompt-len", type=int, default=64)
+    ap.add_argument("--new", type=int, default=64)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    {"ppl": ppl, "speed": speed, "train": train}[a.what](a)
+    {"ppl": ppl, "speed": speed, "train": train, "generate": generate}[a.what](a)

@@ -7,6 +7,7 @@
 #include "analysis/matrixscores.h"
 #include "analysis/modelanalysis.h"
 #include "analysis/modelspectra.h"
+#include "analysis/sensitivity.h"
 #include "analysis/sparsitymask.h"
 #include "engine/calibration.h"
 #include "engine/transformer.h"
@@ -71,6 +72,29 @@ class TestAnalysis : public QObject {
     Q_OBJECT
 
 private slots:
+    // OWL's allocation: mean = target, spread 2 lambda, the most important block pruned least; flat scores give
+    // the target everywhere; clamped at 0.
+    void layerBudget() {
+        const std::vector<double> b = proposeLayerSparsity({0.01, 0.03, 0.02, 0.05}, 0.5, 0.08);
+        QCOMPARE(b.size(), size_t(4));
+        double mean = 0;
+        for (double x : b)
+            mean += x / 4;
+        QVERIFY(std::abs(mean - 0.5) < 1e-12);
+        QVERIFY(std::abs((*std::max_element(b.begin(), b.end()) - *std::min_element(b.begin(), b.end())) - 0.16) < 1e-12);
+        QVERIFY(b[3] < b[1] && b[1] < b[2] && b[2] < b[0]);
+        QVERIFY(proposeLayerSparsity({2, 2, 2}, 0.3, 0.1) == std::vector<double>(3, 0.3));
+        const std::vector<double> low = proposeLayerSparsity({0, 1}, 0.05, 0.1);
+        QCOMPARE(low[1], 0.0);
+        bool threw = false;
+        try {
+            proposeLayerSparsity({1, 2}, 1.0, 0.1);
+        } catch (const LatheError &) {
+            threw = true;
+        }
+        QVERIFY(threw);
+    }
+
     // The workbench's per-matrix scores (moved from ui/ to core): magnitude at 50% per row prunes half of every row
     // and every row and column is counted once in the histograms; Wanda without calibration norms falls back to
     // magnitude and says why; an N:M pattern gives exact N/M rows; a bad tensor name is an error, not a crash.

@@ -2,6 +2,7 @@
 // natively and survive a Hugging Face round trip, widths and bad input), magnitude and Wanda pruning (exact counts,
 // N:M validity, target selection, Wanda's scores against an independent dense computation).
 
+#include "analysis/sensitivity.h"
 #include "engine/calibration.h"
 #include "engine/deviceforward.h"
 #include "engine/evaluation.h"
@@ -306,6 +307,73 @@ private slots:
         const std::string dir = test::tempDir("sliced-export") + "/model";
         exportSlicedModel(*model, dir);
         QCOMPARE(test::checkRemoteCodeExport(python, dir, logits, b, name), 0);
+    }
+
+    // The sensitivity sweep: pruning one block (or one kind of linear) gives the perplexity Wanda itself gives when
+    // it prunes only that part (its inputs are dense either way), the OWL outlier ratios are shares, and the
+    // command prints the per-block sparsities for a job spec.
+    void sensitivitySweepMatchesWanda() {
+        const std::string model = test::sourceDir() + "/resources/demo/stories260K.bin";
+        const std::string text = test::dataDir() + "/text/tinystories-excerpt.txt";
+        auto m = openModel(model);
+        const std::vector<int32_t> ids = loadTokenizer(*m)->encodeForModel(joinDatasetRows(readTextFile(text)));
+        SensitivityParams p;
+        p.calibrationWindows = 4;
+        p.evalWindows = 2;
+        p.seqLen = 128;
+        const SensitivityResult r = sensitivitySweep(model, ids, p);
+        QCOMPARE(int(r.blocks.size()), 5);
+        QCOMPARE(int(r.kinds.size()), 7);
+        QCOMPARE(r.evalTokens, int64_t(2 * 127));
+        PerplexityParams pp;
+        pp.seqLen = 128;
+        pp.maxTokens = 256;
+        CalibrationParams cp;
+        cp.samples = 4;
+        cp.seqLen = 128;
+        const CalibrationSet calibration = makeCalibrationSet(ids, cp);
+        const auto wandaOnly = [&](const std::string &targets) {
+            auto pruned = openModel(model);
+            WandaParams wp;
+            wp.selection.pattern.ratio = 0.5;
+            wp.selection.targets = targets;
+            wandaPrune(*pruned, calibration, wp);
+            Transformer t(*pruned);
+            return evaluatePerplexity(t, ids, pp).perplexity;
+        };
+        {
+            Transformer t(*m);
+            QCOMPARE(r.densePerplexity, evaluatePerplexity(t, ids, pp).perplexity);
+        }
+        QVERIFY(qFuzzyCompare(r.blocks[2].perplexity, wandaOnly("layers\\.2\\.")));
+        const auto down = std::find_if(r.kinds.begin(), r.kinds.end(), [](auto &u) { return u.kind == TensorRole::MlpDown; });
+        QVERIFY(down != r.kinds.end());
+        // A kind spans every block: its scores come from the dense pass, where Wanda proper recomputes each block's
+        // inputs after pruning the blocks before it; the two stay close.
+        const double sequential = wandaOnly("down_proj");
+        qInfo("down_proj in every block: sweep %.4f, sequential Wanda %.4f (dense %.4f)", down->perplexity, sequential,
+              r.densePerplexity);
+        QVERIFY(std::abs(down->perplexity / sequential - 1) < 0.05);
+        for (const SensitivityUnit &u : r.blocks) {
+            QVERIFY(u.perplexity > r.densePerplexity * 0.95 && std::isfinite(u.perplexity));
+            QVERIFY(u.outlierRatio > 0 && u.outlierRatio < 0.1);
+            QCOMPARE(u.parameters, r.blocks[0].parameters);
+        }
+        const test::CliRun cli = test::runCli({"sensitivity", "--model", QString::fromStdString(model), "--text",
+                                               QString::fromStdString(text), "--calibration-windows", "4",
+                                               "--eval-windows", "2", "--seq-len", "128", "--target", "0.6", "--json"});
+        QCOMPARE(cli.exitCode, 0);
+        const nlohmann::json j = nlohmann::json::parse(cli.out);
+        QCOMPARE(j["dense_perplexity"].get<double>(), r.densePerplexity);
+        QCOMPARE(j["blocks"][2]["perplexity"].get<double>(), r.blocks[2].perplexity);
+        for (const char *key : {"layer_sparsity_from_sensitivity", "layer_sparsity_from_outliers"}) {
+            double sum = 0;
+            for (const auto &v : j[key])
+                sum += v.get<double>();
+            QVERIFY2(std::abs(sum / 5 - 0.6) < 1e-3, key);
+            // The array is a job spec's layer_sparsity as it stands.
+            QCOMPARE(int(LayerRatios::fromJson(j[key]).resolve(5).size()), 5);
+        }
     }
 
     // The job runner end to end on the demo model (stories260K) and TinyStories text: Wanda 50%, evaluation,

@@ -16,6 +16,7 @@
 #include "numeric/backend.h"
 #include "parameterpanel.h"
 #include "resultsview.h"
+#include "sensitivityview.h"
 #include "sparsityview.h"
 #include "spectrumview.h"
 #include "methods/methodparams.h"
@@ -131,6 +132,55 @@ private slots:
     }
 
     // The parameter panel's pattern reaches the job spec as chosen: "unstructured, per row" ran per matrix before.
+    // Analysis > Sensitivity Sweep: the tab shows the sweep, proposes budgets with the chosen mean from either
+    // source, takes edits, refuses a cell that is not a sparsity, and hands a spec with layer_sparsity on.
+    void sensitivityAndBudgets() {
+        MainWindow w;
+        openAndAnalyze(w);
+        SensitivityParams p;
+        p.calibrationWindows = 2;
+        p.evalWindows = 2;
+        p.seqLen = 128;
+        QSignalSpy ready(&w, &MainWindow::sensitivityReady);
+        w.startSensitivity(QString::fromStdString(test::dataDir() + "/text/tinystories-excerpt.txt"), p);
+        QVERIFY(ready.wait(60000));
+        SensitivityView *v = w.sensitivityView();
+        QCOMPARE(w.views()->currentWidget(), v);
+        QVERIFY(v->hasData());
+        QCOMPARE(v->table()->rowCount(), 5);
+        QVERIFY(w.findChild<QLabel *>("kindRanking")->text().contains("mlp_down"));
+        const auto mean = [](const std::vector<double> &b) {
+            double m = 0;
+            for (double x : b)
+                m += x / double(b.size());
+            return m;
+        };
+        v->setTarget(0.6);
+        const std::vector<double> bySensitivity = v->budgets();
+        QCOMPARE(int(bySensitivity.size()), 5);
+        QVERIFY(std::abs(mean(bySensitivity) - 0.6) < 1e-3);
+        v->setBudgetSource(true);
+        const std::vector<double> byOutliers = v->budgets();
+        QVERIFY(std::abs(mean(byOutliers) - 0.6) < 1e-3);
+        QVERIFY(byOutliers != bySensitivity);
+        v->setCellSparsity(0, 0.3);
+        QCOMPARE(v->budgets()[0], 0.3);
+        auto *button = v->findChild<QPushButton *>("compressWithBudgets");
+        QVERIFY(button->isEnabled());
+        v->table()->item(1, 3)->setText("lots");
+        QVERIFY(v->budgets().empty());
+        QVERIFY(!button->isEnabled());
+        v->setCellSparsity(1, 0.7);
+        QVERIFY(button->isEnabled());
+        const CompressionSpec spec = w.specWithBudgets(v->budgets(), v->target());
+        const std::map<int, double> ratios = spec.params.get<LayerRatios>("layer_sparsity").resolve(5);
+        QCOMPARE(ratios.at(0), 0.3);
+        QCOMPARE(ratios.at(1), 0.7);
+        QCOMPARE(spec.sparsities, std::vector<double>{0.6});
+        const QString png = QString::fromStdString(test::tempDir("sens-fig") + "/sensitivity.png");
+        QVERIFY(v->exportFigure(png));
+    }
+
     void panelPatternReachesTheSpec() {
         MainWindow w;
         openAndAnalyze(w);

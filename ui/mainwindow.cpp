@@ -3,6 +3,8 @@
 #include "compressdialog.h"
 #include "compressjob.h"
 #include "exportjob.h"
+#include "sensitivityjob.h"
+#include "sensitivityview.h"
 #include "trainingview.h"
 #include "traindialog.h"
 #include "trainjob.h"
@@ -13,6 +15,7 @@
 #include <QDir>
 
 #include "analysis/compressionestimate.h"
+#include "methods/method.h"
 #include "base/outputfiles.h"
 #include "engine/evaluation.h"
 #include "analysis/modelanalysis.h"
@@ -77,6 +80,7 @@ void registerUiMetaTypes() {
     qRegisterMetaType<std::shared_ptr<const lathe::CompressionRunResult>>(
         "std::shared_ptr<const lathe::CompressionRunResult>");
     qRegisterMetaType<std::shared_ptr<const lathe::TrainingResult>>("std::shared_ptr<const lathe::TrainingResult>");
+    qRegisterMetaType<std::shared_ptr<const lathe::SensitivityResult>>("std::shared_ptr<const lathe::SensitivityResult>");
 }
 
 MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
@@ -118,6 +122,15 @@ MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
     m_views->addTab(m_resultsView, tr("Results"));
     m_trainingView = new TrainingView(central);
     m_views->addTab(m_trainingView, tr("Training"));
+    m_sensitivityView = new SensitivityView(central);
+    m_views->addTab(m_sensitivityView, tr("Sensitivity"));
+    connect(m_sensitivityView, &SensitivityView::budgetsRequested, this, [this](std::vector<double> b, double target) {
+        if (!m_doc->model()) {
+            statusBar()->showMessage(tr("Open a model first"));
+            return;
+        }
+        compressWithDialog(specWithBudgets(b, target));
+    });
     layout->addWidget(m_views);
     setCentralWidget(central);
 
@@ -280,6 +293,17 @@ void MainWindow::buildMenus() {
     });
     analysis->addAction(tr("&Collect Calibration Activations"), this,
                         [this] { collectCalibration(m_params->calibrationPath(), m_params->calibrationParams()); });
+    analysis->addAction(tr("Sensitivity S&weep"), this, [this] {
+        // Each block (and each kind of linear) pruned alone at the panel's ratio, on the calibration text.
+        SensitivityParams p;
+        const SparsityPattern pattern = m_params->plan().pattern;
+        p.ratio = pattern.isNm() ? pattern.prunedFraction() : pattern.ratio;
+        if (!(p.ratio > 0))
+            p.ratio = 0.5;
+        if (const Model *m = model(); m && m->config.maxPositions > 0)
+            p.seqLen = std::min<int64_t>(p.seqLen, m->config.maxPositions);
+        startSensitivity(m_params->calibrationPath(), p);
+    });
     analysis->addSeparator();
     QAction *beside = analysis->addAction(tr("Keep Analysis &Beside the Model"));
     beside->setObjectName("analysisBesideModel");
@@ -827,6 +851,47 @@ void MainWindow::exportModel() {
     settings.setValue("export/modelFolder", QFileInfo(path).absolutePath());
     // The file dialog asked before choosing an existing name; the engine still replaces only a Lathe export.
     startModelExport(path, gguf, c.dtype, QFileInfo::exists(path));
+}
+
+void MainWindow::startSensitivity(const QString &textPath, const SensitivityParams &params) {
+    const std::shared_ptr<Model> model = m_doc->model();
+    if (!model) {
+        statusBar()->showMessage(tr("Open a model first"));
+        return;
+    }
+    if (textPath.isEmpty()) {
+        showError(tr("The sensitivity sweep needs a text"),
+                  tr("choose a calibration text in the parameter panel; its first windows are evaluated"));
+        return;
+    }
+    auto *job = new SensitivityJob(model, textPath, params);
+    const QString title = tr("Sensitivity: each block pruned alone by %1% (%2)")
+                              .arg(params.ratio * 100, 0, 'g', 3)
+                              .arg(params.wanda ? tr("Wanda") : tr("magnitude"));
+    const QString subtitle = tr("%1 on %2").arg(QFileInfo(m_doc->modelPath()).fileName(), QFileInfo(textPath).fileName());
+    connect(job, &SensitivityJob::finished, this, [this, title, subtitle](std::shared_ptr<const SensitivityResult> r) {
+        m_sensitivityView->setTarget(m_params->plan().pattern.isNm() ? m_params->plan().pattern.prunedFraction()
+                                                                     : m_params->plan().pattern.ratio);
+        m_sensitivityView->setResult(std::move(r), title, subtitle);
+        m_views->setCurrentWidget(m_sensitivityView);
+        emit sensitivityReady();
+    });
+    connect(job, &Job::failed, this, [this](QString message, QString hint) { showError(message, hint); });
+    m_jobs->start(job);
+}
+
+CompressionSpec MainWindow::specWithBudgets(const std::vector<double> &budgets, double target) const {
+    CompressionSpec spec = specForDialog();
+    if (spec.method->info().exportKind != ExportKind::PrunedDense)
+        spec.setMethod("wanda");
+    spec.params.set("pattern", std::string("unstructured"));
+    LayerRatios ratios;
+    ratios.perBlock = true;
+    for (size_t i = 0; i < budgets.size(); ++i)
+        ratios.ranges.push_back({int(i), int(i), budgets[i]});
+    spec.params.set("layer_sparsity", ratios);
+    spec.sparsities = {target};
+    return spec;
 }
 
 void MainWindow::startModelExport(const QString &path, bool gguf, std::optional<DType> dtype, bool overwrite) {

@@ -9,6 +9,7 @@
 #include "engine/calibration.h"
 #include "analysis/matrixscores.h"
 #include "analysis/modelanalysis.h"
+#include "analysis/sensitivity.h"
 
 #include <QMainWindow>
 
@@ -87,6 +88,14 @@ public:
     // folder), else the defaults for the open model.
     TrainingSpec trainingSpecForDialog() const;
     class TrainingView *trainingView() const { return m_trainingView; }
+    class SensitivityView *sensitivityView() const { return m_sensitivityView; }
+    // Analysis > Sensitivity Sweep: the sweep of the open model on `textPath` as a job; its result fills the
+    // Sensitivity tab (sensitivityReady()).
+    void startSensitivity(const QString &textPath, const SensitivityParams &params);
+    // The compression the Sensitivity tab's "Compress with These Budgets..." opens: the dialog's spec with the
+    // per-block sparsities as layer_sparsity, their mean as the ratio, a pruning method (Wanda unless the spec's
+    // method already prunes), an unstructured pattern.
+    CompressionSpec specWithBudgets(const std::vector<double> &budgets, double target) const;
     class ResultsView *resultsView() const { return m_resultsView; }
     // Writes the open model to `path` (File > Export Model... after its dialogs): a GGUF file for llama.cpp or a
     // Hugging Face folder, as a job; modelExported() with a one-line summary, or the error shown.
@@ -104,6 +113,7 @@ signals:
     void trainingFinished(QString runFolder);
     void figuresExported(const QStringList &files, const QString &error);
     void modelExported(QString path, QString summary);
+    void sensitivityReady();
 
 protected:
     void dragEnterEvent(QDragEnterEvent *event) override;
@@ -138,6 +148,7 @@ private:
     QTabWidget *m_views = nullptr;
     class ResultsView *m_resultsView = nullptr;
     class TrainingView *m_trainingView = nullptr;
+    class SensitivityView *m_sensitivityView = nullptr;
     std::optional<TrainingSpec> m_lastTraining;
     SpectrumView *m_spectrumView = nullptr;
     SparsityView *m_sparsityView = nullptr;

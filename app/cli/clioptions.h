@@ -52,5 +52,6 @@ int runMethods(int argc, char **argv);
 int runGrad(int argc, char **argv);
 int runTrain(int argc, char **argv);
 int runCheckGpu(int argc, char **argv);
+int runSensitivity(int argc, char **argv);
 
 } // namespace lathe::cli

@@ -49,6 +49,10 @@ void usage(FILE *out) {
                  "  grad --model MODEL --text FILE [--seq-len N] [--windows K] [--out GRADS.safetensors] [--json]\n"
                  "      the evaluation loss over the first K windows and every parameter's gradient (norms, or all\n"
                  "      of them as fp32 safetensors in the Hugging Face layout)\n"
+                 "  sensitivity --model MODEL --text FILE [--ratio R] [--score wanda|magnitude] [--target S]\n"
+                 "              [--lambda L] [--owl-m M] [--eval-windows E] [--seq-len N] [--json]\n"
+                 "      perplexity with only one block (or one kind of linear) pruned, OWL outlier ratios, and\n"
+                 "      per-block sparsities at a target for a job spec's layer_sparsity\n"
                  "  methods [--json]\n"
                  "      the compression methods, their needs and every parameter (type, default, range, help)\n"
                  "  bench forward (--model MODEL | --shape NAME) [--seq-len N] [--batch B] [--repeat R]\n"
@@ -114,6 +118,8 @@ int main(int argc, char **argv) {
             return lathe::cli::runCompress(n, args.data());
         if (cmd == "train")
             return lathe::cli::runTrain(n, args.data());
+        if (cmd == "sensitivity")
+            return lathe::cli::runSensitivity(n, args.data());
         if (cmd == "grad")
             return lathe::cli::runGrad(n, args.data());
         if (cmd == "methods")

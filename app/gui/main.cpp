@@ -54,10 +54,13 @@ int main(int argc, char **argv) {
                                     "layers, details).", "n", "1");
     QCommandLineOption select("select", "With --screenshot: tensors to select, comma-separated.", "names");
     QCommandLineOption size("size", "With --screenshot: window size WxH.", "size", "1440x900");
+    QCommandLineOption sweep("sweep", "With --screenshot: run the sensitivity sweep on this text and show its tab.",
+                             "text");
     parser.addOption(shot);
     parser.addOption(view);
     parser.addOption(select);
     parser.addOption(size);
+    parser.addOption(sweep);
     parser.process(app);
 
     lathe::MainWindow window;
@@ -77,7 +80,16 @@ int main(int argc, char **argv) {
                 QApplication::exit(ok ? 0 : 1);
             });
         };
-        QObject::connect(&window, &lathe::MainWindow::analysisReady, &window, [&window, names, tab, save] {
+        const QString sweepText = parser.value(sweep);
+        QObject::connect(&window, &lathe::MainWindow::sensitivityReady, &window, save);
+        auto swept = std::make_shared<bool>(false);
+        QObject::connect(&window, &lathe::MainWindow::analysisReady, &window, [&window, names, tab, save, sweepText, swept] {
+            if (!sweepText.isEmpty()) {
+                if (!*swept)
+                    window.startSensitivity(sweepText, lathe::SensitivityParams{});
+                *swept = true;
+                return;
+            }
             window.views()->setCurrentIndex(tab);
             window.tree()->clearSelection();
             window.tree()->expandAll();
