@@ -22,6 +22,7 @@
 #include "model/model.h"
 #include "numeric/backend.h"
 #include "run/compressionrun.h"
+#include "run/preflight.h"
 #include "clirun.h"
 #include "remotecodecheck.h"
 #include "testsupport.h"
@@ -374,6 +375,34 @@ private slots:
             // The array is a job spec's layer_sparsity as it stands.
             QCOMPARE(int(LayerRatios::fromJson(j[key]).resolve(5).size()), 5);
         }
+    }
+
+    // The preflight estimate: phases from a timed probe, memory and export size, a refusal for a run that cannot fit
+    // (here: calibration signals of a million long windows), and `compress --estimate` creating nothing.
+    void preflightEstimate() {
+        const std::string text = test::dataDir() + "/text/tinystories-excerpt.txt";
+        CompressionSpec spec = demoSpec("wanda", text, "preflight");
+        const Preflight p = preflightCompression(spec);
+        QVERIFY(p.probe.forwardSeconds > 0 && p.probe.seqLen == 128);
+        QVERIFY(p.calibrationTokens > 1000 && p.evalTokens == p.calibrationTokens);
+        const RunEstimate &e = p.estimate;
+        QVERIFY(e.seconds > 0);
+        QCOMPARE(int(e.phases.size()), 4); // dense evaluation, evaluation, wanda, export
+        QVERIFY(e.exportBytes > uint64_t(openModel(spec.model)->parameterCount()) * 4);
+        QVERIFY(e.refusal.empty());
+        QVERIFY(QString::fromStdString(e.summary()).startsWith("about "));
+        QVERIFY(!QFile::exists(QString::fromStdString(spec.outputDir)));
+        auto model = openModel(spec.model);
+        spec.calibrationSamples = 1'000'000;
+        spec.calibrationSeqLen = 512;
+        const RunEstimate huge = estimateCompressionRun(spec, *model, p.probe, int64_t(1) << 40, p.evalTokens);
+        QVERIFY(huge.hostAvailable == 0 || huge.refusal.find("of memory") != std::string::npos);
+        const QString specFile = QString::fromStdString(test::tempDir("preflight-cli") + "/job.json");
+        test::writeText(specFile.toStdString(), demoSpec("magnitude", text, "preflight-cli").toJson().dump());
+        const test::CliRun r = test::runCli({"compress", specFile, "--estimate"});
+        QCOMPARE(r.exitCode, 0);
+        QVERIFY(QString::fromStdString(r.out).contains("estimate: about"));
+        QVERIFY(QString::fromStdString(r.out).contains("dense evaluation"));
     }
 
     // The job runner end to end on the demo model (stories260K) and TinyStories text: Wanda 50%, evaluation,

@@ -205,6 +205,8 @@ private slots:
         auto *run = dialog.findChild<QPushButton *>("run");
         dialog.findChild<QLineEdit *>("output")->setText(QString::fromStdString(test::tempDir("gui-run") + "/out"));
         selectMethod(dialog.findChild<QComboBox *>("method"), "magnitude"); // no calibration needed
+        QTRY_VERIFY_WITH_TIMEOUT(dialog.probeDone(), 20000); // the preflight probe, on a worker thread
+        QVERIFY2(dialog.estimateText().startsWith("Estimate: about"), qPrintable(dialog.estimateText()));
         targets->setText("mlp.down");
         QCOMPARE(preview->count(), 5); // one down_proj per block
         QVERIFY(run->isEnabled());

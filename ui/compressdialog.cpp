@@ -8,6 +8,12 @@
 #include "base/error.h"
 #include "methods/registry.h"
 #include "model/model.h"
+#include "io/tokenizerloader.h"
+#include "tokenizers/tokenizer.h"
+#include "analysis/modelsummary.h"
+#include "run/runfolder.h"
+#include <QFutureWatcher>
+#include <QtConcurrent/QtConcurrentRun>
 
 #include <QCheckBox>
 #include <QComboBox>
@@ -124,8 +130,55 @@ CompressDialog::CompressDialog(const Model *model, const QString &modelPath, QWi
         connect(c, &QCheckBox::toggled, this, &CompressDialog::refresh);
     for (QSpinBox *spin : {m_samples, m_seqLen, m_evalSeqLen}) // lengths are checked against the model's positions
         connect(spin, &QSpinBox::valueChanged, this, &CompressDialog::refresh);
+    m_estimate = new QLabel(this);
+    m_estimate->setObjectName("estimate");
+    m_estimate->setWordWrap(true);
+    layout->insertWidget(layout->count() - 1, m_estimate);
+    if (m_model) {
+        m_estimate->setText(tr("Estimate: timing one forward pass on this machine..."));
+        const Model *model = m_model;
+        const int64_t seq = std::min(512, m_evalSeqLen->value());
+        m_probing = QtConcurrent::run([model, seq] {
+            Probed p;
+            try {
+                p.probe = probeForward(*model, seq);
+                p.tokenizer = std::shared_ptr<const Tokenizer>(loadTokenizer(*model));
+            } catch (const std::exception &e) {
+                p.error = e.what();
+            }
+            return p;
+        });
+        auto *watcher = new QFutureWatcher<Probed>(this);
+        connect(watcher, &QFutureWatcher<Probed>::finished, this, [this, watcher] {
+            const Probed p = watcher->result();
+            if (p.error.empty()) {
+                m_probe = p.probe;
+                m_modelTokenizer = p.tokenizer;
+            } else {
+                m_estimate->setText(tr("No estimate: %1").arg(QString::fromStdString(p.error)));
+            }
+            refresh();
+        });
+        watcher->setFuture(m_probing);
+    }
     m_base.model = m_modelPath.toStdString();
     setSpec(m_base);
+}
+
+CompressDialog::~CompressDialog() {
+    if (m_probing.isRunning())
+        m_probing.waitForFinished();
+}
+
+QString CompressDialog::estimateText() const { return m_estimate->text(); }
+
+int64_t CompressDialog::tokensOf(const std::string &path) {
+    if (path.empty() || !m_modelTokenizer)
+        return 0;
+    const QString key = QString::fromStdString(path);
+    if (!m_tokens.contains(key))
+        m_tokens.insert(key, estimateTextTokens(*m_modelTokenizer, path));
+    return m_tokens.value(key);
 }
 
 int CompressDialog::methodIndex() const { return std::max(0, m_method->currentIndex()); }
@@ -220,6 +273,23 @@ void CompressDialog::refresh() {
         validateSpec(s);
         if (m_model)
             checkSpecAgainstModel(s, *m_model); // lengths against the model's positions, widths, ranges
+        if (m_model && m_probe) {
+            const RunEstimate e = estimateCompressionRun(s, *m_model, *m_probe, tokensOf(s.calibrationText),
+                                                         tokensOf(s.evalText));
+            QStringList phases;
+            for (const RunEstimate::Phase &ph : e.phases)
+                phases << QStringLiteral("%1: %2").arg(QString::fromStdString(ph.name),
+                                                       QString::fromStdString(formatDuration(ph.seconds)));
+            m_estimate->setText(tr("Estimate: %1").arg(QString::fromStdString(e.summary())));
+            m_estimate->setToolTip(tr("From one timed %1-token forward pass on this machine (%2 s; engine built in %3 "
+                                      "s):\n%4\nExports at an assumed 300 MB/s.")
+                                       .arg(m_probe->seqLen)
+                                       .arg(m_probe->forwardSeconds, 0, 'f', 3)
+                                       .arg(m_probe->buildSeconds, 0, 'f', 2)
+                                       .arg(phases.join("\n")));
+            if (!e.refusal.empty())
+                problem = tr("This run does not fit: %1").arg(QString::fromStdString(e.refusal));
+        }
     } catch (const LatheError &e) {
         problem = problemText(e);
     }

@@ -1,9 +1,14 @@
 #pragma once
 
 #include "run/compressionspec.h"
+#include "run/preflight.h"
 
 #include <QDialog>
+#include <QFuture>
+#include <QHash>
 
+#include <memory>
+#include <optional>
 #include <vector>
 
 class QCheckBox;
@@ -30,7 +35,12 @@ class CompressDialog : public QDialog {
     Q_OBJECT
 public:
     CompressDialog(const Model *model, const QString &modelPath, QWidget *parent = nullptr);
+    ~CompressDialog() override; // waits for the probe (a forward pass) when it is still running
 
+    // The preflight estimate line ("Estimate: about 2 min; memory ...") once the probe has run; a run that does not
+    // fit is refused with the reason like any other problem (run/preflight.h).
+    QString estimateText() const;
+    bool probeDone() const { return m_probe.has_value(); }
     void setSpec(const CompressionSpec &spec);
     // The spec as edited; LatheError when a field does not parse.
     CompressionSpec spec() const;
@@ -67,6 +77,18 @@ private:
     QComboBox *m_device;
     QLabel *m_status;
     QPushButton *m_run;
+    QLabel *m_estimate;
+    // The probe of this machine and the model's tokenizer, made once on a worker thread when the dialog opens.
+    struct Probed {
+        ForwardProbe probe;
+        std::shared_ptr<const Tokenizer> tokenizer;
+        std::string error;
+    };
+    QFuture<Probed> m_probing;
+    std::optional<ForwardProbe> m_probe;
+    std::shared_ptr<const Tokenizer> m_modelTokenizer;
+    QHash<QString, int64_t> m_tokens; // estimated token counts by text path
+    int64_t tokensOf(const std::string &path);
 };
 
 } // namespace lathe

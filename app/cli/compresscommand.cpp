@@ -3,6 +3,8 @@
 #include "base/error.h"
 #include "methods/registry.h"
 #include "run/compressionrun.h"
+#include "run/preflight.h"
+#include "run/runfolder.h"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -12,13 +14,16 @@
 namespace lathe::cli {
 
 int runCompress(int argc, char **argv) {
-    CliOptions o(argc, argv, 2, {"output", "threads"}, {"json", "check", "overwrite", "resume"});
+    CliOptions o(argc, argv, 2, {"output", "threads"}, {"json", "check", "estimate", "overwrite", "resume"});
     if (!o.ok() || o.positional().size() != 1) {
         std::fprintf(stderr,
-                     "usage: lathe-cli compress JOB.json [--output DIR] [--overwrite | --resume] [--check] [--json]\n"
+                     "usage: lathe-cli compress JOB.json [--output DIR] [--overwrite | --resume] [--check | --estimate]\n"
+                     "                          [--json]\n"
                      "  runs a compression job (magnitude, wanda, slicegpt): calibration, the method, perplexity\n"
                      "  before/after and the export, into the job's output folder (see docs/compression.md);\n"
-                     "  --check makes every check of the job (the model-dependent ones too), creates nothing and exits\n%s\n",
+                     "  --check makes every check of the job (the model-dependent ones too), creates nothing and exits;\n"
+                     "  --estimate also times one forward pass here and prints the run's estimated time, memory and\n"
+                     "  export size, and whether it fits\n%s\n",
                      o.error().c_str());
         return 2;
     }
@@ -33,6 +38,34 @@ int runCompress(int argc, char **argv) {
         checkCompressionSpec(spec); // every check, the model-dependent ones too; creates nothing
         std::printf("%s\n", spec.toJson().dump(2).c_str());
         return 0;
+    }
+    if (o.flag("estimate")) {
+        const Preflight p = preflightCompression(spec);
+        const RunEstimate &e = p.estimate;
+        if (o.flag("json")) {
+            nlohmann::json phases = nlohmann::json::array();
+            for (const auto &ph : e.phases)
+                phases.push_back({{"phase", ph.name}, {"seconds", ph.seconds}});
+            std::printf("%s\n", nlohmann::json({{"seconds", e.seconds}, {"phases", phases}, {"host_bytes", e.hostBytes},
+                                                {"host_available", e.hostAvailable}, {"export_bytes", e.exportBytes},
+                                                {"disk_available", e.diskAvailable}, {"refusal", e.refusal},
+                                                {"probe", {{"seq_len", p.probe.seqLen},
+                                                           {"build_seconds", p.probe.buildSeconds},
+                                                           {"forward_seconds", p.probe.forwardSeconds}}},
+                                                {"calibration_tokens", p.calibrationTokens},
+                                                {"eval_tokens", p.evalTokens}})
+                                    .dump()
+                                    .c_str());
+        } else {
+            std::printf("probe: engine built in %.2f s, one %lld-token window in %.3f s\n", p.probe.buildSeconds,
+                        (long long)p.probe.seqLen, p.probe.forwardSeconds);
+            for (const auto &ph : e.phases)
+                std::printf("  %-44s %s\n", ph.name.c_str(), formatDuration(ph.seconds).c_str());
+            std::printf("estimate: %s\n", e.summary().c_str());
+            if (!e.refusal.empty())
+                std::printf("does not fit: %s\n", e.refusal.c_str());
+        }
+        return e.refusal.empty() ? 0 : 1;
     }
     // One line per 1% of the job or every 10 s, whichever comes first; the run folder's progress.jsonl has more.
     double lastShown = -1, lastTime = 0;

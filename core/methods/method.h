@@ -45,6 +45,9 @@ struct MethodInfo {
     std::optional<ImportanceKind> previewScore;
     // Copies of the calibration signals it holds at once (the run announces their host memory before it starts).
     int calibrationCopies = 1;
+    // Its calibration work in forward passes per calibration token, for the preflight estimate (run/preflight.h):
+    // measured against the engine's forward pass on SmolLM2-135M and the demo model (docs/compression.md).
+    double calibrationPasses = 0;
     std::vector<ParamSpec> params; // in the order the GUI shows them
 };
 

@@ -286,6 +286,7 @@ public:
         m_info.needsCalibration = true;
         m_info.ratioMeaning = "fraction of the hidden width removed (rows and columns of every block matrix)";
         m_info.exportKind = ExportKind::Sliced;
+        m_info.calibrationPasses = 2.2; // rotated and sliced block passes, Gram matrices, the fused model's setup
         const SliceGptParams d;
         m_info.params.push_back(declareParam("slicegpt.slice_head", "Slice the head", ParamType::Bool, d.sliceHead,
                                            "also slice the last block's output and the LM head's input"));

@@ -117,6 +117,7 @@ public:
         m_info.ratioMeaning = "fraction of each output row's weights set to zero (unstructured patterns run per row)";
         m_info.previewScore = ImportanceKind::Wanda;
         m_info.calibrationCopies = 2; // the signals and the dense outputs for the error measure
+        m_info.calibrationPasses = 1.2; // each block run on the signals before and after pruning
     }
     void checkRun(const Model &model, double sparsity, const MethodParams &params) const override {
         if (model.config.family == ArchFamily::Bert)

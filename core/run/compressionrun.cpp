@@ -15,6 +15,7 @@
 #include "methods/method.h"
 #include "model/model.h"
 #include "numeric/backend.h"
+#include "run/preflight.h"
 #include "run/runfolder.h"
 #include "run/speckeys.h"
 #include "tokenizers/tokenizer.h"
@@ -161,6 +162,12 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
     std::string deviceNote;
     const std::unique_ptr<ComputeBackend> device = createBackend(DeviceChoice::parse(spec.device), &deviceNote);
     const RunTexts texts = tokenizeTexts(spec, prepared.tokenizer.get());
+
+    // Memory and disk before anything is created (the time needs a probe: --estimate and the dialog show it).
+    const RunEstimate fit = estimateCompressionRun(spec, *model, ForwardProbe{}, int64_t(texts.calibrationTokens),
+                                                   int64_t(texts.evalIds.size()));
+    if (!fit.refusal.empty())
+        throw LatheError("this run does not fit: " + fit.refusal, "lathe-cli compress JOB.json --estimate shows the plan");
 
     RunFolder files(spec.outputDir, OutputKind::CompressionRun, previous.has_value(), spec.toJson(), "progress.jsonl");
     CompressionRunResult result = previous.value_or(CompressionRunResult{});

@@ -1,0 +1,188 @@
+#include "run/preflight.h"
+
+#include "analysis/modelsummary.h"
+#include "base/error.h"
+#include "engine/evaluation.h"
+#include "engine/transformer.h"
+#include "io/modelloader.h"
+#include "io/tokenizerloader.h"
+#include "run/compressionrun.h"
+#include "methods/method.h"
+#include "model/model.h"
+#include "run/runfolder.h"
+#include "run/speckeys.h"
+#include "tokenizers/tokenizer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+namespace lathe {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+constexpr double kExportBytesPerSecond = 300e6; // assumed write rate of a local disk
+// Reading, scoring and rewriting every target weight, in forward passes of 256-token windows (magnitude pruning of
+// SmolLM2-135M on 2 cores: 2.8 s, 6.5 such windows).
+constexpr double kRewriteWindows = 6.5;
+
+uint64_t memAvailable() {
+    std::ifstream in("/proc/meminfo");
+    std::string key;
+    uint64_t kb = 0;
+    std::string unit;
+    while (in >> key >> kb >> unit)
+        if (key == "MemAvailable:")
+            return kb * 1024;
+    return 0;
+}
+
+uint64_t diskFreeFor(const std::string &dir) {
+    std::error_code ec;
+    fs::path p = fs::absolute(fs::path(dir), ec);
+    while (!p.empty() && !fs::exists(p, ec))
+        p = p.parent_path();
+    const fs::space_info si = fs::space(p.empty() ? fs::path(".") : p, ec);
+    return ec ? 0 : si.available;
+}
+
+} // namespace
+
+ForwardProbe probeForward(const Model &model, int64_t seqLen) {
+    ForwardProbe p;
+    p.seqLen = std::max<int64_t>(2, std::min<int64_t>(seqLen, model.config.maxPositions > 0 ? model.config.maxPositions : seqLen));
+    double t0 = now();
+    Transformer engine(model);
+    p.buildSeconds = now() - t0;
+    const TokenBatch batch = TokenBatch::random(model.config.vocabSize, 1, p.seqLen, 7);
+    (void)engine.forward(batch); // the first pass pays for allocations and thread start-up: not timed
+    t0 = now();
+    (void)engine.forward(batch);
+    p.forwardSeconds = now() - t0;
+    return p;
+}
+
+int64_t estimateTextTokens(const Tokenizer &tokenizer, const std::string &path) {
+    std::error_code ec;
+    const uint64_t size = fs::file_size(path, ec);
+    if (ec || size == 0)
+        return 0;
+    constexpr uint64_t kSample = 64 * 1024;
+    std::ifstream in(path, std::ios::binary);
+    std::string head(size_t(std::min(size, kSample)), '\0');
+    in.read(head.data(), std::streamsize(head.size()));
+    head.resize(size_t(in.gcount()));
+    const double tokens = double(tokenizer.encodeForModel(joinDatasetRows(head)).size());
+    return size <= kSample ? int64_t(tokens) : int64_t(tokens * double(size) / double(head.size()));
+}
+
+RunEstimate estimateCompressionRun(const CompressionSpec &spec, const Model &model, const ForwardProbe &probe,
+                                   int64_t calibrationTextTokens, int64_t evalTextTokens) {
+    RunEstimate e;
+    const ModelConfig &c = model.config;
+    const MethodInfo &info = spec.method->info();
+    const double probeFlops = std::max(forwardFlops(c, std::max<int64_t>(probe.seqLen, 1)), 1.0);
+    const auto windowSeconds = [&](int64_t seq) { return probe.forwardSeconds * forwardFlops(c, seq) / probeFlops; };
+    const size_t points = std::max<size_t>(spec.sparsities.size(), 1);
+    const auto add = [&](const std::string &name, double seconds, size_t times = 1) {
+        e.phases.push_back({times > 1 ? name + " (x" + std::to_string(times) + ")" : name, seconds});
+        e.seconds += seconds * double(times);
+    };
+    if (!spec.evalText.empty() && evalTextTokens > 0) {
+        int64_t tokens = evalTextTokens;
+        if (spec.evalMaxTokens > 0)
+            tokens = std::min(tokens, spec.evalMaxTokens);
+        const int64_t windows = tokens / std::max<int64_t>(spec.evalSeqLen, 1);
+        const double eval = probe.buildSeconds + double(windows) * windowSeconds(spec.evalSeqLen);
+        if (spec.evalDense)
+            add("dense evaluation", eval);
+        add("evaluation", eval, points);
+    }
+    if (info.needsCalibration) {
+        const int64_t fit = calibrationTextTokens / std::max<int64_t>(spec.calibrationSeqLen, 1);
+        const int64_t samples = std::min<int64_t>(spec.calibrationSamples, std::max<int64_t>(fit, 0));
+        add(info.name + " on the calibration windows",
+            probe.buildSeconds + kRewriteWindows * windowSeconds(256) +
+                double(samples) * info.calibrationPasses * windowSeconds(spec.calibrationSeqLen),
+            points);
+    } else {
+        add(info.name, probe.buildSeconds + kRewriteWindows * windowSeconds(256), points);
+    }
+
+    // Sizes: every parameter in the export's type; a pruned run also writes its archive and maybe a GGUF.
+    const int64_t params = model.parameterCount();
+    const int bytesPerValue = spec.dtype == "f32" ? 4 : 2;
+    if (spec.exportModel) {
+        uint64_t perPoint = uint64_t(params) * uint64_t(bytesPerValue);
+        if (info.exportKind == ExportKind::PrunedDense) {
+            perPoint += uint64_t(params) * 6 / 2; // run.h5 at 50%: a value (f32) and a 2-byte index per kept weight
+            if (const std::optional<DType> g = ggufExportDType(spec.gguf))
+                perPoint += uint64_t(params) * (*g == DType::F32 ? 4 : *g == DType::F16 ? 2 : 1);
+        }
+        e.exportBytes = perPoint * points;
+        add("export", double(perPoint) / kExportBytesPerSecond, points);
+    }
+
+    // Peak host memory: the engine's fp32 weights, the method's fp32 copy of what it changes, one window's logits
+    // and activations, the calibration signals it keeps.
+    const int64_t seq = std::max(spec.evalText.empty() ? 0 : spec.evalSeqLen,
+                                 info.needsCalibration ? spec.calibrationSeqLen : int64_t(0));
+    const uint64_t weights = uint64_t(params) * 4;
+    const uint64_t window = uint64_t(std::max<int64_t>(seq, 1)) *
+                            uint64_t(c.vocabSize + 4 * std::max(c.intermediateSize, 3 * c.hiddenSize)) * 4;
+    uint64_t signals = 0;
+    if (info.needsCalibration) {
+        const int64_t fit = calibrationTextTokens / std::max<int64_t>(spec.calibrationSeqLen, 1);
+        const int64_t samples = std::min<int64_t>(spec.calibrationSamples, std::max<int64_t>(fit, 0));
+        signals = uint64_t(samples) * uint64_t(spec.calibrationSeqLen) * uint64_t(c.hiddenSize) * 4 *
+                  uint64_t(std::max(info.calibrationCopies, 1));
+    }
+    e.hostBytes = 2 * weights + window + signals;
+    e.hostAvailable = memAvailable();
+    e.diskAvailable = diskFreeFor(spec.outputDir);
+    if (e.hostAvailable > 0 && e.hostBytes > e.hostAvailable)
+        e.refusal = "needs about " + humanBytes(e.hostBytes) + " of memory and " + humanBytes(e.hostAvailable) +
+                    " is available: fewer calibration samples or shorter windows, or close other programs";
+    else if (e.diskAvailable > 0 && e.exportBytes > e.diskAvailable)
+        e.refusal = "its exports take about " + humanBytes(e.exportBytes) + " and " + humanBytes(e.diskAvailable) +
+                    " is free where the run folder goes: choose another folder, or do not export";
+    return e;
+}
+
+Preflight preflightCompression(const CompressionSpec &spec) {
+    checkCompressionSpec(spec);
+    std::unique_ptr<Model> model = openModel(spec.model);
+    Preflight p;
+    if (spec.needsCalibration() || !spec.evalText.empty()) {
+        const std::unique_ptr<Tokenizer> tok =
+            spec.tokenizer.empty() ? loadTokenizer(*model) : loadTokenizerFile(spec.tokenizer);
+        if (spec.needsCalibration())
+            p.calibrationTokens = estimateTextTokens(*tok, spec.calibrationText);
+        if (!spec.evalText.empty())
+            p.evalTokens = estimateTextTokens(*tok, spec.evalText);
+    }
+    const int64_t seq = !spec.evalText.empty() ? spec.evalSeqLen : spec.calibrationSeqLen;
+    p.probe = probeForward(*model, std::min<int64_t>(seq, 512));
+    p.estimate = estimateCompressionRun(spec, *model, p.probe, p.calibrationTokens, p.evalTokens);
+    return p;
+}
+
+std::string RunEstimate::summary() const {
+    std::string s = "about " + formatDuration(seconds) + "; memory about " + humanBytes(hostBytes);
+    if (hostAvailable > 0)
+        s += " of " + humanBytes(hostAvailable) + " available";
+    if (exportBytes > 0) {
+        s += "; exports about " + humanBytes(exportBytes);
+        if (diskAvailable > 0)
+            s += " (" + humanBytes(diskAvailable) + " free)";
+    }
+    return s;
+}
+
+} // namespace lathe

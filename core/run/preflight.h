@@ -1,0 +1,65 @@
+#pragma once
+
+#include "run/compressionspec.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace lathe {
+
+class Model;
+class Tokenizer;
+
+// What a compression run will cost, before it starts (issue 19 item 3): its time from a short timed probe of this
+// machine, its peak host memory, the size of its export, and whether it fits.
+
+// One timed forward pass: the engine built for the model (the weights read and converted, as every evaluation and
+// calibration does) and one window of `seqLen` tokens run through it, on the CPU. A few seconds for a 135M model.
+struct ForwardProbe {
+    int64_t seqLen = 0;
+    double buildSeconds = 0;   // constructing the engine
+    double forwardSeconds = 0; // the window's forward pass
+};
+ForwardProbe probeForward(const Model &model, int64_t seqLen);
+
+// The token count of a text as the model's tokenizer would give it, from its first 64 KiB (exact for shorter texts;
+// scaled by the file size otherwise).
+int64_t estimateTextTokens(const Tokenizer &tokenizer, const std::string &path);
+
+struct RunEstimate {
+    struct Phase {
+        std::string name;
+        double seconds = 0;
+    };
+    std::vector<Phase> phases; // in run order; a sweep's per-point phases once, with the count in the name
+    double seconds = 0;
+    uint64_t hostBytes = 0;      // peak, besides the mapped model file
+    uint64_t exportBytes = 0;    // every point's export (HF folder, GGUF, sparse archive)
+    uint64_t hostAvailable = 0;  // MemAvailable now (0: unknown)
+    uint64_t diskAvailable = 0;  // free space where the run folder goes (0: unknown)
+    std::string refusal;         // why the run cannot fit; empty when it can
+    std::string summary() const; // one line: "about 2 min 10 s; memory 1.3 GB of 5.1 GB available; export 540 MB"
+};
+
+// The estimate for `spec` on `model` from `probe`, with the texts' token counts (0 when there is no such text).
+// Time: each evaluation = an engine build + its windows, each window the probe's forward time scaled by the forward
+// FLOPs of the window length (engine/transformer.h forwardFlops); calibration = an engine build + the windows x
+// the method's calibration passes (MethodInfo::calibrationPasses); export at 300 MB/s (an assumption, not a
+// measurement). Memory: the engine's fp32 weights and the compressed copy of the targets, the calibration
+// signals the method keeps (MethodInfo::calibrationCopies), the logits and activations of one window. Refused when
+// the memory exceeds what is available or the export the free disk space.
+RunEstimate estimateCompressionRun(const CompressionSpec &spec, const Model &model, const ForwardProbe &probe,
+                                   int64_t calibrationTextTokens, int64_t evalTextTokens);
+
+// Everything above for a job spec, as `lathe-cli compress JOB.json --estimate` and the compress dialog show it: the
+// spec's checks (checkCompressionSpec), the texts' token counts, a probe at the evaluation (else calibration) window
+// length, at most 512 tokens. Creates nothing. LatheError for a spec that is refused anyway.
+struct Preflight {
+    ForwardProbe probe;
+    int64_t calibrationTokens = 0, evalTokens = 0;
+    RunEstimate estimate;
+};
+Preflight preflightCompression(const CompressionSpec &spec);
+
+} // namespace lathe
