@@ -15,5 +15,10 @@ L=model.layers.10
 data="${LATHE_SHARED_DATA:-../shared/data}"
 if [ -f "$data/text/wikitext-2-valid.tokens.txt" ]; then # the sensitivity sweep: ~1.5 minutes on 2 cores
   "$build/app/lathe" "$model" --screenshot docs/screenshots/sensitivity.png --sweep "$data/text/wikitext-2-valid.tokens.txt"
+  # A session report (spectra of block 10's down_proj selected, the sweep run) and its first screen.
+  report="$(mktemp -d)/report"
+  "$build/app/lathe" "$model" --report "$report" --screenshot docs/screenshots/report.png \
+    --select $L.mlp.down_proj.weight --sweep "$data/text/wikitext-2-valid.tokens.txt"
+  echo "report: $report/report.html, $report/report.pdf"
 fi
 rm -rf "$XDG_CONFIG_HOME"

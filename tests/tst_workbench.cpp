@@ -257,6 +257,32 @@ private slots:
         QVERIFY(done.wait(60000));
         QCOMPARE(w.resultsView()->table()->rowCount(), 3); // dense + two runs
         QVERIFY(w.resultsView()->hasData());
+
+        // The session report: HTML and PDF with the figures of every view that shows something, the runs and the
+        // job spec that reproduces them; never into a folder that holds something.
+        const QString folder = QString::fromStdString(test::tempDir("report")) + "/report";
+        QSignalSpy written(&w, &MainWindow::reportWritten);
+        w.writeReport(folder);
+        QVERIFY(written.wait(60000));
+        QVERIFY2(written.at(0).at(2).toString().isEmpty(), qPrintable(written.at(0).at(2).toString()));
+        QFile html(folder + "/report.html");
+        QVERIFY(html.open(QIODevice::ReadOnly));
+        const QString text = QString::fromUtf8(html.readAll());
+        for (const char *part : {"<h2>Model</h2>", "<h2>Plan</h2>", "Per block", "<h2>Figures</h2>", "magnitude",
+                                 "lathe-cli compress SPEC.json", "&quot;method&quot;: &quot;magnitude&quot;"})
+            QVERIFY2(text.contains(part), part);
+        const QStringList pngs = QDir(folder).entryList({"*.png"});
+        QVERIFY2(pngs.join(",").contains("layers") && pngs.join(",").contains("results"), qPrintable(pngs.join(", ")));
+        QCOMPARE(QDir(folder).entryList({"*.svg"}).size(), pngs.size());
+        QFile pdf(folder + "/report.pdf");
+        QVERIFY(pdf.open(QIODevice::ReadOnly));
+        const QByteArray pdfBytes = pdf.readAll();
+        QVERIFY(pdfBytes.startsWith("%PDF") && pdf.size() > 20000);
+        QCOMPARE(int(pdfBytes.count("/Subtype /Image")), int(pngs.size())); // every figure is in the PDF too
+        written.clear();
+        w.writeReport(folder);
+        QVERIFY(written.count() == 1 || written.wait(10000));
+        QVERIFY(written.at(0).at(2).toString().contains("not empty"));
     }
 
     // The dialog gives back every field of a spec it is given (issue 16 item 3), for every method: the method's

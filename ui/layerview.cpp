@@ -60,9 +60,15 @@ void LayerView::refresh() {
     setLayers(out, m_panel->patternText() + (analysis ? QString() : tr(" (effective ranks: computing)")));
 }
 
-void LayerView::clear(const QString &message) { showPlaceholder(message); }
+void LayerView::clear(const QString &message) {
+    m_layers.clear();
+    m_planText.clear();
+    showPlaceholder(message);
+}
 
 void LayerView::setLayers(const std::vector<LayerBar> &layers, const QString &planText) {
+    m_layers = layers;
+    m_planText = planText;
     m_plot->clearPlottables();
     m_plot->clearItems();
     if (layers.empty()) {

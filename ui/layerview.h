@@ -27,8 +27,13 @@ public:
     void clear(const QString &message);
     // Recomputes the bars from the document and the panel's plan.
     void refresh();
+    // What is drawn: one bar per block, and the plan it shows (empty when cleared).
+    const std::vector<LayerBar> &layers() const { return m_layers; }
+    QString planText() const { return m_planText; }
 
 private:
+    std::vector<LayerBar> m_layers;
+    QString m_planText;
     const WorkbenchDocument *m_doc;
     const ParameterPanel *m_panel;
 };

@@ -3,6 +3,7 @@
 #include "compressdialog.h"
 #include "compressjob.h"
 #include "exportjob.h"
+#include "reportwriter.h"
 #include "sensitivityjob.h"
 #include "sensitivityview.h"
 #include "trainingview.h"
@@ -243,6 +244,14 @@ void MainWindow::buildMenus() {
         }
     });
     expAll->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_E));
+    file->addAction(tr("Write Session &Report..."), this, [this] {
+        const QString dir = QFileDialog::getExistingDirectory(this, tr("Folder for the report"),
+                                                              QSettings().value("export/folder").toString());
+        if (dir.isEmpty())
+            return;
+        QSettings().setValue("export/folder", dir);
+        writeReport(QDir(dir).filePath("lathe-report-" + QDateTime::currentDateTime().toString("yyyyMMdd-hhmmss")));
+    });
     file->addSeparator();
     QAction *quit = file->addAction(tr("&Quit"), this, &QWidget::close);
     quit->setShortcut(QKeySequence::Quit);
@@ -892,6 +901,19 @@ CompressionSpec MainWindow::specWithBudgets(const std::vector<double> &budgets, 
     spec.params.set("layer_sparsity", ratios);
     spec.sparsities = {target};
     return spec;
+}
+
+void MainWindow::writeReport(const QString &folder) {
+    auto *writer = new ReportWriter(this, folder, this);
+    connect(writer, &ReportWriter::finished, this, [this, writer](QString html, QString pdf, QString error) {
+        writer->deleteLater();
+        if (!error.isEmpty())
+            showError(tr("The report was not written: %1").arg(error), tr("choose a new folder with free space"));
+        else
+            statusBar()->showMessage(tr("Report written: %1 and %2").arg(html, pdf), 10000);
+        emit reportWritten(html, pdf, error);
+    });
+    writer->start();
 }
 
 void MainWindow::startModelExport(const QString &path, bool gguf, std::optional<DType> dtype, bool overwrite) {

@@ -100,6 +100,9 @@ public:
     // Writes the open model to `path` (File > Export Model... after its dialogs): a GGUF file for llama.cpp or a
     // Hugging Face folder, as a job; modelExported() with a one-line summary, or the error shown.
     void startModelExport(const QString &path, bool gguf, std::optional<DType> dtype, bool overwrite);
+    // File > Write Session Report...: report.html and report.pdf with the figures in `folder` (new or empty; see
+    // reportwriter.h); reportWritten() when done.
+    void writeReport(const QString &folder);
     // Writes every figure of the selection (or of the whole model when nothing is selected) into `folder`.
     void exportAllFigures(const QString &folder);
 
@@ -114,6 +117,7 @@ signals:
     void figuresExported(const QStringList &files, const QString &error);
     void modelExported(QString path, QString summary);
     void sensitivityReady();
+    void reportWritten(QString html, QString pdf, QString error);
 
 protected:
     void dragEnterEvent(QDragEnterEvent *event) override;

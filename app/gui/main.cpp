@@ -14,7 +14,9 @@
 #include <QApplication>
 #include <QCommandLineParser>
 #include <QTabWidget>
+#include <QTextBrowser>
 #include <QTimer>
+#include <QUrl>
 #include <QTreeWidgetItemIterator>
 #include <QFileInfo>
 #include <QSettings>
@@ -56,40 +58,58 @@ int main(int argc, char **argv) {
     QCommandLineOption size("size", "With --screenshot: window size WxH.", "size", "1440x900");
     QCommandLineOption sweep("sweep", "With --screenshot: run the sensitivity sweep on this text and show its tab.",
                              "text");
+    QCommandLineOption report("report", "Write the session report into this new folder once the model is analysed "
+                                        "(after --select and --sweep), then quit; with --screenshot, the PNG shows "
+                                        "the report's first screen.", "folder");
     parser.addOption(shot);
     parser.addOption(view);
     parser.addOption(select);
     parser.addOption(size);
     parser.addOption(sweep);
+    parser.addOption(report);
     parser.process(app);
 
     lathe::MainWindow window;
     window.show();
-    if (parser.isSet(shot)) {
-        // Documentation screenshots: open, wait for the spectra, select, switch the tab, let the scores arrive,
-        // grab the window.
+    if (parser.isSet(shot) || parser.isSet(report)) {
+        // Documentation screenshots and reports: open, wait for the spectra, select, switch the tab (or run the
+        // sensitivity sweep), let the scores arrive, then grab the window or write the report.
         const QStringList wh = parser.value(size).split('x');
         if (wh.size() == 2)
             window.resize(wh[0].toInt(), wh[1].toInt());
         const QString file = parser.value(shot);
+        const QString reportFolder = parser.value(report);
         const QStringList names = parser.value(select).split(',', Qt::SkipEmptyParts);
         const int tab = parser.value(view).toInt() - 1;
-        auto save = [&window, file] {
-            QTimer::singleShot(800, &window, [&window, file] {
+        auto finish = [&window, file, reportFolder] {
+            QTimer::singleShot(800, &window, [&window, file, reportFolder] {
+                if (!reportFolder.isEmpty()) {
+                    window.writeReport(reportFolder);
+                    return;
+                }
                 const bool ok = window.grab().save(file);
                 QApplication::exit(ok ? 0 : 1);
             });
         };
-        const QString sweepText = parser.value(sweep);
-        QObject::connect(&window, &lathe::MainWindow::sensitivityReady, &window, save);
-        auto swept = std::make_shared<bool>(false);
-        QObject::connect(&window, &lathe::MainWindow::analysisReady, &window, [&window, names, tab, save, sweepText, swept] {
-            if (!sweepText.isEmpty()) {
-                if (!*swept)
-                    window.startSensitivity(sweepText, lathe::SensitivityParams{});
-                *swept = true;
+        QObject::connect(&window, &lathe::MainWindow::reportWritten, &window,
+                         [file](QString html, QString, QString error) {
+            if (!error.isEmpty() || file.isEmpty()) {
+                QApplication::exit(error.isEmpty() ? 0 : 1);
                 return;
             }
+            auto *page = new QTextBrowser;
+            page->resize(1000, 1300);
+            page->setSource(QUrl::fromLocalFile(html));
+            QTimer::singleShot(500, page, [page, file] {
+                const bool ok = page->grab().save(file);
+                QApplication::exit(ok ? 0 : 1);
+            });
+        });
+        const QString sweepText = parser.value(sweep);
+        QObject::connect(&window, &lathe::MainWindow::sensitivityReady, &window, finish);
+        auto swept = std::make_shared<bool>(false);
+        QObject::connect(&window, &lathe::MainWindow::analysisReady, &window,
+                         [&window, names, tab, finish, sweepText, swept] {
             window.views()->setCurrentIndex(tab);
             window.tree()->clearSelection();
             window.tree()->expandAll();
@@ -98,9 +118,15 @@ int main(int argc, char **argv) {
                     (*it)->setSelected(true);
                     window.tree()->scrollToItem(*it);
                 }
-            save();
+            if (!sweepText.isEmpty()) {
+                if (!*swept)
+                    window.startSensitivity(sweepText, lathe::SensitivityParams{});
+                *swept = true;
+                return;
+            }
+            finish();
         });
-        QObject::connect(&window, &lathe::MainWindow::modelFailed, &window, save);
+        QObject::connect(&window, &lathe::MainWindow::modelFailed, &window, [] { QApplication::exit(1); });
     }
     // The model given on the command line, else the demo model on first start.
     const QStringList args = parser.positionalArguments();
