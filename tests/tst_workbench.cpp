@@ -16,6 +16,7 @@
 #include "numeric/backend.h"
 #include "parameterpanel.h"
 #include "resultsview.h"
+#include "runhistory.h"
 #include "sensitivityview.h"
 #include "sparsityview.h"
 #include "spectrumview.h"
@@ -111,6 +112,17 @@ class TestWorkbench : public QObject {
     }
 
     // Opens the model and waits for the spectra.
+    // A sensitivity sweep of the demo model small enough for a test (2 windows of 128 tokens); false on timeout.
+    bool smallSweep(MainWindow &w) {
+        SensitivityParams p;
+        p.calibrationWindows = 2;
+        p.evalWindows = 2;
+        p.seqLen = 128;
+        QSignalSpy ready(&w, &MainWindow::sensitivityReady);
+        w.startSensitivity(QString::fromStdString(test::dataDir() + "/text/tinystories-excerpt.txt"), p);
+        return ready.wait(60000);
+    }
+
     void openAndAnalyze(MainWindow &w) {
         QSignalSpy analyzed(&w, &MainWindow::analysisReady);
         w.openModelPath(m_model);
@@ -137,13 +149,7 @@ private slots:
     void sensitivityAndBudgets() {
         MainWindow w;
         openAndAnalyze(w);
-        SensitivityParams p;
-        p.calibrationWindows = 2;
-        p.evalWindows = 2;
-        p.seqLen = 128;
-        QSignalSpy ready(&w, &MainWindow::sensitivityReady);
-        w.startSensitivity(QString::fromStdString(test::dataDir() + "/text/tinystories-excerpt.txt"), p);
-        QVERIFY(ready.wait(60000));
+        QVERIFY(smallSweep(w));
         SensitivityView *v = w.sensitivityView();
         QCOMPARE(w.views()->currentWidget(), v);
         QVERIFY(v->hasData());
@@ -179,6 +185,86 @@ private slots:
         QCOMPARE(spec.sparsities, std::vector<double>{0.6});
         const QString png = QString::fromStdString(test::tempDir("sens-fig") + "/sensitivity.png");
         QVERIFY(v->exportFigure(png));
+    }
+
+    // File > Save Session / Open Session: the model, selection, tab, panel, runs (read back from their folders) and
+    // the sensitivity budget come back in a new window; a run folder that is gone is reported, not fatal.
+    void sessionRoundTrip() {
+        MainWindow w;
+        openAndAnalyze(w);
+        const QString tensor = "model.layers.1.mlp.up_proj.weight";
+        for (QTreeWidgetItemIterator it(w.tree()); *it; ++it)
+            if ((*it)->data(ModelTree::NameColumn, Qt::UserRole).toString() == tensor)
+                (*it)->setSelected(true);
+        w.parameterPanel()->setSparsity(0.7);
+        QVERIFY(smallSweep(w));
+        w.sensitivityView()->setCellSparsity(2, 0.25);
+        CompressionSpec spec = w.specFromPanel();
+        spec.setMethod("magnitude");
+        spec.outputDir = test::tempDir("session-run") + "/run";
+        QSignalSpy done(&w, &MainWindow::compressionFinished);
+        w.startCompression(spec);
+        QVERIFY(done.wait(60000));
+        CompressionSpec gone = spec;
+        gone.outputDir = test::tempDir("session-gone") + "/run";
+        w.startCompression(gone);
+        QVERIFY(done.wait(60000));
+        std::filesystem::remove_all(gone.outputDir);
+        // Run history: both folders remembered, newest first; the one that is gone says so.
+        const QStringList remembered = rememberedRunFolders();
+        QVERIFY(remembered.size() >= 2);
+        QCOMPARE(remembered[0], QString::fromStdString(gone.outputDir));
+        QCOMPARE(remembered[1], QString::fromStdString(spec.outputDir));
+        const std::vector<RunHistoryEntry> history = readRunHistory(remembered.mid(0, 2));
+        QCOMPARE(history[0].status, QString("gone"));
+        QCOMPARE(history[1].kind, QString("compression"));
+        QCOMPARE(history[1].status, QString("done"));
+        QCOMPARE(history[1].method, QString("magnitude"));
+        QVERIFY2(history[1].result.contains("at 0.7"), qPrintable(history[1].result));
+        {
+            const QVector<WorkbenchDocument::Run> before = w.document()->runs();
+            RunHistoryDialog dialog(&w);
+            QVERIFY(dialog.table()->rowCount() >= 2);
+            dialog.table()->setCurrentCell(1, 0);
+            dialog.findChild<QPushButton *>("addToResults")->click();
+            QCOMPARE(w.document()->runs().size(), before.size() + 1);
+            QCOMPARE(w.document()->runs().back().folder, QString::fromStdString(spec.outputDir));
+            w.document()->clearRuns(); // the session below holds the runs as they were
+            for (const WorkbenchDocument::Run &r : before)
+                w.document()->addRun(r);
+        }
+        w.views()->setCurrentWidget(w.sensitivityView());
+        const QString file = QString::fromStdString(test::tempDir("session") + "/s.lathe-session.json");
+        w.saveSession(file);
+
+        MainWindow v;
+        QSignalSpy restored(&v, &MainWindow::sessionRestored);
+        v.openSession(file);
+        QVERIFY(restored.wait(30000));
+        QCOMPARE(v.document()->modelPath(), w.document()->modelPath());
+        QCOMPARE(v.parameterPanel()->state(), w.parameterPanel()->state());
+        QCOMPARE(v.document()->runs().size(), 1); // the other folder is gone
+        QCOMPARE(v.document()->runs()[0].folder, QString::fromStdString(spec.outputDir));
+        QCOMPARE(v.document()->runs()[0].result.runs.size(), size_t(1));
+        QCOMPARE(restored.at(0).at(0).toStringList(), QStringList{QString::fromStdString(gone.outputDir)});
+        QCOMPARE(v.views()->currentWidget(), v.sensitivityView());
+        QCOMPARE(v.sensitivityView()->budgets(), w.sensitivityView()->budgets());
+        QCOMPARE(v.sensitivityView()->budgets()[2], 0.25);
+        QList<QTreeWidgetItem *> selected = v.tree()->selectedItems();
+        QCOMPARE(selected.size(), 1);
+        QCOMPARE(selected[0]->data(ModelTree::NameColumn, Qt::UserRole).toString(), tensor);
+        // Not a session: refused with the reason.
+        const QString bad = QString::fromStdString(test::tempDir("session-bad") + "/x.json");
+        test::writeText(bad.toStdString(), "{\"model\": \"x\"}");
+        bool refused = false;
+        try {
+            v.openSession(bad);
+        } catch (const LatheError &e) {
+            refused = QString::fromStdString(e.what()).contains("not a Lathe session");
+        }
+        QVERIFY(refused);
+        w.parameterPanel()->setSparsity(0.5); // the panel keeps its values in the settings the next tests start with
+        v.parameterPanel()->setSparsity(0.5);
     }
 
     void panelPatternReachesTheSpec() {

@@ -4,6 +4,7 @@
 #include "compressjob.h"
 #include "exportjob.h"
 #include "reportwriter.h"
+#include "runhistory.h"
 #include "sensitivityjob.h"
 #include "sensitivityview.h"
 #include "trainingview.h"
@@ -46,6 +47,7 @@
 #include <QInputDialog>
 #include <QLineEdit>
 #include <QMessageBox>
+#include <QTreeWidgetItemIterator>
 #include <QUrl>
 #include <QVBoxLayout>
 #include <QCloseEvent>
@@ -244,6 +246,27 @@ void MainWindow::buildMenus() {
         }
     });
     expAll->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_E));
+    // A session file from a file dialog, then `act` on it; a refusal is shown.
+    const auto sessionAction = [this](const QString &label, bool save) {
+        return [this, label, save] {
+            const QString last = QSettings().value("session/last").toString();
+            const QString filter = tr("Lathe sessions (*.lathe-session.json);;JSON (*.json)");
+            QString path = save ? QFileDialog::getSaveFileName(this, label, last, filter)
+                                : QFileDialog::getOpenFileName(this, label, last, filter);
+            if (path.isEmpty())
+                return;
+            try {
+                if (save)
+                    saveSession(path.endsWith(".json") ? path : path + ".lathe-session.json");
+                else
+                    openSession(path);
+            } catch (const LatheError &e) {
+                showError(QString::fromStdString(e.what()), QString::fromStdString(e.hint()));
+            }
+        };
+    };
+    file->addAction(tr("&Save Session..."), this, sessionAction(tr("Save session"), true));
+    file->addAction(tr("Open Sessio&n..."), this, sessionAction(tr("Open session"), false));
     file->addAction(tr("Write Session &Report..."), this, [this] {
         const QString dir = QFileDialog::getExistingDirectory(this, tr("Folder for the report"),
                                                               QSettings().value("export/folder").toString());
@@ -335,6 +358,7 @@ void MainWindow::buildMenus() {
         if (!path.isEmpty())
             openCompressionJob(path);
     });
+    compress->addAction(tr("Run &History..."), this, [this] { RunHistoryDialog(this).exec(); });
     compress->addAction(tr("Clear &Results"), m_doc, &WorkbenchDocument::clearRuns);
     QMenu *trainMenu = menuBar()->addMenu(tr("&Train"));
     // Both open the Train dialog: with the session's last settings, or with a saved job spec.
@@ -452,6 +476,21 @@ void MainWindow::startAnalysis() {
             spdlog::warn("{}", r->cacheNote);
         m_doc->setAnalysis(forModel, std::move(r));
         emit analysisReady();
+        if (!m_pendingSession.is_null()) { // the selection and tab of a session being opened
+            const nlohmann::json session = std::move(m_pendingSession);
+            m_pendingSession = nullptr;
+            QStringList names;
+            for (const auto &n : session.value("selection", nlohmann::json::array()))
+                if (n.is_string())
+                    names << QString::fromStdString(n.get<std::string>());
+            m_tree->clearSelection();
+            m_tree->expandAll();
+            for (QTreeWidgetItemIterator it(m_tree); *it; ++it)
+                if (names.contains((*it)->data(ModelTree::NameColumn, Qt::UserRole).toString()))
+                    (*it)->setSelected(true);
+            m_views->setCurrentIndex(std::clamp(session.value("tab", 0), 0, m_views->count() - 1));
+            emit sessionRestored(m_sessionMissing);
+        }
     });
     connect(job, &Job::failed, this, [this](QString msg, QString hint) { showError(msg, hint); });
     m_jobs->start(job);
@@ -557,6 +596,7 @@ CompressionSpec MainWindow::specForDialog() const {
 
 void MainWindow::startCompression(const CompressionSpec &spec) {
     validateSpec(spec);
+    rememberRunFolder(QString::fromStdString(spec.outputDir));
     m_doc->rememberSpec(spec); // the dialog reopens with it for this model
     auto *job = new CompressJob(spec);
     const QString label = QString::fromStdString(spec.label());
@@ -642,6 +682,7 @@ void MainWindow::resumeRun(const QString &dir) {
 
 void MainWindow::startTraining(const TrainingSpec &spec) {
     validateTrainingSpec(spec);
+    rememberRunFolder(QString::fromStdString(spec.outputDir));
     m_lastTraining = spec;
     auto *job = new TrainJob(spec);
     m_trainingView->start(job->title());
@@ -901,6 +942,63 @@ CompressionSpec MainWindow::specWithBudgets(const std::vector<double> &budgets, 
     spec.params.set("layer_sparsity", ratios);
     spec.sparsities = {target};
     return spec;
+}
+
+void MainWindow::saveSession(const QString &path) {
+    nlohmann::json runs = nlohmann::json::array();
+    for (const WorkbenchDocument::Run &r : m_doc->runs())
+        runs.push_back({{"model", r.model.toStdString()}, {"label", r.label.toStdString()}, {"folder", r.folder.toStdString()}});
+    nlohmann::json selection = nlohmann::json::array();
+    for (const QTreeWidgetItem *item : m_tree->selectedItems()) {
+        const QString name = item->data(ModelTree::NameColumn, Qt::UserRole).toString();
+        if (!name.isEmpty())
+            selection.push_back(name.toStdString());
+    }
+    const nlohmann::json j = {{"lathe_session", 1},
+                              {"model", m_doc->modelPath().toStdString()},
+                              {"selection", selection},
+                              {"tab", m_views->currentIndex()},
+                              {"panel", m_params->state()},
+                              {"runs", runs},
+                              {"sensitivity", m_sensitivityView->state()}};
+    writeFileAtomic(path.toStdString(), j.dump(2) + "\n");
+    QSettings().setValue("session/last", path);
+    statusBar()->showMessage(tr("Session saved: %1").arg(path), 8000);
+}
+
+void MainWindow::openSession(const QString &path) {
+    const nlohmann::json j = nlohmann::json::parse(readTextFile(path.toStdString()), nullptr, false);
+    if (!j.is_object() || !j.contains("lathe_session"))
+        throw LatheError(path.toStdString() + ": not a Lathe session file", "choose a .lathe-session.json file Lathe saved");
+    m_params->setState(j.value("panel", nlohmann::json::object()));
+    m_doc->clearRuns();
+    QStringList missing;
+    for (const auto &r : j.value("runs", nlohmann::json::array())) {
+        const QString folder = QString::fromStdString(r.value("folder", ""));
+        try {
+            WorkbenchDocument::Run run{QString::fromStdString(r.value("model", "")),
+                                       QString::fromStdString(r.value("label", "")), folder,
+                                       CompressionRunResult::fromJson(nlohmann::json::parse(
+                                           readTextFile(QDir(folder).filePath("results.json").toStdString())))};
+            m_doc->addRun(std::move(run));
+        } catch (const std::exception &) {
+            missing << folder;
+        }
+    }
+    if (j.contains("sensitivity") && j["sensitivity"].is_object())
+        m_sensitivityView->restore(j["sensitivity"]);
+    QSettings().setValue("session/last", path);
+    statusBar()->showMessage(missing.isEmpty() ? tr("Session opened: %1").arg(path)
+                                               : tr("Session opened; these run folders are gone: %1").arg(missing.join(", ")),
+                             10000);
+    const QString model = QString::fromStdString(j.value("model", ""));
+    m_sessionMissing = missing;
+    if (model.isEmpty()) {
+        emit sessionRestored(missing);
+        return;
+    }
+    m_pendingSession = j;
+    openModelPath(model);
 }
 
 void MainWindow::writeReport(const QString &folder) {

@@ -100,6 +100,13 @@ public:
     // Writes the open model to `path` (File > Export Model... after its dialogs): a GGUF file for llama.cpp or a
     // Hugging Face folder, as a job; modelExported() with a one-line summary, or the error shown.
     void startModelExport(const QString &path, bool gguf, std::optional<DType> dtype, bool overwrite);
+    // File > Save Session... / Open Session...: the open model, the tree's selection, the parameter panel, the
+    // current tab, the session's compression runs (by run folder: results are read back from results.json) and
+    // the sensitivity sweep with its budget, as one JSON file written atomically. Opening restores them (the
+    // selection once the model's spectra are in); run folders that no longer exist are listed in the status bar.
+    // sessionRestored() when everything is back. LatheError for a file that is not a session.
+    void saveSession(const QString &path);
+    void openSession(const QString &path);
     // File > Write Session Report...: report.html and report.pdf with the figures in `folder` (new or empty; see
     // reportwriter.h); reportWritten() when done.
     void writeReport(const QString &folder);
@@ -118,6 +125,7 @@ signals:
     void modelExported(QString path, QString summary);
     void sensitivityReady();
     void reportWritten(QString html, QString pdf, QString error);
+    void sessionRestored(QStringList missingRunFolders);
 
 protected:
     void dragEnterEvent(QDragEnterEvent *event) override;
@@ -153,6 +161,8 @@ private:
     class ResultsView *m_resultsView = nullptr;
     class TrainingView *m_trainingView = nullptr;
     class SensitivityView *m_sensitivityView = nullptr;
+    nlohmann::json m_pendingSession; // what openSession restores once the model's analysis is in
+    QStringList m_sessionMissing;    // its run folders that no longer exist
     std::optional<TrainingSpec> m_lastTraining;
     SpectrumView *m_spectrumView = nullptr;
     SparsityView *m_sparsityView = nullptr;

@@ -246,6 +246,51 @@ void ParameterPanel::setRankInfo(const QString &text) { m_rankLabel->setText(tex
 
 void ParameterPanel::setCalibrationStatus(const QString &text) { m_calibStatus->setText(text); }
 
+nlohmann::json ParameterPanel::state() const {
+    return {{"method", methodName().toStdString()},
+            {"score", m_score->currentData().toString().toStdString()},
+            {"gradients", m_gradients->isChecked()},
+            {"sparsity_percent", m_sparsity->value()},
+            {"pattern", m_pattern->currentText().toStdString()},
+            {"rank_percent", m_rank->value()},
+            {"calibration", m_calibFile->text().toStdString()},
+            {"samples", m_samples->value()},
+            {"seq_len", m_seqLen->value()}};
+}
+
+void ParameterPanel::setState(const nlohmann::json &j) {
+    if (!j.is_object())
+        return;
+    const auto text = [&](const char *k) -> std::optional<QString> {
+        if (j.contains(k) && j[k].is_string())
+            return QString::fromStdString(j[k].get<std::string>());
+        return std::nullopt;
+    };
+    const auto number = [&](const char *k) -> std::optional<int> {
+        if (j.contains(k) && j[k].is_number_integer())
+            return j[k].get<int>();
+        return std::nullopt;
+    };
+    if (auto v = text("method"); v && m_method->findData(*v) >= 0)
+        m_method->setCurrentIndex(m_method->findData(*v));
+    if (auto v = text("score"); v && m_score->findData(*v) >= 0)
+        m_score->setCurrentIndex(m_score->findData(*v));
+    if (j.contains("gradients") && j["gradients"].is_boolean())
+        m_gradients->setChecked(j["gradients"].get<bool>());
+    if (auto v = number("sparsity_percent"))
+        m_sparsity->setValue(*v);
+    if (auto v = text("pattern"); v && m_pattern->findText(*v) >= 0)
+        m_pattern->setCurrentIndex(m_pattern->findText(*v));
+    if (auto v = number("rank_percent"))
+        m_rank->setValue(*v);
+    if (auto v = text("calibration"))
+        m_calibFile->setText(*v);
+    if (auto v = number("samples"))
+        m_samples->setValue(*v);
+    if (auto v = number("seq_len"))
+        m_seqLen->setValue(*v);
+}
+
 void ParameterPanel::save() const {
     QSettings s;
     s.setValue("params/methodName", methodName());

@@ -4,6 +4,8 @@
 #include "analysis/importance.h"
 #include "engine/calibration.h"
 
+#include <nlohmann/json.hpp>
+
 #include <QWidget>
 
 class QCheckBox;
@@ -40,6 +42,9 @@ public:
     void setRankInfo(const QString &text);
     void setCalibrationStatus(const QString &text);
     QString summaryText() const;
+    // Every setting as JSON (a saved session) and back; unknown or missing keys keep their current values.
+    nlohmann::json state() const;
+    void setState(const nlohmann::json &state);
 
 signals:
     void changed();

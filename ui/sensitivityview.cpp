@@ -160,6 +160,29 @@ std::vector<double> SensitivityView::budgets() const {
     return out;
 }
 
+nlohmann::json SensitivityView::state() const {
+    if (!m_result)
+        return nullptr;
+    return {{"result", sensitivityToJson(*m_result)}, {"title", m_title.toStdString()},
+            {"subtitle", m_subtitle.toStdString()}, {"from_outliers", m_source->currentIndex() == 1},
+            {"target", m_target->value()}, {"lambda", m_lambda->value()}, {"budgets", budgets()}};
+}
+
+void SensitivityView::restore(const nlohmann::json &j) {
+    if (!j.is_object())
+        return;
+    auto result = std::make_shared<const SensitivityResult>(sensitivityFromJson(j.at("result")));
+    m_filling = true; // the controls first, then one proposal from the result
+    m_target->setValue(j.value("target", 0.5));
+    m_lambda->setValue(j.value("lambda", 0.08));
+    m_filling = false;
+    setResult(result, QString::fromStdString(j.value("title", "")), QString::fromStdString(j.value("subtitle", "")));
+    setBudgetSource(j.value("from_outliers", false));
+    if (j.contains("budgets") && j["budgets"].is_array() && int(j["budgets"].size()) == m_table->rowCount())
+        for (int r = 0; r < m_table->rowCount(); ++r)
+            setCellSparsity(r, j["budgets"][size_t(r)].get<double>());
+}
+
 double SensitivityView::target() const { return m_target->value(); }
 void SensitivityView::setBudgetSource(bool fromOutliers) { m_source->setCurrentIndex(fromOutliers ? 1 : 0); }
 void SensitivityView::setTarget(double t) { m_target->setValue(t); }

@@ -39,6 +39,10 @@ public:
     void setLambda(double lambda);
     void setCellSparsity(int block, double sparsity); // as if typed in the table
     QTableWidget *table() const { return m_table; }
+    // The sweep, its titles and the budget controls and table as JSON (a saved session), and back; null when
+    // there is no sweep. LatheError for a malformed object.
+    nlohmann::json state() const;
+    void restore(const nlohmann::json &state);
 
 signals:
     void budgetsRequested(std::vector<double> budgets, double target);

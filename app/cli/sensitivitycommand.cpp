@@ -69,21 +69,11 @@ int runSensitivity(int argc, char **argv) {
         return out;
     };
     if (json) {
-        nlohmann::json blocks = nlohmann::json::array(), kinds = nlohmann::json::array();
-        for (const SensitivityUnit &u : r.blocks)
-            blocks.push_back({{"block", u.layer}, {"perplexity", u.perplexity}, {"outlier_ratio", u.outlierRatio},
-                              {"parameters", u.parameters}});
-        for (const SensitivityUnit &u : r.kinds)
-            kinds.push_back({{"kind", u.name}, {"perplexity", u.perplexity}, {"parameters", u.parameters}});
-        nlohmann::json j = {{"model", modelPath}, {"ratio", p.ratio}, {"score", score},
-                            {"dense_perplexity", r.densePerplexity}, {"eval_tokens", r.evalTokens},
-                            {"calibration_tokens", r.calibrationTokens}, {"blocks", blocks}, {"kinds", kinds},
-                            {"target", target}, {"lambda", lambda}, {"owl_m", p.owlM},
-                            {"layer_sparsity_from_sensitivity", rounded(bySensitivity)}, {"seconds", r.seconds}};
+        nlohmann::json j = sensitivityToJson(r);
+        j.update({{"model", modelPath}, {"ratio", p.ratio}, {"score", score}, {"target", target}, {"lambda", lambda},
+                  {"owl_m", p.owlM}, {"layer_sparsity_from_sensitivity", rounded(bySensitivity)}});
         if (p.wanda)
             j["layer_sparsity_from_outliers"] = rounded(byOutliers);
-        if (!r.note.empty())
-            j["note"] = r.note;
         std::printf("%s\n", j.dump().c_str());
         return 0;
     }

@@ -172,6 +172,48 @@ SensitivityResult sensitivitySweep(const std::string &modelPath, const std::vect
     return r;
 }
 
+nlohmann::json sensitivityToJson(const SensitivityResult &r) {
+    nlohmann::json blocks = nlohmann::json::array(), kinds = nlohmann::json::array();
+    for (const SensitivityUnit &u : r.blocks)
+        blocks.push_back({{"block", u.layer}, {"perplexity", u.perplexity}, {"outlier_ratio", u.outlierRatio},
+                          {"parameters", u.parameters}});
+    for (const SensitivityUnit &u : r.kinds)
+        kinds.push_back({{"kind", u.name}, {"perplexity", u.perplexity}, {"parameters", u.parameters}});
+    return {{"dense_perplexity", r.densePerplexity}, {"eval_tokens", r.evalTokens},
+            {"calibration_tokens", r.calibrationTokens}, {"seconds", r.seconds}, {"note", r.note},
+            {"blocks", blocks}, {"kinds", kinds}};
+}
+
+SensitivityResult sensitivityFromJson(const nlohmann::json &j) {
+    try {
+        SensitivityResult r;
+        r.densePerplexity = j.at("dense_perplexity").get<double>();
+        r.evalTokens = j.value("eval_tokens", int64_t(0));
+        r.calibrationTokens = j.value("calibration_tokens", int64_t(0));
+        r.seconds = j.value("seconds", 0.0);
+        r.note = j.value("note", "");
+        for (const nlohmann::json &b : j.at("blocks")) {
+            SensitivityUnit u;
+            u.layer = b.at("block").get<int>();
+            u.name = "block " + std::to_string(u.layer);
+            u.perplexity = b.at("perplexity").get<double>();
+            u.outlierRatio = b.value("outlier_ratio", 0.0);
+            u.parameters = b.value("parameters", int64_t(0));
+            r.blocks.push_back(u);
+        }
+        for (const nlohmann::json &k : j.at("kinds")) {
+            SensitivityUnit u;
+            u.name = k.at("kind").get<std::string>();
+            u.perplexity = k.at("perplexity").get<double>();
+            u.parameters = k.value("parameters", int64_t(0));
+            r.kinds.push_back(u);
+        }
+        return r;
+    } catch (const nlohmann::json::exception &e) {
+        throw LatheError(std::string("sensitivity result: ") + e.what());
+    }
+}
+
 std::vector<double> proposeLayerSparsity(const std::vector<double> &scores, double target, double lambda) {
     require(target >= 0 && target < 1, "layer budget", "the target sparsity must lie in [0, 1)");
     require(lambda >= 0 && std::isfinite(lambda), "layer budget", "lambda must be a number >= 0");

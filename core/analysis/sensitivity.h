@@ -3,6 +3,8 @@
 #include "base/progress.h"
 #include "model/tensorrole.h"
 
+#include <nlohmann/json.hpp>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -44,6 +46,12 @@ struct SensitivityResult {
     std::string note; // when the text allowed fewer windows than asked
     double seconds = 0;
 };
+
+// {"dense_perplexity", "eval_tokens", "calibration_tokens", "seconds", "note", "blocks": [{"block", "perplexity",
+// "outlier_ratio", "parameters"}], "kinds": [{"kind", "perplexity", "parameters"}]} and back (a saved session, the
+// CLI's --json); LatheError for a malformed object.
+nlohmann::json sensitivityToJson(const SensitivityResult &r);
+SensitivityResult sensitivityFromJson(const nlohmann::json &j);
 
 // Runs the sweep on the model at `modelPath` (opened privately; the file is only read) with the token ids of a
 // text (its first evalWindows windows are evaluated; calibration windows are drawn from all of it). LatheError
