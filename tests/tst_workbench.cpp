@@ -210,6 +210,28 @@ private slots:
         w.startCompression(gone);
         QVERIFY(done.wait(60000));
         std::filesystem::remove_all(gone.outputDir);
+        // Before/after sample generation in the Results tab: the dense model and each run's export, greedy; a run
+        // whose folder is gone says why instead.
+        QSignalSpy generated(&w, &MainWindow::generationsReady);
+        w.resultsView()->prompt()->setText("Once upon a time");
+        w.resultsView()->requestGeneration();
+        QVERIFY(generated.wait(60000));
+        QTableWidget *g = w.resultsView()->generations();
+        QCOMPARE(g->rowCount(), 3);
+        QVERIFY(g->item(0, 0)->text().contains("dense"));
+        QVERIFY(g->item(0, 1)->text().size() > 20 && !g->item(0, 1)->text().contains("not generated"));
+        QVERIFY(g->item(1, 1)->text().size() > 20 && !g->item(1, 1)->text().contains("not generated"));
+        QVERIFY(g->item(2, 1)->text().contains("not generated"));
+        QVERIFY(g->item(0, 1)->text() != g->item(1, 1)->text()); // 70% magnitude changes the story
+        QSignalSpy written(&w, &MainWindow::reportWritten); // and the report carries them
+        const QString reportDir = QString::fromStdString(test::tempDir("session-report")) + "/r";
+        w.writeReport(reportDir);
+        QVERIFY(written.wait(60000));
+        QFile report(reportDir + "/report.html");
+        QVERIFY(report.open(QIODevice::ReadOnly));
+        const QString reportText = QString::fromUtf8(report.readAll());
+        QVERIFY(reportText.contains("Sample generations") && reportText.contains(g->item(1, 0)->text().toHtmlEscaped()));
+        QVERIFY(reportText.contains("<h2>Sensitivity</h2>"));
         // Run history: both folders remembered, newest first; the one that is gone says so.
         const QStringList remembered = rememberedRunFolders();
         QVERIFY(remembered.size() >= 2);

@@ -3,6 +3,7 @@
 #include "compressdialog.h"
 #include "compressjob.h"
 #include "exportjob.h"
+#include "generationjob.h"
 #include "reportwriter.h"
 #include "runhistory.h"
 #include "sensitivityjob.h"
@@ -123,6 +124,19 @@ MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
     m_views->addTab(m_details, tr("Details"));
     m_resultsView = new ResultsView(m_doc, central);
     m_views->addTab(m_resultsView, tr("Results"));
+    connect(m_resultsView, &ResultsView::generateRequested, this,
+            [this](QStringList labels, QStringList paths, QString prompt, int maxNew) {
+        std::vector<GenerationJob::Target> targets;
+        for (int i = 0; i < paths.size(); ++i)
+            targets.push_back({labels[i], paths[i]});
+        auto *job = new GenerationJob(std::move(targets), prompt, maxNew);
+        connect(job, &GenerationJob::generated, this, [this](QStringList l, QStringList t) {
+            m_resultsView->setGenerations(l, t);
+            emit generationsReady();
+        });
+        connect(job, &Job::failed, this, [this](QString message, QString hint) { showError(message, hint); });
+        m_jobs->start(job);
+    });
     m_trainingView = new TrainingView(central);
     m_views->addTab(m_trainingView, tr("Training"));
     m_sensitivityView = new SensitivityView(central);

@@ -126,6 +126,7 @@ signals:
     void sensitivityReady();
     void reportWritten(QString html, QString pdf, QString error);
     void sessionRestored(QStringList missingRunFolders);
+    void generationsReady(); // the Results tab's sample generations are in
 
 protected:
     void dragEnterEvent(QDragEnterEvent *event) override;

@@ -5,6 +5,7 @@
 #include "mainwindow.h"
 #include "parameterpanel.h"
 #include "plotview.h"
+#include "resultsview.h"
 #include "sensitivityview.h"
 #include "workbenchdocument.h"
 
@@ -19,7 +20,9 @@
 #include <QPageSize>
 #include <QPrinter>
 #include <QSaveFile>
+#include <QLineEdit>
 #include <QTabWidget>
+#include <QTableWidget>
 #include <QTextDocument>
 #include <QTimer>
 
@@ -129,6 +132,16 @@ void ReportWriter::finish() {
     }
     if (!m_figureHtml.isEmpty())
         h += tr("<h2>Figures</h2>") + m_figureHtml.join("\n");
+    if (const QTableWidget *g = m_window->resultsView()->generations(); g->rowCount() > 0) {
+        h += tr("<h2>Sample generations</h2><p>Prompt: <i>%1</i>, greedy.</p><table><tr><th class=l>model</th>"
+                "<th class=l>continuation</th></tr>")
+                 .arg(esc(m_window->resultsView()->prompt()->text()));
+        for (int r = 0; r < g->rowCount(); ++r)
+            h += QString("<tr><td class=l>%1</td><td class=l>%2</td></tr>")
+                     .arg(esc(g->item(r, 0) ? g->item(r, 0)->text() : QString()),
+                          esc(g->item(r, 1) ? g->item(r, 1)->text() : QString()));
+        h += "</table>";
+    }
     h += tr("<h2>Compression runs</h2>");
     if (doc->runs().isEmpty())
         h += tr("<p>None in this session.</p>");

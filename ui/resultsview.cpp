@@ -7,6 +7,11 @@
 #include <QFileInfo>
 #include <QHeaderView>
 #include <QTableWidget>
+#include <QHBoxLayout>
+#include <QLabel>
+#include <QLineEdit>
+#include <QPushButton>
+#include <QSpinBox>
 #include <QVBoxLayout>
 
 #include <algorithm>
@@ -38,12 +43,62 @@ ResultsView::ResultsView(const WorkbenchDocument *document, QWidget *parent)
     m_table->verticalHeader()->hide();
     m_table->setMaximumHeight(220);
     static_cast<QVBoxLayout *>(layout())->addWidget(m_table);
+    auto *gen = new QHBoxLayout;
+    m_prompt = new QLineEdit(tr("Once upon a time"), this);
+    m_prompt->setObjectName("generationPrompt");
+    m_maxNew = new QSpinBox(this);
+    m_maxNew->setRange(1, 512);
+    m_maxNew->setValue(32);
+    m_maxNew->setSuffix(tr(" tokens"));
+    m_generate = new QPushButton(tr("Generate with Every Model"), this);
+    m_generate->setObjectName("generate");
+    m_generate->setToolTip(tr("Greedy continuation of the prompt by the open model and by every run's exported model"));
+    gen->addWidget(new QLabel(tr("Prompt"), this));
+    gen->addWidget(m_prompt, 1);
+    gen->addWidget(m_maxNew);
+    gen->addWidget(m_generate);
+    static_cast<QVBoxLayout *>(layout())->addLayout(gen);
+    m_generations = new QTableWidget(0, 2, this);
+    m_generations->setObjectName("generations");
+    m_generations->setHorizontalHeaderLabels({tr("Model"), tr("Greedy continuation")});
+    m_generations->horizontalHeader()->setStretchLastSection(true);
+    m_generations->verticalHeader()->hide();
+    m_generations->setWordWrap(true);
+    m_generations->setMaximumHeight(200);
+    static_cast<QVBoxLayout *>(layout())->addWidget(m_generations);
+    connect(m_generate, &QPushButton::clicked, this, &ResultsView::requestGeneration);
     connect(m_doc, &WorkbenchDocument::runsChanged, this, [this] {
         rebuildTable();
         redraw();
     });
     connect(m_doc, &WorkbenchDocument::modelChanged, this, &ResultsView::redraw);
     redraw();
+}
+
+void ResultsView::requestGeneration() {
+    QStringList labels, paths;
+    if (!m_doc->modelPath().isEmpty()) {
+        labels << tr("%1 (dense)").arg(QFileInfo(m_doc->modelPath()).fileName());
+        paths << m_doc->modelPath();
+    }
+    for (const WorkbenchDocument::Run &run : m_doc->runs())
+        for (const CompressionRunRecord &x : run.result.runs)
+            if (!x.exportDir.empty()) {
+                labels << QStringLiteral("%1 %2").arg(run.label).arg(x.sparsity);
+                paths << QString::fromStdString(x.exportDir);
+            }
+    if (!paths.isEmpty())
+        emit generateRequested(labels, paths, m_prompt->text(), m_maxNew->value());
+}
+
+void ResultsView::setGenerations(const QStringList &labels, const QStringList &texts) {
+    m_generations->setRowCount(int(labels.size()));
+    for (int i = 0; i < labels.size(); ++i) {
+        m_generations->setItem(i, 0, new QTableWidgetItem(labels[i]));
+        m_generations->setItem(i, 1, new QTableWidgetItem(i < texts.size() ? texts[i] : QString()));
+    }
+    m_generations->resizeColumnToContents(0);
+    m_generations->resizeRowsToContents();
 }
 
 void ResultsView::rebuildTable() {

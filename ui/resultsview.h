@@ -2,6 +2,9 @@
 
 #include "plotview.h"
 
+class QLineEdit;
+class QPushButton;
+class QSpinBox;
 class QTableWidget;
 
 namespace lathe {
@@ -18,6 +21,15 @@ public:
     explicit ResultsView(const WorkbenchDocument *document, QWidget *parent = nullptr);
 
     QTableWidget *table() const { return m_table; }
+    // The sample-generation panel: a prompt, a token count, "Generate with Every Model" (generateRequested with
+    // the dense model and every run that exported one), and the texts side by side.
+    QTableWidget *generations() const { return m_generations; }
+    QLineEdit *prompt() const { return m_prompt; }
+    void requestGeneration(); // as the button does
+    void setGenerations(const QStringList &labels, const QStringList &texts);
+
+signals:
+    void generateRequested(QStringList labels, QStringList paths, QString prompt, int maxNew);
 
 private:
     void rebuildTable();
@@ -25,6 +37,10 @@ private:
 
     const WorkbenchDocument *m_doc;
     QTableWidget *m_table = nullptr;
+    QLineEdit *m_prompt = nullptr;
+    QSpinBox *m_maxNew = nullptr;
+    QPushButton *m_generate = nullptr;
+    QTableWidget *m_generations = nullptr;
 };
 
 } // namespace lathe
