@@ -21,4 +21,9 @@ if [ -f "$data/text/wikitext-2-valid.tokens.txt" ]; then # the sensitivity sweep
     --select $L.mlp.down_proj.weight --sweep "$data/text/wikitext-2-valid.tokens.txt"
   echo "report: $report/report.html, $report/report.pdf"
 fi
+# Compare: SmolLM2 against its Wanda 50% export (benchmarks/export_speed.sh makes it), block 10's down_proj.
+wanda="$HOME/.cache/lathe/runs/export-speed/wanda/model"
+if [ -d "$wanda" ]; then
+  "$build/app/lathe" "$model" --screenshot docs/screenshots/compare.png --select $L.mlp.down_proj.weight --compare "$wanda"
+fi
 rm -rf "$XDG_CONFIG_HOME"

@@ -4,6 +4,7 @@
 
 #include "analysis/modelanalysis.h"
 #include "analysis/modelsummary.h"
+#include "compareview.h"
 #include "compressdialog.h"
 #include "importanceview.h"
 #include "job.h"
@@ -232,6 +233,25 @@ private slots:
         const QString reportText = QString::fromUtf8(report.readAll());
         QVERIFY(reportText.contains("Sample generations") && reportText.contains(g->item(1, 0)->text().toHtmlEscaped()));
         QVERIFY(reportText.contains("<h2>Sensitivity</h2>"));
+        // Compare: the open model against the run's export, per block and for the selected matrix.
+        QSignalSpy compared(&w, &MainWindow::compareReady);
+        w.startCompare(QString::fromStdString(spec.outputDir + "/model"));
+        QVERIFY(compared.wait(60000));
+        const ModelComparison *c = w.compareView()->comparison();
+        QCOMPARE(int(c->blocks.size()), 5);
+        for (const BlockComparison &b : c->blocks) {
+            QCOMPARE(b.parameters[0], b.parameters[1]);
+            QCOMPARE(b.nonZero[0], b.parameters[0]); // the dense demo model has no zeros
+            QVERIFY(std::abs(double(b.nonZero[1]) / double(b.parameters[1]) - 0.3) < 0.01); // magnitude 70%
+            QVERIFY(b.effectiveRank[0] > 1 && b.effectiveRank[1] > 1 && b.effectiveRank[1] != b.effectiveRank[0]);
+        }
+        QVERIFY(w.compareView()->hasData());
+        QVERIFY(w.compareView()->title().contains(tensor)); // the selected matrix's spectra overlaid
+        for (CompareView::Mode m :
+             {CompareView::EffectiveRank, CompareView::Alpha, CompareView::Sparsity, CompareView::Parameters}) {
+            w.compareView()->setMode(m);
+            QVERIFY(w.compareView()->title().startsWith("Per block"));
+        }
         // Run history: both folders remembered, newest first; the one that is gone says so.
         const QStringList remembered = rememberedRunFolders();
         QVERIFY(remembered.size() >= 2);

@@ -1,6 +1,8 @@
 #include "mainwindow.h"
 
 #include "compressdialog.h"
+#include "comparejob.h"
+#include "compareview.h"
 #include "compressjob.h"
 #include "exportjob.h"
 #include "generationjob.h"
@@ -85,6 +87,7 @@ void registerUiMetaTypes() {
         "std::shared_ptr<const lathe::CompressionRunResult>");
     qRegisterMetaType<std::shared_ptr<const lathe::TrainingResult>>("std::shared_ptr<const lathe::TrainingResult>");
     qRegisterMetaType<std::shared_ptr<const lathe::SensitivityResult>>("std::shared_ptr<const lathe::SensitivityResult>");
+    qRegisterMetaType<std::shared_ptr<const lathe::ModelComparison>>("std::shared_ptr<const lathe::ModelComparison>");
 }
 
 MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
@@ -141,6 +144,8 @@ MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
     m_views->addTab(m_trainingView, tr("Training"));
     m_sensitivityView = new SensitivityView(central);
     m_views->addTab(m_sensitivityView, tr("Sensitivity"));
+    m_compareView = new CompareView(m_doc, central);
+    m_views->addTab(m_compareView, tr("Compare"));
     connect(m_sensitivityView, &SensitivityView::budgetsRequested, this, [this](std::vector<double> b, double target) {
         if (!m_doc->model()) {
             statusBar()->showMessage(tr("Open a model first"));
@@ -184,6 +189,8 @@ MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
     jobDock->raise();
 
     connect(m_tree, &QTreeWidget::itemSelectionChanged, this, &MainWindow::updateViews);
+    connect(m_tree, &QTreeWidget::itemSelectionChanged, this,
+            [this] { m_compareView->setSelectedTensor(m_tree->selectedTensor()); });
     connect(m_params, &ParameterPanel::changed, this, [this] {
         updateSummary();
         updateSpectrum();
@@ -339,6 +346,17 @@ void MainWindow::buildMenus() {
     });
     analysis->addAction(tr("&Collect Calibration Activations"), this,
                         [this] { collectCalibration(m_params->calibrationPath(), m_params->calibrationParams()); });
+    analysis->addAction(tr("Compare With Model &File..."), this, [this] {
+        const QString p = QFileDialog::getOpenFileName(this, tr("Model to compare with"), {},
+                                                       tr("Models (*.gguf *.bin *.safetensors);;All files (*)"));
+        if (!p.isEmpty())
+            startCompare(p);
+    });
+    analysis->addAction(tr("Compare With Model F&older..."), this, [this] {
+        const QString p = QFileDialog::getExistingDirectory(this, tr("Model folder to compare with (a run's model/)"));
+        if (!p.isEmpty())
+            startCompare(p);
+    });
     analysis->addAction(tr("Sensitivity S&weep"), this, [this] {
         // Each block (and each kind of linear) pruned alone at the panel's ratio, on the calibration text.
         SensitivityParams p;
@@ -915,6 +933,23 @@ void MainWindow::exportModel() {
     settings.setValue("export/modelFolder", QFileInfo(path).absolutePath());
     // The file dialog asked before choosing an existing name; the engine still replaces only a Lathe export.
     startModelExport(path, gguf, c.dtype, QFileInfo::exists(path));
+}
+
+void MainWindow::startCompare(const QString &otherPath) {
+    const std::shared_ptr<Model> model = m_doc->model();
+    if (!model) {
+        statusBar()->showMessage(tr("Open a model first"));
+        return;
+    }
+    auto *job = new CompareJob(model, m_doc->modelPath(), m_doc->analysis(), otherPath, analyzeParams());
+    connect(job, &CompareJob::compared, this, [this](std::shared_ptr<const ModelComparison> c) {
+        m_compareView->setSelectedTensor(m_tree->selectedTensor());
+        m_compareView->setComparison(std::move(c));
+        m_views->setCurrentWidget(m_compareView);
+        emit compareReady();
+    });
+    connect(job, &Job::failed, this, [this](QString message, QString hint) { showError(message, hint); });
+    m_jobs->start(job);
 }
 
 void MainWindow::startSensitivity(const QString &textPath, const SensitivityParams &params) {

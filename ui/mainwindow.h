@@ -106,6 +106,9 @@ public:
     // selection once the model's spectra are in); run folders that no longer exist are listed in the status bar.
     // sessionRestored() when everything is back. LatheError for a file that is not a session.
     void saveSession(const QString &path);
+    // Analysis > Compare With Model...: the open model against `otherPath` in the Compare tab (compareReady()).
+    void startCompare(const QString &otherPath);
+    class CompareView *compareView() const { return m_compareView; }
     void openSession(const QString &path);
     // File > Write Session Report...: report.html and report.pdf with the figures in `folder` (new or empty; see
     // reportwriter.h); reportWritten() when done.
@@ -127,6 +130,7 @@ signals:
     void reportWritten(QString html, QString pdf, QString error);
     void sessionRestored(QStringList missingRunFolders);
     void generationsReady(); // the Results tab's sample generations are in
+    void compareReady();
 
 protected:
     void dragEnterEvent(QDragEnterEvent *event) override;
@@ -162,6 +166,7 @@ private:
     class ResultsView *m_resultsView = nullptr;
     class TrainingView *m_trainingView = nullptr;
     class SensitivityView *m_sensitivityView = nullptr;
+    class CompareView *m_compareView = nullptr;
     nlohmann::json m_pendingSession; // what openSession restores once the model's analysis is in
     QStringList m_sessionMissing;    // its run folders that no longer exist
     std::optional<TrainingSpec> m_lastTraining;

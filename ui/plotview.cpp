@@ -24,6 +24,13 @@ QString PlotView::title() const { return m_title->text(); }
 
 void PlotView::setTitle(const QString &title) { m_title->setText(title); }
 
+void PlotView::legendBelow() {
+    m_plot->axisRect()->insetLayout()->take(m_plot->legend);
+    m_plot->plotLayout()->addElement(m_plot->plotLayout()->rowCount(), 0, m_plot->legend);
+    m_plot->plotLayout()->setRowStretchFactor(m_plot->plotLayout()->rowCount() - 1, 0.001);
+    m_plot->legend->setFillOrder(QCPLayoutGrid::foColumnsFirst);
+}
+
 void PlotView::showResult(const QString &title, const QString &note) {
     setTitle(note.isEmpty() ? title : title + "\n" + note);
     m_hasData = true;

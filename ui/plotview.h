@@ -28,6 +28,8 @@ public:
 
 protected:
     void setTitle(const QString &title);
+    // Moves the legend out of the axes into its own row under them, so that it never covers data.
+    void legendBelow();
     // Clears the plot and hides its axes, grids and legend until the next showResult.
     void showPlaceholder(const QString &message);
     // Ends a successful update: the title (with `note` on a second line when given), then a replot.

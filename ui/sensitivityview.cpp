@@ -58,11 +58,7 @@ SensitivityView::SensitivityView(QWidget *parent) : PlotView("sensitivity", pare
     controls->addWidget(m_lambda);
     controls->addStretch();
     controls->addWidget(m_compress);
-    // The legend in its own row under the axes: it never covers a bar.
-    m_plot->axisRect()->insetLayout()->take(m_plot->legend);
-    m_plot->plotLayout()->addElement(m_plot->plotLayout()->rowCount(), 0, m_plot->legend);
-    m_plot->plotLayout()->setRowStretchFactor(m_plot->plotLayout()->rowCount() - 1, 0.001);
-    m_plot->legend->setFillOrder(QCPLayoutGrid::foColumnsFirst);
+    legendBelow();
     auto *box = static_cast<QVBoxLayout *>(layout());
     box->setStretchFactor(m_plot, 1);
     box->addLayout(controls);

@@ -58,6 +58,7 @@ int main(int argc, char **argv) {
     QCommandLineOption size("size", "With --screenshot: window size WxH.", "size", "1440x900");
     QCommandLineOption sweep("sweep", "With --screenshot: run the sensitivity sweep on this text and show its tab.",
                              "text");
+    QCommandLineOption compare("compare", "With --screenshot: compare the model with this one (Compare tab).", "model");
     QCommandLineOption report("report", "Write the session report into this new folder once the model is analysed "
                                         "(after --select and --sweep), then quit; with --screenshot, the PNG shows "
                                         "the report's first screen.", "folder");
@@ -67,6 +68,7 @@ int main(int argc, char **argv) {
     parser.addOption(size);
     parser.addOption(sweep);
     parser.addOption(report);
+    parser.addOption(compare);
     parser.process(app);
 
     lathe::MainWindow window;
@@ -105,11 +107,12 @@ int main(int argc, char **argv) {
                 QApplication::exit(ok ? 0 : 1);
             });
         });
-        const QString sweepText = parser.value(sweep);
+        const QString sweepText = parser.value(sweep), compareWith = parser.value(compare);
         QObject::connect(&window, &lathe::MainWindow::sensitivityReady, &window, finish);
+        QObject::connect(&window, &lathe::MainWindow::compareReady, &window, finish);
         auto swept = std::make_shared<bool>(false);
         QObject::connect(&window, &lathe::MainWindow::analysisReady, &window,
-                         [&window, names, tab, finish, sweepText, swept] {
+                         [&window, names, tab, finish, sweepText, compareWith, swept] {
             window.views()->setCurrentIndex(tab);
             window.tree()->clearSelection();
             window.tree()->expandAll();
@@ -118,9 +121,13 @@ int main(int argc, char **argv) {
                     (*it)->setSelected(true);
                     window.tree()->scrollToItem(*it);
                 }
-            if (!sweepText.isEmpty()) {
-                if (!*swept)
-                    window.startSensitivity(sweepText, lathe::SensitivityParams{});
+            if (!sweepText.isEmpty() || !compareWith.isEmpty()) {
+                if (!*swept) {
+                    if (!sweepText.isEmpty())
+                        window.startSensitivity(sweepText, lathe::SensitivityParams{});
+                    else
+                        window.startCompare(compareWith);
+                }
                 *swept = true;
                 return;
             }
