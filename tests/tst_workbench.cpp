@@ -35,6 +35,7 @@
 #include <qcustomplot.h>
 
 #include <QApplication>
+#include <QRegularExpression>
 #include <QComboBox>
 #include <QElapsedTimer>
 #include <QFileInfo>
@@ -1056,6 +1057,32 @@ private slots:
         QString error;
         QVERIFY(!w.spectrumView()->exportFigure(dir + "/x.bmp", &error));
         QVERIFY(error.contains("unknown figure format"));
+        // Paper presets: single column 3.5 in at 300 dpi with 8 pt text, a title of one's own (or none); the view
+        // on screen keeps its fonts and title.
+        const QString onScreen = w.spectrumView()->title();
+        FigureStyle single = FigureStyle::singleColumn();
+        single.title = "Figure 3: down projection";
+        QVERIFY(w.spectrumView()->exportFigure(dir + "/single.png", single, &error));
+        QCOMPARE(QImage(dir + "/single.png").size(), QSize(1050, 788));
+        QVERIFY(w.spectrumView()->exportFigure(dir + "/single.svg", single, &error));
+        QFile singleSvg(dir + "/single.svg");
+        QVERIFY(singleSvg.open(QIODevice::ReadOnly));
+        const QByteArray svgText = singleSvg.readAll();
+        QVERIFY(svgText.contains("width=\"88.9mm\"")); // 3.5 in
+        QVERIFY(svgText.contains("Figure 3: down projection") && !svgText.contains(onScreen.toUtf8()));
+        QVERIFY(svgText.contains("font-size=\"8\""));
+        const QRegularExpression fontSize("font-size=\"([0-9.]+)\"");
+        for (auto it = fontSize.globalMatch(QString::fromUtf8(svgText)); it.hasNext();) {
+            const double size = it.next().captured(1).toDouble();
+            QVERIFY2(size >= 7 && size < 10, qPrintable(QString::number(size))); // 8 pt text (9: the painter's default state)
+        }
+        single.title = QString();
+        QVERIFY(w.spectrumView()->exportFigure(dir + "/untitled.svg", single, &error));
+        QFile untitled(dir + "/untitled.svg");
+        QVERIFY(untitled.open(QIODevice::ReadOnly) && !untitled.readAll().contains("Figure 3"));
+        QCOMPARE(w.spectrumView()->title(), onScreen);
+        QVERIFY(w.spectrumView()->exportFigure(dir + "/double.png", FigureStyle::doubleColumn(), &error));
+        QCOMPARE(QImage(dir + "/double.png").size(), QSize(2100, 1050));
 
         // Export all for a block: 7 matrices x 3 figures + the layer bars, PNG and PDF each, and the index.
         w.tree()->clearSelection();

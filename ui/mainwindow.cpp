@@ -1092,8 +1092,25 @@ void MainWindow::exportCurrentFigure() {
     if (path.isEmpty())
         return;
     s.setValue("export/folder", QFileInfo(path).absolutePath());
+    // The size (paper presets keep every text at 8 pt when printed at that width) and the title.
+    const QStringList presets = {tr("As on screen (900 x 600, PNG at 1800 x 1200)"),
+                                 tr("Paper, single column (3.5 in wide, 8 pt text)"),
+                                 tr("Paper, double column (7 in wide, 8 pt text)")};
+    bool ok = false;
+    const QString preset = QInputDialog::getItem(this, tr("Export figure"), tr("Size:"), presets,
+                                                 std::clamp(s.value("export/preset", 0).toInt(), 0, 2), false, &ok);
+    if (!ok)
+        return;
+    const int index = int(presets.indexOf(preset));
+    s.setValue("export/preset", index);
+    FigureStyle style = index == 1 ? FigureStyle::singleColumn() : index == 2 ? FigureStyle::doubleColumn() : FigureStyle{};
+    const QString title = QInputDialog::getText(this, tr("Export figure"), tr("Title (empty: none):"), QLineEdit::Normal,
+                                                view->title(), &ok);
+    if (!ok)
+        return;
+    style.title = title;
     QString error;
-    if (!view->exportFigure(path, &error))
+    if (!view->exportFigure(path, style, &error))
         showError(error, tr("choose a .png, .svg or .pdf file in a writable folder"));
     else
         statusBar()->showMessage(tr("Saved %1").arg(path), 5000);

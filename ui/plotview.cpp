@@ -3,6 +3,8 @@
 #include <qcustomplot.h>
 
 #include <QFileInfo>
+
+#include <vector>
 #include <QSvgGenerator>
 #include <QVBoxLayout>
 
@@ -51,19 +53,84 @@ void PlotView::showPlaceholder(const QString &message) {
     m_plot->replot();
 }
 
+FigureStyle FigureStyle::singleColumn() {
+    FigureStyle s;
+    s.size = {252, 189};
+    s.scale = 300.0 / 72.0; // points to pixels at 300 dpi
+    s.fontPointSize = 8;
+    return s;
+}
+
+FigureStyle FigureStyle::doubleColumn() {
+    FigureStyle s;
+    s.size = {504, 252};
+    s.scale = 300.0 / 72.0;
+    s.fontPointSize = 8;
+    return s;
+}
+
 bool PlotView::exportFigure(const QString &path, QString *error, QSize size, double scale) {
+    FigureStyle style;
+    style.size = size;
+    style.scale = scale;
+    return exportFigure(path, style, error);
+}
+
+bool PlotView::exportFigure(const QString &path, const FigureStyle &style, QString *error) {
+    // The style's fonts and title for the export only: every font is put back afterwards.
+    std::vector<std::pair<QCPAxis *, std::pair<QFont, QFont>>> axisFonts;
+    QCPLegend *legend = m_plot->legend; // null in views that rebuilt their layout (the stacked layer panels)
+    const QFont titleFont = m_title->font(), legendFont = legend ? legend->font() : QFont();
+    const QString titleText = m_title->text();
+    const bool titleVisible = m_title->visible();
+    if (style.fontPointSize > 0) {
+        for (QCPAxisRect *rect : m_plot->axisRects())
+            for (QCPAxis *axis : rect->axes()) {
+                axisFonts.push_back({axis, {axis->labelFont(), axis->tickLabelFont()}});
+                QFont label = axis->labelFont(), tick = axis->tickLabelFont();
+                label.setPointSizeF(style.fontPointSize);
+                tick.setPointSizeF(style.fontPointSize);
+                axis->setLabelFont(label);
+                axis->setTickLabelFont(tick);
+            }
+        QFont t = titleFont, l = legendFont;
+        t.setPointSizeF(style.fontPointSize);
+        l.setPointSizeF(style.fontPointSize);
+        m_title->setFont(t);
+        if (legend)
+            legend->setFont(l);
+    }
+    if (style.title) {
+        m_title->setText(*style.title);
+        m_title->setVisible(!style.title->isEmpty());
+    }
+    const bool ok = writeFigure(path, style.size, style.scale, error);
+    for (auto &[axis, fonts] : axisFonts) {
+        axis->setLabelFont(fonts.first);
+        axis->setTickLabelFont(fonts.second);
+    }
+    m_title->setFont(titleFont);
+    m_title->setText(titleText);
+    m_title->setVisible(titleVisible);
+    if (legend)
+        legend->setFont(legendFont);
+    m_plot->replot();
+    return ok;
+}
+
+bool PlotView::writeFigure(const QString &path, QSize size, double scale, QString *error) {
     const QString suffix = QFileInfo(path).suffix().toLower();
     bool ok = false;
     if (suffix == "png") {
-        ok = m_plot->savePng(path, size.width(), size.height(), scale, -1, int(150 * scale), QCP::ruDotsPerInch);
+        ok = m_plot->savePng(path, size.width(), size.height(), scale, -1, 300, QCP::ruDotsPerInch);
     } else if (suffix == "pdf") {
-        ok = m_plot->savePdf(path, size.width(), size.height(), QCP::epNoCosmetic, "Lathe", title());
+        ok = m_plot->savePdf(path, size.width(), size.height(), QCP::epNoCosmetic, "Lathe", m_title->text());
     } else if (suffix == "svg") {
         QSvgGenerator gen;
         gen.setFileName(path);
         gen.setSize(size);
         gen.setViewBox(QRect(QPoint(0, 0), size));
-        gen.setTitle(title());
+        gen.setTitle(m_title->text());
         gen.setDescription(QStringLiteral("Lathe figure"));
         QCPPainter painter;
         ok = painter.begin(&gen);

@@ -4,10 +4,24 @@
 #include <QString>
 #include <QWidget>
 
+#include <optional>
+
 class QCustomPlot;
 class QCPTextElement;
 
 namespace lathe {
+
+// How a figure is written: its size (logical pixels for PNG, points for PDF and SVG), the PNG scale, one font size
+// for every text of the plot (0: as on screen), and a title that replaces the on-screen one (an empty string: no
+// title). The paper presets keep every text at 8 pt at the printed size (>= 7 pt) and write PNGs at 300 dpi.
+struct FigureStyle {
+    QSize size{900, 600};
+    double scale = 2.0;
+    int fontPointSize = 0;
+    std::optional<QString> title;
+    static FigureStyle singleColumn(); // 3.5 x 2.625 in (252 x 189 pt)
+    static FigureStyle doubleColumn(); // 7 x 3.5 in (504 x 252 pt)
+};
 
 // Base of the workbench's views: one QCustomPlot with a title row, a placeholder message when there is nothing to
 // show, and figure export. Subclasses fill the plot from plain data (no engine calls on the GUI thread).
@@ -25,6 +39,7 @@ public:
     // PNG is rendered at `scale` times that (2 = 1800 x 1200 px for the default size, tagged 300 dpi). Returns
     // false and sets `error` when the format is unknown or the file cannot be written.
     bool exportFigure(const QString &path, QString *error = nullptr, QSize size = {900, 600}, double scale = 2.0);
+    bool exportFigure(const QString &path, const FigureStyle &style, QString *error = nullptr);
 
 protected:
     void setTitle(const QString &title);
@@ -38,6 +53,8 @@ protected:
     QCustomPlot *m_plot = nullptr;
 
 private:
+    bool writeFigure(const QString &path, QSize size, double scale, QString *error);
+
     QString m_name;
     QCPTextElement *m_title = nullptr;
     bool m_hasData = false;
