@@ -195,9 +195,7 @@ private slots:
         MainWindow w;
         openAndAnalyze(w);
         const QString tensor = "model.layers.1.mlp.up_proj.weight";
-        for (QTreeWidgetItemIterator it(w.tree()); *it; ++it)
-            if ((*it)->data(ModelTree::NameColumn, Qt::UserRole).toString() == tensor)
-                (*it)->setSelected(true);
+        w.tree()->selectTensors({tensor});
         w.parameterPanel()->setSparsity(0.7);
         QVERIFY(smallSweep(w));
         w.sensitivityView()->setCellSparsity(2, 0.25);

@@ -50,7 +50,6 @@
 #include <QInputDialog>
 #include <QLineEdit>
 #include <QMessageBox>
-#include <QTreeWidgetItemIterator>
 #include <QUrl>
 #include <QVBoxLayout>
 #include <QCloseEvent>
@@ -515,11 +514,7 @@ void MainWindow::startAnalysis() {
             for (const auto &n : session.value("selection", nlohmann::json::array()))
                 if (n.is_string())
                     names << QString::fromStdString(n.get<std::string>());
-            m_tree->clearSelection();
-            m_tree->expandAll();
-            for (QTreeWidgetItemIterator it(m_tree); *it; ++it)
-                if (names.contains((*it)->data(ModelTree::NameColumn, Qt::UserRole).toString()))
-                    (*it)->setSelected(true);
+            m_tree->selectTensors(names);
             m_views->setCurrentIndex(std::clamp(session.value("tab", 0), 0, m_views->count() - 1));
             emit sessionRestored(m_sessionMissing);
         }
@@ -998,11 +993,8 @@ void MainWindow::saveSession(const QString &path) {
     for (const WorkbenchDocument::Run &r : m_doc->runs())
         runs.push_back({{"model", r.model.toStdString()}, {"label", r.label.toStdString()}, {"folder", r.folder.toStdString()}});
     nlohmann::json selection = nlohmann::json::array();
-    for (const QTreeWidgetItem *item : m_tree->selectedItems()) {
-        const QString name = item->data(ModelTree::NameColumn, Qt::UserRole).toString();
-        if (!name.isEmpty())
-            selection.push_back(name.toStdString());
-    }
+    for (const QString &name : m_tree->selectedNames())
+        selection.push_back(name.toStdString());
     const nlohmann::json j = {{"lathe_session", 1},
                               {"model", m_doc->modelPath().toStdString()},
                               {"selection", selection},

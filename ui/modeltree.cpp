@@ -4,6 +4,7 @@
 #include "model/model.h"
 
 #include <QHeaderView>
+#include <QTreeWidgetItemIterator>
 
 #include <map>
 
@@ -87,6 +88,24 @@ void ModelTree::applyFilter() {
         if (!m_filter.isEmpty() && shown > 0)
             group->setExpanded(true);
     }
+}
+
+void ModelTree::selectTensors(const QStringList &names) {
+    clearSelection();
+    expandAll();
+    for (QTreeWidgetItemIterator it(this); *it; ++it)
+        if (names.contains((*it)->data(NameColumn, Qt::UserRole).toString())) {
+            (*it)->setSelected(true);
+            scrollToItem(*it);
+        }
+}
+
+QStringList ModelTree::selectedNames() const {
+    QStringList out;
+    for (const QTreeWidgetItem *item : selectedItems())
+        if (const QString name = item->data(NameColumn, Qt::UserRole).toString(); !name.isEmpty())
+            out << name;
+    return out;
 }
 
 QString ModelTree::selectedTensor() const {

@@ -14,6 +14,10 @@ public:
     explicit ModelTree(QWidget *parent = nullptr);
     void setModel(const Model *model);
     QString selectedTensor() const;
+    // Selects exactly the items of these tensor names (groups expanded, the last one scrolled to), and the names of
+    // what is selected: what a saved session keeps.
+    void selectTensors(const QStringList &names);
+    QStringList selectedNames() const;
     // Shows only tensors whose name or role contains `text` (case-insensitive) and the groups holding one; empty
     // shows everything. Kept across setModel.
     void setFilter(const QString &text);

@@ -143,15 +143,22 @@ void SensitivityView::propose() {
     redraw();
 }
 
+std::optional<double> SensitivityView::cellSparsity(int row) const {
+    const QTableWidgetItem *item = m_table->item(row, SparsityColumn);
+    bool ok = false;
+    const double v = item ? item->text().trimmed().toDouble(&ok) : 0;
+    if (!ok || !(v >= 0 && v <= 0.99))
+        return std::nullopt;
+    return v;
+}
+
 std::vector<double> SensitivityView::budgets() const {
     std::vector<double> out;
     for (int r = 0; r < m_table->rowCount(); ++r) {
-        const QTableWidgetItem *item = m_table->item(r, SparsityColumn);
-        bool ok = false;
-        const double v = item ? item->text().trimmed().toDouble(&ok) : 0;
-        if (!ok || !(v >= 0 && v <= 0.99))
+        const std::optional<double> v = cellSparsity(r);
+        if (!v)
             return {};
-        out.push_back(v);
+        out.push_back(*v);
     }
     return out;
 }
@@ -196,11 +203,8 @@ void SensitivityView::redraw() {
     // Mark the cells that do not hold a sparsity.
     m_filling = true;
     for (int r = 0; r < m_table->rowCount(); ++r)
-        if (QTableWidgetItem *item = m_table->item(r, SparsityColumn)) {
-            bool ok = false;
-            const double v = item->text().trimmed().toDouble(&ok);
-            item->setBackground(ok && v >= 0 && v <= 0.99 ? QBrush() : QBrush(QColor(255, 200, 200)));
-        }
+        if (QTableWidgetItem *item = m_table->item(r, SparsityColumn))
+            item->setBackground(cellSparsity(r) ? QBrush() : QBrush(QColor(255, 200, 200)));
     m_filling = false;
     m_compress->setEnabled(!b.empty());
     m_plot->clearPlottables();

@@ -4,6 +4,7 @@
 #include "plotview.h"
 
 #include <memory>
+#include <optional>
 #include <vector>
 
 class QComboBox;
@@ -50,6 +51,7 @@ signals:
 private:
     void propose(); // fills the sparsity column from the controls
     void redraw();  // plot from the table's current values
+    std::optional<double> cellSparsity(int row) const; // the row's sparsity cell, when it holds one in [0, 0.99]
 
     std::shared_ptr<const SensitivityResult> m_result;
     QString m_title, m_subtitle;

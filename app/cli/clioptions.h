@@ -1,6 +1,7 @@
 #pragma once
 
-#include <chrono>
+#include "base/clock.h" // steadySeconds(), for the timings the subcommands print
+
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -33,10 +34,6 @@ private:
     std::string m_error;
 };
 
-// Monotonic seconds, for the timings the subcommands print.
-inline double steadySeconds() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 // Shared by the subcommands.
 int runInspect(int argc, char **argv);

@@ -1,6 +1,7 @@
 #include "clioptions.h"
 #include "enginesetup.h"
 
+#include "analysis/importance.h"
 #include "analysis/sensitivity.h"
 #include "base/error.h"
 #include "engine/evaluation.h"
@@ -37,10 +38,11 @@ int runSensitivity(int argc, char **argv) {
         setBlasThreads(int(o.integer("threads", 0, 0, 1024)));
     SensitivityParams p;
     p.ratio = o.number("ratio", 0.5, 1e-6, 0.999);
-    const std::string score = o.value("score").value_or("wanda");
-    if (score != "wanda" && score != "magnitude")
+    const std::string score = o.value("score").value_or(importanceName(ImportanceKind::Wanda));
+    ImportanceKind kind = ImportanceKind::Wanda;
+    if (!parseImportance(score, kind) || (kind != ImportanceKind::Wanda && kind != ImportanceKind::Magnitude))
         throw LatheError("--score: '" + score + "' is not wanda or magnitude");
-    p.wanda = score == "wanda";
+    p.wanda = kind == ImportanceKind::Wanda;
     p.calibrationWindows = o.integer("calibration-windows", p.calibrationWindows, 1, 1 << 20);
     p.evalWindows = o.integer("eval-windows", p.evalWindows, 1, 1 << 20);
     p.seqLen = o.integer("seq-len", p.seqLen, 2, 1 << 20);

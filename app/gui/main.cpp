@@ -17,7 +17,6 @@
 #include <QTextBrowser>
 #include <QTimer>
 #include <QUrl>
-#include <QTreeWidgetItemIterator>
 #include <QFileInfo>
 #include <QSettings>
 
@@ -114,13 +113,7 @@ int main(int argc, char **argv) {
         QObject::connect(&window, &lathe::MainWindow::analysisReady, &window,
                          [&window, names, tab, finish, sweepText, compareWith, swept] {
             window.views()->setCurrentIndex(tab);
-            window.tree()->clearSelection();
-            window.tree()->expandAll();
-            for (QTreeWidgetItemIterator it(window.tree()); *it; ++it)
-                if (names.contains((*it)->data(lathe::ModelTree::NameColumn, Qt::UserRole).toString())) {
-                    (*it)->setSelected(true);
-                    window.tree()->scrollToItem(*it);
-                }
+            window.tree()->selectTensors(names);
             if (!sweepText.isEmpty() || !compareWith.isEmpty()) {
                 if (!*swept) {
                     if (!sweepText.isEmpty())

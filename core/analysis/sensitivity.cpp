@@ -2,6 +2,7 @@
 
 #include "analysis/importance.h"
 #include "analysis/sparsitymask.h"
+#include "base/clock.h"
 #include "base/error.h"
 #include "engine/calibration.h"
 #include "engine/evaluation.h"
@@ -10,7 +11,6 @@
 #include "model/model.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <map>
 #include <numeric>
@@ -19,7 +19,6 @@ namespace lathe {
 
 namespace {
 
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 // Scores of one linear weight as the sweep prunes it (higher = keep).
 std::vector<float> scoresOf(const Model &m, const TensorInfo &t, const std::vector<float> &w, const InputNorms &norms,
@@ -37,7 +36,7 @@ std::vector<float> scoresOf(const Model &m, const TensorInfo &t, const std::vect
 
 SensitivityResult sensitivitySweep(const std::string &modelPath, const std::vector<int32_t> &ids,
                                    const SensitivityParams &p, const ProgressCallback &progress) {
-    const double t0 = now();
+    const double t0 = steadySeconds();
     require(p.ratio > 0 && p.ratio < 1, "sensitivity", "the probed ratio must lie in (0, 1)");
     require(p.owlM > 0 && std::isfinite(p.owlM), "sensitivity", "OWL's M must be a positive number");
     require(p.calibrationWindows > 0 && p.evalWindows > 0 && p.seqLen > 1, "sensitivity",
@@ -52,15 +51,16 @@ SensitivityResult sensitivitySweep(const std::string &modelPath, const std::vect
             "use a longer text, fewer windows or shorter ones");
 
     // The block linears, by block and by kind.
-    std::map<int, std::vector<const TensorInfo *>> byBlock;
-    std::map<TensorRole, std::vector<const TensorInfo *>> byKind;
+    // By name: setFloat may move the tensor table, so tensors are found when used.
+    std::map<int, std::vector<std::string>> blockNames;
+    std::map<TensorRole, std::vector<std::string>> kindNames;
     for (const TensorInfo &t : model->tensors())
         if (isLinearRole(t.role) && t.layer >= 0 && !t.isBias && t.shape.size() == 2) {
-            byBlock[t.layer].push_back(&t);
-            byKind[t.role].push_back(&t);
+            blockNames[t.layer].push_back(t.name);
+            kindNames[t.role].push_back(t.name);
         }
-    require(!byBlock.empty(), modelPath, "the model has no block linears to probe");
-    const size_t units = byBlock.size() + byKind.size();
+    require(!blockNames.empty(), modelPath, "the model has no block linears to probe");
+    const size_t units = blockNames.size() + kindNames.size();
     // Progress: calibration 10%, then one share per evaluation (dense + every unit).
     const auto part = [&](double from, double width, const std::string &stage) -> ProgressCallback {
         return [=, &progress](const Progress &pr) {
@@ -96,8 +96,10 @@ SensitivityResult sensitivitySweep(const std::string &modelPath, const std::vect
     r.densePerplexity = evaluate(at, "dense");
     at += evalShare;
 
-    // One unit: prune its matrices in place, evaluate, put the weights back.
-    const auto probe = [&](const std::vector<std::string> &names, SensitivityUnit &unit) {
+    // One unit: prune its matrices in place, evaluate, put the weights back. `scores` (when given) receives each
+    // matrix's scores.
+    const auto probe = [&](const std::vector<std::string> &names, SensitivityUnit &unit,
+                           std::vector<std::vector<float>> *scores) {
         std::vector<std::pair<std::string, std::vector<float>>> originals;
         SparsityPattern pattern;
         pattern.ratio = p.ratio;
@@ -108,6 +110,8 @@ SensitivityResult sensitivitySweep(const std::string &modelPath, const std::vect
             std::vector<float> w = model->loadFloat(*t);
             const std::vector<float> s = scoresOf(*model, *t, w, norms, p.wanda);
             const std::vector<uint8_t> mask = pruneMask(s.data(), shape[0], shape[1], pattern);
+            if (scores)
+                scores->push_back(s);
             originals.emplace_back(name, w);
             for (size_t i = 0; i < w.size(); ++i)
                 if (!mask[i])
@@ -122,53 +126,37 @@ SensitivityResult sensitivitySweep(const std::string &modelPath, const std::vect
             model->setFloat(name, std::move(w), shape);
         }
     };
-    // Tensors are found by name when used: setFloat may move the tensor table.
-    std::map<int, std::vector<std::string>> blockNames;
-    std::map<TensorRole, std::vector<std::string>> kindNames;
-    for (const auto &[layer, ts] : byBlock)
-        for (const TensorInfo *t : ts)
-            blockNames[layer].push_back(t->name);
-    for (const auto &[role, ts] : byKind)
-        for (const TensorInfo *t : ts)
-            kindNames[role].push_back(t->name);
-    const auto find = [&](const std::vector<std::string> &names) {
-        std::vector<const TensorInfo *> out;
-        for (const std::string &n : names)
-            out.push_back(model->find(n));
-        return out;
-    };
     for (const auto &[layer, names] : blockNames) {
         SensitivityUnit u;
         u.name = "block " + std::to_string(layer);
         u.layer = layer;
-        if (p.wanda) { // OWL: outliers among all of the block's scores together
+        std::vector<std::vector<float>> scores;
+        probe(names, u, p.wanda ? &scores : nullptr);
+        if (p.wanda) { // OWL: outliers among all of the block's Wanda scores together
             double sum = 0;
             int64_t n = 0;
-            std::vector<std::vector<float>> scores;
-            for (const TensorInfo *t : find(names)) {
-                scores.push_back(scoresOf(*model, *t, model->loadFloat(*t), norms, true));
-                for (float v : scores.back())
+            for (const auto &m : scores) {
+                for (float v : m)
                     sum += v;
-                n += int64_t(scores.back().size());
+                n += int64_t(m.size());
             }
             const double threshold = p.owlM * sum / double(std::max<int64_t>(n, 1));
             int64_t outliers = 0;
-            for (const auto &s : scores)
-                outliers += std::count_if(s.begin(), s.end(), [&](float v) { return double(v) > threshold; });
+            for (const auto &m : scores)
+                outliers += std::count_if(m.begin(), m.end(), [&](float v) { return double(v) > threshold; });
             u.outlierRatio = double(outliers) / double(std::max<int64_t>(n, 1));
         }
-        probe(names, u);
         r.blocks.push_back(u);
     }
     for (const auto &[role, names] : kindNames) {
         SensitivityUnit u;
         u.name = roleName(role);
         u.kind = role;
-        probe(names, u);
+        probe(names, u, nullptr);
         r.kinds.push_back(u);
     }
     reportProgress(progress, 1.0, "done");
-    r.seconds = now() - t0;
+    r.seconds = steadySeconds() - t0;
     return r;
 }
 

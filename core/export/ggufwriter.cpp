@@ -151,10 +151,6 @@ struct Planned {
     int heads = 0;
 };
 
-} // namespace
-
-namespace {
-
 // ggufExportBlocker without the tokenizer check.
 std::optional<std::string> layoutBlocker(const Model &model) {
     const ModelConfig &c = model.config;
@@ -186,8 +182,10 @@ std::optional<std::string> layoutBlocker(const Model &model) {
     return std::nullopt;
 }
 
-std::string tokenizerBlocker(const GgufTokenizerMetadata &tok) {
-    return tok.note.empty() ? std::string() : "llama.cpp needs the vocabulary in the file, and " + tok.note;
+std::optional<std::string> tokenizerBlocker(const GgufTokenizerMetadata &tok) {
+    if (tok.note.empty())
+        return std::nullopt;
+    return "llama.cpp needs the vocabulary in the file, and " + tok.note;
 }
 
 } // namespace
@@ -195,9 +193,7 @@ std::string tokenizerBlocker(const GgufTokenizerMetadata &tok) {
 std::optional<std::string> ggufExportBlocker(const Model &model) {
     if (auto why = layoutBlocker(model))
         return why;
-    if (const std::string why = tokenizerBlocker(ggufTokenizerMetadata(model)); !why.empty())
-        return why;
-    return std::nullopt;
+    return tokenizerBlocker(ggufTokenizerMetadata(model)); // the layout first: it reads no tokenizer
 }
 
 bool isLatheGguf(const std::string &path) {
@@ -214,9 +210,9 @@ GgufWriteResult writeGgufFile(const Model &model, const std::string &path, const
                               const ProgressCallback &progress) {
     require(options.dtype == DType::F32 || options.dtype == DType::F16 || options.dtype == DType::Q8_0, path,
             std::string("cannot write GGUF weights as ") + dtypeName(options.dtype), "choose f32, f16 or q8_0");
-    const GgufTokenizerMetadata tokenizer = ggufTokenizerMetadata(model);
+    const GgufTokenizerMetadata tokenizer = ggufTokenizerMetadata(model); // checked here, written below
     std::optional<std::string> why = layoutBlocker(model);
-    if (!why && !tokenizerBlocker(tokenizer).empty())
+    if (!why)
         why = tokenizerBlocker(tokenizer);
     if (why)
         throw LatheError(path + ": this model cannot be written as GGUF: " + *why,
@@ -267,10 +263,10 @@ GgufWriteResult writeGgufFile(const Model &model, const std::string &path, const
     std::string name = options.name;
     if (name.empty() && model.metadata.is_object())
         name = model.metadata.value("general.name", "");
-    if (name.empty())
-        name = fs::path(model.sourcePath).lexically_normal().filename().empty()
-                   ? fs::path(model.sourcePath).lexically_normal().parent_path().filename().string()
-                   : fs::path(model.sourcePath).stem().string();
+    if (name.empty()) { // the file's stem, or the folder's name (given with or without a trailing slash)
+        const fs::path source = fs::path(model.sourcePath).lexically_normal();
+        name = source.has_filename() ? source.stem().string() : source.parent_path().filename().string();
+    }
     kv.emplace_back("general.architecture", arch.name);
     kv.emplace_back("general.name", name);
     kv.emplace_back("general.file_type", fileType(options.dtype));

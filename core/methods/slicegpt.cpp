@@ -16,6 +16,7 @@
 
 #include "numeric/backend.h"
 
+#include "base/clock.h"
 #include "base/error.h"
 #include "engine/transformer.h"
 #include "methods/method.h"
@@ -29,7 +30,6 @@
 #include <Eigen/QR>
 #include <spdlog/spdlog.h>
 
-#include <chrono>
 #include <cstdio>
 #include <cmath>
 #include <random>
@@ -39,7 +39,6 @@ namespace lathe {
 namespace {
 
 
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 int64_t roundedWidth(int64_t hidden, double sparsity, int64_t roundTo) {
     const int64_t raw = int64_t(std::floor((1.0 - sparsity) * double(hidden) + 1e-9));
@@ -126,7 +125,7 @@ SliceGptWidths sliceGptWidths(int64_t hidden, int64_t layers, const SliceGptPara
 
 SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const SliceGptParams &params,
                         const ProgressCallback &progress) {
-    const double t0 = now();
+    const double t0 = steadySeconds();
     const std::string why = slicingUnsupportedReason(model);
     if (!why.empty())
         throw LatheError(model.sourcePath + ": " + why, "SliceGPT supports Llama-family, OPT, GPT-2 and Phi-2 models");
@@ -200,7 +199,7 @@ SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const S
 
     const double blocksFrom = 0.05;
     for (int l = 0; l < layers; ++l) {
-        const double tl = now();
+        const double tl = steadySeconds();
         const double f0 = blocksFrom + (1.0 - blocksFrom) * double(l) / double(layers);
         const double f1 = blocksFrom + (1.0 - blocksFrom) * double(l + 1) / double(layers);
         const std::string tag = "block " + std::to_string(l + 1) + "/" + std::to_string(layers);
@@ -255,7 +254,7 @@ SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const S
             rep.outputWidth = dOut;
         }
         storeBlockWeights(model, l, b);
-        rep.seconds = now() - tl;
+        rep.seconds = steadySeconds() - tl;
         spdlog::info("SliceGPT {}: widths {} / {}, energy dropped {:.4f} / {:.4f} ({:.1f} s)", tag, rep.midWidth,
                      rep.outputWidth, rep.midEnergyDropped, rep.outputEnergyDropped, rep.seconds);
         result.layers.push_back(rep);
@@ -270,7 +269,7 @@ SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const S
     if (parallel)
         c.slicing.midWidths = widths.output;
     result.paramsAfter = model.parameterCount();
-    result.seconds = now() - t0;
+    result.seconds = steadySeconds() - t0;
     return result;
 }
 

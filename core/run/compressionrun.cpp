@@ -1,5 +1,6 @@
 #include "run/compressionrun.h"
 
+#include "base/clock.h"
 #include "base/dtype.h"
 #include "base/error.h"
 #include "engine/calibration.h"
@@ -22,7 +23,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -35,7 +35,6 @@ namespace lathe {
 
 namespace {
 
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 // What a run needs before it writes anything, made with every model-dependent check.
 struct PreparedRun {
@@ -150,7 +149,7 @@ std::string exportPoint(const CompressionSpec &spec, const Model &m, const Metho
 void checkCompressionSpec(const CompressionSpec &spec) { prepareRun(spec); }
 
 CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressCallback &progress) {
-    const double t0 = now();
+    const double t0 = steadySeconds();
     // Everything that can refuse the job happens before the run folder is created, so that a refused run leaves
     // nothing behind that would block its corrected re-run.
     PreparedRun prepared = prepareRun(spec);
@@ -179,13 +178,13 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
     std::string lastStage;
     // Wraps the caller's callback: adds the ETA, records progress.jsonl, scales to the job's fraction.
     auto report = [&](double fraction, const std::string &stage) {
-        const double elapsed = now() - t0;
+        const double elapsed = steadySeconds() - t0;
         const double eta = fraction > 0.01 ? elapsed * (1.0 - fraction) / fraction : -1.0;
         const std::string head = stage.substr(0, stage.find(" ("));
-        if (head != lastStage || now() - lastWrite > 5.0) {
+        if (head != lastStage || steadySeconds() - lastWrite > 5.0) {
             files.line({{"fraction", fraction}, {"stage", stage}, {"eta_s", eta}});
             lastStage = head;
-            lastWrite = now();
+            lastWrite = steadySeconds();
         }
         reportProgress(progress, fraction, eta >= 0 ? stage + " — ETA " + formatDuration(eta) : stage);
     };
@@ -251,7 +250,7 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
             const fs::path runDir = pointFolder(spec, i);
             fs::create_directories(runDir);
             std::unique_ptr<Model> m = openModel(spec.model); // fresh for every run: the source is never written
-            const double tm = now();
+            const double tm = steadySeconds();
             MethodContext context;
             context.sparsity = s;
             context.calibration = info.needsCalibration ? &texts.calibration : nullptr;
@@ -259,7 +258,7 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
             const MethodOutcome outcome = spec.method->run(*m, spec.params, context, part(2.0, tag));
             rec.layers = outcome.layers;
             recordSizes(outcome, bpv, rec);
-            rec.methodSeconds = now() - tm;
+            rec.methodSeconds = steadySeconds() - tm;
             done += 2.0;
             files.log(tag + info.name + " at " + std::to_string(s) + ": " + std::to_string(rec.params) +
                       " parameters (dense " + std::to_string(result.denseParams) + "), " +
@@ -270,10 +269,10 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
                 rec.notes.push_back("evaluated with the weights rounded to " + spec.dtype + ", as exported");
             }
             if (!texts.evalIds.empty()) {
-                const double te = now();
+                const double te = steadySeconds();
                 const PerplexityResult r = evaluate(spec, *device, *m, texts.evalIds, part(0.7, tag + "evaluation: "));
                 rec.perplexity = r.perplexity;
-                rec.evalSeconds = now() - te;
+                rec.evalSeconds = steadySeconds() - te;
                 files.log(tag + "perplexity " + std::to_string(r.perplexity));
             }
             done += 0.7;
@@ -283,10 +282,10 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
             }
             done += 0.3;
             result.runs.push_back(std::move(rec));
-            result.seconds = now() - t0;
+            result.seconds = steadySeconds() - t0;
             files.results(result.toJson());
         }
-        result.seconds = now() - t0;
+        result.seconds = steadySeconds() - t0;
         result.status = "done";
         files.results(result.toJson());
         files.log("done in " + formatDuration(result.seconds));
@@ -294,13 +293,13 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
         return result;
     } catch (const CancelledError &) {
         result.status = "cancelled";
-        result.seconds = now() - t0;
+        result.seconds = steadySeconds() - t0;
         files.resultsNoThrow(result.toJson(), "cancelled by the user");
         throw;
     } catch (const std::exception &e) {
         result.status = "failed";
         result.error = e.what();
-        result.seconds = now() - t0;
+        result.seconds = steadySeconds() - t0;
         files.resultsNoThrow(result.toJson(), std::string("failed: ") + e.what());
         throw;
     }

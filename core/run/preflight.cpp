@@ -1,6 +1,7 @@
 #include "run/preflight.h"
 
 #include "analysis/modelsummary.h"
+#include "base/clock.h"
 #include "base/error.h"
 #include "engine/evaluation.h"
 #include "engine/transformer.h"
@@ -14,7 +15,6 @@
 #include "tokenizers/tokenizer.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -25,7 +25,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 constexpr double kExportBytesPerSecond = 300e6; // assumed write rate of a local disk
 // Reading, scoring and rewriting every target weight, in forward passes of 256-token windows (magnitude pruning of
@@ -57,14 +56,14 @@ uint64_t diskFreeFor(const std::string &dir) {
 ForwardProbe probeForward(const Model &model, int64_t seqLen) {
     ForwardProbe p;
     p.seqLen = std::max<int64_t>(2, std::min<int64_t>(seqLen, model.config.maxPositions > 0 ? model.config.maxPositions : seqLen));
-    double t0 = now();
+    double t0 = steadySeconds();
     Transformer engine(model);
-    p.buildSeconds = now() - t0;
+    p.buildSeconds = steadySeconds() - t0;
     const TokenBatch batch = TokenBatch::random(model.config.vocabSize, 1, p.seqLen, 7);
     (void)engine.forward(batch); // the first pass pays for allocations and thread start-up: not timed
-    t0 = now();
+    t0 = steadySeconds();
     (void)engine.forward(batch);
-    p.forwardSeconds = now() - t0;
+    p.forwardSeconds = steadySeconds() - t0;
     return p;
 }
 
@@ -90,6 +89,12 @@ RunEstimate estimateCompressionRun(const CompressionSpec &spec, const Model &mod
     const double probeFlops = std::max(forwardFlops(c, std::max<int64_t>(probe.seqLen, 1)), 1.0);
     const auto windowSeconds = [&](int64_t seq) { return probe.forwardSeconds * forwardFlops(c, seq) / probeFlops; };
     const size_t points = std::max<size_t>(spec.sparsities.size(), 1);
+    // The calibration windows the text allows (makeCalibrationSet takes fewer when it is short).
+    int64_t samples = 0;
+    if (info.needsCalibration) {
+        const int64_t fit = calibrationTextTokens / std::max<int64_t>(spec.calibrationSeqLen, 1);
+        samples = std::min<int64_t>(spec.calibrationSamples, std::max<int64_t>(fit, 0));
+    }
     const auto add = [&](const std::string &name, double seconds, size_t times = 1) {
         e.phases.push_back({times > 1 ? name + " (x" + std::to_string(times) + ")" : name, seconds});
         e.seconds += seconds * double(times);
@@ -105,8 +110,6 @@ RunEstimate estimateCompressionRun(const CompressionSpec &spec, const Model &mod
         add("evaluation", eval, points);
     }
     if (info.needsCalibration) {
-        const int64_t fit = calibrationTextTokens / std::max<int64_t>(spec.calibrationSeqLen, 1);
-        const int64_t samples = std::min<int64_t>(spec.calibrationSamples, std::max<int64_t>(fit, 0));
         add(info.name + " on the calibration windows",
             probe.buildSeconds + kRewriteWindows * windowSeconds(256) +
                 double(samples) * info.calibrationPasses * windowSeconds(spec.calibrationSeqLen),
@@ -117,7 +120,7 @@ RunEstimate estimateCompressionRun(const CompressionSpec &spec, const Model &mod
 
     // Sizes: every parameter in the export's type; a pruned run also writes its archive and maybe a GGUF.
     const int64_t params = model.parameterCount();
-    const int bytesPerValue = spec.dtype == "f32" ? 4 : 2;
+    const uint32_t bytesPerValue = dtypeInfo(exportDType(spec.dtype)).blockBytes;
     if (spec.exportModel) {
         uint64_t perPoint = uint64_t(params) * uint64_t(bytesPerValue);
         if (info.exportKind == ExportKind::PrunedDense) {
@@ -138,8 +141,6 @@ RunEstimate estimateCompressionRun(const CompressionSpec &spec, const Model &mod
                             uint64_t(c.vocabSize + 4 * std::max(c.intermediateSize, 3 * c.hiddenSize)) * 4;
     uint64_t signals = 0;
     if (info.needsCalibration) {
-        const int64_t fit = calibrationTextTokens / std::max<int64_t>(spec.calibrationSeqLen, 1);
-        const int64_t samples = std::min<int64_t>(spec.calibrationSamples, std::max<int64_t>(fit, 0));
         signals = uint64_t(samples) * uint64_t(spec.calibrationSeqLen) * uint64_t(c.hiddenSize) * 4 *
                   uint64_t(std::max(info.calibrationCopies, 1));
     }

@@ -1,5 +1,6 @@
 #include "run/trainingrun.h"
 
+#include "base/clock.h"
 #include "base/error.h"
 #include "base/mappedfile.h"
 #include "base/outputfiles.h"
@@ -27,7 +28,6 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <ctime>
@@ -76,7 +76,6 @@ const SpecKey<TrainingSpec> kKeys[] = {
     {"output.overwrite", &TrainingSpec::overwrite},
 };
 
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 std::vector<std::string> trainingInputs(const TrainingSpec &s) {
     return {s.model, s.tokenizer, s.trainText, s.evalText, s.specFile};
@@ -479,7 +478,7 @@ json TrainingResult::toJson() const {
 
 TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &progress,
                            const TrainingObserver &observer) {
-    const double t0 = now();
+    const double t0 = steadySeconds();
     Prepared prepared = prepare(spec);
     train::CausalLm<float> lm(*prepared.model);
     std::unique_ptr<TrainingMethodRun> method = prepareModel(spec, *prepared.model, lm);
@@ -554,7 +553,7 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
         files.results(result.toJson());
         const int64_t tokensPerStep = spec.batch * spec.accumulate * spec.seqLen;
         for (; step < spec.steps; ++step) {
-            const double ts = now();
+            const double ts = steadySeconds();
             if (method)
                 method->beforeStep(lm, step, spec.steps);
             lm.parameters().zeroGrad();
@@ -581,7 +580,7 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
                 method->afterStep(lm, step, spec.steps);
                 rec.method = method->stepReport();
             }
-            rec.tokensPerSecond = double(tokensPerStep) / std::max(1e-9, now() - ts);
+            rec.tokensPerSecond = double(tokensPerStep) / std::max(1e-9, steadySeconds() - ts);
             result.steps.push_back(rec);
             files.line(stepJson(rec));
             if (observer.step)
@@ -602,7 +601,7 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
                 files.log("checkpoint at step " + std::to_string(step + 1));
             }
             const double fraction = double(step + 1) / double(spec.steps);
-            const double elapsed = now() - t0;
+            const double elapsed = steadySeconds() - t0;
             char stage[160];
             std::snprintf(stage, sizeof stage, "step %lld/%lld: loss %.4f, lr %.2e, |g| %.3f, %.0f tokens/s — ETA %s",
                           (long long)(step + 1), (long long)spec.steps, rec.loss, rec.lr, rec.gradNorm,
@@ -659,19 +658,19 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
             files.log("method: " + result.method.dump());
         }
         result.status = "done";
-        result.seconds = now() - t0;
+        result.seconds = steadySeconds() - t0;
         files.results(result.toJson());
         files.log("done in " + formatDuration(result.seconds));
         return result;
     } catch (const CancelledError &) {
         result.status = "cancelled";
-        result.seconds = now() - t0;
+        result.seconds = steadySeconds() - t0;
         files.resultsNoThrow(result.toJson(), "cancelled by the user at step " + std::to_string(step + 1));
         throw;
     } catch (const std::exception &e) {
         result.status = "failed";
         result.error = e.what();
-        result.seconds = now() - t0;
+        result.seconds = steadySeconds() - t0;
         files.resultsNoThrow(result.toJson(), std::string("failed: ") + e.what());
         throw;
     }
