@@ -720,6 +720,16 @@ private slots:
         QCOMPARE((sched->data()->constEnd() - 1)->value, 0.5);
         QVERIFY(sched->valueAxis()->label().contains("sparsity"));
         spec.method = nullptr;
+        QCOMPARE(view->plot()->graph(1)->name(), QString("held-out perplexity"));
+
+        // A BERT masked LM: its perplexity is named for what it is.
+        TrainingSpec bert = smallTrainingSpec(QString::fromStdString(test::sourceDir() + "/tests/fixtures/tf-bert-mlm"), 4, 2, 0);
+        bert.seqLen = 32;
+        bert.outputDir = root + "/bert";
+        w.startTraining(bert);
+        QVERIFY(done.wait(60000));
+        QCOMPARE(view->evalCount(), 3);
+        QCOMPARE(view->plot()->graph(1)->name(), QString("held-out masked-LM perplexity"));
 
         spec.steps = 100000;
         spec.outputDir = root + "/cancel";

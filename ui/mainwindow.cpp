@@ -720,6 +720,7 @@ void MainWindow::startTraining(const TrainingSpec &spec) {
             });
     connect(job, &TrainJob::evalDone, this,
             [this](qint64 step, double, double perplexity) { m_trainingView->addEval(step, perplexity); });
+    connect(job, &TrainJob::planned, m_trainingView, &TrainingView::setObjective);
     connect(job, &TrainJob::finished, this, [this](std::shared_ptr<const TrainingResult> r, QString dir) {
         m_messageBar->hide();
         m_lastError.clear();

@@ -28,7 +28,14 @@ void TrainingView::start(const QString &title) {
     m_schedule.clear();
     m_scheduleSteps.clear();
     m_scheduleValues.clear();
+    m_pplName = tr("held-out perplexity");
     showPlaceholder(tr("%1: waiting for the first step").arg(title));
+}
+
+void TrainingView::setObjective(const QString &objective) {
+    m_pplName = objective.startsWith(QLatin1String("masked")) ? tr("held-out masked-LM perplexity")
+                                                               : tr("held-out perplexity");
+    redraw();
 }
 
 void TrainingView::addStep(qint64 step, double loss, double lr, const QString &schedule, double scheduleValue) {
@@ -62,7 +69,7 @@ void TrainingView::redraw() {
     loss->setData(m_steps, m_loss, true);
     loss->setPen(QPen(QColor(31, 119, 180), 1.5));
     QCPGraph *ppl = m_plot->addGraph(m_plot->xAxis, m_plot->yAxis);
-    ppl->setName(tr("held-out perplexity"));
+    ppl->setName(m_pplName);
     ppl->setData(m_evalSteps, m_evalPpl, true);
     ppl->setPen(QPen(QColor(214, 39, 40), 2));
     ppl->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCircle, 6));
@@ -100,7 +107,7 @@ void TrainingView::redraw() {
     const QString note = m_steps.isEmpty()
                              ? QString()
                              : tr("step %1: loss %2, lr %3").arg(m_steps.back()).arg(m_loss.back(), 0, 'f', 4).arg(m_lr.back(), 0, 'g', 3);
-    showResult(m_title, note + (m_evalPpl.isEmpty() ? QString() : tr("; held-out perplexity %1").arg(m_evalPpl.back(), 0, 'f', 3)));
+    showResult(m_title, note + (m_evalPpl.isEmpty() ? QString() : tr("; %1 %2").arg(m_pplName).arg(m_evalPpl.back(), 0, 'f', 3)));
 }
 
 } // namespace lathe

@@ -20,6 +20,8 @@ public:
     explicit TrainingView(QWidget *parent = nullptr);
 
     void start(const QString &title); // clears the previous run
+    // The run's objective: a masked-LM run (BERT) names its perplexity so.
+    void setObjective(const QString &objective);
     // `schedule` names the method's value at this step (empty: no method).
     void addStep(qint64 step, double loss, double lr, const QString &schedule = {}, double scheduleValue = 0);
     void addEval(qint64 step, double perplexity);
@@ -32,6 +34,7 @@ private:
 
     QCheckBox *m_log = nullptr;
     QString m_title, m_schedule;
+    QString m_pplName; // "held-out perplexity", or the masked-LM one
     QVector<double> m_steps, m_loss, m_lr, m_evalSteps, m_evalPpl, m_scheduleSteps, m_scheduleValues;
     QCPAxis *m_scheduleAxis = nullptr;
 };

@@ -21,6 +21,7 @@ void TrainJob::execute() {
             }
         emit stepDone(s.step, s.loss, s.lr, s.gradNorm, schedule, value);
     };
+    observer.plan = [this](const TrainingPlan &p) { emit planned(QString::fromStdString(p.objective)); };
     observer.eval = [this](const TrainingEval &e) { emit evalDone(e.step, e.loss, e.perplexity); };
     auto r = std::make_shared<const TrainingResult>(runTraining(m_spec, progressCallback(), observer));
     emit finished(r, QString::fromStdString(m_spec.outputDir));

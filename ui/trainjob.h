@@ -19,6 +19,8 @@ signals:
     // `schedule` names the fine-tuning method's value of this step ("sparsity", "omission"; empty without one).
     void stepDone(qint64 step, double loss, double lr, double gradNorm, QString schedule, double scheduleValue);
     void evalDone(qint64 step, double loss, double perplexity);
+    // What the loss is of (TrainingPlan::objective: "next-token", "masked-LM (15% of tokens)").
+    void planned(QString objective);
     void finished(std::shared_ptr<const lathe::TrainingResult> result, QString runFolder);
 
 protected:

@@ -298,6 +298,11 @@ int runBenchTrain(int argc, char **argv) {
     std::unique_ptr<Model> model = benchModel(o);
     train::CausalLm<float> lm(*model);
     lm.setRecompute(o.flag("recompute"));
+    if (lm.maskedLm()) { // random tokens: any id serves as [MASK]; the work is the same
+        train::MlmMasking masking;
+        masking.maskId = 0;
+        lm.setMasking(masking);
+    }
     const double omit = o.number("omit", 0.0, 0.0, 0.95);
     if (omit > 0) {
         // The first channels and groups: which ones does not change the work.

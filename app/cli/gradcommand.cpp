@@ -26,7 +26,8 @@ int runGrad(int argc, char **argv) {
                      "usage: lathe-cli grad --model MODEL --text FILE [--seq-len N] [--windows K] [--tokenizer FILE]\n"
                      "                      [--threads T] [--out GRADS.safetensors] [--json]\n"
                      "  the mean next-token loss over the K x (N - 1) predictions of the first K windows of the text\n"
-                     "  (the evaluation protocol's windows, default K = 1, N = min(512, the model's maximum)), and the\n"
+                     "  (the evaluation protocol's windows, default K = 1, N = min(512, the model's maximum); BERT: the\n"
+                     "  masked-LM loss, 15%% of each window masked, window w by seed w), and the\n"
                      "  L2 norm of every parameter's gradient of it; --out writes every gradient as fp32 safetensors\n"
                      "  keyed by the Hugging Face tensor name, in the Hugging Face layout (a new file only)\n%s\n",
                      o.error().c_str());
@@ -49,6 +50,10 @@ int runGrad(int argc, char **argv) {
 
     const auto t0 = std::chrono::steady_clock::now();
     train::CausalLm<float> lm(*m.model);
+    lm.setMasking(train::mlmMaskingFor(*m.tokenizer));
+    if (lm.maskedLm() && lm.masking().maskId < 0)
+        throw LatheError("the tokenizer (" + m.tokenizer->kind() + ") has no [MASK] token for BERT's masked-LM loss",
+                         "give the model's WordPiece vocabulary with --tokenizer");
     // One window at a time (the activations of one window only), each contributing 1/K of the mean.
     double loss = 0;
     for (int64_t w = 0; w < windows; ++w) {
@@ -56,7 +61,7 @@ int runGrad(int argc, char **argv) {
         batch.batch = 1;
         batch.seq = seq;
         batch.tokens.assign(ids.begin() + w * seq, ids.begin() + (w + 1) * seq);
-        loss += double(lm.forward(batch)) / double(windows);
+        loss += double(lm.forward(batch, uint64_t(w))) / double(windows); // masked LM: window w masked by seed w
         lm.backward(1.0f / float(windows));
         spdlog::info("grad: window {}/{}", w + 1, windows);
     }

@@ -56,6 +56,7 @@ int runTrain(int argc, char **argv) {
             std::printf("%s\n", plan.toJson().dump().c_str());
             return 0;
         }
+        std::printf("objective    %s\n", plan.objective.c_str());
         std::printf("parameters   %lld (%lld trainable)\n", (long long)plan.parameters,
                     (long long)plan.trainableParameters);
         std::printf("weights      %s\ngradients    %s\nAdamW state  %s\nactivations  %s (batch %lld x %lld tokens)\n",
@@ -79,6 +80,7 @@ int runTrain(int argc, char **argv) {
         std::printf("%s\n", r.toJson().dump().c_str());
         return 0;
     }
+    std::printf("objective: %s\n", r.plan.objective.c_str());
     for (const TrainingEval &e : r.evals)
         std::printf("step %6lld  eval loss %.4f  perplexity %.3f\n", (long long)e.step, e.loss, e.perplexity);
     if (!r.steps.empty())

@@ -179,6 +179,10 @@ std::unique_ptr<Model> openHfFolder(const std::string &dirArg) {
             t.storage = file;
             t.offset = e.begin;
             t.nbytes = e.end - e.begin;
+            // A second tensor in the same place (a BERT checkpoint with both cls.predictions.bias and its tied
+            // copy cls.predictions.decoder.bias) is kept as is; the engine reads the first.
+            if (t.role != TensorRole::Unknown && t.role != TensorRole::Buffer && model->find(t.role, t.layer, t.isBias))
+                t.role = TensorRole::Unknown;
             if (adapter.hfStoresTransposed(t.role, t.isBias) && t.shape.size() == 2) {
                 std::swap(t.shape[0], t.shape[1]);
                 t.transform = TensorTransform::Transpose;

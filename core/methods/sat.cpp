@@ -19,6 +19,7 @@
 
 #include "base/error.h"
 #include "model/model.h"
+#include "train/causallm.h"
 #include "train/linearkinds.h"
 
 #include <algorithm>
@@ -214,9 +215,7 @@ public:
         return sampleSchedule("omission", steps, 0, [&](int64_t t) { return ladder(s, t, steps); });
     }
     void checkRun(const Model &model, double, const MethodParams &) const override {
-        if (model.config.family == ArchFamily::Bert || model.config.slicing.active())
-            throw LatheError(model.sourcePath + ": sat trains decoder language models",
-                             "use an unsliced Llama-family, OPT, GPT-2 or Phi-2 model");
+        train::CausalLm<float>::checkSupported(model);
     }
     std::vector<std::string> preview(const Model &model, double, const MethodParams &params) const override {
         const double w = params.get<double>("sat.omission");

@@ -3,6 +3,7 @@
 #include "base/error.h"
 #include "base/unicodetext.h"
 #include "model/model.h"
+#include "train/causallm.h"
 #include "train/linearkinds.h"
 
 #include <algorithm>
@@ -18,9 +19,7 @@ bool isBlockLinear(const TensorInfo &t) { return !t.isBias && t.layer >= 0 && is
 } // namespace
 
 void FineTuningMethod::checkRun(const Model &model, double, const MethodParams &params) const {
-    if (model.config.family == ArchFamily::Bert || model.config.slicing.active())
-        throw LatheError(model.sourcePath + ": " + info().name + " trains decoder language models",
-                         "use an unsliced Llama-family, OPT, GPT-2 or Phi-2 model");
+    train::CausalLm<float>::checkSupported(model); // what the training engine runs (BERT with its masked-LM head too)
     const unicode::NamePattern re(params.get<std::string>(targetsKey()));
     for (const TensorInfo &t : model.tensors())
         if (isBlockLinear(t) && re.search(t.name))

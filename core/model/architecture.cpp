@@ -90,6 +90,12 @@ constexpr P kBertHf[] = {
     {"encoder.layer.{L}.output.dense", R::MlpDown},
     {"encoder.layer.{L}.output.LayerNorm", R::MlpNorm},
     {"pooler.dense", R::Pooler},
+    // BertForMaskedLM's head, outside the "bert." prefix. The decoder weight is usually tied (absent); its bias is
+    // saved as cls.predictions.bias (and sometimes again as cls.predictions.decoder.bias: the loader keeps one).
+    {"cls.predictions.transform.dense", R::HeadTransform},
+    {"cls.predictions.transform.LayerNorm", R::HeadNorm},
+    {"cls.predictions.decoder", R::LmHead},
+    {"cls.predictions", R::LmHead},
 };
 
 // llama.cpp tensor names (gguf-py constants.py, MODEL_TENSOR names)

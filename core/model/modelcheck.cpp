@@ -38,13 +38,15 @@ std::vector<int64_t> expectedWeightShape(const ModelConfig &c, TensorRole role, 
     case TensorRole::MlpUp: return {f, phi ? in : mid};
     case TensorRole::MlpDown: return {out, f};
     case TensorRole::LmHead: return {c.vocabSize, c.headInputWidth()};
-    case TensorRole::Pooler: return {d, d};
+    case TensorRole::Pooler:
+    case TensorRole::HeadTransform: return {d, d};
     case TensorRole::AttnShortcut: return {mid, in};
     case TensorRole::MlpShortcut: return {out, mid};
     case TensorRole::EmbeddingNorm:
     case TensorRole::AttnNorm:
     case TensorRole::MlpNorm:
-    case TensorRole::FinalNorm: return {d};
+    case TensorRole::FinalNorm:
+    case TensorRole::HeadNorm: return {d};
     default: return {};
     }
 }

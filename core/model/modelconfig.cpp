@@ -257,7 +257,7 @@ ModelConfig configFromHfJson(const json &j, const std::string &file) {
         break;
     case ArchFamily::Bert:
         c.typeVocabSize = getInt(j, "type_vocab_size", file, 2);
-        c.tiedEmbeddings = true; // only relevant to the MLM head, which the engine does not use
+        c.tiedEmbeddings = true; // BertForMaskedLM's decoder is the word embedding unless the file has its own
         break;
     case ArchFamily::Gpt2:
         break;

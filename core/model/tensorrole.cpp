@@ -23,6 +23,8 @@ const char *roleName(TensorRole role) {
     case TensorRole::FinalNorm: return "final_norm";
     case TensorRole::LmHead: return "lm_head";
     case TensorRole::Pooler: return "pooler";
+    case TensorRole::HeadTransform: return "head_transform";
+    case TensorRole::HeadNorm: return "head_norm";
     case TensorRole::AttnShortcut: return "attn_shortcut";
     case TensorRole::MlpShortcut: return "mlp_shortcut";
     }
@@ -49,9 +51,11 @@ const char *roleGroup(TensorRole role) {
     case TensorRole::AttnNorm:
     case TensorRole::MlpNorm:
     case TensorRole::FinalNorm:
+    case TensorRole::HeadNorm:
         return "norm";
     case TensorRole::LmHead:
     case TensorRole::Pooler:
+    case TensorRole::HeadTransform:
         return "head";
     case TensorRole::AttnShortcut:
     case TensorRole::MlpShortcut:
@@ -75,6 +79,7 @@ bool isLinearRole(TensorRole role) {
     case TensorRole::MlpDown:
     case TensorRole::LmHead:
     case TensorRole::Pooler:
+    case TensorRole::HeadTransform:
         return true;
     default:
         return false;

@@ -27,6 +27,10 @@ enum class TensorRole {
     FinalNorm,
     LmHead,  // (vocab x hidden); absent when tied to TokenEmbedding
     Pooler,  // BERT pooler dense
+    // BERT's masked-LM head (BertForMaskedLM's cls.predictions): y = LayerNorm(gelu(h HeadTransform^T + b)), then
+    // logits = y E^T + the LmHead bias (E: the tied token embedding, or an untied cls.predictions.decoder, LmHead).
+    HeadTransform, // (hidden x hidden)
+    HeadNorm,
     // SliceGPT's residual-path matrices of a sliced model, stored like a linear weight (out x in): the residual
     // entering the MLP is hidden * AttnShortcut^T, the block's output residual is mid * MlpShortcut^T (Phi-2: one
     // AttnShortcut per block). Absent = identity.

@@ -85,6 +85,7 @@ std::vector<std::string> trainingInputs(const TrainingSpec &s) {
 struct Prepared {
     std::unique_ptr<Model> model;
     std::vector<int32_t> train, eval;
+    train::MlmMasking masking; // BERT's masked-LM objective: the tokenizer's [MASK] and specials
 };
 
 Prepared prepare(const TrainingSpec &spec) {
@@ -100,6 +101,11 @@ Prepared prepare(const TrainingSpec &spec) {
                              std::to_string(p.model->config.maxPositions) + " positions",
                          "use data.seq_len <= " + std::to_string(p.model->config.maxPositions));
     auto tokenizer = spec.tokenizer.empty() ? loadTokenizer(*p.model) : loadTokenizerFile(spec.tokenizer);
+    p.masking = train::mlmMaskingFor(*tokenizer);
+    if (p.model->config.family == ArchFamily::Bert && p.masking.maskId < 0)
+        throw LatheError("masked-LM training needs a [MASK] token, and the tokenizer (" + tokenizer->kind() +
+                             ") has none",
+                         "give the model's own WordPiece vocabulary (vocab.txt or tokenizer.json) as the tokenizer");
     p.train = tokenizer->encodeForModel(joinDatasetRows(readTextFile(spec.trainText)));
     if (int64_t(p.train.size()) < spec.seqLen)
         throw LatheError(spec.trainText + ": " + std::to_string(p.train.size()) + " tokens, fewer than one window of " +
@@ -182,7 +188,14 @@ json stepJson(const TrainingStep &s) {
 }
 json evalJson(const TrainingEval &e) { return {{"step", e.step}, {"eval_loss", e.loss}, {"eval_ppl", e.perplexity}}; }
 
-// Mean next-token loss of the model on the first `windows` windows of `ids` (the perplexity protocol).
+// The seed of the masks of micro-batch `micro` of step `step` (masked LM): a function of the run's seed and the
+// position in the run alone, so that a resumed run masks as the uninterrupted one did.
+uint64_t stepMaskSeed(uint64_t seed, int64_t step, int64_t micro) {
+    return seed * 0x9E3779B97F4A7C15ull + uint64_t(step) * 0x100000001B3ull + uint64_t(micro);
+}
+
+// Mean loss of the model on the first `windows` windows of `ids` (the perplexity protocol for decoders; for the
+// masked LM the same masks at every evaluation, window w masked with seed w, so that evaluations compare).
 TrainingEval evaluate(train::CausalLm<float> &lm, const std::vector<int32_t> &ids, int64_t seq, int64_t windows,
                       int64_t step) {
     const int64_t n = std::min<int64_t>(windows, int64_t(ids.size()) / seq);
@@ -191,7 +204,7 @@ TrainingEval evaluate(train::CausalLm<float> &lm, const std::vector<int32_t> &id
         TokenBatch b;
         b.seq = seq;
         b.tokens.assign(ids.begin() + w * seq, ids.begin() + (w + 1) * seq);
-        loss += double(lm.forward(b)) / double(n);
+        loss += double(lm.forward(b, uint64_t(w))) / double(n);
     }
     return {step, loss, std::exp(loss)};
 }
@@ -401,7 +414,8 @@ void validateTrainingSpec(const TrainingSpec &s) {
 }
 
 json TrainingPlan::toJson() const {
-    return {{"parameters", parameters},         {"trainable_parameters", trainableParameters},
+    return {{"objective", objective},
+            {"parameters", parameters},         {"trainable_parameters", trainableParameters},
             {"weight_bytes", weightBytes},      {"gradient_bytes", gradientBytes},
             {"optimizer_bytes", optimizerBytes}, {"activation_bytes", activationBytes},
             {"total_bytes", totalBytes()},      {"train_tokens", trainTokens},
@@ -412,6 +426,7 @@ namespace {
 
 TrainingPlan planFor(const TrainingSpec &spec, const Model &model, ParameterCounts counts, const Prepared &p) {
     TrainingPlan plan;
+    plan.objective = train::objectiveName(model.config, p.masking);
     plan.parameters = counts.total;
     plan.trainableParameters = counts.trainable;
     plan.weightBytes = uint64_t(plan.parameters) * 4;
@@ -472,8 +487,9 @@ json TrainingResult::toJson() const {
         steps.push_back(stepJson(s));
     for (const TrainingEval &e : evals)
         ev.push_back(evalJson(e));
-    return {{"status", status}, {"error", error}, {"plan", plan.toJson()}, {"steps", steps},
-            {"evals", ev},      {"export_dir", exportDir}, {"gguf_file", ggufFile}, {"seconds", seconds}, {"method", method}};
+    return {{"status", status},         {"error", error},     {"plan", plan.toJson()},   {"steps", steps},
+            {"evals", ev},              {"export_dir", exportDir}, {"gguf_file", ggufFile}, {"seconds", seconds},
+            {"method", method}};
 }
 
 TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &progress,
@@ -481,6 +497,7 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
     const double t0 = steadySeconds();
     Prepared prepared = prepare(spec);
     train::CausalLm<float> lm(*prepared.model);
+    lm.setMasking(prepared.masking);
     std::unique_ptr<TrainingMethodRun> method = prepareModel(spec, *prepared.model, lm);
     const fs::path dir(spec.outputDir);
     const bool resuming = spec.resume && fs::exists(dir / "checkpoint" / "state.json");
@@ -510,6 +527,8 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
 
     TrainingResult result;
     result.plan = planFor(spec, *prepared.model, {lm.parameters().count(false), lm.parameters().count(true)}, prepared);
+    if (observer.plan)
+        observer.plan(result.plan);
     train::AdamWOptions ao;
     ao.beta1 = spec.beta1;
     ao.beta2 = spec.beta2;
@@ -567,7 +586,7 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
                     b.tokens.insert(b.tokens.end(), prepared.train.begin() + win * spec.seqLen,
                                     prepared.train.begin() + (win + 1) * spec.seqLen);
                 }
-                loss += double(lm.forward(b)) / double(spec.accumulate);
+                loss += double(lm.forward(b, stepMaskSeed(spec.seed, step, a))) / double(spec.accumulate);
                 lm.backward(1.0f / float(spec.accumulate));
             }
             TrainingStep rec;
@@ -633,7 +652,10 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
                     files.log("GGUF: " + n);
                 files.log("GGUF for llama.cpp: " + result.ggufFile);
             }
-            if (method && method->lowRankSparseExport()) {
+            if (method && method->lowRankSparseExport() && lm.maskedLm()) {
+                files.log("compact low-rank + sparse export: not written for BERT (its remote code builds causal "
+                          "LMs); model/ holds the trained weights, L R + S merged");
+            } else if (method && method->lowRankSparseExport()) {
                 std::unique_ptr<Model> copy = openModel(spec.model);
                 const std::string compact = (dir / "model-compact").string();
                 exportLoSparseCompact(*copy, lm, compact, wo);

@@ -60,6 +60,9 @@ void validateTrainingSpec(const TrainingSpec &spec);
 
 // What a run will hold in memory, known before any work (`lathe-cli train --dry-run`), and how much data it has.
 struct TrainingPlan {
+    // What the loss and the evaluation's perplexity are of: "next-token", or BERT's "masked-LM (15% of tokens)"
+    // (exp of the mean loss over the masked tokens, the same masks at every evaluation).
+    std::string objective;
     int64_t parameters = 0, trainableParameters = 0;
     uint64_t weightBytes = 0, gradientBytes = 0, optimizerBytes = 0, activationBytes = 0;
     int64_t trainTokens = 0, trainWindows = 0, evalWindows = 0;
@@ -103,6 +106,7 @@ struct TrainingResult {
 // boundary with CancelledError after results.json records it.
 // Sees every step and evaluation as it happens (the GUI's live chart), on the training thread.
 struct TrainingObserver {
+    std::function<void(const TrainingPlan &)> plan; // once, before the first evaluation (the objective, sizes)
     std::function<void(const TrainingStep &)> step;
     std::function<void(const TrainingEval &)> eval;
 };

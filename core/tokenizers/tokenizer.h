@@ -29,6 +29,8 @@ public:
 
     int32_t bos = -1, eos = -1;
     bool addBos = false, addEos = false;
+    // BERT's [MASK] and [PAD] (masked-LM training); -1 where the vocabulary has none.
+    int32_t mask = -1, pad = -1;
 };
 
 // Finding and reading tokenizers (files, a model's own): io/tokenizerloader.h.

@@ -17,6 +17,8 @@ WordPieceTokenizer::WordPieceTokenizer(Spec spec) : m_spec(std::move(spec)) {
     eos = id(m_spec.sep);
     addBos = bos >= 0;
     addEos = eos >= 0;
+    mask = id(m_spec.mask);
+    pad = id(m_spec.pad);
 }
 
 std::string WordPieceTokenizer::piece(int32_t i) const {

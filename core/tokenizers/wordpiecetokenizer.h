@@ -19,7 +19,7 @@ public:
         bool lowercase = true;
         bool stripAccents = true;
         std::string prefix = "##";
-        std::string unk = "[UNK]", cls = "[CLS]", sep = "[SEP]";
+        std::string unk = "[UNK]", cls = "[CLS]", sep = "[SEP]", mask = "[MASK]", pad = "[PAD]";
     };
     explicit WordPieceTokenizer(Spec spec);
 

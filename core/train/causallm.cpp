@@ -6,9 +6,11 @@
 #include "engine/blockops.h"
 #include "engine/transformer.h"
 #include "model/model.h"
+#include "tokenizers/tokenizer.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 namespace lathe::train {
 
@@ -104,10 +106,11 @@ template <class T> struct CausalLm<T>::Impl {
     // What the forward keeps of one block for its backward.
     struct Saved {
         Matrix<T> x, n1, q, k, v, ctx, attnOut, mid, n2, gate, up, act;
+        Matrix<T> sum1, sum2; // post-norm: the sums entering norm1 and norm2
         NormState<T> s1, s2;
         AttentionState<T> att;
         void dropAllButInput() {
-            for (Matrix<T> *m : {&n1, &q, &k, &v, &ctx, &attnOut, &mid, &n2, &gate, &up, &act})
+            for (Matrix<T> *m : {&n1, &q, &k, &v, &ctx, &attnOut, &mid, &n2, &gate, &up, &act, &sum1, &sum2})
                 *m = Matrix<T>();
             s1 = s2 = NormState<T>();
             att = AttentionState<T>();
@@ -115,23 +118,29 @@ template <class T> struct CausalLm<T>::Impl {
     };
 
     ModelConfig config;
-    bool rms = true, parallel = false, swiglu = true, recompute = false;
+    // post: BERT's post-norm blocks (out = norm2(mid + mlp(mid)), mid = norm1(x + attn(x))).
+    bool rms = true, parallel = false, swiglu = true, post = false, recompute = false;
     cpu::Activation activation = cpu::Activation::Silu;
-    Parameter<T> *embedding = nullptr, *position = nullptr;
+    Parameter<T> *embedding = nullptr, *position = nullptr, *tokenType = nullptr;
     int64_t positionOffset = 0;
-    Norm finalNorm;
+    Norm embeddingNorm, finalNorm; // embeddingNorm: BERT's; finalNorm: the decoders'
     Parameter<T> *headW = nullptr, *headB = nullptr; // headW null when tied to the token embedding
+    // BERT's masked-LM head transform before the decoder: dense, activation, LayerNorm (absent for decoders).
+    Parameter<T> *transformW = nullptr, *transformB = nullptr;
+    Norm transformNorm;
+    MlmMasking masking;
     std::vector<Block> blocks;
     std::vector<BlockSelection> selections; // per block
     RopeAngles<T> rope;
     AttentionDims dims; // of the whole model and the last forward's batch
     // The last forward.
-    std::vector<int32_t> ids, targets;
+    std::vector<int32_t> ids, types, targets;
     std::vector<Saved> saved;
     std::vector<Gather> gathers;
     std::vector<typename CausalLm<T>::ChannelNorms> norms; // per block, of the last forward
-    Matrix<T> finalIn, h;
-    NormState<T> finalState;
+    Matrix<T> embeddingIn, finalIn, h;
+    Matrix<T> transformPre, transformAct, transformOut; // BERT's head: dense output, activated, normed
+    NormState<T> embeddingState, finalState, transformState;
     CrossEntropyState<T> loss;
     bool haveForward = false;
 
@@ -235,18 +244,20 @@ template <class T> struct CausalLm<T>::Impl {
         const Block &bw = blocks[l];
         Saved &s = saved[l];
         const Gather &g = gathers[l];
-        norm(bw.attnNorm, s.x, s.n1, s.s1);
+        if (!post)
+            norm(bw.attnNorm, s.x, s.n1, s.s1);
+        const Matrix<T> &attnIn = post ? s.x : s.n1;
         if (bw.qkv) {
             Matrix<T> qkv;
-            bw.qkv->forward(s.n1, qkv, g.qkv);
+            bw.qkv->forward(attnIn, qkv, g.qkv);
             const int64_t qw = int64_t(g.dims.heads) * g.dims.headDim, kw = int64_t(g.dims.kvHeads) * g.dims.headDim;
             s.q = qkv.leftCols(qw);
             s.k = qkv.middleCols(qw, kw);
             s.v = qkv.rightCols(kw);
         } else {
-            bw.q->forward(s.n1, s.q, g.q);
-            bw.k->forward(s.n1, s.k, g.k);
-            bw.v->forward(s.n1, s.v, g.v);
+            bw.q->forward(attnIn, s.q, g.q);
+            bw.k->forward(attnIn, s.k, g.k);
+            bw.v->forward(attnIn, s.v, g.v);
         }
         if (rope.rotaryDim > 0) {
             ropeForward(s.q, g.dims.seq, g.dims.heads, g.dims.headDim, rope);
@@ -255,7 +266,11 @@ template <class T> struct CausalLm<T>::Impl {
         attentionForward(s.q, s.k, s.v, g.dims, s.ctx, s.att);
         bw.o->forward(s.ctx, s.attnOut, g.o);
         const Matrix<T> *mlpIn = &s.n1;
-        if (!parallel) {
+        if (post) {
+            s.sum1 = s.x + s.attnOut;
+            norm(bw.attnNorm, s.sum1, s.mid, s.s1);
+            mlpIn = &s.mid;
+        } else if (!parallel) {
             s.mid = s.x + s.attnOut;
             norm(bw.mlpNorm, s.mid, s.n2, s.s2);
             mlpIn = &s.n2;
@@ -271,6 +286,12 @@ template <class T> struct CausalLm<T>::Impl {
         recordNorms(l, s, g);
         Matrix<T> down;
         bw.down->forward(s.act, down, g.down);
+        if (post) {
+            s.sum2 = s.mid + down;
+            Matrix<T> out;
+            norm(bw.mlpNorm, s.sum2, out, s.s2);
+            return out;
+        }
         return parallel ? Matrix<T>(s.x + s.attnOut + down) : Matrix<T>(s.mid + down);
     }
 
@@ -282,7 +303,13 @@ template <class T> struct CausalLm<T>::Impl {
         const int64_t rows = s.x.rows(), D = s.x.cols();
         // Sequential: out = mid + down(mlp(norm2(mid))), mid = x + attn(norm1(x)).
         // Parallel (Phi-2): out = x + attn(n1) + down(mlp(n1)), n1 = norm1(x).
-        const Matrix<T> &mlpIn = parallel ? s.n1 : s.n2;
+        // Post-norm (BERT): out = norm2(sum2), sum2 = mid + down(mlp(mid)), mid = norm1(sum1), sum1 = x + attn(x).
+        const Matrix<T> &mlpIn = post ? s.mid : parallel ? s.n1 : s.n2;
+        if (post) {
+            Matrix<T> dsum2 = Matrix<T>::Zero(rows, D);
+            normBack(bw.mlpNorm, dx, s.sum2, s.s2, dsum2);
+            dx = std::move(dsum2); // from here on: the gradient of sum2, which the residual and the MLP share
+        }
         Matrix<T> dact = Matrix<T>::Zero(s.act.rows(), s.act.cols());
         bw.down->backward(dx, s.act, &dact, g.down);
         Matrix<T> dmlpIn = Matrix<T>::Zero(rows, mlpIn.cols());
@@ -297,7 +324,13 @@ template <class T> struct CausalLm<T>::Impl {
         bw.up->backward(dup, mlpIn, &dmlpIn, g.in);
         Matrix<T> dAttnOut, dxin;
         Matrix<T> dn1 = Matrix<T>::Zero(rows, D);
-        if (parallel) {
+        if (post) {
+            const Matrix<T> dmid = dx + dmlpIn;
+            Matrix<T> dsum1 = Matrix<T>::Zero(rows, D);
+            normBack(bw.attnNorm, dmid, s.sum1, s.s1, dsum1);
+            dAttnOut = dsum1;
+            dxin = std::move(dsum1);
+        } else if (parallel) {
             dAttnOut = dx;
             dxin = dx;
             dn1 = dmlpIn;
@@ -316,26 +349,31 @@ template <class T> struct CausalLm<T>::Impl {
             ropeBackward(dq, g.dims.seq, g.dims.heads, g.dims.headDim, rope);
             ropeBackward(dk, g.dims.seq, g.dims.kvHeads, g.dims.headDim, rope);
         }
+        // Post-norm attention reads the block input itself: its q/k/v gradients go straight into dxin.
+        const Matrix<T> &attnIn = post ? s.x : s.n1;
+        Matrix<T> &dAttnIn = post ? dxin : dn1;
         if (bw.qkv) {
             Matrix<T> dqkv(rows, dq.cols() + dk.cols() + dv.cols());
             dqkv << dq, dk, dv;
-            bw.qkv->backward(dqkv, s.n1, &dn1, g.qkv);
+            bw.qkv->backward(dqkv, attnIn, &dAttnIn, g.qkv);
         } else {
-            bw.q->backward(dq, s.n1, &dn1, g.q);
-            bw.k->backward(dk, s.n1, &dn1, g.k);
-            bw.v->backward(dv, s.n1, &dn1, g.v);
+            bw.q->backward(dq, attnIn, &dAttnIn, g.q);
+            bw.k->backward(dk, attnIn, &dAttnIn, g.k);
+            bw.v->backward(dv, attnIn, &dAttnIn, g.v);
         }
-        normBack(bw.attnNorm, dn1, s.x, s.s1, dxin);
+        if (!post)
+            normBack(bw.attnNorm, dn1, s.x, s.s1, dxin);
         dx = std::move(dxin);
     }
 };
 
 template <class T> void CausalLm<T>::checkSupported(const Model &model) {
     const ModelConfig &c = model.config;
-    if (c.family == ArchFamily::Bert)
-        throw LatheError(model.sourcePath + ": training runs decoder language models (BERT's MLM head is not "
-                                            "supported yet)",
-                         "use a Llama-family, OPT, GPT-2 or Phi-2 model");
+    if (c.family == ArchFamily::Bert &&
+        (!model.find(TensorRole::HeadTransform) || !model.find(TensorRole::HeadNorm)))
+        throw LatheError(model.sourcePath + ": this BERT checkpoint has no masked-LM head (cls.predictions.*: a "
+                                            "BertModel rather than a BertForMaskedLM), so it has no loss to train",
+                         "use a BertForMaskedLM checkpoint (bert-base-uncased has the head), or a decoder");
     if (c.slicing.active())
         throw LatheError(model.sourcePath + ": training a sliced model is not supported yet");
     Transformer::checkSupported(model);
@@ -355,6 +393,7 @@ template <class T> CausalLm<T>::CausalLm(const Model &model) : m_impl(std::make_
     m.rms = c.family == ArchFamily::Llama;
     m.parallel = c.family == ArchFamily::Phi;
     m.swiglu = c.family == ArchFamily::Llama;
+    m.post = c.family == ArchFamily::Bert;
     m.activation = cpu::parseActivation(c.activation.empty() ? defaultActivation(c.family) : c.activation,
                                         model.sourcePath);
     m.positionOffset = c.family == ArchFamily::Opt ? 2 : 0;
@@ -390,6 +429,8 @@ template <class T> CausalLm<T>::CausalLm(const Model &model) : m_impl(std::make_
     };
     m.embedding = load(TensorRole::TokenEmbedding, -1, false, true);
     m.position = load(TensorRole::PositionEmbedding, -1, false, false);
+    m.tokenType = load(TensorRole::TokenTypeEmbedding, -1, false, false);
+    m.embeddingNorm = norm(TensorRole::EmbeddingNorm, -1, m.post);
     for (int l = 0; l < int(c.numLayers); ++l) {
         typename Impl::Block b;
         b.attnNorm = norm(TensorRole::AttnNorm, l, true);
@@ -410,9 +451,15 @@ template <class T> CausalLm<T>::CausalLm(const Model &model) : m_impl(std::make_
         m.blocks.push_back(std::move(b));
     }
     m.selections.resize(m.blocks.size());
-    m.finalNorm = norm(TensorRole::FinalNorm, -1, true);
+    m.finalNorm = norm(TensorRole::FinalNorm, -1, !m.post);
     m.headW = load(TensorRole::LmHead, -1, false, false); // absent: tied to the token embedding
-    m.headB = m.headW ? load(TensorRole::LmHead, -1, true, false) : nullptr;
+    // BERT's decoder bias (cls.predictions.bias) is there whether or not the decoder weight is tied.
+    m.headB = m.headW || m.post ? load(TensorRole::LmHead, -1, true, false) : nullptr;
+    if (m.post) {
+        m.transformW = load(TensorRole::HeadTransform, -1, false, true);
+        m.transformB = load(TensorRole::HeadTransform, -1, true, false);
+        m.transformNorm = norm(TensorRole::HeadNorm, -1, true);
+    }
 
     const cpu::RopeTable table = ropeTableFor(c, c.maxPositions, model.sourcePath);
     m.rope.rotaryDim = table.rotaryDim;
@@ -422,6 +469,7 @@ template <class T> CausalLm<T>::CausalLm(const Model &model) : m_impl(std::make_
     m.dims.kvHeads = int(c.numKvHeads);
     m.dims.headDim = int(c.headDim);
     m.dims.scale = 1.0 / std::sqrt(double(c.headDim));
+    m.dims.causal = !m.post;
 }
 
 template <class T> CausalLm<T>::~CausalLm() = default;
@@ -436,9 +484,12 @@ uint64_t CausalLm<T>::activationBytes(const ModelConfig &c, int64_t batch, int64
                                       bool recompute) {
     const uint64_t rows = uint64_t(batch * seq), D = uint64_t(c.hiddenSize), F = uint64_t(c.intermediateSize),
                    d = uint64_t(c.headDim), H = uint64_t(c.numHeads), KV = uint64_t(c.numKvHeads);
+    const uint64_t gated = c.family == ArchFamily::Llama ? 3 : 2; // gate, up, product; or up and activation
     const uint64_t perBlock =
-        rows * (5 * D + 2 * H * d + 2 * KV * d + 3 * F) + uint64_t(batch) * H * uint64_t(seq * seq);
-    const uint64_t head = rows * (2 * D + uint64_t(std::min<int64_t>(lossChunk, c.vocabSize))); // input, h, a chunk
+        rows * (5 * D + 2 * H * d + 2 * KV * d + gated * F) + uint64_t(batch) * H * uint64_t(seq * seq);
+    // The head's input, h and a chunk of logits; BERT also keeps the embedding sum before its norm and the head
+    // transform's three outputs.
+    const uint64_t head = rows * ((c.family == ArchFamily::Bert ? 6 : 2) * D + uint64_t(std::min<int64_t>(lossChunk, c.vocabSize)));
     const uint64_t blocks = recompute ? rows * D * uint64_t(c.numLayers) + perBlock : perBlock * uint64_t(c.numLayers);
     return (blocks + head) * sizeof(T);
 }
@@ -519,28 +570,69 @@ void CausalLm<T>::forEachExportTensor(
         fn(k->weightName(), k->effectiveWeight());
 }
 
-template <class T> T CausalLm<T>::forward(const TokenBatch &batch) {
+template <class T> bool CausalLm<T>::maskedLm() const { return m_impl->post; }
+template <class T> void CausalLm<T>::setMasking(MlmMasking masking) { m_impl->masking = std::move(masking); }
+template <class T> const MlmMasking &CausalLm<T>::masking() const { return m_impl->masking; }
+
+
+template <class T> T CausalLm<T>::forward(const TokenBatch &batch, uint64_t maskSeed) {
+    const Impl &m = *m_impl;
+    require(batch.seq >= 1 && int64_t(batch.tokens.size()) == batch.batch * batch.seq, "training",
+            "a batch needs batch x seq tokens");
+    if (m.post) {
+        require(m.masking.maskId >= 0 && m.masking.maskId < m.config.vocabSize, "training",
+                "masked-LM training needs the tokenizer's [MASK] id", "give the model's tokenizer (vocab.txt)");
+        MaskedBatch masked = maskTokens(batch, m.masking, m.config.vocabSize, maskSeed);
+        return forwardWithTargets(masked.inputs, std::move(masked.targets));
+    }
+    require(batch.seq >= 2, "training", "a batch needs windows of at least 2 tokens");
+    std::vector<int32_t> targets(batch.tokens.size(), -1);
+    for (int64_t b = 0; b < batch.batch; ++b)
+        for (int64_t t = 0; t + 1 < batch.seq; ++t)
+            targets[size_t(b * batch.seq + t)] = batch.tokens[size_t(b * batch.seq + t + 1)];
+    return forwardWithTargets(batch, std::move(targets));
+}
+
+template <class T> T CausalLm<T>::forwardWithTargets(const TokenBatch &batch, std::vector<int32_t> targets) {
     Impl &m = *m_impl;
     const ModelConfig &c = m.config;
-    require(batch.seq >= 2 && int64_t(batch.tokens.size()) == batch.batch * batch.seq, "training",
-            "a batch needs windows of at least 2 tokens");
+    require(batch.seq >= 1 && int64_t(batch.tokens.size()) == batch.batch * batch.seq &&
+                targets.size() == batch.tokens.size(),
+            "training", "a batch needs batch x seq tokens and as many targets");
+    require(batch.mask.empty(), "training", "padded batches are not supported in training");
+    require(std::any_of(targets.begin(), targets.end(), [](int32_t t) { return t >= 0; }), "training",
+            "the batch has no target to predict");
     const int64_t maxSeq = m.position ? m.position->value.rows() - m.positionOffset : c.maxPositions;
     require(batch.seq <= maxSeq, "training",
             "windows of " + std::to_string(batch.seq) + " tokens are longer than the model's " +
                 std::to_string(maxSeq) + " positions");
+    for (const int32_t id : batch.tokens)
+        require(id >= 0 && id < m.embedding->value.rows(), "training",
+                "token id " + std::to_string(id) + " is outside the vocabulary");
     m.dims.batch = batch.batch;
     m.dims.seq = batch.seq;
     m.ids = batch.tokens;
-    m.targets.assign(m.ids.size(), -1);
-    for (int64_t b = 0; b < batch.batch; ++b)
-        for (int64_t t = 0; t + 1 < batch.seq; ++t)
-            m.targets[size_t(b * batch.seq + t)] = m.ids[size_t(b * batch.seq + t + 1)];
+    m.targets = std::move(targets);
+    m.types.clear();
+    if (m.tokenType) {
+        m.types = batch.tokenTypes.empty() ? std::vector<int32_t>(m.ids.size(), 0) : batch.tokenTypes;
+        require(m.types.size() == m.ids.size(), "training", "one segment id per token");
+        for (const int32_t t : m.types)
+            require(t >= 0 && t < m.tokenType->value.rows(), "training", "segment id out of range");
+    }
 
     Matrix<T> x;
     embeddingForward(m.embedding->value, m.ids, x);
     if (m.position)
         for (int64_t r = 0; r < x.rows(); ++r)
             x.row(r) += m.position->value.row(r % batch.seq + m.positionOffset);
+    if (m.tokenType)
+        for (int64_t r = 0; r < x.rows(); ++r)
+            x.row(r) += m.tokenType->value.row(m.types[size_t(r)]);
+    if (m.embeddingNorm.w) {
+        m.embeddingIn = std::move(x);
+        m.norm(m.embeddingNorm, m.embeddingIn, x, m.embeddingState);
+    }
     m.saved.resize(m.blocks.size());
     m.gathers.resize(m.blocks.size());
     m.norms.resize(m.blocks.size());
@@ -552,9 +644,19 @@ template <class T> T CausalLm<T>::forward(const TokenBatch &batch) {
             m.saved[l].dropAllButInput();
     }
     m.finalIn = std::move(x);
-    m.norm(m.finalNorm, m.finalIn, m.h, m.finalState);
+    if (m.finalNorm.w)
+        m.norm(m.finalNorm, m.finalIn, m.h, m.finalState);
+    else
+        m.h = m.finalIn;
+    const Matrix<T> *headIn = &m.h;
+    if (m.transformW) {
+        linearForward(m.h, m.transformW->value, asVector(m.transformB), m.transformPre);
+        m.activate(m.transformPre, m.transformAct);
+        m.norm(m.transformNorm, m.transformAct, m.transformOut, m.transformState);
+        headIn = &m.transformOut;
+    }
     const Matrix<T> &head = m.headW ? m.headW->value : m.embedding->value;
-    const T loss = crossEntropyForward(m.h, head, asVector(m.headB), m.targets, m_lossChunk, m.loss);
+    const T loss = crossEntropyForward(*headIn, head, asVector(m.headB), m.targets, m_lossChunk, m.loss);
     m.haveForward = true;
     return loss;
 }
@@ -564,15 +666,30 @@ template <class T> void CausalLm<T>::backward(T scale) {
     require(m.haveForward, "training", "backward needs a forward first");
     const int64_t rows = int64_t(m.ids.size()), D = m.finalIn.cols();
 
-    // Head and final norm.
+    // Head (and BERT's head transform) and final norm.
     Matrix<T> dh = Matrix<T>::Zero(rows, D);
     Parameter<T> *headParam = m.headW ? m.headW : m.embedding;
     Vector<T> dHeadBias = Impl::vecGrad(m.headB);
-    crossEntropyBackward(m.h, headParam->value, asVector(m.headB), m.targets, m_lossChunk, m.loss, scale, dh,
+    const Matrix<T> &headIn = m.transformW ? m.transformOut : m.h;
+    crossEntropyBackward(headIn, headParam->value, asVector(m.headB), m.targets, m_lossChunk, m.loss, scale, dh,
                          Impl::gradOf(headParam), dHeadBias.size() ? &dHeadBias : nullptr);
     addVectorGrad(m.headB, dHeadBias);
-    Matrix<T> dx = Matrix<T>::Zero(rows, D);
-    m.normBack(m.finalNorm, dh, m.finalIn, m.finalState, dx);
+    if (m.transformW) {
+        Matrix<T> dAct = Matrix<T>::Zero(rows, D), dPre = Matrix<T>::Zero(rows, D), dTransformIn = Matrix<T>::Zero(rows, D);
+        m.normBack(m.transformNorm, dh, m.transformAct, m.transformState, dAct);
+        m.activateBack(dAct, m.transformPre, dPre);
+        Vector<T> db = Impl::vecGrad(m.transformB);
+        linearBackward(dPre, m.h, m.transformW->value, &dTransformIn, Impl::gradOf(m.transformW), db.size() ? &db : nullptr);
+        addVectorGrad(m.transformB, db);
+        dh = std::move(dTransformIn);
+    }
+    Matrix<T> dx;
+    if (m.finalNorm.w) {
+        dx = Matrix<T>::Zero(rows, D);
+        m.normBack(m.finalNorm, dh, m.finalIn, m.finalState, dx);
+    } else {
+        dx = std::move(dh);
+    }
 
     for (size_t li = m.blocks.size(); li-- > 0;) {
         if (m.recompute)
@@ -581,11 +698,87 @@ template <class T> void CausalLm<T>::backward(T scale) {
         if (m.recompute)
             m.saved[li].dropAllButInput();
     }
+    if (m.embeddingNorm.w) {
+        Matrix<T> dEmbedding = Matrix<T>::Zero(rows, D);
+        m.normBack(m.embeddingNorm, dx, m.embeddingIn, m.embeddingState, dEmbedding);
+        dx = std::move(dEmbedding);
+    }
     if (m.embedding->trainable())
         embeddingBackward(dx, m.ids, m.embedding->grad);
     if (m.position && m.position->trainable())
         for (int64_t r = 0; r < rows; ++r)
             m.position->grad.row(r % m.dims.seq + m.positionOffset) += dx.row(r);
+    if (m.tokenType && m.tokenType->trainable())
+        for (int64_t r = 0; r < rows; ++r)
+            m.tokenType->grad.row(m.types[size_t(r)]) += dx.row(r);
+}
+
+// splitmix64 (Steele et al. 2014): a fixed, portable stream of 64-bit draws for the masks.
+namespace {
+struct SplitMix {
+    uint64_t state;
+    uint64_t next() {
+        uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        return z ^ (z >> 31);
+    }
+    double uniform() { return double(next() >> 11) * 0x1.0p-53; } // [0, 1)
+};
+} // namespace
+
+MaskedBatch maskTokens(const TokenBatch &batch, const MlmMasking &masking, int64_t vocab, uint64_t seed) {
+    require(masking.rate > 0 && masking.rate <= 1, "training", "the masking rate must be in (0, 1]");
+    require(vocab > 0 && vocab <= int64_t(INT32_MAX), "training", "bad vocabulary size");
+    MaskedBatch out{batch, std::vector<int32_t>(batch.tokens.size(), -1)};
+    SplitMix rng{seed};
+    auto special = [&](int32_t id) {
+        return id == masking.maskId ||
+               std::find(masking.special.begin(), masking.special.end(), id) != masking.special.end();
+    };
+    auto choose = [&](size_t i) {
+        out.targets[i] = batch.tokens[i];
+        const double u = rng.uniform();
+        if (u < 0.8)
+            out.inputs.tokens[i] = masking.maskId;
+        else if (u < 0.9)
+            out.inputs.tokens[i] = int32_t(rng.next() % uint64_t(vocab));
+    };
+    for (int64_t b = 0; b < batch.batch; ++b) {
+        bool any = false;
+        for (int64_t t = 0; t < batch.seq; ++t) {
+            const size_t i = size_t(b * batch.seq + t);
+            if (rng.uniform() < masking.rate && !special(batch.tokens[i])) {
+                choose(i);
+                any = true;
+            }
+        }
+        for (int64_t t = 0; !any && t < batch.seq; ++t) {
+            const size_t i = size_t(b * batch.seq + t);
+            if (!special(batch.tokens[i])) {
+                choose(i);
+                any = true;
+            }
+        }
+    }
+    return out;
+}
+
+std::string objectiveName(const ModelConfig &config, const MlmMasking &masking) {
+    if (config.family != ArchFamily::Bert)
+        return "next-token";
+    char rate[32];
+    std::snprintf(rate, sizeof rate, "%g", 100 * masking.rate);
+    return std::string("masked-LM (") + rate + "% of tokens)";
+}
+
+MlmMasking mlmMaskingFor(const Tokenizer &tokenizer) {
+    MlmMasking m;
+    m.maskId = tokenizer.mask;
+    for (const int32_t id : {tokenizer.bos, tokenizer.eos, tokenizer.pad})
+        if (id >= 0)
+            m.special.push_back(id);
+    return m;
 }
 
 template class ParameterSet<float>;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "engine/transformer.h"
 #include "model/modelconfig.h"
 #include "model/tensorrole.h"
 #include "train/ops.h"
@@ -13,7 +14,7 @@
 namespace lathe {
 
 class Model;
-struct TokenBatch;
+class Tokenizer;
 
 namespace train {
 
@@ -89,18 +90,44 @@ struct BlockSelection {
     bool all() const { return mlpChannels.empty() && kvGroups.empty(); }
 };
 
-// A decoder language model for training, built from the training ops: forward over a batch of windows with every
-// activation the backward needs kept per block, the mean next-token loss, and backward into the gradients of the
-// trainable parameters. Families: Llama (RMSNorm, RoPE with the model's scaling, grouped-query heads, SwiGLU,
-// q/k/v biases when present, tied or untied head), OPT (LayerNorm, learned positions at offset 2, ReLU, biases),
-// GPT-2 (LayerNorm, learned positions, fused q|k|v, GELU) and Phi-2 (parallel attention and MLP from one LayerNorm,
-// partial rotary, GELU, a biased head); BERT and sliced models are refused with a LatheError. Every block linear is
-// a LinearKind (dense when loaded); a method swaps in another kind with replaceLinear.
+// BERT's masked-language-model objective as Hugging Face's DataCollatorForLanguageModeling applies it (Devlin et
+// al. 2019): each token that is not special is chosen with probability `rate`; a chosen token becomes [MASK] 80%
+// of the time, a uniformly random token 10%, and stays 10%; the loss is the mean over the chosen tokens of
+// -log p(original token). The masks are a function of the seed alone (own draws from a splitmix64 stream, the same
+// on every platform), so a resumed run and every evaluation see the masks an uninterrupted run saw.
+struct MlmMasking {
+    int32_t maskId = -1;          // the tokenizer's [MASK]; -1: unknown (training refuses)
+    double rate = 0.15;
+    std::vector<int32_t> special; // never chosen: [CLS], [SEP], [PAD], [MASK]
+};
+// The masked inputs of `batch` and their targets (the original id where chosen, -1 elsewhere). Each window gets
+// at least one chosen token (its first non-special one when the draws chose none), so the loss is always defined.
+struct MaskedBatch {
+    TokenBatch inputs;
+    std::vector<int32_t> targets;
+};
+MaskedBatch maskTokens(const TokenBatch &batch, const MlmMasking &masking, int64_t vocab, uint64_t seed);
+// The masking for a model's tokenizer: its [MASK], with its [CLS], [SEP] and [PAD] never chosen.
+MlmMasking mlmMaskingFor(const Tokenizer &tokenizer);
+// What a model's training loss is of, for logs and results: "next-token", or "masked-LM (15% of tokens)" (BERT).
+std::string objectiveName(const ModelConfig &config, const MlmMasking &masking);
+
+// A language model for training, built from the training ops: forward over a batch of windows with every
+// activation the backward needs kept per block, the mean loss, and backward into the gradients of the trainable
+// parameters. Decoders (the mean next-token loss): Llama (RMSNorm, RoPE with the model's scaling, grouped-query
+// heads, SwiGLU, q/k/v biases when present, tied or untied head), OPT (LayerNorm, learned positions at offset 2,
+// ReLU, biases), GPT-2 (LayerNorm, learned positions, fused q|k|v, GELU) and Phi-2 (parallel attention and MLP from
+// one LayerNorm, partial rotary, GELU, a biased head). BERT with its masked-LM head (BertForMaskedLM: token, position
+// and segment embeddings with a LayerNorm, post-norm blocks with bidirectional attention, the head's dense + GELU +
+// LayerNorm before the tied decoder and its bias; the masked-LM loss, maskedLm()); a BERT without that head and
+// sliced models are refused with a LatheError. Every block linear is a LinearKind (dense when loaded); a method
+// swaps in another kind with replaceLinear.
 //
 // Activations kept (values per block, for a batch of B windows of S tokens, width D, intermediate F, H query heads,
 // KV key/value heads of size d): input, normed input, attention output, mid residual and its normed copy (5 B S D;
-// Phi-2's parallel blocks keep two of them fewer), q, k, v after RoPE and the context (B S (2 H d + 2 KV d)),
-// attention probabilities (B H S^2), gate, up and their product (3 B S F): for SmolLM2-135M at B = 1, S = 512 in
+// Phi-2's parallel blocks keep two of them fewer; BERT keeps the input, attention output, the two sums before its
+// norms and the mid residual), q, k, v after RoPE and the context (B S (2 H d + 2 KV d)), attention probabilities
+// (B H S^2), gate, up and their product (3 B S F; 2 B S F without a gate): for SmolLM2-135M at B = 1, S = 512 in
 // fp32 that is 27.9 MB per block, 848 MB for the 30 blocks and the head (`lathe-cli train --dry-run`). With
 // recomputation (setRecompute) only each block's input stays (B S D per block) and backward runs the block's
 // forward again just before its backward, so one block's full set is alive at a time: 30 x 1.18 MB + 27.9 MB =
@@ -117,9 +144,18 @@ public:
     const ParameterSet<T> &parameters() const { return m_params; }
     const ModelConfig &config() const;
 
-    // The mean of -log p(token t+1 | tokens <= t) over every position of every window but the last of each (the
-    // perplexity protocol's numerator per prediction); keeps the activations for backward.
-    T forward(const TokenBatch &batch);
+    // Decoders: the mean of -log p(token t+1 | tokens <= t) over every position of every window but the last of
+    // each (the perplexity protocol's numerator per prediction). Masked LM (BERT): the batch masked by
+    // maskTokens(batch, masking(), vocabulary, maskSeed), and the mean loss over the chosen tokens. Keeps the
+    // activations for backward.
+    T forward(const TokenBatch &batch, uint64_t maskSeed = 0);
+    // The mean of -log p(targets[r] | inputs) over the rows r with targets[r] >= 0 (a decoder predicts row r's
+    // target from rows <= r; BERT from the whole window): any objective, e.g. a masking made elsewhere.
+    T forwardWithTargets(const TokenBatch &inputs, std::vector<int32_t> targets);
+    // BERT's masked-LM objective (forward masks the batch) rather than next-token prediction.
+    bool maskedLm() const;
+    void setMasking(MlmMasking masking);
+    const MlmMasking &masking() const;
     // Gradients of `scale` x the last forward's loss, accumulated into every trainable parameter's gradient.
     void backward(T scale = T(1));
     // Vocabulary rows per chunk of the fused LM head and cross-entropy.

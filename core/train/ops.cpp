@@ -204,16 +204,17 @@ void attentionForward(const Matrix<T> &q, const Matrix<T> &k, const Matrix<T> &v
             gemm<T>(false, true, S, S, D, T(d.scale), qh, qw, kh, kw, T(0), P, S);
             for (int64_t i = 0; i < S; ++i) {
                 T *row = P + i * S;
+                const int64_t keys = d.causal ? i + 1 : S;
                 T mx = -std::numeric_limits<T>::infinity();
-                for (int64_t j = 0; j <= i; ++j)
+                for (int64_t j = 0; j < keys; ++j)
                     mx = std::max(mx, row[j]);
                 T sum = 0;
-                for (int64_t j = 0; j <= i; ++j)
+                for (int64_t j = 0; j < keys; ++j)
                     sum += (row[j] = std::exp(row[j] - mx));
                 const T inv = T(1) / sum;
-                for (int64_t j = 0; j <= i; ++j)
+                for (int64_t j = 0; j < keys; ++j)
                     row[j] *= inv;
-                std::fill(row + i + 1, row + S, T(0));
+                std::fill(row + keys, row + S, T(0));
             }
             gemm<T>(false, false, S, D, S, T(1), P, S, vh, kw, T(0), ctx.data() + b * S * qw + int64_t(h) * D, qw);
         }
@@ -239,12 +240,13 @@ void attentionBackward(const Matrix<T> &dctx, const Matrix<T> &q, const Matrix<T
             for (int64_t i = 0; i < S; ++i) {
                 const T *p = P + i * S;
                 T *g = dP.data() + i * S;
+                const int64_t keys = d.causal ? i + 1 : S;
                 T rowDot = 0;
-                for (int64_t j = 0; j <= i; ++j)
+                for (int64_t j = 0; j < keys; ++j)
                     rowDot += g[j] * p[j];
-                for (int64_t j = 0; j <= i; ++j)
+                for (int64_t j = 0; j < keys; ++j)
                     g[j] = p[j] * (g[j] - rowDot) * T(d.scale);
-                std::fill(g + i + 1, g + S, T(0));
+                std::fill(g + keys, g + S, T(0));
             }
             gemm<T>(false, false, S, D, S, T(1), dP.data(), S, k.data() + kOff, kw, T(1), dq.data() + qOff, qw);
             gemm<T>(true, false, S, D, S, T(1), dP.data(), S, q.data() + qOff, qw, T(1), dk.data() + kOff, kw);

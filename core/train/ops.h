@@ -57,7 +57,7 @@ template <class T> struct RopeAngles {
 template <class T> void ropeForward(Matrix<T> &x, int64_t seq, int heads, int headDim, const RopeAngles<T> &rope);
 template <class T> void ropeBackward(Matrix<T> &dx, int64_t seq, int heads, int headDim, const RopeAngles<T> &rope);
 
-// ---- causal attention with grouped-query heads ----
+// ---- attention with grouped-query heads, causal (decoders) or bidirectional (BERT) ----
 // q: (rows x heads*headDim), k and v: (rows x kvHeads*headDim) -> ctx (rows x heads*headDim). The forward SAVES the
 // probabilities: batch x heads x seq x seq values (SmolLM2 at 512 tokens, batch 1: 9 heads x 512^2 x 4 B = 9.4 MB
 // per block), which backward reads instead of recomputing QK^T; the activation store (item 2) may drop them and
@@ -66,9 +66,10 @@ struct AttentionDims {
     int64_t batch = 1, seq = 0;
     int heads = 0, kvHeads = 0, headDim = 0;
     double scale = 1.0; // usually 1/sqrt(headDim)
+    bool causal = true; // false: every query attends to every key of its window (BERT; no padding in training)
 };
 template <class T> struct AttentionState {
-    std::vector<T> probs; // [batch][head][query][key], zero above the diagonal
+    std::vector<T> probs; // [batch][head][query][key], zero above the diagonal when causal
 };
 template <class T>
 void attentionForward(const Matrix<T> &q, const Matrix<T> &k, const Matrix<T> &v, const AttentionDims &d,

@@ -2,6 +2,7 @@
 
 #include "engine/calibration.h"
 #include "engine/transformer.h"
+#include "io/tokenizerloader.h"
 #include "model/model.h"
 #include "train/causallm.h"
 #include "train/linearkinds.h"
@@ -14,6 +15,8 @@ namespace lathe::train {
 std::map<std::string, std::vector<float>> collectGradientMagnitudes(const Model &model, const CalibrationSet &set,
                                                                     const ProgressCallback &progress) {
     CausalLm<float> lm(model);
+    if (lm.maskedLm()) // BERT: the gradient of the masked-LM loss, sequence s masked with seed s
+        lm.setMasking(mlmMaskingFor(*loadTokenizer(model)));
     // Only the block linears' weights need a gradient: the rest is frozen (no buffers, no weight-gradient GEMMs).
     std::vector<Parameter<float> *> weights;
     for (const auto &slot : lm.linears())
@@ -32,7 +35,7 @@ std::map<std::string, std::vector<float>> collectGradientMagnitudes(const Model 
         batch.seq = int64_t(set.sequences[s].size());
         batch.tokens = set.sequences[s];
         lm.parameters().zeroGrad();
-        lm.forward(batch);
+        lm.forward(batch, uint64_t(s));
         lm.backward();
         for (size_t i = 0; i < weights.size(); ++i) {
             const float *g = weights[i]->grad.data();

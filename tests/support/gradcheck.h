@@ -48,9 +48,9 @@ inline double weighted(const train::Matrix<double> &y, const train::Matrix<doubl
 
 // A parameter of a whole model against central finite differences of its loss on `batch`, at 8 elements drawn
 // from `rng` (all of a smaller one); the gradient must be the one of the last backward on that batch. Returns max
-// |analytic - numeric| / max(1e-8, the gradient's largest magnitude): the floor keeps a gradient that is zero
-// analytically (OPT's key bias: softmax ignores a constant added to a row of scores) against the finite
-// differences' rounding noise (~1e-10).
+// |analytic - numeric| / max(1e-4, the gradient's largest magnitude): the floor holds a gradient that is small or
+// zero analytically (the key bias: softmax ignores a constant added to a row of scores) to an absolute bound
+// instead, since the finite differences of an fp64 loss near 5 carry ~1e-9 of rounding at a step of 1e-6.
 inline double modelFdError(train::CausalLm<double> &lm, const TokenBatch &batch, train::Parameter<double> &p,
                            std::mt19937 &rng) {
     const train::Matrix<double> grad = p.grad;
@@ -67,7 +67,7 @@ inline double modelFdError(train::CausalLm<double> &lm, const TokenBatch &batch,
         x = keep;
         err = std::max(err, std::abs((up - down) / (2 * eps) - grad.data()[i]));
     }
-    return err / std::max(1e-8, grad.cwiseAbs().maxCoeff());
+    return err / std::max(1e-4, grad.cwiseAbs().maxCoeff());
 }
 
 } // namespace lathe::test
