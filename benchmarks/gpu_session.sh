@@ -23,6 +23,8 @@ if [ ! -x build-gpu/app/lathe-cli ]; then
     { grep -m 20 -B2 -A6 'error' "$out/build.log"; exit 1; }
 fi
 cli=build-gpu/app/lathe-cli
+# The CUDA backend is a plugin beside lathe-cli (built with it), loaded when the GPUs are asked for.
+[ -f build-gpu/app/liblathe_gpu.so ] || { echo "build-gpu/app/liblathe_gpu.so is missing: the CUDA toolkit was not found"; exit 1; }
 "$cli" devices
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv 2>/dev/null
 status=0

@@ -227,9 +227,11 @@ public:
 
 } // namespace
 
-void registerCudaBackend() {
+const GpuPlatform &cudaPlatform() {
     static const CudaPlatform platform;
-    registerGpuPlatform(&platform);
+    return platform;
 }
+
+void registerCudaBackend() { registerGpuPlatform(&cudaPlatform()); }
 
 } // namespace lathe::gpu

@@ -1,18 +1,14 @@
 #pragma once
 
+#include "numeric/backend.h"
+
 #include <string>
 #include <vector>
 
 namespace lathe::gpu {
 
-// One comparison of a GPU path with its CPU reference.
-struct GpuCheck {
-    std::string name;      // "forward fp32 llama", "cusolver dsyevd", ...
-    bool passed = false;
-    double error = 0;      // the measured error, in the unit the tolerance states
-    double tolerance = 0;
-    std::string detail;    // what was compared, or why it failed
-};
+// One comparison of a GPU path with its CPU reference (declared in core, which hands the plugin's results on).
+using GpuCheck = GpuSelfCheck;
 
 // Every GPU-vs-CPU check, on the repository's fixtures (tests/fixtures under `sourceDir`) and demo model. Plain C++
 // without Qt, so the lent GPU machine (which has no Qt) runs it through `lathe-cli check-gpu`; the Qt test tst_gpu

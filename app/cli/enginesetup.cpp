@@ -21,8 +21,8 @@ DeviceChoice parseDevice(const std::optional<std::string> &v) {
 
 std::unique_ptr<ComputeBackend> chooseForwardDevice(const std::optional<std::string> &device) {
     const DeviceChoice choice = parseDevice(device);
-    if (choice.preference == DevicePreference::Cuda && !gpuBackendCompiled())
-        throw LatheError("this build has no CUDA backend, so the forward pass cannot run on a GPU",
+    if (std::string why; choice.preference == DevicePreference::Cuda && !gpuBackendCompiled(&why))
+        throw LatheError("no CUDA backend (" + why + "), so the forward pass cannot run on a GPU",
                          "use --device cpu, or rebuild with the CUDA toolkit installed");
     std::string note;
     auto backend = createBackend(choice, &note); // LatheError for --device cuda without that usable device

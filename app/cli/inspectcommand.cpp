@@ -59,7 +59,9 @@ int runDevices(int, char **) {
     if (d.totalMemory)
         std::printf("memory   %.1f GiB\ncompute  sm_%d%d\n", double(d.totalMemory) / (1 << 30), d.computeMajor,
                     d.computeMinor);
-    std::printf("cuda     %s\n", gpuBackendCompiled() ? "compiled in" : "not compiled in");
+    std::string plugin;
+    const bool cuda = gpuBackendCompiled(&plugin);
+    std::printf("cuda     %s\n", (cuda ? "backend " + plugin : "no backend: " + plugin).c_str());
     // Every usable GPU, as --device and job specs name them.
     for (const DeviceInfo &g : gpuDevices())
         std::printf("gpu      %s, sm_%d%d\n", g.label().c_str(), g.computeMajor, g.computeMinor);

@@ -7,9 +7,6 @@
 #include "numeric/backend.h"
 #include "numeric/blas.h"
 
-#ifdef LATHE_HAVE_CUDA
-#include "cudabackend.h"
-#endif
 
 #include <spdlog/spdlog.h>
 
@@ -75,9 +72,6 @@ int main(int argc, char **argv) {
     // A file size limit (ulimit -f) then fails the write with EFBIG, which is reported like a full disk, instead of
     // killing the process with SIGXFSZ and leaving a half-written file.
     std::signal(SIGXFSZ, SIG_IGN);
-#ifdef LATHE_HAVE_CUDA
-    lathe::gpu::registerCudaBackend();
-#endif
     bool verbose = false;
     std::string logFile;
     // Global options may appear anywhere; strip them before the subcommand parses its own.

@@ -7,10 +7,6 @@
 #include "numeric/backend.h"
 #include "numeric/blas.h"
 
-#ifdef LATHE_HAVE_CUDA
-#include "cudabackend.h"
-#endif
-
 #include <QApplication>
 #include <QCommandLineParser>
 #include <QTabWidget>
@@ -34,9 +30,6 @@ int main(int argc, char **argv) {
     QApplication::setApplicationName("Lathe");
     QApplication::setApplicationVersion(LATHE_VERSION);
     lathe::registerUiMetaTypes();
-#ifdef LATHE_HAVE_CUDA
-    lathe::gpu::registerCudaBackend();
-#endif
     // --verbose (as in lathe-cli): every log level on stderr too. Read before the parser runs, because the logger
     // must exist for the jobs the command line starts.
     bool verbose = false;

@@ -4,8 +4,14 @@
 #include "numeric/dequantize.h"
 #include "numeric/linalg.h"
 
+#include <dlfcn.h>
+#include <unistd.h>
+
 #include <charconv>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <mutex>
 #include <thread>
 
 namespace lathe {
@@ -13,6 +19,82 @@ namespace lathe {
 namespace {
 
 const GpuPlatform *g_platform = nullptr;
+bool g_fromPlugin = false; // g_platform is the plugin's
+
+// The loaded plugin (gpuBackendCompiled in backend.h): its handle and path, or why there is none. Loaded once.
+struct GpuPlugin {
+    void *handle = nullptr;
+    std::string where = "this build has no CUDA backend";
+};
+
+#ifndef LATHE_GPU_PLUGIN_NAME
+#define LATHE_GPU_PLUGIN_NAME "liblathe_gpu.so"
+#endif
+
+// Where the plugin may be, in the order tried: $LATHE_GPU_PLUGIN, beside the executable, ../lib/lathe/.
+std::vector<std::filesystem::path> pluginCandidates() {
+    namespace fs = std::filesystem;
+    std::vector<fs::path> out;
+    if (const char *env = std::getenv("LATHE_GPU_PLUGIN"); env && *env)
+        out.emplace_back(env);
+    std::error_code ec;
+    const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+    if (!ec) {
+        out.push_back(exe.parent_path() / LATHE_GPU_PLUGIN_NAME);
+        out.push_back(exe.parent_path().parent_path() / "lib" / "lathe" / LATHE_GPU_PLUGIN_NAME);
+    }
+    std::erase_if(out, [](const fs::path &p) {
+        std::error_code e;
+        return !fs::exists(p, e);
+    });
+    return out;
+}
+
+const char *const kNoPlugin = "this build has no CUDA backend (no " LATHE_GPU_PLUGIN_NAME
+                              " beside the program or in ../lib/lathe/)";
+
+const GpuPlugin &gpuPlugin() {
+    static const GpuPlugin plugin = [] {
+        namespace fs = std::filesystem;
+        GpuPlugin p;
+        p.where = kNoPlugin;
+        std::string errors;
+        for (const fs::path &c : pluginCandidates()) {
+            void *h = dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL);
+            if (!h) {
+                const char *e = dlerror();
+                errors += (errors.empty() ? "" : "; ") + std::string(e ? e : c.string() + ": cannot be loaded");
+                continue;
+            }
+            using Entry = const GpuPlatform *(*)(int);
+            auto entry = reinterpret_cast<Entry>(dlsym(h, "lathe_gpu_platform"));
+            const GpuPlatform *platform = entry ? entry(kGpuPluginAbi) : nullptr;
+            if (!platform) {
+                errors += (errors.empty() ? "" : "; ") + c.string() + " is from another build of Lathe";
+                dlclose(h);
+                continue;
+            }
+            p.handle = h;
+            p.where = c.string();
+            if (!g_platform) {
+                g_platform = platform;
+                g_fromPlugin = true;
+            }
+            return p;
+        }
+        if (!errors.empty())
+            p.where = "the GPU plugin did not load: " + errors;
+        return p;
+    }();
+    return plugin;
+}
+
+// The platform: registered, else the plugin's (loading it).
+const GpuPlatform *platform() {
+    if (!g_platform)
+        (void)gpuPlugin();
+    return g_platform;
+}
 
 class CpuBackend final : public ComputeBackend {
 public:
@@ -72,14 +154,49 @@ std::string DeviceChoice::text() const {
 }
 
 void registerGpuPlatform(const GpuPlatform *platform) { g_platform = platform; }
-bool gpuBackendCompiled() { return g_platform != nullptr; }
+
+bool gpuBackendCompiled(std::string *where) {
+    if (g_platform && !g_fromPlugin) {
+        if (where)
+            *where = "linked in";
+        return true;
+    }
+    // Found, not loaded: loading maps the CUDA libraries, which only asking for the devices should cost.
+    const std::vector<std::filesystem::path> found = pluginCandidates();
+    if (where)
+        *where = found.empty() ? std::string(kNoPlugin) : found.front().string();
+    return !found.empty();
+}
+
+std::vector<GpuSelfCheck> runGpuSelfChecks(const std::string &sourceDir) {
+    const GpuPlugin &p = gpuPlugin();
+    using Checks = void (*)(const std::string *, std::vector<GpuSelfCheck> *);
+    auto checks = p.handle ? reinterpret_cast<Checks>(dlsym(p.handle, "lathe_gpu_self_checks")) : nullptr;
+    if (!checks)
+        throw LatheError("no GPU backend: " + p.where, "build with the CUDA toolkit installed, and keep " LATHE_GPU_PLUGIN_NAME
+                                                       " beside lathe-cli");
+    std::vector<GpuSelfCheck> out;
+    checks(&sourceDir, &out);
+    return out;
+}
 
 const std::vector<DeviceInfo> &gpuDevices(std::string *whyNone) {
-    static std::string why = "this build has no CUDA backend";
+    static std::string why;
     static const std::vector<DeviceInfo> devices = [] {
-        if (!g_platform)
+        // Without the NVIDIA driver there is no GPU to find: say so without loading the plugin and the CUDA
+        // libraries (a CPU machine's `--device auto` stays small).
+        if (!g_platform) {
+            void *driver = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+            if (!driver) {
+                why = gpuBackendCompiled() ? "no NVIDIA driver (libcuda.so.1 not found)" : kNoPlugin;
+                return std::vector<DeviceInfo>{};
+            }
+            dlclose(driver);
+        }
+        if (!platform()) {
+            why = gpuPlugin().where;
             return std::vector<DeviceInfo>{};
-        why.clear();
+        }
         std::vector<DeviceInfo> d = g_platform->devices(&why);
         return d;
     }();
@@ -110,7 +227,7 @@ std::unique_ptr<ComputeBackend> createBackend(const DeviceChoice &choice, std::s
             list += (list.empty() ? "" : ", ") + d.label();
         throw LatheError("there is no GPU " + choice.text() + " here", "the GPUs: " + list);
     }
-    return g_platform->backend(choice.index);
+    return platform()->backend(choice.index);
 }
 
 } // namespace lathe

@@ -62,9 +62,13 @@ struct DeviceChoice {
     std::string text() const; // "auto", "cpu", "cuda:1"
 };
 
-// The GPU side as core sees it: one object, registered at program start by gpu/ (registerCudaBackend) and absent
-// in a build without CUDA. It replaces per-feature factories: the forward pass and SliceGPT's engine are services
-// of a GPU's backend.
+// The GPU side as core sees it: one object, absent in a build without CUDA. It replaces per-feature factories: the
+// forward pass and SliceGPT's engine are services of a GPU's backend. The CUDA backend is a plugin
+// (liblathe_gpu.so, gpu/), loaded the first time a program asks about GPUs, so that a program that never asks
+// (inspect, the CPU path, a call that fails at once) never maps the CUDA libraries, which cost ~250 MB of resident
+// memory at load, and so that the programs run on machines without them. It is looked for in $LATHE_GPU_PLUGIN,
+// beside the executable, and in ../lib/lathe/ from it. A program may instead register a platform linked in
+// (registerGpuPlatform: the GPU test links the backend statically).
 class GpuPlatform {
 public:
     virtual ~GpuPlatform() = default;
@@ -75,7 +79,25 @@ public:
     virtual std::unique_ptr<ComputeBackend> backend(int index) const = 0;
 };
 void registerGpuPlatform(const GpuPlatform *platform);
-bool gpuBackendCompiled(); // a platform was registered (the build has CUDA)
+// The plugin's entry points: `const GpuPlatform *lathe_gpu_platform(int abi)` (null when `abi` is not its
+// kGpuPluginAbi) and `void lathe_gpu_self_checks(const std::string *sourceDir, std::vector<GpuSelfCheck> *out)`.
+// The ABI number changes with GpuPlatform, ComputeBackend, the services' interfaces or GpuSelfCheck.
+constexpr int kGpuPluginAbi = 1;
+// A GPU platform is there: registered, or its plugin found (not loaded: gpuDevices loads it where the NVIDIA
+// driver is). `where` receives the plugin's path, or why there is none.
+bool gpuBackendCompiled(std::string *where = nullptr);
+
+// One comparison of a GPU path with its CPU reference (lathe-cli check-gpu, tst_gpu).
+struct GpuSelfCheck {
+    std::string name;   // "forward fp32 llama", "cusolver dsyevd", ...
+    bool passed = false;
+    double error = 0;   // the measured error, in the unit the tolerance states
+    double tolerance = 0;
+    std::string detail; // what was compared, or why it failed
+};
+// The plugin's GPU-vs-CPU checks on the repository's fixtures under `sourceDir` (gpu/gpuselfcheck.h);
+// LatheError without the plugin or a usable GPU.
+std::vector<GpuSelfCheck> runGpuSelfChecks(const std::string &sourceDir);
 // The usable GPUs (asked once per process, then cached), with the reason when there is none.
 const std::vector<DeviceInfo> &gpuDevices(std::string *whyNone = nullptr);
 // Some GPU is usable here: what jobs use to pick their lane.
