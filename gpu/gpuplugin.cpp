@@ -6,11 +6,16 @@
 #include "gpuselfcheck.h"
 #include "numeric/backend.h"
 
+#include <spdlog/spdlog.h>
+
 #define LATHE_PLUGIN_EXPORT extern "C" __attribute__((visibility("default")))
 
-LATHE_PLUGIN_EXPORT const lathe::GpuPlatform *lathe_gpu_platform(int abi) {
+LATHE_PLUGIN_EXPORT const lathe::GpuPlatform *lathe_gpu_platform(int abi,
+                                                                  const std::shared_ptr<spdlog::logger> *logger) {
     if (abi != lathe::kGpuPluginAbi)
         return nullptr;
+    if (logger && *logger)
+        spdlog::set_default_logger(*logger);
     // The plugin's own copy of core (createBackend in the self-checks) must know the platform too.
     lathe::gpu::registerCudaBackend();
     return &lathe::gpu::cudaPlatform();

@@ -4,6 +4,8 @@
 #include "numeric/dequantize.h"
 #include "numeric/linalg.h"
 
+#include <spdlog/spdlog.h>
+
 #include <dlfcn.h>
 #include <unistd.h>
 
@@ -66,9 +68,10 @@ const GpuPlugin &gpuPlugin() {
                 errors += (errors.empty() ? "" : "; ") + std::string(e ? e : c.string() + ": cannot be loaded");
                 continue;
             }
-            using Entry = const GpuPlatform *(*)(int);
+            using Entry = const GpuPlatform *(*)(int, const std::shared_ptr<spdlog::logger> *);
             auto entry = reinterpret_cast<Entry>(dlsym(h, "lathe_gpu_platform"));
-            const GpuPlatform *platform = entry ? entry(kGpuPluginAbi) : nullptr;
+            const std::shared_ptr<spdlog::logger> logger = spdlog::default_logger();
+            const GpuPlatform *platform = entry ? entry(kGpuPluginAbi, &logger) : nullptr;
             if (!platform) {
                 errors += (errors.empty() ? "" : "; ") + c.string() + " is from another build of Lathe";
                 dlclose(h);

@@ -79,8 +79,9 @@ public:
     virtual std::unique_ptr<ComputeBackend> backend(int index) const = 0;
 };
 void registerGpuPlatform(const GpuPlatform *platform);
-// The plugin's entry points: `const GpuPlatform *lathe_gpu_platform(int abi)` (null when `abi` is not its
-// kGpuPluginAbi) and `void lathe_gpu_self_checks(const std::string *sourceDir, std::vector<GpuSelfCheck> *out)`.
+// The plugin's entry points: `const GpuPlatform *lathe_gpu_platform(int abi, const std::shared_ptr<spdlog::logger>
+// *logger)` (null when `abi` is not its kGpuPluginAbi; its log lines go to the program's logger, also where spdlog
+// is header-only and the plugin has a registry of its own) and `void lathe_gpu_self_checks(const std::string *sourceDir, std::vector<GpuSelfCheck> *out)`.
 // The ABI number changes with GpuPlatform, ComputeBackend, the services' interfaces or GpuSelfCheck.
 constexpr int kGpuPluginAbi = 1;
 // A GPU platform is there: registered, or its plugin found (not loaded: gpuDevices loads it where the NVIDIA
