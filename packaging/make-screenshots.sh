@@ -12,6 +12,9 @@ L=model.layers.10
 "$build/app/lathe" "$model" --screenshot docs/screenshots/sparsity.png --view 2 --select $L.mlp.down_proj.weight
 "$build/app/lathe" "$model" --screenshot docs/screenshots/importance.png --view 3 --select $L.mlp.down_proj.weight
 "$build/app/lathe" "$model" --screenshot docs/screenshots/layers.png --view 4 --select $L.mlp.down_proj.weight
+# A 1280 x 720 screen: every dock and tab fits (the parameters scroll), three matrices overlaid.
+"$build/app/lathe" "$model" --screenshot docs/screenshots/small-screen.png --view 1 --size 1280x720 \
+  --select $L.self_attn.q_proj.weight,$L.self_attn.k_proj.weight,$L.mlp.down_proj.weight
 data="${LATHE_SHARED_DATA:-../shared/data}"
 if [ -f "$data/text/wikitext-2-valid.tokens.txt" ]; then # the sensitivity sweep: ~1.5 minutes on 2 cores
   "$build/app/lathe" "$model" --screenshot docs/screenshots/sensitivity.png --sweep "$data/text/wikitext-2-valid.tokens.txt"

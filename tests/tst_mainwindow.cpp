@@ -8,6 +8,8 @@
 #include "testsupport.h"
 
 #include <QApplication>
+#include <QDockWidget>
+#include <QTabWidget>
 #include <QLabel>
 #include <QSignalSpy>
 #include <QTest>
@@ -44,6 +46,26 @@ private slots:
         QVERIFY(details->toPlainText().contains(q->text(ModelTree::NameColumn)));
         tree->clearSelection();
         QVERIFY(details->toPlainText().contains("260032"));
+    }
+    // Issue 19 item 7: the window fits a 1280 x 720 screen with its docks usable: no tab, dock or the window itself
+    // asks for more room than there is (a long placeholder or title wraps, combo boxes elide, the sensitivity
+    // controls take two rows), the tree keeps a third of the width minus the parameters' share.
+    void fitsA1280x720Screen() {
+        MainWindow w;
+        w.show();
+        w.resizeWithDocks(QSize(1280, 720));
+        QApplication::processEvents();
+        QCOMPARE(w.size(), QSize(1280, 720));
+        QVERIFY2(w.minimumSizeHint().width() <= 1280 && w.minimumSizeHint().height() <= 720,
+                 qPrintable(QString("%1x%2").arg(w.minimumSizeHint().width()).arg(w.minimumSizeHint().height())));
+        auto *tabs = w.findChild<QTabWidget *>();
+        for (int i = 0; i < tabs->count(); ++i)
+            QVERIFY2(tabs->widget(i)->minimumSizeHint().width() <= tabs->width(),
+                     qPrintable(tabs->tabText(i) + QString(": %1 > %2").arg(tabs->widget(i)->minimumSizeHint().width()).arg(tabs->width())));
+        auto *tree = w.findChild<QDockWidget *>("modelDock"), *params = w.findChild<QDockWidget *>("parameterDock");
+        QVERIFY2(tree->width() >= 300, qPrintable(QString::number(tree->width())));
+        QVERIFY2(params->width() >= params->minimumSizeHint().width(), qPrintable(QString::number(params->width())));
+        qInfo("at 1280 x 720: tree %d px, views %d px, parameters %d px wide", tree->width(), tabs->width(), params->width());
     }
     // File > Export Model...'s job: the open model as a GGUF file, read back by the GGUF reader.
     void exportsModelAsGguf() {

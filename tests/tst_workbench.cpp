@@ -833,6 +833,12 @@ private slots:
         QCOMPARE(lp->plottableCount(), 3);
         for (int i = 0; i < 3; ++i)
             QCOMPARE(qobject_cast<QCPBars *>(lp->plottable(i))->data()->size(), 5);
+        // Their x axes are aligned (one margin group), whatever the widths of their value labels.
+        lp->replot();
+        for (int i = 1; i < 3; ++i) {
+            QCOMPARE(lp->axisRect(i)->left(), lp->axisRect(0)->left());
+            QCOMPARE(lp->axisRect(i)->right(), lp->axisRect(0)->right());
+        }
         w.parameterPanel()->findChild<QComboBox *>("pattern")->setCurrentIndex(0);
     }
 

@@ -1,5 +1,7 @@
 #include "compareview.h"
 
+#include "formhelpers.h"
+
 #include "workbenchdocument.h"
 
 #include "model/model.h"
@@ -21,13 +23,13 @@ CompareView::CompareView(const WorkbenchDocument *document, QWidget *parent)
     : PlotView("compare", parent), m_doc(document) {
     auto *row = new QHBoxLayout;
     m_mode = new QComboBox(this);
+    allowNarrow(m_mode);
     m_mode->setObjectName("compareMode");
     m_mode->addItems({tr("Spectrum of the selected matrix"), tr("Per block: mean effective rank"),
                       tr("Per block: mean power-law alpha"), tr("Per block: sparsity of the linears"),
                       tr("Per block: non-zero parameters")});
     row->addWidget(new QLabel(tr("Show"), this));
-    row->addWidget(m_mode);
-    row->addStretch();
+    row->addWidget(m_mode, 1); // as wide as there is room for; narrower (elided) on a small screen
     static_cast<QVBoxLayout *>(layout())->addLayout(row);
     legendBelow();
     connect(m_mode, &QComboBox::currentIndexChanged, this, [this] { redraw(); });

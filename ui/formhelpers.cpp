@@ -38,6 +38,11 @@ QLineEdit *withBrowse(QWidget *parent, QFormLayout *form, const QString &label, 
     return edit;
 }
 
+void allowNarrow(QComboBox *box, int chars) {
+    box->setSizeAdjustPolicy(QComboBox::AdjustToMinimumContentsLengthWithIcon);
+    box->setMinimumContentsLength(chars);
+}
+
 QWidget *row(QWidget *parent, std::initializer_list<QWidget *> widgets) {
     auto *r = new QWidget(parent);
     auto *h = new QHBoxLayout(r);

@@ -28,6 +28,9 @@ QLineEdit *withBrowse(QWidget *parent, QFormLayout *form, const QString &label, 
                       const QString &what = QString());
 // The widgets side by side in one row.
 QWidget *row(QWidget *parent, std::initializer_list<QWidget *> widgets);
+// Lets a combo box narrow to `chars` characters (eliding its text; the list shows every item whole) instead of
+// taking its longest item's width as a minimum: the docks and tabs fit a 1280 x 720 screen.
+void allowNarrow(QComboBox *box, int chars = 12);
 // A whole number >= 0 from a line edit; LatheError naming `what`.
 uint64_t wholeNumber(const QLineEdit *e, const std::string &what);
 // A finite number from a line edit; LatheError naming `what`.

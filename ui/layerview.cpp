@@ -16,8 +16,13 @@ LayerView::LayerView(const WorkbenchDocument *document, const ParameterPanel *pa
     m_plot->plotLayout()->remove(m_plot->axisRect());
     auto *grid = new QCPLayoutGrid;
     m_plot->plotLayout()->addElement(1, 0, grid);
-    for (int i = 0; i < 3; ++i)
-        grid->addElement(i, 0, new QCPAxisRect(m_plot));
+    // One margin group: the three panels' axes start and end at the same x, so block k lines up in all three.
+    auto *margins = new QCPMarginGroup(m_plot);
+    for (int i = 0; i < 3; ++i) {
+        auto *rect = new QCPAxisRect(m_plot);
+        rect->setMarginGroup(QCP::msLeft | QCP::msRight, margins);
+        grid->addElement(i, 0, rect);
+    }
     clear(tr("Open a model"));
     connect(m_doc, &WorkbenchDocument::modelChanged, this, &LayerView::refresh);
     connect(m_doc, &WorkbenchDocument::analysisChanged, this, &LayerView::refresh);

@@ -61,6 +61,9 @@
 #include <QLabel>
 #include <QMenuBar>
 #include <QMimeData>
+#include <QScreen>
+#include <QScrollArea>
+#include <QScrollBar>
 #include <QSettings>
 #include <QStatusBar>
 #include <QTabWidget>
@@ -98,8 +101,15 @@ MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
     // The parameter panel first: views subscribe to it.
     auto *paramDock = new QDockWidget(tr("Parameters"), this);
     paramDock->setObjectName("parameterDock");
-    m_params = new ParameterPanel(paramDock);
-    paramDock->setWidget(m_params);
+    // In a scroll area: on a short screen (1280 x 720) the panel scrolls instead of squeezing its rows.
+    auto *paramScroll = new QScrollArea(paramDock);
+    paramScroll->setWidgetResizable(true);
+    paramScroll->setFrameShape(QFrame::NoFrame);
+    paramScroll->setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
+    m_params = new ParameterPanel(paramScroll);
+    paramScroll->setWidget(m_params);
+    paramScroll->setMinimumWidth(m_params->minimumSizeHint().width() + paramScroll->verticalScrollBar()->sizeHint().width());
+    paramDock->setWidget(paramScroll);
 
     auto *central = new QWidget(this);
     auto *layout = new QVBoxLayout(central);
@@ -222,14 +232,24 @@ MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
         restoreGeometry(s.value("window/geometry").toByteArray());
         restoreState(s.value("window/state").toByteArray());
     } else {
-        resize(1440, 900);
-        resizeDocks({treeDock, paramDock}, {430, 300}, Qt::Horizontal);
-        resizeDocks({jobDock}, {130}, Qt::Vertical);
+        // 1440 x 900, or what the screen has room for (1280 x 720 included).
+        const QRect avail = screen() ? screen()->availableGeometry() : QRect(0, 0, 1440, 900);
+        resizeWithDocks(QSize(std::min(1440, avail.width() * 95 / 100), std::min(900, avail.height() * 95 / 100)));
     }
     m_spectrumView->clear(tr("Open a model: File > Open, or drop a folder, .gguf or .bin here"));
 }
 
 MainWindow::~MainWindow() { m_jobs->shutdown(); }
+
+void MainWindow::resizeWithDocks(const QSize &size) {
+    resize(size);
+    // The docks in proportion: the tree 30% of the width, the parameters 20% (at least what their widgets need),
+    // the jobs a seventh of the height.
+    QDockWidget *tree = findChild<QDockWidget *>("modelDock"), *params = findChild<QDockWidget *>("parameterDock"),
+                *jobs = findChild<QDockWidget *>("jobDock");
+    resizeDocks({tree, params}, {size.width() * 3 / 10, size.width() / 5}, Qt::Horizontal);
+    resizeDocks({jobs}, {size.height() / 7}, Qt::Vertical);
+}
 
 const Model *MainWindow::model() const { return m_doc->model().get(); }
 

@@ -56,6 +56,8 @@ public:
     void openCompressionJob(const QString &path);
     explicit MainWindow(QWidget *parent = nullptr);
     ~MainWindow() override;
+    // Resizes the window and sets its docks in proportion to it (first start, `lathe --screenshot --size`).
+    void resizeWithDocks(const QSize &size);
 
     void openModelPath(const QString &path);
     WorkbenchDocument *document() const { return m_doc; }

@@ -1,5 +1,7 @@
 #include "parameterpanel.h"
 
+#include "formhelpers.h"
+
 #include "methods/registry.h"
 
 #include <QCheckBox>
@@ -43,6 +45,7 @@ ParameterPanel::ParameterPanel(QWidget *parent) : QWidget(parent) {
     auto *prune = new QGroupBox(tr("Pruning"), this);
     auto *pf = new QFormLayout(prune);
     m_method = new QComboBox(prune);
+    allowNarrow(m_method);
     m_method->setObjectName("method");
     // The registered methods whose masks follow an importance score the views can preview.
     for (const CompressionMethod *method : compressionMethods()) {
@@ -55,6 +58,7 @@ ParameterPanel::ParameterPanel(QWidget *parent) : QWidget(parent) {
     m_method->setCurrentIndex(std::max(0, m_method->findData(s.value("params/methodName", "magnitude").toString())));
     pf->addRow(tr("Method"), m_method);
     m_score = new QComboBox(prune);
+    allowNarrow(m_score);
     m_score->setObjectName("score");
     m_score->addItem(tr("The method's"), QString());
     m_score->addItem(tr("Taylor |W ⊙ ∇W| (gradients)"), QString("taylor"));
@@ -82,6 +86,8 @@ ParameterPanel::ParameterPanel(QWidget *parent) : QWidget(parent) {
     pf->addRow(tr("Sparsity"), spRow);
 
     m_pattern = new QComboBox(prune);
+
+    allowNarrow(m_pattern);
     m_pattern->setObjectName("pattern");
     for (const auto &p : kPatterns)
         m_pattern->addItem(tr(p.label));

@@ -18,13 +18,45 @@ PlotView::PlotView(const QString &name, QWidget *parent) : QWidget(parent), m_na
     m_plot->plotLayout()->insertRow(0);
     m_title = new QCPTextElement(m_plot, QString(), QFont("Sans", 11, QFont::Bold));
     m_plot->plotLayout()->addElement(0, 0, m_title);
+    m_title->setMinimumSize(160, 0); // width: the wrapped title's business (layoutTitle); height: the text's
     m_plot->setInteractions(QCP::iRangeDrag | QCP::iRangeZoom);
     layout->addWidget(m_plot);
 }
 
-QString PlotView::title() const { return m_title->text(); }
+QString PlotView::title() const { return m_titleText; }
 
-void PlotView::setTitle(const QString &title) { m_title->setText(title); }
+void PlotView::setTitle(const QString &title) {
+    m_titleText = title;
+    layoutTitle();
+}
+
+void PlotView::layoutTitle() {
+    const QFontMetrics fm(m_title->font());
+    const int width = std::max(160, this->width() - 24);
+    QStringList lines;
+    for (const QString &paragraph : m_titleText.split('\n')) {
+        QString line;
+        for (const QString &word : paragraph.split(' ')) {
+            const QString longer = line.isEmpty() ? word : line + ' ' + word;
+            if (!line.isEmpty() && fm.horizontalAdvance(longer) > width) {
+                lines << line;
+                line = word;
+            } else {
+                line = longer;
+            }
+        }
+        lines << line;
+    }
+    m_title->setText(lines.join('\n'));
+}
+
+void PlotView::resizeEvent(QResizeEvent *event) {
+    QWidget::resizeEvent(event);
+    const QString shown = m_title->text();
+    layoutTitle();
+    if (m_title->text() != shown)
+        m_plot->replot();
+}
 
 void PlotView::legendBelow() {
     m_plot->axisRect()->insetLayout()->take(m_plot->legend);

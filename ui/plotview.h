@@ -52,10 +52,16 @@ protected:
 
     QCustomPlot *m_plot = nullptr;
 
+    void resizeEvent(QResizeEvent *event) override;
+
 private:
     bool writeFigure(const QString &path, QSize size, double scale, QString *error);
+    // Shows m_titleText broken at spaces into lines that fit the plot's width: a long title (a placeholder's
+    // message, a result note) neither gets clipped nor sets the view's minimum width.
+    void layoutTitle();
 
     QString m_name;
+    QString m_titleText; // as set; the element shows it wrapped
     QCPTextElement *m_title = nullptr;
     bool m_hasData = false;
 };

@@ -1,5 +1,7 @@
 #include "sensitivityview.h"
 
+#include "formhelpers.h"
+
 #include "base/error.h"
 
 #include <qcustomplot.h>
@@ -29,6 +31,7 @@ double changePercent(const SensitivityUnit &u, double dense) { return (u.perplex
 SensitivityView::SensitivityView(QWidget *parent) : PlotView("sensitivity", parent) {
     auto *controls = new QHBoxLayout;
     m_source = new QComboBox(this);
+    allowNarrow(m_source);
     m_source->setObjectName("budgetSource");
     m_source->addItem(tr("sensitivity (perplexity change)"));
     m_source->addItem(tr("OWL outlier ratios"));
@@ -50,26 +53,35 @@ SensitivityView::SensitivityView(QWidget *parent) : PlotView("sensitivity", pare
     m_lambda->setToolTip(tr("Spread: the sparsities span target - lambda .. target + lambda (OWL's lambda)"));
     m_compress = new QPushButton(tr("Compress with These Budgets..."), this);
     m_compress->setObjectName("compressWithBudgets");
+    // Two rows, so that the tab fits beside the docks on a 1280 x 720 screen.
     controls->addWidget(new QLabel(tr("Budget from"), this));
-    controls->addWidget(m_source);
-    controls->addWidget(new QLabel(tr("mean sparsity"), this));
-    controls->addWidget(m_target);
-    controls->addWidget(new QLabel(tr("lambda"), this));
-    controls->addWidget(m_lambda);
-    controls->addStretch();
-    controls->addWidget(m_compress);
+    controls->addWidget(m_source, 1);
+    auto *numbers = new QHBoxLayout;
+    numbers->addWidget(new QLabel(tr("mean sparsity"), this));
+    numbers->addWidget(m_target);
+    numbers->addWidget(new QLabel(tr("lambda"), this));
+    numbers->addWidget(m_lambda);
+    numbers->addStretch();
+    numbers->addWidget(m_compress);
     legendBelow();
     auto *box = static_cast<QVBoxLayout *>(layout());
     box->setStretchFactor(m_plot, 1);
     box->addLayout(controls);
+    box->addLayout(numbers);
     m_table = new QTableWidget(0, ColumnCount, this);
     m_table->setObjectName("budgetTable");
     m_table->setHorizontalHeaderLabels(
         {tr("Block"), tr("Perplexity change"), tr("Outlier share"), tr("Sparsity (editable)")});
     m_table->horizontalHeader()->setSectionResizeMode(QHeaderView::Stretch);
     m_table->verticalHeader()->setVisible(false);
+    // The plot and the table share what height there is (2 : 1, the table at most 220 px, at least 3 rows),
+    // so that on a 720-pixel screen neither is squeezed to nothing.
     m_table->setMaximumHeight(220);
-    box->addWidget(m_table);
+    m_table->setMinimumHeight(100);
+    m_table->setSizePolicy(QSizePolicy::Expanding, QSizePolicy::Ignored);
+    m_plot->setMinimumHeight(160);
+    box->addWidget(m_table, 1);
+    box->setStretchFactor(m_plot, 2);
     m_kinds = new QLabel(this);
     m_kinds->setObjectName("kindRanking");
     m_kinds->setWordWrap(true);

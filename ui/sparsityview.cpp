@@ -46,8 +46,8 @@ void SparsityView::setScores(const MatrixScores &s, const QString &label, const 
     }
     auto *rows = m_plot->axisRect(0);
     auto *cols = m_plot->axisRect(1);
-    fillBars(rows, s.rowHist, QColor(31, 119, 180), tr("fraction pruned per output row (%1 rows)").arg(s.rows));
-    fillBars(cols, s.colHist, QColor(255, 127, 14), tr("fraction pruned per input column (%1 columns)").arg(s.cols));
+    fillBars(rows, s.rowHist, QColor(31, 119, 180), tr("fraction pruned per output row\n(%1 rows)").arg(s.rows));
+    fillBars(cols, s.colHist, QColor(255, 127, 14), tr("fraction pruned per input column\n(%1 columns)").arg(s.cols));
     QString title = tr("%1: %2, %3 score, %4% pruned").arg(label, pattern, QString::fromUtf8(importanceName(s.used))).arg(100.0 * s.stats.sparsity, 0, 'f', 1);
     if (pattern.contains(':'))
         title += s.stats.nmValid ? tr(", N:M valid") : tr(", NOT N:M");

@@ -70,7 +70,7 @@ int main(int argc, char **argv) {
         // sensitivity sweep), let the scores arrive, then grab the window or write the report.
         const QStringList wh = parser.value(size).split('x');
         if (wh.size() == 2)
-            window.resize(wh[0].toInt(), wh[1].toInt());
+            window.resizeWithDocks(QSize(wh[0].toInt(), wh[1].toInt()));
         const QString file = parser.value(shot);
         const QString reportFolder = parser.value(report);
         const QStringList names = parser.value(select).split(',', Qt::SkipEmptyParts);
