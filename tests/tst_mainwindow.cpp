@@ -49,7 +49,7 @@ private slots:
     }
     // Issue 19 item 7: the window fits a 1280 x 720 screen with its docks usable: no tab, dock or the window itself
     // asks for more room than there is (a long placeholder or title wraps, combo boxes elide, the sensitivity
-    // controls take two rows), the tree keeps a third of the width minus the parameters' share.
+    // controls take two rows), the tree keeps a quarter of the width.
     void fitsA1280x720Screen() {
         MainWindow w;
         w.show();

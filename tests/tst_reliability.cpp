@@ -471,13 +471,11 @@ private slots:
                                             {"max_tokens", 2048}}},
                             {"device", "cpu"},
                             {"output", {{"dir", "unused"}}}};
-        const QString specPath = QString::fromStdString((root / "job.json").string());
-        test::writeText(specPath.toStdString(), j.dump(2));
-        const fs::path ref = root / "ref";
-        QElapsedTimer clock;
-        clock.start();
-        const CliRun r0 = runCli({"compress", specPath, "--output", QString::fromStdString(ref.string())});
-        const qint64 total = clock.elapsed();
+        const test::ReferenceRun reference = test::runReference(root, j, "compress");
+        const QString specPath = reference.specPath;
+        const fs::path ref = reference.out;
+        const qint64 total = reference.ms;
+        const CliRun &r0 = reference.run;
         QVERIFY2(r0.exitCode == 0, r0.err.c_str());
         const auto want = nlohmann::json::parse(readTextFile((ref / "results.json").string()));
         auto fileBytes = [](const fs::path &p) { return readTextFile(p.string()); };

@@ -530,13 +530,11 @@ private slots:
             {"eval_every", 20},
             {"checkpoint_every", 7},
             {"output", {{"dir", "unused"}}}};
-        const QString specPath = QString::fromStdString((root / "job.json").string());
-        test::writeText(specPath.toStdString(), j.dump(2));
-        const fs::path ref = root / "ref";
-        QElapsedTimer clock;
-        clock.start();
-        const test::CliRun r0 = test::runCli({"train", specPath, "--output", QString::fromStdString(ref.string())});
-        const qint64 total = clock.elapsed();
+        const test::ReferenceRun reference = test::runReference(root, j, "train");
+        const QString specPath = reference.specPath;
+        const fs::path ref = reference.out;
+        const qint64 total = reference.ms;
+        const test::CliRun &r0 = reference.run;
         QVERIFY2(r0.exitCode == 0, r0.err.c_str());
         auto stripped = [](const fs::path &dir) {
             nlohmann::json r = nlohmann::json::parse(readTextFile((dir / "results.json").string()));
@@ -647,15 +645,11 @@ private slots:
             {"eval_every", 20},
             {"checkpoint_every", 15},
             {"output", {{"dir", "unused"}}}};
-        const QString specPath = QString::fromStdString((root / "job.json").string());
-        test::writeText(specPath.toStdString(), j.dump(2));
-        const fs::path ref = root / "ref";
-        QElapsedTimer clock;
-        clock.start();
-        const test::CliRun r0 = test::runCli({"train", specPath, "--output", QString::fromStdString(ref.string())});
-        const qint64 total = clock.elapsed();
-        QVERIFY2(r0.exitCode == 0, r0.err.c_str());
-        QVERIFY(r0.out.find("objective: masked-LM (15% of tokens)") != std::string::npos);
+        const test::ReferenceRun first = test::runReference(root, j, "train");
+        const QString specPath = first.specPath;
+        const fs::path ref = first.out;
+        QVERIFY2(first.run.exitCode == 0, first.run.err.c_str());
+        QVERIFY(first.run.out.find("objective: masked-LM (15% of tokens)") != std::string::npos);
         nlohmann::json res = nlohmann::json::parse(readTextFile((ref / "results.json").string()));
         QCOMPARE(QString::fromStdString(res["plan"]["objective"].get<std::string>()), QString("masked-LM (15% of tokens)"));
         const double before = res["evals"].front()["eval_ppl"], after = res["evals"].back()["eval_ppl"];
@@ -663,7 +657,7 @@ private slots:
         QVERIFY2(after < 0.7 * before, qPrintable(QString("%1 -> %2").arg(before).arg(after)));
         // Killed at two moments and resumed: the same run.
         const std::string wantModel = readTextFile((ref / "model" / "model.safetensors").string());
-        for (const qint64 delay : {total / 3, 2 * total / 3}) {
+        for (const qint64 delay : {first.ms / 3, 2 * first.ms / 3}) {
             const fs::path out = root / ("k" + std::to_string(delay));
             test::runCliKilledAfter({"train", specPath, "--output", QString::fromStdString(out.string())}, int(delay));
             const test::CliRun r = fs::exists(out / "spec.json")

@@ -243,11 +243,11 @@ MainWindow::~MainWindow() { m_jobs->shutdown(); }
 
 void MainWindow::resizeWithDocks(const QSize &size) {
     resize(size);
-    // The docks in proportion: the tree 30% of the width, the parameters 20% (at least what their widgets need),
+    // The docks in proportion: the tree a quarter of the width, the parameters a fifth (at least what their widgets need),
     // the jobs a seventh of the height.
     QDockWidget *tree = findChild<QDockWidget *>("modelDock"), *params = findChild<QDockWidget *>("parameterDock"),
                 *jobs = findChild<QDockWidget *>("jobDock");
-    resizeDocks({tree, params}, {size.width() * 3 / 10, size.width() / 5}, Qt::Horizontal);
+    resizeDocks({tree, params}, {size.width() / 4, size.width() / 5}, Qt::Horizontal);
     resizeDocks({jobs}, {size.height() / 7}, Qt::Vertical);
 }
 
