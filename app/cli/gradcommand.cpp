@@ -50,10 +50,7 @@ int runGrad(int argc, char **argv) {
 
     const auto t0 = std::chrono::steady_clock::now();
     train::CausalLm<float> lm(*m.model);
-    lm.setMasking(train::mlmMaskingFor(*m.tokenizer));
-    if (lm.maskedLm() && lm.masking().maskId < 0)
-        throw LatheError("the tokenizer (" + m.tokenizer->kind() + ") has no [MASK] token for BERT's masked-LM loss",
-                         "give the model's WordPiece vocabulary with --tokenizer");
+    lm.setMasking(train::mlmMaskingFor(m.model->config, *m.tokenizer));
     // One window at a time (the activations of one window only), each contributing 1/K of the mean.
     double loss = 0;
     for (int64_t w = 0; w < windows; ++w) {

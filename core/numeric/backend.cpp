@@ -7,13 +7,11 @@
 #include <spdlog/spdlog.h>
 
 #include <dlfcn.h>
-#include <unistd.h>
 
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <mutex>
 #include <thread>
 
 namespace lathe {

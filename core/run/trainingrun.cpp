@@ -101,11 +101,7 @@ Prepared prepare(const TrainingSpec &spec) {
                              std::to_string(p.model->config.maxPositions) + " positions",
                          "use data.seq_len <= " + std::to_string(p.model->config.maxPositions));
     auto tokenizer = spec.tokenizer.empty() ? loadTokenizer(*p.model) : loadTokenizerFile(spec.tokenizer);
-    p.masking = train::mlmMaskingFor(*tokenizer);
-    if (p.model->config.family == ArchFamily::Bert && p.masking.maskId < 0)
-        throw LatheError("masked-LM training needs a [MASK] token, and the tokenizer (" + tokenizer->kind() +
-                             ") has none",
-                         "give the model's own WordPiece vocabulary (vocab.txt or tokenizer.json) as the tokenizer");
+    p.masking = train::mlmMaskingFor(p.model->config, *tokenizer); // LatheError: a BERT tokenizer without [MASK]
     p.train = tokenizer->encodeForModel(joinDatasetRows(readTextFile(spec.trainText)));
     if (int64_t(p.train.size()) < spec.seqLen)
         throw LatheError(spec.trainText + ": " + std::to_string(p.train.size()) + " tokens, fewer than one window of " +

@@ -3,6 +3,7 @@
 #include "train/linearkinds.h"
 
 #include "base/error.h"
+#include "base/random.h"
 #include "engine/blockops.h"
 #include "engine/transformer.h"
 #include "model/model.h"
@@ -574,7 +575,6 @@ template <class T> bool CausalLm<T>::maskedLm() const { return m_impl->post; }
 template <class T> void CausalLm<T>::setMasking(MlmMasking masking) { m_impl->masking = std::move(masking); }
 template <class T> const MlmMasking &CausalLm<T>::masking() const { return m_impl->masking; }
 
-
 template <class T> T CausalLm<T>::forward(const TokenBatch &batch, uint64_t maskSeed) {
     const Impl &m = *m_impl;
     require(batch.seq >= 1 && int64_t(batch.tokens.size()) == batch.batch * batch.seq, "training",
@@ -713,25 +713,20 @@ template <class T> void CausalLm<T>::backward(T scale) {
             m.tokenType->grad.row(m.types[size_t(r)]) += dx.row(r);
 }
 
-// splitmix64 (Steele et al. 2014): a fixed, portable stream of 64-bit draws for the masks.
-namespace {
-struct SplitMix {
-    uint64_t state;
-    uint64_t next() {
-        uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        return z ^ (z >> 31);
-    }
-    double uniform() { return double(next() >> 11) * 0x1.0p-53; } // [0, 1)
-};
-} // namespace
-
 MaskedBatch maskTokens(const TokenBatch &batch, const MlmMasking &masking, int64_t vocab, uint64_t seed) {
     require(masking.rate > 0 && masking.rate <= 1, "training", "the masking rate must be in (0, 1]");
     require(vocab > 0 && vocab <= int64_t(INT32_MAX), "training", "bad vocabulary size");
     MaskedBatch out{batch, std::vector<int32_t>(batch.tokens.size(), -1)};
-    SplitMix rng{seed};
+    // The SplitMix64 sequence from `seed` (base/random.h's mix of seed, seed + g, seed + 2g, ...): portable draws.
+    struct {
+        uint64_t state;
+        uint64_t next() {
+            const uint64_t r = splitmix(state);
+            state += 0x9E3779B97F4A7C15ull;
+            return r;
+        }
+        double uniform() { return double(next() >> 11) * 0x1.0p-53; } // [0, 1)
+    } rng{seed};
     auto special = [&](int32_t id) {
         return id == masking.maskId ||
                std::find(masking.special.begin(), masking.special.end(), id) != masking.special.end();
@@ -772,7 +767,11 @@ std::string objectiveName(const ModelConfig &config, const MlmMasking &masking) 
     return std::string("masked-LM (") + rate + "% of tokens)";
 }
 
-MlmMasking mlmMaskingFor(const Tokenizer &tokenizer) {
+MlmMasking mlmMaskingFor(const ModelConfig &config, const Tokenizer &tokenizer) {
+    if (config.family == ArchFamily::Bert && tokenizer.mask < 0)
+        throw LatheError("masked-LM training needs a [MASK] token, and the tokenizer (" + tokenizer.kind() +
+                             ") has none",
+                         "give the model's own WordPiece vocabulary (vocab.txt or tokenizer.json) as the tokenizer");
     MlmMasking m;
     m.maskId = tokenizer.mask;
     for (const int32_t id : {tokenizer.bos, tokenizer.eos, tokenizer.pad})

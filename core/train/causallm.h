@@ -107,8 +107,9 @@ struct MaskedBatch {
     std::vector<int32_t> targets;
 };
 MaskedBatch maskTokens(const TokenBatch &batch, const MlmMasking &masking, int64_t vocab, uint64_t seed);
-// The masking for a model's tokenizer: its [MASK], with its [CLS], [SEP] and [PAD] never chosen.
-MlmMasking mlmMaskingFor(const Tokenizer &tokenizer);
+// The masking for a model's tokenizer: its [MASK], with its [CLS], [SEP] and [PAD] never chosen. LatheError for
+// a BERT model whose tokenizer has no [MASK] (nothing to mask with); a decoder's masking is unused.
+MlmMasking mlmMaskingFor(const ModelConfig &config, const Tokenizer &tokenizer);
 // What a model's training loss is of, for logs and results: "next-token", or "masked-LM (15% of tokens)" (BERT).
 std::string objectiveName(const ModelConfig &config, const MlmMasking &masking);
 

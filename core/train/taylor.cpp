@@ -16,7 +16,7 @@ std::map<std::string, std::vector<float>> collectGradientMagnitudes(const Model 
                                                                     const ProgressCallback &progress) {
     CausalLm<float> lm(model);
     if (lm.maskedLm()) // BERT: the gradient of the masked-LM loss, sequence s masked with seed s
-        lm.setMasking(mlmMaskingFor(*loadTokenizer(model)));
+        lm.setMasking(mlmMaskingFor(model.config, *loadTokenizer(model)));
     // Only the block linears' weights need a gradient: the rest is frozen (no buffers, no weight-gradient GEMMs).
     std::vector<Parameter<float> *> weights;
     for (const auto &slot : lm.linears())
