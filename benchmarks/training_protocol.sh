@@ -8,7 +8,8 @@
 #   steps; the exported model is then evaluated on the WikiText windows above (the forgetting check).
 # Usage: benchmarks/training_protocol.sh [BUILD_DIR] [OUT_DIR]
 # Environment: ONLY (row names, space-separated, run in that order; default every row, in the order below), STEPS
-# (default 100), SUMMARY_ONLY=1 (print the summary lines of finished rows, run nothing).
+# (default 100), SEED (the WikiText rows' data seed, default 1; another seed writes NAME-seedN), SUMMARY_ONLY=1
+# (print the summary lines of finished rows, run nothing).
 # Each row writes OUT_DIR/NAME.json (the job), NAME/ (the run folder: results.json, metrics.jsonl) and prints one
 # summary line: the evaluations, tokens/s over the training steps, peak RSS and the method's report. About 6-13
 # minutes per row on 2 cores (PST's are the slowest).
@@ -27,6 +28,8 @@ mkdir -p "$out"
 
 # run NAME LR DATA-JSON METHOD-JSON EXPORT
 run() {
+  local name="$1"; shift
+  set -- "$name$suffix" "$@"
   if [ -n "${SUMMARY_ONLY:-}" ]; then
     [ -f "$out/$1/results.json" ] && summarize "$1" "$5"
     return 0
@@ -71,7 +74,10 @@ print(json.dumps(line))
 PY
 }
 
-wiki="{\"train\": \"$wikitrain\", \"eval\": \"$wikitest\", \"seq_len\": 256, \"batch\": 2, \"eval_windows\": 16, \"seed\": 1}"
+seed="${SEED:-1}"
+suffix=""
+[ "$seed" = 1 ] || suffix="-seed$seed"
+wiki="{\"train\": \"$wikitrain\", \"eval\": \"$wikitest\", \"seq_len\": 256, \"batch\": 2, \"eval_windows\": 16, \"seed\": $seed}"
 shake() { echo "{\"train\": \"$shakespeare\", \"holdout\": 0.1, \"seq_len\": 256, \"batch\": 2, \"eval_windows\": 16, \"seed\": $1}"; }
 
 row() {

@@ -224,6 +224,37 @@ public:
         return c;
     }
 
+    int64_t signalWidth() const override { return m_width; }
+
+    // The packed signals piece by piece: straight from page-locked host memory, or through a host buffer of one
+    // chunk when they are on the device.
+    SafetensorsBlob signalBlob() override {
+        SafetensorsBlob b;
+        b.shape = {m_rows, m_width};
+        b.produce = [this](const SafetensorsBlob::Sink &sink) {
+            LATHE_CUDA_CHECK(cudaDeviceSynchronize());
+            const int64_t chunkRows = m_chunkSequences * m_seq;
+            std::vector<float> host;
+            for (int64_t r0 = 0; r0 < m_rows; r0 += chunkRows) {
+                const size_t n = size_t(std::min(chunkRows, m_rows - r0) * m_width);
+                const float *src = m_signals.as<float>() + r0 * m_width;
+                if (!m_signals.pinnedHost()) {
+                    host.resize(n);
+                    LATHE_CUDA_CHECK(cudaMemcpy(host.data(), src, n * sizeof(float), cudaMemcpyDeviceToHost));
+                    src = host.data();
+                }
+                sink(src, n * sizeof(float));
+            }
+        };
+        return b;
+    }
+
+    void loadSignals(const float *data, int64_t width) override {
+        require(width > 0 && width <= m_D, "SliceGPT", "signals of the wrong width");
+        LATHE_CUDA_CHECK(cudaMemcpy(m_signals.as(), data, size_t(m_rows * width) * sizeof(float), cudaMemcpyDefault));
+        m_width = width;
+    }
+
 private:
     // Rows [r0, r0 + rows) of the signals at `width`, on the device: in place, or copied into the staging buffer
     // when the signals are in host memory.

@@ -533,6 +533,112 @@ private slots:
         QVERIFY2(other.err.find("holds another job (sweep differ)") != std::string::npos, other.err.c_str());
     }
 
+    // Item 9, the layer part: Wanda and SliceGPT (with random orientations, so that the random state must carry
+    // over too) killed with SIGKILL at 10 random moments each and resumed end with an uninterrupted run's results,
+    // layer reports and exported weights, byte for byte; the kills that land inside the method continue from its
+    // layer checkpoint (saved after every block here), which the finished point removes. A damaged checkpoint is
+    // set aside and the point runs from its first block, with the same result.
+    void layerResumeAfterSigkill_data() {
+        QTest::addColumn<QString>("method");
+        QTest::newRow("wanda") << "wanda";
+        QTest::newRow("slicegpt") << "slicegpt";
+    }
+    void layerResumeAfterSigkill() {
+        QFETCH(QString, method);
+        const fs::path root = test::tempDir("layer-resume");
+        const std::string text = test::dataDir() + "/text/tinystories-excerpt.txt";
+        nlohmann::json j = {{"model", demoModel()},
+                            {"method", method.toStdString()},
+                            {"sparsity", 0.5},
+                            {"calibration", {{"text", text}, {"samples", 64}, {"seq_len", 256}}},
+                            {"evaluation", {{"text", text}, {"seq_len", 128}, {"max_tokens", 2048}}},
+                            {"device", "cpu"},
+                            {"output", {{"dir", "unused"}, {"checkpoint_seconds", 0}}}};
+        if (method == "slicegpt")
+            j["slicegpt"] = {{"random_orientation", true}};
+        const test::ReferenceRun reference = test::runReference(root, j, "compress");
+        QVERIFY2(reference.run.exitCode == 0, reference.run.err.c_str());
+        const auto want = nlohmann::json::parse(readTextFile((reference.out / "results.json").string()));
+        QVERIFY(!fs::exists(reference.out / "layer-checkpoint"));
+        const std::string wantModel = readTextFile((reference.out / "model" / "model.safetensors").string());
+        auto withoutTimes = [](nlohmann::json layers) {
+            for (auto &l : layers)
+                l.erase("seconds");
+            return layers;
+        };
+        // Runs the interrupted folder `out` to its end and compares it with the reference.
+        auto resumeAndCompare = [&](const fs::path &out, const std::string &where) {
+            const CliRun r = runCli({"compress", reference.specPath, "--output", QString::fromStdString(out.string()),
+                                     "--resume"});
+            QVERIFY2(r.exitCode == 0, (where + r.err).c_str());
+            const auto got = nlohmann::json::parse(readTextFile((out / "results.json").string()));
+            QCOMPARE(QString::fromStdString(got["status"].get<std::string>()), QString("done"));
+            QCOMPARE(got["runs"].size(), size_t(1));
+            for (const char *key : {"perplexity", "params", "bytes_dense", "bytes_compact"})
+                QVERIFY2(got["runs"][0][key] == want["runs"][0][key], (where + key).c_str());
+            QVERIFY2(withoutTimes(got["runs"][0]["layers"]) == withoutTimes(want["runs"][0]["layers"]),
+                     (where + "layers").c_str());
+            QVERIFY2(readTextFile((out / "model" / "model.safetensors").string()) == wantModel, (where + "model").c_str());
+            QVERIFY2(!fs::exists(out / "layer-checkpoint"), where.c_str());
+            for (const auto &e : fs::recursive_directory_iterator(out)) {
+                const std::string name = e.path().filename().string();
+                QVERIFY2(name.find(".lathe-tmp-") == std::string::npos, e.path().c_str());
+            }
+        };
+        std::mt19937 rng(method == "wanda" ? 20261203 : 20261204);
+        int continued = 0;
+        for (int k = 0; k < 10; ++k) {
+            const fs::path out = root / ("k" + std::to_string(k));
+            const int delay = int(std::uniform_int_distribution<qint64>(0, reference.ms)(rng));
+            runCliKilledAfter({"compress", reference.specPath, "--output", QString::fromStdString(out.string())}, delay);
+            resumeAndCompare(out, "kill at " + std::to_string(delay) + " ms: ");
+            if (QTest::currentTestFailed())
+                return;
+            continued += readTextFile((out / "run.log").string()).find("continuing from the layer checkpoint after block") !=
+                         std::string::npos;
+        }
+        qInfo("%s: %d of 10 resumed runs continued from a layer checkpoint (uninterrupted run: %lld ms)",
+              qPrintable(method), continued, static_cast<long long>(reference.ms));
+        QVERIFY(continued >= 2);
+
+        // A damaged checkpoint: killed after some blocks, the state file truncated, then resumed.
+        const fs::path out = root / "damaged";
+        for (int delay = int(reference.ms / 2); delay < 4 * reference.ms; delay += 50) {
+            fs::remove_all(out);
+            runCliKilledAfter({"compress", reference.specPath, "--output", QString::fromStdString(out.string())}, delay);
+            if (fs::exists(out / "layer-checkpoint" / "state.safetensors"))
+                break;
+        }
+        QVERIFY2(fs::exists(out / "layer-checkpoint" / "state.safetensors"), "no kill left a layer checkpoint");
+        fs::resize_file(out / "layer-checkpoint" / "state.safetensors", 100);
+        resumeAndCompare(out, "damaged checkpoint: ");
+        QVERIFY(readTextFile((out / "run.log").string()).find("the layer checkpoint cannot be used") != std::string::npos);
+    }
+
+    // A layer checkpoint that cannot be written (a full disk) is said in the log and the run goes on to its result.
+    void layerCheckpointOnFullDisk() {
+        const fs::path root = test::tempDir("full-checkpoint");
+        CompressionSpec s;
+        s.model = demoModel();
+        s.setMethod("wanda");
+        s.calibrationText = test::dataDir() + "/text/tinystories-excerpt.txt";
+        s.calibrationSamples = 16;
+        s.calibrationSeqLen = 256;
+        s.exportModel = false;
+        s.checkpointSeconds = 0;
+        s.outputDir = (root / "run").string();
+        CompressionRunResult r;
+        {
+            FileSizeLimit limit(64 * 1024); // the run's files fit; the checkpoint's signals (1 MiB) do not
+            r = runCompression(s);
+        }
+        QCOMPARE(QString::fromStdString(r.status), QString("done"));
+        const std::string log = readTextFile((root / "run" / "run.log").string());
+        QVERIFY2(log.find("could not write the layer checkpoint, the run goes on without") != std::string::npos, log.c_str());
+        for (const auto &e : fs::recursive_directory_iterator(root / "run"))
+            QVERIFY2(e.path().filename().string().find("lathe-tmp") == std::string::npos, e.path().c_str());
+    }
+
     // Item 4: a hostile targets pattern gets an error, not a stack overflow; ranges never enumerate past the model.
     void hostilePatternsAndRanges() {
         const std::string deep = std::string(20000, '(') + "a" + std::string(20000, ')');

@@ -23,7 +23,9 @@ int runCompress(int argc, char **argv) {
                      "  before/after and the export, into the job's output folder (see docs/compression.md);\n"
                      "  --check makes every check of the job (the model-dependent ones too), creates nothing and exits;\n"
                      "  --estimate also times one forward pass here and prints the run's estimated time, memory and\n"
-                     "  export size, and whether it fits\n%s\n",
+                     "  export size, and whether it fits;\n"
+                     "  --resume continues an interrupted run in its folder: finished points are kept, and Wanda and\n"
+                     "  SliceGPT continue from their last layer checkpoint (output.checkpoint_seconds)\n%s\n",
                      o.error().c_str());
         return 2;
     }

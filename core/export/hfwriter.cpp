@@ -199,40 +199,4 @@ HfWriteResult writeHfFolder(const Model &model, const std::string &dirArg, const
     return result;
 }
 
-std::string safetensorsPrefix(const nlohmann::json &header) {
-    std::string hs = header.dump();
-    hs.append((8 - hs.size() % 8) % 8, ' ');
-    const uint64_t hlen = hs.size();
-    std::string out(8, '\0');
-    for (int i = 0; i < 8; ++i)
-        out[size_t(i)] = char(uint8_t(hlen >> (8 * i)));
-    return out + hs;
-}
-
-void writeFloatSafetensors(const std::string &path, const std::vector<NamedFloats> &tensors,
-                           const nlohmann::json &metadata) {
-    nlohmann::json header = nlohmann::json::object();
-    header["__metadata__"] = metadata;
-    header["__metadata__"]["writer"] = "lathe";
-    uint64_t offset = 0;
-    for (const NamedFloats &t : tensors) {
-        int64_t n = 1;
-        for (int64_t d : t.shape)
-            n *= d;
-        header[t.name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + uint64_t(n) * 4}}};
-        offset += uint64_t(n) * 4;
-    }
-    const std::string prefix = safetensorsPrefix(header);
-    checkSpaceFor(path, prefix.size() + offset);
-    writeFileAtomic(path, [&](CheckedFile &f) {
-        f.write(prefix);
-        for (const NamedFloats &t : tensors) {
-            int64_t n = 1;
-            for (int64_t d : t.shape)
-                n *= d;
-            f.write(t.data, size_t(n) * 4);
-        }
-    });
-}
-
 } // namespace lathe

@@ -2,6 +2,7 @@
 
 #include "base/dtype.h"
 #include "base/progress.h"
+#include "io/safetensorsfile.h"
 #include "model/model.h"
 
 #include <nlohmann/json.hpp>
@@ -38,21 +39,5 @@ struct HfWriteResult {
 // state or the complete new folder, never a half-written model. Throws LatheError (CancelledError on cancel).
 HfWriteResult writeHfFolder(const Model &model, const std::string &dir, const HfWriteOptions &options = {},
                             const ProgressCallback &progress = {});
-
-// The start of a safetensors file: the 8-byte little-endian header length, then the header JSON padded with spaces
-// so that the data that follows is 8-byte aligned (as the reference writer does).
-std::string safetensorsPrefix(const nlohmann::json &header);
-
-// A named fp32 tensor to write (the data is not owned).
-struct NamedFloats {
-    std::string name;
-    std::vector<int64_t> shape;
-    const float *data = nullptr;
-};
-// A plain fp32 safetensors file of `tensors` (gradients, reference dumps), written so that `path` is either the
-// old file or the complete new one (temporary beside it, checked writes, fsync, rename). The space is checked
-// first. LatheError with a hint on failure.
-void writeFloatSafetensors(const std::string &path, const std::vector<NamedFloats> &tensors,
-                           const nlohmann::json &metadata = nlohmann::json::object());
 
 } // namespace lathe

@@ -49,6 +49,27 @@ void LayerwiseSignals::runBlock(Transformer &engine, int layer, const BlockHooks
     }
 }
 
+int64_t LayerwiseSignals::width() const { return m_chunks.empty() ? 0 : m_chunks.front().cols(); }
+
+SafetensorsBlob LayerwiseSignals::blob() const {
+    SafetensorsBlob b;
+    b.shape = {rows(), width()};
+    b.produce = [this](const SafetensorsBlob::Sink &sink) {
+        for (const Mat &c : m_chunks)
+            sink(c.data(), size_t(c.size()) * sizeof(float));
+    };
+    return b;
+}
+
+void LayerwiseSignals::load(const float *data, int64_t width) {
+    for (Mat &c : m_chunks) {
+        Mat x(c.rows(), width);
+        std::copy(data, data + x.size(), x.data());
+        data += x.size();
+        c.swap(x);
+    }
+}
+
 GramAccumulator::GramAccumulator(int64_t width) : m_width(width), m_h(size_t(width * width), 0.0) {}
 
 void GramAccumulator::add(const Mat &x) {

@@ -2,6 +2,7 @@
 
 #include "base/progress.h"
 #include "engine/transformer.h"
+#include "io/safetensorsfile.h"
 #include "numeric/mat.h"
 
 #include <cstdint>
@@ -31,6 +32,12 @@ public:
     // between chunks. `stage` prefixes the progress text; `from`..`to` is the fraction range of this pass.
     void runBlock(Transformer &engine, int layer, const BlockHooks *hooks, const ProgressCallback &progress,
                   double from, double to, const std::string &stage);
+
+    // For layer checkpoints: the signals as one rows x width fp32 blob (streamed from the chunks; valid while the
+    // signals are), and the reverse from rows x `width` floats in that order.
+    int64_t width() const;
+    SafetensorsBlob blob() const;
+    void load(const float *data, int64_t width);
 
 private:
     std::vector<Mat> m_chunks;

@@ -15,6 +15,7 @@
 namespace lathe {
 
 class ComputeBackend;
+class LayerCheckpoint;
 class Model;
 struct CalibrationSet;
 
@@ -56,6 +57,9 @@ struct MethodContext {
     double sparsity = 0;                          // the job's value for this run, in [0, 1)
     const CalibrationSet *calibration = nullptr;  // set when the method needs calibration
     ComputeBackend *device = nullptr;             // where heavy linear algebra may run; never null
+    // Layer-by-layer methods save their progress through it and continue from it (layercheckpoint.h); the others
+    // ignore it. Null: no checkpoints.
+    LayerCheckpoint *checkpoint = nullptr;
 };
 
 struct MethodOutcome {

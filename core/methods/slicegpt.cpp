@@ -9,8 +9,9 @@
 // (Q_out). Parallel Phi-2 blocks: one PCA per block. The last block's output and the head keep the full width
 // unless sliceHead is set. Registered as "slicegpt". Differs from the official code
 // (microsoft/TransformerCompression): the PCA runs in fp64 on the CPU or with cuSOLVER, signals stream through the
-// blocks in chunks (host memory when they do not fit on the GPU), per-block fractions may be given as ranges, and
-// Phi-2's parallel blocks share one PCA.
+// blocks in chunks (host memory when they do not fit on the GPU), per-block fractions may be given as ranges,
+// Phi-2's parallel blocks share one PCA, and a killed run continues from its last layer checkpoint with the same
+// result (the signals, the current basis and the random state are saved with the finished blocks).
 
 #include "methods/slicegpt.h"
 
@@ -19,6 +20,7 @@
 #include "base/clock.h"
 #include "base/error.h"
 #include "engine/transformer.h"
+#include "methods/layercheckpoint.h"
 #include "methods/method.h"
 #include "methods/normfusion.h"
 #include "methods/slicegptengine.h"
@@ -33,6 +35,7 @@
 #include <cstdio>
 #include <cmath>
 #include <random>
+#include <sstream>
 
 namespace lathe {
 
@@ -159,19 +162,58 @@ SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const S
     spdlog::info("SliceGPT on {}: {} calibration rows, {:.1f} MiB of signals per width-{} copy", engine->describe(),
                  engine->signalRows(), double(engine->signalBytes()) / (1 << 20), D);
 
-    // The embedding output: first PCA.
-    Pca p0 = pca(engine->signalGram(), D, params.damping, params.solver);
-    if (params.randomOrientation)
-        randomlyOrient(p0.basis, widths.embedding, rng);
-    result.embeddingEnergyDropped = p0.droppedFraction(widths.embedding);
-    MatD prev = p0.basis.leftCols(widths.embedding); // Q_{l-1}, kept columns (D x d_in)
-    {
+    // A resumed run: the rotated embeddings and finished blocks go into the fused model, the signals into the
+    // engine, and the basis and random state continue from where they were saved.
+    std::optional<LayerCheckpoint::Restored> restored;
+    if (params.checkpoint)
+        restored = params.checkpoint->restore(model);
+    const int first = restored ? restored->finishedBlocks() : 0;
+    MatD prev; // Q_{l-1}, kept columns (D x d_in)
+    if (restored) {
+        const nlohmann::json &st = restored->info();
+        std::istringstream(st.at("rng").get<std::string>()) >> rng;
+        result.embeddingEnergyDropped = st.at("embedding_energy_dropped").get<double>();
+        for (const nlohmann::json &j : st.at("layers"))
+            result.layers.push_back({j.at("layer").get<int>(), j.at("mid_energy_dropped").get<double>(),
+                                     j.at("output_energy_dropped").get<double>(), j.at("mid_width").get<int64_t>(),
+                                     j.at("output_width").get<int64_t>(), j.at("seconds").get<double>()});
+        const int64_t d = restored->signalWidth();
+        prev = Eigen::Map<const MatD>(reinterpret_cast<const double *>(restored->blob("basis", DType::F64, {D, d})), D, d);
+        engine->loadSignals(restored->signals(engine->signalRows(), d), d);
+        spdlog::info("SliceGPT: continuing after block {} from the layer checkpoint", first);
+    } else {
+        // The embedding output: first PCA.
+        Pca p0 = pca(engine->signalGram(), D, params.damping, params.solver);
+        if (params.randomOrientation)
+            randomlyOrient(p0.basis, widths.embedding, rng);
+        result.embeddingEnergyDropped = p0.droppedFraction(widths.embedding);
+        prev = p0.basis.leftCols(widths.embedding);
         EmbeddingWeights emb = loadEmbeddingWeights(model);
         engine->rotateInput(emb.token, prev);
         engine->rotateInput(emb.position, prev);
         storeEmbeddingWeights(model, emb);
+        engine->projectSignals(prev);
     }
-    engine->projectSignals(prev);
+    // What a checkpoint saves besides the blocks: the basis, the random state, the reports, the embeddings.
+    auto saveCheckpoint = [&](int finished) {
+        LayerCheckpoint::State st;
+        st.finishedBlocks = finished;
+        std::ostringstream rngState;
+        rngState << rng;
+        nlohmann::json layers = nlohmann::json::array();
+        for (const SliceGptLayerReport &r : result.layers)
+            layers.push_back({{"layer", r.layer}, {"mid_energy_dropped", r.midEnergyDropped},
+                              {"output_energy_dropped", r.outputEnergyDropped}, {"mid_width", r.midWidth},
+                              {"output_width", r.outputWidth}, {"seconds", r.seconds}});
+        st.info = {{"rng", rngState.str()}, {"embedding_energy_dropped", result.embeddingEnergyDropped},
+                   {"layers", layers}};
+        st.blobs.push_back({"basis", DType::F64, {prev.rows(), prev.cols()}, prev.data(), {}});
+        for (TensorRole role : {TensorRole::TokenEmbedding, TensorRole::PositionEmbedding})
+            if (const TensorInfo *t = model.find(role))
+                st.outerTensors.push_back(t->name);
+        st.signals = engine->signalBlob();
+        params.checkpoint->save(model, st, [](int) { return LayerCheckpoint::BlockRecord{}; });
+    };
 
     // Runs block l over the signals (they become its output, in the unrotated basis), then the PCA of that
     // output: the kept basis (D x d) and the energy it drops.
@@ -198,7 +240,7 @@ SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const S
     };
 
     const double blocksFrom = 0.05;
-    for (int l = 0; l < layers; ++l) {
+    for (int l = first; l < layers; ++l) {
         const double tl = steadySeconds();
         const double f0 = blocksFrom + (1.0 - blocksFrom) * double(l) / double(layers);
         const double f1 = blocksFrom + (1.0 - blocksFrom) * double(l + 1) / double(layers);
@@ -258,6 +300,8 @@ SliceGptResult sliceGpt(Model &model, const CalibrationSet &calibration, const S
         spdlog::info("SliceGPT {}: widths {} / {}, energy dropped {:.4f} / {:.4f} ({:.1f} s)", tag, rep.midWidth,
                      rep.outputWidth, rep.midEnergyDropped, rep.outputEnergyDropped, rep.seconds);
         result.layers.push_back(rep);
+        if (params.checkpoint && params.checkpoint->due())
+            saveCheckpoint(l + 1);
         reportProgress(progress, f1, tag + ": done");
     }
     HeadWeights head = loadHeadWeights(model);
@@ -335,6 +379,7 @@ public:
         SliceGptParams sp = sliceParams(params, context.sparsity, model);
         sp.solver = context.device;
         sp.gpu = context.device && deviceService<SliceGptEngineService>(*context.device) != nullptr;
+        sp.checkpoint = context.checkpoint;
         const SliceGptResult r = sliceGpt(model, *context.calibration, sp, progress);
         MethodOutcome out;
         for (const SliceGptLayerReport &l : r.layers)

@@ -10,6 +10,7 @@
 namespace lathe {
 
 class ComputeBackend;
+class LayerCheckpoint;
 class Model;
 struct CalibrationSet;
 
@@ -29,6 +30,8 @@ struct SliceGptParams {
     bool gpu = false;
     ComputePrecision precision = ComputePrecision::Bf16;
     bool gpuHostSignals = false; // GPU: hold the signals in host memory even when they fit (tests that path)
+    // Saves after finished blocks and continues from the last saved one (layercheckpoint.h); null: none. Not owned.
+    LayerCheckpoint *checkpoint = nullptr;
 };
 
 // The widths a run will produce, known before any work: embedding, per block mid and output widths.

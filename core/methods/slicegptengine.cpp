@@ -69,6 +69,10 @@ public:
 
     MatD transposedProduct(const MatD &a, const MatD &b) override { return a.transpose() * b; }
 
+    int64_t signalWidth() const override { return m_signals.width(); }
+    SafetensorsBlob signalBlob() override { return m_signals.blob(); }
+    void loadSignals(const float *data, int64_t width) override { m_signals.load(data, width); }
+
 private:
     Transformer m_engine;
     LayerwiseSignals m_signals;

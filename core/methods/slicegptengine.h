@@ -3,6 +3,7 @@
 #include "base/progress.h"
 #include "engine/blockhooks.h"
 #include "engine/deviceforward.h"
+#include "io/safetensorsfile.h"
 #include "model/layerweights.h"
 #include "numeric/mat.h"
 
@@ -47,6 +48,13 @@ public:
     virtual void rotateOutput(LinearWeights &l, const MatD &qd) = 0;
     // a^T b in fp64 (the shortcut matrices Q_to^T Q_from: D^3 multiply-adds, too many for the host at 7B scale).
     virtual MatD transposedProduct(const MatD &a, const MatD &b) = 0;
+
+    // Layer checkpoints: the signals at their current width as one rows x signalWidth() fp32 blob (streamed to
+    // the host piece by piece when the signals live on a device; valid until the next call), and the reverse, from
+    // rows x `width` floats in the same order.
+    virtual int64_t signalWidth() const = 0;
+    virtual SafetensorsBlob signalBlob() = 0;
+    virtual void loadSignals(const float *data, int64_t width) = 0;
 };
 
 struct SliceGptEngineOptions {

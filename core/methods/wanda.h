@@ -5,6 +5,7 @@
 
 namespace lathe {
 
+class LayerCheckpoint;
 class Model;
 struct CalibrationSet;
 
@@ -13,6 +14,8 @@ struct WandaParams {
     int64_t rowsPerChunk = 8192;
     bool measureError = true;   // keep the dense block outputs to report each block's output error (one more copy
                                 // of the signals in memory)
+    // Saves after finished blocks and continues from the last saved one (layercheckpoint.h); null: none. Not owned.
+    LayerCheckpoint *checkpoint = nullptr;
 };
 
 // Wanda in place on `model`, layer by layer on the calibration set. Checks the selection before any work.

@@ -13,6 +13,7 @@
 #include "export/sparsearchive.h"
 #include "io/modelloader.h"
 #include "io/tokenizerloader.h"
+#include "methods/layercheckpoint.h"
 #include "methods/method.h"
 #include "model/model.h"
 #include "numeric/backend.h"
@@ -251,10 +252,18 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
             fs::create_directories(runDir);
             std::unique_ptr<Model> m = openModel(spec.model); // fresh for every run: the source is never written
             const double tm = steadySeconds();
+            // The point's layer checkpoint: what a killed run of it saved is continued (same job, same point, same
+            // calibration windows), and the folder goes once the point is recorded.
+            LayerCheckpoint checkpoint(runDir / "layer-checkpoint", spec.checkpointSeconds,
+                                       {{"method", spec.label()}, {"sparsity", s}, {"model", spec.model},
+                                        {"windows", texts.calibration.windows}},
+                                       [&files, tag](const std::string &line) { files.log(tag + line); },
+                                       fit.exportBytes);
             MethodContext context;
             context.sparsity = s;
             context.calibration = info.needsCalibration ? &texts.calibration : nullptr;
             context.device = device.get();
+            context.checkpoint = &checkpoint;
             const MethodOutcome outcome = spec.method->run(*m, spec.params, context, part(2.0, tag));
             rec.layers = outcome.layers;
             recordSizes(outcome, bpv, rec);
@@ -284,6 +293,7 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
             result.runs.push_back(std::move(rec));
             result.seconds = steadySeconds() - t0;
             files.results(result.toJson());
+            checkpoint.remove();
         }
         result.seconds = steadySeconds() - t0;
         result.status = "done";

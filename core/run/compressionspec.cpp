@@ -46,6 +46,7 @@ const SpecKey<CompressionSpec> kJobKeys[] = {
     {"output.gguf", &CompressionSpec::gguf, false, true},
     {"output.overwrite", &CompressionSpec::overwrite},
     {"output.resume", &CompressionSpec::resume},
+    {"output.checkpoint_seconds", &CompressionSpec::checkpointSeconds},
 };
 // Keys read by hand: the method, the ratio (one value or a sweep) and a free comment.
 const char *const kSpecialKeys[] = {"method", "sparsity", "sweep", "comment"};
@@ -215,6 +216,9 @@ void validateSpec(const CompressionSpec &s) {
         throw LatheError("job spec: output.gguf needs output.export", "set output.export to true, or leave out output.gguf");
     if (s.outputDir.empty())
         throw LatheError("job spec: no output.dir given", "the run folder receives the log, results and exports");
+    if (!(s.checkpointSeconds >= 0 && s.checkpointSeconds <= 1e9))
+        throw LatheError("job spec: output.checkpoint_seconds must be between 0 and 1e9",
+                         "0 saves a layer checkpoint after every block; 300 every five minutes at most");
     if (s.overwrite && s.resume)
         throw LatheError("job spec: output.overwrite and output.resume exclude each other",
                          "overwrite starts the run afresh, resume continues the interrupted one");

@@ -17,7 +17,8 @@ class Model;
 //   model, tokenizer?, method (a registered method: `lathe-cli methods`), sparsity | sweep [..], the method's
 //   parameters at their keys (magnitude, wanda: pattern, targets, layer_sparsity; slicegpt: slicegpt {slice_head,
 //   random_orientation, round_to, damping, precision}, layer_sparsity), calibration {text, samples, seq_len, seed},
-//   evaluation {text, seq_len, max_tokens, dense, precision}, output {dir, export, dtype, gguf, overwrite, resume},
+//   evaluation {text, seq_len, max_tokens, dense, precision}, output {dir, export, dtype, gguf, overwrite, resume,
+//   checkpoint_seconds},
 //   device ("auto" | "cpu" | "cuda" | "cuda:N": where evaluation and SliceGPT run), comment.
 // Relative paths are resolved against the folder of the spec file. JSON lives only at the file boundary: the GUI
 // and the engine pass this struct, the method's parameters typed (MethodParams).
@@ -44,6 +45,10 @@ struct CompressionSpec {
     // Continue the interrupted run in outputDir: its finished sweep points and dense evaluation are kept (they must
     // be of this same job), the rest is run. Starts afresh when the folder holds no run yet.
     bool resume = false;
+    // Layer-by-layer methods (Wanda, SliceGPT) save a checkpoint after a block when this many seconds have passed
+    // since the last one (methods/layercheckpoint.h), so that resume continues a killed point from there; 0: after
+    // every block. Not part of what makes two runs the same job.
+    double checkpointSeconds = 300;
     std::string specFile; // the file the spec was read from (not part of the JSON): protected like the inputs
 
     // Switches to the registered method of that name with its default parameters; LatheError for an unknown name.

@@ -107,6 +107,7 @@ std::optional<CompressionRunResult> previousRun(const CompressionSpec &spec) {
     for (json *j : {&before, &now}) {
         (*j)["output"].erase("overwrite");
         (*j)["output"].erase("resume");
+        (*j)["output"].erase("checkpoint_seconds");
     }
     if (before != now) {
         std::string key;

@@ -46,7 +46,8 @@ std::string formatDuration(double seconds);
 
 // What an interrupted run of `spec` left in its folder and may be kept: the dense evaluation and the finished
 // points (a prefix of the sweep) whose exports are in place. nullopt when the folder holds no run to continue.
-// LatheError when it holds another job's run (its spec.json differs in more than overwrite/resume).
+// LatheError when it holds another job's run (its spec.json differs in more than overwrite, resume and
+// checkpoint_seconds).
 std::optional<CompressionRunResult> previousRun(const CompressionSpec &spec);
 
 } // namespace lathe

@@ -2,7 +2,6 @@
 
 #include "base/clock.h"
 #include "base/error.h"
-#include "base/mappedfile.h"
 #include "base/outputfiles.h"
 #include "base/unicodetext.h"
 #include "engine/evaluation.h"
@@ -12,7 +11,7 @@
 #include "export/losparseexport.h"
 #include "export/sparsearchive.h"
 #include "io/modelloader.h"
-#include "io/safetensorsheader.h"
+#include "io/safetensorsfile.h"
 #include "io/tokenizerloader.h"
 #include "methods/registry.h"
 #include "methods/trainingmethod.h"
@@ -255,18 +254,15 @@ int64_t readCheckpoint(const fs::path &dir, train::CausalLm<float> &lm, train::A
                          "the run has no usable checkpoint: start afresh with output.overwrite");
     }
     const std::string path = (cp / "state.safetensors").string();
-    auto file = MappedFile::open(path);
-    const SafetensorsHeader h = parseSafetensorsHeader(file->data(), file->size(), path);
+    const SafetensorsFile file(path, "the checkpoint is damaged");
     auto tensor = [&](const std::string &name, train::Matrix<float> &into, bool required) {
-        for (const SafetensorsEntry &e : h.entries)
-            if (e.name == name) {
-                require(e.dtype == DType::F32 && e.shape.size() == 2 && e.end - e.begin == uint64_t(e.shape[0] * e.shape[1]) * 4,
-                        path, name + " has the wrong type or shape", "the checkpoint is damaged");
-                into.resize(e.shape[0], e.shape[1]);
-                std::memcpy(into.data(), file->data() + e.begin, e.end - e.begin);
-                return;
-            }
-        require(!required, path, "no tensor " + name, "the checkpoint is damaged");
+        const SafetensorsEntry *e = file.find(name);
+        require(e || !required, path, "no tensor " + name, "the checkpoint is damaged");
+        if (!e)
+            return;
+        require(e->shape.size() == 2, path, name + " has the wrong type or shape", "the checkpoint is damaged");
+        into.resize(e->shape[0], e->shape[1]);
+        std::memcpy(into.data(), file.bytes(name, DType::F32, e->shape), size_t(into.size()) * 4);
     };
     auto &params = lm.parameters().all();
     adam.firstMoments().assign(params.size(), {});
