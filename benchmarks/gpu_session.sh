@@ -4,6 +4,8 @@
 #   check     lathe-cli check-gpu: every GPU path against its CPU reference (gpu/gpuselfcheck.h, tolerances there)
 #   forward   bench forward on a random bf16 Llama-2-7B at 2048 tokens (issue 3: >= 40k tokens/s prefill on an H100)
 #   slicegpt  bench slicegpt on a random Llama-2-7B, 1024 x 2048 calibration tokens (issue 5: <= 5 min on an H100)
+#   resume    SliceGPT on the demo model on the GPU, killed at four moments and resumed from its layer checkpoint:
+#             the export must equal an uninterrupted run's byte for byte (issue 20 item 9; the signals live on the GPU)
 # Usage (on the device, from the repository root, with .devdeps carried; prepare it here with
 # ../shared/tools/device-deps.sh):  benchmarks/gpu_session.sh [check|forward|slicegpt|all]...
 # Logs go to $OUT (the device tool's folder) or /tmp/lathe-gpu-out.
@@ -38,6 +40,27 @@ run() { # name command...
   echo "== $name: exit $rc after $((SECONDS - t0)) s"
   [ $rc -eq 0 ] || status=1
 }
+# layer_resume: see the header.
+layer_resume() {
+  local d="$out/resume" text="$PWD/tests/data/text/tinystories-excerpt.txt"
+  rm -rf "$d"; mkdir -p "$d"
+  cat > "$d/job.json" <<JSON
+{"model": "$PWD/resources/demo/stories260K.bin", "method": "slicegpt", "sparsity": 0.25,
+ "slicegpt": {"random_orientation": true, "precision": "fp32"},
+ "calibration": {"text": "$text", "samples": 64, "seq_len": 256}, "device": "cuda",
+ "output": {"dir": "$d/ref", "checkpoint_seconds": 0}}
+JSON
+  "$cli" compress "$d/job.json" > /dev/null 2>&1 || return 1
+  local delay continued=0
+  for delay in 0.8 1.2 1.6 2.4; do
+    rm -rf "$d/k"
+    timeout -s KILL "$delay" "$cli" compress "$d/job.json" --output "$d/k" > /dev/null 2>&1
+    "$cli" compress "$d/job.json" --output "$d/k" --resume > /dev/null 2>&1 || return 1
+    grep -h "continuing from the layer checkpoint" "$d/k/run.log" && continued=$((continued + 1))
+    cmp "$d/k/model/model.safetensors" "$d/ref/model/model.safetensors" || return 1
+  done
+  echo "$continued of 4 resumed runs continued from a layer checkpoint; every export equal"
+}
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=(all)
 for stage in "${stages[@]}"; do
@@ -49,8 +72,9 @@ for stage in "${stages[@]}"; do
         --batch 4 --repeat 3 ;;&
     slicegpt|all)
       run slicegpt-7b "$cli" bench slicegpt --shape llama2-7b --device cuda --precision bf16 --samples 1024 \
-        --seq-len 2048 --sparsity 0.25 ;;
-    check|forward) ;;
+        --seq-len 2048 --sparsity 0.25 ;;&
+    resume|all) run layer-resume layer_resume ;;&
+    check|forward|slicegpt|resume|all) ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
 done

@@ -34,6 +34,7 @@
 #include "remotecodecheck.h"
 #include "run/compressionspec.h"
 #include "run/trainingrun.h"
+#include "errorof.h"
 #include "testsupport.h"
 
 #include <QtTest/QtTest>
@@ -490,6 +491,57 @@ private slots:
         QCOMPARE(plan.parameters, lm.parameters().count(false));
         QCOMPARE(plan.trainableParameters, lm.parameters().count(true));
         QCOMPARE(plan.gradientBytes, uint64_t(lm.parameters().count(true)) * 4);
+    }
+
+    // The training preflight (issue 19 item 3): one step of the job's model and method timed here, the run's time
+    // by phase, memory from the plan, disk for the export and checkpoints; nothing created. A run that cannot fit
+    // is refused by --estimate (exit 1) and by the run itself before it creates anything.
+    void trainingPreflight_data() {
+        QTest::addColumn<QString>("method");
+        QTest::newRow("dense") << "{}";
+        QTest::newRow("pst") << R"({"method": "pst", "pst": {"final_sparsity": 0.5}})";
+        QTest::newRow("losparse") << R"({"method": "losparse"})";
+    }
+    void trainingPreflight() {
+        QFETCH(QString, method);
+        const fs::path root = test::tempDir("train-preflight");
+        nlohmann::json j = job(nlohmann::json::parse(method.toStdString()), 20);
+        j["output"]["dir"] = (root / "run").string();
+        j["eval_every"] = 10;
+        TrainingSpec spec = TrainingSpec::fromJson(j);
+        const TrainingPreflight pf = preflightTraining(spec);
+        QCOMPARE(pf.probe.seqLen, kSeq);
+        QVERIFY(pf.probe.forwardSeconds > 0 && pf.probe.backwardSeconds > 0 && pf.probe.fixedSeconds > 0);
+        const RunEstimate &e = pf.estimate;
+        QStringList phases;
+        for (const RunEstimate::Phase &p : e.phases)
+            phases << QString::fromStdString(p.name);
+        // Evaluations at 0, 10 and 20; checkpoints at 5, 10 and 15 (none at the end).
+        const QStringList want = {"setup (weights, method)", "training steps of 2 x 64 tokens (x20)",
+                                  "evaluation on 4 windows (x3)", "checkpoint (x3)", "export"};
+        QCOMPARE(phases, want);
+        QCOMPARE(e.hostBytes, pf.plan.totalBytes() + pf.plan.weightBytes);
+        QCOMPARE(e.exportBytes, uint64_t(pf.plan.parameters) * 4);
+        QVERIFY(e.seconds > 0 && e.refusal.empty());
+        QVERIFY(!fs::exists(root / "run"));
+        std::atomic<bool> cancel{true};
+        QVERIFY(test::errorOf([&] { preflightTraining(spec, &cancel); }).find("cancelled") != std::string::npos);
+
+        test::writeText((root / "job.json").string(), spec.toJson().dump());
+        const test::CliRun r = test::runCli({"train", QString::fromStdString((root / "job.json").string()), "--estimate"});
+        QVERIFY2(r.exitCode == 0, r.err.c_str());
+        QVERIFY2(r.out.find("estimate: about") != std::string::npos && r.out.find("probe ") != std::string::npos,
+                 r.out.c_str());
+        if (memAvailable() == 0)
+            QSKIP("MemAvailable is unknown here: the refusal cannot be shown");
+        spec.batch = 1'000'000; // activations beyond any machine's memory
+        test::writeText((root / "huge.json").string(), spec.toJson().dump());
+        const test::CliRun huge = test::runCli({"train", QString::fromStdString((root / "huge.json").string()), "--estimate"});
+        QCOMPARE(huge.exitCode, 1);
+        QVERIFY2(huge.out.find("does not fit: needs about") != std::string::npos, huge.out.c_str());
+        const std::string err = test::errorOf([&] { runTraining(spec); });
+        QVERIFY2(err.find("this run does not fit") != std::string::npos, err.c_str());
+        QVERIFY(!fs::exists(root / "run"));
     }
 
     void resumeAfterSigkill_data() {

@@ -17,6 +17,7 @@
 #include "methods/pruningtargets.h"
 #include "model/modelconfig.h"
 #include "run/compressionrun.h"
+#include "errorof.h"
 #include "testsupport.h"
 #include "tokenizers/tokenizer.h"
 
@@ -49,14 +50,7 @@ using test::CliRun;
 using test::runCli;
 using test::runCliKilledAfter;
 
-template <typename F> std::string errorOf(F &&f) {
-    try {
-        f();
-    } catch (const LatheError &e) {
-        return e.what();
-    }
-    return {};
-}
+using test::errorOf;
 
 std::string fixture(const std::string &name) { return test::fixturesDir() + "/" + name; }
 std::string demoModel() { return test::sourceDir() + "/resources/demo/stories260K.bin"; }

@@ -570,6 +570,26 @@ private slots:
         dialog.setSpec(s);
         QVERIFY2(dialog.findChild<QPushButton *>("run")->isEnabled(),
                  qPrintable(dialog.findChild<QLabel *>("status")->text()));
+        // The estimate: one training step timed on a worker thread, then the run's time, memory and disk; a run
+        // that cannot fit is refused until the settings change.
+        dialog.findChild<QPushButton *>("estimateButton")->click();
+        QTRY_VERIFY_WITH_TIMEOUT(!dialog.estimating(), 60000);
+        QTRY_VERIFY(dialog.estimateText().startsWith("Estimate: about"));
+        QVERIFY(dialog.findChild<QLabel *>("estimate")->toolTip().contains("training steps"));
+        QVERIFY(!QFile::exists(QString::fromStdString(s.outputDir)));
+        if (memAvailable() > 0) {
+            TrainingSpec huge = s;
+            huge.batch = 1'000'000; // activations far beyond any machine's memory
+            dialog.setSpec(huge);
+            QVERIFY(dialog.estimateText().contains("settings changed"));
+            dialog.estimate();
+            QTRY_VERIFY_WITH_TIMEOUT(!dialog.estimating(), 60000);
+            QTRY_VERIFY(!dialog.findChild<QPushButton *>("run")->isEnabled());
+            QVERIFY2(dialog.findChild<QLabel *>("status")->text().contains("does not fit"),
+                     qPrintable(dialog.findChild<QLabel *>("status")->text()));
+            dialog.setSpec(s); // changed back: the refusal goes with the estimate it came from
+            QVERIFY(dialog.findChild<QPushButton *>("run")->isEnabled());
+        }
         QSignalSpy done(&w, &MainWindow::trainingFinished);
         w.startTraining(dialog.spec());
         QVERIFY(done.wait(60000));

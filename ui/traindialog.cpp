@@ -14,6 +14,8 @@
 #include <QDialogButtonBox>
 #include <QDoubleSpinBox>
 #include <QFormLayout>
+#include <QFutureWatcher>
+#include <QtConcurrent/QtConcurrentRun>
 #include <QLabel>
 #include <QLineEdit>
 #include <QPushButton>
@@ -129,6 +131,16 @@ TrainDialog::TrainDialog(const QString &modelPath, QWidget *parent) : QDialog(pa
     form->addRow(QString(), row(this, {m_overwrite, m_export, m_dtype, m_gguf}));
     layout->addLayout(form);
 
+    m_estimate = new QLabel(tr("Estimate: press Estimate to time one training step of this job here"), this);
+    m_estimate->setObjectName("estimate");
+    m_estimate->setWordWrap(true);
+    m_estimateButton = new QPushButton(tr("Estimate"), this);
+    m_estimateButton->setObjectName("estimateButton");
+    m_estimateButton->setToolTip(tr("Builds the job's model and method, times one training step on this machine and "
+                                    "estimates the run's time, memory and disk (seconds to a minute)"));
+    connect(m_estimateButton, &QPushButton::clicked, this, &TrainDialog::estimate);
+    layout->addWidget(row(this, {m_estimate, m_estimateButton}));
+
     const JobDialogFooter footer = addJobDialogFooter(this, layout);
     m_status = footer.status;
     m_run = footer.run;
@@ -154,6 +166,71 @@ TrainDialog::TrainDialog(const QString &modelPath, QWidget *parent) : QDialog(pa
     for (QCheckBox *c : {m_recompute, m_export, m_overwrite})
         connect(c, &QCheckBox::toggled, this, &TrainDialog::refresh);
     setSpec(m_base);
+}
+
+TrainDialog::~TrainDialog() {
+    if (m_cancelEstimate)
+        *m_cancelEstimate = true;
+    if (m_estimating.isRunning())
+        m_estimating.waitForFinished(); // at most the rest of the set-up or one probe step
+}
+
+QString TrainDialog::estimateText() const { return m_estimate->text(); }
+
+void TrainDialog::estimate() {
+    TrainingSpec s;
+    try {
+        s = spec();
+        validateTrainingSpec(s);
+    } catch (const LatheError &e) {
+        m_estimate->setText(tr("No estimate: %1").arg(QString::fromStdString(e.what())));
+        return;
+    }
+    if (m_cancelEstimate)
+        *m_cancelEstimate = true; // a running one is of older settings
+    m_cancelEstimate = std::make_shared<std::atomic<bool>>(false);
+    m_estimatedKey = s.toJson().dump();
+    m_refusal.clear();
+    m_estimate->setText(tr("Estimate: building the model and timing one training step on this machine..."));
+    m_estimateButton->setEnabled(false);
+    m_estimating = QtConcurrent::run([s, cancel = m_cancelEstimate] {
+        Estimated r;
+        try {
+            r.preflight = preflightTraining(s, cancel.get());
+        } catch (const std::exception &e) {
+            r.error = e.what();
+        }
+        return r;
+    });
+    auto *watcher = new QFutureWatcher<Estimated>(this);
+    const std::shared_ptr<std::atomic<bool>> cancel = m_cancelEstimate;
+    connect(watcher, &QFutureWatcher<Estimated>::finished, this, [this, watcher, cancel] {
+        watcher->deleteLater();
+        if (*cancel)
+            return; // the settings changed meanwhile
+        m_estimateButton->setEnabled(true);
+        const Estimated r = watcher->result();
+        if (!r.error.empty()) {
+            m_estimate->setText(tr("No estimate: %1").arg(QString::fromStdString(r.error)));
+            return;
+        }
+        const RunEstimate &e = r.preflight.estimate;
+        const TrainingProbe &p = r.preflight.probe;
+        m_estimate->setText(tr("Estimate: %1").arg(QString::fromStdString(e.summary())));
+        m_estimate->setToolTip(tr("From one timed training step of %1 x %2 tokens on this machine (set-up %3 s, "
+                                  "forward %4 s, backward %5 s, optimizer and method %6 s):\n%7Checkpoints and exports "
+                                  "at an assumed 300 MB/s.")
+                                   .arg(p.batch)
+                                   .arg(p.seqLen)
+                                   .arg(p.setupSeconds, 0, 'f', 2)
+                                   .arg(p.forwardSeconds, 0, 'f', 3)
+                                   .arg(p.backwardSeconds, 0, 'f', 3)
+                                   .arg(p.fixedSeconds, 0, 'f', 3)
+                                   .arg(QString::fromStdString(e.report())));
+        m_refusal = e.refusal;
+        refresh();
+    });
+    watcher->setFuture(m_estimating);
 }
 
 void TrainDialog::setSpec(const TrainingSpec &s) {
@@ -278,7 +355,23 @@ void TrainDialog::refresh() {
     m_preview->replot();
     QString problem;
     try {
-        validateTrainingSpec(spec());
+        const TrainingSpec s = spec();
+        validateTrainingSpec(s);
+        // An estimate describes the settings it was made with: a change makes it stale (and lifts its refusal).
+        const std::string key = s.toJson().dump();
+        if (key != m_estimatedKey) {
+            if (!m_estimatedKey.empty()) {
+                m_estimate->setText(tr("Estimate: the settings changed; press Estimate again"));
+                m_estimate->setToolTip(QString());
+            }
+            if (m_cancelEstimate && m_estimating.isRunning())
+                *m_cancelEstimate = true;
+            m_estimateButton->setEnabled(true);
+            m_refusal.clear();
+            m_estimatedKey.clear();
+        }
+        if (!m_refusal.empty())
+            problem = tr("This run does not fit: %1").arg(QString::fromStdString(m_refusal));
     } catch (const LatheError &e) {
         problem = problemText(e);
     }

@@ -45,27 +45,16 @@ int runCompress(int argc, char **argv) {
         const Preflight p = preflightCompression(spec);
         const RunEstimate &e = p.estimate;
         if (o.flag("json")) {
-            nlohmann::json phases = nlohmann::json::array();
-            for (const auto &ph : e.phases)
-                phases.push_back({{"phase", ph.name}, {"seconds", ph.seconds}});
-            std::printf("%s\n", nlohmann::json({{"seconds", e.seconds}, {"phases", phases}, {"host_bytes", e.hostBytes},
-                                                {"host_available", e.hostAvailable}, {"export_bytes", e.exportBytes},
-                                                {"disk_available", e.diskAvailable}, {"refusal", e.refusal},
-                                                {"probe", {{"seq_len", p.probe.seqLen},
-                                                           {"build_seconds", p.probe.buildSeconds},
-                                                           {"forward_seconds", p.probe.forwardSeconds}}},
-                                                {"calibration_tokens", p.calibrationTokens},
-                                                {"eval_tokens", p.evalTokens}})
-                                    .dump()
-                                    .c_str());
+            nlohmann::json j = e.toJson();
+            j["probe"] = {{"seq_len", p.probe.seqLen},
+                          {"build_seconds", p.probe.buildSeconds},
+                          {"forward_seconds", p.probe.forwardSeconds}};
+            j["calibration_tokens"] = p.calibrationTokens;
+            j["eval_tokens"] = p.evalTokens;
+            std::printf("%s\n", j.dump().c_str());
         } else {
-            std::printf("probe: engine built in %.2f s, one %lld-token window in %.3f s\n", p.probe.buildSeconds,
-                        (long long)p.probe.seqLen, p.probe.forwardSeconds);
-            for (const auto &ph : e.phases)
-                std::printf("  %-44s %s\n", ph.name.c_str(), formatDuration(ph.seconds).c_str());
-            std::printf("estimate: %s\n", e.summary().c_str());
-            if (!e.refusal.empty())
-                std::printf("does not fit: %s\n", e.refusal.c_str());
+            std::printf("probe: engine built in %.2f s, one %lld-token window in %.3f s\n%s", p.probe.buildSeconds,
+                        (long long)p.probe.seqLen, p.probe.forwardSeconds, e.report().c_str());
         }
         return e.refusal.empty() ? 0 : 1;
     }

@@ -15,15 +15,17 @@ namespace lathe::cli {
 
 // lathe-cli train (issue 17 item 6).
 int runTrain(int argc, char **argv) {
-    CliOptions o(argc, argv, 2, {"resume", "output", "threads"}, {"json", "dry-run", "overwrite"});
+    CliOptions o(argc, argv, 2, {"resume", "output", "threads"}, {"json", "dry-run", "estimate", "overwrite"});
     const bool fromRunFolder = o.value("resume") && o.positional().empty();
     if (!o.ok() || (o.positional().size() != 1 && !fromRunFolder)) {
         std::fprintf(stderr,
-                     "usage: lathe-cli train JOB.json [--output DIR] [--overwrite] [--dry-run] [--json]\n"
+                     "usage: lathe-cli train JOB.json [--output DIR] [--overwrite] [--dry-run | --estimate] [--json]\n"
                      "       lathe-cli train --resume RUN_DIR [--json]\n"
                      "  trains the model of the job spec (docs/training.md): shuffled windows of the training text,\n"
                      "  AdamW with the learning-rate schedule, evaluation and checkpoints every K steps, the trained\n"
                      "  model exported as a Hugging Face folder; --dry-run prints the memory plan and does nothing;\n"
+                     "  --estimate also times one training step here and prints the run's estimated time, memory\n"
+                     "  and disk, and whether it fits (exit status 1 when it does not);\n"
                      "  --resume continues an interrupted run from its last checkpoint\n%s\n",
                      o.error().c_str());
         return 2;
@@ -50,11 +52,25 @@ int runTrain(int argc, char **argv) {
             spec.resume = true;
         }
     }
-    if (o.flag("dry-run")) {
-        const TrainingPlan plan = planTraining(spec);
+    if (o.flag("dry-run") || o.flag("estimate")) {
+        const bool estimate = o.flag("estimate");
+        TrainingPreflight pf;
+        if (estimate)
+            pf = preflightTraining(spec);
+        else
+            pf.plan = planTraining(spec);
+        const TrainingPlan &plan = pf.plan;
         if (o.flag("json")) {
-            std::printf("%s\n", plan.toJson().dump().c_str());
-            return 0;
+            nlohmann::json j = plan.toJson();
+            if (estimate) {
+                j = {{"plan", j}, {"estimate", pf.estimate.toJson()}};
+                j["probe"] = {{"seq_len", pf.probe.seqLen},           {"batch", pf.probe.batch},
+                              {"setup_seconds", pf.probe.setupSeconds},
+                              {"forward_seconds", pf.probe.forwardSeconds}, {"backward_seconds", pf.probe.backwardSeconds},
+                              {"fixed_seconds", pf.probe.fixedSeconds}};
+            }
+            std::printf("%s\n", j.dump().c_str());
+            return estimate && !pf.estimate.refusal.empty() ? 1 : 0;
         }
         std::printf("objective    %s\n", plan.objective.c_str());
         std::printf("parameters   %lld (%lld trainable)\n", (long long)plan.parameters,
@@ -66,7 +82,13 @@ int runTrain(int argc, char **argv) {
         std::printf("total        %s\ndata         %lld training tokens (%lld windows), %lld evaluation windows\n",
                     humanBytes(plan.totalBytes()).c_str(), (long long)plan.trainTokens, (long long)plan.trainWindows,
                     (long long)plan.evalWindows);
-        return 0;
+        if (!estimate)
+            return 0;
+        std::printf("probe        set-up %.2f s; %lld x %lld tokens: forward %.3f s, backward %.3f s, "
+                    "optimizer and method %.3f s\n%s",
+                    pf.probe.setupSeconds, (long long)pf.probe.batch, (long long)pf.probe.seqLen, pf.probe.forwardSeconds,
+                    pf.probe.backwardSeconds, pf.probe.fixedSeconds, pf.estimate.report().c_str());
+        return pf.estimate.refusal.empty() ? 0 : 1;
     }
     double lastShown = -1;
     const TrainingResult r = runTraining(spec, [&](const Progress &p) {

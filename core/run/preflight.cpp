@@ -12,6 +12,7 @@
 #include "model/model.h"
 #include "run/runfolder.h"
 #include "run/speckeys.h"
+#include "run/trainingrun.h"
 #include "tokenizers/tokenizer.h"
 
 #include <algorithm>
@@ -30,6 +31,8 @@ constexpr double kExportBytesPerSecond = 300e6; // assumed write rate of a local
 // Reading, scoring and rewriting every target weight, in forward passes of 256-token windows (magnitude pruning of
 // SmolLM2-135M on 2 cores: 2.8 s, 6.5 such windows).
 constexpr double kRewriteWindows = 6.5;
+
+} // namespace
 
 uint64_t memAvailable() {
     std::ifstream in("/proc/meminfo");
@@ -50,8 +53,6 @@ uint64_t diskFreeFor(const std::string &dir) {
     const fs::space_info si = fs::space(p.empty() ? fs::path(".") : p, ec);
     return ec ? 0 : si.available;
 }
-
-} // namespace
 
 ForwardProbe probeForward(const Model &model, int64_t seqLen) {
     ForwardProbe p;
@@ -174,6 +175,59 @@ Preflight preflightCompression(const CompressionSpec &spec) {
     return p;
 }
 
+RunEstimate estimateTrainingRun(const TrainingSpec &spec, const Model &model, const TrainingPlan &plan,
+                                const TrainingProbe &probe) {
+    RunEstimate e;
+    const auto add = [&](const std::string &name, double seconds, int64_t times = 1) {
+        if (times <= 0)
+            return;
+        e.phases.push_back({times > 1 ? name + " (x" + std::to_string(times) + ")" : name, seconds});
+        e.seconds += seconds * double(times);
+    };
+    // A window of the job's length against the probe's: backward does about twice forward's work at any length.
+    const double scale = probe.seqLen > 0 ? forwardFlops(model.config, spec.seqLen) /
+                                                std::max(forwardFlops(model.config, probe.seqLen), 1.0)
+                                          : 0.0;
+    add("setup (weights, method)", probe.setupSeconds);
+    const double micro = double(spec.batch) / double(std::max<int64_t>(probe.batch, 1)) * scale *
+                         (probe.forwardSeconds + probe.backwardSeconds);
+    add("training steps of " + std::to_string(spec.batch * spec.accumulate) + " x " + std::to_string(spec.seqLen) +
+            " tokens",
+        double(spec.accumulate) * micro + probe.fixedSeconds, spec.steps);
+    if (plan.evalWindows > 0) {
+        int64_t evals = 1 + (spec.evalEvery > 0 ? spec.steps / spec.evalEvery : 0);
+        if (spec.evalEvery <= 0 || spec.steps % spec.evalEvery != 0)
+            ++evals; // the last step's
+        add("evaluation on " + std::to_string(plan.evalWindows) + " windows",
+            double(plan.evalWindows) / double(std::max<int64_t>(probe.batch, 1)) * scale * probe.forwardSeconds,
+            evals);
+    }
+    const uint64_t checkpointBytes = plan.weightBytes + plan.optimizerBytes;
+    const int64_t checkpoints = spec.checkpointEvery > 0 ? (spec.steps - 1) / spec.checkpointEvery : 0;
+    add("checkpoint", double(checkpointBytes) / kExportBytesPerSecond, checkpoints);
+    if (spec.exportModel) {
+        const uint64_t params = uint64_t(plan.weightBytes / 4);
+        e.exportBytes = params * dtypeInfo(exportDType(spec.dtype)).blockBytes;
+        if (const std::optional<DType> g = ggufExportDType(spec.gguf))
+            e.exportBytes += params * (*g == DType::F32 ? 4 : *g == DType::F16 ? 2 : 1);
+        add("export", double(e.exportBytes) / kExportBytesPerSecond);
+    }
+    const uint64_t disk = e.exportBytes + (checkpoints > 0 ? 2 * checkpointBytes : 0);
+    e.hostBytes = plan.totalBytes() + (spec.exportModel ? plan.weightBytes : 0);
+    e.hostAvailable = memAvailable();
+    e.diskAvailable = diskFreeFor(spec.outputDir);
+    if (e.hostAvailable > 0 && e.hostBytes > e.hostAvailable)
+        e.refusal = "needs about " + humanBytes(e.hostBytes) + " of memory and " + humanBytes(e.hostAvailable) +
+                    " is available: a smaller data.batch (with optimizer.accumulate for the same step), a shorter "
+                    "data.seq_len, recompute, fewer trainable parameters, or close other programs";
+    else if (e.diskAvailable > 0 && disk > e.diskAvailable)
+        e.refusal = "its exports and checkpoints take about " + humanBytes(disk) + " and " +
+                    humanBytes(e.diskAvailable) +
+                    " is free where the run folder goes: choose another folder, write fewer checkpoints "
+                    "(checkpoint_every 0) or do not export";
+    return e;
+}
+
 std::string RunEstimate::summary() const {
     std::string s = "about " + formatDuration(seconds) + "; memory about " + humanBytes(hostBytes);
     if (hostAvailable > 0)
@@ -184,6 +238,29 @@ std::string RunEstimate::summary() const {
             s += " (" + humanBytes(diskAvailable) + " free)";
     }
     return s;
+}
+
+std::string RunEstimate::report() const {
+    std::string out;
+    char line[160];
+    for (const Phase &ph : phases) {
+        std::snprintf(line, sizeof line, "  %-52s %s\n", ph.name.c_str(), formatDuration(ph.seconds).c_str());
+        out += line;
+    }
+    out += "estimate: " + summary() + "\n";
+    if (!refusal.empty())
+        out += "does not fit: " + refusal + "\n";
+    return out;
+}
+
+nlohmann::json RunEstimate::toJson() const {
+    nlohmann::json ph = nlohmann::json::array();
+    for (const Phase &p : phases)
+        ph.push_back({{"phase", p.name}, {"seconds", p.seconds}});
+    return {{"seconds", seconds},           {"phases", ph},
+            {"host_bytes", hostBytes},      {"host_available", hostAvailable},
+            {"export_bytes", exportBytes},  {"disk_available", diskAvailable},
+            {"refusal", refusal}};
 }
 
 } // namespace lathe

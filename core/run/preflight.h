@@ -10,6 +10,8 @@ namespace lathe {
 
 class Model;
 class Tokenizer;
+struct TrainingPlan;
+struct TrainingSpec;
 
 // What a compression run will cost, before it starts (issue 19 item 3): its time from a short timed probe of this
 // machine, its peak host memory, the size of its export, and whether it fits.
@@ -40,6 +42,11 @@ struct RunEstimate {
     uint64_t diskAvailable = 0;  // free space where the run folder goes (0: unknown)
     std::string refusal;         // why the run cannot fit; empty when it can
     std::string summary() const; // one line: "about 2 min 10 s; memory 1.3 GB of 5.1 GB available; export 540 MB"
+    // What `--estimate` prints: a line per phase, the summary, and the refusal when there is one.
+    std::string report() const;
+    // The same as JSON: seconds, phases [{phase, seconds}], host_bytes, host_available, export_bytes,
+    // disk_available, refusal.
+    nlohmann::json toJson() const;
 };
 
 // The estimate for `spec` on `model` from `probe`, with the texts' token counts (0 when there is no such text).
@@ -61,5 +68,33 @@ struct Preflight {
     RunEstimate estimate;
 };
 Preflight preflightCompression(const CompressionSpec &spec);
+
+// One timed training step of the job's model as its run builds it (the trainable parameters, the fine-tuning
+// method's linears), on a micro-batch of `batch` windows of `seqLen` = min(data.seq_len, 256) random tokens
+// (data.batch windows, or fewer to stay within 512 tokens), after one untimed step that pays for allocations and
+// thread start-up. The parts are timed apart because they scale differently: forward and backward with the
+// micro-batches' tokens, the rest (the method's per-step work, clipping, AdamW) once per step.
+struct TrainingProbe {
+    int64_t seqLen = 0, batch = 0;
+    double setupSeconds = 0;    // the weights converted and the method's initialisation (LoSparse's SVDs)
+    double forwardSeconds = 0;  // the window's forward pass (with what backward needs kept)
+    double backwardSeconds = 0; // its backward pass
+    double fixedSeconds = 0;    // the method's hooks, gradient clipping and the AdamW update
+};
+
+// The estimate of a training run from `plan` and `probe`: setup; steps (accumulate micro-batches, each the probe's
+// forward + backward scaled by data.batch over the probe's batch and by the forward FLOPs of a data.seq_len window
+// against the probe's, plus the fixed part);
+// evaluations (eval_windows forward passes at step 0, every eval_every steps and at the end); checkpoints (every
+// parameter and the AdamW moments) and exports written at an assumed 300 MB/s. Memory: the plan's total, plus a
+// copy of the weights while the export is built. Disk: the exports and, when checkpoints are written, two of them
+// (the new one is built before the old one goes). Refused when the memory or the disk does not fit. With a probe
+// of zeros (as runTraining's own check before any work) the times are zero and the sizes still checked.
+RunEstimate estimateTrainingRun(const TrainingSpec &spec, const Model &model, const TrainingPlan &plan,
+                                const TrainingProbe &probe);
+
+// The free space where `dir` (which need not exist yet) would be created, and the host's MemAvailable; 0: unknown.
+uint64_t diskFreeFor(const std::string &dir);
+uint64_t memAvailable();
 
 } // namespace lathe

@@ -444,13 +444,8 @@ std::unique_ptr<TrainingMethodRun> prepareModel(const TrainingSpec &spec, const 
     return run;
 }
 
-} // namespace
-
-// From the model's tensor table and the method's arithmetic: no weight is loaded and no method initialisation (an
-// SVD per linear for LoSparse) runs, so a plan for a model that would not fit in memory is still made.
-// tst_finetune checks it against the counts of the model a run builds, for every method.
-TrainingPlan planTraining(const TrainingSpec &spec) {
-    Prepared p = prepare(spec);
+// The plan from the model's tensor table and the method's arithmetic (see planTraining).
+TrainingPlan planFromTable(const TrainingSpec &spec, const Prepared &p) {
     train::CausalLm<float>::checkSupported(*p.model);
     const unicode::NamePattern trainable(spec.trainable);
     ParameterCounts counts;
@@ -473,6 +468,57 @@ TrainingPlan planTraining(const TrainingSpec &spec) {
     return planFor(spec, *p.model, counts, p);
 }
 
+} // namespace
+
+// From the model's tensor table and the method's arithmetic: no weight is loaded and no method initialisation (an
+// SVD per linear for LoSparse) runs, so a plan for a model that would not fit in memory is still made.
+// tst_finetune checks it against the counts of the model a run builds, for every method.
+TrainingPlan planTraining(const TrainingSpec &spec) { return planFromTable(spec, prepare(spec)); }
+
+TrainingPreflight preflightTraining(const TrainingSpec &spec, const std::atomic<bool> *cancel) {
+    const auto checkCancel = [cancel] {
+        if (cancel && cancel->load())
+            throw CancelledError();
+    };
+    Prepared prepared = prepare(spec);
+    TrainingPreflight pf;
+    pf.plan = planFromTable(spec, prepared);
+    const Model &model = *prepared.model;
+    TrainingProbe &probe = pf.probe;
+    probe.seqLen = std::min<int64_t>(spec.seqLen, 256);
+    probe.batch = std::clamp<int64_t>(512 / probe.seqLen, 1, spec.batch);
+    checkCancel();
+    double t = steadySeconds();
+    train::CausalLm<float> lm(model);
+    lm.setMasking(prepared.masking);
+    std::unique_ptr<TrainingMethodRun> method = prepareModel(spec, model, lm);
+    probe.setupSeconds = steadySeconds() - t;
+    train::AdamW<float> adam(train::AdamWOptions{});
+    const TokenBatch batch = TokenBatch::random(model.config.vocabSize, probe.batch, probe.seqLen, 7);
+    // Step 0 is not timed (allocations, thread start-up); step 1 is, part by part.
+    for (int step = 0; step < 2; ++step) {
+        checkCancel();
+        const double t0 = steadySeconds();
+        if (method)
+            method->beforeStep(lm, step, spec.steps);
+        lm.parameters().zeroGrad();
+        const double t1 = steadySeconds();
+        (void)lm.forward(batch, uint64_t(step));
+        const double t2 = steadySeconds();
+        lm.backward(1.0f);
+        const double t3 = steadySeconds();
+        train::clipGradNorm(lm.parameters(), spec.clip);
+        adam.step(lm.parameters(), float(spec.lr));
+        if (method)
+            method->afterStep(lm, step, spec.steps);
+        probe.forwardSeconds = t2 - t1;
+        probe.backwardSeconds = t3 - t2;
+        probe.fixedSeconds = (t1 - t0) + (steadySeconds() - t3);
+    }
+    pf.estimate = estimateTrainingRun(spec, model, pf.plan, probe);
+    return pf;
+}
+
 json TrainingResult::toJson() const {
     json steps = json::array(), ev = json::array();
     for (const TrainingStep &s : this->steps)
@@ -488,6 +534,10 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
                            const TrainingObserver &observer) {
     const double t0 = steadySeconds();
     Prepared prepared = prepare(spec);
+    // Memory and disk before any weight is loaded or anything created (the time needs a probe: --estimate).
+    const RunEstimate fit = estimateTrainingRun(spec, *prepared.model, planFromTable(spec, prepared), TrainingProbe{});
+    if (!fit.refusal.empty())
+        throw LatheError("this run does not fit: " + fit.refusal, "lathe-cli train JOB.json --estimate shows the plan");
     train::CausalLm<float> lm(*prepared.model);
     lm.setMasking(prepared.masking);
     std::unique_ptr<TrainingMethodRun> method = prepareModel(spec, *prepared.model, lm);

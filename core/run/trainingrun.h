@@ -1,5 +1,9 @@
 #pragma once
 
+#include "run/preflight.h"
+
+#include <atomic>
+
 #include "base/progress.h"
 #include "methods/methodparams.h"
 
@@ -71,6 +75,17 @@ struct TrainingPlan {
 };
 // validateTrainingSpec, the model opened and checked, the texts tokenized: everything but the work.
 TrainingPlan planTraining(const TrainingSpec &spec);
+
+// What `lathe-cli train JOB.json --estimate` and the training dialog show before a run: the plan, a timed probe
+// of one training step of the job's model and method on this machine (run/preflight.h), and the estimate of the
+// run's time, memory and disk, with the refusal of a run that does not fit. Creates nothing. `cancel` (may be
+// null) is looked at between the set-up and each probe step: CancelledError when it is set.
+struct TrainingPreflight {
+    TrainingPlan plan;
+    TrainingProbe probe;
+    RunEstimate estimate;
+};
+TrainingPreflight preflightTraining(const TrainingSpec &spec, const std::atomic<bool> *cancel = nullptr);
 
 struct TrainingStep {
     int64_t step = 0; // 1-based: the state after this many optimizer steps
