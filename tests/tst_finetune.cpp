@@ -520,7 +520,7 @@ private slots:
         const QStringList want = {"setup (weights, method)", "training steps of 2 x 64 tokens (x20)",
                                   "evaluation on 4 windows (x3)", "checkpoint (x3)", "export"};
         QCOMPARE(phases, want);
-        QCOMPARE(e.hostBytes, pf.plan.totalBytes() + pf.plan.weightBytes);
+        QCOMPARE(e.hostBytes, kProcessBytes + pf.plan.totalBytes() + pf.plan.weightBytes);
         QCOMPARE(e.exportBytes, uint64_t(pf.plan.parameters) * 4);
         QVERIFY(e.seconds > 0 && e.refusal.empty());
         QVERIFY(!fs::exists(root / "run"));

@@ -133,8 +133,8 @@ RunEstimate estimateCompressionRun(const CompressionSpec &spec, const Model &mod
         add("export", double(perPoint) / kExportBytesPerSecond, points);
     }
 
-    // Peak host memory: the engine's fp32 weights, the method's fp32 copy of what it changes, one window's logits
-    // and activations, the calibration signals it keeps.
+    // Peak host memory: the program, the engine's fp32 weights, the method's fp32 copy of what it changes, one
+    // window's logits and activations, the calibration signals it keeps.
     const int64_t seq = std::max(spec.evalText.empty() ? 0 : spec.evalSeqLen,
                                  info.needsCalibration ? spec.calibrationSeqLen : int64_t(0));
     const uint64_t weights = uint64_t(params) * 4;
@@ -145,7 +145,7 @@ RunEstimate estimateCompressionRun(const CompressionSpec &spec, const Model &mod
         signals = uint64_t(samples) * uint64_t(spec.calibrationSeqLen) * uint64_t(c.hiddenSize) * 4 *
                   uint64_t(std::max(info.calibrationCopies, 1));
     }
-    e.hostBytes = 2 * weights + window + signals;
+    e.hostBytes = kProcessBytes + 2 * weights + window + signals;
     e.hostAvailable = memAvailable();
     e.diskAvailable = diskFreeFor(spec.outputDir);
     if (e.hostAvailable > 0 && e.hostBytes > e.hostAvailable)
@@ -213,7 +213,7 @@ RunEstimate estimateTrainingRun(const TrainingSpec &spec, const Model &model, co
         add("export", double(e.exportBytes) / kExportBytesPerSecond);
     }
     const uint64_t disk = e.exportBytes + (checkpoints > 0 ? 2 * checkpointBytes : 0);
-    e.hostBytes = plan.totalBytes() + (spec.exportModel ? plan.weightBytes : 0);
+    e.hostBytes = kProcessBytes + plan.totalBytes() + (spec.exportModel ? plan.weightBytes : 0);
     e.hostAvailable = memAvailable();
     e.diskAvailable = diskFreeFor(spec.outputDir);
     if (e.hostAvailable > 0 && e.hostBytes > e.hostAvailable)

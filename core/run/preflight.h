@@ -29,6 +29,10 @@ ForwardProbe probeForward(const Model &model, int64_t seqLen);
 // scaled by the file size otherwise).
 int64_t estimateTextTokens(const Tokenizer &tokenizer, const std::string &path);
 
+// What the program itself takes before any model (its code, libraries and thread stacks): lathe-cli peaks at
+// 20-23 MB for a failed call or an evaluation of the 1 MB demo model (tst_reliability cliPeakMemoryIsSmall).
+inline constexpr uint64_t kProcessBytes = uint64_t(24) << 20;
+
 struct RunEstimate {
     struct Phase {
         std::string name;
@@ -72,8 +76,10 @@ Preflight preflightCompression(const CompressionSpec &spec);
 // One timed training step of the job's model as its run builds it (the trainable parameters, the fine-tuning
 // method's linears), on a micro-batch of `batch` windows of `seqLen` = min(data.seq_len, 256) random tokens
 // (data.batch windows, or fewer to stay within 512 tokens), after one untimed step that pays for allocations and
-// thread start-up. The parts are timed apart because they scale differently: forward and backward with the
-// micro-batches' tokens, the rest (the method's per-step work, clipping, AdamW) once per step.
+// thread start-up; then steps until 1 s of them (at most five), the median kept. The method sees them as steps of
+// the middle of the run, where its schedule is. The parts are timed apart because
+// they scale differently: forward and backward with the micro-batches' tokens, the rest (the method's per-step
+// work, clipping, AdamW) once per step.
 struct TrainingProbe {
     int64_t seqLen = 0, batch = 0;
     double setupSeconds = 0;    // the weights converted and the method's initialisation (LoSparse's SVDs)
@@ -87,7 +93,7 @@ struct TrainingProbe {
 // against the probe's, plus the fixed part);
 // evaluations (eval_windows forward passes at step 0, every eval_every steps and at the end); checkpoints (every
 // parameter and the AdamW moments) and exports written at an assumed 300 MB/s. Memory: the plan's total, plus a
-// copy of the weights while the export is built. Disk: the exports and, when checkpoints are written, two of them
+// copy of the weights while the export is built, plus the program itself (kProcessBytes). Disk: the exports and, when checkpoints are written, two of them
 // (the new one is built before the old one goes). Refused when the memory or the disk does not fit. With a probe
 // of zeros (as runTraining's own check before any work) the times are zero and the sizes still checked.
 RunEstimate estimateTrainingRun(const TrainingSpec &spec, const Model &model, const TrainingPlan &plan,
