@@ -24,6 +24,31 @@ uint64_t compactBytes(const PrunedMatrix &m, const SparsityPattern &p, int bytes
     return kept * (uint64_t(bytesPerValue) + index) + uint64_t(m.rows + 1) * 8;
 }
 
+PruningResult pruningFromZeros(const Model &model, const std::vector<std::string> &tensors, const SparsityPattern &pattern) {
+    PruningResult r;
+    r.pattern = pattern;
+    int loaded = -1;
+    BlockWeights block;
+    for (const PruningTarget &t : blockLinears(model)) {
+        if (std::find(tensors.begin(), tensors.end(), t.tensor) == tensors.end())
+            continue;
+        if (t.layer != loaded) {
+            block = loadBlockWeights(model, t.layer);
+            loaded = t.layer;
+        }
+        Mat w = (block.*t.member).w;
+        std::vector<uint8_t> mask(size_t(w.size()));
+        for (int64_t i = 0; i < w.size(); ++i)
+            mask[size_t(i)] = w.data()[i] != 0.0f;
+        PrunedMatrix m = applyMask(t, w, mask);
+        m.weightError = 0;
+        r.pruned += m.pruned;
+        r.targetEntries += m.rows * m.cols;
+        r.matrices.push_back(std::move(m));
+    }
+    return r;
+}
+
 #ifdef LATHE_HAVE_HDF5
 
 using namespace h5;
@@ -95,31 +120,6 @@ void writeSparseArchive(const std::string &path, const Model &model, const Pruni
                 writeVector(g, "mask", m.maskBits, predType<uint8_t>());
             }
         });
-}
-
-PruningResult pruningFromZeros(const Model &model, const std::vector<std::string> &tensors, const SparsityPattern &pattern) {
-    PruningResult r;
-    r.pattern = pattern;
-    int loaded = -1;
-    BlockWeights block;
-    for (const PruningTarget &t : blockLinears(model)) {
-        if (std::find(tensors.begin(), tensors.end(), t.tensor) == tensors.end())
-            continue;
-        if (t.layer != loaded) {
-            block = loadBlockWeights(model, t.layer);
-            loaded = t.layer;
-        }
-        Mat w = (block.*t.member).w;
-        std::vector<uint8_t> mask(size_t(w.size()));
-        for (int64_t i = 0; i < w.size(); ++i)
-            mask[size_t(i)] = w.data()[i] != 0.0f;
-        PrunedMatrix m = applyMask(t, w, mask);
-        m.weightError = 0;
-        r.pruned += m.pruned;
-        r.targetEntries += m.rows * m.cols;
-        r.matrices.push_back(std::move(m));
-    }
-    return r;
 }
 
 std::vector<float> readSparseMatrix(const std::string &path, const std::string &label, int64_t &rows, int64_t &cols) {
