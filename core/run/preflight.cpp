@@ -32,6 +32,12 @@ constexpr double kExportBytesPerSecond = 300e6; // assumed write rate of a local
 // SmolLM2-135M on 2 cores: 2.8 s, 6.5 such windows).
 constexpr double kRewriteWindows = 6.5;
 
+// Bytes per parameter of a GGUF export (`output.gguf`), 0 when none is written (Q8_0: about one).
+uint64_t ggufBytesPerParam(const std::string &gguf) {
+    const std::optional<DType> g = ggufExportDType(gguf);
+    return !g ? 0 : *g == DType::F32 ? 4 : *g == DType::F16 ? 2 : 1;
+}
+
 } // namespace
 
 uint64_t memAvailable() {
@@ -126,8 +132,7 @@ RunEstimate estimateCompressionRun(const CompressionSpec &spec, const Model &mod
         uint64_t perPoint = uint64_t(params) * uint64_t(bytesPerValue);
         if (info.exportKind == ExportKind::PrunedDense) {
             perPoint += uint64_t(params) * 6 / 2; // run.h5 at 50%: a value (f32) and a 2-byte index per kept weight
-            if (const std::optional<DType> g = ggufExportDType(spec.gguf))
-                perPoint += uint64_t(params) * (*g == DType::F32 ? 4 : *g == DType::F16 ? 2 : 1);
+            perPoint += uint64_t(params) * ggufBytesPerParam(spec.gguf);
         }
         e.exportBytes = perPoint * points;
         add("export", double(perPoint) / kExportBytesPerSecond, points);
@@ -208,8 +213,7 @@ RunEstimate estimateTrainingRun(const TrainingSpec &spec, const Model &model, co
     if (spec.exportModel) {
         const uint64_t params = uint64_t(plan.weightBytes / 4);
         e.exportBytes = params * dtypeInfo(exportDType(spec.dtype)).blockBytes;
-        if (const std::optional<DType> g = ggufExportDType(spec.gguf))
-            e.exportBytes += params * (*g == DType::F32 ? 4 : *g == DType::F16 ? 2 : 1);
+        e.exportBytes += params * ggufBytesPerParam(spec.gguf);
         add("export", double(e.exportBytes) / kExportBytesPerSecond);
     }
     const uint64_t disk = e.exportBytes + (checkpoints > 0 ? 2 * checkpointBytes : 0);
