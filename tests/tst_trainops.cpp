@@ -11,7 +11,10 @@
 //   evaluation protocol's mean NLL, and frozen parameters without gradient buffers;
 // - against PyTorch autograd (tests/fixtures/make_grad_references.py): the fp32 loss within 1e-5, every
 //   parameter's gradient within 1e-4 of that gradient's largest magnitude, and one AdamW step within 1e-6 of
-//   torch.optim.AdamW (relative to max(1, the largest |value|)).
+//   torch.optim.AdamW (relative to max(1, the largest |value|));
+// - the step split over the cores (rows of the element-wise ops, heads of attention, parts of GEMMs): in fp64 (no
+//   BLAS) one thread and two give the same bits; in fp32 the same within 1e-6 of each gradient's largest entry;
+//   and parallelFor's worker pool runs every part once, nests, rethrows and serves concurrent callers.
 
 #include "base/error.h"
 #include "engine/blockops.h"
@@ -31,6 +34,8 @@
 #include "train/causallm.h"
 #include "train/ops.h"
 #include "train/taylor.h"
+#include "base/parallel.h"
+#include "numeric/blas.h"
 #include "analysis/matrixscores.h"
 #include "numeric/spectrum.h"
 #include "engine/calibration.h"
@@ -46,6 +51,8 @@
 #include <filesystem>
 #include <functional>
 #include <random>
+#include <atomic>
+#include <thread>
 
 using namespace lathe;
 using namespace lathe::train;
@@ -813,6 +820,99 @@ private slots:
         // BERT is refused by name until its MLM head is supported.
         auto bert = openModel(test::sourceDir() + "/tests/fixtures/hf-bert");
         QVERIFY_THROWS_EXCEPTION(LatheError, CausalLm<float>{*bert});
+    }
+
+    // parallelFor: every index once, whatever the grain and thread count; a nested call runs inline on the thread
+    // of its part; a part's exception reaches the caller and the pool still works after it; callers on several
+    // threads at once (one holds the pool, the others start their own threads) all get their full ranges.
+    void parallelForPool() {
+        for (int64_t n : {1, 2, 7, 1000, 100003})
+            for (int threads : {0, 1, 2, 5})
+                for (int64_t grain : {1, 64}) {
+                    std::vector<std::atomic<int>> seen(static_cast<size_t>(n));
+                    parallelFor(n, grain, [&](int64_t b, int64_t e) {
+                        for (int64_t i = b; i < e; ++i)
+                            seen[size_t(i)].fetch_add(1);
+                    }, threads);
+                    for (auto &v : seen)
+                        QCOMPARE(v.load(), 1);
+                }
+        std::atomic<int> nestedOnOtherThread{0};
+        parallelFor(64, 1, [&](int64_t, int64_t) {
+            const auto outer = std::this_thread::get_id();
+            parallelFor(64, 1, [&](int64_t, int64_t) {
+                if (std::this_thread::get_id() != outer)
+                    ++nestedOnOtherThread;
+            });
+        }, 2);
+        QCOMPARE(nestedOnOtherThread.load(), 0);
+        QVERIFY_THROWS_EXCEPTION(LatheError, parallelFor(100, 1, [&](int64_t b, int64_t) {
+            if (b > 0)
+                throw LatheError("test", "a part failed");
+        }, 2));
+        std::atomic<int64_t> after{0};
+        parallelFor(100, 1, [&](int64_t b, int64_t e) { after += e - b; }, 2);
+        QCOMPARE(after.load(), int64_t(100));
+        std::vector<std::thread> callers;
+        std::atomic<int> wrong{0};
+        for (int c = 0; c < 4; ++c)
+            callers.emplace_back([&, c] {
+                for (int rep = 0; rep < 200; ++rep) {
+                    const int64_t n = 1000 + c * 37 + rep;
+                    std::atomic<int64_t> sum{0};
+                    parallelFor(n, 16, [&](int64_t b, int64_t e) {
+                        int64_t local = 0;
+                        for (int64_t i = b; i < e; ++i)
+                            local += i;
+                        sum += local;
+                    }, 2);
+                    if (sum.load() != n * (n - 1) / 2)
+                        ++wrong;
+                }
+            });
+        for (auto &t : callers)
+            t.join();
+        QCOMPARE(wrong.load(), 0);
+    }
+
+    // A step on stories260K (GQA: 8 heads on 4 KV heads) with rows enough that every op splits, on one thread and
+    // on several. fp64 runs no BLAS, so everything split (norm rows and their column sums, heads and the per-head K/V
+    // gradients added in order, activations, cross-entropy rows) must give the very same bits. fp32 also splits its
+    // GEMMs into single-threaded BLAS calls, whose tiling may round differently: within 1e-6 of each gradient's
+    // largest entry.
+    void threadsGiveTheSameStep() {
+        auto [model, batch] = storiesWindows(4, 64);
+        const int saved = blasThreads();
+        auto step = [&](auto &lm, int threads) {
+            setBlasThreads(threads);
+            const double loss = double(lm.forward(batch));
+            lm.backward();
+            setBlasThreads(saved);
+            return loss;
+        };
+        // Three threads split the 32 (window, head) items at 11 and 22: heads 2 and 3 of window 1 share a KV head and
+        // land on different threads.
+        CausalLm<double> one64(*model);
+        const double loss64 = step(one64, 1);
+        for (int threads : {2, 3}) {
+            CausalLm<double> many64(*model);
+            QCOMPARE(step(many64, threads), loss64);
+            for (size_t i = 0; i < one64.parameters().all().size(); ++i)
+                QVERIFY2(many64.parameters().all()[i].grad == one64.parameters().all()[i].grad,
+                         one64.parameters().all()[i].name.c_str());
+        }
+        CausalLm<float> one32(*model), two32(*model);
+        const double l1 = step(one32, 1), l2 = step(two32, 2);
+        QVERIFY(std::abs(l1 - l2) <= 1e-6 * std::abs(l1));
+        double worst = 0;
+        for (size_t i = 0; i < one32.parameters().all().size(); ++i) {
+            const Matrix<float> &a = one32.parameters().all()[i].grad, &b = two32.parameters().all()[i].grad;
+            worst = std::max(worst, double((a - b).cwiseAbs().maxCoeff()) /
+                                        std::max(1e-30, double(a.cwiseAbs().maxCoeff())));
+        }
+        qInfo("fp32 gradients, one thread against two: largest difference %.3g of the gradient's largest entry",
+              worst);
+        QVERIFY(worst <= 1e-6);
     }
 
     // The fp32 training forwards compute what the inference engine computes.

@@ -1,5 +1,7 @@
 #include "train/causallm.h"
 
+#include "numeric/blas.h"
+
 #include "train/linearkinds.h"
 
 #include "base/error.h"
@@ -595,6 +597,7 @@ template <class T> T CausalLm<T>::forward(const TokenBatch &batch, uint64_t mask
 
 template <class T> T CausalLm<T>::forwardWithTargets(const TokenBatch &batch, std::vector<int32_t> targets) {
     Impl &m = *m_impl;
+    const BlasSplitScope splitBlas(std::is_same_v<T, float> && engineSplitsBlas());
     const ModelConfig &c = m.config;
     require(batch.seq >= 1 && int64_t(batch.tokens.size()) == batch.batch * batch.seq &&
                 targets.size() == batch.tokens.size(),
@@ -663,6 +666,7 @@ template <class T> T CausalLm<T>::forwardWithTargets(const TokenBatch &batch, st
 
 template <class T> void CausalLm<T>::backward(T scale) {
     Impl &m = *m_impl;
+    const BlasSplitScope splitBlas(std::is_same_v<T, float> && engineSplitsBlas());
     require(m.haveForward, "training", "backward needs a forward first");
     const int64_t rows = int64_t(m.ids.size()), D = m.finalIn.cols();
 

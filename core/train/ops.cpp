@@ -1,6 +1,7 @@
 #include "train/ops.h"
 
 #include "base/error.h"
+#include "base/parallel.h"
 #include "numeric/blas.h"
 
 #include <algorithm>
@@ -19,7 +20,25 @@ template <class T>
 void gemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, T alpha, const T *a, int64_t lda, const T *b,
           int64_t ldb, T beta, T *c, int64_t ldc) {
     if constexpr (std::is_same_v<T, float>) {
-        sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        // Inside a BlasSplitScope the training step splits its GEMMs itself, one single-threaded BLAS call per
+        // thread: by rows of C, which makes every thread pack all of op(B) (k x n), or by columns, which makes every
+        // thread pack all of op(A) (m x k). The smaller of the two is the one repeated.
+        const int threads = blasSplitThreads();
+        constexpr int64_t kMinPart = 32;
+        const bool byRows = m >= 2 * kMinPart && (n <= m || n < 2 * kMinPart);
+        if (threads > 1 && byRows) {
+            parallelFor(m, kMinPart, [&](int64_t r0, int64_t r1) {
+                sgemm(transA, transB, r1 - r0, n, k, alpha, transA ? a + r0 : a + r0 * lda, lda, b, ldb, beta,
+                      c + r0 * ldc, ldc);
+            }, threads);
+        } else if (threads > 1 && n >= 2 * kMinPart) {
+            parallelFor(n, kMinPart, [&](int64_t j0, int64_t j1) {
+                sgemm(transA, transB, m, j1 - j0, k, alpha, a, lda, transB ? b + j0 * ldb : b + j0, ldb, beta,
+                      c + j0, ldc);
+            }, threads);
+        } else {
+            sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        }
     } else {
         using Strided = Eigen::Map<const Matrix<T>, 0, Eigen::OuterStride<>>;
         const Strided A(a, transA ? k : m, transA ? m : k, Eigen::OuterStride<>(lda));
@@ -37,6 +56,21 @@ void gemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, T alpha, co
         C = (beta == T(0) ? Matrix<T>(alpha * prod) : Matrix<T>(beta * C + alpha * prod));
     }
 }
+
+// The element-wise ops split their rows (or elements) over the threads BLAS would use, so that `--threads 1` means
+// one thread. Every row is computed exactly as a single thread would compute it, so the bits never depend on the
+// thread count; sums over rows (norm and bias gradients) are split by column and keep the row order.
+int opThreads() {
+    const int split = blasSplitThreads();
+    return split > 0 ? split : blasThreads();
+}
+
+template <class F> void forRanges(int64_t n, int64_t grain, F &&f) {
+    parallelFor(n, grain, [&](int64_t b, int64_t e) { f(b, e); }, opThreads());
+}
+
+// Rows per part for the row-parallel ops: a few thousand values each at the least.
+constexpr int64_t kRowGrain = 16, kElementGrain = 1 << 14;
 
 // y = x w^T for a block of w's rows (the LM head's chunk), y resized.
 template <class T> void timesTransposed(const Matrix<T> &x, const T *w, int64_t wRows, Matrix<T> &y) {
@@ -71,11 +105,13 @@ void rmsNormForward(const Matrix<T> &x, const Vector<T> &w, T eps, Matrix<T> &y,
     y.resize(x.rows(), n);
     s.mean.resize(0);
     s.rstd.resize(x.rows());
-    for (int64_t r = 0; r < x.rows(); ++r) {
-        const T ms = x.row(r).squaredNorm() / T(n);
-        s.rstd(r) = T(1) / std::sqrt(ms + eps);
-        y.row(r) = (x.row(r).array() * s.rstd(r) * w.transpose().array()).matrix();
-    }
+    forRanges(x.rows(), kRowGrain, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const T ms = x.row(r).squaredNorm() / T(n);
+            s.rstd(r) = T(1) / std::sqrt(ms + eps);
+            y.row(r) = (x.row(r).array() * s.rstd(r) * w.transpose().array()).matrix();
+        }
+    });
 }
 
 // With xhat = x * rstd and g = dy * w: dx = rstd * (g - xhat * mean(g * xhat)); dw = sum over rows of dy * xhat.
@@ -83,14 +119,20 @@ template <class T>
 void rmsNormBackward(const Matrix<T> &dy, const Matrix<T> &x, const Vector<T> &w, const NormState<T> &s,
                      Matrix<T> &dx, Vector<T> *dw) {
     const int64_t n = x.cols();
-    for (int64_t r = 0; r < x.rows(); ++r) {
-        const auto xhat = (x.row(r).array() * s.rstd(r)).eval();
-        const auto g = (dy.row(r).array() * w.transpose().array()).eval();
-        const T dot = (g * xhat).sum() / T(n);
-        dx.row(r).array() += s.rstd(r) * (g - xhat * dot);
-        if (dw)
-            dw->array() += (dy.row(r).array() * xhat).transpose();
-    }
+    forRanges(x.rows(), kRowGrain, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const auto xhat = (x.row(r).array() * s.rstd(r)).eval();
+            const auto g = (dy.row(r).array() * w.transpose().array()).eval();
+            const T dot = (g * xhat).sum() / T(n);
+            dx.row(r).array() += s.rstd(r) * (g - xhat * dot);
+        }
+    });
+    if (dw)
+        forRanges(n, kRowGrain, [&](int64_t c0, int64_t c1) {
+            for (int64_t r = 0; r < x.rows(); ++r)
+                for (int64_t c = c0; c < c1; ++c)
+                    (*dw)(c) += dy(r, c) * (x(r, c) * s.rstd(r));
+        });
 }
 
 template <class T>
@@ -100,13 +142,16 @@ void layerNormForward(const Matrix<T> &x, const Vector<T> &w, const Vector<T> &b
     y.resize(x.rows(), n);
     s.mean.resize(x.rows());
     s.rstd.resize(x.rows());
-    for (int64_t r = 0; r < x.rows(); ++r) {
-        const T mean = x.row(r).sum() / T(n);
-        const T var = (x.row(r).array() - mean).square().sum() / T(n);
-        s.mean(r) = mean;
-        s.rstd(r) = T(1) / std::sqrt(var + eps);
-        y.row(r) = ((x.row(r).array() - mean) * s.rstd(r) * w.transpose().array() + b.transpose().array()).matrix();
-    }
+    forRanges(x.rows(), kRowGrain, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const T mean = x.row(r).sum() / T(n);
+            const T var = (x.row(r).array() - mean).square().sum() / T(n);
+            s.mean(r) = mean;
+            s.rstd(r) = T(1) / std::sqrt(var + eps);
+            y.row(r) =
+                ((x.row(r).array() - mean) * s.rstd(r) * w.transpose().array() + b.transpose().array()).matrix();
+        }
+    });
 }
 
 // With xhat = (x - mean) * rstd and g = dy * w: dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
@@ -114,16 +159,24 @@ template <class T>
 void layerNormBackward(const Matrix<T> &dy, const Matrix<T> &x, const Vector<T> &w, const NormState<T> &s,
                        Matrix<T> &dx, Vector<T> *dw, Vector<T> *db) {
     const int64_t n = x.cols();
-    for (int64_t r = 0; r < x.rows(); ++r) {
-        const auto xhat = ((x.row(r).array() - s.mean(r)) * s.rstd(r)).eval();
-        const auto g = (dy.row(r).array() * w.transpose().array()).eval();
-        const T meanG = g.sum() / T(n), meanGX = (g * xhat).sum() / T(n);
-        dx.row(r).array() += s.rstd(r) * (g - meanG - xhat * meanGX);
-        if (dw)
-            dw->array() += (dy.row(r).array() * xhat).transpose();
-        if (db)
-            db->array() += dy.row(r).array().transpose();
-    }
+    forRanges(x.rows(), kRowGrain, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const auto xhat = ((x.row(r).array() - s.mean(r)) * s.rstd(r)).eval();
+            const auto g = (dy.row(r).array() * w.transpose().array()).eval();
+            const T meanG = g.sum() / T(n), meanGX = (g * xhat).sum() / T(n);
+            dx.row(r).array() += s.rstd(r) * (g - meanG - xhat * meanGX);
+        }
+    });
+    if (dw || db)
+        forRanges(n, kRowGrain, [&](int64_t c0, int64_t c1) {
+            for (int64_t r = 0; r < x.rows(); ++r)
+                for (int64_t c = c0; c < c1; ++c) {
+                    if (dw)
+                        (*dw)(c) += dy(r, c) * ((x(r, c) - s.mean(r)) * s.rstd(r));
+                    if (db)
+                        (*db)(c) += dy(r, c);
+                }
+        });
 }
 
 // ---- linear ----
@@ -156,18 +209,20 @@ template <class T>
 void rotate(Matrix<T> &x, int64_t seq, int heads, int headDim, const RopeAngles<T> &rope, T sign) {
     const int half = rope.rotaryDim / 2;
     assert(x.cols() == int64_t(heads) * headDim && rope.cos.rows() >= seq && rope.rotaryDim <= headDim);
-    for (int64_t r = 0; r < x.rows(); ++r) {
-        const int64_t pos = r % seq;
-        for (int h = 0; h < heads; ++h) {
-            T *v = x.data() + r * x.cols() + int64_t(h) * headDim;
-            for (int i = 0; i < half; ++i) {
-                const T c = rope.cos(pos, i), s = sign * rope.sin(pos, i);
-                const T a = v[i], b = v[i + half];
-                v[i] = a * c - b * s;
-                v[i + half] = b * c + a * s;
+    forRanges(x.rows(), kRowGrain, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const int64_t pos = r % seq;
+            for (int h = 0; h < heads; ++h) {
+                T *v = x.data() + r * x.cols() + int64_t(h) * headDim;
+                for (int i = 0; i < half; ++i) {
+                    const T c = rope.cos(pos, i), s = sign * rope.sin(pos, i);
+                    const T a = v[i], b = v[i + half];
+                    v[i] = a * c - b * s;
+                    v[i + half] = b * c + a * s;
+                }
             }
         }
-    }
+    });
 }
 
 } // namespace
@@ -185,7 +240,9 @@ template <class T> void ropeBackward(Matrix<T> &dx, int64_t seq, int heads, int 
 
 // Per (sequence, head): the (S x S) scores by one GEMM over the strided head columns, the causal softmax row by
 // row, the context by a second GEMM. The GEMMs compute the masked upper triangle too (twice the causal work) but run
-// at BLAS speed, which the scalar loops do not reach.
+// at BLAS speed, which the scalar loops do not reach. The heads are split over the threads, each running
+// single-threaded GEMMs (a BlasSplitScope): a head's GEMMs are too small to thread well, and the softmax between
+// them would otherwise run on one core.
 template <class T>
 void attentionForward(const Matrix<T> &q, const Matrix<T> &k, const Matrix<T> &v, const AttentionDims &d,
                       Matrix<T> &ctx, AttentionState<T> &state) {
@@ -194,9 +251,12 @@ void attentionForward(const Matrix<T> &q, const Matrix<T> &k, const Matrix<T> &v
     const int group = d.heads / d.kvHeads;
     ctx.resize(q.rows(), qw);
     state.probs.resize(size_t(d.batch * d.heads * S * S));
-    for (int64_t b = 0; b < d.batch; ++b)
-        for (int h = 0; h < d.heads; ++h) {
-            const int kvh = h / group;
+    const int threads = opThreads();
+    const BlasSplitScope singleThreadedBlas(threads > 1);
+    parallelFor(d.batch * d.heads, 1, [&](int64_t i0, int64_t i1) {
+        for (int64_t item = i0; item < i1; ++item) {
+            const int64_t b = item / d.heads;
+            const int h = int(item % d.heads), kvh = h / group;
             T *P = state.probs.data() + (b * d.heads + h) * S * S;
             const T *qh = q.data() + b * S * qw + int64_t(h) * D;
             const T *kh = k.data() + b * S * kw + int64_t(kvh) * D;
@@ -218,24 +278,34 @@ void attentionForward(const Matrix<T> &q, const Matrix<T> &k, const Matrix<T> &v
             }
             gemm<T>(false, false, S, D, S, T(1), P, S, vh, kw, T(0), ctx.data() + b * S * qw + int64_t(h) * D, qw);
         }
+    }, threads);
 }
 
 // Per head: dV += P^T dO; dP = dO V^T; dS = P * (dP - rowsum(dP * P)); dQ += scale dS K; dK += scale dS^T Q.
-// Grouped heads accumulate into their shared K and V gradients.
+// Grouped heads share K and V: the heads run in parallel as in the forward pass, each writing its K and V
+// gradients to its own buffer, and those are added to dK and dV in head order afterwards, so the sum does not
+// depend on the thread count.
 template <class T>
 void attentionBackward(const Matrix<T> &dctx, const Matrix<T> &q, const Matrix<T> &k, const Matrix<T> &v,
                        const AttentionDims &d, const AttentionState<T> &state, Matrix<T> &dq, Matrix<T> &dk,
                        Matrix<T> &dv) {
     const int64_t S = d.seq, D = d.headDim, qw = int64_t(d.heads) * D, kw = int64_t(d.kvHeads) * D;
     const int group = d.heads / d.kvHeads;
-    std::vector<T> dP(static_cast<size_t>(S * S));
-    for (int64_t b = 0; b < d.batch; ++b)
-        for (int h = 0; h < d.heads; ++h) {
-            const int kvh = h / group;
-            const T *P = state.probs.data() + (b * d.heads + h) * S * S;
+    const int64_t items = d.batch * d.heads;
+    // Per (sequence, head): its K gradient then its V gradient, S x D each.
+    std::vector<T> dkv(static_cast<size_t>(items * 2 * S * D));
+    const int threads = opThreads();
+    const BlasSplitScope singleThreadedBlas(threads > 1);
+    parallelFor(items, 1, [&](int64_t i0, int64_t i1) {
+        std::vector<T> dP(static_cast<size_t>(S * S));
+        for (int64_t item = i0; item < i1; ++item) {
+            const int64_t b = item / d.heads;
+            const int h = int(item % d.heads), kvh = h / group;
+            const T *P = state.probs.data() + item * S * S;
             const T *dO = dctx.data() + b * S * qw + int64_t(h) * D;
             const int64_t qOff = b * S * qw + int64_t(h) * D, kOff = b * S * kw + int64_t(kvh) * D;
-            gemm<T>(true, false, S, D, S, T(1), P, S, dO, qw, T(1), dv.data() + kOff, kw);
+            T *dkh = dkv.data() + item * 2 * S * D, *dvh = dkh + S * D;
+            gemm<T>(true, false, S, D, S, T(1), P, S, dO, qw, T(0), dvh, D);
             gemm<T>(false, true, S, S, D, T(1), dO, qw, v.data() + kOff, kw, T(0), dP.data(), S);
             for (int64_t i = 0; i < S; ++i) {
                 const T *p = P + i * S;
@@ -249,8 +319,25 @@ void attentionBackward(const Matrix<T> &dctx, const Matrix<T> &q, const Matrix<T
                 std::fill(g + keys, g + S, T(0));
             }
             gemm<T>(false, false, S, D, S, T(1), dP.data(), S, k.data() + kOff, kw, T(1), dq.data() + qOff, qw);
-            gemm<T>(true, false, S, D, S, T(1), dP.data(), S, q.data() + qOff, qw, T(1), dk.data() + kOff, kw);
+            gemm<T>(true, false, S, D, S, T(1), dP.data(), S, q.data() + qOff, qw, T(0), dkh, D);
         }
+    }, threads);
+    // The shared gradients, by rows of the sequence (disjoint), each summing its heads in order.
+    forRanges(d.batch * S, kRowGrain, [&](int64_t r0, int64_t r1) {
+        for (int64_t row = r0; row < r1; ++row) {
+            const int64_t b = row / S, i = row % S;
+            for (int h = 0; h < d.heads; ++h) {
+                const int64_t item = b * d.heads + h;
+                const T *dkh = dkv.data() + item * 2 * S * D + i * D, *dvh = dkh + S * D;
+                T *dkRow = dk.data() + row * kw + int64_t(h / group) * D, *dvRow = dv.data() + row * kw +
+                                                                                  int64_t(h / group) * D;
+                for (int64_t c = 0; c < D; ++c) {
+                    dkRow[c] += dkh[c];
+                    dvRow[c] += dvh[c];
+                }
+            }
+        }
+    });
 }
 
 // ---- activations ----
@@ -262,18 +349,26 @@ template <class T> T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
 } // namespace
 
 template <class T> void swigluForward(const Matrix<T> &gate, const Matrix<T> &up, Matrix<T> &mid) {
-    mid = gate.binaryExpr(up, [](T g, T u) { return g * sigmoid(g) * u; });
+    mid.resize(gate.rows(), gate.cols());
+    forRanges(gate.size(), kElementGrain, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+            const T g = gate.data()[i];
+            mid.data()[i] = g * sigmoid(g) * up.data()[i];
+        }
+    });
 }
 
 // silu'(g) = s (1 + g (1 - s)) with s = sigmoid(g).
 template <class T>
 void swigluBackward(const Matrix<T> &dmid, const Matrix<T> &gate, const Matrix<T> &up, Matrix<T> &dgate,
                     Matrix<T> &dup) {
-    for (int64_t i = 0; i < gate.size(); ++i) {
-        const T g = gate.data()[i], s = sigmoid(g), d = dmid.data()[i];
-        dgate.data()[i] += d * up.data()[i] * s * (T(1) + g * (T(1) - s));
-        dup.data()[i] += d * g * s;
-    }
+    forRanges(gate.size(), kElementGrain, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+            const T g = gate.data()[i], s = sigmoid(g), d = dmid.data()[i];
+            dgate.data()[i] += d * up.data()[i] * s * (T(1) + g * (T(1) - s));
+            dup.data()[i] += d * g * s;
+        }
+    });
 }
 
 namespace {
@@ -297,13 +392,17 @@ template <class T> std::pair<T, T> gelu(Gelu kind, T x) {
 
 template <class T> void geluForward(Gelu kind, const Matrix<T> &x, Matrix<T> &y) {
     y.resize(x.rows(), x.cols());
-    for (int64_t i = 0; i < x.size(); ++i)
-        y.data()[i] = gelu(kind, x.data()[i]).first;
+    forRanges(x.size(), kElementGrain, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i)
+            y.data()[i] = gelu(kind, x.data()[i]).first;
+    });
 }
 
 template <class T> void geluBackward(Gelu kind, const Matrix<T> &dy, const Matrix<T> &x, Matrix<T> &dx) {
-    for (int64_t i = 0; i < x.size(); ++i)
-        dx.data()[i] += dy.data()[i] * gelu(kind, x.data()[i]).second;
+    forRanges(x.size(), kElementGrain, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i)
+            dx.data()[i] += dy.data()[i] * gelu(kind, x.data()[i]).second;
+    });
 }
 
 // ---- fused, chunked LM head + cross-entropy ----
@@ -321,14 +420,16 @@ T crossEntropyForward(const Matrix<T> &h, const Matrix<T> &w, const Vector<T> &b
         timesTransposed(h, w.data() + c0 * w.cols(), n, logits);
         if (b.size())
             logits.rowwise() += b.segment(c0, n).transpose();
-        for (int64_t r = 0; r < rows; ++r) {
-            const T m = std::max(mx(r), logits.row(r).maxCoeff());
-            sum(r) = sum(r) * std::exp(mx(r) - m) + (logits.row(r).array() - m).exp().sum();
-            mx(r) = m;
-            const int32_t t = targets[size_t(r)];
-            if (t >= c0 && t < c0 + n)
-                target(r) = logits(r, t - c0);
-        }
+        forRanges(rows, 1, [&](int64_t r0, int64_t r1) {
+            for (int64_t r = r0; r < r1; ++r) {
+                const T m = std::max(mx(r), logits.row(r).maxCoeff());
+                sum(r) = sum(r) * std::exp(mx(r) - m) + (logits.row(r).array() - m).exp().sum();
+                mx(r) = m;
+                const int32_t t = targets[size_t(r)];
+                if (t >= c0 && t < c0 + n)
+                    target(r) = logits(r, t - c0);
+            }
+        });
     }
     state.logSumExp = mx.array() + sum.array().log();
     state.count = 0;
@@ -358,16 +459,18 @@ void crossEntropyBackward(const Matrix<T> &h, const Matrix<T> &w, const Vector<T
         timesTransposed(h, w.data() + c0 * w.cols(), n, g);
         if (b.size())
             g.rowwise() += b.segment(c0, n).transpose();
-        for (int64_t r = 0; r < rows; ++r) {
-            const int32_t t = targets[size_t(r)];
-            if (t < 0) {
-                g.row(r).setZero();
-                continue;
+        forRanges(rows, 1, [&](int64_t r0, int64_t r1) {
+            for (int64_t r = r0; r < r1; ++r) {
+                const int32_t t = targets[size_t(r)];
+                if (t < 0) {
+                    g.row(r).setZero();
+                    continue;
+                }
+                g.row(r) = ((g.row(r).array() - state.logSumExp(r)).exp() * norm).matrix();
+                if (t >= c0 && t < c0 + n)
+                    g(r, t - c0) -= norm;
             }
-            g.row(r) = ((g.row(r).array() - state.logSumExp(r)).exp() * norm).matrix();
-            if (t >= c0 && t < c0 + n)
-                g(r, t - c0) -= norm;
-        }
+        });
         const int64_t width = h.cols();
         gemm<T>(false, false, rows, width, n, T(1), g.data(), n, w.data() + c0 * width, width, T(1), dh.data(), width);
         if (dw)
