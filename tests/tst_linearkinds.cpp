@@ -3,7 +3,7 @@
 //   largest magnitude), for L = sum(R * y) with a fixed random R. For the kinds with a straight-through mask the
 //   reference is the function whose true gradient the estimator is: the mask frozen at its value plus the scores'
 //   first-order change, W_eff = W ⊙ (mask0 + S - S0) (masked) and W~ ⊙ (mask0 + M - M0) (PST);
-// - the selection (pruneSmallestMask): the exact count, ties by position;
+// - the selection (pruneSmallestMask): the exact count, ties by position, the same mask as a stable sort;
 // - LoSparse's split reproduces the weight (L R + S = W), and a pruned row takes no gradient;
 // - gathered linears and blocks: the compact output is the full output's selected part, and a block that runs only
 //   some MLP channels and KV groups computes the loss of the dense model with the other channels' output weights
@@ -27,6 +27,8 @@
 
 #include <cmath>
 #include <functional>
+#include <limits>
+#include <numeric>
 #include <random>
 
 using namespace lathe;
@@ -136,6 +138,38 @@ private slots:
         QCOMPARE(int(std::count(m3.begin(), m3.end(), 0)), 3);
         s(0, 0) = std::nan("");
         QVERIFY_THROWS_EXCEPTION(LatheError, pruneSmallestMask(s, 0.5));
+    }
+
+    // Against a stable sort, on matrices big enough to be split over the threads: values with many ties, both
+    // signs, -0 beside +0, subnormals and infinities, in fp32 and fp64, at several sparsities.
+    void pruneSmallestMaskMatchesSorting() {
+        auto check = [](auto type, uint32_t seed) {
+            using T = decltype(type);
+            std::mt19937 rng(seed);
+            const int64_t rows = 700, cols = 333;
+            Matrix<T> s(rows, cols);
+            std::uniform_int_distribution<int> pick(0, 9);
+            std::normal_distribution<double> normal;
+            const T special[] = {T(0), -T(0), std::numeric_limits<T>::denorm_min(), -std::numeric_limits<T>::denorm_min(),
+                                 std::numeric_limits<T>::infinity(), -std::numeric_limits<T>::infinity(), T(1), T(-1)};
+            for (int64_t i = 0; i < s.size(); ++i) {
+                const int c = pick(rng);
+                s.data()[i] = c < 4 ? special[pick(rng) % 8] : c < 6 ? T(pick(rng) - 5) : T(normal(rng));
+            }
+            for (double sparsity : {0.001, 0.3, 0.5, 0.9, 0.999}) {
+                const int64_t n = s.size(), prune = int64_t(std::floor(double(n) * sparsity));
+                std::vector<int64_t> order(static_cast<size_t>(n));
+                std::iota(order.begin(), order.end(), 0);
+                std::stable_sort(order.begin(), order.end(),
+                                 [&](int64_t a, int64_t b) { return s.data()[a] < s.data()[b]; });
+                std::vector<uint8_t> want(static_cast<size_t>(n), 1);
+                for (int64_t i = 0; i < prune; ++i)
+                    want[size_t(order[size_t(i)])] = 0;
+                QVERIFY2(pruneSmallestMask(s, sparsity) == want, qPrintable(QString::number(sparsity)));
+            }
+        };
+        check(float{}, 1);
+        check(double{}, 2);
     }
 
     void denseAndGathered() {
