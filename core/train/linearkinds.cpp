@@ -25,12 +25,14 @@ template <class T> Matrix<T> weightGradient(const Matrix<T> &dy, const Matrix<T>
     return g;
 }
 
-// The 0/1 mask as a matrix of T, for elementwise products.
-template <class T> Matrix<T> maskMatrix(const std::vector<uint8_t> &mask, int64_t rows, int64_t cols) {
-    Matrix<T> m(rows, cols);
-    for (int64_t i = 0; i < m.size(); ++i)
-        m.data()[i] = T(mask[size_t(i)]);
-    return m;
+// w ⊙ mask (a 0/1 byte per entry, row-major), split over the threads: a memory-bound pass over a weight.
+template <class T> Matrix<T> applyMask(const Matrix<T> &w, const std::vector<uint8_t> &mask) {
+    Matrix<T> out(w.rows(), w.cols());
+    parallelFor(w.size(), 1 << 15, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i)
+            out.data()[i] = w.data()[i] * T(mask[size_t(i)]); // a product, not a branch: masks are random
+    });
+    return out;
 }
 
 template <class T> Parameter<T> &addParameter(ParameterSet<T> &params, std::string name, Matrix<T> value, TensorRole role,
@@ -184,47 +186,71 @@ struct Parts {
         : count(int(std::clamp<int64_t>(n / (1 << 16), 1, hardwareThreads()))), size((n + count - 1) / count) {}
 };
 
-// The k-th smallest (0-based) of n values, by a radix selection on their keys, 11 bits per pass (3 passes over
-// fp32, 6 over fp64), each pass a histogram split over the threads. Replaces nth_element, which runs on one core
-// and was a quarter of a PST step: the answer is the same value. Throws on NaN.
+// Finds the bin of a histogram that holds the k-th smallest key, and k within that bin.
+inline int64_t binOfKth(const std::vector<int64_t> &hist, int64_t &k) {
+    for (size_t bin = 0;; ++bin) {
+        if (k < hist[bin])
+            return int64_t(bin);
+        k -= hist[bin];
+    }
+}
+
+// The k-th smallest (0-based) of n values, by a radix selection on their keys, 11 bits at a time. The first two
+// digits are histograms split over the threads (the first one in four interleaved copies per thread: the top bits
+// of similar values fall in a few bins, and one copy would serialise on them); the second pass also keeps the
+// keys in the chosen first bin, and the remaining digits are found among those. Replaces nth_element, which ran on
+// one core and was a quarter of a PST step; the answer is the same value. Throws on NaN.
 template <class T> T kthSmallest(const T *v, int64_t n, int64_t k) {
     using K = KeyOf<T>;
-    constexpr int keyBits = int(sizeof(K) * 8), digitBits = 11, bins = 1 << digitBits;
+    constexpr int keyBits = int(sizeof(K) * 8), digitBits = 11, bins = 1 << digitBits, copies = 4;
+    constexpr K digitMask = K(bins - 1);
     const Parts parts(n);
-    std::vector<int64_t> counts(size_t(parts.count) * bins);
+    std::vector<int64_t> counts(size_t(parts.count) * copies * bins, 0), hist(bins, 0);
     std::vector<uint8_t> partNan(size_t(parts.count), 0);
-    K prefix = 0;
-    for (int hi = keyBits; hi > 0; hi -= digitBits) {
-        const int lo = std::max(0, hi - digitBits);
-        const K digitMask = K((K(1) << (hi - lo)) - 1);
-        const bool first = hi == keyBits;
-        std::fill(counts.begin(), counts.end(), 0);
-        parallelFor(parts.count, 1, [&](int64_t p0, int64_t p1) {
-            for (int64_t p = p0; p < p1; ++p) {
-                int64_t *hist = counts.data() + p * bins;
-                for (int64_t i = p * parts.size, e = std::min(n, i + parts.size); i < e; ++i) {
-                    if (first && std::isnan(v[i])) {
-                        partNan[size_t(p)] = 1;
-                        continue;
-                    }
-                    const K key = orderKey(v[i]);
-                    if (first || (key >> hi) == (prefix >> hi))
-                        ++hist[(key >> lo) & digitMask];
+    int hi = keyBits, lo = keyBits - digitBits;
+    parallelFor(parts.count, 1, [&](int64_t p0, int64_t p1) {
+        for (int64_t p = p0; p < p1; ++p) {
+            int64_t *h = counts.data() + p * copies * bins;
+            for (int64_t i = p * parts.size, e = std::min(n, i + parts.size); i < e; ++i) {
+                partNan[size_t(p)] |= uint8_t(std::isnan(v[i]));
+                ++h[(i % copies) * bins + int64_t(orderKey(v[i]) >> lo)];
+            }
+        }
+    });
+    if (std::count(partNan.begin(), partNan.end(), uint8_t(1)))
+        throw LatheError("pruning scores became NaN", "the training diverged: lower the learning rate");
+    for (size_t c = 0; c < counts.size(); ++c)
+        hist[c % bins] += counts[c];
+    K prefix = K(K(binOfKth(hist, k)) << lo);
+    // Second digit, keeping the candidates: the keys whose first digit is the chosen one.
+    hi = lo;
+    lo = hi - digitBits;
+    std::vector<std::vector<K>> candidates(size_t(parts.count));
+    std::fill(counts.begin(), counts.end(), 0);
+    parallelFor(parts.count, 1, [&](int64_t p0, int64_t p1) {
+        for (int64_t p = p0; p < p1; ++p) {
+            int64_t *h = counts.data() + p * copies * bins;
+            for (int64_t i = p * parts.size, e = std::min(n, i + parts.size); i < e; ++i) {
+                const K key = orderKey(v[i]);
+                if ((key >> hi) == (prefix >> hi)) {
+                    candidates[size_t(p)].push_back(key);
+                    ++h[(key >> lo) & digitMask];
                 }
             }
-        });
-        if (std::count(partNan.begin(), partNan.end(), uint8_t(1)))
-            throw LatheError("pruning scores became NaN", "the training diverged: lower the learning rate");
-        int64_t bin = 0;
-        for (;; ++bin) {
-            int64_t c = 0;
-            for (int p = 0; p < parts.count; ++p)
-                c += counts[size_t(p) * bins + size_t(bin)];
-            if (k < c)
-                break;
-            k -= c;
         }
-        prefix |= K(K(bin) << lo);
+    });
+    std::fill(hist.begin(), hist.end(), 0);
+    for (size_t c = 0; c < counts.size(); ++c)
+        hist[c % bins] += counts[c];
+    prefix |= K(K(binOfKth(hist, k)) << lo);
+    for (hi = lo; hi > 0; hi = lo) {
+        lo = std::max(0, hi - digitBits);
+        std::fill(hist.begin(), hist.end(), 0);
+        for (const auto &part : candidates)
+            for (const K key : part)
+                if ((key >> hi) == (prefix >> hi))
+                    ++hist[size_t((key >> lo) & K((K(1) << (hi - lo)) - 1))];
+        prefix |= K(K(binOfKth(hist, k)) << lo);
     }
     return fromOrderKey<T>(prefix);
 }
@@ -245,11 +271,15 @@ template <class T> std::vector<uint8_t> pruneSmallestMask(const Matrix<T> &score
     const Parts parts(n);
     std::vector<int64_t> below(size_t(parts.count), 0), equal(size_t(parts.count), 0);
     parallelFor(parts.count, 1, [&](int64_t p0, int64_t p1) {
-        for (int64_t p = p0; p < p1; ++p)
+        for (int64_t p = p0; p < p1; ++p) {
+            int64_t lower = 0, same = 0; // locals: the parts' counters share a cache line
             for (int64_t i = p * parts.size, e = std::min(n, i + parts.size); i < e; ++i) {
-                below[size_t(p)] += s[i] < threshold;
-                equal[size_t(p)] += s[i] == threshold;
+                lower += s[i] < threshold;
+                same += s[i] == threshold;
             }
+            below[size_t(p)] = lower;
+            equal[size_t(p)] = same;
+        }
     });
     int64_t tiesToPrune = prune;
     for (const int64_t b : below)
@@ -260,9 +290,12 @@ template <class T> std::vector<uint8_t> pruneSmallestMask(const Matrix<T> &score
     parallelFor(parts.count, 1, [&](int64_t p0, int64_t p1) {
         for (int64_t p = p0; p < p1; ++p) {
             int64_t tie = tiesBefore[size_t(p)];
-            for (int64_t i = p * parts.size, e = std::min(n, i + parts.size); i < e; ++i)
-                if (s[i] < threshold || (s[i] == threshold && tie++ < tiesToPrune))
-                    mask[size_t(i)] = 0;
+            for (int64_t i = p * parts.size, e = std::min(n, i + parts.size); i < e; ++i) {
+                // Without branches: which side of the threshold a score falls is random.
+                const bool same = s[i] == threshold;
+                mask[size_t(i)] = uint8_t(!((s[i] < threshold) | (same & (tie < tiesToPrune))));
+                tie += same;
+            }
         }
     });
     return mask;
@@ -298,13 +331,12 @@ template <class T> void MaskedLinear<T>::updateMask() {
 }
 
 template <class T> Matrix<T> MaskedLinear<T>::maskedWeight() const {
-    return m_w->value.cwiseProduct(maskMatrix<T>(m_mask, this->m_out, this->m_in));
+    return applyMask(m_w->value, m_mask);
 }
 
 template <class T> Matrix<T> MaskedLinear<T>::effectiveWeight() const {
     // From the scores as they are now (an optimizer step may have moved them since the last forward).
-    return m_w->value.cwiseProduct(
-        maskMatrix<T>(m_scores ? pruneSmallestMask(m_scores->value, m_sparsity) : m_mask, this->m_out, this->m_in));
+    return applyMask(m_w->value, m_scores ? pruneSmallestMask(m_scores->value, m_sparsity) : m_mask);
 }
 
 template <class T> int64_t MaskedLinear<T>::activeWeights() const {
@@ -328,7 +360,7 @@ void MaskedLinear<T>::backward(const Matrix<T> &dy, const Matrix<T> &x, Matrix<T
     if (needG) {
         const Matrix<T> g = weightGradient(dy, x);
         if (m_w->trainable())
-            m_w->grad += g.cwiseProduct(maskMatrix<T>(m_mask, this->m_out, this->m_in));
+            m_w->grad += applyMask(g, m_mask);
         if (m_scores && m_scores->trainable())
             m_scores->grad += g.cwiseProduct(m_w->value); // straight through the mask
     }
@@ -442,26 +474,42 @@ PstLinear<T>::PstLinear(ParameterSet<T> &params, Parameter<T> *weight, Parameter
     m_mask.assign(size_t(out * in), 1);
 }
 
+// W~ = W + beta U V and the scores M = |W~| + alpha1 A B + alpha2 (R 1^T + 1 C^T) are built row by row over the
+// threads, the rank-r products as r scaled row additions: each entry is the same sum in the same order whatever
+// the split. Both are memory-bound passes over out x in values, a third of a PST step before they were split.
 template <class T> Matrix<T> PstLinear<T>::adapted() const {
-    Matrix<T> w = m_w->value;
-    w.noalias() += T(m_options.beta) * (m_u->value * m_v->value);
+    const Matrix<T> &W = m_w->value, &U = m_u->value, &V = m_v->value;
+    const T beta = T(m_options.beta);
+    Matrix<T> w(W.rows(), W.cols());
+    parallelFor(W.rows(), 8, [&](int64_t r0, int64_t r1) {
+        for (int64_t i = r0; i < r1; ++i) {
+            w.row(i) = W.row(i);
+            for (int64_t k = 0; k < U.cols(); ++k)
+                w.row(i) += (beta * U(i, k)) * V.row(k);
+        }
+    });
     return w;
 }
 
 template <class T> Matrix<T> PstLinear<T>::scores(const Matrix<T> &adapted) const {
-    Matrix<T> m = adapted.cwiseAbs();
-    m.noalias() += T(m_options.alpha1) * (m_a->value * m_b->value);
-    const T a2 = T(m_options.alpha2);
-    for (int64_t i = 0; i < m.rows(); ++i)
-        for (int64_t j = 0; j < m.cols(); ++j)
-            m(i, j) += a2 * (m_r->value(i, 0) + m_c->value(j, 0));
+    const Matrix<T> &A = m_a->value, &B = m_b->value, &R = m_r->value, &C = m_c->value;
+    const T a1 = T(m_options.alpha1), a2 = T(m_options.alpha2);
+    Matrix<T> m(adapted.rows(), adapted.cols());
+    parallelFor(m.rows(), 8, [&](int64_t r0, int64_t r1) {
+        for (int64_t i = r0; i < r1; ++i) {
+            m.row(i) = adapted.row(i).cwiseAbs();
+            for (int64_t k = 0; k < A.cols(); ++k)
+                m.row(i) += (a1 * A(i, k)) * B.row(k);
+            m.row(i).array() += a2 * (R(i, 0) + C.col(0).transpose().array());
+        }
+    });
     return m;
 }
 
 template <class T> Matrix<T> PstLinear<T>::effectiveWeight() const {
     // From the parameters as they are now, not the last forward's mask.
     const Matrix<T> w = adapted();
-    return w.cwiseProduct(maskMatrix<T>(pruneSmallestMask(scores(w), m_sparsity), this->m_out, this->m_in));
+    return applyMask(w, pruneSmallestMask(scores(w), m_sparsity));
 }
 
 template <class T> int64_t PstLinear<T>::activeWeights() const {
@@ -473,36 +521,69 @@ template <class T> void PstLinear<T>::forward(const Matrix<T> &x, Matrix<T> &y, 
     this->requireAll(sel);
     const Matrix<T> w = adapted();
     m_mask = pruneSmallestMask(scores(w), m_sparsity);
-    linearForward<T>(x, Matrix<T>(w.cwiseProduct(maskMatrix<T>(m_mask, this->m_out, this->m_in))), Vector<T>(), y);
+    linearForward<T>(x, applyMask(w, m_mask), Vector<T>(), y);
     this->addBias(y, sel);
 }
 
+// With G = dy^T x the gradient of W_eff = W~ ⊙ mask: dScores = G ⊙ W~ (straight through the mask) and
+// dW~ = G ⊙ mask + dScores ⊙ sign(W~) (through |W~|). Then dU = beta dW~ V^T, dV = beta U^T dW~, dA = alpha1 dScores
+// B^T, dB = alpha1 A^T dScores, dR = alpha2 dScores 1, dC = alpha2 dScores^T 1: the products with U^T and A^T sum over
+// rows and are split by columns, the others by rows, each entry summed in one fixed order.
 template <class T>
 void PstLinear<T>::backward(const Matrix<T> &dy, const Matrix<T> &x, Matrix<T> *dx, const LinearSelection &sel) {
     this->requireAll(sel);
     const Matrix<T> w = adapted(); // W~: recomputed rather than kept (out x in values per linear)
-    const Matrix<T> mask = maskMatrix<T>(m_mask, this->m_out, this->m_in);
     if (dx)
-        linearBackward<T>(dy, x, Matrix<T>(w.cwiseProduct(mask)), dx, nullptr, nullptr);
+        linearBackward<T>(dy, x, applyMask(w, m_mask), dx, nullptr, nullptr);
     const Matrix<T> g = weightGradient(dy, x);
-    // dScores = G ⊙ W~ (straight through the mask); dW~ = G ⊙ mask + dScores ⊙ sign(W~) (through |W~|).
-    const Matrix<T> dScores = g.cwiseProduct(w);
-    const Matrix<T> dAdapted = g.cwiseProduct(mask) + dScores.cwiseProduct(Matrix<T>(w.array().sign()));
+    const int64_t out = this->m_out, in = this->m_in;
     const T beta = T(m_options.beta), a1 = T(m_options.alpha1), a2 = T(m_options.alpha2);
-    if (m_u->trainable())
-        m_u->grad.noalias() += beta * (dAdapted * m_v->value.transpose());
-    if (m_v->trainable())
-        m_v->grad.noalias() += beta * (m_u->value.transpose() * dAdapted);
-    if (m_a->trainable())
-        m_a->grad.noalias() += a1 * (dScores * m_b->value.transpose());
-    if (m_b->trainable())
-        m_b->grad.noalias() += a1 * (m_a->value.transpose() * dScores);
-    if (m_r->trainable())
-        m_r->grad += a2 * dScores.rowwise().sum();
-    if (m_c->trainable())
-        m_c->grad += a2 * dScores.colwise().sum().transpose();
-    if (m_w->trainable())
-        m_w->grad += dAdapted;
+    const Matrix<T> &U = m_u->value, &V = m_v->value, &A = m_a->value, &B = m_b->value;
+    Matrix<T> dScores(out, in), dAdapted(out, in);
+    parallelFor(out, 8, [&](int64_t r0, int64_t r1) {
+        for (int64_t i = r0; i < r1; ++i) {
+            for (int64_t j = 0; j < in; ++j) {
+                const T gij = g(i, j), wij = w(i, j);
+                const T ds = gij * wij;
+                dScores(i, j) = ds;
+                dAdapted(i, j) = (m_mask[size_t(i * in + j)] ? gij : T(0)) +
+                                 (wij > T(0) ? ds : wij < T(0) ? -ds : T(0));
+            }
+            if (m_u->trainable())
+                for (int64_t k = 0; k < U.cols(); ++k)
+                    m_u->grad(i, k) += beta * dAdapted.row(i).dot(V.row(k));
+            if (m_a->trainable())
+                for (int64_t k = 0; k < A.cols(); ++k)
+                    m_a->grad(i, k) += a1 * dScores.row(i).dot(B.row(k));
+            if (m_r->trainable())
+                m_r->grad(i, 0) += a2 * dScores.row(i).sum();
+            if (m_w->trainable())
+                m_w->grad.row(i) += dAdapted.row(i);
+        }
+    });
+    const bool dv = m_v->trainable(), db = m_b->trainable(), dc = m_c->trainable();
+    if (dv || db || dc)
+        parallelFor(in, 64, [&](int64_t c0, int64_t c1) {
+            const int64_t width = c1 - c0;
+            Matrix<T> sumV = Matrix<T>::Zero(dv ? V.rows() : 0, width), sumB = Matrix<T>::Zero(db ? B.rows() : 0, width);
+            Vector<T> sumC = Vector<T>::Zero(dc ? width : 0);
+            for (int64_t i = 0; i < out; ++i) {
+                const auto da = dAdapted.row(i).segment(c0, width);
+                const auto ds = dScores.row(i).segment(c0, width);
+                for (int64_t k = 0; k < sumV.rows(); ++k)
+                    sumV.row(k) += U(i, k) * da;
+                for (int64_t k = 0; k < sumB.rows(); ++k)
+                    sumB.row(k) += A(i, k) * ds;
+                if (dc)
+                    sumC += ds.transpose();
+            }
+            if (dv)
+                m_v->grad.middleCols(c0, width) += beta * sumV;
+            if (db)
+                m_b->grad.middleCols(c0, width) += a1 * sumB;
+            if (dc)
+                m_c->grad.col(0).segment(c0, width) += a2 * sumC;
+        });
     this->biasBackward(dy, sel);
 }
 
