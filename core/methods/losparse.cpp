@@ -22,6 +22,7 @@
 #include "methods/trainingmethod.h"
 
 #include "base/error.h"
+#include "base/parallel.h"
 #include "model/model.h"
 #include "numeric/spectrum.h"
 #include "train/linearkinds.h"
@@ -102,9 +103,12 @@ public:
             const train::Parameter<float> *s = m_kinds[i]->sparse();
             if (!s->trainable())
                 continue;
-            for (int64_t r = 0; r < s->value.rows(); ++r)
-                m_window[i][size_t(r)] += double(s->value.row(r).cwiseProduct(s->grad.row(r)).cwiseAbs().sum()) /
-                                          double(s->value.cols());
+            // Rows are independent: split over the threads (a pass over every S and its gradient each step).
+            parallelFor(s->value.rows(), 16, [&](int64_t r0, int64_t r1) {
+                for (int64_t r = r0; r < r1; ++r)
+                    m_window[i][size_t(r)] +=
+                        double(s->value.row(r).cwiseProduct(s->grad.row(r)).cwiseAbs().sum()) / double(s->value.cols());
+            });
         }
         ++m_windowSteps;
         const int64_t t = step + 1; // steps done

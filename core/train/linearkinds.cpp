@@ -409,7 +409,7 @@ template <class T> Matrix<T> LowRankSparseLinear<T>::maskedSparse() const {
 
 template <class T> Matrix<T> LowRankSparseLinear<T>::effectiveWeight() const {
     Matrix<T> w = maskedSparse();
-    w.noalias() += m_l->value * m_r->value;
+    matmul(m_l->value, false, m_r->value, false, T(1), T(1), w);
     return w;
 }
 
@@ -435,9 +435,9 @@ void LowRankSparseLinear<T>::backward(const Matrix<T> &dy, const Matrix<T> &x, M
     if (m_l->trainable() || m_r->trainable() || m_s->trainable()) {
         const Matrix<T> g = weightGradient(dy, x);
         if (m_l->trainable())
-            m_l->grad.noalias() += g * m_r->value.transpose();
+            matmul(g, false, m_r->value, true, T(1), T(1), m_l->grad);
         if (m_r->trainable())
-            m_r->grad.noalias() += m_l->value.transpose() * g;
+            matmul(m_l->value, true, g, false, T(1), T(1), m_r->grad);
         if (m_s->trainable())
             for (int64_t i = 0; i < g.rows(); ++i)
                 if (m_rowMask[size_t(i)])

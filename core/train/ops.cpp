@@ -80,6 +80,19 @@ template <class T> void timesTransposed(const Matrix<T> &x, const T *w, int64_t 
 
 } // namespace
 
+// ---- products ----
+
+template <class T>
+void matmul(const Matrix<T> &a, bool transA, const Matrix<T> &b, bool transB, T alpha, T beta, Matrix<T> &c) {
+    const int64_t m = transA ? a.cols() : a.rows(), k = transA ? a.rows() : a.cols();
+    const int64_t n = transB ? b.rows() : b.cols();
+    assert((transB ? b.cols() : b.rows()) == k);
+    if (beta == T(0))
+        c.resize(m, n);
+    assert(c.rows() == m && c.cols() == n);
+    gemm<T>(transA, transB, m, n, k, alpha, a.data(), a.cols(), b.data(), b.cols(), beta, c.data(), n);
+}
+
 // ---- embedding ----
 
 template <class T> void embeddingForward(const Matrix<T> &table, const std::vector<int32_t> &ids, Matrix<T> &y) {
@@ -484,6 +497,7 @@ void crossEntropyBackward(const Matrix<T> &h, const Matrix<T> &w, const Vector<T
 // ---- instantiations ----
 
 #define LATHE_TRAIN_OPS(T)                                                                                             \
+    template void matmul<T>(const Matrix<T> &, bool, const Matrix<T> &, bool, T, T, Matrix<T> &);                     \
     template void embeddingForward<T>(const Matrix<T> &, const std::vector<int32_t> &, Matrix<T> &);                 \
     template void embeddingBackward<T>(const Matrix<T> &, const std::vector<int32_t> &, Matrix<T> &);                \
     template void rmsNormForward<T>(const Matrix<T> &, const Vector<T> &, T, Matrix<T> &, NormState<T> &);           \

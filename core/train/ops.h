@@ -40,6 +40,14 @@ template <class T>
 void layerNormBackward(const Matrix<T> &dy, const Matrix<T> &x, const Vector<T> &w, const NormState<T> &state,
                        Matrix<T> &dx, Vector<T> *dw, Vector<T> *db);
 
+// ---- products ----
+
+// C = alpha op(A) op(B) + beta C, op transposing when asked. C must have its shape when beta is not 0; with beta 0
+// it is resized. fp32 through BLAS (split over the threads inside the training step), fp64 through Eigen. For the
+// linear kinds' low-rank products, which Eigen would run on one core.
+template <class T>
+void matmul(const Matrix<T> &a, bool transA, const Matrix<T> &b, bool transB, T alpha, T beta, Matrix<T> &c);
+
 // ---- linear: y = x W^T + b (W: out x in, as Hugging Face stores it; b may be empty) ----
 // Backward: dx += dy W; dW += dy^T x; db += column sums of dy. A null dW / db skips it (frozen weights).
 template <class T> void linearForward(const Matrix<T> &x, const Matrix<T> &w, const Vector<T> &b, Matrix<T> &y);
