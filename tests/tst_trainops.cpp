@@ -846,10 +846,11 @@ private slots:
             });
         }, 2);
         QCOMPARE(nestedOnOtherThread.load(), 0);
-        QVERIFY_THROWS_EXCEPTION(LatheError, parallelFor(100, 1, [&](int64_t b, int64_t) {
-            if (b > 0)
-                throw LatheError("test", "a part failed");
-        }, 2));
+        for (int threads : {2, 5}) // the pool; own threads
+            QVERIFY_THROWS_EXCEPTION(LatheError, parallelFor(100, 1, [&](int64_t b, int64_t) {
+                if (b > 0)
+                    throw LatheError("test", "a part failed");
+            }, threads));
         std::atomic<int64_t> after{0};
         parallelFor(100, 1, [&](int64_t b, int64_t e) { after += e - b; }, 2);
         QCOMPARE(after.load(), int64_t(100));

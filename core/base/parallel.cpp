@@ -32,9 +32,11 @@ struct PartScope {
 // no spinning, so they never compete with BLAS's own threads for the cores.
 class WorkerPool {
 public:
+    // Never destroyed: a job thread still running while the program exits (a GUI job) must not find it gone; its
+    // workers sleep until the process ends.
     static WorkerPool &instance() {
-        static WorkerPool pool(hardwareThreads() - 1);
-        return pool;
+        static WorkerPool *pool = new WorkerPool(hardwareThreads() - 1);
+        return *pool;
     }
 
     int workers() const { return int(m_threads.size()); }
@@ -74,24 +76,12 @@ private:
             m_threads.emplace_back([this] { workerLoop(); });
     }
 
-    ~WorkerPool() {
-        {
-            std::lock_guard lock(m_mutex);
-            m_stop = true;
-        }
-        m_wake.notify_all();
-        for (auto &t : m_threads)
-            t.join();
-    }
-
     void workerLoop() {
         uint64_t seen = 0;
         for (;;) {
             {
                 std::unique_lock lock(m_mutex);
-                m_wake.wait(lock, [&] { return m_stop || m_generation != seen; });
-                if (m_stop)
-                    return;
+                m_wake.wait(lock, [&] { return m_generation != seen; });
                 seen = m_generation;
             }
             runParts(seen);
@@ -136,7 +126,6 @@ private:
     int m_parts = 0, m_nextPart = 0, m_pending = 0;
     uint64_t m_generation = 0;
     std::exception_ptr m_error;
-    bool m_stop = false;
 };
 
 } // namespace
@@ -154,22 +143,32 @@ void parallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int
     WorkerPool &pool = WorkerPool::instance();
     if (t <= pool.workers() + 1 && pool.tryRun(n, step, t, fn))
         return;
+    // More ranges than the pool has threads, or the pool busy with another caller's job: threads of our own, with
+    // the same contract.
+    std::exception_ptr error;
+    std::mutex errorMutex;
+    auto part = [&](int64_t b, int64_t e) {
+        const PartScope scope;
+        try {
+            fn(b, e);
+        } catch (...) {
+            std::lock_guard lock(errorMutex);
+            if (!error)
+                error = std::current_exception();
+        }
+    };
     std::vector<std::thread> extra;
     extra.reserve(size_t(t - 1));
     for (int i = 1; i < t; ++i) {
         const int64_t b = i * step, e = std::min(n, b + step);
         if (b < e)
-            extra.emplace_back([&fn, b, e] {
-                const PartScope scope;
-                fn(b, e);
-            });
+            extra.emplace_back(part, b, e);
     }
-    {
-        const PartScope scope;
-        fn(0, std::min(n, step));
-    }
+    part(0, std::min(n, step));
     for (auto &th : extra)
         th.join();
+    if (error)
+        std::rethrow_exception(error);
 }
 
 } // namespace lathe
