@@ -5,6 +5,7 @@
 #include "train/linearkinds.h"
 
 #include "base/error.h"
+#include "base/parallel.h"
 #include "base/random.h"
 #include "engine/blockops.h"
 #include "engine/transformer.h"
@@ -56,7 +57,9 @@ template <class T> void ParameterSet<T>::setTrainable(const std::string &name, b
 template <class T> void ParameterSet<T>::zeroGrad() {
     for (Parameter<T> &p : *this)
         if (p.trainable())
-            p.grad.setZero();
+            parallelFor(p.grad.size(), 1 << 16, [&](int64_t b, int64_t e) {
+                std::fill(p.grad.data() + b, p.grad.data() + e, T(0));
+            });
 }
 
 template <class T> int64_t ParameterSet<T>::count(bool trainableOnly) const {

@@ -105,27 +105,32 @@ template <class T> Matrix<T> gatherBlock(const Matrix<T> &w, const LinearSelecti
     const int64_t rows = sel.rows.empty() ? w.rows() : int64_t(sel.rows.size());
     const int64_t cols = sel.cols.empty() ? w.cols() : int64_t(sel.cols.size());
     Matrix<T> out(rows, cols);
-    for (int64_t i = 0; i < rows; ++i) {
-        const int64_t r = sel.rows.empty() ? i : sel.rows[size_t(i)];
-        if (sel.cols.empty())
-            out.row(i) = w.row(r);
-        else
-            for (int64_t j = 0; j < cols; ++j)
-                out(i, j) = w(r, sel.cols[size_t(j)]);
-    }
+    parallelFor(rows, 16, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+            const int64_t r = sel.rows.empty() ? i : sel.rows[size_t(i)];
+            if (sel.cols.empty())
+                out.row(i) = w.row(r);
+            else
+                for (int64_t j = 0; j < cols; ++j)
+                    out(i, j) = w(r, sel.cols[size_t(j)]);
+        }
+    });
     return out;
 }
 
-// The inverse: adds the (out' x in') block g into the full-size gradient.
+// The inverse: adds the (out' x in') block g into the full-size gradient (selected rows are distinct, so the row
+// ranges of the threads never meet).
 template <class T> void scatterAddBlock(const Matrix<T> &g, const LinearSelection &sel, Matrix<T> &grad) {
-    for (int64_t i = 0; i < g.rows(); ++i) {
-        const int64_t r = sel.rows.empty() ? i : sel.rows[size_t(i)];
-        if (sel.cols.empty())
-            grad.row(r) += g.row(i);
-        else
-            for (int64_t j = 0; j < g.cols(); ++j)
-                grad(r, sel.cols[size_t(j)]) += g(i, j);
-    }
+    parallelFor(g.rows(), 16, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+            const int64_t r = sel.rows.empty() ? i : sel.rows[size_t(i)];
+            if (sel.cols.empty())
+                grad.row(r) += g.row(i);
+            else
+                for (int64_t j = 0; j < g.cols(); ++j)
+                    grad(r, sel.cols[size_t(j)]) += g(i, j);
+        }
+    });
 }
 
 } // namespace
