@@ -23,6 +23,7 @@
 
 #include "base/error.h"
 #include "base/parallel.h"
+#include "numeric/blas.h"
 #include "model/model.h"
 #include "numeric/spectrum.h"
 #include "train/linearkinds.h"
@@ -108,7 +109,7 @@ public:
                 for (int64_t r = r0; r < r1; ++r)
                     m_window[i][size_t(r)] +=
                         double(s->value.row(r).cwiseProduct(s->grad.row(r)).cwiseAbs().sum()) / double(s->value.cols());
-            });
+            }, cpuWorkThreads());
         }
         ++m_windowSteps;
         const int64_t t = step + 1; // steps done

@@ -177,6 +177,11 @@ BlasSplitScope::~BlasSplitScope() {
 
 int blasSplitThreads() { return g_splitThreads.load(std::memory_order_relaxed); }
 
+int cpuWorkThreads() {
+    const int split = blasSplitThreads();
+    return split > 0 ? split : std::max(1, blasThreads());
+}
+
 void sgemmSplit(bool transB, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                 const float *b, int64_t ldb, float *c, int64_t ldc) {
     const int threads = blasSplitThreads();

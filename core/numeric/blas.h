@@ -54,6 +54,9 @@ private:
     bool m_enabled;
 };
 int blasSplitThreads();
+// The threads for CPU work beside BLAS (the training ops, AdamW, the linear kinds' passes): blasSplitThreads()
+// inside a scope, BLAS's own count outside, so that `--threads N` bounds all of a command's work.
+int cpuWorkThreads();
 // Whether the transformer engine opens BlasSplitScopes: false when LATHE_BLAS_SPLIT=0, which leaves the engine's
 // GEMMs to BLAS's own threading (benchmarks compare the two). Code that needs BLAS single-threaded for its own
 // threads (spectra) opens its scope regardless.

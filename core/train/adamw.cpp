@@ -2,6 +2,7 @@
 
 #include "base/error.h"
 #include "base/parallel.h"
+#include "numeric/blas.h"
 
 #include <cmath>
 
@@ -41,7 +42,7 @@ template <class T> void AdamW<T>::step(ParameterSet<T> &params, double lr) {
                 vv[j] = b2 * vv[j] + (T(1) - b2) * (gj * gj);
                 w[j] = w[j] * shrink - stepSize * mm[j] / (std::sqrt(vv[j]) / rootC2 + eps);
             }
-        });
+        }, cpuWorkThreads());
     }
 }
 

@@ -59,7 +59,7 @@ template <class T> void ParameterSet<T>::zeroGrad() {
         if (p.trainable())
             parallelFor(p.grad.size(), 1 << 16, [&](int64_t b, int64_t e) {
                 std::fill(p.grad.data() + b, p.grad.data() + e, T(0));
-            });
+            }, cpuWorkThreads());
 }
 
 template <class T> int64_t ParameterSet<T>::count(bool trainableOnly) const {

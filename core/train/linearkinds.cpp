@@ -2,6 +2,7 @@
 
 #include "base/error.h"
 #include "base/parallel.h"
+#include "numeric/blas.h"
 #include "base/random.h"
 #include "numeric/linalg.h"
 
@@ -31,7 +32,7 @@ template <class T> Matrix<T> applyMask(const Matrix<T> &w, const std::vector<uin
     parallelFor(w.size(), 1 << 15, [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i)
             out.data()[i] = w.data()[i] * T(mask[size_t(i)]); // a product, not a branch: masks are random
-    });
+    }, cpuWorkThreads());
     return out;
 }
 
@@ -114,7 +115,7 @@ template <class T> Matrix<T> gatherBlock(const Matrix<T> &w, const LinearSelecti
                 for (int64_t j = 0; j < cols; ++j)
                     out(i, j) = w(r, sel.cols[size_t(j)]);
         }
-    });
+    }, cpuWorkThreads());
     return out;
 }
 
@@ -130,7 +131,7 @@ template <class T> void scatterAddBlock(const Matrix<T> &g, const LinearSelectio
                 for (int64_t j = 0; j < g.cols(); ++j)
                     grad(r, sel.cols[size_t(j)]) += g(i, j);
         }
-    });
+    }, cpuWorkThreads());
 }
 
 } // namespace
@@ -183,12 +184,13 @@ template <class T> T fromOrderKey(KeyOf<T> key) {
     return std::bit_cast<T>((key & top) ? K(key & ~top) : K(~key));
 }
 
-// Contiguous parts of n values for the selection's passes: one per thread, 64 Ki values each at the least.
+// Contiguous parts of n values for the selection's passes: one per thread, 64 Ki values each at the least. Parts,
+// not parallelFor's ranges, so that the tie counts of one pass line up with the next.
 struct Parts {
     int count;
     int64_t size;
     explicit Parts(int64_t n)
-        : count(int(std::clamp<int64_t>(n / (1 << 16), 1, hardwareThreads()))), size((n + count - 1) / count) {}
+        : count(int(std::clamp<int64_t>(n / (1 << 16), 1, cpuWorkThreads()))), size((n + count - 1) / count) {}
 };
 
 // Finds the bin of a histogram that holds the k-th smallest key, and k within that bin.
@@ -221,7 +223,7 @@ template <class T> T kthSmallest(const T *v, int64_t n, int64_t k) {
                 ++h[(i % copies) * bins + int64_t(orderKey(v[i]) >> lo)];
             }
         }
-    });
+    }, cpuWorkThreads());
     if (std::count(partNan.begin(), partNan.end(), uint8_t(1)))
         throw LatheError("pruning scores became NaN", "the training diverged: lower the learning rate");
     for (size_t c = 0; c < counts.size(); ++c)
@@ -243,7 +245,7 @@ template <class T> T kthSmallest(const T *v, int64_t n, int64_t k) {
                 }
             }
         }
-    });
+    }, cpuWorkThreads());
     std::fill(hist.begin(), hist.end(), 0);
     for (size_t c = 0; c < counts.size(); ++c)
         hist[c % bins] += counts[c];
@@ -285,7 +287,7 @@ template <class T> std::vector<uint8_t> pruneSmallestMask(const Matrix<T> &score
             below[size_t(p)] = lower;
             equal[size_t(p)] = same;
         }
-    });
+    }, cpuWorkThreads());
     int64_t tiesToPrune = prune;
     for (const int64_t b : below)
         tiesToPrune -= b;
@@ -302,7 +304,7 @@ template <class T> std::vector<uint8_t> pruneSmallestMask(const Matrix<T> &score
                 tie += same;
             }
         }
-    });
+    }, cpuWorkThreads());
     return mask;
 }
 
@@ -492,7 +494,7 @@ template <class T> Matrix<T> PstLinear<T>::adapted() const {
             for (int64_t k = 0; k < U.cols(); ++k)
                 w.row(i) += (beta * U(i, k)) * V.row(k);
         }
-    });
+    }, cpuWorkThreads());
     return w;
 }
 
@@ -507,7 +509,7 @@ template <class T> Matrix<T> PstLinear<T>::scores(const Matrix<T> &adapted) cons
                 m.row(i) += (a1 * A(i, k)) * B.row(k);
             m.row(i).array() += a2 * (R(i, 0) + C.col(0).transpose().array());
         }
-    });
+    }, cpuWorkThreads());
     return m;
 }
 
@@ -565,7 +567,7 @@ void PstLinear<T>::backward(const Matrix<T> &dy, const Matrix<T> &x, Matrix<T> *
             if (m_w->trainable())
                 m_w->grad.row(i) += dAdapted.row(i);
         }
-    });
+    }, cpuWorkThreads());
     const bool dv = m_v->trainable(), db = m_b->trainable(), dc = m_c->trainable();
     if (dv || db || dc)
         parallelFor(in, 64, [&](int64_t c0, int64_t c1) {
@@ -588,7 +590,7 @@ void PstLinear<T>::backward(const Matrix<T> &dy, const Matrix<T> &x, Matrix<T> *
                 m_b->grad.middleCols(c0, width) += a1 * sumB;
             if (dc)
                 m_c->grad.col(0).segment(c0, width) += a2 * sumC;
-        });
+        }, cpuWorkThreads());
     this->biasBackward(dy, sel);
 }
 

@@ -57,13 +57,10 @@ void gemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, T alpha, co
     }
 }
 
-// The element-wise ops split their rows (or elements) over the threads BLAS would use, so that `--threads 1` means
-// one thread. Every row is computed exactly as a single thread would compute it, so the bits never depend on the
+// The element-wise ops split their rows (or elements) over cpuWorkThreads(), so that `--threads 1` means one
+// thread. Every row is computed exactly as a single thread would compute it, so the bits never depend on the
 // thread count; sums over rows (norm and bias gradients) are split by column and keep the row order.
-int opThreads() {
-    const int split = blasSplitThreads();
-    return split > 0 ? split : blasThreads();
-}
+int opThreads() { return cpuWorkThreads(); }
 
 template <class F> void forRanges(int64_t n, int64_t grain, F &&f) {
     parallelFor(n, grain, [&](int64_t b, int64_t e) { f(b, e); }, opThreads());
