@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <condition_variable>
 #include <exception>
-#include <utility>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace lathe {
@@ -26,10 +26,10 @@ struct PartScope {
     ~PartScope() { t_inParallelPart = saved; }
 };
 
-// One job at a time on hardwareThreads() - 1 persistent workers; the caller runs part 0 itself. The training step
-// makes a few thousand parallel calls of well under a millisecond each (norms, softmax rows, activations), where
-// starting a thread per call cost more than the work it split. Workers sleep on a condition variable between jobs:
-// no spinning, so they never compete with BLAS's own threads for the cores.
+// One job at a time on hardwareThreads() - 1 persistent workers, the caller claiming parts as they do. The
+// training step makes a few thousand parallel calls of well under a millisecond each (norms, softmax rows,
+// activations), where starting a thread per call cost more than the work it split. Workers sleep on a condition
+// variable between jobs: no spinning, so they never compete with BLAS's own threads for the cores.
 class WorkerPool {
 public:
     // Never destroyed: a job thread still running while the program exits (a GUI job) must not find it gone; its
