@@ -9,7 +9,8 @@
 //   some MLP channels and KV groups computes the loss of the dense model with the other channels' output weights
 //   zeroed; finite differences of the whole model with selections, and with LoSparse and masked linears swapped in;
 // - each kind against PyTorch autograd of the official code's formulas (tests/fixtures/make_kind_references.py);
-// - recomputation gives the same loss and gradients as keeping every activation, bit for bit in fp32.
+// - recomputation gives the same loss and gradients as keeping every activation, bit for bit in fp32;
+// - every kind gives the same bits on 1, 2 and 3 threads at sizes where its passes split (fp64).
 
 #include "base/error.h"
 #include "io/modelloader.h"
@@ -20,6 +21,7 @@
 #include "engine/transformer.h"
 #include "train/causallm.h"
 #include "train/linearkinds.h"
+#include "numeric/blas.h"
 
 #include <QtTest/QtTest>
 
@@ -27,6 +29,7 @@
 
 #include <cmath>
 #include <functional>
+#include <memory>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -170,6 +173,60 @@ private slots:
         };
         check(float{}, 1);
         check(double{}, 2);
+    }
+
+    // The kinds at sizes where their passes split over the threads (rows and columns of W, PST's row and column
+    // gradient passes, the selection's parts, gathered blocks): in fp64, forward and every gradient are the same
+    // bits on 1, 2 and 3 threads.
+    void kindsGiveTheSameBitsOnAnyThreads() {
+        const int saved = blasThreads();
+        auto run = [&](int threads, int which) {
+            // Built on one thread: LoSparse's split starts from LAPACK's SVD, whose last bits depend on BLAS's
+            // threads (the same for a run and its resume; not this test's subject).
+            setBlasThreads(1);
+            std::mt19937 rng(9);
+            const int64_t out = 150, in = 130, rows = 40;
+            Layer layer(out, in, rng, true);
+            std::unique_ptr<LinearKind<double>> lin;
+            LinearSelection sel;
+            if (which == 0) {
+                PstOptions o;
+                o.rank = 4;
+                o.maskRank = 3;
+                auto pst = std::make_unique<PstLinear<double>>(layer.params, layer.w, layer.b, o, 7);
+                for (Parameter<double> *p : {pst->u(), pst->v(), pst->a(), pst->b(), pst->r(), pst->c()})
+                    p->value = randomMat(p->value.rows(), p->value.cols(), rng, 0.3);
+                pst->setSparsity(0.6);
+                lin = std::move(pst);
+            } else if (which == 1) {
+                lin = std::make_unique<MaskedLinear<double>>(layer.params, layer.w, layer.b, 0.7);
+            } else if (which == 2) {
+                lin = std::make_unique<LowRankSparseLinear<double>>(layer.params, layer.w, layer.b, 11);
+            } else {
+                lin = std::make_unique<DenseLinear<double>>(layer.w, layer.b);
+                for (int32_t i = 0; i < out; i += 3)
+                    sel.rows.push_back(i);
+                for (int32_t j = 1; j < in; j += 2)
+                    sel.cols.push_back(j);
+            }
+            setBlasThreads(threads);
+            const MatX x = randomMat(rows, sel.cols.empty() ? in : int64_t(sel.cols.size()), rng);
+            const MatX r = randomMat(rows, sel.rows.empty() ? out : int64_t(sel.rows.size()), rng);
+            MatX y, dx = MatX::Zero(x.rows(), x.cols());
+            lin->forward(x, y, sel);
+            layer.params.zeroGrad();
+            lin->backward(r, x, &dx, sel);
+            std::vector<MatX> got = {y, dx};
+            for (Parameter<double> &p : layer.params)
+                got.push_back(p.trainable() ? p.grad : p.value);
+            setBlasThreads(saved);
+            return got;
+        };
+        for (int which = 0; which < 4; ++which) {
+            const auto one = run(1, which);
+            for (int threads : {2, 3})
+                QVERIFY2(run(threads, which) == one, qPrintable(QString("kind %1, %2 threads").arg(which).arg(threads)));
+        }
     }
 
     void denseAndGathered() {
