@@ -76,13 +76,32 @@ public:
     explicit LoSparseRun(LoSparseSettings s) : m_s(std::move(s)) {}
 
     void prepare(train::CausalLm<float> &lm) override {
-        for (const auto &slot : targetLinears(lm, m_s.targets)) {
-            const int rank = rankFor(m_s, slot.kind->outFeatures(), slot.kind->inFeatures());
-            lm.replaceLinear(slot.kind->weightName(), [&](auto &params, auto *w, auto *b) {
-                auto kind = std::make_unique<train::LowRankSparseLinear<float>>(params, w, b, rank);
-                m_kinds.push_back(kind.get());
-                return kind;
-            });
+        // The SVDs of as many linears as there are threads at once, one single-threaded LAPACK call each (a
+        // quarter of a SmolLM2 run's set-up before); a batch at a time, so that only that many factorisations
+        // are held.
+        const std::vector<train::CausalLm<float>::LinearSlot> slots = targetLinears(lm, m_s.targets);
+        const int threads = cpuWorkThreads();
+        for (size_t first = 0; first < slots.size(); first += size_t(threads)) {
+            const size_t count = std::min(slots.size() - first, size_t(threads));
+            std::vector<ThinSvd> svds(count);
+            {
+                const BlasSplitScope singleThreadedBlas(threads > 1);
+                parallelFor(int64_t(count), 1, [&](int64_t i0, int64_t i1) {
+                    for (int64_t i = i0; i < i1; ++i) {
+                        const std::string &name = slots[first + size_t(i)].kind->weightName();
+                        svds[size_t(i)] = thinSvd(lm.parameters().find(name)->value);
+                    }
+                }, threads);
+            }
+            for (size_t i = 0; i < count; ++i) {
+                const auto &slot = slots[first + i];
+                const int rank = rankFor(m_s, slot.kind->outFeatures(), slot.kind->inFeatures());
+                lm.replaceLinear(slot.kind->weightName(), [&](auto &params, auto *w, auto *b) {
+                    auto kind = std::make_unique<train::LowRankSparseLinear<float>>(params, w, b, rank, svds[i]);
+                    m_kinds.push_back(kind.get());
+                    return kind;
+                });
+            }
         }
         if (m_s.lowRankOnly) // the SVD truncation baseline: no S from the start, L R and the rest train
             for (train::LowRankSparseLinear<float> *k : m_kinds) {

@@ -379,11 +379,16 @@ void MaskedLinear<T>::backward(const Matrix<T> &dy, const Matrix<T> &x, Matrix<T
 template <class T>
 LowRankSparseLinear<T>::LowRankSparseLinear(ParameterSet<T> &params, Parameter<T> *weight, Parameter<T> *bias,
                                             int rank)
+    : LowRankSparseLinear(params, weight, bias, rank, thinSvd(weight->value.template cast<float>())) {}
+
+template <class T>
+LowRankSparseLinear<T>::LowRankSparseLinear(ParameterSet<T> &params, Parameter<T> *weight, Parameter<T> *bias,
+                                            int rank, const ThinSvd &svd)
     : LinearKind<T>(weight->name, weight->value.rows(), weight->value.cols(), bias) {
     const int64_t out = this->m_out, in = this->m_in;
     require(rank >= 1 && rank <= std::min(out, in), weight->name,
             "rank " + std::to_string(rank) + " is outside 1.." + std::to_string(std::min(out, in)));
-    const ThinSvd svd = thinSvd(weight->value.template cast<float>());
+    assert(svd.u.rows() == out && svd.vt.cols() == in && int64_t(svd.s.size()) >= rank);
     Matrix<T> l(out, rank), r(rank, in);
     for (int k = 0; k < rank; ++k) {
         const T root = T(std::sqrt(double(svd.s[size_t(k)])));

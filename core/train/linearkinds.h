@@ -1,6 +1,7 @@
 #pragma once
 
 #include "train/causallm.h"
+#include "numeric/linalg.h"
 
 #include <cstdint>
 #include <memory>
@@ -117,6 +118,10 @@ private:
 template <class T> class LowRankSparseLinear : public LinearKind<T> {
 public:
     LowRankSparseLinear(ParameterSet<T> &params, Parameter<T> *weight, Parameter<T> *bias, int rank);
+    // From the weight's thin SVD computed beforehand (thinSvd of the fp32 weight), so that a caller can compute
+    // the SVDs of several linears at once.
+    LowRankSparseLinear(ParameterSet<T> &params, Parameter<T> *weight, Parameter<T> *bias, int rank,
+                        const ThinSvd &svd);
     // Parameters the kind adds to an (out x in) dense linear: L and R (S takes W's place). For plans made
     // without building the model (lathe-cli train --dry-run).
     static int64_t addedParameters(int64_t out, int64_t in, int rank) { return int64_t(rank) * (out + in); }
