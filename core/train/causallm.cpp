@@ -234,7 +234,14 @@ template <class T> struct CausalLm<T>::Impl {
         typename CausalLm<T>::ChannelNorms &n = norms[l];
         const BlockSelection &sel = selections[l];
         n.mlp.assign(size_t(config.intermediateSize), -1.0f);
-        const Vector<T> act = s.act.colwise().norm().transpose();
+        // Column norms of the row-major activation: sums of squares row by row over column ranges (contiguous
+        // reads, split over the threads) rather than Eigen's strided column walk, which ran on one core every step.
+        Vector<T> act = Vector<T>::Zero(s.act.cols());
+        parallelFor(s.act.cols(), 64, [&](int64_t c0, int64_t c1) {
+            for (int64_t r = 0; r < s.act.rows(); ++r)
+                act.segment(c0, c1 - c0) += s.act.row(r).segment(c0, c1 - c0).transpose().cwiseAbs2();
+            act.segment(c0, c1 - c0) = act.segment(c0, c1 - c0).cwiseSqrt();
+        }, cpuWorkThreads());
         for (int64_t j = 0; j < act.size(); ++j)
             n.mlp[size_t(sel.mlpChannels.empty() ? j : sel.mlpChannels[size_t(j)])] = float(act[j]);
         n.kvGroups.assign(size_t(config.numKvHeads), -1.0f);
