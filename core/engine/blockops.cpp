@@ -34,7 +34,7 @@ void linearForward(const Mat &x, const Mat &w, Mat &y) {
     const int64_t rows = x.rows(), in = x.cols(), out = w.rows();
     assert(w.cols() == in);
     y.resize(rows, out);
-    sgemmSplit(true, rows, out, in, 1.0f, x.data(), in, w.data(), in, y.data(), out);
+    sgemmSplit(false, true, rows, out, in, 1.0f, x.data(), in, w.data(), in, 0.0f, y.data(), out);
 }
 
 void linearForward(const Mat &x, const LinearWeights &w, Mat &y) {

@@ -7,8 +7,8 @@
 // follows a cubic schedule from 0 to the final value (flat for the first 10% of steps, cubic until 70%, then
 // final). The export is mask ⊙ (W + U V) as an ordinary Hugging Face folder (zeros stored). Registered as "pst".
 //
-// Differs from the official code (alibaba/AliceMind S4/PST): the mask is found by selection (nth_element) instead
-// of a full argsort; U and A come from a counter-based normal generator seeded from the job's seed and the linear's
+// Differs from the official code (alibaba/AliceMind S4/PST): the mask is found by selection (a radix select split
+// over the threads) instead of a full argsort; U and A come from a counter-based normal generator seeded from the job's seed and the linear's
 // name (the same on every machine); it applies to causal LMs with a language-model objective (the official
 // examples fine-tune GPT-2 on generation tasks and BERT on GLUE with a task head, which we do not have); the
 // schedule's phase boundaries are parameters.

@@ -182,23 +182,25 @@ int cpuWorkThreads() {
     return split > 0 ? split : std::max(1, blasThreads());
 }
 
-void sgemmSplit(bool transB, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
-                const float *b, int64_t ldb, float *c, int64_t ldc) {
+void sgemmSplit(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
     const int threads = blasSplitThreads();
     // Below ~32 rows or columns per thread a split GEMM loses more to packing than it gains.
     constexpr int64_t kMinPart = 32;
     if (threads > 1 && m >= 2 * kMinPart) {
+        // Row block [r0, r1) of C needs rows r0.. of A (m x k), or columns r0.. of A (k x m) when transposed.
         parallelFor(m, kMinPart, [&](int64_t r0, int64_t r1) {
-            sgemm(false, transB, r1 - r0, n, k, alpha, a + r0 * lda, lda, b, ldb, 0.0f, c + r0 * ldc, ldc);
+            sgemm(transA, transB, r1 - r0, n, k, alpha, transA ? a + r0 : a + r0 * lda, lda, b, ldb, beta,
+                  c + r0 * ldc, ldc);
         }, threads);
     } else if (threads > 1 && n >= 2 * kMinPart) {
         // Column block [j0, j1) of C needs rows j0.. of B (n x k) when transposed, columns j0.. of B (k x n) if not.
         parallelFor(n, kMinPart, [&](int64_t j0, int64_t j1) {
-            sgemm(false, transB, m, j1 - j0, k, alpha, a, lda, transB ? b + j0 * ldb : b + j0, ldb, 0.0f, c + j0,
+            sgemm(transA, transB, m, j1 - j0, k, alpha, a, lda, transB ? b + j0 * ldb : b + j0, ldb, beta, c + j0,
                   ldc);
         }, threads);
     } else {
-        sgemm(false, transB, m, n, k, alpha, a, lda, b, ldb, 0.0f, c, ldc);
+        sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     }
 }
 

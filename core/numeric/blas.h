@@ -62,9 +62,10 @@ int cpuWorkThreads();
 // threads (spectra) opens its scope regardless.
 bool engineSplitsBlas();
 
-// C = alpha * A * op(B) (A not transposed: m x k row-major), split into row blocks of C (or column blocks when m
-// is small) over blasSplitThreads() threads inside a BlasSplitScope; one BLAS call outside.
-void sgemmSplit(bool transB, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
-                const float *b, int64_t ldb, float *c, int64_t ldc);
+// C = alpha op(A) op(B) + beta C (the sgemm contract), split into row blocks of C (or column blocks when m is
+// small) over blasSplitThreads() threads inside a BlasSplitScope, one single-threaded BLAS call each; one BLAS call
+// outside. Each entry of C is the same dot product as in one call.
+void sgemmSplit(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
 
 } // namespace lathe

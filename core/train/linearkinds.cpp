@@ -185,12 +185,21 @@ template <class T> T fromOrderKey(KeyOf<T> key) {
 }
 
 // Contiguous parts of n values for the selection's passes: one per thread, 64 Ki values each at the least. Parts,
-// not parallelFor's ranges, so that the tie counts of one pass line up with the next.
+// not parallelFor's ranges, so that the tie counts of one pass line up with the next. forEach runs
+// f(part, begin, end) for every part, split over the threads.
 struct Parts {
+    int64_t n;
     int count;
     int64_t size;
-    explicit Parts(int64_t n)
-        : count(int(std::clamp<int64_t>(n / (1 << 16), 1, cpuWorkThreads()))), size((n + count - 1) / count) {}
+    explicit Parts(int64_t values)
+        : n(values), count(int(std::clamp<int64_t>(n / (1 << 16), 1, cpuWorkThreads()))),
+          size((n + count - 1) / count) {}
+    template <class F> void forEach(F &&f) const {
+        parallelFor(count, 1, [&](int64_t p0, int64_t p1) {
+            for (int64_t p = p0; p < p1; ++p)
+                f(p, p * size, std::min(n, (p + 1) * size));
+        }, cpuWorkThreads());
+    }
 };
 
 // Finds the bin of a histogram that holds the k-th smallest key, and k within that bin.
@@ -213,43 +222,42 @@ template <class T> T kthSmallest(const T *v, int64_t n, int64_t k) {
     constexpr K digitMask = K(bins - 1);
     const Parts parts(n);
     std::vector<int64_t> counts(size_t(parts.count) * copies * bins, 0), hist(bins, 0);
+    // The digit at bit `shift` of the k-th smallest key, from the parts' histograms (k becomes its rank in that
+    // bin); the histograms are cleared for the next pass.
+    auto pickDigit = [&](int shift) {
+        std::fill(hist.begin(), hist.end(), 0);
+        for (size_t c = 0; c < counts.size(); ++c)
+            hist[c % bins] += counts[c];
+        std::fill(counts.begin(), counts.end(), 0);
+        return K(K(binOfKth(hist, k)) << shift);
+    };
     std::vector<uint8_t> partNan(size_t(parts.count), 0);
     int hi = keyBits, lo = keyBits - digitBits;
-    parallelFor(parts.count, 1, [&](int64_t p0, int64_t p1) {
-        for (int64_t p = p0; p < p1; ++p) {
-            int64_t *h = counts.data() + p * copies * bins;
-            for (int64_t i = p * parts.size, e = std::min(n, i + parts.size); i < e; ++i) {
-                partNan[size_t(p)] |= uint8_t(std::isnan(v[i]));
-                ++h[(i % copies) * bins + int64_t(orderKey(v[i]) >> lo)];
-            }
+    parts.forEach([&](int64_t p, int64_t begin, int64_t end) {
+        int64_t *h = counts.data() + p * copies * bins;
+        for (int64_t i = begin; i < end; ++i) {
+            partNan[size_t(p)] |= uint8_t(std::isnan(v[i]));
+            ++h[(i % copies) * bins + int64_t(orderKey(v[i]) >> lo)];
         }
-    }, cpuWorkThreads());
+    });
     if (std::count(partNan.begin(), partNan.end(), uint8_t(1)))
         throw LatheError("pruning scores became NaN", "the training diverged: lower the learning rate");
-    for (size_t c = 0; c < counts.size(); ++c)
-        hist[c % bins] += counts[c];
-    K prefix = K(K(binOfKth(hist, k)) << lo);
+    K prefix = pickDigit(lo);
     // Second digit, keeping the candidates: the keys whose first digit is the chosen one.
     hi = lo;
     lo = hi - digitBits;
     std::vector<std::vector<K>> candidates(size_t(parts.count));
-    std::fill(counts.begin(), counts.end(), 0);
-    parallelFor(parts.count, 1, [&](int64_t p0, int64_t p1) {
-        for (int64_t p = p0; p < p1; ++p) {
-            int64_t *h = counts.data() + p * copies * bins;
-            for (int64_t i = p * parts.size, e = std::min(n, i + parts.size); i < e; ++i) {
-                const K key = orderKey(v[i]);
-                if ((key >> hi) == (prefix >> hi)) {
-                    candidates[size_t(p)].push_back(key);
-                    ++h[(key >> lo) & digitMask];
-                }
+    parts.forEach([&](int64_t p, int64_t begin, int64_t end) {
+        int64_t *h = counts.data() + p * copies * bins;
+        for (int64_t i = begin; i < end; ++i) {
+            const K key = orderKey(v[i]);
+            if ((key >> hi) == (prefix >> hi)) {
+                candidates[size_t(p)].push_back(key);
+                ++h[(key >> lo) & digitMask];
             }
         }
-    }, cpuWorkThreads());
-    std::fill(hist.begin(), hist.end(), 0);
-    for (size_t c = 0; c < counts.size(); ++c)
-        hist[c % bins] += counts[c];
-    prefix |= K(K(binOfKth(hist, k)) << lo);
+    });
+    prefix |= pickDigit(lo);
     for (hi = lo; hi > 0; hi = lo) {
         lo = std::max(0, hi - digitBits);
         std::fill(hist.begin(), hist.end(), 0);
@@ -277,34 +285,30 @@ template <class T> std::vector<uint8_t> pruneSmallestMask(const Matrix<T> &score
     const T threshold = kthSmallest(s, n, prune - 1);
     const Parts parts(n);
     std::vector<int64_t> below(size_t(parts.count), 0), equal(size_t(parts.count), 0);
-    parallelFor(parts.count, 1, [&](int64_t p0, int64_t p1) {
-        for (int64_t p = p0; p < p1; ++p) {
-            int64_t lower = 0, same = 0; // locals: the parts' counters share a cache line
-            for (int64_t i = p * parts.size, e = std::min(n, i + parts.size); i < e; ++i) {
-                lower += s[i] < threshold;
-                same += s[i] == threshold;
-            }
-            below[size_t(p)] = lower;
-            equal[size_t(p)] = same;
+    parts.forEach([&](int64_t p, int64_t begin, int64_t end) {
+        int64_t lower = 0, same = 0; // locals: the parts' counters share a cache line
+        for (int64_t i = begin; i < end; ++i) {
+            lower += s[i] < threshold;
+            same += s[i] == threshold;
         }
-    }, cpuWorkThreads());
+        below[size_t(p)] = lower;
+        equal[size_t(p)] = same;
+    });
     int64_t tiesToPrune = prune;
     for (const int64_t b : below)
         tiesToPrune -= b;
     std::vector<int64_t> tiesBefore(size_t(parts.count), 0);
     for (int p = 1; p < parts.count; ++p)
         tiesBefore[size_t(p)] = tiesBefore[size_t(p - 1)] + equal[size_t(p - 1)];
-    parallelFor(parts.count, 1, [&](int64_t p0, int64_t p1) {
-        for (int64_t p = p0; p < p1; ++p) {
-            int64_t tie = tiesBefore[size_t(p)];
-            for (int64_t i = p * parts.size, e = std::min(n, i + parts.size); i < e; ++i) {
-                // Without branches: which side of the threshold a score falls is random.
-                const bool same = s[i] == threshold;
-                mask[size_t(i)] = uint8_t(!((s[i] < threshold) | (same & (tie < tiesToPrune))));
-                tie += same;
-            }
+    parts.forEach([&](int64_t p, int64_t begin, int64_t end) {
+        int64_t tie = tiesBefore[size_t(p)];
+        for (int64_t i = begin; i < end; ++i) {
+            // Without branches: which side of the threshold a score falls is random.
+            const bool same = s[i] == threshold;
+            mask[size_t(i)] = uint8_t(!((s[i] < threshold) | (same & (tie < tiesToPrune))));
+            tie += same;
         }
-    }, cpuWorkThreads());
+    });
     return mask;
 }
 

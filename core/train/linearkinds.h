@@ -84,7 +84,8 @@ private:
 };
 
 // A 0/1 mask of `scores`' shape that prunes the floor(sparsity * n) smallest scores (PST's count) and keeps the
-// rest, found by selection (nth_element), not a sort; ties are broken by position, so it is deterministic.
+// rest, found by selection (a radix select split over the threads), not a sort; ties are broken by position, so it
+// is deterministic and the same on any number of threads.
 template <class T> std::vector<uint8_t> pruneSmallestMask(const Matrix<T> &scores, double sparsity);
 
 // W ⊙ M with a fixed mask, or with M = pruneSmallestMask(S, sparsity) of trainable scores S (name

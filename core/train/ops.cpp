@@ -14,31 +14,14 @@ namespace lathe::train {
 
 namespace {
 
-// C = alpha op(A) op(B) + beta C on row-major matrices (the blas.h contract): fp32 through BLAS (threaded), fp64
-// through Eigen (the finite-difference checks).
+// C = alpha op(A) op(B) + beta C on row-major matrices (the blas.h contract): fp32 through BLAS (split over the
+// threads inside the step's BlasSplitScope, threaded by BLAS outside), fp64 through Eigen (the finite-difference
+// checks).
 template <class T>
 void gemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, T alpha, const T *a, int64_t lda, const T *b,
           int64_t ldb, T beta, T *c, int64_t ldc) {
     if constexpr (std::is_same_v<T, float>) {
-        // Inside a BlasSplitScope the training step splits its GEMMs itself, one single-threaded BLAS call per
-        // thread: by rows of C, which makes every thread pack all of op(B) (k x n), or by columns, which makes every
-        // thread pack all of op(A) (m x k). The smaller of the two is the one repeated.
-        const int threads = blasSplitThreads();
-        constexpr int64_t kMinPart = 32;
-        const bool byRows = m >= 2 * kMinPart && (n <= m || n < 2 * kMinPart);
-        if (threads > 1 && byRows) {
-            parallelFor(m, kMinPart, [&](int64_t r0, int64_t r1) {
-                sgemm(transA, transB, r1 - r0, n, k, alpha, transA ? a + r0 : a + r0 * lda, lda, b, ldb, beta,
-                      c + r0 * ldc, ldc);
-            }, threads);
-        } else if (threads > 1 && n >= 2 * kMinPart) {
-            parallelFor(n, kMinPart, [&](int64_t j0, int64_t j1) {
-                sgemm(transA, transB, m, j1 - j0, k, alpha, a, lda, transB ? b + j0 * ldb : b + j0, ldb, beta,
-                      c + j0, ldc);
-            }, threads);
-        } else {
-            sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        }
+        sgemmSplit(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     } else {
         using Strided = Eigen::Map<const Matrix<T>, 0, Eigen::OuterStride<>>;
         const Strided A(a, transA ? k : m, transA ? m : k, Eigen::OuterStride<>(lda));
@@ -60,10 +43,8 @@ void gemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, T alpha, co
 // The element-wise ops split their rows (or elements) over cpuWorkThreads(), so that `--threads 1` means one
 // thread. Every row is computed exactly as a single thread would compute it, so the bits never depend on the
 // thread count; sums over rows (norm and bias gradients) are split by column and keep the row order.
-int opThreads() { return cpuWorkThreads(); }
-
 template <class F> void forRanges(int64_t n, int64_t grain, F &&f) {
-    parallelFor(n, grain, [&](int64_t b, int64_t e) { f(b, e); }, opThreads());
+    parallelFor(n, grain, [&](int64_t b, int64_t e) { f(b, e); }, cpuWorkThreads());
 }
 
 // Rows per part for the row-parallel ops: a few thousand values each at the least.
@@ -261,7 +242,7 @@ void attentionForward(const Matrix<T> &q, const Matrix<T> &k, const Matrix<T> &v
     const int group = d.heads / d.kvHeads;
     ctx.resize(q.rows(), qw);
     state.probs.resize(size_t(d.batch * d.heads * S * S));
-    const int threads = opThreads();
+    const int threads = cpuWorkThreads();
     const BlasSplitScope singleThreadedBlas(threads > 1);
     parallelFor(d.batch * d.heads, 1, [&](int64_t i0, int64_t i1) {
         for (int64_t item = i0; item < i1; ++item) {
@@ -304,7 +285,7 @@ void attentionBackward(const Matrix<T> &dctx, const Matrix<T> &q, const Matrix<T
     const int64_t items = d.batch * d.heads;
     // Per (sequence, head): its K gradient then its V gradient, S x D each.
     std::vector<T> dkv(static_cast<size_t>(items * 2 * S * D));
-    const int threads = opThreads();
+    const int threads = cpuWorkThreads();
     const BlasSplitScope singleThreadedBlas(threads > 1);
     parallelFor(items, 1, [&](int64_t i0, int64_t i1) {
         std::vector<T> dP(static_cast<size_t>(S * S));
