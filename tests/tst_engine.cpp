@@ -237,6 +237,79 @@ private slots:
         }
     }
 
+    // Both builds of the training step's kernels (AdamW, SwiGLU and its backward, the cross-entropy's scaled exp,
+    // the softmax backward) against the same formulas in fp64, on lengths that leave vector tails.
+    void trainingKernelsAgainstFp64() {
+        std::mt19937 rng(3);
+        std::normal_distribution<float> normal(0.0f, 1.0f);
+        const int64_t n = 1003;
+        const size_t N = size_t(n);
+        auto randoms = [&](float scale) {
+            std::vector<float> v(N);
+            for (float &x : v)
+                x = scale * normal(rng);
+            return v;
+        };
+        const std::vector<float> w0 = randoms(1), m0 = randoms(1e-2f), g = randoms(1e-2f), gate = randoms(6),
+                                 up = randoms(1), dmid = randoms(1), logits = randoms(5);
+        std::vector<float> v0 = randoms(1e-2f), p = randoms(1);
+        for (float &x : v0)
+            x *= x; // second moments are squares
+        for (float &x : p)
+            x = std::fabs(x) / float(n);
+        const cpu::AdamWConstants c{0.9f, 0.95f, 1.0f - 1e-4f * 0.1f, 1e-4f / 0.19f, 0.3f, 1e-8f};
+        // |got - want| / max(1, |want|) over one array
+        auto error = [](const std::vector<float> &got, const std::vector<double> &want) {
+            double e = 0;
+            for (size_t i = 0; i < got.size(); ++i)
+                e = std::max(e, std::fabs(got[i] - want[i]) / std::max(1.0, std::fabs(want[i])));
+            return e;
+        };
+        for (const cpu::CpuKernels *k : {&cpu::baselineCpuKernels(), &cpu::cpuKernels()}) {
+            std::vector<float> w = w0, m = m0, v = v0;
+            k->adamw(w.data(), m.data(), v.data(), g.data(), n, c);
+            std::vector<double> wantW(N), wantM(N), wantV(N);
+            for (size_t i = 0; i < N; ++i) {
+                wantM[i] = 0.9 * m0[i] + 0.1 * double(g[i]);
+                wantV[i] = 0.95 * v0[i] + 0.05 * double(g[i]) * g[i];
+                wantW[i] = w0[i] * double(c.shrink) - double(c.stepSize) * wantM[i] / (std::sqrt(wantV[i]) / 0.3 + 1e-8);
+            }
+            QVERIFY(error(m, wantM) < 1e-7 && error(v, wantV) < 1e-7);
+            QVERIFY(error(w, wantW) < 1e-6);
+
+            std::vector<float> mid(N), dgate(N, 0.5f), dup(N, -0.5f);
+            k->swiglu(gate.data(), up.data(), mid.data(), n);
+            k->swigluBackward(dmid.data(), gate.data(), up.data(), dgate.data(), dup.data(), n);
+            std::vector<double> wantMid(N), wantDgate(N), wantDup(N);
+            for (size_t i = 0; i < N; ++i) {
+                const double x = gate[i], s = 1 / (1 + std::exp(-x));
+                wantMid[i] = x * s * up[i];
+                wantDgate[i] = 0.5 + double(dmid[i]) * up[i] * s * (1 + x * (1 - s));
+                wantDup[i] = -0.5 + double(dmid[i]) * x * s;
+            }
+            QVERIFY(error(mid, wantMid) < 1e-6);
+            // silu'(g) = s (1 + g (1 - s)) loses 1 - s to fp32 rounding when s is near 1 (large g), with libm's exp too.
+            QVERIFY(error(dgate, wantDgate) < 4e-6 && error(dup, wantDup) < 1e-6);
+
+            std::vector<float> e = logits;
+            k->scaledExp(e.data(), n, 3.0f, 0.25f);
+            std::vector<double> wantE(N);
+            for (size_t i = 0; i < N; ++i)
+                wantE[i] = std::exp(double(logits[i]) - 3.0) * 0.25;
+            QVERIFY(error(e, wantE) < 1e-6);
+
+            std::vector<float> dp = dmid;
+            k->softmaxBackward(p.data(), dp.data(), n, 0.125f);
+            double dot = 0;
+            for (size_t i = 0; i < N; ++i)
+                dot += double(dmid[i]) * p[i];
+            std::vector<double> wantDp(N);
+            for (size_t i = 0; i < N; ++i)
+                wantDp[i] = p[i] * (dmid[i] - dot) * 0.125;
+            QVERIFY(error(dp, wantDp) < 1e-7);
+        }
+    }
+
     void cancellation() {
         auto model = openModel(test::fixturesDir() + "/tf-opt");
         Transformer t(*model);

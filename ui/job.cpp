@@ -1,5 +1,7 @@
 #include "job.h"
 
+#include "base/memory.h"
+
 #include <spdlog/spdlog.h>
 
 namespace lathe {
@@ -35,6 +37,7 @@ void Job::run() {
     } catch (...) {
         emit failed(tr("unknown error"), {});
     }
+    releaseFreedMemory(); // the job's temporaries, kept for reuse while it ran (keepFreedMemory)
     emit ended();
 }
 

@@ -1,5 +1,6 @@
 // lathe-cli: the headless front end of the Lathe engine.
 
+#include "base/memory.h"
 #include "clioptions.h"
 
 #include "base/error.h"
@@ -69,6 +70,7 @@ void usage(FILE *out) {
 
 int main(int argc, char **argv) {
     lathe::fixBlasCoreType(argc, argv); // may re-execute with OPENBLAS_CORETYPE set: first thing
+    lathe::keepFreedMemory();
     // A file size limit (ulimit -f) then fails the write with EFBIG, which is reported like a full disk, instead of
     // killing the process with SIGXFSZ and leaving a half-written file.
     std::signal(SIGXFSZ, SIG_IGN);

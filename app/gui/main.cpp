@@ -1,5 +1,6 @@
 // lathe: the desktop workbench.
 
+#include "base/memory.h"
 #include "base/logging.h"
 #include "mainwindow.h"
 #include "model/model.h"
@@ -22,6 +23,7 @@
 
 int main(int argc, char **argv) {
     lathe::fixBlasCoreType(argc, argv); // may re-execute with OPENBLAS_CORETYPE set: before anything else
+    lathe::keepFreedMemory();
     // A file size limit (ulimit -f) then fails the write with EFBIG, which is reported like a full disk, instead of
     // killing the process with SIGXFSZ and leaving a half-written file.
     std::signal(SIGXFSZ, SIG_IGN);

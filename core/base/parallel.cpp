@@ -1,6 +1,8 @@
 #include "base/parallel.h"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
@@ -17,6 +19,15 @@ int hardwareThreads() {
 
 namespace {
 
+// A spin-wait hint to the core (it lets a hyper-threaded sibling run and saves power).
+inline void cpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+}
+
 // Set on a thread while it runs a part of a parallelFor: a nested call runs inline instead of oversubscribing.
 thread_local bool t_inParallelPart = false;
 
@@ -28,8 +39,10 @@ struct PartScope {
 
 // One job at a time on hardwareThreads() - 1 persistent workers, the caller claiming parts as they do. The
 // training step makes a few thousand parallel calls of well under a millisecond each (norms, softmax rows,
-// activations), where starting a thread per call cost more than the work it split. Workers sleep on a condition
-// variable between jobs: no spinning, so they never compete with BLAS's own threads for the cores.
+// activations), where starting a thread per call cost more than the work it split. Between jobs a worker spins for
+// at most 50 microseconds, then sleeps on a condition variable: long enough to catch the step's next call, short
+// enough that an idle pool does not hold a core (BLAS's own threads, outside the engine's split scopes, lose at
+// most that much of one after each parallel call).
 class WorkerPool {
 public:
     // Never destroyed: a job thread still running while the program exits (a GUI job) must not find it gone; its
@@ -62,6 +75,7 @@ public:
         }
         m_wake.notify_all();
         runParts(generation);
+        spinWhile([&] { return m_pending.load(std::memory_order_acquire) != 0; });
         std::unique_lock lock(m_mutex);
         m_done.wait(lock, [&] { return m_pending == 0; });
         m_fn = nullptr;
@@ -76,9 +90,24 @@ private:
             m_threads.emplace_back([this] { workerLoop(); });
     }
 
+    // Spins while `busy` holds, for at most kSpin: the step's calls come a few microseconds apart, and a worker
+    // sleeping on the condition variable wakes tens of microseconds after the notification, by which time the
+    // caller has taken its part too.
+    template <class F> static void spinWhile(F &&busy) {
+        constexpr auto kSpin = std::chrono::microseconds(50);
+        const auto start = std::chrono::steady_clock::now();
+        while (busy()) {
+            for (int i = 0; i < 64; ++i)
+                cpuRelax();
+            if (std::chrono::steady_clock::now() - start > kSpin)
+                return;
+        }
+    }
+
     void workerLoop() {
         uint64_t seen = 0;
         for (;;) {
+            spinWhile([&] { return m_generation.load(std::memory_order_acquire) == seen; });
             {
                 std::unique_lock lock(m_mutex);
                 m_wake.wait(lock, [&] { return m_generation != seen; });
@@ -123,8 +152,9 @@ private:
     std::condition_variable m_wake, m_done;
     const std::function<void(int64_t, int64_t)> *m_fn = nullptr;
     int64_t m_n = 0, m_step = 0;
-    int m_parts = 0, m_nextPart = 0, m_pending = 0;
-    uint64_t m_generation = 0;
+    int m_parts = 0, m_nextPart = 0;
+    std::atomic<int> m_pending = 0;          // written under m_mutex, read by spinning threads without it
+    std::atomic<uint64_t> m_generation = 0;
     std::exception_ptr m_error;
 };
 

@@ -9,6 +9,12 @@
 // other templates here: instantiations compiled with AVX2 could otherwise be picked by the linker for baseline code.
 namespace lathe::cpu {
 
+// The per-step constants of one AdamW update (train/adamw.h has the formula): w <- w shrink - stepSize m /
+// (sqrt(v) / rootC2 + eps), after m <- b1 m + (1 - b1) g and v <- b2 v + (1 - b2) g^2.
+struct AdamWConstants {
+    float b1, b2, shrink, stepSize, rootC2, eps;
+};
+
 struct CpuKernels {
     const char *name;
     // g[i] = silu(g[i]) * u[i]
@@ -21,6 +27,18 @@ struct CpuKernels {
     // log(sum_j exp(x_j)) over one row of n logits, ~1e-7 relative (the perplexity's normalizer); not finite when
     // the row holds NaN or infinity.
     double (*logSumExp)(const float *x, int64_t n);
+    // One AdamW update of n weights w with gradient g and moments m, v (all distinct arrays), in place. The update
+    // is memory-bound once it vectorizes (28 bytes per weight); scalar, its square root and two divisions per
+    // weight made it twice as slow.
+    void (*adamw)(float *w, float *m, float *v, const float *g, int64_t n, const AdamWConstants &c);
+    // The training step's element-wise passes (train/ops.cpp). mid[i] = silu(gate[i]) * up[i]; its backward adds
+    // dmid * up * silu'(gate) to dgate and dmid * silu(gate) to dup.
+    void (*swiglu)(const float *gate, const float *up, float *mid, int64_t n);
+    void (*swigluBackward)(const float *dmid, const float *gate, const float *up, float *dgate, float *dup, int64_t n);
+    // x[i] = exp(x[i] - shift) * scale: the cross-entropy's softmax from its log-normalizer.
+    void (*scaledExp)(float *x, int64_t n, float shift, float scale);
+    // The softmax backward of one row of n probabilities p: g[i] = scale p[i] (g[i] - sum_j g[j] p[j]).
+    void (*softmaxBackward)(const float *p, float *g, int64_t n, float scale);
 };
 
 const CpuKernels &cpuKernels();

@@ -1,7 +1,7 @@
 #pragma once
 
-// Helpers of the training engine's gradient checks (tst_trainops, tst_linearkinds): random fp64 matrices and the
-// central finite-difference comparison every backward is held to.
+// Helpers of the training engine's gradient checks (tst_trainops, tst_trainmodel, tst_linearkinds): random fp64
+// matrices and the central finite-difference comparison every backward is held to.
 
 #include "engine/transformer.h"
 #include "train/causallm.h"
