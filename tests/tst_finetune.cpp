@@ -520,6 +520,15 @@ private slots:
         const QStringList want = {"setup (weights, method)", "training steps of 2 x 64 tokens (x20)",
                                   "evaluation on 4 windows (x3)", "checkpoint (x3)", "export"};
         QCOMPARE(phases, want);
+        // Each phase's seconds are per time; the total counts every time.
+        double total = 0;
+        for (const RunEstimate::Phase &p : e.phases)
+            total += p.seconds * double(p.times);
+        QCOMPARE(e.phases[1].times, int64_t(20));
+        QVERIFY(std::abs(total - e.seconds) <= 1e-9 * e.seconds);
+        QVERIFY(e.phases[1].duration().find(" each, ") != std::string::npos);
+        QVERIFY(e.phases[0].duration().find("each") == std::string::npos);
+        QCOMPARE(e.toJson()["phases"][1]["times"].get<int64_t>(), int64_t(20));
         QCOMPARE(e.hostBytes, kProcessBytes + pf.plan.totalBytes() + pf.plan.weightBytes);
         QCOMPARE(e.exportBytes, uint64_t(pf.plan.parameters) * 4);
         QVERIFY(e.seconds > 0 && e.refusal.empty());

@@ -279,7 +279,7 @@ void CompressDialog::refresh() {
             QStringList phases;
             for (const RunEstimate::Phase &ph : e.phases)
                 phases << QStringLiteral("%1: %2").arg(QString::fromStdString(ph.name),
-                                                       QString::fromStdString(formatDuration(ph.seconds)));
+                                                       QString::fromStdString(ph.duration()));
             m_estimate->setText(tr("Estimate: %1").arg(QString::fromStdString(e.summary())));
             m_estimate->setToolTip(tr("From one timed %1-token forward pass on this machine (%2 s; engine built in %3 "
                                       "s):\n%4\nExports at an assumed 300 MB/s.")

@@ -103,8 +103,7 @@ RunEstimate estimateCompressionRun(const CompressionSpec &spec, const Model &mod
         samples = std::min<int64_t>(spec.calibrationSamples, std::max<int64_t>(fit, 0));
     }
     const auto add = [&](const std::string &name, double seconds, size_t times = 1) {
-        e.phases.push_back({times > 1 ? name + " (x" + std::to_string(times) + ")" : name, seconds});
-        e.seconds += seconds * double(times);
+        e.addPhase(name, seconds, int64_t(times));
     };
     if (!spec.evalText.empty() && evalTextTokens > 0) {
         int64_t tokens = evalTextTokens;
@@ -184,10 +183,7 @@ RunEstimate estimateTrainingRun(const TrainingSpec &spec, const Model &model, co
                                 const TrainingProbe &probe) {
     RunEstimate e;
     const auto add = [&](const std::string &name, double seconds, int64_t times = 1) {
-        if (times <= 0)
-            return;
-        e.phases.push_back({times > 1 ? name + " (x" + std::to_string(times) + ")" : name, seconds});
-        e.seconds += seconds * double(times);
+        e.addPhase(name, seconds, times);
     };
     // A window of the job's length against the probe's: backward does about twice forward's work at any length.
     const double scale = probe.seqLen > 0 ? forwardFlops(model.config, spec.seqLen) /
@@ -232,6 +228,19 @@ RunEstimate estimateTrainingRun(const TrainingSpec &spec, const Model &model, co
     return e;
 }
 
+void RunEstimate::addPhase(const std::string &name, double phaseSeconds, int64_t times) {
+    if (times <= 0)
+        return;
+    phases.push_back({times > 1 ? name + " (x" + std::to_string(times) + ")" : name, phaseSeconds, times});
+    seconds += phaseSeconds * double(times);
+}
+
+std::string RunEstimate::Phase::duration() const {
+    if (times <= 1)
+        return formatDuration(seconds);
+    return formatDuration(seconds) + " each, " + formatDuration(seconds * double(times)) + " in all";
+}
+
 std::string RunEstimate::summary() const {
     std::string s = "about " + formatDuration(seconds) + "; memory about " + humanBytes(hostBytes);
     if (hostAvailable > 0)
@@ -248,7 +257,7 @@ std::string RunEstimate::report() const {
     std::string out;
     char line[160];
     for (const Phase &ph : phases) {
-        std::snprintf(line, sizeof line, "  %-52s %s\n", ph.name.c_str(), formatDuration(ph.seconds).c_str());
+        std::snprintf(line, sizeof line, "  %-52s %s\n", ph.name.c_str(), ph.duration().c_str());
         out += line;
     }
     out += "estimate: " + summary() + "\n";
@@ -260,7 +269,7 @@ std::string RunEstimate::report() const {
 nlohmann::json RunEstimate::toJson() const {
     nlohmann::json ph = nlohmann::json::array();
     for (const Phase &p : phases)
-        ph.push_back({{"phase", p.name}, {"seconds", p.seconds}});
+        ph.push_back({{"phase", p.name}, {"seconds", p.seconds}, {"times", p.times}});
     return {{"seconds", seconds},           {"phases", ph},
             {"host_bytes", hostBytes},      {"host_available", hostAvailable},
             {"export_bytes", exportBytes},  {"disk_available", diskAvailable},

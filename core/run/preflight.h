@@ -35,10 +35,14 @@ inline constexpr uint64_t kProcessBytes = uint64_t(24) << 20;
 
 struct RunEstimate {
     struct Phase {
-        std::string name;
-        double seconds = 0;
+        std::string name;   // with the count when repeated: "evaluation on 4 windows (x3)"
+        double seconds = 0; // each time
+        int64_t times = 1;
+        std::string duration() const; // "2 s", or "2 s each, 21 s in all" when repeated
     };
     std::vector<Phase> phases; // in run order; a sweep's per-point phases once, with the count in the name
+    // Appends a phase taking `seconds` each of `times` times (none when times <= 0) and adds it to the total.
+    void addPhase(const std::string &name, double seconds, int64_t times = 1);
     double seconds = 0;
     uint64_t hostBytes = 0;      // peak, besides the mapped model file
     uint64_t exportBytes = 0;    // every point's export (HF folder, GGUF, sparse archive)
@@ -48,8 +52,8 @@ struct RunEstimate {
     std::string summary() const; // one line: "about 2 min 10 s; memory 1.3 GB of 5.1 GB available; export 540 MB"
     // What `--estimate` prints: a line per phase, the summary, and the refusal when there is one.
     std::string report() const;
-    // The same as JSON: seconds, phases [{phase, seconds}], host_bytes, host_available, export_bytes,
-    // disk_available, refusal.
+    // The same as JSON: seconds, phases [{phase, seconds (each time), times}], host_bytes, host_available,
+    // export_bytes, disk_available, refusal.
     nlohmann::json toJson() const;
 };
 
