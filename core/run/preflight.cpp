@@ -95,16 +95,13 @@ RunEstimate estimateCompressionRun(const CompressionSpec &spec, const Model &mod
     const MethodInfo &info = spec.method->info();
     const double probeFlops = std::max(forwardFlops(c, std::max<int64_t>(probe.seqLen, 1)), 1.0);
     const auto windowSeconds = [&](int64_t seq) { return probe.forwardSeconds * forwardFlops(c, seq) / probeFlops; };
-    const size_t points = std::max<size_t>(spec.sparsities.size(), 1);
+    const int64_t points = std::max<int64_t>(int64_t(spec.sparsities.size()), 1);
     // The calibration windows the text allows (makeCalibrationSet takes fewer when it is short).
     int64_t samples = 0;
     if (info.needsCalibration) {
         const int64_t fit = calibrationTextTokens / std::max<int64_t>(spec.calibrationSeqLen, 1);
         samples = std::min<int64_t>(spec.calibrationSamples, std::max<int64_t>(fit, 0));
     }
-    const auto add = [&](const std::string &name, double seconds, size_t times = 1) {
-        e.addPhase(name, seconds, int64_t(times));
-    };
     if (!spec.evalText.empty() && evalTextTokens > 0) {
         int64_t tokens = evalTextTokens;
         if (spec.evalMaxTokens > 0)
@@ -112,16 +109,16 @@ RunEstimate estimateCompressionRun(const CompressionSpec &spec, const Model &mod
         const int64_t windows = tokens / std::max<int64_t>(spec.evalSeqLen, 1);
         const double eval = probe.buildSeconds + double(windows) * windowSeconds(spec.evalSeqLen);
         if (spec.evalDense)
-            add("dense evaluation", eval);
-        add("evaluation", eval, points);
+            e.addPhase("dense evaluation", eval);
+        e.addPhase("evaluation", eval, points);
     }
     if (info.needsCalibration) {
-        add(info.name + " on the calibration windows",
-            probe.buildSeconds + kRewriteWindows * windowSeconds(256) +
-                double(samples) * info.calibrationPasses * windowSeconds(spec.calibrationSeqLen),
-            points);
+        e.addPhase(info.name + " on the calibration windows",
+                   probe.buildSeconds + kRewriteWindows * windowSeconds(256) +
+                       double(samples) * info.calibrationPasses * windowSeconds(spec.calibrationSeqLen),
+                   points);
     } else {
-        add(info.name, probe.buildSeconds + kRewriteWindows * windowSeconds(256), points);
+        e.addPhase(info.name, probe.buildSeconds + kRewriteWindows * windowSeconds(256), points);
     }
 
     // Sizes: every parameter in the export's type; a pruned run also writes its archive and maybe a GGUF.
@@ -133,8 +130,8 @@ RunEstimate estimateCompressionRun(const CompressionSpec &spec, const Model &mod
             perPoint += uint64_t(params) * 6 / 2; // run.h5 at 50%: a value (f32) and a 2-byte index per kept weight
             perPoint += uint64_t(params) * ggufBytesPerParam(spec.gguf);
         }
-        e.exportBytes = perPoint * points;
-        add("export", double(perPoint) / kExportBytesPerSecond, points);
+        e.exportBytes = perPoint * uint64_t(points);
+        e.addPhase("export", double(perPoint) / kExportBytesPerSecond, points);
     }
 
     // Peak host memory: the program, the engine's fp32 weights, the method's fp32 copy of what it changes, one
@@ -182,35 +179,33 @@ Preflight preflightCompression(const CompressionSpec &spec) {
 RunEstimate estimateTrainingRun(const TrainingSpec &spec, const Model &model, const TrainingPlan &plan,
                                 const TrainingProbe &probe) {
     RunEstimate e;
-    const auto add = [&](const std::string &name, double seconds, int64_t times = 1) {
-        e.addPhase(name, seconds, times);
-    };
     // A window of the job's length against the probe's: backward does about twice forward's work at any length.
     const double scale = probe.seqLen > 0 ? forwardFlops(model.config, spec.seqLen) /
                                                 std::max(forwardFlops(model.config, probe.seqLen), 1.0)
                                           : 0.0;
-    add("setup (weights, method)", probe.setupSeconds);
+    e.addPhase("setup (weights, method)", probe.setupSeconds);
     const double micro = double(spec.batch) / double(std::max<int64_t>(probe.batch, 1)) * scale *
                          (probe.forwardSeconds + probe.backwardSeconds);
-    add("training steps of " + std::to_string(spec.batch * spec.accumulate) + " x " + std::to_string(spec.seqLen) +
-            " tokens",
-        double(spec.accumulate) * micro + probe.fixedSeconds, spec.steps);
+    e.addPhase("training steps of " + std::to_string(spec.batch * spec.accumulate) + " x " +
+                   std::to_string(spec.seqLen) + " tokens",
+               double(spec.accumulate) * micro + probe.fixedSeconds, spec.steps);
     if (plan.evalWindows > 0) {
         int64_t evals = 1 + (spec.evalEvery > 0 ? spec.steps / spec.evalEvery : 0);
         if (spec.evalEvery <= 0 || spec.steps % spec.evalEvery != 0)
             ++evals; // the last step's
-        add("evaluation on " + std::to_string(plan.evalWindows) + " windows",
-            double(plan.evalWindows) / double(std::max<int64_t>(probe.batch, 1)) * scale * probe.forwardSeconds,
-            evals);
+        e.addPhase("evaluation on " + std::to_string(plan.evalWindows) + " windows",
+                   double(plan.evalWindows) / double(std::max<int64_t>(probe.batch, 1)) * scale *
+                       probe.forwardSeconds,
+                   evals);
     }
     const uint64_t checkpointBytes = plan.weightBytes + plan.optimizerBytes;
     const int64_t checkpoints = spec.checkpointEvery > 0 ? (spec.steps - 1) / spec.checkpointEvery : 0;
-    add("checkpoint", double(checkpointBytes) / kExportBytesPerSecond, checkpoints);
+    e.addPhase("checkpoint", double(checkpointBytes) / kExportBytesPerSecond, checkpoints);
     if (spec.exportModel) {
         const uint64_t params = uint64_t(plan.weightBytes / 4);
         e.exportBytes = params * dtypeInfo(exportDType(spec.dtype)).blockBytes;
         e.exportBytes += params * ggufBytesPerParam(spec.gguf);
-        add("export", double(e.exportBytes) / kExportBytesPerSecond);
+        e.addPhase("export", double(e.exportBytes) / kExportBytesPerSecond);
     }
     const uint64_t disk = e.exportBytes + (checkpoints > 0 ? 2 * checkpointBytes : 0);
     e.hostBytes = kProcessBytes + plan.totalBytes() + (spec.exportModel ? plan.weightBytes : 0);
