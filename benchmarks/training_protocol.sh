@@ -109,10 +109,15 @@ row() {
     sat-1) run sat-1 1e-4 "$(shake 1)" ', "method": "sat"' true ;;
     sat-dense-2) run sat-dense-2 1e-4 "$(shake 2)" "" true ;;
     sat-dense-3) run sat-dense-3 1e-4 "$(shake 3)" "" true ;;
+    # SAT ablations (seed 1): only the MLP channels, only the KV groups, channels drawn in proportion to their scores.
+    sat-mlp-1) run sat-mlp-1 1e-4 "$(shake 1)" ', "method": "sat", "sat": {"attention": false}' true ;;
+    sat-attn-1) run sat-attn-1 1e-4 "$(shake 1)" ', "method": "sat", "sat": {"mlp": false}' true ;;
+    sat-sample-1) run sat-sample-1 1e-4 "$(shake 1)" ', "method": "sat", "sat": {"selection": "sample"}' true ;;
     *) echo "unknown row $1" >&2; return 1 ;;
   esac
 }
 
 all="dense-ft pst-50 pst-70 pst-90 pst-50-alpha0 losparse-10 losparse-20 losparse-30 svd-20 recovery-50 recovery-90
-recovery-bytes-20 svd-10 svd-30 recovery-70 recovery-bytes-10 recovery-bytes-30 sat-dense-1 sat-1 sat-dense-2 sat-dense-3"
+recovery-bytes-20 svd-10 svd-30 recovery-70 recovery-bytes-10 recovery-bytes-30 sat-dense-1 sat-1 sat-dense-2 sat-dense-3
+sat-mlp-1 sat-attn-1 sat-sample-1"
 for name in ${ONLY:-$all}; do row "$name"; done

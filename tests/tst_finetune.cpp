@@ -380,7 +380,15 @@ private slots:
         const nlohmann::json r = nlohmann::json::parse(readTextFile((out / "results.json").string()));
         for (const auto &s : r["steps"]) {
             const int64_t t = s["step"].get<int64_t>() - 1;
-            QCOMPARE(s["method"]["omission"].get<double>(), t < 8 ? 0.5 : t < 12 ? 0.25 : 0.0);
+            const double omission = s["method"]["omission"].get<double>();
+            QCOMPARE(omission, t < 8 ? 0.5 : t < 12 ? 0.25 : 0.0);
+            // The top channels by activation norm leave out at most their count's share of the activation's
+            // energy (the first step runs dense, and so does ω = 0).
+            const double share = s["method"]["omitted_activation_share"].get<double>();
+            if (t == 0 || omission == 0)
+                QCOMPARE(share, 0.0);
+            else
+                QVERIFY2(share > 0 && share <= omission + 1e-9, std::to_string(share).c_str());
         }
         const TrainingSpec spec = TrainingSpec::fromJson(j);
         const auto preview = spec.method->schedule(spec.methodParams, 16);
@@ -391,6 +399,19 @@ private slots:
         nlohmann::json m = j;
         m["sat"]["scores"] = "magnitude";
         QVERIFY(run(m, fs::path(test::tempDir("ft-sat-mag")) / "run").empty());
+        // Sampled selection: other channels, so other weights; the share stays a fraction.
+        nlohmann::json sampled = j;
+        sampled["sat"]["selection"] = "sample";
+        const fs::path sampledOut = fs::path(test::tempDir("ft-sat-sample")) / "run";
+        QVERIFY(run(sampled, sampledOut).empty());
+        const nlohmann::json rs = nlohmann::json::parse(readTextFile((sampledOut / "results.json").string()));
+        QCOMPARE(rs["method"]["selection"].get<std::string>(), std::string("sample"));
+        for (const auto &s : rs["steps"]) {
+            const double share = s["method"]["omitted_activation_share"].get<double>();
+            QVERIFY2(share >= 0 && share < 1, std::to_string(share).c_str());
+        }
+        QVERIFY(readTextFile((sampledOut / "model" / "model.safetensors").string()) !=
+                readTextFile((out / "model" / "model.safetensors").string()));
         m["sat"]["scores"] = "random";
         QVERIFY_THROWS_EXCEPTION(LatheError, TrainingSpec::fromJson(m));
     }
@@ -559,6 +580,7 @@ private slots:
         QTest::newRow("losparse official mask") << R"({"method": "losparse", "losparse": {"delta_t": 3, "mask": "official"}})";
         QTest::newRow("pst") << R"({"method": "pst", "pst": {"final_sparsity": 0.5}})";
         QTest::newRow("sat") << R"({"method": "sat", "sat": {"omission": 0.5, "hold": 0.5, "rungs": 2}})";
+        QTest::newRow("sat sampled") << R"({"method": "sat", "sat": {"omission": 0.5, "hold": 0.5, "rungs": 2, "selection": "sample"}})";
         QTest::newRow("recovery") << R"({"method": "recovery", "recovery": {"sparsity": 0.5}})";
     }
     void resumeAfterSigkill() {

@@ -18,6 +18,7 @@
 #include "gradcheck.h"
 #include "train/ops.h"
 #include "base/parallel.h"
+#include "base/random.h"
 #include "numeric/blas.h"
 
 #include <QtTest/QtTest>
@@ -400,6 +401,30 @@ private slots:
         for (auto &t : callers)
             t.join();
         QCOMPARE(wrong.load(), 0);
+    }
+
+    // weightedSample (SAT's sampled selection): each draw proportional to the weights left, without replacement,
+    // a pure function of the stream, sorted, zero weights last.
+    void weightedSampling() {
+        const int draws = 40000;
+        std::vector<int> first(5, 0);
+        int withHeavy = 0;
+        for (int i = 0; i < draws; ++i) {
+            const auto one = weightedSample({1, 2, 3, 4, 0}, 1, splitmix(uint64_t(i)));
+            QCOMPARE(one.size(), size_t(1));
+            ++first[size_t(one[0])];
+            const auto two = weightedSample({1, 1, 8}, 2, splitmix(uint64_t(i) + 1000003));
+            QVERIFY(two.size() == 2 && two[0] < two[1]);
+            withHeavy += two[1] == 2;
+        }
+        for (int j = 0; j < 4; ++j)
+            QVERIFY2(std::abs(double(first[size_t(j)]) / draws - (j + 1) / 10.0) < 0.01, std::to_string(j).c_str());
+        QCOMPARE(first[4], 0);
+        // Index 2 is left out only when 0 and 1 come first: 1 - 2 (1/10)(1/9).
+        QVERIFY2(std::abs(double(withHeavy) / draws - (1 - 2.0 / 90)) < 0.004, std::to_string(withHeavy).c_str());
+        QCOMPARE(weightedSample({3, 1, 2, 5}, 2, 7), weightedSample({3, 1, 2, 5}, 2, 7));
+        QCOMPARE(weightedSample({0, 5, 0}, 2, 7), (std::vector<int32_t>{0, 1}));
+        QCOMPARE(weightedSample({1, 2}, 5, 7), (std::vector<int32_t>{0, 1}));
     }
 
     // The fp32 training forwards compute what the inference engine computes.

@@ -1,7 +1,11 @@
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <numeric>
+#include <vector>
 
 namespace lathe {
 
@@ -25,6 +29,25 @@ inline double uniform01(uint64_t stream, uint64_t i) {
 inline double standardNormal(uint64_t stream, uint64_t i) {
     const double u1 = 1.0 - uniform01(stream, 2 * i), u2 = uniform01(stream, 2 * i + 1); // u1 in (0, 1]
     return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+}
+
+// `keep` distinct indices of `weights` drawn without replacement, each draw with probability proportional to the
+// weights not yet drawn (Gumbel top-k: the largest log w_j + G_j, G_j standard Gumbel from element j of `stream`),
+// sorted. A weight <= 0 is drawn only once every positive one is (then lowest index first).
+inline std::vector<int32_t> weightedSample(const std::vector<float> &weights, size_t keep, uint64_t stream) {
+    std::vector<double> keys(weights.size());
+    for (size_t j = 0; j < weights.size(); ++j) {
+        const double u = std::max(uniform01(stream, j), 1e-300);
+        keys[j] = weights[j] > 0 ? std::log(double(weights[j])) - std::log(-std::log(u))
+                                 : -std::numeric_limits<double>::infinity();
+    }
+    std::vector<int32_t> idx(weights.size());
+    std::iota(idx.begin(), idx.end(), 0);
+    keep = std::min(keep, idx.size());
+    std::stable_sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return keys[size_t(a)] > keys[size_t(b)]; });
+    idx.resize(keep);
+    std::sort(idx.begin(), idx.end());
+    return idx;
 }
 
 } // namespace lathe

@@ -18,6 +18,7 @@
 #include "methods/trainingmethod.h"
 
 #include "base/error.h"
+#include "base/random.h"
 #include "model/model.h"
 #include "train/causallm.h"
 #include "train/linearkinds.h"
@@ -33,7 +34,7 @@ namespace {
 struct SatSettings {
     double omission = 0.5, hold = 0.6;
     int64_t rungs = 5;
-    bool mlp = true, attention = true, magnitude = false;
+    bool mlp = true, attention = true, magnitude = false, sample = false;
 };
 
 SatSettings settingsOf(const MethodParams &p) {
@@ -44,6 +45,7 @@ SatSettings settingsOf(const MethodParams &p) {
     s.mlp = p.get<bool>("sat.mlp");
     s.attention = p.get<bool>("sat.attention");
     s.magnitude = p.get<std::string>("sat.scores") == "magnitude";
+    s.sample = p.get<std::string>("sat.selection") == "sample";
     return s;
 }
 
@@ -56,12 +58,11 @@ double ladder(const SatSettings &s, int64_t step, int64_t total) {
     return std::max(0.0, s.omission * (double(s.rungs) - 1.0 - phase) / double(s.rungs));
 }
 
-// The `keep` highest of `scores`, as sorted indices (ties: lower index first).
-std::vector<int32_t> topIndices(const std::vector<float> &scores, size_t keep) {
-    std::vector<int32_t> idx(scores.size());
+// The `keep` highest of `keys`, as sorted indices (ties: lower index first).
+std::vector<int32_t> topIndices(const std::vector<float> &keys, size_t keep) {
+    std::vector<int32_t> idx(keys.size());
     std::iota(idx.begin(), idx.end(), 0);
-    std::stable_sort(idx.begin(), idx.end(),
-                     [&](int32_t a, int32_t b) { return scores[size_t(a)] > scores[size_t(b)]; });
+    std::stable_sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return keys[size_t(a)] > keys[size_t(b)]; });
     idx.resize(std::min(keep, idx.size()));
     std::sort(idx.begin(), idx.end());
     return idx;
@@ -69,7 +70,7 @@ std::vector<int32_t> topIndices(const std::vector<float> &scores, size_t keep) {
 
 class SatRun : public TrainingMethodRun {
 public:
-    explicit SatRun(SatSettings s) : m_s(s) {}
+    SatRun(SatSettings s, uint64_t seed) : m_s(s), m_seed(seed) {}
 
     void prepare(train::CausalLm<float> &lm) override {
         const ModelConfig &c = lm.config();
@@ -80,6 +81,7 @@ public:
     void beforeStep(train::CausalLm<float> &lm, int64_t step, int64_t total) override {
         m_omission = ladder(m_s, step, total);
         lm.clearSelections();
+        m_omittedShare = 0;
         if (m_omission <= 0)
             return;
         if (m_s.magnitude)
@@ -87,17 +89,33 @@ public:
         else if (!m_scored)
             return; // the first step runs dense and scores every channel
         const ModelConfig &c = lm.config();
+        // One stream per (seed, step, block, kind): a resumed run draws the same channels.
+        const auto pick = [&](const std::vector<float> &scores, size_t keep, int layer, uint64_t kind) {
+            if (!m_s.sample)
+                return topIndices(scores, keep);
+            return weightedSample(scores, keep,
+                                  splitmix(splitmix(m_seed ^ splitmix(uint64_t(step))) + uint64_t(layer) * 2 + kind));
+        };
+        double omittedShare = 0;
         for (int l = 0; l < int(c.numLayers); ++l) {
             train::BlockSelection sel;
-            if (m_s.mlp)
-                sel.mlpChannels = topIndices(m_mlp[size_t(l)],
-                                             size_t(std::llround(double(c.intermediateSize) * (1.0 - m_omission))));
+            if (m_s.mlp) {
+                sel.mlpChannels = pick(m_mlp[size_t(l)],
+                                       size_t(std::llround(double(c.intermediateSize) * (1.0 - m_omission))), l, 0);
+                double all = 0, kept = 0;
+                for (const float v : m_mlp[size_t(l)])
+                    all += double(v) * double(v);
+                for (const int32_t j : sel.mlpChannels)
+                    kept += double(m_mlp[size_t(l)][size_t(j)]) * double(m_mlp[size_t(l)][size_t(j)]);
+                omittedShare += all > 0 ? (all - kept) / all / double(c.numLayers) : 0.0;
+            }
             const int64_t dropGroups = std::min<int64_t>(int64_t(std::floor(m_omission * double(c.numKvHeads))),
                                                          c.numKvHeads - 1);
             if (m_s.attention && dropGroups > 0)
-                sel.kvGroups = topIndices(m_groups[size_t(l)], size_t(c.numKvHeads - dropGroups));
+                sel.kvGroups = pick(m_groups[size_t(l)], size_t(c.numKvHeads - dropGroups), l, 1);
             lm.setSelection(l, std::move(sel));
         }
+        m_omittedShare = omittedShare;
     }
 
     void afterStep(train::CausalLm<float> &lm, int64_t, int64_t) override {
@@ -118,10 +136,13 @@ public:
 
     void beforeEvaluation(train::CausalLm<float> &lm) override { lm.clearSelections(); }
 
-    nlohmann::json stepReport() const override { return {{"omission", m_omission}}; }
+    nlohmann::json stepReport() const override {
+        return {{"omission", m_omission}, {"omitted_activation_share", m_omittedShare}};
+    }
 
     nlohmann::json report(const train::CausalLm<float> &) const override {
         return {{"method", "sat"}, {"scores", m_s.magnitude ? "magnitude" : "activation"},
+                {"selection", m_s.sample ? "sample" : "top"},
                 {"initial_omission", m_s.omission}, {"hold", m_s.hold}, {"rungs", m_s.rungs},
                 {"mlp", m_s.mlp}, {"attention", m_s.attention}};
     }
@@ -170,9 +191,11 @@ private:
     }
 
     SatSettings m_s;
+    uint64_t m_seed;
     std::vector<std::vector<float>> m_mlp, m_groups; // per block: per channel, per KV group
     bool m_scored = false;
     double m_omission = 0;
+    double m_omittedShare = 0;
 };
 
 class SatMethod : public FineTuningMethod {
@@ -191,6 +214,13 @@ public:
         scores.defaultValue = std::string("activation");
         scores.choices = {"activation", "magnitude"};
         scores.help = "activation: norms from the previous step's forward; magnitude: from the weights";
+        ParamSpec selection;
+        selection.key = "sat.selection";
+        selection.label = "Selection";
+        selection.type = ParamType::Choice;
+        selection.defaultValue = std::string("top");
+        selection.choices = {"top", "sample"};
+        selection.help = "top: the highest scores; sample: drawn each step with probability proportional to the score";
         ParamSpec mlp = declareParam("sat.mlp", "MLP channels", ParamType::Bool, true,
                                      "omit MLP intermediate channels");
         ParamSpec attention = declareParam("sat.attention", "KV groups", ParamType::Bool, true,
@@ -204,6 +234,7 @@ public:
                          "equal phases after the first, the rate falling by omission/rungs each, the last at 0",
                          1, 1000),
             scores,
+            selection,
             mlp,
             attention,
         };
@@ -223,8 +254,8 @@ public:
         return {"first phase: " + std::to_string(kept) + " of " + std::to_string(model.config.intermediateSize) +
                 " MLP channels per block"};
     }
-    std::unique_ptr<TrainingMethodRun> startTraining(const Model &, const MethodParams &p, uint64_t) const override {
-        return std::make_unique<SatRun>(settingsOf(p));
+    std::unique_ptr<TrainingMethodRun> startTraining(const Model &, const MethodParams &p, uint64_t seed) const override {
+        return std::make_unique<SatRun>(settingsOf(p), seed);
     }
 
 private:
