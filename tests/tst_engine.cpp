@@ -276,6 +276,21 @@ private slots:
             }
             QVERIFY(error(m, wantM) < 1e-7 && error(v, wantV) < 1e-7);
             QVERIFY(error(w, wantW) < 1e-6);
+            // Masked (SAT's omitted channels): the kept entries as above, the others keep their bits.
+            std::vector<float> keep(N), mw = w0, mm = m0, mv = v0;
+            for (size_t i = 0; i < N; ++i)
+                keep[i] = float(i % 3 != 1);
+            k->adamwMasked(mw.data(), mm.data(), mv.data(), g.data(), keep.data(), n, c);
+            std::vector<double> maskedW(N), maskedM(N), maskedV(N);
+            for (size_t i = 0; i < N; ++i) {
+                maskedW[i] = keep[i] != 0 ? wantW[i] : w0[i];
+                maskedM[i] = keep[i] != 0 ? wantM[i] : m0[i];
+                maskedV[i] = keep[i] != 0 ? wantV[i] : v0[i];
+                if (keep[i] == 0)
+                    QVERIFY(mw[i] == w0[i] && mm[i] == m0[i] && mv[i] == v0[i]);
+            }
+            QVERIFY(error(mm, maskedM) < 1e-7 && error(mv, maskedV) < 1e-7);
+            QVERIFY(error(mw, maskedW) < 1e-6);
 
             std::vector<float> mid(N), dgate(N, 0.5f), dup(N, -0.5f);
             k->swiglu(gate.data(), up.data(), mid.data(), n);

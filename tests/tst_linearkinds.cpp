@@ -19,6 +19,7 @@
 #include "referencefile.h"
 #include "testsupport.h"
 #include "engine/transformer.h"
+#include "train/adamw.h"
 #include "train/causallm.h"
 #include "train/linearkinds.h"
 #include "numeric/blas.h"
@@ -552,6 +553,80 @@ private slots:
                 const MatX &g = static_cast<DenseLinear<double> *>(s.kind)->weight()->grad;
                 QVERIFY(g.row(1).isZero() && g.row(3).norm() > 0);
             }
+        // AdamW leaves the skipped channels alone, moments included (Parameter::activeRows and activeCols): the up
+        // projection's unselected rows and their biases, the down projection's unselected columns, the dropped
+        // groups' q/k/v rows (of the fused projection too) and output-projection columns; the rest moves.
+        // A dense step first, so that every entry has moments that a second step would move.
+        CausalLm<double> stepped(*m);
+        AdamW<double> adam;
+        const auto step = [&] {
+            stepped.parameters().zeroGrad();
+            stepped.forward(batch);
+            stepped.backward();
+            adam.step(stepped.parameters(), 1e-3);
+        };
+        stepped.clearSelections();
+        step();
+        stepped.setSelection(0, sel);
+        std::vector<MatX> before, beforeM, beforeV;
+        for (size_t i = 0; i < stepped.parameters().size(); ++i) {
+            before.push_back(stepped.parameters()[i].value);
+            beforeM.push_back(adam.firstMoments()[i]);
+            beforeV.push_back(adam.secondMoments()[i]);
+        }
+        step();
+        const int64_t groupWidth = int64_t(c.numHeads / c.numKvHeads) * c.headDim;
+        const int64_t kvWidth = c.numKvHeads * c.headDim;
+        int checked = 0;
+        for (size_t i = 0; i < stepped.parameters().size(); ++i) {
+            const Parameter<double> &p = stepped.parameters()[i];
+            if (p.layer != 0 || !p.trainable())
+                continue;
+            const MatX &was = before[i], &now = p.value;
+            // Whether entry (r, col) belongs to a skipped channel: by the output row (rows) or input column (cols).
+            std::function<bool(int64_t, int64_t)> skipped;
+            const auto channel = [](int64_t j) { return j % 3 != 0; };
+            const auto qGroup = [&](int64_t j) { return j / groupWidth != c.numKvHeads - 1; };
+            const auto kvGroup = [&](int64_t j) { return j / c.headDim != c.numKvHeads - 1; };
+            const int64_t qWidth = c.numHeads * c.headDim;
+            const auto entry = [&](int64_t r, int64_t col) { return p.value.rows() == 1 ? col : r; };
+            switch (p.role) {
+            case TensorRole::MlpUp:
+            case TensorRole::MlpGate: skipped = [&](int64_t r, int64_t col) { return channel(entry(r, col)); }; break;
+            case TensorRole::MlpDown:
+                if (p.isBias)
+                    continue;
+                skipped = [&](int64_t, int64_t col) { return channel(col); };
+                break;
+            case TensorRole::AttnQ: skipped = [&](int64_t r, int64_t col) { return qGroup(entry(r, col)); }; break;
+            case TensorRole::AttnK:
+            case TensorRole::AttnV: skipped = [&](int64_t r, int64_t col) { return kvGroup(entry(r, col)); }; break;
+            case TensorRole::AttnQkv:
+                skipped = [&](int64_t r, int64_t col) {
+                    const int64_t j = entry(r, col);
+                    return j < qWidth ? qGroup(j) : kvGroup((j - qWidth) % kvWidth);
+                };
+                break;
+            case TensorRole::AttnO:
+                if (p.isBias)
+                    continue;
+                skipped = [&](int64_t, int64_t col) { return qGroup(col); };
+                break;
+            default: continue;
+            }
+            int64_t still = 0, moved = 0;
+            for (int64_t r = 0; r < now.rows(); ++r)
+                for (int64_t col = 0; col < now.cols(); ++col) {
+                    if (skipped(r, col))
+                        QVERIFY2(now(r, col) == was(r, col) && adam.firstMoments()[i](r, col) == beforeM[i](r, col) &&
+                                     adam.secondMoments()[i](r, col) == beforeV[i](r, col),
+                                 p.name.c_str());
+                    (skipped(r, col) ? still : moved) += 1;
+                }
+            QVERIFY2(still > 0 && moved > 0 && (now - was).norm() > 0, p.name.c_str());
+            ++checked;
+        }
+        QVERIFY(checked >= 4);
         QVERIFY_THROWS_EXCEPTION(LatheError, gathered.setSelection(0, BlockSelection{{3, 1}, {}}));
         QVERIFY_THROWS_EXCEPTION(LatheError, gathered.setSelection(0, BlockSelection{{}, {int32_t(c.numKvHeads)}}));
         gathered.clearSelections();

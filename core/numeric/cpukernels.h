@@ -31,6 +31,9 @@ struct CpuKernels {
     // is memory-bound once it vectorizes (28 bytes per weight); scalar, its square root and two divisions per
     // weight made it twice as slow.
     void (*adamw)(float *w, float *m, float *v, const float *g, int64_t n, const AdamWConstants &c);
+    // The same update where keep[i] != 0 only; the other weights and their moments keep their bits.
+    void (*adamwMasked)(float *w, float *m, float *v, const float *g, const float *keep, int64_t n,
+                        const AdamWConstants &c);
     // The training step's element-wise passes (train/ops.cpp). mid[i] = silu(gate[i]) * up[i]; its backward adds
     // dmid * up * silu'(gate) to dgate and dmid * silu(gate) to dup.
     void (*swiglu)(const float *gate, const float *up, float *mid, int64_t n);

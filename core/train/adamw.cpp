@@ -5,7 +5,10 @@
 #include "numeric/blas.h"
 #include "numeric/cpukernels.h"
 
+#include <algorithm>
+#include <cassert>
 #include <cmath>
+#include <vector>
 #include <type_traits>
 
 namespace lathe::train {
@@ -37,19 +40,50 @@ template <class T> void AdamW<T>::step(ParameterSet<T> &params, double lr) {
         // (16 bytes read and 12 written per weight) once vectorized, which fp32 is by the CPU kernels.
         T *w = p.value.data(), *mm = m.data(), *vv = v.data();
         const T *g = p.grad.data();
-        parallelFor(p.value.size(), 1 << 16, [&](int64_t begin, int64_t end) {
+        // Entries [at, at + n), those with keep[j] != 0 only when keep is given.
+        const auto update = [&](int64_t at, int64_t n, const T *keep) {
             if constexpr (std::is_same_v<T, float>) {
-                cpu::cpuKernels().adamw(w + begin, mm + begin, vv + begin, g + begin, end - begin,
-                                        {b1, b2, shrink, stepSize, rootC2, eps});
+                const cpu::AdamWConstants k{b1, b2, shrink, stepSize, rootC2, eps};
+                if (keep)
+                    cpu::cpuKernels().adamwMasked(w + at, mm + at, vv + at, g + at, keep, n, k);
+                else
+                    cpu::cpuKernels().adamw(w + at, mm + at, vv + at, g + at, n, k);
             } else {
-                for (int64_t j = begin; j < end; ++j) {
-                    const T gj = g[j];
-                    mm[j] = b1 * mm[j] + (T(1) - b1) * gj;
-                    vv[j] = b2 * vv[j] + (T(1) - b2) * (gj * gj);
-                    w[j] = w[j] * shrink - stepSize * mm[j] / (std::sqrt(vv[j]) / rootC2 + eps);
+                for (int64_t j = 0; j < n; ++j) {
+                    if (keep && keep[j] == T(0))
+                        continue;
+                    const T gj = g[at + j];
+                    T &mj = mm[at + j], &vj = vv[at + j];
+                    mj = b1 * mj + (T(1) - b1) * gj;
+                    vj = b2 * vj + (T(1) - b2) * (gj * gj);
+                    w[at + j] = w[at + j] * shrink - stepSize * mj / (std::sqrt(vj) / rootC2 + eps);
                 }
             }
-        }, cpuWorkThreads());
+        };
+        if (p.activeRows.empty() && p.activeCols.empty()) {
+            parallelFor(p.value.size(), 1 << 16, [&](int64_t begin, int64_t end) { update(begin, end - begin, nullptr); },
+                        cpuWorkThreads());
+        } else if (p.value.rows() == 1 || p.value.cols() == 1) {
+            assert(p.activeCols.empty()); // a bias: activeRows lists its entries
+            for (const int32_t j : p.activeRows)
+                update(j, 1, nullptr);
+        } else {
+            // Only the active rows (row-major: each one contiguous), and in them only the active columns.
+            const int64_t cols = p.value.cols();
+            std::vector<T> keep;
+            if (!p.activeCols.empty()) {
+                keep.assign(size_t(cols), T(0));
+                for (const int32_t c : p.activeCols)
+                    keep[size_t(c)] = T(1);
+            }
+            const int64_t rows = p.activeRows.empty() ? p.value.rows() : int64_t(p.activeRows.size());
+            parallelFor(rows, std::max<int64_t>(1, (1 << 16) / cols), [&](int64_t begin, int64_t end) {
+                for (int64_t i = begin; i < end; ++i) {
+                    const int64_t r = p.activeRows.empty() ? i : p.activeRows[size_t(i)];
+                    update(r * cols, cols, keep.empty() ? nullptr : keep.data());
+                }
+            }, cpuWorkThreads());
+        }
     }
 }
 

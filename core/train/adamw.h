@@ -11,7 +11,8 @@ namespace lathe::train {
 // p <- p (1 - lr wd); m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g^2;
 // p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
 // Weight decay applies to 2-D weights only (not to norm weights, biases or pruning scores: Parameter::decay), as is
-// usual for transformers. The moments are kept in the parameters' type (fp32 when training), only for trainable parameters.
+// usual for transformers. A parameter that lists active rows or columns (Parameter::activeRows: a SAT step) is
+// updated there only. The moments are kept in the parameters' type (fp32 when training), only for trainable parameters.
 struct AdamWOptions {
     double beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weightDecay = 0.1;
 };

@@ -228,6 +228,27 @@ template <class T> struct CausalLm<T>::Impl {
         return g;
     }
 
+    // Tells the parameters of block l's linears which of their rows and columns this step computes
+    // (Parameter::activeRows), so that the optimizer leaves the others alone.
+    void markActive(size_t l) {
+        const Block &b = blocks[l];
+        const Gather &g = gathers[l];
+        const std::pair<const Linear *, const LinearSelection *> pairs[] = {
+            {&b.q, &g.q}, {&b.k, &g.k}, {&b.v, &g.v}, {&b.qkv, &g.qkv}, {&b.o, &g.o},
+            {&b.gate, &g.in}, {&b.up, &g.in}, {&b.down, &g.down}};
+        for (const auto &[linear, sel] : pairs) {
+            if (!*linear)
+                continue;
+            if (const auto *dense = dynamic_cast<const DenseLinear<T> *>(linear->get())) {
+                dense->weight()->activeRows = sel->rows;
+                dense->weight()->activeCols = sel->cols;
+            } // the other kinds refuse selections
+
+            if (Parameter<T> *bias = (*linear)->bias())
+                bias->activeRows = sel->rows;
+        }
+    }
+
     // The channel norms of block l's MLP activation and attention context (ChannelNorms), mapped back to the
     // full channel and group numbering through the selection.
     void recordNorms(size_t l, const Saved &s, const Gather &g) {
@@ -651,6 +672,7 @@ template <class T> T CausalLm<T>::forwardWithTargets(const TokenBatch &batch, st
     m.norms.resize(m.blocks.size());
     for (size_t l = 0; l < m.blocks.size(); ++l) {
         m.gathers[l] = m.gatherFor(l);
+        m.markActive(l);
         m.saved[l].x = std::move(x);
         x = m.blockForward(l);
         if (m.recompute)

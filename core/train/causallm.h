@@ -33,6 +33,11 @@ template <class T> struct Parameter {
     bool extra = false;            // added by a linear kind (train/linearkinds.h): not a tensor of the checkpoint
     Matrix<T> value;
     Matrix<T> grad; // same shape as value while trainable, else empty
+    // The rows and columns of value the last forward and backward computed with, when the step ran on some
+    // channels only (SAT's gathered linears; a bias lists its entries as rows): empty means all. AdamW leaves the
+    // other entries, their moments included, as they are, as torch.optim.SparseAdam does (the bias correction still
+    // counts every step), so an omitted channel gets no update at all that step.
+    std::vector<int32_t> activeRows, activeCols;
     bool trainable() const { return grad.size() == value.size() && value.size() > 0; }
 };
 
