@@ -393,7 +393,7 @@ private slots:
             {"pst.alpha2", 2.0},                     {"sat.omission", 0.25},
             {"sat.hold", 0.5},                       {"sat.rungs", int64_t(3)},
             {"sat.scores", std::string("magnitude")}, {"sat.mlp", false},
-            {"sat.attention", false}};
+            {"sat.attention", false},                {"sat.selection", std::string("sample")}};
         std::vector<const FineTuningMethod *> methods = {nullptr};
         for (const CompressionMethod *m : methodsOfKind(MethodKind::FineTuning))
             methods.push_back(dynamic_cast<const FineTuningMethod *>(m));

@@ -2,9 +2,10 @@
 // Findings of ACL 2024, arXiv 2406.01392). Each training step runs only the most important MLP intermediate
 // channels and attention key/value groups of every block, forward and backward: the block's linears multiply
 // gathered rows and columns and the attention runs on the kept heads only (train/causallm.h, BlockSelection), so
-// an omitted channel costs nothing and gets no update that step. The omission rate ω follows a ladder: ω0 for the
-// first `hold` of the steps, then down in equal steps to 0 so that training ends dense. Evaluations use the whole
-// network. Registered as "sat".
+// an omitted channel costs nothing and gets no update that step: AdamW leaves its weights and moments as they are
+// (Parameter::activeRows; a plain AdamW over zero gradients would still move them by their momentum and weight
+// decay). The omission rate ω follows a ladder: ω0 for the first `hold` of the steps, then down in equal steps to
+// 0 so that training ends dense. Evaluations use the whole network. Registered as "sat".
 //
 // The paper has no public code; these choices are ours. Scores: the L2 norm over the batch of each channel's
 // activation at the down projection's input, and of each KV group's attention output, from the PREVIOUS step's
@@ -13,7 +14,10 @@
 // use the weights (|up row| |down column| (|gate row|), and the output projection's columns of a group). With
 // grouped-query attention a query head alone saves no K/V work, so whole groups are omitted, at most
 // floor(ω KV) of them, and never the last. The ladder's phases and ω0 are parameters (defaults: ω0 = 0.5 for 60%
-// of the steps, then 0.4, 0.3, 0.2, 0.1 and 0 in equal parts).
+// of the steps, then 0.4, 0.3, 0.2, 0.1 and 0 in equal parts). Selection: the top scores ("top"); "sample" draws
+// the kept channels and groups each step with probability proportional to their scores, an ablation (worse on
+// SmolLM2: docs/results.md). Each step reports the share of the MLP activation's energy (squared scores) in the
+// omitted channels, averaged over the blocks.
 
 #include "methods/trainingmethod.h"
 
