@@ -272,13 +272,9 @@ public:
         m_info.needsGradients = true;
         m_info.ratioMeaning = "losparse.rank_ratio + losparse.final_keep: the low-rank part's and the kept sparse "
                               "part's shares of the target parameters";
-        ParamSpec mask;
-        mask.key = "losparse.mask";
-        mask.label = "Mask";
-        mask.type = ParamType::Choice;
-        mask.defaultValue = std::string("persistent");
-        mask.choices = {"persistent", "official"};
-        mask.help = "persistent: pruned rows stay pruned; official: zeroed at each masking step, free to regrow";
+        ParamSpec mask = declareChoice("losparse.mask", "Mask", {"persistent", "official"},
+                                       "persistent: pruned rows stay pruned; official: zeroed at each masking step, "
+                                       "free to regrow");
         m_info.params = {
             targetsParam("losparse.targets", ".*"),
             declareParam("losparse.rank_ratio", "Low-rank share", ParamType::Real, 0.1,

@@ -323,4 +323,12 @@ ParamSpec declareParam(const std::string &key, const std::string &label, ParamTy
     return p;
 }
 
+ParamSpec declareChoice(const std::string &key, const std::string &label, std::vector<std::string> choices,
+                        const std::string &help) {
+    assert(!choices.empty());
+    ParamSpec p = declareParam(key, label, ParamType::Choice, choices.front(), help);
+    p.choices = std::move(choices);
+    return p;
+}
+
 } // namespace lathe

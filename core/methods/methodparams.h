@@ -64,6 +64,10 @@ struct ParamSpec {
 ParamSpec declareParam(const std::string &key, const std::string &label, ParamType type, ParamValue value,
                        const std::string &help, double min = 0, double max = 0, const std::string &unit = {});
 
+// A Choice among `choices`, defaulting to the first.
+ParamSpec declareChoice(const std::string &key, const std::string &label, std::vector<std::string> choices,
+                        const std::string &help);
+
 // A method's parameter values by key: every parameter of the method, typed as declared. Built from the
 // declarations (defaults) and edited with set(), which checks type, range and `check`.
 class MethodParams {

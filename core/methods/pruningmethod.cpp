@@ -9,15 +9,10 @@
 namespace lathe {
 
 std::vector<ParamSpec> pruningParams() {
-    ParamSpec pattern;
-    pattern.key = "pattern";
-    pattern.label = "Pattern";
-    pattern.type = ParamType::Choice;
-    pattern.defaultValue = std::string("unstructured");
-    pattern.choices = {"unstructured", "per-row", "2:4", "4:8"};
+    ParamSpec pattern = declareChoice("pattern", "Pattern", {"unstructured", "per-row", "2:4", "4:8"},
+                                      "unstructured (per matrix), per-row (each output row loses the ratio) or N:M "
+                                      "(N of every M consecutive inputs pruned; fixes the ratio at N/M)");
     pattern.openChoice = true;
-    pattern.help = "unstructured (per matrix), per-row (each output row loses the ratio) or N:M (N of every M "
-                   "consecutive inputs pruned; fixes the ratio at N/M)";
     pattern.check = [](const ParamValue &v) { parsePattern(std::get<std::string>(v), 0.5); };
 
     ParamSpec targets;

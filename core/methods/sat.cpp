@@ -211,20 +211,12 @@ public:
                          "that falls to 0 (Ma et al., ACL Findings 2024)";
         m_info.kind = MethodKind::FineTuning;
         m_info.ratioMeaning = "sat.omission: the fraction of MLP channels (and KV groups) a step skips at first";
-        ParamSpec scores;
-        scores.key = "sat.scores";
-        scores.label = "Scores";
-        scores.type = ParamType::Choice;
-        scores.defaultValue = std::string("activation");
-        scores.choices = {"activation", "magnitude"};
-        scores.help = "activation: norms from the previous step's forward; magnitude: from the weights";
-        ParamSpec selection;
-        selection.key = "sat.selection";
-        selection.label = "Selection";
-        selection.type = ParamType::Choice;
-        selection.defaultValue = std::string("top");
-        selection.choices = {"top", "sample"};
-        selection.help = "top: the highest scores; sample: drawn each step with probability proportional to the score";
+        ParamSpec scores = declareChoice("sat.scores", "Scores", {"activation", "magnitude"},
+                                         "activation: norms from the previous step's forward; magnitude: from the "
+                                         "weights");
+        ParamSpec selection =
+            declareChoice("sat.selection", "Selection", {"top", "sample"},
+                          "top: the highest scores; sample: drawn each step with probability proportional to the score");
         ParamSpec mlp = declareParam("sat.mlp", "MLP channels", ParamType::Bool, true,
                                      "omit MLP intermediate channels");
         ParamSpec attention = declareParam("sat.attention", "KV groups", ParamType::Bool, true,
