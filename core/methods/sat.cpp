@@ -62,11 +62,12 @@ double ladder(const SatSettings &s, int64_t step, int64_t total) {
     return std::max(0.0, s.omission * (double(s.rungs) - 1.0 - phase) / double(s.rungs));
 }
 
-// The `keep` highest of `keys`, as sorted indices (ties: lower index first).
-std::vector<int32_t> topIndices(const std::vector<float> &keys, size_t keep) {
-    std::vector<int32_t> idx(keys.size());
+// The `keep` highest of `scores`, as sorted indices (ties: lower index first).
+std::vector<int32_t> topIndices(const std::vector<float> &scores, size_t keep) {
+    std::vector<int32_t> idx(scores.size());
     std::iota(idx.begin(), idx.end(), 0);
-    std::stable_sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return keys[size_t(a)] > keys[size_t(b)]; });
+    std::stable_sort(idx.begin(), idx.end(),
+                     [&](int32_t a, int32_t b) { return scores[size_t(a)] > scores[size_t(b)]; });
     idx.resize(std::min(keep, idx.size()));
     std::sort(idx.begin(), idx.end());
     return idx;
