@@ -31,6 +31,17 @@ inline double standardNormal(uint64_t stream, uint64_t i) {
     return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
 }
 
+// The indices of the `keep` largest of `keys` (all when keep exceeds their number), sorted; ties go to the lower
+// index.
+template <class K> std::vector<int32_t> largestIndices(const std::vector<K> &keys, size_t keep) {
+    std::vector<int32_t> idx(keys.size());
+    std::iota(idx.begin(), idx.end(), 0);
+    std::stable_sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return keys[size_t(a)] > keys[size_t(b)]; });
+    idx.resize(std::min(keep, idx.size()));
+    std::sort(idx.begin(), idx.end());
+    return idx;
+}
+
 // `keep` distinct indices of `weights` drawn without replacement, each draw with probability proportional to the
 // weights not yet drawn (Gumbel top-k: the largest log w_j + G_j, G_j standard Gumbel from element j of `stream`),
 // sorted. A weight <= 0 is drawn only once every positive one is (then lowest index first).
@@ -41,13 +52,7 @@ inline std::vector<int32_t> weightedSample(const std::vector<float> &weights, si
         keys[j] = weights[j] > 0 ? std::log(double(weights[j])) - std::log(-std::log(u))
                                  : -std::numeric_limits<double>::infinity();
     }
-    std::vector<int32_t> idx(weights.size());
-    std::iota(idx.begin(), idx.end(), 0);
-    keep = std::min(keep, idx.size());
-    std::stable_sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return keys[size_t(a)] > keys[size_t(b)]; });
-    idx.resize(keep);
-    std::sort(idx.begin(), idx.end());
-    return idx;
+    return largestIndices(keys, keep);
 }
 
 } // namespace lathe

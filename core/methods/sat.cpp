@@ -29,7 +29,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 
 namespace lathe {
 
@@ -62,17 +61,6 @@ double ladder(const SatSettings &s, int64_t step, int64_t total) {
     return std::max(0.0, s.omission * (double(s.rungs) - 1.0 - phase) / double(s.rungs));
 }
 
-// The `keep` highest of `scores`, as sorted indices (ties: lower index first).
-std::vector<int32_t> topIndices(const std::vector<float> &scores, size_t keep) {
-    std::vector<int32_t> idx(scores.size());
-    std::iota(idx.begin(), idx.end(), 0);
-    std::stable_sort(idx.begin(), idx.end(),
-                     [&](int32_t a, int32_t b) { return scores[size_t(a)] > scores[size_t(b)]; });
-    idx.resize(std::min(keep, idx.size()));
-    std::sort(idx.begin(), idx.end());
-    return idx;
-}
-
 class SatRun : public TrainingMethodRun {
 public:
     SatRun(SatSettings s, uint64_t seed) : m_s(s), m_seed(seed) {}
@@ -97,7 +85,7 @@ public:
         // One stream per (seed, step, block, kind): a resumed run draws the same channels.
         const auto pick = [&](const std::vector<float> &scores, size_t keep, int layer, uint64_t kind) {
             if (!m_s.sample)
-                return topIndices(scores, keep);
+                return largestIndices(scores, keep);
             return weightedSample(scores, keep,
                                   splitmix(splitmix(m_seed ^ splitmix(uint64_t(step))) + uint64_t(layer) * 2 + kind));
         };
