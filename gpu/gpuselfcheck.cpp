@@ -1,6 +1,7 @@
 #include "gpuselfcheck.h"
 
 #include "gpucontext.h"
+#include "trainopscheck.h"
 
 #include "base/error.h"
 #include "base/mappedfile.h"
@@ -247,6 +248,12 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
                 err = std::max(err, std::abs(got[i] - want[i]) / want[0]);
         }
         out.push_back({"cusolver sgesvd", err <= 1e-5, err, 1e-5, "200 x 70 and 70 x 200 vs LAPACK / Eigen"});
+    });
+
+    // The training engine's ops, forward and backward, against core/train/ops.h (gpu/trainopscheck.h).
+    guarded("training ops", [&] {
+        for (GpuCheck &c : runTrainOpChecks())
+            out.push_back(std::move(c));
     });
     return out;
 }

@@ -18,7 +18,8 @@ using GpuCheck = GpuSelfCheck;
 // - forward pass in fp32 (pedantic GEMMs, no TF32): max |logit difference| <= 1e-4 x max(1, max |logit|), the
 //   tolerance the CPU engine meets against transformers; bf16 / fp16: perplexity within 2% of fp32;
 // - cuSOLVER dsyevd: eigenvalues within 1e-10 x the largest, eigenvectors equal up to sign (1 - |dot| <= 1e-8);
-//   sgesvd: singular values within 1e-5 x the largest.
+//   sgesvd: singular values within 1e-5 x the largest;
+// - the training ops (forward and backward): gpu/trainopscheck.h.
 // Throws LatheError when no CUDA device is usable.
 std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir);
 

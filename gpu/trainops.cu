@@ -1,0 +1,709 @@
+#include "trainops.h"
+
+#include "cudacheck.h"
+#include "forwardkernels.cuh"
+
+#include "base/error.h"
+
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <numeric>
+#include <string>
+
+namespace lathe::gpu {
+
+namespace {
+
+constexpr int kThreads = 256;
+// Rows per partial in the column sums: (rows / 64) x cols partials, then one pass over them per column.
+constexpr int64_t kRowsPerPartial = 64;
+
+void checkLaunch() { LATHE_CUDA_CHECK(cudaGetLastError()); }
+
+// ---- embedding ----
+
+__global__ void embeddingForwardKernel(const float *table, const int32_t *ids, int64_t width, float *y) {
+    const int64_t r = blockIdx.x;
+    const float *src = table + int64_t(ids[r]) * width;
+    for (int64_t c = threadIdx.x; c < width; c += blockDim.x)
+        y[r * width + c] = src[c];
+}
+
+// One block per distinct id: order[start[s] .. start[s+1]) are its rows, in row order.
+__global__ void embeddingBackwardKernel(const float *dy, const int32_t *order, const int32_t *start,
+                                        const int32_t *segmentId, int64_t width, float *dtable) {
+    const int s = blockIdx.x;
+    float *dst = dtable + int64_t(segmentId[s]) * width;
+    for (int64_t c = threadIdx.x; c < width; c += blockDim.x) {
+        float sum = 0.0f;
+        for (int32_t i = start[s]; i < start[s + 1]; ++i)
+            sum += dy[int64_t(order[i]) * width + c];
+        dst[c] += sum;
+    }
+}
+
+// ---- column sums in a fixed order ----
+
+template <class F> __global__ void columnPartialsKernel(F f, int64_t rows, int64_t cols, float *partials) {
+    const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (c >= cols)
+        return;
+    const int64_t r0 = int64_t(blockIdx.y) * kRowsPerPartial, r1 = min(rows, r0 + kRowsPerPartial);
+    float sum = 0.0f;
+    for (int64_t r = r0; r < r1; ++r)
+        sum += f(r, c);
+    partials[int64_t(blockIdx.y) * cols + c] = sum;
+}
+
+__global__ void columnTotalsKernel(const float *partials, int64_t chunks, int64_t cols, float *out) {
+    const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (c >= cols)
+        return;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < chunks; ++i)
+        sum += partials[i * cols + c];
+    out[c] += sum;
+}
+
+struct PlainValue { // dy[r, c]: bias gradients
+    const float *dy;
+    __device__ float operator()(int64_t r, int64_t c, int64_t cols) const { return dy[r * cols + c]; }
+};
+struct NormWeightGrad { // dy[r, c] * (x[r, c] - mean[r]) * rstd[r]; mean null for RMSNorm
+    const float *dy, *x, *mean, *rstd;
+    __device__ float operator()(int64_t r, int64_t c, int64_t cols) const {
+        const float centred = mean ? x[r * cols + c] - mean[r] : x[r * cols + c];
+        return dy[r * cols + c] * (centred * rstd[r]);
+    }
+};
+// Binds the width into a functor of (r, c).
+template <class G> struct WithCols {
+    G g;
+    int64_t cols;
+    __device__ float operator()(int64_t r, int64_t c) const { return g(r, c, cols); }
+};
+
+// ---- norms: one block of kRowThreads per row ----
+
+__global__ void normForwardKernel(const float *x, const float *w, const float *b, int64_t width, float eps,
+                                  bool layerNorm, float *y, float *mean, float *rstd) {
+    const int64_t r = blockIdx.x;
+    const float *xr = x + r * width;
+    float mu = 0.0f;
+    if (layerNorm) {
+        float s = 0.0f;
+        for (int64_t c = threadIdx.x; c < width; c += blockDim.x)
+            s += xr[c];
+        mu = blockReduce(s, false) / float(width);
+    }
+    float ss = 0.0f;
+    for (int64_t c = threadIdx.x; c < width; c += blockDim.x) {
+        const float d = xr[c] - mu;
+        ss += d * d;
+    }
+    const float inv = 1.0f / sqrtf(blockReduce(ss, false) / float(width) + eps);
+    for (int64_t c = threadIdx.x; c < width; c += blockDim.x)
+        y[r * width + c] = (xr[c] - mu) * inv * w[c] + (b ? b[c] : 0.0f);
+    if (threadIdx.x == 0) {
+        rstd[r] = inv;
+        if (layerNorm)
+            mean[r] = mu;
+    }
+}
+
+// xhat = (x - mean) rstd, g = dy w: RMSNorm dx += rstd (g - xhat mean(g xhat)); LayerNorm subtracts mean(g) too.
+__global__ void normBackwardKernel(const float *dy, const float *x, const float *w, const float *mean,
+                                   const float *rstd, int64_t width, float *dx) {
+    const int64_t r = blockIdx.x;
+    const float mu = mean ? mean[r] : 0.0f, inv = rstd[r];
+    const float *xr = x + r * width, *dyr = dy + r * width;
+    float sumG = 0.0f, sumGX = 0.0f;
+    for (int64_t c = threadIdx.x; c < width; c += blockDim.x) {
+        const float g = dyr[c] * w[c];
+        sumG += g;
+        sumGX += g * ((xr[c] - mu) * inv);
+    }
+    const float meanG = mean ? blockReduce(sumG, false) / float(width) : 0.0f;
+    const float meanGX = blockReduce(sumGX, false) / float(width);
+    for (int64_t c = threadIdx.x; c < width; c += blockDim.x) {
+        const float g = dyr[c] * w[c], xhat = (xr[c] - mu) * inv;
+        dx[r * width + c] += inv * (g - meanG - xhat * meanGX);
+    }
+}
+
+// ---- element-wise ----
+
+__global__ void addRowVectorKernel(float *y, const float *b, int64_t rows, int64_t cols) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < rows * cols)
+        y[i] += b[i % cols];
+}
+
+__global__ void toBf16Kernel(const float *in, int64_t n, __nv_bfloat16 *out) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < n)
+        out[i] = __float2bfloat16_rn(in[i]);
+}
+
+// Rotates pairs (i, i + half) of every head by sign * angle(position, i).
+__global__ void ropeKernel(float *x, int64_t rows, int64_t seq, int heads, int headDim, int half, const float *cosT,
+                           const float *sinT, float sign) {
+    const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (idx >= rows * heads * half)
+        return;
+    const int i = int(idx % half);
+    const int64_t rh = idx / half, r = rh / heads;
+    const int h = int(rh % heads);
+    const int64_t pos = r % seq;
+    const float c = cosT[pos * half + i], s = sign * sinT[pos * half + i];
+    float *v = x + (r * heads + h) * headDim;
+    const float a = v[i], b = v[i + half];
+    v[i] = a * c - b * s;
+    v[i + half] = b * c + a * s;
+}
+
+__device__ inline float sigmoidf(float g) { return 1.0f / (1.0f + expf(-g)); }
+
+__global__ void swigluForwardKernel(const float *gate, const float *up, int64_t n, float *mid) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < n)
+        mid[i] = gate[i] * sigmoidf(gate[i]) * up[i];
+}
+
+// silu'(g) = s (1 + g (1 - s)), s = sigmoid(g).
+__global__ void swigluBackwardKernel(const float *dmid, const float *gate, const float *up, int64_t n, float *dgate,
+                                     float *dup) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= n)
+        return;
+    const float g = gate[i], s = sigmoidf(g), d = dmid[i];
+    dgate[i] += d * up[i] * s * (1.0f + g * (1.0f - s));
+    dup[i] += d * g * s;
+}
+
+// GELU and its derivative (train::ops.cpp's gelu).
+__device__ inline float2 geluAndDerivative(bool tanhForm, float x) {
+    if (tanhForm) {
+        const float k = 0.7978845608028654f, cubic = 0.044715f;
+        const float t = tanhf(k * (x + cubic * x * x * x));
+        const float du = k * (1.0f + 3.0f * cubic * x * x);
+        return make_float2(0.5f * x * (1.0f + t), 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du);
+    }
+    const float cdf = 0.5f * (1.0f + erff(x * 0.7071067811865476f));
+    return make_float2(x * cdf, cdf + x * 0.3989422804014327f * expf(-0.5f * x * x));
+}
+
+__global__ void geluForwardKernel(bool tanhForm, const float *x, int64_t n, float *y) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < n)
+        y[i] = geluAndDerivative(tanhForm, x[i]).x;
+}
+
+__global__ void geluBackwardKernel(bool tanhForm, const float *dy, const float *x, int64_t n, float *dx) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < n)
+        dx[i] += dy[i] * geluAndDerivative(tanhForm, x[i]).y;
+}
+
+// ---- attention rows: one block per (batch, head, query) row of seq scores ----
+
+__global__ void causalSoftmaxKernel(float *p, int64_t seq, bool causal) {
+    const int64_t row = blockIdx.x, i = row % seq;
+    const int64_t keys = causal ? i + 1 : seq;
+    float *x = p + row * seq;
+    float mx = -INFINITY;
+    for (int64_t j = threadIdx.x; j < keys; j += blockDim.x)
+        mx = fmaxf(mx, x[j]);
+    mx = blockReduce(mx, true);
+    float sum = 0.0f;
+    for (int64_t j = threadIdx.x; j < keys; j += blockDim.x) {
+        const float e = expf(x[j] - mx);
+        x[j] = e;
+        sum += e;
+    }
+    const float inv = 1.0f / blockReduce(sum, false);
+    for (int64_t j = threadIdx.x; j < seq; j += blockDim.x)
+        x[j] = j < keys ? x[j] * inv : 0.0f;
+}
+
+// dS = P (dP - rowsum(dP P)) scale, in place over dP; zero above the diagonal.
+__global__ void softmaxBackwardKernel(const float *p, float *g, int64_t seq, bool causal, float scale) {
+    const int64_t row = blockIdx.x, i = row % seq;
+    const int64_t keys = causal ? i + 1 : seq;
+    const float *pr = p + row * seq;
+    float *gr = g + row * seq;
+    float dot = 0.0f;
+    for (int64_t j = threadIdx.x; j < keys; j += blockDim.x)
+        dot += gr[j] * pr[j];
+    dot = blockReduce(dot, false);
+    for (int64_t j = threadIdx.x; j < seq; j += blockDim.x)
+        gr[j] = j < keys ? pr[j] * (gr[j] - dot) * scale : 0.0f;
+}
+
+// ---- cross-entropy over one vocabulary chunk [c0, c0 + n): one block per row ----
+
+// log(exp(a) + exp(b)) in fp64, NaN if either is.
+__device__ inline double logAddExpD(double a, double b) {
+    if (isnan(a) || isnan(b))
+        return nan("");
+    const double hi = fmax(a, b), lo = fmin(a, b);
+    if (isinf(hi))
+        return hi;
+    return hi + log1p(exp(lo - hi));
+}
+
+__global__ void crossEntropyChunkKernel(const float *logits, int64_t n, int64_t c0, const int32_t *targets,
+                                        double *lse, float *target) {
+    const int64_t r = blockIdx.x;
+    const float *x = logits + r * n;
+    float mx = -INFINITY;
+    for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
+        mx = fmaxf(mx, x[j]);
+    mx = blockReduce(mx, true);
+    float sum = 0.0f;
+    for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
+        sum += expf(x[j] - mx);
+    sum = blockReduce(sum, false);
+    if (threadIdx.x == 0) {
+        const float chunkLse = mx + logf(sum);
+        lse[r] = logAddExpD(lse[r], double(chunkLse));
+        const int32_t t = targets[r];
+        if (t >= c0 && t < c0 + n)
+            target[r] = x[t - c0];
+    }
+}
+
+// logits -> (softmax - onehot) norm, in place; zero rows without a target.
+__global__ void crossEntropyGradKernel(float *g, int64_t n, int64_t c0, const int32_t *targets, const float *lse,
+                                       float norm) {
+    const int64_t r = blockIdx.x;
+    float *x = g + r * n;
+    const int32_t t = targets[r];
+    for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
+        float v = 0.0f;
+        if (t >= 0) {
+            v = expf(x[j] - lse[r]) * norm;
+            if (c0 + j == t)
+                v -= norm;
+        }
+        x[j] = v;
+    }
+}
+
+__global__ void fillKernel(double *x, int64_t n, double value) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < n)
+        x[i] = value;
+}
+
+// ---- optimizer ----
+
+__global__ void adamwKernel(float *w, float *m, float *v, const float *g, int64_t n, TrainAdamW k) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= n)
+        return;
+    const float gi = g[i];
+    const float mi = k.beta1 * m[i] + (1.0f - k.beta1) * gi;
+    const float vi = k.beta2 * v[i] + (1.0f - k.beta2) * (gi * gi);
+    m[i] = mi;
+    v[i] = vi;
+    w[i] = w[i] * k.shrink - k.stepSize * mi / (sqrtf(vi) / k.rootC2 + k.eps);
+}
+
+constexpr int kReduceBlocks = 256;
+
+// Per block, the sum of x^2 over its grid-stride share, in fp64.
+__global__ void sumOfSquaresKernel(const float *x, int64_t n, double *partials) {
+    __shared__ double part[kThreads];
+    double s = 0.0;
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+        s += double(x[i]) * double(x[i]);
+    part[threadIdx.x] = s;
+    __syncthreads();
+    for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
+        if (int(threadIdx.x) < stride)
+            part[threadIdx.x] += part[threadIdx.x + stride];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0)
+        partials[blockIdx.x] = part[0];
+}
+
+__global__ void scaleKernel(float *x, int64_t n, float factor) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < n)
+        x[i] *= factor;
+}
+
+unsigned blocksFor(int64_t n) { return unsigned((n + kThreads - 1) / kThreads); }
+
+} // namespace
+
+// ---- helpers ----
+
+const int32_t *TrainOps::uploadIds(const std::vector<int32_t> &ids, DeviceMemory &to) {
+    to.ensure(std::max<size_t>(1, ids.size()) * sizeof(int32_t));
+    if (!ids.empty())
+        LATHE_CUDA_CHECK(cudaMemcpy(to.as(), ids.data(), ids.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+    return to.as<int32_t>();
+}
+
+template <class F> void TrainOps::columnSums(int64_t rows, int64_t cols, F f, float *out) {
+    if (rows == 0 || cols == 0)
+        return;
+    const int64_t chunks = (rows + kRowsPerPartial - 1) / kRowsPerPartial;
+    m_partials.ensure(size_t(chunks * cols) * sizeof(float));
+    const dim3 grid(blocksFor(cols), unsigned(chunks));
+    columnPartialsKernel<<<grid, kThreads>>>(WithCols<F>{f, cols}, rows, cols, m_partials.as<float>());
+    checkLaunch();
+    columnTotalsKernel<<<blocksFor(cols), kThreads>>>(m_partials.as<float>(), chunks, cols, out);
+    checkLaunch();
+}
+
+// ---- embedding ----
+
+void TrainOps::embeddingForward(const float *table, int64_t vocab, int64_t width, const std::vector<int32_t> &ids,
+                                float *y) {
+    for (const int32_t id : ids)
+        require(id >= 0 && id < vocab, "embedding", "token id " + std::to_string(id) + " is outside the vocabulary");
+    if (ids.empty())
+        return;
+    embeddingForwardKernel<<<unsigned(ids.size()), kThreads>>>(table, uploadIds(ids, m_ids), width, y);
+    checkLaunch();
+}
+
+void TrainOps::embeddingBackward(const float *dy, const std::vector<int32_t> &ids, int64_t width, float *dtable) {
+    if (ids.empty())
+        return;
+    // [order (rows)] [segment starts (segments + 1)] [segment ids (segments)]
+    std::vector<int32_t> order(ids.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return ids[size_t(a)] < ids[size_t(b)]; });
+    std::vector<int32_t> starts, segmentIds;
+    for (size_t i = 0; i < order.size(); ++i)
+        if (i == 0 || ids[size_t(order[i])] != ids[size_t(order[i - 1])]) {
+            starts.push_back(int32_t(i));
+            segmentIds.push_back(ids[size_t(order[i])]);
+        }
+    const size_t segments = starts.size();
+    starts.push_back(int32_t(order.size()));
+    std::vector<int32_t> packed = order;
+    packed.insert(packed.end(), starts.begin(), starts.end());
+    packed.insert(packed.end(), segmentIds.begin(), segmentIds.end());
+    const int32_t *d = uploadIds(packed, m_ids2);
+    embeddingBackwardKernel<<<unsigned(segments), kThreads>>>(dy, d, d + order.size(), d + order.size() + segments + 1,
+                                                             width, dtable);
+    checkLaunch();
+}
+
+// ---- norms ----
+
+void TrainOps::rmsNormForward(const float *x, const float *w, int64_t rows, int64_t width, float eps, float *y,
+                              float *rstd) {
+    if (!rows)
+        return;
+    normForwardKernel<<<unsigned(rows), kRowThreads>>>(x, w, nullptr, width, eps, false, y, nullptr, rstd);
+    checkLaunch();
+}
+
+void TrainOps::rmsNormBackward(const float *dy, const float *x, const float *w, const float *rstd, int64_t rows,
+                               int64_t width, float *dx, float *dw) {
+    if (!rows)
+        return;
+    normBackwardKernel<<<unsigned(rows), kRowThreads>>>(dy, x, w, nullptr, rstd, width, dx);
+    checkLaunch();
+    if (dw)
+        columnSums(rows, width, NormWeightGrad{dy, x, nullptr, rstd}, dw);
+}
+
+void TrainOps::layerNormForward(const float *x, const float *w, const float *b, int64_t rows, int64_t width, float eps,
+                                float *y, float *mean, float *rstd) {
+    if (!rows)
+        return;
+    normForwardKernel<<<unsigned(rows), kRowThreads>>>(x, w, b, width, eps, true, y, mean, rstd);
+    checkLaunch();
+}
+
+void TrainOps::layerNormBackward(const float *dy, const float *x, const float *w, const float *mean,
+                                 const float *rstd, int64_t rows, int64_t width, float *dx, float *dw, float *db) {
+    if (!rows)
+        return;
+    normBackwardKernel<<<unsigned(rows), kRowThreads>>>(dy, x, w, mean, rstd, width, dx);
+    checkLaunch();
+    if (dw)
+        columnSums(rows, width, NormWeightGrad{dy, x, mean, rstd}, dw);
+    if (db)
+        columnSums(rows, width, PlainValue{dy}, db);
+}
+
+// ---- products ----
+
+// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, and a row-major matrix with leading dimension
+// ld is the column-major transpose with the same ld: so cuBLAS gets (B, A) swapped, n and m swapped.
+void TrainOps::gemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                    int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    if (m == 0 || n == 0)
+        return;
+    const cublasOperation_t opA = transA ? CUBLAS_OP_T : CUBLAS_OP_N, opB = transB ? CUBLAS_OP_T : CUBLAS_OP_N;
+    if (m_precision == TrainPrecision::Fp32) {
+        LATHE_CUDA_CHECK(cublasSgemm(m_blas, opB, opA, int(n), int(m), int(k), &alpha, b, int(ldb), a, int(lda), &beta,
+                                     c, int(ldc)));
+        return;
+    }
+    // bf16: round the spans the product reads (rows x ld, the last row only up to its width) into scratch.
+    const int64_t aRows = transA ? k : m, aCols = transA ? m : k, bRows = transB ? n : k, bCols = transB ? k : n;
+    const int64_t aSpan = (aRows - 1) * lda + aCols, bSpan = (bRows - 1) * ldb + bCols;
+    m_bf16a.ensure(size_t(aSpan) * sizeof(__nv_bfloat16));
+    m_bf16b.ensure(size_t(bSpan) * sizeof(__nv_bfloat16));
+    toBf16Kernel<<<blocksFor(aSpan), kThreads>>>(a, aSpan, m_bf16a.as<__nv_bfloat16>());
+    checkLaunch();
+    toBf16Kernel<<<blocksFor(bSpan), kThreads>>>(b, bSpan, m_bf16b.as<__nv_bfloat16>());
+    checkLaunch();
+    LATHE_CUDA_CHECK(cublasGemmEx(m_blas, opB, opA, int(n), int(m), int(k), &alpha, m_bf16b.as(), CUDA_R_16BF,
+                                  int(ldb), m_bf16a.as(), CUDA_R_16BF, int(lda), &beta, c, CUDA_R_32F, int(ldc),
+                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+void TrainOps::linearForward(const float *x, const float *w, const float *b, int64_t rows, int64_t in, int64_t out,
+                             float *y) {
+    gemm(false, true, rows, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
+    if (b && rows) {
+        addRowVectorKernel<<<blocksFor(rows * out), kThreads>>>(y, b, rows, out);
+        checkLaunch();
+    }
+}
+
+void TrainOps::linearBackward(const float *dy, const float *x, const float *w, int64_t rows, int64_t in, int64_t out,
+                              float *dx, float *dw, float *db) {
+    if (dx)
+        gemm(false, false, rows, in, out, 1.0f, dy, out, w, in, 1.0f, dx, in);
+    if (dw && rows)
+        gemm(true, false, out, in, rows, 1.0f, dy, out, x, in, 1.0f, dw, in);
+    if (db)
+        columnSums(rows, out, PlainValue{dy}, db);
+}
+
+// ---- RoPE ----
+
+void TrainOps::ropeForward(float *x, int64_t rows, int64_t seq, int heads, int headDim, int rotaryDim,
+                           const float *cos, const float *sin) {
+    const int half = rotaryDim / 2;
+    if (rows == 0 || half == 0)
+        return;
+    ropeKernel<<<blocksFor(rows * heads * half), kThreads>>>(x, rows, seq, heads, headDim, half, cos, sin, 1.0f);
+    checkLaunch();
+}
+
+// The rotation is orthogonal: its gradient is the rotation by the opposite angle.
+void TrainOps::ropeBackward(float *dx, int64_t rows, int64_t seq, int heads, int headDim, int rotaryDim,
+                            const float *cos, const float *sin) {
+    const int half = rotaryDim / 2;
+    if (rows == 0 || half == 0)
+        return;
+    ropeKernel<<<blocksFor(rows * heads * half), kThreads>>>(dx, rows, seq, heads, headDim, half, cos, sin, -1.0f);
+    checkLaunch();
+}
+
+// ---- attention ----
+//
+// Per sequence, whole (seq x seq) score matrices per head, in pedantic fp32 (the causal half above the diagonal is
+// computed and zeroed: the CPU's query tiles that skip it are not done here yet). Grouped heads as in
+// blockrunner.cuh: for a fixed position g inside the group, heads kvh * group + g for kvh = 0 .. kvHeads-1 form one
+// strided batch (query pointer step group * d, key pointer step d, score block step group * seq^2). cuBLAS sees
+// row-major (seq x width) activations as column-major (width x seq): a head's slice is a (d x seq) matrix with
+// leading dimension width, and a row-major (queries x keys) score block is a column-major (keys x queries) one.
+
+void TrainOps::attentionForward(const float *q, const float *k, const float *v, const TrainAttentionDims &d,
+                                float *ctx, float *probs) {
+    const int64_t S = d.seq, D = d.headDim, H = d.heads, KVH = d.kvHeads, group = H / KVH;
+    const int64_t qw = H * D, kw = KVH * D;
+    assert(H % KVH == 0);
+    const float one = 1.0f, zero = 0.0f, scale = d.scale;
+    for (int64_t b = 0; b < d.batch; ++b) {
+        const float *qb = q + b * S * qw, *kb = k + b * S * kw, *vb = v + b * S * kw;
+        float *pb = probs + b * H * S * S, *cb = ctx + b * S * qw;
+        for (int64_t g = 0; g < group; ++g)
+            // P[h][i][j] = scale q_i . k_j: column-major (keys x queries) = K^T Q.
+            LATHE_CUDA_CHECK(cublasSgemmStridedBatched(m_blas, CUBLAS_OP_T, CUBLAS_OP_N, int(S), int(S), int(D), &scale,
+                                                       kb, int(kw), D, qb + g * D, int(qw), group * D, &zero,
+                                                       pb + g * S * S, int(S), group * S * S, int(KVH)));
+        causalSoftmaxKernel<<<unsigned(H * S), kRowThreads>>>(pb, S, d.causal);
+        checkLaunch();
+        for (int64_t g = 0; g < group; ++g)
+            // ctx_i = sum_j P[i][j] v_j: column-major (d x queries) = V (d x keys) P (keys x queries).
+            LATHE_CUDA_CHECK(cublasSgemmStridedBatched(m_blas, CUBLAS_OP_N, CUBLAS_OP_N, int(D), int(S), int(S), &one,
+                                                       vb, int(kw), D, pb + g * S * S, int(S), group * S * S, &zero,
+                                                       cb + g * D, int(qw), group * D, int(KVH)));
+    }
+}
+
+// dP = dO V^T; dS = P (dP - rowsum(dP P)) scale; dQ += dS K; dK += dS^T Q; dV += P^T dO. The group's heads add into
+// their shared dK and dV one position g after another, so the sum's order is fixed.
+void TrainOps::attentionBackward(const float *dctx, const float *q, const float *k, const float *v,
+                                 const TrainAttentionDims &d, const float *probs, float *dq, float *dk, float *dv) {
+    const int64_t S = d.seq, D = d.headDim, H = d.heads, KVH = d.kvHeads, group = H / KVH;
+    const int64_t qw = H * D, kw = KVH * D;
+    const float one = 1.0f, zero = 0.0f;
+    m_dP.ensure(size_t(H * S * S) * sizeof(float));
+    float *dS = m_dP.as<float>();
+    for (int64_t b = 0; b < d.batch; ++b) {
+        const float *qb = q + b * S * qw, *kb = k + b * S * kw, *vb = v + b * S * kw, *ob = dctx + b * S * qw;
+        const float *pb = probs + b * H * S * S;
+        float *dqb = dq + b * S * qw, *dkb = dk + b * S * kw, *dvb = dv + b * S * kw;
+        for (int64_t g = 0; g < group; ++g)
+            // dP[i][j] = dO_i . v_j: column-major (keys x queries) = V^T dO.
+            LATHE_CUDA_CHECK(cublasSgemmStridedBatched(m_blas, CUBLAS_OP_T, CUBLAS_OP_N, int(S), int(S), int(D), &one,
+                                                       vb, int(kw), D, ob + g * D, int(qw), group * D, &zero,
+                                                       dS + g * S * S, int(S), group * S * S, int(KVH)));
+        softmaxBackwardKernel<<<unsigned(H * S), kRowThreads>>>(pb, dS, S, d.causal, d.scale);
+        checkLaunch();
+        for (int64_t g = 0; g < group; ++g) {
+            // dq_i += sum_j dS[i][j] k_j: column-major (d x queries) += K (d x keys) dS (keys x queries).
+            LATHE_CUDA_CHECK(cublasSgemmStridedBatched(m_blas, CUBLAS_OP_N, CUBLAS_OP_N, int(D), int(S), int(S), &one,
+                                                       kb, int(kw), D, dS + g * S * S, int(S), group * S * S, &one,
+                                                       dqb + g * D, int(qw), group * D, int(KVH)));
+            // dk_j += sum_i dS[i][j] q_i: column-major (d x keys) += Q (d x queries) dS^T (queries x keys).
+            LATHE_CUDA_CHECK(cublasSgemmStridedBatched(m_blas, CUBLAS_OP_N, CUBLAS_OP_T, int(D), int(S), int(S), &one,
+                                                       qb + g * D, int(qw), group * D, dS + g * S * S, int(S),
+                                                       group * S * S, &one, dkb, int(kw), D, int(KVH)));
+            // dv_j += sum_i P[i][j] dO_i.
+            LATHE_CUDA_CHECK(cublasSgemmStridedBatched(m_blas, CUBLAS_OP_N, CUBLAS_OP_T, int(D), int(S), int(S), &one,
+                                                       ob + g * D, int(qw), group * D, pb + g * S * S, int(S),
+                                                       group * S * S, &one, dvb, int(kw), D, int(KVH)));
+        }
+    }
+}
+
+// ---- activations ----
+
+void TrainOps::swigluForward(const float *gate, const float *up, int64_t n, float *mid) {
+    if (!n)
+        return;
+    swigluForwardKernel<<<blocksFor(n), kThreads>>>(gate, up, n, mid);
+    checkLaunch();
+}
+
+void TrainOps::swigluBackward(const float *dmid, const float *gate, const float *up, int64_t n, float *dgate,
+                              float *dup) {
+    if (!n)
+        return;
+    swigluBackwardKernel<<<blocksFor(n), kThreads>>>(dmid, gate, up, n, dgate, dup);
+    checkLaunch();
+}
+
+void TrainOps::geluForward(TrainGelu kind, const float *x, int64_t n, float *y) {
+    if (!n)
+        return;
+    geluForwardKernel<<<blocksFor(n), kThreads>>>(kind == TrainGelu::Tanh, x, n, y);
+    checkLaunch();
+}
+
+void TrainOps::geluBackward(TrainGelu kind, const float *dy, const float *x, int64_t n, float *dx) {
+    if (!n)
+        return;
+    geluBackwardKernel<<<blocksFor(n), kThreads>>>(kind == TrainGelu::Tanh, dy, x, n, dx);
+    checkLaunch();
+}
+
+// ---- cross-entropy ----
+
+float TrainOps::crossEntropyForward(const float *h, const float *w, const float *b, int64_t rows, int64_t width,
+                                    int64_t vocab, const std::vector<int32_t> &targets, int64_t chunk, float *lse,
+                                    int64_t *count) {
+    require(int64_t(targets.size()) == rows && chunk > 0, "cross-entropy", "one target per row and a chunk size");
+    for (const int32_t t : targets)
+        require(t < vocab, "cross-entropy", "target id " + std::to_string(t) + " is outside the vocabulary");
+    *count = 0;
+    if (!rows)
+        return 0.0f;
+    const int32_t *dTargets = uploadIds(targets, m_ids);
+    // [lse accumulators (rows doubles)] [target logits (rows floats)]
+    m_reduce.ensure(size_t(rows) * (sizeof(double) + sizeof(float)));
+    double *acc = m_reduce.as<double>();
+    float *target = reinterpret_cast<float *>(acc + rows);
+    fillKernel<<<blocksFor(rows), kThreads>>>(acc, rows, -INFINITY);
+    checkLaunch();
+    LATHE_CUDA_CHECK(cudaMemset(target, 0, size_t(rows) * sizeof(float)));
+    m_logits.ensure(size_t(rows * std::min(chunk, vocab)) * sizeof(float));
+    float *logits = m_logits.as<float>();
+    for (int64_t c0 = 0; c0 < vocab; c0 += chunk) {
+        const int64_t n = std::min(chunk, vocab - c0);
+        linearForward(h, w + c0 * width, b ? b + c0 : nullptr, rows, width, n, logits);
+        crossEntropyChunkKernel<<<unsigned(rows), kRowThreads>>>(logits, n, c0, dTargets, acc, target);
+        checkLaunch();
+    }
+    // The loss on the host in the CPU's order: the fp64 log-normalizers rounded to fp32, summed in fp32.
+    std::vector<double> hostLse(static_cast<size_t>(rows));
+    std::vector<float> hostTarget(static_cast<size_t>(rows)), lseF(static_cast<size_t>(rows));
+    LATHE_CUDA_CHECK(cudaMemcpy(hostLse.data(), acc, size_t(rows) * sizeof(double), cudaMemcpyDeviceToHost));
+    LATHE_CUDA_CHECK(cudaMemcpy(hostTarget.data(), target, size_t(rows) * sizeof(float), cudaMemcpyDeviceToHost));
+    float loss = 0.0f;
+    for (int64_t r = 0; r < rows; ++r) {
+        lseF[size_t(r)] = float(hostLse[size_t(r)]);
+        if (targets[size_t(r)] < 0)
+            continue;
+        loss += lseF[size_t(r)] - hostTarget[size_t(r)];
+        ++*count;
+    }
+    LATHE_CUDA_CHECK(cudaMemcpy(lse, lseF.data(), size_t(rows) * sizeof(float), cudaMemcpyHostToDevice));
+    return *count ? loss / float(*count) : 0.0f;
+}
+
+// Each chunk's logits are recomputed and turned into (softmax - onehot) scale / count in place, then
+// dh += G W_c, dW_c += G^T h, db_c += column sums of G.
+void TrainOps::crossEntropyBackward(const float *h, const float *w, const float *b, int64_t rows, int64_t width,
+                                    int64_t vocab, const std::vector<int32_t> &targets, int64_t chunk,
+                                    const float *lse, int64_t count, float scale, float *dh, float *dw, float *db) {
+    if (!count || !rows)
+        return;
+    const float norm = scale / float(count);
+    const int32_t *dTargets = uploadIds(targets, m_ids);
+    m_logits.ensure(size_t(rows * std::min(chunk, vocab)) * sizeof(float));
+    float *g = m_logits.as<float>();
+    for (int64_t c0 = 0; c0 < vocab; c0 += chunk) {
+        const int64_t n = std::min(chunk, vocab - c0);
+        linearForward(h, w + c0 * width, b ? b + c0 : nullptr, rows, width, n, g);
+        crossEntropyGradKernel<<<unsigned(rows), kRowThreads>>>(g, n, c0, dTargets, lse, norm);
+        checkLaunch();
+        linearBackward(g, h, w + c0 * width, rows, width, n, dh, dw ? dw + c0 * width : nullptr,
+                       db ? db + c0 : nullptr);
+    }
+}
+
+// ---- optimizer ----
+
+void TrainOps::adamw(float *w, float *m, float *v, const float *g, int64_t n, const TrainAdamW &k) {
+    if (!n)
+        return;
+    adamwKernel<<<blocksFor(n), kThreads>>>(w, m, v, g, n, k);
+    checkLaunch();
+}
+
+double TrainOps::sumOfSquares(const std::vector<std::pair<const float *, int64_t>> &buffers) {
+    m_reduce.ensure(kReduceBlocks * sizeof(double));
+    std::vector<double> partials(kReduceBlocks);
+    double total = 0.0;
+    for (const auto &[x, n] : buffers) {
+        if (!n)
+            continue;
+        sumOfSquaresKernel<<<kReduceBlocks, kThreads>>>(x, n, m_reduce.as<double>());
+        checkLaunch();
+        LATHE_CUDA_CHECK(cudaMemcpy(partials.data(), m_reduce.as(), kReduceBlocks * sizeof(double),
+                                    cudaMemcpyDeviceToHost));
+        for (const double p : partials)
+            total += p;
+    }
+    return total;
+}
+
+void TrainOps::scale(float *x, int64_t n, float factor) {
+    if (!n)
+        return;
+    scaleKernel<<<blocksFor(n), kThreads>>>(x, n, factor);
+    checkLaunch();
+}
+
+} // namespace lathe::gpu

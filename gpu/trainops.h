@@ -1,0 +1,131 @@
+#pragma once
+
+// The training engine's operations on the GPU (issue 17 item 9): the same ops as core/train/ops.h, each forward
+// beside its backward, on device buffers in the same row-major layouts (one row per token, the sequences of a batch
+// stacked: row = b * seq + t) and with the same contracts: a forward saves what its backward needs (norm statistics,
+// attention probabilities, the per-row log-sum-exp of the LM head), and a backward ACCUMULATES into the gradients it
+// is given (dx += ..., dw += ...), so callers zero gradients once per step. core/train/ops.h is the reference:
+// gpu/trainopscheck.cpp compares every op here with it (`lathe-cli check-gpu`, tolerances there).
+//
+// Precision: parameters, gradients, optimizer state and activations are fp32 (the master copy). The linears and
+// the LM head multiply in the precision chosen at construction: pedantic fp32 (no TF32: checkable against the CPU
+// to rounding), or bf16 operands rounded from the fp32 buffers on the fly with fp32 accumulation and fp32 results
+// (tensor cores). The attention products and every other op stay fp32.
+//
+// Sums over rows (norm weight and bias gradients, embedding gradients) use a fixed order, so a step's bits do not
+// depend on scheduling: no atomics. Everything runs on the default stream of the calling thread's current device
+// (GpuContext::activate). Not thread-safe: an object owns its scratch buffers. Only the gpu/ target includes this.
+
+#include "devicememory.h"
+
+#include <cublas_v2.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace lathe::gpu {
+
+enum class TrainPrecision { Fp32, Bf16 };
+enum class TrainGelu { Tanh, Erf }; // as train::Gelu
+
+// As train::AttentionDims.
+struct TrainAttentionDims {
+    int64_t batch = 1, seq = 0;
+    int heads = 0, kvHeads = 0, headDim = 0;
+    float scale = 1.0f;
+    bool causal = true;
+};
+
+// As train::AdamW's per-step constants (torch.optim.AdamW): w <- w shrink - stepSize m / (sqrt(v) / rootC2 + eps)
+// after m <- b1 m + (1 - b1) g, v <- b2 v + (1 - b2) g^2, with shrink = 1 - lr wd (1 for undecayed parameters),
+// stepSize = lr / (1 - b1^t), rootC2 = sqrt(1 - b2^t).
+struct TrainAdamW {
+    float beta1 = 0.9f, beta2 = 0.95f, shrink = 1.0f, stepSize = 0.0f, rootC2 = 1.0f, eps = 1e-8f;
+};
+
+class TrainOps {
+public:
+    TrainOps(cublasHandle_t blas, TrainPrecision precision) : m_blas(blas), m_precision(precision) {}
+    TrainPrecision precision() const { return m_precision; }
+
+    // ---- embedding: y[r] = table[ids[r]] (ids on the host, checked against `vocab` there) ----
+    void embeddingForward(const float *table, int64_t vocab, int64_t width, const std::vector<int32_t> &ids, float *y);
+    // dtable[ids[r]] += dy[r]: rows grouped by id on the host, each id's rows summed in row order by one thread
+    // block (no atomics).
+    void embeddingBackward(const float *dy, const std::vector<int32_t> &ids, int64_t width, float *dtable);
+
+    // ---- norms (rstd, mean: one float per row, saved by the forward) ----
+    void rmsNormForward(const float *x, const float *w, int64_t rows, int64_t width, float eps, float *y, float *rstd);
+    // dx += ...; dw += ... when dw is not null.
+    void rmsNormBackward(const float *dy, const float *x, const float *w, const float *rstd, int64_t rows,
+                         int64_t width, float *dx, float *dw);
+    void layerNormForward(const float *x, const float *w, const float *b, int64_t rows, int64_t width, float eps,
+                          float *y, float *mean, float *rstd);
+    void layerNormBackward(const float *dy, const float *x, const float *w, const float *mean, const float *rstd,
+                           int64_t rows, int64_t width, float *dx, float *dw, float *db);
+
+    // ---- products: row-major C (m x n) = alpha op(A) op(B) + beta C, in the object's precision ----
+    void gemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+              const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+
+    // ---- linear: y = x W^T + b (W: out x in; b may be null) ----
+    void linearForward(const float *x, const float *w, const float *b, int64_t rows, int64_t in, int64_t out,
+                       float *y);
+    // dx += dy W; dW += dy^T x; db += column sums of dy; each skipped when null.
+    void linearBackward(const float *dy, const float *x, const float *w, int64_t rows, int64_t in, int64_t out,
+                        float *dx, float *dw, float *db);
+
+    // ---- RoPE, rotate-half, on the first rotaryDim dimensions of every head, in place ----
+    // cos, sin: (positions x rotaryDim/2) on the device, row p for position p = row % seq.
+    void ropeForward(float *x, int64_t rows, int64_t seq, int heads, int headDim, int rotaryDim, const float *cos,
+                     const float *sin);
+    void ropeBackward(float *dx, int64_t rows, int64_t seq, int heads, int headDim, int rotaryDim, const float *cos,
+                      const float *sin);
+
+    // ---- attention with grouped KV heads ----
+    // q: (rows x heads*headDim), k, v: (rows x kvHeads*headDim) -> ctx (rows x heads*headDim). probs receives the
+    // probabilities, [batch][head][query][key] (batch*heads*seq^2 floats, zero above the diagonal when causal),
+    // which the backward reads.
+    void attentionForward(const float *q, const float *k, const float *v, const TrainAttentionDims &d, float *ctx,
+                          float *probs);
+    // dq, dk, dv += ...; a work buffer of heads*seq^2 floats is held for the call.
+    void attentionBackward(const float *dctx, const float *q, const float *k, const float *v,
+                           const TrainAttentionDims &d, const float *probs, float *dq, float *dk, float *dv);
+
+    // ---- activations (n elements) ----
+    void swigluForward(const float *gate, const float *up, int64_t n, float *mid);
+    void swigluBackward(const float *dmid, const float *gate, const float *up, int64_t n, float *dgate, float *dup);
+    void geluForward(TrainGelu kind, const float *x, int64_t n, float *y);
+    void geluBackward(TrainGelu kind, const float *dy, const float *x, int64_t n, float *dx);
+
+    // ---- fused, vocabulary-chunked LM head + softmax cross-entropy (train::crossEntropyForward) ----
+    // h: (rows x width), w: (vocab x width), b: vocab or null, targets on the host (-1: no target). Returns the mean
+    // loss over the rows with a target and its count; lse (rows floats, device) receives each row's log-normalizer.
+    // Never holds more than rows x chunk logits.
+    float crossEntropyForward(const float *h, const float *w, const float *b, int64_t rows, int64_t width,
+                              int64_t vocab, const std::vector<int32_t> &targets, int64_t chunk, float *lse,
+                              int64_t *count);
+    // The mean loss's gradient times `scale`: dh += ..., dw += ..., db += ... (dw, db may be null).
+    void crossEntropyBackward(const float *h, const float *w, const float *b, int64_t rows, int64_t width,
+                              int64_t vocab, const std::vector<int32_t> &targets, int64_t chunk, const float *lse,
+                              int64_t count, float scale, float *dh, float *dw, float *db);
+
+    // ---- optimizer ----
+    // One fused AdamW update of n weights with their gradient and moments.
+    void adamw(float *w, float *m, float *v, const float *g, int64_t n, const TrainAdamW &k);
+    // Sum of squares over the buffers (for the global gradient norm and its clipping), in a fixed order, in fp64.
+    double sumOfSquares(const std::vector<std::pair<const float *, int64_t>> &buffers);
+    // x *= factor (the clipping).
+    void scale(float *x, int64_t n, float factor);
+
+private:
+    // Column sums over rows of f(r, c), in a fixed order: partials over row chunks, then their sum.
+    template <class F> void columnSums(int64_t rows, int64_t cols, F f, float *out);
+    const int32_t *uploadIds(const std::vector<int32_t> &ids, DeviceMemory &to);
+
+    cublasHandle_t m_blas;
+    TrainPrecision m_precision;
+    DeviceMemory m_ids, m_ids2, m_partials, m_logits, m_bf16a, m_bf16b, m_dP, m_reduce;
+};
+
+} // namespace lathe::gpu

@@ -1,0 +1,402 @@
+#include "trainopscheck.h"
+
+#include "devicememory.h"
+#include "gpucontext.h"
+#include "trainops.h"
+
+#include "numeric/cpukernels.h"
+#include "train/ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <random>
+#include <string>
+
+namespace lathe::gpu {
+
+namespace {
+
+using MatF = train::Matrix<float>;
+using VecF = train::Vector<float>;
+
+constexpr double kFp32 = 1e-5, kBf16 = 3e-2, kAdamW = 1e-6;
+
+class Inputs {
+public:
+    explicit Inputs(uint32_t seed) : m_rng(seed) {}
+    MatF mat(int64_t rows, int64_t cols, float scale = 1.0f) {
+        MatF m(rows, cols);
+        for (int64_t i = 0; i < m.size(); ++i)
+            m.data()[i] = scale * m_normal(m_rng);
+        return m;
+    }
+    VecF vec(int64_t n, float scale = 1.0f, float offset = 0.0f) {
+        VecF v(n);
+        for (int64_t i = 0; i < n; ++i)
+            v(i) = offset + scale * m_normal(m_rng);
+        return v;
+    }
+    std::vector<int32_t> ids(size_t n, int32_t below) {
+        std::vector<int32_t> out(n);
+        std::uniform_int_distribution<int32_t> pick(0, below - 1);
+        for (auto &id : out)
+            id = pick(m_rng);
+        return out;
+    }
+
+private:
+    std::mt19937 m_rng;
+    std::normal_distribution<float> m_normal{0.0f, 1.0f};
+};
+
+// A device copy of host floats, and the way back.
+DeviceMemory upload(const float *host, int64_t n) {
+    DeviceMemory d(size_t(std::max<int64_t>(n, 1)) * sizeof(float));
+    if (n)
+        LATHE_CUDA_CHECK(cudaMemcpy(d.as(), host, size_t(n) * sizeof(float), cudaMemcpyHostToDevice));
+    return d;
+}
+template <class M> DeviceMemory upload(const M &m) { return upload(m.data(), int64_t(m.size())); }
+std::vector<float> download(const DeviceMemory &d, int64_t n) {
+    std::vector<float> out(static_cast<size_t>(n));
+    if (n)
+        LATHE_CUDA_CHECK(cudaMemcpy(out.data(), d.as(), size_t(n) * sizeof(float), cudaMemcpyDeviceToHost));
+    return out;
+}
+
+// Accumulates max |gpu - cpu| and max |cpu| over several outputs of one op; error() is their ratio.
+class Comparison {
+public:
+    void add(const std::string &what, const DeviceMemory &gpu, const float *cpu, int64_t n) {
+        const std::vector<float> g = download(gpu, n);
+        double diff = 0;
+        for (int64_t i = 0; i < n; ++i) {
+            const double d = std::abs(double(g[size_t(i)]) - double(cpu[i]));
+            diff = std::isnan(d) ? INFINITY : std::max(diff, d);
+            m_scale = std::max(m_scale, std::abs(double(cpu[i])));
+        }
+        m_diff = std::max(m_diff, diff);
+        m_parts += (m_parts.empty() ? "" : ", ") + what;
+    }
+    template <class M> void add(const std::string &what, const DeviceMemory &gpu, const M &cpu) {
+        add(what, gpu, cpu.data(), int64_t(cpu.size()));
+    }
+    void addValue(const std::string &what, double gpu, double cpu) {
+        m_diff = std::max(m_diff, std::isnan(gpu) ? INFINITY : std::abs(gpu - cpu));
+        m_scale = std::max(m_scale, std::abs(cpu));
+        m_parts += (m_parts.empty() ? "" : ", ") + what;
+    }
+    GpuCheck result(const std::string &name, double tolerance, const std::string &shape) const {
+        const double error = m_scale > 0 ? m_diff / m_scale : m_diff;
+        return {name, error <= tolerance, error, tolerance, shape + ": " + m_parts};
+    }
+
+private:
+    double m_diff = 0, m_scale = 0;
+    std::string m_parts;
+};
+
+std::string dims(std::initializer_list<std::pair<const char *, int64_t>> values) {
+    std::string s;
+    for (const auto &[k, v] : values)
+        s += (s.empty() ? "" : " ") + std::string(k) + "=" + std::to_string(v);
+    return s;
+}
+
+GpuCheck embedding(TrainOps &ops) {
+    Inputs in(1);
+    const int64_t vocab = 50, width = 37, rows = 70;
+    const MatF table = in.mat(vocab, width);
+    const std::vector<int32_t> ids = in.ids(size_t(rows), int32_t(vocab)); // 70 draws from 50: repeats
+    const MatF dy = in.mat(rows, width);
+    MatF dtable = in.mat(vocab, width), y;
+    DeviceMemory dTable = upload(table), dY(size_t(rows * width) * 4), dDy = upload(dy), dDtable = upload(dtable);
+    ops.embeddingForward(dTable.as<float>(), vocab, width, ids, dY.as<float>());
+    ops.embeddingBackward(dDy.as<float>(), ids, width, dDtable.as<float>());
+    train::embeddingForward(table, ids, y);
+    train::embeddingBackward(dy, ids, dtable);
+    Comparison c;
+    c.add("y", dY, y);
+    c.add("dtable", dDtable, dtable);
+    return c.result("train embedding", kFp32, dims({{"vocab", vocab}, {"width", width}, {"rows", rows}}));
+}
+
+GpuCheck norm(TrainOps &ops, bool layerNorm) {
+    Inputs in(2);
+    const int64_t rows = 33, width = 300; // width not a multiple of the block's threads
+    const float eps = 1e-5f;
+    const MatF x = in.mat(rows, width, 2.0f), dy = in.mat(rows, width);
+    const VecF w = in.vec(width, 0.2f, 1.0f), b = in.vec(width, 0.1f);
+    MatF y, dx = in.mat(rows, width, 0.1f);
+    VecF dw = in.vec(width, 0.1f), db = in.vec(width, 0.1f);
+    DeviceMemory dX = upload(x), dW = upload(w), dB = upload(b), dDy = upload(dy), dDx = upload(dx), dDw = upload(dw),
+                 dDb = upload(db), dY(size_t(rows * width) * 4), dMean(size_t(rows) * 4), dRstd(size_t(rows) * 4);
+    train::NormState<float> s;
+    if (layerNorm) {
+        ops.layerNormForward(dX.as<float>(), dW.as<float>(), dB.as<float>(), rows, width, eps, dY.as<float>(),
+                             dMean.as<float>(), dRstd.as<float>());
+        ops.layerNormBackward(dDy.as<float>(), dX.as<float>(), dW.as<float>(), dMean.as<float>(), dRstd.as<float>(),
+                              rows, width, dDx.as<float>(), dDw.as<float>(), dDb.as<float>());
+        train::layerNormForward(x, w, b, eps, y, s);
+        train::layerNormBackward(dy, x, w, s, dx, &dw, &db);
+    } else {
+        ops.rmsNormForward(dX.as<float>(), dW.as<float>(), rows, width, eps, dY.as<float>(), dRstd.as<float>());
+        ops.rmsNormBackward(dDy.as<float>(), dX.as<float>(), dW.as<float>(), dRstd.as<float>(), rows, width,
+                            dDx.as<float>(), dDw.as<float>());
+        train::rmsNormForward(x, w, eps, y, s);
+        train::rmsNormBackward(dy, x, w, s, dx, &dw);
+    }
+    Comparison c;
+    c.add("y", dY, y);
+    c.add("rstd", dRstd, s.rstd);
+    if (layerNorm)
+        c.add("mean", dMean, s.mean);
+    c.add("dx", dDx, dx);
+    c.add("dw", dDw, dw);
+    if (layerNorm)
+        c.add("db", dDb, db);
+    return c.result(layerNorm ? "train layernorm" : "train rmsnorm", kFp32, dims({{"rows", rows}, {"width", width}}));
+}
+
+GpuCheck linear(TrainOps &ops) {
+    Inputs in(3);
+    const int64_t rows = 45, inW = 96, outW = 80;
+    const MatF x = in.mat(rows, inW), w = in.mat(outW, inW, 0.1f), dy = in.mat(rows, outW);
+    const VecF b = in.vec(outW);
+    MatF y, dx = in.mat(rows, inW, 0.1f), dw = in.mat(outW, inW, 0.1f);
+    VecF db = in.vec(outW, 0.1f);
+    DeviceMemory dX = upload(x), dW = upload(w), dB = upload(b), dDy = upload(dy), dDx = upload(dx), dDw = upload(dw),
+                 dDb = upload(db), dY(size_t(rows * outW) * 4);
+    ops.linearForward(dX.as<float>(), dW.as<float>(), dB.as<float>(), rows, inW, outW, dY.as<float>());
+    ops.linearBackward(dDy.as<float>(), dX.as<float>(), dW.as<float>(), rows, inW, outW, dDx.as<float>(),
+                       dDw.as<float>(), dDb.as<float>());
+    train::linearForward(x, w, b, y);
+    train::linearBackward(dy, x, w, &dx, &dw, &db);
+    Comparison c;
+    c.add("y", dY, y);
+    c.add("dx", dDx, dx);
+    c.add("dw", dDw, dw);
+    c.add("db", dDb, db);
+    const bool bf16 = ops.precision() == TrainPrecision::Bf16;
+    return c.result(bf16 ? "train linear bf16" : "train linear fp32", bf16 ? kBf16 : kFp32,
+                    dims({{"rows", rows}, {"in", inW}, {"out", outW}}));
+}
+
+GpuCheck rope(TrainOps &ops) {
+    Inputs in(4);
+    const int64_t batch = 2, seq = 11, rows = batch * seq;
+    const int heads = 3, headDim = 16, rotaryDim = 8; // partial rotary (Phi-2)
+    train::RopeAngles<float> angles;
+    angles.rotaryDim = rotaryDim;
+    angles.cos.resize(seq, rotaryDim / 2);
+    angles.sin.resize(seq, rotaryDim / 2);
+    for (int64_t p = 0; p < seq; ++p)
+        for (int i = 0; i < rotaryDim / 2; ++i) {
+            const double a = double(p) * std::pow(10000.0, -2.0 * i / rotaryDim);
+            angles.cos(p, i) = float(std::cos(a));
+            angles.sin(p, i) = float(std::sin(a));
+        }
+    MatF x = in.mat(rows, heads * headDim), dx = in.mat(rows, heads * headDim);
+    DeviceMemory dX = upload(x), dDx = upload(dx), dCos = upload(angles.cos), dSin = upload(angles.sin);
+    ops.ropeForward(dX.as<float>(), rows, seq, heads, headDim, rotaryDim, dCos.as<float>(), dSin.as<float>());
+    ops.ropeBackward(dDx.as<float>(), rows, seq, heads, headDim, rotaryDim, dCos.as<float>(), dSin.as<float>());
+    train::ropeForward(x, seq, heads, headDim, angles);
+    train::ropeBackward(dx, seq, heads, headDim, angles);
+    Comparison c;
+    c.add("x", dX, x);
+    c.add("dx", dDx, dx);
+    return c.result("train rope", kFp32, dims({{"rows", rows}, {"heads", heads}, {"head_dim", headDim},
+                                               {"rotary_dim", rotaryDim}}));
+}
+
+GpuCheck attention(TrainOps &ops, bool causal, int heads, int kvHeads) {
+    Inputs in(5);
+    train::AttentionDims d;
+    d.batch = 2;
+    d.seq = 37;
+    d.heads = heads;
+    d.kvHeads = kvHeads;
+    d.headDim = 16;
+    d.scale = 1.0 / std::sqrt(double(d.headDim));
+    d.causal = causal;
+    const int64_t rows = d.batch * d.seq, qw = int64_t(heads) * d.headDim, kw = int64_t(kvHeads) * d.headDim;
+    const MatF q = in.mat(rows, qw), k = in.mat(rows, kw), v = in.mat(rows, kw), dctx = in.mat(rows, qw);
+    MatF ctx, dq = in.mat(rows, qw, 0.1f), dk = in.mat(rows, kw, 0.1f), dv = in.mat(rows, kw, 0.1f);
+    const TrainAttentionDims gd{d.batch, d.seq, heads, kvHeads, d.headDim, float(d.scale), causal};
+    DeviceMemory dQ = upload(q), dK = upload(k), dV = upload(v), dDctx = upload(dctx), dDq = upload(dq),
+                 dDk = upload(dk), dDv = upload(dv), dCtx(size_t(rows * qw) * 4),
+                 dProbs(size_t(d.batch * heads * d.seq * d.seq) * 4);
+    ops.attentionForward(dQ.as<float>(), dK.as<float>(), dV.as<float>(), gd, dCtx.as<float>(), dProbs.as<float>());
+    ops.attentionBackward(dDctx.as<float>(), dQ.as<float>(), dK.as<float>(), dV.as<float>(), gd, dProbs.as<float>(),
+                          dDq.as<float>(), dDk.as<float>(), dDv.as<float>());
+    train::AttentionState<float> s;
+    train::attentionForward(q, k, v, d, ctx, s);
+    train::attentionBackward(dctx, q, k, v, d, s, dq, dk, dv);
+    Comparison c;
+    c.add("ctx", dCtx, ctx);
+    c.add("probs", dProbs, s.probs.data(), int64_t(s.probs.size()));
+    c.add("dq", dDq, dq);
+    c.add("dk", dDk, dk);
+    c.add("dv", dDv, dv);
+    return c.result(std::string("train attention ") + (causal ? "causal" : "bidirectional") +
+                        (kvHeads < heads ? " gqa" : ""),
+                    kFp32, dims({{"batch", d.batch}, {"seq", d.seq}, {"heads", heads}, {"kv_heads", kvHeads},
+                                 {"head_dim", d.headDim}}));
+}
+
+GpuCheck swiglu(TrainOps &ops) {
+    Inputs in(6);
+    const int64_t rows = 19, width = 130, n = rows * width;
+    const MatF gate = in.mat(rows, width, 3.0f), up = in.mat(rows, width), dmid = in.mat(rows, width);
+    MatF mid, dgate = in.mat(rows, width, 0.1f), dup = in.mat(rows, width, 0.1f);
+    DeviceMemory dGate = upload(gate), dUp = upload(up), dDmid = upload(dmid), dDgate = upload(dgate),
+                 dDup = upload(dup), dMid(size_t(n) * 4);
+    ops.swigluForward(dGate.as<float>(), dUp.as<float>(), n, dMid.as<float>());
+    ops.swigluBackward(dDmid.as<float>(), dGate.as<float>(), dUp.as<float>(), n, dDgate.as<float>(), dDup.as<float>());
+    train::swigluForward(gate, up, mid);
+    train::swigluBackward(dmid, gate, up, dgate, dup);
+    Comparison c;
+    c.add("mid", dMid, mid);
+    c.add("dgate", dDgate, dgate);
+    c.add("dup", dDup, dup);
+    return c.result("train swiglu", kFp32, dims({{"n", n}}));
+}
+
+GpuCheck gelu(TrainOps &ops, train::Gelu kind) {
+    Inputs in(7);
+    const int64_t rows = 19, width = 130, n = rows * width;
+    const MatF x = in.mat(rows, width, 3.0f), dy = in.mat(rows, width);
+    MatF y, dx = in.mat(rows, width, 0.1f);
+    DeviceMemory dX = upload(x), dDy = upload(dy), dDx = upload(dx), dY(size_t(n) * 4);
+    const TrainGelu gk = kind == train::Gelu::Tanh ? TrainGelu::Tanh : TrainGelu::Erf;
+    ops.geluForward(gk, dX.as<float>(), n, dY.as<float>());
+    ops.geluBackward(gk, dDy.as<float>(), dX.as<float>(), n, dDx.as<float>());
+    train::geluForward(kind, x, y);
+    train::geluBackward(kind, dy, x, dx);
+    Comparison c;
+    c.add("y", dY, y);
+    c.add("dx", dDx, dx);
+    return c.result(kind == train::Gelu::Tanh ? "train gelu tanh" : "train gelu erf", kFp32, dims({{"n", n}}));
+}
+
+GpuCheck crossEntropy(TrainOps &ops, bool bias) {
+    Inputs in(8);
+    const int64_t rows = 29, width = 48, vocab = 1000, chunk = 384; // 384 does not divide 1000
+    const MatF h = in.mat(rows, width), w = in.mat(vocab, width, 0.3f);
+    const VecF b = bias ? in.vec(vocab, 0.5f) : VecF();
+    std::vector<int32_t> targets = in.ids(size_t(rows), int32_t(vocab));
+    targets[3] = targets[17] = -1; // rows without a target (padding, the last token)
+    MatF dh = in.mat(rows, width, 0.01f), dw = in.mat(vocab, width, 0.01f);
+    VecF db = in.vec(vocab, 0.01f);
+    const float scale = 0.5f; // gradient accumulation over two micro-batches
+    DeviceMemory dH = upload(h), dW = upload(w), dB = upload(b), dDh = upload(dh), dDw = upload(dw), dDb = upload(db),
+                 dLse(size_t(rows) * 4);
+    int64_t count = 0;
+    const float loss = ops.crossEntropyForward(dH.as<float>(), dW.as<float>(), bias ? dB.as<float>() : nullptr, rows,
+                                               width, vocab, targets, chunk, dLse.as<float>(), &count);
+    ops.crossEntropyBackward(dH.as<float>(), dW.as<float>(), bias ? dB.as<float>() : nullptr, rows, width, vocab,
+                             targets, chunk, dLse.as<float>(), count, scale, dDh.as<float>(), dDw.as<float>(),
+                             bias ? dDb.as<float>() : nullptr);
+    train::CrossEntropyState<float> s;
+    const float want = train::crossEntropyForward(h, w, b, targets, chunk, s);
+    train::crossEntropyBackward(h, w, b, targets, chunk, s, scale, dh, &dw, bias ? &db : nullptr);
+    Comparison c;
+    c.addValue("loss", loss, want);
+    c.addValue("count", double(count), double(s.count));
+    c.add("lse", dLse, s.logSumExp);
+    // The gradients are small next to the loss: compare them on their own scale.
+    Comparison g;
+    g.add("dh", dDh, dh);
+    g.add("dw", dDw, dw);
+    if (bias)
+        g.add("db", dDb, db);
+    const bool bf16 = ops.precision() == TrainPrecision::Bf16;
+    const double tol = bf16 ? kBf16 : kFp32;
+    const std::string name = std::string("train cross-entropy") + (bias ? " with bias" : "") + (bf16 ? " bf16" : "");
+    const std::string shape = dims({{"rows", rows}, {"width", width}, {"vocab", vocab}, {"chunk", chunk}});
+    GpuCheck values = c.result(name, tol, shape), grads = g.result(name, tol, shape);
+    GpuCheck out = values.error >= grads.error ? values : grads;
+    out.passed = values.passed && grads.passed;
+    out.detail = shape + ": loss, count, lse " + std::to_string(values.error) + "; dh, dw" + (bias ? ", db " : " ") +
+                 std::to_string(grads.error);
+    return out;
+}
+
+GpuCheck adamw(TrainOps &ops) {
+    Inputs in(9);
+    const int64_t n = 100003;
+    MatF w = in.mat(1, n), m = MatF::Zero(1, n), v = MatF::Zero(1, n);
+    DeviceMemory dW = upload(w), dM = upload(m), dV = upload(v);
+    // Two steps of torch's defaults with weight decay at lr 1e-3.
+    for (int step = 1; step <= 2; ++step) {
+        const MatF g = in.mat(1, n, 0.01f);
+        DeviceMemory dG = upload(g);
+        const double lr = 1e-3, b1 = 0.9, b2 = 0.999;
+        const cpu::AdamWConstants k{float(b1), float(b2), float(1.0 - lr * 0.01),
+                                    float(lr / (1.0 - std::pow(b1, step))),
+                                    float(std::sqrt(1.0 - std::pow(b2, step))), 1e-8f};
+        cpu::cpuKernels().adamw(w.data(), m.data(), v.data(), g.data(), n, k);
+        ops.adamw(dW.as<float>(), dM.as<float>(), dV.as<float>(), dG.as<float>(), n,
+                  TrainAdamW{k.b1, k.b2, k.shrink, k.stepSize, k.rootC2, k.eps});
+    }
+    Comparison c;
+    c.add("w", dW, w);
+    GpuCheck out = c.result("train adamw", kAdamW, dims({{"n", n}, {"steps", 2}}));
+    Comparison moments;
+    moments.add("m", dM, m);
+    moments.add("v", dV, v);
+    const GpuCheck mv = moments.result("", kFp32, "");
+    out.passed = out.passed && mv.passed;
+    out.detail += "; moments " + std::to_string(mv.error);
+    return out;
+}
+
+GpuCheck gradientNorm(TrainOps &ops) {
+    Inputs in(10);
+    const MatF a = in.mat(1, 70001), b = in.mat(13, 17, 3.0f);
+    DeviceMemory dA = upload(a), dB = upload(b);
+    const double got = ops.sumOfSquares({{dA.as<float>(), a.size()}, {dB.as<float>(), b.size()}});
+    double want = 0;
+    for (const MatF *m : {&a, &b})
+        for (int64_t i = 0; i < m->size(); ++i)
+            want += double(m->data()[i]) * double(m->data()[i]);
+    Comparison c;
+    c.addValue("sum of squares", got, want);
+    return c.result("train gradient norm", 1e-12, dims({{"n", a.size() + b.size()}}));
+}
+
+} // namespace
+
+std::vector<GpuCheck> runTrainOpChecks() {
+    GpuContext &ctx = GpuContext::forDevice(0);
+    ctx.activate();
+    std::vector<GpuCheck> out;
+    const auto guarded = [&](const std::string &name, const std::function<GpuCheck()> &fn) {
+        try {
+            out.push_back(fn());
+        } catch (const std::exception &e) {
+            out.push_back({name, false, INFINITY, 0, e.what()});
+        }
+    };
+    TrainOps fp32(ctx.blas(), TrainPrecision::Fp32), bf16(ctx.blas(), TrainPrecision::Bf16);
+    guarded("train embedding", [&] { return embedding(fp32); });
+    guarded("train rmsnorm", [&] { return norm(fp32, false); });
+    guarded("train layernorm", [&] { return norm(fp32, true); });
+    guarded("train linear fp32", [&] { return linear(fp32); });
+    guarded("train linear bf16", [&] { return linear(bf16); });
+    guarded("train rope", [&] { return rope(fp32); });
+    guarded("train attention causal gqa", [&] { return attention(fp32, true, 6, 2); });
+    guarded("train attention bidirectional", [&] { return attention(fp32, false, 4, 4); });
+    guarded("train swiglu", [&] { return swiglu(fp32); });
+    guarded("train gelu tanh", [&] { return gelu(fp32, train::Gelu::Tanh); });
+    guarded("train gelu erf", [&] { return gelu(fp32, train::Gelu::Erf); });
+    guarded("train cross-entropy", [&] { return crossEntropy(fp32, false); });
+    guarded("train cross-entropy with bias", [&] { return crossEntropy(fp32, true); });
+    guarded("train cross-entropy bf16", [&] { return crossEntropy(bf16, false); });
+    guarded("train adamw", [&] { return adamw(fp32); });
+    guarded("train gradient norm", [&] { return gradientNorm(fp32); });
+    return out;
+}
+
+} // namespace lathe::gpu
