@@ -4,10 +4,12 @@
 #   check     lathe-cli check-gpu: every GPU path against its CPU reference (gpu/gpuselfcheck.h, tolerances there)
 #   forward   bench forward on a random bf16 Llama-2-7B at 2048 tokens (issue 3: >= 40k tokens/s prefill on an H100)
 #   slicegpt  bench slicegpt on a random Llama-2-7B, 1024 x 2048 calibration tokens (issue 5: <= 5 min on an H100)
+#   train     bench train on a random SmolLM2-135M shape, bf16 products, 16 x 1024 tokens (issue 17: >= 35% MFU;
+#             the fraction printed is against the 8192^3 bf16 GEMM measured in the same run), and fp32 at 4 x 512
 #   resume    SliceGPT on the demo model on the GPU, killed at four moments and resumed from its layer checkpoint:
 #             the export must equal an uninterrupted run's byte for byte (issue 20 item 9; the signals live on the GPU)
 # Usage (on the device, from the repository root, with .devdeps carried; prepare it here with
-# ../shared/tools/device-deps.sh):  benchmarks/gpu_session.sh [check|forward|slicegpt|all]...
+# ../shared/tools/device-deps.sh):  benchmarks/gpu_session.sh [check|forward|slicegpt|train|resume|all]...
 # Logs go to $OUT (the device tool's folder) or /tmp/lathe-gpu-out.
 set -uo pipefail
 out="${OUT:-/tmp/lathe-gpu-out}"
@@ -73,8 +75,13 @@ for stage in "${stages[@]}"; do
     slicegpt|all)
       run slicegpt-7b "$cli" bench slicegpt --shape llama2-7b --device cuda --precision bf16 --samples 1024 \
         --seq-len 2048 --sparsity 0.25 ;;&
+    train|all)
+      run train-bf16 "$cli" bench train --shape smollm2-135m --device cuda --precision bf16 --seq-len 1024 \
+        --batch 16 --repeat 5
+      run train-fp32 "$cli" bench train --shape smollm2-135m --device cuda --precision fp32 --seq-len 512 \
+        --batch 4 --repeat 3 ;;&
     resume|all) run layer-resume layer_resume ;;&
-    check|forward|slicegpt|resume|all) ;;
+    check|forward|slicegpt|train|resume|all) ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
 done

@@ -5,11 +5,13 @@
 #include "cudacheck.h"
 #include "cudaforward.h"
 #include "cudaslicegpt.h"
+#include "cudatraining.h"
 #include "devicememory.h"
 #include "gpucontext.h"
 
 #include "engine/deviceforward.h"
 #include "methods/slicegptengine.h"
+#include "train/devicetraining.h"
 
 #include "numeric/backend.h"
 #include "numeric/linalg.h"
@@ -69,9 +71,22 @@ private:
     GpuContext &m_ctx;
 };
 
+class TrainingService final : public train::DeviceTrainingService {
+public:
+    explicit TrainingService(GpuContext &ctx) : m_ctx(ctx) {}
+    std::unique_ptr<train::DeviceTrainer> create(const train::CausalLm<float> &model,
+                                                 const train::AdamWOptions &optimizer,
+                                                 ComputePrecision precision) override {
+        return makeCudaTrainer(m_ctx, model, optimizer, precision);
+    }
+
+private:
+    GpuContext &m_ctx;
+};
+
 class CudaBackend final : public ComputeBackend {
 public:
-    explicit CudaBackend(GpuContext &ctx) : m_ctx(ctx), m_forward(ctx), m_sliceGpt(ctx) {}
+    explicit CudaBackend(GpuContext &ctx) : m_ctx(ctx), m_forward(ctx), m_sliceGpt(ctx), m_training(ctx) {}
     std::string name() const override { return "cuda"; }
     DeviceInfo device() const override { return m_ctx.info(); }
     void *service(const std::string &key) override {
@@ -79,6 +94,8 @@ public:
             return static_cast<DeviceForwardService *>(&m_forward);
         if (key == SliceGptEngineService::kServiceKey)
             return static_cast<SliceGptEngineService *>(&m_sliceGpt);
+        if (key == train::DeviceTrainingService::kServiceKey)
+            return static_cast<train::DeviceTrainingService *>(&m_training);
         return nullptr;
     }
 
@@ -192,6 +209,7 @@ private:
     GpuContext &m_ctx;
     ForwardService m_forward;
     SliceGptService m_sliceGpt;
+    TrainingService m_training;
 };
 
 // The GPUs of this machine for core (numeric/backend.h): one context per device, shared by every backend of it.

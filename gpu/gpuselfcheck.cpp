@@ -255,6 +255,15 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
         for (GpuCheck &c : runTrainOpChecks())
             out.push_back(std::move(c));
     });
+    // A whole training step against CausalLm + clipGradNorm + AdamW: tied head (llama), q/k/v biases (qwen2).
+    for (const char *family : {"llama", "qwen2"})
+        for (const bool bf16 : {false, true}) {
+            const std::string name = std::string("train step ") + family + (bf16 ? " bf16" : " fp32");
+            guarded(name, [&] {
+                auto m = openModel(fixtures + "/tf-" + family);
+                out.push_back(runTrainStepCheck(*backend, *m, name, bf16));
+            });
+        }
     return out;
 }
 

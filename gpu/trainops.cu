@@ -142,6 +142,12 @@ __global__ void addRowVectorKernel(float *y, const float *b, int64_t rows, int64
         y[i] += b[i % cols];
 }
 
+__global__ void addKernel(const float *a, const float *b, int64_t n, float *out) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < n)
+        out[i] = a[i] + b[i];
+}
+
 __global__ void toBf16Kernel(const float *in, int64_t n, __nv_bfloat16 *out) {
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i < n)
@@ -577,7 +583,14 @@ void TrainOps::attentionBackward(const float *dctx, const float *q, const float 
     }
 }
 
-// ---- activations ----
+// ---- element-wise ----
+
+void TrainOps::add(const float *a, const float *b, int64_t n, float *out) {
+    if (!n)
+        return;
+    addKernel<<<blocksFor(n), kThreads>>>(a, b, n, out);
+    checkLaunch();
+}
 
 void TrainOps::swigluForward(const float *gate, const float *up, int64_t n, float *mid) {
     if (!n)

@@ -92,7 +92,9 @@ public:
     void attentionBackward(const float *dctx, const float *q, const float *k, const float *v,
                            const TrainAttentionDims &d, const float *probs, float *dq, float *dk, float *dv);
 
-    // ---- activations (n elements) ----
+    // ---- element-wise (n elements) ----
+    // out = a + b (the residual sums; out may be a or b).
+    void add(const float *a, const float *b, int64_t n, float *out);
     void swigluForward(const float *gate, const float *up, int64_t n, float *mid);
     void swigluBackward(const float *dmid, const float *gate, const float *up, int64_t n, float *dgate, float *dup);
     void geluForward(TrainGelu kind, const float *x, int64_t n, float *y);

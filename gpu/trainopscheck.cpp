@@ -4,8 +4,12 @@
 #include "gpucontext.h"
 #include "trainops.h"
 
+#include "model/model.h"
+#include "numeric/backend.h"
 #include "numeric/cpukernels.h"
+#include "train/devicetraining.h"
 #include "train/ops.h"
+#include "train/schedule.h"
 
 #include <algorithm>
 #include <cmath>
@@ -367,6 +371,59 @@ GpuCheck gradientNorm(TrainOps &ops) {
 }
 
 } // namespace
+
+GpuCheck runTrainStepCheck(ComputeBackend &device, const Model &model, const std::string &name, bool bf16) {
+    auto *service = deviceService<train::DeviceTrainingService>(device);
+    if (!service)
+        throw LatheError("the device has no training service");
+    train::CausalLm<float> cpu(model), fromGpu(model), after(model);
+    const TokenBatch batch = TokenBatch::random(model.config.vocabSize, 2, 24, 11);
+    const train::AdamWOptions options; // weight decay 0.1: the decayed and undecayed paths both run
+    auto trainer = service->create(cpu, options, bf16 ? ComputePrecision::Bf16 : ComputePrecision::Fp32);
+    const float gpuLoss = trainer->forwardBackward(batch);
+    const float cpuLoss = cpu.forward(batch);
+    cpu.backward();
+    trainer->download(fromGpu, true);
+    const double lossErr = std::abs(double(gpuLoss) - double(cpuLoss)) / std::abs(double(cpuLoss));
+    // Per parameter: max |difference| over max |CPU value|; the worst one.
+    const auto worst = [](const train::ParameterSet<float> &got, const train::ParameterSet<float> &want, bool grads,
+                          std::string *which) {
+        double err = 0;
+        for (size_t i = 0; i < want.size(); ++i) {
+            const train::Matrix<float> &g = grads ? got[i].grad : got[i].value, &w = grads ? want[i].grad : want[i].value;
+            const double scale = std::max(double(w.cwiseAbs().maxCoeff()), 1e-30);
+            const double diff = double((g - w).cwiseAbs().maxCoeff());
+            const double e = std::isnan(diff) ? INFINITY : diff / scale;
+            if (e >= err) {
+                err = e;
+                *which = want[i].name;
+            }
+        }
+        return err;
+    };
+    std::string gradWorst, stepWorst;
+    const double gradErr = worst(fromGpu.parameters(), cpu.parameters(), true, &gradWorst);
+    // The step from the same (the GPU's) gradients on both sides, clipped: the norm is well above 1e-3.
+    const double lr = 1e-3, maxNorm = 1e-3;
+    const double cpuNorm = train::clipGradNorm(fromGpu.parameters(), maxNorm);
+    train::AdamW<float> adam(options);
+    adam.step(fromGpu.parameters(), lr);
+    const double gpuNorm = trainer->step(lr, maxNorm);
+    trainer->download(after, false);
+    const double stepErr = worst(after.parameters(), fromGpu.parameters(), false, &stepWorst);
+    const double normErr = std::abs(gpuNorm - cpuNorm) / cpuNorm;
+    const double lossTol = bf16 ? 2e-2 : 1e-5, gradTol = bf16 ? 1e-1 : 1e-4, stepTol = 1e-6;
+    GpuCheck c;
+    c.name = name;
+    c.passed = lossErr <= lossTol && gradErr <= gradTol && stepErr <= stepTol && normErr <= 1e-9;
+    c.error = gradErr;
+    c.tolerance = gradTol;
+    c.detail = "loss " + std::to_string(gpuLoss) + " vs " + std::to_string(cpuLoss) + " (" +
+               std::to_string(lossErr) + ", tolerance " + std::to_string(lossTol) + "); worst gradient " + gradWorst +
+               "; step " + std::to_string(stepErr) + " (" + stepWorst + ", tolerance 1e-6); gradient norm " +
+               std::to_string(gpuNorm) + " vs " + std::to_string(cpuNorm) + "; " + trainer->describe();
+    return c;
+}
 
 std::vector<GpuCheck> runTrainOpChecks() {
     GpuContext &ctx = GpuContext::forDevice(0);

@@ -2,7 +2,13 @@
 
 #include "gpuselfcheck.h"
 
+#include <string>
 #include <vector>
+
+namespace lathe {
+class ComputeBackend;
+class Model;
+} // namespace lathe
 
 namespace lathe::gpu {
 
@@ -19,5 +25,14 @@ namespace lathe::gpu {
 // - the gradient norm's sum of squares: 1e-12 relative (fp64 sums of the same fp32 values, in another order).
 // Runs on the current device (GpuContext::forDevice(0)).
 std::vector<GpuCheck> runTrainOpChecks();
+
+// One training step of the GPU trainer (core/train/devicetraining.h) against CausalLm<float> on `model`, a batch of
+// 2 x 24 random tokens: the loss (relative error), every parameter's gradient (max |GPU - CPU| / max |CPU| of that
+// gradient, the worst parameter reported: the criterion against PyTorch), then clipGradNorm (at a norm
+// low enough to clip) and AdamW on both sides from the GPU's gradients (the updated values, relative to each
+// parameter's largest value). Tolerances: fp32 products 1e-5 (loss), 1e-4 (gradients), 1e-6 (the step); bf16
+// products 2e-2 (loss) and 1e-1 (gradients: operands rounded to 8 bits of mantissa on a random model whose
+// gradients have no dominant direction), and the step's 1e-6.
+GpuCheck runTrainStepCheck(ComputeBackend &device, const Model &model, const std::string &name, bool bf16);
 
 } // namespace lathe::gpu

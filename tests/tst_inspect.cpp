@@ -85,6 +85,11 @@ private slots:
         QCOMPARE(r.exitCode, 0);
         const auto j = nlohmann::json::parse(r.out);
         QVERIFY(j["params_after"].get<int64_t>() < j["params_before"].get<int64_t>());
+        r = runCli({"bench", "train", "--model", demo(), "--seq-len", "16", "--repeat", "1", "--device", "cpu",
+                    "--json"});
+        QCOMPARE(r.exitCode, 0);
+        const auto t = nlohmann::json::parse(r.out.substr(r.out.rfind("{\"")));
+        QVERIFY2(t["tokens_per_s"].get<double>() > 0 && t["gflop_per_step"].get<double>() > 0, r.out.c_str());
         if (runCli({"devices"}).out.find("backend  cuda") != std::string::npos)
             return; // a usable GPU: the refusals below do not apply
         r = runCli({"check-gpu"});
@@ -92,6 +97,9 @@ private slots:
         QVERIFY2(r.err.find("CUDA") != std::string::npos, r.err.c_str());
         const QString text = QString::fromStdString(test::sourceDir() + "/README.md");
         r = runCli({"eval", "--model", demo(), "--text", text, "--seq-len", "64", "--device", "cuda"});
+        QCOMPARE(r.exitCode, 1);
+        QVERIFY2(r.err.find("CUDA") != std::string::npos && r.err.find("hint:") != std::string::npos, r.err.c_str());
+        r = runCli({"bench", "train", "--model", demo(), "--seq-len", "16", "--device", "cuda"});
         QCOMPARE(r.exitCode, 1);
         QVERIFY2(r.err.find("CUDA") != std::string::npos && r.err.find("hint:") != std::string::npos, r.err.c_str());
     }

@@ -13,6 +13,7 @@
 #include "numeric/mat.h"
 #include "train/adamw.h"
 #include "train/causallm.h"
+#include "train/devicetraining.h"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -278,16 +279,83 @@ int runBenchForward(int argc, char **argv) {
 // One training step (forward, backward, AdamW) of the CPU training engine, timed (issue 17's speed target), next to
 // the sgemm peak measured right before each step: the step's FLOPs are 3 x the forward pass's (forward, and the
 // two GEMMs per linear of backward).
+// The same step on a GPU (--device cuda): the GPU trainer (core/train/devicetraining.h), its tokens/s and GFLOP/s
+// beside the GEMM peak of the same precision measured in the same run (the forward pass's 8192^3 probe), so the
+// fraction is a model-FLOPs utilisation against the device's achieved GEMM ceiling, not its datasheet peak.
+int benchTrainOnDevice(const CliOptions &o, ComputeBackend &backend, const Model &model, int64_t batch, int64_t seq,
+                       int repeat) {
+    auto *service = deviceService<train::DeviceTrainingService>(backend);
+    if (!service)
+        throw LatheError("this device does not train", "leave out --device to train on the CPU");
+    const DeviceForwardOptions options = forwardOptions(o.value("precision"));
+    train::CausalLm<float> lm(model);
+    spdlog::info("uploading the parameters to the GPU...");
+    std::unique_ptr<train::DeviceTrainer> trainer = service->create(lm, train::AdamWOptions{}, options.precision);
+    std::unique_ptr<DeviceForward> probe = createDeviceForward(backend, model, options);
+    const TokenBatch b = TokenBatch::random(model.config.vocabSize, batch, seq, 42);
+    auto step = [&] {
+        trainer->forwardBackward(b);
+        trainer->step(1e-4, 1.0);
+        trainer->synchronize();
+    };
+    spdlog::info("warm-up step...");
+    step();
+    const double flops = 3.0 * forwardFlops(model.config, seq) * double(batch);
+    std::vector<double> times, peaks;
+    for (int r = 0; r < repeat; ++r) {
+        peaks.push_back(probe->gemmPeakGflops(8192));
+        const double t0 = steadySeconds();
+        step();
+        times.push_back(steadySeconds() - t0);
+    }
+    std::sort(times.begin(), times.end());
+    std::sort(peaks.begin(), peaks.end());
+    const double median = times[times.size() / 2], peak = peaks[peaks.size() / 2];
+    const double tokens = double(batch * seq);
+    const nlohmann::json j = {{"bench", "train"},
+                              {"model", model.sourcePath},
+                              {"device", backend.device().label()},
+                              {"precision", precisionName(options.precision)},
+                              {"trainer", trainer->describe()},
+                              {"batch", batch},
+                              {"seq_len", seq},
+                              {"repeat", repeat},
+                              {"median_s", median},
+                              {"tokens_per_s", tokens / median},
+                              {"gflop_per_step", flops / 1e9},
+                              {"gflops", flops / median / 1e9},
+                              {"gemm_peak_gflops", peak},
+                              {"fraction_of_peak", flops / median / 1e9 / peak},
+                              {"device_bytes", trainer->deviceBytes()}};
+    if (!o.flag("json")) {
+        std::printf("training step  %s, batch %lld x seq %lld, %s\n", model.sourcePath.c_str(), (long long)batch,
+                    (long long)seq, trainer->describe().c_str());
+        std::printf("%-28s %12s\n", "metric", "value");
+        std::printf("%-28s %12.4f\n", "median step (s)", median);
+        std::printf("%-28s %12.1f\n", "tokens/s", tokens / median);
+        std::printf("%-28s %12.1f\n", "GFLOP per step", flops / 1e9);
+        std::printf("%-28s %12.1f\n", "achieved GFLOP/s", flops / median / 1e9);
+        std::printf("%-28s %12.1f\n", "GEMM peak GFLOP/s", peak);
+        std::printf("%-28s %12.3f\n", "fraction of peak", flops / median / 1e9 / peak);
+        std::printf("%-28s %12.1f\n", "device memory (MB)", double(trainer->deviceBytes()) / 1048576.0);
+    }
+    std::printf("%s\n", j.dump().c_str());
+    return 0;
+}
+
 int runBenchTrain(int argc, char **argv) {
-    CliOptions o(argc, argv, 3, {"model", "shape", "seq-len", "batch", "repeat", "threads", "omit"}, {"json", "recompute"});
+    CliOptions o(argc, argv, 3, {"model", "shape", "seq-len", "batch", "repeat", "threads", "omit", "device", "precision"},
+                 {"json", "recompute"});
     if (!o.ok() || (!o.value("model") && !o.value("shape")) || !o.positional().empty()) {
         std::fprintf(stderr,
                      "usage: lathe-cli bench train (--model MODEL | --shape NAME) [--seq-len N] [--batch B] [--repeat R]\n"
-                     "                             [--threads T] [--recompute] [--omit W] [--json]\n"
+                     "                             [--threads T] [--recompute] [--omit W]\n"
+                     "                             [--device cpu|cuda[:N] [--precision bf16|fp32]] [--json]\n"
                      "  tokens/s of forward + backward + AdamW on random tokens, the achieved GFLOP/s beside the\n"
                      "  sgemm peak measured in the same run, and the peak memory; --recompute keeps block inputs\n"
                      "  only and runs each block's forward again in backward; --omit W skips the fraction W of every\n"
-                     "  block's MLP channels and floor(W KV) of its key/value groups, as SAT's gathered steps do\n%s\n",
+                     "  block's MLP channels and floor(W KV) of its key/value groups, as SAT's gathered steps do;\n"
+                     "  --device cuda runs the GPU trainer (Llama family) instead of the CPU engine (the default)\n%s\n",
                      o.error().c_str());
         return 2;
     }
@@ -296,6 +364,13 @@ int runBenchTrain(int argc, char **argv) {
     const int64_t seq = o.integer("seq-len", 512, 2, 1 << 20), batch = o.integer("batch", 1, 1, 4096);
     const int repeat = int(o.integer("repeat", 3, 1, 1000));
     std::unique_ptr<Model> model = benchModel(o);
+    if (o.value("device") && *o.value("device") != "cpu") {
+        require(!o.flag("recompute") && !o.value("omit"), "bench train",
+                "--recompute and --omit run on the CPU only");
+        const std::unique_ptr<ComputeBackend> backend = chooseForwardDevice(o.value("device"));
+        if (backend->name() != "cpu")
+            return benchTrainOnDevice(o, *backend, *model, batch, seq, repeat);
+    }
     train::CausalLm<float> lm(*model);
     lm.setRecompute(o.flag("recompute"));
     if (lm.maskedLm()) { // random tokens: any id serves as [MASK]; the work is the same

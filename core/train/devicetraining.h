@@ -1,0 +1,55 @@
+#pragma once
+
+#include "engine/deviceforward.h"
+#include "train/adamw.h"
+#include "train/causallm.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace lathe {
+
+class ComputeBackend;
+
+namespace train {
+
+// A training step on an accelerator (issue 17 item 9), implemented in gpu/ from the ops of gpu/trainops.h as a
+// service of the device's backend; core sees only this interface. It mirrors CausalLm<float>::forward / backward,
+// clipGradNorm and AdamW<float> for the Llama family with dense block linears (SmolLM2, stories260K, Qwen2's q/k/v
+// biases; tied or untied head): the parameters are copied from a CausalLm when it is created and live on the device
+// with their gradients and AdamW moments in fp32 (the master copy); the products run in the chosen precision (fp32:
+// pedantic, checkable against the CPU; bf16: tensor cores, fp32 accumulation), everything else in fp32. Every
+// parameter is trained. Other families, linear kinds, frozen parameters, selections and recomputation are refused
+// at creation with a LatheError naming what (train those on the CPU). Not thread-safe.
+class DeviceTrainer {
+public:
+    virtual ~DeviceTrainer() = default;
+    // "NVIDIA H200, bf16 products, 134.5M parameters (2.15 GB with gradients and moments)"
+    virtual std::string describe() const = 0;
+    // Zeroes the gradients, then the forward pass and backward of the mean next-token loss over `batch` (the targets
+    // CausalLm::forward uses); returns that loss.
+    virtual float forwardBackward(const TokenBatch &batch) = 0;
+    // The gradients' global L2 norm; when maxNorm > 0 and the norm is above it, they are scaled to it first (as
+    // clipGradNorm). Then one AdamW step at `lr`. Returns the norm before clipping.
+    virtual double step(double lr, double maxNorm) = 0;
+    // Copies the device's parameter values, and their gradients when asked, into `model`'s parameters (the
+    // CausalLm it was created from, or one of the same model).
+    virtual void download(CausalLm<float> &model, bool gradients) const = 0;
+    // Waits for the queued work (what benchmarks time).
+    virtual void synchronize() = 0;
+    // Device bytes held now: parameters, gradients, moments, and the activations of the largest batch so far.
+    virtual uint64_t deviceBytes() const = 0;
+};
+
+// What a device that trains provides (ComputeBackend::service; the CPU has none: it runs CausalLm and AdamW).
+class DeviceTrainingService {
+public:
+    static constexpr const char *kServiceKey = "lathe.train.device-training";
+    virtual ~DeviceTrainingService() = default;
+    virtual std::unique_ptr<DeviceTrainer> create(const CausalLm<float> &model, const AdamWOptions &optimizer,
+                                                  ComputePrecision precision) = 0;
+};
+
+} // namespace train
+} // namespace lathe
