@@ -75,7 +75,7 @@ class TrainingService final : public train::DeviceTrainingService {
 public:
     explicit TrainingService(GpuContext &ctx) : m_ctx(ctx) {}
     std::unique_ptr<train::DeviceTrainer> create(const train::CausalLm<float> &model,
-                                                 const train::AdamWOptions &optimizer,
+                                                 const train::AdamW<float> &optimizer,
                                                  ComputePrecision precision) override {
         return makeCudaTrainer(m_ctx, model, optimizer, precision);
     }

@@ -55,9 +55,9 @@ float *gradOrNull(const DeviceParam *p) { return p ? p->grad() : nullptr; }
 
 class CudaTrainer final : public train::DeviceTrainer {
 public:
-    CudaTrainer(GpuContext &ctx, const train::CausalLm<float> &lm, const train::AdamWOptions &optimizer,
+    CudaTrainer(GpuContext &ctx, const train::CausalLm<float> &lm, const train::AdamW<float> &optimizer,
                 ComputePrecision precision)
-        : m_ctx(ctx), m_config(lm.config()), m_optimizer(optimizer),
+        : m_ctx(ctx), m_config(lm.config()), m_optimizer(optimizer.options()), m_steps(optimizer.steps()),
           m_ops((ctx.activate(), ctx.blas()),
                 precision == ComputePrecision::Fp32 ? TrainPrecision::Fp32 : TrainPrecision::Bf16) {
         require(precision != ComputePrecision::Fp16, "GPU training", "fp16 products are not supported for training",
@@ -76,6 +76,9 @@ public:
                                  "run this method on the CPU (--device cpu)");
         m_blocks.resize(size_t(c.numLayers));
         m_params.reserve(lm.parameters().size());
+        // A resumed run's moments, one pair per parameter (train::AdamW's layout), or none before the first step.
+        const auto &m1 = optimizer.firstMoments(), &m2 = optimizer.secondMoments();
+        size_t index = 0;
         for (const train::Parameter<float> &p : lm.parameters()) {
             if (!p.trainable() || p.extra)
                 throw LatheError("training on the GPU trains every parameter of the checkpoint; '" + p.name + "' is " +
@@ -92,9 +95,17 @@ public:
             d.m.resize(bytes);
             d.v.resize(bytes);
             LATHE_CUDA_CHECK(cudaMemcpy(d.w.as(), p.value.data(), bytes, cudaMemcpyHostToDevice));
-            LATHE_CUDA_CHECK(cudaMemset(d.m.as(), 0, bytes));
-            LATHE_CUDA_CHECK(cudaMemset(d.v.as(), 0, bytes));
+            const bool resumed = index < m1.size() && m1[index].size() == d.size() && m2[index].size() == d.size();
+            if (resumed) {
+                LATHE_CUDA_CHECK(cudaMemcpy(d.m.as(), m1[index].data(), bytes, cudaMemcpyHostToDevice));
+                LATHE_CUDA_CHECK(cudaMemcpy(d.v.as(), m2[index].data(), bytes, cudaMemcpyHostToDevice));
+            } else {
+                LATHE_CUDA_CHECK(cudaMemset(d.m.as(), 0, bytes));
+                LATHE_CUDA_CHECK(cudaMemset(d.v.as(), 0, bytes));
+            }
+            LATHE_CUDA_CHECK(cudaMemset(d.g.as(), 0, bytes));
             bind(p, &d);
+            ++index;
         }
         require(m_embed && m_finalNorm, "GPU training", "the model has no token embedding or final norm");
         for (size_t l = 0; l < m_blocks.size(); ++l) {
@@ -124,7 +135,27 @@ public:
                std::to_string(deviceBytes() >> 20) + " MiB on the device)";
     }
 
-    float forwardBackward(const TokenBatch &batch) override {
+    void zeroGradients() override {
+        m_ctx.activate();
+        for (DeviceParam &p : m_params)
+            LATHE_CUDA_CHECK(cudaMemsetAsync(p.g.as(), 0, p.g.bytes()));
+    }
+
+    float loss(const TokenBatch &batch) override {
+        const float l = forward(batch);
+        synchronize();
+        return l;
+    }
+
+    float forwardBackward(const TokenBatch &batch, float scale) override {
+        const float l = forward(batch);
+        backward(scale);
+        synchronize(); // a fault shows up here, in this call, rather than in a later one
+        return l;
+    }
+
+    // The forward pass over `batch`, keeping what backward needs; returns the mean next-token loss.
+    float forward(const TokenBatch &batch) {
         m_ctx.activate();
         const ModelConfig &c = m_config;
         require(batch.seq >= 2 && int64_t(batch.tokens.size()) == batch.batch * batch.seq, "GPU training",
@@ -136,15 +167,16 @@ public:
         const int64_t B = batch.batch, S = batch.seq, rows = B * S, D = c.hiddenSize, F = c.intermediateSize;
         const int H = int(c.numHeads), KVH = int(c.numKvHeads), d = int(c.headDim);
         const int64_t qw = int64_t(H) * d, kw = int64_t(KVH) * d;
-        std::vector<int32_t> targets(batch.tokens.size(), -1);
+        std::vector<int32_t> &targets = m_targets;
+        targets.assign(batch.tokens.size(), -1);
         for (int64_t b = 0; b < B; ++b)
             for (int64_t t = 0; t + 1 < S; ++t)
                 targets[size_t(b * S + t)] = batch.tokens[size_t(b * S + t + 1)];
         const TrainAttentionDims dims{B, S, H, KVH, d, float(1.0 / std::sqrt(double(d))), true};
         const float eps = float(c.normEps);
         allocate(B, S);
-        for (DeviceParam &p : m_params)
-            LATHE_CUDA_CHECK(cudaMemsetAsync(p.g.as(), 0, p.g.bytes()));
+        m_ids = batch.tokens;
+        m_dims = dims;
 
         // ---- forward ----
         m_ops.embeddingForward(m_embed->value(), m_embed->rows, D, batch.tokens, f(m_saved[0].x));
@@ -176,15 +208,25 @@ public:
         const DeviceParam *head = m_head ? m_head : m_embed;
         const int64_t vocab = head->rows;
         const int64_t chunk = std::clamp<int64_t>((int64_t(64) << 20) / rows, 1024, vocab);
-        int64_t count = 0;
-        const float loss = m_ops.crossEntropyForward(f(m_h), head->value(), nullptr, rows, D, vocab, targets, chunk,
-                                                     f(m_lse), &count);
+        m_chunk = chunk;
+        return m_ops.crossEntropyForward(f(m_h), head->value(), nullptr, rows, D, vocab, targets, chunk, f(m_lse),
+                                         &m_count);
+    }
 
+    // The backward of the last forward, its gradients times `scale` added to the parameters' gradients.
+    void backward(float scale) {
+        const ModelConfig &c = m_config;
+        const TrainAttentionDims &dims = m_dims;
+        const int64_t S = dims.seq, rows = dims.batch * S, D = c.hiddenSize, F = c.intermediateSize;
+        const int H = dims.heads, KVH = dims.kvHeads, d = dims.headDim;
+        const int64_t qw = int64_t(H) * d, kw = int64_t(KVH) * d;
+        const DeviceParam *head = m_head ? m_head : m_embed;
+        const int64_t vocab = head->rows;
         // ---- backward ----
         float *dx = f(m_dx);
         zero(m_dh, rows * D);
-        m_ops.crossEntropyBackward(f(m_h), head->value(), nullptr, rows, D, vocab, targets, chunk, f(m_lse), count,
-                                   1.0f, f(m_dh), head->grad(), nullptr);
+        m_ops.crossEntropyBackward(f(m_h), head->value(), nullptr, rows, D, vocab, m_targets, m_chunk, f(m_lse),
+                                   m_count, scale, f(m_dh), head->grad(), nullptr);
         zero(m_dx, rows * D);
         m_ops.rmsNormBackward(f(m_dh), f(m_finalIn), m_finalNorm->value(), f(m_rstdFinal), rows, D, dx,
                               m_finalNorm->grad());
@@ -227,9 +269,7 @@ public:
             copy(dx, dmid, rows * D);
             m_ops.rmsNormBackward(f(m_dn), f(s.x), w.attnNorm->value(), f(s.rstd1), rows, D, dx, w.attnNorm->grad());
         }
-        m_ops.embeddingBackward(dx, batch.tokens, D, m_embed->grad());
-        synchronize(); // a fault shows up here, in this call, rather than in a later one
-        return loss;
+        m_ops.embeddingBackward(dx, m_ids, D, m_embed->grad());
     }
 
     double step(double lr, double maxNorm) override {
@@ -272,6 +312,21 @@ public:
                 LATHE_CUDA_CHECK(cudaMemcpy(p.grad.data(), d.g.as(), d.g.bytes(), cudaMemcpyDeviceToHost));
             }
         }
+    }
+
+    void downloadOptimizer(train::AdamW<float> &optimizer) const override {
+        m_ctx.activate();
+        auto &m1 = optimizer.firstMoments(), &m2 = optimizer.secondMoments();
+        m1.resize(m_params.size());
+        m2.resize(m_params.size());
+        for (size_t i = 0; i < m_params.size(); ++i) {
+            const DeviceParam &d = m_params[i];
+            m1[i].resize(d.rows, d.cols);
+            m2[i].resize(d.rows, d.cols);
+            LATHE_CUDA_CHECK(cudaMemcpy(m1[i].data(), d.m.as(), d.m.bytes(), cudaMemcpyDeviceToHost));
+            LATHE_CUDA_CHECK(cudaMemcpy(m2[i].data(), d.v.as(), d.v.bytes(), cudaMemcpyDeviceToHost));
+        }
+        optimizer.setSteps(m_steps);
     }
 
     void synchronize() override { LATHE_CUDA_CHECK(cudaDeviceSynchronize()); }
@@ -367,8 +422,8 @@ private:
     GpuContext &m_ctx;
     ModelConfig m_config;
     train::AdamWOptions m_optimizer;
+    int64_t m_steps; // AdamW steps taken (bias correction)
     TrainOps m_ops;
-    int64_t m_steps = 0;
     std::vector<DeviceParam> m_params; // in the CausalLm's order (reserved: the tables below point into it)
     std::vector<BlockParams> m_blocks;
     DeviceParam *m_embed = nullptr, *m_finalNorm = nullptr, *m_head = nullptr; // head null: tied
@@ -376,6 +431,10 @@ private:
     int64_t m_ropePositions = 0;
     DeviceMemory m_ropeCos, m_ropeSin;
     std::vector<Saved> m_saved;
+    // The last forward's batch, for its backward.
+    std::vector<int32_t> m_ids, m_targets;
+    TrainAttentionDims m_dims;
+    int64_t m_chunk = 0, m_count = 0;
     DeviceMemory m_finalIn, m_h, m_rstdFinal, m_lse, m_t1;
     DeviceMemory m_dh, m_dx, m_dmid, m_dn, m_dact, m_dgate, m_dup, m_dctx, m_dq, m_dk, m_dv;
 };
@@ -383,7 +442,7 @@ private:
 } // namespace
 
 std::unique_ptr<train::DeviceTrainer> makeCudaTrainer(GpuContext &ctx, const train::CausalLm<float> &model,
-                                                      const train::AdamWOptions &optimizer,
+                                                      const train::AdamW<float> &optimizer,
                                                       ComputePrecision precision) {
     return std::make_unique<CudaTrainer>(ctx, model, optimizer, precision);
 }

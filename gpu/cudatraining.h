@@ -6,7 +6,7 @@ namespace lathe {
 enum class ComputePrecision;
 namespace train {
 class DeviceTrainer;
-struct AdamWOptions;
+template <class T> class AdamW;
 template <class T> class CausalLm;
 } // namespace train
 } // namespace lathe
@@ -18,7 +18,7 @@ class GpuContext;
 // The GPU training step (core/train/devicetraining.h) on the context's device, with the calling thread's cuBLAS
 // handle; what a GPU backend's DeviceTrainingService returns. LatheError for what it does not run.
 std::unique_ptr<train::DeviceTrainer> makeCudaTrainer(GpuContext &ctx, const train::CausalLm<float> &model,
-                                                      const train::AdamWOptions &optimizer,
+                                                      const train::AdamW<float> &optimizer,
                                                       ComputePrecision precision);
 
 } // namespace lathe::gpu

@@ -30,9 +30,11 @@ std::vector<GpuCheck> runTrainOpChecks();
 // 2 x 24 random tokens: the loss (relative error), every parameter's gradient (max |GPU - CPU| / max |CPU| of that
 // gradient, the worst parameter reported: the criterion against PyTorch), then clipGradNorm (at a norm
 // low enough to clip) and AdamW on both sides from the GPU's gradients (the updated values, relative to each
-// parameter's largest value). Tolerances: fp32 products 1e-5 (loss), 1e-4 (gradients), 1e-6 (the step); bf16
+// parameter's largest value); the loss of a forward-only pass after the step against the CPU's; and a second trainer
+// created from the downloaded values and moments (a checkpoint) continuing bit for bit as the first does over two
+// accumulated micro-batches and a step. Tolerances: fp32 products 1e-5 (loss), 1e-4 (gradients), 1e-6 (the step); bf16
 // products 2e-2 (loss) and 1e-1 (gradients: operands rounded to 8 bits of mantissa on a random model whose
-// gradients have no dominant direction), and the step's 1e-6.
+// gradients have no dominant direction), and the step's 1e-6; the gradient norm 1e-5 (clipGradNorm sums in fp32).
 GpuCheck runTrainStepCheck(ComputeBackend &device, const Model &model, const std::string &name, bool bf16);
 
 } // namespace lathe::gpu

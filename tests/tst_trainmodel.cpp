@@ -20,6 +20,7 @@
 #include "io/modelloader.h"
 #include "io/tokenizerloader.h"
 #include "model/model.h"
+#include "numeric/backend.h"
 #include "tokenizers/tokenizer.h"
 #include "clirun.h"
 #include "gradcheck.h"
@@ -360,6 +361,77 @@ private slots:
         QVERIFY_THROWS_EXCEPTION(LatheError, TrainingSpec::fromJson({{"stpes", 3}}));
         spec.outputDir = test::dataDir();
         QVERIFY_THROWS_EXCEPTION(LatheError, validateTrainingSpec(spec));
+    }
+
+    // The spec's device: "cpu" (default) and "auto" without a usable GPU train the same bits on the CPU, the log
+    // saying why auto chose it; bad devices and precisions, and a method or recompute on "cuda", are refused by key
+    // before any work; "cuda" without a GPU is refused with the reason.
+    void trainDeviceChoice() {
+        const fs::path root = test::tempDir("train-device");
+        nlohmann::json j = {
+            {"model", test::sourceDir() + "/resources/demo/stories260K.bin"},
+            {"data", {{"train", test::dataDir() + "/text/tinystories-excerpt.txt"}, {"holdout", 0.1}, {"seq_len", 32},
+                      {"batch", 2}, {"eval_windows", 2}, {"seed", 3u}}},
+            {"optimizer", {{"lr", 1e-3}}},
+            {"steps", 4},
+            {"eval_every", 2},
+            {"checkpoint_every", 0},
+            {"output", {{"dir", (root / "cpu").string()}, {"export", false}}}};
+        TrainingSpec cpu = TrainingSpec::fromJson(j);
+        QCOMPARE(QString::fromStdString(cpu.device), QString("cpu"));
+        QCOMPARE(QString::fromStdString(cpu.precision), QString("bf16"));
+        validateTrainingSpec(cpu);
+        const TrainingResult a = runTraining(cpu);
+        QCOMPARE(QString::fromStdString(a.device), QString("cpu"));
+        std::string whyNone;
+        const bool gpu = !gpuDevices(&whyNone).empty();
+        j["device"] = "auto";
+        j["output"]["dir"] = (root / "auto").string();
+        TrainingSpec autoSpec = TrainingSpec::fromJson(j);
+        QCOMPARE(QString::fromStdString(autoSpec.toJson().at("device").get<std::string>()), QString("auto"));
+        validateTrainingSpec(autoSpec);
+        const TrainingResult b = runTraining(autoSpec);
+        if (!gpu) {
+            QCOMPARE(QString::fromStdString(b.device), QString("cpu"));
+            QCOMPARE(int(b.steps.size()), 4);
+            for (size_t i = 0; i < a.steps.size(); ++i)
+                QCOMPARE(b.steps[i].loss, a.steps[i].loss);
+            QCOMPARE(b.evals.back().loss, a.evals.back().loss);
+            const std::string log = readTextFile((root / "auto" / "run.log").string());
+            QVERIFY2(log.find("device auto: training on the CPU (no usable GPU") != std::string::npos, log.c_str());
+        } else { // the GPU trainer ran it (stories260K is a Llama)
+            QVERIFY2(b.device != "cpu", b.device.c_str());
+        }
+        auto refused = [&](nlohmann::json spec, const std::string &words) {
+            spec["output"]["dir"] = (root / "refused").string();
+            try {
+                validateTrainingSpec(TrainingSpec::fromJson(spec));
+            } catch (const LatheError &e) {
+                QVERIFY2(std::string(e.what()).find(words) != std::string::npos, e.what());
+                QVERIFY(!fs::exists(root / "refused"));
+                return;
+            }
+            QFAIL(("accepted: " + spec.dump()).c_str());
+        };
+        nlohmann::json bad = j;
+        bad["device"] = "tpu";
+        refused(bad, "tpu");
+        bad = j;
+        bad["precision"] = "fp16";
+        refused(bad, "precision fp16");
+        bad = j;
+        bad["device"] = "cuda";
+        bad["method"] = "pst";
+        refused(bad, "plain fine-tuning only, not pst");
+        bad = j;
+        bad["device"] = "cuda";
+        bad["recompute"] = true;
+        refused(bad, "does not recompute");
+        if (!gpu) {
+            bad = j;
+            bad["device"] = "cuda";
+            refused(bad, "CUDA");
+        }
     }
 
     // BERT's masking (maskTokens): a function of the seed alone; about 15% of the tokens chosen, 80% of those

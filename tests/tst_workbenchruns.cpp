@@ -418,6 +418,8 @@ private slots:
             s.evalWindows = 5;
             s.seed = 4000000000ull;
             s.recompute = true;
+            s.device = "auto";
+            s.precision = "fp32";
             s.lr = 0.00123456789012345;
             s.schedule = "linear";
             s.warmup = 3;

@@ -102,20 +102,8 @@ CompressDialog::CompressDialog(const Model *model, const QString &modelPath, QWi
     m_gguf = ggufChoice(this);
     form->addRow(tr("Export type"), row(this, {m_dtype, m_gguf}));
     form->addRow(QString(), m_export);
-    m_device = new QComboBox(this);
-    m_device->setObjectName("device");
-    // Every usable GPU by name and memory; without one, a "cuda" entry that is refused with the reason.
-    std::string whyNoGpu;
-    const std::vector<DeviceInfo> &gpus = gpuDevices(&whyNoGpu);
-    m_device->addItem(gpus.empty() ? tr("Automatic (the CPU: no usable GPU)")
-                                   : tr("Automatic (%1)").arg(QString::fromStdString(gpus.front().label())),
-                      "auto");
-    m_device->addItem(tr("CPU"), "cpu");
-    for (const DeviceInfo &g : gpus)
-        m_device->addItem(QString::fromStdString(g.label()), QString::fromStdString("cuda:" + std::to_string(g.index)));
-    if (gpus.empty())
-        m_device->addItem(tr("GPU (CUDA): %1").arg(QString::fromStdString(whyNoGpu)), "cuda");
-    m_device->setToolTip(tr("Where evaluation and SliceGPT run; a GPU that is not usable here is refused with the reason"));
+    m_device = deviceChoice(
+        this, tr("Where evaluation and SliceGPT run; a GPU that is not usable here is refused with the reason"));
     form->addRow(tr("Device"), m_device);
     layout->addLayout(form);
     const JobDialogFooter footer = addJobDialogFooter(this, layout);
@@ -208,10 +196,7 @@ void CompressDialog::setSpec(const CompressionSpec &s) {
         m_dtype->setCurrentText(QString::fromStdString(s.dtype));
         setGgufChoice(m_gguf, s.gguf);
         m_export->setChecked(s.exportModel);
-        const QString device = QString::fromStdString(s.device);
-        if (m_device->findData(device) < 0)
-            m_device->addItem(device, device); // a device of the spec this machine lacks: kept, and refused by name
-        m_device->setCurrentIndex(m_device->findData(device));
+        setDeviceChoice(m_device, s.device);
         m_loading = false;
     }
     refresh();

@@ -1,6 +1,7 @@
 #include "formhelpers.h"
 
 #include "base/error.h"
+#include "numeric/backend.h"
 
 #include <QComboBox>
 #include <QDialog>
@@ -78,6 +79,30 @@ QComboBox *ggufChoice(QWidget *parent) {
     box->setToolTip(QObject::tr("Also write model.gguf, which llama.cpp runs (weights at this type; norms and biases "
                                 "f32). Sliced models have no GGUF form."));
     return box;
+}
+
+QComboBox *deviceChoice(QWidget *parent, const QString &toolTip) {
+    auto *box = new QComboBox(parent);
+    box->setObjectName("device");
+    std::string whyNoGpu;
+    const std::vector<DeviceInfo> &gpus = gpuDevices(&whyNoGpu);
+    box->addItem(gpus.empty() ? QObject::tr("Automatic (the CPU: no usable GPU)")
+                              : QObject::tr("Automatic (%1)").arg(QString::fromStdString(gpus.front().label())),
+                 "auto");
+    box->addItem(QObject::tr("CPU"), "cpu");
+    for (const DeviceInfo &g : gpus)
+        box->addItem(QString::fromStdString(g.label()), QString::fromStdString("cuda:" + std::to_string(g.index)));
+    if (gpus.empty())
+        box->addItem(QObject::tr("GPU (CUDA): %1").arg(QString::fromStdString(whyNoGpu)), "cuda");
+    box->setToolTip(toolTip);
+    return box;
+}
+
+void setDeviceChoice(QComboBox *box, const std::string &device) {
+    const QString d = QString::fromStdString(device);
+    if (box->findData(d) < 0)
+        box->addItem(d, d);
+    box->setCurrentIndex(box->findData(d));
 }
 
 void setGgufChoice(QComboBox *box, const std::string &value) {

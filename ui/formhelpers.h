@@ -39,6 +39,11 @@ double realNumber(const QLineEdit *e, const std::string &what);
 // each item is the job spec's output.gguf value.
 QComboBox *ggufChoice(QWidget *parent);
 void setGgufChoice(QComboBox *box, const std::string &value);
+// The device choice of a job dialog (object name "device", data: the spec's "auto", "cpu", "cuda:N"): every usable
+// GPU by name and memory, and without one a "cuda" entry that the spec check refuses with the reason.
+QComboBox *deviceChoice(QWidget *parent, const QString &toolTip);
+// Selects `device`; a device of the spec this machine lacks is added, kept, and refused by name.
+void setDeviceChoice(QComboBox *box, const std::string &device);
 // Asks where to save and writes `spec` there atomically (QSaveFile); returns an error message, empty on success
 // or when the user cancelled.
 QString saveJobSpec(QWidget *parent, const nlohmann::json &spec);

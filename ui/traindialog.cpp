@@ -119,6 +119,16 @@ TrainDialog::TrainDialog(const QString &modelPath, QWidget *parent) : QDialog(pa
     m_recompute = new QCheckBox(tr("Recompute activations in backward (less memory, about 1.4x the time)"), this);
     m_recompute->setObjectName("recompute");
     form->addRow(QString(), m_recompute);
+    m_device = deviceChoice(this,
+                            tr("Where the steps run: the CPU engine (every family and method), or the GPU trainer "
+                               "(Llama family, plain fine-tuning of every parameter); Automatic takes the GPU where "
+                               "it runs the job and says why not in the run log"));
+    m_precision = new QComboBox(this);
+    m_precision->setObjectName("precision");
+    m_precision->addItems({"bf16", "fp32"});
+    m_precision->setToolTip(tr("The GPU's products: bf16 operands with fp32 accumulation (tensor cores), or fp32; "
+                               "weights, gradients and AdamW state stay fp32"));
+    form->addRow(tr("Device / GPU precision"), row(this, {m_device, m_precision}));
     m_output = withBrowse(this, form, tr("Run folder"), true, "output");
     m_overwrite = new QCheckBox(tr("Replace a previous run in this folder"), this);
     m_overwrite->setObjectName("overwrite");
@@ -161,7 +171,7 @@ TrainDialog::TrainDialog(const QString &modelPath, QWidget *parent) : QDialog(pa
          {m_seqLen, m_batch, m_accumulate, m_evalWindows, m_warmup, m_steps, m_evalEvery, m_checkpointEvery})
         connect(s, &QSpinBox::valueChanged, this, &TrainDialog::refresh);
     connect(m_holdout, &QDoubleSpinBox::valueChanged, this, &TrainDialog::refresh);
-    for (QComboBox *c : {m_method, m_schedule, m_dtype, m_gguf})
+    for (QComboBox *c : {m_method, m_schedule, m_dtype, m_gguf, m_device, m_precision})
         connect(c, &QComboBox::currentIndexChanged, this, &TrainDialog::refresh);
     for (QCheckBox *c : {m_recompute, m_export, m_overwrite})
         connect(c, &QCheckBox::toggled, this, &TrainDialog::refresh);
@@ -268,6 +278,8 @@ void TrainDialog::setSpec(const TrainingSpec &s) {
     m_evalEvery->setValue(toSpin(s.evalEvery));
     m_checkpointEvery->setValue(toSpin(s.checkpointEvery));
     m_recompute->setChecked(s.recompute);
+    setDeviceChoice(m_device, s.device);
+    m_precision->setCurrentText(QString::fromStdString(s.precision));
     m_output->setText(QString::fromStdString(s.outputDir));
     m_overwrite->setChecked(s.overwrite);
     m_export->setChecked(s.exportModel);
@@ -315,6 +327,8 @@ TrainingSpec TrainDialog::spec() const {
     s.evalEvery = fromSpin(m_evalEvery, m_base.evalEvery);
     s.checkpointEvery = fromSpin(m_checkpointEvery, m_base.checkpointEvery);
     s.recompute = m_recompute->isChecked();
+    s.device = m_device->currentData().toString().toStdString();
+    s.precision = m_precision->currentText().toStdString();
     s.outputDir = m_output->text().trimmed().toStdString();
     s.overwrite = m_overwrite->isChecked();
     s.exportModel = m_export->isChecked();

@@ -65,7 +65,7 @@ private:
     QDoubleSpinBox *m_holdout;
     QSpinBox *m_seqLen, *m_batch, *m_accumulate, *m_evalWindows, *m_warmup, *m_steps, *m_evalEvery,
         *m_checkpointEvery;
-    QComboBox *m_schedule, *m_dtype, *m_gguf;
+    QComboBox *m_schedule, *m_dtype, *m_gguf, *m_device, *m_precision;
     QCheckBox *m_recompute, *m_export, *m_overwrite;
     QCustomPlot *m_preview; // the method's schedule over the run's steps (hidden for dense fine-tuning)
     QLabel *m_status;

@@ -290,10 +290,11 @@ int benchTrainOnDevice(const CliOptions &o, ComputeBackend &backend, const Model
     const DeviceForwardOptions options = forwardOptions(o.value("precision"));
     train::CausalLm<float> lm(model);
     spdlog::info("uploading the parameters to the GPU...");
-    std::unique_ptr<train::DeviceTrainer> trainer = service->create(lm, train::AdamWOptions{}, options.precision);
+    std::unique_ptr<train::DeviceTrainer> trainer = service->create(lm, train::AdamW<float>(), options.precision);
     std::unique_ptr<DeviceForward> probe = createDeviceForward(backend, model, options);
     const TokenBatch b = TokenBatch::random(model.config.vocabSize, batch, seq, 42);
     auto step = [&] {
+        trainer->zeroGradients();
         trainer->forwardBackward(b);
         trainer->step(1e-4, 1.0);
         trainer->synchronize();

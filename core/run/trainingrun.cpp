@@ -16,11 +16,13 @@
 #include "methods/registry.h"
 #include "methods/trainingmethod.h"
 #include "model/model.h"
+#include "numeric/backend.h"
 #include "run/runfolder.h"
 #include "run/speckeys.h"
 #include "tokenizers/tokenizer.h"
 #include "train/adamw.h"
 #include "train/causallm.h"
+#include "train/devicetraining.h"
 #include "train/linearkinds.h"
 #include "train/schedule.h"
 
@@ -56,6 +58,8 @@ const SpecKey<TrainingSpec> kKeys[] = {
     {"data.eval_windows", &TrainingSpec::evalWindows},
     {"data.seed", &TrainingSpec::seed},
     {"recompute", &TrainingSpec::recompute},
+    {"device", &TrainingSpec::device},
+    {"precision", &TrainingSpec::precision},
     {"optimizer.lr", &TrainingSpec::lr},
     {"optimizer.schedule", &TrainingSpec::schedule},
     {"optimizer.warmup", &TrainingSpec::warmup},
@@ -191,17 +195,50 @@ uint64_t stepMaskSeed(uint64_t seed, int64_t step, int64_t micro) {
 
 // Mean loss of the model on the first `windows` windows of `ids` (the perplexity protocol for decoders; for the
 // masked LM the same masks at every evaluation, window w masked with seed w, so that evaluations compare).
-TrainingEval evaluate(train::CausalLm<float> &lm, const std::vector<int32_t> &ids, int64_t seq, int64_t windows,
-                      int64_t step) {
+// `trainer`: the GPU trainer when the steps run there (its forward pass, on its parameters).
+TrainingEval evaluate(train::CausalLm<float> &lm, train::DeviceTrainer *trainer, const std::vector<int32_t> &ids,
+                      int64_t seq, int64_t windows, int64_t step) {
     const int64_t n = std::min<int64_t>(windows, int64_t(ids.size()) / seq);
     double loss = 0;
     for (int64_t w = 0; w < n; ++w) {
         TokenBatch b;
         b.seq = seq;
         b.tokens.assign(ids.begin() + w * seq, ids.begin() + (w + 1) * seq);
-        loss += double(lm.forward(b, uint64_t(w))) / double(n);
+        loss += double(trainer ? trainer->loss(b) : lm.forward(b, uint64_t(w))) / double(n);
     }
     return {step, loss, std::exp(loss)};
+}
+
+// The GPU trainer for the spec's device, or null for the CPU: "cuda[:N]" creates it or throws the reason; "auto"
+// creates it where a GPU is usable and the trainer runs the job, else logs why the CPU trains.
+std::unique_ptr<train::DeviceTrainer> deviceTrainer(const TrainingSpec &spec, const train::CausalLm<float> &lm,
+                                                    const train::AdamW<float> &adam, RunFolder &files) {
+    const DeviceChoice choice = DeviceChoice::parse(spec.device);
+    if (choice.preference == DevicePreference::Cpu)
+        return nullptr;
+    std::string whyNone;
+    if (choice.preference == DevicePreference::Auto && gpuDevices(&whyNone).empty()) {
+        files.log("device auto: training on the CPU (no usable GPU: " + whyNone + ")");
+        return nullptr;
+    }
+    try {
+        if (spec.method)
+            throw LatheError("the GPU trainer runs plain fine-tuning only, not " + spec.method->info().name);
+        if (spec.recompute)
+            throw LatheError("the GPU trainer does not recompute blocks");
+        const std::unique_ptr<ComputeBackend> backend = createBackend(choice);
+        auto *service = deviceService<train::DeviceTrainingService>(*backend);
+        if (!service)
+            throw LatheError(backend->device().label() + " does not train");
+        std::unique_ptr<train::DeviceTrainer> trainer = service->create(lm, adam, parsePrecision(spec.precision));
+        files.log("training on the GPU: " + trainer->describe());
+        return trainer;
+    } catch (const LatheError &e) {
+        if (choice.preference == DevicePreference::Cuda)
+            throw;
+        files.log(std::string("device auto: training on the CPU (") + e.what() + ")");
+        return nullptr;
+    }
 }
 
 // The checkpoint: checkpoint/state.safetensors (every parameter's value, the AdamW moments of the trainable ones)
@@ -391,6 +428,24 @@ void validateTrainingSpec(const TrainingSpec &s) {
     } catch (const LatheError &e) {
         throw LatheError(std::string("job spec: trainable: ") + e.what(), e.hint());
     }
+    DeviceChoice device;
+    try {
+        device = DeviceChoice::parse(s.device);
+    } catch (const LatheError &e) {
+        throw LatheError(std::string("job spec: ") + e.what(), e.hint());
+    }
+    if (parsePrecision(s.precision) == ComputePrecision::Fp16)
+        throw LatheError("job spec: precision fp16 is not supported for training", "use bf16 (the default) or fp32");
+    if (device.preference == DevicePreference::Cuda) {
+        if (s.method)
+            throw LatheError("job spec: device " + s.device + ": the GPU trainer runs plain fine-tuning only, not " +
+                                 s.method->info().name,
+                             "leave out device (the CPU trains every method), or use \"auto\"");
+        if (s.recompute)
+            throw LatheError("job spec: device " + s.device + ": the GPU trainer does not recompute blocks",
+                             "leave out recompute");
+        createBackend(device); // LatheError saying why there is no such usable GPU
+    }
     exportDType(s.dtype);
     if (ggufExportDType(s.gguf) && !s.exportModel)
         throw LatheError("job spec: output.gguf needs output.export", "set output.export to true, or leave out output.gguf");
@@ -543,7 +598,7 @@ json TrainingResult::toJson() const {
         ev.push_back(evalJson(e));
     return {{"status", status},         {"error", error},     {"plan", plan.toJson()},   {"steps", steps},
             {"evals", ev},              {"export_dir", exportDir}, {"gguf_file", ggufFile}, {"seconds", seconds},
-            {"method", method}};
+            {"method", method},         {"device", device}};
 }
 
 TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &progress,
@@ -618,10 +673,16 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
                 if (observer.step)
                     observer.step(s);
             }
-        } else if (!prepared.eval.empty()) {
+        }
+        // From here on the GPU trainer, when there is one, holds the parameters and moments; lm and adam receive
+        // them back for checkpoints and the export.
+        const std::unique_ptr<train::DeviceTrainer> trainer = deviceTrainer(spec, lm, adam, files);
+        if (trainer)
+            result.device = trainer->describe();
+        if (!resuming && !prepared.eval.empty()) {
             if (method)
                 method->beforeEvaluation(lm);
-            result.evals.push_back(evaluate(lm, prepared.eval, spec.seqLen, spec.evalWindows, 0));
+            result.evals.push_back(evaluate(lm, trainer.get(), prepared.eval, spec.seqLen, spec.evalWindows, 0));
             files.line(evalJson(result.evals.back()));
             if (observer.eval)
                 observer.eval(result.evals.back());
@@ -633,7 +694,10 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
             const double ts = steadySeconds();
             if (method)
                 method->beforeStep(lm, step, spec.steps);
-            lm.parameters().zeroGrad();
+            if (trainer)
+                trainer->zeroGradients();
+            else
+                lm.parameters().zeroGrad();
             double loss = 0;
             for (int64_t a = 0; a < spec.accumulate; ++a) {
                 TokenBatch b;
@@ -644,15 +708,23 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
                     b.tokens.insert(b.tokens.end(), prepared.train.begin() + win * spec.seqLen,
                                     prepared.train.begin() + (win + 1) * spec.seqLen);
                 }
+                if (trainer) {
+                    loss += double(trainer->forwardBackward(b, 1.0f / float(spec.accumulate))) / double(spec.accumulate);
+                    continue;
+                }
                 loss += double(lm.forward(b, stepMaskSeed(spec.seed, step, a))) / double(spec.accumulate);
                 lm.backward(1.0f / float(spec.accumulate));
             }
             TrainingStep rec;
             rec.step = step + 1;
             rec.loss = loss;
-            rec.gradNorm = train::clipGradNorm(lm.parameters(), spec.clip);
             rec.lr = schedule.at(step);
-            adam.step(lm.parameters(), rec.lr);
+            if (trainer) {
+                rec.gradNorm = trainer->step(rec.lr, spec.clip);
+            } else {
+                rec.gradNorm = train::clipGradNorm(lm.parameters(), spec.clip);
+                adam.step(lm.parameters(), rec.lr);
+            }
             if (method) {
                 method->afterStep(lm, step, spec.steps);
                 rec.method = method->stepReport();
@@ -666,7 +738,8 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
             if (!prepared.eval.empty() && (last || (spec.evalEvery > 0 && (step + 1) % spec.evalEvery == 0))) {
                 if (method)
                     method->beforeEvaluation(lm);
-                result.evals.push_back(evaluate(lm, prepared.eval, spec.seqLen, spec.evalWindows, step + 1));
+                result.evals.push_back(
+                    evaluate(lm, trainer.get(), prepared.eval, spec.seqLen, spec.evalWindows, step + 1));
                 files.line(evalJson(result.evals.back()));
                 if (observer.eval)
                     observer.eval(result.evals.back());
@@ -674,6 +747,10 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
                           std::to_string(result.evals.back().perplexity));
             }
             if (spec.checkpointEvery > 0 && (step + 1) % spec.checkpointEvery == 0 && !last) {
+                if (trainer) {
+                    trainer->download(lm, false);
+                    trainer->downloadOptimizer(adam);
+                }
                 writeCheckpoint(dir, lm, adam, order, result, step + 1, method.get());
                 files.log("checkpoint at step " + std::to_string(step + 1));
             }
@@ -685,6 +762,8 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
                           rec.tokensPerSecond, formatDuration(elapsed * (1 - fraction) / fraction).c_str());
             reportProgress(progress, fraction, stage); // cancellation: at a step boundary
         }
+        if (trainer)
+            trainer->download(lm, false);
         if (spec.exportModel) {
             std::unique_ptr<Model> out = openModel(spec.model); // the source is never written
             lm.forEachExportTensor([&](const std::string &name, const train::Matrix<float> &value) {

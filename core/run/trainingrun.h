@@ -25,7 +25,7 @@ class FineTuningMethod;
 //   optimizer {lr, schedule ("constant" | "linear" | "cosine"), warmup, min_lr_ratio, beta1, beta2, eps,
 //              weight_decay, clip},
 //   method?, the method's parameters at their keys, recompute, steps, eval_every, checkpoint_every, output {dir, export, dtype, gguf,
-//   overwrite}, comment.
+//   overwrite}, device ("cpu" | "cuda" | "cuda:N" | "auto"), precision ("bf16" | "fp32": the GPU's products), comment.
 // Relative paths are resolved against the folder of the spec file.
 struct TrainingSpec {
     std::string model, tokenizer;
@@ -35,6 +35,12 @@ struct TrainingSpec {
     int64_t seqLen = 256, batch = 4, accumulate = 1, evalWindows = 8;
     uint64_t seed = 42;
     bool recompute = false; // keep block inputs only, recompute each block in backward (train/causallm.h)
+    // Where the steps run. "cpu" (the default: the reference engine); "cuda" / "cuda:N": the GPU trainer
+    // (train/devicetraining.h: the Llama family, every parameter trained, no method, no recompute; anything else
+    // is refused with the reason); "auto": the GPU trainer where there is a usable GPU and it runs this job, else the
+    // CPU, the log saying why. `precision` is the GPU's product precision.
+    std::string device = "cpu";
+    std::string precision = "bf16";
     // A fine-tuning method (methods/trainingmethod.h: "losparse", "pst") and its parameters, read at their keys
     // ("pst.final_sparsity"); none: plain fine-tuning of the `trainable` parameters (the dense control).
     const FineTuningMethod *method = nullptr;
@@ -104,6 +110,7 @@ struct TrainingResult {
     std::vector<TrainingEval> evals;
     std::string exportDir;
     std::string ggufFile; // model.gguf (output.gguf), empty when none
+    std::string device = "cpu"; // where the steps ran: "cpu", or the GPU trainer's description
     double seconds = 0;
     nlohmann::json method = nlohmann::json::object(); // the fine-tuning method's report (budget, kept fractions)
     nlohmann::json toJson() const;

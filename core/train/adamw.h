@@ -24,10 +24,13 @@ public:
     // gradient). The parameter set must be the same at every step.
     void step(ParameterSet<T> &params, double lr);
     int64_t steps() const { return m_steps; }
+    const AdamWOptions &options() const { return m_options; }
     // The moments per parameter (empty for frozen ones and before the first step) and the step count, which a
     // checkpoint saves and a resumed run restores.
     std::vector<Matrix<T>> &firstMoments() { return m_m; }
     std::vector<Matrix<T>> &secondMoments() { return m_v; }
+    const std::vector<Matrix<T>> &firstMoments() const { return m_m; }
+    const std::vector<Matrix<T>> &secondMoments() const { return m_v; }
     void setSteps(int64_t steps) { m_steps = steps; }
     uint64_t stateBytes() const; // both moments
 

@@ -25,17 +25,24 @@ namespace train {
 class DeviceTrainer {
 public:
     virtual ~DeviceTrainer() = default;
-    // "NVIDIA H200, bf16 products, 134.5M parameters (2.15 GB with gradients and moments)"
+    // "NVIDIA H200, bf16 products, 134.5M parameters (2150 MiB on the device)"
     virtual std::string describe() const = 0;
-    // Zeroes the gradients, then the forward pass and backward of the mean next-token loss over `batch` (the targets
-    // CausalLm::forward uses); returns that loss.
-    virtual float forwardBackward(const TokenBatch &batch) = 0;
+    // Zeroes every gradient (once per optimizer step, as ParameterSet::zeroGrad).
+    virtual void zeroGradients() = 0;
+    // The forward pass and backward of the mean next-token loss over `batch` (the targets CausalLm::forward uses),
+    // its gradient times `scale` ADDED to the gradients (accumulation: scale = 1 / micro-batches); returns the loss.
+    virtual float forwardBackward(const TokenBatch &batch, float scale = 1.0f) = 0;
+    // The forward pass alone: the mean next-token loss over `batch` (evaluation).
+    virtual float loss(const TokenBatch &batch) = 0;
     // The gradients' global L2 norm; when maxNorm > 0 and the norm is above it, they are scaled to it first (as
     // clipGradNorm). Then one AdamW step at `lr`. Returns the norm before clipping.
     virtual double step(double lr, double maxNorm) = 0;
     // Copies the device's parameter values, and their gradients when asked, into `model`'s parameters (the
     // CausalLm it was created from, or one of the same model).
     virtual void download(CausalLm<float> &model, bool gradients) const = 0;
+    // Copies the AdamW moments and step count into `optimizer` (for a checkpoint: train::AdamW's layout, one pair
+    // per parameter of the CausalLm).
+    virtual void downloadOptimizer(AdamW<float> &optimizer) const = 0;
     // Waits for the queued work (what benchmarks time).
     virtual void synchronize() = 0;
     // Device bytes held now: parameters, gradients, moments, and the activations of the largest batch so far.
@@ -47,7 +54,9 @@ class DeviceTrainingService {
 public:
     static constexpr const char *kServiceKey = "lathe.train.device-training";
     virtual ~DeviceTrainingService() = default;
-    virtual std::unique_ptr<DeviceTrainer> create(const CausalLm<float> &model, const AdamWOptions &optimizer,
+    // The parameters are copied from `model`; the optimizer's options, and its moments and step count where it has
+    // taken steps (a resumed run), from `optimizer`.
+    virtual std::unique_ptr<DeviceTrainer> create(const CausalLm<float> &model, const AdamW<float> &optimizer,
                                                   ComputePrecision precision) = 0;
 };
 
