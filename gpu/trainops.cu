@@ -307,13 +307,13 @@ __global__ void fillKernel(double *x, int64_t n, double value) {
 
 // ---- optimizer ----
 
-__global__ void adamwKernel(float *w, float *m, float *v, const float *g, int64_t n, TrainAdamW k) {
+__global__ void adamwKernel(float *w, float *m, float *v, const float *g, int64_t n, cpu::AdamWConstants k) {
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= n)
         return;
     const float gi = g[i];
-    const float mi = k.beta1 * m[i] + (1.0f - k.beta1) * gi;
-    const float vi = k.beta2 * v[i] + (1.0f - k.beta2) * (gi * gi);
+    const float mi = k.b1 * m[i] + (1.0f - k.b1) * gi;
+    const float vi = k.b2 * v[i] + (1.0f - k.b2) * (gi * gi);
     m[i] = mi;
     v[i] = vi;
     w[i] = w[i] * k.shrink - k.stepSize * mi / (sqrtf(vi) / k.rootC2 + k.eps);
@@ -349,6 +349,11 @@ unsigned blocksFor(int64_t n) { return unsigned((n + kThreads - 1) / kThreads); 
 } // namespace
 
 // ---- helpers ----
+
+TrainOps::TrainOps(cublasHandle_t blas, ComputePrecision precision) : m_blas(blas), m_precision(precision) {
+    require(precision != ComputePrecision::Fp16, "GPU training", "fp16 products are not supported for training",
+            "use bf16 (the default) or fp32");
+}
 
 const int32_t *TrainOps::uploadIds(const std::vector<int32_t> &ids, DeviceMemory &to) {
     to.ensure(std::max<size_t>(1, ids.size()) * sizeof(int32_t));
@@ -454,7 +459,7 @@ void TrainOps::gemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, f
     if (m == 0 || n == 0)
         return;
     const cublasOperation_t opA = transA ? CUBLAS_OP_T : CUBLAS_OP_N, opB = transB ? CUBLAS_OP_T : CUBLAS_OP_N;
-    if (m_precision == TrainPrecision::Fp32) {
+    if (m_precision == ComputePrecision::Fp32) {
         LATHE_CUDA_CHECK(cublasSgemm(m_blas, opB, opA, int(n), int(m), int(k), &alpha, b, int(ldb), a, int(lda), &beta,
                                      c, int(ldc)));
         return;
@@ -522,12 +527,12 @@ void TrainOps::ropeBackward(float *dx, int64_t rows, int64_t seq, int heads, int
 // row-major (seq x width) activations as column-major (width x seq): a head's slice is a (d x seq) matrix with
 // leading dimension width, and a row-major (queries x keys) score block is a column-major (keys x queries) one.
 
-void TrainOps::attentionForward(const float *q, const float *k, const float *v, const TrainAttentionDims &d,
+void TrainOps::attentionForward(const float *q, const float *k, const float *v, const train::AttentionDims &d,
                                 float *ctx, float *probs) {
     const int64_t S = d.seq, D = d.headDim, H = d.heads, KVH = d.kvHeads, group = H / KVH;
     const int64_t qw = H * D, kw = KVH * D;
     assert(H % KVH == 0);
-    const float one = 1.0f, zero = 0.0f, scale = d.scale;
+    const float one = 1.0f, zero = 0.0f, scale = float(d.scale);
     for (int64_t b = 0; b < d.batch; ++b) {
         const float *qb = q + b * S * qw, *kb = k + b * S * kw, *vb = v + b * S * kw;
         float *pb = probs + b * H * S * S, *cb = ctx + b * S * qw;
@@ -549,7 +554,7 @@ void TrainOps::attentionForward(const float *q, const float *k, const float *v, 
 // dP = dO V^T; dS = P (dP - rowsum(dP P)) scale; dQ += dS K; dK += dS^T Q; dV += P^T dO. The group's heads add into
 // their shared dK and dV one position g after another, so the sum's order is fixed.
 void TrainOps::attentionBackward(const float *dctx, const float *q, const float *k, const float *v,
-                                 const TrainAttentionDims &d, const float *probs, float *dq, float *dk, float *dv) {
+                                 const train::AttentionDims &d, const float *probs, float *dq, float *dk, float *dv) {
     const int64_t S = d.seq, D = d.headDim, H = d.heads, KVH = d.kvHeads, group = H / KVH;
     const int64_t qw = H * D, kw = KVH * D;
     const float one = 1.0f, zero = 0.0f;
@@ -564,7 +569,7 @@ void TrainOps::attentionBackward(const float *dctx, const float *q, const float 
             LATHE_CUDA_CHECK(cublasSgemmStridedBatched(m_blas, CUBLAS_OP_T, CUBLAS_OP_N, int(S), int(S), int(D), &one,
                                                        vb, int(kw), D, ob + g * D, int(qw), group * D, &zero,
                                                        dS + g * S * S, int(S), group * S * S, int(KVH)));
-        softmaxBackwardKernel<<<unsigned(H * S), kRowThreads>>>(pb, dS, S, d.causal, d.scale);
+        softmaxBackwardKernel<<<unsigned(H * S), kRowThreads>>>(pb, dS, S, d.causal, float(d.scale));
         checkLaunch();
         for (int64_t g = 0; g < group; ++g) {
             // dq_i += sum_j dS[i][j] k_j: column-major (d x queries) += K (d x keys) dS (keys x queries).
@@ -607,17 +612,17 @@ void TrainOps::swigluBackward(const float *dmid, const float *gate, const float 
     checkLaunch();
 }
 
-void TrainOps::geluForward(TrainGelu kind, const float *x, int64_t n, float *y) {
+void TrainOps::geluForward(train::Gelu kind, const float *x, int64_t n, float *y) {
     if (!n)
         return;
-    geluForwardKernel<<<blocksFor(n), kThreads>>>(kind == TrainGelu::Tanh, x, n, y);
+    geluForwardKernel<<<blocksFor(n), kThreads>>>(kind == train::Gelu::Tanh, x, n, y);
     checkLaunch();
 }
 
-void TrainOps::geluBackward(TrainGelu kind, const float *dy, const float *x, int64_t n, float *dx) {
+void TrainOps::geluBackward(train::Gelu kind, const float *dy, const float *x, int64_t n, float *dx) {
     if (!n)
         return;
-    geluBackwardKernel<<<blocksFor(n), kThreads>>>(kind == TrainGelu::Tanh, dy, x, n, dx);
+    geluBackwardKernel<<<blocksFor(n), kThreads>>>(kind == train::Gelu::Tanh, dy, x, n, dx);
     checkLaunch();
 }
 
@@ -688,7 +693,7 @@ void TrainOps::crossEntropyBackward(const float *h, const float *w, const float 
 
 // ---- optimizer ----
 
-void TrainOps::adamw(float *w, float *m, float *v, const float *g, int64_t n, const TrainAdamW &k) {
+void TrainOps::adamw(float *w, float *m, float *v, const float *g, int64_t n, const cpu::AdamWConstants &k) {
     if (!n)
         return;
     adamwKernel<<<blocksFor(n), kThreads>>>(w, m, v, g, n, k);

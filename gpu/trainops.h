@@ -18,6 +18,10 @@
 
 #include "devicememory.h"
 
+#include "engine/deviceforward.h"
+#include "numeric/cpukernels.h"
+#include "train/ops.h"
+
 #include <cublas_v2.h>
 
 #include <cstdint>
@@ -25,28 +29,11 @@
 
 namespace lathe::gpu {
 
-enum class TrainPrecision { Fp32, Bf16 };
-enum class TrainGelu { Tanh, Erf }; // as train::Gelu
-
-// As train::AttentionDims.
-struct TrainAttentionDims {
-    int64_t batch = 1, seq = 0;
-    int heads = 0, kvHeads = 0, headDim = 0;
-    float scale = 1.0f;
-    bool causal = true;
-};
-
-// As train::AdamW's per-step constants (torch.optim.AdamW): w <- w shrink - stepSize m / (sqrt(v) / rootC2 + eps)
-// after m <- b1 m + (1 - b1) g, v <- b2 v + (1 - b2) g^2, with shrink = 1 - lr wd (1 for undecayed parameters),
-// stepSize = lr / (1 - b1^t), rootC2 = sqrt(1 - b2^t).
-struct TrainAdamW {
-    float beta1 = 0.9f, beta2 = 0.95f, shrink = 1.0f, stepSize = 0.0f, rootC2 = 1.0f, eps = 1e-8f;
-};
-
 class TrainOps {
 public:
-    TrainOps(cublasHandle_t blas, TrainPrecision precision) : m_blas(blas), m_precision(precision) {}
-    TrainPrecision precision() const { return m_precision; }
+    // precision: Fp32 or Bf16 products (LatheError for Fp16).
+    TrainOps(cublasHandle_t blas, ComputePrecision precision);
+    ComputePrecision precision() const { return m_precision; }
 
     // ---- embedding: y[r] = table[ids[r]] (ids on the host, checked against `vocab` there) ----
     void embeddingForward(const float *table, int64_t vocab, int64_t width, const std::vector<int32_t> &ids, float *y);
@@ -86,19 +73,19 @@ public:
     // q: (rows x heads*headDim), k, v: (rows x kvHeads*headDim) -> ctx (rows x heads*headDim). probs receives the
     // probabilities, [batch][head][query][key] (batch*heads*seq^2 floats, zero above the diagonal when causal),
     // which the backward reads.
-    void attentionForward(const float *q, const float *k, const float *v, const TrainAttentionDims &d, float *ctx,
+    void attentionForward(const float *q, const float *k, const float *v, const train::AttentionDims &d, float *ctx,
                           float *probs);
     // dq, dk, dv += ...; a work buffer of heads*seq^2 floats is held for the call.
     void attentionBackward(const float *dctx, const float *q, const float *k, const float *v,
-                           const TrainAttentionDims &d, const float *probs, float *dq, float *dk, float *dv);
+                           const train::AttentionDims &d, const float *probs, float *dq, float *dk, float *dv);
 
     // ---- element-wise (n elements) ----
     // out = a + b (the residual sums; out may be a or b).
     void add(const float *a, const float *b, int64_t n, float *out);
     void swigluForward(const float *gate, const float *up, int64_t n, float *mid);
     void swigluBackward(const float *dmid, const float *gate, const float *up, int64_t n, float *dgate, float *dup);
-    void geluForward(TrainGelu kind, const float *x, int64_t n, float *y);
-    void geluBackward(TrainGelu kind, const float *dy, const float *x, int64_t n, float *dx);
+    void geluForward(train::Gelu kind, const float *x, int64_t n, float *y);
+    void geluBackward(train::Gelu kind, const float *dy, const float *x, int64_t n, float *dx);
 
     // ---- fused, vocabulary-chunked LM head + softmax cross-entropy (train::crossEntropyForward) ----
     // h: (rows x width), w: (vocab x width), b: vocab or null, targets on the host (-1: no target). Returns the mean
@@ -114,7 +101,7 @@ public:
 
     // ---- optimizer ----
     // One fused AdamW update of n weights with their gradient and moments.
-    void adamw(float *w, float *m, float *v, const float *g, int64_t n, const TrainAdamW &k);
+    void adamw(float *w, float *m, float *v, const float *g, int64_t n, const cpu::AdamWConstants &k);
     // Sum of squares over the buffers (for the global gradient norm and its clipping), in a fixed order, in fp64.
     double sumOfSquares(const std::vector<std::pair<const float *, int64_t>> &buffers);
     // x *= factor (the clipping).
@@ -126,7 +113,7 @@ private:
     const int32_t *uploadIds(const std::vector<int32_t> &ids, DeviceMemory &to);
 
     cublasHandle_t m_blas;
-    TrainPrecision m_precision;
+    ComputePrecision m_precision;
     DeviceMemory m_ids, m_ids2, m_partials, m_logits, m_bf16a, m_bf16b, m_dP, m_reduce;
 };
 

@@ -182,7 +182,7 @@ GpuCheck linear(TrainOps &ops) {
     c.add("dx", dDx, dx);
     c.add("dw", dDw, dw);
     c.add("db", dDb, db);
-    const bool bf16 = ops.precision() == TrainPrecision::Bf16;
+    const bool bf16 = ops.precision() == ComputePrecision::Bf16;
     return c.result(bf16 ? "train linear bf16" : "train linear fp32", bf16 ? kBf16 : kFp32,
                     dims({{"rows", rows}, {"in", inW}, {"out", outW}}));
 }
@@ -227,12 +227,11 @@ GpuCheck attention(TrainOps &ops, bool causal, int heads, int kvHeads) {
     const int64_t rows = d.batch * d.seq, qw = int64_t(heads) * d.headDim, kw = int64_t(kvHeads) * d.headDim;
     const MatF q = in.mat(rows, qw), k = in.mat(rows, kw), v = in.mat(rows, kw), dctx = in.mat(rows, qw);
     MatF ctx, dq = in.mat(rows, qw, 0.1f), dk = in.mat(rows, kw, 0.1f), dv = in.mat(rows, kw, 0.1f);
-    const TrainAttentionDims gd{d.batch, d.seq, heads, kvHeads, d.headDim, float(d.scale), causal};
     DeviceMemory dQ = upload(q), dK = upload(k), dV = upload(v), dDctx = upload(dctx), dDq = upload(dq),
                  dDk = upload(dk), dDv = upload(dv), dCtx(size_t(rows * qw) * 4),
                  dProbs(size_t(d.batch * heads * d.seq * d.seq) * 4);
-    ops.attentionForward(dQ.as<float>(), dK.as<float>(), dV.as<float>(), gd, dCtx.as<float>(), dProbs.as<float>());
-    ops.attentionBackward(dDctx.as<float>(), dQ.as<float>(), dK.as<float>(), dV.as<float>(), gd, dProbs.as<float>(),
+    ops.attentionForward(dQ.as<float>(), dK.as<float>(), dV.as<float>(), d, dCtx.as<float>(), dProbs.as<float>());
+    ops.attentionBackward(dDctx.as<float>(), dQ.as<float>(), dK.as<float>(), dV.as<float>(), d, dProbs.as<float>(),
                           dDq.as<float>(), dDk.as<float>(), dDv.as<float>());
     train::AttentionState<float> s;
     train::attentionForward(q, k, v, d, ctx, s);
@@ -273,9 +272,8 @@ GpuCheck gelu(TrainOps &ops, train::Gelu kind) {
     const MatF x = in.mat(rows, width, 3.0f), dy = in.mat(rows, width);
     MatF y, dx = in.mat(rows, width, 0.1f);
     DeviceMemory dX = upload(x), dDy = upload(dy), dDx = upload(dx), dY(size_t(n) * 4);
-    const TrainGelu gk = kind == train::Gelu::Tanh ? TrainGelu::Tanh : TrainGelu::Erf;
-    ops.geluForward(gk, dX.as<float>(), n, dY.as<float>());
-    ops.geluBackward(gk, dDy.as<float>(), dX.as<float>(), n, dDx.as<float>());
+    ops.geluForward(kind, dX.as<float>(), n, dY.as<float>());
+    ops.geluBackward(kind, dDy.as<float>(), dX.as<float>(), n, dDx.as<float>());
     train::geluForward(kind, x, y);
     train::geluBackward(kind, dy, x, dx);
     Comparison c;
@@ -315,7 +313,7 @@ GpuCheck crossEntropy(TrainOps &ops, bool bias) {
     g.add("dw", dDw, dw);
     if (bias)
         g.add("db", dDb, db);
-    const bool bf16 = ops.precision() == TrainPrecision::Bf16;
+    const bool bf16 = ops.precision() == ComputePrecision::Bf16;
     const double tol = bf16 ? kBf16 : kFp32;
     const std::string name = std::string("train cross-entropy") + (bias ? " with bias" : "") + (bf16 ? " bf16" : "");
     const std::string shape = dims({{"rows", rows}, {"width", width}, {"vocab", vocab}, {"chunk", chunk}});
@@ -341,8 +339,7 @@ GpuCheck adamw(TrainOps &ops) {
                                     float(lr / (1.0 - std::pow(b1, step))),
                                     float(std::sqrt(1.0 - std::pow(b2, step))), 1e-8f};
         cpu::cpuKernels().adamw(w.data(), m.data(), v.data(), g.data(), n, k);
-        ops.adamw(dW.as<float>(), dM.as<float>(), dV.as<float>(), dG.as<float>(), n,
-                  TrainAdamW{k.b1, k.b2, k.shrink, k.stepSize, k.rootC2, k.eps});
+        ops.adamw(dW.as<float>(), dM.as<float>(), dV.as<float>(), dG.as<float>(), n, k);
     }
     Comparison c;
     c.add("w", dW, w);
@@ -464,7 +461,7 @@ std::vector<GpuCheck> runTrainOpChecks() {
             out.push_back({name, false, INFINITY, 0, e.what()});
         }
     };
-    TrainOps fp32(ctx.blas(), TrainPrecision::Fp32), bf16(ctx.blas(), TrainPrecision::Bf16);
+    TrainOps fp32(ctx.blas(), ComputePrecision::Fp32), bf16(ctx.blas(), ComputePrecision::Bf16);
     guarded("train embedding", [&] { return embedding(fp32); });
     guarded("train rmsnorm", [&] { return norm(fp32, false); });
     guarded("train layernorm", [&] { return norm(fp32, true); });

@@ -24,10 +24,14 @@
 #include "tokenizers/tokenizer.h"
 #include "clirun.h"
 #include "gradcheck.h"
+#include "hosttrainops.h"
 #include "referencefile.h"
 #include "run/trainingrun.h"
 #include "train/adamw.h"
 #include "train/causallm.h"
+#include "train/linearkinds.h"
+#include "train/llamatrainer.h"
+#include "train/schedule.h"
 #include "train/ops.h"
 #include "train/taylor.h"
 #include "analysis/matrixscores.h"
@@ -361,6 +365,101 @@ private slots:
         QVERIFY_THROWS_EXCEPTION(LatheError, TrainingSpec::fromJson({{"stpes", 3}}));
         spec.outputDir = test::dataDir();
         QVERIFY_THROWS_EXCEPTION(LatheError, validateTrainingSpec(spec));
+    }
+
+    // The GPU trainer's composition (train/llamatrainer.h) run on the CPU reference ops (hosttrainops.h) against
+    // CausalLm + clipGradNorm + AdamW: the same ops in the same order, so the same bits. A step, two accumulated
+    // micro-batches and a step, an evaluation, and a trainer made from the downloaded values and moments (a
+    // checkpoint) continuing as the first; tied head (tf-llama, hf-llama) and q/k/v biases (tf-qwen2). What the
+    // GPU trainer refuses is refused by name.
+    void llamaTrainerComposition() {
+        using Trainer = train::LlamaTrainer<test::HostTrainOps>;
+        // CausalLm splits its GEMMs over the threads inside a scope: the trainer's ops do too, inside this one.
+        const BlasSplitScope split(engineSplitsBlas());
+        for (const char *fixture : {"tf-llama", "tf-qwen2", "hf-llama"}) {
+            auto model = openModel(test::sourceDir() + "/tests/fixtures/" + fixture);
+            const int64_t vocab = model->config.vocabSize;
+            train::CausalLm<float> cpu(*model);
+            train::AdamW<float> adam;
+            Trainer trainer(test::HostTrainOps(), cpu, adam);
+            auto same = [&](train::CausalLm<float> &got, bool grads, const char *what) {
+                for (size_t i = 0; i < cpu.parameters().size(); ++i) {
+                    const train::Parameter<float> &a = got.parameters()[i], &b = cpu.parameters()[i];
+                    QVERIFY2(grads ? a.grad == b.grad : a.value == b.value,
+                             (std::string(fixture) + ": " + what + " of " + b.name).c_str());
+                }
+            };
+            train::CausalLm<float> view(*model);
+            for (int step = 0; step < 2; ++step) {
+                // Step 0: one batch; step 1: two micro-batches of half weight.
+                const int micro = step == 0 ? 1 : 2;
+                trainer.zeroGradients();
+                cpu.parameters().zeroGrad();
+                for (int m = 0; m < micro; ++m) {
+                    const TokenBatch b = TokenBatch::random(vocab, 2, 16, uint64_t(10 * step + m));
+                    const float got = trainer.forwardBackward(b, 1.0f / float(micro));
+                    const float want = cpu.forward(b);
+                    cpu.backward(1.0f / float(micro));
+                    QCOMPARE(got, want);
+                }
+                trainer.download(view, true);
+                same(view, true, "gradient");
+                const double gotNorm = trainer.step(1e-3, 0.05), wantNorm = train::clipGradNorm(cpu.parameters(), 0.05);
+                adam.step(cpu.parameters(), 1e-3);
+                QCOMPARE(gotNorm, wantNorm);
+                trainer.download(view, false);
+                same(view, false, "value after the step");
+            }
+            const TokenBatch eval = TokenBatch::random(vocab, 1, 20, 99);
+            QCOMPARE(trainer.loss(eval), cpu.forward(eval));
+            // A checkpoint: values and moments downloaded, a new trainer made from them.
+            train::AdamW<float> state;
+            trainer.downloadOptimizer(state);
+            QCOMPARE(state.steps(), adam.steps());
+            Trainer resumed(test::HostTrainOps(), view, state);
+            const TokenBatch b = TokenBatch::random(vocab, 2, 16, 7);
+            for (train::DeviceTrainer *t : {static_cast<train::DeviceTrainer *>(&trainer),
+                                            static_cast<train::DeviceTrainer *>(&resumed)}) {
+                t->zeroGradients();
+                t->forwardBackward(b, 1.0f);
+                t->step(1e-3, 1.0);
+            }
+            train::CausalLm<float> first(*model), second(*model);
+            trainer.download(first, true);
+            resumed.download(second, true);
+            for (size_t i = 0; i < first.parameters().size(); ++i)
+                QVERIFY2(first.parameters()[i].value == second.parameters()[i].value &&
+                             first.parameters()[i].grad == second.parameters()[i].grad,
+                         first.parameters()[i].name.c_str());
+            QVERIFY(trainer.describe().find("CPU (reference ops), fp32 products") == 0);
+        }
+        auto refused = [](train::CausalLm<float> &lm, const std::string &words) {
+            try {
+                Trainer t(test::HostTrainOps(), lm, train::AdamW<float>());
+            } catch (const LatheError &e) {
+                QVERIFY2(std::string(e.what()).find(words) != std::string::npos, e.what());
+                return;
+            }
+            QFAIL(("accepted: " + words).c_str());
+        };
+        auto opt = openModel(test::sourceDir() + "/tests/fixtures/tf-opt");
+        train::CausalLm<float> optLm(*opt);
+        refused(optLm, "Llama family only");
+        auto llama = openModel(test::sourceDir() + "/tests/fixtures/tf-llama");
+        train::CausalLm<float> frozen(*llama);
+        frozen.parameters().setTrainable(frozen.parameters()[0].name, false);
+        refused(frozen, "is frozen");
+        train::CausalLm<float> recomputing(*llama);
+        recomputing.setRecompute(true);
+        refused(recomputing, "does not recompute");
+        train::CausalLm<float> masked(*llama);
+        const std::string weight = masked.linears().front().kind->weightName();
+        masked.replaceLinear(weight, [](train::ParameterSet<float> &, train::Parameter<float> *w,
+                                        train::Parameter<float> *b) {
+            return std::make_unique<train::MaskedLinear<float>>(
+                w, b, std::vector<uint8_t>(size_t(w->value.size()), uint8_t(1)));
+        });
+        refused(masked, "dense linears only");
     }
 
     // The spec's device: "cpu" (default) and "auto" without a usable GPU train the same bits on the CPU, the log

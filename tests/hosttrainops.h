@@ -1,0 +1,200 @@
+#pragma once
+
+// The ops backend of train::LlamaTrainer (core/train/llamatrainer.h) on the CPU: each op copies its operands into
+// the matrices train/ops.h takes and calls the CPU reference, so the trainer the GPU runs can be checked against
+// CausalLm here, without a GPU (tst_trainmodel llamaTrainerComposition). Only the ops the trainer uses; slow, for
+// tests only.
+
+#include "engine/deviceforward.h"
+#include "numeric/cpukernels.h"
+#include "train/ops.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace lathe::test {
+
+class HostTrainOps {
+public:
+    using M = train::Matrix<float>;
+    using V = train::Vector<float>;
+
+    // LlamaTrainer's Buffer: floats on the heap (the contents are discarded when it grows).
+    class Buffer {
+    public:
+        void resize(size_t bytes) { m_data.assign((bytes + 3) / 4, 0.0f); }
+        void ensure(size_t bytes) {
+            if (bytes > this->bytes())
+                resize(bytes);
+        }
+        size_t bytes() const { return m_data.size() * 4; }
+        template <class T> T *as() const { return reinterpret_cast<T *>(const_cast<float *>(m_data.data())); }
+
+    private:
+        std::vector<float> m_data;
+    };
+
+    void activate() const {}
+    std::string deviceName() const { return "CPU (reference ops)"; }
+    ComputePrecision precision() const { return ComputePrecision::Fp32; }
+    void upload(float *to, const float *host, int64_t n) const { std::copy(host, host + n, to); }
+    void download(float *host, const float *from, int64_t n) const { std::copy(from, from + n, host); }
+    void zero(float *x, int64_t n) { std::fill(x, x + n, 0.0f); }
+    void copy(float *to, const float *from, int64_t n) { std::copy(from, from + n, to); }
+    void synchronize() const {}
+
+    // The embedding's backward is train::embeddingBackward's loop, written on the pointer (the table's row count is
+    // not known here).
+    void embeddingForward(const float *table, int64_t vocab, int64_t width, const std::vector<int32_t> &ids, float *y) {
+        M out;
+        train::embeddingForward(mat(table, vocab, width), ids, out);
+        put(out, y);
+    }
+    void embeddingBackward(const float *dy, const std::vector<int32_t> &ids, int64_t width, float *dtable) {
+        for (size_t r = 0; r < ids.size(); ++r)
+            for (int64_t c = 0; c < width; ++c)
+                dtable[int64_t(ids[r]) * width + c] += dy[int64_t(r) * width + c];
+    }
+    void rmsNormForward(const float *x, const float *w, int64_t rows, int64_t width, float eps, float *y, float *rstd) {
+        M out;
+        train::NormState<float> s;
+        train::rmsNormForward(mat(x, rows, width), vec(w, width), eps, out, s);
+        put(out, y);
+        put(s.rstd, rstd);
+    }
+    void rmsNormBackward(const float *dy, const float *x, const float *w, const float *rstd, int64_t rows,
+                         int64_t width, float *dx, float *dw) {
+        train::NormState<float> s;
+        s.rstd = vec(rstd, rows);
+        M dX = mat(dx, rows, width);
+        // The weight's gradient summed from zero, then added (as CausalLm's norms and the GPU's column sums do).
+        V dW = V::Zero(width);
+        train::rmsNormBackward(mat(dy, rows, width), mat(x, rows, width), vec(w, width), s, dX, dw ? &dW : nullptr);
+        put(dX, dx);
+        if (dw)
+            Eigen::Map<V>(dw, width) += dW;
+    }
+    void linearForward(const float *x, const float *w, const float *b, int64_t rows, int64_t in, int64_t out,
+                       float *y) {
+        M Y;
+        train::linearForward(mat(x, rows, in), mat(w, out, in), b ? vec(b, out) : V(), Y);
+        put(Y, y);
+    }
+    void linearBackward(const float *dy, const float *x, const float *w, int64_t rows, int64_t in, int64_t out,
+                        float *dx, float *dw, float *db) {
+        M dX = dx ? mat(dx, rows, in) : M(), dW = dw ? mat(dw, out, in) : M();
+        V dB = db ? vec(db, out) : V();
+        train::linearBackward(mat(dy, rows, out), mat(x, rows, in), mat(w, out, in), dx ? &dX : nullptr,
+                              dw ? &dW : nullptr, db ? &dB : nullptr);
+        if (dx)
+            put(dX, dx);
+        if (dw)
+            put(dW, dw);
+        if (db)
+            put(dB, db);
+    }
+    void ropeForward(float *x, int64_t rows, int64_t seq, int heads, int headDim, int rotaryDim, const float *cos,
+                     const float *sin) {
+        rope(x, rows, seq, heads, headDim, rotaryDim, cos, sin, false);
+    }
+    void ropeBackward(float *dx, int64_t rows, int64_t seq, int heads, int headDim, int rotaryDim, const float *cos,
+                      const float *sin) {
+        rope(dx, rows, seq, heads, headDim, rotaryDim, cos, sin, true);
+    }
+    void attentionForward(const float *q, const float *k, const float *v, const train::AttentionDims &d, float *ctx,
+                          float *probs) {
+        const int64_t rows = d.batch * d.seq, qw = int64_t(d.heads) * d.headDim, kw = int64_t(d.kvHeads) * d.headDim;
+        M out;
+        train::AttentionState<float> s;
+        train::attentionForward(mat(q, rows, qw), mat(k, rows, kw), mat(v, rows, kw), d, out, s);
+        put(out, ctx);
+        std::copy(s.probs.begin(), s.probs.end(), probs);
+    }
+    void attentionBackward(const float *dctx, const float *q, const float *k, const float *v,
+                           const train::AttentionDims &d, const float *probs, float *dq, float *dk, float *dv) {
+        const int64_t rows = d.batch * d.seq, qw = int64_t(d.heads) * d.headDim, kw = int64_t(d.kvHeads) * d.headDim;
+        train::AttentionState<float> s;
+        s.probs.assign(probs, probs + d.batch * d.heads * d.seq * d.seq);
+        M dQ = mat(dq, rows, qw), dK = mat(dk, rows, kw), dV = mat(dv, rows, kw);
+        train::attentionBackward(mat(dctx, rows, qw), mat(q, rows, qw), mat(k, rows, kw), mat(v, rows, kw), d, s, dQ,
+                                 dK, dV);
+        put(dQ, dq);
+        put(dK, dk);
+        put(dV, dv);
+    }
+    void add(const float *a, const float *b, int64_t n, float *out) {
+        for (int64_t i = 0; i < n; ++i)
+            out[i] = a[i] + b[i];
+    }
+    void swigluForward(const float *gate, const float *up, int64_t n, float *mid) {
+        M out;
+        train::swigluForward(mat(gate, 1, n), mat(up, 1, n), out);
+        put(out, mid);
+    }
+    void swigluBackward(const float *dmid, const float *gate, const float *up, int64_t n, float *dgate, float *dup) {
+        M dG = mat(dgate, 1, n), dU = mat(dup, 1, n);
+        train::swigluBackward(mat(dmid, 1, n), mat(gate, 1, n), mat(up, 1, n), dG, dU);
+        put(dG, dgate);
+        put(dU, dup);
+    }
+    float crossEntropyForward(const float *h, const float *w, const float *b, int64_t rows, int64_t width,
+                              int64_t vocab, const std::vector<int32_t> &targets, int64_t chunk, float *lse,
+                              int64_t *count) {
+        train::CrossEntropyState<float> s;
+        const float loss = train::crossEntropyForward(mat(h, rows, width), mat(w, vocab, width),
+                                                      b ? vec(b, vocab) : V(), targets, chunk, s);
+        put(s.logSumExp, lse);
+        *count = s.count;
+        return loss;
+    }
+    void crossEntropyBackward(const float *h, const float *w, const float *b, int64_t rows, int64_t width,
+                              int64_t vocab, const std::vector<int32_t> &targets, int64_t chunk, const float *lse,
+                              int64_t count, float scale, float *dh, float *dw, float *db) {
+        train::CrossEntropyState<float> s;
+        s.logSumExp = vec(lse, rows);
+        s.count = count;
+        M dH = mat(dh, rows, width), dW = dw ? mat(dw, vocab, width) : M();
+        V dB = db ? vec(db, vocab) : V();
+        train::crossEntropyBackward(mat(h, rows, width), mat(w, vocab, width), b ? vec(b, vocab) : V(), targets, chunk,
+                                    s, scale, dH, dw ? &dW : nullptr, db ? &dB : nullptr);
+        put(dH, dh);
+        if (dw)
+            put(dW, dw);
+        if (db)
+            put(dB, db);
+    }
+    void adamw(float *w, float *m, float *v, const float *g, int64_t n, const cpu::AdamWConstants &k) {
+        cpu::cpuKernels().adamw(w, m, v, g, n, k);
+    }
+    // As clipGradNorm: each buffer's squares summed in fp32 (Eigen), the buffers in fp64.
+    double sumOfSquares(const std::vector<std::pair<const float *, int64_t>> &buffers) {
+        double sq = 0;
+        for (const auto &[x, n] : buffers)
+            sq += double(Eigen::Map<const V>(x, n).squaredNorm());
+        return sq;
+    }
+    void scale(float *x, int64_t n, float factor) { Eigen::Map<V>(x, n) *= factor; }
+
+private:
+    static M mat(const float *p, int64_t rows, int64_t cols) { return Eigen::Map<const M>(p, rows, cols); }
+    static V vec(const float *p, int64_t n) { return Eigen::Map<const V>(p, n); }
+    template <class E> static void put(const E &from, float *to) { std::copy(from.data(), from.data() + from.size(), to); }
+    void rope(float *x, int64_t rows, int64_t seq, int heads, int headDim, int rotaryDim, const float *cos,
+              const float *sin, bool backward) {
+        train::RopeAngles<float> a;
+        a.rotaryDim = rotaryDim;
+        a.cos = mat(cos, seq, rotaryDim / 2);
+        a.sin = mat(sin, seq, rotaryDim / 2);
+        M X = mat(x, rows, int64_t(heads) * headDim);
+        if (backward)
+            train::ropeBackward(X, seq, heads, headDim, a);
+        else
+            train::ropeForward(X, seq, heads, headDim, a);
+        put(X, x);
+    }
+};
+
+} // namespace lathe::test
