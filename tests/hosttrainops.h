@@ -6,6 +6,7 @@
 // tests only.
 
 #include "engine/deviceforward.h"
+#include "numeric/blas.h"
 #include "numeric/cpukernels.h"
 #include "train/ops.h"
 
@@ -46,19 +47,20 @@ public:
     void copy(float *to, const float *from, int64_t n) { std::copy(from, from + n, to); }
     void synchronize() const {}
 
-    // The embedding's backward is train::embeddingBackward's loop, written on the pointer (the table's row count is
-    // not known here).
     void embeddingForward(const float *table, int64_t vocab, int64_t width, const std::vector<int32_t> &ids, float *y) {
+        const auto split = engineScope();
         M out;
         train::embeddingForward(mat(table, vocab, width), ids, out);
         put(out, y);
     }
+    // train::embeddingBackward's loop, written on the pointer (the table's row count is not known here).
     void embeddingBackward(const float *dy, const std::vector<int32_t> &ids, int64_t width, float *dtable) {
         for (size_t r = 0; r < ids.size(); ++r)
             for (int64_t c = 0; c < width; ++c)
                 dtable[int64_t(ids[r]) * width + c] += dy[int64_t(r) * width + c];
     }
     void rmsNormForward(const float *x, const float *w, int64_t rows, int64_t width, float eps, float *y, float *rstd) {
+        const auto split = engineScope();
         M out;
         train::NormState<float> s;
         train::rmsNormForward(mat(x, rows, width), vec(w, width), eps, out, s);
@@ -67,6 +69,7 @@ public:
     }
     void rmsNormBackward(const float *dy, const float *x, const float *w, const float *rstd, int64_t rows,
                          int64_t width, float *dx, float *dw) {
+        const auto split = engineScope();
         train::NormState<float> s;
         s.rstd = vec(rstd, rows);
         M dX = mat(dx, rows, width);
@@ -79,12 +82,14 @@ public:
     }
     void linearForward(const float *x, const float *w, const float *b, int64_t rows, int64_t in, int64_t out,
                        float *y) {
+        const auto split = engineScope();
         M Y;
         train::linearForward(mat(x, rows, in), mat(w, out, in), b ? vec(b, out) : V(), Y);
         put(Y, y);
     }
     void linearBackward(const float *dy, const float *x, const float *w, int64_t rows, int64_t in, int64_t out,
                         float *dx, float *dw, float *db) {
+        const auto split = engineScope();
         M dX = dx ? mat(dx, rows, in) : M(), dW = dw ? mat(dw, out, in) : M();
         V dB = db ? vec(db, out) : V();
         train::linearBackward(mat(dy, rows, out), mat(x, rows, in), mat(w, out, in), dx ? &dX : nullptr,
@@ -106,6 +111,7 @@ public:
     }
     void attentionForward(const float *q, const float *k, const float *v, const train::AttentionDims &d, float *ctx,
                           float *probs) {
+        const auto split = engineScope();
         const int64_t rows = d.batch * d.seq, qw = int64_t(d.heads) * d.headDim, kw = int64_t(d.kvHeads) * d.headDim;
         M out;
         train::AttentionState<float> s;
@@ -115,6 +121,7 @@ public:
     }
     void attentionBackward(const float *dctx, const float *q, const float *k, const float *v,
                            const train::AttentionDims &d, const float *probs, float *dq, float *dk, float *dv) {
+        const auto split = engineScope();
         const int64_t rows = d.batch * d.seq, qw = int64_t(d.heads) * d.headDim, kw = int64_t(d.kvHeads) * d.headDim;
         train::AttentionState<float> s;
         s.probs.assign(probs, probs + d.batch * d.heads * d.seq * d.seq);
@@ -130,11 +137,13 @@ public:
             out[i] = a[i] + b[i];
     }
     void swigluForward(const float *gate, const float *up, int64_t n, float *mid) {
+        const auto split = engineScope();
         M out;
         train::swigluForward(mat(gate, 1, n), mat(up, 1, n), out);
         put(out, mid);
     }
     void swigluBackward(const float *dmid, const float *gate, const float *up, int64_t n, float *dgate, float *dup) {
+        const auto split = engineScope();
         M dG = mat(dgate, 1, n), dU = mat(dup, 1, n);
         train::swigluBackward(mat(dmid, 1, n), mat(gate, 1, n), mat(up, 1, n), dG, dU);
         put(dG, dgate);
@@ -143,6 +152,7 @@ public:
     float crossEntropyForward(const float *h, const float *w, const float *b, int64_t rows, int64_t width,
                               int64_t vocab, const std::vector<int32_t> &targets, int64_t chunk, float *lse,
                               int64_t *count) {
+        const auto split = engineScope();
         train::CrossEntropyState<float> s;
         const float loss = train::crossEntropyForward(mat(h, rows, width), mat(w, vocab, width),
                                                       b ? vec(b, vocab) : V(), targets, chunk, s);
@@ -153,6 +163,7 @@ public:
     void crossEntropyBackward(const float *h, const float *w, const float *b, int64_t rows, int64_t width,
                               int64_t vocab, const std::vector<int32_t> &targets, int64_t chunk, const float *lse,
                               int64_t count, float scale, float *dh, float *dw, float *db) {
+        const auto split = engineScope();
         train::CrossEntropyState<float> s;
         s.logSumExp = vec(lse, rows);
         s.count = count;
@@ -179,11 +190,15 @@ public:
     void scale(float *x, int64_t n, float factor) { Eigen::Map<V>(x, n) *= factor; }
 
 private:
+    // Every op runs inside the BLAS split scope CausalLm's forward and backward open, so its GEMMs are the same
+    // calls and the results the same bits.
+    static BlasSplitScope engineScope() { return BlasSplitScope(engineSplitsBlas()); }
     static M mat(const float *p, int64_t rows, int64_t cols) { return Eigen::Map<const M>(p, rows, cols); }
     static V vec(const float *p, int64_t n) { return Eigen::Map<const V>(p, n); }
     template <class E> static void put(const E &from, float *to) { std::copy(from.data(), from.data() + from.size(), to); }
     void rope(float *x, int64_t rows, int64_t seq, int heads, int headDim, int rotaryDim, const float *cos,
               const float *sin, bool backward) {
+        const auto split = engineScope();
         train::RopeAngles<float> a;
         a.rotaryDim = rotaryDim;
         a.cos = mat(cos, seq, rotaryDim / 2);

@@ -374,8 +374,6 @@ private slots:
     // GPU trainer refuses is refused by name.
     void llamaTrainerComposition() {
         using Trainer = train::LlamaTrainer<test::HostTrainOps>;
-        // CausalLm splits its GEMMs over the threads inside a scope: the trainer's ops do too, inside this one.
-        const BlasSplitScope split(engineSplitsBlas());
         for (const char *fixture : {"tf-llama", "tf-qwen2", "hf-llama"}) {
             auto model = openModel(test::sourceDir() + "/tests/fixtures/" + fixture);
             const int64_t vocab = model->config.vocabSize;

@@ -615,7 +615,8 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
     const fs::path dir(spec.outputDir);
     const bool resuming = spec.resume && fs::exists(dir / "checkpoint" / "state.json");
     if (resuming) {
-        // Only the same job continues: its spec.json must say what this spec says (overwrite aside).
+        // Only the same job continues: its spec.json must say what this spec says (overwrite, and where it runs,
+        // aside: a checkpoint holds the values and moments whichever device took the steps).
         json before;
         try {
             before = TrainingSpec::fromJson(json::parse(readTextFile((dir / "spec.json").string()))).toJson();
@@ -625,6 +626,10 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
         json now = spec.toJson();
         before["output"].erase("overwrite");
         now["output"].erase("overwrite");
+        for (const char *key : {"device", "precision"}) {
+            before.erase(key);
+            now.erase(key);
+        }
         if (before != now)
             throw LatheError("--resume: the run folder " + spec.outputDir + " holds another training job",
                              "resume with the job spec the run was started with (lathe-cli train --resume DIR reads it)");

@@ -1,0 +1,181 @@
+// `lathe-cli train` on a GPU (issue 17 item 9), end to end without one: this test registers a GPU platform whose
+// one device trains with train::LlamaTrainer on the CPU reference ops (hosttrainops.h) instead of the CUDA ops.
+// So runTraining's GPU path (trainer creation, accumulation, evaluation through the trainer, checkpoints of the
+// device's values and moments, resume, export) runs here, and since the ops are the CPU's, in the same order, a
+// run on the "GPU" must give the CPU run's steps, evaluations and exported bytes exactly:
+// - device "cuda" against device "cpu": every step's loss and gradient norm, every evaluation, model.safetensors;
+// - a "cuda" run cancelled after a checkpoint and resumed, on the "GPU" and on the CPU: the uninterrupted bytes;
+// - "auto" takes the GPU trainer for plain fine-tuning, and the CPU for a method, saying why in the run log;
+// - "cuda" refuses what the trainer does not run (a method, frozen parameters) before any step.
+// The CUDA ops themselves are compared with the CPU ones by `lathe-cli check-gpu` on a GPU.
+
+#include "base/error.h"
+#include "engine/evaluation.h"
+#include "hosttrainops.h"
+#include "numeric/backend.h"
+#include "run/trainingrun.h"
+#include "testsupport.h"
+#include "train/llamatrainer.h"
+
+#include <QtTest/QtTest>
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+
+using namespace lathe;
+namespace fs = std::filesystem;
+
+namespace {
+
+class ReferenceTrainingService final : public train::DeviceTrainingService {
+public:
+    std::unique_ptr<train::DeviceTrainer> create(const train::CausalLm<float> &model,
+                                                 const train::AdamW<float> &optimizer,
+                                                 ComputePrecision precision) override {
+        require(precision == ComputePrecision::Fp32, "reference GPU", "the reference ops multiply in fp32 only");
+        return std::make_unique<train::LlamaTrainer<test::HostTrainOps>>(test::HostTrainOps(), model, optimizer);
+    }
+};
+
+// The CPU backend's solvers, plus the training service.
+class ReferenceBackend final : public ComputeBackend {
+public:
+    std::string name() const override { return "cuda"; }
+    DeviceInfo device() const override { return {"reference GPU (CPU ops)", 0, 9, 0, 0}; }
+    void dequantize(DType type, const void *src, size_t elems, float *dst) override {
+        m_cpu->dequantize(type, src, elems, dst);
+    }
+    void symmetricEigen(const double *a, int64_t n, std::vector<double> &values,
+                        std::vector<double> *vectors) override {
+        m_cpu->symmetricEigen(a, n, values, vectors);
+    }
+    std::vector<double> singularValues(const float *a, int64_t rows, int64_t cols) override {
+        return m_cpu->singularValues(a, rows, cols);
+    }
+    void *service(const std::string &key) override {
+        return key == train::DeviceTrainingService::kServiceKey ? &m_training : nullptr;
+    }
+
+private:
+    std::unique_ptr<ComputeBackend> m_cpu = makeCpuBackend();
+    ReferenceTrainingService m_training;
+};
+
+class ReferencePlatform final : public GpuPlatform {
+public:
+    std::vector<DeviceInfo> devices(std::string *) const override { return {ReferenceBackend().device()}; }
+    std::unique_ptr<ComputeBackend> backend(int index) const override {
+        require(index == 0, "reference GPU", "one device only");
+        return std::make_unique<ReferenceBackend>();
+    }
+};
+
+const ReferencePlatform kPlatform;
+
+nlohmann::json job(const fs::path &out, const std::string &device) {
+    return {{"model", test::sourceDir() + "/resources/demo/stories260K.bin"},
+            {"data", {{"train", test::dataDir() + "/text/tinystories-excerpt.txt"}, {"holdout", 0.1}, {"seq_len", 48},
+                      {"batch", 2}, {"accumulate", 2}, {"eval_windows", 2}, {"seed", uint64_t(7)}}},
+            {"optimizer", {{"lr", 2e-3}, {"warmup", 2}, {"clip", 0.5}}},
+            {"steps", 8},
+            {"eval_every", 4},
+            {"checkpoint_every", 3},
+            {"device", device},
+            {"precision", "fp32"},
+            {"output", {{"dir", out.string()}}}};
+}
+
+TrainingResult run(const nlohmann::json &j) {
+    const TrainingSpec spec = TrainingSpec::fromJson(j);
+    validateTrainingSpec(spec);
+    return runTraining(spec);
+}
+
+std::string exported(const fs::path &dir) { return readTextFile((dir / "model" / "model.safetensors").string()); }
+
+} // namespace
+
+class TestDeviceTraining : public QObject {
+    Q_OBJECT
+    fs::path m_root;
+
+private slots:
+    void initTestCase() {
+        registerGpuPlatform(&kPlatform); // before anything asks for the GPUs
+        QCOMPARE(int(gpuDevices().size()), 1);
+        m_root = test::tempDir("device-training");
+    }
+
+    void gpuRunEqualsCpuRun() {
+        const TrainingResult cpu = run(job(m_root / "cpu", "cpu"));
+        const TrainingResult gpu = run(job(m_root / "cuda", "cuda"));
+        QCOMPARE(QString::fromStdString(cpu.device), QString("cpu"));
+        QVERIFY2(gpu.device.find("CPU (reference ops), fp32 products") == 0, gpu.device.c_str());
+        QCOMPARE(int(gpu.steps.size()), 8);
+        QCOMPARE(gpu.steps.size(), cpu.steps.size());
+        for (size_t i = 0; i < cpu.steps.size(); ++i) {
+            QCOMPARE(gpu.steps[i].loss, cpu.steps[i].loss);
+            QCOMPARE(gpu.steps[i].gradNorm, cpu.steps[i].gradNorm);
+        }
+        QCOMPARE(int(gpu.evals.size()), 3); // before training, at step 4 and at the end
+        for (size_t i = 0; i < cpu.evals.size(); ++i)
+            QCOMPARE(gpu.evals[i].loss, cpu.evals[i].loss);
+        QVERIFY(exported(m_root / "cuda") == exported(m_root / "cpu"));
+        const std::string log = readTextFile((m_root / "cuda" / "run.log").string());
+        QVERIFY2(log.find("training on the GPU: CPU (reference ops)") != std::string::npos, log.c_str());
+    }
+
+    // Cancelled after the step-6 checkpoint, then resumed: on the "GPU", and on the CPU from the GPU's checkpoint.
+    void resumeFromTheDevicesCheckpoint() {
+        const std::string want = exported(m_root / "cuda");
+        for (const char *resumeOn : {"cuda", "cpu"}) {
+            const fs::path out = m_root / (std::string("resume-") + resumeOn);
+            TrainingSpec spec = TrainingSpec::fromJson(job(out, "cuda"));
+            int calls = 0;
+            QVERIFY_THROWS_EXCEPTION(CancelledError,
+                                     runTraining(spec, [&](const Progress &) { return ++calls < 7; }));
+            QVERIFY(fs::exists(out / "checkpoint" / "state.json"));
+            TrainingSpec again = TrainingSpec::fromJson(job(out, resumeOn));
+            again.resume = true;
+            const TrainingResult r = runTraining(again);
+            QCOMPARE(int(r.steps.size()), 8);
+            QCOMPARE(r.device == "cpu", std::string(resumeOn) == "cpu");
+            QVERIFY2(exported(out) == want, resumeOn);
+            QVERIFY(readTextFile((out / "run.log").string()).find("resumed at step 6") != std::string::npos);
+        }
+    }
+
+    void autoAndRefusals() {
+        // auto: plain fine-tuning on the GPU trainer; PST on the CPU, the log saying why.
+        nlohmann::json j = job(m_root / "auto", "auto");
+        j["steps"] = 2;
+        QVERIFY(run(j).device != "cpu");
+        j = job(m_root / "auto-pst", "auto");
+        j["steps"] = 2;
+        j["method"] = "pst";
+        QCOMPARE(QString::fromStdString(run(j).device), QString("cpu"));
+        const std::string log = readTextFile((m_root / "auto-pst" / "run.log").string());
+        QVERIFY2(log.find("device auto: training on the CPU (the GPU trainer runs plain fine-tuning only, not pst)") !=
+                     std::string::npos,
+                 log.c_str());
+        // cuda: a method is refused by the spec check, frozen parameters when the trainer is made (no step runs).
+        j["device"] = "cuda";
+        j["output"]["dir"] = (m_root / "refused-pst").string();
+        QVERIFY_THROWS_EXCEPTION(LatheError, validateTrainingSpec(TrainingSpec::fromJson(j)));
+        j = job(m_root / "refused-frozen", "cuda");
+        j["trainable"] = "layers";
+        try {
+            run(j);
+            QFAIL("a run with frozen parameters was accepted on the GPU");
+        } catch (const LatheError &e) {
+            QVERIFY2(std::string(e.what()).find("is frozen") != std::string::npos, e.what());
+        }
+        const auto r = nlohmann::json::parse(readTextFile((m_root / "refused-frozen" / "results.json").string()));
+        QCOMPARE(QString::fromStdString(r["status"].get<std::string>()), QString("failed"));
+        QCOMPARE(int(r["steps"].size()), 0);
+    }
+};
+
+QTEST_GUILESS_MAIN(TestDeviceTraining)
+#include "tst_devicetraining.moc"
