@@ -520,34 +520,65 @@ void TrainOps::ropeBackward(float *dx, int64_t rows, int64_t seq, int heads, int
 
 // ---- attention ----
 //
-// Per sequence, whole (seq x seq) score matrices per head, in pedantic fp32 (the causal half above the diagonal is
-// computed and zeroed: the CPU's query tiles that skip it are not done here yet). Grouped heads as in
+// Per sequence, whole (seq x seq) score matrices per head (the causal half above the diagonal is computed and
+// zeroed: the CPU's query tiles that skip it are not done here yet). The products run in the object's precision:
+// pedantic fp32, or bf16 copies of q, k, v, the output gradient and the probabilities (and their gradient) with
+// fp32 accumulation; scores, softmax and the saved probabilities stay fp32. Grouped heads as in
 // blockrunner.cuh: for a fixed position g inside the group, heads kvh * group + g for kvh = 0 .. kvHeads-1 form one
 // strided batch (query pointer step group * d, key pointer step d, score block step group * seq^2). cuBLAS sees
 // row-major (seq x width) activations as column-major (width x seq): a head's slice is a (d x seq) matrix with
 // leading dimension width, and a row-major (queries x keys) score block is a column-major (keys x queries) one.
 
+// An operand of the attention's products: fp32 as given, or in Bf16 mode a bf16 copy in `scratch`; `at(i)` is the
+// address of element i in whichever it is.
+struct TrainOps::Operand {
+    const void *base;
+    size_t elementBytes;
+    const void *at(int64_t i) const { return static_cast<const char *>(base) + size_t(i) * elementBytes; }
+};
+
+TrainOps::Operand TrainOps::operand(const float *x, int64_t n, DeviceMemory &scratch) {
+    if (m_precision == ComputePrecision::Fp32)
+        return {x, sizeof(float)};
+    scratch.ensure(size_t(n) * sizeof(__nv_bfloat16));
+    toBf16Kernel<<<blocksFor(n), kThreads>>>(x, n, scratch.as<__nv_bfloat16>());
+    checkLaunch();
+    return {scratch.as(), sizeof(__nv_bfloat16)};
+}
+
+// Column-major C (m x n, fp32) = alpha op(A) op(B) + beta C, `count` times with the given strides (elements).
+void TrainOps::batchedGemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const Operand &a,
+                           int64_t aOffset, int64_t lda, int64_t strideA, const Operand &b, int64_t bOffset,
+                           int64_t ldb, int64_t strideB, float beta, float *c, int64_t ldc, int64_t strideC,
+                           int64_t count) {
+    const cudaDataType_t type = m_precision == ComputePrecision::Fp32 ? CUDA_R_32F : CUDA_R_16BF;
+    LATHE_CUDA_CHECK(cublasGemmStridedBatchedEx(
+        m_blas, transA ? CUBLAS_OP_T : CUBLAS_OP_N, transB ? CUBLAS_OP_T : CUBLAS_OP_N, int(m), int(n), int(k), &alpha,
+        a.at(aOffset), type, int(lda), strideA, b.at(bOffset), type, int(ldb), strideB, &beta, c, CUDA_R_32F, int(ldc),
+        strideC, int(count), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
 void TrainOps::attentionForward(const float *q, const float *k, const float *v, const train::AttentionDims &d,
                                 float *ctx, float *probs) {
     const int64_t S = d.seq, D = d.headDim, H = d.heads, KVH = d.kvHeads, group = H / KVH;
-    const int64_t qw = H * D, kw = KVH * D;
+    const int64_t qw = H * D, kw = KVH * D, rows = d.batch * S;
     assert(H % KVH == 0);
-    const float one = 1.0f, zero = 0.0f, scale = float(d.scale);
+    const Operand Q = operand(q, rows * qw, m_attnA), K = operand(k, rows * kw, m_attnB),
+                  V = operand(v, rows * kw, m_attnC);
     for (int64_t b = 0; b < d.batch; ++b) {
-        const float *qb = q + b * S * qw, *kb = k + b * S * kw, *vb = v + b * S * kw;
+        const int64_t qb = b * S * qw, kb = b * S * kw;
         float *pb = probs + b * H * S * S, *cb = ctx + b * S * qw;
         for (int64_t g = 0; g < group; ++g)
             // P[h][i][j] = scale q_i . k_j: column-major (keys x queries) = K^T Q.
-            LATHE_CUDA_CHECK(cublasSgemmStridedBatched(m_blas, CUBLAS_OP_T, CUBLAS_OP_N, int(S), int(S), int(D), &scale,
-                                                       kb, int(kw), D, qb + g * D, int(qw), group * D, &zero,
-                                                       pb + g * S * S, int(S), group * S * S, int(KVH)));
+            batchedGemm(true, false, S, S, D, float(d.scale), K, kb, kw, D, Q, qb + g * D, qw, group * D, 0.0f,
+                        pb + g * S * S, S, group * S * S, KVH);
         causalSoftmaxKernel<<<unsigned(H * S), kRowThreads>>>(pb, S, d.causal);
         checkLaunch();
+        const Operand P = operand(pb, H * S * S, m_attnD);
         for (int64_t g = 0; g < group; ++g)
             // ctx_i = sum_j P[i][j] v_j: column-major (d x queries) = V (d x keys) P (keys x queries).
-            LATHE_CUDA_CHECK(cublasSgemmStridedBatched(m_blas, CUBLAS_OP_N, CUBLAS_OP_N, int(D), int(S), int(S), &one,
-                                                       vb, int(kw), D, pb + g * S * S, int(S), group * S * S, &zero,
-                                                       cb + g * D, int(qw), group * D, int(KVH)));
+            batchedGemm(false, false, D, S, S, 1.0f, V, kb, kw, D, P, g * S * S, S, group * S * S, 0.0f, cb + g * D,
+                        qw, group * D, KVH);
     }
 }
 
@@ -556,34 +587,32 @@ void TrainOps::attentionForward(const float *q, const float *k, const float *v, 
 void TrainOps::attentionBackward(const float *dctx, const float *q, const float *k, const float *v,
                                  const train::AttentionDims &d, const float *probs, float *dq, float *dk, float *dv) {
     const int64_t S = d.seq, D = d.headDim, H = d.heads, KVH = d.kvHeads, group = H / KVH;
-    const int64_t qw = H * D, kw = KVH * D;
-    const float one = 1.0f, zero = 0.0f;
+    const int64_t qw = H * D, kw = KVH * D, rows = d.batch * S;
     m_dP.ensure(size_t(H * S * S) * sizeof(float));
     float *dS = m_dP.as<float>();
+    const Operand Q = operand(q, rows * qw, m_attnA), K = operand(k, rows * kw, m_attnB),
+                  V = operand(v, rows * kw, m_attnC), O = operand(dctx, rows * qw, m_attnE);
     for (int64_t b = 0; b < d.batch; ++b) {
-        const float *qb = q + b * S * qw, *kb = k + b * S * kw, *vb = v + b * S * kw, *ob = dctx + b * S * qw;
+        const int64_t qb = b * S * qw, kb = b * S * kw;
         const float *pb = probs + b * H * S * S;
         float *dqb = dq + b * S * qw, *dkb = dk + b * S * kw, *dvb = dv + b * S * kw;
         for (int64_t g = 0; g < group; ++g)
             // dP[i][j] = dO_i . v_j: column-major (keys x queries) = V^T dO.
-            LATHE_CUDA_CHECK(cublasSgemmStridedBatched(m_blas, CUBLAS_OP_T, CUBLAS_OP_N, int(S), int(S), int(D), &one,
-                                                       vb, int(kw), D, ob + g * D, int(qw), group * D, &zero,
-                                                       dS + g * S * S, int(S), group * S * S, int(KVH)));
+            batchedGemm(true, false, S, S, D, 1.0f, V, kb, kw, D, O, qb + g * D, qw, group * D, 0.0f, dS + g * S * S,
+                        S, group * S * S, KVH);
         softmaxBackwardKernel<<<unsigned(H * S), kRowThreads>>>(pb, dS, S, d.causal, float(d.scale));
         checkLaunch();
+        const Operand dSo = operand(dS, H * S * S, m_attnD), P = operand(pb, H * S * S, m_attnF);
         for (int64_t g = 0; g < group; ++g) {
             // dq_i += sum_j dS[i][j] k_j: column-major (d x queries) += K (d x keys) dS (keys x queries).
-            LATHE_CUDA_CHECK(cublasSgemmStridedBatched(m_blas, CUBLAS_OP_N, CUBLAS_OP_N, int(D), int(S), int(S), &one,
-                                                       kb, int(kw), D, dS + g * S * S, int(S), group * S * S, &one,
-                                                       dqb + g * D, int(qw), group * D, int(KVH)));
+            batchedGemm(false, false, D, S, S, 1.0f, K, kb, kw, D, dSo, g * S * S, S, group * S * S, 1.0f,
+                        dqb + g * D, qw, group * D, KVH);
             // dk_j += sum_i dS[i][j] q_i: column-major (d x keys) += Q (d x queries) dS^T (queries x keys).
-            LATHE_CUDA_CHECK(cublasSgemmStridedBatched(m_blas, CUBLAS_OP_N, CUBLAS_OP_T, int(D), int(S), int(S), &one,
-                                                       qb + g * D, int(qw), group * D, dS + g * S * S, int(S),
-                                                       group * S * S, &one, dkb, int(kw), D, int(KVH)));
+            batchedGemm(false, true, D, S, S, 1.0f, Q, qb + g * D, qw, group * D, dSo, g * S * S, S, group * S * S,
+                        1.0f, dkb, kw, D, KVH);
             // dv_j += sum_i P[i][j] dO_i.
-            LATHE_CUDA_CHECK(cublasSgemmStridedBatched(m_blas, CUBLAS_OP_N, CUBLAS_OP_T, int(D), int(S), int(S), &one,
-                                                       ob + g * D, int(qw), group * D, pb + g * S * S, int(S),
-                                                       group * S * S, &one, dvb, int(kw), D, int(KVH)));
+            batchedGemm(false, true, D, S, S, 1.0f, O, qb + g * D, qw, group * D, P, g * S * S, S, group * S * S,
+                        1.0f, dvb, kw, D, KVH);
         }
     }
 }

@@ -7,10 +7,10 @@
 // is given (dx += ..., dw += ...), so callers zero gradients once per step. core/train/ops.h is the reference:
 // gpu/trainopscheck.cpp compares every op here with it (`lathe-cli check-gpu`, tolerances there).
 //
-// Precision: parameters, gradients, optimizer state and activations are fp32 (the master copy). The linears and
-// the LM head multiply in the precision chosen at construction: pedantic fp32 (no TF32: checkable against the CPU
-// to rounding), or bf16 operands rounded from the fp32 buffers on the fly with fp32 accumulation and fp32 results
-// (tensor cores). The attention products and every other op stay fp32.
+// Precision: parameters, gradients, optimizer state and activations are fp32 (the master copy). The linears, the
+// LM head and the attention's products multiply in the precision chosen at construction: pedantic fp32 (no TF32:
+// checkable against the CPU to rounding), or bf16 operands rounded from the fp32 buffers on the fly with fp32
+// accumulation and fp32 results (tensor cores). Norms, softmax, the loss and the optimizer stay fp32.
 //
 // Sums over rows (norm weight and bias gradients, embedding gradients) use a fixed order, so a step's bits do not
 // depend on scheduling: no atomics. Everything runs on the default stream of the calling thread's current device
@@ -108,6 +108,11 @@ public:
     void scale(float *x, int64_t n, float factor);
 
 private:
+    struct Operand;
+    Operand operand(const float *x, int64_t n, DeviceMemory &scratch);
+    void batchedGemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const Operand &a,
+                     int64_t aOffset, int64_t lda, int64_t strideA, const Operand &b, int64_t bOffset, int64_t ldb,
+                     int64_t strideB, float beta, float *c, int64_t ldc, int64_t strideC, int64_t count);
     // Column sums over rows of f(r, c), in a fixed order: partials over row chunks, then their sum.
     template <class F> void columnSums(int64_t rows, int64_t cols, F f, float *out);
     const int32_t *uploadIds(const std::vector<int32_t> &ids, DeviceMemory &to);
@@ -115,6 +120,7 @@ private:
     cublasHandle_t m_blas;
     ComputePrecision m_precision;
     DeviceMemory m_ids, m_ids2, m_partials, m_logits, m_bf16a, m_bf16b, m_dP, m_reduce;
+    DeviceMemory m_attnA, m_attnB, m_attnC, m_attnD, m_attnE, m_attnF; // the attention's bf16 operands
 };
 
 } // namespace lathe::gpu

@@ -242,10 +242,12 @@ GpuCheck attention(TrainOps &ops, bool causal, int heads, int kvHeads) {
     c.add("dq", dDq, dq);
     c.add("dk", dDk, dk);
     c.add("dv", dDv, dv);
+    const bool bf16 = ops.precision() == ComputePrecision::Bf16;
     return c.result(std::string("train attention ") + (causal ? "causal" : "bidirectional") +
-                        (kvHeads < heads ? " gqa" : ""),
-                    kFp32, dims({{"batch", d.batch}, {"seq", d.seq}, {"heads", heads}, {"kv_heads", kvHeads},
-                                 {"head_dim", d.headDim}}));
+                        (kvHeads < heads ? " gqa" : "") + (bf16 ? " bf16" : ""),
+                    bf16 ? kBf16 : kFp32,
+                    dims({{"batch", d.batch}, {"seq", d.seq}, {"heads", heads}, {"kv_heads", kvHeads},
+                          {"head_dim", d.headDim}}));
 }
 
 GpuCheck swiglu(TrainOps &ops) {
@@ -470,6 +472,7 @@ std::vector<GpuCheck> runTrainOpChecks() {
     guarded("train rope", [&] { return rope(fp32); });
     guarded("train attention causal gqa", [&] { return attention(fp32, true, 6, 2); });
     guarded("train attention bidirectional", [&] { return attention(fp32, false, 4, 4); });
+    guarded("train attention causal gqa bf16", [&] { return attention(bf16, true, 6, 2); });
     guarded("train swiglu", [&] { return swiglu(fp32); });
     guarded("train gelu tanh", [&] { return gelu(fp32, train::Gelu::Tanh); });
     guarded("train gelu erf", [&] { return gelu(fp32, train::Gelu::Erf); });

@@ -19,8 +19,8 @@ namespace lathe::gpu {
 // results and every gradient). Tolerances:
 // - fp32 (pedantic GEMMs): 1e-5: summation order and libm-vs-CUDA exp/tanh/erf differences are ~1e-6 of the
 //   largest value at these sizes; a wrong index or a missing term is of order 1;
-// - bf16 products (the linear and the LM head with bf16 operands, fp32 accumulation): 3e-2, the operands' rounding
-//   (2^-9 relative) summed over the reductions;
+// - bf16 products (the linear, the LM head and the attention with bf16 operands, fp32 accumulation): 3e-2, the
+//   operands' rounding (2^-9 relative) summed over the reductions;
 // - AdamW: 1e-6 of the largest weight (the tolerance against torch.optim.AdamW);
 // - the gradient norm's sum of squares: 1e-12 relative (fp64 sums of the same fp32 values, in another order).
 // Runs on the current device (GpuContext::forDevice(0)).
