@@ -12,6 +12,8 @@
 #include "base/error.h"
 #include "engine/evaluation.h"
 #include "hosttrainops.h"
+#include "io/modelloader.h"
+#include "model/model.h"
 #include "numeric/backend.h"
 #include "run/trainingrun.h"
 #include "testsupport.h"
@@ -42,7 +44,7 @@ public:
 class ReferenceBackend final : public ComputeBackend {
 public:
     std::string name() const override { return "cuda"; }
-    DeviceInfo device() const override { return {"reference GPU (CPU ops)", 0, 9, 0, 0}; }
+    DeviceInfo device() const override { return {"reference GPU (CPU ops)", uint64_t(2) << 30, 9, 0, 0}; }
     void dequantize(DType type, const void *src, size_t elems, float *dst) override {
         m_cpu->dequantize(type, src, elems, dst);
     }
@@ -144,6 +146,52 @@ private slots:
             QVERIFY2(exported(out) == want, resumeOn);
             QVERIFY(readTextFile((out / "run.log").string()).find("resumed at step 6") != std::string::npos);
         }
+    }
+
+    // The estimate of a run on the GPU: the probe's step is the trainer's, the GPU memory is the trainer's
+    // formula, whose buffers part is what the trainer holds after a step, and a run that does not fit the GPU's
+    // 2 GiB is refused before anything is created.
+    void estimate() {
+        nlohmann::json j = job(m_root / "estimate", "cuda");
+        const TrainingPreflight pf = preflightTraining(TrainingSpec::fromJson(j));
+        QVERIFY2(pf.probe.device.find("CPU (reference ops)") == 0, pf.probe.device.c_str());
+        QCOMPARE(pf.estimate.device, pf.probe.device);
+        QCOMPARE(pf.estimate.deviceAvailable, uint64_t(2) << 30);
+        QVERIFY(pf.estimate.deviceBytes > (uint64_t(512) << 20));
+        QVERIFY(pf.estimate.refusal.empty());
+        QVERIFY(pf.estimate.summary().find("GPU memory about") != std::string::npos);
+        QVERIFY(pf.probe.forwardSeconds > 0 && pf.probe.backwardSeconds > 0);
+        const TrainingPreflight cpu = preflightTraining(TrainingSpec::fromJson(job(m_root / "estimate", "cpu")));
+        QCOMPARE(cpu.estimate.deviceBytes, uint64_t(0));
+        QVERIFY(cpu.probe.device.empty());
+        QVERIFY(cpu.estimate.hostBytes > pf.estimate.hostBytes); // the activations are on the GPU
+
+        // The formula's buffers against the trainer's, at the job's batch: exact.
+        auto model = openModel(test::sourceDir() + "/resources/demo/stories260K.bin");
+        train::CausalLm<float> lm(*model);
+        train::LlamaTrainer<test::HostTrainOps> trainer(test::HostTrainOps(), lm, train::AdamW<float>());
+        const int64_t B = 2, S = 48, rows = B * S;
+        trainer.zeroGradients();
+        trainer.forwardBackward(TokenBatch::random(model->config.vocabSize, B, S, 1), 1.0f);
+        const ModelConfig &c = model->config;
+        const int64_t chunk = std::clamp<int64_t>((int64_t(64) << 20) / rows, 1024, c.vocabSize);
+        const uint64_t scratch = 4 * uint64_t(rows * chunk + c.numHeads * S * S) + (uint64_t(512) << 20);
+        QCOMPARE(train::llamaTrainerDeviceBytes(c, lm.parameters().count(false), B, S, ComputePrecision::Fp32) -
+                     scratch,
+                 trainer.deviceBytes());
+
+        // Too large for the GPU: refused by the estimate, and by the run before it creates anything.
+        j["data"]["batch"] = 4000;
+        const RunEstimate big = estimateTrainingRun(TrainingSpec::fromJson(j), *model, planTraining(TrainingSpec::fromJson(j)),
+                                                    TrainingProbe{});
+        QVERIFY2(big.refusal.find("of GPU memory and") != std::string::npos, big.refusal.c_str());
+        try {
+            run(j);
+            QFAIL("a run larger than the GPU was accepted");
+        } catch (const LatheError &e) {
+            QVERIFY2(std::string(e.what()).find("does not fit") != std::string::npos, e.what());
+        }
+        QVERIFY(!fs::exists(m_root / "estimate"));
     }
 
     void autoAndRefusals() {

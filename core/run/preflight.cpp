@@ -14,6 +14,7 @@
 #include "run/speckeys.h"
 #include "run/trainingrun.h"
 #include "tokenizers/tokenizer.h"
+#include "train/llamatrainer.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -209,9 +210,23 @@ RunEstimate estimateTrainingRun(const TrainingSpec &spec, const Model &model, co
     }
     const uint64_t disk = e.exportBytes + (checkpoints > 0 ? 2 * checkpointBytes : 0);
     e.hostBytes = kProcessBytes + plan.totalBytes() + (spec.exportModel ? plan.weightBytes : 0);
+    if (const std::optional<DeviceInfo> gpu =
+            trainingGpu(spec, model.config, plan.parameters, plan.trainableParameters)) {
+        // The activations live on the GPU; the host keeps the weights, their gradients and, for checkpoints, the
+        // moments.
+        e.hostBytes -= plan.activationBytes;
+        e.device = probe.device.empty() ? gpu->label() : probe.device;
+        e.deviceBytes = train::llamaTrainerDeviceBytes(model.config, plan.parameters, spec.batch, spec.seqLen,
+                                                       parsePrecision(spec.precision));
+        e.deviceAvailable = gpu->totalMemory;
+    }
     e.hostAvailable = memAvailable();
     e.diskAvailable = diskFreeFor(spec.outputDir);
-    if (e.hostAvailable > 0 && e.hostBytes > e.hostAvailable)
+    if (e.deviceAvailable > 0 && e.deviceBytes > e.deviceAvailable)
+        e.refusal = "needs about " + humanBytes(e.deviceBytes) + " of GPU memory and " + e.device + " has " +
+                    humanBytes(e.deviceAvailable) + ": a smaller data.batch (with optimizer.accumulate for the same "
+                    "step), a shorter data.seq_len, or device cpu";
+    else if (e.hostAvailable > 0 && e.hostBytes > e.hostAvailable)
         e.refusal = "needs about " + humanBytes(e.hostBytes) + " of memory and " + humanBytes(e.hostAvailable) +
                     " is available: a smaller data.batch (with optimizer.accumulate for the same step), a shorter "
                     "data.seq_len, recompute, fewer trainable parameters, or close other programs";
@@ -240,6 +255,11 @@ std::string RunEstimate::summary() const {
     std::string s = "about " + formatDuration(seconds) + "; memory about " + humanBytes(hostBytes);
     if (hostAvailable > 0)
         s += " of " + humanBytes(hostAvailable) + " available";
+    if (deviceBytes > 0) {
+        s += "; GPU memory about " + humanBytes(deviceBytes);
+        if (deviceAvailable > 0)
+            s += " of " + humanBytes(deviceAvailable);
+    }
     if (exportBytes > 0) {
         s += "; exports about " + humanBytes(exportBytes);
         if (diskAvailable > 0)
@@ -268,7 +288,8 @@ nlohmann::json RunEstimate::toJson() const {
     return {{"seconds", seconds},           {"phases", ph},
             {"host_bytes", hostBytes},      {"host_available", hostAvailable},
             {"export_bytes", exportBytes},  {"disk_available", diskAvailable},
-            {"refusal", refusal}};
+            {"device", device},             {"device_bytes", deviceBytes},
+            {"device_available", deviceAvailable}, {"refusal", refusal}};
 }
 
 } // namespace lathe

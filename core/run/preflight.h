@@ -48,12 +48,15 @@ struct RunEstimate {
     uint64_t exportBytes = 0;    // every point's export (HF folder, GGUF, sparse archive)
     uint64_t hostAvailable = 0;  // MemAvailable now (0: unknown)
     uint64_t diskAvailable = 0;  // free space where the run folder goes (0: unknown)
+    std::string device;          // the GPU a training run's steps take, empty for the CPU
+    uint64_t deviceBytes = 0;    // its peak memory there (llamaTrainerDeviceBytes), 0 for the CPU
+    uint64_t deviceAvailable = 0; // that GPU's memory (0: unknown)
     std::string refusal;         // why the run cannot fit; empty when it can
     std::string summary() const; // one line: "about 2 min 10 s; memory 1.3 GB of 5.1 GB available; export 540 MB"
     // What `--estimate` prints: a line per phase, the summary, and the refusal when there is one.
     std::string report() const;
     // The same as JSON: seconds, phases [{phase, seconds (each time), times}], host_bytes, host_available,
-    // export_bytes, disk_available, refusal.
+    // export_bytes, disk_available, device, device_bytes, device_available, refusal.
     nlohmann::json toJson() const;
 };
 
@@ -86,6 +89,7 @@ Preflight preflightCompression(const CompressionSpec &spec);
 // work, clipping, AdamW) once per step.
 struct TrainingProbe {
     int64_t seqLen = 0, batch = 0;
+    std::string device; // the GPU trainer's description when the probe ran there, empty for the CPU
     double setupSeconds = 0;    // the weights converted and the method's initialisation (LoSparse's SVDs)
     double forwardSeconds = 0;  // the window's forward pass (with what backward needs kept)
     double backwardSeconds = 0; // its backward pass
@@ -100,6 +104,9 @@ struct TrainingProbe {
 // copy of the weights while the export is built, plus the program itself (kProcessBytes). Disk: the exports and, when checkpoints are written, two of them
 // (the new one is built before the old one goes). Refused when the memory or the disk does not fit. With a probe
 // of zeros (as runTraining's own check before any work) the times are zero and the sizes still checked.
+// When the steps run on a GPU (trainsOnGpu), the probe's step is the GPU trainer's, the host keeps the weights,
+// gradients and (for checkpoints) the moments but no activations, and the GPU's memory is estimated
+// (llamaTrainerDeviceBytes) and checked against the device's.
 RunEstimate estimateTrainingRun(const TrainingSpec &spec, const Model &model, const TrainingPlan &plan,
                                 const TrainingProbe &probe);
 

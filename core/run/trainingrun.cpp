@@ -23,6 +23,7 @@
 #include "train/adamw.h"
 #include "train/causallm.h"
 #include "train/devicetraining.h"
+#include "train/llamatrainer.h"
 #include "train/linearkinds.h"
 #include "train/schedule.h"
 
@@ -210,33 +211,30 @@ TrainingEval evaluate(train::CausalLm<float> &lm, train::DeviceTrainer *trainer,
 }
 
 // The GPU trainer for the spec's device, or null for the CPU: "cuda[:N]" creates it or throws the reason; "auto"
-// creates it where a GPU is usable and the trainer runs the job, else logs why the CPU trains.
+// creates it where trainingGpu says the steps go there, else `log` receives why the CPU trains.
 std::unique_ptr<train::DeviceTrainer> deviceTrainer(const TrainingSpec &spec, const train::CausalLm<float> &lm,
-                                                    const train::AdamW<float> &adam, RunFolder &files) {
+                                                    const train::AdamW<float> &adam,
+                                                    const std::function<void(const std::string &)> &log) {
     const DeviceChoice choice = DeviceChoice::parse(spec.device);
     if (choice.preference == DevicePreference::Cpu)
         return nullptr;
-    std::string whyNone;
-    if (choice.preference == DevicePreference::Auto && gpuDevices(&whyNone).empty()) {
-        files.log("device auto: training on the CPU (no usable GPU: " + whyNone + ")");
+    std::string why;
+    if (!trainingGpu(spec, lm.config(), lm.parameters().count(false), lm.parameters().count(true), &why)) {
+        log("device auto: training on the CPU (" + why + ")");
         return nullptr;
     }
     try {
-        if (spec.method)
-            throw LatheError("the GPU trainer runs plain fine-tuning only, not " + spec.method->info().name);
-        if (spec.recompute)
-            throw LatheError("the GPU trainer does not recompute blocks");
         const std::unique_ptr<ComputeBackend> backend = createBackend(choice);
         auto *service = deviceService<train::DeviceTrainingService>(*backend);
         if (!service)
-            throw LatheError(backend->device().label() + " does not train");
+            throw LatheError(backend->device().label() + " does not train", "train on the CPU (device cpu)");
         std::unique_ptr<train::DeviceTrainer> trainer = service->create(lm, adam, parsePrecision(spec.precision));
-        files.log("training on the GPU: " + trainer->describe());
+        log("training on the GPU: " + trainer->describe());
         return trainer;
     } catch (const LatheError &e) {
         if (choice.preference == DevicePreference::Cuda)
             throw;
-        files.log(std::string("device auto: training on the CPU (") + e.what() + ")");
+        log(std::string("device auto: training on the CPU (") + e.what() + ")");
         return nullptr;
     }
 }
@@ -384,6 +382,34 @@ TrainingSpec TrainingSpec::fromFile(const std::string &path) {
     TrainingSpec s = fromJson(j, fs::absolute(fs::path(path)).parent_path().string());
     s.specFile = path;
     return s;
+}
+
+std::optional<DeviceInfo> trainingGpu(const TrainingSpec &spec, const ModelConfig &config, int64_t parameters,
+                                      int64_t trainableParameters, std::string *why) {
+    const DeviceChoice choice = DeviceChoice::parse(spec.device);
+    if (choice.preference == DevicePreference::Cpu)
+        return std::nullopt;
+    std::string whyNone;
+    const std::vector<DeviceInfo> &gpus = gpuDevices(&whyNone);
+    const auto cpu = [&](const std::string &reason) -> std::optional<DeviceInfo> {
+        if (why)
+            *why = reason;
+        return std::nullopt;
+    };
+    if (gpus.empty())
+        return cpu("no usable GPU: " + whyNone);
+    const DeviceInfo &gpu = gpus[size_t(std::min<int>(choice.index, int(gpus.size()) - 1))];
+    if (choice.preference == DevicePreference::Cuda)
+        return gpu; // what the trainer does not run is refused when it is made, with the reason
+    if (spec.method)
+        return cpu("the GPU trainer runs plain fine-tuning only, not " + spec.method->info().name);
+    if (spec.recompute)
+        return cpu("the GPU trainer does not recompute blocks");
+    if (config.family != ArchFamily::Llama)
+        return cpu("the GPU trainer runs the Llama family only");
+    if (trainableParameters != parameters)
+        return cpu("the GPU trainer trains every parameter; trainable freezes some");
+    return gpu;
 }
 
 void validateTrainingSpec(const TrainingSpec &s) {
@@ -550,6 +576,10 @@ TrainingPreflight preflightTraining(const TrainingSpec &spec, const std::atomic<
     probe.setupSeconds = steadySeconds() - t;
     train::AdamW<float> adam(train::AdamWOptions{});
     const TokenBatch batch = TokenBatch::random(model.config.vocabSize, probe.batch, probe.seqLen, 7);
+    // Where the run's steps go, the probe's go too: on the GPU trainer, its step is timed instead.
+    const std::unique_ptr<train::DeviceTrainer> trainer = deviceTrainer(spec, lm, adam, [](const std::string &) {});
+    if (trainer)
+        probe.device = trainer->describe();
     // Step 0 is not timed (allocations, thread start-up). Then steps are timed, part by part, until 1 s of them or
     // five; the median one is kept (a small model's step is short enough for a busy machine to disturb any one).
     struct Timed {
@@ -563,6 +593,21 @@ TrainingPreflight preflightTraining(const TrainingSpec &spec, const std::atomic<
     for (int step = 0; step < 6 && (step < 2 || timed < 1.0); ++step) {
         checkCancel();
         const double t0 = steadySeconds();
+        if (trainer) { // forward alone, then forward and backward: the backward is their difference
+            trainer->zeroGradients();
+            const double t1 = steadySeconds();
+            (void)trainer->loss(batch);
+            const double t2 = steadySeconds();
+            (void)trainer->forwardBackward(batch, 1.0f);
+            const double t3 = steadySeconds();
+            trainer->step(spec.lr, spec.clip);
+            const double t4 = steadySeconds();
+            if (step > 0) {
+                steps.push_back({t4 - t0 - (t2 - t1), t2 - t1, (t3 - t2) - (t2 - t1), (t1 - t0) + (t4 - t3)});
+                timed += steps.back().total;
+            }
+            continue;
+        }
         if (method)
             method->beforeStep(lm, std::min<int64_t>(middle + step, spec.steps - 1), spec.steps);
         lm.parameters().zeroGrad();
@@ -681,7 +726,8 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
         }
         // From here on the GPU trainer, when there is one, holds the parameters and moments; lm and adam receive
         // them back for checkpoints and the export.
-        const std::unique_ptr<train::DeviceTrainer> trainer = deviceTrainer(spec, lm, adam, files);
+        const std::unique_ptr<train::DeviceTrainer> trainer =
+            deviceTrainer(spec, lm, adam, [&](const std::string &line) { files.log(line); });
         if (trainer)
             result.device = trainer->describe();
         if (!resuming && !prepared.eval.empty()) {

@@ -9,8 +9,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "model/modelconfig.h"
+#include "numeric/backend.h"
+
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -67,6 +71,13 @@ struct TrainingSpec {
 
 // Every check that needs no model: files, ranges, the output folder (a training run's, never an input's).
 void validateTrainingSpec(const TrainingSpec &spec);
+
+// The GPU a run's steps go to, or none (the CPU): "cpu" none; "cuda[:N]" that GPU (what the GPU trainer does not
+// run is refused when the run makes it); "auto" the first GPU when there is one and the GPU trainer runs the job
+// (plain fine-tuning of every parameter of a Llama-family model without recompute), else none with the reason in
+// `why`.
+std::optional<DeviceInfo> trainingGpu(const TrainingSpec &spec, const ModelConfig &config, int64_t parameters,
+                                      int64_t trainableParameters, std::string *why = nullptr);
 
 // What a run will hold in memory, known before any work (`lathe-cli train --dry-run`), and how much data it has.
 struct TrainingPlan {
