@@ -529,6 +529,21 @@ private slots:
             bad["device"] = "cuda";
             refused(bad, "CUDA");
         }
+        // lathe-cli train --device replaces the job's: refused by name before any work, or trained on the CPU.
+        const std::string specPath = (root / "job.json").string();
+        test::writeText(specPath, j.dump());
+        const QString spec = QString::fromStdString(specPath);
+        test::CliRun r = test::runCli({"train", spec, "--device", "tpu", "--output",
+                                       QString::fromStdString((root / "cli-tpu").string())});
+        QCOMPARE(r.exitCode, 1);
+        QVERIFY2(r.err.find("unknown device 'tpu'") != std::string::npos, r.err.c_str());
+        QVERIFY(!fs::exists(root / "cli-tpu"));
+        r = test::runCli({"train", spec, "--device", "cpu", "--precision", "fp32", "--output",
+                          QString::fromStdString((root / "cli-cpu").string())});
+        QVERIFY2(r.exitCode == 0, r.err.c_str());
+        const auto saved = nlohmann::json::parse(readTextFile((root / "cli-cpu" / "spec.json").string()));
+        QCOMPARE(QString::fromStdString(saved.at("device").get<std::string>()), QString("cpu"));
+        QCOMPARE(QString::fromStdString(saved.at("precision").get<std::string>()), QString("fp32"));
     }
 
     // BERT's masking (maskTokens): a function of the seed alone; about 15% of the tokens chosen, 80% of those

@@ -15,18 +15,21 @@ namespace lathe::cli {
 
 // lathe-cli train (issue 17 item 6).
 int runTrain(int argc, char **argv) {
-    CliOptions o(argc, argv, 2, {"resume", "output", "threads"}, {"json", "dry-run", "estimate", "overwrite"});
+    CliOptions o(argc, argv, 2, {"resume", "output", "threads", "device", "precision"},
+                 {"json", "dry-run", "estimate", "overwrite"});
     const bool fromRunFolder = o.value("resume") && o.positional().empty();
     if (!o.ok() || (o.positional().size() != 1 && !fromRunFolder)) {
         std::fprintf(stderr,
                      "usage: lathe-cli train JOB.json [--output DIR] [--overwrite] [--dry-run | --estimate] [--json]\n"
-                     "       lathe-cli train --resume RUN_DIR [--json]\n"
+                     "                                [--device cpu|cuda[:N]|auto] [--precision bf16|fp32]\n"
+                     "       lathe-cli train --resume RUN_DIR [--device D] [--json]\n"
                      "  trains the model of the job spec (docs/training.md): shuffled windows of the training text,\n"
                      "  AdamW with the learning-rate schedule, evaluation and checkpoints every K steps, the trained\n"
                      "  model exported as a Hugging Face folder; --dry-run prints the memory plan and does nothing;\n"
                      "  --estimate also times one training step here and prints the run's estimated time, memory\n"
                      "  and disk, and whether it fits (exit status 1 when it does not);\n"
-                     "  --resume continues an interrupted run from its last checkpoint\n%s\n",
+                     "  --resume continues an interrupted run from its last checkpoint (on any device);\n"
+                     "  --device and --precision replace the job's (where the steps run, the GPU's products)\n%s\n",
                      o.error().c_str());
         return 2;
     }
@@ -52,6 +55,10 @@ int runTrain(int argc, char **argv) {
             spec.resume = true;
         }
     }
+    if (o.value("device"))
+        spec.device = *o.value("device");
+    if (o.value("precision"))
+        spec.precision = *o.value("precision");
     if (o.flag("dry-run") || o.flag("estimate")) {
         const bool estimate = o.flag("estimate");
         TrainingPreflight pf;
@@ -67,7 +74,7 @@ int runTrain(int argc, char **argv) {
                 j["probe"] = {{"seq_len", pf.probe.seqLen},           {"batch", pf.probe.batch},
                               {"setup_seconds", pf.probe.setupSeconds},
                               {"forward_seconds", pf.probe.forwardSeconds}, {"backward_seconds", pf.probe.backwardSeconds},
-                              {"fixed_seconds", pf.probe.fixedSeconds}};
+                              {"fixed_seconds", pf.probe.fixedSeconds}, {"device", pf.probe.device}};
             }
             std::printf("%s\n", j.dump().c_str());
             return estimate && !pf.estimate.refusal.empty() ? 1 : 0;
