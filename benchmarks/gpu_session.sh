@@ -6,10 +6,14 @@
 #   slicegpt  bench slicegpt on a random Llama-2-7B, 1024 x 2048 calibration tokens (issue 5: <= 5 min on an H100)
 #   train     bench train on a random SmolLM2-135M shape, bf16 products, 16 x 1024 tokens (issue 17: >= 35% MFU;
 #             the fraction printed is against the 8192^3 bf16 GEMM measured in the same run), and fp32 at 4 x 512
+#   train-run lathe-cli train on the demo model with "device": "cuda" (fp32) beside the same job on the CPU: the
+#             final evaluation losses must agree to 1e-3; then the GPU run killed at three moments and resumed must
+#             export the uninterrupted run's bytes (the GPU step is deterministic: no atomics)
 #   resume    SliceGPT on the demo model on the GPU, killed at four moments and resumed from its layer checkpoint:
 #             the export must equal an uninterrupted run's byte for byte (issue 20 item 9; the signals live on the GPU)
 # Usage (on the device, from the repository root, with .devdeps carried; prepare it here with
-# ../shared/tools/device-deps.sh):  benchmarks/gpu_session.sh [check|forward|slicegpt|train|resume|all]...
+# ../shared/tools/device-deps.sh):  benchmarks/gpu_session.sh [check|forward|slicegpt|train|train-run|resume|all]...
+# ("train" runs the train-run stage too).
 # Logs go to $OUT (the device tool's folder) or /tmp/lathe-gpu-out.
 set -uo pipefail
 out="${OUT:-/tmp/lathe-gpu-out}"
@@ -63,6 +67,38 @@ JSON
   done
   echo "$continued of 4 resumed runs continued from a layer checkpoint; every export equal"
 }
+# train_run: see the header.
+train_run() {
+  local d="$out/train-run" text="$PWD/tests/data/text/tinystories-excerpt.txt"
+  rm -rf "$d"; mkdir -p "$d"
+  cat > "$d/job.json" <<JSON
+{"model": "$PWD/resources/demo/stories260K.bin",
+ "data": {"train": "$text", "holdout": 0.1, "seq_len": 128, "batch": 4, "accumulate": 2, "eval_windows": 4, "seed": 1},
+ "optimizer": {"lr": 1e-3, "warmup": 5, "clip": 1.0}, "steps": 60, "eval_every": 20, "checkpoint_every": 7,
+ "device": "cuda", "precision": "fp32", "output": {"dir": "$d/gpu"}}
+JSON
+  "$cli" train "$d/job.json" > "$d/gpu.log" 2>&1 || { tail -5 "$d/gpu.log"; return 1; }
+  "$cli" train "$d/job.json" --device cpu --output "$d/cpu" > "$d/cpu.log" 2>&1 || { tail -5 "$d/cpu.log"; return 1; }
+  python3 - "$d" <<'PY' || return 1
+import json, sys
+d = sys.argv[1]
+g, c = (json.load(open(f"{d}/{k}/results.json")) for k in ("gpu", "cpu"))
+print("device:", g["device"])
+for a, b in zip(g["evals"], c["evals"]):
+    print(f"step {a['step']}: eval loss GPU {a['eval_loss']:.6f} CPU {b['eval_loss']:.6f}")
+gl, cl = g["evals"][-1]["eval_loss"], c["evals"][-1]["eval_loss"]
+sys.exit(0 if abs(gl - cl) <= 1e-3 * abs(cl) else 1)
+PY
+  local delay
+  for delay in 1.0 2.0 3.0; do
+    rm -rf "$d/k"
+    timeout -s KILL "$delay" "$cli" train "$d/job.json" --output "$d/k" > /dev/null 2>&1
+    "$cli" train --resume "$d/k" > /dev/null 2>&1 || return 1
+    cmp "$d/k/model/model.safetensors" "$d/gpu/model/model.safetensors" || return 1
+    grep -h "resumed at step" "$d/k/run.log"
+  done
+  echo "killed and resumed 3 times: every export equal to the uninterrupted GPU run's"
+}
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=(all)
 for stage in "${stages[@]}"; do
@@ -80,8 +116,9 @@ for stage in "${stages[@]}"; do
         --batch 16 --repeat 5
       run train-fp32 "$cli" bench train --shape smollm2-135m --device cuda --precision fp32 --seq-len 512 \
         --batch 4 --repeat 3 ;;&
+    train-run|train|all) run train-run train_run ;;&
     resume|all) run layer-resume layer_resume ;;&
-    check|forward|slicegpt|train|resume|all) ;;
+    check|forward|slicegpt|train|train-run|resume|all) ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
 done
