@@ -210,7 +210,8 @@ public:
         const float divisor = sliced ? float(c.slicing.normDivisor) : float(width);
         normKernel<T><<<unsigned(rows), kRowThreads>>>(x, width, layerNorm, divisor, float(c.normEps),
                                                         n.w.empty() ? nullptr : n.w.template as<float>(),
-                                                        n.b.empty() ? nullptr : n.b.template as<float>(), y);
+                                                        n.b.empty() ? nullptr : n.b.template as<float>(), y, nullptr,
+                                                        nullptr);
         LATHE_CUDA_CHECK(cudaGetLastError());
     }
 

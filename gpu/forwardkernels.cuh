@@ -65,10 +65,11 @@ static __global__ void embedKernel(const int32_t *ids, const float *token, const
 
 // cpu::rmsNormForward / rmsNormWeightless / layerNormForward. RMS: y = x / sqrt(sum(x^2) / divisor + eps) * w
 // (w null = 1; divisor = width, or the original width of a sliced model). LayerNorm: y = (x - mean) /
-// sqrt(var + eps) * w + b with the biased variance (b null = 0).
+// sqrt(var + eps) * w + b with the biased variance (b null = 0). meanOut / rstdOut, when not null, receive the row's
+// mean (LayerNorm) and 1 / sqrt(... + eps) (what training's backward needs).
 template <typename T>
 static __global__ void normKernel(const float *x, int64_t width, bool layerNorm, float divisor, float eps, const float *w,
-                           const float *b, T *y) {
+                           const float *b, T *y, float *meanOut, float *rstdOut) {
     const int64_t r = blockIdx.x;
     const float *in = x + r * width;
     T *out = y + r * width;
@@ -86,6 +87,12 @@ static __global__ void normKernel(const float *x, int64_t width, bool layerNorm,
     }
     ss = blockReduce(ss, false);
     const float inv = rsqrtf(ss / (layerNorm ? float(width) : divisor) + eps);
+    if (threadIdx.x == 0) {
+        if (rstdOut)
+            rstdOut[r] = inv;
+        if (meanOut)
+            meanOut[r] = mean;
+    }
     for (int64_t c = threadIdx.x; c < width; c += blockDim.x) {
         float v = (in[c] - mean) * inv;
         if (w)

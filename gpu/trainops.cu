@@ -86,33 +86,7 @@ template <class G> struct WithCols {
     __device__ float operator()(int64_t r, int64_t c) const { return g(r, c, cols); }
 };
 
-// ---- norms: one block of kRowThreads per row ----
-
-__global__ void normForwardKernel(const float *x, const float *w, const float *b, int64_t width, float eps,
-                                  bool layerNorm, float *y, float *mean, float *rstd) {
-    const int64_t r = blockIdx.x;
-    const float *xr = x + r * width;
-    float mu = 0.0f;
-    if (layerNorm) {
-        float s = 0.0f;
-        for (int64_t c = threadIdx.x; c < width; c += blockDim.x)
-            s += xr[c];
-        mu = blockReduce(s, false) / float(width);
-    }
-    float ss = 0.0f;
-    for (int64_t c = threadIdx.x; c < width; c += blockDim.x) {
-        const float d = xr[c] - mu;
-        ss += d * d;
-    }
-    const float inv = 1.0f / sqrtf(blockReduce(ss, false) / float(width) + eps);
-    for (int64_t c = threadIdx.x; c < width; c += blockDim.x)
-        y[r * width + c] = (xr[c] - mu) * inv * w[c] + (b ? b[c] : 0.0f);
-    if (threadIdx.x == 0) {
-        rstd[r] = inv;
-        if (layerNorm)
-            mean[r] = mu;
-    }
-}
+// ---- norms: one block of kRowThreads per row (the forward is the inference pass's normKernel) ----
 
 // xhat = (x - mean) rstd, g = dy w: RMSNorm dx += rstd (g - xhat mean(g xhat)); LayerNorm subtracts mean(g) too.
 __global__ void normBackwardKernel(const float *dy, const float *x, const float *w, const float *mean,
@@ -214,26 +188,8 @@ __global__ void geluBackwardKernel(bool tanhForm, const float *dy, const float *
         dx[i] += dy[i] * geluAndDerivative(tanhForm, x[i]).y;
 }
 
-// ---- attention rows: one block per (batch, head, query) row of seq scores ----
-
-__global__ void causalSoftmaxKernel(float *p, int64_t seq, bool causal) {
-    const int64_t row = blockIdx.x, i = row % seq;
-    const int64_t keys = causal ? i + 1 : seq;
-    float *x = p + row * seq;
-    float mx = -INFINITY;
-    for (int64_t j = threadIdx.x; j < keys; j += blockDim.x)
-        mx = fmaxf(mx, x[j]);
-    mx = blockReduce(mx, true);
-    float sum = 0.0f;
-    for (int64_t j = threadIdx.x; j < keys; j += blockDim.x) {
-        const float e = expf(x[j] - mx);
-        x[j] = e;
-        sum += e;
-    }
-    const float inv = 1.0f / blockReduce(sum, false);
-    for (int64_t j = threadIdx.x; j < seq; j += blockDim.x)
-        x[j] = j < keys ? x[j] * inv : 0.0f;
-}
+// ---- attention rows: one block per (head, query) row of seq scores (the forward's softmax is the inference
+// pass's softmaxKernel, in place) ----
 
 // dS = P (dP - rowsum(dP P)) scale, in place over dP; zero above the diagonal.
 __global__ void softmaxBackwardKernel(const float *p, float *g, int64_t seq, bool causal, float scale) {
@@ -265,16 +221,9 @@ __global__ void crossEntropyChunkKernel(const float *logits, int64_t n, int64_t 
                                         double *lse, float *target) {
     const int64_t r = blockIdx.x;
     const float *x = logits + r * n;
-    float mx = -INFINITY;
-    for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
-        mx = fmaxf(mx, x[j]);
-    mx = blockReduce(mx, true);
-    float sum = 0.0f;
-    for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
-        sum += expf(x[j] - mx);
-    sum = blockReduce(sum, false);
+    const float2 ms = rowMaxExpSum(x, n);
     if (threadIdx.x == 0) {
-        const float chunkLse = mx + logf(sum);
+        const float chunkLse = ms.x + logf(ms.y);
         lse[r] = logAddExpD(lse[r], double(chunkLse));
         const int32_t t = targets[r];
         if (t >= c0 && t < c0 + n)
@@ -416,7 +365,8 @@ void TrainOps::rmsNormForward(const float *x, const float *w, int64_t rows, int6
                               float *rstd) {
     if (!rows)
         return;
-    normForwardKernel<<<unsigned(rows), kRowThreads>>>(x, w, nullptr, width, eps, false, y, nullptr, rstd);
+    normKernel<float>
+        <<<unsigned(rows), kRowThreads>>>(x, width, false, float(width), eps, w, nullptr, y, nullptr, rstd);
     checkLaunch();
 }
 
@@ -434,7 +384,7 @@ void TrainOps::layerNormForward(const float *x, const float *w, const float *b, 
                                 float *y, float *mean, float *rstd) {
     if (!rows)
         return;
-    normForwardKernel<<<unsigned(rows), kRowThreads>>>(x, w, b, width, eps, true, y, mean, rstd);
+    normKernel<float><<<unsigned(rows), kRowThreads>>>(x, width, true, float(width), eps, w, b, y, mean, rstd);
     checkLaunch();
 }
 
@@ -572,7 +522,7 @@ void TrainOps::attentionForward(const float *q, const float *k, const float *v, 
             // P[h][i][j] = scale q_i . k_j: column-major (keys x queries) = K^T Q.
             batchedGemm(true, false, S, S, D, float(d.scale), K, kb, kw, D, Q, qb + g * D, qw, group * D, 0.0f,
                         pb + g * S * S, S, group * S * S, KVH);
-        causalSoftmaxKernel<<<unsigned(H * S), kRowThreads>>>(pb, S, d.causal);
+        softmaxKernel<float><<<unsigned(H * S), kRowThreads>>>(pb, S, S, 0, d.causal, pb);
         checkLaunch();
         const Operand P = operand(pb, H * S * S, m_attnD);
         for (int64_t g = 0; g < group; ++g)

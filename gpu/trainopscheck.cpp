@@ -391,7 +391,8 @@ GpuCheck runTrainStepCheck(ComputeBackend &device, const Model &model, const std
                           std::string *which) {
         double err = 0;
         for (size_t i = 0; i < want.size(); ++i) {
-            const train::Matrix<float> &g = grads ? got[i].grad : got[i].value, &w = grads ? want[i].grad : want[i].value;
+            const train::Matrix<float> &g = grads ? got[i].grad : got[i].value;
+            const train::Matrix<float> &w = grads ? want[i].grad : want[i].value;
             const double scale = std::max(double(w.cwiseAbs().maxCoeff()), 1e-30);
             const double diff = double((g - w).cwiseAbs().maxCoeff());
             const double e = std::isnan(diff) ? INFINITY : diff / scale;
@@ -447,7 +448,8 @@ GpuCheck runTrainStepCheck(ComputeBackend &device, const Model &model, const std
                std::to_string(lossErr) + ", tolerance " + std::to_string(lossTol) + "); worst gradient " + gradWorst +
                "; step " + std::to_string(stepErr) + " (" + stepWorst + ", tolerance 1e-6); gradient norm " +
                std::to_string(gpuNorm) + " vs " + std::to_string(cpuNorm) + "; evaluation after the step " +
-               std::to_string(evalErr) + "; resumed trainer " + (resumeExact ? "bit-identical" : "differs at " + resumeWorst) +
+               std::to_string(evalErr) + "; resumed trainer " +
+               (resumeExact ? "bit-identical" : "differs at " + resumeWorst) +
                "; " + trainer->describe();
     return c;
 }

@@ -195,7 +195,9 @@ private:
     static BlasSplitScope engineScope() { return BlasSplitScope(engineSplitsBlas()); }
     static M mat(const float *p, int64_t rows, int64_t cols) { return Eigen::Map<const M>(p, rows, cols); }
     static V vec(const float *p, int64_t n) { return Eigen::Map<const V>(p, n); }
-    template <class E> static void put(const E &from, float *to) { std::copy(from.data(), from.data() + from.size(), to); }
+    template <class E> static void put(const E &from, float *to) {
+        std::copy(from.data(), from.data() + from.size(), to);
+    }
     void rope(float *x, int64_t rows, int64_t seq, int heads, int headDim, int rotaryDim, const float *cos,
               const float *sin, bool backward) {
         const auto split = engineScope();

@@ -182,8 +182,8 @@ private slots:
 
         // Too large for the GPU: refused by the estimate, and by the run before it creates anything.
         j["data"]["batch"] = 4000;
-        const RunEstimate big = estimateTrainingRun(TrainingSpec::fromJson(j), *model, planTraining(TrainingSpec::fromJson(j)),
-                                                    TrainingProbe{});
+        const TrainingSpec bigSpec = TrainingSpec::fromJson(j);
+        const RunEstimate big = estimateTrainingRun(bigSpec, *model, planTraining(bigSpec), TrainingProbe{});
         QVERIFY2(big.refusal.find("of GPU memory and") != std::string::npos, big.refusal.c_str());
         try {
             run(j);

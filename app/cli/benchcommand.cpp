@@ -45,6 +45,46 @@ struct SgemmProbe {
     }
 };
 
+// One warm-up step, then `repeat` timed steps, each right after a measurement of the GEMM peak (the machines are
+// shared and drift: each step is compared with a peak of its moment); the medians of both.
+struct StepTimes {
+    double median = 0, peak = 0;
+};
+StepTimes timeSteps(int repeat, const std::function<void()> &step, const std::function<double()> &peakGflops) {
+    spdlog::info("warm-up step...");
+    step();
+    std::vector<double> times, peaks;
+    for (int r = 0; r < repeat; ++r) {
+        peaks.push_back(peakGflops());
+        const double t0 = steadySeconds();
+        step();
+        times.push_back(steadySeconds() - t0);
+    }
+    std::sort(times.begin(), times.end());
+    std::sort(peaks.begin(), peaks.end());
+    return {times[times.size() / 2], peaks[peaks.size() / 2]};
+}
+
+// The rates of a timed training step, in the JSON line and in the table: median time, tokens/s, GFLOP per step,
+// achieved GFLOP/s, the GEMM peak and the fraction of it.
+void addStepRates(nlohmann::json &j, const StepTimes &t, double tokens, double flops) {
+    j["median_s"] = t.median;
+    j["tokens_per_s"] = tokens / t.median;
+    j["gflop_per_step"] = flops / 1e9;
+    j["gflops"] = flops / t.median / 1e9;
+    j["gemm_peak_gflops"] = t.peak;
+    j["fraction_of_peak"] = flops / t.median / 1e9 / t.peak;
+}
+void printStepRates(const StepTimes &t, double tokens, double flops, const char *peakName) {
+    std::printf("%-28s %12s\n", "metric", "value");
+    std::printf("%-28s %12.4f\n", "median step (s)", t.median);
+    std::printf("%-28s %12.1f\n", "tokens/s", tokens / t.median);
+    std::printf("%-28s %12.1f\n", "GFLOP per step", flops / 1e9);
+    std::printf("%-28s %12.1f\n", "achieved GFLOP/s", flops / t.median / 1e9);
+    std::printf("%-28s %12.1f\n", peakName, t.peak);
+    std::printf("%-28s %12.3f\n", "fraction of peak", flops / t.median / 1e9 / t.peak);
+}
+
 } // namespace
 
 int runBenchForward(int argc, char **argv);
@@ -299,45 +339,23 @@ int benchTrainOnDevice(const CliOptions &o, ComputeBackend &backend, const Model
         trainer->step(1e-4, 1.0);
         trainer->synchronize();
     };
-    spdlog::info("warm-up step...");
-    step();
     const double flops = 3.0 * forwardFlops(model.config, seq) * double(batch);
-    std::vector<double> times, peaks;
-    for (int r = 0; r < repeat; ++r) {
-        peaks.push_back(probe->gemmPeakGflops(8192));
-        const double t0 = steadySeconds();
-        step();
-        times.push_back(steadySeconds() - t0);
-    }
-    std::sort(times.begin(), times.end());
-    std::sort(peaks.begin(), peaks.end());
-    const double median = times[times.size() / 2], peak = peaks[peaks.size() / 2];
+    const StepTimes times = timeSteps(repeat, step, [&] { return probe->gemmPeakGflops(8192); });
     const double tokens = double(batch * seq);
-    const nlohmann::json j = {{"bench", "train"},
-                              {"model", model.sourcePath},
-                              {"device", backend.device().label()},
-                              {"precision", precisionName(options.precision)},
-                              {"trainer", trainer->describe()},
-                              {"batch", batch},
-                              {"seq_len", seq},
-                              {"repeat", repeat},
-                              {"median_s", median},
-                              {"tokens_per_s", tokens / median},
-                              {"gflop_per_step", flops / 1e9},
-                              {"gflops", flops / median / 1e9},
-                              {"gemm_peak_gflops", peak},
-                              {"fraction_of_peak", flops / median / 1e9 / peak},
-                              {"device_bytes", trainer->deviceBytes()}};
+    nlohmann::json j = {{"bench", "train"},
+                        {"model", model.sourcePath},
+                        {"device", backend.device().label()},
+                        {"precision", precisionName(options.precision)},
+                        {"trainer", trainer->describe()},
+                        {"batch", batch},
+                        {"seq_len", seq},
+                        {"repeat", repeat},
+                        {"device_bytes", trainer->deviceBytes()}};
+    addStepRates(j, times, tokens, flops);
     if (!o.flag("json")) {
         std::printf("training step  %s, batch %lld x seq %lld, %s\n", model.sourcePath.c_str(), (long long)batch,
                     (long long)seq, trainer->describe().c_str());
-        std::printf("%-28s %12s\n", "metric", "value");
-        std::printf("%-28s %12.4f\n", "median step (s)", median);
-        std::printf("%-28s %12.1f\n", "tokens/s", tokens / median);
-        std::printf("%-28s %12.1f\n", "GFLOP per step", flops / 1e9);
-        std::printf("%-28s %12.1f\n", "achieved GFLOP/s", flops / median / 1e9);
-        std::printf("%-28s %12.1f\n", "GEMM peak GFLOP/s", peak);
-        std::printf("%-28s %12.3f\n", "fraction of peak", flops / median / 1e9 / peak);
+        printStepRates(times, tokens, flops, "GEMM peak GFLOP/s");
         std::printf("%-28s %12.1f\n", "device memory (MB)", double(trainer->deviceBytes()) / 1048576.0);
     }
     std::printf("%s\n", j.dump().c_str());
@@ -402,56 +420,33 @@ int runBenchTrain(int argc, char **argv) {
         lm.backward();
         adam.step(lm.parameters(), 1e-4);
     };
-    spdlog::info("warm-up step...");
-    step();
     const double flops = 3.0 * forwardFlops(model->config, seq) * double(batch);
-    std::vector<double> times, peaks;
-    for (int r = 0; r < repeat; ++r) {
-        peaks.push_back(probe.gflops(2));
-        const double t0 = steadySeconds();
-        step();
-        times.push_back(steadySeconds() - t0);
-    }
-    std::sort(times.begin(), times.end());
-    std::sort(peaks.begin(), peaks.end());
-    const double median = times[times.size() / 2], peak = peaks[peaks.size() / 2];
+    const StepTimes times = timeSteps(repeat, step, [&] { return probe.gflops(2); });
     rusage ru{};
     getrusage(RUSAGE_SELF, &ru);
     const double peakMb = double(ru.ru_maxrss) / 1024.0;
     const BlasInfo blas = blasInfo();
     const double tokens = double(batch * seq);
-    const nlohmann::json j = {{"bench", "train"},
-                              {"model", model->sourcePath},
-                              {"batch", batch},
-                              {"seq_len", seq},
-                              {"recompute", lm.recompute()},
-                              {"omit", omit},
-                              {"activation_bytes", train::CausalLm<float>::activationBytes(model->config, batch, seq, 4096,
-                                                                                           lm.recompute())},
-                              {"repeat", repeat},
-                              {"blas", blas.library},
-                              {"blas_core", blas.coreType},
-                              {"threads", blas.threads},
-                              {"median_s", median},
-                              {"tokens_per_s", tokens / median},
-                              {"gflop_per_step", flops / 1e9},
-                              {"gflops", flops / median / 1e9},
-                              {"gemm_peak_gflops", peak},
-                              {"fraction_of_peak", flops / median / 1e9 / peak},
-                              {"peak_rss_mb", peakMb}};
+    nlohmann::json j = {{"bench", "train"},
+                        {"model", model->sourcePath},
+                        {"batch", batch},
+                        {"seq_len", seq},
+                        {"recompute", lm.recompute()},
+                        {"omit", omit},
+                        {"activation_bytes",
+                         train::CausalLm<float>::activationBytes(model->config, batch, seq, 4096, lm.recompute())},
+                        {"repeat", repeat},
+                        {"blas", blas.library},
+                        {"blas_core", blas.coreType},
+                        {"threads", blas.threads},
+                        {"peak_rss_mb", peakMb}};
+    addStepRates(j, times, tokens, flops);
     if (!o.flag("json")) {
         std::printf("training step  %s, batch %lld x seq %lld%s, CPU fp32 (%s, core %s, %d threads)\n",
                     model->sourcePath.c_str(), (long long)batch, (long long)seq,
                     lm.recompute() ? ", recomputing blocks" : omit > 0 ? ", channels omitted" : "",
-                    blas.library.c_str(), blas.coreType.c_str(),
-                    blas.threads);
-        std::printf("%-28s %12s\n", "metric", "value");
-        std::printf("%-28s %12.3f\n", "median step (s)", median);
-        std::printf("%-28s %12.1f\n", "tokens/s", tokens / median);
-        std::printf("%-28s %12.1f\n", "GFLOP per step", flops / 1e9);
-        std::printf("%-28s %12.1f\n", "achieved GFLOP/s", flops / median / 1e9);
-        std::printf("%-28s %12.1f\n", "sgemm peak GFLOP/s", peak);
-        std::printf("%-28s %12.2f\n", "fraction of peak", flops / median / 1e9 / peak);
+                    blas.library.c_str(), blas.coreType.c_str(), blas.threads);
+        printStepRates(times, tokens, flops, "sgemm peak GFLOP/s");
         std::printf("%-28s %12.1f\n", "peak memory (MB)", peakMb);
     }
     std::printf("%s\n", j.dump().c_str());

@@ -44,15 +44,17 @@ namespace lathe::train {
 // Device bytes of a LlamaTrainer for `parameters` parameters at batches of B x S, with GPU ops: parameters,
 // gradients and both moments (16 bytes each); per block the saved activations (4 B S D residual-width values,
 // q, k, v and the context, B H S^2 probabilities, 3 B S F for the MLP, two rstd rows); one block's gradient
-// buffers and the head's (7 B S D, 3 B S F, 2 B S (H + KV) d); the RoPE table; the ops' scratch (the loss's rows x chunk logits,
-// one sequence's H S^2 score gradient, and with bf16 products bf16 copies of the largest operands); and a fixed
-// allowance of 512 MiB for the CUDA context and cuBLAS's workspaces (an allowance, not a measurement).
+// buffers and the head's (7 B S D, 3 B S F, 2 B S (H + KV) d); the RoPE table; the ops' scratch (the loss's
+// rows x chunk logits, one sequence's H S^2 score gradient, and with bf16 products bf16 copies of the largest
+// operands); and a fixed allowance of 512 MiB for the CUDA context and cuBLAS's workspaces (an allowance, not a
+// measurement).
 inline uint64_t llamaTrainerDeviceBytes(const ModelConfig &c, int64_t parameters, int64_t B, int64_t S,
                                         ComputePrecision precision) {
     const uint64_t rows = uint64_t(B * S), D = uint64_t(c.hiddenSize), F = uint64_t(c.intermediateSize);
     const uint64_t qw = uint64_t(c.numHeads * c.headDim), kw = uint64_t(c.numKvHeads * c.headDim);
     const uint64_t scores = uint64_t(c.numHeads) * uint64_t(S) * uint64_t(S);
-    const uint64_t perBlock = 4 * rows * D + 2 * rows + 2 * rows * qw + 2 * rows * kw + uint64_t(B) * scores + 3 * rows * F;
+    const uint64_t perBlock =
+        4 * rows * D + 2 * rows + 2 * rows * qw + 2 * rows * kw + uint64_t(B) * scores + 3 * rows * F;
     const uint64_t chunk = uint64_t(std::clamp<int64_t>((int64_t(64) << 20) / std::max<int64_t>(B * S, 1), 1024,
                                                         std::max<int64_t>(c.vocabSize, 1)));
     uint64_t floats = uint64_t(c.numLayers) * perBlock + 7 * rows * D + 2 * rows + 3 * rows * F +
