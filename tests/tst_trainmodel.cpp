@@ -370,14 +370,22 @@ private slots:
     // The GPU trainer's composition (train/llamatrainer.h) run on the CPU reference ops (hosttrainops.h) against
     // CausalLm + clipGradNorm + AdamW: the same ops in the same order, so the same bits. A step, two accumulated
     // micro-batches and a step, an evaluation, and a trainer made from the downloaded values and moments (a
-    // checkpoint) continuing as the first; tied head (tf-llama, hf-llama) and q/k/v biases (tf-qwen2). What the
-    // GPU trainer refuses is refused by name.
+    // checkpoint) continuing as the first; tied head (tf-llama, hf-llama), q/k/v biases (tf-qwen2), and frozen
+    // parameters (the tied embedding, a block's norm and attention: no gradient, no moments). What the GPU trainer
+    // refuses is refused by name.
     void llamaTrainerComposition() {
         using Trainer = train::LlamaTrainer<test::HostTrainOps>;
-        for (const char *fixture : {"tf-llama", "tf-qwen2", "hf-llama"}) {
-            auto model = openModel(test::sourceDir() + "/tests/fixtures/" + fixture);
+        for (const char *fixture : {"tf-llama", "tf-qwen2", "hf-llama", "tf-llama frozen"}) {
+            const std::string name = fixture;
+            const bool frozen = name.find(" frozen") != std::string::npos;
+            auto model = openModel(test::sourceDir() + "/tests/fixtures/" + name.substr(0, name.find(' ')));
             const int64_t vocab = model->config.vocabSize;
             train::CausalLm<float> cpu(*model);
+            if (frozen)
+                for (const train::Parameter<float> &p : cpu.parameters())
+                    if (p.role == TensorRole::TokenEmbedding || (p.layer == 0 && p.role != TensorRole::MlpDown))
+                        cpu.parameters().setTrainable(p.name, false);
+            QVERIFY(!frozen || cpu.parameters().count(true) < cpu.parameters().count(false));
             train::AdamW<float> adam;
             Trainer trainer(test::HostTrainOps(), cpu, adam);
             auto same = [&](train::CausalLm<float> &got, bool grads, const char *what) {
@@ -388,6 +396,11 @@ private slots:
                 }
             };
             train::CausalLm<float> view(*model);
+            auto freezeLike = [&](train::CausalLm<float> &lm) {
+                for (const train::Parameter<float> &p : cpu.parameters())
+                    lm.parameters().setTrainable(p.name, p.trainable());
+            };
+            freezeLike(view);
             for (int step = 0; step < 2; ++step) {
                 // Step 0: one batch; step 1: two micro-batches of half weight.
                 const int micro = step == 0 ? 1 : 2;
@@ -414,6 +427,8 @@ private slots:
             train::AdamW<float> state;
             trainer.downloadOptimizer(state);
             QCOMPARE(state.steps(), adam.steps());
+            if (frozen)
+                QCOMPARE(state.firstMoments()[0].size(), 0); // the frozen embedding has none
             Trainer resumed(test::HostTrainOps(), view, state);
             const TokenBatch b = TokenBatch::random(vocab, 2, 16, 7);
             for (train::DeviceTrainer *t : {static_cast<train::DeviceTrainer *>(&trainer),
@@ -423,6 +438,8 @@ private slots:
                 t->step(1e-3, 1.0);
             }
             train::CausalLm<float> first(*model), second(*model);
+            freezeLike(first);
+            freezeLike(second);
             trainer.download(first, true);
             resumed.download(second, true);
             for (size_t i = 0; i < first.parameters().size(); ++i)
@@ -444,9 +461,6 @@ private slots:
         train::CausalLm<float> optLm(*opt);
         refused(optLm, "Llama family only");
         auto llama = openModel(test::sourceDir() + "/tests/fixtures/tf-llama");
-        train::CausalLm<float> frozen(*llama);
-        frozen.parameters().setTrainable(frozen.parameters()[0].name, false);
-        refused(frozen, "is frozen");
         train::CausalLm<float> recomputing(*llama);
         recomputing.setRecompute(true);
         refused(recomputing, "does not recompute");

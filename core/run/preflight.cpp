@@ -210,14 +210,13 @@ RunEstimate estimateTrainingRun(const TrainingSpec &spec, const Model &model, co
     }
     const uint64_t disk = e.exportBytes + (checkpoints > 0 ? 2 * checkpointBytes : 0);
     e.hostBytes = kProcessBytes + plan.totalBytes() + (spec.exportModel ? plan.weightBytes : 0);
-    if (const std::optional<DeviceInfo> gpu =
-            trainingGpu(spec, model.config, plan.parameters, plan.trainableParameters)) {
+    if (const std::optional<DeviceInfo> gpu = trainingGpu(spec, model.config)) {
         // The activations live on the GPU; the host keeps the weights, their gradients and, for checkpoints, the
         // moments.
         e.hostBytes -= plan.activationBytes;
         e.device = probe.device.empty() ? gpu->label() : probe.device;
-        e.deviceBytes = train::llamaTrainerDeviceBytes(model.config, plan.parameters, spec.batch, spec.seqLen,
-                                                       parsePrecision(spec.precision));
+        e.deviceBytes = train::llamaTrainerDeviceBytes(model.config, plan.parameters, plan.trainableParameters,
+                                                       spec.batch, spec.seqLen, parsePrecision(spec.precision));
         e.deviceAvailable = gpu->totalMemory;
     }
     e.hostAvailable = memAvailable();

@@ -219,7 +219,7 @@ std::unique_ptr<train::DeviceTrainer> deviceTrainer(const TrainingSpec &spec, co
     if (choice.preference == DevicePreference::Cpu)
         return nullptr;
     std::string why;
-    if (!trainingGpu(spec, lm.config(), lm.parameters().count(false), lm.parameters().count(true), &why)) {
+    if (!trainingGpu(spec, lm.config(), &why)) {
         log("device auto: training on the CPU (" + why + ")");
         return nullptr;
     }
@@ -384,8 +384,7 @@ TrainingSpec TrainingSpec::fromFile(const std::string &path) {
     return s;
 }
 
-std::optional<DeviceInfo> trainingGpu(const TrainingSpec &spec, const ModelConfig &config, int64_t parameters,
-                                      int64_t trainableParameters, std::string *why) {
+std::optional<DeviceInfo> trainingGpu(const TrainingSpec &spec, const ModelConfig &config, std::string *why) {
     const DeviceChoice choice = DeviceChoice::parse(spec.device);
     if (choice.preference == DevicePreference::Cpu)
         return std::nullopt;
@@ -407,8 +406,6 @@ std::optional<DeviceInfo> trainingGpu(const TrainingSpec &spec, const ModelConfi
         return cpu("the GPU trainer does not recompute blocks");
     if (config.family != ArchFamily::Llama)
         return cpu("the GPU trainer runs the Llama family only");
-    if (trainableParameters != parameters)
-        return cpu("the GPU trainer trains every parameter; trainable freezes some");
     return gpu;
 }
 
@@ -593,7 +590,7 @@ TrainingPreflight preflightTraining(const TrainingSpec &spec, const std::atomic<
     for (int step = 0; step < 6 && (step < 2 || timed < 1.0); ++step) {
         checkCancel();
         const double t0 = steadySeconds();
-        if (trainer) { // forward alone, then forward and backward: the backward is their difference
+        if (trainer) { // forward alone, then forward and backward: the backward is their difference (at least 0)
             trainer->zeroGradients();
             const double t1 = steadySeconds();
             (void)trainer->loss(batch);
@@ -602,9 +599,10 @@ TrainingPreflight preflightTraining(const TrainingSpec &spec, const std::atomic<
             const double t3 = steadySeconds();
             trainer->step(spec.lr, spec.clip);
             const double t4 = steadySeconds();
+            const double forward = t2 - t1, backward = std::max(0.0, (t3 - t2) - forward);
             if (step > 0) {
-                steps.push_back({t4 - t0 - (t2 - t1), t2 - t1, (t3 - t2) - (t2 - t1), (t1 - t0) + (t4 - t3)});
-                timed += steps.back().total;
+                steps.push_back({forward + backward + (t1 - t0) + (t4 - t3), forward, backward, (t1 - t0) + (t4 - t3)});
+                timed += t4 - t0;
             }
             continue;
         }

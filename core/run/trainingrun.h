@@ -40,7 +40,8 @@ struct TrainingSpec {
     uint64_t seed = 42;
     bool recompute = false; // keep block inputs only, recompute each block in backward (train/causallm.h)
     // Where the steps run. "cpu" (the default: the reference engine); "cuda" / "cuda:N": the GPU trainer
-    // (train/devicetraining.h: the Llama family, every parameter trained, no method, no recompute; anything else
+    // (train/devicetraining.h: the Llama family, plain fine-tuning of the trainable parameters, no method, no
+    // recompute; anything else
     // is refused with the reason); "auto": the GPU trainer where there is a usable GPU and it runs this job, else the
     // CPU, the log saying why. `precision` is the GPU's product precision.
     std::string device = "cpu";
@@ -74,10 +75,9 @@ void validateTrainingSpec(const TrainingSpec &spec);
 
 // The GPU a run's steps go to, or none (the CPU): "cpu" none; "cuda[:N]" that GPU (what the GPU trainer does not
 // run is refused when the run makes it); "auto" the first GPU when there is one and the GPU trainer runs the job
-// (plain fine-tuning of every parameter of a Llama-family model without recompute), else none with the reason in
-// `why`.
-std::optional<DeviceInfo> trainingGpu(const TrainingSpec &spec, const ModelConfig &config, int64_t parameters,
-                                      int64_t trainableParameters, std::string *why = nullptr);
+// (plain fine-tuning of a Llama-family model without recompute), else none with the reason in `why`.
+std::optional<DeviceInfo> trainingGpu(const TrainingSpec &spec, const ModelConfig &config,
+                                      std::string *why = nullptr);
 
 // What a run will hold in memory, known before any work (`lathe-cli train --dry-run`), and how much data it has.
 struct TrainingPlan {

@@ -18,10 +18,11 @@ namespace train {
 // service of the device's backend; core sees only this interface. It mirrors CausalLm<float>::forward / backward,
 // clipGradNorm and AdamW<float> for the Llama family with dense block linears (SmolLM2, stories260K, Qwen2's q/k/v
 // biases; tied or untied head): the parameters are copied from a CausalLm when it is created and live on the device
-// with their gradients and AdamW moments in fp32 (the master copy); the products run in the chosen precision (fp32:
-// pedantic, checkable against the CPU; bf16: tensor cores, fp32 accumulation), everything else in fp32. Every
-// parameter is trained. Other families, linear kinds, frozen parameters, selections and recomputation are refused
-// at creation with a LatheError naming what (train those on the CPU). Not thread-safe.
+// in fp32 (the master copy), with gradients and AdamW moments for the trainable ones only; the products run in the
+// chosen precision (fp32: pedantic, checkable against the CPU; bf16: tensor cores, fp32 accumulation), everything
+// else in fp32. Other families, linear kinds, method-added parameters and recomputation are refused at creation
+// with a LatheError naming what (train those on the CPU); selections set on the CausalLm are not applied. Not
+// thread-safe.
 class DeviceTrainer {
 public:
     virtual ~DeviceTrainer() = default;

@@ -41,15 +41,15 @@
 
 namespace lathe::train {
 
-// Device bytes of a LlamaTrainer for `parameters` parameters at batches of B x S, with GPU ops: parameters,
-// gradients and both moments (16 bytes each); per block the saved activations (4 B S D residual-width values,
+// Device bytes of a LlamaTrainer for `parameters` parameters, `trainableParameters` of them trained, at batches of
+// B x S, with GPU ops: the parameters (4 bytes each), the trained ones' gradients and both moments (12 more); per block the saved activations (4 B S D residual-width values,
 // q, k, v and the context, B H S^2 probabilities, 3 B S F for the MLP, two rstd rows); one block's gradient
 // buffers and the head's (7 B S D, 3 B S F, 2 B S (H + KV) d); the RoPE table; the ops' scratch (the loss's
 // rows x chunk logits, one sequence's H S^2 score gradient, and with bf16 products bf16 copies of the largest
 // operands); and a fixed allowance of 512 MiB for the CUDA context and cuBLAS's workspaces (an allowance, not a
 // measurement).
-inline uint64_t llamaTrainerDeviceBytes(const ModelConfig &c, int64_t parameters, int64_t B, int64_t S,
-                                        ComputePrecision precision) {
+inline uint64_t llamaTrainerDeviceBytes(const ModelConfig &c, int64_t parameters, int64_t trainableParameters,
+                                        int64_t B, int64_t S, ComputePrecision precision) {
     const uint64_t rows = uint64_t(B * S), D = uint64_t(c.hiddenSize), F = uint64_t(c.intermediateSize);
     const uint64_t qw = uint64_t(c.numHeads * c.headDim), kw = uint64_t(c.numKvHeads * c.headDim);
     const uint64_t scores = uint64_t(c.numHeads) * uint64_t(S) * uint64_t(S);
@@ -60,7 +60,7 @@ inline uint64_t llamaTrainerDeviceBytes(const ModelConfig &c, int64_t parameters
     uint64_t floats = uint64_t(c.numLayers) * perBlock + 7 * rows * D + 2 * rows + 3 * rows * F +
                       2 * rows * qw + 2 * rows * kw + rows * chunk + scores;
     floats += uint64_t(c.maxPositions) * uint64_t(c.headDim); // the RoPE table (cos and sin: positions x d/2 each)
-    uint64_t bytes = 16 * uint64_t(parameters) + 4 * floats;
+    uint64_t bytes = 4 * uint64_t(parameters) + 12 * uint64_t(trainableParameters) + 4 * floats;
     if (precision != ComputePrecision::Fp32) // bf16 copies: a linear's two operands, the attention's five
         bytes += 2 * (rows * std::max(F, chunk) + std::max(F, chunk) * D + 2 * rows * (qw + kw) + 2 * scores);
     return bytes + (uint64_t(512) << 20);
@@ -69,15 +69,16 @@ inline uint64_t llamaTrainerDeviceBytes(const ModelConfig &c, int64_t parameters
 template <class Ops> class LlamaTrainer final : public DeviceTrainer {
     using Buffer = typename Ops::Buffer;
 
-    // One parameter: value, gradient and both AdamW moments, fp32, in the CausalLm's layout.
+    // One parameter: value, and while it trains its gradient and both AdamW moments, fp32, in the CausalLm's
+    // layout (a frozen one has neither: no memory, and its weight gradient is skipped).
     struct Param {
         std::string name;
         int64_t rows = 0, cols = 0;
-        bool decay = true;
+        bool decay = true, trainable = true;
         Buffer w, g, m, v;
         int64_t size() const { return rows * cols; }
         float *value() const { return w.template as<float>(); }
-        float *grad() const { return g.template as<float>(); }
+        float *grad() const { return trainable ? g.template as<float>() : nullptr; }
     };
     // A block's parameters (biases may be null).
     struct BlockParams {
@@ -92,8 +93,8 @@ template <class Ops> class LlamaTrainer final : public DeviceTrainer {
     };
 
 public:
-    // Copies lm's parameters and the optimizer's options, moments and step count; LatheError naming what it does
-    // not run (another family, a non-dense linear, a frozen or method-added parameter, recomputation).
+    // Copies lm's parameters (which of them train) and the optimizer's options, moments and step count; LatheError
+    // naming what it does not run (another family, a non-dense linear, a method-added parameter, recomputation).
     LlamaTrainer(Ops ops, const CausalLm<float> &lm, const AdamW<float> &optimizer)
         : m_ops(std::move(ops)), m_config(lm.config()), m_optimizer(optimizer.options()), m_steps(optimizer.steps()) {
         m_ops.activate();
@@ -114,27 +115,31 @@ public:
         const auto &m1 = optimizer.firstMoments(), &m2 = optimizer.secondMoments();
         size_t index = 0;
         for (const Parameter<float> &p : lm.parameters()) {
-            if (!p.trainable() || p.extra)
-                throw LatheError("the GPU trainer trains every parameter of the checkpoint; '" + p.name + "' is " +
-                                     (p.extra ? "added by a method" : "frozen"),
+            if (p.extra)
+                throw LatheError("the GPU trainer trains the checkpoint's parameters; '" + p.name +
+                                     "' is added by a method",
                                  hint);
             Param &d = m_params.emplace_back();
             d.name = p.name;
             d.rows = p.value.rows();
             d.cols = p.value.cols();
             d.decay = p.decay;
+            d.trainable = p.trainable();
             const size_t bytes = size_t(d.size()) * sizeof(float);
-            for (Buffer *b : {&d.w, &d.g, &d.m, &d.v})
-                b->resize(bytes);
+            d.w.resize(bytes);
             m_ops.upload(d.value(), p.value.data(), d.size());
-            if (index < m1.size() && m1[index].size() == d.size() && m2[index].size() == d.size()) {
-                m_ops.upload(d.m.template as<float>(), m1[index].data(), d.size());
-                m_ops.upload(d.v.template as<float>(), m2[index].data(), d.size());
-            } else {
-                m_ops.zero(d.m.template as<float>(), d.size());
-                m_ops.zero(d.v.template as<float>(), d.size());
+            if (d.trainable) {
+                for (Buffer *b : {&d.g, &d.m, &d.v})
+                    b->resize(bytes);
+                if (index < m1.size() && m1[index].size() == d.size() && m2[index].size() == d.size()) {
+                    m_ops.upload(d.m.template as<float>(), m1[index].data(), d.size());
+                    m_ops.upload(d.v.template as<float>(), m2[index].data(), d.size());
+                } else {
+                    m_ops.zero(d.m.template as<float>(), d.size());
+                    m_ops.zero(d.v.template as<float>(), d.size());
+                }
+                m_ops.zero(d.grad(), d.size());
             }
-            m_ops.zero(d.grad(), d.size());
             bind(p, &d);
             ++index;
         }
@@ -169,7 +174,8 @@ public:
     void zeroGradients() override {
         m_ops.activate();
         for (Param &p : m_params)
-            m_ops.zero(p.grad(), p.size());
+            if (p.trainable)
+                m_ops.zero(p.grad(), p.size());
     }
 
     float loss(const TokenBatch &batch) override {
@@ -189,17 +195,20 @@ public:
         m_ops.activate();
         std::vector<std::pair<const float *, int64_t>> grads;
         for (const Param &p : m_params)
-            grads.emplace_back(p.grad(), p.size());
+            if (p.trainable)
+                grads.emplace_back(p.grad(), p.size());
         const double norm = std::sqrt(m_ops.sumOfSquares(grads));
         if (maxNorm > 0 && norm > maxNorm) {
             const float scale = float(maxNorm / (norm + 1e-6));
-            for (Param &p : m_params)
-                m_ops.scale(p.grad(), p.size(), scale);
+            for (const auto &[g, n] : grads)
+                m_ops.scale(const_cast<float *>(g), n, scale);
         }
         ++m_steps;
         const double c1 = 1.0 - std::pow(m_optimizer.beta1, double(m_steps));
         const double c2 = 1.0 - std::pow(m_optimizer.beta2, double(m_steps));
         for (Param &p : m_params) {
+            if (!p.trainable)
+                continue;
             const bool decay = p.decay && p.rows > 1 && p.cols > 1 && m_optimizer.weightDecay > 0;
             const cpu::AdamWConstants k{float(m_optimizer.beta1), float(m_optimizer.beta2),
                                         decay ? float(1.0 - lr * m_optimizer.weightDecay) : 1.0f, float(lr / c1),
@@ -220,7 +229,7 @@ public:
             require(p.name == d.name && p.value.size() == d.size(), "GPU training",
                     "parameter " + p.name + " differs from the trainer's " + d.name);
             m_ops.download(p.value.data(), d.value(), d.size());
-            if (gradients) {
+            if (gradients && d.trainable) {
                 p.grad.resize(p.value.rows(), p.value.cols());
                 m_ops.download(p.grad.data(), d.grad(), d.size());
             }
@@ -234,6 +243,11 @@ public:
         m2.resize(m_params.size());
         for (size_t i = 0; i < m_params.size(); ++i) {
             const Param &d = m_params[i];
+            if (!d.trainable) { // as AdamW keeps them: none for a frozen parameter
+                m1[i].resize(0, 0);
+                m2[i].resize(0, 0);
+                continue;
+            }
             m1[i].resize(d.rows, d.cols);
             m2[i].resize(d.rows, d.cols);
             m_ops.download(m1[i].data(), d.m.template as<float>(), d.size());
@@ -261,7 +275,7 @@ public:
 private:
     static float *f(const Buffer &b) { return b.template as<float>(); }
     static const float *orNull(const Param *p) { return p ? p->value() : nullptr; }
-    static float *gradOrNull(const Param *p) { return p ? p->grad() : nullptr; }
+    static float *gradOrNull(const Param *p) { return p ? p->grad() : nullptr; } // null: no bias, or frozen
 
     // The forward pass over `batch`, keeping what backward needs; returns the mean next-token loss.
     float forward(const TokenBatch &batch) {
@@ -367,7 +381,8 @@ private:
             m_ops.copy(dx, dmid, rows * D);
             m_ops.rmsNormBackward(dn, f(s.x), w.attnNorm->value(), f(s.rstd1), rows, D, dx, w.attnNorm->grad());
         }
-        m_ops.embeddingBackward(dx, m_ids, D, m_embed->grad());
+        if (m_embed->trainable)
+            m_ops.embeddingBackward(dx, m_ids, D, m_embed->grad());
     }
 
     // Attaches a CausalLm parameter to its place in the block or model tables.
