@@ -167,20 +167,27 @@ private slots:
         QVERIFY(cpu.probe.device.empty());
         QVERIFY(cpu.estimate.hostBytes > pf.estimate.hostBytes); // the activations are on the GPU
 
-        // The formula's buffers against the trainer's, at the job's batch: exact.
+        // The formula's buffers against the trainer's, at the job's batch, keeping every activation or
+        // recomputing: exact.
         auto model = openModel(test::sourceDir() + "/resources/demo/stories260K.bin");
-        train::CausalLm<float> lm(*model);
-        train::LlamaTrainer<test::HostTrainOps> trainer(test::HostTrainOps(), lm, train::AdamW<float>());
-        const int64_t B = 2, S = 48, rows = B * S;
-        trainer.zeroGradients();
-        trainer.forwardBackward(TokenBatch::random(model->config.vocabSize, B, S, 1), 1.0f);
         const ModelConfig &c = model->config;
+        const int64_t B = 2, S = 48, rows = B * S;
         const int64_t chunk = std::clamp<int64_t>((int64_t(64) << 20) / rows, 1024, c.vocabSize);
         const uint64_t scratch = 4 * uint64_t(rows * chunk + c.numHeads * S * S) + (uint64_t(512) << 20);
-        QCOMPARE(train::llamaTrainerDeviceBytes(c, lm.parameters().count(false), lm.parameters().count(true), B, S,
-                                                ComputePrecision::Fp32) -
-                     scratch,
-                 trainer.deviceBytes());
+        uint64_t held[2] = {};
+        for (const bool recompute : {false, true}) {
+            train::CausalLm<float> lm(*model);
+            lm.setRecompute(recompute);
+            train::LlamaTrainer<test::HostTrainOps> trainer(test::HostTrainOps(), lm, train::AdamW<float>());
+            trainer.zeroGradients();
+            trainer.forwardBackward(TokenBatch::random(c.vocabSize, B, S, 1), 1.0f);
+            held[recompute] = trainer.deviceBytes();
+            QCOMPARE(train::llamaTrainerDeviceBytes(c, lm.parameters().count(false), lm.parameters().count(true), B,
+                                                    S, ComputePrecision::Fp32, recompute) -
+                         scratch,
+                     held[recompute]);
+        }
+        QVERIFY(held[1] < held[0]);
 
         // Too large for the GPU: refused by the estimate, and by the run before it creates anything.
         j["data"]["batch"] = 4000;

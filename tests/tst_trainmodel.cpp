@@ -375,19 +375,24 @@ private slots:
     // refuses is refused by name.
     void llamaTrainerComposition() {
         using Trainer = train::LlamaTrainer<test::HostTrainOps>;
-        for (const char *fixture : {"tf-llama", "tf-qwen2", "hf-llama", "tf-llama frozen"}) {
+        for (const char *fixture : {"tf-llama", "tf-qwen2", "hf-llama", "tf-llama frozen", "tf-qwen2 recompute"}) {
             const std::string name = fixture;
             const bool frozen = name.find(" frozen") != std::string::npos;
             auto model = openModel(test::sourceDir() + "/tests/fixtures/" + name.substr(0, name.find(' ')));
             const int64_t vocab = model->config.vocabSize;
             train::CausalLm<float> cpu(*model);
+            // Recomputation: the trainer keeps block inputs only and runs each block again in backward; the
+            // reference stays the CausalLm that keeps everything (recomputing changes no bit).
+            const bool recompute = name.find(" recompute") != std::string::npos;
             if (frozen)
                 for (const train::Parameter<float> &p : cpu.parameters())
                     if (p.role == TensorRole::TokenEmbedding || (p.layer == 0 && p.role != TensorRole::MlpDown))
                         cpu.parameters().setTrainable(p.name, false);
             QVERIFY(!frozen || cpu.parameters().count(true) < cpu.parameters().count(false));
             train::AdamW<float> adam;
+            cpu.setRecompute(recompute);
             Trainer trainer(test::HostTrainOps(), cpu, adam);
+            cpu.setRecompute(false);
             auto same = [&](train::CausalLm<float> &got, bool grads, const char *what) {
                 for (size_t i = 0; i < cpu.parameters().size(); ++i) {
                     const train::Parameter<float> &a = got.parameters()[i], &b = cpu.parameters()[i];
@@ -461,9 +466,6 @@ private slots:
         train::CausalLm<float> optLm(*opt);
         refused(optLm, "Llama family only");
         auto llama = openModel(test::sourceDir() + "/tests/fixtures/tf-llama");
-        train::CausalLm<float> recomputing(*llama);
-        recomputing.setRecompute(true);
-        refused(recomputing, "does not recompute");
         train::CausalLm<float> masked(*llama);
         const std::string weight = masked.linears().front().kind->weightName();
         masked.replaceLinear(weight, [](train::ParameterSet<float> &, train::Parameter<float> *w,
@@ -475,8 +477,8 @@ private slots:
     }
 
     // The spec's device: "cpu" (default) and "auto" without a usable GPU train the same bits on the CPU, the log
-    // saying why auto chose it; bad devices and precisions, and a method or recompute on "cuda", are refused by key
-    // before any work; "cuda" without a GPU is refused with the reason.
+    // saying why auto chose it; bad devices and precisions, and a method on "cuda", are refused by key before any
+    // work; "cuda" without a GPU is refused with the reason.
     void trainDeviceChoice() {
         const fs::path root = test::tempDir("train-device");
         nlohmann::json j = {
@@ -534,10 +536,6 @@ private slots:
         bad["device"] = "cuda";
         bad["method"] = "pst";
         refused(bad, "plain fine-tuning only, not pst");
-        bad = j;
-        bad["device"] = "cuda";
-        bad["recompute"] = true;
-        refused(bad, "does not recompute");
         if (!gpu) {
             bad = j;
             bad["device"] = "cuda";

@@ -402,8 +402,6 @@ std::optional<DeviceInfo> trainingGpu(const TrainingSpec &spec, const ModelConfi
         return gpu; // what the trainer does not run is refused when it is made, with the reason
     if (spec.method)
         return cpu("the GPU trainer runs plain fine-tuning only, not " + spec.method->info().name);
-    if (spec.recompute)
-        return cpu("the GPU trainer does not recompute blocks");
     if (config.family != ArchFamily::Llama)
         return cpu("the GPU trainer runs the Llama family only");
     return gpu;
@@ -464,9 +462,6 @@ void validateTrainingSpec(const TrainingSpec &s) {
             throw LatheError("job spec: device " + s.device + ": the GPU trainer runs plain fine-tuning only, not " +
                                  s.method->info().name,
                              "leave out device (the CPU trains every method), or use \"auto\"");
-        if (s.recompute)
-            throw LatheError("job spec: device " + s.device + ": the GPU trainer does not recompute blocks",
-                             "leave out recompute");
         createBackend(device); // LatheError saying why there is no such usable GPU
     }
     exportDType(s.dtype);

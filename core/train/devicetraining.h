@@ -20,9 +20,9 @@ namespace train {
 // biases; tied or untied head): the parameters are copied from a CausalLm when it is created and live on the device
 // in fp32 (the master copy), with gradients and AdamW moments for the trainable ones only; the products run in the
 // chosen precision (fp32: pedantic, checkable against the CPU; bf16: tensor cores, fp32 accumulation), everything
-// else in fp32. Other families, linear kinds, method-added parameters and recomputation are refused at creation
-// with a LatheError naming what (train those on the CPU); selections set on the CausalLm are not applied. Not
-// thread-safe.
+// else in fp32; the CausalLm's recomputation setting is followed. Other families, linear kinds and method-added
+// parameters are refused at creation with a LatheError naming what (train those on the CPU); selections set on the
+// CausalLm are not applied. Not thread-safe.
 class DeviceTrainer {
 public:
     virtual ~DeviceTrainer() = default;

@@ -42,14 +42,15 @@
 namespace lathe::train {
 
 // Device bytes of a LlamaTrainer for `parameters` parameters, `trainableParameters` of them trained, at batches of
-// B x S, with GPU ops: the parameters (4 bytes each), the trained ones' gradients and both moments (12 more); per block the saved activations (4 B S D residual-width values,
-// q, k, v and the context, B H S^2 probabilities, 3 B S F for the MLP, two rstd rows); one block's gradient
-// buffers and the head's (7 B S D, 3 B S F, 2 B S (H + KV) d); the RoPE table; the ops' scratch (the loss's
-// rows x chunk logits, one sequence's H S^2 score gradient, and with bf16 products bf16 copies of the largest
-// operands); and a fixed allowance of 512 MiB for the CUDA context and cuBLAS's workspaces (an allowance, not a
-// measurement).
+// B x S, with GPU ops: the parameters (4 bytes each), the trained ones' gradients and both moments (12 more); per
+// block the saved activations (4 B S D residual-width values, q, k, v and the context, B H S^2 probabilities,
+// 3 B S F for the MLP, two rstd rows; with recomputation the block's input only, and one block's set); one block's
+// gradient buffers and the head's (7 B S D, 3 B S F, 2 B S (H + KV) d); the RoPE table; the ops' scratch (the
+// loss's rows x chunk logits, one sequence's H S^2 score gradient, and with bf16 products bf16 copies of the
+// largest operands); and a fixed allowance of 512 MiB for the CUDA context and cuBLAS's workspaces (an
+// allowance, not a measurement).
 inline uint64_t llamaTrainerDeviceBytes(const ModelConfig &c, int64_t parameters, int64_t trainableParameters,
-                                        int64_t B, int64_t S, ComputePrecision precision) {
+                                        int64_t B, int64_t S, ComputePrecision precision, bool recompute) {
     const uint64_t rows = uint64_t(B * S), D = uint64_t(c.hiddenSize), F = uint64_t(c.intermediateSize);
     const uint64_t qw = uint64_t(c.numHeads * c.headDim), kw = uint64_t(c.numKvHeads * c.headDim);
     const uint64_t scores = uint64_t(c.numHeads) * uint64_t(S) * uint64_t(S);
@@ -57,8 +58,11 @@ inline uint64_t llamaTrainerDeviceBytes(const ModelConfig &c, int64_t parameters
         4 * rows * D + 2 * rows + 2 * rows * qw + 2 * rows * kw + uint64_t(B) * scores + 3 * rows * F;
     const uint64_t chunk = uint64_t(std::clamp<int64_t>((int64_t(64) << 20) / std::max<int64_t>(B * S, 1), 1024,
                                                         std::max<int64_t>(c.vocabSize, 1)));
-    uint64_t floats = uint64_t(c.numLayers) * perBlock + 7 * rows * D + 2 * rows + 3 * rows * F +
-                      2 * rows * qw + 2 * rows * kw + rows * chunk + scores;
+    // With recomputation the blocks keep their inputs (B S D each) and one block's activations exist at a time.
+    const uint64_t blocks = recompute ? uint64_t(c.numLayers) * rows * D + (perBlock - rows * D)
+                                      : uint64_t(c.numLayers) * perBlock;
+    uint64_t floats = blocks + 7 * rows * D + 2 * rows + 3 * rows * F + 2 * rows * qw + 2 * rows * kw + rows * chunk +
+                      scores;
     floats += uint64_t(c.maxPositions) * uint64_t(c.headDim); // the RoPE table (cos and sin: positions x d/2 each)
     uint64_t bytes = 4 * uint64_t(parameters) + 12 * uint64_t(trainableParameters) + 4 * floats;
     if (precision != ComputePrecision::Fp32) // bf16 copies: a linear's two operands, the attention's five
@@ -94,7 +98,8 @@ template <class Ops> class LlamaTrainer final : public DeviceTrainer {
 
 public:
     // Copies lm's parameters (which of them train) and the optimizer's options, moments and step count; LatheError
-    // naming what it does not run (another family, a non-dense linear, a method-added parameter, recomputation).
+    // naming what it does not run (another family, a non-dense linear, a method-added parameter). With lm's
+    // recomputation on, each block keeps its input only and runs its forward again before its backward.
     LlamaTrainer(Ops ops, const CausalLm<float> &lm, const AdamW<float> &optimizer)
         : m_ops(std::move(ops)), m_config(lm.config()), m_optimizer(optimizer.options()), m_steps(optimizer.steps()) {
         m_ops.activate();
@@ -102,8 +107,7 @@ public:
         const char *hint = "train this on the CPU (device cpu)";
         if (c.family != ArchFamily::Llama)
             throw LatheError("the GPU trainer runs the Llama family only (SmolLM2, stories260K, Qwen2) so far", hint);
-        if (lm.recompute())
-            throw LatheError("the GPU trainer does not recompute blocks", "leave out recompute");
+        m_recompute = lm.recompute();
         for (const auto &slot : lm.linears())
             if (!dynamic_cast<const DenseLinear<float> *>(slot.kind))
                 throw LatheError(std::string("the GPU trainer runs dense linears only; the ") + slot.kind->kindName() +
@@ -262,10 +266,16 @@ public:
         uint64_t n = m_ropeCos.bytes() + m_ropeSin.bytes();
         for (const Param &p : m_params)
             n += p.w.bytes() + p.g.bytes() + p.m.bytes() + p.v.bytes();
-        for (const Saved &s : m_saved)
+        const auto setBytes = [](const Saved &s) {
+            uint64_t b = 0;
             for (const Buffer *m : {&s.x, &s.n1, &s.rstd1, &s.q, &s.k, &s.v, &s.probs, &s.ctx, &s.mid, &s.n2, &s.rstd2,
                                     &s.gate, &s.up, &s.act})
-                n += m->bytes();
+                b += m->bytes();
+            return b;
+        };
+        for (const Saved &s : m_saved)
+            n += setBytes(s);
+        n += setBytes(m_work);
         for (const Buffer *m : {&m_finalIn, &m_h, &m_rstdFinal, &m_lse, &m_t1, &m_dh, &m_dx, &m_dmid, &m_dn, &m_dact,
                                 &m_dgate, &m_dup, &m_dctx, &m_dq, &m_dk, &m_dv})
             n += m->bytes();
@@ -287,47 +297,59 @@ private:
         require(batch.seq <= m_ropePositions, "GPU training",
                 "windows of " + std::to_string(batch.seq) + " tokens are longer than the model's " +
                     std::to_string(m_ropePositions) + " positions");
-        const int64_t B = batch.batch, S = batch.seq, rows = B * S, D = c.hiddenSize, F = c.intermediateSize;
+        const int64_t B = batch.batch, S = batch.seq, rows = B * S, D = c.hiddenSize;
         const int H = int(c.numHeads), KVH = int(c.numKvHeads), d = int(c.headDim);
-        const int64_t qw = int64_t(H) * d, kw = int64_t(KVH) * d;
         m_targets.assign(batch.tokens.size(), -1);
         for (int64_t b = 0; b < B; ++b)
             for (int64_t t = 0; t + 1 < S; ++t)
                 m_targets[size_t(b * S + t)] = batch.tokens[size_t(b * S + t + 1)];
         m_dims = AttentionDims{B, S, H, KVH, d, 1.0 / std::sqrt(double(d)), true};
-        const float eps = float(c.normEps);
         allocate(B, S);
         m_ids = batch.tokens;
 
         m_ops.embeddingForward(m_embed->value(), m_embed->rows, D, batch.tokens, f(m_saved[0].x));
-        for (size_t l = 0; l < m_blocks.size(); ++l) {
-            const BlockParams &w = m_blocks[l];
-            Saved &s = m_saved[l];
-            m_ops.rmsNormForward(f(s.x), w.attnNorm->value(), rows, D, eps, f(s.n1), f(s.rstd1));
-            m_ops.linearForward(f(s.n1), w.q->value(), orNull(w.qb), rows, D, qw, f(s.q));
-            m_ops.linearForward(f(s.n1), w.k->value(), orNull(w.kb), rows, D, kw, f(s.k));
-            m_ops.linearForward(f(s.n1), w.v->value(), orNull(w.vb), rows, D, kw, f(s.v));
-            if (m_rotaryDim > 0) {
-                m_ops.ropeForward(f(s.q), rows, S, H, d, m_rotaryDim, f(m_ropeCos), f(m_ropeSin));
-                m_ops.ropeForward(f(s.k), rows, S, KVH, d, m_rotaryDim, f(m_ropeCos), f(m_ropeSin));
-            }
-            m_ops.attentionForward(f(s.q), f(s.k), f(s.v), m_dims, f(s.ctx), f(s.probs));
-            m_ops.linearForward(f(s.ctx), w.o->value(), orNull(w.ob), rows, qw, D, f(m_t1));
-            m_ops.add(f(s.x), f(m_t1), rows * D, f(s.mid));
-            m_ops.rmsNormForward(f(s.mid), w.mlpNorm->value(), rows, D, eps, f(s.n2), f(s.rstd2));
-            m_ops.linearForward(f(s.n2), w.gate->value(), orNull(w.gateb), rows, D, F, f(s.gate));
-            m_ops.linearForward(f(s.n2), w.up->value(), orNull(w.upb), rows, D, F, f(s.up));
-            m_ops.swigluForward(f(s.gate), f(s.up), rows * F, f(s.act));
-            m_ops.linearForward(f(s.act), w.down->value(), orNull(w.downb), rows, F, D, f(m_t1));
-            float *next = l + 1 < m_blocks.size() ? f(m_saved[l + 1].x) : f(m_finalIn);
-            m_ops.add(f(s.mid), f(m_t1), rows * D, next);
-        }
-        m_ops.rmsNormForward(f(m_finalIn), m_finalNorm->value(), rows, D, eps, f(m_h), f(m_rstdFinal));
+        for (size_t l = 0; l < m_blocks.size(); ++l)
+            blockForward(l, m_recompute ? m_work : m_saved[l],
+                         l + 1 < m_blocks.size() ? f(m_saved[l + 1].x) : f(m_finalIn));
+        m_ops.rmsNormForward(f(m_finalIn), m_finalNorm->value(), rows, D, float(c.normEps), f(m_h),
+                             f(m_rstdFinal));
         const Param *head = m_head ? m_head : m_embed;
         // rows x chunk logits at a time: at most 64 Mi values (256 MB), at least 1024 vocabulary rows.
         m_chunk = std::clamp<int64_t>((int64_t(64) << 20) / rows, 1024, head->rows);
         return m_ops.crossEntropyForward(f(m_h), head->value(), nullptr, rows, D, head->rows, m_targets, m_chunk,
                                          f(m_lse), &m_count);
+    }
+
+    // Block l's forward from its input m_saved[l].x, keeping its activations in `s`; its output goes to `out`
+    // (null: not computed, when backward runs the block again for its activations).
+    void blockForward(size_t l, Saved &s, float *out) {
+        const ModelConfig &c = m_config;
+        const AttentionDims &dims = m_dims;
+        const int64_t S = dims.seq, rows = dims.batch * S, D = c.hiddenSize, F = c.intermediateSize;
+        const int H = dims.heads, KVH = dims.kvHeads, d = dims.headDim;
+        const int64_t qw = int64_t(H) * d, kw = int64_t(KVH) * d;
+        const float eps = float(c.normEps);
+        const BlockParams &w = m_blocks[l];
+        const float *x = f(m_saved[l].x);
+        m_ops.rmsNormForward(x, w.attnNorm->value(), rows, D, eps, f(s.n1), f(s.rstd1));
+        m_ops.linearForward(f(s.n1), w.q->value(), orNull(w.qb), rows, D, qw, f(s.q));
+        m_ops.linearForward(f(s.n1), w.k->value(), orNull(w.kb), rows, D, kw, f(s.k));
+        m_ops.linearForward(f(s.n1), w.v->value(), orNull(w.vb), rows, D, kw, f(s.v));
+        if (m_rotaryDim > 0) {
+            m_ops.ropeForward(f(s.q), rows, S, H, d, m_rotaryDim, f(m_ropeCos), f(m_ropeSin));
+            m_ops.ropeForward(f(s.k), rows, S, KVH, d, m_rotaryDim, f(m_ropeCos), f(m_ropeSin));
+        }
+        m_ops.attentionForward(f(s.q), f(s.k), f(s.v), dims, f(s.ctx), f(s.probs));
+        m_ops.linearForward(f(s.ctx), w.o->value(), orNull(w.ob), rows, qw, D, f(m_t1));
+        m_ops.add(x, f(m_t1), rows * D, f(s.mid));
+        m_ops.rmsNormForward(f(s.mid), w.mlpNorm->value(), rows, D, eps, f(s.n2), f(s.rstd2));
+        m_ops.linearForward(f(s.n2), w.gate->value(), orNull(w.gateb), rows, D, F, f(s.gate));
+        m_ops.linearForward(f(s.n2), w.up->value(), orNull(w.upb), rows, D, F, f(s.up));
+        m_ops.swigluForward(f(s.gate), f(s.up), rows * F, f(s.act));
+        if (!out)
+            return;
+        m_ops.linearForward(f(s.act), w.down->value(), orNull(w.downb), rows, F, D, f(m_t1));
+        m_ops.add(f(s.mid), f(m_t1), rows * D, out);
     }
 
     // The backward of the last forward, its gradients times `scale` added to the parameters' gradients.
@@ -347,7 +369,10 @@ private:
                               m_finalNorm->grad());
         for (size_t l = m_blocks.size(); l-- > 0;) {
             const BlockParams &w = m_blocks[l];
-            const Saved &s = m_saved[l];
+            if (m_recompute)
+                blockForward(l, m_work, nullptr);
+            const Saved &s = m_recompute ? m_work : m_saved[l];
+            const float *x = f(m_saved[l].x);
             // out = mid + down(swiglu(gate(n2), up(n2))), n2 = norm2(mid); dx holds d out.
             m_ops.zero(f(m_dact), rows * F);
             m_ops.linearBackward(dx, f(s.act), w.down->value(), rows, F, D, f(m_dact), w.down->grad(),
@@ -379,7 +404,7 @@ private:
             m_ops.linearBackward(f(m_dv), f(s.n1), w.v->value(), rows, D, kw, dn, w.v->grad(), gradOrNull(w.vb));
             // d x = d mid + norm1's backward of d n1.
             m_ops.copy(dx, dmid, rows * D);
-            m_ops.rmsNormBackward(dn, f(s.x), w.attnNorm->value(), f(s.rstd1), rows, D, dx, w.attnNorm->grad());
+            m_ops.rmsNormBackward(dn, x, w.attnNorm->value(), f(s.rstd1), rows, D, dx, w.attnNorm->grad());
         }
         if (m_embed->trainable)
             m_ops.embeddingBackward(dx, m_ids, D, m_embed->grad());
@@ -430,8 +455,10 @@ private:
         const int64_t rows = B * S, D = c.hiddenSize, F = c.intermediateSize;
         const int64_t qw = c.numHeads * c.headDim, kw = c.numKvHeads * c.headDim;
         const auto floats = [](Buffer &m, int64_t n) { m.ensure(size_t(n) * sizeof(float)); };
-        for (Saved &s : m_saved) {
-            for (Buffer *m : {&s.x, &s.n1, &s.mid, &s.n2})
+        // A block's activations: in every block's set, or with recomputation in the one work set, the blocks
+        // keeping their inputs only.
+        const auto activations = [&](Saved &s) {
+            for (Buffer *m : {&s.n1, &s.mid, &s.n2})
                 floats(*m, rows * D);
             floats(s.rstd1, rows);
             floats(s.rstd2, rows);
@@ -442,7 +469,14 @@ private:
             floats(s.probs, B * c.numHeads * S * S);
             for (Buffer *m : {&s.gate, &s.up, &s.act})
                 floats(*m, rows * F);
+        };
+        for (Saved &s : m_saved) {
+            floats(s.x, rows * D);
+            if (!m_recompute)
+                activations(s);
         }
+        if (m_recompute)
+            activations(m_work);
         for (Buffer *m : {&m_finalIn, &m_h, &m_t1, &m_dh, &m_dx, &m_dmid, &m_dn})
             floats(*m, rows * D);
         floats(m_rstdFinal, rows);
@@ -465,7 +499,9 @@ private:
     int m_rotaryDim = 0;
     int64_t m_ropePositions = 0;
     Buffer m_ropeCos, m_ropeSin;
-    std::vector<Saved> m_saved;
+    std::vector<Saved> m_saved; // per block (with recomputation: the inputs only)
+    Saved m_work;               // with recomputation: the activations of the block being run
+    bool m_recompute = false;
     // The last forward's batch, for its backward.
     std::vector<int32_t> m_ids, m_targets;
     AttentionDims m_dims;
