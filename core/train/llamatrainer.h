@@ -18,9 +18,7 @@
 //   void copy(float *to, const float *from, int64_t n);
 //   void synchronize() const;           // waits for the queued work; a device fault is thrown here
 //
-// Memory: parameters, gradients and both moments (16 bytes per parameter), and per block the activations
-// CausalLm keeps (5 B S D values with the mid residual, q, k, v and context, B H S^2 probabilities, 3 B S F for the
-// MLP), plus one block's gradient buffers; no recomputation yet.
+// Memory: llamaTrainerDeviceBytes below (its buffers part is exactly what the trainer allocates).
 
 #include "base/error.h"
 #include "engine/deviceforward.h"
