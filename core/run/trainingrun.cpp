@@ -220,6 +220,8 @@ std::unique_ptr<train::DeviceTrainer> deviceTrainer(const TrainingSpec &spec, co
         return nullptr;
     std::string why;
     if (!trainingGpu(spec, lm.config(), &why)) {
+        if (choice.preference == DevicePreference::Cuda)
+            throw LatheError("device " + spec.device + ": " + why, "train on the CPU (device cpu)");
         log("device auto: training on the CPU (" + why + ")");
         return nullptr;
     }

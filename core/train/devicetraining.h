@@ -8,11 +8,7 @@
 #include <memory>
 #include <string>
 
-namespace lathe {
-
-class ComputeBackend;
-
-namespace train {
+namespace lathe::train {
 
 // A training step on an accelerator (issue 17 item 9), implemented in gpu/ from the ops of gpu/trainops.h as a
 // service of the device's backend; core sees only this interface. It mirrors CausalLm<float>::forward / backward,
@@ -26,7 +22,7 @@ namespace train {
 class DeviceTrainer {
 public:
     virtual ~DeviceTrainer() = default;
-    // "NVIDIA H200, bf16 products, 134.5M parameters (2150 MiB on the device)"
+    // "cuda:0 NVIDIA H200 (139.8 GiB), bf16 products, 134.5M parameters (2150 MiB held)"
     virtual std::string describe() const = 0;
     // Zeroes every gradient (once per optimizer step, as ParameterSet::zeroGrad).
     virtual void zeroGradients() = 0;
@@ -46,7 +42,8 @@ public:
     virtual void downloadOptimizer(AdamW<float> &optimizer) const = 0;
     // Waits for the queued work (what benchmarks time).
     virtual void synchronize() = 0;
-    // Device bytes held now: parameters, gradients, moments, and the activations of the largest batch so far.
+    // Device bytes the trainer holds now: parameters, gradients, moments, and the activations and gradient buffers
+    // of the largest batch so far (not the ops' scratch or the CUDA context: llamaTrainerDeviceBytes adds those).
     virtual uint64_t deviceBytes() const = 0;
 };
 
@@ -61,5 +58,4 @@ public:
                                                   ComputePrecision precision) = 0;
 };
 
-} // namespace train
-} // namespace lathe
+} // namespace lathe::train
