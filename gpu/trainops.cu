@@ -402,30 +402,46 @@ void TrainOps::layerNormBackward(const float *dy, const float *x, const float *w
 
 // ---- products ----
 
+// An operand of a product: fp32 as given, or in Bf16 mode a bf16 copy of its first n values in `scratch`; `at(i)`
+// is the address of element i in whichever it is.
+struct TrainOps::Operand {
+    const void *base;
+    size_t elementBytes;
+    const void *at(int64_t i) const { return static_cast<const char *>(base) + size_t(i) * elementBytes; }
+};
+
+TrainOps::Operand TrainOps::operand(const float *x, int64_t n, DeviceMemory &scratch) {
+    if (m_precision == ComputePrecision::Fp32)
+        return {x, sizeof(float)};
+    scratch.ensure(size_t(n) * sizeof(__nv_bfloat16));
+    toBf16Kernel<<<blocksFor(n), kThreads>>>(x, n, scratch.as<__nv_bfloat16>());
+    checkLaunch();
+    return {scratch.as(), sizeof(__nv_bfloat16)};
+}
+
+// Column-major C (m x n, fp32) = alpha op(A) op(B) + beta C, `count` times with the given strides (elements).
+void TrainOps::batchedGemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const Operand &a,
+                           int64_t aOffset, int64_t lda, int64_t strideA, const Operand &b, int64_t bOffset,
+                           int64_t ldb, int64_t strideB, float beta, float *c, int64_t ldc, int64_t strideC,
+                           int64_t count) {
+    const cudaDataType_t type = m_precision == ComputePrecision::Fp32 ? CUDA_R_32F : CUDA_R_16BF;
+    LATHE_CUDA_CHECK(cublasGemmStridedBatchedEx(
+        m_blas, transA ? CUBLAS_OP_T : CUBLAS_OP_N, transB ? CUBLAS_OP_T : CUBLAS_OP_N, int(m), int(n), int(k), &alpha,
+        a.at(aOffset), type, int(lda), strideA, b.at(bOffset), type, int(ldb), strideB, &beta, c, CUDA_R_32F, int(ldc),
+        strideC, int(count), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
 // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, and a row-major matrix with leading dimension
-// ld is the column-major transpose with the same ld: so cuBLAS gets (B, A) swapped, n and m swapped.
+// ld is the column-major transpose with the same ld: so cuBLAS gets (B, A) swapped, n and m swapped. In bf16 the
+// spans the product reads (rows x ld, the last row only up to its width) are rounded into scratch.
 void TrainOps::gemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                     int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
     if (m == 0 || n == 0)
         return;
-    const cublasOperation_t opA = transA ? CUBLAS_OP_T : CUBLAS_OP_N, opB = transB ? CUBLAS_OP_T : CUBLAS_OP_N;
-    if (m_precision == ComputePrecision::Fp32) {
-        LATHE_CUDA_CHECK(cublasSgemm(m_blas, opB, opA, int(n), int(m), int(k), &alpha, b, int(ldb), a, int(lda), &beta,
-                                     c, int(ldc)));
-        return;
-    }
-    // bf16: round the spans the product reads (rows x ld, the last row only up to its width) into scratch.
     const int64_t aRows = transA ? k : m, aCols = transA ? m : k, bRows = transB ? n : k, bCols = transB ? k : n;
-    const int64_t aSpan = (aRows - 1) * lda + aCols, bSpan = (bRows - 1) * ldb + bCols;
-    m_bf16a.ensure(size_t(aSpan) * sizeof(__nv_bfloat16));
-    m_bf16b.ensure(size_t(bSpan) * sizeof(__nv_bfloat16));
-    toBf16Kernel<<<blocksFor(aSpan), kThreads>>>(a, aSpan, m_bf16a.as<__nv_bfloat16>());
-    checkLaunch();
-    toBf16Kernel<<<blocksFor(bSpan), kThreads>>>(b, bSpan, m_bf16b.as<__nv_bfloat16>());
-    checkLaunch();
-    LATHE_CUDA_CHECK(cublasGemmEx(m_blas, opB, opA, int(n), int(m), int(k), &alpha, m_bf16b.as(), CUDA_R_16BF,
-                                  int(ldb), m_bf16a.as(), CUDA_R_16BF, int(lda), &beta, c, CUDA_R_32F, int(ldc),
-                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    const Operand A = operand(a, (aRows - 1) * lda + aCols, m_bf16a);
+    const Operand B = operand(b, (bRows - 1) * ldb + bCols, m_bf16b);
+    batchedGemm(transB, transA, n, m, k, alpha, B, 0, ldb, 0, A, 0, lda, 0, beta, c, ldc, 0, 1);
 }
 
 void TrainOps::linearForward(const float *x, const float *w, const float *b, int64_t rows, int64_t in, int64_t out,
@@ -478,35 +494,6 @@ void TrainOps::ropeBackward(float *dx, int64_t rows, int64_t seq, int heads, int
 // strided batch (query pointer step group * d, key pointer step d, score block step group * seq^2). cuBLAS sees
 // row-major (seq x width) activations as column-major (width x seq): a head's slice is a (d x seq) matrix with
 // leading dimension width, and a row-major (queries x keys) score block is a column-major (keys x queries) one.
-
-// An operand of the attention's products: fp32 as given, or in Bf16 mode a bf16 copy in `scratch`; `at(i)` is the
-// address of element i in whichever it is.
-struct TrainOps::Operand {
-    const void *base;
-    size_t elementBytes;
-    const void *at(int64_t i) const { return static_cast<const char *>(base) + size_t(i) * elementBytes; }
-};
-
-TrainOps::Operand TrainOps::operand(const float *x, int64_t n, DeviceMemory &scratch) {
-    if (m_precision == ComputePrecision::Fp32)
-        return {x, sizeof(float)};
-    scratch.ensure(size_t(n) * sizeof(__nv_bfloat16));
-    toBf16Kernel<<<blocksFor(n), kThreads>>>(x, n, scratch.as<__nv_bfloat16>());
-    checkLaunch();
-    return {scratch.as(), sizeof(__nv_bfloat16)};
-}
-
-// Column-major C (m x n, fp32) = alpha op(A) op(B) + beta C, `count` times with the given strides (elements).
-void TrainOps::batchedGemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const Operand &a,
-                           int64_t aOffset, int64_t lda, int64_t strideA, const Operand &b, int64_t bOffset,
-                           int64_t ldb, int64_t strideB, float beta, float *c, int64_t ldc, int64_t strideC,
-                           int64_t count) {
-    const cudaDataType_t type = m_precision == ComputePrecision::Fp32 ? CUDA_R_32F : CUDA_R_16BF;
-    LATHE_CUDA_CHECK(cublasGemmStridedBatchedEx(
-        m_blas, transA ? CUBLAS_OP_T : CUBLAS_OP_N, transB ? CUBLAS_OP_T : CUBLAS_OP_N, int(m), int(n), int(k), &alpha,
-        a.at(aOffset), type, int(lda), strideA, b.at(bOffset), type, int(ldb), strideB, &beta, c, CUDA_R_32F, int(ldc),
-        strideC, int(count), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-}
 
 void TrainOps::attentionForward(const float *q, const float *k, const float *v, const train::AttentionDims &d,
                                 float *ctx, float *probs) {
