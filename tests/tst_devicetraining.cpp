@@ -8,6 +8,9 @@
 // - "auto" takes the GPU trainer for plain fine-tuning, and the CPU for a method, saying why in the run log;
 // - frozen parameters train on the "GPU" as on the CPU, without gradients and moments there;
 // - "cuda" refuses a method before any work.
+// The same device also offers the forward pass (the CPU engine) and SliceGPT's engine (the CPU's), so compression
+// runs take their GPU paths too: evaluation and SliceGPT there with the CPU's results, and a preflight that times
+// the device's pass and estimates those phases with it.
 // The CUDA ops themselves are compared with the CPU ones by `lathe-cli check-gpu` on a GPU.
 
 #include "base/error.h"
@@ -16,6 +19,14 @@
 #include "io/modelloader.h"
 #include "model/model.h"
 #include "numeric/backend.h"
+#include "engine/deviceforward.h"
+#include "engine/transformer.h"
+#include "methods/registry.h"
+#include "methods/slicegptengine.h"
+#include "numeric/cpukernels.h"
+#include "run/compressionrun.h"
+#include "run/compressionspec.h"
+#include "run/preflight.h"
 #include "run/trainingrun.h"
 #include "testsupport.h"
 #include "train/llamatrainer.h"
@@ -41,7 +52,50 @@ public:
     }
 };
 
-// The CPU backend's solvers, plus the training service.
+// The GPU forward pass's contract on the CPU engine: what a compression run evaluates with, and what its
+// preflight times, on a GPU.
+class ReferenceForward final : public DeviceForward {
+public:
+    explicit ReferenceForward(const Model &model) : m_engine(model) {}
+    std::string describe() const override { return "reference GPU (CPU engine), fp32"; }
+    Mat logits(const TokenBatch &batch) override { return m_engine.forward(batch); }
+    double sumNextTokenNll(const TokenBatch &batch, int64_t *count) override {
+        const Mat l = m_engine.forward(batch);
+        double sum = 0;
+        *count = 0;
+        for (int64_t r = 0; r + 1 < int64_t(batch.tokens.size()); ++r) {
+            if ((r + 1) % batch.seq == 0)
+                continue;
+            const float *row = l.data() + r * l.cols();
+            sum += cpu::cpuKernels().logSumExp(row, l.cols()) - double(row[batch.tokens[size_t(r + 1)]]);
+            ++*count;
+        }
+        return sum;
+    }
+    void run(const TokenBatch &batch) override { (void)m_engine.forward(batch); }
+    double gemmPeakGflops(int64_t) override { return 1; }
+
+private:
+    Transformer m_engine;
+};
+
+class ReferenceForwardService final : public DeviceForwardService {
+public:
+    std::unique_ptr<DeviceForward> create(const Model &model, const DeviceForwardOptions &) override {
+        return std::make_unique<ReferenceForward>(model);
+    }
+};
+
+// SliceGPT's engine "on the device": the CPU's.
+class ReferenceSliceGptService final : public SliceGptEngineService {
+public:
+    std::unique_ptr<SliceGptEngine> create(const Model &model, const CalibrationSet &calibration,
+                                           const SliceGptEngineOptions &options) override {
+        return makeCpuSliceGptEngine(model, calibration, options);
+    }
+};
+
+// The CPU backend's solvers, plus the training, forward and SliceGPT services.
 class ReferenceBackend final : public ComputeBackend {
 public:
     std::string name() const override { return "cuda"; }
@@ -57,12 +111,20 @@ public:
         return m_cpu->singularValues(a, rows, cols);
     }
     void *service(const std::string &key) override {
-        return key == train::DeviceTrainingService::kServiceKey ? &m_training : nullptr;
+        if (key == train::DeviceTrainingService::kServiceKey)
+            return &m_training;
+        if (key == DeviceForwardService::kServiceKey)
+            return &m_forward;
+        if (key == SliceGptEngineService::kServiceKey)
+            return &m_slicegpt;
+        return nullptr;
     }
 
 private:
     std::unique_ptr<ComputeBackend> m_cpu = makeCpuBackend();
     ReferenceTrainingService m_training;
+    ReferenceForwardService m_forward;
+    ReferenceSliceGptService m_slicegpt;
 };
 
 class ReferencePlatform final : public GpuPlatform {
@@ -96,6 +158,20 @@ TrainingResult run(const nlohmann::json &j) {
 }
 
 std::string exported(const fs::path &dir) { return readTextFile((dir / "model" / "model.safetensors").string()); }
+
+CompressionSpec compressionSpec(const std::string &method, const std::string &device) {
+    CompressionSpec s;
+    s.model = test::sourceDir() + "/resources/demo/stories260K.bin";
+    s.setMethod(method);
+    s.sparsities = {method == "slicegpt" ? 0.25 : 0.5};
+    s.calibrationText = s.evalText = test::dataDir() + "/text/tinystories-excerpt.txt";
+    s.calibrationSamples = 8;
+    s.calibrationSeqLen = s.evalSeqLen = 128;
+    s.evalMaxTokens = 2048;
+    s.device = device;
+    s.outputDir = test::tempDir("device-compress-" + method + "-" + device) + "/out";
+    return s;
+}
 
 } // namespace
 
@@ -243,6 +319,68 @@ private slots:
         const TrainingPreflight all = preflightTraining(TrainingSpec::fromJson(gpuJob));
         QCOMPARE(all.estimate.deviceBytes - frozen.estimate.deviceBytes,
                  12 * uint64_t(all.plan.trainableParameters - frozen.plan.trainableParameters));
+    }
+    // Compression runs (issue 19 item 3): on the "GPU" a run evaluates through its forward pass and SliceGPT runs
+    // its engine there, with the CPU's results; the preflight times the GPU's pass and estimates those phases with
+    // it.
+    void runsOnTheDevice() {
+        for (const char *method : {"wanda", "slicegpt"}) {
+            const CompressionRunResult cpu = runCompression(compressionSpec(method, "cpu"));
+            const CompressionSpec s = compressionSpec(method, "cuda");
+            const CompressionRunResult gpu = runCompression(s);
+            QCOMPARE(QString::fromStdString(gpu.status), QString("done"));
+            // The same engine behind both: the sums differ in order only.
+            QVERIFY(std::abs(gpu.densePerplexity - cpu.densePerplexity) < 1e-9 * cpu.densePerplexity);
+            QVERIFY(std::abs(gpu.runs[0].perplexity - cpu.runs[0].perplexity) < 1e-9 * cpu.runs[0].perplexity);
+            const std::string log = readTextFile((fs::path(s.outputDir) / "run.log").string());
+            QVERIFY2(log.find("device: reference GPU") != std::string::npos, log.c_str());
+        }
+    }
+
+    void preflightTimesTheDevice() {
+        for (const char *method : {"wanda", "slicegpt"}) {
+            const bool onDevice = std::string(method) == "slicegpt"; // its engine is a service of the device
+            const Preflight gpu = preflightCompression(compressionSpec(method, "cuda"));
+            QCOMPARE(QString::fromStdString(gpu.probe.device), QString("reference GPU (CPU engine), fp32"));
+            QVERIFY(gpu.probe.deviceForwardSeconds > 0 && gpu.probe.devicePrecision == ComputePrecision::Fp32);
+            const RunEstimate &e = gpu.estimate;
+            QCOMPARE(e.device, gpu.probe.device);
+            QCOMPARE(e.deviceAvailable, uint64_t(2) << 30);
+            auto model = openModel(compressionSpec(method, "cuda").model);
+            const uint64_t signalBytes = onDevice ? uint64_t(8 * 128 * model->config.hiddenSize) * 4 *
+                                                    uint64_t(methodNamed(method).info().calibrationCopies)
+                                              : 0;
+            QCOMPARE(e.deviceBytes, compressionDeviceBytes(model->config, model->parameterCount(), 128,
+                                                           ComputePrecision::Fp32, signalBytes));
+            bool gpuPhase = false;
+            for (const RunEstimate::Phase &ph : e.phases)
+                gpuPhase = gpuPhase || ph.name.find("(GPU)") != std::string::npos;
+            QCOMPARE(gpuPhase, onDevice);
+            const Preflight cpu = preflightCompression(compressionSpec(method, "cpu"));
+            QVERIFY(cpu.probe.device.empty() && cpu.estimate.device.empty());
+            QCOMPARE(cpu.estimate.deviceBytes, uint64_t(0));
+            QCOMPARE(cpu.estimate.hostBytes - e.hostBytes, signalBytes); // SliceGPT's signals live on the device
+
+            // The phases from the GPU's numbers where the run takes the GPU, the CPU's otherwise: 16 windows of
+            // 128 tokens at the probe's length.
+            ForwardProbe probe = gpu.probe;
+            probe.buildSeconds = 2;
+            probe.forwardSeconds = 1;
+            probe.deviceBuildSeconds = 0.5;
+            probe.deviceForwardSeconds = 0.001;
+            CompressionSpec s = compressionSpec(method, "cuda");
+            for (const char *device : {"cuda", "auto", "cpu"}) {
+                s.device = device;
+                const RunEstimate r = estimateCompressionRun(s, *model, probe, 20000, 20000);
+                const bool gpuRun = std::string(device) != "cpu";
+                QCOMPARE(r.phases[1].name, std::string("evaluation"));
+                QCOMPARE(r.phases[1].seconds, gpuRun ? 0.5 + 16 * 0.001 : 2.0 + 16 * 1.0);
+                const double passes = 8 * methodNamed(method).info().calibrationPasses;
+                QCOMPARE(r.phases[2].seconds,
+                         2.0 + 6.5 * forwardFlops(model->config, 256) / forwardFlops(model->config, 128) +
+                             passes * (gpuRun && onDevice ? 0.001 : 1.0));
+            }
+        }
     }
 };
 

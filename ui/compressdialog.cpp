@@ -126,13 +126,23 @@ CompressDialog::CompressDialog(const Model *model, const QString &modelPath, QWi
         m_estimate->setText(tr("Estimate: timing one forward pass on this machine..."));
         const Model *model = m_model;
         const int64_t seq = std::min(512, m_evalSeqLen->value());
-        m_probing = QtConcurrent::run([model, seq] {
+        const ComputePrecision precision = parsePrecision(m_base.evalPrecision);
+        m_probing = QtConcurrent::run([model, seq, precision] {
             Probed p;
             try {
                 p.probe = probeForward(*model, seq);
                 p.tokenizer = std::shared_ptr<const Tokenizer>(loadTokenizer(*model));
             } catch (const std::exception &e) {
                 p.error = e.what();
+                return p;
+            }
+            // The GPU a run with device auto would take, when there is one; without it the estimate stays the
+            // CPU's (a run on the GPU is then estimated slower than it will be).
+            try {
+                if (!gpuDevices().empty())
+                    probeDeviceForward(p.probe, *model, createBackend(DevicePreference::Auto), precision);
+            } catch (const std::exception &e) {
+                p.gpuError = e.what();
             }
             return p;
         });
@@ -141,6 +151,7 @@ CompressDialog::CompressDialog(const Model *model, const QString &modelPath, QWi
             const Probed p = watcher->result();
             if (p.error.empty()) {
                 m_probe = p.probe;
+                m_probeNote = QString::fromStdString(p.gpuError);
                 m_modelTokenizer = p.tokenizer;
             } else {
                 m_estimate->setText(tr("No estimate: %1").arg(QString::fromStdString(p.error)));
@@ -266,11 +277,21 @@ void CompressDialog::refresh() {
                 phases << QStringLiteral("%1: %2").arg(QString::fromStdString(ph.name),
                                                        QString::fromStdString(ph.duration()));
             m_estimate->setText(tr("Estimate: %1").arg(QString::fromStdString(e.summary())));
+            QString gpu;
+            if (!e.device.empty())
+                gpu = tr("; on %1: %2 s, built in %3 s (%4)")
+                          .arg(QString::fromStdString(e.device))
+                          .arg(m_probe->deviceForwardSeconds, 0, 'f', 3)
+                          .arg(m_probe->deviceBuildSeconds, 0, 'f', 2)
+                          .arg(QString::fromLatin1(precisionName(m_probe->devicePrecision)));
+            else if (!m_probeNote.isEmpty())
+                gpu = tr("; the GPU could not be timed: %1").arg(m_probeNote);
             m_estimate->setToolTip(tr("From one timed %1-token forward pass on this machine (%2 s; engine built in %3 "
-                                      "s):\n%4\nExports at an assumed 300 MB/s.")
+                                      "s%4):\n%5\nExports at an assumed 300 MB/s.")
                                        .arg(m_probe->seqLen)
                                        .arg(m_probe->forwardSeconds, 0, 'f', 3)
                                        .arg(m_probe->buildSeconds, 0, 'f', 2)
+                                       .arg(gpu)
                                        .arg(phases.join("\n")));
             if (!e.refusal.empty())
                 problem = tr("This run does not fit: %1").arg(QString::fromStdString(e.refusal));

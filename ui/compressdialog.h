@@ -82,10 +82,11 @@ private:
     struct Probed {
         ForwardProbe probe;
         std::shared_ptr<const Tokenizer> tokenizer;
-        std::string error;
+        std::string error, gpuError; // gpuError: the GPU's probe failed, the CPU's stands
     };
     QFuture<Probed> m_probing;
     std::optional<ForwardProbe> m_probe;
+    QString m_probeNote; // why the GPU was not timed, when it could not be
     std::shared_ptr<const Tokenizer> m_modelTokenizer;
     QHash<QString, int64_t> m_tokens; // estimated token counts by text path
     int64_t tokensOf(const std::string &path);

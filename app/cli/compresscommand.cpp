@@ -49,12 +49,20 @@ int runCompress(int argc, char **argv) {
             j["probe"] = {{"seq_len", p.probe.seqLen},
                           {"build_seconds", p.probe.buildSeconds},
                           {"forward_seconds", p.probe.forwardSeconds}};
+            if (!p.probe.device.empty())
+                j["probe"]["device"] = {{"name", p.probe.device},
+                                        {"build_seconds", p.probe.deviceBuildSeconds},
+                                        {"forward_seconds", p.probe.deviceForwardSeconds}};
             j["calibration_tokens"] = p.calibrationTokens;
             j["eval_tokens"] = p.evalTokens;
             std::printf("%s\n", j.dump().c_str());
         } else {
-            std::printf("probe: engine built in %.2f s, one %lld-token window in %.3f s\n%s", p.probe.buildSeconds,
-                        (long long)p.probe.seqLen, p.probe.forwardSeconds, e.report().c_str());
+            std::printf("probe: engine built in %.2f s, one %lld-token window in %.3f s\n", p.probe.buildSeconds,
+                        (long long)p.probe.seqLen, p.probe.forwardSeconds);
+            if (!p.probe.device.empty())
+                std::printf("probe on %s: built in %.2f s, the window in %.4f s\n", p.probe.device.c_str(),
+                            p.probe.deviceBuildSeconds, p.probe.deviceForwardSeconds);
+            std::printf("%s", e.report().c_str());
         }
         return e.refusal.empty() ? 0 : 1;
     }

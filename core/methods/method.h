@@ -86,6 +86,9 @@ public:
     // throws CancelledError and leaves `model` unspecified.
     virtual MethodOutcome run(Model &model, const MethodParams &params, const MethodContext &context,
                               const ProgressCallback &progress) const = 0;
+    // Whether its calibration passes run on `device` itself (a GPU engine of its own, as SliceGPT's) rather than on
+    // the CPU engine: the preflight estimate times them with the device's forward pass then.
+    virtual bool runsOnDevice(ComputeBackend & /*device*/) const { return false; }
 };
 
 } // namespace lathe

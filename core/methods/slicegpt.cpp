@@ -374,11 +374,14 @@ public:
                       (long long)model.config.hiddenSize, (long long)w.embedding);
         return {line};
     }
+    bool runsOnDevice(ComputeBackend &device) const override {
+        return deviceService<SliceGptEngineService>(device) != nullptr;
+    }
     MethodOutcome run(Model &model, const MethodParams &params, const MethodContext &context,
                       const ProgressCallback &progress) const override {
         SliceGptParams sp = sliceParams(params, context.sparsity, model);
         sp.solver = context.device;
-        sp.gpu = context.device && deviceService<SliceGptEngineService>(*context.device) != nullptr;
+        sp.gpu = context.device && runsOnDevice(*context.device);
         sp.checkpoint = context.checkpoint;
         const SliceGptResult r = sliceGpt(model, *context.calibration, sp, progress);
         MethodOutcome out;

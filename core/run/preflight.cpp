@@ -10,6 +10,7 @@
 #include "run/compressionrun.h"
 #include "methods/method.h"
 #include "model/model.h"
+#include "numeric/backend.h"
 #include "run/runfolder.h"
 #include "run/speckeys.h"
 #include "run/trainingrun.h"
@@ -75,6 +76,34 @@ ForwardProbe probeForward(const Model &model, int64_t seqLen) {
     return p;
 }
 
+void probeDeviceForward(ForwardProbe &p, const Model &model, std::shared_ptr<ComputeBackend> gpu,
+                        ComputePrecision precision) {
+    if (!gpu || !hasDeviceForward(*gpu) || model.config.family == ArchFamily::Bert) // BERT: no perplexity
+        return;
+    DeviceForwardOptions o;
+    o.precision = precision;
+    double t0 = steadySeconds();
+    const std::unique_ptr<DeviceForward> pass = createDeviceForward(*gpu, model, o);
+    p.deviceBuildSeconds = steadySeconds() - t0;
+    const TokenBatch batch = TokenBatch::random(model.config.vocabSize, 1, std::max<int64_t>(p.seqLen, 2), 7);
+    int64_t count = 0;
+    (void)pass->sumNextTokenNll(batch, &count); // the first pass pays for allocations: not timed
+    t0 = steadySeconds();
+    (void)pass->sumNextTokenNll(batch, &count);
+    p.deviceForwardSeconds = steadySeconds() - t0;
+    p.device = pass->describe();
+    p.devicePrecision = precision;
+    p.gpu = std::move(gpu);
+}
+
+uint64_t compressionDeviceBytes(const ModelConfig &c, int64_t parameters, int64_t seqLen, ComputePrecision precision,
+                                uint64_t signalBytes) {
+    const uint64_t perWeight = precision == ComputePrecision::Fp32 ? 4 : 2;
+    const uint64_t window = uint64_t(std::max<int64_t>(seqLen, 1)) *
+                            uint64_t(c.vocabSize + 4 * std::max(c.intermediateSize, 3 * c.hiddenSize)) * 4;
+    return uint64_t(parameters) * perWeight + window + signalBytes + (uint64_t(512) << 20);
+}
+
 int64_t estimateTextTokens(const Tokenizer &tokenizer, const std::string &path) {
     std::error_code ec;
     const uint64_t size = fs::file_size(path, ec);
@@ -96,6 +125,15 @@ RunEstimate estimateCompressionRun(const CompressionSpec &spec, const Model &mod
     const MethodInfo &info = spec.method->info();
     const double probeFlops = std::max(forwardFlops(c, std::max<int64_t>(probe.seqLen, 1)), 1.0);
     const auto windowSeconds = [&](int64_t seq) { return probe.forwardSeconds * forwardFlops(c, seq) / probeFlops; };
+    // Where the evaluations and the method's passes run: the GPU probed, unless the spec asks for the CPU.
+    const bool evalOnGpu = probe.gpu && !probe.device.empty() &&
+                           DeviceChoice::parse(spec.device).preference != DevicePreference::Cpu;
+    const bool methodOnGpu = evalOnGpu && spec.method->runsOnDevice(*probe.gpu);
+    const auto gpuWindowSeconds = [&](int64_t seq) {
+        return probe.deviceForwardSeconds * forwardFlops(c, seq) / probeFlops;
+    };
+    const double evalBuild = evalOnGpu ? probe.deviceBuildSeconds : probe.buildSeconds;
+    const auto evalWindow = [&](int64_t seq) { return evalOnGpu ? gpuWindowSeconds(seq) : windowSeconds(seq); };
     const int64_t points = std::max<int64_t>(int64_t(spec.sparsities.size()), 1);
     // The calibration windows the text allows (makeCalibrationSet takes fewer when it is short).
     int64_t samples = 0;
@@ -108,16 +146,18 @@ RunEstimate estimateCompressionRun(const CompressionSpec &spec, const Model &mod
         if (spec.evalMaxTokens > 0)
             tokens = std::min(tokens, spec.evalMaxTokens);
         const int64_t windows = tokens / std::max<int64_t>(spec.evalSeqLen, 1);
-        const double eval = probe.buildSeconds + double(windows) * windowSeconds(spec.evalSeqLen);
+        const double eval = evalBuild + double(windows) * evalWindow(spec.evalSeqLen);
         if (spec.evalDense)
             e.addPhase("dense evaluation", eval);
         e.addPhase("evaluation", eval, points);
     }
     if (info.needsCalibration) {
-        e.addPhase(info.name + " on the calibration windows",
-                   probe.buildSeconds + kRewriteWindows * windowSeconds(256) +
-                       double(samples) * info.calibrationPasses * windowSeconds(spec.calibrationSeqLen),
-                   points);
+        // A method on the GPU reads and rewrites the weights on the host as any other, and runs its passes there.
+        const double passes = double(samples) * info.calibrationPasses *
+                              (methodOnGpu ? gpuWindowSeconds(spec.calibrationSeqLen)
+                                           : windowSeconds(spec.calibrationSeqLen));
+        e.addPhase(info.name + " on the calibration windows" + (methodOnGpu ? " (GPU)" : ""),
+                   probe.buildSeconds + kRewriteWindows * windowSeconds(256) + passes, points);
     } else {
         e.addPhase(info.name, probe.buildSeconds + kRewriteWindows * windowSeconds(256), points);
     }
@@ -147,6 +187,13 @@ RunEstimate estimateCompressionRun(const CompressionSpec &spec, const Model &mod
         signals = uint64_t(samples) * uint64_t(spec.calibrationSeqLen) * uint64_t(c.hiddenSize) * 4 *
                   uint64_t(std::max(info.calibrationCopies, 1));
     }
+    if (evalOnGpu) {
+        e.device = probe.device;
+        e.deviceBytes = compressionDeviceBytes(c, params, seq, probe.devicePrecision, methodOnGpu ? signals : 0);
+        e.deviceAvailable = probe.gpu->device().totalMemory;
+        if (methodOnGpu)
+            signals = 0;
+    }
     e.hostBytes = kProcessBytes + 2 * weights + window + signals;
     e.hostAvailable = memAvailable();
     e.diskAvailable = diskFreeFor(spec.outputDir);
@@ -173,6 +220,11 @@ Preflight preflightCompression(const CompressionSpec &spec) {
     }
     const int64_t seq = !spec.evalText.empty() ? spec.evalSeqLen : spec.calibrationSeqLen;
     p.probe = probeForward(*model, std::min<int64_t>(seq, 512));
+    // The run's own device: a GPU is probed where the run would take one (createBackend's choice and refusals).
+    if (DeviceChoice::parse(spec.device).preference != DevicePreference::Cpu) {
+        std::shared_ptr<ComputeBackend> device = createBackend(DeviceChoice::parse(spec.device));
+        probeDeviceForward(p.probe, *model, std::move(device), parsePrecision(spec.evalPrecision));
+    }
     p.estimate = estimateCompressionRun(spec, *model, p.probe, p.calibrationTokens, p.evalTokens);
     return p;
 }
@@ -275,6 +327,8 @@ std::string RunEstimate::report() const {
         std::snprintf(line, sizeof line, "  %-52s %s\n", ph.name.c_str(), ph.duration().c_str());
         out += line;
     }
+    if (!device.empty())
+        out += "GPU: " + device + "\n";
     out += "estimate: " + summary() + "\n";
     if (!refusal.empty())
         out += "does not fit: " + refusal + "\n";

@@ -1,14 +1,18 @@
 #pragma once
 
+#include "engine/deviceforward.h"
 #include "run/compressionspec.h"
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace lathe {
 
+class ComputeBackend;
 class Model;
+struct ModelConfig;
 class Tokenizer;
 struct TrainingPlan;
 struct TrainingSpec;
@@ -18,12 +22,31 @@ struct TrainingSpec;
 
 // One timed forward pass: the engine built for the model (the weights read and converted, as every evaluation and
 // calibration does) and one window of `seqLen` tokens run through it, on the CPU. A few seconds for a 135M model.
+// With a GPU probed too (probeDeviceForward), the same on its forward pass (engine/deviceforward.h): a run whose
+// device is not "cpu" evaluates there, and a method that runs on the device (CompressionMethod::runsOnDevice)
+// calibrates there, so the estimate times those phases with the GPU's numbers.
 struct ForwardProbe {
     int64_t seqLen = 0;
     double buildSeconds = 0;   // constructing the engine
     double forwardSeconds = 0; // the window's forward pass
+    // The GPU probed, empty when none: its pass's description, its build (weights uploaded) and the window's
+    // next-token loss there; the backend is kept so that estimates can ask which methods run on it.
+    std::string device;
+    double deviceBuildSeconds = 0, deviceForwardSeconds = 0;
+    ComputePrecision devicePrecision = ComputePrecision::Bf16;
+    std::shared_ptr<ComputeBackend> gpu;
 };
 ForwardProbe probeForward(const Model &model, int64_t seqLen);
+// Adds `gpu`'s timings at `precision` to `probe` (its seqLen) when that backend runs the forward pass (a GPU);
+// leaves it as it is otherwise. LatheError when the GPU cannot build the pass (out of memory).
+void probeDeviceForward(ForwardProbe &probe, const Model &model, std::shared_ptr<ComputeBackend> gpu,
+                        ComputePrecision precision);
+// Device bytes of a compression run's GPU work, an estimate from the shapes: the weights in the compute type, one
+// window's logits and activations in fp32, the calibration signals (rows x width fp32) when the method keeps them
+// there, and 512 MiB for the CUDA context and cuBLAS's workspaces (an allowance, not a measurement). Both the
+// forward pass and SliceGPT's engine stream from host memory when the GPU has less, so this never refuses a run.
+uint64_t compressionDeviceBytes(const ModelConfig &config, int64_t parameters, int64_t seqLen,
+                                ComputePrecision precision, uint64_t signalBytes);
 
 // The token count of a text as the model's tokenizer would give it, from its first 64 KiB (exact for shorter texts;
 // scaled by the file size otherwise).
@@ -53,7 +76,8 @@ struct RunEstimate {
     uint64_t deviceAvailable = 0; // that GPU's memory (0: unknown)
     std::string refusal;         // why the run cannot fit; empty when it can
     std::string summary() const; // one line: "about 2 min 10 s; memory 1.3 GB of 5.1 GB available; export 540 MB"
-    // What `--estimate` prints: a line per phase, the summary, and the refusal when there is one.
+    // What `--estimate` prints: a line per phase, the GPU when one takes part, the summary, and the refusal when
+    // there is one.
     std::string report() const;
     // The same as JSON: seconds, phases [{phase, seconds (each time), times}], host_bytes, host_available,
     // export_bytes, disk_available, device, device_bytes, device_available, refusal.
@@ -64,9 +88,12 @@ struct RunEstimate {
 // Time: each evaluation = an engine build + its windows, each window the probe's forward time scaled by the forward
 // FLOPs of the window length (engine/transformer.h forwardFlops); calibration = an engine build + the windows x
 // the method's calibration passes (MethodInfo::calibrationPasses); export at 300 MB/s (an assumption, not a
-// measurement). Memory: the engine's fp32 weights and the compressed copy of the targets, the calibration
-// signals the method keeps (MethodInfo::calibrationCopies), the logits and activations of one window. Refused when
-// the memory exceeds what is available or the export the free disk space.
+// measurement). With a GPU in the probe and a device other than "cpu" in the spec, evaluations take the GPU's
+// build and window times, and so does the calibration of a method that runs on that GPU; the GPU's memory is
+// compressionDeviceBytes. Memory: the engine's fp32 weights and the compressed copy of the targets, the
+// calibration signals the method keeps (MethodInfo::calibrationCopies; on the GPU for a method that runs there),
+// the logits and activations of one window. Refused when the host memory exceeds what is available or the export
+// the free disk space.
 RunEstimate estimateCompressionRun(const CompressionSpec &spec, const Model &model, const ForwardProbe &probe,
                                    int64_t calibrationTextTokens, int64_t evalTextTokens);
 
