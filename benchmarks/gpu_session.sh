@@ -11,8 +11,10 @@
 #             export the uninterrupted run's bytes (the GPU step is deterministic: no atomics)
 #   resume    SliceGPT on the demo model on the GPU, killed at four moments and resumed from its layer checkpoint:
 #             the export must equal an uninterrupted run's byte for byte (issue 20 item 9; the signals live on the GPU)
+#   estimate  lathe-cli compress --estimate on the GPU (its forward pass probed there) against the run's wall time,
+#             Wanda and SliceGPT on the demo model (issue 19 item 3: state the error; nothing fails on the error)
 # Usage (on the device, from the repository root, with .devdeps carried; prepare it here with
-# ../shared/tools/device-deps.sh):  benchmarks/gpu_session.sh [check|forward|slicegpt|train|train-run|resume|all]...
+# ../shared/tools/device-deps.sh):  benchmarks/gpu_session.sh [check|forward|slicegpt|train|train-run|resume|estimate|all]...
 # ("train" runs the train-run stage too).
 # Logs go to $OUT (the device tool's folder) or /tmp/lathe-gpu-out.
 set -uo pipefail
@@ -99,6 +101,33 @@ PY
   done
   echo "killed and resumed 3 times: every export equal to the uninterrupted GPU run's"
 }
+# estimate: see the header.
+estimate_error() {
+  local d="$out/estimate" text="$PWD/tests/data/text/tinystories-excerpt.txt" method
+  rm -rf "$d"; mkdir -p "$d"
+  for method in wanda slicegpt; do
+    cat > "$d/$method.json" <<JSON
+{"model": "$PWD/resources/demo/stories260K.bin", "method": "$method", "sparsity": 0.25,
+ "calibration": {"text": "$text", "samples": 64, "seq_len": 256},
+ "evaluation": {"text": "$text", "seq_len": 256, "dense": true}, "device": "cuda",
+ "output": {"dir": "$d/$method"}}
+JSON
+    "$cli" compress "$d/$method.json" --estimate --json > "$d/$method-estimate.json" || return 1
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$cli" compress "$d/$method.json" > "$d/$method-run.log" 2>&1 || { tail -5 "$d/$method-run.log"; return 1; }
+    t1=$(date +%s.%N)
+    python3 - "$d/$method-estimate.json" "$t0" "$t1" "$method" <<'PY' || return 1
+import json, sys
+e = json.load(open(sys.argv[1])); wall = float(sys.argv[3]) - float(sys.argv[2])
+print(f"{sys.argv[4]}: probe {e['probe'].get('device', {}).get('name', 'CPU only')}; estimate {e['seconds']:.2f} s, "
+      f"run {wall:.2f} s wall, error {100 * (e['seconds'] - wall) / wall:+.0f}%; GPU memory estimate "
+      f"{e['device_bytes'] / 2**20:.0f} MiB")
+for p in e["phases"]:
+    print(f"  {p['phase']}: {p['seconds']:.3f} s x {p['times']}")
+PY
+  done
+}
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=(all)
 for stage in "${stages[@]}"; do
@@ -118,7 +147,8 @@ for stage in "${stages[@]}"; do
         --batch 4 --repeat 3 ;;&
     train-run|train|all) run train-run train_run ;;&
     resume|all) run layer-resume layer_resume ;;&
-    check|forward|slicegpt|train|train-run|resume|all) ;;
+    estimate|all) run estimate estimate_error ;;&
+    check|forward|slicegpt|train|train-run|resume|estimate|all) ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
 done
