@@ -1,4 +1,4 @@
-// The training step on the GPU (core/train/devicetraining.h): train::LlamaTrainer (core/train/llamatrainer.h, the
+// The training step on the GPU (core/train/devicetraining.h): train::DecoderTrainer (core/train/decodertrainer.h, the
 // composition CausalLm's CPU reference checks in tst_trainmodel) on the CUDA ops of gpu/trainops.h, whose results
 // `lathe-cli check-gpu` compares with the CPU op by op and for a whole step.
 
@@ -9,7 +9,7 @@
 #include "gpucontext.h"
 #include "trainops.h"
 
-#include "train/llamatrainer.h"
+#include "train/decodertrainer.h"
 
 #include <string>
 
@@ -17,7 +17,7 @@ namespace lathe::gpu {
 
 namespace {
 
-// gpu::TrainOps with what LlamaTrainer asks of a backend beyond the ops: buffers, copies and the device.
+// gpu::TrainOps with what DecoderTrainer asks of a backend beyond the ops: buffers, copies and the device.
 class CudaTrainOps : public TrainOps {
 public:
     using Buffer = DeviceMemory;
@@ -35,6 +35,11 @@ public:
     void copy(float *to, const float *from, int64_t n) {
         LATHE_CUDA_CHECK(cudaMemcpyAsync(to, from, size_t(n) * sizeof(float), cudaMemcpyDeviceToDevice));
     }
+    void copyColumns(float *to, int64_t toStride, const float *from, int64_t fromStride, int64_t rows, int64_t cols) {
+        LATHE_CUDA_CHECK(cudaMemcpy2DAsync(to, size_t(toStride) * sizeof(float), from,
+                                           size_t(fromStride) * sizeof(float), size_t(cols) * sizeof(float),
+                                           size_t(rows), cudaMemcpyDeviceToDevice));
+    }
     void synchronize() const { LATHE_CUDA_CHECK(cudaDeviceSynchronize()); }
 
 private:
@@ -46,7 +51,7 @@ private:
 std::unique_ptr<train::DeviceTrainer> makeCudaTrainer(GpuContext &ctx, const train::CausalLm<float> &model,
                                                       const train::AdamW<float> &optimizer,
                                                       ComputePrecision precision) {
-    return std::make_unique<train::LlamaTrainer<CudaTrainOps>>(CudaTrainOps(ctx, precision), model, optimizer);
+    return std::make_unique<train::DecoderTrainer<CudaTrainOps>>(CudaTrainOps(ctx, precision), model, optimizer);
 }
 
 } // namespace lathe::gpu

@@ -255,8 +255,10 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
         for (GpuCheck &c : runTrainOpChecks())
             out.push_back(std::move(c));
     });
-    // A whole training step against CausalLm + clipGradNorm + AdamW: tied head (llama), q/k/v biases (qwen2).
-    for (const char *family : {"llama", "qwen2"})
+    // A whole training step against CausalLm + clipGradNorm + AdamW: tied head (llama), q/k/v biases (qwen2),
+    // learned positions, LayerNorm, GELU and the fused q/k/v product (gpt2), ReLU and offset positions (opt), the
+    // parallel block with partial RoPE and a biased head (phi).
+    for (const char *family : {"llama", "qwen2", "gpt2", "opt", "phi"})
         for (const bool bf16 : {false, true}) {
             const std::string name = std::string("train step ") + family + (bf16 ? " bf16" : " fp32");
             guarded(name, [&] {

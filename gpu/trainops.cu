@@ -188,6 +188,18 @@ __global__ void geluBackwardKernel(bool tanhForm, const float *dy, const float *
         dx[i] += dy[i] * geluAndDerivative(tanhForm, x[i]).y;
 }
 
+__global__ void reluForwardKernel(const float *x, int64_t n, float *y) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < n)
+        y[i] = fmaxf(x[i], 0.0f);
+}
+
+__global__ void reluBackwardKernel(const float *dy, const float *x, int64_t n, float *dx) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < n && x[i] > 0.0f)
+        dx[i] += dy[i];
+}
+
 // ---- attention rows: one block per (head, query) row of seq scores (the forward's softmax is the inference
 // pass's softmaxKernel, in place) ----
 
@@ -589,6 +601,20 @@ void TrainOps::geluBackward(train::Gelu kind, const float *dy, const float *x, i
     if (!n)
         return;
     geluBackwardKernel<<<blocksFor(n), kThreads>>>(kind == train::Gelu::Tanh, dy, x, n, dx);
+    checkLaunch();
+}
+
+void TrainOps::reluForward(const float *x, int64_t n, float *y) {
+    if (!n)
+        return;
+    reluForwardKernel<<<blocksFor(n), kThreads>>>(x, n, y);
+    checkLaunch();
+}
+
+void TrainOps::reluBackward(const float *dy, const float *x, int64_t n, float *dx) {
+    if (!n)
+        return;
+    reluBackwardKernel<<<blocksFor(n), kThreads>>>(dy, x, n, dx);
     checkLaunch();
 }
 

@@ -86,6 +86,8 @@ public:
     void swigluBackward(const float *dmid, const float *gate, const float *up, int64_t n, float *dgate, float *dup);
     void geluForward(train::Gelu kind, const float *x, int64_t n, float *y);
     void geluBackward(train::Gelu kind, const float *dy, const float *x, int64_t n, float *dx);
+    void reluForward(const float *x, int64_t n, float *y);
+    void reluBackward(const float *dy, const float *x, int64_t n, float *dx);
 
     // ---- fused, vocabulary-chunked LM head + softmax cross-entropy (train::crossEntropyForward) ----
     // h: (rows x width), w: (vocab x width), b: vocab or null, targets on the host (-1: no target). Returns the mean

@@ -284,6 +284,22 @@ GpuCheck gelu(TrainOps &ops, train::Gelu kind) {
     return c.result(kind == train::Gelu::Tanh ? "train gelu tanh" : "train gelu erf", kFp32, dims({{"n", n}}));
 }
 
+GpuCheck relu(TrainOps &ops) {
+    Inputs in(17);
+    const int64_t rows = 19, width = 130, n = rows * width;
+    const MatF x = in.mat(rows, width, 3.0f), dy = in.mat(rows, width);
+    MatF y, dx = in.mat(rows, width, 0.1f);
+    DeviceMemory dX = upload(x), dDy = upload(dy), dDx = upload(dx), dY(size_t(n) * 4);
+    ops.reluForward(dX.as<float>(), n, dY.as<float>());
+    ops.reluBackward(dDy.as<float>(), dX.as<float>(), n, dDx.as<float>());
+    train::reluForward(x, y);
+    train::reluBackward(dy, x, dx);
+    Comparison c;
+    c.add("y", dY, y);
+    c.add("dx", dDx, dx);
+    return c.result("train relu", kFp32, dims({{"n", n}}));
+}
+
 GpuCheck crossEntropy(TrainOps &ops, bool bias) {
     Inputs in(8);
     const int64_t rows = 29, width = 48, vocab = 1000, chunk = 384; // 384 does not divide 1000
@@ -478,6 +494,7 @@ std::vector<GpuCheck> runTrainOpChecks() {
     guarded("train swiglu", [&] { return swiglu(fp32); });
     guarded("train gelu tanh", [&] { return gelu(fp32, train::Gelu::Tanh); });
     guarded("train gelu erf", [&] { return gelu(fp32, train::Gelu::Erf); });
+    guarded("train relu", [&] { return relu(fp32); });
     guarded("train cross-entropy", [&] { return crossEntropy(fp32, false); });
     guarded("train cross-entropy with bias", [&] { return crossEntropy(fp32, true); });
     guarded("train cross-entropy bf16", [&] { return crossEntropy(bf16, false); });

@@ -1,6 +1,6 @@
 #pragma once
 
-// The ops backend of train::LlamaTrainer (core/train/llamatrainer.h) on the CPU: each op copies its operands into
+// The ops backend of train::DecoderTrainer (core/train/decodertrainer.h) on the CPU: each op copies its operands into
 // the matrices train/ops.h takes and calls the CPU reference, so the trainer the GPU runs can be checked against
 // CausalLm here, without a GPU (tst_trainmodel llamaTrainerComposition). Only the ops the trainer uses; slow, for
 // tests only.
@@ -23,7 +23,7 @@ public:
     using M = train::Matrix<float>;
     using V = train::Vector<float>;
 
-    // LlamaTrainer's Buffer: floats on the heap (the contents are discarded when it grows).
+    // DecoderTrainer's Buffer: floats on the heap (the contents are discarded when it grows).
     class Buffer {
     public:
         void resize(size_t bytes) { m_data.assign((bytes + 3) / 4, 0.0f); }
@@ -45,6 +45,10 @@ public:
     void download(float *host, const float *from, int64_t n) const { std::copy(from, from + n, host); }
     void zero(float *x, int64_t n) { std::fill(x, x + n, 0.0f); }
     void copy(float *to, const float *from, int64_t n) { std::copy(from, from + n, to); }
+    void copyColumns(float *to, int64_t toStride, const float *from, int64_t fromStride, int64_t rows, int64_t cols) {
+        for (int64_t r = 0; r < rows; ++r)
+            std::copy(from + r * fromStride, from + r * fromStride + cols, to + r * toStride);
+    }
     void synchronize() const {}
 
     void embeddingForward(const float *table, int64_t vocab, int64_t width, const std::vector<int32_t> &ids, float *y) {
@@ -79,6 +83,33 @@ public:
         put(dX, dx);
         if (dw)
             Eigen::Map<V>(dw, width) += dW;
+    }
+    void layerNormForward(const float *x, const float *w, const float *b, int64_t rows, int64_t width, float eps,
+                          float *y, float *mean, float *rstd) {
+        const auto split = engineScope();
+        M out;
+        train::NormState<float> s;
+        train::layerNormForward(mat(x, rows, width), vec(w, width), b ? vec(b, width) : V(V::Zero(width)), eps, out,
+                                s);
+        put(out, y);
+        put(s.mean, mean);
+        put(s.rstd, rstd);
+    }
+    void layerNormBackward(const float *dy, const float *x, const float *w, const float *mean, const float *rstd,
+                           int64_t rows, int64_t width, float *dx, float *dw, float *db) {
+        const auto split = engineScope();
+        train::NormState<float> s;
+        s.mean = vec(mean, rows);
+        s.rstd = vec(rstd, rows);
+        M dX = mat(dx, rows, width);
+        V dW = V::Zero(width), dB = V::Zero(width); // summed from zero, then added, as CausalLm's norms
+        train::layerNormBackward(mat(dy, rows, width), mat(x, rows, width), vec(w, width), s, dX, dw ? &dW : nullptr,
+                                 db ? &dB : nullptr);
+        put(dX, dx);
+        if (dw)
+            Eigen::Map<V>(dw, width) += dW;
+        if (db)
+            Eigen::Map<V>(db, width) += dB;
     }
     void linearForward(const float *x, const float *w, const float *b, int64_t rows, int64_t in, int64_t out,
                        float *y) {
@@ -148,6 +179,26 @@ public:
         train::swigluBackward(mat(dmid, 1, n), mat(gate, 1, n), mat(up, 1, n), dG, dU);
         put(dG, dgate);
         put(dU, dup);
+    }
+    void geluForward(train::Gelu kind, const float *x, int64_t n, float *y) {
+        M out;
+        train::geluForward(kind, mat(x, 1, n), out);
+        put(out, y);
+    }
+    void geluBackward(train::Gelu kind, const float *dy, const float *x, int64_t n, float *dx) {
+        M dX = mat(dx, 1, n);
+        train::geluBackward(kind, mat(dy, 1, n), mat(x, 1, n), dX);
+        put(dX, dx);
+    }
+    void reluForward(const float *x, int64_t n, float *y) {
+        M out;
+        train::reluForward(mat(x, 1, n), out);
+        put(out, y);
+    }
+    void reluBackward(const float *dy, const float *x, int64_t n, float *dx) {
+        M dX = mat(dx, 1, n);
+        train::reluBackward(mat(dy, 1, n), mat(x, 1, n), dX);
+        put(dX, dx);
     }
     float crossEntropyForward(const float *h, const float *w, const float *b, int64_t rows, int64_t width,
                               int64_t vocab, const std::vector<int32_t> &targets, int64_t chunk, float *lse,

@@ -30,7 +30,7 @@
 #include "train/adamw.h"
 #include "train/causallm.h"
 #include "train/linearkinds.h"
-#include "train/llamatrainer.h"
+#include "train/decodertrainer.h"
 #include "train/schedule.h"
 #include "train/ops.h"
 #include "train/taylor.h"
@@ -367,15 +367,18 @@ private slots:
         QVERIFY_THROWS_EXCEPTION(LatheError, validateTrainingSpec(spec));
     }
 
-    // The GPU trainer's composition (train/llamatrainer.h) run on the CPU reference ops (hosttrainops.h) against
+    // The GPU trainer's composition (train/decodertrainer.h) run on the CPU reference ops (hosttrainops.h) against
     // CausalLm + clipGradNorm + AdamW: the same ops in the same order, so the same bits. A step, two accumulated
     // micro-batches and a step, an evaluation, and a trainer made from the downloaded values and moments (a
-    // checkpoint) continuing as the first; tied head (tf-llama, hf-llama), q/k/v biases (tf-qwen2), and frozen
-    // parameters (the tied embedding, a block's norm and attention: no gradient, no moments). What the GPU trainer
-    // refuses is refused by name.
-    void llamaTrainerComposition() {
-        using Trainer = train::LlamaTrainer<test::HostTrainOps>;
-        for (const char *fixture : {"tf-llama", "tf-qwen2", "hf-llama", "tf-llama frozen", "tf-qwen2 recompute"}) {
+    // checkpoint) continuing as the first; tied head (tf-llama, hf-llama), q/k/v biases (tf-qwen2), frozen
+    // parameters (the tied embedding, a block's norm and attention: no gradient, no moments), learned positions,
+    // LayerNorm and GELU (tf-gpt2), positions offset by 2 and ReLU (tf-opt), the parallel block with partial RoPE
+    // and a biased head (tf-phi), the fused q/k/v projection (tf-gpt2). What the GPU trainer refuses is refused by
+    // name.
+    void decoderTrainerComposition() {
+        using Trainer = train::DecoderTrainer<test::HostTrainOps>;
+        for (const char *fixture : {"tf-llama", "tf-qwen2", "hf-llama", "tf-llama frozen", "tf-qwen2 recompute",
+                                    "tf-opt", "tf-phi", "tf-phi recompute", "tf-gpt2", "tf-opt frozen"}) {
             const std::string name = fixture;
             const bool frozen = name.find(" frozen") != std::string::npos;
             auto model = openModel(test::sourceDir() + "/tests/fixtures/" + name.substr(0, name.find(' ')));
@@ -462,9 +465,9 @@ private slots:
             }
             QFAIL(("accepted: " + words).c_str());
         };
-        auto opt = openModel(test::sourceDir() + "/tests/fixtures/tf-opt");
-        train::CausalLm<float> optLm(*opt);
-        refused(optLm, "Llama family only");
+        auto bert = openModel(test::sourceDir() + "/tests/fixtures/tf-bert-mlm");
+        train::CausalLm<float> bertLm(*bert);
+        refused(bertLm, "BERT trains on the CPU");
         auto llama = openModel(test::sourceDir() + "/tests/fixtures/tf-llama");
         train::CausalLm<float> masked(*llama);
         const std::string weight = masked.linears().front().kind->weightName();

@@ -374,7 +374,7 @@ int runBenchTrain(int argc, char **argv) {
                      "  sgemm peak measured in the same run, and the peak memory; --recompute keeps block inputs\n"
                      "  only and runs each block's forward again in backward; --omit W skips the fraction W of every\n"
                      "  block's MLP channels and floor(W KV) of its key/value groups, as SAT's gathered steps do;\n"
-                     "  --device cuda runs the GPU trainer (Llama family) instead of the CPU engine (the default)\n%s\n",
+                     "  --device cuda runs the GPU trainer (the decoder families) instead of the CPU engine (the default)\n%s\n",
                      o.error().c_str());
         return 2;
     }

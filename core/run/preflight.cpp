@@ -15,7 +15,7 @@
 #include "run/speckeys.h"
 #include "run/trainingrun.h"
 #include "tokenizers/tokenizer.h"
-#include "train/llamatrainer.h"
+#include "train/decodertrainer.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -267,7 +267,7 @@ RunEstimate estimateTrainingRun(const TrainingSpec &spec, const Model &model, co
         // moments.
         e.hostBytes -= plan.activationBytes;
         e.device = probe.device.empty() ? gpu->label() : probe.device;
-        e.deviceBytes = train::llamaTrainerDeviceBytes(model.config, plan.parameters, plan.trainableParameters,
+        e.deviceBytes = train::decoderTrainerDeviceBytes(model.config, plan.parameters, plan.trainableParameters,
                                                        spec.batch, spec.seqLen, parsePrecision(spec.precision),
                                                        spec.recompute);
         e.deviceAvailable = gpu->totalMemory;

@@ -23,7 +23,7 @@
 #include "train/adamw.h"
 #include "train/causallm.h"
 #include "train/devicetraining.h"
-#include "train/llamatrainer.h"
+#include "train/decodertrainer.h"
 #include "train/linearkinds.h"
 #include "train/schedule.h"
 
@@ -404,8 +404,8 @@ std::optional<DeviceInfo> trainingGpu(const TrainingSpec &spec, const ModelConfi
         return gpu; // what the trainer does not run is refused when it is made, with the reason
     if (spec.method)
         return cpu("the GPU trainer runs plain fine-tuning only, not " + spec.method->info().name);
-    if (config.family != ArchFamily::Llama)
-        return cpu("the GPU trainer runs the Llama family only");
+    if (config.family == ArchFamily::Bert)
+        return cpu("the GPU trainer runs decoders; BERT trains on the CPU");
     return gpu;
 }
 

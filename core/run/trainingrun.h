@@ -40,7 +40,7 @@ struct TrainingSpec {
     uint64_t seed = 42;
     bool recompute = false; // keep block inputs only, recompute each block in backward (train/causallm.h)
     // Where the steps run. "cpu" (the default: the reference engine); "cuda" / "cuda:N": the GPU trainer
-    // (train/devicetraining.h: the Llama family, plain fine-tuning of the trainable parameters, no method; anything
+    // (train/devicetraining.h: a decoder, plain fine-tuning of the trainable parameters, no method; anything
     // else is refused with the reason); "auto": the GPU trainer where there is a usable GPU and it runs this job,
     // else the CPU, the log saying why. `precision` is the GPU's product precision.
     std::string device = "cpu";
@@ -74,7 +74,7 @@ void validateTrainingSpec(const TrainingSpec &spec);
 
 // The GPU a run's steps go to, or none (the CPU): "cpu" none; "cuda[:N]" that GPU (what the GPU trainer does not
 // run is refused when the run makes it); "auto" the first GPU when there is one and the GPU trainer runs the job
-// (plain fine-tuning of a Llama-family model), else none with the reason in `why`.
+// (plain fine-tuning of a decoder: not BERT), else none with the reason in `why`.
 std::optional<DeviceInfo> trainingGpu(const TrainingSpec &spec, const ModelConfig &config,
                                       std::string *why = nullptr);
 

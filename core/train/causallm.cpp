@@ -172,13 +172,13 @@ template <class T> struct CausalLm<T>::Impl {
     }
     void activate(const Matrix<T> &x, Matrix<T> &y) const {
         if (activation == cpu::Activation::Relu)
-            y = x.cwiseMax(T(0));
+            reluForward(x, y);
         else
             geluForward(activation == cpu::Activation::GeluTanh ? Gelu::Tanh : Gelu::Erf, x, y);
     }
     void activateBack(const Matrix<T> &dy, const Matrix<T> &x, Matrix<T> &dx) const {
         if (activation == cpu::Activation::Relu)
-            dx.array() += (x.array() > T(0)).select(dy.array(), T(0));
+            reluBackward(dy, x, dx);
         else
             geluBackward(activation == cpu::Activation::GeluTanh ? Gelu::Tanh : Gelu::Erf, dy, x, dx);
     }

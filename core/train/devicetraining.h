@@ -12,12 +12,12 @@ namespace lathe::train {
 
 // A training step on an accelerator (issue 17 item 9), implemented in gpu/ from the ops of gpu/trainops.h as a
 // service of the device's backend; core sees only this interface. It mirrors CausalLm<float>::forward / backward,
-// clipGradNorm and AdamW<float> for the Llama family with dense block linears (SmolLM2, stories260K, Qwen2's q/k/v
-// biases; tied or untied head): the parameters are copied from a CausalLm when it is created and live on the device
-// in fp32 (the master copy), with gradients and AdamW moments for the trainable ones only; the products run in the
-// chosen precision (fp32: pedantic, checkable against the CPU; bf16: tensor cores, fp32 accumulation), everything
-// else in fp32; the CausalLm's recomputation setting is followed. Other families, linear kinds and method-added
-// parameters are refused at creation with a LatheError naming what (train those on the CPU); selections set on the
+// clipGradNorm and AdamW<float> for the decoders with dense block linears (the Llama family, GPT-2, OPT, Phi-2;
+// tied or untied head; train/decodertrainer.h): the parameters are copied from a CausalLm when it is created and
+// live on the device in fp32 (the master copy), with gradients and AdamW moments for the trainable ones only; the
+// products run in the chosen precision (fp32: pedantic, checkable against the CPU; bf16: tensor cores, fp32
+// accumulation), everything else in fp32; the CausalLm's recomputation setting is followed. BERT, other linear
+// kinds and method-added parameters are refused at creation with a LatheError naming what (train those on the CPU); selections set on the
 // CausalLm are not applied. Not thread-safe.
 class DeviceTrainer {
 public:
@@ -43,7 +43,7 @@ public:
     // Waits for the queued work (what benchmarks time).
     virtual void synchronize() = 0;
     // Device bytes the trainer holds now: parameters, gradients, moments, and the activations and gradient buffers
-    // of the largest batch so far (not the ops' scratch or the CUDA context: llamaTrainerDeviceBytes adds those).
+    // of the largest batch so far (not the ops' scratch or the CUDA context: decoderTrainerDeviceBytes adds those).
     virtual uint64_t deviceBytes() const = 0;
 };
 

@@ -444,6 +444,22 @@ template <class T> void geluBackward(Gelu kind, const Matrix<T> &dy, const Matri
     });
 }
 
+template <class T> void reluForward(const Matrix<T> &x, Matrix<T> &y) {
+    y.resize(x.rows(), x.cols());
+    forRanges(x.size(), kElementGrain, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i)
+            y.data()[i] = std::max(x.data()[i], T(0));
+    });
+}
+
+template <class T> void reluBackward(const Matrix<T> &dy, const Matrix<T> &x, Matrix<T> &dx) {
+    forRanges(x.size(), kElementGrain, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i)
+            if (x.data()[i] > T(0))
+                dx.data()[i] += dy.data()[i];
+    });
+}
+
 // ---- fused, chunked LM head + cross-entropy ----
 
 namespace {
@@ -572,6 +588,8 @@ void crossEntropyBackward(const Matrix<T> &h, const Matrix<T> &w, const Vector<T
                                     Matrix<T> &);                                                                     \
     template void geluForward<T>(Gelu, const Matrix<T> &, Matrix<T> &);                                              \
     template void geluBackward<T>(Gelu, const Matrix<T> &, const Matrix<T> &, Matrix<T> &);                          \
+    template void reluForward<T>(const Matrix<T> &, Matrix<T> &);                                                    \
+    template void reluBackward<T>(const Matrix<T> &, const Matrix<T> &, Matrix<T> &);                                \
     template T crossEntropyForward<T>(const Matrix<T> &, const Matrix<T> &, const Vector<T> &,                       \
                                       const std::vector<int32_t> &, int64_t, CrossEntropyState<T> &);                 \
     template void crossEntropyBackward<T>(const Matrix<T> &, const Matrix<T> &, const Vector<T> &,                   \

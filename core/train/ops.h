@@ -97,6 +97,9 @@ void swigluBackward(const Matrix<T> &dmid, const Matrix<T> &gate, const Matrix<T
 enum class Gelu { Tanh, Erf };
 template <class T> void geluForward(Gelu kind, const Matrix<T> &x, Matrix<T> &y);
 template <class T> void geluBackward(Gelu kind, const Matrix<T> &dy, const Matrix<T> &x, Matrix<T> &dx);
+// ReLU (OPT): y = max(x, 0); dx += dy where x > 0 (the derivative at 0 taken as 0, as torch does).
+template <class T> void reluForward(const Matrix<T> &x, Matrix<T> &y);
+template <class T> void reluBackward(const Matrix<T> &dy, const Matrix<T> &x, Matrix<T> &dx);
 
 // ---- LM head and softmax cross-entropy, fused and chunked over the vocabulary ----
 // loss = mean over the rows whose target is >= 0 of -log softmax(h W^T + b)[target] (W: vocab x width, the tied

@@ -1,11 +1,14 @@
 #pragma once
 
-// The Llama family's training step written once over an ops backend (issue 17 item 9): CausalLm<float>'s forward
-// and backward for a sequential pre-norm block with a SwiGLU MLP, in CausalLm::Impl::blockForward /
-// blockBackward's order, then clipGradNorm and AdamW, on buffers the backend owns. The GPU trainer
-// (gpu/cudatraining.cu) runs it on the CUDA ops of gpu/trainops.h; tests/hosttrainops.h runs it on the CPU
-// reference ops of train/ops.h, so tst_trainmodel checks this composition against CausalLm without a GPU, and the
-// GPU's own part is its ops, which `lathe-cli check-gpu` compares with the CPU one by one.
+// The decoders' training step written once over an ops backend (issue 17 item 9): CausalLm<float>'s forward and
+// backward for the Llama family (RMSNorm, SwiGLU, RoPE: SmolLM2, stories260K, Qwen2's q/k/v biases), GPT-2 (learned
+// positions, LayerNorm, GELU, the fused q/k/v projection), OPT (positions offset by 2, ReLU) and Phi-2 (one norm
+// feeding attention and MLP in parallel, partial RoPE, biases everywhere, a biased head), in
+// CausalLm::Impl::blockForward / blockBackward's order, then clipGradNorm and AdamW, on buffers the backend owns.
+// BERT (post-norm, masked-LM head) stays on the CPU. The GPU trainer (gpu/cudatraining.cu) runs it on the CUDA ops
+// of gpu/trainops.h; tests/hosttrainops.h runs it on the CPU reference ops of train/ops.h, so tst_trainmodel checks
+// this composition against CausalLm bit for bit without a GPU, and the GPU's own part is its ops, which `lathe-cli
+// check-gpu` compares with the CPU one by one.
 //
 // An Ops type provides the op methods of gpu::TrainOps (the same signatures, on its buffers' float pointers) and:
 //   using Buffer = ...;                 // move-only storage: resize(bytes), ensure(bytes), bytes(), as<T>()
@@ -16,9 +19,11 @@
 //   void download(float *host, const float *from, int64_t n) const;  // buffer -> host
 //   void zero(float *x, int64_t n);
 //   void copy(float *to, const float *from, int64_t n);
+//   void copyColumns(float *to, int64_t toStride, const float *from, int64_t fromStride, int64_t rows, int64_t cols);
+//                                       // rows x cols floats between row-major buffers of other widths
 //   void synchronize() const;           // waits for the queued work; a device fault is thrown here
 //
-// Memory: llamaTrainerDeviceBytes below (its buffers part is exactly what the trainer allocates).
+// Memory: decoderTrainerDeviceBytes below (its buffers part is exactly what the trainer allocates).
 
 #include "base/error.h"
 #include "engine/deviceforward.h"
@@ -39,36 +44,42 @@
 
 namespace lathe::train {
 
-// Device bytes of a LlamaTrainer for `parameters` parameters, `trainableParameters` of them trained, at batches of
+// Device bytes of a DecoderTrainer for `parameters` parameters, `trainableParameters` of them trained, at batches of
 // B x S, with GPU ops: the parameters (4 bytes each), the trained ones' gradients and both moments (12 more); per
-// block the saved activations (4 B S D residual-width values, q, k, v and the context, B H S^2 probabilities,
-// 3 B S F for the MLP, two rstd rows; with recomputation the block's input only, and one block's set); one block's
-// gradient buffers and the head's (7 B S D, 3 B S F, 2 B S (H + KV) d); the RoPE table; the ops' scratch (the
-// loss's rows x chunk logits, one sequence's H S^2 score gradient, and with bf16 products bf16 copies of the
-// largest operands); and a fixed allowance of 512 MiB for the CUDA context and cuBLAS's workspaces (an
-// allowance, not a measurement).
-inline uint64_t llamaTrainerDeviceBytes(const ModelConfig &c, int64_t parameters, int64_t trainableParameters,
-                                        int64_t B, int64_t S, ComputePrecision precision, bool recompute) {
+// block the saved activations (the input and the attention norm's output; q, k, v and the context; B H S^2
+// probabilities; the MLP's up projection and activation, and the gate with SwiGLU; for sequential blocks the
+// residual between attention and MLP and its norm's output; a norm's rstd per row, and its mean with LayerNorm);
+// with recomputation the blocks' inputs only, and one block's set; one block's gradient buffers and the head's
+// (7 B S D, 2 or 3 B S F, 2 B S (H + KV) d, and GPT-2's fused q/k/v product or its gradient); the RoPE table; the ops' scratch (the loss's rows x chunk logits, one
+// sequence's H S^2 score gradient, and with bf16 products bf16 copies of the largest operands); and a fixed
+// allowance of 512 MiB for the CUDA context and cuBLAS's workspaces (an allowance, not a measurement).
+inline uint64_t decoderTrainerDeviceBytes(const ModelConfig &c, int64_t parameters, int64_t trainableParameters,
+                                          int64_t B, int64_t S, ComputePrecision precision, bool recompute) {
+    const bool rms = c.family == ArchFamily::Llama, swiglu = rms, parallel = c.family == ArchFamily::Phi;
     const uint64_t rows = uint64_t(B * S), D = uint64_t(c.hiddenSize), F = uint64_t(c.intermediateSize);
     const uint64_t qw = uint64_t(c.numHeads * c.headDim), kw = uint64_t(c.numKvHeads * c.headDim);
     const uint64_t scores = uint64_t(c.numHeads) * uint64_t(S) * uint64_t(S);
-    const uint64_t perBlock =
-        4 * rows * D + 2 * rows + 2 * rows * qw + 2 * rows * kw + uint64_t(B) * scores + 3 * rows * F;
+    const uint64_t stats = rows * (rms ? 1 : 2); // a norm's rstd (and mean) per row
+    const uint64_t mlp = (swiglu ? 3 : 2) * rows * F;
+    const uint64_t perBlock = 2 * rows * D + stats + 2 * rows * qw + 2 * rows * kw + uint64_t(B) * scores + mlp +
+                              (parallel ? 0 : 2 * rows * D + stats);
+    const uint64_t fused = c.family == ArchFamily::Gpt2 ? rows * (qw + 2 * kw) : 0; // GPT-2's q/k/v product
     const uint64_t chunk = uint64_t(std::clamp<int64_t>((int64_t(64) << 20) / std::max<int64_t>(B * S, 1), 1024,
                                                         std::max<int64_t>(c.vocabSize, 1)));
     // With recomputation the blocks keep their inputs (B S D each) and one block's activations exist at a time.
     const uint64_t blocks = recompute ? uint64_t(c.numLayers) * rows * D + (perBlock - rows * D)
                                       : uint64_t(c.numLayers) * perBlock;
-    uint64_t floats = blocks + 7 * rows * D + 2 * rows + 3 * rows * F + 2 * rows * qw + 2 * rows * kw + rows * chunk +
-                      scores;
-    floats += uint64_t(c.maxPositions) * uint64_t(c.headDim); // the RoPE table (cos and sin: positions x d/2 each)
+    uint64_t floats = blocks + 7 * rows * D + stats + rows + mlp + 2 * rows * qw + 2 * rows * kw + fused +
+                      rows * chunk + scores;
+    // The RoPE table (cos and sin: positions x rotaryDim/2 each).
+    floats += uint64_t(c.maxPositions) * uint64_t(ropeTableFor(c, 1, "").rotaryDim);
     uint64_t bytes = 4 * uint64_t(parameters) + 12 * uint64_t(trainableParameters) + 4 * floats;
     if (precision != ComputePrecision::Fp32) // bf16 copies: a linear's two operands, the attention's five
         bytes += 2 * (rows * std::max(F, chunk) + std::max(F, chunk) * D + 2 * rows * (qw + kw) + 2 * scores);
     return bytes + (uint64_t(512) << 20);
 }
 
-template <class Ops> class LlamaTrainer final : public DeviceTrainer {
+template <class Ops> class DecoderTrainer final : public DeviceTrainer {
     using Buffer = typename Ops::Buffer;
 
     // One parameter: value, and while it trains its gradient and both AdamW moments, fp32, in the CausalLm's
@@ -82,29 +93,36 @@ template <class Ops> class LlamaTrainer final : public DeviceTrainer {
         float *value() const { return w.template as<float>(); }
         float *grad() const { return trainable ? g.template as<float>() : nullptr; }
     };
-    // A block's parameters (biases may be null).
+    // A block's parameters (biases, the MLP norm, the gate and either the fused q/k/v or q, k, v may be null).
     struct BlockParams {
-        Param *attnNorm = nullptr, *mlpNorm = nullptr;
-        Param *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr, *gate = nullptr, *up = nullptr, *down = nullptr;
-        Param *qb = nullptr, *kb = nullptr, *vb = nullptr, *ob = nullptr, *gateb = nullptr, *upb = nullptr,
-              *downb = nullptr;
+        Param *attnNorm = nullptr, *attnNormB = nullptr, *mlpNorm = nullptr, *mlpNormB = nullptr;
+        Param *q = nullptr, *k = nullptr, *v = nullptr, *qkv = nullptr, *o = nullptr, *gate = nullptr, *up = nullptr,
+              *down = nullptr;
+        Param *qb = nullptr, *kb = nullptr, *vb = nullptr, *qkvb = nullptr, *ob = nullptr, *gateb = nullptr,
+              *upb = nullptr, *downb = nullptr;
     };
-    // What a block's forward keeps for its backward.
+    // What a block's forward keeps for its backward (mean1/mean2 with LayerNorm only; mid, n2 and the MLP norm's
+    // statistics in sequential blocks only; gate with SwiGLU only).
     struct Saved {
-        Buffer x, n1, rstd1, q, k, v, probs, ctx, mid, n2, rstd2, gate, up, act;
+        Buffer x, n1, mean1, rstd1, q, k, v, probs, ctx, mid, n2, mean2, rstd2, gate, up, act;
     };
-
 public:
     // Copies lm's parameters (which of them train) and the optimizer's options, moments and step count; LatheError
-    // naming what it does not run (another family, a non-dense linear, a method-added parameter). With lm's
-    // recomputation on, each block keeps its input only and runs its forward again before its backward.
-    LlamaTrainer(Ops ops, const CausalLm<float> &lm, const AdamW<float> &optimizer)
+    // naming what it does not run (BERT, a non-dense linear, a method-added parameter). With lm's recomputation on,
+    // each block keeps its input only and runs its forward again before its backward.
+    DecoderTrainer(Ops ops, const CausalLm<float> &lm, const AdamW<float> &optimizer)
         : m_ops(std::move(ops)), m_config(lm.config()), m_optimizer(optimizer.options()), m_steps(optimizer.steps()) {
         m_ops.activate();
         const ModelConfig &c = m_config;
         const char *hint = "train this on the CPU (device cpu)";
-        if (c.family != ArchFamily::Llama)
-            throw LatheError("the GPU trainer runs the Llama family only (SmolLM2, stories260K, Qwen2) so far", hint);
+        if (c.family == ArchFamily::Bert)
+            throw LatheError("the GPU trainer runs decoders (Llama family, GPT-2, OPT, Phi-2); BERT trains on the CPU",
+                             hint);
+        m_rms = c.family == ArchFamily::Llama;
+        m_swiglu = m_rms;
+        m_parallel = c.family == ArchFamily::Phi;
+        m_activation = cpu::parseActivation(c.activation.empty() ? defaultActivation(c.family) : c.activation, "");
+        m_positionOffset = c.family == ArchFamily::Opt ? 2 : 0;
         m_recompute = lm.recompute();
         for (const auto &slot : lm.linears())
             if (!dynamic_cast<const DenseLinear<float> *>(slot.kind))
@@ -148,16 +166,19 @@ public:
         require(m_embed && m_finalNorm, "GPU training", "the model has no token embedding or final norm");
         for (size_t l = 0; l < m_blocks.size(); ++l) {
             const BlockParams &b = m_blocks[l];
-            if (!b.attnNorm || !b.mlpNorm || !b.q || !b.k || !b.v || !b.o || !b.gate || !b.up || !b.down)
-                throw LatheError("block " + std::to_string(l) + " lacks one of the Llama block's tensors", hint);
+            const bool attention = b.o && (b.qkv || (b.q && b.k && b.v));
+            if (!b.attnNorm || !attention || !b.up || !b.down || (!m_parallel && !b.mlpNorm) || (m_swiglu && !b.gate))
+                throw LatheError("block " + std::to_string(l) + " lacks one of its tensors for the GPU trainer", hint);
         }
+        m_maxSeq = m_position ? m_position->rows - m_positionOffset : c.maxPositions;
         const cpu::RopeTable rope = ropeTableFor(c, c.maxPositions, "");
         m_rotaryDim = rope.rotaryDim;
-        m_ropePositions = rope.cos.rows();
         m_ropeCos.resize(size_t(rope.cos.size()) * sizeof(float));
         m_ropeSin.resize(size_t(rope.sin.size()) * sizeof(float));
-        m_ops.upload(f(m_ropeCos), rope.cos.data(), int64_t(rope.cos.size()));
-        m_ops.upload(f(m_ropeSin), rope.sin.data(), int64_t(rope.sin.size()));
+        if (m_rotaryDim > 0) {
+            m_ops.upload(f(m_ropeCos), rope.cos.data(), int64_t(rope.cos.size()));
+            m_ops.upload(f(m_ropeSin), rope.sin.data(), int64_t(rope.sin.size()));
+        }
         m_saved.resize(m_blocks.size());
         m_ops.synchronize();
     }
@@ -266,16 +287,16 @@ public:
             n += p.w.bytes() + p.g.bytes() + p.m.bytes() + p.v.bytes();
         const auto setBytes = [](const Saved &s) {
             uint64_t b = 0;
-            for (const Buffer *m : {&s.x, &s.n1, &s.rstd1, &s.q, &s.k, &s.v, &s.probs, &s.ctx, &s.mid, &s.n2, &s.rstd2,
-                                    &s.gate, &s.up, &s.act})
+            for (const Buffer *m : {&s.x, &s.n1, &s.mean1, &s.rstd1, &s.q, &s.k, &s.v, &s.probs, &s.ctx, &s.mid, &s.n2,
+                                    &s.mean2, &s.rstd2, &s.gate, &s.up, &s.act})
                 b += m->bytes();
             return b;
         };
         for (const Saved &s : m_saved)
             n += setBytes(s);
         n += setBytes(m_work);
-        for (const Buffer *m : {&m_finalIn, &m_h, &m_rstdFinal, &m_lse, &m_t1, &m_dh, &m_dx, &m_dmid, &m_dn, &m_dact,
-                                &m_dgate, &m_dup, &m_dctx, &m_dq, &m_dk, &m_dv})
+        for (const Buffer *m : {&m_finalIn, &m_h, &m_meanFinal, &m_rstdFinal, &m_lse, &m_t1, &m_dh, &m_dx, &m_dmid,
+                                &m_dn, &m_dact, &m_dgate, &m_dup, &m_dctx, &m_dq, &m_dk, &m_dv, &m_qkv})
             n += m->bytes();
         return n;
     }
@@ -285,6 +306,66 @@ private:
     static const float *orNull(const Param *p) { return p ? p->value() : nullptr; }
     static float *gradOrNull(const Param *p) { return p ? p->grad() : nullptr; } // null: no bias, or frozen
 
+    // RMSNorm (Llama) or LayerNorm (its bias may be absent); mean is unused by RMSNorm.
+    void normForward(const Param *w, const Param *b, const float *x, int64_t rows, float *y, float *mean,
+                     float *rstd) {
+        const int64_t D = m_config.hiddenSize;
+        const float eps = float(m_config.normEps);
+        if (m_rms)
+            m_ops.rmsNormForward(x, w->value(), rows, D, eps, y, rstd);
+        else
+            m_ops.layerNormForward(x, w->value(), orNull(b), rows, D, eps, y, mean, rstd);
+    }
+    void normBackward(const Param *w, const Param *b, const float *dy, const float *x, const float *mean,
+                      const float *rstd, int64_t rows, float *dx) {
+        const int64_t D = m_config.hiddenSize;
+        if (m_rms)
+            m_ops.rmsNormBackward(dy, x, w->value(), rstd, rows, D, dx, w->grad());
+        else
+            m_ops.layerNormBackward(dy, x, w->value(), mean, rstd, rows, D, dx, w->grad(), gradOrNull(b));
+    }
+    // q, k and v of block l from n1: three products, or GPT-2's one fused product (its weight's rows: q's, k's, v's)
+    // split into them, as CausalLm computes them.
+    void projectionsForward(const BlockParams &w, const Saved &s, int64_t rows) {
+        const int64_t D = m_config.hiddenSize, qw = m_config.numHeads * m_config.headDim,
+                      kw = m_config.numKvHeads * m_config.headDim, all = qw + 2 * kw;
+        if (!w.qkv) {
+            m_ops.linearForward(f(s.n1), w.q->value(), orNull(w.qb), rows, D, qw, f(s.q));
+            m_ops.linearForward(f(s.n1), w.k->value(), orNull(w.kb), rows, D, kw, f(s.k));
+            m_ops.linearForward(f(s.n1), w.v->value(), orNull(w.vb), rows, D, kw, f(s.v));
+            return;
+        }
+        m_ops.linearForward(f(s.n1), w.qkv->value(), orNull(w.qkvb), rows, D, all, f(m_qkv));
+        m_ops.copyColumns(f(s.q), qw, f(m_qkv), all, rows, qw);
+        m_ops.copyColumns(f(s.k), kw, f(m_qkv) + qw, all, rows, kw);
+        m_ops.copyColumns(f(s.v), kw, f(m_qkv) + qw + kw, all, rows, kw);
+    }
+    // Their backward from m_dq, m_dk, m_dv: d n1 accumulated into dn.
+    void projectionsBackward(const BlockParams &w, const Saved &s, int64_t rows, float *dn) {
+        const int64_t D = m_config.hiddenSize, qw = m_config.numHeads * m_config.headDim,
+                      kw = m_config.numKvHeads * m_config.headDim, all = qw + 2 * kw;
+        if (!w.qkv) {
+            m_ops.linearBackward(f(m_dq), f(s.n1), w.q->value(), rows, D, qw, dn, w.q->grad(), gradOrNull(w.qb));
+            m_ops.linearBackward(f(m_dk), f(s.n1), w.k->value(), rows, D, kw, dn, w.k->grad(), gradOrNull(w.kb));
+            m_ops.linearBackward(f(m_dv), f(s.n1), w.v->value(), rows, D, kw, dn, w.v->grad(), gradOrNull(w.vb));
+            return;
+        }
+        m_ops.copyColumns(f(m_qkv), all, f(m_dq), qw, rows, qw);
+        m_ops.copyColumns(f(m_qkv) + qw, all, f(m_dk), kw, rows, kw);
+        m_ops.copyColumns(f(m_qkv) + qw + kw, all, f(m_dv), kw, rows, kw);
+        m_ops.linearBackward(f(m_qkv), f(s.n1), w.qkv->value(), rows, D, all, dn, w.qkv->grad(), gradOrNull(w.qkvb));
+    }
+    // The MLP's activation: act = silu(gate) * up, or act(up).
+    void activationForward(const Saved &s, int64_t n) {
+        if (m_swiglu)
+            m_ops.swigluForward(f(s.gate), f(s.up), n, f(s.act));
+        else if (m_activation == cpu::Activation::Relu)
+            m_ops.reluForward(f(s.up), n, f(s.act));
+        else
+            m_ops.geluForward(gelu(), f(s.up), n, f(s.act));
+    }
+    Gelu gelu() const { return m_activation == cpu::Activation::GeluTanh ? Gelu::Tanh : Gelu::Erf; }
+
     // The forward pass over `batch`, keeping what backward needs; returns the mean next-token loss.
     float forward(const TokenBatch &batch) {
         m_ops.activate();
@@ -292,9 +373,9 @@ private:
         require(batch.seq >= 2 && int64_t(batch.tokens.size()) == batch.batch * batch.seq, "GPU training",
                 "a batch needs batch x seq tokens, seq >= 2");
         require(batch.mask.empty(), "GPU training", "padded batches are not supported in training");
-        require(batch.seq <= m_ropePositions, "GPU training",
+        require(batch.seq <= m_maxSeq, "GPU training",
                 "windows of " + std::to_string(batch.seq) + " tokens are longer than the model's " +
-                    std::to_string(m_ropePositions) + " positions");
+                    std::to_string(m_maxSeq) + " positions");
         const int64_t B = batch.batch, S = batch.seq, rows = B * S, D = c.hiddenSize;
         const int H = int(c.numHeads), KVH = int(c.numKvHeads), d = int(c.headDim);
         m_targets.assign(batch.tokens.size(), -1);
@@ -306,48 +387,61 @@ private:
         m_ids = batch.tokens;
 
         m_ops.embeddingForward(m_embed->value(), m_embed->rows, D, batch.tokens, f(m_saved[0].x));
+        if (m_position) { // x += the position's row, through the embedding op on position ids
+            m_positions.resize(size_t(rows));
+            for (int64_t r = 0; r < rows; ++r)
+                m_positions[size_t(r)] = int32_t(r % S + m_positionOffset);
+            m_ops.embeddingForward(m_position->value(), m_position->rows, D, m_positions, f(m_t1));
+            m_ops.add(f(m_saved[0].x), f(m_t1), rows * D, f(m_saved[0].x));
+        }
         for (size_t l = 0; l < m_blocks.size(); ++l)
             blockForward(l, m_recompute ? m_work : m_saved[l],
                          l + 1 < m_blocks.size() ? f(m_saved[l + 1].x) : f(m_finalIn));
-        m_ops.rmsNormForward(f(m_finalIn), m_finalNorm->value(), rows, D, float(c.normEps), f(m_h),
-                             f(m_rstdFinal));
+        normForward(m_finalNorm, m_finalNormB, f(m_finalIn), rows, f(m_h), f(m_meanFinal), f(m_rstdFinal));
         const Param *head = m_head ? m_head : m_embed;
         // rows x chunk logits at a time: at most 64 Mi values (256 MB), at least 1024 vocabulary rows.
         m_chunk = std::clamp<int64_t>((int64_t(64) << 20) / rows, 1024, head->rows);
-        return m_ops.crossEntropyForward(f(m_h), head->value(), nullptr, rows, D, head->rows, m_targets, m_chunk,
-                                         f(m_lse), &m_count);
+        return m_ops.crossEntropyForward(f(m_h), head->value(), orNull(m_headB), rows, D, head->rows, m_targets,
+                                         m_chunk, f(m_lse), &m_count);
     }
 
     // Block l's forward from its input m_saved[l].x, keeping its activations in `s`; its output goes to `out`
     // (null: not computed, when backward runs the block again for its activations).
+    //   sequential: out = mid + down(mlp(norm2(mid))), mid = x + o(attention(norm1(x)))
+    //   parallel (Phi-2): out = (x + o(attention(n1))) + down(mlp(n1)), n1 = norm1(x)
     void blockForward(size_t l, Saved &s, float *out) {
         const ModelConfig &c = m_config;
         const AttentionDims &dims = m_dims;
         const int64_t S = dims.seq, rows = dims.batch * S, D = c.hiddenSize, F = c.intermediateSize;
         const int H = dims.heads, KVH = dims.kvHeads, d = dims.headDim;
         const int64_t qw = int64_t(H) * d, kw = int64_t(KVH) * d;
-        const float eps = float(c.normEps);
         const BlockParams &w = m_blocks[l];
         const float *x = f(m_saved[l].x);
-        m_ops.rmsNormForward(x, w.attnNorm->value(), rows, D, eps, f(s.n1), f(s.rstd1));
-        m_ops.linearForward(f(s.n1), w.q->value(), orNull(w.qb), rows, D, qw, f(s.q));
-        m_ops.linearForward(f(s.n1), w.k->value(), orNull(w.kb), rows, D, kw, f(s.k));
-        m_ops.linearForward(f(s.n1), w.v->value(), orNull(w.vb), rows, D, kw, f(s.v));
+        normForward(w.attnNorm, w.attnNormB, x, rows, f(s.n1), f(s.mean1), f(s.rstd1));
+        projectionsForward(w, s, rows);
         if (m_rotaryDim > 0) {
             m_ops.ropeForward(f(s.q), rows, S, H, d, m_rotaryDim, f(m_ropeCos), f(m_ropeSin));
             m_ops.ropeForward(f(s.k), rows, S, KVH, d, m_rotaryDim, f(m_ropeCos), f(m_ropeSin));
         }
         m_ops.attentionForward(f(s.q), f(s.k), f(s.v), dims, f(s.ctx), f(s.probs));
         m_ops.linearForward(f(s.ctx), w.o->value(), orNull(w.ob), rows, qw, D, f(m_t1));
-        m_ops.add(x, f(m_t1), rows * D, f(s.mid));
-        m_ops.rmsNormForward(f(s.mid), w.mlpNorm->value(), rows, D, eps, f(s.n2), f(s.rstd2));
-        m_ops.linearForward(f(s.n2), w.gate->value(), orNull(w.gateb), rows, D, F, f(s.gate));
-        m_ops.linearForward(f(s.n2), w.up->value(), orNull(w.upb), rows, D, F, f(s.up));
-        m_ops.swigluForward(f(s.gate), f(s.up), rows * F, f(s.act));
+        const float *mlpIn = f(s.n1);
+        if (m_parallel) {
+            if (out)
+                m_ops.add(x, f(m_t1), rows * D, out);
+        } else {
+            m_ops.add(x, f(m_t1), rows * D, f(s.mid));
+            normForward(w.mlpNorm, w.mlpNormB, f(s.mid), rows, f(s.n2), f(s.mean2), f(s.rstd2));
+            mlpIn = f(s.n2);
+        }
+        if (m_swiglu)
+            m_ops.linearForward(mlpIn, w.gate->value(), orNull(w.gateb), rows, D, F, f(s.gate));
+        m_ops.linearForward(mlpIn, w.up->value(), orNull(w.upb), rows, D, F, f(s.up));
+        activationForward(s, rows * F);
         if (!out)
             return;
         m_ops.linearForward(f(s.act), w.down->value(), orNull(w.downb), rows, F, D, f(m_t1));
-        m_ops.add(f(s.mid), f(m_t1), rows * D, out);
+        m_ops.add(m_parallel ? out : f(s.mid), f(m_t1), rows * D, out);
     }
 
     // The backward of the last forward, its gradients times `scale` added to the parameters' gradients.
@@ -360,34 +454,46 @@ private:
         const Param *head = m_head ? m_head : m_embed;
         float *dx = f(m_dx), *dmid = f(m_dmid), *dn = f(m_dn);
         m_ops.zero(f(m_dh), rows * D);
-        m_ops.crossEntropyBackward(f(m_h), head->value(), nullptr, rows, D, head->rows, m_targets, m_chunk, f(m_lse),
-                                   m_count, scale, f(m_dh), head->grad(), nullptr);
+        m_ops.crossEntropyBackward(f(m_h), head->value(), orNull(m_headB), rows, D, head->rows, m_targets, m_chunk,
+                                   f(m_lse), m_count, scale, f(m_dh), head->grad(), gradOrNull(m_headB));
         m_ops.zero(dx, rows * D);
-        m_ops.rmsNormBackward(f(m_dh), f(m_finalIn), m_finalNorm->value(), f(m_rstdFinal), rows, D, dx,
-                              m_finalNorm->grad());
+        normBackward(m_finalNorm, m_finalNormB, f(m_dh), f(m_finalIn), f(m_meanFinal), f(m_rstdFinal), rows, dx);
         for (size_t l = m_blocks.size(); l-- > 0;) {
             const BlockParams &w = m_blocks[l];
             if (m_recompute)
                 blockForward(l, m_work, nullptr);
             const Saved &s = m_recompute ? m_work : m_saved[l];
             const float *x = f(m_saved[l].x);
-            // out = mid + down(swiglu(gate(n2), up(n2))), n2 = norm2(mid); dx holds d out.
+            const float *mlpIn = m_parallel ? f(s.n1) : f(s.n2);
+            // The MLP, from d out (in dx): its input's gradient d mlpIn in dn.
             m_ops.zero(f(m_dact), rows * F);
             m_ops.linearBackward(dx, f(s.act), w.down->value(), rows, F, D, f(m_dact), w.down->grad(),
                                  gradOrNull(w.downb));
-            m_ops.zero(f(m_dgate), rows * F);
             m_ops.zero(f(m_dup), rows * F);
-            m_ops.swigluBackward(f(m_dact), f(s.gate), f(s.up), rows * F, f(m_dgate), f(m_dup));
+            if (m_swiglu) {
+                m_ops.zero(f(m_dgate), rows * F);
+                m_ops.swigluBackward(f(m_dact), f(s.gate), f(s.up), rows * F, f(m_dgate), f(m_dup));
+            } else if (m_activation == cpu::Activation::Relu) {
+                m_ops.reluBackward(f(m_dact), f(s.up), rows * F, f(m_dup));
+            } else {
+                m_ops.geluBackward(gelu(), f(m_dact), f(s.up), rows * F, f(m_dup));
+            }
             m_ops.zero(dn, rows * D);
-            m_ops.linearBackward(f(m_dgate), f(s.n2), w.gate->value(), rows, D, F, dn, w.gate->grad(),
-                                 gradOrNull(w.gateb));
-            m_ops.linearBackward(f(m_dup), f(s.n2), w.up->value(), rows, D, F, dn, w.up->grad(), gradOrNull(w.upb));
-            // d mid = d out + norm2's backward of d n2.
-            m_ops.copy(dmid, dx, rows * D);
-            m_ops.rmsNormBackward(dn, f(s.mid), w.mlpNorm->value(), f(s.rstd2), rows, D, dmid, w.mlpNorm->grad());
-            // mid = x + o(attention(rope(q(n1)), rope(k(n1)), v(n1))), n1 = norm1(x).
+            if (m_swiglu)
+                m_ops.linearBackward(f(m_dgate), mlpIn, w.gate->value(), rows, D, F, dn, w.gate->grad(),
+                                     gradOrNull(w.gateb));
+            m_ops.linearBackward(f(m_dup), mlpIn, w.up->value(), rows, D, F, dn, w.up->grad(), gradOrNull(w.upb));
+            // The attention output's gradient: d out itself (parallel), or d mid = d out + norm2's backward of
+            // d n2 (sequential).
+            const float *dAttnOut = dx;
+            if (!m_parallel) {
+                m_ops.copy(dmid, dx, rows * D);
+                normBackward(w.mlpNorm, w.mlpNormB, dn, f(s.mid), f(s.mean2), f(s.rstd2), rows, dmid);
+                dAttnOut = dmid;
+            }
             m_ops.zero(f(m_dctx), rows * qw);
-            m_ops.linearBackward(dmid, f(s.ctx), w.o->value(), rows, qw, D, f(m_dctx), w.o->grad(), gradOrNull(w.ob));
+            m_ops.linearBackward(dAttnOut, f(s.ctx), w.o->value(), rows, qw, D, f(m_dctx), w.o->grad(),
+                                 gradOrNull(w.ob));
             m_ops.zero(f(m_dq), rows * qw);
             m_ops.zero(f(m_dk), rows * kw);
             m_ops.zero(f(m_dv), rows * kw);
@@ -396,16 +502,19 @@ private:
                 m_ops.ropeBackward(f(m_dq), rows, S, H, d, m_rotaryDim, f(m_ropeCos), f(m_ropeSin));
                 m_ops.ropeBackward(f(m_dk), rows, S, KVH, d, m_rotaryDim, f(m_ropeCos), f(m_ropeSin));
             }
-            m_ops.zero(dn, rows * D);
-            m_ops.linearBackward(f(m_dq), f(s.n1), w.q->value(), rows, D, qw, dn, w.q->grad(), gradOrNull(w.qb));
-            m_ops.linearBackward(f(m_dk), f(s.n1), w.k->value(), rows, D, kw, dn, w.k->grad(), gradOrNull(w.kb));
-            m_ops.linearBackward(f(m_dv), f(s.n1), w.v->value(), rows, D, kw, dn, w.v->grad(), gradOrNull(w.vb));
-            // d x = d mid + norm1's backward of d n1.
-            m_ops.copy(dx, dmid, rows * D);
-            m_ops.rmsNormBackward(dn, x, w.attnNorm->value(), f(s.rstd1), rows, D, dx, w.attnNorm->grad());
+            // d n1: the projections' input gradients, added to the MLP's in a parallel block.
+            if (!m_parallel)
+                m_ops.zero(dn, rows * D);
+            projectionsBackward(w, s, rows, dn);
+            // d x = d out (parallel) or d mid (sequential), plus norm1's backward of d n1.
+            if (!m_parallel)
+                m_ops.copy(dx, dmid, rows * D);
+            normBackward(w.attnNorm, w.attnNormB, dn, x, f(s.mean1), f(s.rstd1), rows, dx);
         }
         if (m_embed->trainable)
             m_ops.embeddingBackward(dx, m_ids, D, m_embed->grad());
+        if (m_position && m_position->trainable)
+            m_ops.embeddingBackward(dx, m_positions, D, m_position->grad());
     }
 
     // Attaches a CausalLm parameter to its place in the block or model tables.
@@ -414,37 +523,34 @@ private:
             return LatheError("the GPU trainer does not know the tensor '" + p.name + "' (" + roleName(p.role) + ")",
                               "train this model on the CPU (device cpu)");
         };
-        if (p.role == TensorRole::TokenEmbedding && !p.isBias) {
-            m_embed = d;
-            return;
-        }
-        if (p.role == TensorRole::FinalNorm && !p.isBias) {
-            m_finalNorm = d;
-            return;
-        }
-        if (p.role == TensorRole::LmHead && !p.isBias) {
-            m_head = d;
-            return;
-        }
-        if (p.layer < 0 || size_t(p.layer) >= m_blocks.size())
-            throw unknown();
-        BlockParams &b = m_blocks[size_t(p.layer)];
         Param **slot = nullptr;
         switch (p.role) {
-        case TensorRole::AttnNorm: slot = p.isBias ? nullptr : &b.attnNorm; break;
-        case TensorRole::MlpNorm: slot = p.isBias ? nullptr : &b.mlpNorm; break;
-        case TensorRole::AttnQ: slot = p.isBias ? &b.qb : &b.q; break;
-        case TensorRole::AttnK: slot = p.isBias ? &b.kb : &b.k; break;
-        case TensorRole::AttnV: slot = p.isBias ? &b.vb : &b.v; break;
-        case TensorRole::AttnO: slot = p.isBias ? &b.ob : &b.o; break;
-        case TensorRole::MlpGate: slot = p.isBias ? &b.gateb : &b.gate; break;
-        case TensorRole::MlpUp: slot = p.isBias ? &b.upb : &b.up; break;
-        case TensorRole::MlpDown: slot = p.isBias ? &b.downb : &b.down; break;
+        case TensorRole::TokenEmbedding: slot = p.isBias ? nullptr : &m_embed; break;
+        case TensorRole::PositionEmbedding: slot = p.isBias ? nullptr : &m_position; break;
+        case TensorRole::FinalNorm: slot = p.isBias ? &m_finalNormB : &m_finalNorm; break;
+        case TensorRole::LmHead: slot = p.isBias ? &m_headB : &m_head; break;
         default: break;
         }
-        if (!slot)
+        if (!slot && p.layer >= 0 && size_t(p.layer) < m_blocks.size()) {
+            BlockParams &b = m_blocks[size_t(p.layer)];
+            switch (p.role) {
+            case TensorRole::AttnNorm: slot = p.isBias ? &b.attnNormB : &b.attnNorm; break;
+            case TensorRole::MlpNorm: slot = p.isBias ? &b.mlpNormB : &b.mlpNorm; break;
+            case TensorRole::AttnQ: slot = p.isBias ? &b.qb : &b.q; break;
+            case TensorRole::AttnK: slot = p.isBias ? &b.kb : &b.k; break;
+            case TensorRole::AttnV: slot = p.isBias ? &b.vb : &b.v; break;
+            case TensorRole::AttnQkv: slot = p.isBias ? &b.qkvb : &b.qkv; break;
+            case TensorRole::AttnO: slot = p.isBias ? &b.ob : &b.o; break;
+            case TensorRole::MlpGate: slot = p.isBias ? &b.gateb : &b.gate; break;
+            case TensorRole::MlpUp: slot = p.isBias ? &b.upb : &b.up; break;
+            case TensorRole::MlpDown: slot = p.isBias ? &b.downb : &b.down; break;
+            default: break;
+            }
+        }
+        if (!slot || *slot)
             throw unknown();
         *slot = d;
+        m_fusedQkv = m_fusedQkv || (p.role == TensorRole::AttnQkv && !p.isBias);
     }
 
     // Activation and gradient buffers for batches of B x S (grown, never shrunk).
@@ -453,20 +559,30 @@ private:
         const int64_t rows = B * S, D = c.hiddenSize, F = c.intermediateSize;
         const int64_t qw = c.numHeads * c.headDim, kw = c.numKvHeads * c.headDim;
         const auto floats = [](Buffer &m, int64_t n) { m.ensure(size_t(n) * sizeof(float)); };
+        const auto stats = [&](Buffer &mean, Buffer &rstd) {
+            floats(rstd, rows);
+            if (!m_rms)
+                floats(mean, rows);
+        };
         // A block's activations: in every block's set, or with recomputation in the one work set, the blocks
         // keeping their inputs only.
         const auto activations = [&](Saved &s) {
-            for (Buffer *m : {&s.n1, &s.mid, &s.n2})
-                floats(*m, rows * D);
-            floats(s.rstd1, rows);
-            floats(s.rstd2, rows);
+            floats(s.n1, rows * D);
+            stats(s.mean1, s.rstd1);
+            if (!m_parallel) {
+                floats(s.mid, rows * D);
+                floats(s.n2, rows * D);
+                stats(s.mean2, s.rstd2);
+            }
             floats(s.q, rows * qw);
             floats(s.ctx, rows * qw);
             floats(s.k, rows * kw);
             floats(s.v, rows * kw);
             floats(s.probs, B * c.numHeads * S * S);
-            for (Buffer *m : {&s.gate, &s.up, &s.act})
-                floats(*m, rows * F);
+            if (m_swiglu)
+                floats(s.gate, rows * F);
+            floats(s.up, rows * F);
+            floats(s.act, rows * F);
         };
         for (Saved &s : m_saved) {
             floats(s.x, rows * D);
@@ -477,35 +593,45 @@ private:
             activations(m_work);
         for (Buffer *m : {&m_finalIn, &m_h, &m_t1, &m_dh, &m_dx, &m_dmid, &m_dn})
             floats(*m, rows * D);
-        floats(m_rstdFinal, rows);
+        stats(m_meanFinal, m_rstdFinal);
         floats(m_lse, rows);
-        for (Buffer *m : {&m_dact, &m_dgate, &m_dup})
-            floats(*m, rows * F);
+        floats(m_dact, rows * F);
+        floats(m_dup, rows * F);
+        if (m_swiglu)
+            floats(m_dgate, rows * F);
         floats(m_dctx, rows * qw);
         floats(m_dq, rows * qw);
         floats(m_dk, rows * kw);
         floats(m_dv, rows * kw);
+        if (m_fusedQkv)
+            floats(m_qkv, rows * (qw + 2 * kw));
     }
 
     Ops m_ops;
     ModelConfig m_config;
     AdamWOptions m_optimizer;
     int64_t m_steps; // AdamW steps taken (bias correction)
+    // The family's block (CausalLm's flags).
+    bool m_rms = true, m_swiglu = true, m_parallel = false;
+    cpu::Activation m_activation = cpu::Activation::Silu;
+    int64_t m_positionOffset = 0, m_maxSeq = 0;
     std::vector<Param> m_params; // in the CausalLm's order
     std::vector<BlockParams> m_blocks;
-    Param *m_embed = nullptr, *m_finalNorm = nullptr, *m_head = nullptr; // head null: tied to the embedding
+    Param *m_embed = nullptr, *m_position = nullptr, *m_finalNorm = nullptr, *m_finalNormB = nullptr;
+    Param *m_head = nullptr, *m_headB = nullptr; // head null: tied to the embedding
     int m_rotaryDim = 0;
-    int64_t m_ropePositions = 0;
     Buffer m_ropeCos, m_ropeSin;
     std::vector<Saved> m_saved; // per block (with recomputation: the inputs only)
     Saved m_work;               // with recomputation: the activations of the block being run
     bool m_recompute = false;
     // The last forward's batch, for its backward.
-    std::vector<int32_t> m_ids, m_targets;
+    std::vector<int32_t> m_ids, m_positions, m_targets;
     AttentionDims m_dims;
     int64_t m_chunk = 0, m_count = 0;
-    Buffer m_finalIn, m_h, m_rstdFinal, m_lse, m_t1;
+    Buffer m_finalIn, m_h, m_meanFinal, m_rstdFinal, m_lse, m_t1;
     Buffer m_dh, m_dx, m_dmid, m_dn, m_dact, m_dgate, m_dup, m_dctx, m_dq, m_dk, m_dv;
+    bool m_fusedQkv = false;
+    Buffer m_qkv; // GPT-2: the fused product, then its gradient
 };
 
 } // namespace lathe::train
