@@ -28,6 +28,9 @@ public:
     void upload(float *to, const float *host, int64_t n) const {
         LATHE_CUDA_CHECK(cudaMemcpy(to, host, size_t(n) * sizeof(float), cudaMemcpyHostToDevice));
     }
+    void uploadBytes(void *to, const void *host, size_t n) const {
+        LATHE_CUDA_CHECK(cudaMemcpy(to, host, n, cudaMemcpyHostToDevice));
+    }
     void download(float *host, const float *from, int64_t n) const {
         LATHE_CUDA_CHECK(cudaMemcpy(host, from, size_t(n) * sizeof(float), cudaMemcpyDeviceToHost));
     }

@@ -266,6 +266,11 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
                 out.push_back(runTrainStepCheck(*backend, *m, name, bf16));
             });
         }
+    // The same with the recovery method's fixed masks (the masked weight gradient, zeros kept through AdamW).
+    guarded("train step llama recovery fp32", [&] {
+        auto m = openModel(fixtures + "/tf-llama");
+        out.push_back(runTrainStepCheck(*backend, *m, "train step llama recovery fp32", false, true));
+    });
     return out;
 }
 

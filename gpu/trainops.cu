@@ -188,6 +188,12 @@ __global__ void geluBackwardKernel(bool tanhForm, const float *dy, const float *
         dx[i] += dy[i] * geluAndDerivative(tanhForm, x[i]).y;
 }
 
+__global__ void maskedAddKernel(float *dw, const float *g, const uint8_t *mask, int64_t n) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < n)
+        dw[i] += g[i] * float(mask[i]);
+}
+
 __global__ void reluForwardKernel(const float *x, int64_t n, float *y) {
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i < n)
@@ -601,6 +607,13 @@ void TrainOps::geluBackward(train::Gelu kind, const float *dy, const float *x, i
     if (!n)
         return;
     geluBackwardKernel<<<blocksFor(n), kThreads>>>(kind == train::Gelu::Tanh, dy, x, n, dx);
+    checkLaunch();
+}
+
+void TrainOps::maskedAdd(float *dw, const float *g, const uint8_t *mask, int64_t n) {
+    if (!n)
+        return;
+    maskedAddKernel<<<blocksFor(n), kThreads>>>(dw, g, mask, n);
     checkLaunch();
 }
 

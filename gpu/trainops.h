@@ -108,6 +108,8 @@ public:
     double sumOfSquares(const std::vector<std::pair<const float *, int64_t>> &buffers);
     // x *= factor (the clipping).
     void scale(float *x, int64_t n, float factor);
+    // dw += g ⊙ mask (a 0/1 byte per entry): a fixed-mask linear's weight gradient (train::MaskedLinear).
+    void maskedAdd(float *dw, const float *g, const uint8_t *mask, int64_t n);
 
 private:
     struct Operand;

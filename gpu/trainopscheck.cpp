@@ -4,6 +4,8 @@
 #include "gpucontext.h"
 #include "trainops.h"
 
+#include "methods/registry.h"
+#include "methods/trainingmethod.h"
 #include "model/model.h"
 #include "numeric/backend.h"
 #include "numeric/cpukernels.h"
@@ -284,6 +286,24 @@ GpuCheck gelu(TrainOps &ops, train::Gelu kind) {
     return c.result(kind == train::Gelu::Tanh ? "train gelu tanh" : "train gelu erf", kFp32, dims({{"n", n}}));
 }
 
+GpuCheck maskedAdd(TrainOps &ops) {
+    Inputs in(18);
+    const int64_t rows = 37, width = 61, n = rows * width;
+    const MatF g = in.mat(rows, width);
+    MatF dw = in.mat(rows, width, 0.1f);
+    std::vector<uint8_t> mask(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i)
+        mask[size_t(i)] = uint8_t((i * 7919) % 3 != 0);
+    DeviceMemory dG = upload(g), dDw = upload(dw), dMask(mask.size());
+    LATHE_CUDA_CHECK(cudaMemcpy(dMask.as(), mask.data(), mask.size(), cudaMemcpyHostToDevice));
+    ops.maskedAdd(dDw.as<float>(), dG.as<float>(), dMask.as<uint8_t>(), n);
+    for (int64_t i = 0; i < n; ++i)
+        dw.data()[i] += g.data()[i] * float(mask[size_t(i)]);
+    Comparison c;
+    c.add("dw", dDw, dw);
+    return c.result("train masked gradient", kFp32, dims({{"n", n}}));
+}
+
 GpuCheck relu(TrainOps &ops) {
     Inputs in(17);
     const int64_t rows = 19, width = 130, n = rows * width;
@@ -387,11 +407,17 @@ GpuCheck gradientNorm(TrainOps &ops) {
 
 } // namespace
 
-GpuCheck runTrainStepCheck(ComputeBackend &device, const Model &model, const std::string &name, bool bf16) {
+GpuCheck runTrainStepCheck(ComputeBackend &device, const Model &model, const std::string &name, bool bf16,
+                           bool recovery) {
     auto *service = deviceService<train::DeviceTrainingService>(device);
     if (!service)
         throw LatheError("the device has no training service");
     train::CausalLm<float> cpu(model), fromGpu(model), after(model);
+    if (recovery) { // the recovery method's fixed masks on every block linear, in every model the check builds
+        const auto &method = dynamic_cast<const FineTuningMethod &>(methodNamed("recovery"));
+        for (train::CausalLm<float> *lm : {&cpu, &fromGpu, &after})
+            method.startTraining(model, MethodParams(method.info().params), 1)->prepare(*lm);
+    }
     const TokenBatch batch = TokenBatch::random(model.config.vocabSize, 2, 24, 11);
     const train::AdamWOptions options; // weight decay 0.1: the decayed and undecayed paths both run
     auto trainer = service->create(cpu, train::AdamW<float>(options),
@@ -495,6 +521,7 @@ std::vector<GpuCheck> runTrainOpChecks() {
     guarded("train gelu tanh", [&] { return gelu(fp32, train::Gelu::Tanh); });
     guarded("train gelu erf", [&] { return gelu(fp32, train::Gelu::Erf); });
     guarded("train relu", [&] { return relu(fp32); });
+    guarded("train masked gradient", [&] { return maskedAdd(fp32); });
     guarded("train cross-entropy", [&] { return crossEntropy(fp32, false); });
     guarded("train cross-entropy with bias", [&] { return crossEntropy(fp32, true); });
     guarded("train cross-entropy bf16", [&] { return crossEntropy(bf16, false); });

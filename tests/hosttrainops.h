@@ -42,6 +42,7 @@ public:
     std::string deviceName() const { return "CPU (reference ops)"; }
     ComputePrecision precision() const { return ComputePrecision::Fp32; }
     void upload(float *to, const float *host, int64_t n) const { std::copy(host, host + n, to); }
+    void uploadBytes(void *to, const void *host, size_t n) const { std::memcpy(to, host, n); }
     void download(float *host, const float *from, int64_t n) const { std::copy(from, from + n, host); }
     void zero(float *x, int64_t n) { std::fill(x, x + n, 0.0f); }
     void copy(float *to, const float *from, int64_t n) { std::copy(from, from + n, to); }
@@ -239,6 +240,11 @@ public:
         return sq;
     }
     void scale(float *x, int64_t n, float factor) { Eigen::Map<V>(x, n) *= factor; }
+    // As MaskedLinear::backward: grad += g ⊙ mask, the product first.
+    void maskedAdd(float *dw, const float *g, const uint8_t *mask, int64_t n) {
+        for (int64_t i = 0; i < n; ++i)
+            dw[i] += g[i] * float(mask[i]);
+    }
 
 private:
     // Every op runs inside the BLAS split scope CausalLm's forward and backward open, so its GEMMs are the same

@@ -22,6 +22,7 @@
 #include "engine/deviceforward.h"
 #include "engine/transformer.h"
 #include "methods/registry.h"
+#include "methods/trainingmethod.h"
 #include "methods/slicegptengine.h"
 #include "numeric/cpukernels.h"
 #include "run/compressionrun.h"
@@ -266,6 +267,18 @@ private slots:
                          held[recompute]);
             }
             QVERIFY2(held[1] < held[0], path.c_str());
+            // With the recovery method's fixed masks on every block linear: their bytes and one gradient buffer.
+            train::CausalLm<float> lm(*m);
+            const auto &recovery = dynamic_cast<const FineTuningMethod &>(methodNamed("recovery"));
+            recovery.startTraining(*m, MethodParams(recovery.info().params), 1)->prepare(lm);
+            train::DecoderTrainer<test::HostTrainOps> trainer(test::HostTrainOps(), lm, train::AdamW<float>());
+            trainer.zeroGradients();
+            trainer.forwardBackward(TokenBatch::random(c.vocabSize, B, S, 1), 1.0f);
+            QCOMPARE(train::decoderTrainerDeviceBytes(c, lm.parameters().count(false), lm.parameters().count(true), B,
+                                                      S, ComputePrecision::Fp32, false, true) -
+                         scratch,
+                     trainer.deviceBytes());
+            QVERIFY(trainer.deviceBytes() > held[0]);
         }
         auto model = openModel(test::sourceDir() + "/resources/demo/stories260K.bin");
 
@@ -283,6 +296,37 @@ private slots:
         QVERIFY(!fs::exists(m_root / "estimate"));
     }
 
+    // The recovery method (fixed masks) on the "GPU": the CPU run's steps, evaluations and exported bytes, the
+    // pruned weights zero in both, and `auto` taking the GPU for it.
+    void recoveryOnTheDevice() {
+        nlohmann::json cpuJob = job(m_root / "recovery-cpu", "cpu"), gpuJob = job(m_root / "recovery-cuda", "cuda");
+        for (nlohmann::json *j : {&cpuJob, &gpuJob}) {
+            (*j)["method"] = "recovery";
+            (*j)["recovery"] = {{"sparsity", 0.6}};
+            (*j)["steps"] = 5;
+        }
+        const TrainingResult cpu = run(cpuJob), gpu = run(gpuJob);
+        QVERIFY2(gpu.device.find("CPU (reference ops)") == 0, gpu.device.c_str());
+        QCOMPARE(gpu.steps.size(), cpu.steps.size());
+        for (size_t i = 0; i < cpu.steps.size(); ++i) {
+            QCOMPARE(gpu.steps[i].loss, cpu.steps[i].loss);
+            QCOMPARE(gpu.steps[i].gradNorm, cpu.steps[i].gradNorm);
+        }
+        for (size_t i = 0; i < cpu.evals.size(); ++i)
+            QCOMPARE(gpu.evals[i].loss, cpu.evals[i].loss);
+        QVERIFY(exported(m_root / "recovery-cuda") == exported(m_root / "recovery-cpu"));
+        QVERIFY(fs::exists(m_root / "recovery-cuda" / "run.h5")); // the compact archive, as on the CPU
+        auto model = openModel((m_root / "recovery-cuda" / "model").string());
+        const TensorInfo *q = model->find(TensorRole::AttnQ, 0, false);
+        const std::vector<float> w = model->loadFloat(*q);
+        const int64_t zeros = std::count(w.begin(), w.end(), 0.0f); // floor(0.6 n) pruned, still zero
+        QCOMPARE(zeros, int64_t(std::floor(0.6 * double(w.size()))));
+        gpuJob["device"] = "auto";
+        gpuJob["steps"] = 2;
+        gpuJob["output"]["dir"] = (m_root / "recovery-auto").string();
+        QVERIFY(run(gpuJob).device != "cpu");
+    }
+
     void autoAndRefusals() {
         // auto: plain fine-tuning on the GPU trainer; PST on the CPU, the log saying why.
         nlohmann::json j = job(m_root / "auto", "auto");
@@ -293,7 +337,7 @@ private slots:
         j["method"] = "pst";
         QCOMPARE(QString::fromStdString(run(j).device), QString("cpu"));
         const std::string log = readTextFile((m_root / "auto-pst" / "run.log").string());
-        QVERIFY2(log.find("device auto: training on the CPU (the GPU trainer runs plain fine-tuning only, not pst)") !=
+        QVERIFY2(log.find("device auto: training on the CPU (the GPU trainer runs plain fine-tuning and fixed-mask methods only, not pst)") !=
                      std::string::npos,
                  log.c_str());
         // cuda: a method is refused by the spec check.

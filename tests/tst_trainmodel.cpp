@@ -31,6 +31,8 @@
 #include "train/causallm.h"
 #include "train/linearkinds.h"
 #include "train/decodertrainer.h"
+#include "methods/registry.h"
+#include "methods/trainingmethod.h"
 #include "train/schedule.h"
 #include "train/ops.h"
 #include "train/taylor.h"
@@ -378,7 +380,8 @@ private slots:
     void decoderTrainerComposition() {
         using Trainer = train::DecoderTrainer<test::HostTrainOps>;
         for (const char *fixture : {"tf-llama", "tf-qwen2", "hf-llama", "tf-llama frozen", "tf-qwen2 recompute",
-                                    "tf-opt", "tf-phi", "tf-phi recompute", "tf-gpt2", "tf-opt frozen"}) {
+                                    "tf-opt", "tf-phi", "tf-phi recompute", "tf-gpt2", "tf-opt frozen",
+                                    "tf-llama recovery", "tf-gpt2 recovery", "tf-phi recovery recompute"}) {
             const std::string name = fixture;
             const bool frozen = name.find(" frozen") != std::string::npos;
             auto model = openModel(test::sourceDir() + "/tests/fixtures/" + name.substr(0, name.find(' ')));
@@ -392,6 +395,12 @@ private slots:
                     if (p.role == TensorRole::TokenEmbedding || (p.layer == 0 && p.role != TensorRole::MlpDown))
                         cpu.parameters().setTrainable(p.name, false);
             QVERIFY(!frozen || cpu.parameters().count(true) < cpu.parameters().count(false));
+            // The recovery method's fixed masks (half of every block linear pruned, the weights zeroed there).
+            const bool recovery = name.find(" recovery") != std::string::npos;
+            const auto &recoveryMethod = dynamic_cast<const FineTuningMethod &>(methodNamed("recovery"));
+            const MethodParams recoveryParams(recoveryMethod.info().params);
+            if (recovery)
+                recoveryMethod.startTraining(*model, recoveryParams, 1)->prepare(cpu);
             train::AdamW<float> adam;
             cpu.setRecompute(recompute);
             Trainer trainer(test::HostTrainOps(), cpu, adam);
@@ -409,6 +418,8 @@ private slots:
                     lm.parameters().setTrainable(p.name, p.trainable());
             };
             freezeLike(view);
+            if (recovery) // the checkpoint's model as a resumed run builds it: the same masks
+                recoveryMethod.startTraining(*model, recoveryParams, 1)->prepare(view);
             for (int step = 0; step < 2; ++step) {
                 // Step 0: one batch; step 1: two micro-batches of half weight.
                 const int micro = step == 0 ? 1 : 2;
@@ -469,14 +480,19 @@ private slots:
         train::CausalLm<float> bertLm(*bert);
         refused(bertLm, "BERT trains on the CPU");
         auto llama = openModel(test::sourceDir() + "/tests/fixtures/tf-llama");
-        train::CausalLm<float> masked(*llama);
+        train::CausalLm<float> masked(*llama), scored(*llama);
         const std::string weight = masked.linears().front().kind->weightName();
         masked.replaceLinear(weight, [](train::ParameterSet<float> &, train::Parameter<float> *w,
-                                        train::Parameter<float> *b) {
+                                        train::Parameter<float> *b) { // prunes weights it leaves nonzero
             return std::make_unique<train::MaskedLinear<float>>(
-                w, b, std::vector<uint8_t>(size_t(w->value.size()), uint8_t(1)));
+                w, b, std::vector<uint8_t>(size_t(w->value.size()), uint8_t(0)));
         });
-        refused(masked, "dense linears only");
+        refused(masked, "holds a nonzero value where its mask prunes");
+        scored.replaceLinear(weight, [](train::ParameterSet<float> &ps, train::Parameter<float> *w,
+                                        train::Parameter<float> *b) {
+            return std::make_unique<train::MaskedLinear<float>>(ps, w, b, 0.5);
+        });
+        refused(scored, "learns its mask");
     }
 
     // The spec's device: "cpu" (default) and "auto" without a usable GPU train the same bits on the CPU, the log
@@ -538,7 +554,7 @@ private slots:
         bad = j;
         bad["device"] = "cuda";
         bad["method"] = "pst";
-        refused(bad, "plain fine-tuning only, not pst");
+        refused(bad, "fixed-mask methods only, not pst");
         if (!gpu) {
             bad = j;
             bad["device"] = "cuda";

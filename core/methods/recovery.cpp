@@ -81,6 +81,7 @@ public:
                          "with that mask fixed: the magnitude + fine-tuning baseline";
         m_info.kind = MethodKind::FineTuning;
         m_info.ratioMeaning = "recovery.sparsity: the fraction of each target matrix's weights pruned before training";
+        m_info.trainsOnGpu = true; // a fixed mask over zeroed weights, no per-step work
         m_info.params = {
             targetsParam("recovery.targets", ".*"),
             declareParam("recovery.sparsity", "Sparsity", ParamType::Real, 0.5,

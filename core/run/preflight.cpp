@@ -268,8 +268,8 @@ RunEstimate estimateTrainingRun(const TrainingSpec &spec, const Model &model, co
         e.hostBytes -= plan.activationBytes;
         e.device = probe.device.empty() ? gpu->label() : probe.device;
         e.deviceBytes = train::decoderTrainerDeviceBytes(model.config, plan.parameters, plan.trainableParameters,
-                                                       spec.batch, spec.seqLen, parsePrecision(spec.precision),
-                                                       spec.recompute);
+                                                         spec.batch, spec.seqLen, parsePrecision(spec.precision),
+                                                         spec.recompute, spec.method != nullptr);
         e.deviceAvailable = gpu->totalMemory;
     }
     e.hostAvailable = memAvailable();

@@ -402,8 +402,9 @@ std::optional<DeviceInfo> trainingGpu(const TrainingSpec &spec, const ModelConfi
     const DeviceInfo &gpu = gpus[size_t(std::min<int>(choice.index, int(gpus.size()) - 1))];
     if (choice.preference == DevicePreference::Cuda)
         return gpu; // what the trainer does not run is refused when it is made, with the reason
-    if (spec.method)
-        return cpu("the GPU trainer runs plain fine-tuning only, not " + spec.method->info().name);
+    if (spec.method && !spec.method->info().trainsOnGpu)
+        return cpu("the GPU trainer runs plain fine-tuning and fixed-mask methods only, not " +
+                   spec.method->info().name);
     if (config.family == ArchFamily::Bert)
         return cpu("the GPU trainer runs decoders; BERT trains on the CPU");
     return gpu;
@@ -460,9 +461,9 @@ void validateTrainingSpec(const TrainingSpec &s) {
     if (parsePrecision(s.precision) == ComputePrecision::Fp16)
         throw LatheError("job spec: precision fp16 is not supported for training", "use bf16 (the default) or fp32");
     if (device.preference == DevicePreference::Cuda) {
-        if (s.method)
-            throw LatheError("job spec: device " + s.device + ": the GPU trainer runs plain fine-tuning only, not " +
-                                 s.method->info().name,
+        if (s.method && !s.method->info().trainsOnGpu)
+            throw LatheError("job spec: device " + s.device + ": the GPU trainer runs plain fine-tuning and fixed-mask "
+                                 "methods only, not " + s.method->info().name,
                              "leave out device (the CPU trains every method), or use \"auto\"");
         createBackend(device); // LatheError saying why there is no such usable GPU
     }

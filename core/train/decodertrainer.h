@@ -5,7 +5,9 @@
 // positions, LayerNorm, GELU, the fused q/k/v projection), OPT (positions offset by 2, ReLU) and Phi-2 (one norm
 // feeding attention and MLP in parallel, partial RoPE, biases everywhere, a biased head), in
 // CausalLm::Impl::blockForward / blockBackward's order, then clipGradNorm and AdamW, on buffers the backend owns.
-// BERT (post-norm, masked-LM head) stays on the CPU. The GPU trainer (gpu/cudatraining.cu) runs it on the CUDA ops
+// BERT (post-norm, masked-LM head) stays on the CPU. Block linears are dense, or masked with a fixed mask over
+// weights that are zero where it prunes (the recovery method's MaskedLinear): the forward is then the dense one, and
+// the weight's gradient is computed apart and added through the mask, as MaskedLinear::backward does. The GPU trainer (gpu/cudatraining.cu) runs it on the CUDA ops
 // of gpu/trainops.h; tests/hosttrainops.h runs it on the CPU reference ops of train/ops.h, so tst_trainmodel checks
 // this composition against CausalLm bit for bit without a GPU, and the GPU's own part is its ops, which `lathe-cli
 // check-gpu` compares with the CPU one by one.
@@ -21,6 +23,7 @@
 //   void copy(float *to, const float *from, int64_t n);
 //   void copyColumns(float *to, int64_t toStride, const float *from, int64_t fromStride, int64_t rows, int64_t cols);
 //                                       // rows x cols floats between row-major buffers of other widths
+//   void uploadBytes(void *to, const void *host, size_t n) const;   // host -> buffer, n bytes (the masks)
 //   void synchronize() const;           // waits for the queued work; a device fault is thrown here
 //
 // Memory: decoderTrainerDeviceBytes below (its buffers part is exactly what the trainer allocates).
@@ -52,9 +55,12 @@ namespace lathe::train {
 // with recomputation the blocks' inputs only, and one block's set; one block's gradient buffers and the head's
 // (7 B S D, 2 or 3 B S F, 2 B S (H + KV) d, and GPT-2's fused q/k/v product or its gradient); the RoPE table; the ops' scratch (the loss's rows x chunk logits, one
 // sequence's H S^2 score gradient, and with bf16 products bf16 copies of the largest operands); and a fixed
-// allowance of 512 MiB for the CUDA context and cuBLAS's workspaces (an allowance, not a measurement).
+// allowance of 512 MiB for the CUDA context and cuBLAS's workspaces (an allowance, not a measurement). With `masked`
+// (a fixed-mask method), a mask byte for every block linear's weight and one gradient buffer of the largest block
+// linear (exact when the method targets every block linear, an upper bound otherwise).
 inline uint64_t decoderTrainerDeviceBytes(const ModelConfig &c, int64_t parameters, int64_t trainableParameters,
-                                          int64_t B, int64_t S, ComputePrecision precision, bool recompute) {
+                                          int64_t B, int64_t S, ComputePrecision precision, bool recompute,
+                                          bool masked = false) {
     const bool rms = c.family == ArchFamily::Llama, swiglu = rms, parallel = c.family == ArchFamily::Phi;
     const uint64_t rows = uint64_t(B * S), D = uint64_t(c.hiddenSize), F = uint64_t(c.intermediateSize);
     const uint64_t qw = uint64_t(c.numHeads * c.headDim), kw = uint64_t(c.numKvHeads * c.headDim);
@@ -76,6 +82,10 @@ inline uint64_t decoderTrainerDeviceBytes(const ModelConfig &c, int64_t paramete
     uint64_t bytes = 4 * uint64_t(parameters) + 12 * uint64_t(trainableParameters) + 4 * floats;
     if (precision != ComputePrecision::Fp32) // bf16 copies: a linear's two operands, the attention's five
         bytes += 2 * (rows * std::max(F, chunk) + std::max(F, chunk) * D + 2 * rows * (qw + kw) + 2 * scores);
+    if (masked) {
+        const uint64_t mlp1 = F * D, attention = (c.family == ArchFamily::Gpt2 ? qw + 2 * kw : qw) * D;
+        bytes += uint64_t(c.numLayers) * D * (2 * qw + 2 * kw + (swiglu ? 3 : 2) * F) + 4 * std::max(mlp1, attention);
+    }
     return bytes + (uint64_t(512) << 20);
 }
 
@@ -87,8 +97,8 @@ template <class Ops> class DecoderTrainer final : public DeviceTrainer {
     struct Param {
         std::string name;
         int64_t rows = 0, cols = 0;
-        bool decay = true, trainable = true;
-        Buffer w, g, m, v;
+        bool decay = true, trainable = true, masked = false;
+        Buffer w, g, m, v, mask; // mask: a fixed mask's bytes (1 keeps), for masked linears' weights
         int64_t size() const { return rows * cols; }
         float *value() const { return w.template as<float>(); }
         float *grad() const { return trainable ? g.template as<float>() : nullptr; }
@@ -124,11 +134,18 @@ public:
         m_activation = cpu::parseActivation(c.activation.empty() ? defaultActivation(c.family) : c.activation, "");
         m_positionOffset = c.family == ArchFamily::Opt ? 2 : 0;
         m_recompute = lm.recompute();
-        for (const auto &slot : lm.linears())
-            if (!dynamic_cast<const DenseLinear<float> *>(slot.kind))
-                throw LatheError(std::string("the GPU trainer runs dense linears only; the ") + slot.kind->kindName() +
-                                     " linear in block " + std::to_string(slot.layer) + " is not",
+        std::vector<const MaskedLinear<float> *> masked;
+        for (const auto &slot : lm.linears()) {
+            if (dynamic_cast<const DenseLinear<float> *>(slot.kind))
+                continue;
+            const auto *m = dynamic_cast<const MaskedLinear<float> *>(slot.kind);
+            if (!m || m->scores())
+                throw LatheError(std::string("the GPU trainer runs dense and fixed-mask linears only; the ") +
+                                     slot.kind->kindName() + " linear in block " + std::to_string(slot.layer) +
+                                     (m ? " learns its mask" : " is not"),
                                  hint);
+            masked.push_back(m);
+        }
         m_blocks.resize(size_t(c.numLayers));
         m_params.reserve(lm.parameters().size()); // the tables point into it
         // A resumed run's moments, one pair per parameter (AdamW's layout), or none before the first step.
@@ -164,6 +181,11 @@ public:
             ++index;
         }
         require(m_embed && m_finalNorm, "GPU training", "the model has no token embedding or final norm");
+        int64_t largestMasked = 0;
+        for (const MaskedLinear<float> *m : masked)
+            attachMask(lm, *m, hint, largestMasked);
+        if (largestMasked > 0)
+            m_g.resize(size_t(largestMasked) * sizeof(float));
         for (size_t l = 0; l < m_blocks.size(); ++l) {
             const BlockParams &b = m_blocks[l];
             const bool attention = b.o && (b.qkv || (b.q && b.k && b.v));
@@ -284,7 +306,7 @@ public:
     uint64_t deviceBytes() const override {
         uint64_t n = m_ropeCos.bytes() + m_ropeSin.bytes();
         for (const Param &p : m_params)
-            n += p.w.bytes() + p.g.bytes() + p.m.bytes() + p.v.bytes();
+            n += p.w.bytes() + p.g.bytes() + p.m.bytes() + p.v.bytes() + p.mask.bytes();
         const auto setBytes = [](const Saved &s) {
             uint64_t b = 0;
             for (const Buffer *m : {&s.x, &s.n1, &s.mean1, &s.rstd1, &s.q, &s.k, &s.v, &s.probs, &s.ctx, &s.mid, &s.n2,
@@ -296,7 +318,7 @@ public:
             n += setBytes(s);
         n += setBytes(m_work);
         for (const Buffer *m : {&m_finalIn, &m_h, &m_meanFinal, &m_rstdFinal, &m_lse, &m_t1, &m_dh, &m_dx, &m_dmid,
-                                &m_dn, &m_dact, &m_dgate, &m_dup, &m_dctx, &m_dq, &m_dk, &m_dv, &m_qkv})
+                                &m_dn, &m_dact, &m_dgate, &m_dup, &m_dctx, &m_dq, &m_dk, &m_dv, &m_qkv, &m_g})
             n += m->bytes();
         return n;
     }
@@ -305,6 +327,49 @@ private:
     static float *f(const Buffer &b) { return b.template as<float>(); }
     static const float *orNull(const Param *p) { return p ? p->value() : nullptr; }
     static float *gradOrNull(const Param *p) { return p ? p->grad() : nullptr; } // null: no bias, or frozen
+
+    // A fixed-mask linear's weight: its mask uploaded beside it. Refused when a pruned weight is not zero (the
+    // forward multiplies by the weight itself, which must then be W ⊙ M bit for bit).
+    void attachMask(const CausalLm<float> &lm, const MaskedLinear<float> &kind, const char *hint, int64_t &largest) {
+        const std::string &name = kind.weightName();
+        Param *d = nullptr;
+        for (Param &p : m_params)
+            d = p.name == name ? &p : d;
+        const Parameter<float> *p = nullptr;
+        for (const Parameter<float> &q : lm.parameters())
+            p = q.name == name ? &q : p;
+        require(d && p, "GPU training", "the masked linear's weight " + name + " is not a parameter");
+        const std::vector<uint8_t> &mask = kind.mask();
+        require(int64_t(mask.size()) == d->size(), "GPU training", "the mask of " + name + " has the wrong size");
+        for (size_t i = 0; i < mask.size(); ++i)
+            if (!mask[i] && p->value.data()[i] != 0.0f)
+                throw LatheError("the GPU trainer runs fixed masks over zeroed weights; " + name +
+                                     " holds a nonzero value where its mask prunes",
+                                 hint);
+        d->masked = true;
+        d->mask.resize(mask.size());
+        m_ops.uploadBytes(d->mask.template as<void>(), mask.data(), mask.size());
+        largest = std::max(largest, d->size());
+    }
+
+    // A linear's backward (y = x W^T + b, W: out x in): dx += dy W, dW += dy^T x, db += the column sums of dy, each
+    // when there is one. A masked weight's gradient is computed apart and added through its mask (MaskedLinear's
+    // order, so the same bits on the reference ops).
+    void linearBack(const float *dy, const float *x, const Param *w, const Param *b, int64_t rows, int64_t in,
+                    int64_t out, float *dx) {
+        if (!w->masked) {
+            m_ops.linearBackward(dy, x, w->value(), rows, in, out, dx, w->grad(), gradOrNull(b));
+            return;
+        }
+        m_ops.linearBackward(dy, x, w->value(), rows, in, out, dx, nullptr, nullptr);
+        if (w->trainable) {
+            m_ops.zero(f(m_g), out * in);
+            m_ops.linearBackward(dy, x, w->value(), rows, in, out, nullptr, f(m_g), nullptr);
+            m_ops.maskedAdd(w->grad(), f(m_g), w->mask.template as<uint8_t>(), out * in);
+        }
+        if (gradOrNull(b))
+            m_ops.linearBackward(dy, x, w->value(), rows, in, out, nullptr, nullptr, b->grad());
+    }
 
     // RMSNorm (Llama) or LayerNorm (its bias may be absent); mean is unused by RMSNorm.
     void normForward(const Param *w, const Param *b, const float *x, int64_t rows, float *y, float *mean,
@@ -345,15 +410,15 @@ private:
         const int64_t D = m_config.hiddenSize, qw = m_config.numHeads * m_config.headDim,
                       kw = m_config.numKvHeads * m_config.headDim, all = qw + 2 * kw;
         if (!w.qkv) {
-            m_ops.linearBackward(f(m_dq), f(s.n1), w.q->value(), rows, D, qw, dn, w.q->grad(), gradOrNull(w.qb));
-            m_ops.linearBackward(f(m_dk), f(s.n1), w.k->value(), rows, D, kw, dn, w.k->grad(), gradOrNull(w.kb));
-            m_ops.linearBackward(f(m_dv), f(s.n1), w.v->value(), rows, D, kw, dn, w.v->grad(), gradOrNull(w.vb));
+            linearBack(f(m_dq), f(s.n1), w.q, w.qb, rows, D, qw, dn);
+            linearBack(f(m_dk), f(s.n1), w.k, w.kb, rows, D, kw, dn);
+            linearBack(f(m_dv), f(s.n1), w.v, w.vb, rows, D, kw, dn);
             return;
         }
         m_ops.copyColumns(f(m_qkv), all, f(m_dq), qw, rows, qw);
         m_ops.copyColumns(f(m_qkv) + qw, all, f(m_dk), kw, rows, kw);
         m_ops.copyColumns(f(m_qkv) + qw + kw, all, f(m_dv), kw, rows, kw);
-        m_ops.linearBackward(f(m_qkv), f(s.n1), w.qkv->value(), rows, D, all, dn, w.qkv->grad(), gradOrNull(w.qkvb));
+        linearBack(f(m_qkv), f(s.n1), w.qkv, w.qkvb, rows, D, all, dn);
     }
     // The MLP's activation: act = silu(gate) * up, or act(up).
     void activationForward(const Saved &s, int64_t n) {
@@ -414,7 +479,7 @@ private:
         const AttentionDims &dims = m_dims;
         const int64_t S = dims.seq, rows = dims.batch * S, D = c.hiddenSize, F = c.intermediateSize;
         const int H = dims.heads, KVH = dims.kvHeads, d = dims.headDim;
-        const int64_t qw = int64_t(H) * d, kw = int64_t(KVH) * d;
+        const int64_t qw = int64_t(H) * d;
         const BlockParams &w = m_blocks[l];
         const float *x = f(m_saved[l].x);
         normForward(w.attnNorm, w.attnNormB, x, rows, f(s.n1), f(s.mean1), f(s.rstd1));
@@ -467,8 +532,7 @@ private:
             const float *mlpIn = m_parallel ? f(s.n1) : f(s.n2);
             // The MLP, from d out (in dx): its input's gradient d mlpIn in dn.
             m_ops.zero(f(m_dact), rows * F);
-            m_ops.linearBackward(dx, f(s.act), w.down->value(), rows, F, D, f(m_dact), w.down->grad(),
-                                 gradOrNull(w.downb));
+            linearBack(dx, f(s.act), w.down, w.downb, rows, F, D, f(m_dact));
             m_ops.zero(f(m_dup), rows * F);
             if (m_swiglu) {
                 m_ops.zero(f(m_dgate), rows * F);
@@ -480,9 +544,8 @@ private:
             }
             m_ops.zero(dn, rows * D);
             if (m_swiglu)
-                m_ops.linearBackward(f(m_dgate), mlpIn, w.gate->value(), rows, D, F, dn, w.gate->grad(),
-                                     gradOrNull(w.gateb));
-            m_ops.linearBackward(f(m_dup), mlpIn, w.up->value(), rows, D, F, dn, w.up->grad(), gradOrNull(w.upb));
+                linearBack(f(m_dgate), mlpIn, w.gate, w.gateb, rows, D, F, dn);
+            linearBack(f(m_dup), mlpIn, w.up, w.upb, rows, D, F, dn);
             // The attention output's gradient: d out itself (parallel), or d mid = d out + norm2's backward of
             // d n2 (sequential).
             const float *dAttnOut = dx;
@@ -492,8 +555,7 @@ private:
                 dAttnOut = dmid;
             }
             m_ops.zero(f(m_dctx), rows * qw);
-            m_ops.linearBackward(dAttnOut, f(s.ctx), w.o->value(), rows, qw, D, f(m_dctx), w.o->grad(),
-                                 gradOrNull(w.ob));
+            linearBack(dAttnOut, f(s.ctx), w.o, w.ob, rows, qw, D, f(m_dctx));
             m_ops.zero(f(m_dq), rows * qw);
             m_ops.zero(f(m_dk), rows * kw);
             m_ops.zero(f(m_dv), rows * kw);
@@ -632,6 +694,7 @@ private:
     Buffer m_dh, m_dx, m_dmid, m_dn, m_dact, m_dgate, m_dup, m_dctx, m_dq, m_dk, m_dv;
     bool m_fusedQkv = false;
     Buffer m_qkv; // GPT-2: the fused product, then its gradient
+    Buffer m_g;   // a masked weight's gradient before its mask (the largest masked linear's size)
 };
 
 } // namespace lathe::train
