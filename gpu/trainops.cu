@@ -194,6 +194,12 @@ __global__ void maskedAddKernel(float *dw, const float *g, const uint8_t *mask, 
         dw[i] += g[i] * float(mask[i]);
 }
 
+__global__ void rowMaskedAddKernel(float *dst, const float *src, const uint8_t *rowMask, int64_t rows, int64_t cols) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < rows * cols && rowMask[i / cols])
+        dst[i] += src[i];
+}
+
 __global__ void reluForwardKernel(const float *x, int64_t n, float *y) {
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i < n)
@@ -614,6 +620,13 @@ void TrainOps::maskedAdd(float *dw, const float *g, const uint8_t *mask, int64_t
     if (!n)
         return;
     maskedAddKernel<<<blocksFor(n), kThreads>>>(dw, g, mask, n);
+    checkLaunch();
+}
+
+void TrainOps::rowMaskedAdd(float *dst, const float *src, const uint8_t *rowMask, int64_t rows, int64_t cols) {
+    if (!rows || !cols)
+        return;
+    rowMaskedAddKernel<<<blocksFor(rows * cols), kThreads>>>(dst, src, rowMask, rows, cols);
     checkLaunch();
 }
 

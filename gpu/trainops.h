@@ -110,6 +110,9 @@ public:
     void scale(float *x, int64_t n, float factor);
     // dw += g ⊙ mask (a 0/1 byte per entry): a fixed-mask linear's weight gradient (train::MaskedLinear).
     void maskedAdd(float *dw, const float *g, const uint8_t *mask, int64_t n);
+    // dst[r] += src[r] for the rows r whose mask byte is 1 (rows x cols, row-major): a low-rank + sparse linear's S
+    // without its pruned rows, and their gradient (train::LowRankSparseLinear).
+    void rowMaskedAdd(float *dst, const float *src, const uint8_t *rowMask, int64_t rows, int64_t cols);
 
 private:
     struct Operand;

@@ -240,6 +240,18 @@ public:
         return sq;
     }
     void scale(float *x, int64_t n, float factor) { Eigen::Map<V>(x, n) *= factor; }
+    void gemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+              const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+        const auto split = engineScope();
+        sgemmSplit(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); // as train/ops.cpp's gemm
+    }
+    // As LowRankSparseLinear: dst.row(r) += src.row(r) for the kept rows.
+    void rowMaskedAdd(float *dst, const float *src, const uint8_t *rowMask, int64_t rows, int64_t cols) {
+        for (int64_t r = 0; r < rows; ++r)
+            if (rowMask[r])
+                for (int64_t c = 0; c < cols; ++c)
+                    dst[r * cols + c] += src[r * cols + c];
+    }
     // As MaskedLinear::backward: grad += g ⊙ mask, the product first.
     void maskedAdd(float *dw, const float *g, const uint8_t *mask, int64_t n) {
         for (int64_t i = 0; i < n; ++i)

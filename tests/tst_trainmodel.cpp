@@ -381,7 +381,8 @@ private slots:
         using Trainer = train::DecoderTrainer<test::HostTrainOps>;
         for (const char *fixture : {"tf-llama", "tf-qwen2", "hf-llama", "tf-llama frozen", "tf-qwen2 recompute",
                                     "tf-opt", "tf-phi", "tf-phi recompute", "tf-gpt2", "tf-opt frozen",
-                                    "tf-llama recovery", "tf-gpt2 recovery", "tf-phi recovery recompute"}) {
+                                    "tf-llama recovery", "tf-gpt2 recovery", "tf-phi recovery recompute",
+                                    "tf-llama losparse", "tf-gpt2 losparse recompute", "tf-opt losparse"}) {
             const std::string name = fixture;
             const bool frozen = name.find(" frozen") != std::string::npos;
             auto model = openModel(test::sourceDir() + "/tests/fixtures/" + name.substr(0, name.find(' ')));
@@ -401,6 +402,25 @@ private slots:
             const MethodParams recoveryParams(recoveryMethod.info().params);
             if (recovery)
                 recoveryMethod.startTraining(*model, recoveryParams, 1)->prepare(cpu);
+            // LoSparse's low-rank + sparse linears on every block linear; the row masks of S change between steps
+            // (every third row of the first linear pruned before the first step, every second of the last one
+            // before the second), as its masking does, in the model the trainer reads them from.
+            const bool losparse = name.find(" losparse") != std::string::npos;
+            const auto &losparseMethod = dynamic_cast<const FineTuningMethod &>(methodNamed("losparse"));
+            const MethodParams losparseParams(losparseMethod.info().params);
+            const auto pruneRows = [](train::CausalLm<float> &lm, bool last, int every) {
+                const auto linearSlots = lm.linears();
+                auto *k = dynamic_cast<train::LowRankSparseLinear<float> *>((last ? linearSlots.back() : linearSlots.front()).kind);
+                QVERIFY(k);
+                std::vector<uint8_t> mask(size_t(k->outFeatures()), 1);
+                for (size_t r = 0; r < mask.size(); r += size_t(every))
+                    mask[r] = 0;
+                k->setRowMask(mask);
+            };
+            if (losparse) {
+                losparseMethod.startTraining(*model, losparseParams, 1)->prepare(cpu);
+                pruneRows(cpu, false, 3);
+            }
             train::AdamW<float> adam;
             cpu.setRecompute(recompute);
             Trainer trainer(test::HostTrainOps(), cpu, adam);
@@ -413,16 +433,25 @@ private slots:
                 }
             };
             train::CausalLm<float> view(*model);
+            // Another model built as the trainer's (a resumed run's): the method's linears, then cpu's frozen set.
             auto freezeLike = [&](train::CausalLm<float> &lm) {
+                if (recovery)
+                    recoveryMethod.startTraining(*model, recoveryParams, 1)->prepare(lm);
+                if (losparse) {
+                    losparseMethod.startTraining(*model, losparseParams, 1)->prepare(lm);
+                    pruneRows(lm, false, 3);
+                }
                 for (const train::Parameter<float> &p : cpu.parameters())
                     lm.parameters().setTrainable(p.name, p.trainable());
             };
             freezeLike(view);
-            if (recovery) // the checkpoint's model as a resumed run builds it: the same masks
-                recoveryMethod.startTraining(*model, recoveryParams, 1)->prepare(view);
             for (int step = 0; step < 2; ++step) {
                 // Step 0: one batch; step 1: two micro-batches of half weight.
                 const int micro = step == 0 ? 1 : 2;
+                if (losparse && step == 1) {
+                    pruneRows(cpu, true, 2);
+                    pruneRows(view, true, 2);
+                }
                 trainer.zeroGradients();
                 cpu.parameters().zeroGrad();
                 for (int m = 0; m < micro; ++m) {

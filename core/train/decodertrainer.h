@@ -5,9 +5,11 @@
 // positions, LayerNorm, GELU, the fused q/k/v projection), OPT (positions offset by 2, ReLU) and Phi-2 (one norm
 // feeding attention and MLP in parallel, partial RoPE, biases everywhere, a biased head), in
 // CausalLm::Impl::blockForward / blockBackward's order, then clipGradNorm and AdamW, on buffers the backend owns.
-// BERT (post-norm, masked-LM head) stays on the CPU. Block linears are dense, or masked with a fixed mask over
+// BERT (post-norm, masked-LM head) stays on the CPU. Block linears are dense; or masked with a fixed mask over
 // weights that are zero where it prunes (the recovery method's MaskedLinear): the forward is then the dense one, and
-// the weight's gradient is computed apart and added through the mask, as MaskedLinear::backward does. The GPU trainer (gpu/cudatraining.cu) runs it on the CUDA ops
+// the weight's gradient is computed apart and added through the mask, as MaskedLinear::backward does; or low rank +
+// sparse (LoSparse's LowRankSparseLinear): W_eff = L R + S with S's pruned rows left out, formed before each
+// product as the CPU forms it, the row mask read from the CausalLm's linear at every forward. The GPU trainer (gpu/cudatraining.cu) runs it on the CUDA ops
 // of gpu/trainops.h; tests/hosttrainops.h runs it on the CPU reference ops of train/ops.h, so tst_trainmodel checks
 // this composition against CausalLm bit for bit without a GPU, and the GPU's own part is its ops, which `lathe-cli
 // check-gpu` compares with the CPU one by one.
@@ -24,6 +26,7 @@
 //   void copyColumns(float *to, int64_t toStride, const float *from, int64_t fromStride, int64_t rows, int64_t cols);
 //                                       // rows x cols floats between row-major buffers of other widths
 //   void uploadBytes(void *to, const void *host, size_t n) const;   // host -> buffer, n bytes (the masks)
+// gpu::TrainOps's gemm and maskedAdd / rowMaskedAdd serve the masked and low-rank + sparse linears.
 //   void synchronize() const;           // waits for the queued work; a device fault is thrown here
 //
 // Memory: decoderTrainerDeviceBytes below (its buffers part is exactly what the trainer allocates).
@@ -41,7 +44,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -103,11 +108,26 @@ template <class Ops> class DecoderTrainer final : public DeviceTrainer {
         float *value() const { return w.template as<float>(); }
         float *grad() const { return trainable ? g.template as<float>() : nullptr; }
     };
+    // A low-rank + sparse linear (LoSparse): L (out x r), R (r x in), S (out x in), its kind on the host (whose row
+    // mask the forward reads) and the row mask as last uploaded.
+    struct Lrs {
+        const LowRankSparseLinear<float> *kind = nullptr;
+        Param *l = nullptr, *r = nullptr, *s = nullptr;
+        TensorRole role = TensorRole::Unknown;
+        int layer = -1;
+        Buffer rowMask;
+        std::vector<uint8_t> uploaded;
+    };
+    // A block linear's weight: a parameter (dense, or masked: Param::masked), or a low-rank + sparse triple.
+    struct Lin {
+        Param *w = nullptr;
+        Lrs *lrs = nullptr;
+        explicit operator bool() const { return w || lrs; }
+    };
     // A block's parameters (biases, the MLP norm, the gate and either the fused q/k/v or q, k, v may be null).
     struct BlockParams {
         Param *attnNorm = nullptr, *attnNormB = nullptr, *mlpNorm = nullptr, *mlpNormB = nullptr;
-        Param *q = nullptr, *k = nullptr, *v = nullptr, *qkv = nullptr, *o = nullptr, *gate = nullptr, *up = nullptr,
-              *down = nullptr;
+        Lin q, k, v, qkv, o, gate, up, down;
         Param *qb = nullptr, *kb = nullptr, *vb = nullptr, *qkvb = nullptr, *ob = nullptr, *gateb = nullptr,
               *upb = nullptr, *downb = nullptr;
     };
@@ -135,12 +155,24 @@ public:
         m_positionOffset = c.family == ArchFamily::Opt ? 2 : 0;
         m_recompute = lm.recompute();
         std::vector<const MaskedLinear<float> *> masked;
+        std::unordered_map<std::string, Param **> lrsParams; // L, R and S by name: where each goes
         for (const auto &slot : lm.linears()) {
             if (dynamic_cast<const DenseLinear<float> *>(slot.kind))
                 continue;
+            if (const auto *k = dynamic_cast<const LowRankSparseLinear<float> *>(slot.kind)) {
+                Lrs &x = *m_lrs.emplace_back(std::make_unique<Lrs>());
+                x.kind = k;
+                lrsParams[k->left()->name] = &x.l;
+                lrsParams[k->right()->name] = &x.r;
+                lrsParams[k->sparse()->name] = &x.s;
+                x.role = k->left()->role;
+                x.layer = k->left()->layer;
+                continue;
+            }
             const auto *m = dynamic_cast<const MaskedLinear<float> *>(slot.kind);
             if (!m || m->scores())
-                throw LatheError(std::string("the GPU trainer runs dense and fixed-mask linears only; the ") +
+                throw LatheError(std::string("the GPU trainer runs dense, fixed-mask and low-rank + sparse linears "
+                                             "only; the ") +
                                      slot.kind->kindName() + " linear in block " + std::to_string(slot.layer) +
                                      (m ? " learns its mask" : " is not"),
                                  hint);
@@ -152,9 +184,10 @@ public:
         const auto &m1 = optimizer.firstMoments(), &m2 = optimizer.secondMoments();
         size_t index = 0;
         for (const Parameter<float> &p : lm.parameters()) {
-            if (p.extra)
-                throw LatheError("the GPU trainer trains the checkpoint's parameters; '" + p.name +
-                                     "' is added by a method",
+            const auto lrs = p.extra ? lrsParams.find(p.name) : lrsParams.end();
+            if (p.extra && lrs == lrsParams.end())
+                throw LatheError("the GPU trainer trains the checkpoint's parameters and low-rank + sparse parts; '" +
+                                     p.name + "' is added by another method",
                                  hint);
             Param &d = m_params.emplace_back();
             d.name = p.name;
@@ -177,15 +210,32 @@ public:
                 }
                 m_ops.zero(d.grad(), d.size());
             }
-            bind(p, &d);
+            m_index[d.name] = m_params.size() - 1;
+            if (lrs != lrsParams.end())
+                *lrs->second = &d;
+            else
+                bind(p, &d);
             ++index;
         }
         require(m_embed && m_finalNorm, "GPU training", "the model has no token embedding or final norm");
-        int64_t largestMasked = 0;
+        int64_t largestMasked = 0, largestLrs = 0;
         for (const MaskedLinear<float> *m : masked)
             attachMask(lm, *m, hint, largestMasked);
-        if (largestMasked > 0)
-            m_g.resize(size_t(largestMasked) * sizeof(float));
+        for (const std::unique_ptr<Lrs> &x : m_lrs) {
+            require(x->l && x->r && x->s && x->layer >= 0 && size_t(x->layer) < m_blocks.size(), "GPU training",
+                    "the low-rank + sparse linear " + x->kind->weightName() + " lacks a part");
+            Lin *slot = weightSlot(m_blocks[size_t(x->layer)], x->role);
+            require(slot && !*slot, "GPU training", "the low-rank + sparse linear " + x->kind->weightName() +
+                                                        " has no place of its own in its block");
+            slot->lrs = x.get();
+            m_fusedQkv = m_fusedQkv || x->role == TensorRole::AttnQkv;
+            x->rowMask.resize(size_t(x->s->rows));
+            largestLrs = std::max(largestLrs, x->s->size());
+        }
+        if (std::max(largestMasked, largestLrs) > 0)
+            m_g.resize(size_t(std::max(largestMasked, largestLrs)) * sizeof(float));
+        if (largestLrs > 0)
+            m_weff.resize(size_t(largestLrs) * sizeof(float));
         for (size_t l = 0; l < m_blocks.size(); ++l) {
             const BlockParams &b = m_blocks[l];
             const bool attention = b.o && (b.qkv || (b.q && b.k && b.v));
@@ -301,6 +351,32 @@ public:
         optimizer.setSteps(m_steps);
     }
 
+    void downloadSome(CausalLm<float> &model, const std::vector<std::string> &names, bool gradients) const override {
+        m_ops.activate();
+        for (const std::string &name : names) {
+            const Param &d = m_params[indexOf(name)];
+            Parameter<float> *p = model.parameters().find(name);
+            require(p && p->value.size() == d.size(), "GPU training", "parameter " + name + " differs from the trainer's");
+            m_ops.download(p->value.data(), d.value(), d.size());
+            if (gradients && d.trainable) {
+                p->grad.resize(p->value.rows(), p->value.cols());
+                m_ops.download(p->grad.data(), d.grad(), d.size());
+            }
+        }
+    }
+
+    void uploadSome(const CausalLm<float> &model, const std::vector<std::string> &names) override {
+        m_ops.activate();
+        for (const std::string &name : names) {
+            Param &d = m_params[indexOf(name)];
+            const Parameter<float> *p = nullptr;
+            for (const Parameter<float> &q : model.parameters())
+                p = q.name == name ? &q : p;
+            require(p && p->value.size() == d.size(), "GPU training", "parameter " + name + " differs from the trainer's");
+            m_ops.upload(d.value(), p->value.data(), d.size());
+        }
+    }
+
     void synchronize() override { m_ops.synchronize(); }
 
     uint64_t deviceBytes() const override {
@@ -317,8 +393,10 @@ public:
         for (const Saved &s : m_saved)
             n += setBytes(s);
         n += setBytes(m_work);
+        for (const std::unique_ptr<Lrs> &x : m_lrs)
+            n += x->rowMask.bytes();
         for (const Buffer *m : {&m_finalIn, &m_h, &m_meanFinal, &m_rstdFinal, &m_lse, &m_t1, &m_dh, &m_dx, &m_dmid,
-                                &m_dn, &m_dact, &m_dgate, &m_dup, &m_dctx, &m_dq, &m_dk, &m_dv, &m_qkv, &m_g})
+                                &m_dn, &m_dact, &m_dgate, &m_dup, &m_dctx, &m_dq, &m_dk, &m_dv, &m_qkv, &m_g, &m_weff})
             n += m->bytes();
         return n;
     }
@@ -352,23 +430,81 @@ private:
         largest = std::max(largest, d->size());
     }
 
-    // A linear's backward (y = x W^T + b, W: out x in): dx += dy W, dW += dy^T x, db += the column sums of dy, each
-    // when there is one. A masked weight's gradient is computed apart and added through its mask (MaskedLinear's
-    // order, so the same bits on the reference ops).
-    void linearBack(const float *dy, const float *x, const Param *w, const Param *b, int64_t rows, int64_t in,
+    size_t indexOf(const std::string &name) const {
+        const auto it = m_index.find(name);
+        require(it != m_index.end(), "GPU training", "the trainer holds no parameter " + name);
+        return it->second;
+    }
+
+    // Where a block linear's weight of `role` goes (null for a role that is not a block linear).
+    static Lin *weightSlot(BlockParams &b, TensorRole role) {
+        switch (role) {
+        case TensorRole::AttnQ: return &b.q;
+        case TensorRole::AttnK: return &b.k;
+        case TensorRole::AttnV: return &b.v;
+        case TensorRole::AttnQkv: return &b.qkv;
+        case TensorRole::AttnO: return &b.o;
+        case TensorRole::MlpGate: return &b.gate;
+        case TensorRole::MlpUp: return &b.up;
+        case TensorRole::MlpDown: return &b.down;
+        default: return nullptr;
+        }
+    }
+
+    // A low-rank + sparse linear's W_eff = L R + S (S's pruned rows left out) in m_weff, as
+    // LowRankSparseLinear::effectiveWeight forms it; the kind's row mask uploaded first when it changed.
+    const float *effectiveWeight(Lrs &x) {
+        const std::vector<uint8_t> &mask = x.kind->rowMask();
+        if (mask != x.uploaded) {
+            require(int64_t(mask.size()) == x.s->rows, "GPU training", "the row mask of " + x.kind->weightName() +
+                                                                          " has the wrong size");
+            m_ops.uploadBytes(x.rowMask.template as<void>(), mask.data(), mask.size());
+            x.uploaded = mask;
+        }
+        const int64_t out = x.s->rows, in = x.s->cols, rank = x.l->cols;
+        m_ops.zero(f(m_weff), out * in);
+        m_ops.rowMaskedAdd(f(m_weff), x.s->value(), x.rowMask.template as<uint8_t>(), out, in);
+        m_ops.gemm(false, false, out, in, rank, 1.0f, x.l->value(), rank, x.r->value(), in, 1.0f, f(m_weff), in);
+        return f(m_weff);
+    }
+
+    // y = x W^T + b for a block linear (W: out x in).
+    void linearFwd(const Lin &w, const Param *b, const float *x, int64_t rows, int64_t in, int64_t out, float *y) {
+        m_ops.linearForward(x, w.lrs ? effectiveWeight(*w.lrs) : w.w->value(), orNull(b), rows, in, out, y);
+    }
+
+    // Its backward: dx += dy W, dW += dy^T x, db += the column sums of dy, each when there is one. A masked weight's
+    // gradient is computed apart and added through its mask (MaskedLinear's order, so the same bits on the
+    // reference ops); a low-rank + sparse one's reaches L (G R^T), R (L^T G) and S's kept rows (G), as
+    // LowRankSparseLinear::backward computes them.
+    void linearBack(const float *dy, const float *x, const Lin &lin, const Param *b, int64_t rows, int64_t in,
                     int64_t out, float *dx) {
-        if (!w->masked) {
+        const Param *w = lin.w;
+        if (w && !w->masked) {
             m_ops.linearBackward(dy, x, w->value(), rows, in, out, dx, w->grad(), gradOrNull(b));
             return;
         }
-        m_ops.linearBackward(dy, x, w->value(), rows, in, out, dx, nullptr, nullptr);
-        if (w->trainable) {
+        const float *weight = lin.lrs ? effectiveWeight(*lin.lrs) : w->value();
+        m_ops.linearBackward(dy, x, weight, rows, in, out, dx, nullptr, nullptr);
+        const bool gradient = w ? w->trainable : lin.lrs->l->trainable || lin.lrs->r->trainable || lin.lrs->s->trainable;
+        if (gradient) {
             m_ops.zero(f(m_g), out * in);
-            m_ops.linearBackward(dy, x, w->value(), rows, in, out, nullptr, f(m_g), nullptr);
-            m_ops.maskedAdd(w->grad(), f(m_g), w->mask.template as<uint8_t>(), out * in);
+            m_ops.linearBackward(dy, x, weight, rows, in, out, nullptr, f(m_g), nullptr);
+            if (w) {
+                m_ops.maskedAdd(w->grad(), f(m_g), w->mask.template as<uint8_t>(), out * in);
+            } else {
+                const Lrs &z = *lin.lrs;
+                const int64_t rank = z.l->cols;
+                if (z.l->trainable)
+                    m_ops.gemm(false, true, out, rank, in, 1.0f, f(m_g), in, z.r->value(), in, 1.0f, z.l->grad(), rank);
+                if (z.r->trainable)
+                    m_ops.gemm(true, false, rank, in, out, 1.0f, z.l->value(), rank, f(m_g), in, 1.0f, z.r->grad(), in);
+                if (z.s->trainable)
+                    m_ops.rowMaskedAdd(z.s->grad(), f(m_g), z.rowMask.template as<uint8_t>(), out, in);
+            }
         }
         if (gradOrNull(b))
-            m_ops.linearBackward(dy, x, w->value(), rows, in, out, nullptr, nullptr, b->grad());
+            m_ops.linearBackward(dy, x, weight, rows, in, out, nullptr, nullptr, b->grad());
     }
 
     // RMSNorm (Llama) or LayerNorm (its bias may be absent); mean is unused by RMSNorm.
@@ -395,12 +531,12 @@ private:
         const int64_t D = m_config.hiddenSize, qw = m_config.numHeads * m_config.headDim,
                       kw = m_config.numKvHeads * m_config.headDim, all = qw + 2 * kw;
         if (!w.qkv) {
-            m_ops.linearForward(f(s.n1), w.q->value(), orNull(w.qb), rows, D, qw, f(s.q));
-            m_ops.linearForward(f(s.n1), w.k->value(), orNull(w.kb), rows, D, kw, f(s.k));
-            m_ops.linearForward(f(s.n1), w.v->value(), orNull(w.vb), rows, D, kw, f(s.v));
+            linearFwd(w.q, w.qb, f(s.n1), rows, D, qw, f(s.q));
+            linearFwd(w.k, w.kb, f(s.n1), rows, D, kw, f(s.k));
+            linearFwd(w.v, w.vb, f(s.n1), rows, D, kw, f(s.v));
             return;
         }
-        m_ops.linearForward(f(s.n1), w.qkv->value(), orNull(w.qkvb), rows, D, all, f(m_qkv));
+        linearFwd(w.qkv, w.qkvb, f(s.n1), rows, D, all, f(m_qkv));
         m_ops.copyColumns(f(s.q), qw, f(m_qkv), all, rows, qw);
         m_ops.copyColumns(f(s.k), kw, f(m_qkv) + qw, all, rows, kw);
         m_ops.copyColumns(f(s.v), kw, f(m_qkv) + qw + kw, all, rows, kw);
@@ -489,7 +625,7 @@ private:
             m_ops.ropeForward(f(s.k), rows, S, KVH, d, m_rotaryDim, f(m_ropeCos), f(m_ropeSin));
         }
         m_ops.attentionForward(f(s.q), f(s.k), f(s.v), dims, f(s.ctx), f(s.probs));
-        m_ops.linearForward(f(s.ctx), w.o->value(), orNull(w.ob), rows, qw, D, f(m_t1));
+        linearFwd(w.o, w.ob, f(s.ctx), rows, qw, D, f(m_t1));
         const float *mlpIn = f(s.n1);
         if (m_parallel) {
             if (out)
@@ -500,12 +636,12 @@ private:
             mlpIn = f(s.n2);
         }
         if (m_swiglu)
-            m_ops.linearForward(mlpIn, w.gate->value(), orNull(w.gateb), rows, D, F, f(s.gate));
-        m_ops.linearForward(mlpIn, w.up->value(), orNull(w.upb), rows, D, F, f(s.up));
+            linearFwd(w.gate, w.gateb, mlpIn, rows, D, F, f(s.gate));
+        linearFwd(w.up, w.upb, mlpIn, rows, D, F, f(s.up));
         activationForward(s, rows * F);
         if (!out)
             return;
-        m_ops.linearForward(f(s.act), w.down->value(), orNull(w.downb), rows, F, D, f(m_t1));
+        linearFwd(w.down, w.downb, f(s.act), rows, F, D, f(m_t1));
         m_ops.add(m_parallel ? out : f(s.mid), f(m_t1), rows * D, out);
     }
 
@@ -595,24 +731,30 @@ private:
         }
         if (!slot && p.layer >= 0 && size_t(p.layer) < m_blocks.size()) {
             BlockParams &b = m_blocks[size_t(p.layer)];
+            if (Lin *lin = p.isBias ? nullptr : weightSlot(b, p.role)) {
+                if (*lin)
+                    throw unknown();
+                lin->w = d;
+                m_fusedQkv = m_fusedQkv || p.role == TensorRole::AttnQkv;
+                return;
+            }
             switch (p.role) {
             case TensorRole::AttnNorm: slot = p.isBias ? &b.attnNormB : &b.attnNorm; break;
             case TensorRole::MlpNorm: slot = p.isBias ? &b.mlpNormB : &b.mlpNorm; break;
-            case TensorRole::AttnQ: slot = p.isBias ? &b.qb : &b.q; break;
-            case TensorRole::AttnK: slot = p.isBias ? &b.kb : &b.k; break;
-            case TensorRole::AttnV: slot = p.isBias ? &b.vb : &b.v; break;
-            case TensorRole::AttnQkv: slot = p.isBias ? &b.qkvb : &b.qkv; break;
-            case TensorRole::AttnO: slot = p.isBias ? &b.ob : &b.o; break;
-            case TensorRole::MlpGate: slot = p.isBias ? &b.gateb : &b.gate; break;
-            case TensorRole::MlpUp: slot = p.isBias ? &b.upb : &b.up; break;
-            case TensorRole::MlpDown: slot = p.isBias ? &b.downb : &b.down; break;
+            case TensorRole::AttnQ: slot = &b.qb; break;
+            case TensorRole::AttnK: slot = &b.kb; break;
+            case TensorRole::AttnV: slot = &b.vb; break;
+            case TensorRole::AttnQkv: slot = &b.qkvb; break;
+            case TensorRole::AttnO: slot = &b.ob; break;
+            case TensorRole::MlpGate: slot = &b.gateb; break;
+            case TensorRole::MlpUp: slot = &b.upb; break;
+            case TensorRole::MlpDown: slot = &b.downb; break;
             default: break;
             }
         }
         if (!slot || *slot)
             throw unknown();
         *slot = d;
-        m_fusedQkv = m_fusedQkv || (p.role == TensorRole::AttnQkv && !p.isBias);
     }
 
     // Activation and gradient buffers for batches of B x S (grown, never shrunk).
@@ -694,7 +836,10 @@ private:
     Buffer m_dh, m_dx, m_dmid, m_dn, m_dact, m_dgate, m_dup, m_dctx, m_dq, m_dk, m_dv;
     bool m_fusedQkv = false;
     Buffer m_qkv; // GPT-2: the fused product, then its gradient
-    Buffer m_g;   // a masked weight's gradient before its mask (the largest masked linear's size)
+    Buffer m_g;   // a masked or low-rank + sparse weight's gradient (the largest such linear's size)
+    Buffer m_weff; // a low-rank + sparse linear's W_eff
+    std::vector<std::unique_ptr<Lrs>> m_lrs;
+    std::unordered_map<std::string, size_t> m_index; // parameter name -> position in m_params
 };
 
 } // namespace lathe::train

@@ -7,18 +7,21 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace lathe::train {
 
 // A training step on an accelerator (issue 17 item 9), implemented in gpu/ from the ops of gpu/trainops.h as a
 // service of the device's backend; core sees only this interface. It mirrors CausalLm<float>::forward / backward,
-// clipGradNorm and AdamW<float> for the decoders with dense block linears (the Llama family, GPT-2, OPT, Phi-2;
-// tied or untied head; train/decodertrainer.h): the parameters are copied from a CausalLm when it is created and
-// live on the device in fp32 (the master copy), with gradients and AdamW moments for the trainable ones only; the
-// products run in the chosen precision (fp32: pedantic, checkable against the CPU; bf16: tensor cores, fp32
-// accumulation), everything else in fp32; the CausalLm's recomputation setting is followed. BERT, other linear
-// kinds and method-added parameters are refused at creation with a LatheError naming what (train those on the CPU); selections set on the
-// CausalLm are not applied. Not thread-safe.
+// clipGradNorm and AdamW<float> for the decoders (the Llama family, GPT-2, OPT, Phi-2; tied or untied head;
+// train/decodertrainer.h) with dense block linears, fixed-mask ones over zeroed weights (recovery) or low-rank +
+// sparse ones (LoSparse: their row masks read from the CausalLm's linears at every forward, so that CausalLm must
+// outlive the trainer): the parameters are copied from a CausalLm when it is created and live on the device in
+// fp32 (the master copy), with gradients and AdamW moments for the trainable ones only; the products run in the
+// chosen precision (fp32: pedantic, checkable against the CPU; bf16: tensor cores, fp32 accumulation), everything
+// else in fp32; the CausalLm's recomputation setting is followed. BERT and the other linear kinds (learned masks,
+// PST, SAT's selections) are refused at creation with a LatheError naming what (train those on the CPU);
+// selections set on the CausalLm are not applied. Not thread-safe.
 class DeviceTrainer {
 public:
     virtual ~DeviceTrainer() = default;
@@ -37,6 +40,10 @@ public:
     // Copies the device's parameter values, and their gradients when asked, into `model`'s parameters (the
     // CausalLm it was created from, or one of the same model).
     virtual void download(CausalLm<float> &model, bool gradients) const = 0;
+    // The same for the named parameters only, and back: what a method's per-step hook reads and writes on the host
+    // (TrainingMethodRun::touchedAfterStep). LatheError for a name the trainer does not hold.
+    virtual void downloadSome(CausalLm<float> &model, const std::vector<std::string> &names, bool gradients) const = 0;
+    virtual void uploadSome(const CausalLm<float> &model, const std::vector<std::string> &names) = 0;
     // Copies the AdamW moments and step count into `optimizer` (for a checkpoint: train::AdamW's layout, one pair
     // per parameter of the CausalLm).
     virtual void downloadOptimizer(AdamW<float> &optimizer) const = 0;
