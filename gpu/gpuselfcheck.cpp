@@ -266,11 +266,15 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
                 out.push_back(runTrainStepCheck(*backend, *m, name, bf16));
             });
         }
-    // The same with the recovery method's fixed masks (the masked weight gradient, zeros kept through AdamW).
-    guarded("train step llama recovery fp32", [&] {
-        auto m = openModel(fixtures + "/tf-llama");
-        out.push_back(runTrainStepCheck(*backend, *m, "train step llama recovery fp32", false, true));
-    });
+    // The same with the methods the GPU trainer runs: recovery's fixed masks (the masked weight gradient, zeros
+    // kept through AdamW) and LoSparse's low-rank + sparse linears (W_eff, the gradients of L, R and S's rows).
+    for (const char *method : {"recovery", "losparse"}) {
+        const std::string name = std::string("train step llama ") + method + " fp32";
+        guarded(name, [&] {
+            auto m = openModel(fixtures + "/tf-llama");
+            out.push_back(runTrainStepCheck(*backend, *m, name, false, method));
+        });
+    }
     return out;
 }
 

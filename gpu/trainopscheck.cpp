@@ -10,6 +10,7 @@
 #include "numeric/backend.h"
 #include "numeric/cpukernels.h"
 #include "train/devicetraining.h"
+#include "train/linearkinds.h"
 #include "train/ops.h"
 #include "train/schedule.h"
 
@@ -304,6 +305,25 @@ GpuCheck maskedAdd(TrainOps &ops) {
     return c.result("train masked gradient", kFp32, dims({{"n", n}}));
 }
 
+GpuCheck rowMaskedAdd(TrainOps &ops) {
+    Inputs in(19);
+    const int64_t rows = 37, width = 61;
+    const MatF src = in.mat(rows, width);
+    MatF dst = in.mat(rows, width, 0.1f);
+    std::vector<uint8_t> mask(static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r)
+        mask[size_t(r)] = uint8_t(r % 3 != 1);
+    DeviceMemory dSrc = upload(src), dDst = upload(dst), dMask(mask.size());
+    LATHE_CUDA_CHECK(cudaMemcpy(dMask.as(), mask.data(), mask.size(), cudaMemcpyHostToDevice));
+    ops.rowMaskedAdd(dDst.as<float>(), dSrc.as<float>(), dMask.as<uint8_t>(), rows, width);
+    for (int64_t r = 0; r < rows; ++r)
+        if (mask[size_t(r)])
+            dst.row(r) += src.row(r);
+    Comparison c;
+    c.add("dst", dDst, dst);
+    return c.result("train row-masked add", kFp32, dims({{"rows", rows}, {"cols", width}}));
+}
+
 GpuCheck relu(TrainOps &ops) {
     Inputs in(17);
     const int64_t rows = 19, width = 130, n = rows * width;
@@ -408,15 +428,23 @@ GpuCheck gradientNorm(TrainOps &ops) {
 } // namespace
 
 GpuCheck runTrainStepCheck(ComputeBackend &device, const Model &model, const std::string &name, bool bf16,
-                           bool recovery) {
+                           const std::string &methodName) {
     auto *service = deviceService<train::DeviceTrainingService>(device);
     if (!service)
         throw LatheError("the device has no training service");
     train::CausalLm<float> cpu(model), fromGpu(model), after(model);
-    if (recovery) { // the recovery method's fixed masks on every block linear, in every model the check builds
-        const auto &method = dynamic_cast<const FineTuningMethod &>(methodNamed("recovery"));
-        for (train::CausalLm<float> *lm : {&cpu, &fromGpu, &after})
+    if (!methodName.empty()) { // the method's linears on every block linear, in every model the check builds
+        const auto &method = dynamic_cast<const FineTuningMethod &>(methodNamed(methodName));
+        for (train::CausalLm<float> *lm : {&cpu, &fromGpu, &after}) {
             method.startTraining(model, MethodParams(method.info().params), 1)->prepare(*lm);
+            // Low rank + sparse: every third row of the first S pruned, so that the row mask takes part.
+            if (auto *k = dynamic_cast<train::LowRankSparseLinear<float> *>(lm->linears().front().kind)) {
+                std::vector<uint8_t> mask(size_t(k->outFeatures()), 1);
+                for (size_t r = 0; r < mask.size(); r += 3)
+                    mask[r] = 0;
+                k->setRowMask(mask);
+            }
+        }
     }
     const TokenBatch batch = TokenBatch::random(model.config.vocabSize, 2, 24, 11);
     const train::AdamWOptions options; // weight decay 0.1: the decayed and undecayed paths both run
@@ -522,6 +550,7 @@ std::vector<GpuCheck> runTrainOpChecks() {
     guarded("train gelu erf", [&] { return gelu(fp32, train::Gelu::Erf); });
     guarded("train relu", [&] { return relu(fp32); });
     guarded("train masked gradient", [&] { return maskedAdd(fp32); });
+    guarded("train row-masked add", [&] { return rowMaskedAdd(fp32); });
     guarded("train cross-entropy", [&] { return crossEntropy(fp32, false); });
     guarded("train cross-entropy with bias", [&] { return crossEntropy(fp32, true); });
     guarded("train cross-entropy bf16", [&] { return crossEntropy(bf16, false); });

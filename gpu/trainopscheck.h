@@ -35,8 +35,9 @@ std::vector<GpuCheck> runTrainOpChecks();
 // accumulated micro-batches and a step. Tolerances: fp32 products 1e-5 (loss), 1e-4 (gradients), 1e-6 (the step); bf16
 // products 2e-2 (loss) and 1e-1 (gradients: operands rounded to 8 bits of mantissa on a random model whose
 // gradients have no dominant direction), and the step's 1e-6; the gradient norm 1e-5 (clipGradNorm sums in fp32).
-// With `recovery`, every block linear is first masked as the recovery method masks it (half pruned, zeroed).
+// With `method` (recovery, losparse), every block linear first becomes that method's linear (LoSparse's with every
+// third row of the first S pruned).
 GpuCheck runTrainStepCheck(ComputeBackend &device, const Model &model, const std::string &name, bool bf16,
-                           bool recovery = false);
+                           const std::string &method = "");
 
 } // namespace lathe::gpu

@@ -275,9 +275,17 @@ private slots:
             trainer.zeroGradients();
             trainer.forwardBackward(TokenBatch::random(c.vocabSize, B, S, 1), 1.0f);
             QCOMPARE(train::decoderTrainerDeviceBytes(c, lm.parameters().count(false), lm.parameters().count(true), B,
-                                                      S, ComputePrecision::Fp32, false, true) -
+                                                      S, ComputePrecision::Fp32, false, trainer.linearKindBytes()) -
                          scratch,
                      trainer.deviceBytes());
+            // The masks (a byte per block-linear weight) and the largest linear's weight gradient.
+            uint64_t maskBytes = 0, largest = 0;
+            for (const auto &slot : lm.linears()) {
+                const uint64_t n = uint64_t(slot.kind->outFeatures() * slot.kind->inFeatures());
+                maskBytes += (n + 3) / 4 * 4; // the reference buffers hold whole floats
+                largest = std::max(largest, n);
+            }
+            QCOMPARE(trainer.linearKindBytes(), maskBytes + 4 * largest);
             QVERIFY(trainer.deviceBytes() > held[0]);
         }
         auto model = openModel(test::sourceDir() + "/resources/demo/stories260K.bin");
@@ -327,6 +335,51 @@ private slots:
         QVERIFY(run(gpuJob).device != "cpu");
     }
 
+    // LoSparse on the "GPU": its linears on the trainer, its importance and masking on the host with S and its
+    // gradient copied there after every step and back: the CPU run's steps, evaluations, kept rows and exported
+    // bytes (merged and compact), and a run cancelled after a checkpoint resuming to the same bytes.
+    // The official mask (values zeroed at each masking step, rows regrowing in between) needs S's values sent back.
+    void losparseOnTheDevice_data() {
+        QTest::addColumn<QString>("mask");
+        QTest::newRow("persistent") << "persistent";
+        QTest::newRow("official") << "official";
+    }
+    void losparseOnTheDevice() {
+        QFETCH(QString, mask);
+        const std::string tag = "losparse-" + mask.toStdString();
+        nlohmann::json cpuJob = job(m_root / (tag + "-cpu"), "cpu"), gpuJob = job(m_root / (tag + "-cuda"), "cuda");
+        for (nlohmann::json *j : {&cpuJob, &gpuJob}) {
+            (*j)["method"] = "losparse";
+            (*j)["losparse"] = {{"delta_t", 2}, {"initial_warmup", 0.1}, {"final_warmup", 0.5}, {"final_keep", 0.3},
+                                {"mask", mask.toStdString()}};
+        }
+        const TrainingResult cpu = run(cpuJob), gpu = run(gpuJob);
+        QVERIFY2(gpu.device.find("CPU (reference ops)") == 0, gpu.device.c_str());
+        QCOMPARE(gpu.steps.size(), cpu.steps.size());
+        for (size_t i = 0; i < cpu.steps.size(); ++i) {
+            QCOMPARE(gpu.steps[i].loss, cpu.steps[i].loss);
+            QCOMPARE(gpu.steps[i].gradNorm, cpu.steps[i].gradNorm);
+            QCOMPARE(gpu.steps[i].method.dump(), cpu.steps[i].method.dump());
+        }
+        for (size_t i = 0; i < cpu.evals.size(); ++i)
+            QCOMPARE(gpu.evals[i].loss, cpu.evals[i].loss);
+        QCOMPARE(gpu.method.dump(), cpu.method.dump()); // the kept rows of every S
+        QVERIFY(cpu.method["sparse_fraction"].get<double>() < 0.5); // the masking ran
+        QVERIFY(exported(m_root / (tag + "-cuda")) == exported(m_root / (tag + "-cpu")));
+        QVERIFY(readTextFile((m_root / (tag + "-cuda") / "model-compact" / "model.safetensors").string()) ==
+                readTextFile((m_root / (tag + "-cpu") / "model-compact" / "model.safetensors").string()));
+        if (mask != "persistent")
+            return;
+        const fs::path out = m_root / "losparse-resumed";
+        gpuJob["output"]["dir"] = out.string();
+        TrainingSpec spec = TrainingSpec::fromJson(gpuJob);
+        int calls = 0;
+        QVERIFY_THROWS_EXCEPTION(CancelledError, runTraining(spec, [&](const Progress &) { return ++calls < 7; }));
+        spec.resume = true;
+        runTraining(spec);
+        QVERIFY(exported(out) == exported(m_root / (tag + "-cuda")));
+    }
+
     void autoAndRefusals() {
         // auto: plain fine-tuning on the GPU trainer; PST on the CPU, the log saying why.
         nlohmann::json j = job(m_root / "auto", "auto");
@@ -337,7 +390,7 @@ private slots:
         j["method"] = "pst";
         QCOMPARE(QString::fromStdString(run(j).device), QString("cpu"));
         const std::string log = readTextFile((m_root / "auto-pst" / "run.log").string());
-        QVERIFY2(log.find("device auto: training on the CPU (the GPU trainer runs plain fine-tuning and fixed-mask methods only, not pst)") !=
+        QVERIFY2(log.find("device auto: training on the CPU (the GPU trainer runs plain fine-tuning, fixed-mask and low-rank + sparse methods only, not pst)") !=
                      std::string::npos,
                  log.c_str());
         // cuda: a method is refused by the spec check.

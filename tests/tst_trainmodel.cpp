@@ -583,7 +583,7 @@ private slots:
         bad = j;
         bad["device"] = "cuda";
         bad["method"] = "pst";
-        refused(bad, "fixed-mask methods only, not pst");
+        refused(bad, "low-rank + sparse methods only, not pst");
         if (!gpu) {
             bad = j;
             bad["device"] = "cuda";

@@ -121,7 +121,7 @@ TrainDialog::TrainDialog(const QString &modelPath, QWidget *parent) : QDialog(pa
     form->addRow(QString(), m_recompute);
     m_device = deviceChoice(this,
                             tr("Where the steps run: the CPU engine (every family and method), or the GPU trainer "
-                               "(decoders; plain fine-tuning and fixed-mask methods); Automatic takes the GPU where "
+                               "(decoders; plain fine-tuning, recovery and LoSparse); Automatic takes the GPU where "
                                "it runs the job and says why not in the run log"));
     m_precision = new QComboBox(this);
     m_precision->setObjectName("precision");

@@ -17,7 +17,9 @@
 // masking step and lets them regrow in between ("losparse.mask": "official" does that); the importance keeps only
 // row means (the official code keeps the whole |S ⊙ G| matrices and averages rows when masking: the same numbers,
 // for out x in fewer values); the official PLATON uncertainty term (beta2) is not used, as the protocol
-// specifies; t_i and t_f are fractions of the run instead of multiples of a warm-up unit.
+// specifies; t_i and t_f are fractions of the run instead of multiples of a warm-up unit. On the GPU trainer the
+// linears run on the device and the importance and masking here, on S and its gradient copied to the host after
+// every step (touchedAfterStep).
 
 #include "methods/trainingmethod.h"
 
@@ -150,6 +152,15 @@ public:
             mask(m_keep);
     }
 
+    // afterStep reads every trainable S and its gradient (the importance) and zeroes the pruned rows' values.
+    std::vector<std::string> touchedAfterStep() const override {
+        std::vector<std::string> names;
+        for (const train::LowRankSparseLinear<float> *k : m_kinds)
+            if (k->sparse()->trainable())
+                names.push_back(k->sparse()->name);
+        return names;
+    }
+
     nlohmann::json stepReport() const override { return {{"kept_fraction_of_s", m_keep}}; }
 
     nlohmann::json report(const train::CausalLm<float> &lm) const override {
@@ -270,6 +281,9 @@ public:
                          "by gradient importance while the model fine-tunes (Li et al., ICML 2023)";
         m_info.kind = MethodKind::FineTuning;
         m_info.needsGradients = true;
+        // The GPU trainer runs its linears; the importance and the masking stay on the host, on S and its gradient
+        // copied there after every step (touchedAfterStep).
+        m_info.trainsOnGpu = true;
         m_info.ratioMeaning = "losparse.rank_ratio + losparse.final_keep: the low-rank part's and the kept sparse "
                               "part's shares of the target parameters";
         ParamSpec mask = declareChoice("losparse.mask", "Mask", {"persistent", "official"},

@@ -49,8 +49,9 @@ struct MethodInfo {
     // Its calibration work in forward passes per calibration token, for the preflight estimate (run/preflight.h):
     // measured against the engine's forward pass on SmolLM2-135M and the demo model (docs/compression.md).
     double calibrationPasses = 0;
-    // A fine-tuning method whose linears the GPU trainer runs (fixed masks over zeroed weights) and whose per-step
-    // hooks leave the parameters alone: `"device": "cuda"` and `"auto"` may train it there (train/decodertrainer.h).
+    // A fine-tuning method whose linears the GPU trainer runs (fixed masks over zeroed weights, low rank + sparse;
+    // train/decodertrainer.h) and whose per-step hooks name the parameters they touch
+    // (TrainingMethodRun::touchedAfterStep): `"device": "cuda"` and `"auto"` may train it there.
     bool trainsOnGpu = false;
     std::vector<ParamSpec> params; // in the order the GUI shows them
 };

@@ -29,6 +29,10 @@ public:
     // `step` is 0-based, of `total`: the schedule's value for this step (sparsity, omission rate), selections.
     virtual void beforeStep(train::CausalLm<float> &, int64_t /*step*/, int64_t /*total*/) {}
     virtual void afterStep(train::CausalLm<float> &, int64_t /*step*/, int64_t /*total*/) {}
+    // The parameters afterStep reads (values and gradients) and may write (values): on the GPU trainer they are
+    // downloaded into the model before it and uploaded after it (MethodInfo::trainsOnGpu); the others stay on the
+    // device. Empty for a method whose hooks touch no parameter.
+    virtual std::vector<std::string> touchedAfterStep() const { return {}; }
     // Before an evaluation (held-out perplexity) and after it: a method that thins the network for training
     // steps only (SAT) evaluates the whole network.
     virtual void beforeEvaluation(train::CausalLm<float> &) {}

@@ -269,7 +269,7 @@ RunEstimate estimateTrainingRun(const TrainingSpec &spec, const Model &model, co
         e.device = probe.device.empty() ? gpu->label() : probe.device;
         e.deviceBytes = train::decoderTrainerDeviceBytes(model.config, plan.parameters, plan.trainableParameters,
                                                          spec.batch, spec.seqLen, parsePrecision(spec.precision),
-                                                         spec.recompute, spec.method != nullptr);
+                                                         spec.recompute, probe.deviceLinearKindBytes);
         e.deviceAvailable = gpu->totalMemory;
     }
     e.hostAvailable = memAvailable();

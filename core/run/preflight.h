@@ -117,6 +117,7 @@ Preflight preflightCompression(const CompressionSpec &spec);
 struct TrainingProbe {
     int64_t seqLen = 0, batch = 0;
     std::string device; // the GPU trainer's description when the probe ran there, empty for the CPU
+    uint64_t deviceLinearKindBytes = 0; // its method linears' masks and scratch (DeviceTrainer::linearKindBytes)
     double setupSeconds = 0;    // the weights converted and the method's initialisation (LoSparse's SVDs)
     double forwardSeconds = 0;  // the window's forward pass (with what backward needs kept)
     double backwardSeconds = 0; // its backward pass

@@ -197,6 +197,17 @@ uint64_t stepMaskSeed(uint64_t seed, int64_t step, int64_t micro) {
 // Mean loss of the model on the first `windows` windows of `ids` (the perplexity protocol for decoders; for the
 // masked LM the same masks at every evaluation, window w masked with seed w, so that evaluations compare).
 // `trainer`: the GPU trainer when the steps run there (its forward pass, on its parameters).
+// The method's afterStep; on the GPU trainer with the parameters it touches copied to `lm` before and back after.
+void afterStep(TrainingMethodRun &method, train::CausalLm<float> &lm, train::DeviceTrainer *trainer, int64_t step,
+               int64_t total) {
+    const std::vector<std::string> touched = trainer ? method.touchedAfterStep() : std::vector<std::string>();
+    if (!touched.empty())
+        trainer->downloadSome(lm, touched, true);
+    method.afterStep(lm, step, total);
+    if (!touched.empty())
+        trainer->uploadSome(lm, touched);
+}
+
 TrainingEval evaluate(train::CausalLm<float> &lm, train::DeviceTrainer *trainer, const std::vector<int32_t> &ids,
                       int64_t seq, int64_t windows, int64_t step) {
     const int64_t n = std::min<int64_t>(windows, int64_t(ids.size()) / seq);
@@ -403,7 +414,7 @@ std::optional<DeviceInfo> trainingGpu(const TrainingSpec &spec, const ModelConfi
     if (choice.preference == DevicePreference::Cuda)
         return gpu; // what the trainer does not run is refused when it is made, with the reason
     if (spec.method && !spec.method->info().trainsOnGpu)
-        return cpu("the GPU trainer runs plain fine-tuning and fixed-mask methods only, not " +
+        return cpu("the GPU trainer runs plain fine-tuning, fixed-mask and low-rank + sparse methods only, not " +
                    spec.method->info().name);
     if (config.family == ArchFamily::Bert)
         return cpu("the GPU trainer runs decoders; BERT trains on the CPU");
@@ -462,8 +473,8 @@ void validateTrainingSpec(const TrainingSpec &s) {
         throw LatheError("job spec: precision fp16 is not supported for training", "use bf16 (the default) or fp32");
     if (device.preference == DevicePreference::Cuda) {
         if (s.method && !s.method->info().trainsOnGpu)
-            throw LatheError("job spec: device " + s.device + ": the GPU trainer runs plain fine-tuning and fixed-mask "
-                                 "methods only, not " + s.method->info().name,
+            throw LatheError("job spec: device " + s.device + ": the GPU trainer runs plain fine-tuning, fixed-mask "
+                                 "and low-rank + sparse methods only, not " + s.method->info().name,
                              "leave out device (the CPU trains every method), or use \"auto\"");
         createBackend(device); // LatheError saying why there is no such usable GPU
     }
@@ -573,8 +584,10 @@ TrainingPreflight preflightTraining(const TrainingSpec &spec, const std::atomic<
     const TokenBatch batch = TokenBatch::random(model.config.vocabSize, probe.batch, probe.seqLen, 7);
     // Where the run's steps go, the probe's go too: on the GPU trainer, its step is timed instead.
     const std::unique_ptr<train::DeviceTrainer> trainer = deviceTrainer(spec, lm, adam, [](const std::string &) {});
-    if (trainer)
+    if (trainer) {
         probe.device = trainer->describe();
+        probe.deviceLinearKindBytes = trainer->linearKindBytes();
+    }
     // Step 0 is not timed (allocations, thread start-up). Then steps are timed, part by part, until 1 s of them or
     // five; the median one is kept (a small model's step is short enough for a busy machine to disturb any one).
     struct Timed {
@@ -589,6 +602,9 @@ TrainingPreflight preflightTraining(const TrainingSpec &spec, const std::atomic<
         checkCancel();
         const double t0 = steadySeconds();
         if (trainer) { // forward alone, then forward and backward: the backward is their difference (at least 0)
+            const int64_t at = std::min<int64_t>(middle + step, spec.steps - 1);
+            if (method)
+                method->beforeStep(lm, at, spec.steps);
             trainer->zeroGradients();
             const double t1 = steadySeconds();
             (void)trainer->loss(batch);
@@ -596,6 +612,8 @@ TrainingPreflight preflightTraining(const TrainingSpec &spec, const std::atomic<
             (void)trainer->forwardBackward(batch, 1.0f);
             const double t3 = steadySeconds();
             trainer->step(spec.lr, spec.clip);
+            if (method) // with its copies of what it touches: part of the step's fixed cost
+                afterStep(*method, lm, trainer.get(), at, spec.steps);
             const double t4 = steadySeconds();
             const double forward = t2 - t1, backward = std::max(0.0, (t3 - t2) - forward);
             if (step > 0) {
@@ -773,7 +791,7 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
                 adam.step(lm.parameters(), rec.lr);
             }
             if (method) {
-                method->afterStep(lm, step, spec.steps);
+                afterStep(*method, lm, trainer.get(), step, spec.steps);
                 rec.method = method->stepReport();
             }
             rec.tokensPerSecond = double(tokensPerStep) / std::max(1e-9, steadySeconds() - ts);

@@ -60,12 +60,12 @@ namespace lathe::train {
 // with recomputation the blocks' inputs only, and one block's set; one block's gradient buffers and the head's
 // (7 B S D, 2 or 3 B S F, 2 B S (H + KV) d, and GPT-2's fused q/k/v product or its gradient); the RoPE table; the ops' scratch (the loss's rows x chunk logits, one
 // sequence's H S^2 score gradient, and with bf16 products bf16 copies of the largest operands); and a fixed
-// allowance of 512 MiB for the CUDA context and cuBLAS's workspaces (an allowance, not a measurement). With `masked`
-// (a fixed-mask method), a mask byte for every block linear's weight and one gradient buffer of the largest block
-// linear (exact when the method targets every block linear, an upper bound otherwise).
+// allowance of 512 MiB for the CUDA context and cuBLAS's workspaces (an allowance, not a measurement); plus
+// `linearKindBytes`, what a method's linears hold besides their parameters (DecoderTrainer::linearKindBytes: masks
+// and the scratch their products need).
 inline uint64_t decoderTrainerDeviceBytes(const ModelConfig &c, int64_t parameters, int64_t trainableParameters,
                                           int64_t B, int64_t S, ComputePrecision precision, bool recompute,
-                                          bool masked = false) {
+                                          uint64_t linearKindBytes = 0) {
     const bool rms = c.family == ArchFamily::Llama, swiglu = rms, parallel = c.family == ArchFamily::Phi;
     const uint64_t rows = uint64_t(B * S), D = uint64_t(c.hiddenSize), F = uint64_t(c.intermediateSize);
     const uint64_t qw = uint64_t(c.numHeads * c.headDim), kw = uint64_t(c.numKvHeads * c.headDim);
@@ -87,11 +87,7 @@ inline uint64_t decoderTrainerDeviceBytes(const ModelConfig &c, int64_t paramete
     uint64_t bytes = 4 * uint64_t(parameters) + 12 * uint64_t(trainableParameters) + 4 * floats;
     if (precision != ComputePrecision::Fp32) // bf16 copies: a linear's two operands, the attention's five
         bytes += 2 * (rows * std::max(F, chunk) + std::max(F, chunk) * D + 2 * rows * (qw + kw) + 2 * scores);
-    if (masked) {
-        const uint64_t mlp1 = F * D, attention = (c.family == ArchFamily::Gpt2 ? qw + 2 * kw : qw) * D;
-        bytes += uint64_t(c.numLayers) * D * (2 * qw + 2 * kw + (swiglu ? 3 : 2) * F) + 4 * std::max(mlp1, attention);
-    }
-    return bytes + (uint64_t(512) << 20);
+    return bytes + linearKindBytes + (uint64_t(512) << 20);
 }
 
 template <class Ops> class DecoderTrainer final : public DeviceTrainer {
@@ -378,6 +374,17 @@ public:
     }
 
     void synchronize() override { m_ops.synchronize(); }
+
+    // What the method's linears hold on the device besides their parameters: fixed masks (a byte per weight), row
+    // masks (a byte per row of S), and the weight-gradient and W_eff buffers of the largest such linear.
+    uint64_t linearKindBytes() const override {
+        uint64_t n = m_g.bytes() + m_weff.bytes();
+        for (const Param &p : m_params)
+            n += p.mask.bytes();
+        for (const std::unique_ptr<Lrs> &x : m_lrs)
+            n += x->rowMask.bytes();
+        return n;
+    }
 
     uint64_t deviceBytes() const override {
         uint64_t n = m_ropeCos.bytes() + m_ropeSin.bytes();

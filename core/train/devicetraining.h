@@ -52,6 +52,8 @@ public:
     // Device bytes the trainer holds now: parameters, gradients, moments, and the activations and gradient buffers
     // of the largest batch so far (not the ops' scratch or the CUDA context: decoderTrainerDeviceBytes adds those).
     virtual uint64_t deviceBytes() const = 0;
+    // The part of deviceBytes a method's linears hold besides their parameters (masks, their products' scratch).
+    virtual uint64_t linearKindBytes() const = 0;
 };
 
 // What a device that trains provides (ComputeBackend::service; the CPU has none: it runs CausalLm and AdamW).
