@@ -160,6 +160,22 @@ TrainingResult run(const nlohmann::json &j) {
 
 std::string exported(const fs::path &dir) { return readTextFile((dir / "model" / "model.safetensors").string()); }
 
+// A "cuda" run against the same job's "cpu" run: the same steps (loss, gradient norm, the method's values) and
+// evaluations, bit for bit, and the same exported bytes.
+void sameRun(const TrainingResult &gpu, const TrainingResult &cpu, const fs::path &gpuDir, const fs::path &cpuDir) {
+    QVERIFY2(gpu.device.find("CPU (reference ops)") == 0, gpu.device.c_str());
+    QCOMPARE(gpu.steps.size(), cpu.steps.size());
+    for (size_t i = 0; i < cpu.steps.size(); ++i) {
+        QCOMPARE(gpu.steps[i].loss, cpu.steps[i].loss);
+        QCOMPARE(gpu.steps[i].gradNorm, cpu.steps[i].gradNorm);
+        QCOMPARE(gpu.steps[i].method.dump(), cpu.steps[i].method.dump());
+    }
+    QCOMPARE(gpu.evals.size(), cpu.evals.size());
+    for (size_t i = 0; i < cpu.evals.size(); ++i)
+        QCOMPARE(gpu.evals[i].loss, cpu.evals[i].loss);
+    QVERIFY(exported(gpuDir) == exported(cpuDir));
+}
+
 CompressionSpec compressionSpec(const std::string &method, const std::string &device) {
     CompressionSpec s;
     s.model = test::sourceDir() + "/resources/demo/stories260K.bin";
@@ -193,15 +209,8 @@ private slots:
         QCOMPARE(QString::fromStdString(cpu.device), QString("cpu"));
         QVERIFY2(gpu.device.find("CPU (reference ops), fp32 products") == 0, gpu.device.c_str());
         QCOMPARE(int(gpu.steps.size()), 8);
-        QCOMPARE(gpu.steps.size(), cpu.steps.size());
-        for (size_t i = 0; i < cpu.steps.size(); ++i) {
-            QCOMPARE(gpu.steps[i].loss, cpu.steps[i].loss);
-            QCOMPARE(gpu.steps[i].gradNorm, cpu.steps[i].gradNorm);
-        }
         QCOMPARE(int(gpu.evals.size()), 3); // before training, at step 4 and at the end
-        for (size_t i = 0; i < cpu.evals.size(); ++i)
-            QCOMPARE(gpu.evals[i].loss, cpu.evals[i].loss);
-        QVERIFY(exported(m_root / "cuda") == exported(m_root / "cpu"));
+        sameRun(gpu, cpu, m_root / "cuda", m_root / "cpu");
         const std::string log = readTextFile((m_root / "cuda" / "run.log").string());
         QVERIFY2(log.find("training on the GPU: CPU (reference ops)") != std::string::npos, log.c_str());
     }
@@ -314,15 +323,7 @@ private slots:
             (*j)["steps"] = 5;
         }
         const TrainingResult cpu = run(cpuJob), gpu = run(gpuJob);
-        QVERIFY2(gpu.device.find("CPU (reference ops)") == 0, gpu.device.c_str());
-        QCOMPARE(gpu.steps.size(), cpu.steps.size());
-        for (size_t i = 0; i < cpu.steps.size(); ++i) {
-            QCOMPARE(gpu.steps[i].loss, cpu.steps[i].loss);
-            QCOMPARE(gpu.steps[i].gradNorm, cpu.steps[i].gradNorm);
-        }
-        for (size_t i = 0; i < cpu.evals.size(); ++i)
-            QCOMPARE(gpu.evals[i].loss, cpu.evals[i].loss);
-        QVERIFY(exported(m_root / "recovery-cuda") == exported(m_root / "recovery-cpu"));
+        sameRun(gpu, cpu, m_root / "recovery-cuda", m_root / "recovery-cpu");
         QVERIFY(fs::exists(m_root / "recovery-cuda" / "run.h5")); // the compact archive, as on the CPU
         auto model = openModel((m_root / "recovery-cuda" / "model").string());
         const TensorInfo *q = model->find(TensorRole::AttnQ, 0, false);
@@ -354,18 +355,9 @@ private slots:
                                 {"mask", mask.toStdString()}};
         }
         const TrainingResult cpu = run(cpuJob), gpu = run(gpuJob);
-        QVERIFY2(gpu.device.find("CPU (reference ops)") == 0, gpu.device.c_str());
-        QCOMPARE(gpu.steps.size(), cpu.steps.size());
-        for (size_t i = 0; i < cpu.steps.size(); ++i) {
-            QCOMPARE(gpu.steps[i].loss, cpu.steps[i].loss);
-            QCOMPARE(gpu.steps[i].gradNorm, cpu.steps[i].gradNorm);
-            QCOMPARE(gpu.steps[i].method.dump(), cpu.steps[i].method.dump());
-        }
-        for (size_t i = 0; i < cpu.evals.size(); ++i)
-            QCOMPARE(gpu.evals[i].loss, cpu.evals[i].loss);
+        sameRun(gpu, cpu, m_root / (tag + "-cuda"), m_root / (tag + "-cpu"));
         QCOMPARE(gpu.method.dump(), cpu.method.dump()); // the kept rows of every S
         QVERIFY(cpu.method["sparse_fraction"].get<double>() < 0.5); // the masking ran
-        QVERIFY(exported(m_root / (tag + "-cuda")) == exported(m_root / (tag + "-cpu")));
         QVERIFY(readTextFile((m_root / (tag + "-cuda") / "model-compact" / "model.safetensors").string()) ==
                 readTextFile((m_root / (tag + "-cpu") / "model-compact" / "model.safetensors").string()));
         if (mask != "persistent")
@@ -408,12 +400,9 @@ private slots:
             (*j)["steps"] = 4;
         }
         const TrainingResult cpu = run(cpuJob), gpu = run(gpuJob);
-        QVERIFY(gpu.device != "cpu");
         QCOMPARE(gpu.plan.trainableParameters, cpu.plan.trainableParameters);
         QVERIFY(gpu.plan.trainableParameters < gpu.plan.parameters);
-        for (size_t i = 0; i < cpu.steps.size(); ++i)
-            QCOMPARE(gpu.steps[i].loss, cpu.steps[i].loss);
-        QVERIFY(exported(m_root / "frozen-cuda") == exported(m_root / "frozen-cpu"));
+        sameRun(gpu, cpu, m_root / "frozen-cuda", m_root / "frozen-cpu");
         gpuJob["output"]["dir"] = (m_root / "frozen-estimate").string();
         const TrainingPreflight frozen = preflightTraining(TrainingSpec::fromJson(gpuJob));
         gpuJob.erase("trainable");

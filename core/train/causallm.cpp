@@ -182,19 +182,7 @@ template <class T> struct CausalLm<T>::Impl {
         else
             geluBackward(activation == cpu::Activation::GeluTanh ? Gelu::Tanh : Gelu::Erf, dy, x, dx);
     }
-    Linear *slot(Block &b, TensorRole role) {
-        switch (role) {
-        case TensorRole::AttnQ: return &b.q;
-        case TensorRole::AttnK: return &b.k;
-        case TensorRole::AttnV: return &b.v;
-        case TensorRole::AttnQkv: return &b.qkv;
-        case TensorRole::AttnO: return &b.o;
-        case TensorRole::MlpGate: return &b.gate;
-        case TensorRole::MlpUp: return &b.up;
-        case TensorRole::MlpDown: return &b.down;
-        default: return nullptr;
-        }
-    }
+    Linear *slot(Block &b, TensorRole role) { return blockLinear(b, role); }
 
     // The rows and columns each linear of block l computes for its selection, and the attention's head counts.
     Gather gatherFor(size_t l) const {

@@ -86,6 +86,22 @@ private:
 template <class T> class LinearKind;
 struct LinearSelection;
 
+// The member of a block's table that holds its linear of `role` (a table with members q, k, v, qkv, o, gate, up and
+// down: CausalLm's and the device trainer's), or null for a role that is not a block linear.
+template <class Block> auto blockLinear(Block &b, TensorRole role) -> decltype(&b.q) {
+    switch (role) {
+    case TensorRole::AttnQ: return &b.q;
+    case TensorRole::AttnK: return &b.k;
+    case TensorRole::AttnV: return &b.v;
+    case TensorRole::AttnQkv: return &b.qkv;
+    case TensorRole::AttnO: return &b.o;
+    case TensorRole::MlpGate: return &b.gate;
+    case TensorRole::MlpUp: return &b.up;
+    case TensorRole::MlpDown: return &b.down;
+    default: return nullptr;
+    }
+}
+
 // The channels a block computes this step (SAT, issue 17 item 4's gathered linears): the MLP's intermediate
 // channels and the attention's key/value groups (each group: its K and V heads and the query heads that read
 // them). Sorted, distinct; an empty list means all. The skipped channels cost no work: the block's linears run on

@@ -444,19 +444,7 @@ private:
     }
 
     // Where a block linear's weight of `role` goes (null for a role that is not a block linear).
-    static Lin *weightSlot(BlockParams &b, TensorRole role) {
-        switch (role) {
-        case TensorRole::AttnQ: return &b.q;
-        case TensorRole::AttnK: return &b.k;
-        case TensorRole::AttnV: return &b.v;
-        case TensorRole::AttnQkv: return &b.qkv;
-        case TensorRole::AttnO: return &b.o;
-        case TensorRole::MlpGate: return &b.gate;
-        case TensorRole::MlpUp: return &b.up;
-        case TensorRole::MlpDown: return &b.down;
-        default: return nullptr;
-        }
-    }
+    static Lin *weightSlot(BlockParams &b, TensorRole role) { return blockLinear(b, role); }
 
     // A low-rank + sparse linear's W_eff = L R + S (S's pruned rows left out) in m_weff, as
     // LowRankSparseLinear::effectiveWeight forms it; the kind's row mask uploaded first when it changed.
