@@ -221,10 +221,8 @@ Preflight preflightCompression(const CompressionSpec &spec) {
     const int64_t seq = !spec.evalText.empty() ? spec.evalSeqLen : spec.calibrationSeqLen;
     p.probe = probeForward(*model, std::min<int64_t>(seq, 512));
     // The run's own device: a GPU is probed where the run would take one (createBackend's choice and refusals).
-    if (DeviceChoice::parse(spec.device).preference != DevicePreference::Cpu) {
-        std::shared_ptr<ComputeBackend> device = createBackend(DeviceChoice::parse(spec.device));
-        probeDeviceForward(p.probe, *model, std::move(device), parsePrecision(spec.evalPrecision));
-    }
+    if (const DeviceChoice choice = DeviceChoice::parse(spec.device); choice.preference != DevicePreference::Cpu)
+        probeDeviceForward(p.probe, *model, createBackend(choice), parsePrecision(spec.evalPrecision));
     p.estimate = estimateCompressionRun(spec, *model, p.probe, p.calibrationTokens, p.evalTokens);
     return p;
 }

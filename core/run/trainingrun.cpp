@@ -194,9 +194,6 @@ uint64_t stepMaskSeed(uint64_t seed, int64_t step, int64_t micro) {
     return seed * 0x9E3779B97F4A7C15ull + uint64_t(step) * 0x100000001B3ull + uint64_t(micro);
 }
 
-// Mean loss of the model on the first `windows` windows of `ids` (the perplexity protocol for decoders; for the
-// masked LM the same masks at every evaluation, window w masked with seed w, so that evaluations compare).
-// `trainer`: the GPU trainer when the steps run there (its forward pass, on its parameters).
 // The method's afterStep; on the GPU trainer with the parameters it touches copied to `lm` before and back after.
 void afterStep(TrainingMethodRun &method, train::CausalLm<float> &lm, train::DeviceTrainer *trainer, int64_t step,
                int64_t total) {
@@ -207,6 +204,10 @@ void afterStep(TrainingMethodRun &method, train::CausalLm<float> &lm, train::Dev
     if (!touched.empty())
         trainer->uploadSome(lm, touched);
 }
+
+// Mean loss of the model on the first `windows` windows of `ids` (the perplexity protocol for decoders; for the
+// masked LM the same masks at every evaluation, window w masked with seed w, so that evaluations compare).
+// `trainer`: the GPU trainer when the steps run there (its forward pass, on its parameters).
 
 TrainingEval evaluate(train::CausalLm<float> &lm, train::DeviceTrainer *trainer, const std::vector<int32_t> &ids,
                       int64_t seq, int64_t windows, int64_t step) {
@@ -397,6 +398,14 @@ TrainingSpec TrainingSpec::fromFile(const std::string &path) {
     return s;
 }
 
+// Why the GPU trainer does not run the spec's method (empty when it does, or when there is none).
+static std::string gpuMethodRefusal(const TrainingSpec &spec) {
+    if (!spec.method || spec.method->info().trainsOnGpu)
+        return {};
+    return "the GPU trainer runs plain fine-tuning, fixed-mask and low-rank + sparse methods only, not " +
+           spec.method->info().name;
+}
+
 std::optional<DeviceInfo> trainingGpu(const TrainingSpec &spec, const ModelConfig &config, std::string *why) {
     const DeviceChoice choice = DeviceChoice::parse(spec.device);
     if (choice.preference == DevicePreference::Cpu)
@@ -413,9 +422,8 @@ std::optional<DeviceInfo> trainingGpu(const TrainingSpec &spec, const ModelConfi
     const DeviceInfo &gpu = gpus[size_t(std::min<int>(choice.index, int(gpus.size()) - 1))];
     if (choice.preference == DevicePreference::Cuda)
         return gpu; // what the trainer does not run is refused when it is made, with the reason
-    if (spec.method && !spec.method->info().trainsOnGpu)
-        return cpu("the GPU trainer runs plain fine-tuning, fixed-mask and low-rank + sparse methods only, not " +
-                   spec.method->info().name);
+    if (const std::string refusal = gpuMethodRefusal(spec); !refusal.empty())
+        return cpu(refusal);
     if (config.family == ArchFamily::Bert)
         return cpu("the GPU trainer runs decoders; BERT trains on the CPU");
     return gpu;
@@ -472,9 +480,8 @@ void validateTrainingSpec(const TrainingSpec &s) {
     if (parsePrecision(s.precision) == ComputePrecision::Fp16)
         throw LatheError("job spec: precision fp16 is not supported for training", "use bf16 (the default) or fp32");
     if (device.preference == DevicePreference::Cuda) {
-        if (s.method && !s.method->info().trainsOnGpu)
-            throw LatheError("job spec: device " + s.device + ": the GPU trainer runs plain fine-tuning, fixed-mask "
-                                 "and low-rank + sparse methods only, not " + s.method->info().name,
+        if (const std::string refusal = gpuMethodRefusal(s); !refusal.empty())
+            throw LatheError("job spec: device " + s.device + ": " + refusal,
                              "leave out device (the CPU trains every method), or use \"auto\"");
         createBackend(device); // LatheError saying why there is no such usable GPU
     }

@@ -69,6 +69,9 @@ public:
     const ParameterSet &all() const { return *this; }
 
     Parameter<T> *find(const std::string &name);
+    const Parameter<T> *find(const std::string &name) const {
+        return const_cast<ParameterSet *>(this)->find(name); // the same search, read-only
+    }
     Parameter<T> &add(Parameter<T> p); // trainable, gradient zeroed
     // Drops a parameter (a linear kind replaced it); pointers to the others stay valid. Optimizer state is per
     // position: change the set before the first step only.

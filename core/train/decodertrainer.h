@@ -9,12 +9,13 @@
 // weights that are zero where it prunes (the recovery method's MaskedLinear): the forward is then the dense one, and
 // the weight's gradient is computed apart and added through the mask, as MaskedLinear::backward does; or low rank +
 // sparse (LoSparse's LowRankSparseLinear): W_eff = L R + S with S's pruned rows left out, formed before each
-// product as the CPU forms it, the row mask read from the CausalLm's linear at every forward. The GPU trainer (gpu/cudatraining.cu) runs it on the CUDA ops
-// of gpu/trainops.h; tests/hosttrainops.h runs it on the CPU reference ops of train/ops.h, so tst_trainmodel checks
-// this composition against CausalLm bit for bit without a GPU, and the GPU's own part is its ops, which `lathe-cli
-// check-gpu` compares with the CPU one by one.
+// product as the CPU forms it, the row mask read from the CausalLm's linear at every forward. The GPU trainer
+// (gpu/cudatraining.cu) runs it on the CUDA ops of gpu/trainops.h; tests/hosttrainops.h runs it on the CPU reference
+// ops of train/ops.h, so tst_trainmodel checks this composition against CausalLm bit for bit without a GPU, and the
+// GPU's own part is its ops, which `lathe-cli check-gpu` compares with the CPU one by one.
 //
-// An Ops type provides the op methods of gpu::TrainOps (the same signatures, on its buffers' float pointers) and:
+// An Ops type provides the op methods of gpu::TrainOps (the same signatures, on its buffers' float pointers; gemm,
+// maskedAdd and rowMaskedAdd serve the masked and low-rank + sparse linears) and:
 //   using Buffer = ...;                 // move-only storage: resize(bytes), ensure(bytes), bytes(), as<T>()
 //   void activate() const;              // makes the device current on the calling thread
 //   std::string deviceName() const;
@@ -26,7 +27,6 @@
 //   void copyColumns(float *to, int64_t toStride, const float *from, int64_t fromStride, int64_t rows, int64_t cols);
 //                                       // rows x cols floats between row-major buffers of other widths
 //   void uploadBytes(void *to, const void *host, size_t n) const;   // host -> buffer, n bytes (the masks)
-// gpu::TrainOps's gemm and maskedAdd / rowMaskedAdd serve the masked and low-rank + sparse linears.
 //   void synchronize() const;           // waits for the queued work; a device fault is thrown here
 //
 // Memory: decoderTrainerDeviceBytes below (its buffers part is exactly what the trainer allocates).
@@ -58,8 +58,9 @@ namespace lathe::train {
 // probabilities; the MLP's up projection and activation, and the gate with SwiGLU; for sequential blocks the
 // residual between attention and MLP and its norm's output; a norm's rstd per row, and its mean with LayerNorm);
 // with recomputation the blocks' inputs only, and one block's set; one block's gradient buffers and the head's
-// (7 B S D, 2 or 3 B S F, 2 B S (H + KV) d, and GPT-2's fused q/k/v product or its gradient); the RoPE table; the ops' scratch (the loss's rows x chunk logits, one
-// sequence's H S^2 score gradient, and with bf16 products bf16 copies of the largest operands); and a fixed
+// (7 B S D, 2 or 3 B S F, 2 B S (H + KV) d, and GPT-2's fused q/k/v product or its gradient); the RoPE table; the
+// ops' scratch (the loss's rows x chunk logits, one sequence's H S^2 score gradient, and with bf16 products bf16
+// copies of the largest operands); and a fixed
 // allowance of 512 MiB for the CUDA context and cuBLAS's workspaces (an allowance, not a measurement); plus
 // `linearKindBytes`, what a method's linears hold besides their parameters (DecoderTrainer::linearKindBytes: masks
 // and the scratch their products need).
@@ -98,9 +99,10 @@ template <class Ops> class DecoderTrainer final : public DeviceTrainer {
     struct Param {
         std::string name;
         int64_t rows = 0, cols = 0;
-        bool decay = true, trainable = true, masked = false;
-        Buffer w, g, m, v, mask; // mask: a fixed mask's bytes (1 keeps), for masked linears' weights
+        bool decay = true, trainable = true;
+        Buffer w, g, m, v, mask; // mask: a fixed mask's bytes (1 keeps), for masked linears' weights only
         int64_t size() const { return rows * cols; }
+        bool masked() const { return mask.bytes() > 0; }
         float *value() const { return w.template as<float>(); }
         float *grad() const { return trainable ? g.template as<float>() : nullptr; }
     };
@@ -365,9 +367,7 @@ public:
         m_ops.activate();
         for (const std::string &name : names) {
             Param &d = m_params[indexOf(name)];
-            const Parameter<float> *p = nullptr;
-            for (const Parameter<float> &q : model.parameters())
-                p = q.name == name ? &q : p;
+            const Parameter<float> *p = model.parameters().find(name);
             require(p && p->value.size() == d.size(), "GPU training", "parameter " + name + " differs from the trainer's");
             m_ops.upload(d.value(), p->value.data(), d.size());
         }
@@ -417,13 +417,9 @@ private:
     // forward multiplies by the weight itself, which must then be W ⊙ M bit for bit).
     void attachMask(const CausalLm<float> &lm, const MaskedLinear<float> &kind, const char *hint, int64_t &largest) {
         const std::string &name = kind.weightName();
-        Param *d = nullptr;
-        for (Param &p : m_params)
-            d = p.name == name ? &p : d;
-        const Parameter<float> *p = nullptr;
-        for (const Parameter<float> &q : lm.parameters())
-            p = q.name == name ? &q : p;
-        require(d && p, "GPU training", "the masked linear's weight " + name + " is not a parameter");
+        Param *d = &m_params[indexOf(name)];
+        const Parameter<float> *p = lm.parameters().find(name);
+        require(p, "GPU training", "the masked linear's weight " + name + " is not a parameter");
         const std::vector<uint8_t> &mask = kind.mask();
         require(int64_t(mask.size()) == d->size(), "GPU training", "the mask of " + name + " has the wrong size");
         for (size_t i = 0; i < mask.size(); ++i)
@@ -431,7 +427,6 @@ private:
                 throw LatheError("the GPU trainer runs fixed masks over zeroed weights; " + name +
                                      " holds a nonzero value where its mask prunes",
                                  hint);
-        d->masked = true;
         d->mask.resize(mask.size());
         m_ops.uploadBytes(d->mask.template as<void>(), mask.data(), mask.size());
         largest = std::max(largest, d->size());
@@ -475,7 +470,7 @@ private:
     void linearBack(const float *dy, const float *x, const Lin &lin, const Param *b, int64_t rows, int64_t in,
                     int64_t out, float *dx) {
         const Param *w = lin.w;
-        if (w && !w->masked) {
+        if (w && !w->masked()) {
             m_ops.linearBackward(dy, x, w->value(), rows, in, out, dx, w->grad(), gradOrNull(b));
             return;
         }
