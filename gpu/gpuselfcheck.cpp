@@ -267,8 +267,9 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
             });
         }
     // The same with the methods the GPU trainer runs: recovery's fixed masks (the masked weight gradient, zeros
-    // kept through AdamW) and LoSparse's low-rank + sparse linears (W_eff, the gradients of L, R and S's rows).
-    for (const char *method : {"recovery", "losparse"}) {
+    // kept through AdamW), LoSparse's low-rank + sparse linears (W_eff, the gradients of L, R and S's rows) and
+    // PST's (W~, the scores, the mask selected on the device at 50% sparsity, the gradients of U, V, A, B, R, C).
+    for (const char *method : {"recovery", "losparse", "pst"}) {
         const std::string name = std::string("train step llama ") + method + " fp32";
         guarded(name, [&] {
             auto m = openModel(fixtures + "/tf-llama");

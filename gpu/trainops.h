@@ -20,6 +20,7 @@
 
 #include "engine/deviceforward.h"
 #include "numeric/cpukernels.h"
+#include "train/linearkinds.h"
 #include "train/ops.h"
 
 #include <cublas_v2.h>
@@ -114,6 +115,22 @@ public:
     // without its pruned rows, and their gradient (train::LowRankSparseLinear).
     void rowMaskedAdd(float *dst, const float *src, const uint8_t *rowMask, int64_t rows, int64_t cols);
 
+    // ---- PST (train::PstLinear; the same contracts as train::pstAdapted, pstScores, pstBackward) ----
+    // adapted = W + beta U V: a copy and one product in the object's precision.
+    void pstAdapted(const float *w, const train::PstFactors<float> &f, const train::PstDims &d, float *adapted);
+    // scores = |adapted| + alpha1 A B + alpha2 (R 1^T + 1 C^T): a product, then one element-wise pass.
+    void pstScores(const float *adapted, const train::PstFactors<float> &f, const train::PstDims &d, float *scores);
+    // mask (n bytes, 1 keeps) pruning the `prune` smallest of n scores, ties by position: train::pruneSmallest's
+    // mask, bit for bit, found by a radix select on the device (four 8-bit digits: a histogram pass and a one-thread
+    // pick each), then the ties counted per chunk, scanned and resolved in position order. No host round trip.
+    // Unlike the CPU it does not throw on NaN: a NaN sorts above every number and is kept (the loss shows it).
+    void pruneSmallest(const float *scores, int64_t n, int64_t prune, uint8_t *mask);
+    // dScores and dAdapted element-wise into the work buffers (and dW += dAdapted), then dU, dV, dA, dB as products
+    // in the object's precision, dR and dC as fixed-order row and column sums of alpha2 dScores.
+    void pstBackward(const float *g, const float *adapted, const uint8_t *mask, const train::PstFactors<float> &f,
+                     const train::PstDims &d, const train::PstGradients<float> &grads, float *dScores,
+                     float *dAdapted);
+
 private:
     struct Operand;
     Operand operand(const float *x, int64_t n, DeviceMemory &scratch);
@@ -126,7 +143,7 @@ private:
 
     cublasHandle_t m_blas;
     ComputePrecision m_precision;
-    DeviceMemory m_ids, m_ids2, m_partials, m_logits, m_bf16a, m_bf16b, m_dP, m_reduce;
+    DeviceMemory m_ids, m_ids2, m_partials, m_logits, m_bf16a, m_bf16b, m_dP, m_reduce, m_select;
     DeviceMemory m_attnA, m_attnB, m_attnC, m_attnD, m_attnE, m_attnF; // the attention's bf16 operands
 };
 

@@ -8,6 +8,7 @@
 #include "engine/deviceforward.h"
 #include "numeric/blas.h"
 #include "numeric/cpukernels.h"
+#include "train/linearkinds.h"
 #include "train/ops.h"
 
 #include <algorithm>
@@ -23,7 +24,8 @@ public:
     using M = train::Matrix<float>;
     using V = train::Vector<float>;
 
-    // DecoderTrainer's Buffer: floats on the heap (the contents are discarded when it grows).
+    // DecoderTrainer's Buffer: floats on the heap, aligned as Eigen aligns a matrix's (so that a vectorised pass
+    // over one meets the same alignment as over the CausalLm's), the contents discarded when it grows.
     class Buffer {
     public:
         void resize(size_t bytes) { m_data.assign((bytes + 3) / 4, 0.0f); }
@@ -35,7 +37,7 @@ public:
         template <class T> T *as() const { return reinterpret_cast<T *>(const_cast<float *>(m_data.data())); }
 
     private:
-        std::vector<float> m_data;
+        std::vector<float, Eigen::aligned_allocator<float>> m_data;
     };
 
     void activate() const {}
@@ -256,6 +258,21 @@ public:
     void maskedAdd(float *dw, const float *g, const uint8_t *mask, int64_t n) {
         for (int64_t i = 0; i < n; ++i)
             dw[i] += g[i] * float(mask[i]);
+    }
+    // PST's passes, the functions PstLinear runs.
+    void pstAdapted(const float *w, const train::PstFactors<float> &f, const train::PstDims &d, float *adapted) {
+        train::pstAdapted(w, f, d, adapted);
+    }
+    void pstScores(const float *adapted, const train::PstFactors<float> &f, const train::PstDims &d, float *scores) {
+        train::pstScores(adapted, f, d, scores);
+    }
+    void pruneSmallest(const float *scores, int64_t n, int64_t prune, uint8_t *mask) {
+        train::pruneSmallest(scores, n, prune, mask);
+    }
+    void pstBackward(const float *g, const float *adapted, const uint8_t *mask, const train::PstFactors<float> &f,
+                     const train::PstDims &d, const train::PstGradients<float> &grads, float *dScores,
+                     float *dAdapted) {
+        train::pstBackward(g, adapted, mask, f, d, grads, dScores, dAdapted);
     }
 
 private:

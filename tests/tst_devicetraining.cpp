@@ -296,6 +296,19 @@ private slots:
             }
             QCOMPARE(trainer.linearKindBytes(), maskBytes + 4 * largest);
             QVERIFY(trainer.deviceBytes() > held[0]);
+            // With PST's linears: their masks, and the gradient, W_eff, W~, score and work buffers of the largest.
+            train::CausalLm<float> plm(*m);
+            const auto &pst = dynamic_cast<const FineTuningMethod &>(methodNamed("pst"));
+            pst.startTraining(*m, MethodParams(pst.info().params), 1)->prepare(plm);
+            train::DecoderTrainer<test::HostTrainOps> pstTrainer(test::HostTrainOps(), plm, train::AdamW<float>());
+            pstTrainer.zeroGradients();
+            pstTrainer.forwardBackward(TokenBatch::random(c.vocabSize, B, S, 1), 1.0f);
+            QCOMPARE(train::decoderTrainerDeviceBytes(c, plm.parameters().count(false), plm.parameters().count(true),
+                                                      B, S, ComputePrecision::Fp32, false,
+                                                      pstTrainer.linearKindBytes()) -
+                         scratch,
+                     pstTrainer.deviceBytes());
+            QCOMPARE(pstTrainer.linearKindBytes(), maskBytes + 5 * 4 * largest);
         }
         auto model = openModel(test::sourceDir() + "/resources/demo/stories260K.bin");
 
@@ -372,22 +385,51 @@ private slots:
         QVERIFY(exported(out) == exported(m_root / (tag + "-cuda")));
     }
 
+    // PST on the "GPU": W~, the scores and the mask formed by the trainer's ops at every forward, at the sparsity the
+    // method's schedule sets on the host: the CPU run's steps (with the sparsity of each), evaluations and exported
+    // bytes, `auto` taking the GPU, and a run cancelled after a
+    // checkpoint resuming to the same bytes.
+    void pstOnTheDevice() {
+        nlohmann::json cpuJob = job(m_root / "pst-cpu", "cpu"), gpuJob = job(m_root / "pst-cuda", "cuda");
+        for (nlohmann::json *j : {&cpuJob, &gpuJob}) {
+            (*j)["method"] = "pst";
+            (*j)["pst"] = {{"final_sparsity", 0.6}, {"rank", 4}, {"mask_rank", 2}};
+        }
+        const TrainingResult cpu = run(cpuJob), gpu = run(gpuJob);
+        sameRun(gpu, cpu, m_root / "pst-cuda", m_root / "pst-cpu");
+        QCOMPARE(gpu.method.dump(), cpu.method.dump());
+        QCOMPARE(cpu.steps.back().method.value("sparsity", 0.0), 0.6); // the ramp ran to the end
+        QVERIFY(fs::exists(m_root / "pst-cuda" / "run.h5")); // the compact archive, as on the CPU
+        const fs::path out = m_root / "pst-resumed";
+        gpuJob["output"]["dir"] = out.string();
+        TrainingSpec spec = TrainingSpec::fromJson(gpuJob);
+        int calls = 0;
+        QVERIFY_THROWS_EXCEPTION(CancelledError, runTraining(spec, [&](const Progress &) { return ++calls < 7; }));
+        spec.resume = true;
+        runTraining(spec);
+        QVERIFY(exported(out) == exported(m_root / "pst-cuda"));
+        gpuJob["device"] = "auto";
+        gpuJob["steps"] = 2;
+        gpuJob["output"]["dir"] = (m_root / "pst-auto").string();
+        QVERIFY(run(gpuJob).device != "cpu");
+    }
+
     void autoAndRefusals() {
-        // auto: plain fine-tuning on the GPU trainer; PST on the CPU, the log saying why.
+        // auto: plain fine-tuning on the GPU trainer; SAT on the CPU, the log saying why.
         nlohmann::json j = job(m_root / "auto", "auto");
         j["steps"] = 2;
         QVERIFY(run(j).device != "cpu");
-        j = job(m_root / "auto-pst", "auto");
+        j = job(m_root / "auto-sat", "auto");
         j["steps"] = 2;
-        j["method"] = "pst";
+        j["method"] = "sat";
         QCOMPARE(QString::fromStdString(run(j).device), QString("cpu"));
-        const std::string log = readTextFile((m_root / "auto-pst" / "run.log").string());
-        QVERIFY2(log.find("device auto: training on the CPU (the GPU trainer runs plain fine-tuning, fixed-mask and low-rank + sparse methods only, not pst)") !=
-                     std::string::npos,
+        const std::string log = readTextFile((m_root / "auto-sat" / "run.log").string());
+        QVERIFY2(log.find("device auto: training on the CPU (the GPU trainer runs plain fine-tuning and losparse, "
+                          "pst, recovery, not sat)") != std::string::npos,
                  log.c_str());
         // cuda: a method is refused by the spec check.
         j["device"] = "cuda";
-        j["output"]["dir"] = (m_root / "refused-pst").string();
+        j["output"]["dir"] = (m_root / "refused-sat").string();
         QVERIFY_THROWS_EXCEPTION(LatheError, validateTrainingSpec(TrainingSpec::fromJson(j)));
     }
 

@@ -375,14 +375,16 @@ private slots:
     // checkpoint) continuing as the first; tied head (tf-llama, hf-llama), q/k/v biases (tf-qwen2), frozen
     // parameters (the tied embedding, a block's norm and attention: no gradient, no moments), learned positions,
     // LayerNorm and GELU (tf-gpt2), positions offset by 2 and ReLU (tf-opt), the parallel block with partial RoPE
-    // and a biased head (tf-phi), the fused q/k/v projection (tf-gpt2). What the GPU trainer refuses is refused by
-    // name.
+    // and a biased head (tf-phi), the fused q/k/v projection (tf-gpt2); and the methods' linears: recovery's fixed
+    // masks, LoSparse's low rank + sparse with changing row masks, PST's with its mask selected at a sparsity that
+    // changes between steps. What the GPU trainer refuses is refused by name.
     void decoderTrainerComposition() {
         using Trainer = train::DecoderTrainer<test::HostTrainOps>;
         for (const char *fixture : {"tf-llama", "tf-qwen2", "hf-llama", "tf-llama frozen", "tf-qwen2 recompute",
                                     "tf-opt", "tf-phi", "tf-phi recompute", "tf-gpt2", "tf-opt frozen",
                                     "tf-llama recovery", "tf-gpt2 recovery", "tf-phi recovery recompute",
-                                    "tf-llama losparse", "tf-gpt2 losparse recompute", "tf-opt losparse"}) {
+                                    "tf-llama losparse", "tf-gpt2 losparse recompute", "tf-opt losparse",
+                                    "tf-llama pst", "tf-gpt2 pst recompute", "tf-phi pst"}) {
             const std::string name = fixture;
             const bool frozen = name.find(" frozen") != std::string::npos;
             auto model = openModel(test::sourceDir() + "/tests/fixtures/" + name.substr(0, name.find(' ')));
@@ -421,6 +423,22 @@ private slots:
                 losparseMethod.startTraining(*model, losparseParams, 1)->prepare(cpu);
                 pruneRows(cpu, false, 3);
             }
+            // PST's linears on every block linear (the checkpoint's parameters frozen), 30% of each pruned in the
+            // first step and 60% in the second, the sparsity set on the model the trainer reads it from.
+            const bool pst = name.find(" pst") != std::string::npos;
+            const auto &pstMethod = dynamic_cast<const FineTuningMethod &>(methodNamed("pst"));
+            const MethodParams pstParams(pstMethod.info().params);
+            const auto setSparsity = [](train::CausalLm<float> &lm, double sparsity) {
+                for (const auto &slot : lm.linears()) {
+                    auto *k = dynamic_cast<train::PstLinear<float> *>(slot.kind);
+                    QVERIFY(k);
+                    k->setSparsity(sparsity);
+                }
+            };
+            if (pst) {
+                pstMethod.startTraining(*model, pstParams, 1)->prepare(cpu);
+                setSparsity(cpu, 0.3);
+            }
             train::AdamW<float> adam;
             cpu.setRecompute(recompute);
             Trainer trainer(test::HostTrainOps(), cpu, adam);
@@ -441,6 +459,8 @@ private slots:
                     losparseMethod.startTraining(*model, losparseParams, 1)->prepare(lm);
                     pruneRows(lm, false, 3);
                 }
+                if (pst)
+                    pstMethod.startTraining(*model, pstParams, 1)->prepare(lm);
                 for (const train::Parameter<float> &p : cpu.parameters())
                     lm.parameters().setTrainable(p.name, p.trainable());
             };
@@ -451,6 +471,10 @@ private slots:
                 if (losparse && step == 1) {
                     pruneRows(cpu, true, 2);
                     pruneRows(view, true, 2);
+                }
+                if (pst && step == 1) {
+                    setSparsity(cpu, 0.6);
+                    setSparsity(view, 0.6); // the resumed trainer's model
                 }
                 trainer.zeroGradients();
                 cpu.parameters().zeroGrad();
@@ -582,8 +606,8 @@ private slots:
         refused(bad, "precision fp16");
         bad = j;
         bad["device"] = "cuda";
-        bad["method"] = "pst";
-        refused(bad, "low-rank + sparse methods only, not pst");
+        bad["method"] = "sat";
+        refused(bad, "plain fine-tuning and losparse, pst, recovery, not sat");
         if (!gpu) {
             bad = j;
             bad["device"] = "cuda";

@@ -402,8 +402,11 @@ TrainingSpec TrainingSpec::fromFile(const std::string &path) {
 static std::string gpuMethodRefusal(const TrainingSpec &spec) {
     if (!spec.method || spec.method->info().trainsOnGpu)
         return {};
-    return "the GPU trainer runs plain fine-tuning, fixed-mask and low-rank + sparse methods only, not " +
-           spec.method->info().name;
+    std::string runs; // the registry's methods it runs
+    for (const CompressionMethod *m : compressionMethods())
+        if (m->info().trainsOnGpu)
+            runs += (runs.empty() ? "" : ", ") + m->info().name;
+    return "the GPU trainer runs plain fine-tuning and " + runs + ", not " + spec.method->info().name;
 }
 
 std::optional<DeviceInfo> trainingGpu(const TrainingSpec &spec, const ModelConfig &config, std::string *why) {

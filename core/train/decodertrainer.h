@@ -9,13 +9,16 @@
 // weights that are zero where it prunes (the recovery method's MaskedLinear): the forward is then the dense one, and
 // the weight's gradient is computed apart and added through the mask, as MaskedLinear::backward does; or low rank +
 // sparse (LoSparse's LowRankSparseLinear): W_eff = L R + S with S's pruned rows left out, formed before each
-// product as the CPU forms it, the row mask read from the CausalLm's linear at every forward. The GPU trainer
+// product as the CPU forms it, the row mask read from the CausalLm's linear at every forward; or PST's
+// (PstLinear): W~ = W + beta U V and the scores formed and the mask selected on the device at every forward, with the
+// sparsity read from the CausalLm's linear, and W~ formed again in backward, as the CPU does. The GPU trainer
 // (gpu/cudatraining.cu) runs it on the CUDA ops of gpu/trainops.h; tests/hosttrainops.h runs it on the CPU reference
 // ops of train/ops.h, so tst_trainmodel checks this composition against CausalLm bit for bit without a GPU, and the
 // GPU's own part is its ops, which `lathe-cli check-gpu` compares with the CPU one by one.
 //
 // An Ops type provides the op methods of gpu::TrainOps (the same signatures, on its buffers' float pointers; gemm,
-// maskedAdd and rowMaskedAdd serve the masked and low-rank + sparse linears) and:
+// maskedAdd and rowMaskedAdd serve the masked and low-rank + sparse linears, pstAdapted, pstScores, pruneSmallest
+// and pstBackward the PST ones) and:
 //   using Buffer = ...;                 // move-only storage: resize(bytes), ensure(bytes), bytes(), as<T>()
 //   void activate() const;              // makes the device current on the calling thread
 //   std::string deviceName() const;
@@ -116,11 +119,26 @@ template <class Ops> class DecoderTrainer final : public DeviceTrainer {
         Buffer rowMask;
         std::vector<uint8_t> uploaded;
     };
-    // A block linear's weight: a parameter (dense, or masked: Param::masked), or a low-rank + sparse triple.
+    // A PST linear: the weight W (frozen, unless a caller trains it), U, V, A, B, R and C; its kind on the host
+    // (whose sparsity the forward reads), and the mask of its last forward (a byte per weight), which its backward
+    // uses.
+    struct Pst {
+        const PstLinear<float> *kind = nullptr;
+        Param *w = nullptr, *u = nullptr, *v = nullptr, *a = nullptr, *b = nullptr, *r = nullptr, *c = nullptr;
+        TensorRole role = TensorRole::Unknown;
+        int layer = -1;
+        Buffer mask;
+        PstFactors<float> factors() const { return {u->value(), v->value(), a->value(), b->value(), r->value(), c->value()}; }
+        PstGradients<float> gradients() const {
+            return {u->grad(), v->grad(), a->grad(), b->grad(), r->grad(), c->grad(), w->grad()};
+        }
+    };
+    // A block linear's weight: a parameter (dense, or masked: Param::masked), a low-rank + sparse triple, or PST's.
     struct Lin {
         Param *w = nullptr;
         Lrs *lrs = nullptr;
-        explicit operator bool() const { return w || lrs; }
+        Pst *pst = nullptr;
+        explicit operator bool() const { return w || lrs || pst; }
     };
     // A block's parameters (biases, the MLP norm, the gate and either the fused q/k/v or q, k, v may be null).
     struct BlockParams {
@@ -153,23 +171,34 @@ public:
         m_positionOffset = c.family == ArchFamily::Opt ? 2 : 0;
         m_recompute = lm.recompute();
         std::vector<const MaskedLinear<float> *> masked;
-        std::unordered_map<std::string, Param **> lrsParams; // L, R and S by name: where each goes
+        // The parameters the methods' linears add (L, R, S; U, V, A, B, R, C) by name: where each goes.
+        std::unordered_map<std::string, Param **> partParams;
         for (const auto &slot : lm.linears()) {
             if (dynamic_cast<const DenseLinear<float> *>(slot.kind))
                 continue;
             if (const auto *k = dynamic_cast<const LowRankSparseLinear<float> *>(slot.kind)) {
                 Lrs &x = *m_lrs.emplace_back(std::make_unique<Lrs>());
                 x.kind = k;
-                lrsParams[k->left()->name] = &x.l;
-                lrsParams[k->right()->name] = &x.r;
-                lrsParams[k->sparse()->name] = &x.s;
+                partParams[k->left()->name] = &x.l;
+                partParams[k->right()->name] = &x.r;
+                partParams[k->sparse()->name] = &x.s;
                 x.role = k->left()->role;
                 x.layer = k->left()->layer;
                 continue;
             }
+            if (const auto *k = dynamic_cast<const PstLinear<float> *>(slot.kind)) {
+                Pst &x = *m_pst.emplace_back(std::make_unique<Pst>());
+                x.kind = k;
+                for (auto [param, where] : {std::pair{k->u(), &x.u}, {k->v(), &x.v}, {k->a(), &x.a}, {k->b(), &x.b},
+                                            {k->r(), &x.r}, {k->c(), &x.c}})
+                    partParams[param->name] = where;
+                x.role = k->weight()->role;
+                x.layer = k->weight()->layer;
+                continue;
+            }
             const auto *m = dynamic_cast<const MaskedLinear<float> *>(slot.kind);
             if (!m || m->scores())
-                throw LatheError(std::string("the GPU trainer runs dense, fixed-mask and low-rank + sparse linears "
+                throw LatheError(std::string("the GPU trainer runs dense, fixed-mask, low-rank + sparse and PST linears "
                                              "only; the ") +
                                      slot.kind->kindName() + " linear in block " + std::to_string(slot.layer) +
                                      (m ? " learns its mask" : " is not"),
@@ -182,10 +211,10 @@ public:
         const auto &m1 = optimizer.firstMoments(), &m2 = optimizer.secondMoments();
         size_t index = 0;
         for (const Parameter<float> &p : lm.parameters()) {
-            const auto lrs = p.extra ? lrsParams.find(p.name) : lrsParams.end();
-            if (p.extra && lrs == lrsParams.end())
-                throw LatheError("the GPU trainer trains the checkpoint's parameters and low-rank + sparse parts; '" +
-                                     p.name + "' is added by another method",
+            const auto part = p.extra ? partParams.find(p.name) : partParams.end();
+            if (p.extra && part == partParams.end())
+                throw LatheError("the GPU trainer trains the checkpoint's parameters and the low-rank + sparse and "
+                                 "PST linears' parts; '" + p.name + "' is added by another method",
                                  hint);
             Param &d = m_params.emplace_back();
             d.name = p.name;
@@ -209,8 +238,8 @@ public:
                 m_ops.zero(d.grad(), d.size());
             }
             m_index[d.name] = m_params.size() - 1;
-            if (lrs != lrsParams.end())
-                *lrs->second = &d;
+            if (part != partParams.end())
+                *part->second = &d;
             else
                 bind(p, &d);
             ++index;
@@ -230,10 +259,29 @@ public:
             x->rowMask.resize(size_t(x->s->rows));
             largestLrs = std::max(largestLrs, x->s->size());
         }
-        if (std::max(largestMasked, largestLrs) > 0)
-            m_g.resize(size_t(std::max(largestMasked, largestLrs)) * sizeof(float));
-        if (largestLrs > 0)
-            m_weff.resize(size_t(largestLrs) * sizeof(float));
+        // PST: the checkpoint's weight was bound to its block's slot; it moves into the PST linear.
+        int64_t largestPst = 0;
+        for (const std::unique_ptr<Pst> &x : m_pst) {
+            require(x->u && x->v && x->a && x->b && x->r && x->c && x->layer >= 0 && size_t(x->layer) < m_blocks.size(),
+                    "GPU training", "the PST linear " + x->kind->weightName() + " lacks a part");
+            Lin *slot = weightSlot(m_blocks[size_t(x->layer)], x->role);
+            require(slot && slot->w && !slot->lrs && !slot->pst && slot->w->name == x->kind->weightName(),
+                    "GPU training", "the PST linear " + x->kind->weightName() + " has no weight of its own in its block");
+            x->w = slot->w;
+            slot->w = nullptr;
+            slot->pst = x.get();
+            m_fusedQkv = m_fusedQkv || x->role == TensorRole::AttnQkv;
+            x->mask.resize(size_t(x->w->size()));
+            largestPst = std::max(largestPst, x->w->size());
+        }
+        const int64_t largest = std::max({largestMasked, largestLrs, largestPst});
+        if (largest > 0)
+            m_g.resize(size_t(largest) * sizeof(float));
+        if (std::max(largestLrs, largestPst) > 0)
+            m_weff.resize(size_t(std::max(largestLrs, largestPst)) * sizeof(float));
+        for (Buffer *b : {&m_pstAdapted, &m_pstScores, &m_pstWork})
+            if (largestPst > 0)
+                b->resize(size_t(largestPst) * sizeof(float));
         for (size_t l = 0; l < m_blocks.size(); ++l) {
             const BlockParams &b = m_blocks[l];
             const bool attention = b.o && (b.qkv || (b.q && b.k && b.v));
@@ -375,14 +423,19 @@ public:
 
     void synchronize() override { m_ops.synchronize(); }
 
-    // What the method's linears hold on the device besides their parameters: fixed masks (a byte per weight), row
-    // masks (a byte per row of S), and the weight-gradient and W_eff buffers of the largest such linear.
+    // What the method's linears hold on the device besides their parameters: fixed masks and PST's (a byte per
+    // weight), row masks (a byte per row of S), and the weight-gradient, W_eff and PST's W~, score and work buffers
+    // of the largest such linear.
     uint64_t linearKindBytes() const override {
-        uint64_t n = m_g.bytes() + m_weff.bytes();
+        uint64_t n = 0;
+        for (const Buffer *b : {&m_g, &m_weff, &m_pstAdapted, &m_pstScores, &m_pstWork})
+            n += b->bytes();
         for (const Param &p : m_params)
             n += p.mask.bytes();
         for (const std::unique_ptr<Lrs> &x : m_lrs)
             n += x->rowMask.bytes();
+        for (const std::unique_ptr<Pst> &x : m_pst)
+            n += x->mask.bytes();
         return n;
     }
 
@@ -402,8 +455,11 @@ public:
         n += setBytes(m_work);
         for (const std::unique_ptr<Lrs> &x : m_lrs)
             n += x->rowMask.bytes();
+        for (const std::unique_ptr<Pst> &x : m_pst)
+            n += x->mask.bytes();
         for (const Buffer *m : {&m_finalIn, &m_h, &m_meanFinal, &m_rstdFinal, &m_lse, &m_t1, &m_dh, &m_dx, &m_dmid,
-                                &m_dn, &m_dact, &m_dgate, &m_dup, &m_dctx, &m_dq, &m_dk, &m_dv, &m_qkv, &m_g, &m_weff})
+                                &m_dn, &m_dact, &m_dgate, &m_dup, &m_dctx, &m_dq, &m_dk, &m_dv, &m_qkv, &m_g, &m_weff,
+                                &m_pstAdapted, &m_pstScores, &m_pstWork})
             n += m->bytes();
         return n;
     }
@@ -458,15 +514,32 @@ private:
         return f(m_weff);
     }
 
+    // A PST linear's W_eff = W~ ⊙ mask in m_weff, W~ = W + beta U V in m_pstAdapted. The forward (`select`) finds
+    // the mask from the scores of the parameters as they are, at the sparsity the kind holds now (PstLinear::forward);
+    // the backward forms W~ again and applies the forward's mask (PstLinear::backward).
+    const float *effectiveWeight(Pst &x, bool select) {
+        const PstDims d = x.kind->dims();
+        const int64_t n = d.out * d.in;
+        m_ops.pstAdapted(x.w->value(), x.factors(), d, f(m_pstAdapted));
+        if (select) {
+            m_ops.pstScores(f(m_pstAdapted), x.factors(), d, f(m_pstScores));
+            m_ops.pruneSmallest(f(m_pstScores), n, prunedCount(n, x.kind->sparsity()), x.mask.template as<uint8_t>());
+        }
+        m_ops.zero(f(m_weff), n);
+        m_ops.maskedAdd(f(m_weff), f(m_pstAdapted), x.mask.template as<uint8_t>(), n);
+        return f(m_weff);
+    }
+
     // y = x W^T + b for a block linear (W: out x in).
     void linearFwd(const Lin &w, const Param *b, const float *x, int64_t rows, int64_t in, int64_t out, float *y) {
-        m_ops.linearForward(x, w.lrs ? effectiveWeight(*w.lrs) : w.w->value(), orNull(b), rows, in, out, y);
+        const float *weight = w.pst ? effectiveWeight(*w.pst, true) : w.lrs ? effectiveWeight(*w.lrs) : w.w->value();
+        m_ops.linearForward(x, weight, orNull(b), rows, in, out, y);
     }
 
     // Its backward: dx += dy W, dW += dy^T x, db += the column sums of dy, each when there is one. A masked weight's
     // gradient is computed apart and added through its mask (MaskedLinear's order, so the same bits on the
     // reference ops); a low-rank + sparse one's reaches L (G R^T), R (L^T G) and S's kept rows (G), as
-    // LowRankSparseLinear::backward computes them.
+    // LowRankSparseLinear::backward computes them; a PST one's reaches U, V, A, B, R and C by pstBackward.
     void linearBack(const float *dy, const float *x, const Lin &lin, const Param *b, int64_t rows, int64_t in,
                     int64_t out, float *dx) {
         const Param *w = lin.w;
@@ -474,13 +547,25 @@ private:
             m_ops.linearBackward(dy, x, w->value(), rows, in, out, dx, w->grad(), gradOrNull(b));
             return;
         }
-        const float *weight = lin.lrs ? effectiveWeight(*lin.lrs) : w->value();
+        const float *weight = lin.pst   ? effectiveWeight(*lin.pst, false)
+                              : lin.lrs ? effectiveWeight(*lin.lrs)
+                                        : w->value();
         m_ops.linearBackward(dy, x, weight, rows, in, out, dx, nullptr, nullptr);
-        const bool gradient = w ? w->trainable : lin.lrs->l->trainable || lin.lrs->r->trainable || lin.lrs->s->trainable;
+        const auto trains = [](std::initializer_list<const Param *> ps) {
+            return std::any_of(ps.begin(), ps.end(), [](const Param *p) { return p->trainable; });
+        };
+        const bool gradient = w          ? w->trainable
+                              : lin.lrs ? trains({lin.lrs->l, lin.lrs->r, lin.lrs->s})
+                                        : trains({lin.pst->w, lin.pst->u, lin.pst->v, lin.pst->a, lin.pst->b,
+                                                  lin.pst->r, lin.pst->c});
         if (gradient) {
             m_ops.zero(f(m_g), out * in);
             m_ops.linearBackward(dy, x, weight, rows, in, out, nullptr, f(m_g), nullptr);
-            if (w) {
+            if (lin.pst) {
+                const Pst &z = *lin.pst;
+                m_ops.pstBackward(f(m_g), f(m_pstAdapted), z.mask.template as<uint8_t>(), z.factors(), z.kind->dims(),
+                                  z.gradients(), f(m_pstScores), f(m_pstWork));
+            } else if (w) {
                 m_ops.maskedAdd(w->grad(), f(m_g), w->mask.template as<uint8_t>(), out * in);
             } else {
                 const Lrs &z = *lin.lrs;
@@ -827,8 +912,11 @@ private:
     bool m_fusedQkv = false;
     Buffer m_qkv; // GPT-2: the fused product, then its gradient
     Buffer m_g;   // a masked or low-rank + sparse weight's gradient (the largest such linear's size)
-    Buffer m_weff; // a low-rank + sparse linear's W_eff
+    Buffer m_weff; // a low-rank + sparse or PST linear's W_eff
+    // PST: W~, the scores (in backward dScores) and dW~ of the linear being run (the largest one's size).
+    Buffer m_pstAdapted, m_pstScores, m_pstWork;
     std::vector<std::unique_ptr<Lrs>> m_lrs;
+    std::vector<std::unique_ptr<Pst>> m_pst;
     std::unordered_map<std::string, size_t> m_index; // parameter name -> position in m_params
 };
 

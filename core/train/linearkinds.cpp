@@ -272,17 +272,18 @@ template <class T> T kthSmallest(const T *v, int64_t n, int64_t k) {
 
 } // namespace
 
-template <class T> std::vector<uint8_t> pruneSmallestMask(const Matrix<T> &scores, double sparsity) {
-    const int64_t n = scores.size();
-    const int64_t prune = std::clamp<int64_t>(int64_t(std::floor(double(n) * sparsity)), 0, n);
-    std::vector<uint8_t> mask(size_t(n), 1);
-    if (prune == 0)
-        return mask;
-    const T *s = scores.data();
+int64_t prunedCount(int64_t n, double sparsity) {
+    return std::clamp<int64_t>(int64_t(std::floor(double(n) * sparsity)), 0, n);
+}
+
+template <class T> void pruneSmallest(const T *s, int64_t n, int64_t prune, uint8_t *mask) {
+    std::fill(mask, mask + n, uint8_t(1));
+    if (prune <= 0)
+        return;
     // The prune-th smallest value is the threshold: everything below it goes, and of the values equal to it the
     // first ones by position until `prune` are gone. Each part counts its values below and equal to it, so that it
     // knows how many of the ties before it are pruned.
-    const T threshold = kthSmallest(s, n, prune - 1);
+    const T threshold = kthSmallest(s, n, std::min(prune, n) - 1);
     const Parts parts(n);
     std::vector<int64_t> below(size_t(parts.count), 0), equal(size_t(parts.count), 0);
     parts.forEach([&](int64_t p, int64_t begin, int64_t end) {
@@ -294,7 +295,7 @@ template <class T> std::vector<uint8_t> pruneSmallestMask(const Matrix<T> &score
         below[size_t(p)] = lower;
         equal[size_t(p)] = same;
     });
-    int64_t tiesToPrune = prune;
+    int64_t tiesToPrune = std::min(prune, n);
     for (const int64_t b : below)
         tiesToPrune -= b;
     std::vector<int64_t> tiesBefore(size_t(parts.count), 0);
@@ -309,6 +310,11 @@ template <class T> std::vector<uint8_t> pruneSmallestMask(const Matrix<T> &score
             tie += same;
         }
     });
+}
+
+template <class T> std::vector<uint8_t> pruneSmallestMask(const Matrix<T> &scores, double sparsity) {
+    std::vector<uint8_t> mask(size_t(scores.size()));
+    pruneSmallest(scores.data(), scores.size(), prunedCount(scores.size(), sparsity), mask.data());
     return mask;
 }
 
@@ -493,32 +499,104 @@ PstLinear<T>::PstLinear(ParameterSet<T> &params, Parameter<T> *weight, Parameter
 // W~ = W + beta U V and the scores M = |W~| + alpha1 A B + alpha2 (R 1^T + 1 C^T) are built row by row over the
 // threads, the rank-r products as r scaled row additions: each entry is the same sum in the same order whatever
 // the split. Both are memory-bound passes over out x in values, a third of a PST step before they were split.
-template <class T> Matrix<T> PstLinear<T>::adapted() const {
-    const Matrix<T> &W = m_w->value, &U = m_u->value, &V = m_v->value;
-    const T beta = T(m_options.beta);
-    Matrix<T> w(W.rows(), W.cols());
-    parallelFor(W.rows(), 8, [&](int64_t r0, int64_t r1) {
+template <class T> void pstAdapted(const T *w, const PstFactors<T> &f, const PstDims &d, T *adapted) {
+    const int rank = d.options.rank;
+    const Eigen::Map<const Matrix<T>> W(w, d.out, d.in), U(f.u, d.out, rank), V(f.v, rank, d.in);
+    Eigen::Map<Matrix<T>> out(adapted, d.out, d.in);
+    const T beta = T(d.options.beta);
+    parallelFor(d.out, 8, [&](int64_t r0, int64_t r1) {
         for (int64_t i = r0; i < r1; ++i) {
-            w.row(i) = W.row(i);
-            for (int64_t k = 0; k < U.cols(); ++k)
-                w.row(i) += (beta * U(i, k)) * V.row(k);
+            out.row(i) = W.row(i);
+            for (int64_t k = 0; k < rank; ++k)
+                out.row(i) += (beta * U(i, k)) * V.row(k);
         }
     }, cpuWorkThreads());
+}
+
+template <class T> void pstScores(const T *adapted, const PstFactors<T> &f, const PstDims &d, T *scores) {
+    const int rank = d.options.maskRank;
+    const Eigen::Map<const Matrix<T>> W(adapted, d.out, d.in), A(f.a, d.out, rank), B(f.b, rank, d.in);
+    const Eigen::Map<const Vector<T>> R(f.r, d.out), C(f.c, d.in);
+    Eigen::Map<Matrix<T>> m(scores, d.out, d.in);
+    const T a1 = T(d.options.alpha1), a2 = T(d.options.alpha2);
+    parallelFor(d.out, 8, [&](int64_t r0, int64_t r1) {
+        for (int64_t i = r0; i < r1; ++i) {
+            m.row(i) = W.row(i).cwiseAbs();
+            for (int64_t k = 0; k < rank; ++k)
+                m.row(i) += (a1 * A(i, k)) * B.row(k);
+            m.row(i).array() += a2 * (R(i) + C.transpose().array());
+        }
+    }, cpuWorkThreads());
+}
+
+// The products with U^T and A^T sum over rows and are split by columns, the others by rows.
+template <class T>
+void pstBackward(const T *g, const T *adapted, const uint8_t *mask, const PstFactors<T> &f, const PstDims &d,
+                 const PstGradients<T> &grads, T *dScoresOut, T *dAdaptedOut) {
+    const int64_t out = d.out, in = d.in;
+    const int rank = d.options.rank, maskRank = d.options.maskRank;
+    const T beta = T(d.options.beta), a1 = T(d.options.alpha1), a2 = T(d.options.alpha2);
+    const Eigen::Map<const Matrix<T>> G(g, out, in), w(adapted, out, in), U(f.u, out, rank), V(f.v, rank, in),
+        A(f.a, out, maskRank), B(f.b, maskRank, in);
+    Eigen::Map<Matrix<T>> dScores(dScoresOut, out, in), dAdapted(dAdaptedOut, out, in);
+    parallelFor(out, 8, [&](int64_t r0, int64_t r1) {
+        for (int64_t i = r0; i < r1; ++i) {
+            for (int64_t j = 0; j < in; ++j) {
+                const T gij = G(i, j), wij = w(i, j);
+                const T ds = gij * wij;
+                dScores(i, j) = ds;
+                dAdapted(i, j) = (mask[size_t(i * in + j)] ? gij : T(0)) + (wij > T(0) ? ds : wij < T(0) ? -ds : T(0));
+            }
+            if (grads.u)
+                for (int64_t k = 0; k < rank; ++k)
+                    grads.u[i * rank + k] += beta * dAdapted.row(i).dot(V.row(k));
+            if (grads.a)
+                for (int64_t k = 0; k < maskRank; ++k)
+                    grads.a[i * maskRank + k] += a1 * dScores.row(i).dot(B.row(k));
+            if (grads.r)
+                grads.r[i] += a2 * dScores.row(i).sum();
+            if (grads.w)
+                Eigen::Map<Matrix<T>>(grads.w, out, in).row(i) += dAdapted.row(i);
+        }
+    }, cpuWorkThreads());
+    if (grads.v || grads.b || grads.c)
+        parallelFor(in, 64, [&](int64_t c0, int64_t c1) {
+            const int64_t width = c1 - c0;
+            Matrix<T> sumV = Matrix<T>::Zero(grads.v ? rank : 0, width), sumB = Matrix<T>::Zero(grads.b ? maskRank : 0, width);
+            Vector<T> sumC = Vector<T>::Zero(grads.c ? width : 0);
+            for (int64_t i = 0; i < out; ++i) {
+                const auto da = dAdapted.row(i).segment(c0, width);
+                const auto ds = dScores.row(i).segment(c0, width);
+                for (int64_t k = 0; k < sumV.rows(); ++k)
+                    sumV.row(k) += U(i, k) * da;
+                for (int64_t k = 0; k < sumB.rows(); ++k)
+                    sumB.row(k) += A(i, k) * ds;
+                if (grads.c)
+                    sumC += ds.transpose();
+            }
+            if (grads.v)
+                Eigen::Map<Matrix<T>>(grads.v, rank, in).middleCols(c0, width) += beta * sumV;
+            if (grads.b)
+                Eigen::Map<Matrix<T>>(grads.b, maskRank, in).middleCols(c0, width) += a1 * sumB;
+            if (grads.c)
+                Eigen::Map<Vector<T>>(grads.c, in).segment(c0, width) += a2 * sumC;
+        }, cpuWorkThreads());
+}
+
+template <class T> PstFactors<T> PstLinear<T>::factors() const {
+    return {m_u->value.data(), m_v->value.data(), m_a->value.data(), m_b->value.data(), m_r->value.data(),
+            m_c->value.data()};
+}
+
+template <class T> Matrix<T> PstLinear<T>::adapted() const {
+    Matrix<T> w(this->m_out, this->m_in);
+    pstAdapted(m_w->value.data(), factors(), dims(), w.data());
     return w;
 }
 
 template <class T> Matrix<T> PstLinear<T>::scores(const Matrix<T> &adapted) const {
-    const Matrix<T> &A = m_a->value, &B = m_b->value, &R = m_r->value, &C = m_c->value;
-    const T a1 = T(m_options.alpha1), a2 = T(m_options.alpha2);
     Matrix<T> m(adapted.rows(), adapted.cols());
-    parallelFor(m.rows(), 8, [&](int64_t r0, int64_t r1) {
-        for (int64_t i = r0; i < r1; ++i) {
-            m.row(i) = adapted.row(i).cwiseAbs();
-            for (int64_t k = 0; k < A.cols(); ++k)
-                m.row(i) += (a1 * A(i, k)) * B.row(k);
-            m.row(i).array() += a2 * (R(i, 0) + C.col(0).transpose().array());
-        }
-    }, cpuWorkThreads());
+    pstScores(adapted.data(), factors(), dims(), m.data());
     return m;
 }
 
@@ -530,7 +608,7 @@ template <class T> Matrix<T> PstLinear<T>::effectiveWeight() const {
 
 template <class T> int64_t PstLinear<T>::activeWeights() const {
     const int64_t n = this->m_out * this->m_in;
-    return n - std::clamp<int64_t>(int64_t(std::floor(double(n) * m_sparsity)), 0, n);
+    return n - prunedCount(n, m_sparsity);
 }
 
 template <class T> void PstLinear<T>::forward(const Matrix<T> &x, Matrix<T> &y, const LinearSelection &sel) {
@@ -541,10 +619,6 @@ template <class T> void PstLinear<T>::forward(const Matrix<T> &x, Matrix<T> &y, 
     this->addBias(y, sel);
 }
 
-// With G = dy^T x the gradient of W_eff = W~ ⊙ mask: dScores = G ⊙ W~ (straight through the mask) and
-// dW~ = G ⊙ mask + dScores ⊙ sign(W~) (through |W~|). Then dU = beta dW~ V^T, dV = beta U^T dW~, dA = alpha1 dScores
-// B^T, dB = alpha1 A^T dScores, dR = alpha2 dScores 1, dC = alpha2 dScores^T 1: the products with U^T and A^T sum over
-// rows and are split by columns, the others by rows, each entry summed in one fixed order.
 template <class T>
 void PstLinear<T>::backward(const Matrix<T> &dy, const Matrix<T> &x, Matrix<T> *dx, const LinearSelection &sel) {
     this->requireAll(sel);
@@ -552,54 +626,10 @@ void PstLinear<T>::backward(const Matrix<T> &dy, const Matrix<T> &x, Matrix<T> *
     if (dx)
         linearBackward<T>(dy, x, applyMask(w, m_mask), dx, nullptr, nullptr);
     const Matrix<T> g = weightGradient(dy, x);
-    const int64_t out = this->m_out, in = this->m_in;
-    const T beta = T(m_options.beta), a1 = T(m_options.alpha1), a2 = T(m_options.alpha2);
-    const Matrix<T> &U = m_u->value, &V = m_v->value, &A = m_a->value, &B = m_b->value;
-    Matrix<T> dScores(out, in), dAdapted(out, in);
-    parallelFor(out, 8, [&](int64_t r0, int64_t r1) {
-        for (int64_t i = r0; i < r1; ++i) {
-            for (int64_t j = 0; j < in; ++j) {
-                const T gij = g(i, j), wij = w(i, j);
-                const T ds = gij * wij;
-                dScores(i, j) = ds;
-                dAdapted(i, j) = (m_mask[size_t(i * in + j)] ? gij : T(0)) +
-                                 (wij > T(0) ? ds : wij < T(0) ? -ds : T(0));
-            }
-            if (m_u->trainable())
-                for (int64_t k = 0; k < U.cols(); ++k)
-                    m_u->grad(i, k) += beta * dAdapted.row(i).dot(V.row(k));
-            if (m_a->trainable())
-                for (int64_t k = 0; k < A.cols(); ++k)
-                    m_a->grad(i, k) += a1 * dScores.row(i).dot(B.row(k));
-            if (m_r->trainable())
-                m_r->grad(i, 0) += a2 * dScores.row(i).sum();
-            if (m_w->trainable())
-                m_w->grad.row(i) += dAdapted.row(i);
-        }
-    }, cpuWorkThreads());
-    const bool dv = m_v->trainable(), db = m_b->trainable(), dc = m_c->trainable();
-    if (dv || db || dc)
-        parallelFor(in, 64, [&](int64_t c0, int64_t c1) {
-            const int64_t width = c1 - c0;
-            Matrix<T> sumV = Matrix<T>::Zero(dv ? V.rows() : 0, width), sumB = Matrix<T>::Zero(db ? B.rows() : 0, width);
-            Vector<T> sumC = Vector<T>::Zero(dc ? width : 0);
-            for (int64_t i = 0; i < out; ++i) {
-                const auto da = dAdapted.row(i).segment(c0, width);
-                const auto ds = dScores.row(i).segment(c0, width);
-                for (int64_t k = 0; k < sumV.rows(); ++k)
-                    sumV.row(k) += U(i, k) * da;
-                for (int64_t k = 0; k < sumB.rows(); ++k)
-                    sumB.row(k) += A(i, k) * ds;
-                if (dc)
-                    sumC += ds.transpose();
-            }
-            if (dv)
-                m_v->grad.middleCols(c0, width) += beta * sumV;
-            if (db)
-                m_b->grad.middleCols(c0, width) += a1 * sumB;
-            if (dc)
-                m_c->grad.col(0).segment(c0, width) += a2 * sumC;
-        }, cpuWorkThreads());
+    const auto grad = [](Parameter<T> *p) { return p->trainable() ? p->grad.data() : nullptr; };
+    const PstGradients<T> grads{grad(m_u), grad(m_v), grad(m_a), grad(m_b), grad(m_r), grad(m_c), grad(m_w)};
+    Matrix<T> dScores(this->m_out, this->m_in), dAdapted(this->m_out, this->m_in);
+    pstBackward(g.data(), w.data(), m_mask.data(), factors(), dims(), grads, dScores.data(), dAdapted.data());
     this->biasBackward(dy, sel);
 }
 
@@ -609,7 +639,12 @@ void PstLinear<T>::backward(const Matrix<T> &dy, const Matrix<T> &x, Matrix<T> *
     template class MaskedLinear<T>;                                                                                    \
     template class LowRankSparseLinear<T>;                                                                             \
     template class PstLinear<T>;                                                                                       \
-    template std::vector<uint8_t> pruneSmallestMask<T>(const Matrix<T> &, double);
+    template std::vector<uint8_t> pruneSmallestMask<T>(const Matrix<T> &, double);                                   \
+    template void pruneSmallest<T>(const T *, int64_t, int64_t, uint8_t *);                                            \
+    template void pstAdapted<T>(const T *, const PstFactors<T> &, const PstDims &, T *);                              \
+    template void pstScores<T>(const T *, const PstFactors<T> &, const PstDims &, T *);                               \
+    template void pstBackward<T>(const T *, const T *, const uint8_t *, const PstFactors<T> &, const PstDims &,         \
+                                 const PstGradients<T> &, T *, T *);
 
 LATHE_LINEAR_KINDS(float)
 LATHE_LINEAR_KINDS(double)

@@ -83,9 +83,13 @@ private:
     Parameter<T> *m_w;
 };
 
-// A 0/1 mask of `scores`' shape that prunes the floor(sparsity * n) smallest scores (PST's count) and keeps the
-// rest, found by selection (a radix select split over the threads), not a sort; ties are broken by position, so it
-// is deterministic and the same on any number of threads.
+// How many of n scores a sparsity prunes: floor(sparsity * n), within 0..n (PST's count).
+int64_t prunedCount(int64_t n, double sparsity);
+// A 0/1 mask (1 keeps) over n scores that prunes the `prune` smallest and keeps the rest, found by selection (a
+// radix select split over the threads), not a sort; of the scores equal to the threshold the first ones by position
+// go, so it is deterministic and the same on any number of threads. LatheError on a NaN score.
+template <class T> void pruneSmallest(const T *scores, int64_t n, int64_t prune, uint8_t *mask);
+// The same as a mask of `scores`' shape, pruning prunedCount(n, sparsity).
 template <class T> std::vector<uint8_t> pruneSmallestMask(const Matrix<T> &scores, double sparsity);
 
 // W ⊙ M with a fixed mask, or with M = pruneSmallestMask(S, sparsity) of trainable scores S (name
@@ -155,6 +159,33 @@ struct PstOptions {
     int rank = 8, maskRank = 8;
     double beta = 1, alpha1 = 1, alpha2 = 1;
 };
+
+// PST's passes on row-major buffers, shared by PstLinear and the GPU trainer's reference ops (tests/hosttrainops.h),
+// which so compute the same bits: W~, the scores, G and the work buffers are out x in; U out x rank, V rank x in,
+// A out x maskRank, B maskRank x in, R out, C in. Split over the threads by rows (by columns for the sums over rows),
+// each entry summed in one fixed order whatever the split.
+struct PstDims {
+    int64_t out = 0, in = 0;
+    PstOptions options;
+};
+template <class T> struct PstFactors {
+    const T *u = nullptr, *v = nullptr, *a = nullptr, *b = nullptr, *r = nullptr, *c = nullptr;
+};
+// Gradients accumulated by pstBackward; a null one is skipped (frozen). w: the weight's own, when it trains.
+template <class T> struct PstGradients {
+    T *u = nullptr, *v = nullptr, *a = nullptr, *b = nullptr, *r = nullptr, *c = nullptr, *w = nullptr;
+};
+// adapted = W + beta U V.
+template <class T> void pstAdapted(const T *w, const PstFactors<T> &f, const PstDims &d, T *adapted);
+// scores = |adapted| + alpha1 A B + alpha2 (R 1^T + 1 C^T).
+template <class T> void pstScores(const T *adapted, const PstFactors<T> &f, const PstDims &d, T *scores);
+// From G = dy^T x, the gradient of W_eff = adapted ⊙ mask: dScores = G ⊙ W~ (straight through the mask) and
+// dAdapted = G ⊙ mask + dScores ⊙ sign(W~) (through |W~|), written into the two work buffers; then dU += beta dAdapted
+// V^T, dV += beta U^T dAdapted, dA += alpha1 dScores B^T, dB += alpha1 A^T dScores, dR += alpha2 dScores 1,
+// dC += alpha2 dScores^T 1, dW += dAdapted.
+template <class T>
+void pstBackward(const T *g, const T *adapted, const uint8_t *mask, const PstFactors<T> &f, const PstDims &d,
+                 const PstGradients<T> &grads, T *dScores, T *dAdapted);
 template <class T> class PstLinear : public LinearKind<T> {
 public:
     PstLinear(ParameterSet<T> &params, Parameter<T> *weight, Parameter<T> *bias, const PstOptions &options,
@@ -179,6 +210,11 @@ public:
     void backward(const Matrix<T> &dy, const Matrix<T> &x, Matrix<T> *dx, const LinearSelection &sel = {}) override;
     Matrix<T> effectiveWeight() const override;
     int64_t activeWeights() const override;
+
+    double sparsity() const { return m_sparsity; }
+    PstDims dims() const { return {this->m_out, this->m_in, m_options}; }
+    PstFactors<T> factors() const;
+    Parameter<T> *weight() const { return m_w; }
 
 private:
     Parameter<T> *m_w, *m_u, *m_v, *m_a, *m_b, *m_r, *m_c;
