@@ -5,11 +5,12 @@
 #   forward   bench forward on a random bf16 Llama-2-7B at 2048 tokens (issue 3: >= 40k tokens/s prefill on an H100)
 #   slicegpt  bench slicegpt on a random Llama-2-7B, 1024 x 2048 calibration tokens (issue 5: <= 5 min on an H100)
 #   train     bench train on a random SmolLM2-135M shape, bf16 products, 16 x 1024 tokens (issue 17: >= 35% MFU;
-#             the fraction printed is against the 8192^3 bf16 GEMM measured in the same run), and fp32 at 4 x 512
+#             the fraction printed is against the 8192^3 bf16 GEMM measured in the same run), fp32 at 4 x 512, and
+#             bf16 with SAT's gathered step at omission 0.5 (--omit 0.5; issue 18's speed-up while omitting)
 #   train-run lathe-cli train on the demo model with "device": "cuda" (fp32) beside the same job on the CPU: the
 #             final evaluation losses must agree to 1e-3; then the GPU run killed at three moments and resumed must
-#             export the uninterrupted run's bytes (the GPU step is deterministic: no atomics); then recovery and
-#             LoSparse and PST on the GPU beside the CPU (final losses within 1e-2)
+#             export the uninterrupted run's bytes (the GPU step is deterministic: no atomics); then recovery,
+#             LoSparse, PST and SAT on the GPU beside the CPU (final losses within 1e-2)
 #   resume    SliceGPT on the demo model on the GPU, killed at four moments and resumed from its layer checkpoint:
 #             the export must equal an uninterrupted run's byte for byte (issue 20 item 9; the signals live on the GPU)
 #   estimate  lathe-cli compress --estimate on the GPU (its forward pass probed there) against the run's wall time,
@@ -103,7 +104,7 @@ PY
   echo "killed and resumed 3 times: every export equal to the uninterrupted GPU run's"
   # The methods the GPU trainer runs, GPU against CPU (their masks follow the gradients: 1e-2 of the final loss).
   local method
-  for method in recovery losparse pst; do
+  for method in recovery losparse pst sat; do
     python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); j["method"] = sys.argv[2]; j["checkpoint_every"] = 0
 json.dump(j, open(sys.argv[3], "w"))' "$d/job.json" "$method" "$d/$method.json" || return 1
     "$cli" train "$d/$method.json" --output "$d/$method-gpu" > "$d/$method-gpu.log" 2>&1 ||
@@ -163,7 +164,11 @@ for stage in "${stages[@]}"; do
       run train-bf16 "$cli" bench train --shape smollm2-135m --device cuda --precision bf16 --seq-len 1024 \
         --batch 16 --repeat 5
       run train-fp32 "$cli" bench train --shape smollm2-135m --device cuda --precision fp32 --seq-len 512 \
-        --batch 4 --repeat 3 ;;&
+        --batch 4 --repeat 3
+      # SAT's gathered step at its first omission rate (half the MLP channels, 1 of 3 KV groups), against
+      # train-bf16 above: the step-time ratio is SAT's speed-up while it omits (issue 18).
+      run train-bf16-omit50 "$cli" bench train --shape smollm2-135m --device cuda --precision bf16 --seq-len 1024 \
+        --batch 16 --repeat 5 --omit 0.5 ;;&
     train-run|train|all) run train-run train_run ;;&
     resume|all) run layer-resume layer_resume ;;&
     estimate|all) run estimate estimate_error ;;&

@@ -268,8 +268,9 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
         }
     // The same with the methods the GPU trainer runs: recovery's fixed masks (the masked weight gradient, zeros
     // kept through AdamW), LoSparse's low-rank + sparse linears (W_eff, the gradients of L, R and S's rows) and
-    // PST's (W~, the scores, the mask selected on the device at 50% sparsity, the gradients of U, V, A, B, R, C).
-    for (const char *method : {"recovery", "losparse", "pst"}) {
+    // PST's (W~, the scores, the mask selected on the device at 50% sparsity, the gradients of U, V, A, B, R, C),
+    // and SAT's gathered steps (half the MLP channels and a KV group left out; the channel norms).
+    for (const char *method : {"recovery", "losparse", "pst", "sat"}) {
         const std::string name = std::string("train step llama ") + method + " fp32";
         guarded(name, [&] {
             auto m = openModel(fixtures + "/tf-llama");

@@ -280,16 +280,29 @@ __global__ void fillKernel(double *x, int64_t n, double value) {
 
 // ---- optimizer ----
 
-__global__ void adamwKernel(float *w, float *m, float *v, const float *g, int64_t n, cpu::AdamWConstants k) {
-    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (i >= n)
-        return;
+__device__ void adamwOne(float *w, float *m, float *v, const float *g, int64_t i, const cpu::AdamWConstants &k) {
     const float gi = g[i];
     const float mi = k.b1 * m[i] + (1.0f - k.b1) * gi;
     const float vi = k.b2 * v[i] + (1.0f - k.b2) * (gi * gi);
     m[i] = mi;
     v[i] = vi;
     w[i] = w[i] * k.shrink - k.stepSize * mi / (sqrtf(vi) / k.rootC2 + k.eps);
+}
+
+__global__ void adamwKernel(float *w, float *m, float *v, const float *g, int64_t n, cpu::AdamWConstants k) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < n)
+        adamwOne(w, m, v, g, i, k);
+}
+
+// The entries (rows[i], cols[j]) of a parameter with `cols` columns, i < nRows, j < nCols (null lists: all).
+__global__ void adamwSomeKernel(float *w, float *m, float *v, const float *g, int64_t cols, const int32_t *rows,
+                                int64_t nRows, const int32_t *activeCols, int64_t nCols, cpu::AdamWConstants k) {
+    const int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (e >= nRows * nCols)
+        return;
+    const int64_t i = e / nCols, j = e % nCols;
+    adamwOne(w, m, v, g, int64_t(rows ? rows[i] : i) * cols + (activeCols ? activeCols[j] : j), k);
 }
 
 constexpr int kReduceBlocks = 256;
@@ -315,6 +328,61 @@ __global__ void scaleKernel(float *x, int64_t n, float factor) {
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i < n)
         x[i] *= factor;
+}
+
+// ---- gathered linears (SAT) ----
+
+__global__ void gatherKernel(float *to, const float *from, int64_t fromCols, const int32_t *rows, int64_t nRows,
+                             const int32_t *cols, int64_t nCols) {
+    const int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (e >= nRows * nCols)
+        return;
+    const int64_t i = e / nCols, j = e % nCols;
+    to[e] = from[int64_t(rows ? rows[i] : i) * fromCols + (cols ? cols[j] : j)];
+}
+
+__global__ void scatterAddKernel(float *to, int64_t toCols, const float *from, const int32_t *rows, int64_t nRows,
+                                 const int32_t *cols, int64_t nCols) {
+    const int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (e >= nRows * nCols)
+        return;
+    const int64_t i = e / nCols, j = e % nCols;
+    to[int64_t(rows ? rows[i] : i) * toCols + (cols ? cols[j] : j)] += from[e];
+}
+
+struct SquaredValue { // x[r, c]^2: the channel norms' sums of squares
+    const float *x;
+    __device__ float operator()(int64_t r, int64_t c, int64_t cols) const {
+        const float v = x[r * cols + c];
+        return v * v;
+    }
+};
+
+__global__ void sqrtKernel(float *x, int64_t n) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < n)
+        x[i] = sqrtf(x[i]);
+}
+
+// out[g] = the L2 norm of columns [g width, (g + 1) width) of ctx (rows x groups width): one block per group,
+// strided partial sums, then a tree in shared memory.
+__global__ void groupNormsKernel(const float *ctx, int64_t rows, int64_t width, int64_t stride, float *out) {
+    __shared__ float part[kThreads];
+    const int64_t c0 = int64_t(blockIdx.x) * width;
+    float sum = 0.0f;
+    for (int64_t e = threadIdx.x; e < rows * width; e += blockDim.x) {
+        const float v = ctx[(e / width) * stride + c0 + e % width];
+        sum += v * v;
+    }
+    part[threadIdx.x] = sum;
+    __syncthreads();
+    for (int half = blockDim.x / 2; half > 0; half /= 2) {
+        if (int(threadIdx.x) < half)
+            part[threadIdx.x] += part[threadIdx.x + half];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0)
+        out[blockIdx.x] = sqrtf(part[0]);
 }
 
 // ---- PST ----
@@ -792,6 +860,47 @@ void TrainOps::rowMaskedAdd(float *dst, const float *src, const uint8_t *rowMask
         return;
     rowMaskedAddKernel<<<blocksFor(rows * cols), kThreads>>>(dst, src, rowMask, rows, cols);
     checkLaunch();
+}
+
+// ---- gathered linears (SAT) ----
+
+void TrainOps::gather(float *to, const float *from, int64_t fromCols, const int32_t *rows, int64_t nRows,
+                      const int32_t *cols, int64_t nCols) {
+    if (nRows * nCols == 0)
+        return;
+    gatherKernel<<<blocksFor(nRows * nCols), kThreads>>>(to, from, fromCols, rows, nRows, cols, nCols);
+    checkLaunch();
+}
+
+void TrainOps::scatterAdd(float *to, int64_t toCols, const float *from, const int32_t *rows, int64_t nRows,
+                          const int32_t *cols, int64_t nCols) {
+    if (nRows * nCols == 0)
+        return;
+    scatterAddKernel<<<blocksFor(nRows * nCols), kThreads>>>(to, toCols, from, rows, nRows, cols, nCols);
+    checkLaunch();
+}
+
+void TrainOps::adamwSome(float *w, float *m, float *v, const float *g, int64_t cols, const int32_t *rows,
+                         int64_t nRows, const int32_t *activeCols, int64_t nCols, const cpu::AdamWConstants &k) {
+    if (nRows * nCols == 0)
+        return;
+    adamwSomeKernel<<<blocksFor(nRows * nCols), kThreads>>>(w, m, v, g, cols, rows, nRows, activeCols, nCols, k);
+    checkLaunch();
+}
+
+void TrainOps::activationNorms(const float *act, int64_t rows, int64_t channels, const float *ctx, int groups,
+                               int64_t groupWidth, float *out) {
+    LATHE_CUDA_CHECK(cudaMemsetAsync(out, 0, size_t(channels) * sizeof(float)));
+    columnSums(rows, channels, SquaredValue{act}, out);
+    if (channels) {
+        sqrtKernel<<<blocksFor(channels), kThreads>>>(out, channels);
+        checkLaunch();
+    }
+    if (groups > 0) {
+        groupNormsKernel<<<unsigned(groups), kThreads>>>(ctx, rows, groupWidth, int64_t(groups) * groupWidth,
+                                                         out + channels);
+        checkLaunch();
+    }
 }
 
 // ---- PST ----

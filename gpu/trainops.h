@@ -115,6 +115,22 @@ public:
     // without its pruned rows, and their gradient (train::LowRankSparseLinear).
     void rowMaskedAdd(float *dst, const float *src, const uint8_t *rowMask, int64_t rows, int64_t cols);
 
+    // ---- gathered linears (SAT): index lists on the device, null meaning all ----
+    // to (nRows x nCols) = from[rows][cols], from row-major with fromCols columns.
+    void gather(float *to, const float *from, int64_t fromCols, const int32_t *rows, int64_t nRows, const int32_t *cols,
+                int64_t nCols);
+    // to[rows][cols] += from (nRows x nCols); the lists are distinct, so no two threads meet.
+    void scatterAdd(float *to, int64_t toCols, const float *from, const int32_t *rows, int64_t nRows,
+                    const int32_t *cols, int64_t nCols);
+    // AdamW on the listed rows and columns of a parameter with `cols` columns only (a bias: cols 1, its entries as
+    // rows): the others, moments included, stay as they are (train::AdamW with Parameter::activeRows).
+    void adamwSome(float *w, float *m, float *v, const float *g, int64_t cols, const int32_t *rows, int64_t nRows,
+                   const int32_t *activeCols, int64_t nCols, const cpu::AdamWConstants &k);
+    // SAT's scores (train::activationNorms): out[0, channels) the column norms of act (rows x channels), then one
+    // norm per group of groupWidth columns of ctx; sums of squares in a fixed order.
+    void activationNorms(const float *act, int64_t rows, int64_t channels, const float *ctx, int groups,
+                         int64_t groupWidth, float *out);
+
     // ---- PST (train::PstLinear; the same contracts as train::pstAdapted, pstScores, pstBackward) ----
     // adapted = W + beta U V: a copy and one product in the object's precision.
     void pstAdapted(const float *w, const train::PstFactors<float> &f, const train::PstDims &d, float *adapted);

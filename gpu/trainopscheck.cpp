@@ -399,6 +399,76 @@ GpuCheck pst(TrainOps &ops) {
     return c.result("train pst", kFp32, dims({{"out", d.out}, {"in", d.in}, {"rank", r}, {"mask rank", mr}}));
 }
 
+// The gathered steps' ops (SAT) against their CPU definitions: a gather of rows and columns, its scatter-add back,
+// AdamW on the listed rows and columns only (the others, moments included, unchanged), on a bias's entries, and
+// the channel and group norms (train::activationNorms).
+GpuCheck gathered(TrainOps &ops) {
+    Inputs in(22);
+    const int64_t rows = 40, cols = 90;
+    const MatF w = in.mat(rows, cols), g = in.mat(rows, cols), m = in.mat(rows, cols, 0.1f);
+    MatF v = in.mat(rows, cols, 0.1f);
+    v = v.cwiseAbs();
+    std::vector<int32_t> rowList, colList;
+    for (int32_t r = 1; r < rows; r += 3)
+        rowList.push_back(r);
+    for (int32_t c = 0; c < cols; c += 2)
+        colList.push_back(c);
+    const int64_t nr = int64_t(rowList.size()), nc = int64_t(colList.size());
+    DeviceMemory dRows(rowList.size() * sizeof(int32_t)), dCols(colList.size() * sizeof(int32_t));
+    LATHE_CUDA_CHECK(cudaMemcpy(dRows.as(), rowList.data(), rowList.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+    LATHE_CUDA_CHECK(cudaMemcpy(dCols.as(), colList.data(), colList.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+    DeviceMemory dW = upload(w), dG = upload(g), dM = upload(m), dV = upload(v), dBlock(size_t(nr * nc) * 4);
+    MatF block(nr, nc);
+    for (int64_t i = 0; i < nr; ++i)
+        for (int64_t j = 0; j < nc; ++j)
+            block(i, j) = w(rowList[size_t(i)], colList[size_t(j)]);
+    ops.gather(dBlock.as<float>(), dW.as<float>(), cols, dRows.as<int32_t>(), nr, dCols.as<int32_t>(), nc);
+    Comparison c;
+    c.add("gather", dBlock, block);
+    // Scatter-add the block into the gradient.
+    MatF grad = g;
+    for (int64_t i = 0; i < nr; ++i)
+        for (int64_t j = 0; j < nc; ++j)
+            grad(rowList[size_t(i)], colList[size_t(j)]) += block(i, j);
+    ops.scatterAdd(dG.as<float>(), cols, dBlock.as<float>(), dRows.as<int32_t>(), nr, dCols.as<int32_t>(), nc);
+    c.add("scatter-add", dG, grad);
+    // AdamW on the listed rows and columns, from the original gradient.
+    const DeviceMemory dGrad = upload(g);
+    const cpu::AdamWConstants k{0.9f, 0.999f, 0.99f, 1e-3f, 0.3f, 1e-8f};
+    MatF w2 = w, m2 = m, v2 = v;
+    std::vector<float> keep(size_t(cols), 0.0f);
+    for (const int32_t col : colList)
+        keep[size_t(col)] = 1.0f;
+    for (const int32_t r : rowList)
+        cpu::cpuKernels().adamwMasked(w2.row(r).data(), m2.row(r).data(), v2.row(r).data(), g.row(r).data(),
+                                      keep.data(), cols, k);
+    ops.adamwSome(dW.as<float>(), dM.as<float>(), dV.as<float>(), dGrad.as<float>(), cols, dRows.as<int32_t>(), nr,
+                  dCols.as<int32_t>(), nc, k);
+    c.add("adamw rows and columns: w", dW, w2);
+    c.add("m", dM, m2);
+    c.add("v", dV, v2);
+    // A bias (cols 1): its listed entries.
+    const VecF b = in.vec(rows), bg = in.vec(rows), bm = in.vec(rows, 0.1f);
+    VecF bv = in.vec(rows, 0.1f).cwiseAbs();
+    DeviceMemory dB = upload(b), dBg = upload(bg), dBm = upload(bm), dBv = upload(bv);
+    VecF b2 = b, bm2 = bm, bv2 = bv;
+    for (const int32_t r : rowList)
+        cpu::cpuKernels().adamw(b2.data() + r, bm2.data() + r, bv2.data() + r, bg.data() + r, 1, k);
+    ops.adamwSome(dB.as<float>(), dBm.as<float>(), dBv.as<float>(), dBg.as<float>(), 1, dRows.as<int32_t>(), nr,
+                  nullptr, 1, k);
+    c.add("adamw bias entries", dB, b2);
+    // Norms of 40 x 90 activations and of a 40 x (3 groups x 12) context.
+    const int groups = 3;
+    const int64_t width = 12;
+    const MatF ctx = in.mat(rows, groups * width);
+    std::vector<float> norms(size_t(cols + groups));
+    train::activationNorms(w.data(), rows, cols, ctx.data(), groups, width, norms.data());
+    DeviceMemory dAct = upload(w), dCtx = upload(ctx), dNorms(norms.size() * sizeof(float));
+    ops.activationNorms(dAct.as<float>(), rows, cols, dCtx.as<float>(), groups, width, dNorms.as<float>());
+    c.add("channel norms", dNorms, norms.data(), int64_t(norms.size()));
+    return c.result("train gathered", kFp32, dims({{"rows", rows}, {"cols", cols}, {"kept rows", nr}, {"kept cols", nc}}));
+}
+
 GpuCheck relu(TrainOps &ops) {
     Inputs in(17);
     const int64_t rows = 19, width = 130, n = rows * width;
@@ -511,7 +581,9 @@ GpuCheck runTrainStepCheck(ComputeBackend &device, const Model &model, const std
     if (!methodName.empty()) { // the method's linears on every block linear, in every model the check builds
         const auto &method = dynamic_cast<const FineTuningMethod &>(methodNamed(methodName));
         for (train::CausalLm<float> *lm : {&cpu, &fromGpu, &after}) {
-            method.startTraining(model, MethodParams(method.info().params), 1)->prepare(*lm);
+            const std::unique_ptr<TrainingMethodRun> run =
+                method.startTraining(model, MethodParams(method.info().params), 1);
+            run->prepare(*lm);
             // Low rank + sparse: every third row of the first S pruned, so that the row mask takes part.
             if (auto *k = dynamic_cast<train::LowRankSparseLinear<float> *>(lm->linears().front().kind)) {
                 std::vector<uint8_t> mask(size_t(k->outFeatures()), 1);
@@ -523,17 +595,47 @@ GpuCheck runTrainStepCheck(ComputeBackend &device, const Model &model, const std
             for (const auto &slot : lm->linears())
                 if (auto *k = dynamic_cast<train::PstLinear<float> *>(slot.kind))
                     k->setSparsity(0.5);
+            // A method that scores channels (SAT): a gathered step in every block (every other MLP channel, the
+            // last KV group left out).
+            if (run->readsChannelNorms())
+                for (int l = 0; l < int(model.config.numLayers); ++l) {
+                    train::BlockSelection sel;
+                    for (int32_t j = l % 2; j < int32_t(model.config.intermediateSize); j += 2)
+                        sel.mlpChannels.push_back(j);
+                    for (int32_t grp = 0; grp + 1 < int32_t(model.config.numKvHeads); ++grp)
+                        sel.kvGroups.push_back(grp);
+                    lm->setSelection(l, sel);
+                }
         }
     }
     const TokenBatch batch = TokenBatch::random(model.config.vocabSize, 2, 24, 11);
     const train::AdamWOptions options; // weight decay 0.1: the decayed and undecayed paths both run
     auto trainer = service->create(cpu, train::AdamW<float>(options),
                                    bf16 ? ComputePrecision::Bf16 : ComputePrecision::Fp32);
+    trainer->keepChannelNorms(true);
     trainer->zeroGradients();
     const float gpuLoss = trainer->forwardBackward(batch);
     const float cpuLoss = cpu.forward(batch);
     cpu.backward();
     trainer->download(fromGpu, true);
+    // SAT's scores: the channel norms of the forward, mapped back to the full numbering (-1 where skipped).
+    trainer->downloadChannelNorms(fromGpu);
+    double channelErr = 0;
+    for (int l = 0; l < int(model.config.numLayers); ++l) {
+        const auto &got = fromGpu.channelNorms(l), &want = cpu.channelNorms(l);
+        if (got.mlp.size() != want.mlp.size() || got.kvGroups.size() != want.kvGroups.size()) {
+            channelErr = INFINITY;
+            continue;
+        }
+        const auto compare = [&](const std::vector<float> &a, const std::vector<float> &b) {
+            for (size_t i = 0; i < a.size(); ++i)
+                channelErr = std::max(channelErr, (b[i] < 0) != (a[i] < 0) ? double(INFINITY)
+                                                                     : std::abs(double(a[i]) - double(b[i])) /
+                                                                           std::max(1e-30, std::abs(double(b[i]))));
+        };
+        compare(got.mlp, want.mlp);
+        compare(got.kvGroups, want.kvGroups);
+    }
     const double lossErr = std::abs(double(gpuLoss) - double(cpuLoss)) / std::abs(double(cpuLoss));
     // Per parameter: max |difference| over max |CPU value|; the worst one.
     const auto worst = [](const train::ParameterSet<float> &got, const train::ParameterSet<float> &want, bool grads,
@@ -596,14 +698,14 @@ GpuCheck runTrainStepCheck(ComputeBackend &device, const Model &model, const std
     c.name = name;
     // clipGradNorm sums each parameter's squares in fp32 (Eigen), the GPU in fp64: 1e-5 covers the fp32 sums.
     c.passed = lossErr <= lossTol && gradErr <= gradTol && stepErr <= stepTol && normErr <= 1e-5 &&
-               evalErr <= lossTol && resumeExact;
+               evalErr <= lossTol && resumeExact && channelErr <= lossTol;
     c.error = gradErr;
     c.tolerance = gradTol;
     c.detail = "loss " + std::to_string(gpuLoss) + " vs " + std::to_string(cpuLoss) + " (" +
                std::to_string(lossErr) + ", tolerance " + std::to_string(lossTol) + "); worst gradient " + gradWorst +
                "; step " + std::to_string(stepErr) + " (" + stepWorst + ", tolerance 1e-6); gradient norm " +
                std::to_string(gpuNorm) + " vs " + std::to_string(cpuNorm) + "; evaluation after the step " +
-               std::to_string(evalErr) + "; resumed trainer " +
+               std::to_string(evalErr) + "; channel norms " + std::to_string(channelErr) + "; resumed trainer " +
                (resumeExact ? "bit-identical" : "differs at " + resumeWorst) +
                "; " + trainer->describe();
     return c;
@@ -637,6 +739,7 @@ std::vector<GpuCheck> runTrainOpChecks() {
     guarded("train masked gradient", [&] { return maskedAdd(fp32); });
     guarded("train row-masked add", [&] { return rowMaskedAdd(fp32); });
     guarded("train pst", [&] { return pst(fp32); });
+    guarded("train gathered", [&] { return gathered(fp32); });
     guarded("train cross-entropy", [&] { return crossEntropy(fp32, false); });
     guarded("train cross-entropy with bias", [&] { return crossEntropy(fp32, true); });
     guarded("train cross-entropy bf16", [&] { return crossEntropy(bf16, false); });

@@ -259,6 +259,43 @@ public:
         for (int64_t i = 0; i < n; ++i)
             dw[i] += g[i] * float(mask[i]);
     }
+    // Gathered linears (SAT): DenseLinear's gatherBlock and scatterAddBlock, AdamW's restricted update and
+    // CausalLm's channel norms, on the index lists the trainer keeps in its buffers (null: all).
+    void gather(float *to, const float *from, int64_t fromCols, const int32_t *rows, int64_t nRows, const int32_t *cols,
+                int64_t nCols) {
+        for (int64_t i = 0; i < nRows; ++i)
+            for (int64_t j = 0; j < nCols; ++j)
+                to[i * nCols + j] = from[int64_t(rows ? rows[i] : i) * fromCols + (cols ? cols[j] : j)];
+    }
+    void scatterAdd(float *to, int64_t toCols, const float *from, const int32_t *rows, int64_t nRows,
+                    const int32_t *cols, int64_t nCols) {
+        for (int64_t i = 0; i < nRows; ++i)
+            for (int64_t j = 0; j < nCols; ++j)
+                to[int64_t(rows ? rows[i] : i) * toCols + (cols ? cols[j] : j)] += from[i * nCols + j];
+    }
+    // As AdamW::step for a parameter with active rows and columns.
+    void adamwSome(float *w, float *m, float *v, const float *g, int64_t cols, const int32_t *rows, int64_t nRows,
+                   const int32_t *activeCols, int64_t nCols, const cpu::AdamWConstants &k) {
+        std::vector<float> keep;
+        if (activeCols) {
+            keep.assign(size_t(cols), 0.0f);
+            for (int64_t j = 0; j < nCols; ++j)
+                keep[size_t(activeCols[j])] = 1.0f;
+        }
+        for (int64_t i = 0; i < nRows; ++i) {
+            const int64_t at = int64_t(rows ? rows[i] : i) * cols;
+            if (cols == 1)
+                cpu::cpuKernels().adamw(w + at, m + at, v + at, g + at, 1, k);
+            else if (keep.empty())
+                cpu::cpuKernels().adamw(w + at, m + at, v + at, g + at, cols, k);
+            else
+                cpu::cpuKernels().adamwMasked(w + at, m + at, v + at, g + at, keep.data(), cols, k);
+        }
+    }
+    void activationNorms(const float *act, int64_t rows, int64_t channels, const float *ctx, int groups,
+                         int64_t groupWidth, float *out) {
+        train::activationNorms(act, rows, channels, ctx, groups, groupWidth, out);
+    }
     // PST's passes, the functions PstLinear runs.
     void pstAdapted(const float *w, const train::PstFactors<float> &f, const train::PstDims &d, float *adapted) {
         train::pstAdapted(w, f, d, adapted);

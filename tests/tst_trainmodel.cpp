@@ -384,7 +384,8 @@ private slots:
                                     "tf-opt", "tf-phi", "tf-phi recompute", "tf-gpt2", "tf-opt frozen",
                                     "tf-llama recovery", "tf-gpt2 recovery", "tf-phi recovery recompute",
                                     "tf-llama losparse", "tf-gpt2 losparse recompute", "tf-opt losparse",
-                                    "tf-llama pst", "tf-gpt2 pst recompute", "tf-phi pst"}) {
+                                    "tf-llama pst", "tf-gpt2 pst recompute", "tf-phi pst", "tf-llama sat",
+                                    "tf-gpt2 sat recompute", "tf-phi sat", "tf-opt sat frozen"}) {
             const std::string name = fixture;
             const bool frozen = name.find(" frozen") != std::string::npos;
             auto model = openModel(test::sourceDir() + "/tests/fixtures/" + name.substr(0, name.find(' ')));
@@ -439,9 +440,27 @@ private slots:
                 pstMethod.startTraining(*model, pstParams, 1)->prepare(cpu);
                 setSparsity(cpu, 0.3);
             }
+            // SAT's gathered steps: selections on the model the trainer reads them from, different in each step
+            // (half the MLP channels and one KV group; then other channels and every group), so that AdamW updates
+            // the selected rows and columns alone; the trainer's channel norms against CausalLm's after each step.
+            const bool sat = name.find(" sat") != std::string::npos;
+            const auto select = [&](train::CausalLm<float> &lm, int step) {
+                const ModelConfig &c = model->config;
+                for (int l = 0; l < int(c.numLayers); ++l) {
+                    train::BlockSelection sel;
+                    for (int32_t j = (step + l) % 2; j < int32_t(c.intermediateSize); j += 2 + step)
+                        sel.mlpChannels.push_back(j);
+                    if (step == 0 && c.numKvHeads > 1)
+                        sel.kvGroups = {int32_t(c.numKvHeads - 1 - l % 2)};
+                    lm.setSelection(l, sel);
+                }
+            };
+            if (sat)
+                select(cpu, 0);
             train::AdamW<float> adam;
             cpu.setRecompute(recompute);
             Trainer trainer(test::HostTrainOps(), cpu, adam);
+            trainer.keepChannelNorms(sat);
             cpu.setRecompute(false);
             auto same = [&](train::CausalLm<float> &got, bool grads, const char *what) {
                 for (size_t i = 0; i < cpu.parameters().size(); ++i) {
@@ -476,6 +495,10 @@ private slots:
                     setSparsity(cpu, 0.6);
                     setSparsity(view, 0.6); // the resumed trainer's model
                 }
+                if (sat && step == 1) {
+                    select(cpu, 1);
+                    select(view, 1); // the resumed trainer's model
+                }
                 trainer.zeroGradients();
                 cpu.parameters().zeroGrad();
                 for (int m = 0; m < micro; ++m) {
@@ -487,6 +510,14 @@ private slots:
                 }
                 trainer.download(view, true);
                 same(view, true, "gradient");
+                if (sat) {
+                    trainer.downloadChannelNorms(view);
+                    for (int l = 0; l < int(model->config.numLayers); ++l) {
+                        QVERIFY(view.channelNorms(l).mlp == cpu.channelNorms(l).mlp);
+                        QVERIFY(view.channelNorms(l).kvGroups == cpu.channelNorms(l).kvGroups);
+                        QVERIFY(std::count(view.channelNorms(l).mlp.begin(), view.channelNorms(l).mlp.end(), -1.0f) > 0);
+                    }
+                }
                 const double gotNorm = trainer.step(1e-3, 0.05), wantNorm = train::clipGradNorm(cpu.parameters(), 0.05);
                 adam.step(cpu.parameters(), 1e-3);
                 QCOMPARE(gotNorm, wantNorm);
@@ -607,7 +638,8 @@ private slots:
         bad = j;
         bad["device"] = "cuda";
         bad["method"] = "sat";
-        refused(bad, "plain fine-tuning and losparse, pst, recovery, not sat");
+        bad["sat"] = {{"scores", "magnitude"}};
+        refused(bad, "sat.scores magnitude reads every weight on the host");
         if (!gpu) {
             bad = j;
             bad["device"] = "cuda";

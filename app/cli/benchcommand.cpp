@@ -322,13 +322,13 @@ int runBenchForward(int argc, char **argv) {
 // The same step on a GPU (--device cuda): the GPU trainer (core/train/devicetraining.h), its tokens/s and GFLOP/s
 // beside the GEMM peak of the same precision measured in the same run (the forward pass's 8192^3 probe), so the
 // fraction is a model-FLOPs utilisation against the device's achieved GEMM ceiling, not its datasheet peak.
-int benchTrainOnDevice(const CliOptions &o, ComputeBackend &backend, const Model &model, int64_t batch, int64_t seq,
-                       int repeat) {
+// --omit and --recompute as on the CPU: the trainer reads lm's selections and recomputation setting.
+int benchTrainOnDevice(const CliOptions &o, ComputeBackend &backend, const Model &model, train::CausalLm<float> &lm,
+                       double omit, int64_t batch, int64_t seq, int repeat) {
     auto *service = deviceService<train::DeviceTrainingService>(backend);
     if (!service)
         throw LatheError("this device does not train", "leave out --device to train on the CPU");
     const DeviceForwardOptions options = forwardOptions(o.value("precision"));
-    train::CausalLm<float> lm(model);
     spdlog::info("uploading the parameters to the GPU...");
     std::unique_ptr<train::DeviceTrainer> trainer = service->create(lm, train::AdamW<float>(), options.precision);
     std::unique_ptr<DeviceForward> probe = createDeviceForward(backend, model, options);
@@ -349,12 +349,15 @@ int benchTrainOnDevice(const CliOptions &o, ComputeBackend &backend, const Model
                         {"trainer", trainer->describe()},
                         {"batch", batch},
                         {"seq_len", seq},
+                        {"recompute", lm.recompute()},
+                        {"omit", omit},
                         {"repeat", repeat},
                         {"device_bytes", trainer->deviceBytes()}};
     addStepRates(j, times, tokens, flops);
     if (!o.flag("json")) {
-        std::printf("training step  %s, batch %lld x seq %lld, %s\n", model.sourcePath.c_str(), (long long)batch,
-                    (long long)seq, trainer->describe().c_str());
+        std::printf("training step  %s, batch %lld x seq %lld%s, %s\n", model.sourcePath.c_str(), (long long)batch,
+                    (long long)seq, lm.recompute() ? ", recomputing blocks" : omit > 0 ? ", channels omitted" : "",
+                    trainer->describe().c_str());
         printStepRates(times, tokens, flops, "GEMM peak GFLOP/s");
         std::printf("%-28s %12.1f\n", "device memory (MB)", double(trainer->deviceBytes()) / 1048576.0);
     }
@@ -374,7 +377,8 @@ int runBenchTrain(int argc, char **argv) {
                      "  sgemm peak measured in the same run, and the peak memory; --recompute keeps block inputs\n"
                      "  only and runs each block's forward again in backward; --omit W skips the fraction W of every\n"
                      "  block's MLP channels and floor(W KV) of its key/value groups, as SAT's gathered steps do;\n"
-                     "  --device cuda runs the GPU trainer (the decoder families) instead of the CPU engine (the default)\n%s\n",
+                     "  --device cuda runs the GPU trainer (the decoder families) instead of the CPU engine (the default),\n"
+                     "  with --recompute and --omit too\n%s\n",
                      o.error().c_str());
         return 2;
     }
@@ -383,13 +387,6 @@ int runBenchTrain(int argc, char **argv) {
     const int64_t seq = o.integer("seq-len", 512, 2, 1 << 20), batch = o.integer("batch", 1, 1, 4096);
     const int repeat = int(o.integer("repeat", 3, 1, 1000));
     std::unique_ptr<Model> model = benchModel(o);
-    if (o.value("device") && *o.value("device") != "cpu") {
-        require(!o.flag("recompute") && !o.value("omit"), "bench train",
-                "--recompute and --omit run on the CPU only");
-        const std::unique_ptr<ComputeBackend> backend = chooseForwardDevice(o.value("device"));
-        if (backend->name() != "cpu")
-            return benchTrainOnDevice(o, *backend, *model, batch, seq, repeat);
-    }
     train::CausalLm<float> lm(*model);
     lm.setRecompute(o.flag("recompute"));
     if (lm.maskedLm()) { // random tokens: any id serves as [MASK]; the work is the same
@@ -409,6 +406,11 @@ int runBenchTrain(int argc, char **argv) {
             sel.kvGroups.push_back(g);
         for (int l = 0; l < int(c.numLayers); ++l)
             lm.setSelection(l, sel);
+    }
+    if (o.value("device") && *o.value("device") != "cpu") {
+        const std::unique_ptr<ComputeBackend> backend = chooseForwardDevice(o.value("device"));
+        if (backend->name() != "cpu")
+            return benchTrainOnDevice(o, *backend, *model, lm, omit, batch, seq, repeat);
     }
     train::AdamW<float> adam;
     const TokenBatch b = TokenBatch::random(model->config.vocabSize, batch, seq, 42);

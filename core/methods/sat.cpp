@@ -17,7 +17,8 @@
 // of the steps, then 0.4, 0.3, 0.2, 0.1 and 0 in equal parts). Selection: the top scores ("top"); "sample" draws
 // the kept channels and groups each step with probability proportional to their scores, an ablation (worse on
 // SmolLM2: docs/results.md). Each step reports the share of the MLP activation's energy (squared scores) in the
-// omitted channels, averaged over the blocks.
+// omitted channels, averaged over the blocks. The GPU trainer runs the same gathered steps (train/decodertrainer.h)
+// with activation scores; magnitude scores train on the CPU.
 
 #include "methods/trainingmethod.h"
 
@@ -128,6 +129,7 @@ public:
     }
 
     void beforeEvaluation(train::CausalLm<float> &lm) override { lm.clearSelections(); }
+    bool readsChannelNorms() const override { return !m_s.magnitude; }
 
     nlohmann::json stepReport() const override {
         return {{"omission", m_omission}, {"omitted_activation_share", m_omittedShare}};
@@ -199,6 +201,9 @@ public:
         m_info.summary = "trains only the most active MLP channels and KV groups each step, with an omission rate "
                          "that falls to 0 (Ma et al., ACL Findings 2024)";
         m_info.kind = MethodKind::FineTuning;
+        // The GPU trainer runs its gathered steps, with the selections set on the host each step and the channel
+        // norms handed back after it (readsChannelNorms); magnitude scores would need the weights on the host.
+        m_info.trainsOnGpu = true;
         m_info.ratioMeaning = "sat.omission: the fraction of MLP channels (and KV groups) a step skips at first";
         ParamSpec scores = declareChoice("sat.scores", "Scores", {"activation", "magnitude"},
                                          "activation: norms from the previous step's forward; magnitude: from the "
@@ -241,6 +246,11 @@ public:
     }
     std::unique_ptr<TrainingMethodRun> startTraining(const Model &, const MethodParams &p, uint64_t seed) const override {
         return std::make_unique<SatRun>(settingsOf(p), seed);
+    }
+    std::string gpuRefusal(const MethodParams &p) const override {
+        return settingsOf(p).magnitude ? "sat.scores magnitude reads every weight on the host each step (the CPU "
+                                         "trains it; the activation scores run on the GPU)"
+                                       : std::string();
     }
 
 private:

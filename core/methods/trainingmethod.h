@@ -33,6 +33,9 @@ public:
     // downloaded into the model before it and uploaded after it (MethodInfo::trainsOnGpu); the others stay on the
     // device. Empty for a method whose hooks touch no parameter.
     virtual std::vector<std::string> touchedAfterStep() const { return {}; }
+    // Whether afterStep reads CausalLm::channelNorms (SAT's scores): the GPU trainer then computes them and hands
+    // them to the model before it.
+    virtual bool readsChannelNorms() const { return false; }
     // Before an evaluation (held-out perplexity) and after it: a method that thins the network for training
     // steps only (SAT) evaluates the whole network.
     virtual void beforeEvaluation(train::CausalLm<float> &) {}
@@ -90,6 +93,9 @@ public:
                                            ParameterCounts dense) const {
         return dense;
     }
+    // Why the GPU trainer does not run a job of this method with these parameters, though it runs the method
+    // (MethodInfo::trainsOnGpu); empty when it does.
+    virtual std::string gpuRefusal(const MethodParams &) const { return {}; }
 
 protected:
     // `name` with at(t) for t = first .. first + steps - 1.

@@ -194,12 +194,15 @@ uint64_t stepMaskSeed(uint64_t seed, int64_t step, int64_t micro) {
     return seed * 0x9E3779B97F4A7C15ull + uint64_t(step) * 0x100000001B3ull + uint64_t(micro);
 }
 
-// The method's afterStep; on the GPU trainer with the parameters it touches copied to `lm` before and back after.
+// The method's afterStep; on the GPU trainer with the parameters it touches copied to `lm` before and back after,
+// and the channel norms of the step's forward handed over first when it reads them.
 void afterStep(TrainingMethodRun &method, train::CausalLm<float> &lm, train::DeviceTrainer *trainer, int64_t step,
                int64_t total) {
     const std::vector<std::string> touched = trainer ? method.touchedAfterStep() : std::vector<std::string>();
     if (!touched.empty())
         trainer->downloadSome(lm, touched, true);
+    if (trainer && method.readsChannelNorms())
+        trainer->downloadChannelNorms(lm);
     method.afterStep(lm, step, total);
     if (!touched.empty())
         trainer->uploadSome(lm, touched);
@@ -223,9 +226,10 @@ TrainingEval evaluate(train::CausalLm<float> &lm, train::DeviceTrainer *trainer,
 }
 
 // The GPU trainer for the spec's device, or null for the CPU: "cuda[:N]" creates it or throws the reason; "auto"
-// creates it where trainingGpu says the steps go there, else `log` receives why the CPU trains.
+// creates it where trainingGpu says the steps go there, else `log` receives why the CPU trains. It keeps the
+// channel norms when the method reads them.
 std::unique_ptr<train::DeviceTrainer> deviceTrainer(const TrainingSpec &spec, const train::CausalLm<float> &lm,
-                                                    const train::AdamW<float> &adam,
+                                                    const train::AdamW<float> &adam, const TrainingMethodRun *method,
                                                     const std::function<void(const std::string &)> &log) {
     const DeviceChoice choice = DeviceChoice::parse(spec.device);
     if (choice.preference == DevicePreference::Cpu)
@@ -243,6 +247,7 @@ std::unique_ptr<train::DeviceTrainer> deviceTrainer(const TrainingSpec &spec, co
         if (!service)
             throw LatheError(backend->device().label() + " does not train", "train on the CPU (device cpu)");
         std::unique_ptr<train::DeviceTrainer> trainer = service->create(lm, adam, parsePrecision(spec.precision));
+        trainer->keepChannelNorms(method && method->readsChannelNorms());
         log("training on the GPU: " + trainer->describe());
         return trainer;
     } catch (const LatheError &e) {
@@ -400,8 +405,10 @@ TrainingSpec TrainingSpec::fromFile(const std::string &path) {
 
 // Why the GPU trainer does not run the spec's method (empty when it does, or when there is none).
 static std::string gpuMethodRefusal(const TrainingSpec &spec) {
-    if (!spec.method || spec.method->info().trainsOnGpu)
+    if (!spec.method)
         return {};
+    if (spec.method->info().trainsOnGpu)
+        return spec.method->gpuRefusal(spec.methodParams);
     std::string runs; // the registry's methods it runs
     for (const CompressionMethod *m : compressionMethods())
         if (m->info().trainsOnGpu)
@@ -593,11 +600,10 @@ TrainingPreflight preflightTraining(const TrainingSpec &spec, const std::atomic<
     train::AdamW<float> adam(train::AdamWOptions{});
     const TokenBatch batch = TokenBatch::random(model.config.vocabSize, probe.batch, probe.seqLen, 7);
     // Where the run's steps go, the probe's go too: on the GPU trainer, its step is timed instead.
-    const std::unique_ptr<train::DeviceTrainer> trainer = deviceTrainer(spec, lm, adam, [](const std::string &) {});
-    if (trainer) {
+    const std::unique_ptr<train::DeviceTrainer> trainer =
+        deviceTrainer(spec, lm, adam, method.get(), [](const std::string &) {});
+    if (trainer)
         probe.device = trainer->describe();
-        probe.deviceLinearKindBytes = trainer->linearKindBytes();
-    }
     // Step 0 is not timed (allocations, thread start-up). Then steps are timed, part by part, until 1 s of them or
     // five; the median one is kept (a small model's step is short enough for a busy machine to disturb any one).
     struct Timed {
@@ -652,6 +658,8 @@ TrainingPreflight preflightTraining(const TrainingSpec &spec, const std::atomic<
     }
     std::sort(steps.begin(), steps.end(), [](const Timed &a, const Timed &b) { return a.total < b.total; });
     const Timed &median = steps[steps.size() / 2];
+    if (trainer) // after the steps: a gathered step's buffers exist from its first selection on
+        probe.deviceLinearKindBytes = trainer->linearKindBytes();
     probe.forwardSeconds = median.forward;
     probe.backwardSeconds = median.backward;
     probe.fixedSeconds = median.fixed;
@@ -751,7 +759,7 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
         // From here on the GPU trainer, when there is one, holds the parameters and moments; lm and adam receive
         // them back for checkpoints and the export.
         const std::unique_ptr<train::DeviceTrainer> trainer =
-            deviceTrainer(spec, lm, adam, [&](const std::string &line) { files.log(line); });
+            deviceTrainer(spec, lm, adam, method.get(), [&](const std::string &line) { files.log(line); });
         if (trainer)
             result.device = trainer->describe();
         if (!resuming && !prepared.eval.empty()) {

@@ -105,10 +105,7 @@ template <class T> struct CausalLm<T>::Impl {
         Linear o, gate, up, down; // gate: SwiGLU only
     };
     // The gathered rows and columns of a block's linears for its BlockSelection (all empty: everything).
-    struct Gather {
-        AttentionDims dims;
-        LinearSelection q, k, v, qkv, o, in, down; // in: gate and up
-    };
+    using Gather = BlockGather;
     // What the forward keeps of one block for its backward.
     struct Saved {
         Matrix<T> x, n1, q, k, v, ctx, attnOut, mid, n2, gate, up, act;
@@ -185,36 +182,7 @@ template <class T> struct CausalLm<T>::Impl {
     Linear *slot(Block &b, TensorRole role) { return blockLinear(b, role); }
 
     // The rows and columns each linear of block l computes for its selection, and the attention's head counts.
-    Gather gatherFor(size_t l) const {
-        Gather g;
-        g.dims = dims;
-        const BlockSelection &sel = selections[l];
-        if (!sel.mlpChannels.empty()) {
-            g.in.rows = sel.mlpChannels;
-            g.down.cols = sel.mlpChannels;
-        }
-        if (!sel.kvGroups.empty()) {
-            const int perGroup = dims.heads / dims.kvHeads, d = dims.headDim;
-            for (const int32_t grp : sel.kvGroups) {
-                for (int h = grp * perGroup; h < (grp + 1) * perGroup; ++h)
-                    for (int j = 0; j < d; ++j)
-                        g.q.rows.push_back(h * d + j);
-                for (int j = 0; j < d; ++j)
-                    g.k.rows.push_back(grp * d + j);
-            }
-            g.v.rows = g.k.rows;
-            g.o.cols = g.q.rows;
-            const int32_t qw = dims.heads * d, kw = dims.kvHeads * d;
-            g.qkv.rows = g.q.rows;
-            for (const int32_t r : g.k.rows)
-                g.qkv.rows.push_back(qw + r);
-            for (const int32_t r : g.k.rows)
-                g.qkv.rows.push_back(qw + kw + r);
-            g.dims.heads = int(sel.kvGroups.size()) * perGroup;
-            g.dims.kvHeads = int(sel.kvGroups.size());
-        }
-        return g;
-    }
+    Gather gatherFor(size_t l) const { return blockGather(dims, selections[l]); }
 
     // Tells the parameters of block l's linears which of their rows and columns this step computes
     // (Parameter::activeRows), so that the optimizer leaves the others alone.
@@ -243,22 +211,16 @@ template <class T> struct CausalLm<T>::Impl {
         typename CausalLm<T>::ChannelNorms &n = norms[l];
         const BlockSelection &sel = selections[l];
         n.mlp.assign(size_t(config.intermediateSize), -1.0f);
-        // Column norms of the row-major activation: sums of squares row by row over column ranges (contiguous
-        // reads, split over the threads) rather than Eigen's strided column walk, which ran on one core every step.
-        Vector<T> act = Vector<T>::Zero(s.act.cols());
-        parallelFor(s.act.cols(), 64, [&](int64_t c0, int64_t c1) {
-            for (int64_t r = 0; r < s.act.rows(); ++r)
-                act.segment(c0, c1 - c0) += s.act.row(r).segment(c0, c1 - c0).transpose().cwiseAbs2();
-            act.segment(c0, c1 - c0) = act.segment(c0, c1 - c0).cwiseSqrt();
-        }, cpuWorkThreads());
-        for (int64_t j = 0; j < act.size(); ++j)
-            n.mlp[size_t(sel.mlpChannels.empty() ? j : sel.mlpChannels[size_t(j)])] = float(act[j]);
-        n.kvGroups.assign(size_t(config.numKvHeads), -1.0f);
         const int64_t groupWidth = int64_t(dims.heads / dims.kvHeads) * dims.headDim;
-        for (int grp = 0; grp < g.dims.kvHeads; ++grp) {
-            const T norm = s.ctx.middleCols(grp * groupWidth, groupWidth).norm();
-            n.kvGroups[size_t(sel.kvGroups.empty() ? grp : sel.kvGroups[size_t(grp)])] = float(norm);
-        }
+        std::vector<T> values(size_t(s.act.cols() + g.dims.kvHeads));
+        activationNorms(s.act.data(), s.act.rows(), s.act.cols(), s.ctx.data(), g.dims.kvHeads, groupWidth,
+                        values.data());
+        for (int64_t j = 0; j < s.act.cols(); ++j)
+            n.mlp[size_t(sel.mlpChannels.empty() ? j : sel.mlpChannels[size_t(j)])] = float(values[size_t(j)]);
+        n.kvGroups.assign(size_t(config.numKvHeads), -1.0f);
+        for (int grp = 0; grp < g.dims.kvHeads; ++grp)
+            n.kvGroups[size_t(sel.kvGroups.empty() ? grp : sel.kvGroups[size_t(grp)])] =
+                float(values[size_t(s.act.cols() + grp)]);
     }
 
     // Block l's forward from saved[l].x, filling saved[l]; returns the block's output.
@@ -566,6 +528,21 @@ template <class T> void CausalLm<T>::clearSelections() {
     for (BlockSelection &s : m_impl->selections)
         s = BlockSelection();
     m_impl->haveForward = false;
+}
+
+template <class T> const BlockSelection &CausalLm<T>::selection(int layer) const {
+    require(layer >= 0 && size_t(layer) < m_impl->selections.size(), "training", "no block " + std::to_string(layer));
+    return m_impl->selections[size_t(layer)];
+}
+
+template <class T> void CausalLm<T>::setChannelNorms(int layer, ChannelNorms norms) {
+    Impl &m = *m_impl;
+    require(layer >= 0 && size_t(layer) < m.blocks.size(), "training", "no block " + std::to_string(layer));
+    require(int64_t(norms.mlp.size()) == m.config.intermediateSize &&
+                int64_t(norms.kvGroups.size()) == m.config.numKvHeads,
+            "training", "channel norms of the wrong size");
+    m.norms.resize(m.blocks.size());
+    m.norms[size_t(layer)] = std::move(norms);
 }
 
 template <class T> const typename CausalLm<T>::ChannelNorms &CausalLm<T>::channelNorms(int layer) const {

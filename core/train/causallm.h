@@ -209,6 +209,7 @@ public:
     // The channels block `layer` computes from the next forward on (BlockSelection); clearSelections runs all.
     void setSelection(int layer, BlockSelection selection);
     void clearSelections();
+    const BlockSelection &selection(int layer) const;
     // What the last forward saw in block `layer` (SAT's scores): the L2 norm over the batch of each MLP
     // intermediate channel at the down projection's input and of each KV group's attention output (its query
     // heads' context), -1 for the channels the selection skipped. Empty before the first forward.
@@ -216,6 +217,8 @@ public:
         std::vector<float> mlp, kvGroups;
     };
     const ChannelNorms &channelNorms(int layer) const;
+    // Replaces them, for a forward that ran elsewhere (the GPU trainer's): one value per channel and per group.
+    void setChannelNorms(int layer, ChannelNorms norms);
     // The tensors of a Hugging Face checkpoint of the model as trained: every parameter of the checkpoint as it
     // is, and each non-dense linear's effective weight under its original name, in the model's layout (out x in;
     // a transposedInFile tensor is still to be transposed by the writer).

@@ -49,6 +49,7 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -104,6 +105,10 @@ template <class Ops> class DecoderTrainer final : public DeviceTrainer {
         int64_t rows = 0, cols = 0;
         bool decay = true, trainable = true;
         Buffer w, g, m, v, mask; // mask: a fixed mask's bytes (1 keeps), for masked linears' weights only
+        // The rows and columns the last forward computed with (a gathered step's index lists in the block's
+        // buffers; a bias lists its entries as rows), which AdamW then updates alone; null: all.
+        const int32_t *activeRows = nullptr, *activeCols = nullptr;
+        int64_t activeRowCount = 0, activeColCount = 0;
         int64_t size() const { return rows * cols; }
         bool masked() const { return mask.bytes() > 0; }
         float *value() const { return w.template as<float>(); }
@@ -140,6 +145,31 @@ template <class Ops> class DecoderTrainer final : public DeviceTrainer {
         Pst *pst = nullptr;
         explicit operator bool() const { return w || lrs || pst; }
     };
+    // The rows and columns a gathered linear computes (index lists in a block's buffers; null: all of them).
+    struct Sel {
+        const int32_t *rows = nullptr, *cols = nullptr;
+        int64_t rowCount = 0, colCount = 0;
+        bool all() const { return !rows && !cols; }
+    };
+    // A block's gathered step (SAT): CausalLm's BlockGather for the block's selection at the last forward, with
+    // its index lists on the device (uploaded when the selection changes), and the channel norms of that forward.
+    struct Gathered {
+        BlockSelection uploaded;
+        BlockGather gather;
+        Buffer qRows, kRows, qkvRows, channels, norms;
+        static Sel rowsOf(const Buffer &b, const std::vector<int32_t> &list) {
+            return list.empty() ? Sel{} : Sel{b.template as<int32_t>(), nullptr, int64_t(list.size()), 0};
+        }
+        static Sel colsOf(const Buffer &b, const std::vector<int32_t> &list) {
+            return list.empty() ? Sel{} : Sel{nullptr, b.template as<int32_t>(), 0, int64_t(list.size())};
+        }
+        Sel q() const { return rowsOf(qRows, gather.q.rows); }
+        Sel kv() const { return rowsOf(kRows, gather.k.rows); }
+        Sel qkv() const { return rowsOf(qkvRows, gather.qkv.rows); }
+        Sel o() const { return colsOf(qRows, gather.o.cols); }
+        Sel in() const { return rowsOf(channels, gather.in.rows); }
+        Sel down() const { return colsOf(channels, gather.down.cols); }
+    };
     // A block's parameters (biases, the MLP norm, the gate and either the fused q/k/v or q, k, v may be null).
     struct BlockParams {
         Param *attnNorm = nullptr, *attnNormB = nullptr, *mlpNorm = nullptr, *mlpNormB = nullptr;
@@ -157,7 +187,8 @@ public:
     // naming what it does not run (BERT, a non-dense linear, a method-added parameter). With lm's recomputation on,
     // each block keeps its input only and runs its forward again before its backward.
     DecoderTrainer(Ops ops, const CausalLm<float> &lm, const AdamW<float> &optimizer)
-        : m_ops(std::move(ops)), m_config(lm.config()), m_optimizer(optimizer.options()), m_steps(optimizer.steps()) {
+        : m_ops(std::move(ops)), m_lm(&lm), m_config(lm.config()), m_optimizer(optimizer.options()),
+          m_steps(optimizer.steps()) {
         m_ops.activate();
         const ModelConfig &c = m_config;
         const char *hint = "train this on the CPU (device cpu)";
@@ -298,6 +329,7 @@ public:
             m_ops.upload(f(m_ropeSin), rope.sin.data(), int64_t(rope.sin.size()));
         }
         m_saved.resize(m_blocks.size());
+        m_gathered.resize(m_blocks.size());
         m_ops.synchronize();
     }
 
@@ -354,7 +386,12 @@ public:
             const cpu::AdamWConstants k{float(m_optimizer.beta1), float(m_optimizer.beta2),
                                         decay ? float(1.0 - lr * m_optimizer.weightDecay) : 1.0f, float(lr / c1),
                                         float(std::sqrt(c2)), float(m_optimizer.eps)};
-            m_ops.adamw(p.value(), p.m.template as<float>(), p.v.template as<float>(), p.grad(), p.size(), k);
+            if (p.activeRows || p.activeCols)
+                m_ops.adamwSome(p.value(), p.m.template as<float>(), p.v.template as<float>(), p.grad(), p.cols,
+                                p.activeRows, p.activeRows ? p.activeRowCount : p.rows, p.activeCols,
+                                p.activeCols ? p.activeColCount : p.cols, k);
+            else
+                m_ops.adamw(p.value(), p.m.template as<float>(), p.v.template as<float>(), p.grad(), p.size(), k);
         }
         m_ops.synchronize();
         return norm;
@@ -423,13 +460,41 @@ public:
 
     void synchronize() override { m_ops.synchronize(); }
 
+    void keepChannelNorms(bool keep) override { m_keepNorms = keep; }
+
+    void downloadChannelNorms(CausalLm<float> &model) const override {
+        require(m_keepNorms, "GPU training", "the trainer keeps no channel norms (keepChannelNorms)");
+        m_ops.activate();
+        for (size_t l = 0; l < m_gathered.size(); ++l) {
+            const Gathered &x = m_gathered[l];
+            if (x.norms.bytes() == 0)
+                continue; // no forward yet
+            const std::vector<int32_t> &channels = x.uploaded.mlpChannels, &groups = x.uploaded.kvGroups;
+            const int64_t F = channels.empty() ? m_config.intermediateSize : int64_t(channels.size());
+            const int64_t G = groups.empty() ? m_config.numKvHeads : int64_t(groups.size());
+            std::vector<float> values(size_t(F + G));
+            m_ops.download(values.data(), f(x.norms), F + G);
+            typename CausalLm<float>::ChannelNorms n; // back to the full numbering, -1 where skipped
+            n.mlp.assign(size_t(m_config.intermediateSize), -1.0f);
+            n.kvGroups.assign(size_t(m_config.numKvHeads), -1.0f);
+            for (int64_t j = 0; j < F; ++j)
+                n.mlp[size_t(channels.empty() ? j : channels[size_t(j)])] = values[size_t(j)];
+            for (int64_t g = 0; g < G; ++g)
+                n.kvGroups[size_t(groups.empty() ? g : groups[size_t(g)])] = values[size_t(F + g)];
+            model.setChannelNorms(int(l), std::move(n));
+        }
+    }
+
     // What the method's linears hold on the device besides their parameters: fixed masks and PST's (a byte per
     // weight), row masks (a byte per row of S), and the weight-gradient, W_eff and PST's W~, score and work buffers
     // of the largest such linear.
     uint64_t linearKindBytes() const override {
         uint64_t n = 0;
-        for (const Buffer *b : {&m_g, &m_weff, &m_pstAdapted, &m_pstScores, &m_pstWork})
+        for (const Buffer *b : {&m_g, &m_weff, &m_pstAdapted, &m_pstScores, &m_pstWork, &m_gw, &m_gb, &m_gbGrad})
             n += b->bytes();
+        for (const Gathered &x : m_gathered)
+            for (const Buffer *b : {&x.qRows, &x.kRows, &x.qkvRows, &x.channels, &x.norms})
+                n += b->bytes();
         for (const Param &p : m_params)
             n += p.mask.bytes();
         for (const std::unique_ptr<Lrs> &x : m_lrs)
@@ -457,7 +522,10 @@ public:
             n += x->rowMask.bytes();
         for (const std::unique_ptr<Pst> &x : m_pst)
             n += x->mask.bytes();
-        for (const Buffer *m : {&m_finalIn, &m_h, &m_meanFinal, &m_rstdFinal, &m_lse, &m_t1, &m_dh, &m_dx, &m_dmid,
+        for (const Gathered &x : m_gathered)
+            for (const Buffer *b : {&x.qRows, &x.kRows, &x.qkvRows, &x.channels, &x.norms})
+                n += b->bytes();
+        for (const Buffer *m : {&m_gw, &m_gb, &m_gbGrad, &m_finalIn, &m_h, &m_meanFinal, &m_rstdFinal, &m_lse, &m_t1, &m_dh, &m_dx, &m_dmid,
                                 &m_dn, &m_dact, &m_dgate, &m_dup, &m_dctx, &m_dq, &m_dk, &m_dv, &m_qkv, &m_g, &m_weff,
                                 &m_pstAdapted, &m_pstScores, &m_pstWork})
             n += m->bytes();
@@ -530,10 +598,57 @@ private:
         return f(m_weff);
     }
 
-    // y = x W^T + b for a block linear (W: out x in).
-    void linearFwd(const Lin &w, const Param *b, const float *x, int64_t rows, int64_t in, int64_t out, float *y) {
+    // A gathered step's W restricted to its selected rows and columns in m_gw (out' x in'), and its bias's entries
+    // in m_gb; `in` and `out` are the full sizes. Dense linears only (CausalLm's other kinds refuse selections).
+    const float *gatheredWeight(const Lin &w, const Param *b, const Sel &sel, int64_t in, int64_t out) {
+        if (!w.w || w.w->masked())
+            throw LatheError("a gathered (SAT) step needs dense linears; block linear " +
+                                 (w.w ? w.w->name : std::string("of another kind")) + " is not",
+                             "train this on the CPU (device cpu)");
+        const int64_t rows = sel.rows ? sel.rowCount : out, cols = sel.cols ? sel.colCount : in;
+        m_gw.ensure(size_t(rows * cols) * sizeof(float));
+        m_ops.gather(f(m_gw), w.w->value(), in, sel.rows, rows, sel.cols, cols);
+        if (b) {
+            m_gb.ensure(size_t(rows) * sizeof(float));
+            m_ops.gather(f(m_gb), b->value(), 1, sel.rows, rows, nullptr, 1);
+        }
+        return f(m_gw);
+    }
+
+    // y = x W^T + b for a block linear (W: out x in), on the rows and columns `sel` selects (x: rows x in', y:
+    // rows x out').
+    void linearFwd(const Lin &w, const Param *b, const float *x, int64_t rows, int64_t in, int64_t out, float *y,
+                   const Sel &sel = {}) {
+        if (!sel.all()) {
+            const float *weight = gatheredWeight(w, b, sel, in, out);
+            m_ops.linearForward(x, weight, b ? f(m_gb) : nullptr, rows, sel.cols ? sel.colCount : in,
+                                sel.rows ? sel.rowCount : out, y);
+            return;
+        }
         const float *weight = w.pst ? effectiveWeight(*w.pst, true) : w.lrs ? effectiveWeight(*w.lrs) : w.w->value();
         m_ops.linearForward(x, weight, orNull(b), rows, in, out, y);
+    }
+
+    // The backward of a gathered linear, as DenseLinear::backward with a selection: dx and the gathered block's
+    // weight gradient in one product, the block added into W's gradient, the bias's column sums into its entries.
+    void gatheredBack(const float *dy, const float *x, const Lin &lin, const Param *b, int64_t rows, int64_t in,
+                      int64_t out, float *dx, const Sel &sel) {
+        const float *weight = gatheredWeight(lin, b, sel, in, out);
+        const int64_t outG = sel.rows ? sel.rowCount : out, inG = sel.cols ? sel.colCount : in;
+        const Param *w = lin.w;
+        if (w->trainable) {
+            m_g.ensure(size_t(outG * inG) * sizeof(float));
+            m_ops.zero(f(m_g), outG * inG);
+        }
+        m_ops.linearBackward(dy, x, weight, rows, inG, outG, dx, w->trainable ? f(m_g) : nullptr, nullptr);
+        if (w->trainable)
+            m_ops.scatterAdd(w->grad(), in, f(m_g), sel.rows, outG, sel.cols, inG);
+        if (gradOrNull(b)) {
+            m_gbGrad.ensure(size_t(outG) * sizeof(float));
+            m_ops.zero(f(m_gbGrad), outG);
+            m_ops.linearBackward(dy, x, weight, rows, inG, outG, nullptr, nullptr, f(m_gbGrad));
+            m_ops.scatterAdd(b->grad(), 1, f(m_gbGrad), sel.rows, outG, nullptr, 1);
+        }
     }
 
     // Its backward: dx += dy W, dW += dy^T x, db += the column sums of dy, each when there is one. A masked weight's
@@ -541,7 +656,11 @@ private:
     // reference ops); a low-rank + sparse one's reaches L (G R^T), R (L^T G) and S's kept rows (G), as
     // LowRankSparseLinear::backward computes them; a PST one's reaches U, V, A, B, R and C by pstBackward.
     void linearBack(const float *dy, const float *x, const Lin &lin, const Param *b, int64_t rows, int64_t in,
-                    int64_t out, float *dx) {
+                    int64_t out, float *dx, const Sel &sel = {}) {
+        if (!sel.all()) {
+            gatheredBack(dy, x, lin, b, rows, in, out, dx, sel);
+            return;
+        }
         const Param *w = lin.w;
         if (w && !w->masked()) {
             m_ops.linearBackward(dy, x, w->value(), rows, in, out, dx, w->grad(), gradOrNull(b));
@@ -602,34 +721,41 @@ private:
     }
     // q, k and v of block l from n1: three products, or GPT-2's one fused product (its weight's rows: q's, k's, v's)
     // split into them, as CausalLm computes them.
-    void projectionsForward(const BlockParams &w, const Saved &s, int64_t rows) {
-        const int64_t D = m_config.hiddenSize, qw = m_config.numHeads * m_config.headDim,
-                      kw = m_config.numKvHeads * m_config.headDim, all = qw + 2 * kw;
+    // With a selection, of the kept groups' heads only (q, k, v narrower: their gathered widths).
+    void projectionsForward(const BlockParams &w, const Gathered &g, const Saved &s, int64_t rows) {
+        const int64_t D = m_config.hiddenSize, fullQw = m_config.numHeads * m_config.headDim,
+                      fullKw = m_config.numKvHeads * m_config.headDim;
+        const AttentionDims &dims = g.gather.dims;
+        const int64_t qw = int64_t(dims.heads) * dims.headDim, kw = int64_t(dims.kvHeads) * dims.headDim,
+                      all = qw + 2 * kw;
         if (!w.qkv) {
-            linearFwd(w.q, w.qb, f(s.n1), rows, D, qw, f(s.q));
-            linearFwd(w.k, w.kb, f(s.n1), rows, D, kw, f(s.k));
-            linearFwd(w.v, w.vb, f(s.n1), rows, D, kw, f(s.v));
+            linearFwd(w.q, w.qb, f(s.n1), rows, D, fullQw, f(s.q), g.q());
+            linearFwd(w.k, w.kb, f(s.n1), rows, D, fullKw, f(s.k), g.kv());
+            linearFwd(w.v, w.vb, f(s.n1), rows, D, fullKw, f(s.v), g.kv());
             return;
         }
-        linearFwd(w.qkv, w.qkvb, f(s.n1), rows, D, all, f(m_qkv));
+        linearFwd(w.qkv, w.qkvb, f(s.n1), rows, D, fullQw + 2 * fullKw, f(m_qkv), g.qkv());
         m_ops.copyColumns(f(s.q), qw, f(m_qkv), all, rows, qw);
         m_ops.copyColumns(f(s.k), kw, f(m_qkv) + qw, all, rows, kw);
         m_ops.copyColumns(f(s.v), kw, f(m_qkv) + qw + kw, all, rows, kw);
     }
     // Their backward from m_dq, m_dk, m_dv: d n1 accumulated into dn.
-    void projectionsBackward(const BlockParams &w, const Saved &s, int64_t rows, float *dn) {
-        const int64_t D = m_config.hiddenSize, qw = m_config.numHeads * m_config.headDim,
-                      kw = m_config.numKvHeads * m_config.headDim, all = qw + 2 * kw;
+    void projectionsBackward(const BlockParams &w, const Gathered &g, const Saved &s, int64_t rows, float *dn) {
+        const int64_t D = m_config.hiddenSize, fullQw = m_config.numHeads * m_config.headDim,
+                      fullKw = m_config.numKvHeads * m_config.headDim;
+        const AttentionDims &dims = g.gather.dims;
+        const int64_t qw = int64_t(dims.heads) * dims.headDim, kw = int64_t(dims.kvHeads) * dims.headDim,
+                      all = qw + 2 * kw;
         if (!w.qkv) {
-            linearBack(f(m_dq), f(s.n1), w.q, w.qb, rows, D, qw, dn);
-            linearBack(f(m_dk), f(s.n1), w.k, w.kb, rows, D, kw, dn);
-            linearBack(f(m_dv), f(s.n1), w.v, w.vb, rows, D, kw, dn);
+            linearBack(f(m_dq), f(s.n1), w.q, w.qb, rows, D, fullQw, dn, g.q());
+            linearBack(f(m_dk), f(s.n1), w.k, w.kb, rows, D, fullKw, dn, g.kv());
+            linearBack(f(m_dv), f(s.n1), w.v, w.vb, rows, D, fullKw, dn, g.kv());
             return;
         }
         m_ops.copyColumns(f(m_qkv), all, f(m_dq), qw, rows, qw);
         m_ops.copyColumns(f(m_qkv) + qw, all, f(m_dk), kw, rows, kw);
         m_ops.copyColumns(f(m_qkv) + qw + kw, all, f(m_dv), kw, rows, kw);
-        linearBack(f(m_qkv), f(s.n1), w.qkv, w.qkvb, rows, D, all, dn);
+        linearBack(f(m_qkv), f(s.n1), w.qkv, w.qkvb, rows, D, fullQw + 2 * fullKw, dn, g.qkv());
     }
     // The MLP's activation: act = silu(gate) * up, or act(up).
     void activationForward(const Saved &s, int64_t n) {
@@ -670,9 +796,11 @@ private:
             m_ops.embeddingForward(m_position->value(), m_position->rows, D, m_positions, f(m_t1));
             m_ops.add(f(m_saved[0].x), f(m_t1), rows * D, f(m_saved[0].x));
         }
-        for (size_t l = 0; l < m_blocks.size(); ++l)
+        for (size_t l = 0; l < m_blocks.size(); ++l) {
+            prepareGather(l);
             blockForward(l, m_recompute ? m_work : m_saved[l],
                          l + 1 < m_blocks.size() ? f(m_saved[l + 1].x) : f(m_finalIn));
+        }
         normForward(m_finalNorm, m_finalNormB, f(m_finalIn), rows, f(m_h), f(m_meanFinal), f(m_rstdFinal));
         const Param *head = m_head ? m_head : m_embed;
         // rows x chunk logits at a time: at most 64 Mi values (256 MB), at least 1024 vocabulary rows.
@@ -681,26 +809,70 @@ private:
                                          m_chunk, f(m_lse), &m_count);
     }
 
+    // Block l's gathered step for the selection its CausalLm holds now (all: none): the gather at this batch's
+    // dims, its index lists uploaded when the selection changed, and the rows and columns of each block parameter
+    // that AdamW updates (CausalLm's markActive).
+    void prepareGather(size_t l) {
+        Gathered &x = m_gathered[l];
+        const BlockSelection &sel = m_lm->selection(int(l));
+        x.gather = blockGather(m_dims, sel);
+        if (sel.mlpChannels != x.uploaded.mlpChannels || sel.kvGroups != x.uploaded.kvGroups) {
+            const auto put = [&](Buffer &b, const std::vector<int32_t> &list) {
+                if (list.empty())
+                    return;
+                b.ensure(list.size() * sizeof(int32_t));
+                m_ops.uploadBytes(b.template as<void>(), list.data(), list.size() * sizeof(int32_t));
+            };
+            put(x.qRows, x.gather.q.rows);
+            put(x.kRows, x.gather.k.rows);
+            put(x.qkvRows, x.gather.qkv.rows);
+            put(x.channels, x.gather.in.rows);
+            x.uploaded = sel;
+        }
+        BlockParams &b = m_blocks[l];
+        const std::tuple<Lin *, Param *, Sel> parts[] = {{&b.q, b.qb, x.q()},   {&b.k, b.kb, x.kv()},
+                                                         {&b.v, b.vb, x.kv()},  {&b.qkv, b.qkvb, x.qkv()},
+                                                         {&b.o, b.ob, x.o()},   {&b.gate, b.gateb, x.in()},
+                                                         {&b.up, b.upb, x.in()}, {&b.down, b.downb, x.down()}};
+        for (const auto &[lin, bias, part] : parts) {
+            if (lin->w) {
+                lin->w->activeRows = part.rows;
+                lin->w->activeCols = part.cols;
+                lin->w->activeRowCount = part.rowCount;
+                lin->w->activeColCount = part.colCount;
+            }
+            if (bias) {
+                bias->activeRows = part.rows;
+                bias->activeRowCount = part.rowCount;
+            }
+        }
+        if (m_keepNorms)
+            x.norms.ensure(size_t(m_config.intermediateSize + m_config.numKvHeads) * sizeof(float));
+    }
+
     // Block l's forward from its input m_saved[l].x, keeping its activations in `s`; its output goes to `out`
-    // (null: not computed, when backward runs the block again for its activations).
+    // (null: not computed, when backward runs the block again for its activations). A gathered step runs the
+    // kept MLP channels and KV groups only (narrower q, k, v, context and MLP activations).
     //   sequential: out = mid + down(mlp(norm2(mid))), mid = x + o(attention(norm1(x)))
     //   parallel (Phi-2): out = (x + o(attention(n1))) + down(mlp(n1)), n1 = norm1(x)
     void blockForward(size_t l, Saved &s, float *out) {
         const ModelConfig &c = m_config;
-        const AttentionDims &dims = m_dims;
+        const Gathered &g = m_gathered[l];
+        const AttentionDims &dims = g.gather.dims;
         const int64_t S = dims.seq, rows = dims.batch * S, D = c.hiddenSize, F = c.intermediateSize;
+        const int64_t kept = g.gather.in.rows.empty() ? F : int64_t(g.gather.in.rows.size()); // MLP channels run
         const int H = dims.heads, KVH = dims.kvHeads, d = dims.headDim;
-        const int64_t qw = int64_t(H) * d;
+        const int64_t fullQw = c.numHeads * c.headDim;
         const BlockParams &w = m_blocks[l];
         const float *x = f(m_saved[l].x);
         normForward(w.attnNorm, w.attnNormB, x, rows, f(s.n1), f(s.mean1), f(s.rstd1));
-        projectionsForward(w, s, rows);
+        projectionsForward(w, g, s, rows);
         if (m_rotaryDim > 0) {
             m_ops.ropeForward(f(s.q), rows, S, H, d, m_rotaryDim, f(m_ropeCos), f(m_ropeSin));
             m_ops.ropeForward(f(s.k), rows, S, KVH, d, m_rotaryDim, f(m_ropeCos), f(m_ropeSin));
         }
         m_ops.attentionForward(f(s.q), f(s.k), f(s.v), dims, f(s.ctx), f(s.probs));
-        linearFwd(w.o, w.ob, f(s.ctx), rows, qw, D, f(m_t1));
+        linearFwd(w.o, w.ob, f(s.ctx), rows, fullQw, D, f(m_t1), g.o());
         const float *mlpIn = f(s.n1);
         if (m_parallel) {
             if (out)
@@ -711,22 +883,23 @@ private:
             mlpIn = f(s.n2);
         }
         if (m_swiglu)
-            linearFwd(w.gate, w.gateb, mlpIn, rows, D, F, f(s.gate));
-        linearFwd(w.up, w.upb, mlpIn, rows, D, F, f(s.up));
-        activationForward(s, rows * F);
+            linearFwd(w.gate, w.gateb, mlpIn, rows, D, F, f(s.gate), g.in());
+        linearFwd(w.up, w.upb, mlpIn, rows, D, F, f(s.up), g.in());
+        activationForward(s, rows * kept);
         if (!out)
             return;
-        linearFwd(w.down, w.downb, f(s.act), rows, F, D, f(m_t1));
+        if (m_keepNorms) // SAT's scores of this forward (the recomputing pass gives the same, and is skipped)
+            m_ops.activationNorms(f(s.act), rows, kept, f(s.ctx), KVH, int64_t(c.numHeads / c.numKvHeads) * d,
+                                  f(g.norms));
+        linearFwd(w.down, w.downb, f(s.act), rows, F, D, f(m_t1), g.down());
         m_ops.add(m_parallel ? out : f(s.mid), f(m_t1), rows * D, out);
     }
 
     // The backward of the last forward, its gradients times `scale` added to the parameters' gradients.
     void backward(float scale) {
         const ModelConfig &c = m_config;
-        const AttentionDims &dims = m_dims;
-        const int64_t S = dims.seq, rows = dims.batch * S, D = c.hiddenSize, F = c.intermediateSize;
-        const int H = dims.heads, KVH = dims.kvHeads, d = dims.headDim;
-        const int64_t qw = int64_t(H) * d, kw = int64_t(KVH) * d;
+        const int64_t S = m_dims.seq, rows = m_dims.batch * S, D = c.hiddenSize, F = c.intermediateSize;
+        const int64_t fullQw = c.numHeads * c.headDim;
         const Param *head = m_head ? m_head : m_embed;
         float *dx = f(m_dx), *dmid = f(m_dmid), *dn = f(m_dn);
         m_ops.zero(f(m_dh), rows * D);
@@ -736,27 +909,33 @@ private:
         normBackward(m_finalNorm, m_finalNormB, f(m_dh), f(m_finalIn), f(m_meanFinal), f(m_rstdFinal), rows, dx);
         for (size_t l = m_blocks.size(); l-- > 0;) {
             const BlockParams &w = m_blocks[l];
+            // The block's gathered widths (everything, without a selection).
+            const Gathered &g = m_gathered[l];
+            const AttentionDims &dims = g.gather.dims;
+            const int H = dims.heads, KVH = dims.kvHeads, d = dims.headDim;
+            const int64_t qw = int64_t(H) * d, kw = int64_t(KVH) * d;
+            const int64_t kept = g.gather.in.rows.empty() ? F : int64_t(g.gather.in.rows.size());
             if (m_recompute)
                 blockForward(l, m_work, nullptr);
             const Saved &s = m_recompute ? m_work : m_saved[l];
             const float *x = f(m_saved[l].x);
             const float *mlpIn = m_parallel ? f(s.n1) : f(s.n2);
             // The MLP, from d out (in dx): its input's gradient d mlpIn in dn.
-            m_ops.zero(f(m_dact), rows * F);
-            linearBack(dx, f(s.act), w.down, w.downb, rows, F, D, f(m_dact));
-            m_ops.zero(f(m_dup), rows * F);
+            m_ops.zero(f(m_dact), rows * kept);
+            linearBack(dx, f(s.act), w.down, w.downb, rows, F, D, f(m_dact), g.down());
+            m_ops.zero(f(m_dup), rows * kept);
             if (m_swiglu) {
-                m_ops.zero(f(m_dgate), rows * F);
-                m_ops.swigluBackward(f(m_dact), f(s.gate), f(s.up), rows * F, f(m_dgate), f(m_dup));
+                m_ops.zero(f(m_dgate), rows * kept);
+                m_ops.swigluBackward(f(m_dact), f(s.gate), f(s.up), rows * kept, f(m_dgate), f(m_dup));
             } else if (m_activation == cpu::Activation::Relu) {
-                m_ops.reluBackward(f(m_dact), f(s.up), rows * F, f(m_dup));
+                m_ops.reluBackward(f(m_dact), f(s.up), rows * kept, f(m_dup));
             } else {
-                m_ops.geluBackward(gelu(), f(m_dact), f(s.up), rows * F, f(m_dup));
+                m_ops.geluBackward(gelu(), f(m_dact), f(s.up), rows * kept, f(m_dup));
             }
             m_ops.zero(dn, rows * D);
             if (m_swiglu)
-                linearBack(f(m_dgate), mlpIn, w.gate, w.gateb, rows, D, F, dn);
-            linearBack(f(m_dup), mlpIn, w.up, w.upb, rows, D, F, dn);
+                linearBack(f(m_dgate), mlpIn, w.gate, w.gateb, rows, D, F, dn, g.in());
+            linearBack(f(m_dup), mlpIn, w.up, w.upb, rows, D, F, dn, g.in());
             // The attention output's gradient: d out itself (parallel), or d mid = d out + norm2's backward of
             // d n2 (sequential).
             const float *dAttnOut = dx;
@@ -766,7 +945,7 @@ private:
                 dAttnOut = dmid;
             }
             m_ops.zero(f(m_dctx), rows * qw);
-            linearBack(dAttnOut, f(s.ctx), w.o, w.ob, rows, qw, D, f(m_dctx));
+            linearBack(dAttnOut, f(s.ctx), w.o, w.ob, rows, fullQw, D, f(m_dctx), g.o());
             m_ops.zero(f(m_dq), rows * qw);
             m_ops.zero(f(m_dk), rows * kw);
             m_ops.zero(f(m_dv), rows * kw);
@@ -778,7 +957,7 @@ private:
             // d n1: the projections' input gradients, added to the MLP's in a parallel block.
             if (!m_parallel)
                 m_ops.zero(dn, rows * D);
-            projectionsBackward(w, s, rows, dn);
+            projectionsBackward(w, g, s, rows, dn);
             // d x = d out (parallel) or d mid (sequential), plus norm1's backward of d n1.
             if (!m_parallel)
                 m_ops.copy(dx, dmid, rows * D);
@@ -887,6 +1066,7 @@ private:
     }
 
     Ops m_ops;
+    const CausalLm<float> *m_lm; // the model whose selections (and methods' linears) the forward reads
     ModelConfig m_config;
     AdamWOptions m_optimizer;
     int64_t m_steps; // AdamW steps taken (bias correction)
@@ -905,7 +1085,7 @@ private:
     bool m_recompute = false;
     // The last forward's batch, for its backward.
     std::vector<int32_t> m_ids, m_positions, m_targets;
-    AttentionDims m_dims;
+    AttentionDims m_dims; // of the whole model and the last forward's batch
     int64_t m_chunk = 0, m_count = 0;
     Buffer m_finalIn, m_h, m_meanFinal, m_rstdFinal, m_lse, m_t1;
     Buffer m_dh, m_dx, m_dmid, m_dn, m_dact, m_dgate, m_dup, m_dctx, m_dq, m_dk, m_dv;
@@ -917,6 +1097,10 @@ private:
     Buffer m_pstAdapted, m_pstScores, m_pstWork;
     std::vector<std::unique_ptr<Lrs>> m_lrs;
     std::vector<std::unique_ptr<Pst>> m_pst;
+    // Gathered steps (SAT): per block; the gathered weight, bias and bias gradient of the linear being run.
+    std::vector<Gathered> m_gathered;
+    Buffer m_gw, m_gb, m_gbGrad;
+    bool m_keepNorms = false;
     std::unordered_map<std::string, size_t> m_index; // parameter name -> position in m_params
 };
 

@@ -14,14 +14,14 @@ namespace lathe::train {
 // A training step on an accelerator (issue 17 item 9), implemented in gpu/ from the ops of gpu/trainops.h as a
 // service of the device's backend; core sees only this interface. It mirrors CausalLm<float>::forward / backward,
 // clipGradNorm and AdamW<float> for the decoders (the Llama family, GPT-2, OPT, Phi-2; tied or untied head;
-// train/decodertrainer.h) with dense block linears, fixed-mask ones over zeroed weights (recovery) or low-rank +
-// sparse ones (LoSparse: their row masks read from the CausalLm's linears at every forward, so that CausalLm must
-// outlive the trainer): the parameters are copied from a CausalLm when it is created and live on the device in
-// fp32 (the master copy), with gradients and AdamW moments for the trainable ones only; the products run in the
-// chosen precision (fp32: pedantic, checkable against the CPU; bf16: tensor cores, fp32 accumulation), everything
-// else in fp32; the CausalLm's recomputation setting is followed. BERT and the other linear kinds (learned masks,
-// PST, SAT's selections) are refused at creation with a LatheError naming what (train those on the CPU);
-// selections set on the CausalLm are not applied. Not thread-safe.
+// train/decodertrainer.h) with dense block linears, fixed-mask ones over zeroed weights (recovery), low-rank +
+// sparse ones (LoSparse: their row masks read from the CausalLm's linears at every forward) or PST's (their
+// sparsity read the same way); the blocks' selections (SAT's gathered steps) are read from the CausalLm at every
+// forward too, so that CausalLm must outlive the trainer. The parameters are copied from a CausalLm when it is
+// created and live on the device in fp32 (the master copy), with gradients and AdamW moments for the trainable
+// ones only; the products run in the chosen precision (fp32: pedantic, checkable against the CPU; bf16: tensor
+// cores, fp32 accumulation), everything else in fp32; the CausalLm's recomputation setting is followed. BERT and
+// learned masks are refused at creation with a LatheError naming what (train those on the CPU). Not thread-safe.
 class DeviceTrainer {
 public:
     virtual ~DeviceTrainer() = default;
@@ -44,6 +44,10 @@ public:
     // (TrainingMethodRun::touchedAfterStep). LatheError for a name the trainer does not hold.
     virtual void downloadSome(CausalLm<float> &model, const std::vector<std::string> &names, bool gradients) const = 0;
     virtual void uploadSome(const CausalLm<float> &model, const std::vector<std::string> &names) = 0;
+    // SAT's scores: with keep on, every forward also computes the channel norms CausalLm::channelNorms describes,
+    // and downloadChannelNorms hands the last forward's to `model` (CausalLm::setChannelNorms).
+    virtual void keepChannelNorms(bool keep) = 0;
+    virtual void downloadChannelNorms(CausalLm<float> &model) const = 0;
     // Copies the AdamW moments and step count into `optimizer` (for a checkpoint: train::AdamW's layout, one pair
     // per parameter of the CausalLm).
     virtual void downloadOptimizer(AdamW<float> &optimizer) const = 0;

@@ -95,6 +95,53 @@ template <class T> void LinearKind<T>::requireAll(const LinearSelection &sel) co
 
 // ---- dense and gathered ----
 
+BlockGather blockGather(const AttentionDims &dims, const BlockSelection &sel) {
+    BlockGather g;
+    g.dims = dims;
+    if (!sel.mlpChannels.empty()) {
+        g.in.rows = sel.mlpChannels;
+        g.down.cols = sel.mlpChannels;
+    }
+    if (!sel.kvGroups.empty()) {
+        const int perGroup = dims.heads / dims.kvHeads, d = dims.headDim;
+        for (const int32_t grp : sel.kvGroups) {
+            for (int h = grp * perGroup; h < (grp + 1) * perGroup; ++h)
+                for (int j = 0; j < d; ++j)
+                    g.q.rows.push_back(h * d + j);
+            for (int j = 0; j < d; ++j)
+                g.k.rows.push_back(grp * d + j);
+        }
+        g.v.rows = g.k.rows;
+        g.o.cols = g.q.rows;
+        const int32_t qw = dims.heads * d, kw = dims.kvHeads * d;
+        g.qkv.rows = g.q.rows;
+        for (const int32_t r : g.k.rows)
+            g.qkv.rows.push_back(qw + r);
+        for (const int32_t r : g.k.rows)
+            g.qkv.rows.push_back(qw + kw + r);
+        g.dims.heads = int(sel.kvGroups.size()) * perGroup;
+        g.dims.kvHeads = int(sel.kvGroups.size());
+    }
+    return g;
+}
+
+// Column norms of the row-major activation: sums of squares row by row over column ranges (contiguous reads, split
+// over the threads) rather than Eigen's strided column walk, which ran on one core every step.
+template <class T>
+void activationNorms(const T *act, int64_t rows, int64_t channels, const T *ctx, int groups, int64_t groupWidth,
+                     T *out) {
+    const Eigen::Map<const Matrix<T>> a(act, rows, channels), c(ctx, rows, int64_t(groups) * groupWidth);
+    Eigen::Map<Vector<T>> norms(out, channels);
+    norms.setZero();
+    parallelFor(channels, 64, [&](int64_t c0, int64_t c1) {
+        for (int64_t r = 0; r < rows; ++r)
+            norms.segment(c0, c1 - c0) += a.row(r).segment(c0, c1 - c0).transpose().cwiseAbs2();
+        norms.segment(c0, c1 - c0) = norms.segment(c0, c1 - c0).cwiseSqrt();
+    }, cpuWorkThreads());
+    for (int g = 0; g < groups; ++g)
+        out[channels + g] = c.middleCols(int64_t(g) * groupWidth, groupWidth).norm();
+}
+
 template <class T>
 DenseLinear<T>::DenseLinear(Parameter<T> *weight, Parameter<T> *bias)
     : LinearKind<T>(weight->name, weight->value.rows(), weight->value.cols(), bias), m_w(weight) {}
@@ -641,6 +688,7 @@ void PstLinear<T>::backward(const Matrix<T> &dy, const Matrix<T> &x, Matrix<T> *
     template class PstLinear<T>;                                                                                       \
     template std::vector<uint8_t> pruneSmallestMask<T>(const Matrix<T> &, double);                                   \
     template void pruneSmallest<T>(const T *, int64_t, int64_t, uint8_t *);                                            \
+    template void activationNorms<T>(const T *, int64_t, int64_t, const T *, int, int64_t, T *);                      \
     template void pstAdapted<T>(const T *, const PstFactors<T> &, const PstDims &, T *);                              \
     template void pstScores<T>(const T *, const PstFactors<T> &, const PstDims &, T *);                               \
     template void pstBackward<T>(const T *, const T *, const uint8_t *, const PstFactors<T> &, const PstDims &,         \

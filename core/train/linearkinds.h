@@ -35,6 +35,23 @@ struct LinearSelection {
     bool all() const { return rows.empty() && cols.empty(); }
 };
 
+// The rows and columns each linear of a block computes for its BlockSelection (train/causallm.h), and the
+// attention's head counts then: the MLP's channels are rows of gate and up and columns of down; a KV group is its
+// K and V rows, its query heads' rows of q (of the fused q/k/v: all three) and their columns of o. All empty for a
+// block that runs everything. CausalLm's and the GPU trainer's gathered steps both follow it.
+struct BlockGather {
+    AttentionDims dims;
+    LinearSelection q, k, v, qkv, o, in, down; // in: gate and up
+};
+BlockGather blockGather(const AttentionDims &dims, const BlockSelection &sel);
+
+// SAT's scores of a forward (CausalLm::ChannelNorms before their mapping to the full numbering): out[j] for
+// j < channels, the L2 norm of column j of act (rows x channels, row-major), then out[channels + g] for g < groups,
+// the L2 norm of columns [g groupWidth, (g + 1) groupWidth) of ctx (rows x groups groupWidth). Shared by CausalLm and
+// the GPU trainer's reference ops, so both compute the same bits.
+template <class T>
+void activationNorms(const T *act, int64_t rows, int64_t channels, const T *ctx, int groups, int64_t groupWidth, T *out);
+
 template <class T> class LinearKind {
 public:
     virtual ~LinearKind() = default;
