@@ -330,6 +330,19 @@ __global__ void scaleKernel(float *x, int64_t n, float factor) {
         x[i] *= factor;
 }
 
+// The sum of every thread's `value` over a block of kThreads threads, in a fixed tree order (`part`: kThreads
+// values of shared memory); every thread gets it.
+template <class T> __device__ T blockSum(T value, T *part) {
+    part[threadIdx.x] = value;
+    __syncthreads();
+    for (int half = blockDim.x / 2; half > 0; half /= 2) {
+        if (int(threadIdx.x) < half)
+            part[threadIdx.x] += part[threadIdx.x + half];
+        __syncthreads();
+    }
+    return part[0];
+}
+
 // ---- gathered linears (SAT) ----
 
 __global__ void gatherKernel(float *to, const float *from, int64_t fromCols, const int32_t *rows, int64_t nRows,
@@ -374,15 +387,9 @@ __global__ void groupNormsKernel(const float *ctx, int64_t rows, int64_t width, 
         const float v = ctx[(e / width) * stride + c0 + e % width];
         sum += v * v;
     }
-    part[threadIdx.x] = sum;
-    __syncthreads();
-    for (int half = blockDim.x / 2; half > 0; half /= 2) {
-        if (int(threadIdx.x) < half)
-            part[threadIdx.x] += part[threadIdx.x + half];
-        __syncthreads();
-    }
+    const float total = blockSum(sum, part);
     if (threadIdx.x == 0)
-        out[blockIdx.x] = sqrtf(part[0]);
+        out[blockIdx.x] = sqrtf(total);
 }
 
 // ---- PST ----
@@ -417,15 +424,9 @@ __global__ void rowSumsKernel(const float *x, int64_t cols, float scale, float *
     float sum = 0.0f;
     for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
         sum += row[c];
-    part[threadIdx.x] = sum;
-    __syncthreads();
-    for (int half = blockDim.x / 2; half > 0; half /= 2) {
-        if (int(threadIdx.x) < half)
-            part[threadIdx.x] += part[threadIdx.x + half];
-        __syncthreads();
-    }
+    const float total = blockSum(sum, part);
     if (threadIdx.x == 0)
-        out[blockIdx.x] += scale * part[0];
+        out[blockIdx.x] += scale * total;
 }
 
 struct ScaledValue { // s x[r, c]: the column sums of alpha2 dScores
@@ -498,15 +499,9 @@ __global__ void tieCountKernel(const float *x, int64_t n, const SelectState *s, 
     unsigned same = 0;
     for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x)
         same += scoreKey(x[i]) == threshold;
-    part[threadIdx.x] = same;
-    __syncthreads();
-    for (int half = blockDim.x / 2; half > 0; half /= 2) {
-        if (int(threadIdx.x) < half)
-            part[threadIdx.x] += part[threadIdx.x + half];
-        __syncthreads();
-    }
+    const unsigned total = blockSum(same, part);
     if (threadIdx.x == 0)
-        counts[blockIdx.x] = part[0];
+        counts[blockIdx.x] = total;
 }
 
 // counts become the ties before each chunk (an exclusive scan; one thread: a few thousand chunks).
