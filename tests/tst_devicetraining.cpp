@@ -1,13 +1,14 @@
 // `lathe-cli train` on a GPU (issue 17 item 9), end to end without one: this test registers a GPU platform whose
-// one device trains with train::DecoderTrainer on the CPU reference ops (hosttrainops.h) instead of the CUDA ops.
+// one device trains with train::DecoderTrainer on the CPU reference ops instead of the CUDA ops (referencegpu.h).
 // So runTraining's GPU path (trainer creation, accumulation, evaluation through the trainer, checkpoints of the
 // device's values and moments, resume, export) runs here, and since the ops are the CPU's, in the same order, a
 // run on the "GPU" must give the CPU run's steps, evaluations and exported bytes exactly:
 // - device "cuda" against device "cpu": every step's loss and gradient norm, every evaluation, model.safetensors;
 // - a "cuda" run cancelled after a checkpoint and resumed, on the "GPU" and on the CPU: the uninterrupted bytes;
-// - "auto" takes the GPU trainer for plain fine-tuning, and the CPU for a method, saying why in the run log;
+// - "auto" takes the GPU trainer for plain fine-tuning and the methods it runs, and the CPU for a job it does not
+//   run (SAT with magnitude scores), saying why in the run log;
 // - frozen parameters train on the "GPU" as on the CPU, without gradients and moments there;
-// - "cuda" refuses a method before any work.
+// - "cuda" refuses such a job before any work.
 // The same device also offers the forward pass (the CPU engine) and SliceGPT's engine (the CPU's), so compression
 // runs take their GPU paths too: evaluation and SliceGPT there with the CPU's results, and a preflight that times
 // the device's pass and estimates those phases with it.
@@ -15,7 +16,7 @@
 
 #include "base/error.h"
 #include "engine/evaluation.h"
-#include "hosttrainops.h"
+#include "referencegpu.h"
 #include "io/modelloader.h"
 #include "model/model.h"
 #include "numeric/backend.h"
@@ -43,101 +44,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-class ReferenceTrainingService final : public train::DeviceTrainingService {
-public:
-    std::unique_ptr<train::DeviceTrainer> create(const train::CausalLm<float> &model,
-                                                 const train::AdamW<float> &optimizer,
-                                                 ComputePrecision precision) override {
-        require(precision == ComputePrecision::Fp32, "reference GPU", "the reference ops multiply in fp32 only");
-        return std::make_unique<train::DecoderTrainer<test::HostTrainOps>>(test::HostTrainOps(), model, optimizer);
-    }
-};
-
-// The GPU forward pass's contract on the CPU engine: what a compression run evaluates with, and what its
-// preflight times, on a GPU.
-class ReferenceForward final : public DeviceForward {
-public:
-    explicit ReferenceForward(const Model &model) : m_engine(model) {}
-    std::string describe() const override { return "reference GPU (CPU engine), fp32"; }
-    Mat logits(const TokenBatch &batch) override { return m_engine.forward(batch); }
-    double sumNextTokenNll(const TokenBatch &batch, int64_t *count) override {
-        const Mat l = m_engine.forward(batch);
-        double sum = 0;
-        *count = 0;
-        for (int64_t r = 0; r + 1 < int64_t(batch.tokens.size()); ++r) {
-            if ((r + 1) % batch.seq == 0)
-                continue;
-            const float *row = l.data() + r * l.cols();
-            sum += cpu::cpuKernels().logSumExp(row, l.cols()) - double(row[batch.tokens[size_t(r + 1)]]);
-            ++*count;
-        }
-        return sum;
-    }
-    void run(const TokenBatch &batch) override { (void)m_engine.forward(batch); }
-    double gemmPeakGflops(int64_t) override { return 1; }
-
-private:
-    Transformer m_engine;
-};
-
-class ReferenceForwardService final : public DeviceForwardService {
-public:
-    std::unique_ptr<DeviceForward> create(const Model &model, const DeviceForwardOptions &) override {
-        return std::make_unique<ReferenceForward>(model);
-    }
-};
-
-// SliceGPT's engine "on the device": the CPU's.
-class ReferenceSliceGptService final : public SliceGptEngineService {
-public:
-    std::unique_ptr<SliceGptEngine> create(const Model &model, const CalibrationSet &calibration,
-                                           const SliceGptEngineOptions &options) override {
-        return makeCpuSliceGptEngine(model, calibration, options);
-    }
-};
-
-// The CPU backend's solvers, plus the training, forward and SliceGPT services.
-class ReferenceBackend final : public ComputeBackend {
-public:
-    std::string name() const override { return "cuda"; }
-    DeviceInfo device() const override { return {"reference GPU (CPU ops)", uint64_t(2) << 30, 9, 0, 0}; }
-    void dequantize(DType type, const void *src, size_t elems, float *dst) override {
-        m_cpu->dequantize(type, src, elems, dst);
-    }
-    void symmetricEigen(const double *a, int64_t n, std::vector<double> &values,
-                        std::vector<double> *vectors) override {
-        m_cpu->symmetricEigen(a, n, values, vectors);
-    }
-    std::vector<double> singularValues(const float *a, int64_t rows, int64_t cols) override {
-        return m_cpu->singularValues(a, rows, cols);
-    }
-    void *service(const std::string &key) override {
-        if (key == train::DeviceTrainingService::kServiceKey)
-            return &m_training;
-        if (key == DeviceForwardService::kServiceKey)
-            return &m_forward;
-        if (key == SliceGptEngineService::kServiceKey)
-            return &m_slicegpt;
-        return nullptr;
-    }
-
-private:
-    std::unique_ptr<ComputeBackend> m_cpu = makeCpuBackend();
-    ReferenceTrainingService m_training;
-    ReferenceForwardService m_forward;
-    ReferenceSliceGptService m_slicegpt;
-};
-
-class ReferencePlatform final : public GpuPlatform {
-public:
-    std::vector<DeviceInfo> devices(std::string *) const override { return {ReferenceBackend().device()}; }
-    std::unique_ptr<ComputeBackend> backend(int index) const override {
-        require(index == 0, "reference GPU", "one device only");
-        return std::make_unique<ReferenceBackend>();
-    }
-};
-
-const ReferencePlatform kPlatform;
+const test::ReferencePlatform kPlatform;
 
 nlohmann::json job(const fs::path &out, const std::string &device) {
     return {{"model", test::sourceDir() + "/resources/demo/stories260K.bin"},

@@ -609,6 +609,20 @@ private slots:
         resumeAndCompare(damaged, "damaged checkpoint: ");
         QVERIFY(readTextFile((damaged / "run.log").string()).find("the layer checkpoint cannot be used") !=
                 std::string::npos);
+
+        // Killed between recording the point and removing its layer checkpoint (a window the random kills above
+        // seldom hit): the resumed run keeps the point and removes the folder.
+        const fs::path late = root / "late";
+        const CliRun whole = runCli({"compress", reference.specPath, "--output", QString::fromStdString(late.string())});
+        QVERIFY2(whole.exitCode == 0, whole.err.c_str());
+        auto results = nlohmann::json::parse(readTextFile((late / "results.json").string()));
+        results["status"] = "running";
+        test::writeText((late / "results.json").string(), results.dump(2));
+        fs::create_directories(late / "layer-checkpoint");
+        test::writeText((late / "layer-checkpoint" / "state.json").string(), "{}");
+        resumeAndCompare(late, "killed before the checkpoint's removal: ");
+        QVERIFY(readTextFile((late / "run.log").string()).find("removed the layer checkpoint of the recorded point 1") !=
+                std::string::npos);
     }
 
     // A layer checkpoint that cannot be written (a full disk) is said in the log and the run goes on to its result.

@@ -165,8 +165,35 @@ CompressDialog::CompressDialog(const Model *model, const QString &modelPath, QWi
 }
 
 CompressDialog::~CompressDialog() {
-    if (m_probing.isRunning())
-        m_probing.waitForFinished();
+    for (QFuture<Probed> *f : {&m_probing, &m_gpuProbing})
+        if (f->isRunning())
+            f->waitForFinished();
+}
+
+void CompressDialog::retimeGpu(ComputePrecision precision) {
+    const Model *model = m_model;
+    Probed from;
+    from.probe = *m_probe;
+    m_gpuProbing = QtConcurrent::run([model, from, precision] {
+        Probed p = from;
+        try {
+            probeDeviceForward(p.probe, *model, p.probe.gpu, precision);
+        } catch (const std::exception &e) {
+            p.gpuError = e.what();
+        }
+        return p;
+    });
+    auto *watcher = new QFutureWatcher<Probed>(this);
+    connect(watcher, &QFutureWatcher<Probed>::finished, this, [this, watcher, precision] {
+        const Probed p = watcher->result();
+        watcher->deleteLater();
+        if (p.gpuError.empty())
+            m_probe = p.probe;
+        else
+            m_gpuFailed.insert(int(precision), QString::fromStdString(p.gpuError));
+        refresh();
+    });
+    watcher->setFuture(m_gpuProbing);
 }
 
 QString CompressDialog::estimateText() const { return m_estimate->text(); }
@@ -270,6 +297,11 @@ void CompressDialog::refresh() {
         if (m_model)
             checkSpecAgainstModel(s, *m_model); // lengths against the model's positions, widths, ranges
         if (m_model && m_probe) {
+            const ComputePrecision precision = parsePrecision(s.evalPrecision);
+            const bool stale = m_probe->gpu && !m_probe->device.empty() && m_probe->devicePrecision != precision &&
+                               DeviceChoice::parse(s.device).preference != DevicePreference::Cpu;
+            if (stale && !m_gpuProbing.isRunning() && !m_gpuFailed.contains(int(precision)))
+                retimeGpu(precision);
             const RunEstimate e = estimateCompressionRun(s, *m_model, *m_probe, tokensOf(s.calibrationText),
                                                          tokensOf(s.evalText));
             QStringList phases;
@@ -286,6 +318,11 @@ void CompressDialog::refresh() {
                           .arg(QString::fromLatin1(precisionName(m_probe->devicePrecision)));
             else if (!m_probeNote.isEmpty())
                 gpu = tr("; the GPU could not be timed: %1").arg(m_probeNote);
+            if (stale)
+                gpu += m_gpuFailed.contains(int(precision))
+                           ? tr("; the GPU could not be timed at %1: %2")
+                                 .arg(QString::fromLatin1(precisionName(precision)), m_gpuFailed.value(int(precision)))
+                           : tr("; timing the GPU at %1...").arg(QString::fromLatin1(precisionName(precision)));
             m_estimate->setToolTip(tr("From one timed %1-token forward pass on this machine (%2 s; engine built in %3 "
                                       "s%4):\n%5\nExports at an assumed 300 MB/s.")
                                        .arg(m_probe->seqLen)

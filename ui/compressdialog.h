@@ -87,6 +87,12 @@ private:
     QFuture<Probed> m_probing;
     std::optional<ForwardProbe> m_probe;
     QString m_probeNote; // why the GPU was not timed, when it could not be
+    // The GPU timed again when the evaluation precision changes from the one it was timed at (its pass in bf16 or
+    // fp16 is not its fp32 one): on a worker thread, the CPU's probe standing meanwhile; a precision whose probe
+    // failed is not tried again (m_gpuFailed, with the reason).
+    QFuture<Probed> m_gpuProbing;
+    QHash<int, QString> m_gpuFailed;
+    void retimeGpu(ComputePrecision precision);
     std::shared_ptr<const Tokenizer> m_modelTokenizer;
     QHash<QString, int64_t> m_tokens; // estimated token counts by text path
     int64_t tokensOf(const std::string &path);

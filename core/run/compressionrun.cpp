@@ -243,6 +243,13 @@ CompressionRunResult runCompression(const CompressionSpec &spec, const ProgressC
 
         const size_t n = spec.sparsities.size();
         done += 3.0 * double(keptRuns);
+        // A kill between recording a point and removing its layer checkpoint leaves that folder behind; the point
+        // is kept, so its checkpoint goes now.
+        for (size_t i = 0; i < keptRuns; ++i) {
+            std::error_code ec;
+            if (fs::remove_all(fs::path(pointFolder(spec, i)) / "layer-checkpoint", ec) > 0)
+                files.log("removed the layer checkpoint of the recorded point " + std::to_string(i + 1));
+        }
         for (size_t i = keptRuns; i < n; ++i) {
             const double s = spec.sparsities[i];
             CompressionRunRecord rec;
