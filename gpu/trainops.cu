@@ -343,6 +343,25 @@ template <class T> __device__ T blockSum(T value, T *part) {
     return part[0];
 }
 
+// ---- LoSparse ----
+
+__global__ void rowAbsProductSumsKernel(const float *v, const float *g, int64_t cols, float *out) {
+    __shared__ float part[kThreads];
+    const int64_t at = int64_t(blockIdx.x) * cols;
+    float sum = 0.0f;
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
+        sum += fabsf(v[at + c] * g[at + c]);
+    const float total = blockSum(sum, part);
+    if (threadIdx.x == 0)
+        out[blockIdx.x] = total;
+}
+
+__global__ void zeroRowsKernel(float *x, const uint8_t *keep, int64_t rows, int64_t cols) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < rows * cols && !keep[i / cols])
+        x[i] = 0.0f;
+}
+
 // ---- gathered linears (SAT) ----
 
 __global__ void gatherKernel(float *to, const float *from, int64_t fromCols, const int32_t *rows, int64_t nRows,
@@ -854,6 +873,22 @@ void TrainOps::rowMaskedAdd(float *dst, const float *src, const uint8_t *rowMask
     if (!rows || !cols)
         return;
     rowMaskedAddKernel<<<blocksFor(rows * cols), kThreads>>>(dst, src, rowMask, rows, cols);
+    checkLaunch();
+}
+
+// ---- LoSparse ----
+
+void TrainOps::rowAbsProductSums(const float *v, const float *g, int64_t rows, int64_t cols, float *out) {
+    if (!rows)
+        return;
+    rowAbsProductSumsKernel<<<unsigned(rows), kThreads>>>(v, g, cols, out);
+    checkLaunch();
+}
+
+void TrainOps::zeroRows(float *x, const uint8_t *keep, int64_t rows, int64_t cols) {
+    if (!rows || !cols)
+        return;
+    zeroRowsKernel<<<blocksFor(rows * cols), kThreads>>>(x, keep, rows, cols);
     checkLaunch();
 }
 

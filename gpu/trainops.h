@@ -115,6 +115,12 @@ public:
     // without its pruned rows, and their gradient (train::LowRankSparseLinear).
     void rowMaskedAdd(float *dst, const float *src, const uint8_t *rowMask, int64_t rows, int64_t cols);
 
+    // ---- LoSparse's per-step work on S ----
+    // out[r] = the sum over row r of |v ⊙ g| (train::rowAbsProductSums), one block per row, a fixed order.
+    void rowAbsProductSums(const float *v, const float *g, int64_t rows, int64_t cols, float *out);
+    // The rows of x (rows x cols) whose keep byte is 0 set to zero.
+    void zeroRows(float *x, const uint8_t *keep, int64_t rows, int64_t cols);
+
     // ---- gathered linears (SAT): index lists on the device, null meaning all ----
     // to (nRows x nCols) = from[rows][cols], from row-major with fromCols columns.
     void gather(float *to, const float *from, int64_t fromCols, const int32_t *rows, int64_t nRows, const int32_t *cols,

@@ -399,6 +399,30 @@ GpuCheck pst(TrainOps &ops) {
     return c.result("train pst", kFp32, dims({{"out", d.out}, {"in", d.in}, {"rank", r}, {"mask rank", mr}}));
 }
 
+// LoSparse's per-step work on S: the row sums of |S ⊙ G| against train::rowAbsProductSums, and pruned rows zeroed.
+GpuCheck loSparseRows(TrainOps &ops) {
+    Inputs in(23);
+    const int64_t rows = 70, cols = 300;
+    const MatF s = in.mat(rows, cols), g = in.mat(rows, cols);
+    std::vector<float> sums(static_cast<size_t>(rows));
+    train::rowAbsProductSums(s.data(), g.data(), rows, cols, sums.data());
+    DeviceMemory dS = upload(s), dG = upload(g), dSums(sums.size() * sizeof(float)), dKeep(static_cast<size_t>(rows));
+    ops.rowAbsProductSums(dS.as<float>(), dG.as<float>(), rows, cols, dSums.as<float>());
+    Comparison c;
+    c.add("row sums", dSums, sums.data(), rows);
+    std::vector<uint8_t> keep(static_cast<size_t>(rows));
+    MatF zeroed = s;
+    for (int64_t r = 0; r < rows; ++r) {
+        keep[size_t(r)] = uint8_t(r % 4 != 1);
+        if (!keep[size_t(r)])
+            zeroed.row(r).setZero();
+    }
+    LATHE_CUDA_CHECK(cudaMemcpy(dKeep.as(), keep.data(), keep.size(), cudaMemcpyHostToDevice));
+    ops.zeroRows(dS.as<float>(), dKeep.as<uint8_t>(), rows, cols);
+    c.add("rows zeroed", dS, zeroed);
+    return c.result("train losparse rows", kFp32, dims({{"rows", rows}, {"cols", cols}}));
+}
+
 // The gathered steps' ops (SAT) against their CPU definitions: a gather of rows and columns, its scatter-add back,
 // AdamW on the listed rows and columns only (the others, moments included, unchanged), on a bias's entries, and
 // the channel and group norms (train::activationNorms).
@@ -740,6 +764,7 @@ std::vector<GpuCheck> runTrainOpChecks() {
     guarded("train row-masked add", [&] { return rowMaskedAdd(fp32); });
     guarded("train pst", [&] { return pst(fp32); });
     guarded("train gathered", [&] { return gathered(fp32); });
+    guarded("train losparse rows", [&] { return loSparseRows(fp32); });
     guarded("train cross-entropy", [&] { return crossEntropy(fp32, false); });
     guarded("train cross-entropy with bias", [&] { return crossEntropy(fp32, true); });
     guarded("train cross-entropy bf16", [&] { return crossEntropy(bf16, false); });

@@ -296,6 +296,15 @@ public:
                          int64_t groupWidth, float *out) {
         train::activationNorms(act, rows, channels, ctx, groups, groupWidth, out);
     }
+    // LoSparse's importance pass (the function the method runs) and its zeroing of pruned rows.
+    void rowAbsProductSums(const float *v, const float *g, int64_t rows, int64_t cols, float *out) {
+        train::rowAbsProductSums(v, g, rows, cols, out);
+    }
+    void zeroRows(float *x, const uint8_t *keep, int64_t rows, int64_t cols) {
+        for (int64_t r = 0; r < rows; ++r)
+            if (!keep[r])
+                std::fill(x + r * cols, x + (r + 1) * cols, 0.0f);
+    }
     // PST's passes, the functions PstLinear runs.
     void pstAdapted(const float *w, const train::PstFactors<float> &f, const train::PstDims &d, float *adapted) {
         train::pstAdapted(w, f, d, adapted);

@@ -18,8 +18,8 @@
 // row means (the official code keeps the whole |S ⊙ G| matrices and averages rows when masking: the same numbers,
 // for out x in fewer values); the official PLATON uncertainty term (beta2) is not used, as the protocol
 // specifies; t_i and t_f are fractions of the run instead of multiples of a warm-up unit. On the GPU trainer the
-// linears run on the device and the importance and masking here, on S and its gradient copied to the host after
-// every step (touchedAfterStep).
+// linears run on the device, and so do the importance's row sums (one float per row of S comes back each step) and
+// the zeroing of pruned rows; the running scores and the masking stay here.
 
 #include "methods/trainingmethod.h"
 
@@ -33,6 +33,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <utility>
 
 namespace lathe {
 
@@ -120,17 +121,27 @@ public:
     }
 
     void afterStep(train::CausalLm<float> &, int64_t step, int64_t total) override {
-        // Importance with this step's gradient, after the update: row means of |S ⊙ G|.
+        // Importance with this step's gradient, after the update: row means of |S ⊙ G|, from the sums the GPU
+        // trainer handed over (setRowSums), or from the model's S and gradient (a pass over every S each step).
+        m_zeroed.clear();
+        const std::vector<std::vector<float>> given = std::exchange(m_given, {});
+        size_t next = 0; // the trainable S's, in rowSumsAfterStep's order
+        std::vector<float> sums;
         for (size_t i = 0; i < m_kinds.size(); ++i) {
             const train::Parameter<float> *s = m_kinds[i]->sparse();
             if (!s->trainable())
                 continue;
-            // Rows are independent: split over the threads (a pass over every S and its gradient each step).
-            parallelFor(s->value.rows(), 16, [&](int64_t r0, int64_t r1) {
-                for (int64_t r = r0; r < r1; ++r)
-                    m_window[i][size_t(r)] +=
-                        double(s->value.row(r).cwiseProduct(s->grad.row(r)).cwiseAbs().sum()) / double(s->value.cols());
-            }, cpuWorkThreads());
+            const int64_t rows = s->value.rows(), cols = s->value.cols();
+            if (given.empty()) {
+                sums.resize(size_t(rows));
+                train::rowAbsProductSums(s->value.data(), s->grad.data(), rows, cols, sums.data());
+            } else {
+                require(next < given.size() && int64_t(given[next].size()) == rows, "losparse",
+                        "the row sums of " + s->name + " do not fit");
+                sums = given[next++];
+            }
+            for (int64_t r = 0; r < rows; ++r)
+                m_window[i][size_t(r)] += double(sums[size_t(r)]) / double(cols);
         }
         ++m_windowSteps;
         const int64_t t = step + 1; // steps done
@@ -152,13 +163,18 @@ public:
             mask(m_keep);
     }
 
-    // afterStep reads every trainable S and its gradient (the importance) and zeroes the pruned rows' values.
-    std::vector<std::string> touchedAfterStep() const override {
+    // afterStep reads the row sums of |S ⊙ G| of every trainable S (the importance) and zeroes the pruned rows'
+    // values (takeZeroedRows).
+    std::vector<std::string> rowSumsAfterStep() const override {
         std::vector<std::string> names;
         for (const train::LowRankSparseLinear<float> *k : m_kinds)
             if (k->sparse()->trainable())
                 names.push_back(k->sparse()->name);
         return names;
+    }
+    void setRowSums(std::vector<std::vector<float>> sums) override { m_given = std::move(sums); }
+    std::vector<std::pair<std::string, std::vector<uint8_t>>> takeZeroedRows() override {
+        return std::exchange(m_zeroed, {});
     }
 
     nlohmann::json stepReport() const override { return {{"kept_fraction_of_s", m_keep}}; }
@@ -259,6 +275,7 @@ private:
             for (size_t r = 0; r < keepRows[i].size(); ++r)
                 if (!keepRows[i][r])
                     s->value.row(int64_t(r)).setZero();
+            m_zeroed.emplace_back(s->name, keepRows[i]);
             if (m_s.persistent)
                 m_kinds[i]->setRowMask(keepRows[i]);
         }
@@ -270,6 +287,8 @@ private:
     int64_t m_windowSteps = 0;
     bool m_haveScores = false;
     double m_keep = 1.0;
+    std::vector<std::vector<float>> m_given; // this step's row sums from the GPU trainer (setRowSums), or none
+    std::vector<std::pair<std::string, std::vector<uint8_t>>> m_zeroed; // by this step's masking (takeZeroedRows)
 };
 
 class LoSparseMethod : public FineTuningMethod {
@@ -281,8 +300,8 @@ public:
                          "by gradient importance while the model fine-tunes (Li et al., ICML 2023)";
         m_info.kind = MethodKind::FineTuning;
         m_info.needsGradients = true;
-        // The GPU trainer runs its linears; the importance and the masking stay on the host, on S and its gradient
-        // copied there after every step (touchedAfterStep).
+        // The GPU trainer runs its linears, the importance's row sums and the zeroing of pruned rows
+        // (rowSumsAfterStep, takeZeroedRows); the running scores and the masking stay on the host.
         m_info.trainsOnGpu = true;
         m_info.ratioMeaning = "losparse.rank_ratio + losparse.final_keep: the low-rank part's and the kept sparse "
                               "part's shares of the target parameters";

@@ -51,7 +51,7 @@ struct MethodInfo {
     double calibrationPasses = 0;
     // A fine-tuning method whose linears the GPU trainer runs (fixed masks over zeroed weights, low rank + sparse;
     // train/decodertrainer.h) and whose per-step hooks name the parameters they touch
-    // (TrainingMethodRun::touchedAfterStep): `"device": "cuda"` and `"auto"` may train it there.
+    // (TrainingMethodRun::rowSumsAfterStep, takeZeroedRows): `"device": "cuda"` and `"auto"` may train it there.
     bool trainsOnGpu = false;
     std::vector<ParamSpec> params; // in the order the GUI shows them
 };

@@ -29,10 +29,15 @@ public:
     // `step` is 0-based, of `total`: the schedule's value for this step (sparsity, omission rate), selections.
     virtual void beforeStep(train::CausalLm<float> &, int64_t /*step*/, int64_t /*total*/) {}
     virtual void afterStep(train::CausalLm<float> &, int64_t /*step*/, int64_t /*total*/) {}
-    // The parameters afterStep reads (values and gradients) and may write (values): on the GPU trainer they are
-    // downloaded into the model before it and uploaded after it (MethodInfo::trainsOnGpu); the others stay on the
-    // device. Empty for a method whose hooks touch no parameter.
-    virtual std::vector<std::string> touchedAfterStep() const { return {}; }
+    // What afterStep reads and writes of the parameters, so that the GPU trainer (MethodInfo::trainsOnGpu) need not
+    // copy them to the host: per row of each parameter rowSumsAfterStep names, the sum of |value ⊙ gradient|
+    // (LoSparse's importance of S), which the GPU trainer computes and hands over with setRowSums before afterStep
+    // (one float per row; on the CPU afterStep computes them from the model itself); and the rows whose values
+    // afterStep zeroed, which takeZeroedRows gives after it, for the GPU trainer to zero there too (on the CPU they
+    // are the model's, already zero).
+    virtual std::vector<std::string> rowSumsAfterStep() const { return {}; }
+    virtual void setRowSums(std::vector<std::vector<float>>) {}
+    virtual std::vector<std::pair<std::string, std::vector<uint8_t>>> takeZeroedRows() { return {}; }
     // Whether afterStep reads CausalLm::channelNorms (SAT's scores): the GPU trainer then computes them and hands
     // them to the model before it.
     virtual bool readsChannelNorms() const { return false; }

@@ -194,18 +194,20 @@ uint64_t stepMaskSeed(uint64_t seed, int64_t step, int64_t micro) {
     return seed * 0x9E3779B97F4A7C15ull + uint64_t(step) * 0x100000001B3ull + uint64_t(micro);
 }
 
-// The method's afterStep; on the GPU trainer with the parameters it touches copied to `lm` before and back after,
-// and the channel norms of the step's forward handed over first when it reads them.
+// The method's afterStep; on the GPU trainer with what it reads computed there and handed over first (the row sums
+// it asks for, the channel norms of the step's forward), and the rows it zeroed zeroed there after it.
 void afterStep(TrainingMethodRun &method, train::CausalLm<float> &lm, train::DeviceTrainer *trainer, int64_t step,
                int64_t total) {
-    const std::vector<std::string> touched = trainer ? method.touchedAfterStep() : std::vector<std::string>();
-    if (!touched.empty())
-        trainer->downloadSome(lm, touched, true);
-    if (trainer && method.readsChannelNorms())
-        trainer->downloadChannelNorms(lm);
+    if (trainer) {
+        if (const std::vector<std::string> names = method.rowSumsAfterStep(); !names.empty())
+            method.setRowSums(trainer->rowAbsProductSums(names));
+        if (method.readsChannelNorms())
+            trainer->downloadChannelNorms(lm);
+    }
     method.afterStep(lm, step, total);
-    if (!touched.empty())
-        trainer->uploadSome(lm, touched);
+    for (const auto &[name, keep] : method.takeZeroedRows())
+        if (trainer)
+            trainer->zeroRows(name, keep);
 }
 
 // Mean loss of the model on the first `windows` windows of `ids` (the perplexity protocol for decoders; for the

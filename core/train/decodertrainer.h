@@ -434,28 +434,27 @@ public:
         optimizer.setSteps(m_steps);
     }
 
-    void downloadSome(CausalLm<float> &model, const std::vector<std::string> &names, bool gradients) const override {
+    std::vector<std::vector<float>> rowAbsProductSums(const std::vector<std::string> &names) override {
         m_ops.activate();
+        std::vector<std::vector<float>> out;
         for (const std::string &name : names) {
             const Param &d = m_params[indexOf(name)];
-            Parameter<float> *p = model.parameters().find(name);
-            require(p && p->value.size() == d.size(), "GPU training", "parameter " + name + " differs from the trainer's");
-            m_ops.download(p->value.data(), d.value(), d.size());
-            if (gradients && d.trainable) {
-                p->grad.resize(p->value.rows(), p->value.cols());
-                m_ops.download(p->grad.data(), d.grad(), d.size());
-            }
+            require(d.trainable, "GPU training", "parameter " + name + " has no gradient");
+            m_rowSums.ensure(size_t(d.rows) * sizeof(float));
+            m_ops.rowAbsProductSums(d.value(), d.grad(), d.rows, d.cols, f(m_rowSums));
+            std::vector<float> &sums = out.emplace_back(size_t(d.rows));
+            m_ops.download(sums.data(), f(m_rowSums), d.rows);
         }
+        return out;
     }
 
-    void uploadSome(const CausalLm<float> &model, const std::vector<std::string> &names) override {
+    void zeroRows(const std::string &name, const std::vector<uint8_t> &keep) override {
         m_ops.activate();
-        for (const std::string &name : names) {
-            Param &d = m_params[indexOf(name)];
-            const Parameter<float> *p = model.parameters().find(name);
-            require(p && p->value.size() == d.size(), "GPU training", "parameter " + name + " differs from the trainer's");
-            m_ops.upload(d.value(), p->value.data(), d.size());
-        }
+        Param &d = m_params[indexOf(name)];
+        require(int64_t(keep.size()) == d.rows, "GPU training", "the row mask of " + name + " has the wrong size");
+        m_rowKeep.ensure(keep.size());
+        m_ops.uploadBytes(m_rowKeep.template as<void>(), keep.data(), keep.size());
+        m_ops.zeroRows(d.value(), m_rowKeep.template as<uint8_t>(), d.rows, d.cols);
     }
 
     void synchronize() override { m_ops.synchronize(); }
@@ -490,7 +489,8 @@ public:
     // of the largest such linear.
     uint64_t linearKindBytes() const override {
         uint64_t n = 0;
-        for (const Buffer *b : {&m_g, &m_weff, &m_pstAdapted, &m_pstScores, &m_pstWork, &m_gw, &m_gb, &m_gbGrad})
+        for (const Buffer *b : {&m_g, &m_weff, &m_pstAdapted, &m_pstScores, &m_pstWork, &m_gw, &m_gb, &m_gbGrad,
+                                &m_rowSums, &m_rowKeep})
             n += b->bytes();
         for (const Gathered &x : m_gathered)
             for (const Buffer *b : {&x.qRows, &x.kRows, &x.qkvRows, &x.channels, &x.norms})
@@ -525,7 +525,7 @@ public:
         for (const Gathered &x : m_gathered)
             for (const Buffer *b : {&x.qRows, &x.kRows, &x.qkvRows, &x.channels, &x.norms})
                 n += b->bytes();
-        for (const Buffer *m : {&m_gw, &m_gb, &m_gbGrad, &m_finalIn, &m_h, &m_meanFinal, &m_rstdFinal, &m_lse, &m_t1, &m_dh, &m_dx, &m_dmid,
+        for (const Buffer *m : {&m_gw, &m_gb, &m_gbGrad, &m_rowSums, &m_rowKeep, &m_finalIn, &m_h, &m_meanFinal, &m_rstdFinal, &m_lse, &m_t1, &m_dh, &m_dx, &m_dmid,
                                 &m_dn, &m_dact, &m_dgate, &m_dup, &m_dctx, &m_dq, &m_dk, &m_dv, &m_qkv, &m_g, &m_weff,
                                 &m_pstAdapted, &m_pstScores, &m_pstWork})
             n += m->bytes();
@@ -1101,6 +1101,7 @@ private:
     std::vector<Gathered> m_gathered;
     Buffer m_gw, m_gb, m_gbGrad;
     bool m_keepNorms = false;
+    Buffer m_rowSums, m_rowKeep; // rowAbsProductSums' sums and zeroRows' mask (the largest parameter's rows)
     std::unordered_map<std::string, size_t> m_index; // parameter name -> position in m_params
 };
 

@@ -40,10 +40,12 @@ public:
     // Copies the device's parameter values, and their gradients when asked, into `model`'s parameters (the
     // CausalLm it was created from, or one of the same model).
     virtual void download(CausalLm<float> &model, bool gradients) const = 0;
-    // The same for the named parameters only, and back: what a method's per-step hook reads and writes on the host
-    // (TrainingMethodRun::touchedAfterStep). LatheError for a name the trainer does not hold.
-    virtual void downloadSome(CausalLm<float> &model, const std::vector<std::string> &names, bool gradients) const = 0;
-    virtual void uploadSome(const CausalLm<float> &model, const std::vector<std::string> &names) = 0;
+    // What a method's per-step hook reads and writes (TrainingMethodRun::rowSumsAfterStep, takeZeroedRows), done
+    // where the parameters are: per row of each named (trainable) parameter, the sum of |value ⊙ gradient|
+    // (train::rowAbsProductSums); and the values of a parameter's rows whose keep byte is 0 zeroed. LatheError for
+    // a name the trainer does not hold.
+    virtual std::vector<std::vector<float>> rowAbsProductSums(const std::vector<std::string> &names) = 0;
+    virtual void zeroRows(const std::string &name, const std::vector<uint8_t> &keep) = 0;
     // SAT's scores: with keep on, every forward also computes the channel norms CausalLm::channelNorms describes,
     // and downloadChannelNorms hands the last forward's to `model` (CausalLm::setChannelNorms).
     virtual void keepChannelNorms(bool keep) = 0;

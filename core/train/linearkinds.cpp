@@ -433,6 +433,14 @@ void MaskedLinear<T>::backward(const Matrix<T> &dy, const Matrix<T> &x, Matrix<T
 
 // ---- low rank plus sparse ----
 
+template <class T> void rowAbsProductSums(const T *v, const T *g, int64_t rows, int64_t cols, T *out) {
+    const Eigen::Map<const Matrix<T>> a(v, rows, cols), b(g, rows, cols);
+    parallelFor(rows, 16, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r)
+            out[r] = a.row(r).cwiseProduct(b.row(r)).cwiseAbs().sum();
+    }, cpuWorkThreads());
+}
+
 template <class T>
 LowRankSparseLinear<T>::LowRankSparseLinear(ParameterSet<T> &params, Parameter<T> *weight, Parameter<T> *bias,
                                             int rank)
@@ -689,6 +697,7 @@ void PstLinear<T>::backward(const Matrix<T> &dy, const Matrix<T> &x, Matrix<T> *
     template std::vector<uint8_t> pruneSmallestMask<T>(const Matrix<T> &, double);                                   \
     template void pruneSmallest<T>(const T *, int64_t, int64_t, uint8_t *);                                            \
     template void activationNorms<T>(const T *, int64_t, int64_t, const T *, int, int64_t, T *);                      \
+    template void rowAbsProductSums<T>(const T *, const T *, int64_t, int64_t, T *);                                   \
     template void pstAdapted<T>(const T *, const PstFactors<T> &, const PstDims &, T *);                              \
     template void pstScores<T>(const T *, const PstFactors<T> &, const PstDims &, T *);                               \
     template void pstBackward<T>(const T *, const T *, const uint8_t *, const PstFactors<T> &, const PstDims &,         \

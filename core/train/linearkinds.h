@@ -166,6 +166,10 @@ private:
     std::vector<uint8_t> m_rowMask;
 };
 
+// LoSparse's importance pass: out[r] = the sum over row r of |v ⊙ g| (rows x cols, row-major), split over the
+// threads by rows; shared by the method and the GPU trainer's reference ops, so both compute the same bits.
+template <class T> void rowAbsProductSums(const T *v, const T *g, int64_t rows, int64_t cols, T *out);
+
 // PST (Li et al., IJCAI 2022), as alibaba/AliceMind S4/PST/pst/sparse.py computes it: the dense weight frozen,
 // W~ = W + beta U V with "<linear>.pst_u" (out x r, standard normal) and ".pst_v" (r x in, zero); scores
 // |W~| + alpha1 A B + alpha2 (R 1^T + 1 C^T) with ".pst_a" (out x r', standard normal), ".pst_b" (r' x in), ".pst_r"
