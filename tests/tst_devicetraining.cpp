@@ -233,6 +233,26 @@ private slots:
                          scratch,
                      pstTrainer.deviceBytes());
             QCOMPARE(pstTrainer.linearKindBytes(), maskBytes + 5 * 4 * largest);
+            // A gathered step (SAT's): its index lists, the gathered weight and bias buffers and the channel norms
+            // are the trainer's too, counted in both.
+            train::CausalLm<float> slm(*m);
+            train::BlockSelection sel;
+            for (int32_t j = 0; j < int32_t(c.intermediateSize); j += 2)
+                sel.mlpChannels.push_back(j);
+            if (c.numKvHeads > 1)
+                sel.kvGroups = {0};
+            for (int l = 0; l < int(c.numLayers); ++l)
+                slm.setSelection(l, sel);
+            train::DecoderTrainer<test::HostTrainOps> satTrainer(test::HostTrainOps(), slm, train::AdamW<float>());
+            satTrainer.keepChannelNorms(true);
+            satTrainer.zeroGradients();
+            satTrainer.forwardBackward(TokenBatch::random(c.vocabSize, B, S, 1), 1.0f);
+            QVERIFY(satTrainer.linearKindBytes() > 0);
+            QCOMPARE(train::decoderTrainerDeviceBytes(c, slm.parameters().count(false), slm.parameters().count(true),
+                                                      B, S, ComputePrecision::Fp32, false,
+                                                      satTrainer.linearKindBytes()) -
+                         scratch,
+                     satTrainer.deviceBytes());
         }
         auto model = openModel(test::sourceDir() + "/resources/demo/stories260K.bin");
 
