@@ -68,7 +68,7 @@ __global__ void columnTotalsKernel(const float *partials, int64_t chunks, int64_
     out[c] += sum;
 }
 
-struct PlainValue { // dy[r, c]: bias gradients
+struct PlainValue { // dy[r, c]: bias gradients; PST's dScores for dR (scaled after the sum)
     const float *dy;
     __device__ float operator()(int64_t r, int64_t c, int64_t cols) const { return dy[r * cols + c]; }
 };
@@ -79,6 +79,41 @@ struct NormWeightGrad { // dy[r, c] * (x[r, c] - mean[r]) * rstd[r]; mean null f
         return dy[r * cols + c] * (centred * rstd[r]);
     }
 };
+struct AbsProduct { // |v[r, c] g[r, c]|: LoSparse's importance of S
+    const float *v, *g;
+    __device__ float operator()(int64_t r, int64_t c, int64_t cols) const {
+        return fabsf(v[r * cols + c] * g[r * cols + c]);
+    }
+};
+
+// The sum of every thread's `value` over a block of kThreads threads, in a fixed tree order (`part`: kThreads
+// values of shared memory); every thread gets it.
+template <class T> __device__ T blockSum(T value, T *part) {
+    part[threadIdx.x] = value;
+    __syncthreads();
+    for (int half = blockDim.x / 2; half > 0; half /= 2) {
+        if (int(threadIdx.x) < half)
+            part[threadIdx.x] += part[threadIdx.x + half];
+        __syncthreads();
+    }
+    return part[0];
+}
+
+// ---- row sums in a fixed order ----
+
+// out[r] = scale * (the sum over row r of f(r, c, cols)), or out[r] += that with accumulate; one block per row:
+// strided partial sums, then blockSum's tree.
+template <class F> __global__ void rowTotalsKernel(F f, int64_t cols, float scale, bool accumulate, float *out) {
+    __shared__ float part[kThreads];
+    const int64_t r = blockIdx.x;
+    float sum = 0.0f;
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
+        sum += f(r, c, cols);
+    const float total = scale * blockSum(sum, part);
+    if (threadIdx.x == 0)
+        out[r] = accumulate ? out[r] + total : total;
+}
+
 // Binds the width into a functor of (r, c).
 template <class G> struct WithCols {
     G g;
@@ -330,31 +365,7 @@ __global__ void scaleKernel(float *x, int64_t n, float factor) {
         x[i] *= factor;
 }
 
-// The sum of every thread's `value` over a block of kThreads threads, in a fixed tree order (`part`: kThreads
-// values of shared memory); every thread gets it.
-template <class T> __device__ T blockSum(T value, T *part) {
-    part[threadIdx.x] = value;
-    __syncthreads();
-    for (int half = blockDim.x / 2; half > 0; half /= 2) {
-        if (int(threadIdx.x) < half)
-            part[threadIdx.x] += part[threadIdx.x + half];
-        __syncthreads();
-    }
-    return part[0];
-}
-
 // ---- LoSparse ----
-
-__global__ void rowAbsProductSumsKernel(const float *v, const float *g, int64_t cols, float *out) {
-    __shared__ float part[kThreads];
-    const int64_t at = int64_t(blockIdx.x) * cols;
-    float sum = 0.0f;
-    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
-        sum += fabsf(v[at + c] * g[at + c]);
-    const float total = blockSum(sum, part);
-    if (threadIdx.x == 0)
-        out[blockIdx.x] = total;
-}
 
 __global__ void zeroRowsKernel(float *x, const uint8_t *keep, int64_t rows, int64_t cols) {
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -433,19 +444,6 @@ __global__ void pstGradKernel(const float *g, const float *w, const uint8_t *mas
     dAdapted[i] = da;
     if (dw)
         dw[i] += da;
-}
-
-// out[r] += scale * (the sum of row r), one block per row: strided partial sums, then a tree in shared memory (a
-// fixed order).
-__global__ void rowSumsKernel(const float *x, int64_t cols, float scale, float *out) {
-    __shared__ float part[kThreads];
-    const float *row = x + int64_t(blockIdx.x) * cols;
-    float sum = 0.0f;
-    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
-        sum += row[c];
-    const float total = blockSum(sum, part);
-    if (threadIdx.x == 0)
-        out[blockIdx.x] += scale * total;
 }
 
 struct ScaledValue { // s x[r, c]: the column sums of alpha2 dScores
@@ -881,7 +879,7 @@ void TrainOps::rowMaskedAdd(float *dst, const float *src, const uint8_t *rowMask
 void TrainOps::rowAbsProductSums(const float *v, const float *g, int64_t rows, int64_t cols, float *out) {
     if (!rows)
         return;
-    rowAbsProductSumsKernel<<<unsigned(rows), kThreads>>>(v, g, cols, out);
+    rowTotalsKernel<<<unsigned(rows), kThreads>>>(AbsProduct{v, g}, cols, 1.0f, false, out);
     checkLaunch();
 }
 
@@ -1002,7 +1000,7 @@ void TrainOps::pstBackward(const float *g, const float *adapted, const uint8_t *
     if (grads.b)
         gemm(true, false, maskRank, in, out, a1, f.a, maskRank, dScores, in, 1.0f, grads.b, in);
     if (grads.r) {
-        rowSumsKernel<<<unsigned(out), kThreads>>>(dScores, in, a2, grads.r);
+        rowTotalsKernel<<<unsigned(out), kThreads>>>(PlainValue{dScores}, in, a2, true, grads.r);
         checkLaunch();
     }
     if (grads.c)

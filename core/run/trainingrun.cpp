@@ -205,8 +205,9 @@ void afterStep(TrainingMethodRun &method, train::CausalLm<float> &lm, train::Dev
             trainer->downloadChannelNorms(lm);
     }
     method.afterStep(lm, step, total);
-    for (const auto &[name, keep] : method.takeZeroedRows())
-        if (trainer)
+    const auto zeroed = method.takeZeroedRows(); // taken on the CPU too: the method keeps one step's
+    if (trainer)
+        for (const auto &[name, keep] : zeroed)
             trainer->zeroRows(name, keep);
 }
 

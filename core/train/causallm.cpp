@@ -208,19 +208,11 @@ template <class T> struct CausalLm<T>::Impl {
     // The channel norms of block l's MLP activation and attention context (ChannelNorms), mapped back to the
     // full channel and group numbering through the selection.
     void recordNorms(size_t l, const Saved &s, const Gather &g) {
-        typename CausalLm<T>::ChannelNorms &n = norms[l];
-        const BlockSelection &sel = selections[l];
-        n.mlp.assign(size_t(config.intermediateSize), -1.0f);
         const int64_t groupWidth = int64_t(dims.heads / dims.kvHeads) * dims.headDim;
         std::vector<T> values(size_t(s.act.cols() + g.dims.kvHeads));
         activationNorms(s.act.data(), s.act.rows(), s.act.cols(), s.ctx.data(), g.dims.kvHeads, groupWidth,
                         values.data());
-        for (int64_t j = 0; j < s.act.cols(); ++j)
-            n.mlp[size_t(sel.mlpChannels.empty() ? j : sel.mlpChannels[size_t(j)])] = float(values[size_t(j)]);
-        n.kvGroups.assign(size_t(config.numKvHeads), -1.0f);
-        for (int grp = 0; grp < g.dims.kvHeads; ++grp)
-            n.kvGroups[size_t(sel.kvGroups.empty() ? grp : sel.kvGroups[size_t(grp)])] =
-                float(values[size_t(s.act.cols() + grp)]);
+        norms[l] = CausalLm<T>::channelNormsOf(config, selections[l], values.data());
     }
 
     // Block l's forward from saved[l].x, filling saved[l]; returns the block's output.

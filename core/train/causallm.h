@@ -219,6 +219,23 @@ public:
     const ChannelNorms &channelNorms(int layer) const;
     // Replaces them, for a forward that ran elsewhere (the GPU trainer's): one value per channel and per group.
     void setChannelNorms(int layer, ChannelNorms norms);
+    // The norms of the channels and groups a forward with selection `sel` ran (train::activationNorms' values: the
+    // kept MLP channels, then the kept KV groups, in sel's order; all of them without one), in the full numbering
+    // with -1 for the skipped ones.
+    template <class V>
+    static ChannelNorms channelNormsOf(const ModelConfig &config, const BlockSelection &sel, const V *values) {
+        ChannelNorms n;
+        n.mlp.assign(size_t(config.intermediateSize), -1.0f);
+        n.kvGroups.assign(size_t(config.numKvHeads), -1.0f);
+        const std::vector<int32_t> &channels = sel.mlpChannels, &groups = sel.kvGroups;
+        const int64_t kept = channels.empty() ? config.intermediateSize : int64_t(channels.size());
+        const int64_t keptGroups = groups.empty() ? config.numKvHeads : int64_t(groups.size());
+        for (int64_t j = 0; j < kept; ++j)
+            n.mlp[size_t(channels.empty() ? j : channels[size_t(j)])] = float(values[j]);
+        for (int64_t g = 0; g < keptGroups; ++g)
+            n.kvGroups[size_t(groups.empty() ? g : groups[size_t(g)])] = float(values[kept + g]);
+        return n;
+    }
     // The tensors of a Hugging Face checkpoint of the model as trained: every parameter of the checkpoint as it
     // is, and each non-dense linear's effective weight under its original name, in the model's layout (out x in;
     // a transposedInFile tensor is still to be transposed by the writer).

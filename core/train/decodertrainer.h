@@ -169,6 +169,8 @@ template <class Ops> class DecoderTrainer final : public DeviceTrainer {
         Sel o() const { return colsOf(qRows, gather.o.cols); }
         Sel in() const { return rowsOf(channels, gather.in.rows); }
         Sel down() const { return colsOf(channels, gather.down.cols); }
+        // The MLP channels the step runs, of `all`.
+        int64_t keptChannels(int64_t all) const { return gather.in.rows.empty() ? all : int64_t(gather.in.rows.size()); }
     };
     // A block's parameters (biases, the MLP norm, the gate and either the fused q/k/v or q, k, v may be null).
     struct BlockParams {
@@ -310,8 +312,8 @@ public:
             m_g.resize(size_t(largest) * sizeof(float));
         if (std::max(largestLrs, largestPst) > 0)
             m_weff.resize(size_t(std::max(largestLrs, largestPst)) * sizeof(float));
-        for (Buffer *b : {&m_pstAdapted, &m_pstScores, &m_pstWork})
-            if (largestPst > 0)
+        if (largestPst > 0)
+            for (Buffer *b : {&m_pstAdapted, &m_pstScores, &m_pstWork})
                 b->resize(size_t(largestPst) * sizeof(float));
         for (size_t l = 0; l < m_blocks.size(); ++l) {
             const BlockParams &b = m_blocks[l];
@@ -468,19 +470,10 @@ public:
             const Gathered &x = m_gathered[l];
             if (x.norms.bytes() == 0)
                 continue; // no forward yet
-            const std::vector<int32_t> &channels = x.uploaded.mlpChannels, &groups = x.uploaded.kvGroups;
-            const int64_t F = channels.empty() ? m_config.intermediateSize : int64_t(channels.size());
-            const int64_t G = groups.empty() ? m_config.numKvHeads : int64_t(groups.size());
-            std::vector<float> values(size_t(F + G));
-            m_ops.download(values.data(), f(x.norms), F + G);
-            typename CausalLm<float>::ChannelNorms n; // back to the full numbering, -1 where skipped
-            n.mlp.assign(size_t(m_config.intermediateSize), -1.0f);
-            n.kvGroups.assign(size_t(m_config.numKvHeads), -1.0f);
-            for (int64_t j = 0; j < F; ++j)
-                n.mlp[size_t(channels.empty() ? j : channels[size_t(j)])] = values[size_t(j)];
-            for (int64_t g = 0; g < G; ++g)
-                n.kvGroups[size_t(groups.empty() ? g : groups[size_t(g)])] = values[size_t(F + g)];
-            model.setChannelNorms(int(l), std::move(n));
+            const int64_t count = x.keptChannels(m_config.intermediateSize) + x.gather.dims.kvHeads;
+            std::vector<float> values(static_cast<size_t>(count));
+            m_ops.download(values.data(), f(x.norms), count);
+            model.setChannelNorms(int(l), CausalLm<float>::channelNormsOf(m_config, x.uploaded, values.data()));
         }
     }
 
@@ -504,10 +497,11 @@ public:
         return n;
     }
 
+    // The parameters, their gradients and moments, the activations and gradient buffers, and linearKindBytes.
     uint64_t deviceBytes() const override {
-        uint64_t n = m_ropeCos.bytes() + m_ropeSin.bytes();
+        uint64_t n = m_ropeCos.bytes() + m_ropeSin.bytes() + linearKindBytes();
         for (const Param &p : m_params)
-            n += p.w.bytes() + p.g.bytes() + p.m.bytes() + p.v.bytes() + p.mask.bytes();
+            n += p.w.bytes() + p.g.bytes() + p.m.bytes() + p.v.bytes();
         const auto setBytes = [](const Saved &s) {
             uint64_t b = 0;
             for (const Buffer *m : {&s.x, &s.n1, &s.mean1, &s.rstd1, &s.q, &s.k, &s.v, &s.probs, &s.ctx, &s.mid, &s.n2,
@@ -518,16 +512,8 @@ public:
         for (const Saved &s : m_saved)
             n += setBytes(s);
         n += setBytes(m_work);
-        for (const std::unique_ptr<Lrs> &x : m_lrs)
-            n += x->rowMask.bytes();
-        for (const std::unique_ptr<Pst> &x : m_pst)
-            n += x->mask.bytes();
-        for (const Gathered &x : m_gathered)
-            for (const Buffer *b : {&x.qRows, &x.kRows, &x.qkvRows, &x.channels, &x.norms})
-                n += b->bytes();
-        for (const Buffer *m : {&m_gw, &m_gb, &m_gbGrad, &m_rowSums, &m_rowKeep, &m_finalIn, &m_h, &m_meanFinal, &m_rstdFinal, &m_lse, &m_t1, &m_dh, &m_dx, &m_dmid,
-                                &m_dn, &m_dact, &m_dgate, &m_dup, &m_dctx, &m_dq, &m_dk, &m_dv, &m_qkv, &m_g, &m_weff,
-                                &m_pstAdapted, &m_pstScores, &m_pstWork})
+        for (const Buffer *m : {&m_finalIn, &m_h, &m_meanFinal, &m_rstdFinal, &m_lse, &m_t1, &m_dh, &m_dx, &m_dmid,
+                                &m_dn, &m_dact, &m_dgate, &m_dup, &m_dctx, &m_dq, &m_dk, &m_dv, &m_qkv})
             n += m->bytes();
         return n;
     }
@@ -598,8 +584,8 @@ private:
         return f(m_weff);
     }
 
-    // A gathered step's W restricted to its selected rows and columns in m_gw (out' x in'), and its bias's entries
-    // in m_gb; `in` and `out` are the full sizes. Dense linears only (CausalLm's other kinds refuse selections).
+    // A gathered step's W restricted to its selected rows and columns in m_gw (out' x in'), and the bias's entries
+    // in m_gb when one is given; `in` and `out` are the full sizes. Dense linears only (CausalLm's other kinds refuse selections).
     const float *gatheredWeight(const Lin &w, const Param *b, const Sel &sel, int64_t in, int64_t out) {
         if (!w.w || w.w->masked())
             throw LatheError("a gathered (SAT) step needs dense linears; block linear " +
@@ -633,7 +619,7 @@ private:
     // weight gradient in one product, the block added into W's gradient, the bias's column sums into its entries.
     void gatheredBack(const float *dy, const float *x, const Lin &lin, const Param *b, int64_t rows, int64_t in,
                       int64_t out, float *dx, const Sel &sel) {
-        const float *weight = gatheredWeight(lin, b, sel, in, out);
+        const float *weight = gatheredWeight(lin, nullptr, sel, in, out); // the bias's values are not needed
         const int64_t outG = sel.rows ? sel.rowCount : out, inG = sel.cols ? sel.colCount : in;
         const Param *w = lin.w;
         if (w->trainable) {
@@ -860,7 +846,7 @@ private:
         const Gathered &g = m_gathered[l];
         const AttentionDims &dims = g.gather.dims;
         const int64_t S = dims.seq, rows = dims.batch * S, D = c.hiddenSize, F = c.intermediateSize;
-        const int64_t kept = g.gather.in.rows.empty() ? F : int64_t(g.gather.in.rows.size()); // MLP channels run
+        const int64_t kept = g.keptChannels(F);
         const int H = dims.heads, KVH = dims.kvHeads, d = dims.headDim;
         const int64_t fullQw = c.numHeads * c.headDim;
         const BlockParams &w = m_blocks[l];
@@ -914,7 +900,7 @@ private:
             const AttentionDims &dims = g.gather.dims;
             const int H = dims.heads, KVH = dims.kvHeads, d = dims.headDim;
             const int64_t qw = int64_t(H) * d, kw = int64_t(KVH) * d;
-            const int64_t kept = g.gather.in.rows.empty() ? F : int64_t(g.gather.in.rows.size());
+            const int64_t kept = g.keptChannels(F);
             if (m_recompute)
                 blockForward(l, m_work, nullptr);
             const Saved &s = m_recompute ? m_work : m_saved[l];
