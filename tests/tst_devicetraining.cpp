@@ -186,31 +186,34 @@ private slots:
             const int64_t B = 2, S = std::min<int64_t>(48, c.maxPositions), rows = B * S;
             const int64_t chunk = std::clamp<int64_t>((int64_t(64) << 20) / rows, 1024, c.vocabSize);
             const uint64_t scratch = 4 * uint64_t(rows * chunk + c.numHeads * S * S) + (uint64_t(512) << 20);
-            uint64_t held[2] = {};
+            // One step of a trainer for `lm` (its recomputation, the channel norms kept when asked): the formula
+            // with the trainer's linears' part equals what it holds; `held` and `kinds` receive both.
+            const auto stepped = [&](train::CausalLm<float> &lm, bool keepNorms, uint64_t &held, uint64_t &kinds) {
+                train::DecoderTrainer<test::HostTrainOps> trainer(test::HostTrainOps(), lm, train::AdamW<float>());
+                trainer.keepChannelNorms(keepNorms);
+                trainer.zeroGradients();
+                trainer.forwardBackward(TokenBatch::random(c.vocabSize, B, S, 1), 1.0f);
+                held = trainer.deviceBytes();
+                kinds = trainer.linearKindBytes();
+                QCOMPARE(train::decoderTrainerDeviceBytes(c, lm.parameters().count(false), lm.parameters().count(true),
+                                                          B, S, ComputePrecision::Fp32, lm.recompute(), kinds) -
+                             scratch,
+                         held);
+            };
+            uint64_t held[2] = {}, kinds = 0;
             for (const bool recompute : {false, true}) {
                 train::CausalLm<float> lm(*m);
                 lm.setRecompute(recompute);
-                train::DecoderTrainer<test::HostTrainOps> trainer(test::HostTrainOps(), lm, train::AdamW<float>());
-                trainer.zeroGradients();
-                trainer.forwardBackward(TokenBatch::random(c.vocabSize, B, S, 1), 1.0f);
-                held[recompute] = trainer.deviceBytes();
-                QCOMPARE(train::decoderTrainerDeviceBytes(c, lm.parameters().count(false), lm.parameters().count(true),
-                                                          B, S, ComputePrecision::Fp32, recompute) -
-                             scratch,
-                         held[recompute]);
+                stepped(lm, false, held[recompute], kinds);
+                QCOMPARE(kinds, uint64_t(0)); // plain fine-tuning: nothing besides the parameters
             }
             QVERIFY2(held[1] < held[0], path.c_str());
             // With the recovery method's fixed masks on every block linear: their bytes and one gradient buffer.
             train::CausalLm<float> lm(*m);
             const auto &recovery = dynamic_cast<const FineTuningMethod &>(methodNamed("recovery"));
             recovery.startTraining(*m, MethodParams(recovery.info().params), 1)->prepare(lm);
-            train::DecoderTrainer<test::HostTrainOps> trainer(test::HostTrainOps(), lm, train::AdamW<float>());
-            trainer.zeroGradients();
-            trainer.forwardBackward(TokenBatch::random(c.vocabSize, B, S, 1), 1.0f);
-            QCOMPARE(train::decoderTrainerDeviceBytes(c, lm.parameters().count(false), lm.parameters().count(true), B,
-                                                      S, ComputePrecision::Fp32, false, trainer.linearKindBytes()) -
-                         scratch,
-                     trainer.deviceBytes());
+            uint64_t withMasks = 0;
+            stepped(lm, false, withMasks, kinds);
             // The masks (a byte per block-linear weight) and the largest linear's weight gradient.
             uint64_t maskBytes = 0, largest = 0;
             for (const auto &slot : lm.linears()) {
@@ -218,21 +221,15 @@ private slots:
                 maskBytes += (n + 3) / 4 * 4; // the reference buffers hold whole floats
                 largest = std::max(largest, n);
             }
-            QCOMPARE(trainer.linearKindBytes(), maskBytes + 4 * largest);
-            QVERIFY(trainer.deviceBytes() > held[0]);
+            QCOMPARE(kinds, maskBytes + 4 * largest);
+            QVERIFY(withMasks > held[0]);
             // With PST's linears: their masks, and the gradient, W_eff, W~, score and work buffers of the largest.
             train::CausalLm<float> plm(*m);
             const auto &pst = dynamic_cast<const FineTuningMethod &>(methodNamed("pst"));
             pst.startTraining(*m, MethodParams(pst.info().params), 1)->prepare(plm);
-            train::DecoderTrainer<test::HostTrainOps> pstTrainer(test::HostTrainOps(), plm, train::AdamW<float>());
-            pstTrainer.zeroGradients();
-            pstTrainer.forwardBackward(TokenBatch::random(c.vocabSize, B, S, 1), 1.0f);
-            QCOMPARE(train::decoderTrainerDeviceBytes(c, plm.parameters().count(false), plm.parameters().count(true),
-                                                      B, S, ComputePrecision::Fp32, false,
-                                                      pstTrainer.linearKindBytes()) -
-                         scratch,
-                     pstTrainer.deviceBytes());
-            QCOMPARE(pstTrainer.linearKindBytes(), maskBytes + 5 * 4 * largest);
+            uint64_t withPst = 0;
+            stepped(plm, false, withPst, kinds);
+            QCOMPARE(kinds, maskBytes + 5 * 4 * largest);
             // A gathered step (SAT's): its index lists, the gathered weight and bias buffers and the channel norms
             // are the trainer's too, counted in both.
             train::CausalLm<float> slm(*m);
@@ -243,16 +240,9 @@ private slots:
                 sel.kvGroups = {0};
             for (int l = 0; l < int(c.numLayers); ++l)
                 slm.setSelection(l, sel);
-            train::DecoderTrainer<test::HostTrainOps> satTrainer(test::HostTrainOps(), slm, train::AdamW<float>());
-            satTrainer.keepChannelNorms(true);
-            satTrainer.zeroGradients();
-            satTrainer.forwardBackward(TokenBatch::random(c.vocabSize, B, S, 1), 1.0f);
-            QVERIFY(satTrainer.linearKindBytes() > 0);
-            QCOMPARE(train::decoderTrainerDeviceBytes(c, slm.parameters().count(false), slm.parameters().count(true),
-                                                      B, S, ComputePrecision::Fp32, false,
-                                                      satTrainer.linearKindBytes()) -
-                         scratch,
-                     satTrainer.deviceBytes());
+            uint64_t gathered = 0;
+            stepped(slm, true, gathered, kinds);
+            QVERIFY(kinds > 0);
         }
         auto model = openModel(test::sourceDir() + "/resources/demo/stories260K.bin");
 
@@ -293,10 +283,10 @@ private slots:
         QVERIFY(run(gpuJob).device != "cpu");
     }
 
-    // LoSparse on the "GPU": its linears on the trainer, its importance and masking on the host with S and its
-    // gradient copied there after every step and back: the CPU run's steps, evaluations, kept rows and exported
-    // bytes (merged and compact), and a run cancelled after a checkpoint resuming to the same bytes.
-    // The official mask (values zeroed at each masking step, rows regrowing in between) needs S's values sent back.
+    // LoSparse on the "GPU": its linears, the importance's row sums and the zeroing of pruned rows on the trainer,
+    // the running scores and the masking on the host: the CPU run's steps, evaluations, kept rows and exported bytes
+    // (merged and compact), and a run cancelled after a checkpoint resuming to the same bytes. The official mask
+    // (values zeroed at each masking step, rows regrowing in between) needs the zeroing done on the device.
     void losparseOnTheDevice_data() {
         QTest::addColumn<QString>("mask");
         QTest::newRow("persistent") << "persistent";
@@ -324,8 +314,7 @@ private slots:
 
     // PST on the "GPU": W~, the scores and the mask formed by the trainer's ops at every forward, at the sparsity the
     // method's schedule sets on the host: the CPU run's steps (with the sparsity of each), evaluations and exported
-    // bytes, `auto` taking the GPU, and a run cancelled after a
-    // checkpoint resuming to the same bytes.
+    // bytes, `auto` taking the GPU, and a run cancelled after a checkpoint resuming to the same bytes.
     void pstOnTheDevice() {
         nlohmann::json cpuJob = job(m_root / "pst-cpu", "cpu"), gpuJob = job(m_root / "pst-cuda", "cuda");
         for (nlohmann::json *j : {&cpuJob, &gpuJob}) {
