@@ -65,6 +65,13 @@ DeviceMemory upload(const float *host, int64_t n) {
     return d;
 }
 template <class M> DeviceMemory upload(const M &m) { return upload(m.data(), int64_t(m.size())); }
+// A device copy of a host vector of other elements (masks, index lists).
+template <class E> DeviceMemory upload(const std::vector<E> &host) {
+    DeviceMemory d(std::max<size_t>(host.size(), 1) * sizeof(E));
+    if (!host.empty())
+        LATHE_CUDA_CHECK(cudaMemcpy(d.as(), host.data(), host.size() * sizeof(E), cudaMemcpyHostToDevice));
+    return d;
+}
 std::vector<float> download(const DeviceMemory &d, int64_t n) {
     std::vector<float> out(static_cast<size_t>(n));
     if (n)
@@ -295,8 +302,7 @@ GpuCheck maskedAdd(TrainOps &ops) {
     std::vector<uint8_t> mask(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i)
         mask[size_t(i)] = uint8_t((i * 7919) % 3 != 0);
-    DeviceMemory dG = upload(g), dDw = upload(dw), dMask(mask.size());
-    LATHE_CUDA_CHECK(cudaMemcpy(dMask.as(), mask.data(), mask.size(), cudaMemcpyHostToDevice));
+    DeviceMemory dG = upload(g), dDw = upload(dw), dMask = upload(mask);
     ops.maskedAdd(dDw.as<float>(), dG.as<float>(), dMask.as<uint8_t>(), n);
     for (int64_t i = 0; i < n; ++i)
         dw.data()[i] += g.data()[i] * float(mask[size_t(i)]);
@@ -313,8 +319,7 @@ GpuCheck rowMaskedAdd(TrainOps &ops) {
     std::vector<uint8_t> mask(static_cast<size_t>(rows));
     for (int64_t r = 0; r < rows; ++r)
         mask[size_t(r)] = uint8_t(r % 3 != 1);
-    DeviceMemory dSrc = upload(src), dDst = upload(dst), dMask(mask.size());
-    LATHE_CUDA_CHECK(cudaMemcpy(dMask.as(), mask.data(), mask.size(), cudaMemcpyHostToDevice));
+    DeviceMemory dSrc = upload(src), dDst = upload(dst), dMask = upload(mask);
     ops.rowMaskedAdd(dDst.as<float>(), dSrc.as<float>(), dMask.as<uint8_t>(), rows, width);
     for (int64_t r = 0; r < rows; ++r)
         if (mask[size_t(r)])
@@ -375,7 +380,7 @@ GpuCheck pst(TrainOps &ops) {
     c.addValue("masks (entries that differ)", double(wrong), 0.0);
     // The backward, with the mask of the scores at 50% sparsity.
     train::pruneSmallest(scores.data(), n, train::prunedCount(n, 0.5), mask.data());
-    LATHE_CUDA_CHECK(cudaMemcpy(dMask.as(), mask.data(), size_t(n), cudaMemcpyHostToDevice));
+    dMask = upload(mask);
     MatF gu = in.mat(d.out, r, 0.1f), gv = in.mat(r, d.in, 0.1f), ga = in.mat(d.out, mr, 0.1f),
          gb = in.mat(mr, d.in, 0.1f), gr = in.mat(d.out, 1, 0.1f), gc = in.mat(d.in, 1, 0.1f), gw = in.mat(d.out, d.in);
     DeviceMemory dGu = upload(gu), dGv = upload(gv), dGa = upload(ga), dGb = upload(gb), dGr = upload(gr),
@@ -406,7 +411,7 @@ GpuCheck loSparseRows(TrainOps &ops) {
     const MatF s = in.mat(rows, cols), g = in.mat(rows, cols);
     std::vector<float> sums(static_cast<size_t>(rows));
     train::rowAbsProductSums(s.data(), g.data(), rows, cols, sums.data());
-    DeviceMemory dS = upload(s), dG = upload(g), dSums(sums.size() * sizeof(float)), dKeep(static_cast<size_t>(rows));
+    DeviceMemory dS = upload(s), dG = upload(g), dSums(sums.size() * sizeof(float));
     ops.rowAbsProductSums(dS.as<float>(), dG.as<float>(), rows, cols, dSums.as<float>());
     Comparison c;
     c.add("row sums", dSums, sums.data(), rows);
@@ -417,7 +422,7 @@ GpuCheck loSparseRows(TrainOps &ops) {
         if (!keep[size_t(r)])
             zeroed.row(r).setZero();
     }
-    LATHE_CUDA_CHECK(cudaMemcpy(dKeep.as(), keep.data(), keep.size(), cudaMemcpyHostToDevice));
+    const DeviceMemory dKeep = upload(keep);
     ops.zeroRows(dS.as<float>(), dKeep.as<uint8_t>(), rows, cols);
     c.add("rows zeroed", dS, zeroed);
     return c.result("train losparse rows", kFp32, dims({{"rows", rows}, {"cols", cols}}));
@@ -438,9 +443,7 @@ GpuCheck gathered(TrainOps &ops) {
     for (int32_t c = 0; c < cols; c += 2)
         colList.push_back(c);
     const int64_t nr = int64_t(rowList.size()), nc = int64_t(colList.size());
-    DeviceMemory dRows(rowList.size() * sizeof(int32_t)), dCols(colList.size() * sizeof(int32_t));
-    LATHE_CUDA_CHECK(cudaMemcpy(dRows.as(), rowList.data(), rowList.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
-    LATHE_CUDA_CHECK(cudaMemcpy(dCols.as(), colList.data(), colList.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+    const DeviceMemory dRows = upload(rowList), dCols = upload(colList);
     DeviceMemory dW = upload(w), dG = upload(g), dM = upload(m), dV = upload(v), dBlock(size_t(nr * nc) * 4);
     MatF block(nr, nc);
     for (int64_t i = 0; i < nr; ++i)

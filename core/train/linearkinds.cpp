@@ -327,10 +327,11 @@ template <class T> void pruneSmallest(const T *s, int64_t n, int64_t prune, uint
     std::fill(mask, mask + n, uint8_t(1));
     if (prune <= 0)
         return;
+    prune = std::min(prune, n);
     // The prune-th smallest value is the threshold: everything below it goes, and of the values equal to it the
     // first ones by position until `prune` are gone. Each part counts its values below and equal to it, so that it
     // knows how many of the ties before it are pruned.
-    const T threshold = kthSmallest(s, n, std::min(prune, n) - 1);
+    const T threshold = kthSmallest(s, n, prune - 1);
     const Parts parts(n);
     std::vector<int64_t> below(size_t(parts.count), 0), equal(size_t(parts.count), 0);
     parts.forEach([&](int64_t p, int64_t begin, int64_t end) {
@@ -342,7 +343,7 @@ template <class T> void pruneSmallest(const T *s, int64_t n, int64_t prune, uint
         below[size_t(p)] = lower;
         equal[size_t(p)] = same;
     });
-    int64_t tiesToPrune = std::min(prune, n);
+    int64_t tiesToPrune = prune;
     for (const int64_t b : below)
         tiesToPrune -= b;
     std::vector<int64_t> tiesBefore(size_t(parts.count), 0);
