@@ -27,6 +27,12 @@ if [ -d .devdeps ]; then
   export CMAKE_PREFIX_PATH=/tmp/devroot/usr
   export LD_LIBRARY_PATH="/tmp/devroot/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
+# A build carried from a Debian 12 machine (same configuration, made against the same .devdeps) saves the build's
+# minutes of device time; when it does not run here (missing system libraries), build here instead.
+if [ -x build-gpu/app/lathe-cli ] && ! build-gpu/app/lathe-cli devices 2>&1 | grep -q '^gpu '; then
+  echo "the carried build-gpu/app/lathe-cli does not run here or sees no GPU:"; build-gpu/app/lathe-cli devices 2>&1 | head -8
+  rm -rf build-gpu
+fi
 if [ ! -x build-gpu/app/lathe-cli ]; then
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLATHE_BUILD_GUI=OFF -DLATHE_BUILD_TESTS=OFF \
     -DLATHE_USE_OPENBLAS=OFF -DLATHE_USE_HDF5=OFF -DCMAKE_CUDA_ARCHITECTURES=90 > "$out/configure.log" 2>&1 ||
@@ -44,7 +50,12 @@ run() { # name command...
   local name=$1; shift
   echo "== $name: $*"
   local t0=$SECONDS
-  "$@" > "$out/$name.log" 2>&1
+  # No stage may take the whole device call with it: each gets STAGE_TIMEOUT seconds (default 300).
+  if [ "$(type -t "$1")" = function ]; then
+    "$@" > "$out/$name.log" 2>&1
+  else
+    timeout -s KILL "${STAGE_TIMEOUT:-300}" "$@" > "$out/$name.log" 2>&1
+  fi
   local rc=$?
   tail -n 30 "$out/$name.log"
   echo "== $name: exit $rc after $((SECONDS - t0)) s"
@@ -60,9 +71,12 @@ layer_resume() {
  "calibration": {"text": "$text", "samples": 64, "seq_len": 256}, "device": "cuda",
  "output": {"dir": "$d/ref", "checkpoint_seconds": 0}}
 JSON
+  local t0=$(date +%s.%N)
   "$cli" compress "$d/job.json" > /dev/null 2>&1 || return 1
+  local wall=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
+  # Killed at a fifth, two, three and four fifths of the uninterrupted run's wall time (a second on an H200).
   local delay continued=0
-  for delay in 0.8 1.2 1.6 2.4; do
+  for delay in $(echo "$wall" | awk '{for (i = 1; i <= 4; ++i) printf "%.2f ", $1 * i / 5}'); do
     rm -rf "$d/k"
     timeout -s KILL "$delay" "$cli" compress "$d/job.json" --output "$d/k" > /dev/null 2>&1
     "$cli" compress "$d/job.json" --output "$d/k" --resume > /dev/null 2>&1 || return 1
@@ -162,7 +176,7 @@ for stage in "${stages[@]}"; do
         --seq-len 2048 --sparsity 0.25 ;;&
     train|all)
       run train-bf16 "$cli" bench train --shape smollm2-135m --device cuda --precision bf16 --seq-len 1024 \
-        --batch 16 --repeat 5
+        --batch 16 --repeat 5 --profile
       run train-fp32 "$cli" bench train --shape smollm2-135m --device cuda --precision fp32 --seq-len 512 \
         --batch 4 --repeat 3
       # SAT's gathered step at its first omission rate (half the MLP channels, 1 of 3 KV groups), against

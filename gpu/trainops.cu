@@ -250,18 +250,21 @@ __global__ void reluBackwardKernel(const float *dy, const float *x, int64_t n, f
 // ---- attention rows: one block per (head, query) row of seq scores (the forward's softmax is the inference
 // pass's softmaxKernel, in place) ----
 
-// dS = P (dP - rowsum(dP P)) scale, in place over dP; zero above the diagonal.
-__global__ void softmaxBackwardKernel(const float *p, float *g, int64_t seq, bool causal, float scale) {
+// dS = P (dP - rowsum(dP P)) scale into ds (in place over dP in fp32; a bf16 copy with bf16 products); zero above
+// the diagonal.
+template <class P, class G>
+__global__ void softmaxBackwardKernel(const P *p, const float *dp, G *ds, int64_t seq, bool causal, float scale) {
     const int64_t row = blockIdx.x, i = row % seq;
     const int64_t keys = causal ? i + 1 : seq;
-    const float *pr = p + row * seq;
-    float *gr = g + row * seq;
+    const P *pr = p + row * seq;
+    const float *gr = dp + row * seq;
+    G *out = ds + row * seq;
     float dot = 0.0f;
     for (int64_t j = threadIdx.x; j < keys; j += blockDim.x)
-        dot += gr[j] * pr[j];
+        dot += gr[j] * toFloat(pr[j]);
     dot = blockReduce(dot, false);
     for (int64_t j = threadIdx.x; j < seq; j += blockDim.x)
-        gr[j] = j < keys ? pr[j] * (gr[j] - dot) * scale : 0.0f;
+        out[j] = fromFloat<G>(j < keys ? toFloat(pr[j]) * (gr[j] - dot) * scale : 0.0f);
 }
 
 // ---- cross-entropy over one vocabulary chunk [c0, c0 + n): one block per row ----
@@ -290,9 +293,9 @@ __global__ void crossEntropyChunkKernel(const float *logits, int64_t n, int64_t 
     }
 }
 
-// logits -> (softmax - onehot) norm, in place; zero rows without a target.
+// logits -> (softmax - onehot) norm: in place, and into `rounded` (bf16) when given; zero rows without a target.
 __global__ void crossEntropyGradKernel(float *g, int64_t n, int64_t c0, const int32_t *targets, const float *lse,
-                                       float norm) {
+                                       float norm, __nv_bfloat16 *rounded) {
     const int64_t r = blockIdx.x;
     float *x = g + r * n;
     const int32_t t = targets[r];
@@ -304,6 +307,8 @@ __global__ void crossEntropyGradKernel(float *g, int64_t n, int64_t c0, const in
                 v -= norm;
         }
         x[j] = v;
+        if (rounded)
+            rounded[r * n + j] = __float2bfloat16(v);
     }
 }
 
@@ -565,6 +570,83 @@ unsigned blocksFor(int64_t n) { return unsigned((n + kThreads - 1) / kThreads); 
 
 } // namespace
 
+// ---- profiling ----
+
+// Events around the outermost op in progress. The destructor never throws: a failed record drops the span.
+class TrainOps::Timed {
+public:
+    Timed(TrainOps &ops, const char *op) : m_profile(ops.m_profile.on ? &ops.m_profile : nullptr), m_op(op) {
+        if (m_profile && m_profile->depth++ == 0) {
+            m_start = m_profile->event();
+            LATHE_CUDA_CHECK(cudaEventRecord(m_start));
+        }
+    }
+    ~Timed() {
+        if (!m_profile || --m_profile->depth > 0 || !m_start)
+            return;
+        cudaEvent_t stop = nullptr;
+        if (!m_profile->spare.empty()) {
+            stop = m_profile->spare.back();
+            m_profile->spare.pop_back();
+        } else if (cudaEventCreate(&stop) != cudaSuccess) {
+            m_profile->spare.push_back(m_start);
+            return;
+        }
+        if (cudaEventRecord(stop) != cudaSuccess) {
+            m_profile->spare.push_back(m_start);
+            m_profile->spare.push_back(stop);
+            return;
+        }
+        m_profile->pending.push_back({m_op, m_start, stop});
+    }
+    Timed(const Timed &) = delete;
+    Timed &operator=(const Timed &) = delete;
+
+private:
+    Profile *m_profile;
+    const char *m_op;
+    cudaEvent_t m_start = nullptr;
+};
+
+TrainOps::Profile::~Profile() {
+    for (const Span &s : pending) {
+        cudaEventDestroy(s.start);
+        cudaEventDestroy(s.stop);
+    }
+    for (cudaEvent_t e : spare)
+        cudaEventDestroy(e);
+}
+
+cudaEvent_t TrainOps::Profile::event() {
+    if (!spare.empty()) {
+        cudaEvent_t e = spare.back();
+        spare.pop_back();
+        return e;
+    }
+    cudaEvent_t e = nullptr;
+    LATHE_CUDA_CHECK(cudaEventCreate(&e));
+    return e;
+}
+
+std::vector<train::OpTime> TrainOps::opTimes() {
+    LATHE_CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<train::OpTime> out;
+    for (const Profile::Span &s : m_profile.pending) {
+        float ms = 0;
+        LATHE_CUDA_CHECK(cudaEventElapsedTime(&ms, s.start, s.stop));
+        auto it = std::find_if(out.begin(), out.end(), [&](const train::OpTime &t) { return t.op == s.op; });
+        if (it == out.end())
+            it = out.insert(out.end(), train::OpTime{s.op, 0.0, 0});
+        it->seconds += 1e-3 * ms;
+        ++it->calls;
+        m_profile.spare.push_back(s.start);
+        m_profile.spare.push_back(s.stop);
+    }
+    m_profile.pending.clear();
+    std::sort(out.begin(), out.end(), [](const train::OpTime &a, const train::OpTime &b) { return a.seconds > b.seconds; });
+    return out;
+}
+
 // ---- helpers ----
 
 TrainOps::TrainOps(cublasHandle_t blas, ComputePrecision precision) : m_blas(blas), m_precision(precision) {
@@ -595,6 +677,7 @@ template <class F> void TrainOps::columnSums(int64_t rows, int64_t cols, F f, fl
 
 void TrainOps::embeddingForward(const float *table, int64_t vocab, int64_t width, const std::vector<int32_t> &ids,
                                 float *y) {
+    const Timed timed(*this, __func__);
     for (const int32_t id : ids)
         require(id >= 0 && id < vocab, "embedding", "token id " + std::to_string(id) + " is outside the vocabulary");
     if (ids.empty())
@@ -604,6 +687,7 @@ void TrainOps::embeddingForward(const float *table, int64_t vocab, int64_t width
 }
 
 void TrainOps::embeddingBackward(const float *dy, const std::vector<int32_t> &ids, int64_t width, float *dtable) {
+    const Timed timed(*this, __func__);
     if (ids.empty())
         return;
     // [order (rows)] [segment starts (segments + 1)] [segment ids (segments)]
@@ -631,6 +715,7 @@ void TrainOps::embeddingBackward(const float *dy, const std::vector<int32_t> &id
 
 void TrainOps::rmsNormForward(const float *x, const float *w, int64_t rows, int64_t width, float eps, float *y,
                               float *rstd) {
+    const Timed timed(*this, __func__);
     if (!rows)
         return;
     normKernel<float>
@@ -640,6 +725,7 @@ void TrainOps::rmsNormForward(const float *x, const float *w, int64_t rows, int6
 
 void TrainOps::rmsNormBackward(const float *dy, const float *x, const float *w, const float *rstd, int64_t rows,
                                int64_t width, float *dx, float *dw) {
+    const Timed timed(*this, __func__);
     if (!rows)
         return;
     normBackwardKernel<<<unsigned(rows), kRowThreads>>>(dy, x, w, nullptr, rstd, width, dx);
@@ -650,6 +736,7 @@ void TrainOps::rmsNormBackward(const float *dy, const float *x, const float *w, 
 
 void TrainOps::layerNormForward(const float *x, const float *w, const float *b, int64_t rows, int64_t width, float eps,
                                 float *y, float *mean, float *rstd) {
+    const Timed timed(*this, __func__);
     if (!rows)
         return;
     normKernel<float><<<unsigned(rows), kRowThreads>>>(x, width, true, float(width), eps, w, b, y, mean, rstd);
@@ -658,6 +745,7 @@ void TrainOps::layerNormForward(const float *x, const float *w, const float *b, 
 
 void TrainOps::layerNormBackward(const float *dy, const float *x, const float *w, const float *mean,
                                  const float *rstd, int64_t rows, int64_t width, float *dx, float *dw, float *db) {
+    const Timed timed(*this, __func__);
     if (!rows)
         return;
     normBackwardKernel<<<unsigned(rows), kRowThreads>>>(dy, x, w, mean, rstd, width, dx);
@@ -704,16 +792,25 @@ void TrainOps::batchedGemm(bool transA, bool transB, int64_t m, int64_t n, int64
 // spans the product reads (rows x ld, the last row only up to its width) are rounded into scratch.
 void TrainOps::gemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                     int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    const Timed timed(*this, __func__);
     if (m == 0 || n == 0)
         return;
     const int64_t aRows = transA ? k : m, aCols = transA ? m : k, bRows = transB ? n : k, bCols = transB ? k : n;
     const Operand A = operand(a, (aRows - 1) * lda + aCols, m_bf16a);
     const Operand B = operand(b, (bRows - 1) * ldb + bCols, m_bf16b);
-    batchedGemm(transB, transA, n, m, k, alpha, B, 0, ldb, 0, A, 0, lda, 0, beta, c, ldc, 0, 1);
+    gemmOperands(transA, transB, m, n, k, alpha, A, lda, B, ldb, beta, c, ldc);
+}
+
+// gemm on operands already in the object's precision.
+void TrainOps::gemmOperands(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const Operand &a,
+                            int64_t lda, const Operand &b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    if (m && n)
+        batchedGemm(transB, transA, n, m, k, alpha, b, 0, ldb, 0, a, 0, lda, 0, beta, c, ldc, 0, 1);
 }
 
 void TrainOps::linearForward(const float *x, const float *w, const float *b, int64_t rows, int64_t in, int64_t out,
                              float *y) {
+    const Timed timed(*this, __func__);
     gemm(false, true, rows, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
     if (b && rows) {
         addRowVectorKernel<<<blocksFor(rows * out), kThreads>>>(y, b, rows, out);
@@ -723,6 +820,7 @@ void TrainOps::linearForward(const float *x, const float *w, const float *b, int
 
 void TrainOps::linearBackward(const float *dy, const float *x, const float *w, int64_t rows, int64_t in, int64_t out,
                               float *dx, float *dw, float *db) {
+    const Timed timed(*this, __func__);
     if (dx)
         gemm(false, false, rows, in, out, 1.0f, dy, out, w, in, 1.0f, dx, in);
     if (dw && rows)
@@ -735,6 +833,7 @@ void TrainOps::linearBackward(const float *dy, const float *x, const float *w, i
 
 void TrainOps::ropeForward(float *x, int64_t rows, int64_t seq, int heads, int headDim, int rotaryDim,
                            const float *cos, const float *sin) {
+    const Timed timed(*this, __func__);
     const int half = rotaryDim / 2;
     if (rows == 0 || half == 0)
         return;
@@ -745,6 +844,7 @@ void TrainOps::ropeForward(float *x, int64_t rows, int64_t seq, int heads, int h
 // The rotation is orthogonal: its gradient is the rotation by the opposite angle.
 void TrainOps::ropeBackward(float *dx, int64_t rows, int64_t seq, int heads, int headDim, int rotaryDim,
                             const float *cos, const float *sin) {
+    const Timed timed(*this, __func__);
     const int half = rotaryDim / 2;
     if (rows == 0 || half == 0)
         return;
@@ -754,70 +854,145 @@ void TrainOps::ropeBackward(float *dx, int64_t rows, int64_t seq, int heads, int
 
 // ---- attention ----
 //
-// Per sequence, whole (seq x seq) score matrices per head (the causal half above the diagonal is computed and
-// zeroed: the CPU's query tiles that skip it are not done here yet). The products run in the object's precision:
-// pedantic fp32, or bf16 copies of q, k, v, the output gradient and the probabilities (and their gradient) with
-// fp32 accumulation; scores, softmax and the saved probabilities stay fp32. Grouped heads as in
-// blockrunner.cuh: for a fixed position g inside the group, heads kvh * group + g for kvh = 0 .. kvHeads-1 form one
-// strided batch (query pointer step group * d, key pointer step d, score block step group * seq^2). cuBLAS sees
-// row-major (seq x width) activations as column-major (width x seq): a head's slice is a (d x seq) matrix with
-// leading dimension width, and a row-major (queries x keys) score block is a column-major (keys x queries) one.
+// Whole (seq x seq) score matrices per head (the causal half above the diagonal is computed and zeroed: the CPU's
+// query tiles that skip it are not done here yet), for as many sequences at a time as
+// train::attentionSequencesPerCall allows.
+// The products run in the object's precision: pedantic fp32, or bf16 copies of q, k, v and the output gradient with
+// fp32 accumulation. Scores and the softmax (and its backward) are fp32; with bf16 products the softmax rounds the
+// probabilities once into the saved buffer, which holds them in bf16 (half its floats), and the backward writes
+// the score gradient straight into its bf16 operand.
+// Each product is one batched cuBLAS call over every (sequence, head) pair of the chunk, through device arrays of
+// pointers (headGemm): one launch where a loop over sequences and group positions took 3 B. cuBLAS sees row-major
+// (seq x width) activations as column-major (width x seq): a head's slice is a (d x seq) matrix with leading
+// dimension width, and a row-major (queries x keys) score block is a column-major (keys x queries) one. Head h
+// reads key/value group h / (heads / kvHeads).
+
+namespace {
+
+// Where entry i = s * perSeq + j of a batched product finds an operand: base + s * seqStride + (j / div) *
+// headStride elements of `elementBytes` each.
+struct HeadSpan {
+    const char *base;
+    int64_t seqStride, headStride, div, elementBytes;
+};
+
+__global__ void headPointersKernel(HeadSpan a, HeadSpan b, HeadSpan c, int64_t perSeq, int64_t count, void **out) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= count)
+        return;
+    const int64_t s = i / perSeq, j = i % perSeq;
+    const HeadSpan spans[3] = {a, b, c};
+    for (int x = 0; x < 3; ++x)
+        out[x * count + i] = const_cast<char *>(spans[x].base) +
+                             (s * spans[x].seqStride + (j / spans[x].div) * spans[x].headStride) * spans[x].elementBytes;
+}
+
+} // namespace
+
+// Column-major C = alpha op(A) op(B) + beta C for every (sequence, head) entry of seqs x perSeq, the operands'
+// addresses from their HeadSpans (A and B of the object's precision, C fp32).
+void TrainOps::headGemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const Operand &a,
+                        int64_t aOffset, int64_t aSeq, int64_t aHead, int64_t aDiv, int64_t lda, const Operand &b,
+                        int64_t bOffset, int64_t bSeq, int64_t bHead, int64_t bDiv, int64_t ldb, float beta, float *c,
+                        int64_t cSeq, int64_t cHead, int64_t ldc, int64_t seqs, int64_t perSeq) {
+    const int64_t count = seqs * perSeq;
+    m_pointers.ensure(size_t(3 * count) * sizeof(void *));
+    void **ptrs = m_pointers.as<void *>();
+    const HeadSpan A{static_cast<const char *>(a.at(aOffset)), aSeq, aHead, aDiv, int64_t(a.elementBytes)},
+        B{static_cast<const char *>(b.at(bOffset)), bSeq, bHead, bDiv, int64_t(b.elementBytes)},
+        C{reinterpret_cast<const char *>(c), cSeq, cHead, 1, int64_t(sizeof(float))};
+    headPointersKernel<<<blocksFor(count), kThreads>>>(A, B, C, perSeq, count, ptrs);
+    checkLaunch();
+    const cudaDataType_t type = m_precision == ComputePrecision::Fp32 ? CUDA_R_32F : CUDA_R_16BF;
+    LATHE_CUDA_CHECK(cublasGemmBatchedEx(m_blas, transA ? CUBLAS_OP_T : CUBLAS_OP_N, transB ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                         int(m), int(n), int(k), &alpha, ptrs, type, int(lda), ptrs + count, type,
+                                         int(ldb), &beta, ptrs + 2 * count,
+                                         CUDA_R_32F, int(ldc), int(count), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
 
 void TrainOps::attentionForward(const float *q, const float *k, const float *v, const train::AttentionDims &d,
                                 float *ctx, float *probs) {
+    const Timed timed(*this, __func__);
     const int64_t S = d.seq, D = d.headDim, H = d.heads, KVH = d.kvHeads, group = H / KVH;
-    const int64_t qw = H * D, kw = KVH * D, rows = d.batch * S;
+    const int64_t qw = H * D, kw = KVH * D, rows = d.batch * S, SS = S * S;
     assert(H % KVH == 0);
+    if (!rows)
+        return;
     const Operand Q = operand(q, rows * qw, m_attnA), K = operand(k, rows * kw, m_attnB),
                   V = operand(v, rows * kw, m_attnC);
-    for (int64_t b = 0; b < d.batch; ++b) {
-        const int64_t qb = b * S * qw, kb = b * S * kw;
-        float *pb = probs + b * H * S * S, *cb = ctx + b * S * qw;
-        for (int64_t g = 0; g < group; ++g)
-            // P[h][i][j] = scale q_i . k_j: column-major (keys x queries) = K^T Q.
-            batchedGemm(true, false, S, S, D, float(d.scale), K, kb, kw, D, Q, qb + g * D, qw, group * D, 0.0f,
-                        pb + g * S * S, S, group * S * S, KVH);
-        softmaxKernel<float><<<unsigned(H * S), kRowThreads>>>(pb, S, S, 0, d.causal, pb);
+    const int64_t chunk = train::attentionSequencesPerCall(d.batch, d.heads, d.seq);
+    const bool bf16 = m_precision != ComputePrecision::Fp32;
+    if (bf16)
+        m_dP.ensure(size_t(std::min(chunk, d.batch) * H * SS) * sizeof(float));
+    for (int64_t b0 = 0; b0 < d.batch; b0 += chunk) {
+        const int64_t n = std::min(chunk, d.batch - b0);
+        // fp32: the scores and then the probabilities in place in `probs`; bf16: the scores in scratch, the
+        // probabilities rounded once into `probs` (bf16), which the products and the backward read.
+        float *scores = bf16 ? m_dP.as<float>() : probs + b0 * H * SS;
+        // P[h][i][j] = scale q_i . k_j: column-major (keys x queries) = K^T Q.
+        headGemm(true, false, S, S, D, float(d.scale), K, b0 * S * kw, S * kw, D, group, kw, Q, b0 * S * qw, S * qw,
+                 D, 1, qw, 0.0f, scores, H * SS, SS, S, n, H);
+        Operand P{scores, sizeof(float)};
+        if (bf16) {
+            __nv_bfloat16 *pb = reinterpret_cast<__nv_bfloat16 *>(probs) + b0 * H * SS;
+            softmaxKernel<__nv_bfloat16><<<unsigned(n * H * S), kRowThreads>>>(scores, S, S, 0, d.causal, pb);
+            P = {pb, sizeof(__nv_bfloat16)};
+        } else {
+            softmaxKernel<float><<<unsigned(n * H * S), kRowThreads>>>(scores, S, S, 0, d.causal, scores);
+        }
         checkLaunch();
-        const Operand P = operand(pb, H * S * S, m_attnD);
-        for (int64_t g = 0; g < group; ++g)
-            // ctx_i = sum_j P[i][j] v_j: column-major (d x queries) = V (d x keys) P (keys x queries).
-            batchedGemm(false, false, D, S, S, 1.0f, V, kb, kw, D, P, g * S * S, S, group * S * S, 0.0f, cb + g * D,
-                        qw, group * D, KVH);
+        // ctx_i = sum_j P[i][j] v_j: column-major (d x queries) = V (d x keys) P (keys x queries).
+        headGemm(false, false, D, S, S, 1.0f, V, b0 * S * kw, S * kw, D, group, kw, P, 0, H * SS, SS, 1, S, 0.0f,
+                 ctx + b0 * S * qw, S * qw, D, qw, n, H);
     }
 }
 
 // dP = dO V^T; dS = P (dP - rowsum(dP P)) scale; dQ += dS K; dK += dS^T Q; dV += P^T dO. The group's heads add into
-// their shared dK and dV one position g after another, so the sum's order is fixed.
+// their shared dK and dV one position g after another (one batched call each), so the sum's order is fixed.
 void TrainOps::attentionBackward(const float *dctx, const float *q, const float *k, const float *v,
                                  const train::AttentionDims &d, const float *probs, float *dq, float *dk, float *dv) {
+    const Timed timed(*this, __func__);
     const int64_t S = d.seq, D = d.headDim, H = d.heads, KVH = d.kvHeads, group = H / KVH;
-    const int64_t qw = H * D, kw = KVH * D, rows = d.batch * S;
-    m_dP.ensure(size_t(H * S * S) * sizeof(float));
+    const int64_t qw = H * D, kw = KVH * D, rows = d.batch * S, SS = S * S;
+    if (!rows)
+        return;
+    const int64_t chunk = train::attentionSequencesPerCall(d.batch, d.heads, d.seq);
+    m_dP.ensure(size_t(std::min(chunk, d.batch) * H * SS) * sizeof(float));
     float *dS = m_dP.as<float>();
     const Operand Q = operand(q, rows * qw, m_attnA), K = operand(k, rows * kw, m_attnB),
                   V = operand(v, rows * kw, m_attnC), O = operand(dctx, rows * qw, m_attnE);
-    for (int64_t b = 0; b < d.batch; ++b) {
-        const int64_t qb = b * S * qw, kb = b * S * kw;
-        const float *pb = probs + b * H * S * S;
-        float *dqb = dq + b * S * qw, *dkb = dk + b * S * kw, *dvb = dv + b * S * kw;
-        for (int64_t g = 0; g < group; ++g)
-            // dP[i][j] = dO_i . v_j: column-major (keys x queries) = V^T dO.
-            batchedGemm(true, false, S, S, D, 1.0f, V, kb, kw, D, O, qb + g * D, qw, group * D, 0.0f, dS + g * S * S,
-                        S, group * S * S, KVH);
-        softmaxBackwardKernel<<<unsigned(H * S), kRowThreads>>>(pb, dS, S, d.causal, float(d.scale));
+    const bool bf16 = m_precision != ComputePrecision::Fp32;
+    if (bf16)
+        m_attnD.ensure(size_t(std::min(chunk, d.batch) * H * SS) * sizeof(__nv_bfloat16));
+    for (int64_t b0 = 0; b0 < d.batch; b0 += chunk) {
+        const int64_t n = std::min(chunk, d.batch - b0);
+        // dP[i][j] = dO_i . v_j: column-major (keys x queries) = V^T dO.
+        headGemm(true, false, S, S, D, 1.0f, V, b0 * S * kw, S * kw, D, group, kw, O, b0 * S * qw, S * qw, D, 1, qw,
+                 0.0f, dS, H * SS, SS, S, n, H);
+        // dS from the saved probabilities: in place in fp32; with bf16 products straight into the bf16 operand.
+        Operand dSo{dS, sizeof(float)}, P{probs + b0 * H * SS, sizeof(float)};
+        if (bf16) {
+            const __nv_bfloat16 *pb = reinterpret_cast<const __nv_bfloat16 *>(probs) + b0 * H * SS;
+            softmaxBackwardKernel<<<unsigned(n * H * S), kRowThreads>>>(pb, dS, m_attnD.as<__nv_bfloat16>(), S,
+                                                                        d.causal, float(d.scale));
+            dSo = {m_attnD.as(), sizeof(__nv_bfloat16)};
+            P = {pb, sizeof(__nv_bfloat16)};
+        } else {
+            softmaxBackwardKernel<<<unsigned(n * H * S), kRowThreads>>>(probs + b0 * H * SS, dS, dS, S, d.causal,
+                                                                        float(d.scale));
+        }
         checkLaunch();
-        const Operand dSo = operand(dS, H * S * S, m_attnD), P = operand(pb, H * S * S, m_attnF);
+        // dq_i += sum_j dS[i][j] k_j: column-major (d x queries) += K (d x keys) dS (keys x queries).
+        headGemm(false, false, D, S, S, 1.0f, K, b0 * S * kw, S * kw, D, group, kw, dSo, 0, H * SS, SS, 1, S, 1.0f,
+                 dq + b0 * S * qw, S * qw, D, qw, n, H);
         for (int64_t g = 0; g < group; ++g) {
-            // dq_i += sum_j dS[i][j] k_j: column-major (d x queries) += K (d x keys) dS (keys x queries).
-            batchedGemm(false, false, D, S, S, 1.0f, K, kb, kw, D, dSo, g * S * S, S, group * S * S, 1.0f,
-                        dqb + g * D, qw, group * D, KVH);
-            // dk_j += sum_i dS[i][j] q_i: column-major (d x keys) += Q (d x queries) dS^T (queries x keys).
-            batchedGemm(false, true, D, S, S, 1.0f, Q, qb + g * D, qw, group * D, dSo, g * S * S, S, group * S * S,
-                        1.0f, dkb, kw, D, KVH);
+            // dk_j += sum_i dS[i][j] q_i: column-major (d x keys) += Q (d x queries) dS^T (queries x keys), for the
+            // heads kvh * group + g.
+            headGemm(false, true, D, S, S, 1.0f, Q, b0 * S * qw + g * D, S * qw, group * D, 1, qw, dSo, g * SS,
+                     H * SS, group * SS, 1, S, 1.0f, dk + b0 * S * kw, S * kw, D, kw, n, KVH);
             // dv_j += sum_i P[i][j] dO_i.
-            batchedGemm(false, true, D, S, S, 1.0f, O, qb + g * D, qw, group * D, P, g * S * S, S, group * S * S,
-                        1.0f, dvb, kw, D, KVH);
+            headGemm(false, true, D, S, S, 1.0f, O, b0 * S * qw + g * D, S * qw, group * D, 1, qw, P, g * SS, H * SS,
+                     group * SS, 1, S, 1.0f, dv + b0 * S * kw, S * kw, D, kw, n, KVH);
         }
     }
 }
@@ -825,6 +1000,7 @@ void TrainOps::attentionBackward(const float *dctx, const float *q, const float 
 // ---- element-wise ----
 
 void TrainOps::add(const float *a, const float *b, int64_t n, float *out) {
+    const Timed timed(*this, __func__);
     if (!n)
         return;
     addKernel<<<blocksFor(n), kThreads>>>(a, b, n, out);
@@ -832,6 +1008,7 @@ void TrainOps::add(const float *a, const float *b, int64_t n, float *out) {
 }
 
 void TrainOps::swigluForward(const float *gate, const float *up, int64_t n, float *mid) {
+    const Timed timed(*this, __func__);
     if (!n)
         return;
     swigluForwardKernel<<<blocksFor(n), kThreads>>>(gate, up, n, mid);
@@ -840,6 +1017,7 @@ void TrainOps::swigluForward(const float *gate, const float *up, int64_t n, floa
 
 void TrainOps::swigluBackward(const float *dmid, const float *gate, const float *up, int64_t n, float *dgate,
                               float *dup) {
+    const Timed timed(*this, __func__);
     if (!n)
         return;
     swigluBackwardKernel<<<blocksFor(n), kThreads>>>(dmid, gate, up, n, dgate, dup);
@@ -847,6 +1025,7 @@ void TrainOps::swigluBackward(const float *dmid, const float *gate, const float 
 }
 
 void TrainOps::geluForward(train::Gelu kind, const float *x, int64_t n, float *y) {
+    const Timed timed(*this, __func__);
     if (!n)
         return;
     geluForwardKernel<<<blocksFor(n), kThreads>>>(kind == train::Gelu::Tanh, x, n, y);
@@ -854,6 +1033,7 @@ void TrainOps::geluForward(train::Gelu kind, const float *x, int64_t n, float *y
 }
 
 void TrainOps::geluBackward(train::Gelu kind, const float *dy, const float *x, int64_t n, float *dx) {
+    const Timed timed(*this, __func__);
     if (!n)
         return;
     geluBackwardKernel<<<blocksFor(n), kThreads>>>(kind == train::Gelu::Tanh, dy, x, n, dx);
@@ -861,6 +1041,7 @@ void TrainOps::geluBackward(train::Gelu kind, const float *dy, const float *x, i
 }
 
 void TrainOps::maskedAdd(float *dw, const float *g, const uint8_t *mask, int64_t n) {
+    const Timed timed(*this, __func__);
     if (!n)
         return;
     maskedAddKernel<<<blocksFor(n), kThreads>>>(dw, g, mask, n);
@@ -868,6 +1049,7 @@ void TrainOps::maskedAdd(float *dw, const float *g, const uint8_t *mask, int64_t
 }
 
 void TrainOps::rowMaskedAdd(float *dst, const float *src, const uint8_t *rowMask, int64_t rows, int64_t cols) {
+    const Timed timed(*this, __func__);
     if (!rows || !cols)
         return;
     rowMaskedAddKernel<<<blocksFor(rows * cols), kThreads>>>(dst, src, rowMask, rows, cols);
@@ -877,6 +1059,7 @@ void TrainOps::rowMaskedAdd(float *dst, const float *src, const uint8_t *rowMask
 // ---- LoSparse ----
 
 void TrainOps::rowAbsProductSums(const float *v, const float *g, int64_t rows, int64_t cols, float *out) {
+    const Timed timed(*this, __func__);
     if (!rows)
         return;
     rowTotalsKernel<<<unsigned(rows), kThreads>>>(AbsProduct{v, g}, cols, 1.0f, false, out);
@@ -884,6 +1067,7 @@ void TrainOps::rowAbsProductSums(const float *v, const float *g, int64_t rows, i
 }
 
 void TrainOps::zeroRows(float *x, const uint8_t *keep, int64_t rows, int64_t cols) {
+    const Timed timed(*this, __func__);
     if (!rows || !cols)
         return;
     zeroRowsKernel<<<blocksFor(rows * cols), kThreads>>>(x, keep, rows, cols);
@@ -894,6 +1078,7 @@ void TrainOps::zeroRows(float *x, const uint8_t *keep, int64_t rows, int64_t col
 
 void TrainOps::gather(float *to, const float *from, int64_t fromCols, const int32_t *rows, int64_t nRows,
                       const int32_t *cols, int64_t nCols) {
+    const Timed timed(*this, __func__);
     if (nRows * nCols == 0)
         return;
     gatherKernel<<<blocksFor(nRows * nCols), kThreads>>>(to, from, fromCols, rows, nRows, cols, nCols);
@@ -902,6 +1087,7 @@ void TrainOps::gather(float *to, const float *from, int64_t fromCols, const int3
 
 void TrainOps::scatterAdd(float *to, int64_t toCols, const float *from, const int32_t *rows, int64_t nRows,
                           const int32_t *cols, int64_t nCols) {
+    const Timed timed(*this, __func__);
     if (nRows * nCols == 0)
         return;
     scatterAddKernel<<<blocksFor(nRows * nCols), kThreads>>>(to, toCols, from, rows, nRows, cols, nCols);
@@ -910,6 +1096,7 @@ void TrainOps::scatterAdd(float *to, int64_t toCols, const float *from, const in
 
 void TrainOps::adamwSome(float *w, float *m, float *v, const float *g, int64_t cols, const int32_t *rows,
                          int64_t nRows, const int32_t *activeCols, int64_t nCols, const cpu::AdamWConstants &k) {
+    const Timed timed(*this, __func__);
     if (nRows * nCols == 0)
         return;
     adamwSomeKernel<<<blocksFor(nRows * nCols), kThreads>>>(w, m, v, g, cols, rows, nRows, activeCols, nCols, k);
@@ -918,6 +1105,7 @@ void TrainOps::adamwSome(float *w, float *m, float *v, const float *g, int64_t c
 
 void TrainOps::activationNorms(const float *act, int64_t rows, int64_t channels, const float *ctx, int groups,
                                int64_t groupWidth, float *out) {
+    const Timed timed(*this, __func__);
     LATHE_CUDA_CHECK(cudaMemsetAsync(out, 0, size_t(channels) * sizeof(float)));
     columnSums(rows, channels, SquaredValue{act}, out);
     if (channels) {
@@ -934,6 +1122,7 @@ void TrainOps::activationNorms(const float *act, int64_t rows, int64_t channels,
 // ---- PST ----
 
 void TrainOps::pstAdapted(const float *w, const train::PstFactors<float> &f, const train::PstDims &d, float *adapted) {
+    const Timed timed(*this, __func__);
     const int64_t n = d.out * d.in, rank = d.options.rank;
     if (!n)
         return;
@@ -943,6 +1132,7 @@ void TrainOps::pstAdapted(const float *w, const train::PstFactors<float> &f, con
 
 void TrainOps::pstScores(const float *adapted, const train::PstFactors<float> &f, const train::PstDims &d,
                          float *scores) {
+    const Timed timed(*this, __func__);
     const int64_t n = d.out * d.in, rank = d.options.maskRank;
     if (!n)
         return;
@@ -952,6 +1142,7 @@ void TrainOps::pstScores(const float *adapted, const train::PstFactors<float> &f
 }
 
 void TrainOps::pruneSmallest(const float *scores, int64_t n, int64_t prune, uint8_t *mask) {
+    const Timed timed(*this, __func__);
     if (n <= 0)
         return;
     if (prune <= 0 || prune >= n) { // nothing, or everything
@@ -985,6 +1176,7 @@ void TrainOps::pruneSmallest(const float *scores, int64_t n, int64_t prune, uint
 void TrainOps::pstBackward(const float *g, const float *adapted, const uint8_t *mask, const train::PstFactors<float> &f,
                            const train::PstDims &d, const train::PstGradients<float> &grads, float *dScores,
                            float *dAdapted) {
+    const Timed timed(*this, __func__);
     const int64_t out = d.out, in = d.in, n = out * in, rank = d.options.rank, maskRank = d.options.maskRank;
     if (!n)
         return;
@@ -1008,6 +1200,7 @@ void TrainOps::pstBackward(const float *g, const float *adapted, const uint8_t *
 }
 
 void TrainOps::reluForward(const float *x, int64_t n, float *y) {
+    const Timed timed(*this, __func__);
     if (!n)
         return;
     reluForwardKernel<<<blocksFor(n), kThreads>>>(x, n, y);
@@ -1015,6 +1208,7 @@ void TrainOps::reluForward(const float *x, int64_t n, float *y) {
 }
 
 void TrainOps::reluBackward(const float *dy, const float *x, int64_t n, float *dx) {
+    const Timed timed(*this, __func__);
     if (!n)
         return;
     reluBackwardKernel<<<blocksFor(n), kThreads>>>(dy, x, n, dx);
@@ -1023,9 +1217,22 @@ void TrainOps::reluBackward(const float *dy, const float *x, int64_t n, float *d
 
 // ---- cross-entropy ----
 
+// logits (rows x n) = H W_c^T (+ b_c) for the vocabulary rows [c0, c0 + n); returns W_c as the product read it.
+TrainOps::Operand TrainOps::chunkLogits(const Operand &h, const float *w, const float *b, int64_t rows, int64_t width,
+                                        int64_t c0, int64_t n, float *logits) {
+    const Operand W = operand(w + c0 * width, n * width, m_bf16b);
+    gemmOperands(false, true, rows, n, width, 1.0f, h, width, W, width, 0.0f, logits, n);
+    if (b && rows) {
+        addRowVectorKernel<<<blocksFor(rows * n), kThreads>>>(logits, b + c0, rows, n);
+        checkLaunch();
+    }
+    return W;
+}
+
 float TrainOps::crossEntropyForward(const float *h, const float *w, const float *b, int64_t rows, int64_t width,
                                     int64_t vocab, const std::vector<int32_t> &targets, int64_t chunk, float *lse,
                                     int64_t *count) {
+    const Timed timed(*this, __func__);
     require(int64_t(targets.size()) == rows && chunk > 0, "cross-entropy", "one target per row and a chunk size");
     for (const int32_t t : targets)
         require(t < vocab, "cross-entropy", "target id " + std::to_string(t) + " is outside the vocabulary");
@@ -1042,9 +1249,10 @@ float TrainOps::crossEntropyForward(const float *h, const float *w, const float 
     LATHE_CUDA_CHECK(cudaMemset(target, 0, size_t(rows) * sizeof(float)));
     m_logits.ensure(size_t(rows * std::min(chunk, vocab)) * sizeof(float));
     float *logits = m_logits.as<float>();
+    const Operand H = operand(h, rows * width, m_headH); // rounded once for every chunk
     for (int64_t c0 = 0; c0 < vocab; c0 += chunk) {
         const int64_t n = std::min(chunk, vocab - c0);
-        linearForward(h, w + c0 * width, b ? b + c0 : nullptr, rows, width, n, logits);
+        chunkLogits(H, w, b, rows, width, c0, n, logits);
         crossEntropyChunkKernel<<<unsigned(rows), kRowThreads>>>(logits, n, c0, dTargets, acc, target);
         checkLaunch();
     }
@@ -1070,25 +1278,38 @@ float TrainOps::crossEntropyForward(const float *h, const float *w, const float 
 void TrainOps::crossEntropyBackward(const float *h, const float *w, const float *b, int64_t rows, int64_t width,
                                     int64_t vocab, const std::vector<int32_t> &targets, int64_t chunk,
                                     const float *lse, int64_t count, float scale, float *dh, float *dw, float *db) {
+    const Timed timed(*this, __func__);
     if (!count || !rows)
         return;
     const float norm = scale / float(count);
     const int32_t *dTargets = uploadIds(targets, m_ids);
-    m_logits.ensure(size_t(rows * std::min(chunk, vocab)) * sizeof(float));
+    const int64_t most = std::min(chunk, vocab);
+    m_logits.ensure(size_t(rows * most) * sizeof(float));
     float *g = m_logits.as<float>();
+    const bool bf16 = m_precision != ComputePrecision::Fp32;
+    if (bf16)
+        m_headG.ensure(size_t(rows * most) * sizeof(__nv_bfloat16));
+    const Operand H = operand(h, rows * width, m_headH);
     for (int64_t c0 = 0; c0 < vocab; c0 += chunk) {
         const int64_t n = std::min(chunk, vocab - c0);
-        linearForward(h, w + c0 * width, b ? b + c0 : nullptr, rows, width, n, g);
-        crossEntropyGradKernel<<<unsigned(rows), kRowThreads>>>(g, n, c0, dTargets, lse, norm);
+        const Operand W = chunkLogits(H, w, b, rows, width, c0, n, g);
+        // G = (softmax - onehot) norm, rounded by the same kernel with bf16 products (no separate pass).
+        crossEntropyGradKernel<<<unsigned(rows), kRowThreads>>>(g, n, c0, dTargets, lse, norm,
+                                                                bf16 ? m_headG.as<__nv_bfloat16>() : nullptr);
         checkLaunch();
-        linearBackward(g, h, w + c0 * width, rows, width, n, dh, dw ? dw + c0 * width : nullptr,
-                       db ? db + c0 : nullptr);
+        const Operand G = bf16 ? Operand{m_headG.as(), sizeof(__nv_bfloat16)} : Operand{g, sizeof(float)};
+        gemmOperands(false, false, rows, width, n, 1.0f, G, n, W, width, 1.0f, dh, width); // dh += G W_c
+        if (dw)
+            gemmOperands(true, false, n, width, rows, 1.0f, G, n, H, width, 1.0f, dw + c0 * width, width);
+        if (db)
+            columnSums(rows, n, PlainValue{g}, db + c0);
     }
 }
 
 // ---- optimizer ----
 
 void TrainOps::adamw(float *w, float *m, float *v, const float *g, int64_t n, const cpu::AdamWConstants &k) {
+    const Timed timed(*this, __func__);
     if (!n)
         return;
     adamwKernel<<<blocksFor(n), kThreads>>>(w, m, v, g, n, k);
@@ -1096,23 +1317,30 @@ void TrainOps::adamw(float *w, float *m, float *v, const float *g, int64_t n, co
 }
 
 double TrainOps::sumOfSquares(const std::vector<std::pair<const float *, int64_t>> &buffers) {
-    m_reduce.ensure(kReduceBlocks * sizeof(double));
-    std::vector<double> partials(kReduceBlocks);
+    const Timed timed(*this, __func__);
+    // Every buffer's block partials side by side, one copy back, summed on the host buffer by buffer in block
+    // order (the order a copy per buffer gave).
+    const size_t n = buffers.size() * kReduceBlocks;
+    if (!n)
+        return 0.0;
+    m_reduce.ensure(n * sizeof(double));
+    LATHE_CUDA_CHECK(cudaMemsetAsync(m_reduce.as(), 0, n * sizeof(double)));
+    for (size_t i = 0; i < buffers.size(); ++i)
+        if (buffers[i].second) {
+            sumOfSquaresKernel<<<kReduceBlocks, kThreads>>>(buffers[i].first, buffers[i].second,
+                                                            m_reduce.as<double>() + i * kReduceBlocks);
+            checkLaunch();
+        }
+    std::vector<double> partials(n);
+    LATHE_CUDA_CHECK(cudaMemcpy(partials.data(), m_reduce.as(), n * sizeof(double), cudaMemcpyDeviceToHost));
     double total = 0.0;
-    for (const auto &[x, n] : buffers) {
-        if (!n)
-            continue;
-        sumOfSquaresKernel<<<kReduceBlocks, kThreads>>>(x, n, m_reduce.as<double>());
-        checkLaunch();
-        LATHE_CUDA_CHECK(cudaMemcpy(partials.data(), m_reduce.as(), kReduceBlocks * sizeof(double),
-                                    cudaMemcpyDeviceToHost));
-        for (const double p : partials)
-            total += p;
-    }
+    for (const double p : partials)
+        total += p;
     return total;
 }
 
 void TrainOps::scale(float *x, int64_t n, float factor) {
+    const Timed timed(*this, __func__);
     if (!n)
         return;
     scaleKernel<<<blocksFor(n), kThreads>>>(x, n, factor);

@@ -20,6 +20,7 @@
 
 #include "engine/deviceforward.h"
 #include "numeric/cpukernels.h"
+#include "train/devicetraining.h"
 #include "train/linearkinds.h"
 #include "train/ops.h"
 
@@ -72,11 +73,11 @@ public:
 
     // ---- attention with grouped KV heads ----
     // q: (rows x heads*headDim), k, v: (rows x kvHeads*headDim) -> ctx (rows x heads*headDim). probs receives the
-    // probabilities, [batch][head][query][key] (batch*heads*seq^2 floats, zero above the diagonal when causal),
-    // which the backward reads.
+    // probabilities, [batch][head][query][key] (zero above the diagonal when causal), which the backward reads:
+    // batch*heads*seq^2 floats with fp32 products, as many bf16 values (half the bytes) with bf16 products.
     void attentionForward(const float *q, const float *k, const float *v, const train::AttentionDims &d, float *ctx,
                           float *probs);
-    // dq, dk, dv += ...; a work buffer of heads*seq^2 floats is held for the call.
+    // dq, dk, dv += ...; a work buffer of train::attentionSequencesPerCall(...) * heads * seq^2 floats is held for the call.
     void attentionBackward(const float *dctx, const float *q, const float *k, const float *v,
                            const train::AttentionDims &d, const float *probs, float *dq, float *dk, float *dv);
 
@@ -153,7 +154,29 @@ public:
                      const train::PstDims &d, const train::PstGradients<float> &grads, float *dScores,
                      float *dAdapted);
 
+    // ---- profiling (DeviceTrainer::profileOps): every op above is timed by a pair of events around it, the
+    // outermost op only when one calls another; opTimes waits, returns the totals since the last call (largest
+    // first) and starts new ones ----
+    void profileOps(bool on) { m_profile.on = on; }
+    std::vector<train::OpTime> opTimes();
+
 private:
+    class Timed;
+    struct Profile {
+        bool on = false;
+        int depth = 0;
+        struct Span {
+            const char *op;
+            cudaEvent_t start, stop;
+        };
+        std::vector<Span> pending;
+        std::vector<cudaEvent_t> spare;
+        Profile() = default;
+        Profile(Profile &&) = default;
+        Profile &operator=(Profile &&) = delete;
+        ~Profile();
+        cudaEvent_t event();
+    };
     struct Operand;
     Operand operand(const float *x, int64_t n, DeviceMemory &scratch);
     void batchedGemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const Operand &a,
@@ -162,11 +185,21 @@ private:
     // Column sums over rows of f(r, c), in a fixed order: partials over row chunks, then their sum.
     template <class F> void columnSums(int64_t rows, int64_t cols, F f, float *out);
     const int32_t *uploadIds(const std::vector<int32_t> &ids, DeviceMemory &to);
+    void gemmOperands(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const Operand &a,
+                      int64_t lda, const Operand &b, int64_t ldb, float beta, float *c, int64_t ldc);
+    Operand chunkLogits(const Operand &h, const float *w, const float *b, int64_t rows, int64_t width, int64_t c0,
+                        int64_t n, float *logits);
+    void headGemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const Operand &a,
+                  int64_t aOffset, int64_t aSeq, int64_t aHead, int64_t aDiv, int64_t lda, const Operand &b,
+                  int64_t bOffset, int64_t bSeq, int64_t bHead, int64_t bDiv, int64_t ldb, float beta, float *c,
+                  int64_t cSeq, int64_t cHead, int64_t ldc, int64_t seqs, int64_t perSeq);
 
     cublasHandle_t m_blas;
     ComputePrecision m_precision;
-    DeviceMemory m_ids, m_ids2, m_partials, m_logits, m_bf16a, m_bf16b, m_dP, m_reduce, m_select;
-    DeviceMemory m_attnA, m_attnB, m_attnC, m_attnD, m_attnE, m_attnF; // the attention's bf16 operands
+    DeviceMemory m_ids, m_ids2, m_partials, m_logits, m_bf16a, m_bf16b, m_dP, m_reduce, m_select, m_pointers;
+    DeviceMemory m_attnA, m_attnB, m_attnC, m_attnD, m_attnE; // the attention's bf16 operands
+    DeviceMemory m_headH, m_headG; // the LM head's bf16 input and (backward) loss gradient
+    Profile m_profile;
 };
 
 } // namespace lathe::gpu

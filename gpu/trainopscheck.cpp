@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <random>
 #include <string>
@@ -83,7 +84,9 @@ std::vector<float> download(const DeviceMemory &d, int64_t n) {
 class Comparison {
 public:
     void add(const std::string &what, const DeviceMemory &gpu, const float *cpu, int64_t n) {
-        const std::vector<float> g = download(gpu, n);
+        addHost(what, download(gpu, n), cpu, n);
+    }
+    void addHost(const std::string &what, const std::vector<float> &g, const float *cpu, int64_t n) {
         double diff = 0;
         for (int64_t i = 0; i < n; ++i) {
             const double d = std::abs(double(g[size_t(i)]) - double(cpu[i]));
@@ -248,11 +251,22 @@ GpuCheck attention(TrainOps &ops, bool causal, int heads, int kvHeads) {
     train::attentionBackward(dctx, q, k, v, d, s, dq, dk, dv);
     Comparison c;
     c.add("ctx", dCtx, ctx);
-    c.add("probs", dProbs, s.probs.data(), int64_t(s.probs.size()));
+    const bool bf16 = ops.precision() == ComputePrecision::Bf16;
+    if (bf16) { // the saved probabilities are bf16 with bf16 products
+        std::vector<uint16_t> raw(s.probs.size());
+        LATHE_CUDA_CHECK(cudaMemcpy(raw.data(), dProbs.as(), raw.size() * sizeof(uint16_t), cudaMemcpyDeviceToHost));
+        std::vector<float> got(raw.size());
+        for (size_t i = 0; i < raw.size(); ++i) {
+            const uint32_t bits = uint32_t(raw[i]) << 16;
+            std::memcpy(&got[i], &bits, sizeof(float));
+        }
+        c.addHost("probs", got, s.probs.data(), int64_t(s.probs.size()));
+    } else {
+        c.add("probs", dProbs, s.probs.data(), int64_t(s.probs.size()));
+    }
     c.add("dq", dDq, dq);
     c.add("dk", dDk, dk);
     c.add("dv", dDv, dv);
-    const bool bf16 = ops.precision() == ComputePrecision::Bf16;
     return c.result(std::string("train attention ") + (causal ? "causal" : "bidirectional") +
                         (kvHeads < heads ? " gqa" : "") + (bf16 ? " bf16" : ""),
                     bf16 ? kBf16 : kFp32,
@@ -604,37 +618,40 @@ GpuCheck runTrainStepCheck(ComputeBackend &device, const Model &model, const std
     auto *service = deviceService<train::DeviceTrainingService>(device);
     if (!service)
         throw LatheError("the device has no training service");
-    train::CausalLm<float> cpu(model), fromGpu(model), after(model);
-    if (!methodName.empty()) { // the method's linears on every block linear, in every model the check builds
+    // The method's linears on every block linear, in every model the check builds.
+    const auto withMethod = [&](train::CausalLm<float> &lm) {
+        if (methodName.empty())
+            return;
         const auto &method = dynamic_cast<const FineTuningMethod &>(methodNamed(methodName));
-        for (train::CausalLm<float> *lm : {&cpu, &fromGpu, &after}) {
-            const std::unique_ptr<TrainingMethodRun> run =
-                method.startTraining(model, MethodParams(method.info().params), 1);
-            run->prepare(*lm);
-            // Low rank + sparse: every third row of the first S pruned, so that the row mask takes part.
-            if (auto *k = dynamic_cast<train::LowRankSparseLinear<float> *>(lm->linears().front().kind)) {
-                std::vector<uint8_t> mask(size_t(k->outFeatures()), 1);
-                for (size_t r = 0; r < mask.size(); r += 3)
-                    mask[r] = 0;
-                k->setRowMask(mask);
-            }
-            // PST: half of every matrix pruned, so that the mask takes part.
-            for (const auto &slot : lm->linears())
-                if (auto *k = dynamic_cast<train::PstLinear<float> *>(slot.kind))
-                    k->setSparsity(0.5);
-            // A method that scores channels (SAT): a gathered step in every block (every other MLP channel, the
-            // last KV group left out).
-            if (run->readsChannelNorms())
-                for (int l = 0; l < int(model.config.numLayers); ++l) {
-                    train::BlockSelection sel;
-                    for (int32_t j = l % 2; j < int32_t(model.config.intermediateSize); j += 2)
-                        sel.mlpChannels.push_back(j);
-                    for (int32_t grp = 0; grp + 1 < int32_t(model.config.numKvHeads); ++grp)
-                        sel.kvGroups.push_back(grp);
-                    lm->setSelection(l, sel);
-                }
+        const std::unique_ptr<TrainingMethodRun> run =
+            method.startTraining(model, MethodParams(method.info().params), 1);
+        run->prepare(lm);
+        // Low rank + sparse: every third row of the first S pruned, so that the row mask takes part.
+        if (auto *k = dynamic_cast<train::LowRankSparseLinear<float> *>(lm.linears().front().kind)) {
+            std::vector<uint8_t> mask(size_t(k->outFeatures()), 1);
+            for (size_t r = 0; r < mask.size(); r += 3)
+                mask[r] = 0;
+            k->setRowMask(mask);
         }
-    }
+        // PST: half of every matrix pruned, so that the mask takes part.
+        for (const auto &slot : lm.linears())
+            if (auto *k = dynamic_cast<train::PstLinear<float> *>(slot.kind))
+                k->setSparsity(0.5);
+        // A method that scores channels (SAT): a gathered step in every block (every other MLP channel, the last KV
+        // group left out).
+        if (run->readsChannelNorms())
+            for (int l = 0; l < int(model.config.numLayers); ++l) {
+                train::BlockSelection sel;
+                for (int32_t j = l % 2; j < int32_t(model.config.intermediateSize); j += 2)
+                    sel.mlpChannels.push_back(j);
+                for (int32_t grp = 0; grp + 1 < int32_t(model.config.numKvHeads); ++grp)
+                    sel.kvGroups.push_back(grp);
+                lm.setSelection(l, sel);
+            }
+    };
+    train::CausalLm<float> cpu(model), fromGpu(model), after(model);
+    for (train::CausalLm<float> *lm : {&cpu, &fromGpu, &after})
+        withMethod(*lm);
     const TokenBatch batch = TokenBatch::random(model.config.vocabSize, 2, 24, 11);
     const train::AdamWOptions options; // weight decay 0.1: the decayed and undecayed paths both run
     auto trainer = service->create(cpu, train::AdamW<float>(options),
@@ -654,20 +671,32 @@ GpuCheck runTrainStepCheck(ComputeBackend &device, const Model &model, const std
             channelErr = INFINITY;
             continue;
         }
+        // Relative to the block's largest norm of the kind (a channel that ReLU nearly always zeroes has a norm
+        // near zero that bf16 rounding moves by more than itself); a skipped entry (-1) must be skipped on both.
         const auto compare = [&](const std::vector<float> &a, const std::vector<float> &b) {
+            double scale = 1e-30;
+            for (const float x : b)
+                scale = std::max(scale, double(x));
             for (size_t i = 0; i < a.size(); ++i)
-                channelErr = std::max(channelErr, (b[i] < 0) != (a[i] < 0) ? double(INFINITY)
-                                                                     : std::abs(double(a[i]) - double(b[i])) /
-                                                                           std::max(1e-30, std::abs(double(b[i]))));
+                channelErr = std::max(channelErr, (b[i] < 0) != (a[i] < 0)
+                                                      ? double(INFINITY)
+                                                      : std::abs(double(a[i]) - double(b[i])) / scale);
         };
         compare(got.mlp, want.mlp);
         compare(got.kvGroups, want.kvGroups);
     }
     const double lossErr = std::abs(double(gpuLoss) - double(cpuLoss)) / std::abs(double(cpuLoss));
-    // Per parameter: max |difference| over max |CPU value|; the worst one.
+    // Per parameter: max |difference| over max |CPU value|; the worst one. A gradient that is zero analytically
+    // (OPT's key bias: softmax ignores a constant added to a row of scores) holds rounding noise on both sides (4e-10
+    // in PyTorch's, against a largest gradient of 0.2 in tf-opt): gradients are measured against at least 1e-3 of
+    // the model's largest one, below every gradient that is not zero in the decoder fixtures' PyTorch references
+    // (the smallest: 2.2e-3 of the largest, phi's key bias).
     const auto worst = [](const train::ParameterSet<float> &got, const train::ParameterSet<float> &want, bool grads,
                           std::string *which) {
-        double err = 0;
+        double err = 0, floor = 0;
+        for (size_t i = 0; grads && i < want.size(); ++i)
+            if (want[i].grad.size())
+                floor = std::max(floor, 1e-3 * double(want[i].grad.cwiseAbs().maxCoeff()));
         for (size_t i = 0; i < want.size(); ++i) {
             const train::Matrix<float> &g = grads ? got[i].grad : got[i].value;
             const train::Matrix<float> &w = grads ? want[i].grad : want[i].value;
@@ -677,7 +706,7 @@ GpuCheck runTrainStepCheck(ComputeBackend &device, const Model &model, const std
                 *which = want[i].name + " (sizes differ)";
                 return double(INFINITY);
             }
-            const double scale = std::max(double(w.cwiseAbs().maxCoeff()), 1e-30);
+            const double scale = std::max({double(w.cwiseAbs().maxCoeff()), floor, 1e-30});
             const double diff = double((g - w).cwiseAbs().maxCoeff());
             const double e = std::isnan(diff) ? INFINITY : diff / scale;
             if (e >= err) {
@@ -691,6 +720,12 @@ GpuCheck runTrainStepCheck(ComputeBackend &device, const Model &model, const std
     const double gradErr = worst(fromGpu.parameters(), cpu.parameters(), true, &gradWorst);
     // The step from the same (the GPU's) gradients on both sides, clipped: the norm is well above 1e-3.
     const double lr = 1e-3, maxNorm = 1e-3;
+    // A gathered step updates only the rows and columns its forward computed (Parameter::activeRows): the CPU's
+    // forward marked them on its own parameters.
+    for (size_t i = 0; i < cpu.parameters().size(); ++i) {
+        fromGpu.parameters()[i].activeRows = cpu.parameters()[i].activeRows;
+        fromGpu.parameters()[i].activeCols = cpu.parameters()[i].activeCols;
+    }
     const double cpuNorm = train::clipGradNorm(fromGpu.parameters(), maxNorm);
     train::AdamW<float> adam(options);
     adam.step(fromGpu.parameters(), lr);
@@ -715,12 +750,21 @@ GpuCheck runTrainStepCheck(ComputeBackend &device, const Model &model, const std
         t->step(lr, 0);
     }
     train::CausalLm<float> first(model), second(model);
+    withMethod(first);
+    withMethod(second);
     trainer->download(first, true);
     resumed->download(second, true);
     std::string resumeWorst;
     const bool resumeExact = worst(second.parameters(), first.parameters(), false, &resumeWorst) == 0 &&
                              worst(second.parameters(), first.parameters(), true, &resumeWorst) == 0;
-    const double lossTol = bf16 ? 2e-2 : 1e-5, gradTol = bf16 ? 1e-1 : 1e-4, stepTol = 1e-6;
+    // With ReLU (OPT) in bf16 the gate flips where the operands' rounding moves a pre-activation across zero: each
+    // flip moves a row of fc1's gradient by one token's whole contribution, a quarter of the largest value on
+    // tf-opt's 48 tokens (0.26 measured on an H200, the smooth activations' 0.01). The fp32 check holds its wiring
+    // to 1e-4.
+    const std::string activation =
+        model.config.activation.empty() ? defaultActivation(model.config.family) : model.config.activation;
+    const double lossTol = bf16 ? 2e-2 : 1e-5, gradTol = bf16 ? (activation == "relu" ? 0.5 : 1e-1) : 1e-4,
+                 stepTol = 1e-6;
     GpuCheck c;
     c.name = name;
     // clipGradNorm sums each parameter's squares in fp32 (Eigen), the GPU in fp64: 1e-5 covers the fp32 sums.

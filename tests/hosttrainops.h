@@ -8,6 +8,7 @@
 #include "engine/deviceforward.h"
 #include "numeric/blas.h"
 #include "numeric/cpukernels.h"
+#include "train/devicetraining.h"
 #include "train/linearkinds.h"
 #include "train/ops.h"
 
@@ -53,6 +54,9 @@ public:
             std::copy(from + r * fromStride, from + r * fromStride + cols, to + r * toStride);
     }
     void synchronize() const {}
+    // The reference ops are not timed (the GPU's are: gpu/trainops.h).
+    void profileOps(bool) {}
+    std::vector<train::OpTime> opTimes() { return {}; }
 
     void embeddingForward(const float *table, int64_t vocab, int64_t width, const std::vector<int32_t> &ids, float *y) {
         const auto split = engineScope();

@@ -185,7 +185,9 @@ private slots:
             const ModelConfig &c = m->config;
             const int64_t B = 2, S = std::min<int64_t>(48, c.maxPositions), rows = B * S;
             const int64_t chunk = std::clamp<int64_t>((int64_t(64) << 20) / rows, 1024, c.vocabSize);
-            const uint64_t scratch = 4 * uint64_t(rows * chunk + c.numHeads * S * S) + (uint64_t(512) << 20);
+            const uint64_t scratch =
+                4 * uint64_t(rows * chunk + train::attentionSequencesPerCall(B, c.numHeads, S) * c.numHeads * S * S) +
+                (uint64_t(512) << 20);
             // One step of a trainer for `lm` (its recomputation, the channel norms kept when asked): the formula
             // with the trainer's linears' part equals what it holds; `held` and `kinds` receive both.
             const auto stepped = [&](train::CausalLm<float> &lm, bool keepNorms, uint64_t &held, uint64_t &kinds) {

@@ -354,12 +354,40 @@ int benchTrainOnDevice(const CliOptions &o, ComputeBackend &backend, const Model
                         {"repeat", repeat},
                         {"device_bytes", trainer->deviceBytes()}};
     addStepRates(j, times, tokens, flops);
+    // --profile: one more step with every op timed on the device (events; what is left of the step's wall time is
+    // the host's share: launches, uploads of token ids, the loss's copy back).
+    std::vector<train::OpTime> ops;
+    double profiledSeconds = 0;
+    if (o.flag("profile")) {
+        trainer->profileOps(true);
+        const auto t0 = std::chrono::steady_clock::now();
+        step();
+        profiledSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        trainer->profileOps(false);
+        ops = trainer->opTimes();
+        nlohmann::json list = nlohmann::json::array();
+        for (const train::OpTime &t : ops)
+            list.push_back({{"op", t.op}, {"seconds", t.seconds}, {"calls", t.calls}});
+        j["profile"] = {{"step_s", profiledSeconds}, {"ops", list}};
+    }
     if (!o.flag("json")) {
         std::printf("training step  %s, batch %lld x seq %lld%s, %s\n", model.sourcePath.c_str(), (long long)batch,
                     (long long)seq, lm.recompute() ? ", recomputing blocks" : omit > 0 ? ", channels omitted" : "",
                     trainer->describe().c_str());
         printStepRates(times, tokens, flops, "GEMM peak GFLOP/s");
         std::printf("%-28s %12.1f\n", "device memory (MB)", double(trainer->deviceBytes()) / 1048576.0);
+        if (!ops.empty()) {
+            std::printf("\nprofiled step %.4f s wall\n%-24s %10s %8s %7s\n", profiledSeconds, "op", "ms", "share",
+                        "calls");
+            double timed = 0;
+            for (const train::OpTime &t : ops) {
+                std::printf("%-24s %10.3f %7.1f%% %7lld\n", t.op.c_str(), 1e3 * t.seconds,
+                            100.0 * t.seconds / profiledSeconds, (long long)t.calls);
+                timed += t.seconds;
+            }
+            std::printf("%-24s %10.3f %7.1f%%\n", "(not in an op)", 1e3 * (profiledSeconds - timed),
+                        100.0 * (profiledSeconds - timed) / profiledSeconds);
+        }
     }
     std::printf("%s\n", j.dump().c_str());
     return 0;
@@ -367,18 +395,18 @@ int benchTrainOnDevice(const CliOptions &o, ComputeBackend &backend, const Model
 
 int runBenchTrain(int argc, char **argv) {
     CliOptions o(argc, argv, 3, {"model", "shape", "seq-len", "batch", "repeat", "threads", "omit", "device", "precision"},
-                 {"json", "recompute"});
+                 {"json", "recompute", "profile"});
     if (!o.ok() || (!o.value("model") && !o.value("shape")) || !o.positional().empty()) {
         std::fprintf(stderr,
                      "usage: lathe-cli bench train (--model MODEL | --shape NAME) [--seq-len N] [--batch B] [--repeat R]\n"
                      "                             [--threads T] [--recompute] [--omit W]\n"
-                     "                             [--device cpu|cuda[:N] [--precision bf16|fp32]] [--json]\n"
+                     "                             [--device cpu|cuda[:N] [--precision bf16|fp32] [--profile]] [--json]\n"
                      "  tokens/s of forward + backward + AdamW on random tokens, the achieved GFLOP/s beside the\n"
                      "  sgemm peak measured in the same run, and the peak memory; --recompute keeps block inputs\n"
                      "  only and runs each block's forward again in backward; --omit W skips the fraction W of every\n"
                      "  block's MLP channels and floor(W KV) of its key/value groups, as SAT's gathered steps do;\n"
                      "  --device cuda runs the GPU trainer (the decoder families) instead of the CPU engine (the default),\n"
-                     "  with --recompute and --omit too\n%s\n",
+                     "  with --recompute and --omit too; --profile then times one more step op by op on the device\n%s\n",
                      o.error().c_str());
         return 2;
     }

@@ -59,15 +59,15 @@ namespace lathe::train {
 // Device bytes of a DecoderTrainer for `parameters` parameters, `trainableParameters` of them trained, at batches of
 // B x S, with GPU ops: the parameters (4 bytes each), the trained ones' gradients and both moments (12 more); per
 // block the saved activations (the input and the attention norm's output; q, k, v and the context; B H S^2
-// probabilities; the MLP's up projection and activation, and the gate with SwiGLU; for sequential blocks the
-// residual between attention and MLP and its norm's output; a norm's rstd per row, and its mean with LayerNorm);
-// with recomputation the blocks' inputs only, and one block's set; one block's gradient buffers and the head's
-// (7 B S D, 2 or 3 B S F, 2 B S (H + KV) d, and GPT-2's fused q/k/v product or its gradient); the RoPE table; the
-// ops' scratch (the loss's rows x chunk logits, one sequence's H S^2 score gradient, and with bf16 products bf16
-// copies of the largest operands); and a fixed
-// allowance of 512 MiB for the CUDA context and cuBLAS's workspaces (an allowance, not a measurement); plus
-// `linearKindBytes`, what a method's linears hold besides their parameters (DecoderTrainer::linearKindBytes: masks
-// and the scratch their products need).
+// probabilities, in bf16 with bf16 products; the MLP's up projection and activation, and the gate with SwiGLU; for
+// sequential blocks the residual between attention and MLP and its norm's output; a norm's rstd per row, and its
+// mean with LayerNorm); with recomputation the blocks' inputs only, and one block's set; one block's gradient
+// buffers and the head's (7 B S D, 2 or 3 B S F, 2 B S (H + KV) d, and GPT-2's fused q/k/v product or its
+// gradient); the RoPE table; the ops' scratch (the loss's rows x chunk logits, the score block of the sequences the
+// attention takes at a time, attentionSequencesPerCall x H S^2, and with bf16 products bf16 copies of the
+// operands); and a fixed allowance of 512 MiB for the CUDA context and cuBLAS's workspaces (an allowance, not a
+// measurement); plus `linearKindBytes`, what a method's linears hold besides their parameters
+// (DecoderTrainer::linearKindBytes: masks and the scratch their products need).
 inline uint64_t decoderTrainerDeviceBytes(const ModelConfig &c, int64_t parameters, int64_t trainableParameters,
                                           int64_t B, int64_t S, ComputePrecision precision, bool recompute,
                                           uint64_t linearKindBytes = 0) {
@@ -77,7 +77,9 @@ inline uint64_t decoderTrainerDeviceBytes(const ModelConfig &c, int64_t paramete
     const uint64_t scores = uint64_t(c.numHeads) * uint64_t(S) * uint64_t(S);
     const uint64_t stats = rows * (rms ? 1 : 2); // a norm's rstd (and mean) per row
     const uint64_t mlp = (swiglu ? 3 : 2) * rows * F;
-    const uint64_t perBlock = 2 * rows * D + stats + 2 * rows * qw + 2 * rows * kw + uint64_t(B) * scores + mlp +
+    // The saved probabilities: bf16 (half the floats) with bf16 products.
+    const uint64_t probs = precision == ComputePrecision::Fp32 ? uint64_t(B) * scores : (uint64_t(B) * scores + 1) / 2;
+    const uint64_t perBlock = 2 * rows * D + stats + 2 * rows * qw + 2 * rows * kw + probs + mlp +
                               (parallel ? 0 : 2 * rows * D + stats);
     const uint64_t fused = c.family == ArchFamily::Gpt2 ? rows * (qw + 2 * kw) : 0; // GPT-2's q/k/v product
     const uint64_t chunk = uint64_t(std::clamp<int64_t>((int64_t(64) << 20) / std::max<int64_t>(B * S, 1), 1024,
@@ -85,13 +87,19 @@ inline uint64_t decoderTrainerDeviceBytes(const ModelConfig &c, int64_t paramete
     // With recomputation the blocks keep their inputs (B S D each) and one block's activations exist at a time.
     const uint64_t blocks = recompute ? uint64_t(c.numLayers) * rows * D + (perBlock - rows * D)
                                       : uint64_t(c.numLayers) * perBlock;
+    // The attention's score-gradient scratch: the sequences it handles per call.
+    const uint64_t attention = uint64_t(attentionSequencesPerCall(B, c.numHeads, S)) * scores;
     uint64_t floats = blocks + 7 * rows * D + stats + rows + mlp + 2 * rows * qw + 2 * rows * kw + fused +
-                      rows * chunk + scores;
+                      rows * chunk + attention;
     // The RoPE table (cos and sin: positions x rotaryDim/2 each).
     floats += uint64_t(c.maxPositions) * uint64_t(ropeTableFor(c, 1, "").rotaryDim);
     uint64_t bytes = 4 * uint64_t(parameters) + 12 * uint64_t(trainableParameters) + 4 * floats;
-    if (precision != ComputePrecision::Fp32) // bf16 copies: a linear's two operands, the attention's five
-        bytes += 2 * (rows * std::max(F, chunk) + std::max(F, chunk) * D + 2 * rows * (qw + kw) + 2 * scores);
+    // bf16 copies: a product's two operands (an activation or its gradient, and a weight, the LM head's chunk or an
+    // activation), the LM head's input and loss gradient, the attention's q, k, v, output gradient and score gradient.
+    if (precision != ComputePrecision::Fp32)
+        bytes += 2 * (rows * std::max({F, D, qw + 2 * kw}) +
+                      std::max({rows * std::max(F, D), std::max(F, qw + 2 * kw) * D, chunk * D}) + rows * D +
+                      rows * chunk + 2 * rows * (qw + kw) + attention);
     return bytes + linearKindBytes + (uint64_t(512) << 20);
 }
 
@@ -460,6 +468,8 @@ public:
     }
 
     void synchronize() override { m_ops.synchronize(); }
+    void profileOps(bool on) override { m_ops.profileOps(on); }
+    std::vector<OpTime> opTimes() override { return m_ops.opTimes(); }
 
     void keepChannelNorms(bool keep) override { m_keepNorms = keep; }
 
@@ -1022,7 +1032,9 @@ private:
             floats(s.ctx, rows * qw);
             floats(s.k, rows * kw);
             floats(s.v, rows * kw);
-            floats(s.probs, B * c.numHeads * S * S);
+            // The attention's probabilities: in bf16 with bf16 products (gpu/trainops.h), half the floats.
+            const int64_t probs = B * c.numHeads * S * S;
+            floats(s.probs, m_ops.precision() == ComputePrecision::Fp32 ? probs : (probs + 1) / 2);
             if (m_swiglu)
                 floats(s.gate, rows * F);
             floats(s.up, rows * F);

@@ -22,6 +22,13 @@ namespace lathe::train {
 // ones only; the products run in the chosen precision (fp32: pedantic, checkable against the CPU; bf16: tensor
 // cores, fp32 accumulation), everything else in fp32; the CausalLm's recomputation setting is followed. BERT and
 // learned masks are refused at creation with a LatheError naming what (train those on the CPU). Not thread-safe.
+// One op's share of the device time: its name (the ops' function name), seconds and calls.
+struct OpTime {
+    std::string op;
+    double seconds = 0;
+    int64_t calls = 0;
+};
+
 class DeviceTrainer {
 public:
     virtual ~DeviceTrainer() = default;
@@ -55,6 +62,12 @@ public:
     virtual void downloadOptimizer(AdamW<float> &optimizer) const = 0;
     // Waits for the queued work (what benchmarks time).
     virtual void synchronize() = 0;
+    // Per-op device time (`lathe-cli bench train --profile`): with profiling on, every op the trainer runs is timed
+    // on the device (events around it; nested ops count in the outer one); opTimes waits for the queued work and
+    // returns the totals since the last call, largest first, and starts new ones. A backend that cannot time its
+    // ops returns none.
+    virtual void profileOps(bool on) = 0;
+    virtual std::vector<OpTime> opTimes() = 0;
     // Device bytes the trainer holds now: parameters, gradients, moments, and the activations and gradient buffers
     // of the largest batch so far (not the ops' scratch or the CUDA context: decoderTrainerDeviceBytes adds those).
     virtual uint64_t deviceBytes() const = 0;

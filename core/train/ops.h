@@ -76,6 +76,14 @@ struct AttentionDims {
     double scale = 1.0; // usually 1/sqrt(headDim)
     bool causal = true; // false: every query attends to every key of its window (BERT; no padding in training)
 };
+// The sequences the GPU's attention (gpu/trainops.h) handles per call: its fp32 score block (heads x seq^2 floats
+// per sequence) stays within 64 Mi floats (256 MiB), at least one sequence. decoderTrainerDeviceBytes counts the
+// scratch sized by it.
+inline int64_t attentionSequencesPerCall(int64_t batch, int64_t heads, int64_t seq) {
+    const int64_t perSequence = heads * seq * seq > 0 ? heads * seq * seq : 1;
+    const int64_t n = (int64_t(64) << 20) / perSequence;
+    return n < 1 ? 1 : n > batch ? (batch > 1 ? batch : 1) : n;
+}
 template <class T> struct AttentionState {
     std::vector<T> probs; // [batch][head][query][key], zero above the diagonal when causal
 };
