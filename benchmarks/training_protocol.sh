@@ -9,7 +9,8 @@
 # Usage: benchmarks/training_protocol.sh [BUILD_DIR] [OUT_DIR]
 # Environment: ONLY (row names, space-separated, run in that order; default every row, in the order below), STEPS
 # (default 100), SEED (the WikiText rows' data seed, default 1; another seed writes NAME-seedN), SUMMARY_ONLY=1
-# (print the summary lines of finished rows, run nothing).
+# (print the summary lines of finished rows, run nothing), DEVICE (the jobs' device, default cpu: the tables are CPU
+# runs; auto or cuda trains on the GPU).
 # Each row writes OUT_DIR/NAME.json (the job), NAME/ (the run folder: results.json, metrics.jsonl) and prints one
 # summary line: the evaluations, tokens/s over the training steps, peak RSS and the method's report. About 6-13
 # minutes per row on 2 cores (PST's are the slowest).
@@ -39,7 +40,7 @@ run() {
  "data": $3,
  "optimizer": {"lr": $2, "schedule": "cosine", "warmup": $(( steps < 5 ? steps : 5 ))},
  "steps": $steps, "eval_every": 50, "checkpoint_every": 1000$4,
- "output": {"dir": "$out/$1", "export": $5, "overwrite": true}}
+ "output": {"dir": "$out/$1", "export": $5, "overwrite": true}, "device": "${DEVICE:-cpu}"}
 JSON
   if ! /usr/bin/time -f "%M" -o "$out/$1.maxrss" "$cli" train "$out/$1.json" > "$out/$1.stdout" 2> "$out/$1.stderr"; then
     echo "{\"row\": \"$1\", \"failed\": \"see $out/$1.stderr\"}"

@@ -821,10 +821,14 @@ void TrainOps::linearForward(const float *x, const float *w, const float *b, int
 void TrainOps::linearBackward(const float *dy, const float *x, const float *w, int64_t rows, int64_t in, int64_t out,
                               float *dx, float *dw, float *db) {
     const Timed timed(*this, __func__);
-    if (dx)
-        gemm(false, false, rows, in, out, 1.0f, dy, out, w, in, 1.0f, dx, in);
-    if (dw && rows)
-        gemm(true, false, out, in, rows, 1.0f, dy, out, x, in, 1.0f, dw, in);
+    // dy is rounded once for both products (34 ms instead of 41 for SmolLM2's linears at 16 x 1024 on an H200).
+    if ((dx || dw) && rows && in && out) {
+        const Operand Dy = operand(dy, rows * out, m_bf16a);
+        if (dx)
+            gemmOperands(false, false, rows, in, out, 1.0f, Dy, out, operand(w, out * in, m_bf16b), in, 1.0f, dx, in);
+        if (dw)
+            gemmOperands(true, false, out, in, rows, 1.0f, Dy, out, operand(x, rows * in, m_bf16b), in, 1.0f, dw, in);
+    }
     if (db)
         columnSums(rows, out, PlainValue{dy}, db);
 }
@@ -854,9 +858,9 @@ void TrainOps::ropeBackward(float *dx, int64_t rows, int64_t seq, int heads, int
 
 // ---- attention ----
 //
-// Whole (seq x seq) score matrices per head (the causal half above the diagonal is computed and zeroed: the CPU's
-// query tiles that skip it are not done here yet), for as many sequences at a time as
-// train::attentionSequencesPerCall allows.
+// Whole (seq x seq) score matrices per head (the causal half above the diagonal is computed and zeroed: products
+// per query tile that skip it, measured on an H200, did not change the step time, which the softmax's passes over
+// the squares and the launches set), for as many sequences at a time as train::attentionSequencesPerCall allows.
 // The products run in the object's precision: pedantic fp32, or bf16 copies of q, k, v and the output gradient with
 // fp32 accumulation. Scores and the softmax (and its backward) are fp32; with bf16 products the softmax rounds the
 // probabilities once into the saved buffer, which holds them in bf16 (half its floats), and the backward writes

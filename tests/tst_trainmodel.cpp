@@ -593,9 +593,13 @@ private slots:
             {"eval_every", 2},
             {"checkpoint_every", 0},
             {"output", {{"dir", (root / "cpu").string()}, {"export", false}}}};
+        // Without a device the GPU trainer takes the job where it can (auto), in bf16 products.
+        const TrainingSpec byDefault = TrainingSpec::fromJson(j);
+        QCOMPARE(QString::fromStdString(byDefault.device), QString("auto"));
+        QCOMPARE(QString::fromStdString(byDefault.precision), QString("bf16"));
+        j["device"] = "cpu";
         TrainingSpec cpu = TrainingSpec::fromJson(j);
         QCOMPARE(QString::fromStdString(cpu.device), QString("cpu"));
-        QCOMPARE(QString::fromStdString(cpu.precision), QString("bf16"));
         validateTrainingSpec(cpu);
         const TrainingResult a = runTraining(cpu);
         QCOMPARE(QString::fromStdString(a.device), QString("cpu"));

@@ -39,11 +39,12 @@ struct TrainingSpec {
     int64_t seqLen = 256, batch = 4, accumulate = 1, evalWindows = 8;
     uint64_t seed = 42;
     bool recompute = false; // keep block inputs only, recompute each block in backward (train/causallm.h)
-    // Where the steps run. "cpu" (the default: the reference engine); "cuda" / "cuda:N": the GPU trainer
-    // (train/devicetraining.h: a decoder, plain fine-tuning of the trainable parameters, no method; anything
-    // else is refused with the reason); "auto": the GPU trainer where there is a usable GPU and it runs this job,
-    // else the CPU, the log saying why. `precision` is the GPU's product precision.
-    std::string device = "cpu";
+    // Where the steps run. "auto" (the default, as for compression jobs since the GPU trainer passed check-gpu on
+    // an H200): the GPU trainer where there is a usable GPU and it runs this job, else the CPU, the log saying why;
+    // "cpu": the reference engine, every family and method; "cuda" / "cuda:N": the GPU trainer
+    // (train/devicetraining.h: the decoder families, plain or with a method that trains on the GPU; anything else is
+    // refused with the reason). `precision` is the GPU's product precision.
+    std::string device = "auto";
     std::string precision = "bf16";
     // A fine-tuning method (methods/trainingmethod.h: "losparse", "pst") and its parameters, read at their keys
     // ("pst.final_sparsity"); none: plain fine-tuning of the `trainable` parameters (the dense control).
