@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Everything a session with a lent GPU machine should run, in one device call (its device time is short):
-# build the engine (core + gpu + lathe-cli, no Qt/HDF5/OpenBLAS) for sm_90, then
+# build the engine (core + gpu + lathe-cli, no Qt/HDF5/OpenBLAS) for sm_90 unless a build-gpu/ made here runs there
+# (session 23 built it on the Debian 12 machine and carried build-gpu/app/lathe-cli and liblathe_gpu.so), then
 #   check     lathe-cli check-gpu: every GPU path against its CPU reference (gpu/gpuselfcheck.h, tolerances there)
 #   forward   bench forward on a random bf16 Llama-2-7B at 2048 tokens (issue 3: >= 40k tokens/s prefill on an H100)
 #   slicegpt  bench slicegpt on a random Llama-2-7B, 1024 x 2048 calibration tokens (issue 5: <= 5 min on an H100)
 #   train     bench train on a random SmolLM2-135M shape, bf16 products, 16 x 1024 tokens (issue 17: >= 35% MFU;
-#             the fraction printed is against the 8192^3 bf16 GEMM measured in the same run), fp32 at 4 x 512, and
-#             bf16 with SAT's gathered step at omission 0.5 (--omit 0.5; issue 18's speed-up while omitting)
+#             the fraction printed is against the 8192^3 bf16 GEMM measured in the same run; --profile: the time
+#             of every op), fp32 at 4 x 512, and bf16 with SAT's gathered step at omission 0.5 (--omit 0.5; issue
+#             18's speed-up while omitting)
 #   train-run lathe-cli train on the demo model with "device": "cuda" (fp32) beside the same job on the CPU: the
 #             final evaluation losses must agree to 1e-3; then the GPU run killed at three moments and resumed must
 #             export the uninterrupted run's bytes (the GPU step is deterministic: no atomics); then recovery,
@@ -18,7 +20,9 @@
 # Usage (on the device, from the repository root, with .devdeps carried; prepare it here with
 # ../shared/tools/device-deps.sh):  benchmarks/gpu_session.sh [check|forward|slicegpt|train|train-run|resume|estimate|all]...
 # ("train" runs the train-run stage too).
-# Logs go to $OUT (the device tool's folder) or /tmp/lathe-gpu-out.
+# Logs go to $OUT (the device tool's folder) or /tmp/lathe-gpu-out; the device tool returns at most 8 files, so a
+# call points OUT elsewhere and packs the logs (session 23: OUT=/tmp/o ...; tar czf $OUT/logs.tgz the *.log and
+# *.json under it). STAGE_TIMEOUT (seconds, default 300) limits each command stage.
 set -uo pipefail
 out="${OUT:-/tmp/lathe-gpu-out}"
 mkdir -p "$out"

@@ -440,6 +440,8 @@ int runBenchTrain(int argc, char **argv) {
         if (backend->name() != "cpu")
             return benchTrainOnDevice(o, *backend, *model, lm, omit, batch, seq, repeat);
     }
+    if (o.flag("profile"))
+        spdlog::warn("--profile times the GPU trainer's ops; this run is on the CPU and is not profiled");
     train::AdamW<float> adam;
     const TokenBatch b = TokenBatch::random(model->config.vocabSize, batch, seq, 42);
     SgemmProbe probe(2048);
