@@ -572,32 +572,20 @@ unsigned blocksFor(int64_t n) { return unsigned((n + kThreads - 1) / kThreads); 
 
 // ---- profiling ----
 
-// Events around the outermost op in progress. The destructor never throws: a failed record drops the span.
+// Events around the outermost op in progress. Never throws: an event that cannot be had drops the span.
 class TrainOps::Timed {
 public:
     Timed(TrainOps &ops, const char *op) : m_profile(ops.m_profile.on ? &ops.m_profile : nullptr), m_op(op) {
-        if (m_profile && m_profile->depth++ == 0) {
+        if (m_profile && m_profile->depth++ == 0)
             m_start = m_profile->event();
-            LATHE_CUDA_CHECK(cudaEventRecord(m_start));
-        }
     }
     ~Timed() {
         if (!m_profile || --m_profile->depth > 0 || !m_start)
             return;
-        cudaEvent_t stop = nullptr;
-        if (!m_profile->spare.empty()) {
-            stop = m_profile->spare.back();
-            m_profile->spare.pop_back();
-        } else if (cudaEventCreate(&stop) != cudaSuccess) {
+        if (cudaEvent_t stop = m_profile->event())
+            m_profile->pending.push_back({m_op, m_start, stop});
+        else
             m_profile->spare.push_back(m_start);
-            return;
-        }
-        if (cudaEventRecord(stop) != cudaSuccess) {
-            m_profile->spare.push_back(m_start);
-            m_profile->spare.push_back(stop);
-            return;
-        }
-        m_profile->pending.push_back({m_op, m_start, stop});
     }
     Timed(const Timed &) = delete;
     Timed &operator=(const Timed &) = delete;
@@ -617,14 +605,19 @@ TrainOps::Profile::~Profile() {
         cudaEventDestroy(e);
 }
 
-cudaEvent_t TrainOps::Profile::event() {
-    if (!spare.empty()) {
-        cudaEvent_t e = spare.back();
-        spare.pop_back();
-        return e;
-    }
+// A spare event or a new one, recorded on the stream now; null when CUDA gives none.
+cudaEvent_t TrainOps::Profile::event() noexcept {
     cudaEvent_t e = nullptr;
-    LATHE_CUDA_CHECK(cudaEventCreate(&e));
+    if (!spare.empty()) {
+        e = spare.back();
+        spare.pop_back();
+    } else if (cudaEventCreate(&e) != cudaSuccess) {
+        return nullptr;
+    }
+    if (cudaEventRecord(e) != cudaSuccess) {
+        spare.push_back(e);
+        return nullptr;
+    }
     return e;
 }
 
@@ -775,18 +768,6 @@ TrainOps::Operand TrainOps::operand(const float *x, int64_t n, DeviceMemory &scr
     return {scratch.as(), sizeof(__nv_bfloat16)};
 }
 
-// Column-major C (m x n, fp32) = alpha op(A) op(B) + beta C, `count` times with the given strides (elements).
-void TrainOps::batchedGemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const Operand &a,
-                           int64_t aOffset, int64_t lda, int64_t strideA, const Operand &b, int64_t bOffset,
-                           int64_t ldb, int64_t strideB, float beta, float *c, int64_t ldc, int64_t strideC,
-                           int64_t count) {
-    const cudaDataType_t type = m_precision == ComputePrecision::Fp32 ? CUDA_R_32F : CUDA_R_16BF;
-    LATHE_CUDA_CHECK(cublasGemmStridedBatchedEx(
-        m_blas, transA ? CUBLAS_OP_T : CUBLAS_OP_N, transB ? CUBLAS_OP_T : CUBLAS_OP_N, int(m), int(n), int(k), &alpha,
-        a.at(aOffset), type, int(lda), strideA, b.at(bOffset), type, int(ldb), strideB, &beta, c, CUDA_R_32F, int(ldc),
-        strideC, int(count), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-}
-
 // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, and a row-major matrix with leading dimension
 // ld is the column-major transpose with the same ld: so cuBLAS gets (B, A) swapped, n and m swapped. In bf16 the
 // spans the product reads (rows x ld, the last row only up to its width) are rounded into scratch.
@@ -801,11 +782,17 @@ void TrainOps::gemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, f
     gemmOperands(transA, transB, m, n, k, alpha, A, lda, B, ldb, beta, c, ldc);
 }
 
-// gemm on operands already in the object's precision.
+// gemm on operands already in the object's precision (fp32 C). The strided-batched call with a count of one is the
+// call the GPU checks were measured with.
 void TrainOps::gemmOperands(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const Operand &a,
                             int64_t lda, const Operand &b, int64_t ldb, float beta, float *c, int64_t ldc) {
-    if (m && n)
-        batchedGemm(transB, transA, n, m, k, alpha, b, 0, ldb, 0, a, 0, lda, 0, beta, c, ldc, 0, 1);
+    if (!m || !n)
+        return;
+    const cudaDataType_t type = m_precision == ComputePrecision::Fp32 ? CUDA_R_32F : CUDA_R_16BF;
+    LATHE_CUDA_CHECK(cublasGemmStridedBatchedEx(
+        m_blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N, transA ? CUBLAS_OP_T : CUBLAS_OP_N, int(n), int(m), int(k), &alpha,
+        b.base, type, int(ldb), 0, a.base, type, int(lda), 0, &beta, c, CUDA_R_32F, int(ldc), 0, 1, CUBLAS_COMPUTE_32F,
+        CUBLAS_GEMM_DEFAULT));
 }
 
 void TrainOps::linearForward(const float *x, const float *w, const float *b, int64_t rows, int64_t in, int64_t out,

@@ -175,13 +175,10 @@ private:
         Profile(Profile &&) = default;
         Profile &operator=(Profile &&) = delete;
         ~Profile();
-        cudaEvent_t event();
+        cudaEvent_t event() noexcept;
     };
     struct Operand;
     Operand operand(const float *x, int64_t n, DeviceMemory &scratch);
-    void batchedGemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const Operand &a,
-                     int64_t aOffset, int64_t lda, int64_t strideA, const Operand &b, int64_t bOffset, int64_t ldb,
-                     int64_t strideB, float beta, float *c, int64_t ldc, int64_t strideC, int64_t count);
     // Column sums over rows of f(r, c), in a fixed order: partials over row chunks, then their sum.
     template <class F> void columnSums(int64_t rows, int64_t cols, F f, float *out);
     const int32_t *uploadIds(const std::vector<int32_t> &ids, DeviceMemory &to);

@@ -4,6 +4,7 @@
 #include "gpucontext.h"
 #include "trainops.h"
 
+#include "base/halfconv.h"
 #include "methods/registry.h"
 #include "methods/trainingmethod.h"
 #include "model/model.h"
@@ -16,7 +17,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <functional>
 #include <random>
 #include <string>
@@ -256,10 +256,7 @@ GpuCheck attention(TrainOps &ops, bool causal, int heads, int kvHeads) {
         std::vector<uint16_t> raw(s.probs.size());
         LATHE_CUDA_CHECK(cudaMemcpy(raw.data(), dProbs.as(), raw.size() * sizeof(uint16_t), cudaMemcpyDeviceToHost));
         std::vector<float> got(raw.size());
-        for (size_t i = 0; i < raw.size(); ++i) {
-            const uint32_t bits = uint32_t(raw[i]) << 16;
-            std::memcpy(&got[i], &bits, sizeof(float));
-        }
+        std::transform(raw.begin(), raw.end(), got.begin(), bf16ToFloat);
         c.addHost("probs", got, s.probs.data(), int64_t(s.probs.size()));
     } else {
         c.add("probs", dProbs, s.probs.data(), int64_t(s.probs.size()));

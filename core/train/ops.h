@@ -2,6 +2,7 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -80,9 +81,8 @@ struct AttentionDims {
 // per sequence) stays within 64 Mi floats (256 MiB), at least one sequence. decoderTrainerDeviceBytes counts the
 // scratch sized by it.
 inline int64_t attentionSequencesPerCall(int64_t batch, int64_t heads, int64_t seq) {
-    const int64_t perSequence = heads * seq * seq > 0 ? heads * seq * seq : 1;
-    const int64_t n = (int64_t(64) << 20) / perSequence;
-    return n < 1 ? 1 : n > batch ? (batch > 1 ? batch : 1) : n;
+    return std::clamp<int64_t>((int64_t(64) << 20) / std::max<int64_t>(heads * seq * seq, 1), 1,
+                               std::max<int64_t>(batch, 1));
 }
 template <class T> struct AttentionState {
     std::vector<T> probs; // [batch][head][query][key], zero above the diagonal when causal
