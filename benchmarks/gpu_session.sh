@@ -12,7 +12,8 @@
 #   train-run lathe-cli train on the demo model with "device": "cuda" (fp32) beside the same job on the CPU: the
 #             final evaluation losses must agree to 1e-3; then the GPU run killed at three moments and resumed must
 #             export the uninterrupted run's bytes (the GPU step is deterministic: no atomics); then recovery,
-#             LoSparse, PST and SAT on the GPU beside the CPU (final losses within 1e-2)
+#             LoSparse, PST, SAT and BERT's masked LM (tf-bert-mlm) on the GPU beside the CPU (final losses within
+#             1e-2)
 #   resume    SliceGPT on the demo model on the GPU, killed at four moments and resumed from its layer checkpoint:
 #             the export must equal an uninterrupted run's byte for byte (issue 20 item 9; the signals live on the GPU)
 #   estimate  lathe-cli compress --estimate on the GPU (its forward pass probed there) against the run's wall time,
@@ -120,11 +121,14 @@ PY
     grep -h "resumed at step" "$d/k/run.log"
   done
   echo "killed and resumed 3 times: every export equal to the uninterrupted GPU run's"
-  # The methods the GPU trainer runs, GPU against CPU (their masks follow the gradients: 1e-2 of the final loss).
+  # The methods the GPU trainer runs, GPU against CPU (their masks follow the gradients: 1e-2 of the final loss),
+  # and BERT's masked-LM training (tf-bert-mlm, plain; windows of 32 of its 64 positions).
   local method
-  for method in recovery losparse pst sat; do
-    python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); j["method"] = sys.argv[2]; j["checkpoint_every"] = 0
-json.dump(j, open(sys.argv[3], "w"))' "$d/job.json" "$method" "$d/$method.json" || return 1
+  for method in recovery losparse pst sat bert; do
+    python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); j["checkpoint_every"] = 0
+if sys.argv[2] == "bert": j["model"] = sys.argv[4] + "/tests/fixtures/tf-bert-mlm"; j["data"]["seq_len"] = 32
+else: j["method"] = sys.argv[2]
+json.dump(j, open(sys.argv[3], "w"))' "$d/job.json" "$method" "$d/$method.json" "$PWD" || return 1
     "$cli" train "$d/$method.json" --output "$d/$method-gpu" > "$d/$method-gpu.log" 2>&1 ||
       { tail -5 "$d/$method-gpu.log"; return 1; }
     "$cli" train "$d/$method.json" --device cpu --output "$d/$method-cpu" > "$d/$method-cpu.log" 2>&1 ||

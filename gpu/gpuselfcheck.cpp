@@ -257,8 +257,9 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
     });
     // A whole training step against CausalLm + clipGradNorm + AdamW: tied head (llama), q/k/v biases (qwen2),
     // learned positions, LayerNorm, GELU and the fused q/k/v product (gpt2), ReLU and offset positions (opt), the
-    // parallel block with partial RoPE and a biased head (phi).
-    for (const char *family : {"llama", "qwen2", "gpt2", "opt", "phi"})
+    // parallel block with partial RoPE and a biased head (phi), post-norm blocks with bidirectional attention,
+    // segment embeddings and the masked-LM head (bert-mlm).
+    for (const char *family : {"llama", "qwen2", "gpt2", "opt", "phi", "bert-mlm"})
         for (const bool bf16 : {false, true}) {
             const std::string name = std::string("train step ") + family + (bf16 ? " bf16" : " fp32");
             guarded(name, [&] {

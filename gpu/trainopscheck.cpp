@@ -615,8 +615,15 @@ GpuCheck runTrainStepCheck(ComputeBackend &device, const Model &model, const std
     auto *service = deviceService<train::DeviceTrainingService>(device);
     if (!service)
         throw LatheError("the device has no training service");
-    // The method's linears on every block linear, in every model the check builds.
+    // The method's linears on every block linear, in every model the check builds; BERT's masking (half the tokens
+    // chosen: every kind of choice happens in a 24-token window), which the trainer reads from the model.
     const auto withMethod = [&](train::CausalLm<float> &lm) {
+        if (lm.maskedLm()) {
+            train::MlmMasking masking;
+            masking.maskId = 3;
+            masking.rate = 0.5;
+            lm.setMasking(masking);
+        }
         if (methodName.empty())
             return;
         const auto &method = dynamic_cast<const FineTuningMethod &>(methodNamed(methodName));

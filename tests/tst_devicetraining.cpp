@@ -5,8 +5,8 @@
 // run on the "GPU" must give the CPU run's steps, evaluations and exported bytes exactly:
 // - device "cuda" against device "cpu": every step's loss and gradient norm, every evaluation, model.safetensors;
 // - a "cuda" run cancelled after a checkpoint and resumed, on the "GPU" and on the CPU: the uninterrupted bytes;
-// - "auto" takes the GPU trainer for plain fine-tuning and the methods it runs, and the CPU for a job it does not
-//   run (SAT with magnitude scores), saying why in the run log;
+// - "auto" takes the GPU trainer for plain fine-tuning (BERT's masked-LM training too) and the methods it runs,
+//   and the CPU for a job it does not run (SAT with magnitude scores), saying why in the run log;
 // - frozen parameters train on the "GPU" as on the CPU, without gradients and moments there;
 // - "cuda" refuses such a job before any work.
 // The same device also offers the forward pass (the CPU engine) and SliceGPT's engine (the CPU's), so compression
@@ -139,6 +139,22 @@ private slots:
         QVERIFY2(log.find("training on the GPU: CPU (reference ops)") != std::string::npos, log.c_str());
     }
 
+    // BERT's masked-LM training (tf-bert-mlm and its WordPiece vocabulary), which "auto" now gives the GPU trainer:
+    // the CPU run's steps (two accumulated micro-batches each, masked from their own seeds), evaluations (masked
+    // from the window's index) and exported bytes; cancelled after a checkpoint and resumed, the same bytes.
+    void bertOnTheDevice() {
+        nlohmann::json j = job(m_root / "bert-cpu", "cpu");
+        j["model"] = test::sourceDir() + "/tests/fixtures/tf-bert-mlm";
+        j["data"]["seq_len"] = 32;
+        const TrainingResult cpu = run(j);
+        j["device"] = "auto";
+        j["output"]["dir"] = (m_root / "bert-gpu").string();
+        const TrainingResult gpu = run(j);
+        QCOMPARE(int(gpu.steps.size()), 8);
+        sameRun(gpu, cpu, m_root / "bert-gpu", m_root / "bert-cpu");
+        QVERIFY(cancelledAndResumed(j, m_root / "bert-resumed") == exported(m_root / "bert-cpu"));
+    }
+
     // Cancelled after the step-6 checkpoint, then resumed: on the "GPU", and on the CPU from the GPU's checkpoint.
     void resumeFromTheDevicesCheckpoint() {
         const std::string want = exported(m_root / "cuda");
@@ -178,9 +194,9 @@ private slots:
         QVERIFY(cpu.estimate.hostBytes > pf.estimate.hostBytes); // the activations are on the GPU
 
         // The formula's buffers against the trainer's, at the job's batch, keeping every activation or
-        // recomputing: exact, for every decoder family's block.
+        // recomputing: exact, for every family's block (BERT's post-norm block, embedding norm and masked-LM head).
         for (const std::string path : {"/resources/demo/stories260K.bin", "/tests/fixtures/tf-gpt2",
-                                       "/tests/fixtures/tf-opt", "/tests/fixtures/tf-phi"}) {
+                                       "/tests/fixtures/tf-opt", "/tests/fixtures/tf-phi", "/tests/fixtures/tf-bert-mlm"}) {
             auto m = openModel(test::sourceDir() + path);
             const ModelConfig &c = m->config;
             const int64_t B = 2, S = std::min<int64_t>(48, c.maxPositions), rows = B * S;
@@ -191,6 +207,9 @@ private slots:
             // One step of a trainer for `lm` (its recomputation, the channel norms kept when asked): the formula
             // with the trainer's linears' part equals what it holds; `held` and `kinds` receive both.
             const auto stepped = [&](train::CausalLm<float> &lm, bool keepNorms, uint64_t &held, uint64_t &kinds) {
+                train::MlmMasking masking; // BERT's (unused by a decoder)
+                masking.maskId = 3;
+                lm.setMasking(masking);
                 train::DecoderTrainer<test::HostTrainOps> trainer(test::HostTrainOps(), lm, train::AdamW<float>());
                 trainer.keepChannelNorms(keepNorms);
                 trainer.zeroGradients();

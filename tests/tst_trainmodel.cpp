@@ -375,9 +375,11 @@ private slots:
     // checkpoint) continuing as the first; tied head (tf-llama, hf-llama), q/k/v biases (tf-qwen2), frozen
     // parameters (the tied embedding, a block's norm and attention: no gradient, no moments), learned positions,
     // LayerNorm and GELU (tf-gpt2), positions offset by 2 and ReLU (tf-opt), the parallel block with partial RoPE
-    // and a biased head (tf-phi), the fused q/k/v projection (tf-gpt2); and the methods' linears: recovery's fixed
-    // masks, LoSparse's low rank + sparse with changing row masks, PST's with its mask selected at a sparsity that
-    // changes between steps. What the GPU trainer refuses is refused by name.
+    // and a biased head (tf-phi), the fused q/k/v projection (tf-gpt2), BERT's post-norm blocks, bidirectional
+    // attention, segment embeddings, embedding norm and masked-LM head with the batch masked from each call's seed
+    // (tf-bert-mlm); and the methods' linears: recovery's fixed masks, LoSparse's low rank + sparse with changing
+    // row masks, PST's with its mask selected at a sparsity that changes between steps. What the GPU trainer
+    // refuses is refused by name.
     void decoderTrainerComposition() {
         using Trainer = train::DecoderTrainer<test::HostTrainOps>;
         for (const char *fixture : {"tf-llama", "tf-qwen2", "hf-llama", "tf-llama frozen", "tf-qwen2 recompute",
@@ -385,12 +387,30 @@ private slots:
                                     "tf-llama recovery", "tf-gpt2 recovery", "tf-phi recovery recompute",
                                     "tf-llama losparse", "tf-gpt2 losparse recompute", "tf-opt losparse",
                                     "tf-llama pst", "tf-gpt2 pst recompute", "tf-phi pst", "tf-llama sat",
-                                    "tf-gpt2 sat recompute", "tf-phi sat", "tf-opt sat frozen"}) {
+                                    "tf-gpt2 sat recompute", "tf-phi sat", "tf-opt sat frozen", "tf-bert-mlm",
+                                    "tf-bert-mlm recompute", "tf-bert-mlm frozen", "tf-bert-mlm losparse",
+                                    "tf-bert-mlm pst recompute", "tf-bert-mlm sat", "tf-bert-mlm recovery"}) {
             const std::string name = fixture;
             const bool frozen = name.find(" frozen") != std::string::npos;
             auto model = openModel(test::sourceDir() + "/tests/fixtures/" + name.substr(0, name.find(' ')));
             const int64_t vocab = model->config.vocabSize;
             train::CausalLm<float> cpu(*model);
+            // BERT: its masking on every model made here (the trainer reads it from the one it was made from); half
+            // the tokens chosen, so that every kind of choice happens in a 16-token window.
+            train::MlmMasking masking;
+            masking.maskId = 3;
+            masking.rate = 0.5;
+            masking.special = {0};
+            const auto batchFor = [&](int64_t batch, int64_t seq, uint64_t seed) {
+                TokenBatch b = TokenBatch::random(vocab, batch, seq, seed);
+                if (cpu.maskedLm()) { // segment ids: the second half of each window is segment 1
+                    b.tokenTypes.assign(b.tokens.size(), 0);
+                    for (size_t i = 0; i < b.tokens.size(); ++i)
+                        b.tokenTypes[i] = int32_t(int64_t(i) % seq >= seq / 2);
+                }
+                return b;
+            };
+            cpu.setMasking(masking);
             // Recomputation: the trainer keeps block inputs only and runs each block again in backward; the
             // reference stays the CausalLm that keeps everything (recomputing changes no bit).
             const bool recompute = name.find(" recompute") != std::string::npos;
@@ -472,6 +492,7 @@ private slots:
             train::CausalLm<float> view(*model);
             // Another model built as the trainer's (a resumed run's): the method's linears, then cpu's frozen set.
             auto freezeLike = [&](train::CausalLm<float> &lm) {
+                lm.setMasking(masking);
                 if (recovery)
                     recoveryMethod.startTraining(*model, recoveryParams, 1)->prepare(lm);
                 if (losparse) {
@@ -502,9 +523,10 @@ private slots:
                 trainer.zeroGradients();
                 cpu.parameters().zeroGrad();
                 for (int m = 0; m < micro; ++m) {
-                    const TokenBatch b = TokenBatch::random(vocab, 2, 16, uint64_t(10 * step + m));
-                    const float got = trainer.forwardBackward(b, 1.0f / float(micro));
-                    const float want = cpu.forward(b);
+                    const uint64_t seed = uint64_t(10 * step + m); // the batch's and (BERT) its masking's
+                    const TokenBatch b = batchFor(2, 16, seed);
+                    const float got = trainer.forwardBackward(b, 1.0f / float(micro), seed);
+                    const float want = cpu.forward(b, seed);
                     cpu.backward(1.0f / float(micro));
                     QCOMPARE(got, want);
                 }
@@ -524,8 +546,8 @@ private slots:
                 trainer.download(view, false);
                 same(view, false, "value after the step");
             }
-            const TokenBatch eval = TokenBatch::random(vocab, 1, 20, 99);
-            QCOMPARE(trainer.loss(eval), cpu.forward(eval));
+            const TokenBatch eval = batchFor(1, 20, 99);
+            QCOMPARE(trainer.loss(eval, 5), cpu.forward(eval, 5));
             // A checkpoint: values and moments downloaded, a new trainer made from them.
             train::AdamW<float> state;
             trainer.downloadOptimizer(state);
@@ -533,11 +555,11 @@ private slots:
             if (frozen)
                 QCOMPARE(state.firstMoments()[0].size(), 0); // the frozen embedding has none
             Trainer resumed(test::HostTrainOps(), view, state);
-            const TokenBatch b = TokenBatch::random(vocab, 2, 16, 7);
+            const TokenBatch b = batchFor(2, 16, 7);
             for (train::DeviceTrainer *t : {static_cast<train::DeviceTrainer *>(&trainer),
                                             static_cast<train::DeviceTrainer *>(&resumed)}) {
                 t->zeroGradients();
-                t->forwardBackward(b, 1.0f);
+                t->forwardBackward(b, 1.0f, 7);
                 t->step(1e-3, 1.0);
             }
             train::CausalLm<float> first(*model), second(*model);
@@ -560,9 +582,6 @@ private slots:
             }
             QFAIL(("accepted: " + words).c_str());
         };
-        auto bert = openModel(test::sourceDir() + "/tests/fixtures/tf-bert-mlm");
-        train::CausalLm<float> bertLm(*bert);
-        refused(bertLm, "BERT trains on the CPU");
         auto llama = openModel(test::sourceDir() + "/tests/fixtures/tf-llama");
         train::CausalLm<float> masked(*llama), scored(*llama);
         const std::string weight = masked.linears().front().kind->weightName();

@@ -260,7 +260,7 @@ RunEstimate estimateTrainingRun(const TrainingSpec &spec, const Model &model, co
     }
     const uint64_t disk = e.exportBytes + (checkpoints > 0 ? 2 * checkpointBytes : 0);
     e.hostBytes = kProcessBytes + plan.totalBytes() + (spec.exportModel ? plan.weightBytes : 0);
-    if (const std::optional<DeviceInfo> gpu = trainingGpu(spec, model.config)) {
+    if (const std::optional<DeviceInfo> gpu = trainingGpu(spec)) {
         // The activations live on the GPU; the host keeps the weights, their gradients and, for checkpoints, the
         // moments.
         e.hostBytes -= plan.activationBytes;

@@ -223,7 +223,7 @@ TrainingEval evaluate(train::CausalLm<float> &lm, train::DeviceTrainer *trainer,
         TokenBatch b;
         b.seq = seq;
         b.tokens.assign(ids.begin() + w * seq, ids.begin() + (w + 1) * seq);
-        loss += double(trainer ? trainer->loss(b) : lm.forward(b, uint64_t(w))) / double(n);
+        loss += double(trainer ? trainer->loss(b, uint64_t(w)) : lm.forward(b, uint64_t(w))) / double(n);
     }
     return {step, loss, std::exp(loss)};
 }
@@ -238,7 +238,7 @@ std::unique_ptr<train::DeviceTrainer> deviceTrainer(const TrainingSpec &spec, co
     if (choice.preference == DevicePreference::Cpu)
         return nullptr;
     std::string why;
-    if (!trainingGpu(spec, lm.config(), &why)) {
+    if (!trainingGpu(spec, &why)) {
         if (choice.preference == DevicePreference::Cuda)
             throw LatheError("device " + spec.device + ": " + why, "train on the CPU (device cpu)");
         log("device auto: training on the CPU (" + why + ")");
@@ -419,7 +419,7 @@ static std::string gpuMethodRefusal(const TrainingSpec &spec) {
     return "the GPU trainer runs plain fine-tuning and " + runs + ", not " + spec.method->info().name;
 }
 
-std::optional<DeviceInfo> trainingGpu(const TrainingSpec &spec, const ModelConfig &config, std::string *why) {
+std::optional<DeviceInfo> trainingGpu(const TrainingSpec &spec, std::string *why) {
     const DeviceChoice choice = DeviceChoice::parse(spec.device);
     if (choice.preference == DevicePreference::Cpu)
         return std::nullopt;
@@ -437,8 +437,6 @@ std::optional<DeviceInfo> trainingGpu(const TrainingSpec &spec, const ModelConfi
         return gpu; // what the trainer does not run is refused when it is made, with the reason
     if (const std::string refusal = gpuMethodRefusal(spec); !refusal.empty())
         return cpu(refusal);
-    if (config.family == ArchFamily::Bert)
-        return cpu("the GPU trainer runs decoders; BERT trains on the CPU");
     return gpu;
 }
 
@@ -626,9 +624,9 @@ TrainingPreflight preflightTraining(const TrainingSpec &spec, const std::atomic<
                 method->beforeStep(lm, at, spec.steps);
             trainer->zeroGradients();
             const double t1 = steadySeconds();
-            (void)trainer->loss(batch);
+            (void)trainer->loss(batch, uint64_t(step));
             const double t2 = steadySeconds();
-            (void)trainer->forwardBackward(batch, 1.0f);
+            (void)trainer->forwardBackward(batch, 1.0f, uint64_t(step));
             const double t3 = steadySeconds();
             trainer->step(spec.lr, spec.clip);
             if (method) // with its copies of what it touches: part of the step's fixed cost
@@ -794,11 +792,13 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
                     b.tokens.insert(b.tokens.end(), prepared.train.begin() + win * spec.seqLen,
                                     prepared.train.begin() + (win + 1) * spec.seqLen);
                 }
+                const uint64_t maskSeed = stepMaskSeed(spec.seed, step, a);
                 if (trainer) {
-                    loss += double(trainer->forwardBackward(b, 1.0f / float(spec.accumulate))) / double(spec.accumulate);
+                    loss += double(trainer->forwardBackward(b, 1.0f / float(spec.accumulate), maskSeed)) /
+                            double(spec.accumulate);
                     continue;
                 }
-                loss += double(lm.forward(b, stepMaskSeed(spec.seed, step, a))) / double(spec.accumulate);
+                loss += double(lm.forward(b, maskSeed)) / double(spec.accumulate);
                 lm.backward(1.0f / float(spec.accumulate));
             }
             TrainingStep rec;

@@ -75,9 +75,8 @@ void validateTrainingSpec(const TrainingSpec &spec);
 
 // The GPU a run's steps go to, or none (the CPU): "cpu" none; "cuda[:N]" that GPU (what the GPU trainer does not
 // run is refused when the run makes it); "auto" the first GPU when there is one and the GPU trainer runs the job
-// (plain fine-tuning of a decoder: not BERT), else none with the reason in `why`.
-std::optional<DeviceInfo> trainingGpu(const TrainingSpec &spec, const ModelConfig &config,
-                                      std::string *why = nullptr);
+// (plain fine-tuning, or a method it runs), else none with the reason in `why`.
+std::optional<DeviceInfo> trainingGpu(const TrainingSpec &spec, std::string *why = nullptr);
 
 // What a run will hold in memory, known before any work (`lathe-cli train --dry-run`), and how much data it has.
 struct TrainingPlan {

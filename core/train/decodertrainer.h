@@ -1,11 +1,13 @@
 #pragma once
 
-// The decoders' training step written once over an ops backend (issue 17 item 9): CausalLm<float>'s forward and
-// backward for the Llama family (RMSNorm, SwiGLU, RoPE: SmolLM2, stories260K, Qwen2's q/k/v biases), GPT-2 (learned
-// positions, LayerNorm, GELU, the fused q/k/v projection), OPT (positions offset by 2, ReLU) and Phi-2 (one norm
-// feeding attention and MLP in parallel, partial RoPE, biases everywhere, a biased head), in
-// CausalLm::Impl::blockForward / blockBackward's order, then clipGradNorm and AdamW, on buffers the backend owns.
-// BERT (post-norm, masked-LM head) stays on the CPU. Block linears are dense; or masked with a fixed mask over
+// The training step written once over an ops backend (issue 17 item 9): CausalLm<float>'s forward and backward for
+// the Llama family (RMSNorm, SwiGLU, RoPE: SmolLM2, stories260K, Qwen2's q/k/v biases), GPT-2 (learned positions,
+// LayerNorm, GELU, the fused q/k/v projection), OPT (positions offset by 2, ReLU), Phi-2 (one norm feeding attention
+// and MLP in parallel, partial RoPE, biases everywhere, a biased head) and BERT (token, position and segment
+// embeddings with a LayerNorm, post-norm blocks with bidirectional attention, the masked-LM head's dense + GELU +
+// LayerNorm before the tied decoder and its bias; the batch masked by the CausalLm's masking from the caller's
+// seed, maskTokens), in CausalLm::Impl::blockForward / blockBackward's order, then clipGradNorm and AdamW, on
+// buffers the backend owns. Block linears are dense; or masked with a fixed mask over
 // weights that are zero where it prunes (the recovery method's MaskedLinear): the forward is then the dense one, and
 // the weight's gradient is computed apart and added through the mask, as MaskedLinear::backward does; or low rank +
 // sparse (LoSparse's LowRankSparseLinear): W_eff = L R + S with S's pruned rows left out, formed before each
@@ -61,7 +63,9 @@ namespace lathe::train {
 // block the saved activations (the input and the attention norm's output; q, k, v and the context; B H S^2
 // probabilities, in bf16 with bf16 products; the MLP's up projection and activation, and the gate with SwiGLU; for
 // sequential blocks the residual between attention and MLP and its norm's output; a norm's rstd per row, and its
-// mean with LayerNorm); with recomputation the blocks' inputs only, and one block's set; one block's gradient
+// mean with LayerNorm; BERT's post-norm blocks keep as many: the two sums entering their norms instead of the
+// attention norm's output and the residual); BERT's embedding sum, its LayerNorm's statistics and the masked-LM
+// head's dense output and activation; with recomputation the blocks' inputs only, and one block's set; one block's gradient
 // buffers and the head's (7 B S D, 2 or 3 B S F, 2 B S (H + KV) d, and GPT-2's fused q/k/v product or its
 // gradient); the RoPE table; the ops' scratch (the loss's rows x chunk logits, the score block of the sequences the
 // attention takes at a time, attentionSequencesPerCall x H S^2, and with bf16 products bf16 copies of the
@@ -71,7 +75,8 @@ namespace lathe::train {
 inline uint64_t decoderTrainerDeviceBytes(const ModelConfig &c, int64_t parameters, int64_t trainableParameters,
                                           int64_t B, int64_t S, ComputePrecision precision, bool recompute,
                                           uint64_t linearKindBytes = 0) {
-    const bool rms = c.family == ArchFamily::Llama, swiglu = rms, parallel = c.family == ArchFamily::Phi;
+    const bool rms = c.family == ArchFamily::Llama, swiglu = rms, parallel = c.family == ArchFamily::Phi,
+               post = c.family == ArchFamily::Bert;
     const uint64_t rows = uint64_t(B * S), D = uint64_t(c.hiddenSize), F = uint64_t(c.intermediateSize);
     const uint64_t qw = uint64_t(c.numHeads * c.headDim), kw = uint64_t(c.numKvHeads * c.headDim);
     const uint64_t scores = uint64_t(c.numHeads) * uint64_t(S) * uint64_t(S);
@@ -90,7 +95,7 @@ inline uint64_t decoderTrainerDeviceBytes(const ModelConfig &c, int64_t paramete
     // The attention's score-gradient scratch: the sequences it handles per call.
     const uint64_t attention = uint64_t(attentionSequencesPerCall(B, c.numHeads, S)) * scores;
     uint64_t floats = blocks + 7 * rows * D + stats + rows + mlp + 2 * rows * qw + 2 * rows * kw + fused +
-                      rows * chunk + attention;
+                      rows * chunk + attention + (post ? 3 * rows * D + stats : 0);
     // The RoPE table (cos and sin: positions x rotaryDim/2 each).
     floats += uint64_t(c.maxPositions) * uint64_t(ropeTableFor(c, 1, "").rotaryDim);
     uint64_t bytes = 4 * uint64_t(parameters) + 12 * uint64_t(trainableParameters) + 4 * floats;
@@ -188,24 +193,23 @@ template <class Ops> class DecoderTrainer final : public DeviceTrainer {
               *upb = nullptr, *downb = nullptr;
     };
     // What a block's forward keeps for its backward (mean1/mean2 with LayerNorm only; mid, n2 and the MLP norm's
-    // statistics in sequential blocks only; gate with SwiGLU only).
+    // statistics in sequential blocks only; gate with SwiGLU only). BERT's post-norm blocks (out = norm2(n2),
+    // n2 = mid + mlp(mid), mid = norm1(n1), n1 = x + attention(x)) keep in n1 and n2 the sums entering their norms.
     struct Saved {
         Buffer x, n1, mean1, rstd1, q, k, v, probs, ctx, mid, n2, mean2, rstd2, gate, up, act;
     };
 public:
     // Copies lm's parameters (which of them train) and the optimizer's options, moments and step count; LatheError
-    // naming what it does not run (BERT, a non-dense linear, a method-added parameter). With lm's recomputation on,
-    // each block keeps its input only and runs its forward again before its backward.
+    // naming what it does not run (a learned mask, a method-added parameter). With lm's recomputation on, each block
+    // keeps its input only and runs its forward again before its backward.
     DecoderTrainer(Ops ops, const CausalLm<float> &lm, const AdamW<float> &optimizer)
         : m_ops(std::move(ops)), m_lm(&lm), m_config(lm.config()), m_optimizer(optimizer.options()),
           m_steps(optimizer.steps()) {
         m_ops.activate();
         const ModelConfig &c = m_config;
         const char *hint = "train this on the CPU (device cpu)";
-        if (c.family == ArchFamily::Bert)
-            throw LatheError("the GPU trainer runs decoders (Llama family, GPT-2, OPT, Phi-2); BERT trains on the CPU",
-                             hint);
         m_rms = c.family == ArchFamily::Llama;
+        m_post = c.family == ArchFamily::Bert;
         m_swiglu = m_rms;
         m_parallel = c.family == ArchFamily::Phi;
         m_activation = cpu::parseActivation(c.activation.empty() ? defaultActivation(c.family) : c.activation, "");
@@ -285,7 +289,9 @@ public:
                 bind(p, &d);
             ++index;
         }
-        require(m_embed && m_finalNorm, "GPU training", "the model has no token embedding or final norm");
+        require(m_embed && (m_post ? m_embNorm && m_transform && m_headNorm : m_finalNorm != nullptr), "GPU training",
+                m_post ? "the BERT model has no token embedding, embedding norm or masked-LM head"
+                       : "the model has no token embedding or final norm");
         int64_t largestMasked = 0, largestLrs = 0;
         for (const MaskedLinear<float> *m : masked)
             attachMask(lm, *m, hint, largestMasked);
@@ -361,14 +367,14 @@ public:
                 m_ops.zero(p.grad(), p.size());
     }
 
-    float loss(const TokenBatch &batch) override {
-        const float l = forward(batch);
+    float loss(const TokenBatch &batch, uint64_t maskSeed = 0) override {
+        const float l = forward(batch, maskSeed);
         m_ops.synchronize();
         return l;
     }
 
-    float forwardBackward(const TokenBatch &batch, float scale) override {
-        const float l = forward(batch);
+    float forwardBackward(const TokenBatch &batch, float scale = 1.0f, uint64_t maskSeed = 0) override {
+        const float l = forward(batch, maskSeed);
         backward(scale);
         m_ops.synchronize(); // a device fault shows up in this call rather than a later one
         return l;
@@ -523,7 +529,8 @@ public:
             n += setBytes(s);
         n += setBytes(m_work);
         for (const Buffer *m : {&m_finalIn, &m_h, &m_meanFinal, &m_rstdFinal, &m_lse, &m_t1, &m_dh, &m_dx, &m_dmid,
-                                &m_dn, &m_dact, &m_dgate, &m_dup, &m_dctx, &m_dq, &m_dk, &m_dv, &m_qkv})
+                                &m_dn, &m_dact, &m_dgate, &m_dup, &m_dctx, &m_dq, &m_dk, &m_dv, &m_qkv, &m_embIn,
+                                &m_embMean, &m_embRstd, &m_tPre, &m_tAct})
             n += m->bytes();
         return n;
     }
@@ -715,89 +722,131 @@ private:
         else
             m_ops.layerNormBackward(dy, x, w->value(), mean, rstd, rows, D, dx, w->grad(), gradOrNull(b));
     }
-    // q, k and v of block l from n1: three products, or GPT-2's one fused product (its weight's rows: q's, k's, v's)
-    // split into them, as CausalLm computes them.
+    // q, k and v of a block from its attention input `in` (n1; BERT: the block input): three products, or GPT-2's
+    // one fused product (its weight's rows: q's, k's, v's) split into them, as CausalLm computes them.
     // With a selection, of the kept groups' heads only (q, k, v narrower: their gathered widths).
-    void projectionsForward(const BlockParams &w, const Gathered &g, const Saved &s, int64_t rows) {
+    void projectionsForward(const BlockParams &w, const Gathered &g, const Saved &s, const float *in, int64_t rows) {
         const int64_t D = m_config.hiddenSize, fullQw = m_config.numHeads * m_config.headDim,
                       fullKw = m_config.numKvHeads * m_config.headDim;
         const AttentionDims &dims = g.gather.dims;
         const int64_t qw = int64_t(dims.heads) * dims.headDim, kw = int64_t(dims.kvHeads) * dims.headDim,
                       all = qw + 2 * kw;
         if (!w.qkv) {
-            linearFwd(w.q, w.qb, f(s.n1), rows, D, fullQw, f(s.q), g.q());
-            linearFwd(w.k, w.kb, f(s.n1), rows, D, fullKw, f(s.k), g.kv());
-            linearFwd(w.v, w.vb, f(s.n1), rows, D, fullKw, f(s.v), g.kv());
+            linearFwd(w.q, w.qb, in, rows, D, fullQw, f(s.q), g.q());
+            linearFwd(w.k, w.kb, in, rows, D, fullKw, f(s.k), g.kv());
+            linearFwd(w.v, w.vb, in, rows, D, fullKw, f(s.v), g.kv());
             return;
         }
-        linearFwd(w.qkv, w.qkvb, f(s.n1), rows, D, fullQw + 2 * fullKw, f(m_qkv), g.qkv());
+        linearFwd(w.qkv, w.qkvb, in, rows, D, fullQw + 2 * fullKw, f(m_qkv), g.qkv());
         m_ops.copyColumns(f(s.q), qw, f(m_qkv), all, rows, qw);
         m_ops.copyColumns(f(s.k), kw, f(m_qkv) + qw, all, rows, kw);
         m_ops.copyColumns(f(s.v), kw, f(m_qkv) + qw + kw, all, rows, kw);
     }
-    // Their backward from m_dq, m_dk, m_dv: d n1 accumulated into dn.
-    void projectionsBackward(const BlockParams &w, const Gathered &g, const Saved &s, int64_t rows, float *dn) {
+    // Their backward from m_dq, m_dk, m_dv: the gradient of `in` accumulated into dn.
+    void projectionsBackward(const BlockParams &w, const Gathered &g, const float *in, int64_t rows, float *dn) {
         const int64_t D = m_config.hiddenSize, fullQw = m_config.numHeads * m_config.headDim,
                       fullKw = m_config.numKvHeads * m_config.headDim;
         const AttentionDims &dims = g.gather.dims;
         const int64_t qw = int64_t(dims.heads) * dims.headDim, kw = int64_t(dims.kvHeads) * dims.headDim,
                       all = qw + 2 * kw;
         if (!w.qkv) {
-            linearBack(f(m_dq), f(s.n1), w.q, w.qb, rows, D, fullQw, dn, g.q());
-            linearBack(f(m_dk), f(s.n1), w.k, w.kb, rows, D, fullKw, dn, g.kv());
-            linearBack(f(m_dv), f(s.n1), w.v, w.vb, rows, D, fullKw, dn, g.kv());
+            linearBack(f(m_dq), in, w.q, w.qb, rows, D, fullQw, dn, g.q());
+            linearBack(f(m_dk), in, w.k, w.kb, rows, D, fullKw, dn, g.kv());
+            linearBack(f(m_dv), in, w.v, w.vb, rows, D, fullKw, dn, g.kv());
             return;
         }
         m_ops.copyColumns(f(m_qkv), all, f(m_dq), qw, rows, qw);
         m_ops.copyColumns(f(m_qkv) + qw, all, f(m_dk), kw, rows, kw);
         m_ops.copyColumns(f(m_qkv) + qw + kw, all, f(m_dv), kw, rows, kw);
-        linearBack(f(m_qkv), f(s.n1), w.qkv, w.qkvb, rows, D, fullQw + 2 * fullKw, dn, g.qkv());
+        linearBack(f(m_qkv), in, w.qkv, w.qkvb, rows, D, fullQw + 2 * fullKw, dn, g.qkv());
     }
-    // The MLP's activation: act = silu(gate) * up, or act(up).
+    // The MLP's activation (act = silu(gate) * up, or act(up)), and the model's activation of n values (not
+    // SwiGLU: BERT's head transform) and its backward, dx += ....
     void activationForward(const Saved &s, int64_t n) {
         if (m_swiglu)
             m_ops.swigluForward(f(s.gate), f(s.up), n, f(s.act));
-        else if (m_activation == cpu::Activation::Relu)
-            m_ops.reluForward(f(s.up), n, f(s.act));
         else
-            m_ops.geluForward(gelu(), f(s.up), n, f(s.act));
+            activate(f(s.up), n, f(s.act));
+    }
+    void activate(const float *x, int64_t n, float *y) {
+        if (m_activation == cpu::Activation::Relu)
+            m_ops.reluForward(x, n, y);
+        else
+            m_ops.geluForward(gelu(), x, n, y);
+    }
+    void activateBack(const float *dy, const float *x, int64_t n, float *dx) {
+        if (m_activation == cpu::Activation::Relu)
+            m_ops.reluBackward(dy, x, n, dx);
+        else
+            m_ops.geluBackward(gelu(), dy, x, n, dx);
     }
     Gelu gelu() const { return m_activation == cpu::Activation::GeluTanh ? Gelu::Tanh : Gelu::Erf; }
 
-    // The forward pass over `batch`, keeping what backward needs; returns the mean next-token loss.
-    float forward(const TokenBatch &batch) {
+    // The forward pass over `batch`, keeping what backward needs; returns the mean loss: next-token, or BERT's
+    // masked-LM loss over `batch` masked from maskSeed (CausalLm::forward's).
+    float forward(const TokenBatch &batch, uint64_t maskSeed) {
         m_ops.activate();
         const ModelConfig &c = m_config;
-        require(batch.seq >= 2 && int64_t(batch.tokens.size()) == batch.batch * batch.seq, "GPU training",
-                "a batch needs batch x seq tokens, seq >= 2");
+        require(batch.seq >= (m_post ? 1 : 2) && int64_t(batch.tokens.size()) == batch.batch * batch.seq,
+                "GPU training", m_post ? "a batch needs batch x seq tokens" : "a batch needs batch x seq tokens, seq >= 2");
         require(batch.mask.empty(), "GPU training", "padded batches are not supported in training");
         require(batch.seq <= m_maxSeq, "GPU training",
                 "windows of " + std::to_string(batch.seq) + " tokens are longer than the model's " +
                     std::to_string(m_maxSeq) + " positions");
         const int64_t B = batch.batch, S = batch.seq, rows = B * S, D = c.hiddenSize;
         const int H = int(c.numHeads), KVH = int(c.numKvHeads), d = int(c.headDim);
-        m_targets.assign(batch.tokens.size(), -1);
-        for (int64_t b = 0; b < B; ++b)
-            for (int64_t t = 0; t + 1 < S; ++t)
-                m_targets[size_t(b * S + t)] = batch.tokens[size_t(b * S + t + 1)];
-        m_dims = AttentionDims{B, S, H, KVH, d, 1.0 / std::sqrt(double(d)), true};
+        if (m_post) {
+            const MlmMasking &masking = m_lm->masking();
+            require(masking.maskId >= 0 && masking.maskId < c.vocabSize, "GPU training",
+                    "masked-LM training needs the tokenizer's [MASK] id", "give the model's tokenizer (vocab.txt)");
+            MaskedBatch masked = maskTokens(batch, masking, c.vocabSize, maskSeed);
+            m_ids = std::move(masked.inputs.tokens);
+            m_targets = std::move(masked.targets);
+        } else {
+            m_ids = batch.tokens;
+            m_targets.assign(batch.tokens.size(), -1);
+            for (int64_t b = 0; b < B; ++b)
+                for (int64_t t = 0; t + 1 < S; ++t)
+                    m_targets[size_t(b * S + t)] = batch.tokens[size_t(b * S + t + 1)];
+        }
+        require(std::any_of(m_targets.begin(), m_targets.end(), [](int32_t t) { return t >= 0; }), "GPU training",
+                "the batch has no target to predict");
+        if (m_tokenType) { // segment ids: the batch's, or all 0
+            m_types = batch.tokenTypes.empty() ? std::vector<int32_t>(m_ids.size(), 0) : batch.tokenTypes;
+            require(m_types.size() == m_ids.size(), "GPU training", "one segment id per token");
+        }
+        m_dims = AttentionDims{B, S, H, KVH, d, 1.0 / std::sqrt(double(d)), !m_post};
         allocate(B, S);
-        m_ids = batch.tokens;
 
-        m_ops.embeddingForward(m_embed->value(), m_embed->rows, D, batch.tokens, f(m_saved[0].x));
-        if (m_position) { // x += the position's row, through the embedding op on position ids
+        // The embeddings' sum (x, or with BERT the embedding norm's input): the token's row, plus the position's
+        // and the segment's through the embedding op on their ids.
+        float *x = m_post ? f(m_embIn) : f(m_saved[0].x);
+        m_ops.embeddingForward(m_embed->value(), m_embed->rows, D, m_ids, x);
+        if (m_position) {
             m_positions.resize(size_t(rows));
             for (int64_t r = 0; r < rows; ++r)
                 m_positions[size_t(r)] = int32_t(r % S + m_positionOffset);
             m_ops.embeddingForward(m_position->value(), m_position->rows, D, m_positions, f(m_t1));
-            m_ops.add(f(m_saved[0].x), f(m_t1), rows * D, f(m_saved[0].x));
+            m_ops.add(x, f(m_t1), rows * D, x);
         }
+        if (m_tokenType) {
+            m_ops.embeddingForward(m_tokenType->value(), m_tokenType->rows, D, m_types, f(m_t1));
+            m_ops.add(x, f(m_t1), rows * D, x);
+        }
+        if (m_post)
+            normForward(m_embNorm, m_embNormB, x, rows, f(m_saved[0].x), f(m_embMean), f(m_embRstd));
         for (size_t l = 0; l < m_blocks.size(); ++l) {
             prepareGather(l);
             blockForward(l, m_recompute ? m_work : m_saved[l],
                          l + 1 < m_blocks.size() ? f(m_saved[l + 1].x) : f(m_finalIn));
         }
-        normForward(m_finalNorm, m_finalNormB, f(m_finalIn), rows, f(m_h), f(m_meanFinal), f(m_rstdFinal));
+        if (m_post) { // the masked-LM head's transform: h = norm(act(finalIn T^T + b)), the statistics in *Final
+            m_ops.linearForward(f(m_finalIn), m_transform->value(), orNull(m_transformB), rows, D, D, f(m_tPre));
+            activate(f(m_tPre), rows * D, f(m_tAct));
+            normForward(m_headNorm, m_headNormB, f(m_tAct), rows, f(m_h), f(m_meanFinal), f(m_rstdFinal));
+        } else {
+            normForward(m_finalNorm, m_finalNormB, f(m_finalIn), rows, f(m_h), f(m_meanFinal), f(m_rstdFinal));
+        }
         const Param *head = m_head ? m_head : m_embed;
         // rows x chunk logits at a time: at most 64 Mi values (256 MB), at least 1024 vocabulary rows.
         m_chunk = std::clamp<int64_t>((int64_t(64) << 20) / rows, 1024, head->rows);
@@ -851,6 +900,8 @@ private:
     // kept MLP channels and KV groups only (narrower q, k, v, context and MLP activations).
     //   sequential: out = mid + down(mlp(norm2(mid))), mid = x + o(attention(norm1(x)))
     //   parallel (Phi-2): out = (x + o(attention(n1))) + down(mlp(n1)), n1 = norm1(x)
+    //   post-norm (BERT): out = norm2(n2), n2 = mid + down(mlp(mid)), mid = norm1(n1), n1 = x + o(attention(x));
+    //   its recomputing pass runs to norm2 too (its backward needs n2 and the statistics), writing out to m_t1.
     void blockForward(size_t l, Saved &s, float *out) {
         const ModelConfig &c = m_config;
         const Gathered &g = m_gathered[l];
@@ -861,8 +912,9 @@ private:
         const int64_t fullQw = c.numHeads * c.headDim;
         const BlockParams &w = m_blocks[l];
         const float *x = f(m_saved[l].x);
-        normForward(w.attnNorm, w.attnNormB, x, rows, f(s.n1), f(s.mean1), f(s.rstd1));
-        projectionsForward(w, g, s, rows);
+        if (!m_post)
+            normForward(w.attnNorm, w.attnNormB, x, rows, f(s.n1), f(s.mean1), f(s.rstd1));
+        projectionsForward(w, g, s, m_post ? x : f(s.n1), rows);
         if (m_rotaryDim > 0) {
             m_ops.ropeForward(f(s.q), rows, S, H, d, m_rotaryDim, f(m_ropeCos), f(m_ropeSin));
             m_ops.ropeForward(f(s.k), rows, S, KVH, d, m_rotaryDim, f(m_ropeCos), f(m_ropeSin));
@@ -870,7 +922,11 @@ private:
         m_ops.attentionForward(f(s.q), f(s.k), f(s.v), dims, f(s.ctx), f(s.probs));
         linearFwd(w.o, w.ob, f(s.ctx), rows, fullQw, D, f(m_t1), g.o());
         const float *mlpIn = f(s.n1);
-        if (m_parallel) {
+        if (m_post) {
+            m_ops.add(x, f(m_t1), rows * D, f(s.n1));
+            normForward(w.attnNorm, w.attnNormB, f(s.n1), rows, f(s.mid), f(s.mean1), f(s.rstd1));
+            mlpIn = f(s.mid);
+        } else if (m_parallel) {
             if (out)
                 m_ops.add(x, f(m_t1), rows * D, out);
         } else {
@@ -882,12 +938,17 @@ private:
             linearFwd(w.gate, w.gateb, mlpIn, rows, D, F, f(s.gate), g.in());
         linearFwd(w.up, w.upb, mlpIn, rows, D, F, f(s.up), g.in());
         activationForward(s, rows * kept);
-        if (!out)
+        if (!out && !m_post)
             return;
-        if (m_keepNorms) // SAT's scores of this forward (the recomputing pass gives the same, and is skipped)
+        if (m_keepNorms && out) // SAT's scores of this forward (the recomputing pass gives the same, and is skipped)
             m_ops.activationNorms(f(s.act), rows, kept, f(s.ctx), KVH, int64_t(c.numHeads / c.numKvHeads) * d,
                                   f(g.norms));
         linearFwd(w.down, w.downb, f(s.act), rows, F, D, f(m_t1), g.down());
+        if (m_post) {
+            m_ops.add(f(s.mid), f(m_t1), rows * D, f(s.n2));
+            normForward(w.mlpNorm, w.mlpNormB, f(s.n2), rows, out ? out : f(m_t1), f(s.mean2), f(s.rstd2));
+            return;
+        }
         m_ops.add(m_parallel ? out : f(s.mid), f(m_t1), rows * D, out);
     }
 
@@ -902,7 +963,16 @@ private:
         m_ops.crossEntropyBackward(f(m_h), head->value(), orNull(m_headB), rows, D, head->rows, m_targets, m_chunk,
                                    f(m_lse), m_count, scale, f(m_dh), head->grad(), gradOrNull(m_headB));
         m_ops.zero(dx, rows * D);
-        normBackward(m_finalNorm, m_finalNormB, f(m_dh), f(m_finalIn), f(m_meanFinal), f(m_rstdFinal), rows, dx);
+        if (m_post) { // the head transform's backward (d activation in dmid, d pre-activation in dn)
+            m_ops.zero(dmid, rows * D);
+            normBackward(m_headNorm, m_headNormB, f(m_dh), f(m_tAct), f(m_meanFinal), f(m_rstdFinal), rows, dmid);
+            m_ops.zero(dn, rows * D);
+            activateBack(dmid, f(m_tPre), rows * D, dn);
+            m_ops.linearBackward(dn, f(m_finalIn), m_transform->value(), rows, D, D, dx, m_transform->grad(),
+                                 gradOrNull(m_transformB));
+        } else {
+            normBackward(m_finalNorm, m_finalNormB, f(m_dh), f(m_finalIn), f(m_meanFinal), f(m_rstdFinal), rows, dx);
+        }
         for (size_t l = m_blocks.size(); l-- > 0;) {
             const BlockParams &w = m_blocks[l];
             // The block's gathered widths (everything, without a selection).
@@ -915,27 +985,37 @@ private:
                 blockForward(l, m_work, nullptr);
             const Saved &s = m_recompute ? m_work : m_saved[l];
             const float *x = f(m_saved[l].x);
-            const float *mlpIn = m_parallel ? f(s.n1) : f(s.n2);
-            // The MLP, from d out (in dx): its input's gradient d mlpIn in dn.
+            const float *mlpIn = m_post ? f(s.mid) : m_parallel ? f(s.n1) : f(s.n2);
+            if (m_post) { // d n2 = norm2's backward of d out, in dx
+                m_ops.zero(dmid, rows * D);
+                normBackward(w.mlpNorm, w.mlpNormB, dx, f(s.n2), f(s.mean2), f(s.rstd2), rows, dmid);
+                m_ops.copy(dx, dmid, rows * D);
+            }
+            // The MLP, from d out (in dx; BERT: d n2): its input's gradient d mlpIn in dn.
             m_ops.zero(f(m_dact), rows * kept);
             linearBack(dx, f(s.act), w.down, w.downb, rows, F, D, f(m_dact), g.down());
             m_ops.zero(f(m_dup), rows * kept);
             if (m_swiglu) {
                 m_ops.zero(f(m_dgate), rows * kept);
                 m_ops.swigluBackward(f(m_dact), f(s.gate), f(s.up), rows * kept, f(m_dgate), f(m_dup));
-            } else if (m_activation == cpu::Activation::Relu) {
-                m_ops.reluBackward(f(m_dact), f(s.up), rows * kept, f(m_dup));
             } else {
-                m_ops.geluBackward(gelu(), f(m_dact), f(s.up), rows * kept, f(m_dup));
+                activateBack(f(m_dact), f(s.up), rows * kept, f(m_dup));
             }
             m_ops.zero(dn, rows * D);
             if (m_swiglu)
                 linearBack(f(m_dgate), mlpIn, w.gate, w.gateb, rows, D, F, dn, g.in());
             linearBack(f(m_dup), mlpIn, w.up, w.upb, rows, D, F, dn, g.in());
             // The attention output's gradient: d out itself (parallel), or d mid = d out + norm2's backward of
-            // d n2 (sequential).
+            // d n2 (sequential), or d n1 = norm1's backward of d mid = d n2 + d mlpIn (post-norm; also in dx, where
+            // the projections' input gradient then accumulates: the attention reads x itself).
             const float *dAttnOut = dx;
-            if (!m_parallel) {
+            if (m_post) {
+                m_ops.add(dx, dn, rows * D, dmid);
+                m_ops.zero(dx, rows * D);
+                normBackward(w.attnNorm, w.attnNormB, dmid, f(s.n1), f(s.mean1), f(s.rstd1), rows, dx);
+                m_ops.copy(dmid, dx, rows * D);
+                dAttnOut = dmid;
+            } else if (!m_parallel) {
                 m_ops.copy(dmid, dx, rows * D);
                 normBackward(w.mlpNorm, w.mlpNormB, dn, f(s.mid), f(s.mean2), f(s.rstd2), rows, dmid);
                 dAttnOut = dmid;
@@ -950,19 +1030,32 @@ private:
                 m_ops.ropeBackward(f(m_dq), rows, S, H, d, m_rotaryDim, f(m_ropeCos), f(m_ropeSin));
                 m_ops.ropeBackward(f(m_dk), rows, S, KVH, d, m_rotaryDim, f(m_ropeCos), f(m_ropeSin));
             }
+            if (m_post) { // d x = d n1 + the projections' input gradients
+                projectionsBackward(w, g, x, rows, dx);
+                continue;
+            }
             // d n1: the projections' input gradients, added to the MLP's in a parallel block.
             if (!m_parallel)
                 m_ops.zero(dn, rows * D);
-            projectionsBackward(w, g, s, rows, dn);
+            projectionsBackward(w, g, f(s.n1), rows, dn);
             // d x = d out (parallel) or d mid (sequential), plus norm1's backward of d n1.
             if (!m_parallel)
                 m_ops.copy(dx, dmid, rows * D);
             normBackward(w.attnNorm, w.attnNormB, dn, x, f(s.mean1), f(s.rstd1), rows, dx);
         }
+        // The embeddings' sum's gradient (BERT: the embedding norm's backward, in dn).
+        const float *dsum = dx;
+        if (m_post) {
+            m_ops.zero(dn, rows * D);
+            normBackward(m_embNorm, m_embNormB, dx, f(m_embIn), f(m_embMean), f(m_embRstd), rows, dn);
+            dsum = dn;
+        }
         if (m_embed->trainable)
-            m_ops.embeddingBackward(dx, m_ids, D, m_embed->grad());
+            m_ops.embeddingBackward(dsum, m_ids, D, m_embed->grad());
         if (m_position && m_position->trainable)
-            m_ops.embeddingBackward(dx, m_positions, D, m_position->grad());
+            m_ops.embeddingBackward(dsum, m_positions, D, m_position->grad());
+        if (m_tokenType && m_tokenType->trainable)
+            m_ops.embeddingBackward(dsum, m_types, D, m_tokenType->grad());
     }
 
     // Attaches a CausalLm parameter to its place in the block or model tables.
@@ -977,6 +1070,10 @@ private:
         case TensorRole::PositionEmbedding: slot = p.isBias ? nullptr : &m_position; break;
         case TensorRole::FinalNorm: slot = p.isBias ? &m_finalNormB : &m_finalNorm; break;
         case TensorRole::LmHead: slot = p.isBias ? &m_headB : &m_head; break;
+        case TensorRole::TokenTypeEmbedding: slot = p.isBias ? nullptr : &m_tokenType; break;
+        case TensorRole::EmbeddingNorm: slot = p.isBias ? &m_embNormB : &m_embNorm; break;
+        case TensorRole::HeadTransform: slot = p.isBias ? &m_transformB : &m_transform; break;
+        case TensorRole::HeadNorm: slot = p.isBias ? &m_headNormB : &m_headNorm; break;
         default: break;
         }
         if (!slot && p.layer >= 0 && size_t(p.layer) < m_blocks.size()) {
@@ -1050,6 +1147,11 @@ private:
         for (Buffer *m : {&m_finalIn, &m_h, &m_t1, &m_dh, &m_dx, &m_dmid, &m_dn})
             floats(*m, rows * D);
         stats(m_meanFinal, m_rstdFinal);
+        if (m_post) { // the embedding norm's input and statistics, the head transform's product and activation
+            for (Buffer *m : {&m_embIn, &m_tPre, &m_tAct})
+                floats(*m, rows * D);
+            stats(m_embMean, m_embRstd);
+        }
         floats(m_lse, rows);
         floats(m_dact, rows * F);
         floats(m_dup, rows * F);
@@ -1068,24 +1170,31 @@ private:
     ModelConfig m_config;
     AdamWOptions m_optimizer;
     int64_t m_steps; // AdamW steps taken (bias correction)
-    // The family's block (CausalLm's flags).
-    bool m_rms = true, m_swiglu = true, m_parallel = false;
+    // The family's block (CausalLm's flags; post: BERT's post-norm blocks, embedding norm and masked-LM head).
+    bool m_rms = true, m_swiglu = true, m_parallel = false, m_post = false;
     cpu::Activation m_activation = cpu::Activation::Silu;
     int64_t m_positionOffset = 0, m_maxSeq = 0;
     std::vector<Param> m_params; // in the CausalLm's order
     std::vector<BlockParams> m_blocks;
     Param *m_embed = nullptr, *m_position = nullptr, *m_finalNorm = nullptr, *m_finalNormB = nullptr;
     Param *m_head = nullptr, *m_headB = nullptr; // head null: tied to the embedding
+    // BERT: segment embeddings, the embedding norm, the masked-LM head's transform and its norm.
+    Param *m_tokenType = nullptr, *m_embNorm = nullptr, *m_embNormB = nullptr, *m_transform = nullptr,
+          *m_transformB = nullptr, *m_headNorm = nullptr, *m_headNormB = nullptr;
     int m_rotaryDim = 0;
     Buffer m_ropeCos, m_ropeSin;
     std::vector<Saved> m_saved; // per block (with recomputation: the inputs only)
     Saved m_work;               // with recomputation: the activations of the block being run
     bool m_recompute = false;
     // The last forward's batch, for its backward.
-    std::vector<int32_t> m_ids, m_positions, m_targets;
+    std::vector<int32_t> m_ids, m_positions, m_types, m_targets; // m_ids: BERT's masked inputs
     AttentionDims m_dims; // of the whole model and the last forward's batch
     int64_t m_chunk = 0, m_count = 0;
+    // m_h: the LM head's input (the final norm's output; BERT: the head transform's), its norm's statistics in
+    // m_meanFinal and m_rstdFinal. BERT: the embeddings' sum and its norm's statistics, the transform's product
+    // and activation.
     Buffer m_finalIn, m_h, m_meanFinal, m_rstdFinal, m_lse, m_t1;
+    Buffer m_embIn, m_embMean, m_embRstd, m_tPre, m_tAct;
     Buffer m_dh, m_dx, m_dmid, m_dn, m_dact, m_dgate, m_dup, m_dctx, m_dq, m_dk, m_dv;
     bool m_fusedQkv = false;
     Buffer m_qkv; // GPT-2: the fused product, then its gradient

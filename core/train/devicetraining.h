@@ -11,17 +11,6 @@
 
 namespace lathe::train {
 
-// A training step on an accelerator (issue 17 item 9), implemented in gpu/ from the ops of gpu/trainops.h as a
-// service of the device's backend; core sees only this interface. It mirrors CausalLm<float>::forward / backward,
-// clipGradNorm and AdamW<float> for the decoders (the Llama family, GPT-2, OPT, Phi-2; tied or untied head;
-// train/decodertrainer.h) with dense block linears, fixed-mask ones over zeroed weights (recovery), low-rank +
-// sparse ones (LoSparse: their row masks read from the CausalLm's linears at every forward) or PST's (their
-// sparsity read the same way); the blocks' selections (SAT's gathered steps) are read from the CausalLm at every
-// forward too, so that CausalLm must outlive the trainer. The parameters are copied from a CausalLm when it is
-// created and live on the device in fp32 (the master copy), with gradients and AdamW moments for the trainable
-// ones only; the products run in the chosen precision (fp32: pedantic, checkable against the CPU; bf16: tensor
-// cores, fp32 accumulation), everything else in fp32; the CausalLm's recomputation setting is followed. BERT and
-// learned masks are refused at creation with a LatheError naming what (train those on the CPU). Not thread-safe.
 // One op's share of the device time: its name (the ops' function name), seconds and calls.
 struct OpTime {
     std::string op;
@@ -29,6 +18,18 @@ struct OpTime {
     int64_t calls = 0;
 };
 
+// A training step on an accelerator (issue 17 item 9), implemented in gpu/ from the ops of gpu/trainops.h as a
+// service of the device's backend; core sees only this interface. It mirrors CausalLm<float>::forward / backward,
+// clipGradNorm and AdamW<float> for the decoders (the Llama family, GPT-2, OPT, Phi-2; tied or untied head) and
+// BERT with its masked-LM head (train/decodertrainer.h), with dense block linears, fixed-mask ones over zeroed
+// weights (recovery), low-rank + sparse ones (LoSparse: their row masks read from the CausalLm's linears at every
+// forward) or PST's (their sparsity read the same way); the blocks' selections (SAT's gathered steps) and BERT's
+// masking are read from the CausalLm at every forward too, so that CausalLm must outlive the trainer. The
+// parameters are copied from a CausalLm when it is created and live on the device in fp32 (the master copy), with
+// gradients and AdamW moments for the trainable ones only; the products run in the chosen precision (fp32:
+// pedantic, checkable against the CPU; bf16: tensor cores, fp32 accumulation), everything else in fp32; the
+// CausalLm's recomputation setting is followed. Learned masks are refused at creation with a LatheError naming
+// what (train those on the CPU). Not thread-safe.
 class DeviceTrainer {
 public:
     virtual ~DeviceTrainer() = default;
@@ -36,11 +37,12 @@ public:
     virtual std::string describe() const = 0;
     // Zeroes every gradient (once per optimizer step, as ParameterSet::zeroGrad).
     virtual void zeroGradients() = 0;
-    // The forward pass and backward of the mean next-token loss over `batch` (the targets CausalLm::forward uses),
-    // its gradient times `scale` ADDED to the gradients (accumulation: scale = 1 / micro-batches); returns the loss.
-    virtual float forwardBackward(const TokenBatch &batch, float scale = 1.0f) = 0;
-    // The forward pass alone: the mean next-token loss over `batch` (evaluation).
-    virtual float loss(const TokenBatch &batch) = 0;
+    // The forward pass and backward of the loss CausalLm::forward(batch, maskSeed) computes (the mean next-token
+    // loss; BERT's masked-LM loss with the batch masked from maskSeed by the CausalLm's masking), its gradient times
+    // `scale` ADDED to the gradients (accumulation: scale = 1 / micro-batches); returns the loss.
+    virtual float forwardBackward(const TokenBatch &batch, float scale = 1.0f, uint64_t maskSeed = 0) = 0;
+    // The forward pass alone: the same loss over `batch` (evaluation).
+    virtual float loss(const TokenBatch &batch, uint64_t maskSeed = 0) = 0;
     // The gradients' global L2 norm; when maxNorm > 0 and the norm is above it, they are scaled to it first (as
     // clipGradNorm). Then one AdamW step at `lr`. Returns the norm before clipping.
     virtual double step(double lr, double maxNorm) = 0;
