@@ -736,6 +736,26 @@ GpuCheck runTrainStepCheck(ComputeBackend &device, const Model &model, const std
     const double gpuNorm = trainer->step(lr, maxNorm);
     trainer->download(after, false);
     const double stepErr = worst(after.parameters(), fromGpu.parameters(), false, &stepWorst);
+    // SAT's magnitude scores: the weight norms of the updated values (rows, columns, the output projection's column
+    // groups of every dense block linear) against the host's of the same values, relative to each one's largest.
+    std::vector<train::WeightNormRequest> requests;
+    const int64_t groupWidth = (model.config.numHeads / model.config.numKvHeads) * model.config.headDim;
+    for (const auto &slot : after.linears())
+        if (after.parameters().find(slot.kind->weightName()))
+            for (const int64_t group : {int64_t(0), int64_t(1), slot.role == TensorRole::AttnO ? groupWidth : 0})
+                requests.push_back({slot.kind->weightName(), group});
+    double normsErr = 0;
+    {
+        const auto got = trainer->weightNorms(requests), want = train::weightNorms(after.parameters(), requests);
+        for (size_t i = 0; i < want.size(); ++i) {
+            const float largest = *std::max_element(want[i].begin(), want[i].end());
+            for (size_t j = 0; j < want[i].size(); ++j)
+                normsErr = std::max(normsErr, got[i].size() != want[i].size()
+                                                  ? double(INFINITY)
+                                                  : std::abs(double(got[i][j]) - double(want[i][j])) /
+                                                        std::max(double(largest), 1e-30));
+        }
+    }
     const double normErr = std::abs(gpuNorm - cpuNorm) / cpuNorm;
     // Evaluation (forward only) of the updated model against the CPU's forward on the same values.
     const float gpuEval = trainer->loss(batch), cpuEval = after.forward(batch);
@@ -773,14 +793,15 @@ GpuCheck runTrainStepCheck(ComputeBackend &device, const Model &model, const std
     c.name = name;
     // clipGradNorm sums each parameter's squares in fp32 (Eigen), the GPU in fp64: 1e-5 covers the fp32 sums.
     c.passed = lossErr <= lossTol && gradErr <= gradTol && stepErr <= stepTol && normErr <= 1e-5 &&
-               evalErr <= lossTol && resumeExact && channelErr <= lossTol;
+               evalErr <= lossTol && resumeExact && channelErr <= lossTol && normsErr <= 1e-5;
     c.error = gradErr;
     c.tolerance = gradTol;
     c.detail = "loss " + std::to_string(gpuLoss) + " vs " + std::to_string(cpuLoss) + " (" +
                std::to_string(lossErr) + ", tolerance " + std::to_string(lossTol) + "); worst gradient " + gradWorst +
                "; step " + std::to_string(stepErr) + " (" + stepWorst + ", tolerance 1e-6); gradient norm " +
                std::to_string(gpuNorm) + " vs " + std::to_string(cpuNorm) + "; evaluation after the step " +
-               std::to_string(evalErr) + "; channel norms " + std::to_string(channelErr) + "; resumed trainer " +
+               std::to_string(evalErr) + "; channel norms " + std::to_string(channelErr) + "; weight norms " +
+               std::to_string(normsErr) + " (tolerance 1e-5); resumed trainer " +
                (resumeExact ? "bit-identical" : "differs at " + resumeWorst) +
                "; " + trainer->describe();
     return c;

@@ -5,10 +5,10 @@
 // run on the "GPU" must give the CPU run's steps, evaluations and exported bytes exactly:
 // - device "cuda" against device "cpu": every step's loss and gradient norm, every evaluation, model.safetensors;
 // - a "cuda" run cancelled after a checkpoint and resumed, on the "GPU" and on the CPU: the uninterrupted bytes;
-// - "auto" takes the GPU trainer for plain fine-tuning (BERT's masked-LM training too) and the methods it runs,
-//   and the CPU for a job it does not run (SAT with magnitude scores), saying why in the run log;
+// - "auto" takes the GPU trainer for plain fine-tuning (BERT's masked-LM training too) and every fine-tuning method
+//   (SAT with magnitude scores too);
 // - frozen parameters train on the "GPU" as on the CPU, without gradients and moments there;
-// - "cuda" refuses such a job before any work.
+// - "cuda" refuses a job it does not run (fp16 products) before any work.
 // The same device also offers the forward pass (the CPU engine) and SliceGPT's engine (the CPU's), so compression
 // runs take their GPU paths too: evaluation and SliceGPT there with the CPU's results, and a preflight that times
 // the device's pass and estimates those phases with it.
@@ -358,37 +358,47 @@ private slots:
     // gathered linears, attention on the kept heads, AdamW on the computed rows and columns alone, and the channel
     // norms handed back after each step for the next selection: the CPU run's steps (with the omission of each),
     // evaluations and exported bytes, in the ladder's omitting and dense phases (GPT-2's fused q/k/v and biases:
-    // tst_trainmodel decoderTrainerComposition).
+    // tst_trainmodel decoderTrainerComposition). With magnitude scores the weights' norms are computed on the
+    // "GPU" before each step instead (the host's model does not follow its values): the same run too.
+    void satOnTheDevice_data() {
+        QTest::addColumn<QString>("scores");
+        QTest::newRow("activation") << "activation";
+        QTest::newRow("magnitude") << "magnitude";
+    }
     void satOnTheDevice() {
-        const std::string tag = "sat";
+        QFETCH(QString, scores);
+        const std::string tag = "sat-" + scores.toStdString();
         nlohmann::json cpuJob = job(m_root / (tag + "-cpu"), "cpu"), gpuJob = job(m_root / (tag + "-cuda"), "cuda");
         for (nlohmann::json *j : {&cpuJob, &gpuJob}) {
             (*j)["method"] = "sat";
-            (*j)["sat"] = {{"omission", 0.5}, {"hold", 0.5}, {"rungs", 2}};
+            (*j)["sat"] = {{"omission", 0.5}, {"hold", 0.5}, {"rungs", 2}, {"scores", scores.toStdString()}};
         }
         const TrainingResult cpu = run(cpuJob), gpu = run(gpuJob);
         sameRun(gpu, cpu, m_root / (tag + "-cuda"), m_root / (tag + "-cpu"));
         QCOMPARE(cpu.steps[1].method.value("omission", 0.0), 0.5); // gathered steps ran
         QCOMPARE(cpu.steps.back().method.value("omission", 1.0), 0.0); // and dense ones
+        // The selections followed the weights as trained: the omitted share of a magnitude-scored step is of the
+        // scores it computed, so equal shares on both devices mean the same scores.
+        QVERIFY(cpu.steps[1].method.value("omitted_activation_share", 0.0) > 0);
     }
 
     void autoAndRefusals() {
-        // auto: plain fine-tuning on the GPU trainer; SAT with magnitude scores on the CPU, the log saying why.
+        // auto: plain fine-tuning on the GPU trainer, and every fine-tuning method (SAT with magnitude scores too).
         nlohmann::json j = job(m_root / "auto", "auto");
         j["steps"] = 2;
         QVERIFY(run(j).device != "cpu");
-        j = job(m_root / "auto-sat", "auto");
-        j["steps"] = 2;
-        j["method"] = "sat";
-        j["sat"] = {{"scores", "magnitude"}};
-        QCOMPARE(QString::fromStdString(run(j).device), QString("cpu"));
-        const std::string log = readTextFile((m_root / "auto-sat" / "run.log").string());
-        QVERIFY2(log.find("device auto: training on the CPU (sat.scores magnitude reads every weight on the host") !=
-                     std::string::npos,
-                 log.c_str());
-        // cuda: a job the GPU trainer does not run is refused by the spec check.
+        for (const char *method : {"recovery", "losparse", "pst", "sat"}) {
+            j = job(m_root / (std::string("auto-") + method), "auto");
+            j["steps"] = 2;
+            j["method"] = method;
+            if (std::string(method) == "sat")
+                j["sat"] = {{"scores", "magnitude"}};
+            QVERIFY2(run(j).device != "cpu", method);
+        }
+        // cuda: a precision the trainer does not run is refused by the spec check.
         j["device"] = "cuda";
-        j["output"]["dir"] = (m_root / "refused-sat").string();
+        j["precision"] = "fp16";
+        j["output"]["dir"] = (m_root / "refused-fp16").string();
         QVERIFY_THROWS_EXCEPTION(LatheError, validateTrainingSpec(TrainingSpec::fromJson(j)));
     }
 

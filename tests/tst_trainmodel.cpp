@@ -571,6 +571,16 @@ private slots:
                 QVERIFY2(first.parameters()[i].value == second.parameters()[i].value &&
                              first.parameters()[i].grad == second.parameters()[i].grad,
                          first.parameters()[i].name.c_str());
+            // The weight norms (SAT's magnitude scores) of the trainer's values: the host's of the same values, for
+            // the rows, the columns and the output projections' column groups of every block linear's weight.
+            std::vector<train::WeightNormRequest> requests;
+            const int64_t groupWidth = (model->config.numHeads / model->config.numKvHeads) * model->config.headDim;
+            for (const auto &slot : first.linears())
+                if (first.parameters().find(slot.kind->weightName())) // a dense or masked linear's own weight
+                    for (const int64_t group : {int64_t(0), int64_t(1), slot.role == TensorRole::AttnO ? groupWidth : 0})
+                        requests.push_back({slot.kind->weightName(), group});
+            QVERIFY(pst || losparse || !requests.empty()); // their linears have no weight parameter
+            QVERIFY(trainer.weightNorms(requests) == train::weightNorms(first.parameters(), requests));
             QVERIFY(trainer.describe().find("CPU (reference ops), fp32 products") == 0);
         }
         auto refused = [](train::CausalLm<float> &lm, const std::string &words) {
@@ -599,7 +609,7 @@ private slots:
     }
 
     // The spec's device: "cpu" (default) and "auto" without a usable GPU train the same bits on the CPU, the log
-    // saying why auto chose it; bad devices and precisions, and a method on "cuda", are refused by key before any
+    // saying why auto chose it; bad devices and precisions are refused by key before any
     // work; "cuda" without a GPU is refused with the reason.
     void trainDeviceChoice() {
         const fs::path root = test::tempDir("train-device");
@@ -658,11 +668,6 @@ private slots:
         bad = j;
         bad["precision"] = "fp16";
         refused(bad, "precision fp16");
-        bad = j;
-        bad["device"] = "cuda";
-        bad["method"] = "sat";
-        bad["sat"] = {{"scores", "magnitude"}};
-        refused(bad, "sat.scores magnitude reads every weight on the host");
         if (!gpu) {
             bad = j;
             bad["device"] = "cuda";

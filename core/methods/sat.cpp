@@ -17,8 +17,9 @@
 // of the steps, then 0.4, 0.3, 0.2, 0.1 and 0 in equal parts). Selection: the top scores ("top"); "sample" draws
 // the kept channels and groups each step with probability proportional to their scores, an ablation (worse on
 // SmolLM2: docs/results.md). Each step reports the share of the MLP activation's energy (squared scores) in the
-// omitted channels, averaged over the blocks. The GPU trainer runs the same gathered steps (train/decodertrainer.h)
-// with activation scores; magnitude scores train on the CPU.
+// omitted channels, averaged over the blocks. The GPU trainer runs the same gathered steps (train/decodertrainer.h);
+// magnitude scores read the weights' norms where the parameters are (weightNormsBeforeStep: on the GPU trainer,
+// the norms alone come back to the host, 3 F + KV floats per block).
 
 #include "methods/trainingmethod.h"
 
@@ -79,7 +80,7 @@ public:
         if (m_omission <= 0)
             return;
         if (m_s.magnitude)
-            magnitudeScores(lm);
+            magnitudeScores(lm, step, total);
         else if (!m_scored)
             return; // the first step runs dense and scores every channel
         const ModelConfig &c = lm.config();
@@ -128,6 +129,26 @@ public:
         m_scored = true;
     }
 
+    // Magnitude scores: the norms of every block's gate and up rows, down columns and output projection's column
+    // groups, when the step omits.
+    std::vector<train::WeightNormRequest> weightNormsBeforeStep(const train::CausalLm<float> &lm, int64_t step,
+                                                                int64_t total) const override {
+        std::vector<train::WeightNormRequest> requests;
+        if (!m_s.magnitude || ladder(m_s, step, total) <= 0)
+            return requests;
+        const ModelConfig &c = lm.config();
+        const int64_t groupWidth = (c.numHeads / c.numKvHeads) * c.headDim;
+        for (const auto &slot : lm.linears()) {
+            const TensorRole r = slot.role;
+            if (r == TensorRole::MlpUp || r == TensorRole::MlpGate || r == TensorRole::MlpDown || r == TensorRole::AttnO)
+                requests.push_back({slot.kind->weightName(), r == TensorRole::MlpDown ? 1
+                                                             : r == TensorRole::AttnO ? groupWidth
+                                                                                      : 0});
+        }
+        return requests;
+    }
+    void setWeightNorms(std::vector<std::vector<float>> norms) override { m_weightNorms = std::move(norms); }
+
     void beforeEvaluation(train::CausalLm<float> &lm) override { lm.clearSelections(); }
     bool readsChannelNorms() const override { return !m_s.magnitude; }
 
@@ -158,36 +179,34 @@ public:
 
 private:
     // Weight-based scores: per channel |up_j| |down_:,j| (times |gate_j| with a gate), per group the norm of the
-    // output projection's columns of its query heads.
-    void magnitudeScores(const train::CausalLm<float> &lm) {
-        const ModelConfig &c = lm.config();
-        const int64_t groupWidth = (c.numHeads / c.numKvHeads) * c.headDim;
+    // output projection's columns of its query heads; from the norms handed over for this step, in the order of
+    // weightNormsBeforeStep's requests.
+    void magnitudeScores(const train::CausalLm<float> &lm, int64_t step, int64_t total) {
+        const std::vector<train::WeightNormRequest> requests = weightNormsBeforeStep(lm, step, total);
+        require(m_weightNorms.size() == requests.size(), "SAT",
+                "magnitude scores need the weight norms of the step (TrainingMethodRun::weightNormsBeforeStep)");
         for (auto &v : m_mlp)
             std::fill(v.begin(), v.end(), 1.0f);
+        size_t i = 0;
         for (const auto &slot : lm.linears()) {
             if (slot.role != TensorRole::MlpUp && slot.role != TensorRole::MlpGate && slot.role != TensorRole::MlpDown &&
                 slot.role != TensorRole::AttnO)
                 continue;
-            // Gathered steps run on dense linears: read their weight in place (no copy per step).
-            train::Matrix<float> copy;
-            const auto *dense = dynamic_cast<const train::DenseLinear<float> *>(slot.kind);
-            const train::Matrix<float> &w = dense ? dense->weight()->value : (copy = slot.kind->effectiveWeight());
-            std::vector<float> &mlp = m_mlp[size_t(slot.layer)];
-            if (slot.role == TensorRole::MlpUp || slot.role == TensorRole::MlpGate)
-                for (int64_t j = 0; j < w.rows(); ++j)
-                    mlp[size_t(j)] *= w.row(j).norm();
-            else if (slot.role == TensorRole::MlpDown)
-                for (int64_t j = 0; j < w.cols(); ++j)
-                    mlp[size_t(j)] *= w.col(j).norm();
-            else if (slot.role == TensorRole::AttnO)
-                for (int64_t g = 0; g < c.numKvHeads; ++g)
-                    m_groups[size_t(slot.layer)][size_t(g)] = w.middleCols(g * groupWidth, groupWidth).norm();
+            const std::vector<float> &norms = m_weightNorms[i++];
+            std::vector<float> &scores = slot.role == TensorRole::AttnO ? m_groups[size_t(slot.layer)]
+                                                                        : m_mlp[size_t(slot.layer)];
+            require(norms.size() == scores.size(), "SAT", "the weight norms of " + slot.kind->weightName() +
+                                                              " do not match its channels");
+            for (size_t j = 0; j < norms.size(); ++j)
+                scores[j] = slot.role == TensorRole::AttnO ? norms[j] : scores[j] * norms[j];
         }
+        m_weightNorms.clear(); // one step's
     }
 
     SatSettings m_s;
     uint64_t m_seed;
     std::vector<std::vector<float>> m_mlp, m_groups; // per block: per channel, per KV group
+    std::vector<std::vector<float>> m_weightNorms;   // the step's (setWeightNorms), for magnitude scores
     bool m_scored = false;
     double m_omission = 0;
     double m_omittedShare = 0;
@@ -202,7 +221,7 @@ public:
                          "that falls to 0 (Ma et al., ACL Findings 2024)";
         m_info.kind = MethodKind::FineTuning;
         // The GPU trainer runs its gathered steps, with the selections set on the host each step and the channel
-        // norms handed back after it (readsChannelNorms); magnitude scores would need the weights on the host.
+        // norms handed back after it (readsChannelNorms), or the weight norms before it (weightNormsBeforeStep).
         m_info.trainsOnGpu = true;
         m_info.ratioMeaning = "sat.omission: the fraction of MLP channels (and KV groups) a step skips at first";
         ParamSpec scores = declareChoice("sat.scores", "Scores", {"activation", "magnitude"},
@@ -246,11 +265,6 @@ public:
     }
     std::unique_ptr<TrainingMethodRun> startTraining(const Model &, const MethodParams &p, uint64_t seed) const override {
         return std::make_unique<SatRun>(settingsOf(p), seed);
-    }
-    std::string gpuRefusal(const MethodParams &p) const override {
-        return settingsOf(p).magnitude ? "sat.scores magnitude reads every weight on the host each step (the CPU "
-                                         "trains it; the activation scores run on the GPU)"
-                                       : std::string();
     }
 
 private:

@@ -2,6 +2,7 @@
 
 #include "methods/method.h"
 #include "train/causallm.h"
+#include "train/devicetraining.h"
 
 #include <nlohmann/json.hpp>
 
@@ -38,6 +39,14 @@ public:
     virtual std::vector<std::string> rowSumsAfterStep() const { return {}; }
     virtual void setRowSums(std::vector<std::vector<float>>) {}
     virtual std::vector<std::pair<std::string, std::vector<uint8_t>>> takeZeroedRows() { return {}; }
+    // What beforeStep reads of the weights (SAT's magnitude scores), computed where the parameters are and handed
+    // over with setWeightNorms before it, in request order: train::weightNorms of the model's parameters on the
+    // CPU, DeviceTrainer::weightNorms on the GPU trainer (whose values the host's model does not follow).
+    virtual std::vector<train::WeightNormRequest> weightNormsBeforeStep(const train::CausalLm<float> &,
+                                                                        int64_t /*step*/, int64_t /*total*/) const {
+        return {};
+    }
+    virtual void setWeightNorms(std::vector<std::vector<float>>) {}
     // Whether afterStep reads CausalLm::channelNorms (SAT's scores): the GPU trainer then computes them and hands
     // them to the model before it.
     virtual bool readsChannelNorms() const { return false; }
@@ -98,9 +107,6 @@ public:
                                            ParameterCounts dense) const {
         return dense;
     }
-    // Why the GPU trainer does not run a job of this method with these parameters, though it runs the method
-    // (MethodInfo::trainsOnGpu); empty when it does.
-    virtual std::string gpuRefusal(const MethodParams &) const { return {}; }
 
 protected:
     // `name` with at(t) for t = first .. first + steps - 1.

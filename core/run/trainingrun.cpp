@@ -194,6 +194,15 @@ uint64_t stepMaskSeed(uint64_t seed, int64_t step, int64_t micro) {
     return seed * 0x9E3779B97F4A7C15ull + uint64_t(step) * 0x100000001B3ull + uint64_t(micro);
 }
 
+// The method's beforeStep, with the weight norms it reads computed where the parameters are (on the GPU trainer
+// when the steps run there) and handed over first.
+void beforeStep(TrainingMethodRun &method, train::CausalLm<float> &lm, train::DeviceTrainer *trainer, int64_t step,
+                int64_t total) {
+    if (const auto requests = method.weightNormsBeforeStep(lm, step, total); !requests.empty())
+        method.setWeightNorms(trainer ? trainer->weightNorms(requests) : train::weightNorms(lm.parameters(), requests));
+    method.beforeStep(lm, step, total);
+}
+
 // The method's afterStep; on the GPU trainer with what it reads computed there and handed over first (the row sums
 // it asks for, the channel norms of the step's forward), and the rows it zeroed zeroed there after it.
 void afterStep(TrainingMethodRun &method, train::CausalLm<float> &lm, train::DeviceTrainer *trainer, int64_t step,
@@ -411,7 +420,7 @@ static std::string gpuMethodRefusal(const TrainingSpec &spec) {
     if (!spec.method)
         return {};
     if (spec.method->info().trainsOnGpu)
-        return spec.method->gpuRefusal(spec.methodParams);
+        return {};
     std::string runs; // the registry's methods it runs
     for (const CompressionMethod *m : compressionMethods())
         if (m->info().trainsOnGpu)
@@ -621,7 +630,7 @@ TrainingPreflight preflightTraining(const TrainingSpec &spec, const std::atomic<
         if (trainer) { // forward alone, then forward and backward: the backward is their difference (at least 0)
             const int64_t at = std::min<int64_t>(middle + step, spec.steps - 1);
             if (method)
-                method->beforeStep(lm, at, spec.steps);
+                beforeStep(*method, lm, trainer.get(), at, spec.steps);
             trainer->zeroGradients();
             const double t1 = steadySeconds();
             (void)trainer->loss(batch, uint64_t(step));
@@ -640,7 +649,7 @@ TrainingPreflight preflightTraining(const TrainingSpec &spec, const std::atomic<
             continue;
         }
         if (method)
-            method->beforeStep(lm, std::min<int64_t>(middle + step, spec.steps - 1), spec.steps);
+            beforeStep(*method, lm, nullptr, std::min<int64_t>(middle + step, spec.steps - 1), spec.steps);
         lm.parameters().zeroGrad();
         const double t1 = steadySeconds();
         (void)lm.forward(batch, uint64_t(step));
@@ -777,7 +786,7 @@ TrainingResult runTraining(const TrainingSpec &spec, const ProgressCallback &pro
         for (; step < spec.steps; ++step) {
             const double ts = steadySeconds();
             if (method)
-                method->beforeStep(lm, step, spec.steps);
+                beforeStep(*method, lm, trainer.get(), step, spec.steps);
             if (trainer)
                 trainer->zeroGradients();
             else

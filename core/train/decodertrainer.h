@@ -473,6 +473,31 @@ public:
         m_ops.zeroRows(d.value(), m_rowKeep.template as<uint8_t>(), d.rows, d.cols);
     }
 
+    // train::weightNorms through the ops (the same functions on the reference ops, so the same bits there).
+    std::vector<std::vector<float>> weightNorms(const std::vector<WeightNormRequest> &requests) override {
+        m_ops.activate();
+        std::vector<std::vector<float>> out;
+        for (const WeightNormRequest &r : requests) {
+            const Param &d = m_params[indexOf(r.name)];
+            require(r.columnGroup >= 0 && (r.columnGroup == 0 || d.cols % r.columnGroup == 0), "GPU training",
+                    r.name + "'s columns do not split into groups of " + std::to_string(r.columnGroup));
+            const int64_t n = r.columnGroup == 0 ? d.rows : d.cols / r.columnGroup;
+            m_rowSums.ensure(size_t(n) * sizeof(float));
+            if (r.columnGroup == 0)
+                m_ops.rowAbsProductSums(d.value(), d.value(), d.rows, d.cols, f(m_rowSums));
+            else if (r.columnGroup == 1)
+                m_ops.activationNorms(d.value(), d.rows, d.cols, d.value(), 0, 1, f(m_rowSums));
+            else
+                m_ops.activationNorms(d.value(), d.rows, 0, d.value(), int(n), r.columnGroup, f(m_rowSums));
+            std::vector<float> &values = out.emplace_back(size_t(n));
+            m_ops.download(values.data(), f(m_rowSums), n);
+            if (r.columnGroup == 0) // sums of squares
+                for (float &v : values)
+                    v = std::sqrt(v);
+        }
+        return out;
+    }
+
     void synchronize() override { m_ops.synchronize(); }
     void profileOps(bool on) override { m_ops.profileOps(on); }
     std::vector<OpTime> opTimes() override { return m_ops.opTimes(); }
@@ -1208,7 +1233,8 @@ private:
     std::vector<Gathered> m_gathered;
     Buffer m_gw, m_gb, m_gbGrad;
     bool m_keepNorms = false;
-    Buffer m_rowSums, m_rowKeep; // rowAbsProductSums' sums and zeroRows' mask (the largest parameter's rows)
+    // rowAbsProductSums' sums (and weightNorms') and zeroRows' mask (the largest parameter's rows or groups)
+    Buffer m_rowSums, m_rowKeep;
     std::unordered_map<std::string, size_t> m_index; // parameter name -> position in m_params
 };
 

@@ -1,9 +1,12 @@
 #pragma once
 
+#include "base/error.h"
 #include "engine/deviceforward.h"
 #include "train/adamw.h"
 #include "train/causallm.h"
+#include "train/linearkinds.h"
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -17,6 +20,42 @@ struct OpTime {
     double seconds = 0;
     int64_t calls = 0;
 };
+
+// A parameter's weight norms (SAT's magnitude scores): the L2 norms of its rows (columnGroup 0), or of its
+// consecutive groups of columnGroup columns (1: every column; out x in weights, row-major).
+struct WeightNormRequest {
+    std::string name;
+    int64_t columnGroup = 0;
+};
+// The host's: from rowAbsProductSums (the rows' sums of squares, then their square roots) and activationNorms (the
+// columns', or the groups'), the functions the GPU trainer's ops compute, in request order. LatheError for a name
+// that is not a parameter or a group width that does not divide the columns.
+inline std::vector<std::vector<float>> weightNorms(const ParameterSet<float> &params,
+                                                   const std::vector<WeightNormRequest> &requests) {
+    std::vector<std::vector<float>> out;
+    for (const WeightNormRequest &r : requests) {
+        const Parameter<float> *p = params.find(r.name);
+        require(p != nullptr, "weight norms", "no parameter " + r.name);
+        const int64_t rows = p->value.rows(), cols = p->value.cols();
+        std::vector<float> &n = out.emplace_back();
+        if (r.columnGroup == 0) {
+            n.resize(size_t(rows));
+            rowAbsProductSums(p->value.data(), p->value.data(), rows, cols, n.data());
+            for (float &v : n)
+                v = std::sqrt(v);
+        } else if (r.columnGroup == 1) {
+            n.resize(size_t(cols));
+            activationNorms(p->value.data(), rows, cols, p->value.data(), 0, 1, n.data());
+        } else {
+            require(r.columnGroup > 0 && cols % r.columnGroup == 0, "weight norms",
+                    r.name + "'s columns do not split into groups of " + std::to_string(r.columnGroup));
+            n.resize(size_t(cols / r.columnGroup));
+            activationNorms(p->value.data(), rows, 0, p->value.data(), int(cols / r.columnGroup), r.columnGroup,
+                            n.data());
+        }
+    }
+    return out;
+}
 
 // A training step on an accelerator (issue 17 item 9), implemented in gpu/ from the ops of gpu/trainops.h as a
 // service of the device's backend; core sees only this interface. It mirrors CausalLm<float>::forward / backward,
@@ -55,6 +94,8 @@ public:
     // a name the trainer does not hold.
     virtual std::vector<std::vector<float>> rowAbsProductSums(const std::vector<std::string> &names) = 0;
     virtual void zeroRows(const std::string &name, const std::vector<uint8_t> &keep) = 0;
+    // train::weightNorms of the trainer's parameters as they are now (TrainingMethodRun::weightNormsBeforeStep).
+    virtual std::vector<std::vector<float>> weightNorms(const std::vector<WeightNormRequest> &requests) = 0;
     // SAT's scores: with keep on, every forward also computes the channel norms CausalLm::channelNorms describes,
     // and downloadChannelNorms hands the last forward's to `model` (CausalLm::setChannelNorms).
     virtual void keepChannelNorms(bool keep) = 0;
