@@ -1,4 +1,4 @@
-// The training step on the GPU (core/train/devicetraining.h): train::DecoderTrainer (core/train/decodertrainer.h, the
+// The training step on the GPU (core/train/devicetraining.h): train::OpsTrainer (core/train/opstrainer.h, the
 // composition CausalLm's CPU reference checks in tst_trainmodel) on the CUDA ops of gpu/trainops.h, whose results
 // `lathe-cli check-gpu` compares with the CPU op by op and for a whole step.
 
@@ -9,7 +9,7 @@
 #include "gpucontext.h"
 #include "trainops.h"
 
-#include "train/decodertrainer.h"
+#include "train/opstrainer.h"
 
 #include <string>
 
@@ -17,7 +17,7 @@ namespace lathe::gpu {
 
 namespace {
 
-// gpu::TrainOps with what DecoderTrainer asks of a backend beyond the ops: buffers, copies and the device.
+// gpu::TrainOps with what OpsTrainer asks of a backend beyond the ops: buffers, copies and the device.
 class CudaTrainOps : public TrainOps {
 public:
     using Buffer = DeviceMemory;
@@ -54,7 +54,7 @@ private:
 std::unique_ptr<train::DeviceTrainer> makeCudaTrainer(GpuContext &ctx, const train::CausalLm<float> &model,
                                                       const train::AdamW<float> &optimizer,
                                                       ComputePrecision precision) {
-    return std::make_unique<train::DecoderTrainer<CudaTrainOps>>(CudaTrainOps(ctx, precision), model, optimizer);
+    return std::make_unique<train::OpsTrainer<CudaTrainOps>>(CudaTrainOps(ctx, precision), model, optimizer);
 }
 
 } // namespace lathe::gpu

@@ -1,6 +1,6 @@
 #pragma once
 
-// The ops backend of train::DecoderTrainer (core/train/decodertrainer.h) on the CPU: each op copies its operands into
+// The ops backend of train::OpsTrainer (core/train/opstrainer.h) on the CPU: each op copies its operands into
 // the matrices train/ops.h takes and calls the CPU reference, so the trainer the GPU runs can be checked against
 // CausalLm here, without a GPU (tst_trainmodel llamaTrainerComposition). Only the ops the trainer uses; slow, for
 // tests only.
@@ -25,7 +25,7 @@ public:
     using M = train::Matrix<float>;
     using V = train::Vector<float>;
 
-    // DecoderTrainer's Buffer: floats on the heap, aligned as Eigen aligns a matrix's (so that a vectorised pass
+    // OpsTrainer's Buffer: floats on the heap, aligned as Eigen aligns a matrix's (so that a vectorised pass
     // over one meets the same alignment as over the CausalLm's), the contents discarded when it grows.
     class Buffer {
     public:

@@ -1,6 +1,6 @@
 #pragma once
 
-// A stand-in GPU for tests without one: a platform whose one device trains with train::DecoderTrainer on the CPU
+// A stand-in GPU for tests without one: a platform whose one device trains with train::OpsTrainer on the CPU
 // reference ops (hosttrainops.h), runs the forward pass on the CPU engine and SliceGPT on the CPU's engine. So the
 // GPU paths of runs, preflights and dialogs run here, with the CPU's results (tst_devicetraining,
 // tst_devicedialogs). Register it with registerGpuPlatform before anything asks for the GPUs.
@@ -11,7 +11,7 @@
 #include "methods/slicegptengine.h"
 #include "numeric/backend.h"
 #include "numeric/cpukernels.h"
-#include "train/decodertrainer.h"
+#include "train/opstrainer.h"
 #include "train/devicetraining.h"
 
 #include <memory>
@@ -26,7 +26,7 @@ public:
                                                  const train::AdamW<float> &optimizer,
                                                  ComputePrecision precision) override {
         require(precision == ComputePrecision::Fp32, "reference GPU", "the reference ops multiply in fp32 only");
-        return std::make_unique<train::DecoderTrainer<test::HostTrainOps>>(test::HostTrainOps(), model, optimizer);
+        return std::make_unique<train::OpsTrainer<test::HostTrainOps>>(test::HostTrainOps(), model, optimizer);
     }
 };
 

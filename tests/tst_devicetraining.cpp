@@ -1,5 +1,5 @@
 // `lathe-cli train` on a GPU (issue 17 item 9), end to end without one: this test registers a GPU platform whose
-// one device trains with train::DecoderTrainer on the CPU reference ops instead of the CUDA ops (referencegpu.h).
+// one device trains with train::OpsTrainer on the CPU reference ops instead of the CUDA ops (referencegpu.h).
 // So runTraining's GPU path (trainer creation, accumulation, evaluation through the trainer, checkpoints of the
 // device's values and moments, resume, export) runs here, and since the ops are the CPU's, in the same order, a
 // run on the "GPU" must give the CPU run's steps, evaluations and exported bytes exactly:
@@ -31,7 +31,7 @@
 #include "run/preflight.h"
 #include "run/trainingrun.h"
 #include "testsupport.h"
-#include "train/decodertrainer.h"
+#include "train/opstrainer.h"
 
 #include <QtTest/QtTest>
 
@@ -210,13 +210,13 @@ private slots:
                 train::MlmMasking masking; // BERT's (unused by a decoder)
                 masking.maskId = 3;
                 lm.setMasking(masking);
-                train::DecoderTrainer<test::HostTrainOps> trainer(test::HostTrainOps(), lm, train::AdamW<float>());
+                train::OpsTrainer<test::HostTrainOps> trainer(test::HostTrainOps(), lm, train::AdamW<float>());
                 trainer.keepChannelNorms(keepNorms);
                 trainer.zeroGradients();
                 trainer.forwardBackward(TokenBatch::random(c.vocabSize, B, S, 1), 1.0f);
                 held = trainer.deviceBytes();
                 kinds = trainer.linearKindBytes();
-                QCOMPARE(train::decoderTrainerDeviceBytes(c, lm.parameters().count(false), lm.parameters().count(true),
+                QCOMPARE(train::opsTrainerDeviceBytes(c, lm.parameters().count(false), lm.parameters().count(true),
                                                           B, S, ComputePrecision::Fp32, lm.recompute(), kinds) -
                              scratch,
                          held);
@@ -358,7 +358,7 @@ private slots:
     // gathered linears, attention on the kept heads, AdamW on the computed rows and columns alone, and the channel
     // norms handed back after each step for the next selection: the CPU run's steps (with the omission of each),
     // evaluations and exported bytes, in the ladder's omitting and dense phases (GPT-2's fused q/k/v and biases:
-    // tst_trainmodel decoderTrainerComposition). With magnitude scores the weights' norms are computed on the
+    // tst_trainmodel opsTrainerComposition). With magnitude scores the weights' norms are computed on the
     // "GPU" before each step instead (the host's model does not follow its values): the same run too.
     void satOnTheDevice_data() {
         QTest::addColumn<QString>("scores");

@@ -30,7 +30,7 @@
 #include "train/adamw.h"
 #include "train/causallm.h"
 #include "train/linearkinds.h"
-#include "train/decodertrainer.h"
+#include "train/opstrainer.h"
 #include "methods/registry.h"
 #include "methods/trainingmethod.h"
 #include "train/schedule.h"
@@ -369,7 +369,7 @@ private slots:
         QVERIFY_THROWS_EXCEPTION(LatheError, validateTrainingSpec(spec));
     }
 
-    // The GPU trainer's composition (train/decodertrainer.h) run on the CPU reference ops (hosttrainops.h) against
+    // The GPU trainer's composition (train/opstrainer.h) run on the CPU reference ops (hosttrainops.h) against
     // CausalLm + clipGradNorm + AdamW: the same ops in the same order, so the same bits. A step, two accumulated
     // micro-batches and a step, an evaluation, and a trainer made from the downloaded values and moments (a
     // checkpoint) continuing as the first; tied head (tf-llama, hf-llama), q/k/v biases (tf-qwen2), frozen
@@ -380,8 +380,8 @@ private slots:
     // (tf-bert-mlm); and the methods' linears: recovery's fixed masks, LoSparse's low rank + sparse with changing
     // row masks, PST's with its mask selected at a sparsity that changes between steps. What the GPU trainer
     // refuses is refused by name.
-    void decoderTrainerComposition() {
-        using Trainer = train::DecoderTrainer<test::HostTrainOps>;
+    void opsTrainerComposition() {
+        using Trainer = train::OpsTrainer<test::HostTrainOps>;
         for (const char *fixture : {"tf-llama", "tf-qwen2", "hf-llama", "tf-llama frozen", "tf-qwen2 recompute",
                                     "tf-opt", "tf-phi", "tf-phi recompute", "tf-gpt2", "tf-opt frozen",
                                     "tf-llama recovery", "tf-gpt2 recovery", "tf-phi recovery recompute",

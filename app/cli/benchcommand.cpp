@@ -92,14 +92,19 @@ int runBenchSpectra(int argc, char **argv);
 int runBenchSliceGpt(int argc, char **argv);
 int runBenchTrain(int argc, char **argv);
 
+// `lathe-cli bench WHAT ...`: the benchmark named by its first word (each checks its own arguments); the forward
+// pass for any other word, whose usage then names it.
 int runBench(int argc, char **argv) {
+    struct Bench {
+        const char *word;
+        int (*run)(int, char **);
+    };
+    static constexpr Bench kBenches[] = {
+        {"train", runBenchTrain}, {"spectra", runBenchSpectra}, {"slicegpt", runBenchSliceGpt}};
     const std::string what = argc > 2 ? argv[2] : "";
-    if (what == "train")
-        return runBenchTrain(argc, argv);
-    if (what == "spectra")
-        return runBenchSpectra(argc, argv);
-    if (what == "slicegpt")
-        return runBenchSliceGpt(argc, argv);
+    for (const Bench &b : kBenches)
+        if (what == b.word)
+            return b.run(argc, argv);
     return runBenchForward(argc, argv);
 }
 
@@ -127,7 +132,7 @@ int runBenchSliceGpt(int argc, char **argv) {
                  {"model", "shape", "samples", "seq-len", "sparsity", "device", "precision", "rows-per-chunk",
                   "threads"},
                  {"json"});
-    if (!o.ok() || o.positional().size() != 1 || o.positional()[0] != "slicegpt" ||
+    if (!o.ok() || o.positional().size() != 1 || // the one positional word is "slicegpt": runBench's choice
         !o.value("model") == !o.value("shape")) {
         std::fprintf(stderr,
                      "usage: lathe-cli bench slicegpt (--model MODEL | --shape NAME) [--samples N] [--seq-len L]\n"

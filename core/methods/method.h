@@ -50,7 +50,7 @@ struct MethodInfo {
     // measured against the engine's forward pass on SmolLM2-135M and the demo model (docs/compression.md).
     double calibrationPasses = 0;
     // A fine-tuning method whose linears the GPU trainer runs (fixed masks over zeroed weights, low rank + sparse;
-    // train/decodertrainer.h) and whose per-step hooks name the parameters they touch
+    // train/opstrainer.h) and whose per-step hooks name the parameters they touch
     // (TrainingMethodRun::rowSumsAfterStep, takeZeroedRows): `"device": "cuda"` and `"auto"` may train it there.
     bool trainsOnGpu = false;
     std::vector<ParamSpec> params; // in the order the GUI shows them

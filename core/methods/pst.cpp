@@ -6,7 +6,7 @@
 // A, B, R and C train: about 1.5% of SmolLM2's weights at rank 8, and no Adam state for the rest. The sparsity
 // follows a cubic schedule from 0 to the final value (flat for the first 10% of steps, cubic until 70%, then
 // final). The export is mask ⊙ (W + U V) as an ordinary Hugging Face folder (zeros stored). Registered as "pst".
-// The GPU trainer runs the same passes on the device (train/decodertrainer.h), the mask selected there too.
+// The GPU trainer runs the same passes on the device (train/opstrainer.h), the mask selected there too.
 //
 // Differs from the official code (alibaba/AliceMind S4/PST): the mask is found by selection (a radix select split
 // over the threads) instead of a full argsort; U and A come from a counter-based normal generator seeded from the job's seed and the linear's

@@ -17,7 +17,7 @@
 // of the steps, then 0.4, 0.3, 0.2, 0.1 and 0 in equal parts). Selection: the top scores ("top"); "sample" draws
 // the kept channels and groups each step with probability proportional to their scores, an ablation (worse on
 // SmolLM2: docs/results.md). Each step reports the share of the MLP activation's energy (squared scores) in the
-// omitted channels, averaged over the blocks. The GPU trainer runs the same gathered steps (train/decodertrainer.h);
+// omitted channels, averaged over the blocks. The GPU trainer runs the same gathered steps (train/opstrainer.h);
 // magnitude scores read the weights' norms where the parameters are (weightNormsBeforeStep: on the GPU trainer,
 // the norms alone come back to the host, 3 F + KV floats per block).
 

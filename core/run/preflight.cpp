@@ -15,7 +15,7 @@
 #include "run/speckeys.h"
 #include "run/trainingrun.h"
 #include "tokenizers/tokenizer.h"
-#include "train/decodertrainer.h"
+#include "train/opstrainer.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -265,7 +265,7 @@ RunEstimate estimateTrainingRun(const TrainingSpec &spec, const Model &model, co
         // moments.
         e.hostBytes -= plan.activationBytes;
         e.device = probe.device.empty() ? gpu->label() : probe.device;
-        e.deviceBytes = train::decoderTrainerDeviceBytes(model.config, plan.parameters, plan.trainableParameters,
+        e.deviceBytes = train::opsTrainerDeviceBytes(model.config, plan.parameters, plan.trainableParameters,
                                                          spec.batch, spec.seqLen, parsePrecision(spec.precision),
                                                          spec.recompute, probe.deviceLinearKindBytes);
         e.deviceAvailable = gpu->totalMemory;

@@ -72,7 +72,7 @@ struct RunEstimate {
     uint64_t hostAvailable = 0;  // MemAvailable now (0: unknown)
     uint64_t diskAvailable = 0;  // free space where the run folder goes (0: unknown)
     std::string device;          // the GPU a training run's steps take, empty for the CPU
-    uint64_t deviceBytes = 0;    // its peak memory there (decoderTrainerDeviceBytes), 0 for the CPU
+    uint64_t deviceBytes = 0;    // its peak memory there (opsTrainerDeviceBytes), 0 for the CPU
     uint64_t deviceAvailable = 0; // that GPU's memory (0: unknown)
     std::string refusal;         // why the run cannot fit; empty when it can
     std::string summary() const; // one line: "about 2 min 10 s; memory 1.3 GB of 5.1 GB available; export 540 MB"
@@ -134,7 +134,7 @@ struct TrainingProbe {
 // of zeros (as runTraining's own check before any work) the times are zero and the sizes still checked.
 // When the steps run on a GPU (trainsOnGpu), the probe's step is the GPU trainer's, the host keeps the weights,
 // gradients and (for checkpoints) the moments but no activations, and the GPU's memory is estimated
-// (decoderTrainerDeviceBytes) and checked against the device's.
+// (opsTrainerDeviceBytes) and checked against the device's.
 RunEstimate estimateTrainingRun(const TrainingSpec &spec, const Model &model, const TrainingPlan &plan,
                                 const TrainingProbe &probe);
 

@@ -23,7 +23,7 @@
 #include "train/adamw.h"
 #include "train/causallm.h"
 #include "train/devicetraining.h"
-#include "train/decodertrainer.h"
+#include "train/opstrainer.h"
 #include "train/linearkinds.h"
 #include "train/schedule.h"
 

@@ -60,7 +60,7 @@ inline std::vector<std::vector<float>> weightNorms(const ParameterSet<float> &pa
 // A training step on an accelerator (issue 17 item 9), implemented in gpu/ from the ops of gpu/trainops.h as a
 // service of the device's backend; core sees only this interface. It mirrors CausalLm<float>::forward / backward,
 // clipGradNorm and AdamW<float> for the decoders (the Llama family, GPT-2, OPT, Phi-2; tied or untied head) and
-// BERT with its masked-LM head (train/decodertrainer.h), with dense block linears, fixed-mask ones over zeroed
+// BERT with its masked-LM head (train/opstrainer.h), with dense block linears, fixed-mask ones over zeroed
 // weights (recovery), low-rank + sparse ones (LoSparse: their row masks read from the CausalLm's linears at every
 // forward) or PST's (their sparsity read the same way); the blocks' selections (SAT's gathered steps) and BERT's
 // masking are read from the CausalLm at every forward too, so that CausalLm must outlive the trainer. The
@@ -112,7 +112,7 @@ public:
     virtual void profileOps(bool on) = 0;
     virtual std::vector<OpTime> opTimes() = 0;
     // Device bytes the trainer holds now: parameters, gradients, moments, and the activations and gradient buffers
-    // of the largest batch so far (not the ops' scratch or the CUDA context: decoderTrainerDeviceBytes adds those).
+    // of the largest batch so far (not the ops' scratch or the CUDA context: opsTrainerDeviceBytes adds those).
     virtual uint64_t deviceBytes() const = 0;
     // The part of deviceBytes a method's linears hold besides their parameters (masks, their products' scratch).
     virtual uint64_t linearKindBytes() const = 0;

@@ -78,7 +78,7 @@ struct AttentionDims {
     bool causal = true; // false: every query attends to every key of its window (BERT; no padding in training)
 };
 // The sequences the GPU's attention (gpu/trainops.h) handles per call: its fp32 score block (heads x seq^2 floats
-// per sequence) stays within 64 Mi floats (256 MiB), at least one sequence. decoderTrainerDeviceBytes counts the
+// per sequence) stays within 64 Mi floats (256 MiB), at least one sequence. opsTrainerDeviceBytes counts the
 // scratch sized by it.
 inline int64_t attentionSequencesPerCall(int64_t batch, int64_t heads, int64_t seq) {
     return std::clamp<int64_t>((int64_t(64) << 20) / std::max<int64_t>(heads * seq * seq, 1), 1,

@@ -34,7 +34,7 @@
 //   void uploadBytes(void *to, const void *host, size_t n) const;   // host -> buffer, n bytes (the masks)
 //   void synchronize() const;           // waits for the queued work; a device fault is thrown here
 //
-// Memory: decoderTrainerDeviceBytes below (its buffers part is exactly what the trainer allocates).
+// Memory: opsTrainerDeviceBytes below (its buffers part is exactly what the trainer allocates).
 
 #include "base/error.h"
 #include "engine/deviceforward.h"
@@ -58,7 +58,7 @@
 
 namespace lathe::train {
 
-// Device bytes of a DecoderTrainer for `parameters` parameters, `trainableParameters` of them trained, at batches of
+// Device bytes of a OpsTrainer for `parameters` parameters, `trainableParameters` of them trained, at batches of
 // B x S, with GPU ops: the parameters (4 bytes each), the trained ones' gradients and both moments (12 more); per
 // block the saved activations (the input and the attention norm's output; q, k, v and the context; B H S^2
 // probabilities, in bf16 with bf16 products; the MLP's up projection and activation, and the gate with SwiGLU; for
@@ -71,8 +71,8 @@ namespace lathe::train {
 // attention takes at a time, attentionSequencesPerCall x H S^2, and with bf16 products bf16 copies of the
 // operands); and a fixed allowance of 512 MiB for the CUDA context and cuBLAS's workspaces (an allowance, not a
 // measurement); plus `linearKindBytes`, what a method's linears hold besides their parameters
-// (DecoderTrainer::linearKindBytes: masks and the scratch their products need).
-inline uint64_t decoderTrainerDeviceBytes(const ModelConfig &c, int64_t parameters, int64_t trainableParameters,
+// (OpsTrainer::linearKindBytes: masks and the scratch their products need).
+inline uint64_t opsTrainerDeviceBytes(const ModelConfig &c, int64_t parameters, int64_t trainableParameters,
                                           int64_t B, int64_t S, ComputePrecision precision, bool recompute,
                                           uint64_t linearKindBytes = 0) {
     const bool rms = c.family == ArchFamily::Llama, swiglu = rms, parallel = c.family == ArchFamily::Phi,
@@ -108,7 +108,7 @@ inline uint64_t decoderTrainerDeviceBytes(const ModelConfig &c, int64_t paramete
     return bytes + linearKindBytes + (uint64_t(512) << 20);
 }
 
-template <class Ops> class DecoderTrainer final : public DeviceTrainer {
+template <class Ops> class OpsTrainer final : public DeviceTrainer {
     using Buffer = typename Ops::Buffer;
 
     // One parameter: value, and while it trains its gradient and both AdamW moments, fp32, in the CausalLm's
@@ -202,7 +202,7 @@ public:
     // Copies lm's parameters (which of them train) and the optimizer's options, moments and step count; LatheError
     // naming what it does not run (a learned mask, a method-added parameter). With lm's recomputation on, each block
     // keeps its input only and runs its forward again before its backward.
-    DecoderTrainer(Ops ops, const CausalLm<float> &lm, const AdamW<float> &optimizer)
+    OpsTrainer(Ops ops, const CausalLm<float> &lm, const AdamW<float> &optimizer)
         : m_ops(std::move(ops)), m_lm(&lm), m_config(lm.config()), m_optimizer(optimizer.options()),
           m_steps(optimizer.steps()) {
         m_ops.activate();
