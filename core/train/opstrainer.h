@@ -7,16 +7,11 @@
 // embeddings with a LayerNorm, post-norm blocks with bidirectional attention, the masked-LM head's dense + GELU +
 // LayerNorm before the tied decoder and its bias; the batch masked by the CausalLm's masking from the caller's
 // seed, maskTokens), in CausalLm::Impl::blockForward / blockBackward's order, then clipGradNorm and AdamW, on
-// buffers the backend owns. Block linears are dense; or masked with a fixed mask over
-// weights that are zero where it prunes (the recovery method's MaskedLinear): the forward is then the dense one, and
-// the weight's gradient is computed apart and added through the mask, as MaskedLinear::backward does; or low rank +
-// sparse (LoSparse's LowRankSparseLinear): W_eff = L R + S with S's pruned rows left out, formed before each
-// product as the CPU forms it, the row mask read from the CausalLm's linear at every forward; or PST's
-// (PstLinear): W~ = W + beta U V and the scores formed and the mask selected on the device at every forward, with the
-// sparsity read from the CausalLm's linear, and W~ formed again in backward, as the CPU does. The GPU trainer
-// (gpu/cudatraining.cu) runs it on the CUDA ops of gpu/trainops.h; tests/hosttrainops.h runs it on the CPU reference
-// ops of train/ops.h, so tst_trainmodel checks this composition against CausalLm bit for bit without a GPU, and the
-// GPU's own part is its ops, which `lathe-cli check-gpu` compares with the CPU one by one.
+// buffers the backend owns. Block linears are dense, fixed-mask (recovery), low rank + sparse (LoSparse), PST's,
+// or dense on a gathered step's rows and columns (SAT): train/opslinears.h runs each kind. The GPU trainer
+// (gpu/cudatraining.cu) runs it all on the CUDA ops of gpu/trainops.h; tests/hosttrainops.h runs it on the CPU
+// reference ops of train/ops.h, so tst_trainmodel checks this composition against CausalLm bit for bit without a
+// GPU, and the GPU's own part is its ops, which `lathe-cli check-gpu` compares with the CPU one by one.
 //
 // An Ops type provides the op methods of gpu::TrainOps (the same signatures, on its buffers' float pointers; gemm,
 // maskedAdd and rowMaskedAdd serve the masked and low-rank + sparse linears, pstAdapted, pstScores, pruneSmallest
@@ -44,6 +39,7 @@
 #include "train/causallm.h"
 #include "train/devicetraining.h"
 #include "train/linearkinds.h"
+#include "train/opslinears.h"
 #include "train/ops.h"
 
 #include <algorithm>
@@ -111,59 +107,10 @@ inline uint64_t opsTrainerDeviceBytes(const ModelConfig &c, int64_t parameters, 
 template <class Ops> class OpsTrainer final : public DeviceTrainer {
     using Buffer = typename Ops::Buffer;
 
-    // One parameter: value, and while it trains its gradient and both AdamW moments, fp32, in the CausalLm's
-    // layout (a frozen one has neither: no memory, and its weight gradient is skipped).
-    struct Param {
-        std::string name;
-        int64_t rows = 0, cols = 0;
-        bool decay = true, trainable = true;
-        Buffer w, g, m, v, mask; // mask: a fixed mask's bytes (1 keeps), for masked linears' weights only
-        // The rows and columns the last forward computed with (a gathered step's index lists in the block's
-        // buffers; a bias lists its entries as rows), which AdamW then updates alone; null: all.
-        const int32_t *activeRows = nullptr, *activeCols = nullptr;
-        int64_t activeRowCount = 0, activeColCount = 0;
-        int64_t size() const { return rows * cols; }
-        bool masked() const { return mask.bytes() > 0; }
-        float *value() const { return w.template as<float>(); }
-        float *grad() const { return trainable ? g.template as<float>() : nullptr; }
-    };
-    // A low-rank + sparse linear (LoSparse): L (out x r), R (r x in), S (out x in), its kind on the host (whose row
-    // mask the forward reads) and the row mask as last uploaded.
-    struct Lrs {
-        const LowRankSparseLinear<float> *kind = nullptr;
-        Param *l = nullptr, *r = nullptr, *s = nullptr;
-        TensorRole role = TensorRole::Unknown;
-        int layer = -1;
-        Buffer rowMask;
-        std::vector<uint8_t> uploaded;
-    };
-    // A PST linear: the weight W (frozen, unless a caller trains it), U, V, A, B, R and C; its kind on the host
-    // (whose sparsity the forward reads), and the mask of its last forward (a byte per weight), which its backward
-    // uses.
-    struct Pst {
-        const PstLinear<float> *kind = nullptr;
-        Param *w = nullptr, *u = nullptr, *v = nullptr, *a = nullptr, *b = nullptr, *r = nullptr, *c = nullptr;
-        TensorRole role = TensorRole::Unknown;
-        int layer = -1;
-        Buffer mask;
-        PstFactors<float> factors() const { return {u->value(), v->value(), a->value(), b->value(), r->value(), c->value()}; }
-        PstGradients<float> gradients() const {
-            return {u->grad(), v->grad(), a->grad(), b->grad(), r->grad(), c->grad(), w->grad()};
-        }
-    };
-    // A block linear's weight: a parameter (dense, or masked: Param::masked), a low-rank + sparse triple, or PST's.
-    struct Lin {
-        Param *w = nullptr;
-        Lrs *lrs = nullptr;
-        Pst *pst = nullptr;
-        explicit operator bool() const { return w || lrs || pst; }
-    };
-    // The rows and columns a gathered linear computes (index lists in a block's buffers; null: all of them).
-    struct Sel {
-        const int32_t *rows = nullptr, *cols = nullptr;
-        int64_t rowCount = 0, colCount = 0;
-        bool all() const { return !rows && !cols; }
-    };
+    using Linears = OpsLinears<Ops>;
+    using Param = OpsParam<Buffer>;
+    using Lin = typename Linears::Lin;
+    using Sel = typename Linears::Sel;
     // A block's gathered step (SAT): CausalLm's BlockGather for the block's selection at the last forward, with
     // its index lists on the device (uploaded when the selection changes), and the channel norms of that forward.
     struct Gathered {
@@ -215,41 +162,9 @@ public:
         m_activation = cpu::parseActivation(c.activation.empty() ? defaultActivation(c.family) : c.activation, "");
         m_positionOffset = c.family == ArchFamily::Opt ? 2 : 0;
         m_recompute = lm.recompute();
-        std::vector<const MaskedLinear<float> *> masked;
         // The parameters the methods' linears add (L, R, S; U, V, A, B, R, C) by name: where each goes.
         std::unordered_map<std::string, Param **> partParams;
-        for (const auto &slot : lm.linears()) {
-            if (dynamic_cast<const DenseLinear<float> *>(slot.kind))
-                continue;
-            if (const auto *k = dynamic_cast<const LowRankSparseLinear<float> *>(slot.kind)) {
-                Lrs &x = *m_lrs.emplace_back(std::make_unique<Lrs>());
-                x.kind = k;
-                partParams[k->left()->name] = &x.l;
-                partParams[k->right()->name] = &x.r;
-                partParams[k->sparse()->name] = &x.s;
-                x.role = k->left()->role;
-                x.layer = k->left()->layer;
-                continue;
-            }
-            if (const auto *k = dynamic_cast<const PstLinear<float> *>(slot.kind)) {
-                Pst &x = *m_pst.emplace_back(std::make_unique<Pst>());
-                x.kind = k;
-                for (auto [param, where] : {std::pair{k->u(), &x.u}, {k->v(), &x.v}, {k->a(), &x.a}, {k->b(), &x.b},
-                                            {k->r(), &x.r}, {k->c(), &x.c}})
-                    partParams[param->name] = where;
-                x.role = k->weight()->role;
-                x.layer = k->weight()->layer;
-                continue;
-            }
-            const auto *m = dynamic_cast<const MaskedLinear<float> *>(slot.kind);
-            if (!m || m->scores())
-                throw LatheError(std::string("the GPU trainer runs dense, fixed-mask, low-rank + sparse and PST linears "
-                                             "only; the ") +
-                                     slot.kind->kindName() + " linear in block " + std::to_string(slot.layer) +
-                                     (m ? " learns its mask" : " is not"),
-                                 hint);
-            masked.push_back(m);
-        }
+        const std::vector<const MaskedLinear<float> *> masked = m_linears.collect(lm, partParams, hint);
         m_blocks.resize(size_t(c.numLayers));
         m_params.reserve(lm.parameters().size()); // the tables point into it
         // A resumed run's moments, one pair per parameter (AdamW's layout), or none before the first step.
@@ -292,43 +207,11 @@ public:
         require(m_embed && (m_post ? m_embNorm && m_transform && m_headNorm : m_finalNorm != nullptr), "GPU training",
                 m_post ? "the BERT model has no token embedding, embedding norm or masked-LM head"
                        : "the model has no token embedding or final norm");
-        int64_t largestMasked = 0, largestLrs = 0;
         for (const MaskedLinear<float> *m : masked)
-            attachMask(lm, *m, hint, largestMasked);
-        for (const std::unique_ptr<Lrs> &x : m_lrs) {
-            require(x->l && x->r && x->s && x->layer >= 0 && size_t(x->layer) < m_blocks.size(), "GPU training",
-                    "the low-rank + sparse linear " + x->kind->weightName() + " lacks a part");
-            Lin *slot = weightSlot(m_blocks[size_t(x->layer)], x->role);
-            require(slot && !*slot, "GPU training", "the low-rank + sparse linear " + x->kind->weightName() +
-                                                        " has no place of its own in its block");
-            slot->lrs = x.get();
-            m_fusedQkv = m_fusedQkv || x->role == TensorRole::AttnQkv;
-            x->rowMask.resize(size_t(x->s->rows));
-            largestLrs = std::max(largestLrs, x->s->size());
-        }
-        // PST: the checkpoint's weight was bound to its block's slot; it moves into the PST linear.
-        int64_t largestPst = 0;
-        for (const std::unique_ptr<Pst> &x : m_pst) {
-            require(x->u && x->v && x->a && x->b && x->r && x->c && x->layer >= 0 && size_t(x->layer) < m_blocks.size(),
-                    "GPU training", "the PST linear " + x->kind->weightName() + " lacks a part");
-            Lin *slot = weightSlot(m_blocks[size_t(x->layer)], x->role);
-            require(slot && slot->w && !slot->lrs && !slot->pst && slot->w->name == x->kind->weightName(),
-                    "GPU training", "the PST linear " + x->kind->weightName() + " has no weight of its own in its block");
-            x->w = slot->w;
-            slot->w = nullptr;
-            slot->pst = x.get();
-            m_fusedQkv = m_fusedQkv || x->role == TensorRole::AttnQkv;
-            x->mask.resize(size_t(x->w->size()));
-            largestPst = std::max(largestPst, x->w->size());
-        }
-        const int64_t largest = std::max({largestMasked, largestLrs, largestPst});
-        if (largest > 0)
-            m_g.resize(size_t(largest) * sizeof(float));
-        if (std::max(largestLrs, largestPst) > 0)
-            m_weff.resize(size_t(std::max(largestLrs, largestPst)) * sizeof(float));
-        if (largestPst > 0)
-            for (Buffer *b : {&m_pstAdapted, &m_pstScores, &m_pstWork})
-                b->resize(size_t(largestPst) * sizeof(float));
+            m_linears.attachMask(lm, *m, m_params[indexOf(m->weightName())], hint);
+        m_fusedQkv = m_linears.place([this](int layer, TensorRole role) -> Lin * {
+            return layer >= 0 && size_t(layer) < m_blocks.size() ? weightSlot(m_blocks[size_t(layer)], role) : nullptr;
+        }) || m_fusedQkv;
         for (size_t l = 0; l < m_blocks.size(); ++l) {
             const BlockParams &b = m_blocks[l];
             const bool attention = b.o && (b.qkv || (b.q && b.k && b.v));
@@ -522,19 +405,12 @@ public:
     // weight), row masks (a byte per row of S), and the weight-gradient, W_eff and PST's W~, score and work buffers
     // of the largest such linear.
     uint64_t linearKindBytes() const override {
-        uint64_t n = 0;
-        for (const Buffer *b : {&m_g, &m_weff, &m_pstAdapted, &m_pstScores, &m_pstWork, &m_gw, &m_gb, &m_gbGrad,
-                                &m_rowSums, &m_rowKeep})
-            n += b->bytes();
+        uint64_t n = m_linears.bytes() + m_rowSums.bytes() + m_rowKeep.bytes();
         for (const Gathered &x : m_gathered)
             for (const Buffer *b : {&x.qRows, &x.kRows, &x.qkvRows, &x.channels, &x.norms})
                 n += b->bytes();
         for (const Param &p : m_params)
             n += p.mask.bytes();
-        for (const std::unique_ptr<Lrs> &x : m_lrs)
-            n += x->rowMask.bytes();
-        for (const std::unique_ptr<Pst> &x : m_pst)
-            n += x->mask.bytes();
         return n;
     }
 
@@ -562,27 +438,6 @@ public:
 
 private:
     static float *f(const Buffer &b) { return b.template as<float>(); }
-    static const float *orNull(const Param *p) { return p ? p->value() : nullptr; }
-    static float *gradOrNull(const Param *p) { return p ? p->grad() : nullptr; } // null: no bias, or frozen
-
-    // A fixed-mask linear's weight: its mask uploaded beside it. Refused when a pruned weight is not zero (the
-    // forward multiplies by the weight itself, which must then be W ⊙ M bit for bit).
-    void attachMask(const CausalLm<float> &lm, const MaskedLinear<float> &kind, const char *hint, int64_t &largest) {
-        const std::string &name = kind.weightName();
-        Param *d = &m_params[indexOf(name)];
-        const Parameter<float> *p = lm.parameters().find(name);
-        require(p, "GPU training", "the masked linear's weight " + name + " is not a parameter");
-        const std::vector<uint8_t> &mask = kind.mask();
-        require(int64_t(mask.size()) == d->size(), "GPU training", "the mask of " + name + " has the wrong size");
-        for (size_t i = 0; i < mask.size(); ++i)
-            if (!mask[i] && p->value.data()[i] != 0.0f)
-                throw LatheError("the GPU trainer runs fixed masks over zeroed weights; " + name +
-                                     " holds a nonzero value where its mask prunes",
-                                 hint);
-        d->mask.resize(mask.size());
-        m_ops.uploadBytes(d->mask.template as<void>(), mask.data(), mask.size());
-        largest = std::max(largest, d->size());
-    }
 
     size_t indexOf(const std::string &name) const {
         const auto it = m_index.find(name);
@@ -592,142 +447,6 @@ private:
 
     // Where a block linear's weight of `role` goes (null for a role that is not a block linear).
     static Lin *weightSlot(BlockParams &b, TensorRole role) { return blockLinear(b, role); }
-
-    // A low-rank + sparse linear's W_eff = L R + S (S's pruned rows left out) in m_weff, as
-    // LowRankSparseLinear::effectiveWeight forms it; the kind's row mask uploaded first when it changed.
-    const float *effectiveWeight(Lrs &x) {
-        const std::vector<uint8_t> &mask = x.kind->rowMask();
-        if (mask != x.uploaded) {
-            require(int64_t(mask.size()) == x.s->rows, "GPU training", "the row mask of " + x.kind->weightName() +
-                                                                          " has the wrong size");
-            m_ops.uploadBytes(x.rowMask.template as<void>(), mask.data(), mask.size());
-            x.uploaded = mask;
-        }
-        const int64_t out = x.s->rows, in = x.s->cols, rank = x.l->cols;
-        m_ops.zero(f(m_weff), out * in);
-        m_ops.rowMaskedAdd(f(m_weff), x.s->value(), x.rowMask.template as<uint8_t>(), out, in);
-        m_ops.gemm(false, false, out, in, rank, 1.0f, x.l->value(), rank, x.r->value(), in, 1.0f, f(m_weff), in);
-        return f(m_weff);
-    }
-
-    // A PST linear's W_eff = W~ ⊙ mask in m_weff, W~ = W + beta U V in m_pstAdapted. The forward (`select`) finds
-    // the mask from the scores of the parameters as they are, at the sparsity the kind holds now (PstLinear::forward);
-    // the backward forms W~ again and applies the forward's mask (PstLinear::backward).
-    const float *effectiveWeight(Pst &x, bool select) {
-        const PstDims d = x.kind->dims();
-        const int64_t n = d.out * d.in;
-        m_ops.pstAdapted(x.w->value(), x.factors(), d, f(m_pstAdapted));
-        if (select) {
-            m_ops.pstScores(f(m_pstAdapted), x.factors(), d, f(m_pstScores));
-            m_ops.pruneSmallest(f(m_pstScores), n, prunedCount(n, x.kind->sparsity()), x.mask.template as<uint8_t>());
-        }
-        m_ops.zero(f(m_weff), n);
-        m_ops.maskedAdd(f(m_weff), f(m_pstAdapted), x.mask.template as<uint8_t>(), n);
-        return f(m_weff);
-    }
-
-    // A gathered step's W restricted to its selected rows and columns in m_gw (out' x in'), and the bias's entries
-    // in m_gb when one is given; `in` and `out` are the full sizes. Dense linears only (CausalLm's other kinds refuse selections).
-    const float *gatheredWeight(const Lin &w, const Param *b, const Sel &sel, int64_t in, int64_t out) {
-        if (!w.w || w.w->masked())
-            throw LatheError("a gathered (SAT) step needs dense linears; block linear " +
-                                 (w.w ? w.w->name : std::string("of another kind")) + " is not",
-                             "train this on the CPU (device cpu)");
-        const int64_t rows = sel.rows ? sel.rowCount : out, cols = sel.cols ? sel.colCount : in;
-        m_gw.ensure(size_t(rows * cols) * sizeof(float));
-        m_ops.gather(f(m_gw), w.w->value(), in, sel.rows, rows, sel.cols, cols);
-        if (b) {
-            m_gb.ensure(size_t(rows) * sizeof(float));
-            m_ops.gather(f(m_gb), b->value(), 1, sel.rows, rows, nullptr, 1);
-        }
-        return f(m_gw);
-    }
-
-    // y = x W^T + b for a block linear (W: out x in), on the rows and columns `sel` selects (x: rows x in', y:
-    // rows x out').
-    void linearFwd(const Lin &w, const Param *b, const float *x, int64_t rows, int64_t in, int64_t out, float *y,
-                   const Sel &sel = {}) {
-        if (!sel.all()) {
-            const float *weight = gatheredWeight(w, b, sel, in, out);
-            m_ops.linearForward(x, weight, b ? f(m_gb) : nullptr, rows, sel.cols ? sel.colCount : in,
-                                sel.rows ? sel.rowCount : out, y);
-            return;
-        }
-        const float *weight = w.pst ? effectiveWeight(*w.pst, true) : w.lrs ? effectiveWeight(*w.lrs) : w.w->value();
-        m_ops.linearForward(x, weight, orNull(b), rows, in, out, y);
-    }
-
-    // The backward of a gathered linear, as DenseLinear::backward with a selection: dx and the gathered block's
-    // weight gradient in one product, the block added into W's gradient, the bias's column sums into its entries.
-    void gatheredBack(const float *dy, const float *x, const Lin &lin, const Param *b, int64_t rows, int64_t in,
-                      int64_t out, float *dx, const Sel &sel) {
-        const float *weight = gatheredWeight(lin, nullptr, sel, in, out); // the bias's values are not needed
-        const int64_t outG = sel.rows ? sel.rowCount : out, inG = sel.cols ? sel.colCount : in;
-        const Param *w = lin.w;
-        if (w->trainable) {
-            m_g.ensure(size_t(outG * inG) * sizeof(float));
-            m_ops.zero(f(m_g), outG * inG);
-        }
-        m_ops.linearBackward(dy, x, weight, rows, inG, outG, dx, w->trainable ? f(m_g) : nullptr, nullptr);
-        if (w->trainable)
-            m_ops.scatterAdd(w->grad(), in, f(m_g), sel.rows, outG, sel.cols, inG);
-        if (gradOrNull(b)) {
-            m_gbGrad.ensure(size_t(outG) * sizeof(float));
-            m_ops.zero(f(m_gbGrad), outG);
-            m_ops.linearBackward(dy, x, weight, rows, inG, outG, nullptr, nullptr, f(m_gbGrad));
-            m_ops.scatterAdd(b->grad(), 1, f(m_gbGrad), sel.rows, outG, nullptr, 1);
-        }
-    }
-
-    // Its backward: dx += dy W, dW += dy^T x, db += the column sums of dy, each when there is one. A masked weight's
-    // gradient is computed apart and added through its mask (MaskedLinear's order, so the same bits on the
-    // reference ops); a low-rank + sparse one's reaches L (G R^T), R (L^T G) and S's kept rows (G), as
-    // LowRankSparseLinear::backward computes them; a PST one's reaches U, V, A, B, R and C by pstBackward.
-    void linearBack(const float *dy, const float *x, const Lin &lin, const Param *b, int64_t rows, int64_t in,
-                    int64_t out, float *dx, const Sel &sel = {}) {
-        if (!sel.all()) {
-            gatheredBack(dy, x, lin, b, rows, in, out, dx, sel);
-            return;
-        }
-        const Param *w = lin.w;
-        if (w && !w->masked()) {
-            m_ops.linearBackward(dy, x, w->value(), rows, in, out, dx, w->grad(), gradOrNull(b));
-            return;
-        }
-        const float *weight = lin.pst   ? effectiveWeight(*lin.pst, false)
-                              : lin.lrs ? effectiveWeight(*lin.lrs)
-                                        : w->value();
-        m_ops.linearBackward(dy, x, weight, rows, in, out, dx, nullptr, nullptr);
-        const auto trains = [](std::initializer_list<const Param *> ps) {
-            return std::any_of(ps.begin(), ps.end(), [](const Param *p) { return p->trainable; });
-        };
-        const bool gradient = w          ? w->trainable
-                              : lin.lrs ? trains({lin.lrs->l, lin.lrs->r, lin.lrs->s})
-                                        : trains({lin.pst->w, lin.pst->u, lin.pst->v, lin.pst->a, lin.pst->b,
-                                                  lin.pst->r, lin.pst->c});
-        if (gradient) {
-            m_ops.zero(f(m_g), out * in);
-            m_ops.linearBackward(dy, x, weight, rows, in, out, nullptr, f(m_g), nullptr);
-            if (lin.pst) {
-                const Pst &z = *lin.pst;
-                m_ops.pstBackward(f(m_g), f(m_pstAdapted), z.mask.template as<uint8_t>(), z.factors(), z.kind->dims(),
-                                  z.gradients(), f(m_pstScores), f(m_pstWork));
-            } else if (w) {
-                m_ops.maskedAdd(w->grad(), f(m_g), w->mask.template as<uint8_t>(), out * in);
-            } else {
-                const Lrs &z = *lin.lrs;
-                const int64_t rank = z.l->cols;
-                if (z.l->trainable)
-                    m_ops.gemm(false, true, out, rank, in, 1.0f, f(m_g), in, z.r->value(), in, 1.0f, z.l->grad(), rank);
-                if (z.r->trainable)
-                    m_ops.gemm(true, false, rank, in, out, 1.0f, z.l->value(), rank, f(m_g), in, 1.0f, z.r->grad(), in);
-                if (z.s->trainable)
-                    m_ops.rowMaskedAdd(z.s->grad(), f(m_g), z.rowMask.template as<uint8_t>(), out, in);
-            }
-        }
-        if (gradOrNull(b))
-            m_ops.linearBackward(dy, x, weight, rows, in, out, nullptr, nullptr, b->grad());
-    }
 
     // RMSNorm (Llama) or LayerNorm (its bias may be absent); mean is unused by RMSNorm.
     void normForward(const Param *w, const Param *b, const float *x, int64_t rows, float *y, float *mean,
@@ -757,12 +476,12 @@ private:
         const int64_t qw = int64_t(dims.heads) * dims.headDim, kw = int64_t(dims.kvHeads) * dims.headDim,
                       all = qw + 2 * kw;
         if (!w.qkv) {
-            linearFwd(w.q, w.qb, in, rows, D, fullQw, f(s.q), g.q());
-            linearFwd(w.k, w.kb, in, rows, D, fullKw, f(s.k), g.kv());
-            linearFwd(w.v, w.vb, in, rows, D, fullKw, f(s.v), g.kv());
+            m_linears.forward(w.q, w.qb, in, rows, D, fullQw, f(s.q), g.q());
+            m_linears.forward(w.k, w.kb, in, rows, D, fullKw, f(s.k), g.kv());
+            m_linears.forward(w.v, w.vb, in, rows, D, fullKw, f(s.v), g.kv());
             return;
         }
-        linearFwd(w.qkv, w.qkvb, in, rows, D, fullQw + 2 * fullKw, f(m_qkv), g.qkv());
+        m_linears.forward(w.qkv, w.qkvb, in, rows, D, fullQw + 2 * fullKw, f(m_qkv), g.qkv());
         m_ops.copyColumns(f(s.q), qw, f(m_qkv), all, rows, qw);
         m_ops.copyColumns(f(s.k), kw, f(m_qkv) + qw, all, rows, kw);
         m_ops.copyColumns(f(s.v), kw, f(m_qkv) + qw + kw, all, rows, kw);
@@ -775,15 +494,15 @@ private:
         const int64_t qw = int64_t(dims.heads) * dims.headDim, kw = int64_t(dims.kvHeads) * dims.headDim,
                       all = qw + 2 * kw;
         if (!w.qkv) {
-            linearBack(f(m_dq), in, w.q, w.qb, rows, D, fullQw, dn, g.q());
-            linearBack(f(m_dk), in, w.k, w.kb, rows, D, fullKw, dn, g.kv());
-            linearBack(f(m_dv), in, w.v, w.vb, rows, D, fullKw, dn, g.kv());
+            m_linears.backward(f(m_dq), in, w.q, w.qb, rows, D, fullQw, dn, g.q());
+            m_linears.backward(f(m_dk), in, w.k, w.kb, rows, D, fullKw, dn, g.kv());
+            m_linears.backward(f(m_dv), in, w.v, w.vb, rows, D, fullKw, dn, g.kv());
             return;
         }
         m_ops.copyColumns(f(m_qkv), all, f(m_dq), qw, rows, qw);
         m_ops.copyColumns(f(m_qkv) + qw, all, f(m_dk), kw, rows, kw);
         m_ops.copyColumns(f(m_qkv) + qw + kw, all, f(m_dv), kw, rows, kw);
-        linearBack(f(m_qkv), in, w.qkv, w.qkvb, rows, D, fullQw + 2 * fullKw, dn, g.qkv());
+        m_linears.backward(f(m_qkv), in, w.qkv, w.qkvb, rows, D, fullQw + 2 * fullKw, dn, g.qkv());
     }
     // The MLP's activation (act = silu(gate) * up, or act(up)), and the model's activation of n values (not
     // SwiGLU: BERT's head transform) and its backward, dx += ....
@@ -945,7 +664,7 @@ private:
             m_ops.ropeForward(f(s.k), rows, S, KVH, d, m_rotaryDim, f(m_ropeCos), f(m_ropeSin));
         }
         m_ops.attentionForward(f(s.q), f(s.k), f(s.v), dims, f(s.ctx), f(s.probs));
-        linearFwd(w.o, w.ob, f(s.ctx), rows, fullQw, D, f(m_t1), g.o());
+        m_linears.forward(w.o, w.ob, f(s.ctx), rows, fullQw, D, f(m_t1), g.o());
         const float *mlpIn = f(s.n1);
         if (m_post) {
             m_ops.add(x, f(m_t1), rows * D, f(s.n1));
@@ -960,15 +679,15 @@ private:
             mlpIn = f(s.n2);
         }
         if (m_swiglu)
-            linearFwd(w.gate, w.gateb, mlpIn, rows, D, F, f(s.gate), g.in());
-        linearFwd(w.up, w.upb, mlpIn, rows, D, F, f(s.up), g.in());
+            m_linears.forward(w.gate, w.gateb, mlpIn, rows, D, F, f(s.gate), g.in());
+        m_linears.forward(w.up, w.upb, mlpIn, rows, D, F, f(s.up), g.in());
         activationForward(s, rows * kept);
         if (!out && !m_post)
             return;
         if (m_keepNorms && out) // SAT's scores of this forward (the recomputing pass gives the same, and is skipped)
             m_ops.activationNorms(f(s.act), rows, kept, f(s.ctx), KVH, int64_t(c.numHeads / c.numKvHeads) * d,
                                   f(g.norms));
-        linearFwd(w.down, w.downb, f(s.act), rows, F, D, f(m_t1), g.down());
+        m_linears.forward(w.down, w.downb, f(s.act), rows, F, D, f(m_t1), g.down());
         if (m_post) {
             m_ops.add(f(s.mid), f(m_t1), rows * D, f(s.n2));
             normForward(w.mlpNorm, w.mlpNormB, f(s.n2), rows, out ? out : f(m_t1), f(s.mean2), f(s.rstd2));
@@ -1018,7 +737,7 @@ private:
             }
             // The MLP, from d out (in dx; BERT: d n2): its input's gradient d mlpIn in dn.
             m_ops.zero(f(m_dact), rows * kept);
-            linearBack(dx, f(s.act), w.down, w.downb, rows, F, D, f(m_dact), g.down());
+            m_linears.backward(dx, f(s.act), w.down, w.downb, rows, F, D, f(m_dact), g.down());
             m_ops.zero(f(m_dup), rows * kept);
             if (m_swiglu) {
                 m_ops.zero(f(m_dgate), rows * kept);
@@ -1028,8 +747,8 @@ private:
             }
             m_ops.zero(dn, rows * D);
             if (m_swiglu)
-                linearBack(f(m_dgate), mlpIn, w.gate, w.gateb, rows, D, F, dn, g.in());
-            linearBack(f(m_dup), mlpIn, w.up, w.upb, rows, D, F, dn, g.in());
+                m_linears.backward(f(m_dgate), mlpIn, w.gate, w.gateb, rows, D, F, dn, g.in());
+            m_linears.backward(f(m_dup), mlpIn, w.up, w.upb, rows, D, F, dn, g.in());
             // The attention output's gradient: d out itself (parallel), or d mid = d out + norm2's backward of
             // d n2 (sequential), or d n1 = norm1's backward of d mid = d n2 + d mlpIn (post-norm; also in dx, where
             // the projections' input gradient then accumulates: the attention reads x itself).
@@ -1046,7 +765,7 @@ private:
                 dAttnOut = dmid;
             }
             m_ops.zero(f(m_dctx), rows * qw);
-            linearBack(dAttnOut, f(s.ctx), w.o, w.ob, rows, fullQw, D, f(m_dctx), g.o());
+            m_linears.backward(dAttnOut, f(s.ctx), w.o, w.ob, rows, fullQw, D, f(m_dctx), g.o());
             m_ops.zero(f(m_dq), rows * qw);
             m_ops.zero(f(m_dk), rows * kw);
             m_ops.zero(f(m_dv), rows * kw);
@@ -1223,15 +942,9 @@ private:
     Buffer m_dh, m_dx, m_dmid, m_dn, m_dact, m_dgate, m_dup, m_dctx, m_dq, m_dk, m_dv;
     bool m_fusedQkv = false;
     Buffer m_qkv; // GPT-2: the fused product, then its gradient
-    Buffer m_g;   // a masked or low-rank + sparse weight's gradient (the largest such linear's size)
-    Buffer m_weff; // a low-rank + sparse or PST linear's W_eff
-    // PST: W~, the scores (in backward dScores) and dW~ of the linear being run (the largest one's size).
-    Buffer m_pstAdapted, m_pstScores, m_pstWork;
-    std::vector<std::unique_ptr<Lrs>> m_lrs;
-    std::vector<std::unique_ptr<Pst>> m_pst;
-    // Gathered steps (SAT): per block; the gathered weight, bias and bias gradient of the linear being run.
+    Linears m_linears{m_ops}; // the block linears' kinds and scratch
+    // Gathered steps (SAT): per block.
     std::vector<Gathered> m_gathered;
-    Buffer m_gw, m_gb, m_gbGrad;
     bool m_keepNorms = false;
     // rowAbsProductSums' sums (and weightNorms') and zeroRows' mask (the largest parameter's rows or groups)
     Buffer m_rowSums, m_rowKeep;
