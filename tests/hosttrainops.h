@@ -2,7 +2,7 @@
 
 // The ops backend of train::OpsTrainer (core/train/opstrainer.h) on the CPU: each op copies its operands into
 // the matrices train/ops.h takes and calls the CPU reference, so the trainer the GPU runs can be checked against
-// CausalLm here, without a GPU (tst_trainmodel llamaTrainerComposition). Only the ops the trainer uses; slow, for
+// CausalLm here, without a GPU (tst_devicetraining opsTrainerComposition). Only the ops the trainer uses; slow, for
 // tests only.
 
 #include "engine/deviceforward.h"

@@ -1,5 +1,7 @@
-// `lathe-cli train` on a GPU (issue 17 item 9), end to end without one: this test registers a GPU platform whose
-// one device trains with train::OpsTrainer on the CPU reference ops instead of the CUDA ops (referencegpu.h).
+// `lathe-cli train` on a GPU (issue 17 item 9), without one. First the GPU trainer's composition itself
+// (train::OpsTrainer on the CPU reference ops, hosttrainops.h) against CausalLm, step by step, bit for bit
+// (opsTrainerComposition). Then end to end: this test registers a GPU platform whose one device trains with
+// train::OpsTrainer on the CPU reference ops instead of the CUDA ops (referencegpu.h).
 // So runTraining's GPU path (trainer creation, accumulation, evaluation through the trainer, checkpoints of the
 // device's values and moments, resume, export) runs here, and since the ops are the CPU's, in the same order, a
 // run on the "GPU" must give the CPU run's steps, evaluations and exported bytes exactly:
@@ -32,6 +34,7 @@
 #include "run/trainingrun.h"
 #include "testsupport.h"
 #include "train/opstrainer.h"
+#include "train/schedule.h"
 
 #include <QtTest/QtTest>
 
@@ -137,6 +140,245 @@ private slots:
         sameRun(gpu, cpu, m_root / "cuda", m_root / "cpu");
         const std::string log = readTextFile((m_root / "cuda" / "run.log").string());
         QVERIFY2(log.find("training on the GPU: CPU (reference ops)") != std::string::npos, log.c_str());
+    }
+
+    // The GPU trainer's composition (train/opstrainer.h) run on the CPU reference ops (hosttrainops.h) against
+    // CausalLm + clipGradNorm + AdamW: the same ops in the same order, so the same bits. A step, two accumulated
+    // micro-batches and a step, an evaluation, and a trainer made from the downloaded values and moments (a
+    // checkpoint) continuing as the first; tied head (tf-llama, hf-llama), q/k/v biases (tf-qwen2), frozen
+    // parameters (the tied embedding, a block's norm and attention: no gradient, no moments), learned positions,
+    // LayerNorm and GELU (tf-gpt2), positions offset by 2 and ReLU (tf-opt), the parallel block with partial RoPE
+    // and a biased head (tf-phi), the fused q/k/v projection (tf-gpt2), BERT's post-norm blocks, bidirectional
+    // attention, segment embeddings, embedding norm and masked-LM head with the batch masked from each call's seed
+    // (tf-bert-mlm); and the methods' linears: recovery's fixed masks, LoSparse's low rank + sparse with changing
+    // row masks, PST's with its mask selected at a sparsity that changes between steps. What the GPU trainer
+    // refuses is refused by name.
+    void opsTrainerComposition() {
+        using Trainer = train::OpsTrainer<test::HostTrainOps>;
+        for (const char *fixture : {"tf-llama", "tf-qwen2", "hf-llama", "tf-llama frozen", "tf-qwen2 recompute",
+                                    "tf-opt", "tf-phi", "tf-phi recompute", "tf-gpt2", "tf-opt frozen",
+                                    "tf-llama recovery", "tf-gpt2 recovery", "tf-phi recovery recompute",
+                                    "tf-llama losparse", "tf-gpt2 losparse recompute", "tf-opt losparse",
+                                    "tf-llama pst", "tf-gpt2 pst recompute", "tf-phi pst", "tf-llama sat",
+                                    "tf-gpt2 sat recompute", "tf-phi sat", "tf-opt sat frozen", "tf-bert-mlm",
+                                    "tf-bert-mlm recompute", "tf-bert-mlm frozen", "tf-bert-mlm losparse",
+                                    "tf-bert-mlm pst recompute", "tf-bert-mlm sat", "tf-bert-mlm recovery"}) {
+            const std::string name = fixture;
+            const bool frozen = name.find(" frozen") != std::string::npos;
+            auto model = openModel(test::sourceDir() + "/tests/fixtures/" + name.substr(0, name.find(' ')));
+            const int64_t vocab = model->config.vocabSize;
+            train::CausalLm<float> cpu(*model);
+            // BERT: its masking on every model made here (the trainer reads it from the one it was made from); half
+            // the tokens chosen, so that every kind of choice happens in a 16-token window.
+            train::MlmMasking masking;
+            masking.maskId = 3;
+            masking.rate = 0.5;
+            masking.special = {0};
+            const auto batchFor = [&](int64_t batch, int64_t seq, uint64_t seed) {
+                TokenBatch b = TokenBatch::random(vocab, batch, seq, seed);
+                if (cpu.maskedLm()) { // segment ids: the second half of each window is segment 1
+                    b.tokenTypes.assign(b.tokens.size(), 0);
+                    for (size_t i = 0; i < b.tokens.size(); ++i)
+                        b.tokenTypes[i] = int32_t(int64_t(i) % seq >= seq / 2);
+                }
+                return b;
+            };
+            cpu.setMasking(masking);
+            // Recomputation: the trainer keeps block inputs only and runs each block again in backward; the
+            // reference stays the CausalLm that keeps everything (recomputing changes no bit).
+            const bool recompute = name.find(" recompute") != std::string::npos;
+            if (frozen)
+                for (const train::Parameter<float> &p : cpu.parameters())
+                    if (p.role == TensorRole::TokenEmbedding || (p.layer == 0 && p.role != TensorRole::MlpDown))
+                        cpu.parameters().setTrainable(p.name, false);
+            QVERIFY(!frozen || cpu.parameters().count(true) < cpu.parameters().count(false));
+            // The recovery method's fixed masks (half of every block linear pruned, the weights zeroed there).
+            const bool recovery = name.find(" recovery") != std::string::npos;
+            const auto &recoveryMethod = dynamic_cast<const FineTuningMethod &>(methodNamed("recovery"));
+            const MethodParams recoveryParams(recoveryMethod.info().params);
+            if (recovery)
+                recoveryMethod.startTraining(*model, recoveryParams, 1)->prepare(cpu);
+            // LoSparse's low-rank + sparse linears on every block linear; the row masks of S change between steps
+            // (every third row of the first linear pruned before the first step, every second of the last one
+            // before the second), as its masking does, in the model the trainer reads them from.
+            const bool losparse = name.find(" losparse") != std::string::npos;
+            const auto &losparseMethod = dynamic_cast<const FineTuningMethod &>(methodNamed("losparse"));
+            const MethodParams losparseParams(losparseMethod.info().params);
+            const auto pruneRows = [](train::CausalLm<float> &lm, bool last, int every) {
+                const auto linearSlots = lm.linears();
+                auto *k = dynamic_cast<train::LowRankSparseLinear<float> *>((last ? linearSlots.back() : linearSlots.front()).kind);
+                QVERIFY(k);
+                std::vector<uint8_t> mask(size_t(k->outFeatures()), 1);
+                for (size_t r = 0; r < mask.size(); r += size_t(every))
+                    mask[r] = 0;
+                k->setRowMask(mask);
+            };
+            if (losparse) {
+                losparseMethod.startTraining(*model, losparseParams, 1)->prepare(cpu);
+                pruneRows(cpu, false, 3);
+            }
+            // PST's linears on every block linear (the checkpoint's parameters frozen), 30% of each pruned in the
+            // first step and 60% in the second, the sparsity set on the model the trainer reads it from.
+            const bool pst = name.find(" pst") != std::string::npos;
+            const auto &pstMethod = dynamic_cast<const FineTuningMethod &>(methodNamed("pst"));
+            const MethodParams pstParams(pstMethod.info().params);
+            const auto setSparsity = [](train::CausalLm<float> &lm, double sparsity) {
+                for (const auto &slot : lm.linears()) {
+                    auto *k = dynamic_cast<train::PstLinear<float> *>(slot.kind);
+                    QVERIFY(k);
+                    k->setSparsity(sparsity);
+                }
+            };
+            if (pst) {
+                pstMethod.startTraining(*model, pstParams, 1)->prepare(cpu);
+                setSparsity(cpu, 0.3);
+            }
+            // SAT's gathered steps: selections on the model the trainer reads them from, different in each step
+            // (half the MLP channels and one KV group; then other channels and every group), so that AdamW updates
+            // the selected rows and columns alone; the trainer's channel norms against CausalLm's after each step.
+            const bool sat = name.find(" sat") != std::string::npos;
+            const auto select = [&](train::CausalLm<float> &lm, int step) {
+                const ModelConfig &c = model->config;
+                for (int l = 0; l < int(c.numLayers); ++l) {
+                    train::BlockSelection sel;
+                    for (int32_t j = (step + l) % 2; j < int32_t(c.intermediateSize); j += 2 + step)
+                        sel.mlpChannels.push_back(j);
+                    if (step == 0 && c.numKvHeads > 1)
+                        sel.kvGroups = {int32_t(c.numKvHeads - 1 - l % 2)};
+                    lm.setSelection(l, sel);
+                }
+            };
+            if (sat)
+                select(cpu, 0);
+            train::AdamW<float> adam;
+            cpu.setRecompute(recompute);
+            Trainer trainer(test::HostTrainOps(), cpu, adam);
+            trainer.keepChannelNorms(sat);
+            cpu.setRecompute(false);
+            auto same = [&](train::CausalLm<float> &got, bool grads, const char *what) {
+                for (size_t i = 0; i < cpu.parameters().size(); ++i) {
+                    const train::Parameter<float> &a = got.parameters()[i], &b = cpu.parameters()[i];
+                    QVERIFY2(grads ? a.grad == b.grad : a.value == b.value,
+                             (std::string(fixture) + ": " + what + " of " + b.name).c_str());
+                }
+            };
+            train::CausalLm<float> view(*model);
+            // Another model built as the trainer's (a resumed run's): the method's linears, then cpu's frozen set.
+            auto freezeLike = [&](train::CausalLm<float> &lm) {
+                lm.setMasking(masking);
+                if (recovery)
+                    recoveryMethod.startTraining(*model, recoveryParams, 1)->prepare(lm);
+                if (losparse) {
+                    losparseMethod.startTraining(*model, losparseParams, 1)->prepare(lm);
+                    pruneRows(lm, false, 3);
+                }
+                if (pst)
+                    pstMethod.startTraining(*model, pstParams, 1)->prepare(lm);
+                for (const train::Parameter<float> &p : cpu.parameters())
+                    lm.parameters().setTrainable(p.name, p.trainable());
+            };
+            freezeLike(view);
+            for (int step = 0; step < 2; ++step) {
+                // Step 0: one batch; step 1: two micro-batches of half weight.
+                const int micro = step == 0 ? 1 : 2;
+                if (losparse && step == 1) {
+                    pruneRows(cpu, true, 2);
+                    pruneRows(view, true, 2);
+                }
+                if (pst && step == 1) {
+                    setSparsity(cpu, 0.6);
+                    setSparsity(view, 0.6); // the resumed trainer's model
+                }
+                if (sat && step == 1) {
+                    select(cpu, 1);
+                    select(view, 1); // the resumed trainer's model
+                }
+                trainer.zeroGradients();
+                cpu.parameters().zeroGrad();
+                for (int m = 0; m < micro; ++m) {
+                    const uint64_t seed = uint64_t(10 * step + m); // the batch's and (BERT) its masking's
+                    const TokenBatch b = batchFor(2, 16, seed);
+                    const float got = trainer.forwardBackward(b, 1.0f / float(micro), seed);
+                    const float want = cpu.forward(b, seed);
+                    cpu.backward(1.0f / float(micro));
+                    QCOMPARE(got, want);
+                }
+                trainer.download(view, true);
+                same(view, true, "gradient");
+                if (sat) {
+                    trainer.downloadChannelNorms(view);
+                    for (int l = 0; l < int(model->config.numLayers); ++l) {
+                        QVERIFY(view.channelNorms(l).mlp == cpu.channelNorms(l).mlp);
+                        QVERIFY(view.channelNorms(l).kvGroups == cpu.channelNorms(l).kvGroups);
+                        QVERIFY(std::count(view.channelNorms(l).mlp.begin(), view.channelNorms(l).mlp.end(), -1.0f) > 0);
+                    }
+                }
+                const double gotNorm = trainer.step(1e-3, 0.05), wantNorm = train::clipGradNorm(cpu.parameters(), 0.05);
+                adam.step(cpu.parameters(), 1e-3);
+                QCOMPARE(gotNorm, wantNorm);
+                trainer.download(view, false);
+                same(view, false, "value after the step");
+            }
+            const TokenBatch eval = batchFor(1, 20, 99);
+            QCOMPARE(trainer.loss(eval, 5), cpu.forward(eval, 5));
+            // A checkpoint: values and moments downloaded, a new trainer made from them.
+            train::AdamW<float> state;
+            trainer.downloadOptimizer(state);
+            QCOMPARE(state.steps(), adam.steps());
+            if (frozen)
+                QCOMPARE(state.firstMoments()[0].size(), 0); // the frozen embedding has none
+            Trainer resumed(test::HostTrainOps(), view, state);
+            const TokenBatch b = batchFor(2, 16, 7);
+            for (train::DeviceTrainer *t : {static_cast<train::DeviceTrainer *>(&trainer),
+                                            static_cast<train::DeviceTrainer *>(&resumed)}) {
+                t->zeroGradients();
+                t->forwardBackward(b, 1.0f, 7);
+                t->step(1e-3, 1.0);
+            }
+            train::CausalLm<float> first(*model), second(*model);
+            freezeLike(first);
+            freezeLike(second);
+            trainer.download(first, true);
+            resumed.download(second, true);
+            for (size_t i = 0; i < first.parameters().size(); ++i)
+                QVERIFY2(first.parameters()[i].value == second.parameters()[i].value &&
+                             first.parameters()[i].grad == second.parameters()[i].grad,
+                         first.parameters()[i].name.c_str());
+            // The weight norms (SAT's magnitude scores) of the trainer's values: the host's of the same values, for
+            // the rows, the columns and the output projections' column groups of every block linear's weight.
+            std::vector<train::WeightNormRequest> requests;
+            const int64_t groupWidth = (model->config.numHeads / model->config.numKvHeads) * model->config.headDim;
+            for (const auto &slot : first.linears())
+                if (first.parameters().find(slot.kind->weightName())) // a dense or masked linear's own weight
+                    for (const int64_t group : {int64_t(0), int64_t(1), slot.role == TensorRole::AttnO ? groupWidth : 0})
+                        requests.push_back({slot.kind->weightName(), group});
+            QVERIFY(pst || losparse || !requests.empty()); // their linears have no weight parameter
+            QVERIFY(trainer.weightNorms(requests) == train::weightNorms(first.parameters(), requests));
+            QVERIFY(trainer.describe().find("CPU (reference ops), fp32 products") == 0);
+        }
+        auto refused = [](train::CausalLm<float> &lm, const std::string &words) {
+            try {
+                Trainer t(test::HostTrainOps(), lm, train::AdamW<float>());
+            } catch (const LatheError &e) {
+                QVERIFY2(std::string(e.what()).find(words) != std::string::npos, e.what());
+                return;
+            }
+            QFAIL(("accepted: " + words).c_str());
+        };
+        auto llama = openModel(test::sourceDir() + "/tests/fixtures/tf-llama");
+        train::CausalLm<float> masked(*llama), scored(*llama);
+        const std::string weight = masked.linears().front().kind->weightName();
+        masked.replaceLinear(weight, [](train::ParameterSet<float> &, train::Parameter<float> *w,
+                                        train::Parameter<float> *b) { // prunes weights it leaves nonzero
+            return std::make_unique<train::MaskedLinear<float>>(
+                w, b, std::vector<uint8_t>(size_t(w->value.size()), uint8_t(0)));
+        });
+        refused(masked, "holds a nonzero value where its mask prunes");
+        scored.replaceLinear(weight, [](train::ParameterSet<float> &ps, train::Parameter<float> *w,
+                                        train::Parameter<float> *b) {
+            return std::make_unique<train::MaskedLinear<float>>(ps, w, b, 0.5);
+        });
+        refused(scored, "learns its mask");
     }
 
     // BERT's masked-LM training (tf-bert-mlm and its WordPiece vocabulary), which "auto" now gives the GPU trainer:
@@ -358,7 +600,7 @@ private slots:
     // gathered linears, attention on the kept heads, AdamW on the computed rows and columns alone, and the channel
     // norms handed back after each step for the next selection: the CPU run's steps (with the omission of each),
     // evaluations and exported bytes, in the ladder's omitting and dense phases (GPT-2's fused q/k/v and biases:
-    // tst_trainmodel opsTrainerComposition). With magnitude scores the weights' norms are computed on the
+    // opsTrainerComposition above). With magnitude scores the weights' norms are computed on the
     // "GPU" before each step instead (the host's model does not follow its values): the same run too.
     void satOnTheDevice_data() {
         QTest::addColumn<QString>("scores");

@@ -9,7 +9,7 @@
 // every forward); PST's (PstLinear: W~ = W + beta U V and the scores formed and the mask selected on the device at
 // every forward, with the sparsity read from the CausalLm's linear, and W~ formed again in backward, as the CPU
 // does); or a dense one on a gathered step's rows and columns (SAT). The ops run in the CPU kinds' order, so the
-// reference ops give their bits (tst_trainmodel opsTrainerComposition).
+// reference ops give their bits (tst_devicetraining opsTrainerComposition).
 
 #include "base/error.h"
 #include "train/causallm.h"
