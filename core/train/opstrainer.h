@@ -466,15 +466,22 @@ private:
         else
             m_ops.layerNormBackward(dy, x, w->value(), mean, rstd, rows, D, dx, w->grad(), gradOrNull(b));
     }
+    // The widths of a block's projections: the model's, its q and k/v widths, and this step's (the gathered
+    // heads'), q, k/v and the three together.
+    struct ProjectionWidths {
+        int64_t D, fullQw, fullKw, qw, kw, all;
+    };
+    ProjectionWidths projectionWidths(const Gathered &g) const {
+        const AttentionDims &dims = g.gather.dims;
+        const int64_t qw = int64_t(dims.heads) * dims.headDim, kw = int64_t(dims.kvHeads) * dims.headDim;
+        return {m_config.hiddenSize, m_config.numHeads * m_config.headDim, m_config.numKvHeads * m_config.headDim,
+                qw, kw, qw + 2 * kw};
+    }
     // q, k and v of a block from its attention input `in` (n1; BERT: the block input): three products, or GPT-2's
     // one fused product (its weight's rows: q's, k's, v's) split into them, as CausalLm computes them.
     // With a selection, of the kept groups' heads only (q, k, v narrower: their gathered widths).
     void projectionsForward(const BlockParams &w, const Gathered &g, const Saved &s, const float *in, int64_t rows) {
-        const int64_t D = m_config.hiddenSize, fullQw = m_config.numHeads * m_config.headDim,
-                      fullKw = m_config.numKvHeads * m_config.headDim;
-        const AttentionDims &dims = g.gather.dims;
-        const int64_t qw = int64_t(dims.heads) * dims.headDim, kw = int64_t(dims.kvHeads) * dims.headDim,
-                      all = qw + 2 * kw;
+        const auto [D, fullQw, fullKw, qw, kw, all] = projectionWidths(g);
         if (!w.qkv) {
             m_linears.forward(w.q, w.qb, in, rows, D, fullQw, f(s.q), g.q());
             m_linears.forward(w.k, w.kb, in, rows, D, fullKw, f(s.k), g.kv());
@@ -488,11 +495,7 @@ private:
     }
     // Their backward from m_dq, m_dk, m_dv: the gradient of `in` accumulated into dn.
     void projectionsBackward(const BlockParams &w, const Gathered &g, const float *in, int64_t rows, float *dn) {
-        const int64_t D = m_config.hiddenSize, fullQw = m_config.numHeads * m_config.headDim,
-                      fullKw = m_config.numKvHeads * m_config.headDim;
-        const AttentionDims &dims = g.gather.dims;
-        const int64_t qw = int64_t(dims.heads) * dims.headDim, kw = int64_t(dims.kvHeads) * dims.headDim,
-                      all = qw + 2 * kw;
+        const auto [D, fullQw, fullKw, qw, kw, all] = projectionWidths(g);
         if (!w.qkv) {
             m_linears.backward(f(m_dq), in, w.q, w.qb, rows, D, fullQw, dn, g.q());
             m_linears.backward(f(m_dk), in, w.k, w.kb, rows, D, fullKw, dn, g.kv());
