@@ -459,7 +459,7 @@ private slots:
                 held = trainer.deviceBytes();
                 kinds = trainer.linearKindBytes();
                 QCOMPARE(train::opsTrainerDeviceBytes(c, lm.parameters().count(false), lm.parameters().count(true),
-                                                          B, S, ComputePrecision::Fp32, lm.recompute(), kinds) -
+                                                       B, S, ComputePrecision::Fp32, lm.recompute(), kinds) -
                              scratch,
                          held);
             };

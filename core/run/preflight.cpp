@@ -266,8 +266,8 @@ RunEstimate estimateTrainingRun(const TrainingSpec &spec, const Model &model, co
         e.hostBytes -= plan.activationBytes;
         e.device = probe.device.empty() ? gpu->label() : probe.device;
         e.deviceBytes = train::opsTrainerDeviceBytes(model.config, plan.parameters, plan.trainableParameters,
-                                                         spec.batch, spec.seqLen, parsePrecision(spec.precision),
-                                                         spec.recompute, probe.deviceLinearKindBytes);
+                                                      spec.batch, spec.seqLen, parsePrecision(spec.precision),
+                                                      spec.recompute, probe.deviceLinearKindBytes);
         e.deviceAvailable = gpu->totalMemory;
     }
     e.hostAvailable = memAvailable();

@@ -69,8 +69,8 @@ namespace lathe::train {
 // measurement); plus `linearKindBytes`, what a method's linears hold besides their parameters
 // (OpsTrainer::linearKindBytes: masks and the scratch their products need).
 inline uint64_t opsTrainerDeviceBytes(const ModelConfig &c, int64_t parameters, int64_t trainableParameters,
-                                          int64_t B, int64_t S, ComputePrecision precision, bool recompute,
-                                          uint64_t linearKindBytes = 0) {
+                                       int64_t B, int64_t S, ComputePrecision precision, bool recompute,
+                                       uint64_t linearKindBytes = 0) {
     const bool rms = c.family == ArchFamily::Llama, swiglu = rms, parallel = c.family == ArchFamily::Phi,
                post = c.family == ArchFamily::Bert;
     const uint64_t rows = uint64_t(B * S), D = uint64_t(c.hiddenSize), F = uint64_t(c.intermediateSize);
