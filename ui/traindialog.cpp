@@ -120,9 +120,9 @@ TrainDialog::TrainDialog(const QString &modelPath, QWidget *parent) : QDialog(pa
     m_recompute->setObjectName("recompute");
     form->addRow(QString(), m_recompute);
     m_device = deviceChoice(this,
-                            tr("Where the steps run: the CPU engine (every family and method), or the GPU trainer "
-                               "(decoders; plain fine-tuning, recovery and LoSparse); Automatic takes the GPU where "
-                               "it runs the job and says why not in the run log"));
+                            tr("Where the steps run: the CPU engine, or the GPU trainer (both run every family and "
+                               "every fine-tuning method); Automatic takes the GPU where there is a usable one and "
+                               "says why not in the run log"));
     m_precision = new QComboBox(this);
     m_precision->setObjectName("precision");
     m_precision->addItems({"bf16", "fp32"});
