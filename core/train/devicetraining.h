@@ -27,31 +27,42 @@ struct WeightNormRequest {
     std::string name;
     int64_t columnGroup = 0;
 };
-// The host's: from rowAbsProductSums (the rows' sums of squares, then their square roots) and activationNorms (the
-// columns', or the groups'), the functions the GPU trainer's ops compute, in request order. LatheError for a name
-// that is not a parameter or a group width that does not divide the columns.
+// How a request on a (rows x cols) weight W is computed, wherever it is: `count` norms, either the rows' (byRows:
+// rowAbsProductSums(W, W), then the square roots of those sums of squares) or activationNorms(W, rows, channels,
+// W, groups, groupWidth) (every column's norm, or the column groups'). LatheError for a group width that does not
+// divide the columns.
+struct WeightNormPlan {
+    int64_t count = 0, channels = 0, groupWidth = 1;
+    int groups = 0;
+    bool byRows = false;
+};
+inline WeightNormPlan weightNormPlan(const WeightNormRequest &r, int64_t rows, int64_t cols) {
+    if (r.columnGroup == 0)
+        return {rows, 0, 1, 0, true};
+    if (r.columnGroup == 1)
+        return {cols, cols, 1, 0, false};
+    require(r.columnGroup > 0 && cols % r.columnGroup == 0, "weight norms",
+            r.name + "'s columns do not split into groups of " + std::to_string(r.columnGroup));
+    return {cols / r.columnGroup, 0, r.columnGroup, int(cols / r.columnGroup), false};
+}
+// The host's, by weightNormPlan from the functions the GPU trainer's ops compute, in request order. LatheError for
+// a name that is not a parameter.
 inline std::vector<std::vector<float>> weightNorms(const ParameterSet<float> &params,
                                                    const std::vector<WeightNormRequest> &requests) {
     std::vector<std::vector<float>> out;
     for (const WeightNormRequest &r : requests) {
         const Parameter<float> *p = params.find(r.name);
         require(p != nullptr, "weight norms", "no parameter " + r.name);
+        const float *w = p->value.data();
         const int64_t rows = p->value.rows(), cols = p->value.cols();
-        std::vector<float> &n = out.emplace_back();
-        if (r.columnGroup == 0) {
-            n.resize(size_t(rows));
-            rowAbsProductSums(p->value.data(), p->value.data(), rows, cols, n.data());
+        const WeightNormPlan plan = weightNormPlan(r, rows, cols);
+        std::vector<float> &n = out.emplace_back(size_t(plan.count));
+        if (plan.byRows) {
+            rowAbsProductSums(w, w, rows, cols, n.data());
             for (float &v : n)
                 v = std::sqrt(v);
-        } else if (r.columnGroup == 1) {
-            n.resize(size_t(cols));
-            activationNorms(p->value.data(), rows, cols, p->value.data(), 0, 1, n.data());
         } else {
-            require(r.columnGroup > 0 && cols % r.columnGroup == 0, "weight norms",
-                    r.name + "'s columns do not split into groups of " + std::to_string(r.columnGroup));
-            n.resize(size_t(cols / r.columnGroup));
-            activationNorms(p->value.data(), rows, 0, p->value.data(), int(cols / r.columnGroup), r.columnGroup,
-                            n.data());
+            activationNorms(w, rows, plan.channels, w, plan.groups, plan.groupWidth, n.data());
         }
     }
     return out;

@@ -362,19 +362,16 @@ public:
         std::vector<std::vector<float>> out;
         for (const WeightNormRequest &r : requests) {
             const Param &d = m_params[indexOf(r.name)];
-            require(r.columnGroup >= 0 && (r.columnGroup == 0 || d.cols % r.columnGroup == 0), "GPU training",
-                    r.name + "'s columns do not split into groups of " + std::to_string(r.columnGroup));
-            const int64_t n = r.columnGroup == 0 ? d.rows : d.cols / r.columnGroup;
-            m_rowSums.ensure(size_t(n) * sizeof(float));
-            if (r.columnGroup == 0)
+            const WeightNormPlan plan = weightNormPlan(r, d.rows, d.cols);
+            m_rowSums.ensure(size_t(plan.count) * sizeof(float));
+            if (plan.byRows)
                 m_ops.rowAbsProductSums(d.value(), d.value(), d.rows, d.cols, f(m_rowSums));
-            else if (r.columnGroup == 1)
-                m_ops.activationNorms(d.value(), d.rows, d.cols, d.value(), 0, 1, f(m_rowSums));
             else
-                m_ops.activationNorms(d.value(), d.rows, 0, d.value(), int(n), r.columnGroup, f(m_rowSums));
-            std::vector<float> &values = out.emplace_back(size_t(n));
-            m_ops.download(values.data(), f(m_rowSums), n);
-            if (r.columnGroup == 0) // sums of squares
+                m_ops.activationNorms(d.value(), d.rows, plan.channels, d.value(), plan.groups, plan.groupWidth,
+                                      f(m_rowSums));
+            std::vector<float> &values = out.emplace_back(size_t(plan.count));
+            m_ops.download(values.data(), f(m_rowSums), plan.count);
+            if (plan.byRows) // sums of squares
                 for (float &v : values)
                     v = std::sqrt(v);
         }
@@ -733,10 +730,10 @@ private:
             const Saved &s = m_recompute ? m_work : m_saved[l];
             const float *x = f(m_saved[l].x);
             const float *mlpIn = m_post ? f(s.mid) : m_parallel ? f(s.n1) : f(s.n2);
-            if (m_post) { // d n2 = norm2's backward of d out, in dx
+            if (m_post) { // d n2 = norm2's backward of d out, then in dx (the two buffers trade places)
                 m_ops.zero(dmid, rows * D);
                 normBackward(w.mlpNorm, w.mlpNormB, dx, f(s.n2), f(s.mean2), f(s.rstd2), rows, dmid);
-                m_ops.copy(dx, dmid, rows * D);
+                std::swap(dx, dmid);
             }
             // The MLP, from d out (in dx; BERT: d n2): its input's gradient d mlpIn in dn.
             m_ops.zero(f(m_dact), rows * kept);
@@ -753,15 +750,14 @@ private:
                 m_linears.backward(f(m_dgate), mlpIn, w.gate, w.gateb, rows, D, F, dn, g.in());
             m_linears.backward(f(m_dup), mlpIn, w.up, w.upb, rows, D, F, dn, g.in());
             // The attention output's gradient: d out itself (parallel), or d mid = d out + norm2's backward of
-            // d n2 (sequential), or d n1 = norm1's backward of d mid = d n2 + d mlpIn (post-norm; also in dx, where
-            // the projections' input gradient then accumulates: the attention reads x itself).
+            // d n2 (sequential), or d n1 = norm1's backward of d mid = d n2 + d mlpIn (post-norm, in dx: the output
+            // projection's backward reads it before the projections' input gradient accumulates there, since the
+            // attention reads x itself).
             const float *dAttnOut = dx;
             if (m_post) {
                 m_ops.add(dx, dn, rows * D, dmid);
                 m_ops.zero(dx, rows * D);
                 normBackward(w.attnNorm, w.attnNormB, dmid, f(s.n1), f(s.mean1), f(s.rstd1), rows, dx);
-                m_ops.copy(dmid, dx, rows * D);
-                dAttnOut = dmid;
             } else if (!m_parallel) {
                 m_ops.copy(dmid, dx, rows * D);
                 normBackward(w.mlpNorm, w.mlpNormB, dn, f(s.mid), f(s.mean2), f(s.rstd2), rows, dmid);
