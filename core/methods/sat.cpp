@@ -80,7 +80,7 @@ public:
         if (m_omission <= 0)
             return;
         if (m_s.magnitude)
-            magnitudeScores(lm, step, total);
+            magnitudeScores(lm);
         else if (!m_scored)
             return; // the first step runs dense and scores every channel
         const ModelConfig &c = lm.config();
@@ -138,13 +138,11 @@ public:
             return requests;
         const ModelConfig &c = lm.config();
         const int64_t groupWidth = (c.numHeads / c.numKvHeads) * c.headDim;
-        for (const auto &slot : lm.linears()) {
-            const TensorRole r = slot.role;
-            if (r == TensorRole::MlpUp || r == TensorRole::MlpGate || r == TensorRole::MlpDown || r == TensorRole::AttnO)
-                requests.push_back({slot.kind->weightName(), r == TensorRole::MlpDown ? 1
-                                                             : r == TensorRole::AttnO ? groupWidth
-                                                                                      : 0});
-        }
+        for (const auto &slot : lm.linears())
+            if (scoredByMagnitude(slot.role))
+                requests.push_back({slot.kind->weightName(), slot.role == TensorRole::MlpDown ? 1
+                                                             : slot.role == TensorRole::AttnO ? groupWidth
+                                                                                              : 0});
         return requests;
     }
     void setWeightNorms(std::vector<std::vector<float>> norms) override { m_weightNorms = std::move(norms); }
@@ -178,20 +176,24 @@ public:
     }
 
 private:
+    // The block linears whose weights the magnitude scores read: the MLP's and the attention's output projection.
+    static bool scoredByMagnitude(TensorRole r) {
+        return r == TensorRole::MlpUp || r == TensorRole::MlpGate || r == TensorRole::MlpDown || r == TensorRole::AttnO;
+    }
+
     // Weight-based scores: per channel |up_j| |down_:,j| (times |gate_j| with a gate), per group the norm of the
     // output projection's columns of its query heads; from the norms handed over for this step, in the order of
-    // weightNormsBeforeStep's requests.
-    void magnitudeScores(const train::CausalLm<float> &lm, int64_t step, int64_t total) {
-        const std::vector<train::WeightNormRequest> requests = weightNormsBeforeStep(lm, step, total);
-        require(m_weightNorms.size() == requests.size(), "SAT",
-                "magnitude scores need the weight norms of the step (TrainingMethodRun::weightNormsBeforeStep)");
+    // weightNormsBeforeStep's requests (the linears scoredByMagnitude picks).
+    void magnitudeScores(const train::CausalLm<float> &lm) {
+        const char *missing =
+            "magnitude scores need the weight norms of the step (TrainingMethodRun::weightNormsBeforeStep)";
         for (auto &v : m_mlp)
             std::fill(v.begin(), v.end(), 1.0f);
         size_t i = 0;
         for (const auto &slot : lm.linears()) {
-            if (slot.role != TensorRole::MlpUp && slot.role != TensorRole::MlpGate && slot.role != TensorRole::MlpDown &&
-                slot.role != TensorRole::AttnO)
+            if (!scoredByMagnitude(slot.role))
                 continue;
+            require(i < m_weightNorms.size(), "SAT", missing);
             const std::vector<float> &norms = m_weightNorms[i++];
             std::vector<float> &scores = slot.role == TensorRole::AttnO ? m_groups[size_t(slot.layer)]
                                                                         : m_mlp[size_t(slot.layer)];
@@ -200,6 +202,7 @@ private:
             for (size_t j = 0; j < norms.size(); ++j)
                 scores[j] = slot.role == TensorRole::AttnO ? norms[j] : scores[j] * norms[j];
         }
+        require(i == m_weightNorms.size(), "SAT", missing);
         m_weightNorms.clear(); // one step's
     }
 
