@@ -8,7 +8,8 @@
 #   train     bench train on a random SmolLM2-135M shape, bf16 products, 16 x 1024 tokens (issue 17: >= 35% MFU;
 #             the fraction printed is against the 8192^3 bf16 GEMM measured in the same run; --profile: the time
 #             of every op), fp32 at 4 x 512, and bf16 with SAT's gathered step at omission 0.5 (--omit 0.5; issue
-#             18's speed-up while omitting)
+#             18's speed-up while omitting); both bf16 steps again with LATHE_GPU_TRAIN_ATTENTION=fused (the fused
+#             attention kernels, whose first-step losses must match)
 #   train-run lathe-cli train on the demo model with "device": "cuda" (fp32) beside the same job on the CPU: the
 #             final evaluation losses must agree to 1e-3; then the GPU run killed at three moments and resumed must
 #             export the uninterrupted run's bytes (the GPU step is deterministic: no atomics); then recovery,
@@ -177,6 +178,28 @@ for p in e["phases"]:
 PY
   done
 }
+# first_losses: the train stage's first-step losses side by side; the fused attention's must be within 1e-3
+# (relative) of the score-block path's, at the same batch and omission.
+first_losses() {
+  python3 - "$out" <<'PY'
+import json, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+def loss(name):
+    for line in (out / f"{name}.log").read_text().splitlines()[::-1]:
+        if line.startswith("{"):
+            return json.loads(line).get("first_loss")
+ok = True
+for plain, fused in (("train-bf16", "train-bf16-fused"), ("train-bf16-omit50", "train-bf16-omit50-fused")):
+    try:
+        a, b = loss(plain), loss(fused)
+    except OSError as e:
+        print(f"{fused}: no log ({e})"); ok = False; continue
+    close = a is not None and b is not None and abs(a - b) <= 1e-3 * abs(a)
+    print(f"{plain} first loss {a}, {fused} {b}: {'agree' if close else 'DIFFER'}")
+    ok = ok and close
+sys.exit(0 if ok else 1)
+PY
+}
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=(all)
 for stage in "${stages[@]}"; do
@@ -197,7 +220,15 @@ for stage in "${stages[@]}"; do
       # SAT's gathered step at its first omission rate (half the MLP channels, 1 of 3 KV groups), against
       # train-bf16 above: the step-time ratio is SAT's speed-up while it omits (issue 18).
       run train-bf16-omit50 "$cli" bench train --shape smollm2-135m --device cuda --precision bf16 --seq-len 1024 \
-        --batch 16 --repeat 5 --omit 0.5 ;;&
+        --batch 16 --repeat 5 --omit 0.5
+      # The fused attention kernels (gpu/trainflashattention.cu; opt-in until check-gpu's "fused" checks have passed
+      # on a GPU), the same two steps: the step time and memory against train-bf16 and train-bf16-omit50, and the
+      # first step's loss, which must match theirs to bf16 rounding.
+      run train-bf16-fused env LATHE_GPU_TRAIN_ATTENTION=fused "$cli" bench train --shape smollm2-135m --device cuda \
+        --precision bf16 --seq-len 1024 --batch 16 --repeat 5 --profile
+      run train-bf16-omit50-fused env LATHE_GPU_TRAIN_ATTENTION=fused "$cli" bench train --shape smollm2-135m \
+        --device cuda --precision bf16 --seq-len 1024 --batch 16 --repeat 5 --omit 0.5
+      run first-losses first_losses ;;&
     train-run|train|all) run train-run train_run ;;&
     resume|all) run layer-resume layer_resume ;;&
     estimate|all) run estimate estimate_error ;;&

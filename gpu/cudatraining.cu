@@ -21,8 +21,8 @@ namespace {
 class CudaTrainOps : public TrainOps {
 public:
     using Buffer = DeviceMemory;
-    CudaTrainOps(GpuContext &ctx, ComputePrecision precision)
-        : TrainOps((ctx.activate(), ctx.blas()), precision), m_ctx(&ctx) {}
+    CudaTrainOps(GpuContext &ctx, ComputePrecision precision, train::AttentionStore store)
+        : TrainOps((ctx.activate(), ctx.blas()), precision, store), m_ctx(&ctx) {}
     void activate() const { m_ctx->activate(); }
     std::string deviceName() const { return m_ctx->info().label(); }
     void upload(float *to, const float *host, int64_t n) const {
@@ -54,7 +54,8 @@ private:
 std::unique_ptr<train::DeviceTrainer> makeCudaTrainer(GpuContext &ctx, const train::CausalLm<float> &model,
                                                       const train::AdamW<float> &optimizer,
                                                       ComputePrecision precision) {
-    return std::make_unique<train::OpsTrainer<CudaTrainOps>>(CudaTrainOps(ctx, precision), model, optimizer);
+    const train::AttentionStore store = train::gpuAttentionStore(precision, model.config().headDim);
+    return std::make_unique<train::OpsTrainer<CudaTrainOps>>(CudaTrainOps(ctx, precision, store), model, optimizer);
 }
 
 } // namespace lathe::gpu

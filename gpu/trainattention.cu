@@ -93,6 +93,8 @@ void TrainOps::headGemm(bool transA, bool transB, int64_t m, int64_t n, int64_t 
 
 void TrainOps::attentionForward(const float *q, const float *k, const float *v, const train::AttentionDims &d,
                                 float *ctx, float *probs) {
+    if (m_store == train::AttentionStore::LogSumExp)
+        return fusedAttentionForward(q, k, v, d, ctx, probs);
     const Timed timed(*this, __func__);
     const int64_t S = d.seq, D = d.headDim, H = d.heads, KVH = d.kvHeads, group = H / KVH;
     const int64_t qw = H * D, kw = KVH * D, rows = d.batch * S, SS = S * S;
@@ -130,8 +132,10 @@ void TrainOps::attentionForward(const float *q, const float *k, const float *v, 
 
 // dP = dO V^T; dS = P (dP - rowsum(dP P)) scale; dQ += dS K; dK += dS^T Q; dV += P^T dO. The group's heads add into
 // their shared dK and dV one position g after another (one batched call each), so the sum's order is fixed.
-void TrainOps::attentionBackward(const float *dctx, const float *q, const float *k, const float *v,
+void TrainOps::attentionBackward(const float *dctx, const float *q, const float *k, const float *v, const float *ctx,
                                  const train::AttentionDims &d, const float *probs, float *dq, float *dk, float *dv) {
+    if (m_store == train::AttentionStore::LogSumExp)
+        return fusedAttentionBackward(dctx, q, k, v, ctx, d, probs, dq, dk, dv);
     const Timed timed(*this, __func__);
     const int64_t S = d.seq, D = d.headDim, H = d.heads, KVH = d.kvHeads, group = H / KVH;
     const int64_t qw = H * D, kw = KVH * D, rows = d.batch * S, SS = S * S;

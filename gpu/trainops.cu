@@ -284,9 +284,12 @@ std::vector<train::OpTime> TrainOps::opTimes() {
 
 // ---- helpers ----
 
-TrainOps::TrainOps(cublasHandle_t blas, ComputePrecision precision) : m_blas(blas), m_precision(precision) {
+TrainOps::TrainOps(cublasHandle_t blas, ComputePrecision precision, train::AttentionStore store)
+    : m_blas(blas), m_precision(precision), m_store(store) {
     require(precision != ComputePrecision::Fp16, "GPU training", "fp16 products are not supported for training",
             "use bf16 (the default) or fp32");
+    require(store == train::AttentionStore::Probabilities || precision == ComputePrecision::Bf16, "GPU training",
+            "the fused attention multiplies in bf16 only");
 }
 
 const int32_t *TrainOps::uploadIds(const std::vector<int32_t> &ids, DeviceMemory &to) {

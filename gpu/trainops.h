@@ -33,9 +33,14 @@ namespace lathe::gpu {
 
 class TrainOps {
 public:
-    // precision: Fp32 or Bf16 products (LatheError for Fp16).
-    TrainOps(cublasHandle_t blas, ComputePrecision precision);
+    // precision: Fp32 or Bf16 products (LatheError for Fp16). store: what the attention saves for its backward
+    // (train::AttentionStore): the probabilities, or each row's log-sum-exp with the fused kernels of
+    // trainflashattention.cu (LatheError unless train::fusedAttentionRuns for the precision; the head width is
+    // checked by each call).
+    TrainOps(cublasHandle_t blas, ComputePrecision precision,
+             train::AttentionStore store = train::AttentionStore::Probabilities);
     ComputePrecision precision() const { return m_precision; }
+    train::AttentionStore attentionStore() const { return m_store; }
 
     // ---- embedding: y[r] = table[ids[r]] (ids on the host, checked against `vocab` there) ----
     void embeddingForward(const float *table, int64_t vocab, int64_t width, const std::vector<int32_t> &ids, float *y);
@@ -72,13 +77,16 @@ public:
                       const float *sin);
 
     // ---- attention with grouped KV heads ----
-    // q: (rows x heads*headDim), k, v: (rows x kvHeads*headDim) -> ctx (rows x heads*headDim). probs receives the
-    // probabilities, [batch][head][query][key] (zero above the diagonal when causal), which the backward reads:
-    // batch*heads*seq^2 floats with fp32 products, as many bf16 values (half the bytes) with bf16 products.
+    // q: (rows x heads*headDim), k, v: (rows x kvHeads*headDim) -> ctx (rows x heads*headDim). `probs` receives what
+    // the backward reads (train::attentionSavedFloats floats): with the Probabilities store the probabilities,
+    // [batch][head][query][key] (zero above the diagonal when causal), floats with fp32 products, bf16 values (half
+    // the bytes) with bf16 products; with the LogSumExp store each row's log-sum-exp, [batch][head][query] floats.
     void attentionForward(const float *q, const float *k, const float *v, const train::AttentionDims &d, float *ctx,
                           float *probs);
-    // dq, dk, dv += ...; a work buffer of train::attentionSequencesPerCall(...) * heads * seq^2 floats is held for the call.
-    void attentionBackward(const float *dctx, const float *q, const float *k, const float *v,
+    // dq, dk, dv += ...; ctx is the forward's output (the fused backward's dO . O per row). A work buffer is held
+    // for the call: train::attentionSequencesPerCall(...) * heads * seq^2 floats, or batch * heads * seq with the
+    // fused kernels.
+    void attentionBackward(const float *dctx, const float *q, const float *k, const float *v, const float *ctx,
                            const train::AttentionDims &d, const float *probs, float *dq, float *dk, float *dv);
 
     // ---- element-wise (n elements) ----
@@ -186,6 +194,12 @@ private:
                       int64_t lda, const Operand &b, int64_t ldb, float beta, float *c, int64_t ldc);
     Operand chunkLogits(const Operand &h, const float *w, const float *b, int64_t rows, int64_t width, int64_t c0,
                         int64_t n, float *logits);
+    // The fused kernels (trainflashattention.cu): tiles of queries and keys in shared memory, bf16 tensor-core
+    // products, an online softmax; the backward recomputes the probabilities from the saved log-sum-exps.
+    void fusedAttentionForward(const float *q, const float *k, const float *v, const train::AttentionDims &d,
+                               float *ctx, float *lse);
+    void fusedAttentionBackward(const float *dctx, const float *q, const float *k, const float *v, const float *ctx,
+                                const train::AttentionDims &d, const float *lse, float *dq, float *dk, float *dv);
     void headGemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const Operand &a,
                   int64_t aOffset, int64_t aSeq, int64_t aHead, int64_t aDiv, int64_t lda, const Operand &b,
                   int64_t bOffset, int64_t bSeq, int64_t bHead, int64_t bDiv, int64_t ldb, float beta, float *c,
@@ -193,6 +207,7 @@ private:
 
     cublasHandle_t m_blas;
     ComputePrecision m_precision;
+    train::AttentionStore m_store;
     DeviceMemory m_ids, m_ids2, m_partials, m_logits, m_bf16a, m_bf16b, m_dP, m_reduce, m_select, m_pointers;
     DeviceMemory m_attnA, m_attnB, m_attnC, m_attnD, m_attnE; // the attention's bf16 operands
     DeviceMemory m_headH, m_headG; // the LM head's bf16 input and (backward) loss gradient

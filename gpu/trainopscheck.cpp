@@ -227,32 +227,42 @@ GpuCheck rope(TrainOps &ops) {
                                                {"rotary_dim", rotaryDim}}));
 }
 
-GpuCheck attention(TrainOps &ops, bool causal, int heads, int kvHeads) {
+// Attention's forward and backward against the CPU's, at a shape: with the Probabilities store the saved
+// probabilities too (bf16 with bf16 products), with the fused kernels' LogSumExp store each row's log-sum-exp,
+// against train::attentionLogSumExp (a separate comparison: its values, about log(seq), would otherwise set the
+// scale the context and gradients are measured against).
+GpuCheck attention(TrainOps &ops, bool causal, int heads, int kvHeads, int64_t batch = 2, int64_t seq = 37,
+                   int headDim = 16) {
     Inputs in(5);
     train::AttentionDims d;
-    d.batch = 2;
-    d.seq = 37;
+    d.batch = batch;
+    d.seq = seq;
     d.heads = heads;
     d.kvHeads = kvHeads;
-    d.headDim = 16;
+    d.headDim = headDim;
     d.scale = 1.0 / std::sqrt(double(d.headDim));
     d.causal = causal;
     const int64_t rows = d.batch * d.seq, qw = int64_t(heads) * d.headDim, kw = int64_t(kvHeads) * d.headDim;
     const MatF q = in.mat(rows, qw), k = in.mat(rows, kw), v = in.mat(rows, kw), dctx = in.mat(rows, qw);
     MatF ctx, dq = in.mat(rows, qw, 0.1f), dk = in.mat(rows, kw, 0.1f), dv = in.mat(rows, kw, 0.1f);
+    const bool fused = ops.attentionStore() == train::AttentionStore::LogSumExp;
     DeviceMemory dQ = upload(q), dK = upload(k), dV = upload(v), dDctx = upload(dctx), dDq = upload(dq),
                  dDk = upload(dk), dDv = upload(dv), dCtx(size_t(rows * qw) * 4),
-                 dProbs(size_t(d.batch * heads * d.seq * d.seq) * 4);
+                 dProbs(size_t(train::attentionSavedFloats(ops.attentionStore(), ops.precision(), d.batch, heads,
+                                                           d.seq)) * 4);
     ops.attentionForward(dQ.as<float>(), dK.as<float>(), dV.as<float>(), d, dCtx.as<float>(), dProbs.as<float>());
-    ops.attentionBackward(dDctx.as<float>(), dQ.as<float>(), dK.as<float>(), dV.as<float>(), d, dProbs.as<float>(),
-                          dDq.as<float>(), dDk.as<float>(), dDv.as<float>());
+    ops.attentionBackward(dDctx.as<float>(), dQ.as<float>(), dK.as<float>(), dV.as<float>(), dCtx.as<float>(), d,
+                          dProbs.as<float>(), dDq.as<float>(), dDk.as<float>(), dDv.as<float>());
     train::AttentionState<float> s;
     train::attentionForward(q, k, v, d, ctx, s);
     train::attentionBackward(dctx, q, k, v, d, s, dq, dk, dv);
-    Comparison c;
+    Comparison c, saved;
     c.add("ctx", dCtx, ctx);
     const bool bf16 = ops.precision() == ComputePrecision::Bf16;
-    if (bf16) { // the saved probabilities are bf16 with bf16 products
+    if (fused) {
+        const std::vector<float> lse = train::attentionLogSumExp(q, k, d);
+        saved.add("lse", dProbs, lse.data(), int64_t(lse.size()));
+    } else if (bf16) { // the saved probabilities are bf16 with bf16 products
         std::vector<uint16_t> raw(s.probs.size());
         LATHE_CUDA_CHECK(cudaMemcpy(raw.data(), dProbs.as(), raw.size() * sizeof(uint16_t), cudaMemcpyDeviceToHost));
         std::vector<float> got(raw.size());
@@ -264,11 +274,21 @@ GpuCheck attention(TrainOps &ops, bool causal, int heads, int kvHeads) {
     c.add("dq", dDq, dq);
     c.add("dk", dDk, dk);
     c.add("dv", dDv, dv);
-    return c.result(std::string("train attention ") + (causal ? "causal" : "bidirectional") +
-                        (kvHeads < heads ? " gqa" : "") + (bf16 ? " bf16" : ""),
-                    bf16 ? kBf16 : kFp32,
-                    dims({{"batch", d.batch}, {"seq", d.seq}, {"heads", heads}, {"kv_heads", kvHeads},
-                          {"head_dim", d.headDim}}));
+    const std::string name = std::string("train attention ") + (causal ? "causal" : "bidirectional") +
+                             (kvHeads < heads ? " gqa" : "") + (fused ? " fused" : bf16 ? " bf16" : "") +
+                             (fused ? " d" + std::to_string(headDim) + " s" + std::to_string(seq) : "");
+    const std::string shape = dims({{"batch", d.batch}, {"seq", d.seq}, {"heads", heads}, {"kv_heads", kvHeads},
+                                    {"head_dim", d.headDim}});
+    GpuCheck out = c.result(name, bf16 ? kBf16 : kFp32, shape);
+    if (fused) { // the worse of the two comparisons, both named
+        const GpuCheck lse = saved.result(name, kBf16, shape);
+        out.detail += "; lse error " + std::to_string(lse.error);
+        if (lse.error > out.error) {
+            out.error = lse.error;
+            out.passed = lse.passed;
+        }
+    }
+    return out;
 }
 
 GpuCheck swiglu(TrainOps &ops) {
@@ -828,6 +848,13 @@ std::vector<GpuCheck> runTrainOpChecks() {
     guarded("train attention causal gqa", [&] { return attention(fp32, true, 6, 2); });
     guarded("train attention bidirectional", [&] { return attention(fp32, false, 4, 4); });
     guarded("train attention causal gqa bf16", [&] { return attention(bf16, true, 6, 2); });
+    // The fused kernels (LATHE_GPU_TRAIN_ATTENTION=fused): one tile with a tail, SmolLM2's heads at head width 64
+    // over five tiles (the last partial), BERT's bidirectional case, Phi-2's head width 80.
+    TrainOps fused(ctx.blas(), ComputePrecision::Bf16, train::AttentionStore::LogSumExp);
+    guarded("train attention causal gqa fused d16 s37", [&] { return attention(fused, true, 6, 2); });
+    guarded("train attention causal gqa fused d64 s300", [&] { return attention(fused, true, 9, 3, 2, 300, 64); });
+    guarded("train attention bidirectional fused d64 s130", [&] { return attention(fused, false, 4, 4, 3, 130, 64); });
+    guarded("train attention causal fused d80 s200", [&] { return attention(fused, true, 4, 4, 1, 200, 80); });
     guarded("train swiglu", [&] { return swiglu(fp32); });
     guarded("train gelu tanh", [&] { return gelu(fp32, train::Gelu::Tanh); });
     guarded("train gelu erf", [&] { return gelu(fp32, train::Gelu::Erf); });

@@ -41,6 +41,11 @@ public:
         std::vector<float, Eigen::aligned_allocator<float>> m_data;
     };
 
+    // store: what attentionForward saves (Probabilities: the CPU reference's own state; LogSumExp: the GPU's fused
+    // kernels' contract, each row's log-sum-exp from which the backward recomputes the probabilities, by
+    // train::attentionLogSumExp and attentionFromLogSumExp).
+    explicit HostTrainOps(train::AttentionStore store = train::AttentionStore::Probabilities) : m_store(store) {}
+    train::AttentionStore attentionStore() const { return m_store; }
     void activate() const {}
     std::string deviceName() const { return "CPU (reference ops)"; }
     ComputePrecision precision() const { return ComputePrecision::Fp32; }
@@ -155,14 +160,24 @@ public:
         train::AttentionState<float> s;
         train::attentionForward(mat(q, rows, qw), mat(k, rows, kw), mat(v, rows, kw), d, out, s);
         put(out, ctx);
-        std::copy(s.probs.begin(), s.probs.end(), probs);
+        if (m_store == train::AttentionStore::LogSumExp) {
+            const std::vector<float> lse = train::attentionLogSumExp(mat(q, rows, qw), mat(k, rows, kw), d);
+            std::copy(lse.begin(), lse.end(), probs);
+        } else {
+            std::copy(s.probs.begin(), s.probs.end(), probs);
+        }
     }
-    void attentionBackward(const float *dctx, const float *q, const float *k, const float *v,
+    // ctx (the forward's output) is what the fused kernels' backward reads besides the log-sum-exps; the reference
+    // does not need it.
+    void attentionBackward(const float *dctx, const float *q, const float *k, const float *v, const float * /*ctx*/,
                            const train::AttentionDims &d, const float *probs, float *dq, float *dk, float *dv) {
         const auto split = engineScope();
         const int64_t rows = d.batch * d.seq, qw = int64_t(d.heads) * d.headDim, kw = int64_t(d.kvHeads) * d.headDim;
         train::AttentionState<float> s;
-        s.probs.assign(probs, probs + d.batch * d.heads * d.seq * d.seq);
+        if (m_store == train::AttentionStore::LogSumExp)
+            s = train::attentionFromLogSumExp(mat(q, rows, qw), mat(k, rows, kw), d, probs);
+        else
+            s.probs.assign(probs, probs + d.batch * d.heads * d.seq * d.seq);
         M dQ = mat(dq, rows, qw), dK = mat(dk, rows, kw), dV = mat(dv, rows, kw);
         train::attentionBackward(mat(dctx, rows, qw), mat(q, rows, qw), mat(k, rows, kw), mat(v, rows, kw), d, s, dQ,
                                  dK, dV);
@@ -348,6 +363,8 @@ private:
             train::ropeForward(X, seq, heads, headDim, a);
         put(X, x);
     }
+
+    train::AttentionStore m_store;
 };
 
 } // namespace lathe::test

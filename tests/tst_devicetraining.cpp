@@ -381,6 +381,69 @@ private slots:
         refused(scored, "learns its mask");
     }
 
+    // The trainer with ops whose attention saves each row's log-sum-exp instead of the probabilities (the GPU's fused
+    // kernels' contract, AttentionStore::LogSumExp; the backward recomputes the probabilities from it and q, k):
+    // the saved buffer per block shrinks from B H S^2 to B H S floats, and a step's loss, gradients and gradient
+    // norm stay CausalLm's to within 1e-5 of each gradient's largest value (recomputed probabilities differ in their
+    // last bits). Causal GQA (tf-llama), recomputed blocks, a gathered SAT step (fewer heads than the buffer
+    // was made for), GPT-2's fused projection and BERT's bidirectional attention.
+    void logSumExpAttention() {
+        using Trainer = train::OpsTrainer<test::HostTrainOps>;
+        for (const char *fixture : {"tf-llama", "tf-llama recompute", "tf-llama sat", "tf-gpt2", "tf-bert-mlm"}) {
+            const std::string name = fixture;
+            auto model = openModel(test::sourceDir() + "/tests/fixtures/" + name.substr(0, name.find(' ')));
+            const ModelConfig &c = model->config;
+            train::CausalLm<float> cpu(*model);
+            train::MlmMasking masking;
+            masking.maskId = 3;
+            masking.rate = 0.5;
+            cpu.setMasking(masking);
+            if (name.find(" sat") != std::string::npos)
+                for (int l = 0; l < int(c.numLayers); ++l) {
+                    train::BlockSelection sel;
+                    for (int32_t j = 0; j < int32_t(c.intermediateSize); j += 2)
+                        sel.mlpChannels.push_back(j);
+                    QVERIFY(c.numKvHeads > 1);
+                    sel.kvGroups = {0};
+                    cpu.setSelection(l, sel);
+                }
+            cpu.setRecompute(name.find(" recompute") != std::string::npos);
+            train::AdamW<float> adam;
+            Trainer plain(test::HostTrainOps(), cpu, adam);
+            Trainer fused(test::HostTrainOps(train::AttentionStore::LogSumExp), cpu, adam);
+            plain.keepChannelNorms(name.find(" sat") != std::string::npos);
+            fused.keepChannelNorms(name.find(" sat") != std::string::npos);
+            cpu.setRecompute(false);
+            const int64_t B = 2, S = 16;
+            const TokenBatch b = TokenBatch::random(c.vocabSize, B, S, 4);
+            cpu.parameters().zeroGrad();
+            const float want = cpu.forward(b, 4);
+            cpu.backward(1.0f);
+            plain.zeroGradients();
+            fused.zeroGradients();
+            QCOMPARE(plain.forwardBackward(b, 1.0f, 4), want);
+            const float got = fused.forwardBackward(b, 1.0f, 4);
+            QVERIFY2(std::abs(got - want) <= 1e-5f * std::abs(want), fixture);
+            // What each holds: one block's probabilities (or, recomputing, the work set's) against its log-sum-exps.
+            const int64_t blocks = name.find(" recompute") != std::string::npos ? 1 : c.numLayers;
+            QCOMPARE(plain.deviceBytes() - fused.deviceBytes(),
+                     uint64_t(4 * blocks * (B * c.numHeads * S * S - B * c.numHeads * S)));
+            train::CausalLm<float> view(*model);
+            view.setMasking(masking);
+            fused.download(view, true);
+            for (size_t i = 0; i < cpu.parameters().size(); ++i) {
+                const auto &g = view.parameters()[i].grad, &w = cpu.parameters()[i].grad;
+                const float scale = std::max(w.cwiseAbs().maxCoeff(), 1e-3f);
+                QVERIFY2((g - w).cwiseAbs().maxCoeff() <= 1e-5f * scale,
+                         (std::string(fixture) + ": gradient of " + cpu.parameters()[i].name).c_str());
+            }
+            // The global gradient norm the step clips by (values after AdamW are not compared: a gradient that is
+            // zero analytically, as GPT-2's key biases', is rounding noise that AdamW scales to a full step).
+            const double gotNorm = fused.step(1e-3, 1.0), wantNorm = train::clipGradNorm(cpu.parameters(), 1.0);
+            QVERIFY2(std::abs(gotNorm - wantNorm) <= 1e-5 * wantNorm, fixture);
+        }
+    }
+
     // BERT's masked-LM training (tf-bert-mlm and its WordPiece vocabulary), which "auto" now gives the GPU trainer:
     // the CPU run's steps (two accumulated micro-batches each, masked from their own seeds), evaluations (masked
     // from the window's index) and exported bytes; cancelled after a checkpoint and resumed, the same bytes.
@@ -459,9 +522,22 @@ private slots:
                 held = trainer.deviceBytes();
                 kinds = trainer.linearKindBytes();
                 QCOMPARE(train::opsTrainerDeviceBytes(c, lm.parameters().count(false), lm.parameters().count(true),
-                                                       B, S, ComputePrecision::Fp32, lm.recompute(), kinds) -
+                                                       B, S, ComputePrecision::Fp32, lm.recompute(),
+                                                       train::AttentionStore::Probabilities, kinds) -
                              scratch,
                          held);
+                // With the fused attention's store (each row's log-sum-exp; its scratch B H S floats of dO . O).
+                train::OpsTrainer<test::HostTrainOps> fused(test::HostTrainOps(train::AttentionStore::LogSumExp), lm,
+                                                            train::AdamW<float>());
+                fused.keepChannelNorms(keepNorms);
+                fused.zeroGradients();
+                fused.forwardBackward(TokenBatch::random(c.vocabSize, B, S, 1), 1.0f);
+                QCOMPARE(train::opsTrainerDeviceBytes(c, lm.parameters().count(false), lm.parameters().count(true),
+                                                       B, S, ComputePrecision::Fp32, lm.recompute(),
+                                                       train::AttentionStore::LogSumExp, kinds) -
+                             (4 * uint64_t(rows * chunk + B * c.numHeads * S) + (uint64_t(512) << 20)),
+                         fused.deviceBytes());
+                QVERIFY(fused.deviceBytes() < held);
             };
             uint64_t held[2] = {}, kinds = 0;
             for (const bool recompute : {false, true}) {

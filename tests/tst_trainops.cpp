@@ -272,6 +272,17 @@ private slots:
         QVERIFY(error(dk, wantDk) < 1e-12);
         QVERIFY(error(dv, wantDv) < 1e-12);
 
+        // The fused GPU kernels' saved state: the probabilities recomputed from each row's log-sum-exp are the
+        // forward's (fp64: to rounding), rows of the batch and heads in the saved layout.
+        const std::vector<double> lse = attentionLogSumExp(q, k, d);
+        QCOMPARE(int64_t(lse.size()), d.batch * d.heads * S);
+        const AttentionState<double> again = attentionFromLogSumExp(q, k, d, lse.data());
+        QCOMPARE(again.probs.size(), st.probs.size());
+        double worst = 0;
+        for (size_t i = 0; i < st.probs.size(); ++i)
+            worst = std::max(worst, std::abs(again.probs[i] - st.probs[i]));
+        QVERIFY2(worst < 1e-13, QByteArray::number(worst));
+
         // The heads are split over the threads: the same bits on 1 and 3 threads.
         const int saved = blasThreads();
         for (int threads : {1, 3}) {

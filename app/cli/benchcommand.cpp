@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <random>
@@ -342,9 +343,14 @@ int benchTrainOnDevice(const CliOptions &o, ComputeBackend &backend, const Model
     const std::unique_ptr<Model> probeModel = makeSyntheticModel(*syntheticShape("tiny"));
     std::unique_ptr<DeviceForward> probe = createDeviceForward(backend, *probeModel, options);
     const TokenBatch b = TokenBatch::random(model.config.vocabSize, batch, seq, 42);
+    // The first step's loss, before any update: the same for every trainer of the same model and batch (to its
+    // precision's rounding), so two runs that differ only in their kernels can be compared by it.
+    double firstLoss = NAN;
     auto step = [&] {
         trainer->zeroGradients();
-        trainer->forwardBackward(b);
+        const float loss = trainer->forwardBackward(b);
+        if (std::isnan(firstLoss))
+            firstLoss = loss;
         trainer->step(1e-4, 1.0);
         trainer->synchronize();
     };
@@ -361,7 +367,8 @@ int benchTrainOnDevice(const CliOptions &o, ComputeBackend &backend, const Model
                         {"recompute", lm.recompute()},
                         {"omit", omit},
                         {"repeat", repeat},
-                        {"device_bytes", trainer->deviceBytes()}};
+                        {"device_bytes", trainer->deviceBytes()},
+                        {"first_loss", firstLoss}};
     addStepRates(j, times, tokens, flops);
     // --profile: one more step with every op timed on the device (events; what is left of the step's wall time is
     // the host's share: launches, uploads of token ids, the loss's copy back).
@@ -385,6 +392,7 @@ int benchTrainOnDevice(const CliOptions &o, ComputeBackend &backend, const Model
                     trainer->describe().c_str());
         printStepRates(times, tokens, flops, "GEMM peak GFLOP/s");
         std::printf("%-28s %12.1f\n", "device memory (MB)", double(trainer->deviceBytes()) / 1048576.0);
+        std::printf("%-28s %12.6f\n", "first step's loss", firstLoss);
         if (!ops.empty()) {
             std::printf("\nprofiled step %.4f s wall\n%-24s %10s %8s %7s\n", profiledSeconds, "op", "ms", "share",
                         "calls");

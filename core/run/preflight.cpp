@@ -265,9 +265,11 @@ RunEstimate estimateTrainingRun(const TrainingSpec &spec, const Model &model, co
         // moments.
         e.hostBytes -= plan.activationBytes;
         e.device = probe.device.empty() ? gpu->label() : probe.device;
+        const ComputePrecision precision = parsePrecision(spec.precision);
         e.deviceBytes = train::opsTrainerDeviceBytes(model.config, plan.parameters, plan.trainableParameters,
-                                                      spec.batch, spec.seqLen, parsePrecision(spec.precision),
-                                                      spec.recompute, probe.deviceLinearKindBytes);
+                                                      spec.batch, spec.seqLen, precision, spec.recompute,
+                                                      train::gpuAttentionStore(precision, model.config.headDim),
+                                                      probe.deviceLinearKindBytes);
         e.deviceAvailable = gpu->totalMemory;
     }
     e.hostAvailable = memAvailable();

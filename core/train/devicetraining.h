@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,6 +21,36 @@ struct OpTime {
     double seconds = 0;
     int64_t calls = 0;
 };
+
+// What a device trainer's attention forward saves for its backward (one buffer per block in OpsTrainer): the
+// probabilities, B H S^2 values (floats with fp32 products, bf16 with bf16 products: gpu/trainops.h), or with the
+// GPU's fused kernels (gpu/trainflashattention.cu) each row's log-sum-exp, B H S floats, from which the backward
+// recomputes the probabilities tile by tile (train::attentionLogSumExp and attentionFromLogSumExp are its CPU
+// references). At SmolLM2's 9 heads, 1024 tokens and batch 16 the probabilities are 302 MB per block in bf16, the
+// log-sum-exps 0.6 MB.
+enum class AttentionStore { Probabilities, LogSumExp };
+// Whether the fused kernels can run a head width with a product precision: bf16 products (their operands are rounded
+// to bf16 as tiles are loaded; fp32 products stay pedantic, on the score blocks), a head width that is a multiple of
+// 16 (the tensor cores' tile) up to 96 (their tiles' shared memory stays under the 99 KiB of sm_86/89).
+inline bool fusedAttentionRuns(ComputePrecision precision, int64_t headDim) {
+    return precision == ComputePrecision::Bf16 && headDim > 0 && headDim % 16 == 0 && headDim <= 96;
+}
+// The GPU trainer's store: LogSumExp where the fused kernels run and LATHE_GPU_TRAIN_ATTENTION=fused asks for them,
+// Probabilities otherwise. Opt-in until `lathe-cli check-gpu` (its "fused" attention checks) has passed on a GPU:
+// they were written in a session without one.
+inline AttentionStore gpuAttentionStore(ComputePrecision precision, int64_t headDim) {
+    const char *v = std::getenv("LATHE_GPU_TRAIN_ATTENTION");
+    const bool asked = v && std::string(v) == "fused";
+    return asked && fusedAttentionRuns(precision, headDim) ? AttentionStore::LogSumExp : AttentionStore::Probabilities;
+}
+// The saved buffer's size in floats (4-byte units) for a batch of `batch` sequences of `seq` tokens.
+inline int64_t attentionSavedFloats(AttentionStore store, ComputePrecision precision, int64_t batch, int64_t heads,
+                                    int64_t seq) {
+    if (store == AttentionStore::LogSumExp)
+        return batch * heads * seq;
+    const int64_t probs = batch * heads * seq * seq;
+    return precision == ComputePrecision::Fp32 ? probs : (probs + 1) / 2;
+}
 
 // A parameter's weight norms (SAT's magnitude scores): the L2 norms of its rows (columnGroup 0), or of its
 // consecutive groups of columnGroup columns (1: every column; out x in weights, row-major).

@@ -370,6 +370,61 @@ void attentionBackward(const Matrix<T> &dctx, const Matrix<T> &q, const Matrix<T
     });
 }
 
+namespace {
+
+// score(b, h, i, j) = scale q_i . k_j for head h (its KV head h / group), or -inf for a masked pair.
+template <class T>
+T attentionScore(const Matrix<T> &q, const Matrix<T> &k, const AttentionDims &d, int64_t b, int h, int64_t i,
+                 int64_t j) {
+    if (d.causal && j > i)
+        return -std::numeric_limits<T>::infinity();
+    const int64_t D = d.headDim, kvh = h / (d.heads / d.kvHeads);
+    const T *qi = q.data() + (b * d.seq + i) * q.cols() + int64_t(h) * D;
+    const T *kj = k.data() + (b * d.seq + j) * k.cols() + kvh * D;
+    T dot = 0;
+    for (int64_t c = 0; c < D; ++c)
+        dot += qi[c] * kj[c];
+    return T(d.scale) * dot;
+}
+
+} // namespace
+
+template <class T>
+std::vector<T> attentionLogSumExp(const Matrix<T> &q, const Matrix<T> &k, const AttentionDims &d) {
+    const int64_t S = d.seq;
+    std::vector<T> lse(size_t(d.batch * d.heads * S));
+    std::vector<T> row(static_cast<size_t>(S));
+    for (int64_t b = 0; b < d.batch; ++b)
+        for (int h = 0; h < d.heads; ++h)
+            for (int64_t i = 0; i < S; ++i) {
+                const int64_t keys = d.causal ? i + 1 : S;
+                T top = -std::numeric_limits<T>::infinity();
+                for (int64_t j = 0; j < keys; ++j)
+                    top = std::max(top, row[size_t(j)] = attentionScore(q, k, d, b, h, i, j));
+                T sum = 0;
+                for (int64_t j = 0; j < keys; ++j)
+                    sum += std::exp(row[size_t(j)] - top);
+                lse[size_t((b * d.heads + h) * S + i)] = top + std::log(sum);
+            }
+    return lse;
+}
+
+template <class T>
+AttentionState<T> attentionFromLogSumExp(const Matrix<T> &q, const Matrix<T> &k, const AttentionDims &d,
+                                         const T *lse) {
+    const int64_t S = d.seq;
+    AttentionState<T> s;
+    s.probs.assign(size_t(d.batch * d.heads * S * S), T(0));
+    for (int64_t b = 0; b < d.batch; ++b)
+        for (int h = 0; h < d.heads; ++h)
+            for (int64_t i = 0; i < S; ++i) {
+                const int64_t row = (b * d.heads + h) * S + i;
+                for (int64_t j = 0; j < (d.causal ? i + 1 : S); ++j)
+                    s.probs[size_t(row * S + j)] = std::exp(attentionScore(q, k, d, b, h, i, j) - lse[row]);
+            }
+    return s;
+}
+
 // ---- activations ----
 
 namespace {
@@ -583,6 +638,9 @@ void crossEntropyBackward(const Matrix<T> &h, const Matrix<T> &w, const Vector<T
     template void attentionBackward<T>(const Matrix<T> &, const Matrix<T> &, const Matrix<T> &, const Matrix<T> &,   \
                                        const AttentionDims &, const AttentionState<T> &, Matrix<T> &, Matrix<T> &,    \
                                        Matrix<T> &);                                                                  \
+    template std::vector<T> attentionLogSumExp<T>(const Matrix<T> &, const Matrix<T> &, const AttentionDims &);     \
+    template AttentionState<T> attentionFromLogSumExp<T>(const Matrix<T> &, const Matrix<T> &, const AttentionDims &, \
+                                                         const T *);                                                  \
     template void swigluForward<T>(const Matrix<T> &, const Matrix<T> &, Matrix<T> &);                               \
     template void swigluBackward<T>(const Matrix<T> &, const Matrix<T> &, const Matrix<T> &, Matrix<T> &,            \
                                     Matrix<T> &);                                                                     \

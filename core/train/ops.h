@@ -87,6 +87,15 @@ inline int64_t attentionSequencesPerCall(int64_t batch, int64_t heads, int64_t s
 template <class T> struct AttentionState {
     std::vector<T> probs; // [batch][head][query][key], zero above the diagonal when causal
 };
+// What the GPU's fused attention (gpu/trainflashattention.cu) saves instead of the probabilities, and how its
+// backward gets them back, as CPU references: each row's log-sum-exp of its scaled scores, [batch][head][query]
+// (batch x heads x seq values), and the probabilities recomputed from it, exp(score - lse), laid out as
+// AttentionState's (zero above the diagonal when causal). Plain loops; for checks (check-gpu, tests), not speed.
+template <class T>
+std::vector<T> attentionLogSumExp(const Matrix<T> &q, const Matrix<T> &k, const AttentionDims &d);
+template <class T>
+AttentionState<T> attentionFromLogSumExp(const Matrix<T> &q, const Matrix<T> &k, const AttentionDims &d,
+                                         const T *lse);
 template <class T>
 void attentionForward(const Matrix<T> &q, const Matrix<T> &k, const Matrix<T> &v, const AttentionDims &d,
                       Matrix<T> &ctx, AttentionState<T> &state);

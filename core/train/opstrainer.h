@@ -20,6 +20,7 @@
 //   void activate() const;              // makes the device current on the calling thread
 //   std::string deviceName() const;
 //   ComputePrecision precision() const;
+//   AttentionStore attentionStore() const; // what attentionForward saves in its `probs` buffer for the backward
 //   void upload(float *to, const float *host, int64_t n) const;      // host -> buffer
 //   void download(float *host, const float *from, int64_t n) const;  // buffer -> host
 //   void zero(float *x, int64_t n);
@@ -56,21 +57,21 @@ namespace lathe::train {
 
 // Device bytes of a OpsTrainer for `parameters` parameters, `trainableParameters` of them trained, at batches of
 // B x S, with GPU ops: the parameters (4 bytes each), the trained ones' gradients and both moments (12 more); per
-// block the saved activations (the input and the attention norm's output; q, k, v and the context; B H S^2
-// probabilities, in bf16 with bf16 products; the MLP's up projection and activation, and the gate with SwiGLU; for
+// block the saved activations (the input and the attention norm's output; q, k, v and the context; what the
+// attention saves for its backward, by `store`: attentionSavedFloats; the MLP's up projection and activation, and the gate with SwiGLU; for
 // sequential blocks the residual between attention and MLP and its norm's output; a norm's rstd per row, and its
 // mean with LayerNorm; BERT's post-norm blocks keep as many: the two sums entering their norms instead of the
 // attention norm's output and the residual); BERT's embedding sum, its LayerNorm's statistics and the masked-LM
 // head's dense output and activation; with recomputation the blocks' inputs only, and one block's set; one block's gradient
 // buffers and the head's (7 B S D, 2 or 3 B S F, 2 B S (H + KV) d, and GPT-2's fused q/k/v product or its
 // gradient); the RoPE table; the ops' scratch (the loss's rows x chunk logits, the score block of the sequences the
-// attention takes at a time, attentionSequencesPerCall x H S^2, and with bf16 products bf16 copies of the
-// operands); and a fixed allowance of 512 MiB for the CUDA context and cuBLAS's workspaces (an allowance, not a
+// attention takes at a time, attentionSequencesPerCall x H S^2, or B H S floats with the fused attention, and with
+// bf16 products bf16 copies of the operands); and a fixed allowance of 512 MiB for the CUDA context and cuBLAS's workspaces (an allowance, not a
 // measurement); plus `linearKindBytes`, what a method's linears hold besides their parameters
 // (OpsTrainer::linearKindBytes: masks and the scratch their products need).
 inline uint64_t opsTrainerDeviceBytes(const ModelConfig &c, int64_t parameters, int64_t trainableParameters,
                                        int64_t B, int64_t S, ComputePrecision precision, bool recompute,
-                                       uint64_t linearKindBytes = 0) {
+                                       AttentionStore store, uint64_t linearKindBytes = 0) {
     const bool rms = c.family == ArchFamily::Llama, swiglu = rms, parallel = c.family == ArchFamily::Phi,
                post = c.family == ArchFamily::Bert;
     const uint64_t rows = uint64_t(B * S), D = uint64_t(c.hiddenSize), F = uint64_t(c.intermediateSize);
@@ -79,7 +80,7 @@ inline uint64_t opsTrainerDeviceBytes(const ModelConfig &c, int64_t parameters, 
     const uint64_t stats = rows * (rms ? 1 : 2); // a norm's rstd (and mean) per row
     const uint64_t mlp = (swiglu ? 3 : 2) * rows * F;
     // The saved probabilities: bf16 (half the floats) with bf16 products.
-    const uint64_t probs = precision == ComputePrecision::Fp32 ? uint64_t(B) * scores : (uint64_t(B) * scores + 1) / 2;
+    const uint64_t probs = uint64_t(attentionSavedFloats(store, precision, B, c.numHeads, S));
     const uint64_t perBlock = 2 * rows * D + stats + 2 * rows * qw + 2 * rows * kw + probs + mlp +
                               (parallel ? 0 : 2 * rows * D + stats);
     const uint64_t fused = c.family == ArchFamily::Gpt2 ? rows * (qw + 2 * kw) : 0; // GPT-2's q/k/v product
@@ -88,19 +89,23 @@ inline uint64_t opsTrainerDeviceBytes(const ModelConfig &c, int64_t parameters, 
     // With recomputation the blocks keep their inputs (B S D each) and one block's activations exist at a time.
     const uint64_t blocks = recompute ? uint64_t(c.numLayers) * rows * D + (perBlock - rows * D)
                                       : uint64_t(c.numLayers) * perBlock;
-    // The attention's score-gradient scratch: the sequences it handles per call.
-    const uint64_t attention = uint64_t(attentionSequencesPerCall(B, c.numHeads, S)) * scores;
+    // The attention's scratch: the score gradients of the sequences it handles per call, or with the fused kernels
+    // each row's dO . O (B H S floats).
+    const bool fusedAttention = store == AttentionStore::LogSumExp;
+    const uint64_t attention = fusedAttention ? uint64_t(B) * uint64_t(c.numHeads) * uint64_t(S)
+                                              : uint64_t(attentionSequencesPerCall(B, c.numHeads, S)) * scores;
     uint64_t floats = blocks + 7 * rows * D + stats + rows + mlp + 2 * rows * qw + 2 * rows * kw + fused +
                       rows * chunk + attention + (post ? 3 * rows * D + stats : 0);
     // The RoPE table (cos and sin: positions x rotaryDim/2 each).
     floats += uint64_t(c.maxPositions) * uint64_t(ropeTableFor(c, 1, "").rotaryDim);
     uint64_t bytes = 4 * uint64_t(parameters) + 12 * uint64_t(trainableParameters) + 4 * floats;
     // bf16 copies: a product's two operands (an activation or its gradient, and a weight, the LM head's chunk or an
-    // activation), the LM head's input and loss gradient, the attention's q, k, v, output gradient and score gradient.
+    // activation), the LM head's input and loss gradient, the attention's q, k, v, output gradient and score gradient
+    // (none with the fused kernels, which round their tiles as they load them).
     if (precision != ComputePrecision::Fp32)
         bytes += 2 * (rows * std::max({F, D, qw + 2 * kw}) +
                       std::max({rows * std::max(F, D), std::max(F, qw + 2 * kw) * D, chunk * D}) + rows * D +
-                      rows * chunk + 2 * rows * (qw + kw) + attention);
+                      rows * chunk + (fusedAttention ? 0 : 2 * rows * (qw + kw) + attention));
     return bytes + linearKindBytes + (uint64_t(512) << 20);
 }
 
@@ -236,10 +241,11 @@ public:
         int64_t n = 0;
         for (const Param &p : m_params)
             n += p.size();
-        char buf[96];
-        std::snprintf(buf, sizeof buf, ", %s products, %.1fM parameters (%llu MiB held)",
-                      precisionName(m_ops.precision()), double(n) / 1e6,
-                      static_cast<unsigned long long>(deviceBytes() >> 20));
+        char buf[128];
+        std::snprintf(buf, sizeof buf, ", %s products%s, %.1fM parameters (%llu MiB held)",
+                      precisionName(m_ops.precision()),
+                      m_ops.attentionStore() == AttentionStore::LogSumExp ? ", fused attention" : "",
+                      double(n) / 1e6, static_cast<unsigned long long>(deviceBytes() >> 20));
         return m_ops.deviceName() + buf;
     }
 
@@ -768,7 +774,8 @@ private:
             m_ops.zero(f(m_dq), rows * qw);
             m_ops.zero(f(m_dk), rows * kw);
             m_ops.zero(f(m_dv), rows * kw);
-            m_ops.attentionBackward(f(m_dctx), f(s.q), f(s.k), f(s.v), dims, f(s.probs), f(m_dq), f(m_dk), f(m_dv));
+            m_ops.attentionBackward(f(m_dctx), f(s.q), f(s.k), f(s.v), f(s.ctx), dims, f(s.probs), f(m_dq), f(m_dk),
+                                    f(m_dv));
             if (m_rotaryDim > 0) {
                 m_ops.ropeBackward(f(m_dq), rows, S, H, d, m_rotaryDim, f(m_ropeCos), f(m_ropeSin));
                 m_ops.ropeBackward(f(m_dk), rows, S, KVH, d, m_rotaryDim, f(m_ropeCos), f(m_ropeSin));
@@ -872,9 +879,9 @@ private:
             floats(s.ctx, rows * qw);
             floats(s.k, rows * kw);
             floats(s.v, rows * kw);
-            // The attention's probabilities: in bf16 with bf16 products (gpu/trainops.h), half the floats.
-            const int64_t probs = B * c.numHeads * S * S;
-            floats(s.probs, m_ops.precision() == ComputePrecision::Fp32 ? probs : (probs + 1) / 2);
+            // What the attention saves: its probabilities (in bf16 with bf16 products, half the floats), or each
+            // row's log-sum-exp (the ops' attentionStore).
+            floats(s.probs, attentionSavedFloats(m_ops.attentionStore(), m_ops.precision(), B, c.numHeads, S));
             if (m_swiglu)
                 floats(s.gate, rows * F);
             floats(s.up, rows * F);
