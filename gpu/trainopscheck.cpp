@@ -758,12 +758,7 @@ GpuCheck runTrainStepCheck(ComputeBackend &device, const Model &model, const std
     const double stepErr = worst(after.parameters(), fromGpu.parameters(), false, &stepWorst);
     // SAT's magnitude scores: the weight norms of the updated values (rows, columns, the output projection's column
     // groups of every dense block linear) against the host's of the same values, relative to each one's largest.
-    std::vector<train::WeightNormRequest> requests;
-    const int64_t groupWidth = (model.config.numHeads / model.config.numKvHeads) * model.config.headDim;
-    for (const auto &slot : after.linears())
-        if (after.parameters().find(slot.kind->weightName()))
-            for (const int64_t group : {int64_t(0), int64_t(1), slot.role == TensorRole::AttnO ? groupWidth : 0})
-                requests.push_back({slot.kind->weightName(), group});
+    const std::vector<train::WeightNormRequest> requests = train::everyWeightNormRequest(after);
     double normsErr = 0;
     {
         const auto got = trainer->weightNorms(requests), want = train::weightNorms(after.parameters(), requests);

@@ -346,14 +346,15 @@ private slots:
                          first.parameters()[i].name.c_str());
             // The weight norms (SAT's magnitude scores) of the trainer's values: the host's of the same values, for
             // the rows, the columns and the output projections' column groups of every block linear's weight.
-            std::vector<train::WeightNormRequest> requests;
-            const int64_t groupWidth = (model->config.numHeads / model->config.numKvHeads) * model->config.headDim;
-            for (const auto &slot : first.linears())
-                if (first.parameters().find(slot.kind->weightName())) // a dense or masked linear's own weight
-                    for (const int64_t group : {int64_t(0), int64_t(1), slot.role == TensorRole::AttnO ? groupWidth : 0})
-                        requests.push_back({slot.kind->weightName(), group});
+            const std::vector<train::WeightNormRequest> requests = train::everyWeightNormRequest(first);
             QVERIFY(pst || losparse || !requests.empty()); // their linears have no weight parameter
             QVERIFY(trainer.weightNorms(requests) == train::weightNorms(first.parameters(), requests));
+            // A group width that does not divide the columns is refused, by the trainer and the host alike.
+            if (!requests.empty()) {
+                const std::vector<train::WeightNormRequest> odd = {{requests.front().name, 7}};
+                QVERIFY_THROWS_EXCEPTION(LatheError, trainer.weightNorms(odd));
+                QVERIFY_THROWS_EXCEPTION(LatheError, train::weightNorms(first.parameters(), odd));
+            }
             QVERIFY(trainer.describe().find("CPU (reference ops), fp32 products") == 0);
         }
         auto refused = [](train::CausalLm<float> &lm, const std::string &words) {
@@ -379,6 +380,20 @@ private slots:
             return std::make_unique<train::MaskedLinear<float>>(ps, w, b, 0.5);
         });
         refused(scored, "learns its mask");
+        // BERT without its tokenizer's [MASK] id: refused at the first batch, with the hint.
+        auto bert = openModel(test::sourceDir() + "/tests/fixtures/tf-bert-mlm");
+        train::CausalLm<float> unmasked(*bert);
+        train::MlmMasking noMask;
+        noMask.maskId = -1;
+        unmasked.setMasking(noMask);
+        Trainer t(test::HostTrainOps(), unmasked, train::AdamW<float>());
+        t.zeroGradients();
+        try {
+            t.forwardBackward(TokenBatch::random(bert->config.vocabSize, 1, 8, 1), 1.0f, 1);
+            QFAIL("a masked-LM batch without a [MASK] id was accepted");
+        } catch (const LatheError &e) {
+            QVERIFY2(std::string(e.what()).find("[MASK] id") != std::string::npos, e.what());
+        }
     }
 
     // The trainer with ops whose attention saves each row's log-sum-exp instead of the probabilities (the GPU's fused

@@ -98,6 +98,22 @@ inline std::vector<std::vector<float>> weightNorms(const ParameterSet<float> &pa
     }
     return out;
 }
+// Every kind of request on every block linear with a weight parameter of its own (dense, masked or gathered; not
+// LoSparse's or PST's): its rows, its columns, and for the output projection its KV groups' column groups. What the
+// checks compare between the host and a device trainer (tst_devicetraining, check-gpu).
+inline std::vector<WeightNormRequest> everyWeightNormRequest(const CausalLm<float> &lm) {
+    const ModelConfig &c = lm.config();
+    const int64_t groupWidth = (c.numHeads / c.numKvHeads) * c.headDim;
+    std::vector<WeightNormRequest> requests;
+    for (const auto &slot : lm.linears())
+        if (lm.parameters().find(slot.kind->weightName())) {
+            requests.push_back({slot.kind->weightName(), 0});
+            requests.push_back({slot.kind->weightName(), 1});
+            if (slot.role == TensorRole::AttnO)
+                requests.push_back({slot.kind->weightName(), groupWidth});
+        }
+    return requests;
+}
 
 // A training step on an accelerator (issue 17 item 9), implemented in gpu/ from the ops of gpu/trainops.h as a
 // service of the device's backend; core sees only this interface. It mirrors CausalLm<float>::forward / backward,
