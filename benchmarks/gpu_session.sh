@@ -12,7 +12,8 @@
 #             attention kernels, whose first-step losses must match)
 #   train-run lathe-cli train on the demo model with "device": "cuda" (fp32) beside the same job on the CPU: the
 #             final evaluation losses must agree to 1e-3; then the GPU run killed at three moments and resumed must
-#             export the uninterrupted run's bytes (the GPU step is deterministic: no atomics); then recovery,
+#             export the uninterrupted run's bytes (the GPU step is deterministic: no atomics); then bf16 products
+#             on score blocks and with the fused attention (LATHE_GPU_TRAIN_ATTENTION=fused); then recovery,
 #             LoSparse, PST, SAT and BERT's masked LM (tf-bert-mlm) on the GPU beside the CPU (final losses within
 #             1e-2)
 #   resume    SliceGPT on the demo model on the GPU, killed after blocks 0-3 are saved and resumed from its layer checkpoint:
@@ -129,6 +130,29 @@ PY
     grep -h "resumed at step" "$d/k/run.log"
   done
   echo "killed and resumed 3 times: every export equal to the uninterrupted GPU run's"
+  # bf16 products on score blocks and with the fused attention kernels (LATHE_GPU_TRAIN_ATTENTION=fused; the demo
+  # model's 8-wide heads padded to 16), each against the CPU's fp32 run (final eval loss within 3e-2: bf16
+  # rounding over 60 steps; a wrong kernel is far outside it); the fused run must say it ran them.
+  local attn
+  python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); j["checkpoint_every"] = 0; j["precision"] = "bf16"
+json.dump(j, open(sys.argv[2], "w"))' "$d/job.json" "$d/bf16.json" || return 1
+  for attn in blocks fused; do
+    LATHE_GPU_TRAIN_ATTENTION=$attn "$cli" train "$d/bf16.json" --output "$d/bf16-$attn" > "$d/bf16-$attn.log" 2>&1 ||
+      { tail -5 "$d/bf16-$attn.log"; return 1; }
+  done
+  python3 - "$d" <<'PY' || return 1
+import json, sys
+d = sys.argv[1]
+c = json.load(open(f"{d}/cpu/results.json"))["evals"][-1]["eval_loss"]
+ok = True
+for attn in ("blocks", "fused"):
+    r = json.load(open(f"{d}/bf16-{attn}/results.json"))
+    g = r["evals"][-1]["eval_loss"]
+    ran = ("fused attention" in r["device"]) == (attn == "fused")
+    print(f"bf16 {attn}: final eval loss {g:.6f} against the CPU's {c:.6f}; {r['device']}")
+    ok = ok and ran and abs(g - c) <= 3e-2 * abs(c)
+sys.exit(0 if ok else 1)
+PY
   # The methods the GPU trainer runs, GPU against CPU (their masks follow the gradients: 1e-2 of the final loss),
   # and BERT's masked-LM training (tf-bert-mlm, plain; windows of 32 of its 64 positions).
   local method

@@ -9,8 +9,10 @@
 //
 // Products: bf16 operands, rounded from the fp32 activations as a tile is loaded into shared memory, fp32
 // accumulation on the tensor cores (nvcuda::wmma 16x16x16 fragments); scores, softmax and the gradients' sums fp32.
-// A block is four warps; a tile is 64 queries or keys, 16 rows per warp. Head widths: multiples of 16 up to 96
-// (train::fusedAttentionRuns), instantiated one by one. Shared memory per block at head width D: 3 x 64 x (D + 8)
+// A block is four warps; a tile is 64 queries or keys, 16 rows per warp. Head widths up to 96
+// (train::fusedAttentionRuns): the tiles have D columns, the head width rounded up to a multiple of 16 (the tensor
+// cores' fragment), instantiated one by one; the columns beyond the head width are zero, so they change no product
+// (the 8-wide heads of the test fixtures and the demo model run at D = 16). Shared memory per block: 3 x 64 x (D + 8)
 // bf16 tiles plus each warp's scores (16 x 68 fp32), probabilities (16 x 72 bf16) and output (16 x (D + 4) fp32) in
 // the forward: 70 KiB at D = 64, 90 KiB at D = 96 (under the 99 KiB a block may have on sm_86/89).
 //
@@ -48,7 +50,7 @@ using FragAcc = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
 
 struct FlashDims {
     int64_t batch, seq, qw, kw; // qw, kw: the row widths of q/ctx and k/v
-    int heads, kvHeads, group;
+    int heads, kvHeads, group, dh; // dh: the head width (the tiles' D columns are it rounded up to 16)
     float scale;
     bool causal;
 };
@@ -56,13 +58,14 @@ struct FlashDims {
 __host__ __device__ constexpr int64_t tilesOf(int64_t seq) { return (seq + kTile - 1) / kTile; }
 
 // dst (kTile x (D + kPad) bf16) = rows [row0, row0 + kTile) of src (fp32, `width` floats a row), columns
-// [col0, col0 + D), rounded; rows from `valid` on are zero.
+// [col0, col0 + dh), rounded; rows from `valid` on and columns from dh on are zero.
 template <int D>
-__device__ void loadTile(Bf16 *dst, const float *src, int64_t width, int64_t row0, int64_t valid, int64_t col0) {
+__device__ void loadTile(Bf16 *dst, const float *src, int64_t width, int64_t row0, int64_t valid, int64_t col0,
+                         int dh) {
     constexpr int ld = D + kPad;
     for (int i = threadIdx.x; i < kTile * D; i += kFlashThreads) {
         const int r = i / D, c = i % D;
-        dst[r * ld + c] = __float2bfloat16(r < valid ? src[(row0 + r) * width + col0 + c] : 0.0f);
+        dst[r * ld + c] = __float2bfloat16(r < valid && c < dh ? src[(row0 + r) * width + col0 + c] : 0.0f);
     }
 }
 
@@ -101,10 +104,10 @@ template <int D> __device__ void accumulateTileProduct(FragAcc *acc, const Bf16 
         }
 }
 
-// dst[rows of the warp's 16, D columns] += acc: each fragment through the warp's score scratch, rows from `valid`
-// on skipped. dst's row r is dst + r * width.
+// dst[rows of the warp's 16, dh columns] += acc: each fragment through the warp's score scratch, rows from
+// `valid` on and the padding columns skipped. dst's row r is dst + r * width.
 template <int D>
-__device__ void addFragments(const FragAcc *acc, float *scratch, float *dst, int64_t width, int64_t valid) {
+__device__ void addFragments(const FragAcc *acc, float *scratch, float *dst, int64_t width, int64_t valid, int dh) {
     const int lane = threadIdx.x % 32;
 #pragma unroll
     for (int n = 0; n < D / 16; ++n) {
@@ -113,7 +116,7 @@ __device__ void addFragments(const FragAcc *acc, float *scratch, float *dst, int
         __syncwarp();
         for (int i = lane; i < 256; i += 32) {
             const int r = i / 16, c = i % 16;
-            if (r < valid)
+            if (r < valid && n * 16 + c < dh)
                 dst[r * width + n * 16 + c] += scratch[r * kScoreLd + c];
         }
     }
@@ -148,7 +151,7 @@ __global__ void __launch_bounds__(kFlashThreads)
     const int h = int(bh % d.heads), kvh = h / d.group;
     float *wS = sS + warp * 16 * kScoreLd, *wO = sO + warp * 16 * ldo;
     Bf16 *wP = sP + warp * 16 * kProbLd;
-    loadTile<D>(sQ, q, d.qw, b * S + q0, min(int64_t(kTile), S - q0), int64_t(h) * D);
+    loadTile<D>(sQ, q, d.qw, b * S + q0, min(int64_t(kTile), S - q0), int64_t(h) * d.dh, d.dh);
     for (int i = lane; i < 16 * ldo; i += 32)
         wO[i] = 0.0f;
     const int64_t qi = q0 + warp * 16 + r; // this lane's query
@@ -157,8 +160,8 @@ __global__ void __launch_bounds__(kFlashThreads)
     for (int64_t kt = 0; kt < keyTiles; ++kt) {
         const int64_t k0 = kt * kTile;
         __syncthreads(); // the previous tile's keys and values are used up
-        loadTile<D>(sK, k, d.kw, b * S + k0, min(int64_t(kTile), S - k0), int64_t(kvh) * D);
-        loadTile<D>(sV, v, d.kw, b * S + k0, min(int64_t(kTile), S - k0), int64_t(kvh) * D);
+        loadTile<D>(sK, k, d.kw, b * S + k0, min(int64_t(kTile), S - k0), int64_t(kvh) * d.dh, d.dh);
+        loadTile<D>(sV, v, d.kw, b * S + k0, min(int64_t(kTile), S - k0), int64_t(kvh) * d.dh, d.dh);
         __syncthreads();
         productRowsByTile<D>(sQ + warp * 16 * ld, sK, wS);
         __syncwarp();
@@ -206,8 +209,8 @@ __global__ void __launch_bounds__(kFlashThreads)
     }
     if (qi < S) {
         const float inv = 1.0f / l;
-        float *out = ctx + (b * S + qi) * d.qw + int64_t(h) * D;
-        for (int c = half * (D / 2); c < (half + 1) * (D / 2); ++c)
+        float *out = ctx + (b * S + qi) * d.qw + int64_t(h) * d.dh;
+        for (int c = half * (D / 2); c < min((half + 1) * (D / 2), d.dh); ++c)
             out[c] = wO[r * ldo + c] * inv;
         if (half == 0)
             lse[bh * S + qi] = m + logf(l);
@@ -215,16 +218,16 @@ __global__ void __launch_bounds__(kFlashThreads)
 }
 
 // delta[(b, h, t)] = dO . O over the head's D columns: one warp per (row, head), a fixed shuffle order.
-__global__ void flashDeltaKernel(const float *dctx, const float *ctx, FlashDims d, int headDim, float *delta) {
+__global__ void flashDeltaKernel(const float *dctx, const float *ctx, FlashDims d, float *delta) {
     const int64_t w = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
     const int lane = threadIdx.x % 32;
     if (w >= d.batch * d.seq * d.heads)
         return;
     const int64_t row = w / d.heads;
     const int h = int(w % d.heads);
-    const float *a = dctx + row * d.qw + int64_t(h) * headDim, *o = ctx + row * d.qw + int64_t(h) * headDim;
+    const float *a = dctx + row * d.qw + int64_t(h) * d.dh, *o = ctx + row * d.qw + int64_t(h) * d.dh;
     float sum = 0.0f;
-    for (int c = lane; c < headDim; c += 32)
+    for (int c = lane; c < d.dh; c += 32)
         sum += a[c] * o[c];
     for (int off = 16; off > 0; off /= 2)
         sum += __shfl_xor_sync(0xffffffffu, sum, off);
@@ -272,8 +275,8 @@ __device__ void loadQueryTile(const float *q, const float *dctx, const float *ls
                               const FlashDims &d, int64_t b, int h, int64_t q0, Bf16 *sQ, Bf16 *sdO, float *sLse,
                               float *sDelta) {
     const int64_t S = d.seq, valid = min(int64_t(kTile), S - q0), bh = b * d.heads + h;
-    loadTile<D>(sQ, q, d.qw, b * S + q0, valid, int64_t(h) * D);
-    loadTile<D>(sdO, dctx, d.qw, b * S + q0, valid, int64_t(h) * D);
+    loadTile<D>(sQ, q, d.qw, b * S + q0, valid, int64_t(h) * d.dh, d.dh);
+    loadTile<D>(sdO, dctx, d.qw, b * S + q0, valid, int64_t(h) * d.dh, d.dh);
     for (int i = threadIdx.x; i < kTile; i += kFlashThreads) {
         sLse[i] = i < valid ? lse[bh * S + q0 + i] : 0.0f;
         sDelta[i] = i < valid ? delta[bh * S + q0 + i] : 0.0f;
@@ -300,8 +303,8 @@ __global__ void __launch_bounds__(kFlashThreads)
     float *wS = sS + warp * 16 * kScoreLd;
     Bf16 *wP = sP + warp * 16 * kProbLd, *wdS = sdS + warp * 16 * kProbLd;
     const int64_t keys = min(int64_t(kTile), S - k0);
-    loadTile<D>(sK, k, d.kw, b * S + k0, keys, int64_t(kvh) * D);
-    loadTile<D>(sV, v, d.kw, b * S + k0, keys, int64_t(kvh) * D);
+    loadTile<D>(sK, k, d.kw, b * S + k0, keys, int64_t(kvh) * d.dh, d.dh);
+    loadTile<D>(sV, v, d.kw, b * S + k0, keys, int64_t(kvh) * d.dh, d.dh);
     FragAcc dK[D / 16], dV[D / 16];
 #pragma unroll
     for (int n = 0; n < D / 16; ++n) {
@@ -331,8 +334,8 @@ __global__ void __launch_bounds__(kFlashThreads)
         }
     }
     const int64_t valid = keys - warp * 16;
-    addFragments<D>(dK, wS, dk + (b * S + k0 + warp * 16) * d.kw + int64_t(kvh) * D, d.kw, valid);
-    addFragments<D>(dV, wS, dv + (b * S + k0 + warp * 16) * d.kw + int64_t(kvh) * D, d.kw, valid);
+    addFragments<D>(dK, wS, dk + (b * S + k0 + warp * 16) * d.kw + int64_t(kvh) * d.dh, d.kw, valid, d.dh);
+    addFragments<D>(dV, wS, dv + (b * S + k0 + warp * 16) * d.kw + int64_t(kvh) * d.dh, d.kw, valid, d.dh);
 }
 
 // ---- backward, queries: one block per (query tile, sequence x head); dQ of its 64 queries summed over the key
@@ -363,8 +366,8 @@ __global__ void __launch_bounds__(kFlashThreads)
     for (int64_t kt = 0; kt < keyTiles; ++kt) {
         const TileRows t{q0, kt * kTile, warp * 16};
         __syncthreads(); // the previous key tile is used up (and, the first time, the query tile is loaded)
-        loadTile<D>(sK, k, d.kw, b * S + t.k0, min(int64_t(kTile), S - t.k0), int64_t(kvh) * D);
-        loadTile<D>(sV, v, d.kw, b * S + t.k0, min(int64_t(kTile), S - t.k0), int64_t(kvh) * D);
+        loadTile<D>(sK, k, d.kw, b * S + t.k0, min(int64_t(kTile), S - t.k0), int64_t(kvh) * d.dh, d.dh);
+        loadTile<D>(sV, v, d.kw, b * S + t.k0, min(int64_t(kTile), S - t.k0), int64_t(kvh) * d.dh, d.dh);
         __syncthreads();
         float p[32];
         productRowsByTile<D>(sQ + warp * 16 * ld, sK, wS); // S: the warp's queries x the tile's keys
@@ -377,13 +380,14 @@ __global__ void __launch_bounds__(kFlashThreads)
         __syncwarp();
         accumulateTileProduct<D>(dQ, wdS, sK); // dQ += dS K (scale inside dS)
     }
-    addFragments<D>(dQ, wS, dq + (b * S + q0 + warp * 16) * d.qw + int64_t(h) * D, d.qw,
-                    min(int64_t(kTile), S - q0) - warp * 16);
+    addFragments<D>(dQ, wS, dq + (b * S + q0 + warp * 16) * d.qw + int64_t(h) * d.dh, d.qw,
+                    min(int64_t(kTile), S - q0) - warp * 16, d.dh);
 }
 
-// Calls f(std::integral_constant<int, D>) for the head width D (a multiple of 16 up to 96).
+// Calls f(std::integral_constant<int, D>) for the tiles' width D: the head width rounded up to a multiple of 16,
+// up to 96.
 template <class F> void withHeadWidth(int headDim, F &&f) {
-    switch (headDim) {
+    switch ((headDim + 15) / 16 * 16) {
     case 16: return f(std::integral_constant<int, 16>());
     case 32: return f(std::integral_constant<int, 32>());
     case 48: return f(std::integral_constant<int, 48>());
@@ -400,7 +404,7 @@ FlashDims flashDims(const train::AttentionDims &d) {
     require(d.heads % d.kvHeads == 0 && d.batch * d.heads <= 65535, "GPU training",
             "the fused attention takes at most 65535 (sequence, head) pairs per call");
     return {d.batch, d.seq, int64_t(d.heads) * d.headDim, int64_t(d.kvHeads) * d.headDim, d.heads, d.kvHeads,
-            d.heads / d.kvHeads, float(d.scale), d.causal};
+            d.heads / d.kvHeads, d.headDim, float(d.scale), d.causal};
 }
 
 // Dynamic shared memory above the default 48 KiB has to be asked for, per kernel (and device).
@@ -414,7 +418,7 @@ void TrainOps::fusedAttentionForward(const float *q, const float *k, const float
                                      float *ctx, float *lse) {
     const Timed timed(*this, __func__);
     require(train::fusedAttentionRuns(m_precision, d.headDim), "GPU training",
-            "the fused attention needs bf16 products and a head width that is a multiple of 16 up to 96");
+            "the fused attention needs bf16 products and a head width of at most 96");
     if (d.batch * d.seq == 0)
         return;
     const FlashDims f = flashDims(d);
@@ -433,14 +437,14 @@ void TrainOps::fusedAttentionBackward(const float *dctx, const float *q, const f
                                       float *dk, float *dv) {
     const Timed timed(*this, __func__);
     require(train::fusedAttentionRuns(m_precision, d.headDim), "GPU training",
-            "the fused attention needs bf16 products and a head width that is a multiple of 16 up to 96");
+            "the fused attention needs bf16 products and a head width of at most 96");
     const int64_t pairs = d.batch * d.seq * d.heads;
     if (pairs == 0)
         return;
     const FlashDims f = flashDims(d);
     m_dP.ensure(size_t(pairs) * sizeof(float));
     float *delta = m_dP.as<float>();
-    flashDeltaKernel<<<unsigned((pairs * 32 + kThreads - 1) / kThreads), kThreads>>>(dctx, ctx, f, d.headDim, delta);
+    flashDeltaKernel<<<unsigned((pairs * 32 + kThreads - 1) / kThreads), kThreads>>>(dctx, ctx, f, delta);
     checkLaunch();
     withHeadWidth(d.headDim, [&](auto width) {
         constexpr int D = decltype(width)::value;

@@ -844,12 +844,14 @@ std::vector<GpuCheck> runTrainOpChecks() {
     guarded("train attention bidirectional", [&] { return attention(fp32, false, 4, 4); });
     guarded("train attention causal gqa bf16", [&] { return attention(bf16, true, 6, 2); });
     // The fused kernels (LATHE_GPU_TRAIN_ATTENTION=fused): one tile with a tail, SmolLM2's heads at head width 64
-    // over five tiles (the last partial), BERT's bidirectional case, Phi-2's head width 80.
+    // over five tiles (the last partial), BERT's bidirectional case, Phi-2's head width 80, and an 8-wide head (the
+    // fixtures' and the demo model's) padded to the tiles' 16 over two tiles.
     TrainOps fused(ctx.blas(), ComputePrecision::Bf16, train::AttentionStore::LogSumExp);
     guarded("train attention causal gqa fused d16 s37", [&] { return attention(fused, true, 6, 2); });
     guarded("train attention causal gqa fused d64 s300", [&] { return attention(fused, true, 9, 3, 2, 300, 64); });
     guarded("train attention bidirectional fused d64 s130", [&] { return attention(fused, false, 4, 4, 3, 130, 64); });
     guarded("train attention causal fused d80 s200", [&] { return attention(fused, true, 4, 4, 1, 200, 80); });
+    guarded("train attention causal gqa fused d8 s100", [&] { return attention(fused, true, 8, 2, 2, 100, 8); });
     guarded("train swiglu", [&] { return swiglu(fp32); });
     guarded("train gelu tanh", [&] { return gelu(fp32, train::Gelu::Tanh); });
     guarded("train gelu erf", [&] { return gelu(fp32, train::Gelu::Erf); });

@@ -30,10 +30,10 @@ struct OpTime {
 // log-sum-exps 0.6 MB.
 enum class AttentionStore { Probabilities, LogSumExp };
 // Whether the fused kernels can run a head width with a product precision: bf16 products (their operands are rounded
-// to bf16 as tiles are loaded; fp32 products stay pedantic, on the score blocks), a head width that is a multiple of
-// 16 (the tensor cores' tile) up to 96 (their tiles' shared memory stays under the 99 KiB of sm_86/89).
+// to bf16 as tiles are loaded; fp32 products stay pedantic, on the score blocks), a head width up to 96 (padded to a
+// multiple of 16, the tensor cores' fragment; their tiles' shared memory stays under the 99 KiB of sm_86/89).
 inline bool fusedAttentionRuns(ComputePrecision precision, int64_t headDim) {
-    return precision == ComputePrecision::Bf16 && headDim > 0 && headDim % 16 == 0 && headDim <= 96;
+    return precision == ComputePrecision::Bf16 && headDim > 0 && headDim <= 96;
 }
 // The GPU trainer's store: LogSumExp where the fused kernels run and LATHE_GPU_TRAIN_ATTENTION=fused asks for them,
 // Probabilities otherwise. Opt-in until `lathe-cli check-gpu` (its "fused" attention checks) has passed on a GPU:
