@@ -9,15 +9,19 @@
 // visible). Shared memory is filled with 0xFF bytes (NaN as fp32 and as bf16) before each block, so a kernel that
 // reads what it did not write shows NaN in its results.
 //
-// What it checks: the kernels' indexing, tiling, masking, padding and arithmetic, and the barriers a read needs
-// (a missing one shows as a race here too, though not reliably). What it cannot: timing, occupancy, the real
-// fragment layouts (the kernels never index fragments), shared-memory limits and bank conflicts.
+// What it checks: the kernels' indexing, tiling, masking, padding and arithmetic, the barriers a read needs (a
+// missing one shows as a race here too, though not reliably), wmma's alignment rules, and that no kernel reads
+// past its shared memory (exactly the launch's bytes, under AddressSanitizer in CI). What it cannot: timing,
+// occupancy, the real fragment layouts (the kernels never index fragments) and bank conflicts.
 
 #include <algorithm>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <memory>
 #include <thread>
 #include <type_traits>
@@ -64,9 +68,23 @@ inline float emulatedBf16ToFloat(__nv_bfloat16 h) {
 
 namespace lathe::emu {
 
+// Dynamic shared memory: exactly the launch's bytes (so that AddressSanitizer catches a kernel reading past them),
+// aligned to 128 bytes as `extern __shared__ __align__(128)` is.
+struct SharedBytes {
+    explicit SharedBytes(size_t n) : bytes(n), p(static_cast<unsigned char *>(::operator new(std::max<size_t>(n, 1),
+                                                                                             std::align_val_t(128)))) {}
+    ~SharedBytes() { ::operator delete(p, std::align_val_t(128)); }
+    SharedBytes(const SharedBytes &) = delete;
+    SharedBytes &operator=(const SharedBytes &) = delete;
+    unsigned char *data() const { return p; }
+    size_t size() const { return bytes; }
+    size_t bytes;
+    unsigned char *p;
+};
+
 struct Block {
     explicit Block(unsigned threads, size_t sharedBytes)
-        : threads(threads), block(threads), exchange(threads), shared(sharedBytes + 128) {
+        : threads(threads), block(threads), exchange(threads), shared(sharedBytes) {
         for (unsigned w = 0; w < (threads + 31) / 32; ++w)
             warps.push_back(std::make_unique<std::barrier<>>(std::min(32u, threads - 32 * w)));
     }
@@ -74,8 +92,18 @@ struct Block {
     std::barrier<> block;
     std::vector<std::unique_ptr<std::barrier<>>> warps;
     std::vector<float> exchange;
-    std::vector<unsigned char> shared;
+    SharedBytes shared;
 };
+
+// What wmma requires of a fragment's memory (CUDA C++ Programming Guide, "Warp Matrix Functions"): a 256-bit
+// aligned pointer, and a leading dimension that is a multiple of 16 bytes. A kernel that breaks it stops the test.
+inline void requireFragmentMemory(const void *p, unsigned ldm, size_t elementBytes) {
+    if (reinterpret_cast<uintptr_t>(p) % 32 != 0 || (ldm * elementBytes) % 16 != 0) {
+        std::fprintf(stderr, "wmma: fragment memory %p with leading dimension %u is not 256-bit aligned or its "
+                             "rows not a multiple of 16 bytes\n", p, ldm);
+        std::abort();
+    }
+}
 inline thread_local Block *t_block = nullptr;
 inline Block &current() { return *t_block; }
 inline unsigned lane() { return threadIdx.x % 32; }
@@ -137,16 +165,19 @@ template <class Use, class T, class L> void fill_fragment(fragment<Use, 16, 16, 
 }
 template <class Use, class L>
 void load_matrix_sync(fragment<Use, 16, 16, 16, __nv_bfloat16, L> &f, const __nv_bfloat16 *p, unsigned ldm) {
+    lathe::emu::requireFragmentMemory(p, ldm, 2);
     for (int r = 0; r < 16; ++r)
         for (int c = 0; c < 16; ++c)
             f.x[r * 16 + c] = emulatedBf16ToFloat(std::is_same_v<L, row_major> ? p[r * ldm + c] : p[c * ldm + r]);
 }
 inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float> &f, const float *p, unsigned ldm, layout_t l) {
+    lathe::emu::requireFragmentMemory(p, ldm, 4);
     for (int r = 0; r < 16; ++r)
         for (int c = 0; c < 16; ++c)
             f.x[r * 16 + c] = l == mem_row_major ? p[r * ldm + c] : p[c * ldm + r];
 }
 inline void store_matrix_sync(float *p, const fragment<accumulator, 16, 16, 16, float> &f, unsigned ldm, layout_t l) {
+    lathe::emu::requireFragmentMemory(p, ldm, 4);
     if (lathe::emu::lane() != 0)
         return;
     for (int r = 0; r < 16; ++r)

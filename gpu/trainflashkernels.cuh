@@ -143,6 +143,10 @@ template <int D> constexpr size_t backwardSharedBytes() {
     return size_t(4 * kTile * (D + kPad)) * sizeof(Bf16) + size_t(2 * kTile) * sizeof(float) +
            size_t(kWarps * 16 * kScoreLd) * sizeof(float) + size_t(2 * kWarps * 16 * kProbLd) * sizeof(Bf16);
 }
+// The most dynamic shared memory a block may have on sm_86 and sm_89 (99 KiB; sm_80 163 KiB, sm_90 227 KiB).
+constexpr size_t kMaxSharedBytes = 99 * 1024;
+static_assert(forwardSharedBytes<96>() <= kMaxSharedBytes && backwardSharedBytes<96>() <= kMaxSharedBytes,
+              "the widest tiles must fit every supported GPU's shared memory");
 
 // ---- forward: one block per (query tile, sequence x head) ----
 // Each lane owns half a row of its warp's 16: row lane / 2, columns [32 (lane % 2), +32) of a key tile, and the
