@@ -208,20 +208,14 @@ __global__ void __launch_bounds__(kFlashThreads)
             wO[r * ldo + c] *= alpha;
         __syncwarp();
         // O += P V, the accumulators loaded from and stored to the warp's rows of O.
+        FragAcc acc[D / 16];
 #pragma unroll
-        for (int n = 0; n < D / 16; ++n) {
-            FragAcc acc;
-            wmma::load_matrix_sync(acc, wO + n * 16, ldo, wmma::mem_row_major);
+        for (int n = 0; n < D / 16; ++n)
+            wmma::load_matrix_sync(acc[n], wO + n * 16, ldo, wmma::mem_row_major);
+        accumulateTileProduct<D>(acc, wP, sV);
 #pragma unroll
-            for (int kk = 0; kk < kTile / 16; ++kk) {
-                FragA fa;
-                FragBRow fb;
-                wmma::load_matrix_sync(fa, wP + kk * 16, kProbLd);
-                wmma::load_matrix_sync(fb, sV + kk * 16 * ld + n * 16, ld);
-                wmma::mma_sync(acc, fa, fb, acc);
-            }
-            wmma::store_matrix_sync(wO + n * 16, acc, ldo, wmma::mem_row_major);
-        }
+        for (int n = 0; n < D / 16; ++n)
+            wmma::store_matrix_sync(wO + n * 16, acc[n], ldo, wmma::mem_row_major);
         __syncwarp();
     }
     if (qi < S) {

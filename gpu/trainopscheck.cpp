@@ -234,14 +234,7 @@ GpuCheck rope(TrainOps &ops) {
 GpuCheck attention(TrainOps &ops, bool causal, int heads, int kvHeads, int64_t batch = 2, int64_t seq = 37,
                    int headDim = 16) {
     Inputs in(5);
-    train::AttentionDims d;
-    d.batch = batch;
-    d.seq = seq;
-    d.heads = heads;
-    d.kvHeads = kvHeads;
-    d.headDim = headDim;
-    d.scale = 1.0 / std::sqrt(double(d.headDim));
-    d.causal = causal;
+    const train::AttentionDims d{batch, seq, heads, kvHeads, headDim, 1.0 / std::sqrt(double(headDim)), causal};
     const int64_t rows = d.batch * d.seq, qw = int64_t(heads) * d.headDim, kw = int64_t(kvHeads) * d.headDim;
     const MatF q = in.mat(rows, qw), k = in.mat(rows, kw), v = in.mat(rows, kw), dctx = in.mat(rows, qw);
     MatF ctx, dq = in.mat(rows, qw, 0.1f), dk = in.mat(rows, kw, 0.1f), dv = in.mat(rows, kw, 0.1f);

@@ -79,14 +79,7 @@ private slots:
         QFETCH(int, heads);
         QFETCH(int, kvHeads);
         QFETCH(int, headDim);
-        train::AttentionDims d;
-        d.batch = batch;
-        d.seq = seq;
-        d.heads = heads;
-        d.kvHeads = kvHeads;
-        d.headDim = headDim;
-        d.scale = 1.0 / std::sqrt(double(headDim));
-        d.causal = causal;
+        const train::AttentionDims d{batch, seq, heads, kvHeads, headDim, 1.0 / std::sqrt(double(headDim)), causal};
         const int64_t rows = d.batch * d.seq, qw = int64_t(heads) * headDim, kw = int64_t(kvHeads) * headDim;
         std::mt19937 rng(7);
         const MatF q = randomMat(rows, qw, rng), k = randomMat(rows, kw, rng), v = randomMat(rows, kw, rng),
