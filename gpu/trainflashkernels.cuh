@@ -280,6 +280,27 @@ __device__ inline void tileScoreGradient(const float *wS, const float *deltaOf, 
     }
 }
 
+// The backward kernels' shared memory (backwardSharedBytes): the query tile's q and dO and the key tile's k and v
+// (bf16, 64 x (D + kPad) each), the query tile's log-sum-exps and deltas (64 floats each), and each warp's scores
+// (16 x kScoreLd fp32), probabilities and score gradients (16 x kProbLd bf16 each; the query kernel uses no
+// probabilities). Every part starts on a 32-byte boundary, as wmma needs.
+template <int D> struct BackwardShared {
+    __device__ explicit BackwardShared(unsigned char *shared) {
+        constexpr int ld = D + kPad;
+        q = reinterpret_cast<Bf16 *>(shared);
+        dO = q + kTile * ld;
+        k = dO + kTile * ld;
+        v = k + kTile * ld;
+        lse = reinterpret_cast<float *>(v + kTile * ld);
+        delta = lse + kTile;
+        scores = delta + kTile;
+        probs = reinterpret_cast<Bf16 *>(scores + kWarps * 16 * kScoreLd);
+        dScores = probs + kWarps * 16 * kProbLd;
+    }
+    Bf16 *q, *dO, *k, *v, *probs, *dScores;
+    float *lse, *delta, *scores;
+};
+
 // Loads a query tile's rows of q and dO, and its log-sum-exps and deltas (zero beyond the sequence).
 template <int D>
 __device__ void loadQueryTile(const float *q, const float *dctx, const float *lse, const float *delta,
@@ -302,11 +323,9 @@ __global__ void __launch_bounds__(kFlashThreads)
                             const float *delta, FlashDims d, float *dk, float *dv) {
     constexpr int ld = D + kPad;
     LATHE_SHARED_BYTES(shared);
-    Bf16 *sK = reinterpret_cast<Bf16 *>(shared);
-    Bf16 *sV = sK + kTile * ld, *sQ = sV + kTile * ld, *sdO = sQ + kTile * ld;
-    float *sLse = reinterpret_cast<float *>(sdO + kTile * ld), *sDelta = sLse + kTile;
-    float *sS = sDelta + kTile;
-    Bf16 *sP = reinterpret_cast<Bf16 *>(sS + kWarps * 16 * kScoreLd), *sdS = sP + kWarps * 16 * kProbLd;
+    const BackwardShared<D> sh(shared);
+    Bf16 *sK = sh.k, *sV = sh.v, *sQ = sh.q, *sdO = sh.dO, *sP = sh.probs, *sdS = sh.dScores;
+    float *sLse = sh.lse, *sDelta = sh.delta, *sS = sh.scores;
 
     const int warp = threadIdx.x / 32;
     const int64_t b = blockIdx.y / d.kvHeads, S = d.seq, k0 = int64_t(blockIdx.x) * kTile;
@@ -357,11 +376,9 @@ __global__ void __launch_bounds__(kFlashThreads)
                                const float *delta, FlashDims d, float *dq) {
     constexpr int ld = D + kPad;
     LATHE_SHARED_BYTES(shared);
-    Bf16 *sQ = reinterpret_cast<Bf16 *>(shared);
-    Bf16 *sdO = sQ + kTile * ld, *sK = sdO + kTile * ld, *sV = sK + kTile * ld;
-    float *sLse = reinterpret_cast<float *>(sV + kTile * ld), *sDelta = sLse + kTile;
-    float *sS = sDelta + kTile;
-    Bf16 *sdS = reinterpret_cast<Bf16 *>(sS + kWarps * 16 * kScoreLd);
+    const BackwardShared<D> sh(shared);
+    Bf16 *sQ = sh.q, *sdO = sh.dO, *sK = sh.k, *sV = sh.v, *sdS = sh.dScores;
+    float *sLse = sh.lse, *sDelta = sh.delta, *sS = sh.scores;
 
     const int warp = threadIdx.x / 32;
     const int64_t bh = blockIdx.y, b = bh / d.heads, S = d.seq, q0 = int64_t(blockIdx.x) * kTile;
