@@ -19,7 +19,8 @@
 #   resume    SliceGPT on the demo model on the GPU, killed after blocks 0-3 are saved and resumed from its layer checkpoint:
 #             the export must equal an uninterrupted run's byte for byte (issue 20 item 9; the signals live on the GPU)
 #   estimate  lathe-cli compress --estimate on the GPU (its forward pass probed there) against the run's wall time,
-#             Wanda and SliceGPT on the demo model (issue 19 item 3: state the error; nothing fails on the error)
+#             Wanda and SliceGPT on the demo model, and lathe-cli train --estimate (time and GPU memory, against
+#             the wall time and nvidia-smi's peak) (issue 19 item 3: state the error; nothing fails on the error)
 # Usage (on the device, from the repository root, with .devdeps carried; prepare it here with
 # ../shared/tools/device-deps.sh):  benchmarks/gpu_session.sh [check|forward|slicegpt|train|train-run|resume|estimate|all]...
 # ("train" runs the train-run stage too).
@@ -201,6 +202,37 @@ for p in e["phases"]:
     print(f"  {p['phase']}: {p['seconds']:.3f} s x {p['times']}")
 PY
   done
+  # Training (issue 19 item 3 for `train --estimate`): the demo model on the GPU, bf16 products, 16 x 256 tokens a
+  # step; the estimated time against the run's wall time, and the estimated GPU memory against the process's peak
+  # as nvidia-smi reports it (polled every 0.1 s: a peak between two polls is missed).
+  cat > "$d/train.json" <<JSON
+{"model": "$PWD/resources/demo/stories260K.bin",
+ "data": {"train": "$text", "holdout": 0.1, "seq_len": 256, "batch": 16, "eval_windows": 8, "seed": 1},
+ "optimizer": {"lr": 1e-3, "warmup": 5}, "steps": 200, "eval_every": 50, "checkpoint_every": 100,
+ "device": "cuda", "precision": "bf16", "output": {"dir": "$d/train"}}
+JSON
+  "$cli" train "$d/train.json" --estimate --json > "$d/train-estimate.json" || return 1
+  local t0 t1 pid peak=0 used
+  t0=$(date +%s.%N)
+  "$cli" train "$d/train.json" > "$d/train-run.log" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    used=$(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits 2>/dev/null |
+           awk -F', *' -v p="$pid" '$1 == p {print $2}')
+    [ -n "$used" ] && [ "$used" -gt "$peak" ] && peak=$used
+    sleep 0.1
+  done
+  wait "$pid" || { tail -5 "$d/train-run.log"; return 1; }
+  t1=$(date +%s.%N)
+  python3 - "$d/train-estimate.json" "$t0" "$t1" "$peak" <<'PY' || return 1
+import json, sys
+e = json.load(open(sys.argv[1]))["estimate"]; wall = float(sys.argv[3]) - float(sys.argv[2]); peak = int(sys.argv[4])
+print(f"train: estimate {e['seconds']:.2f} s, run {wall:.2f} s wall, error {100 * (e['seconds'] - wall) / wall:+.0f}%; "
+      f"GPU memory estimate {e['device_bytes'] / 2**20:.0f} MiB, nvidia-smi peak {peak} MiB"
+      + (f" ({100 * (e['device_bytes'] / 2**20 - peak) / peak:+.0f}%)" if peak else " (not seen)"))
+for p in e["phases"]:
+    print(f"  {p['phase']}: {p['seconds']:.3f} s x {p['times']}")
+PY
 }
 # first_losses: the train stage's first-step losses side by side; the fused attention's must be within 1e-3
 # (relative) of the score-block path's, at the same batch and omission.
