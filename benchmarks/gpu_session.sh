@@ -9,7 +9,8 @@
 #             the fraction printed is against the 8192^3 bf16 GEMM measured in the same run; --profile: the time
 #             of every op), fp32 at 4 x 512, and bf16 with SAT's gathered step at omission 0.5 (--omit 0.5; issue
 #             18's speed-up while omitting); both bf16 steps again with LATHE_GPU_TRAIN_ATTENTION=fused (the fused
-#             attention kernels, whose first-step losses must match)
+#             attention kernels, whose first-step losses must match); SAT's later rungs (--omit 0.4 ... 0.1) and
+#             the default ladder's speed-up from the rungs' step times
 #   train-run lathe-cli train on the demo model with "device": "cuda" (fp32) beside the same job on the CPU: the
 #             final evaluation losses must agree to 1e-3; then the GPU run killed at three moments and resumed must
 #             export the uninterrupted run's bytes (the GPU step is deterministic: no atomics); then bf16 products
@@ -234,6 +235,28 @@ for p in e["phases"]:
     print(f"  {p['phase']}: {p['seconds']:.3f} s x {p['times']}")
 PY
 }
+# sat_ladder: the train stage's SAT rung step times (train-bf16-omit50 ... omit10, train-bf16 for omission 0)
+# weighted by the default ladder's shares: an arithmetic combination of measured step times, not a timed run.
+sat_ladder() {
+  python3 - "$out" <<'PY'
+import json, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+def step(name):
+    for line in (out / f"{name}.log").read_text().splitlines()[::-1]:
+        if line.startswith("{"):
+            j = json.loads(line)
+            return j["median_s"]
+rungs = [("train-bf16-omit50", 0.6), ("train-bf16-omit40", 0.08), ("train-bf16-omit30", 0.08),
+         ("train-bf16-omit20", 0.08), ("train-bf16-omit10", 0.08), ("train-bf16", 0.08)]
+times = {name: step(name) for name, _ in rungs}
+for name, share in rungs:
+    print(f"{name}: step {times[name]} s, share of the steps {share}")
+dense = times["train-bf16"]
+run = sum(times[name] * share for name, share in rungs)
+print(f"the default ladder: {run:.4f} s per step on average against {dense:.4f} s dense: {dense / run:.3f}x "
+      f"(issue 18's target 1.35x over the whole run)")
+PY
+}
 # first_losses: the train stage's first-step losses side by side; the fused attention's must be within 1e-3
 # (relative) of the score-block path's, at the same batch and omission.
 first_losses() {
@@ -284,7 +307,15 @@ for stage in "${stages[@]}"; do
         --precision bf16 --seq-len 1024 --batch 16 --repeat 5 --profile
       run train-bf16-omit50-fused env LATHE_GPU_TRAIN_ATTENTION=fused "$cli" bench train --shape smollm2-135m \
         --device cuda --precision bf16 --seq-len 1024 --batch 16 --repeat 5 --omit 0.5
-      run first-losses first_losses ;;&
+      run first-losses first_losses
+      # SAT's later rungs (omission 0.4 to 0.1), for the ladder's whole-run speed from step times: with the
+      # defaults (0.5 for 60% of the steps, then 0.4, 0.3, 0.2, 0.1 and 0 for 8% each) a run's time is the mean
+      # of the rungs' step times weighted by their shares; its speed-up is the dense step's time over that.
+      for w in 0.4 0.3 0.2 0.1; do
+        run "train-bf16-omit${w#0.}0" "$cli" bench train --shape smollm2-135m --device cuda --precision bf16 \
+          --seq-len 1024 --batch 16 --repeat 5 --omit "$w"
+      done
+      run sat-ladder sat_ladder ;;&
     train-run|train|all) run train-run train_run ;;&
     resume|all) run layer-resume layer_resume ;;&
     estimate|all) run estimate estimate_error ;;&
