@@ -35,7 +35,7 @@ class TrainOps {
 public:
     // precision: Fp32 or Bf16 products (LatheError for Fp16). store: what the attention saves for its backward
     // (train::AttentionStore): the probabilities, or each row's log-sum-exp with the fused kernels of
-    // trainflashattention.cu (LatheError unless train::fusedAttentionRuns for the precision; the head width is
+    // trainflashkernels.cuh (LatheError unless train::fusedAttentionRuns for the precision; the head width is
     // checked by each call).
     TrainOps(cublasHandle_t blas, ComputePrecision precision,
              train::AttentionStore store = train::AttentionStore::Probabilities);
@@ -194,7 +194,7 @@ private:
                       int64_t lda, const Operand &b, int64_t ldb, float beta, float *c, int64_t ldc);
     Operand chunkLogits(const Operand &h, const float *w, const float *b, int64_t rows, int64_t width, int64_t c0,
                         int64_t n, float *logits);
-    // The fused kernels (trainflashattention.cu): tiles of queries and keys in shared memory, bf16 tensor-core
+    // The fused kernels (trainflashkernels.cuh): tiles of queries and keys in shared memory, bf16 tensor-core
     // products, an online softmax; the backward recomputes the probabilities from the saved log-sum-exps.
     void fusedAttentionForward(const float *q, const float *k, const float *v, const train::AttentionDims &d,
                                float *ctx, float *lse);

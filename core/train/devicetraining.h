@@ -24,7 +24,7 @@ struct OpTime {
 
 // What a device trainer's attention forward saves for its backward (one buffer per block in OpsTrainer): the
 // probabilities, B H S^2 values (floats with fp32 products, bf16 with bf16 products: gpu/trainops.h), or with the
-// GPU's fused kernels (gpu/trainflashattention.cu) each row's log-sum-exp, B H S floats, from which the backward
+// GPU's fused kernels (gpu/trainflashkernels.cuh) each row's log-sum-exp, B H S floats, from which the backward
 // recomputes the probabilities tile by tile (train::attentionLogSumExp and attentionFromLogSumExp are its CPU
 // references). At SmolLM2's 9 heads, 1024 tokens and batch 16 the probabilities are 302 MB per block in bf16, the
 // log-sum-exps 0.6 MB.

@@ -87,7 +87,7 @@ inline int64_t attentionSequencesPerCall(int64_t batch, int64_t heads, int64_t s
 template <class T> struct AttentionState {
     std::vector<T> probs; // [batch][head][query][key], zero above the diagonal when causal
 };
-// What the GPU's fused attention (gpu/trainflashattention.cu) saves instead of the probabilities, and how its
+// What the GPU's fused attention (gpu/trainflashkernels.cuh) saves instead of the probabilities, and how its
 // backward gets them back, as CPU references: each row's log-sum-exp of its scaled scores, [batch][head][query]
 // (batch x heads x seq values), and the probabilities recomputed from it, exp(score - lse), laid out as
 // AttentionState's (zero above the diagonal when causal). Plain loops; for checks (check-gpu, tests), not speed.

@@ -58,16 +58,17 @@ namespace lathe::train {
 // Device bytes of a OpsTrainer for `parameters` parameters, `trainableParameters` of them trained, at batches of
 // B x S, with GPU ops: the parameters (4 bytes each), the trained ones' gradients and both moments (12 more); per
 // block the saved activations (the input and the attention norm's output; q, k, v and the context; what the
-// attention saves for its backward, by `store`: attentionSavedFloats; the MLP's up projection and activation, and the gate with SwiGLU; for
-// sequential blocks the residual between attention and MLP and its norm's output; a norm's rstd per row, and its
+// attention saves for its backward, by `store`: attentionSavedFloats; the MLP's up projection and activation, and
+// the gate with SwiGLU; for sequential blocks the residual between attention and MLP and its norm's output; a
+// norm's rstd per row, and its
 // mean with LayerNorm; BERT's post-norm blocks keep as many: the two sums entering their norms instead of the
 // attention norm's output and the residual); BERT's embedding sum, its LayerNorm's statistics and the masked-LM
 // head's dense output and activation; with recomputation the blocks' inputs only, and one block's set; one block's gradient
 // buffers and the head's (7 B S D, 2 or 3 B S F, 2 B S (H + KV) d, and GPT-2's fused q/k/v product or its
 // gradient); the RoPE table; the ops' scratch (the loss's rows x chunk logits, the score block of the sequences the
 // attention takes at a time, attentionSequencesPerCall x H S^2, or B H S floats with the fused attention, and with
-// bf16 products bf16 copies of the operands); and a fixed allowance of 512 MiB for the CUDA context and cuBLAS's workspaces (an allowance, not a
-// measurement); plus `linearKindBytes`, what a method's linears hold besides their parameters
+// bf16 products bf16 copies of the operands); and a fixed allowance of 512 MiB for the CUDA context and cuBLAS's
+// workspaces (an allowance, not a measurement); plus `linearKindBytes`, what a method's linears hold besides their parameters
 // (OpsTrainer::linearKindBytes: masks and the scratch their products need).
 inline uint64_t opsTrainerDeviceBytes(const ModelConfig &c, int64_t parameters, int64_t trainableParameters,
                                        int64_t B, int64_t S, ComputePrecision precision, bool recompute,
@@ -79,7 +80,7 @@ inline uint64_t opsTrainerDeviceBytes(const ModelConfig &c, int64_t parameters, 
     const uint64_t scores = uint64_t(c.numHeads) * uint64_t(S) * uint64_t(S);
     const uint64_t stats = rows * (rms ? 1 : 2); // a norm's rstd (and mean) per row
     const uint64_t mlp = (swiglu ? 3 : 2) * rows * F;
-    // The saved probabilities: bf16 (half the floats) with bf16 products.
+    // What the attention saves for its backward: the probabilities (bf16 with bf16 products) or the log-sum-exps.
     const uint64_t probs = uint64_t(attentionSavedFloats(store, precision, B, c.numHeads, S));
     const uint64_t perBlock = 2 * rows * D + stats + 2 * rows * qw + 2 * rows * kw + probs + mlp +
                               (parallel ? 0 : 2 * rows * D + stats);
