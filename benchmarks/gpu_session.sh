@@ -235,47 +235,41 @@ for p in e["phases"]:
     print(f"  {p['phase']}: {p['seconds']:.3f} s x {p['times']}")
 PY
 }
-# sat_ladder: the train stage's SAT rung step times (train-bf16-omit50 ... omit10, train-bf16 for omission 0)
-# weighted by the default ladder's shares: an arithmetic combination of measured step times, not a timed run.
-sat_ladder() {
+# train_summary: the train stage's bench JSON lines side by side.
+# - First-step losses: the fused attention's must be within 1e-3 (relative) of the score-block path's, at the same
+#   batch and omission (the stage fails otherwise).
+# - SAT's rung step times (train-bf16-omit50 ... omit10, train-bf16 for omission 0) weighted by the default
+#   ladder's shares: an arithmetic combination of measured step times, not a timed run.
+train_summary() {
   python3 - "$out" <<'PY'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
-def step(name):
-    for line in (out / f"{name}.log").read_text().splitlines()[::-1]:
+def last_json(name):
+    path = out / f"{name}.log"
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines()[::-1]:
         if line.startswith("{"):
-            j = json.loads(line)
-            return j["median_s"]
-rungs = [("train-bf16-omit50", 0.6), ("train-bf16-omit40", 0.08), ("train-bf16-omit30", 0.08),
-         ("train-bf16-omit20", 0.08), ("train-bf16-omit10", 0.08), ("train-bf16", 0.08)]
-times = {name: step(name) for name, _ in rungs}
-for name, share in rungs:
-    print(f"{name}: step {times[name]} s, share of the steps {share}")
-dense = times["train-bf16"]
-run = sum(times[name] * share for name, share in rungs)
-print(f"the default ladder: {run:.4f} s per step on average against {dense:.4f} s dense: {dense / run:.3f}x "
-      f"(issue 18's target 1.35x over the whole run)")
-PY
-}
-# first_losses: the train stage's first-step losses side by side; the fused attention's must be within 1e-3
-# (relative) of the score-block path's, at the same batch and omission.
-first_losses() {
-  python3 - "$out" <<'PY'
-import json, sys, pathlib
-out = pathlib.Path(sys.argv[1])
-def loss(name):
-    for line in (out / f"{name}.log").read_text().splitlines()[::-1]:
-        if line.startswith("{"):
-            return json.loads(line).get("first_loss")
+            return json.loads(line)
 ok = True
 for plain, fused in (("train-bf16", "train-bf16-fused"), ("train-bf16-omit50", "train-bf16-omit50-fused")):
-    try:
-        a, b = loss(plain), loss(fused)
-    except OSError as e:
-        print(f"{fused}: no log ({e})"); ok = False; continue
+    a, b = (last_json(n) for n in (plain, fused))
+    a, b = (j.get("first_loss") if j else None for j in (a, b))
     close = a is not None and b is not None and abs(a - b) <= 1e-3 * abs(a)
     print(f"{plain} first loss {a}, {fused} {b}: {'agree' if close else 'DIFFER'}")
     ok = ok and close
+rungs = [("train-bf16-omit50", 0.6), ("train-bf16-omit40", 0.08), ("train-bf16-omit30", 0.08),
+         ("train-bf16-omit20", 0.08), ("train-bf16-omit10", 0.08), ("train-bf16", 0.08)]
+times = {name: (last_json(name) or {}).get("median_s") for name, _ in rungs}
+for name, share in rungs:
+    print(f"{name}: step {times[name]} s, share of the steps {share}")
+if all(times.values()):
+    dense = times["train-bf16"]
+    run = sum(times[name] * share for name, share in rungs)
+    print(f"the default ladder: {run:.4f} s per step on average against {dense:.4f} s dense: {dense / run:.3f}x "
+          f"(issue 18's target 1.35x over the whole run)")
+else:
+    print("the default ladder: a rung has no step time")
 sys.exit(0 if ok else 1)
 PY
 }
@@ -307,7 +301,6 @@ for stage in "${stages[@]}"; do
         --precision bf16 --seq-len 1024 --batch 16 --repeat 5 --profile
       run train-bf16-omit50-fused env LATHE_GPU_TRAIN_ATTENTION=fused "$cli" bench train --shape smollm2-135m \
         --device cuda --precision bf16 --seq-len 1024 --batch 16 --repeat 5 --omit 0.5
-      run first-losses first_losses
       # SAT's later rungs (omission 0.4 to 0.1), for the ladder's whole-run speed from step times: with the
       # defaults (0.5 for 60% of the steps, then 0.4, 0.3, 0.2, 0.1 and 0 for 8% each) a run's time is the mean
       # of the rungs' step times weighted by their shares; its speed-up is the dense step's time over that.
@@ -315,7 +308,7 @@ for stage in "${stages[@]}"; do
         run "train-bf16-omit${w#0.}0" "$cli" bench train --shape smollm2-135m --device cuda --precision bf16 \
           --seq-len 1024 --batch 16 --repeat 5 --omit "$w"
       done
-      run sat-ladder sat_ladder ;;&
+      run train-summary train_summary ;;&
     train-run|train|all) run train-run train_run ;;&
     resume|all) run layer-resume layer_resume ;;&
     estimate|all) run estimate estimate_error ;;&

@@ -53,10 +53,6 @@ private:
     std::optional<std::string> m_old;
 };
 
-} // namespace
-
-namespace {
-
 DeviceForwardOptions withPrecision(ComputePrecision p) {
     DeviceForwardOptions o;
     o.precision = p;

@@ -18,11 +18,9 @@ template <class K> void allowSharedBytes(K kernel, size_t bytes) {
 void TrainOps::fusedAttentionForward(const float *q, const float *k, const float *v, const train::AttentionDims &d,
                                      float *ctx, float *lse) {
     const Timed timed(*this, __func__);
-    require(train::fusedAttentionRuns(m_precision, d.headDim), "GPU training",
-            "the fused attention needs bf16 products and a head width of at most 96");
+    const FlashDims f = flashDims(d);
     if (d.batch * d.seq == 0)
         return;
-    const FlashDims f = flashDims(d);
     withHeadWidth(d.headDim, [&](auto width) {
         constexpr int D = decltype(width)::value;
         constexpr size_t bytes = forwardSharedBytes<D>();
@@ -36,12 +34,10 @@ void TrainOps::fusedAttentionBackward(const float *dctx, const float *q, const f
                                       const float *ctx, const train::AttentionDims &d, const float *lse, float *dq,
                                       float *dk, float *dv) {
     const Timed timed(*this, __func__);
-    require(train::fusedAttentionRuns(m_precision, d.headDim), "GPU training",
-            "the fused attention needs bf16 products and a head width of at most 96");
+    const FlashDims f = flashDims(d);
     const int64_t pairs = d.batch * d.seq * d.heads;
     if (pairs == 0)
         return;
-    const FlashDims f = flashDims(d);
     m_dP.ensure(size_t(pairs) * sizeof(float));
     float *delta = m_dP.as<float>();
     flashDeltaKernel<<<deltaBlocks(f), kDeltaThreads>>>(dctx, ctx, f, delta);

@@ -35,6 +35,7 @@
 #endif
 
 #include "base/error.h"
+#include "train/devicetraining.h"
 #include "train/ops.h"
 
 #include <cstddef>
@@ -428,7 +429,11 @@ template <class F> void withHeadWidth(int headDim, F &&f) {
     }
 }
 
+// The kernels' dims, checked: a head width the kernels have (bf16 products are the TrainOps constructor's check),
+// whole KV groups, and a grid's y within CUDA's 65535.
 FlashDims flashDims(const train::AttentionDims &d) {
+    require(train::fusedAttentionRuns(ComputePrecision::Bf16, d.headDim), "GPU training",
+            "the fused attention needs bf16 products and a head width of at most 96");
     require(d.heads % d.kvHeads == 0 && d.batch * d.heads <= 65535, "GPU training",
             "the fused attention takes at most 65535 (sequence, head) pairs per call");
     return {d.batch, d.seq, int64_t(d.heads) * d.headDim, int64_t(d.kvHeads) * d.headDim, d.heads, d.kvHeads,

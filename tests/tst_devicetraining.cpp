@@ -521,38 +521,39 @@ private slots:
             const ModelConfig &c = m->config;
             const int64_t B = 2, S = std::min<int64_t>(48, c.maxPositions), rows = B * S;
             const int64_t chunk = std::clamp<int64_t>((int64_t(64) << 20) / rows, 1024, c.vocabSize);
-            const uint64_t scratch =
-                4 * uint64_t(rows * chunk + train::attentionSequencesPerCall(B, c.numHeads, S) * c.numHeads * S * S) +
-                (uint64_t(512) << 20);
-            // One step of a trainer for `lm` (its recomputation, the channel norms kept when asked): the formula
-            // with the trainer's linears' part equals what it holds; `held` and `kinds` receive both.
+            // The ops' scratch the formula adds: the loss's logits, and the attention's score gradients (or, with
+            // the fused attention's store, each row's dO . O), and the CUDA allowance.
+            const auto scratch = [&](train::AttentionStore store) {
+                const int64_t attention = store == train::AttentionStore::LogSumExp
+                                              ? B * c.numHeads * S
+                                              : train::attentionSequencesPerCall(B, c.numHeads, S) * c.numHeads * S * S;
+                return 4 * uint64_t(rows * chunk + attention) + (uint64_t(512) << 20);
+            };
+            // One step of a trainer for `lm` (its recomputation, the channel norms kept when asked), with the
+            // attention saving its probabilities and with it saving each row's log-sum-exp (the fused kernels'
+            // store): the formula with the trainer's linears' part equals what each holds; `held` and `kinds`
+            // receive the first's.
             const auto stepped = [&](train::CausalLm<float> &lm, bool keepNorms, uint64_t &held, uint64_t &kinds) {
                 train::MlmMasking masking; // BERT's (unused by a decoder)
                 masking.maskId = 3;
                 lm.setMasking(masking);
-                train::OpsTrainer<test::HostTrainOps> trainer(test::HostTrainOps(), lm, train::AdamW<float>());
-                trainer.keepChannelNorms(keepNorms);
-                trainer.zeroGradients();
-                trainer.forwardBackward(TokenBatch::random(c.vocabSize, B, S, 1), 1.0f);
-                held = trainer.deviceBytes();
-                kinds = trainer.linearKindBytes();
-                QCOMPARE(train::opsTrainerDeviceBytes(c, lm.parameters().count(false), lm.parameters().count(true),
-                                                       B, S, ComputePrecision::Fp32, lm.recompute(),
-                                                       train::AttentionStore::Probabilities, kinds) -
-                             scratch,
-                         held);
-                // With the fused attention's store (each row's log-sum-exp; its scratch B H S floats of dO . O).
-                train::OpsTrainer<test::HostTrainOps> fused(test::HostTrainOps(train::AttentionStore::LogSumExp), lm,
-                                                            train::AdamW<float>());
-                fused.keepChannelNorms(keepNorms);
-                fused.zeroGradients();
-                fused.forwardBackward(TokenBatch::random(c.vocabSize, B, S, 1), 1.0f);
-                QCOMPARE(train::opsTrainerDeviceBytes(c, lm.parameters().count(false), lm.parameters().count(true),
-                                                       B, S, ComputePrecision::Fp32, lm.recompute(),
-                                                       train::AttentionStore::LogSumExp, kinds) -
-                             (4 * uint64_t(rows * chunk + B * c.numHeads * S) + (uint64_t(512) << 20)),
-                         fused.deviceBytes());
-                QVERIFY(fused.deviceBytes() < held);
+                uint64_t heldBy[2] = {};
+                for (const train::AttentionStore store :
+                     {train::AttentionStore::Probabilities, train::AttentionStore::LogSumExp}) {
+                    train::OpsTrainer<test::HostTrainOps> trainer(test::HostTrainOps(store), lm, train::AdamW<float>());
+                    trainer.keepChannelNorms(keepNorms);
+                    trainer.zeroGradients();
+                    trainer.forwardBackward(TokenBatch::random(c.vocabSize, B, S, 1), 1.0f);
+                    heldBy[int(store)] = trainer.deviceBytes();
+                    kinds = trainer.linearKindBytes();
+                    QCOMPARE(train::opsTrainerDeviceBytes(c, lm.parameters().count(false),
+                                                           lm.parameters().count(true), B, S, ComputePrecision::Fp32,
+                                                           lm.recompute(), store, kinds) -
+                                 scratch(store),
+                             heldBy[int(store)]);
+                }
+                held = heldBy[0];
+                QVERIFY(heldBy[1] < held);
             };
             uint64_t held[2] = {}, kinds = 0;
             for (const bool recompute : {false, true}) {
