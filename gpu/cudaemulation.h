@@ -117,15 +117,16 @@ template <class F> void launch(dim3 grid, unsigned threads, size_t sharedBytes, 
             t_block = &b;
             threadIdx = {t, 0, 0};
             blockDim = dim3(threads);
-            for (unsigned by = 0; by < grid.y; ++by)
-                for (unsigned bx = 0; bx < grid.x; ++bx) {
-                    if (t == 0)
-                        std::memset(b.shared.data(), 0xff, b.shared.size());
-                    b.block.arrive_and_wait();
-                    blockIdx = {bx, by, 0};
-                    kernel();
-                    b.block.arrive_and_wait();
-                }
+            for (unsigned bz = 0; bz < grid.z; ++bz)
+                for (unsigned by = 0; by < grid.y; ++by)
+                    for (unsigned bx = 0; bx < grid.x; ++bx) {
+                        if (t == 0)
+                            std::memset(b.shared.data(), 0xff, b.shared.size());
+                        b.block.arrive_and_wait();
+                        blockIdx = {bx, by, bz};
+                        kernel();
+                        b.block.arrive_and_wait();
+                    }
         });
     for (std::thread &t : pool)
         t.join();

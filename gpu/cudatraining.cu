@@ -11,6 +11,8 @@
 
 #include "train/opstrainer.h"
 
+#include <spdlog/spdlog.h>
+
 #include <string>
 
 namespace lathe::gpu {
@@ -54,8 +56,11 @@ private:
 std::unique_ptr<train::DeviceTrainer> makeCudaTrainer(GpuContext &ctx, const train::CausalLm<float> &model,
                                                       const train::AdamW<float> &optimizer,
                                                       ComputePrecision precision) {
-    const train::AttentionStore store = train::gpuAttentionStore(precision, model.config().headDim);
-    return std::make_unique<train::OpsTrainer<CudaTrainOps>>(CudaTrainOps(ctx, precision, store), model, optimizer);
+    const train::AttentionChoice attention = train::gpuAttentionChoice(precision, model.config().headDim);
+    if (!attention.note.empty())
+        spdlog::warn("GPU training: {}", attention.note);
+    return std::make_unique<train::OpsTrainer<CudaTrainOps>>(CudaTrainOps(ctx, precision, attention.store), model,
+                                                             optimizer);
 }
 
 } // namespace lathe::gpu

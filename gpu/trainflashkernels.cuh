@@ -165,8 +165,8 @@ __global__ void __launch_bounds__(kFlashThreads)
     float *sO = reinterpret_cast<float *>(sP + kWarps * 16 * kProbLd);
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 2, half = lane % 2;
-    const int64_t bh = blockIdx.y, b = bh / d.heads, S = d.seq, q0 = int64_t(blockIdx.x) * kTile;
-    const int h = int(bh % d.heads), kvh = h / d.group;
+    const int64_t b = blockIdx.z, S = d.seq, q0 = int64_t(blockIdx.x) * kTile;
+    const int h = int(blockIdx.y), kvh = h / d.group;
     float *wS = sS + warp * 16 * kScoreLd, *wO = sO + warp * 16 * ldo;
     Bf16 *wP = sP + warp * 16 * kProbLd;
     loadTile<D>(sQ, q, d.qw, b * S + q0, min(int64_t(kTile), S - q0), int64_t(h) * d.dh, d.dh);
@@ -225,7 +225,7 @@ __global__ void __launch_bounds__(kFlashThreads)
         for (int c = half * (D / 2); c < min((half + 1) * (D / 2), d.dh); ++c)
             out[c] = wO[r * ldo + c] * inv;
         if (half == 0)
-            lse[bh * S + qi] = m + logf(l);
+            lse[(b * d.heads + h) * S + qi] = m + logf(l);
     }
 }
 
@@ -329,8 +329,8 @@ __global__ void __launch_bounds__(kFlashThreads)
     float *sLse = sh.lse, *sDelta = sh.delta, *sS = sh.scores;
 
     const int warp = threadIdx.x / 32;
-    const int64_t b = blockIdx.y / d.kvHeads, S = d.seq, k0 = int64_t(blockIdx.x) * kTile;
-    const int kvh = int(blockIdx.y % d.kvHeads);
+    const int64_t b = blockIdx.z, S = d.seq, k0 = int64_t(blockIdx.x) * kTile;
+    const int kvh = int(blockIdx.y);
     float *wS = sS + warp * 16 * kScoreLd;
     Bf16 *wP = sP + warp * 16 * kProbLd, *wdS = sdS + warp * 16 * kProbLd;
     const int64_t keys = min(int64_t(kTile), S - k0);
@@ -382,8 +382,8 @@ __global__ void __launch_bounds__(kFlashThreads)
     float *sLse = sh.lse, *sDelta = sh.delta, *sS = sh.scores;
 
     const int warp = threadIdx.x / 32;
-    const int64_t bh = blockIdx.y, b = bh / d.heads, S = d.seq, q0 = int64_t(blockIdx.x) * kTile;
-    const int h = int(bh % d.heads), kvh = h / d.group;
+    const int64_t b = blockIdx.z, S = d.seq, q0 = int64_t(blockIdx.x) * kTile;
+    const int h = int(blockIdx.y), kvh = h / d.group;
     float *wS = sS + warp * 16 * kScoreLd;
     Bf16 *wdS = sdS + warp * 16 * kProbLd;
     loadQueryTile<D>(q, dctx, lse, delta, d, b, h, q0, sQ, sdO, sLse, sDelta);
@@ -430,20 +430,29 @@ template <class F> void withHeadWidth(int headDim, F &&f) {
 }
 
 // The kernels' dims, checked: a head width the kernels have (bf16 products are the TrainOps constructor's check),
-// whole KV groups, and a grid's y within CUDA's 65535.
+// whole KV groups, and the grids' y and z (heads, sequences) within CUDA's 65535.
 FlashDims flashDims(const train::AttentionDims &d) {
     require(train::fusedAttentionRuns(ComputePrecision::Bf16, d.headDim), "GPU training",
             "the fused attention needs bf16 products and a head width of at most 96");
-    require(d.heads % d.kvHeads == 0 && d.batch * d.heads <= 65535, "GPU training",
-            "the fused attention takes at most 65535 (sequence, head) pairs per call");
+    require(d.kvHeads > 0 && d.heads % d.kvHeads == 0 && d.heads <= 65535, "GPU training",
+            "the fused attention needs whole groups of query heads per KV head (" + std::to_string(d.heads) +
+                " heads, " + std::to_string(d.kvHeads) + " KV heads)");
+    require(d.batch <= 65535, "GPU training",
+            "the fused attention takes at most 65535 sequences per call, not " + std::to_string(d.batch),
+            "a smaller data.batch with optimizer.accumulate for the same step");
     return {d.batch, d.seq, int64_t(d.heads) * d.headDim, int64_t(d.kvHeads) * d.headDim, d.heads, d.kvHeads,
             d.heads / d.kvHeads, d.headDim, float(d.scale), d.causal};
 }
 
 // Launch geometry: the forward and the query-gradient kernel take one block per (query tile, sequence x head), the
 // key/value-gradient kernel one per (key tile, sequence x KV head), the delta kernel one warp per (row, head).
-inline dim3 queryTileGrid(const FlashDims &d) { return dim3(unsigned(tilesOf(d.seq)), unsigned(d.batch * d.heads)); }
-inline dim3 keyTileGrid(const FlashDims &d) { return dim3(unsigned(tilesOf(d.seq)), unsigned(d.batch * d.kvHeads)); }
+// Grids: (tiles, heads, sequences) for the forward and dQ, (tiles, KV heads, sequences) for dK and dV.
+inline dim3 queryTileGrid(const FlashDims &d) {
+    return dim3(unsigned(tilesOf(d.seq)), unsigned(d.heads), unsigned(d.batch));
+}
+inline dim3 keyTileGrid(const FlashDims &d) {
+    return dim3(unsigned(tilesOf(d.seq)), unsigned(d.kvHeads), unsigned(d.batch));
+}
 constexpr int kDeltaThreads = 256;
 inline unsigned deltaBlocks(const FlashDims &d) {
     return unsigned((d.batch * d.seq * d.heads * 32 + kDeltaThreads - 1) / kDeltaThreads);

@@ -459,6 +459,41 @@ private slots:
         }
     }
 
+    // LATHE_GPU_TRAIN_ATTENTION: the fused kernels only where asked for and where they run; a request that is not
+    // followed says why (the GPU trainer warns with it) instead of falling back in silence.
+    void attentionChoice() {
+        using train::AttentionStore;
+        const auto choose = [](ComputePrecision p, int64_t headDim, const char *request) {
+            return train::gpuAttentionChoice(p, headDim, request);
+        };
+        for (const char *request : {static_cast<const char *>(nullptr), "", "blocks"}) {
+            const train::AttentionChoice c = choose(ComputePrecision::Bf16, 64, request);
+            QCOMPARE(c.store, AttentionStore::Probabilities);
+            QVERIFY(c.note.empty());
+        }
+        for (int64_t width : {8, 64, 80, 96}) {
+            const train::AttentionChoice c = choose(ComputePrecision::Bf16, width, "fused");
+            QCOMPARE(c.store, AttentionStore::LogSumExp);
+            QVERIFY(c.note.empty());
+        }
+        const struct {
+            ComputePrecision precision;
+            int64_t headDim;
+            const char *request, *why;
+        } refused[] = {
+            {ComputePrecision::Fp32, 64, "fused", "bf16 only (these products are fp32)"},
+            {ComputePrecision::Bf16, 128, "fused", "heads are 128 wide"},
+            {ComputePrecision::Bf16, 64, "flash", "the values are fused and blocks"},
+        };
+        for (const auto &r : refused) {
+            const train::AttentionChoice c = choose(r.precision, r.headDim, r.request);
+            QCOMPARE(c.store, AttentionStore::Probabilities);
+            QVERIFY2(c.note.find(r.why) != std::string::npos, c.note.c_str());
+            QVERIFY2(c.note.find(std::string("LATHE_GPU_TRAIN_ATTENTION=") + r.request + " ignored") == 0,
+                     c.note.c_str());
+        }
+    }
+
     // BERT's masked-LM training (tf-bert-mlm and its WordPiece vocabulary), which "auto" now gives the GPU trainer:
     // the CPU run's steps (two accumulated micro-batches each, masked from their own seeds), evaluations (masked
     // from the window's index) and exported bytes; cancelled after a checkpoint and resumed, the same bytes.

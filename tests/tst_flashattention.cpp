@@ -128,6 +128,33 @@ private slots:
         QVERIFY2(eCtx <= 1e-2 && eDq <= 1e-2 && eDk <= 1e-2 && eDv <= 1e-2, errors.constData());
         QVERIFY2(eLse <= 1e-4, errors.constData());
     }
+
+    // What the launches refuse before any kernel runs (a LatheError naming it, not a bad launch): a head width
+    // without a kernel, a head count that is not whole groups per KV head, and more sequences than a grid's z
+    // holds. 65,535 sequences still launch (sequences on z, heads on y: the limit was once on their product).
+    void refusals() {
+        const auto refuses = [](const train::AttentionDims &d, const char *why) {
+            try {
+                gpu::flashDims(d);
+            } catch (const LatheError &e) {
+                QVERIFY2(std::string(e.what()).find(why) != std::string::npos, e.what());
+                return;
+            }
+            QFAIL(why);
+        };
+        refuses({1, 64, 2, 2, 128, 0.1, true}, "head width of at most 96");
+        refuses({1, 64, 6, 4, 64, 0.1, true}, "whole groups of query heads per KV head (6 heads, 4 KV heads)");
+        refuses({65536, 16, 9, 3, 64, 0.1, true}, "at most 65535 sequences per call, not 65536");
+        QVERIFY_THROWS_EXCEPTION(LatheError, gpu::withHeadWidth(112, [](auto) {}));
+
+        const gpu::FlashDims f = gpu::flashDims({65535, 1024, 9, 3, 64, 0.125, true});
+        const dim3 queries = gpu::queryTileGrid(f), keys = gpu::keyTileGrid(f);
+        QCOMPARE(queries.x, 16u);
+        QCOMPARE(queries.y, 9u);
+        QCOMPARE(queries.z, 65535u);
+        QCOMPARE(keys.y, 3u);
+        QCOMPARE(keys.z, 65535u);
+    }
 };
 
 QTEST_GUILESS_MAIN(TestFlashAttention)

@@ -268,7 +268,7 @@ RunEstimate estimateTrainingRun(const TrainingSpec &spec, const Model &model, co
         const ComputePrecision precision = parsePrecision(spec.precision);
         e.deviceBytes = train::opsTrainerDeviceBytes(model.config, plan.parameters, plan.trainableParameters,
                                                       spec.batch, spec.seqLen, precision, spec.recompute,
-                                                      train::gpuAttentionStore(precision, model.config.headDim),
+                                                      train::gpuAttentionChoice(precision, model.config.headDim).store,
                                                       probe.deviceLinearKindBytes);
         e.deviceAvailable = gpu->totalMemory;
     }

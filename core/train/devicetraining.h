@@ -35,13 +35,33 @@ enum class AttentionStore { Probabilities, LogSumExp };
 inline bool fusedAttentionRuns(ComputePrecision precision, int64_t headDim) {
     return precision == ComputePrecision::Bf16 && headDim > 0 && headDim <= 96;
 }
-// The GPU trainer's store: LogSumExp where the fused kernels run and LATHE_GPU_TRAIN_ATTENTION=fused asks for them,
-// Probabilities otherwise. Opt-in until `lathe-cli check-gpu` (its "fused" attention checks) has passed on a GPU:
-// they were written in a session without one.
-inline AttentionStore gpuAttentionStore(ComputePrecision precision, int64_t headDim) {
-    const char *v = std::getenv("LATHE_GPU_TRAIN_ATTENTION");
-    const bool asked = v && std::string(v) == "fused";
-    return asked && fusedAttentionRuns(precision, headDim) ? AttentionStore::LogSumExp : AttentionStore::Probabilities;
+// The GPU trainer's attention from `request`, LATHE_GPU_TRAIN_ATTENTION's value (null when unset): LogSumExp where
+// it is "fused" and the fused kernels run (fusedAttentionRuns), Probabilities otherwise. Opt-in until `lathe-cli
+// check-gpu` (its "fused" attention checks) has passed on a GPU: they were written in a session without one. `note`
+// says why a request was not followed (empty when it was, or when there was none): the trainer warns with it.
+struct AttentionChoice {
+    AttentionStore store = AttentionStore::Probabilities;
+    std::string note;
+};
+inline AttentionChoice gpuAttentionChoice(ComputePrecision precision, int64_t headDim, const char *request) {
+    const std::string asked = request ? request : "";
+    if (asked.empty() || asked == "blocks")
+        return {};
+    const std::string ignored = "LATHE_GPU_TRAIN_ATTENTION=" + asked + " ignored: ";
+    if (asked != "fused")
+        return {AttentionStore::Probabilities, ignored + "the values are fused and blocks; attention on score blocks"};
+    if (precision != ComputePrecision::Bf16)
+        return {AttentionStore::Probabilities,
+                ignored + "the fused attention multiplies in bf16 only (these products are " +
+                    precisionName(precision) + "); attention on score blocks"};
+    if (!fusedAttentionRuns(precision, headDim))
+        return {AttentionStore::Probabilities, ignored + "the fused attention has kernels for head widths up to 96, "
+                                                         "this model's heads are " + std::to_string(headDim) +
+                                                         " wide; attention on score blocks"};
+    return {AttentionStore::LogSumExp, {}};
+}
+inline AttentionChoice gpuAttentionChoice(ComputePrecision precision, int64_t headDim) {
+    return gpuAttentionChoice(precision, headDim, std::getenv("LATHE_GPU_TRAIN_ATTENTION"));
 }
 // The saved buffer's size in floats (4-byte units) for a batch of `batch` sequences of `seq` tokens.
 inline int64_t attentionSavedFloats(AttentionStore store, ComputePrecision precision, int64_t batch, int64_t heads,
