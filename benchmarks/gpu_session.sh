@@ -7,7 +7,7 @@
 #   slicegpt  bench slicegpt on a random Llama-2-7B, 1024 x 2048 calibration tokens (issue 5: <= 5 min on an H100)
 #   train     bench train on a random SmolLM2-135M shape, bf16 products, 16 x 1024 tokens (issue 17: >= 35% MFU;
 #             the fraction printed is against the 8192^3 bf16 GEMM measured in the same run; --profile: the time
-#             of every op), fp32 at 4 x 512, and bf16 with SAT's gathered step at omission 0.5 (--omit 0.5; issue
+#             of every op, and of the products' bf16 operand rounding inside them), fp32 at 4 x 512, and bf16 with SAT's gathered step at omission 0.5 (--omit 0.5; issue
 #             18's speed-up while omitting); both bf16 steps again with LATHE_GPU_TRAIN_ATTENTION=fused (the fused
 #             attention kernels, whose first-step losses must match); SAT's later rungs (--omit 0.4 ... 0.1) and
 #             the default ladder's speed-up from the rungs' step times

@@ -269,9 +269,10 @@ std::vector<train::OpTime> TrainOps::opTimes() {
     for (const Profile::Span &s : m_profile.pending) {
         float ms = 0;
         LATHE_CUDA_CHECK(cudaEventElapsedTime(&ms, s.start, s.stop));
-        auto it = std::find_if(out.begin(), out.end(), [&](const train::OpTime &t) { return t.op == s.op; });
+        auto it = std::find_if(out.begin(), out.end(),
+                               [&](const train::OpTime &t) { return t.op == s.op && t.nested == s.nested; });
         if (it == out.end())
-            it = out.insert(out.end(), train::OpTime{s.op, 0.0, 0});
+            it = out.insert(out.end(), train::OpTime{s.op, 0.0, 0, s.nested});
         it->seconds += 1e-3 * ms;
         ++it->calls;
         m_profile.spare.push_back(s.start);
@@ -387,6 +388,7 @@ void TrainOps::layerNormBackward(const float *dy, const float *x, const float *w
 TrainOps::Operand TrainOps::operand(const float *x, int64_t n, DeviceMemory &scratch) {
     if (m_precision == ComputePrecision::Fp32)
         return {x, sizeof(float)};
+    const Timed timed(*this, "bf16 rounding", Timed::Part);
     scratch.ensure(size_t(n) * sizeof(__nv_bfloat16));
     toBf16Kernel<<<blocksFor(n), kThreads>>>(x, n, scratch.as<__nv_bfloat16>());
     checkLaunch();

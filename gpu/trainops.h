@@ -176,6 +176,7 @@ private:
         struct Span {
             const char *op;
             cudaEvent_t start, stop;
+            bool nested; // a part inside an op (Timed::Part)
         };
         std::vector<Span> pending;
         std::vector<cudaEvent_t> spare;

@@ -116,18 +116,28 @@ __device__ inline void adamwOne(float *w, float *m, float *v, const float *g, in
 } // namespace
 
 
-// Events around the outermost op in progress. Never throws: an event that cannot be had drops the span.
+// Events around the outermost op in progress (Op), and around a part worth seeing on its own (Part: the bf16
+// rounding of the products' operands) wherever it runs; inside an op, a part's time is that op's too
+// (train::OpTime::nested). Never throws: an event that cannot be had drops the span.
 class TrainOps::Timed {
 public:
-    Timed(TrainOps &ops, const char *op) : m_profile(ops.m_profile.on ? &ops.m_profile : nullptr), m_op(op) {
-        if (m_profile && m_profile->depth++ == 0)
+    enum Kind { Op, Part };
+    Timed(TrainOps &ops, const char *op, Kind kind = Op)
+        : m_profile(ops.m_profile.on ? &ops.m_profile : nullptr), m_op(op), m_part(kind == Part) {
+        if (!m_profile)
+            return;
+        if (m_part) {
+            m_nested = m_profile->depth > 0;
             m_start = m_profile->event();
+        } else if (m_profile->depth++ == 0) {
+            m_start = m_profile->event();
+        }
     }
     ~Timed() {
-        if (!m_profile || --m_profile->depth > 0 || !m_start)
+        if (!m_profile || (!m_part && --m_profile->depth > 0) || !m_start)
             return;
         if (cudaEvent_t stop = m_profile->event())
-            m_profile->pending.push_back({m_op, m_start, stop});
+            m_profile->pending.push_back({m_op, m_start, stop, m_nested});
         else
             m_profile->spare.push_back(m_start);
     }
@@ -137,6 +147,7 @@ public:
 private:
     Profile *m_profile;
     const char *m_op;
+    bool m_part, m_nested = false;
     cudaEvent_t m_start = nullptr;
 };
 

@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <random>
 
@@ -383,7 +384,7 @@ int benchTrainOnDevice(const CliOptions &o, ComputeBackend &backend, const Model
         ops = trainer->opTimes();
         nlohmann::json list = nlohmann::json::array();
         for (const train::OpTime &t : ops)
-            list.push_back({{"op", t.op}, {"seconds", t.seconds}, {"calls", t.calls}});
+            list.push_back({{"op", t.op}, {"seconds", t.seconds}, {"calls", t.calls}, {"nested", t.nested}});
         j["profile"] = {{"step_s", profiledSeconds}, {"ops", list}};
     }
     if (!o.flag("json")) {
@@ -397,13 +398,22 @@ int benchTrainOnDevice(const CliOptions &o, ComputeBackend &backend, const Model
             std::printf("\nprofiled step %.4f s wall\n%-24s %10s %8s %7s\n", profiledSeconds, "op", "ms", "share",
                         "calls");
             double timed = 0;
-            for (const train::OpTime &t : ops) {
-                std::printf("%-24s %10.3f %7.1f%% %7lld\n", t.op.c_str(), 1e3 * t.seconds,
-                            100.0 * t.seconds / profiledSeconds, (long long)t.calls);
-                timed += t.seconds;
-            }
+            const auto row = [&](const train::OpTime &t, const char *indent) {
+                std::printf("%s%-*s %10.3f %7.1f%% %7lld\n", indent, 24 - int(std::strlen(indent)), t.op.c_str(),
+                            1e3 * t.seconds, 100.0 * t.seconds / profiledSeconds, (long long)t.calls);
+            };
+            for (const train::OpTime &t : ops)
+                if (!t.nested) {
+                    row(t, "");
+                    timed += t.seconds;
+                }
             std::printf("%-24s %10.3f %7.1f%%\n", "(not in an op)", 1e3 * (profiledSeconds - timed),
                         100.0 * (profiledSeconds - timed) / profiledSeconds);
+            if (std::any_of(ops.begin(), ops.end(), [](const train::OpTime &t) { return t.nested; }))
+                std::printf("of which, inside the ops above:\n");
+            for (const train::OpTime &t : ops)
+                if (t.nested)
+                    row(t, "  ");
         }
     }
     std::printf("%s\n", j.dump().c_str());

@@ -15,7 +15,7 @@
 #include "run/speckeys.h"
 #include "run/trainingrun.h"
 #include "tokenizers/tokenizer.h"
-#include "train/opstrainer.h"
+#include "train/opsmemory.h"
 
 #include <algorithm>
 #include <cstdio>

@@ -23,7 +23,6 @@
 #include "train/adamw.h"
 #include "train/causallm.h"
 #include "train/devicetraining.h"
-#include "train/opstrainer.h"
 #include "train/linearkinds.h"
 #include "train/schedule.h"
 

@@ -15,11 +15,13 @@
 
 namespace lathe::train {
 
-// One op's share of the device time: its name (the ops' function name), seconds and calls.
+// One op's share of the device time: its name (the ops' function name), seconds and calls. A nested entry is a part
+// timed inside ops (the bf16 rounding of the products' operands): its seconds are also in those ops'.
 struct OpTime {
     std::string op;
     double seconds = 0;
     int64_t calls = 0;
+    bool nested = false;
 };
 
 // What a device trainer's attention forward saves for its backward (one buffer per block in OpsTrainer): the

@@ -30,7 +30,7 @@
 //   void uploadBytes(void *to, const void *host, size_t n) const;   // host -> buffer, n bytes (the masks)
 //   void synchronize() const;           // waits for the queued work; a device fault is thrown here
 //
-// Memory: opsTrainerDeviceBytes below (its buffers part is exactly what the trainer allocates).
+// Memory: opsTrainerDeviceBytes (train/opsmemory.h; its buffers part is exactly what the trainer allocates).
 
 #include "base/error.h"
 #include "engine/deviceforward.h"
@@ -40,6 +40,7 @@
 #include "train/causallm.h"
 #include "train/devicetraining.h"
 #include "train/linearkinds.h"
+#include "train/opsmemory.h"
 #include "train/opslinears.h"
 #include "train/ops.h"
 
@@ -54,61 +55,6 @@
 #include <vector>
 
 namespace lathe::train {
-
-// Device bytes of a OpsTrainer for `parameters` parameters, `trainableParameters` of them trained, at batches of
-// B x S, with GPU ops: the parameters (4 bytes each), the trained ones' gradients and both moments (12 more); per
-// block the saved activations (the input and the attention norm's output; q, k, v and the context; what the
-// attention saves for its backward, by `store`: attentionSavedFloats; the MLP's up projection and activation, and
-// the gate with SwiGLU; for sequential blocks the residual between attention and MLP and its norm's output; a
-// norm's rstd per row, and its
-// mean with LayerNorm; BERT's post-norm blocks keep as many: the two sums entering their norms instead of the
-// attention norm's output and the residual); BERT's embedding sum, its LayerNorm's statistics and the masked-LM
-// head's dense output and activation; with recomputation the blocks' inputs only, and one block's set; one block's gradient
-// buffers and the head's (7 B S D, 2 or 3 B S F, 2 B S (H + KV) d, and GPT-2's fused q/k/v product or its
-// gradient); the RoPE table; the ops' scratch (the loss's rows x chunk logits, the score block of the sequences the
-// attention takes at a time, attentionSequencesPerCall x H S^2, or B H S floats with the fused attention, and with
-// bf16 products bf16 copies of the operands); and a fixed allowance of 512 MiB for the CUDA context and cuBLAS's
-// workspaces (an allowance, not a measurement); plus `linearKindBytes`, what a method's linears hold besides their parameters
-// (OpsTrainer::linearKindBytes: masks and the scratch their products need).
-inline uint64_t opsTrainerDeviceBytes(const ModelConfig &c, int64_t parameters, int64_t trainableParameters,
-                                       int64_t B, int64_t S, ComputePrecision precision, bool recompute,
-                                       AttentionStore store, uint64_t linearKindBytes = 0) {
-    const bool rms = c.family == ArchFamily::Llama, swiglu = rms, parallel = c.family == ArchFamily::Phi,
-               post = c.family == ArchFamily::Bert;
-    const uint64_t rows = uint64_t(B * S), D = uint64_t(c.hiddenSize), F = uint64_t(c.intermediateSize);
-    const uint64_t qw = uint64_t(c.numHeads * c.headDim), kw = uint64_t(c.numKvHeads * c.headDim);
-    const uint64_t scores = uint64_t(c.numHeads) * uint64_t(S) * uint64_t(S);
-    const uint64_t stats = rows * (rms ? 1 : 2); // a norm's rstd (and mean) per row
-    const uint64_t mlp = (swiglu ? 3 : 2) * rows * F;
-    // What the attention saves for its backward: the probabilities (bf16 with bf16 products) or the log-sum-exps.
-    const uint64_t probs = uint64_t(attentionSavedFloats(store, precision, B, c.numHeads, S));
-    const uint64_t perBlock = 2 * rows * D + stats + 2 * rows * qw + 2 * rows * kw + probs + mlp +
-                              (parallel ? 0 : 2 * rows * D + stats);
-    const uint64_t fused = c.family == ArchFamily::Gpt2 ? rows * (qw + 2 * kw) : 0; // GPT-2's q/k/v product
-    const uint64_t chunk = uint64_t(std::clamp<int64_t>((int64_t(64) << 20) / std::max<int64_t>(B * S, 1), 1024,
-                                                        std::max<int64_t>(c.vocabSize, 1)));
-    // With recomputation the blocks keep their inputs (B S D each) and one block's activations exist at a time.
-    const uint64_t blocks = recompute ? uint64_t(c.numLayers) * rows * D + (perBlock - rows * D)
-                                      : uint64_t(c.numLayers) * perBlock;
-    // The attention's scratch: the score gradients of the sequences it handles per call, or with the fused kernels
-    // each row's dO . O (B H S floats).
-    const bool fusedAttention = store == AttentionStore::LogSumExp;
-    const uint64_t attention = fusedAttention ? uint64_t(B) * uint64_t(c.numHeads) * uint64_t(S)
-                                              : uint64_t(attentionSequencesPerCall(B, c.numHeads, S)) * scores;
-    uint64_t floats = blocks + 7 * rows * D + stats + rows + mlp + 2 * rows * qw + 2 * rows * kw + fused +
-                      rows * chunk + attention + (post ? 3 * rows * D + stats : 0);
-    // The RoPE table (cos and sin: positions x rotaryDim/2 each).
-    floats += uint64_t(c.maxPositions) * uint64_t(ropeTableFor(c, 1, "").rotaryDim);
-    uint64_t bytes = 4 * uint64_t(parameters) + 12 * uint64_t(trainableParameters) + 4 * floats;
-    // bf16 copies: a product's two operands (an activation or its gradient, and a weight, the LM head's chunk or an
-    // activation), the LM head's input and loss gradient, the attention's q, k, v, output gradient and score gradient
-    // (none with the fused kernels, which round their tiles as they load them).
-    if (precision != ComputePrecision::Fp32)
-        bytes += 2 * (rows * std::max({F, D, qw + 2 * kw}) +
-                      std::max({rows * std::max(F, D), std::max(F, qw + 2 * kw) * D, chunk * D}) + rows * D +
-                      rows * chunk + (fusedAttention ? 0 : 2 * rows * (qw + kw) + attention));
-    return bytes + linearKindBytes + (uint64_t(512) << 20);
-}
 
 template <class Ops> class OpsTrainer final : public DeviceTrainer {
     using Buffer = typename Ops::Buffer;
