@@ -7,10 +7,11 @@ namespace lathe::gpu {
 
 GpuContext &GpuContext::forDevice(int index) {
     static std::mutex mutex;
-    static std::map<int, GpuContext *> contexts; // never freed: see ~GpuContext
+    // Never freed, nor the map (so the contexts stay reachable until the process ends): see ~GpuContext.
+    static auto *contexts = new std::map<int, GpuContext *>;
     std::lock_guard<std::mutex> lock(mutex);
-    auto it = contexts.find(index);
-    if (it != contexts.end())
+    auto it = contexts->find(index);
+    if (it != contexts->end())
         return *it->second;
     int count = 0;
     const cudaError_t e = cudaGetDeviceCount(&count);
@@ -22,7 +23,7 @@ GpuContext &GpuContext::forDevice(int index) {
                          "lathe-cli devices lists the GPUs; or run with --device cpu");
     }
     auto *ctx = new GpuContext(index);
-    contexts.emplace(index, ctx);
+    contexts->emplace(index, ctx);
     return *ctx;
 }
 

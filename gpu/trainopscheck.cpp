@@ -7,6 +7,8 @@
 #include "base/halfconv.h"
 #include "methods/registry.h"
 #include "methods/trainingmethod.h"
+#include "io/modelloader.h"
+#include "model/syntheticmodel.h"
 #include "model/model.h"
 #include "numeric/backend.h"
 #include "numeric/cpukernels.h"
@@ -17,13 +19,39 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <functional>
+#include <optional>
 #include <random>
 #include <string>
 
 namespace lathe::gpu {
 
 namespace {
+
+// Sets an environment variable for a scope (a check that builds a trainer the way a run with it set would), and
+// restores what was there.
+class ScopedEnvironment {
+public:
+    ScopedEnvironment(const char *name, const char *value) : m_name(name) {
+        if (const char *old = std::getenv(name))
+            m_old = old;
+        setenv(name, value, 1);
+    }
+    ~ScopedEnvironment() {
+        if (m_old)
+            setenv(m_name, m_old->c_str(), 1);
+        else
+            unsetenv(m_name);
+    }
+    ScopedEnvironment(const ScopedEnvironment &) = delete;
+    ScopedEnvironment &operator=(const ScopedEnvironment &) = delete;
+
+private:
+    const char *m_name;
+    std::optional<std::string> m_old;
+};
+
 
 using MatF = train::Matrix<float>;
 using VecF = train::Vector<float>;
@@ -859,6 +887,62 @@ std::vector<GpuCheck> runTrainOpChecks() {
     guarded("train cross-entropy bf16", [&] { return crossEntropy(bf16, false); });
     guarded("train adamw", [&] { return adamw(fp32); });
     guarded("train gradient norm", [&] { return gradientNorm(fp32); });
+    return out;
+}
+
+std::vector<GpuCheck> runTrainStepChecks(ComputeBackend &device, const std::string &fixtures) {
+    std::vector<GpuCheck> out;
+    // A check that throws is recorded as failed with the message, and the others still run.
+    auto guarded = [&](const std::string &name, const std::function<void()> &fn) {
+        try {
+            fn();
+        } catch (const std::exception &e) {
+            out.push_back({name, false, INFINITY, 0, e.what()});
+        }
+    };
+    // A whole training step against CausalLm + clipGradNorm + AdamW: tied head (llama), q/k/v biases (qwen2),
+    // learned positions, LayerNorm, GELU and the fused q/k/v product (gpt2), ReLU and offset positions (opt), the
+    // parallel block with partial RoPE and a biased head (phi), post-norm blocks with bidirectional attention,
+    // segment embeddings and the masked-LM head (bert-mlm); in fp32, in bf16, and in bf16 with the fused attention
+    // kernels (LATHE_GPU_TRAIN_ATTENTION=fused while the trainer is made; the fixtures' 8-wide heads padded to 16).
+    // Then the fused kernels at an unpadded head width (the tiny synthetic Llama's 16) and under SAT's gathered
+    // step (fewer heads than the model's). A fused check fails if the trainer did not take the fused kernels.
+    const auto stepCheck = [&](const std::string &name, const std::function<std::unique_ptr<Model>()> &open,
+                               bool bf16, bool fused, const std::string &method) {
+        guarded(name, [&] {
+            const ScopedEnvironment env("LATHE_GPU_TRAIN_ATTENTION", fused ? "fused" : "blocks");
+            const std::unique_ptr<Model> m = open();
+            GpuCheck c = runTrainStepCheck(device, *m, name, bf16, method);
+            if (fused && c.detail.find("fused attention") == std::string::npos) {
+                c.passed = false;
+                c.detail = "the trainer did not run the fused attention: " + c.detail;
+            }
+            out.push_back(std::move(c));
+        });
+    };
+    const auto fixture = [&](const std::string &family) {
+        return [&fixtures, family] { return openModel(fixtures + "/tf-" + family); };
+    };
+    for (const char *family : {"llama", "qwen2", "gpt2", "opt", "phi", "bert-mlm"})
+        for (const char *variant : {"fp32", "bf16", "bf16 fused"}) {
+            const std::string v = variant;
+            stepCheck(std::string("train step ") + family + " " + v, fixture(family), v != "fp32",
+                      v.find("fused") != std::string::npos, "");
+        }
+    stepCheck("train step tiny bf16 fused", [] { return makeSyntheticModel(*syntheticShape("tiny")); }, true, true,
+              "");
+    stepCheck("train step llama sat bf16 fused", fixture("llama"), true, true, "sat");
+    // The same with the methods the GPU trainer runs: recovery's fixed masks (the masked weight gradient, zeros
+    // kept through AdamW), LoSparse's low-rank + sparse linears (W_eff, the gradients of L, R and S's rows) and
+    // PST's (W~, the scores, the mask selected on the device at 50% sparsity, the gradients of U, V, A, B, R, C),
+    // and SAT's gathered steps (half the MLP channels and a KV group left out; the channel norms).
+    for (const char *method : {"recovery", "losparse", "pst", "sat"}) {
+        const std::string name = std::string("train step llama ") + method + " fp32";
+        guarded(name, [&] {
+            auto m = openModel(fixtures + "/tf-llama");
+            out.push_back(runTrainStepCheck(device, *m, name, false, method));
+        });
+    }
     return out;
 }
 

@@ -42,4 +42,12 @@ std::vector<GpuCheck> runTrainOpChecks();
 GpuCheck runTrainStepCheck(ComputeBackend &device, const Model &model, const std::string &name, bool bf16,
                            const std::string &method = "");
 
+// check-gpu's training steps, each by runTrainStepCheck on `device`: the fixtures (tests/fixtures under `fixtures`)
+// of every family (tied head: llama; q/k/v biases: qwen2; learned positions, LayerNorm, GELU and the fused q/k/v
+// product: gpt2; ReLU and offset positions: opt; the parallel block with partial RoPE and a biased head: phi;
+// post-norm blocks, bidirectional attention, segment embeddings and the masked-LM head: bert-mlm) in fp32, bf16
+// and bf16 with the fused attention; the fused kernels at an unpadded head width and under SAT's gathered step; and
+// the methods' linears (recovery, LoSparse, PST, SAT) in fp32. A check that throws is a failed check.
+std::vector<GpuCheck> runTrainStepChecks(ComputeBackend &device, const std::string &fixtures);
+
 } // namespace lathe::gpu

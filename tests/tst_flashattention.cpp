@@ -6,10 +6,16 @@
 #include <QtTest>
 
 #include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <random>
 #include <string>
 #include <vector>
+
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define LATHE_CUDA_EMULATION 1
 #include "trainflashkernels.cuh"
@@ -127,6 +133,47 @@ private slots:
         qInfo("%s", errors.constData());
         QVERIFY2(eCtx <= 1e-2 && eDq <= 1e-2 && eDk <= 1e-2 && eDv <= 1e-2, errors.constData());
         QVERIFY2(eLse <= 1e-4, errors.constData());
+    }
+
+    // The emulation itself: a block barrier lets every thread see the others' writes; warps pass their own
+    // barriers independently (different counts per warp before a block barrier); a shuffle exchanges lanes; gridDim
+    // and blockIdx cover the grid; a barrier that can never be passed stops the program with a message (checked in
+    // a child process) instead of hanging the test.
+    void emulation() {
+        constexpr unsigned kThreads = 96; // three warps, the last one whole
+        std::vector<int> out(2 * 3 * kThreads, -1);
+        emu::launch(dim3(2, 3), kThreads, kThreads * sizeof(int), [&] {
+            LATHE_SHARED_BYTES(raw);
+            int *shared = reinterpret_cast<int *>(raw);
+            const unsigned t = threadIdx.x, warp = t / 32;
+            shared[t] = int(t * t);
+            for (unsigned i = 0; i <= warp; ++i) // warp w passes w + 1 warp barriers
+                __syncwarp();
+            __syncthreads();
+            const float swapped = __shfl_xor_sync(0xffffffffu, float(t), 1);
+            const int64_t at = (int64_t(blockIdx.y) * gridDim.x + blockIdx.x) * blockDim.x + t;
+            out[size_t(at)] = shared[(t + 1) % kThreads] + (swapped == float(t ^ 1u) ? 0 : 1000000);
+        });
+        for (size_t i = 0; i < out.size(); ++i) {
+            const unsigned next = unsigned(i % kThreads + 1) % kThreads;
+            QCOMPARE(out[i], int(next * next));
+        }
+
+        const pid_t child = fork();
+        QVERIFY(child >= 0);
+        if (child == 0) {
+            std::freopen("/dev/null", "w", stderr);
+            emu::launch(dim3(1), 32, 0, [] {
+                if (threadIdx.x < 16)
+                    __syncwarp(); // the other half waits at the block's barrier: neither is ever complete
+                else
+                    __syncthreads();
+            });
+            std::_Exit(0);
+        }
+        int status = 0;
+        QCOMPARE(waitpid(child, &status, 0), child);
+        QVERIFY2(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "a deadlocked block did not abort");
     }
 
     // What the launches refuse before any kernel runs (a LatheError naming it, not a bad launch): a head width

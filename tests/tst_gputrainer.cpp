@@ -1,0 +1,87 @@
+// The GPU trainer (gpu/: TrainOps's kernels and cuBLAS calls, OpsTrainer on them, the methods' device ops) run on the
+// CPU: its .cu sources compiled as C++ against gpu/cudaruntimeemulation.h (the CUDA runtime and cuBLAS on host memory,
+// through gpu/emulation/'s stand-ins for the toolkit's headers) and gpu/cudaemulation.h (kernels as fibers), then
+// `lathe-cli check-gpu`'s training checks, unchanged: every op against core/train/ops.h and whole steps of every family
+// and method against CausalLm, at check-gpu's tolerances (gpu/trainopscheck.h). So the project's CI, which has no GPU,
+// runs the GPU trainer's code; what a GPU adds is left to check-gpu there: cuBLAS's own arithmetic, timing, memory
+// limits and races between blocks.
+
+#include <QtTest>
+
+#include "gpucontext.h"
+#include "trainopscheck.h"
+#include "cudatraining.h"
+
+#include "numeric/backend.h"
+#include "testsupport.h"
+#include "train/devicetraining.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+using namespace lathe;
+
+namespace {
+
+// The emulated device as a backend with the GPU backend's training service (gpu/cudabackend.cu's, which also
+// brings the forward pass and SliceGPT: not emulated).
+class EmulatedBackend final : public ComputeBackend {
+public:
+    std::string name() const override { return "cuda"; }
+    DeviceInfo device() const override { return gpu::GpuContext::forDevice(0).info(); }
+    void dequantize(DType, const void *, size_t, float *) override { QFAIL("not emulated"); }
+    void symmetricEigen(const double *, int64_t, std::vector<double> &, std::vector<double> *) override {
+        QFAIL("not emulated");
+    }
+    std::vector<double> singularValues(const float *, int64_t, int64_t) override {
+        qFatal("not emulated");
+        return {};
+    }
+    void *service(const std::string &key) override {
+        if (key == train::DeviceTrainingService::kServiceKey)
+            return static_cast<train::DeviceTrainingService *>(&m_training);
+        return nullptr;
+    }
+
+private:
+    class Training final : public train::DeviceTrainingService {
+    public:
+        std::unique_ptr<train::DeviceTrainer> create(const train::CausalLm<float> &model,
+                                                     const train::AdamW<float> &optimizer,
+                                                     ComputePrecision precision) override {
+            return gpu::makeCudaTrainer(gpu::GpuContext::forDevice(0), model, optimizer, precision);
+        }
+    } m_training;
+};
+
+void requireAllPassed(const std::vector<gpu::GpuCheck> &checks, size_t atLeast) {
+    int failed = 0;
+    for (const gpu::GpuCheck &c : checks) {
+        qInfo("%s %-44s error %.3g (tolerance %.3g) %s", c.passed ? "pass" : "FAIL", c.name.c_str(), c.error,
+              c.tolerance, c.detail.c_str());
+        failed += c.passed ? 0 : 1;
+    }
+    QVERIFY2(checks.size() >= atLeast, qPrintable(QString("%1 checks").arg(checks.size())));
+    QCOMPARE(failed, 0);
+}
+
+} // namespace
+
+class TestGpuTrainer : public QObject {
+    Q_OBJECT
+
+private slots:
+    // Every training op of gpu/trainops.h, forward and backward, against its CPU reference.
+    void ops() { requireAllPassed(gpu::runTrainOpChecks(), 28); }
+
+    // Whole steps: six families in fp32, bf16 and bf16 with the fused attention, the fused kernels unpadded and
+    // under SAT, and the methods' linears; the trainer made as a run makes it (through the device's service).
+    void steps() {
+        EmulatedBackend device;
+        requireAllPassed(gpu::runTrainStepChecks(device, test::sourceDir() + "/tests/fixtures"), 24);
+    }
+};
+
+QTEST_GUILESS_MAIN(TestGpuTrainer)
+#include "tst_gputrainer.moc"
