@@ -12,8 +12,12 @@
 #include "trainopscheck.h"
 #include "cudatraining.h"
 
+#include "io/modelloader.h"
+#include "model/model.h"
 #include "numeric/backend.h"
 #include "testsupport.h"
+#include "train/adamw.h"
+#include "train/causallm.h"
 #include "train/devicetraining.h"
 
 #include <memory>
@@ -74,6 +78,46 @@ class TestGpuTrainer : public QObject {
 private slots:
     // Every training op of gpu/trainops.h, forward and backward, against its CPU reference.
     void ops() { requireAllPassed(gpu::runTrainOpChecks(), 28); }
+
+    // bench train --profile's table: every op timed on the device once per call, outermost only, and the bf16
+    // rounding of the products' operands timed on its own inside them (nested: counted in their time too). Present
+    // with bf16 products, absent with fp32 (no rounding); profiling off, nothing is timed.
+    void profile() {
+        const std::unique_ptr<Model> model = openModel(test::sourceDir() + "/tests/fixtures/tf-llama");
+        const train::CausalLm<float> lm(*model);
+        const TokenBatch batch = TokenBatch::random(model->config.vocabSize, 2, 24, 11);
+        EmulatedBackend device;
+        auto *service = deviceService<train::DeviceTrainingService>(device);
+        for (const ComputePrecision precision : {ComputePrecision::Bf16, ComputePrecision::Fp32}) {
+            auto trainer = service->create(lm, train::AdamW<float>(train::AdamWOptions{}), precision);
+            trainer->forwardBackward(batch);
+            QVERIFY(trainer->opTimes().empty());
+            trainer->profileOps(true);
+            trainer->forwardBackward(batch);
+            trainer->profileOps(false);
+            const std::vector<train::OpTime> times = trainer->opTimes();
+            const auto find = [&](const std::string &op, bool nested) -> const train::OpTime * {
+                for (const train::OpTime &t : times)
+                    if (t.op == op && t.nested == nested)
+                        return &t;
+                return nullptr;
+            };
+            const int64_t linears = 7 * model->config.numLayers; // q, k, v, o, gate, up, down per block
+            const train::OpTime *forward = find("linearForward", false), *backward = find("linearBackward", false);
+            QVERIFY(forward && backward);
+            QCOMPARE(forward->calls, linears);
+            QCOMPARE(backward->calls, linears);
+            QVERIFY(!find("linearForward", true) && !find("gemm", false)); // inner ops are not timed again
+            const train::OpTime *rounding = find("bf16 rounding", true);
+            if (precision == ComputePrecision::Fp32) {
+                QVERIFY(!rounding);
+                continue;
+            }
+            // At least the two operands of each forward product and three of each backward's.
+            QVERIFY(rounding && rounding->calls >= 5 * linears);
+            QVERIFY(rounding->seconds >= 0);
+        }
+    }
 
     // Whole steps: six families in fp32, bf16 and bf16 with the fused attention, the fused kernels unpadded and
     // under SAT, and the methods' linears; the trainer made as a run makes it (through the device's service).
