@@ -14,7 +14,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <mutex>
 #include <new>
+#include <unordered_map>
+#include <vector>
 
 // ---- runtime ----
 
@@ -56,7 +59,6 @@ struct cudaDeviceProp {
     size_t totalGlobalMem;
     int major, minor;
 };
-inline constexpr size_t kEmulatedDeviceBytes = size_t(16) << 30;
 
 inline cudaError_t cudaGetDeviceCount(int *count) {
     *count = 1;
@@ -68,29 +70,92 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device) {
         return cudaErrorInvalidDevice;
     *p = {};
     std::strncpy(p->name, "CUDA emulation", sizeof p->name - 1);
-    p->totalGlobalMem = kEmulatedDeviceBytes;
+    p->totalGlobalMem = size_t(16) << 30;
     p->major = 9;
     p->minor = 0;
     return cudaSuccess;
 }
+inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+
+namespace lathe::emu {
+
+// The emulated device's memory in use and its peak since resetPeak (what a test holds a memory formula to): every
+// cudaMalloc'd byte (pinned host memory is not device memory).
+struct DeviceMemory {
+    std::mutex mutex;
+    std::unordered_map<const void *, size_t> sizes;
+    uint64_t current = 0, peak = 0;
+    uint64_t limit = uint64_t(16) << 30; // the device's size: cudaMalloc fails beyond it (a test may lower it)
+};
+inline DeviceMemory &deviceMemory() {
+    static DeviceMemory m;
+    return m;
+}
+inline uint64_t deviceBytesInUse() {
+    DeviceMemory &m = deviceMemory();
+    std::lock_guard<std::mutex> lock(m.mutex);
+    return m.current;
+}
+inline uint64_t devicePeakBytes() {
+    DeviceMemory &m = deviceMemory();
+    std::lock_guard<std::mutex> lock(m.mutex);
+    return m.peak;
+}
+inline void resetDevicePeak() {
+    DeviceMemory &m = deviceMemory();
+    std::lock_guard<std::mutex> lock(m.mutex);
+    m.peak = m.current;
+}
+
+} // namespace lathe::emu
+
 inline cudaError_t cudaMemGetInfo(size_t *free, size_t *total) {
-    *free = *total = kEmulatedDeviceBytes;
+    lathe::emu::DeviceMemory &m = lathe::emu::deviceMemory();
+    std::lock_guard<std::mutex> lock(m.mutex);
+    *total = m.limit;
+    *free = m.limit - std::min(m.limit, m.current);
     return cudaSuccess;
 }
-inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
 
 // 256-byte aligned, as cudaMalloc's.
 inline cudaError_t cudaMalloc(void **p, size_t bytes) {
+    lathe::emu::DeviceMemory &m = lathe::emu::deviceMemory();
+    std::lock_guard<std::mutex> lock(m.mutex);
+    *p = nullptr;
+    if (m.current + bytes > m.limit)
+        return cudaErrorMemoryAllocation;
+    *p = ::operator new(bytes ? bytes : 1, std::align_val_t(256), std::nothrow);
+    if (!*p)
+        return cudaErrorMemoryAllocation;
+    m.sizes[*p] = bytes;
+    m.current += bytes;
+    m.peak = std::max(m.peak, m.current);
+    return cudaSuccess;
+}
+inline cudaError_t cudaFree(void *p) {
+    if (!p)
+        return cudaSuccess;
+    {
+        lathe::emu::DeviceMemory &m = lathe::emu::deviceMemory();
+        std::lock_guard<std::mutex> lock(m.mutex);
+        const auto it = m.sizes.find(p);
+        if (it == m.sizes.end())
+            return cudaErrorInvalidValue;
+        m.current -= it->second;
+        m.sizes.erase(it);
+    }
+    ::operator delete(p, std::align_val_t(256));
+    return cudaSuccess;
+}
+inline cudaError_t cudaMallocHost(void **p, size_t bytes) {
     *p = ::operator new(bytes ? bytes : 1, std::align_val_t(256), std::nothrow);
     return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
-inline cudaError_t cudaFree(void *p) {
+inline cudaError_t cudaFreeHost(void *p) {
     if (p)
         ::operator delete(p, std::align_val_t(256));
     return cudaSuccess;
 }
-inline cudaError_t cudaMallocHost(void **p, size_t bytes) { return cudaMalloc(p, bytes); }
-inline cudaError_t cudaFreeHost(void *p) { return cudaFree(p); }
 
 inline cudaError_t cudaMemcpy(void *to, const void *from, size_t bytes, cudaMemcpyKind) {
     if (bytes)
@@ -201,15 +266,22 @@ inline cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, in
         return CUBLAS_STATUS_INVALID_VALUE;
     if (ct != CUDA_R_32F || (at != CUDA_R_32F && at != CUDA_R_16BF) || bt != at)
         return CUBLAS_STATUS_NOT_SUPPORTED;
+    // op(A)'s rows and op(B)'s columns gathered into contiguous fp32 (k values each), so that every output is a
+    // dot product of two contiguous rows.
+    std::vector<float> a(size_t(m) * size_t(k)), b(size_t(n) * size_t(k));
+    for (int i = 0; i < m; ++i)
+        for (int l = 0; l < k; ++l)
+            a[size_t(i) * k + l] = elementOf(A, at, ta == CUBLAS_OP_N ? i + int64_t(l) * lda : l + int64_t(i) * lda);
+    for (int j = 0; j < n; ++j)
+        for (int l = 0; l < k; ++l)
+            b[size_t(j) * k + l] = elementOf(B, bt, tb == CUBLAS_OP_N ? l + int64_t(j) * ldb : j + int64_t(l) * ldb);
     float *c = static_cast<float *>(C);
     for (int j = 0; j < n; ++j)
         for (int i = 0; i < m; ++i) {
+            const float *x = a.data() + size_t(i) * k, *y = b.data() + size_t(j) * k;
             double s = 0;
-            for (int l = 0; l < k; ++l) {
-                const int64_t ai = ta == CUBLAS_OP_N ? i + int64_t(l) * lda : l + int64_t(i) * lda;
-                const int64_t bi = tb == CUBLAS_OP_N ? l + int64_t(j) * ldb : j + int64_t(l) * ldb;
-                s += double(elementOf(A, at, ai)) * double(elementOf(B, bt, bi));
-            }
+            for (int l = 0; l < k; ++l)
+                s += double(x[l]) * double(y[l]);
             float &out = c[i + int64_t(j) * ldc];
             out = float(double(*alpha) * s + (*beta == 0.0f ? 0.0 : double(*beta) * double(out)));
         }

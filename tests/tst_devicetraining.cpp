@@ -554,16 +554,7 @@ private slots:
                                        "/tests/fixtures/tf-opt", "/tests/fixtures/tf-phi", "/tests/fixtures/tf-bert-mlm"}) {
             auto m = openModel(test::sourceDir() + path);
             const ModelConfig &c = m->config;
-            const int64_t B = 2, S = std::min<int64_t>(48, c.maxPositions), rows = B * S;
-            const int64_t chunk = std::clamp<int64_t>((int64_t(64) << 20) / rows, 1024, c.vocabSize);
-            // The ops' scratch the formula adds: the loss's logits, and the attention's score gradients (or, with
-            // the fused attention's store, each row's dO . O), and the CUDA allowance.
-            const auto scratch = [&](train::AttentionStore store) {
-                const int64_t attention = store == train::AttentionStore::LogSumExp
-                                              ? B * c.numHeads * S
-                                              : train::attentionSequencesPerCall(B, c.numHeads, S) * c.numHeads * S * S;
-                return 4 * uint64_t(rows * chunk + attention) + (uint64_t(512) << 20);
-            };
+            const int64_t B = 2, S = std::min<int64_t>(48, c.maxPositions);
             // One step of a trainer for `lm` (its recomputation, the channel norms kept when asked), with the
             // attention saving its probabilities and with it saving each row's log-sum-exp (the fused kernels'
             // store): the formula with the trainer's linears' part equals what each holds; `held` and `kinds`
@@ -581,11 +572,14 @@ private slots:
                     trainer.forwardBackward(TokenBatch::random(c.vocabSize, B, S, 1), 1.0f);
                     heldBy[int(store)] = trainer.deviceBytes();
                     kinds = trainer.linearKindBytes();
-                    QCOMPARE(train::opsTrainerDeviceBytes(c, lm.parameters().count(false),
-                                                           lm.parameters().count(true), B, S, ComputePrecision::Fp32,
-                                                           lm.recompute(), store, kinds) -
-                                 scratch(store),
-                             heldBy[int(store)]);
+                    const train::OpsTrainerMemory formula =
+                        train::opsTrainerMemory(c, lm.parameters().count(false), lm.parameters().count(true), B, S,
+                                                ComputePrecision::Fp32, lm.recompute(), store, kinds);
+                    QCOMPARE(formula.buffers + formula.linearKinds, heldBy[int(store)]);
+                    QCOMPARE(formula.total(), train::opsTrainerDeviceBytes(c, lm.parameters().count(false),
+                                                                           lm.parameters().count(true), B, S,
+                                                                           ComputePrecision::Fp32, lm.recompute(),
+                                                                           store, kinds));
                 }
                 held = heldBy[0];
                 QVERIFY(heldBy[1] < held);

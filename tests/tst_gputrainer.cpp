@@ -11,14 +11,17 @@
 #include "gpucontext.h"
 #include "trainopscheck.h"
 #include "cudatraining.h"
+#include "cudaruntimeemulation.h"
 
 #include "io/modelloader.h"
 #include "model/model.h"
+#include "model/syntheticmodel.h"
 #include "numeric/backend.h"
 #include "testsupport.h"
 #include "train/adamw.h"
 #include "train/causallm.h"
 #include "train/devicetraining.h"
+#include "train/opsmemory.h"
 
 #include <memory>
 #include <string>
@@ -116,6 +119,66 @@ private slots:
             // At least the two operands of each forward product and three of each backward's.
             QVERIFY(rounding && rounding->calls >= 5 * linears);
             QVERIFY(rounding->seconds >= 0);
+        }
+    }
+
+    // The GPU memory the preflight promises (train::opsTrainerDeviceBytes, less its 512 MiB allowance for the CUDA
+    // context and cuBLAS's workspaces) against the peak of what the trainer and its ops really allocate on the device
+    // over a step (every cudaMalloc, the ops' scratch included): never less, and at most a twentieth more plus 1 MiB
+    // (the formula's scratch is sized for the worst op). Decoders (tied and untied heads, the fused q/k/v product,
+    // the parallel block) and BERT at 3 x 40 tokens, the tiny synthetic Llama at 2 x 160 (its score blocks, 2 x 4 x
+    // 160^2 floats, are most of its step's memory); fp32 and bf16 products, score blocks and the fused attention;
+    // recomputing blocks in a decoder and in BERT.
+    void memoryFormula() {
+        EmulatedBackend device;
+        auto *service = deviceService<train::DeviceTrainingService>(device);
+        const auto check = [&](const std::string &name, ComputePrecision precision, bool fused, bool recompute) {
+            const bool tiny = name == "tiny";
+            const std::unique_ptr<Model> model = tiny ? makeSyntheticModel(*syntheticShape("tiny"))
+                                                      : openModel(test::sourceDir() + "/tests/fixtures/" + name);
+            const ModelConfig &c = model->config;
+            train::CausalLm<float> lm(*model);
+            lm.setRecompute(recompute);
+            train::MlmMasking masking; // BERT's (unused by a decoder)
+            masking.maskId = 3;
+            lm.setMasking(masking);
+            const int64_t B = tiny ? 2 : 3, S = std::min<int64_t>(tiny ? 160 : 40, c.maxPositions);
+            const train::AttentionStore store =
+                fused ? train::AttentionStore::LogSumExp : train::AttentionStore::Probabilities;
+            qputenv("LATHE_GPU_TRAIN_ATTENTION", fused ? "fused" : "blocks");
+            const uint64_t before = emu::deviceBytesInUse();
+            emu::resetDevicePeak();
+            uint64_t formula = 0;
+            {
+                auto trainer = service->create(lm, train::AdamW<float>(train::AdamWOptions{}), precision);
+                trainer->zeroGradients();
+                trainer->forwardBackward(TokenBatch::random(c.vocabSize, B, S, 5), 1.0f, 7);
+                trainer->step(1e-3, 1.0);
+                const train::OpsTrainerMemory m =
+                    train::opsTrainerMemory(c, lm.parameters().count(false), lm.parameters().count(true), B, S,
+                                            precision, recompute, store, trainer->linearKindBytes());
+                QCOMPARE(m.buffers + m.linearKinds, trainer->deviceBytes());
+                formula = m.total() - m.allowance;
+            }
+            qunsetenv("LATHE_GPU_TRAIN_ATTENTION");
+            const uint64_t peak = emu::devicePeakBytes() - before;
+            const QByteArray what = QByteArray::fromStdString(name) + " " + precisionName(precision) +
+                                    (fused ? " fused" : "") + (recompute ? " recompute" : "") + ": peak " +
+                                    QByteArray::number(qulonglong(peak)) + " bytes, formula " +
+                                    QByteArray::number(qulonglong(formula));
+            qInfo("%s", what.constData());
+            QCOMPARE(emu::deviceBytesInUse(), before); // the trainer freed all it took
+            QVERIFY2(peak <= formula, what.constData());
+            QVERIFY2(formula <= peak + peak / 20 + (uint64_t(1) << 20), what.constData());
+        };
+        for (const char *name : {"tf-llama", "tf-gpt2", "tf-phi", "tf-bert-mlm", "tiny"}) {
+            const bool recomputes = std::string(name) == "tf-llama" || std::string(name) == "tf-bert-mlm";
+            for (const bool recompute : {false, true})
+                if (!recompute || recomputes) {
+                    check(name, ComputePrecision::Fp32, false, recompute);
+                    check(name, ComputePrecision::Bf16, false, recompute);
+                    check(name, ComputePrecision::Bf16, true, recompute);
+                }
         }
     }
 

@@ -25,12 +25,25 @@ namespace lathe::train {
 //   product or its gradient); the RoPE table;
 // - the ops' scratch: the loss's rows x chunk logits, the score block of the sequences the attention takes at a
 //   time (attentionSequencesPerCall x H S^2, or B H S floats with the fused attention), and with bf16 products
-//   bf16 copies of the operands;
+//   bf16 copies of the operands, and the small buffers (column sums' partials, the gradient norm's partials, token
+//   ids, pointer arrays);
 // - a fixed allowance of 512 MiB for the CUDA context and cuBLAS's workspaces (an allowance, not a measurement);
 // - `linearKindBytes`, what a method's linears hold besides their parameters (OpsTrainer::linearKindBytes: masks
 //   and the scratch their products need).
 uint64_t opsTrainerDeviceBytes(const ModelConfig &c, int64_t parameters, int64_t trainableParameters, int64_t B,
                                int64_t S, ComputePrecision precision, bool recompute, AttentionStore store,
                                uint64_t linearKindBytes = 0);
+
+// The same bytes in their parts: the trainer's own buffers (exactly what OpsTrainer allocates: its deviceBytes), the
+// ops' scratch (an upper bound: sized for the largest op of each kind), the method's linears' bytes as given, and
+// the fixed allowance.
+struct OpsTrainerMemory {
+    uint64_t buffers = 0, scratch = 0, linearKinds = 0;
+    uint64_t allowance = uint64_t(512) << 20;
+    uint64_t total() const { return buffers + scratch + linearKinds + allowance; }
+};
+OpsTrainerMemory opsTrainerMemory(const ModelConfig &c, int64_t parameters, int64_t trainableParameters, int64_t B,
+                                  int64_t S, ComputePrecision precision, bool recompute, AttentionStore store,
+                                  uint64_t linearKindBytes = 0);
 
 } // namespace lathe::train
