@@ -6,6 +6,7 @@
 #include "cudacheck.h"
 
 #include <cstddef>
+#include <string>
 #include <utility>
 
 namespace lathe::gpu {
@@ -35,10 +36,25 @@ public:
         if (bytes > m_bytes)
             resize(bytes);
     }
+    // Out of device memory is an expected failure: a LatheError that says how much was asked and is free, with a
+    // hint; other failures go through LATHE_CUDA_CHECK.
     void resize(size_t bytes) {
         release();
-        if (bytes)
-            LATHE_CUDA_CHECK(cudaMalloc(&m_ptr, bytes));
+        if (!bytes)
+            return;
+        const cudaError_t e = cudaMalloc(&m_ptr, bytes);
+        if (e == cudaErrorMemoryAllocation) {
+            m_ptr = nullptr;
+            cudaGetLastError(); // not sticky: the device stays usable
+            size_t free = 0, total = 0;
+            cudaMemGetInfo(&free, &total);
+            throw LatheError("out of GPU memory: " + mib(bytes) + " more were needed, " + mib(free) + " of " +
+                                 mib(total) + " are free",
+                             "free the GPU of other work, use a smaller batch or sequence length (for training: "
+                             "data.batch with optimizer.accumulate for the same step, data.seq_len, or recompute), "
+                             "or run on the CPU (--device cpu)");
+        }
+        LATHE_CUDA_CHECK(e);
         m_bytes = bytes;
     }
     void resizePinned(size_t bytes) {
@@ -62,6 +78,8 @@ public:
     bool empty() const { return m_ptr == nullptr; }
 
 private:
+    static std::string mib(size_t bytes) { return std::to_string((bytes + (1u << 20) - 1) >> 20) + " MiB"; }
+
     void *m_ptr = nullptr;
     size_t m_bytes = 0;
     bool m_pinned = false;

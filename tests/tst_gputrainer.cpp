@@ -13,6 +13,7 @@
 #include "cudatraining.h"
 #include "cudaruntimeemulation.h"
 
+#include "base/error.h"
 #include "io/modelloader.h"
 #include "model/model.h"
 #include "model/syntheticmodel.h"
@@ -23,6 +24,7 @@
 #include "train/devicetraining.h"
 #include "train/opsmemory.h"
 
+#include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
@@ -180,6 +182,35 @@ private slots:
                     check(name, ComputePrecision::Bf16, true, recompute);
                 }
         }
+    }
+
+    // A device too small for the run: a LatheError that says so, with a hint, where the memory runs out (creating
+    // the trainer, or its first step's activations); everything taken is given back, and the device works on.
+    void outOfMemory() {
+        EmulatedBackend device;
+        auto *service = deviceService<train::DeviceTrainingService>(device);
+        const std::unique_ptr<Model> model = openModel(test::sourceDir() + "/tests/fixtures/tf-llama");
+        const train::CausalLm<float> lm(*model);
+        const TokenBatch batch = TokenBatch::random(model->config.vocabSize, 3, 40, 5);
+        const uint64_t before = emu::deviceBytesInUse();
+        // 100 KB: the parameters do not fit; 600 KB: they do, the step's activations do not (it needs 1.3 MB).
+        for (const uint64_t room : {uint64_t(100) << 10, uint64_t(600) << 10}) {
+            emu::deviceMemory().limit = before + room;
+            bool refused = false;
+            try {
+                auto trainer = service->create(lm, train::AdamW<float>(train::AdamWOptions{}), ComputePrecision::Bf16);
+                trainer->forwardBackward(batch);
+            } catch (const LatheError &e) {
+                refused = true;
+                QVERIFY2(std::string(e.what()).find("out of GPU memory: ") == 0, e.what());
+                QVERIFY2(e.hint().find("data.batch") != std::string::npos, e.hint().c_str());
+            }
+            emu::deviceMemory().limit = uint64_t(16) << 30;
+            QVERIFY(refused);
+            QCOMPARE(emu::deviceBytesInUse(), before);
+        }
+        auto trainer = service->create(lm, train::AdamW<float>(train::AdamWOptions{}), ComputePrecision::Bf16);
+        QVERIFY(std::isfinite(trainer->forwardBackward(batch)));
     }
 
     // Whole steps: six families in fp32, bf16 and bf16 with the fused attention, the fused kernels unpadded and
