@@ -51,14 +51,7 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
     auto backend = createBackend(DevicePreference::Cuda);
     const std::string fixtures = sourceDir + "/tests/fixtures";
     std::vector<GpuCheck> out;
-    // A check that throws is recorded as failed with the message, and the others still run.
-    auto guarded = [&](const std::string &name, const std::function<void()> &fn) {
-        try {
-            fn();
-        } catch (const std::exception &e) {
-            out.push_back({name, false, INFINITY, 0, e.what()});
-        }
-    };
+    const auto guarded = [&](const std::string &name, const std::function<void()> &fn) { runGuarded(out, name, fn); };
 
     // One context per device (issue 16 item 4): every GPU is listed with its ordinal and reached as cuda:N; a
     // thread gets one cuBLAS and one cuSOLVER handle per device, the same on every call, another thread its own.

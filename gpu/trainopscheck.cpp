@@ -890,16 +890,17 @@ std::vector<GpuCheck> runTrainOpChecks() {
     return out;
 }
 
+void runGuarded(std::vector<GpuCheck> &out, const std::string &name, const std::function<void()> &check) {
+    try {
+        check();
+    } catch (const std::exception &e) {
+        out.push_back({name, false, INFINITY, 0, e.what()});
+    }
+}
+
 std::vector<GpuCheck> runTrainStepChecks(ComputeBackend &device, const std::string &fixtures) {
     std::vector<GpuCheck> out;
-    // A check that throws is recorded as failed with the message, and the others still run.
-    auto guarded = [&](const std::string &name, const std::function<void()> &fn) {
-        try {
-            fn();
-        } catch (const std::exception &e) {
-            out.push_back({name, false, INFINITY, 0, e.what()});
-        }
-    };
+    const auto guarded = [&](const std::string &name, const std::function<void()> &fn) { runGuarded(out, name, fn); };
     // A whole training step against CausalLm + clipGradNorm + AdamW: tied head (llama), q/k/v biases (qwen2),
     // learned positions, LayerNorm, GELU and the fused q/k/v product (gpt2), ReLU and offset positions (opt), the
     // parallel block with partial RoPE and a biased head (phi), post-norm blocks with bidirectional attention,

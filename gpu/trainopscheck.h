@@ -2,6 +2,7 @@
 
 #include "gpuselfcheck.h"
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,10 @@ namespace lathe::gpu {
 // - the gradient norm's sum of squares: 1e-12 relative (fp64 sums of the same fp32 values, in another order).
 // Runs on the current device (GpuContext::forDevice(0)).
 std::vector<GpuCheck> runTrainOpChecks();
+
+// Runs `check`, which appends its results to `out`; a check that throws is recorded in `out` as failed with the
+// message, so that the others still run.
+void runGuarded(std::vector<GpuCheck> &out, const std::string &name, const std::function<void()> &check);
 
 // One training step of the GPU trainer (core/train/devicetraining.h) against CausalLm<float> on `model`, a batch of
 // 2 x 24 random tokens: the loss (relative error), every parameter's gradient (max |GPU - CPU| / max |CPU| of that
