@@ -299,7 +299,7 @@ inline void runBlock(Block &b) {
 }
 
 // What the last launch found wrong with its configuration (cudaGetLastError's: cudaruntimeemulation.h), 0 when none.
-inline int t_launchError = 0;
+inline thread_local int t_launchError = 0;
 
 // Runs kernel() as every thread of every block of `grid` (blocks in order, x fastest).
 template <class F> void launch(dim3 grid, unsigned threads, size_t sharedBytes, F kernel) {

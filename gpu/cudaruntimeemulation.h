@@ -54,6 +54,10 @@ enum cudaMemcpyKind {
 };
 using cudaStream_t = void *;
 
+namespace lathe::emu {
+inline constexpr uint64_t kDeviceBytes = uint64_t(16) << 30; // the emulated device's memory
+} // namespace lathe::emu
+
 struct cudaDeviceProp {
     char name[256];
     size_t totalGlobalMem;
@@ -70,7 +74,7 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device) {
         return cudaErrorInvalidDevice;
     *p = {};
     std::strncpy(p->name, "CUDA emulation", sizeof p->name - 1);
-    p->totalGlobalMem = size_t(16) << 30;
+    p->totalGlobalMem = lathe::emu::kDeviceBytes;
     p->major = 9;
     p->minor = 0;
     return cudaSuccess;
@@ -85,7 +89,7 @@ struct DeviceMemory {
     std::mutex mutex;
     std::unordered_map<const void *, size_t> sizes;
     uint64_t current = 0, peak = 0;
-    uint64_t limit = uint64_t(16) << 30; // the device's size: cudaMalloc fails beyond it (a test may lower it)
+    uint64_t limit = kDeviceBytes; // cudaMalloc fails beyond it (ScopedDeviceLimit lowers it)
 };
 inline DeviceMemory &deviceMemory() {
     static DeviceMemory m;
@@ -106,6 +110,27 @@ inline void resetDevicePeak() {
     std::lock_guard<std::mutex> lock(m.mutex);
     m.peak = m.current;
 }
+// A smaller device for a scope (a test of running out of memory): `bytes` more than are in use now.
+class ScopedDeviceLimit {
+public:
+    explicit ScopedDeviceLimit(uint64_t bytes) { set(deviceBytesInUse() + bytes); }
+    ~ScopedDeviceLimit() { set(kDeviceBytes); }
+    ScopedDeviceLimit(const ScopedDeviceLimit &) = delete;
+    ScopedDeviceLimit &operator=(const ScopedDeviceLimit &) = delete;
+
+private:
+    static void set(uint64_t limit) {
+        DeviceMemory &m = deviceMemory();
+        std::lock_guard<std::mutex> lock(m.mutex);
+        m.limit = limit;
+    }
+};
+
+// cudaMalloc's and cudaMallocHost's memory: 256-byte aligned, as the driver's.
+inline void *allocateAligned(size_t bytes) {
+    return ::operator new(bytes ? bytes : 1, std::align_val_t(256), std::nothrow);
+}
+inline void freeAligned(void *p) { ::operator delete(p, std::align_val_t(256)); }
 
 } // namespace lathe::emu
 
@@ -117,14 +142,13 @@ inline cudaError_t cudaMemGetInfo(size_t *free, size_t *total) {
     return cudaSuccess;
 }
 
-// 256-byte aligned, as cudaMalloc's.
 inline cudaError_t cudaMalloc(void **p, size_t bytes) {
     lathe::emu::DeviceMemory &m = lathe::emu::deviceMemory();
     std::lock_guard<std::mutex> lock(m.mutex);
     *p = nullptr;
     if (m.current + bytes > m.limit)
         return cudaErrorMemoryAllocation;
-    *p = ::operator new(bytes ? bytes : 1, std::align_val_t(256), std::nothrow);
+    *p = lathe::emu::allocateAligned(bytes);
     if (!*p)
         return cudaErrorMemoryAllocation;
     m.sizes[*p] = bytes;
@@ -144,16 +168,16 @@ inline cudaError_t cudaFree(void *p) {
         m.current -= it->second;
         m.sizes.erase(it);
     }
-    ::operator delete(p, std::align_val_t(256));
+    lathe::emu::freeAligned(p);
     return cudaSuccess;
 }
 inline cudaError_t cudaMallocHost(void **p, size_t bytes) {
-    *p = ::operator new(bytes ? bytes : 1, std::align_val_t(256), std::nothrow);
+    *p = lathe::emu::allocateAligned(bytes);
     return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
 inline cudaError_t cudaFreeHost(void *p) {
     if (p)
-        ::operator delete(p, std::align_val_t(256));
+        lathe::emu::freeAligned(p);
     return cudaSuccess;
 }
 

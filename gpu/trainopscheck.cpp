@@ -19,39 +19,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <functional>
-#include <optional>
 #include <random>
 #include <string>
 
 namespace lathe::gpu {
 
 namespace {
-
-// Sets an environment variable for a scope (a check that builds a trainer the way a run with it set would), and
-// restores what was there.
-class ScopedEnvironment {
-public:
-    ScopedEnvironment(const char *name, const char *value) : m_name(name) {
-        if (const char *old = std::getenv(name))
-            m_old = old;
-        setenv(name, value, 1);
-    }
-    ~ScopedEnvironment() {
-        if (m_old)
-            setenv(m_name, m_old->c_str(), 1);
-        else
-            unsetenv(m_name);
-    }
-    ScopedEnvironment(const ScopedEnvironment &) = delete;
-    ScopedEnvironment &operator=(const ScopedEnvironment &) = delete;
-
-private:
-    const char *m_name;
-    std::optional<std::string> m_old;
-};
-
 
 using MatF = train::Matrix<float>;
 using VecF = train::Vector<float>;

@@ -2,7 +2,9 @@
 
 #include "gpuselfcheck.h"
 
+#include <cstdlib>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,6 +28,29 @@ namespace lathe::gpu {
 // - the gradient norm's sum of squares: 1e-12 relative (fp64 sums of the same fp32 values, in another order).
 // Runs on the current device (GpuContext::forDevice(0)).
 std::vector<GpuCheck> runTrainOpChecks();
+
+// Sets an environment variable for a scope, and restores what was there: a check that builds a trainer the way a
+// run with it set would (LATHE_GPU_TRAIN_ATTENTION).
+class ScopedEnvironment {
+public:
+    ScopedEnvironment(const char *name, const char *value) : m_name(name) {
+        if (const char *old = std::getenv(name))
+            m_old = old;
+        setenv(name, value, 1);
+    }
+    ~ScopedEnvironment() {
+        if (m_old)
+            setenv(m_name, m_old->c_str(), 1);
+        else
+            unsetenv(m_name);
+    }
+    ScopedEnvironment(const ScopedEnvironment &) = delete;
+    ScopedEnvironment &operator=(const ScopedEnvironment &) = delete;
+
+private:
+    const char *m_name;
+    std::optional<std::string> m_old;
+};
 
 // Runs `check`, which appends its results to `out`; a check that throws is recorded in `out` as failed with the
 // message, so that the others still run.

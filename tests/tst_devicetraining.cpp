@@ -33,6 +33,7 @@
 #include "run/preflight.h"
 #include "run/trainingrun.h"
 #include "testsupport.h"
+#include "train/opsmemory.h"
 #include "train/opstrainer.h"
 #include "train/schedule.h"
 

@@ -80,6 +80,14 @@ void requireAllPassed(const std::vector<gpu::GpuCheck> &checks, size_t atLeast) 
 class TestGpuTrainer : public QObject {
     Q_OBJECT
 
+    EmulatedBackend m_device;
+
+    // A GPU trainer for `lm` on the emulated device, made as a run makes it (through the device's service).
+    std::unique_ptr<train::DeviceTrainer> trainerFor(const train::CausalLm<float> &lm, ComputePrecision precision) {
+        return deviceService<train::DeviceTrainingService>(m_device)->create(
+            lm, train::AdamW<float>(train::AdamWOptions{}), precision);
+    }
+
 private slots:
     // Every training op of gpu/trainops.h, forward and backward, against its CPU reference.
     void ops() { requireAllPassed(gpu::runTrainOpChecks(), 28); }
@@ -91,10 +99,8 @@ private slots:
         const std::unique_ptr<Model> model = openModel(test::sourceDir() + "/tests/fixtures/tf-llama");
         const train::CausalLm<float> lm(*model);
         const TokenBatch batch = TokenBatch::random(model->config.vocabSize, 2, 24, 11);
-        EmulatedBackend device;
-        auto *service = deviceService<train::DeviceTrainingService>(device);
         for (const ComputePrecision precision : {ComputePrecision::Bf16, ComputePrecision::Fp32}) {
-            auto trainer = service->create(lm, train::AdamW<float>(train::AdamWOptions{}), precision);
+            auto trainer = trainerFor(lm, precision);
             trainer->forwardBackward(batch);
             QVERIFY(trainer->opTimes().empty());
             trainer->profileOps(true);
@@ -132,8 +138,6 @@ private slots:
     // 160^2 floats, are most of its step's memory); fp32 and bf16 products, score blocks and the fused attention;
     // recomputing blocks in a decoder and in BERT.
     void memoryFormula() {
-        EmulatedBackend device;
-        auto *service = deviceService<train::DeviceTrainingService>(device);
         const auto check = [&](const std::string &name, ComputePrecision precision, bool fused, bool recompute) {
             const bool tiny = name == "tiny";
             const std::unique_ptr<Model> model = tiny ? makeSyntheticModel(*syntheticShape("tiny"))
@@ -147,12 +151,12 @@ private slots:
             const int64_t B = tiny ? 2 : 3, S = std::min<int64_t>(tiny ? 160 : 40, c.maxPositions);
             const train::AttentionStore store =
                 fused ? train::AttentionStore::LogSumExp : train::AttentionStore::Probabilities;
-            qputenv("LATHE_GPU_TRAIN_ATTENTION", fused ? "fused" : "blocks");
+            const gpu::ScopedEnvironment env("LATHE_GPU_TRAIN_ATTENTION", fused ? "fused" : "blocks");
             const uint64_t before = emu::deviceBytesInUse();
             emu::resetDevicePeak();
             uint64_t formula = 0;
             {
-                auto trainer = service->create(lm, train::AdamW<float>(train::AdamWOptions{}), precision);
+                auto trainer = trainerFor(lm, precision);
                 trainer->zeroGradients();
                 trainer->forwardBackward(TokenBatch::random(c.vocabSize, B, S, 5), 1.0f, 7);
                 trainer->step(1e-3, 1.0);
@@ -162,7 +166,6 @@ private slots:
                 QCOMPARE(m.buffers + m.linearKinds, trainer->deviceBytes());
                 formula = m.total() - m.allowance;
             }
-            qunsetenv("LATHE_GPU_TRAIN_ATTENTION");
             const uint64_t peak = emu::devicePeakBytes() - before;
             const QByteArray what = QByteArray::fromStdString(name) + " " + precisionName(precision) +
                                     (fused ? " fused" : "") + (recompute ? " recompute" : "") + ": peak " +
@@ -187,38 +190,31 @@ private slots:
     // A device too small for the run: a LatheError that says so, with a hint, where the memory runs out (creating
     // the trainer, or its first step's activations); everything taken is given back, and the device works on.
     void outOfMemory() {
-        EmulatedBackend device;
-        auto *service = deviceService<train::DeviceTrainingService>(device);
         const std::unique_ptr<Model> model = openModel(test::sourceDir() + "/tests/fixtures/tf-llama");
         const train::CausalLm<float> lm(*model);
         const TokenBatch batch = TokenBatch::random(model->config.vocabSize, 3, 40, 5);
         const uint64_t before = emu::deviceBytesInUse();
         // 100 KB: the parameters do not fit; 600 KB: they do, the step's activations do not (it needs 1.3 MB).
         for (const uint64_t room : {uint64_t(100) << 10, uint64_t(600) << 10}) {
-            emu::deviceMemory().limit = before + room;
             bool refused = false;
             try {
-                auto trainer = service->create(lm, train::AdamW<float>(train::AdamWOptions{}), ComputePrecision::Bf16);
+                const emu::ScopedDeviceLimit small(room);
+                auto trainer = trainerFor(lm, ComputePrecision::Bf16);
                 trainer->forwardBackward(batch);
             } catch (const LatheError &e) {
                 refused = true;
                 QVERIFY2(std::string(e.what()).find("out of GPU memory: ") == 0, e.what());
                 QVERIFY2(e.hint().find("data.batch") != std::string::npos, e.hint().c_str());
             }
-            emu::deviceMemory().limit = uint64_t(16) << 30;
             QVERIFY(refused);
             QCOMPARE(emu::deviceBytesInUse(), before);
         }
-        auto trainer = service->create(lm, train::AdamW<float>(train::AdamWOptions{}), ComputePrecision::Bf16);
-        QVERIFY(std::isfinite(trainer->forwardBackward(batch)));
+        QVERIFY(std::isfinite(trainerFor(lm, ComputePrecision::Bf16)->forwardBackward(batch)));
     }
 
     // Whole steps: six families in fp32, bf16 and bf16 with the fused attention, the fused kernels unpadded and
     // under SAT, and the methods' linears; the trainer made as a run makes it (through the device's service).
-    void steps() {
-        EmulatedBackend device;
-        requireAllPassed(gpu::runTrainStepChecks(device, test::sourceDir() + "/tests/fixtures"), 24);
-    }
+    void steps() { requireAllPassed(gpu::runTrainStepChecks(m_device, test::sourceDir() + "/tests/fixtures"), 24); }
 };
 
 QTEST_GUILESS_MAIN(TestGpuTrainer)

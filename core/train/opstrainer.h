@@ -40,7 +40,6 @@
 #include "train/causallm.h"
 #include "train/devicetraining.h"
 #include "train/linearkinds.h"
-#include "train/opsmemory.h"
 #include "train/opslinears.h"
 #include "train/ops.h"
 
