@@ -25,7 +25,7 @@ namespace lathe::gpu {
 
 namespace {
 
-template <int Kind>
+template <DType Kind>
 __global__ void dequantKernel(const uint8_t *src, float *dst, size_t blocks, uint32_t blockElems, uint32_t blockBytes) {
     const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= blocks)
@@ -33,16 +33,16 @@ __global__ void dequantKernel(const uint8_t *src, float *dst, size_t blocks, uin
     const uint8_t *b = src + i * blockBytes;
     float *y = dst + i * blockElems;
     switch (Kind) {
-    case int(DType::F16): y[0] = quant::rdHalf(b); break;
-    case int(DType::BF16): y[0] = bf16ToFloat(uint16_t(b[0] | (uint16_t(b[1]) << 8))); break;
-    case int(DType::Q4_0): quant::blockQ4_0(b, y); break;
-    case int(DType::Q4_1): quant::blockQ4_1(b, y); break;
-    case int(DType::Q5_0): quant::blockQ5_0(b, y); break;
-    case int(DType::Q5_1): quant::blockQ5_1(b, y); break;
-    case int(DType::Q8_0): quant::blockQ8_0(b, y); break;
-    case int(DType::Q4_K): quant::blockQ4_K(b, y); break;
-    case int(DType::Q5_K): quant::blockQ5_K(b, y); break;
-    case int(DType::Q6_K): quant::blockQ6_K(b, y); break;
+    case DType::F16: y[0] = quant::rdHalf(b); break;
+    case DType::BF16: y[0] = bf16ToFloat(uint16_t(b[0] | (uint16_t(b[1]) << 8))); break;
+    case DType::Q4_0: quant::blockQ4_0(b, y); break;
+    case DType::Q4_1: quant::blockQ4_1(b, y); break;
+    case DType::Q5_0: quant::blockQ5_0(b, y); break;
+    case DType::Q5_1: quant::blockQ5_1(b, y); break;
+    case DType::Q8_0: quant::blockQ8_0(b, y); break;
+    case DType::Q4_K: quant::blockQ4_K(b, y); break;
+    case DType::Q5_K: quant::blockQ5_K(b, y); break;
+    case DType::Q6_K: quant::blockQ6_K(b, y); break;
     default: break;
     }
 }
@@ -117,7 +117,7 @@ public:
         switch (type) {
 #define LATHE_CASE(T)                                                                                                  \
     case DType::T:                                                                                                     \
-        dequantKernel<int(DType::T)><<<grid, threads>>>(in, out, blocks, info.blockElems, info.blockBytes);            \
+        dequantKernel<DType::T><<<grid, threads>>>(in, out, blocks, info.blockElems, info.blockBytes);            \
         break;
             LATHE_CASE(F16)
             LATHE_CASE(BF16)

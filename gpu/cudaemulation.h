@@ -1,8 +1,8 @@
 #pragma once
 
-// A CPU emulation of the CUDA that the GPU trainer's kernels use, so that tests run them, unchanged, on a machine
+// A CPU emulation of the CUDA that the GPU backend's kernels use, so that tests run them, unchanged, on a machine
 // without a GPU (the project's CI): tst_flashattention the fused attention kernels (trainflashkernels.cuh), and
-// tst_gputrainer the whole trainer, with cudaruntimeemulation.h's runtime and cuBLAS. A launch runs the grid's blocks
+// tst_emulatedgpu the whole backend, with cudaruntimeemulation.h's runtime, cuBLAS and cuSOLVER. A launch runs the grid's blocks
 // one after another; a block's threads are fibers on the calling thread (each with its own stack), run in thread order
 // until each reaches a barrier or its end. __syncthreads waits for every thread of the block that has not ended,
 // __syncwarp for the warp's; a barrier some thread can never reach (a deadlock on a GPU) stops the program with a

@@ -1,14 +1,17 @@
 #pragma once
 
-// The CUDA runtime, cuBLAS and cuSOLVER calls the GPU trainer makes, emulated on the host for tests on machines
-// without a GPU (tests/tst_gputrainer.cpp; the kernels run through cudaemulation.h). The "device" is host memory:
-// cudaMalloc is an aligned allocation and every copy a memcpy; work runs when it is launched, so synchronizing waits
-// for nothing and events hold host times. cuBLAS's GEMMs are column-major reference loops accumulating in double
-// (cuBLAS accumulates in fp32: the checks' tolerances cover either) over fp32 or bf16 operands, with cuBLAS's
-// argument checks. cuSOLVER is only a handle (the trainer does not use it). Included through emulation/'s
-// cuda_runtime.h, cublas_v2.h and cusolverDn.h, which stand in for the toolkit's in that test only.
+// The CUDA runtime, cuBLAS and cuSOLVER calls of the GPU backend (gpu/*.cu: the forward pass, SliceGPT, the trainer),
+// emulated on the host for tests on machines without a GPU (tests/tst_emulatedgpu.cpp; the kernels run through
+// cudaemulation.h). The "device" is host memory: cudaMalloc is an aligned allocation and every copy a memcpy; work
+// runs when it is launched, so synchronizing waits for nothing and events hold host times. cuBLAS's products are
+// column-major reference loops accumulating in double (cuBLAS accumulates in fp32 or fp64: the checks' tolerances
+// cover either) over fp32, bf16, fp16 or fp64 operands, with cuBLAS's argument checks; cuSOLVER's eigensolver and
+// SVD are Eigen's in double. Included through emulation/'s cuda_runtime.h, cublas_v2.h and cusolverDn.h, which
+// stand in for the toolkit's in that test only.
 
 #include "cudaemulation.h"
+
+#include <Eigen/Dense>
 
 #include <chrono>
 #include <cstddef>
@@ -273,41 +276,51 @@ inline cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t m) {
 
 namespace lathe::emu {
 
-inline float elementOf(const void *base, cudaDataType_t type, int64_t i) {
-    if (type == CUDA_R_16BF)
-        return emulatedBf16ToFloat(static_cast<const __nv_bfloat16 *>(base)[i]);
+inline double elementOf(const void *base, cudaDataType_t type, int64_t i) {
+    switch (type) {
+    case CUDA_R_16BF: return emulatedBf16ToFloat(static_cast<const __nv_bfloat16 *>(base)[i]);
+    case CUDA_R_16F: return double(static_cast<const __half *>(base)[i].value);
+    case CUDA_R_64F: return static_cast<const double *>(base)[i];
+    case CUDA_R_32F: break;
+    }
     return static_cast<const float *>(base)[i];
 }
 
-// C = alpha op(A) op(B) + beta C, column-major, as cublasGemmEx with fp32 C and compute; beta = 0 ignores C's
-// values (NaN included), as cuBLAS does. The argument checks are cuBLAS's: leading dimensions at least the rows
-// stored.
-inline cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float *alpha,
+// C = alpha op(A) op(B) + beta C, column-major, as cuBLAS: fp32, bf16 or fp16 operands into fp32 C or C of their own
+// type (cublasGemmEx with fp32 compute, cublasSgemm), or all fp64 (cublasDgemm); beta = 0 ignores C's values (NaN included), as cuBLAS
+// does. The argument checks are cuBLAS's: leading dimensions at least the rows stored.
+inline cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, double alpha,
                            const void *A, cudaDataType_t at, int lda, const void *B, cudaDataType_t bt, int ldb,
-                           const float *beta, void *C, cudaDataType_t ct, int ldc) {
+                           double beta, void *C, cudaDataType_t ct, int ldc) {
     if (m < 0 || n < 0 || k < 0 || lda < std::max(1, ta == CUBLAS_OP_N ? m : k) ||
         ldb < std::max(1, tb == CUBLAS_OP_N ? k : n) || ldc < std::max(1, m))
         return CUBLAS_STATUS_INVALID_VALUE;
-    if (ct != CUDA_R_32F || (at != CUDA_R_32F && at != CUDA_R_16BF) || bt != at)
+    const bool fp64 = at == CUDA_R_64F && bt == at && ct == at;
+    if (!fp64 && ((ct != CUDA_R_32F && ct != at) || at == CUDA_R_64F || bt != at))
         return CUBLAS_STATUS_NOT_SUPPORTED;
-    // op(A)'s rows and op(B)'s columns gathered into contiguous fp32 (k values each), so that every output is a
+    // op(A)'s rows and op(B)'s columns gathered into contiguous doubles (k values each), so that every output is a
     // dot product of two contiguous rows.
-    std::vector<float> a(size_t(m) * size_t(k)), b(size_t(n) * size_t(k));
+    std::vector<double> a(size_t(m) * size_t(k)), b(size_t(n) * size_t(k));
     for (int i = 0; i < m; ++i)
         for (int l = 0; l < k; ++l)
             a[size_t(i) * k + l] = elementOf(A, at, ta == CUBLAS_OP_N ? i + int64_t(l) * lda : l + int64_t(i) * lda);
     for (int j = 0; j < n; ++j)
         for (int l = 0; l < k; ++l)
             b[size_t(j) * k + l] = elementOf(B, bt, tb == CUBLAS_OP_N ? l + int64_t(j) * ldb : j + int64_t(l) * ldb);
-    float *c = static_cast<float *>(C);
     for (int j = 0; j < n; ++j)
         for (int i = 0; i < m; ++i) {
-            const float *x = a.data() + size_t(i) * k, *y = b.data() + size_t(j) * k;
+            const double *x = a.data() + size_t(i) * k, *y = b.data() + size_t(j) * k;
             double s = 0;
             for (int l = 0; l < k; ++l)
-                s += double(x[l]) * double(y[l]);
-            float &out = c[i + int64_t(j) * ldc];
-            out = float(double(*alpha) * s + (*beta == 0.0f ? 0.0 : double(*beta) * double(out)));
+                s += x[l] * y[l];
+            const int64_t c = i + int64_t(j) * ldc;
+            const double v = alpha * s + (beta == 0.0 ? 0.0 : beta * elementOf(C, ct, c));
+            switch (ct) {
+            case CUDA_R_64F: static_cast<double *>(C)[c] = v; break;
+            case CUDA_R_16BF: static_cast<__nv_bfloat16 *>(C)[c] = __float2bfloat16_rn(float(v)); break;
+            case CUDA_R_16F: static_cast<__half *>(C)[c] = __float2half_rn(float(v)); break;
+            case CUDA_R_32F: static_cast<float *>(C)[c] = float(v); break;
+            }
         }
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -324,8 +337,8 @@ inline cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cubla
         return CUBLAS_STATUS_NOT_INITIALIZED;
     if (compute != CUBLAS_COMPUTE_32F)
         return CUBLAS_STATUS_NOT_SUPPORTED;
-    return lathe::emu::gemm(ta, tb, m, n, k, static_cast<const float *>(alpha), A, at, lda, B, bt, ldb,
-                            static_cast<const float *>(beta), C, ct, ldc);
+    return lathe::emu::gemm(ta, tb, m, n, k, *static_cast<const float *>(alpha), A, at, lda, B, bt, ldb,
+                            *static_cast<const float *>(beta), C, ct, ldc);
 }
 inline cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
                                                  int n, int k, const void *alpha, const void *A, cudaDataType_t at,
@@ -362,7 +375,63 @@ inline cublasStatus_t cublasGemmBatchedEx(cublasHandle_t h, cublasOperation_t ta
     return CUBLAS_STATUS_SUCCESS;
 }
 
-// ---- cuSOLVER: a handle only ----
+inline cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                                  const float *alpha, const float *A, int lda, const float *B, int ldb,
+                                  const float *beta, float *C, int ldc) {
+    if (!h)
+        return CUBLAS_STATUS_NOT_INITIALIZED;
+    return lathe::emu::gemm(ta, tb, m, n, k, *alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, *beta, C, CUDA_R_32F, ldc);
+}
+inline cublasStatus_t cublasDgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                                  const double *alpha, const double *A, int lda, const double *B, int ldb,
+                                  const double *beta, double *C, int ldc) {
+    if (!h)
+        return CUBLAS_STATUS_NOT_INITIALIZED;
+    return lathe::emu::gemm(ta, tb, m, n, k, *alpha, A, CUDA_R_64F, lda, B, CUDA_R_64F, ldb, *beta, C, CUDA_R_64F, ldc);
+}
+// C = alpha op(A) + beta op(B), column-major (m x n); C may be B (then ldb = ldc and op(B) = B, as cuBLAS requires).
+inline cublasStatus_t cublasSgeam(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                  const float *alpha, const float *A, int lda, const float *beta, const float *B,
+                                  int ldb, float *C, int ldc) {
+    if (!h)
+        return CUBLAS_STATUS_NOT_INITIALIZED;
+    if (m < 0 || n < 0 || lda < std::max(1, ta == CUBLAS_OP_N ? m : n) ||
+        ldb < std::max(1, tb == CUBLAS_OP_N ? m : n) || ldc < std::max(1, m) ||
+        (C == B && (ldb != ldc || tb != CUBLAS_OP_N)))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    std::vector<float> out(size_t(m) * size_t(n));
+    for (int j = 0; j < n; ++j)
+        for (int i = 0; i < m; ++i) {
+            const float a = A[ta == CUBLAS_OP_N ? i + int64_t(j) * lda : j + int64_t(i) * lda];
+            const float b = *beta == 0.0f ? 0.0f : B[tb == CUBLAS_OP_N ? i + int64_t(j) * ldb : j + int64_t(i) * ldb];
+            out[size_t(i) + size_t(j) * m] = *alpha * a + (*beta == 0.0f ? 0.0f : *beta * b);
+        }
+    for (int j = 0; j < n; ++j)
+        std::memcpy(C + int64_t(j) * ldc, out.data() + size_t(j) * m, size_t(m) * sizeof(float));
+    return CUBLAS_STATUS_SUCCESS;
+}
+enum cublasFillMode_t { CUBLAS_FILL_MODE_LOWER = 0, CUBLAS_FILL_MODE_UPPER = 1 };
+// C = alpha op(A) op(A)^T + beta C on C's `uplo` triangle only (n x n); op(A) is n x k (A itself k x n for OP_T).
+inline cublasStatus_t cublasDsyrk(cublasHandle_t h, cublasFillMode_t uplo, cublasOperation_t trans, int n, int k,
+                                  const double *alpha, const double *A, int lda, const double *beta, double *C,
+                                  int ldc) {
+    if (!h)
+        return CUBLAS_STATUS_NOT_INITIALIZED;
+    if (n < 0 || k < 0 || lda < std::max(1, trans == CUBLAS_OP_N ? n : k) || ldc < std::max(1, n))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    const auto a = [&](int i, int l) { return trans == CUBLAS_OP_N ? A[i + int64_t(l) * lda] : A[l + int64_t(i) * lda]; };
+    for (int j = 0; j < n; ++j)
+        for (int i = uplo == CUBLAS_FILL_MODE_LOWER ? j : 0; i < (uplo == CUBLAS_FILL_MODE_LOWER ? n : j + 1); ++i) {
+            double s = 0;
+            for (int l = 0; l < k; ++l)
+                s += a(i, l) * a(j, l);
+            double &out = C[i + int64_t(j) * ldc];
+            out = *alpha * s + (*beta == 0.0 ? 0.0 : *beta * out);
+        }
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+// ---- cuSOLVER: the two solvers the backend calls, through Eigen in double ----
 
 enum cusolverStatus_t {
     CUSOLVER_STATUS_SUCCESS = 0,
@@ -378,5 +447,71 @@ struct cusolverDnContext {};
 using cusolverDnHandle_t = cusolverDnContext *;
 inline cusolverStatus_t cusolverDnCreate(cusolverDnHandle_t *h) {
     *h = new cusolverDnContext;
+    return CUSOLVER_STATUS_SUCCESS;
+}
+
+enum cusolverEigMode_t { CUSOLVER_EIG_MODE_NOVECTOR = 0, CUSOLVER_EIG_MODE_VECTOR = 1 };
+inline cusolverStatus_t cusolverDnDsyevd_bufferSize(cusolverDnHandle_t h, cusolverEigMode_t, cublasFillMode_t, int n,
+                                                    const double *, int lda, const double *, int *lwork) {
+    if (!h)
+        return CUSOLVER_STATUS_NOT_INITIALIZED;
+    if (n < 0 || lda < std::max(1, n))
+        return CUSOLVER_STATUS_INVALID_VALUE;
+    *lwork = 1;
+    return CUSOLVER_STATUS_SUCCESS;
+}
+// Eigenvalues of the symmetric (n x n) A, read from its `uplo` triangle, ascending into W; with vectors, A's columns
+// become the eigenvectors (without, A is left overwritten, as cuSOLVER leaves it). *info: 0, or > 0 when the
+// iteration did not converge.
+inline cusolverStatus_t cusolverDnDsyevd(cusolverDnHandle_t h, cusolverEigMode_t jobz, cublasFillMode_t uplo, int n,
+                                         double *A, int lda, double *W, double *, int lwork, int *info) {
+    if (!h)
+        return CUSOLVER_STATUS_NOT_INITIALIZED;
+    if (n < 0 || lda < std::max(1, n) || lwork < 1)
+        return CUSOLVER_STATUS_INVALID_VALUE;
+    Eigen::MatrixXd a(n, n);
+    for (int j = 0; j < n; ++j)
+        for (int i = 0; i < n; ++i) {
+            const bool stored = uplo == CUBLAS_FILL_MODE_LOWER ? i >= j : i <= j;
+            a(i, j) = stored ? A[i + int64_t(j) * lda] : A[j + int64_t(i) * lda];
+        }
+    const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> solver(
+        a, jobz == CUSOLVER_EIG_MODE_VECTOR ? Eigen::ComputeEigenvectors : Eigen::EigenvaluesOnly);
+    *info = solver.info() == Eigen::Success ? 0 : 1;
+    for (int i = 0; i < n; ++i)
+        W[i] = solver.eigenvalues()[i];
+    if (jobz == CUSOLVER_EIG_MODE_VECTOR)
+        for (int j = 0; j < n; ++j)
+            for (int i = 0; i < n; ++i)
+                A[i + int64_t(j) * lda] = solver.eigenvectors()(i, j);
+    return CUSOLVER_STATUS_SUCCESS;
+}
+inline cusolverStatus_t cusolverDnSgesvd_bufferSize(cusolverDnHandle_t h, int m, int n, int *lwork) {
+    if (!h)
+        return CUSOLVER_STATUS_NOT_INITIALIZED;
+    if (m < n || n < 0)
+        return CUSOLVER_STATUS_INVALID_VALUE;
+    *lwork = 1;
+    return CUSOLVER_STATUS_SUCCESS;
+}
+// Singular values only (jobu = jobvt = 'N', all the backend asks for), descending into S; m >= n as cuSOLVER
+// requires. Computed in double and rounded.
+inline cusolverStatus_t cusolverDnSgesvd(cusolverDnHandle_t h, signed char jobu, signed char jobvt, int m, int n,
+                                         float *A, int lda, float *S, float *, int, float *, int, float *, int lwork,
+                                         float *, int *info) {
+    if (!h)
+        return CUSOLVER_STATUS_NOT_INITIALIZED;
+    if (jobu != 'N' || jobvt != 'N')
+        return CUSOLVER_STATUS_NOT_SUPPORTED;
+    if (m < n || n < 0 || lda < std::max(1, m) || lwork < 1)
+        return CUSOLVER_STATUS_INVALID_VALUE;
+    Eigen::MatrixXd a(m, n);
+    for (int j = 0; j < n; ++j)
+        for (int i = 0; i < m; ++i)
+            a(i, j) = A[i + int64_t(j) * lda];
+    const Eigen::BDCSVD<Eigen::MatrixXd> svd(a);
+    *info = svd.info() == Eigen::Success ? 0 : 1;
+    for (int i = 0; i < n; ++i)
+        S[i] = float(svd.singularValues()[i]);
     return CUSOLVER_STATUS_SUCCESS;
 }

@@ -47,8 +47,8 @@ GpuCheck fp32Logits(ComputeBackend &device, const std::string &name, const Model
 
 } // namespace
 
-std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
-    auto backend = createBackend(DevicePreference::Cuda);
+std::vector<GpuCheck> runGpuEngineChecks(ComputeBackend &device, const std::string &sourceDir, int64_t demoWindows) {
+    ComputeBackend *const backend = &device;
     const std::string fixtures = sourceDir + "/tests/fixtures";
     std::vector<GpuCheck> out;
     const auto guarded = [&](const std::string &name, const std::function<void()> &fn) { runGuarded(out, name, fn); };
@@ -118,7 +118,7 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
             SliceGptParams p;
             p.sparsity = 0.25;
             p.roundTo = 1;
-            p.solver = backend.get(); // cuSOLVER eigendecompositions along the way
+            p.solver = backend; // cuSOLVER eigendecompositions along the way
             CalibrationParams cp;
             cp.samples = 6;
             cp.seqLen = 16;
@@ -150,7 +150,7 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
             p.gpu = true;
             p.precision = prec;
             p.gpuHostSignals = hostSignals;
-            p.solver = backend.get();
+            p.solver = backend;
             sliceGpt(*gpuModel, cal, p);
             const TokenBatch b = TokenBatch::random(reference->config.vocabSize, 2, 12, 9);
             Transformer a(*reference), g(*gpuModel);
@@ -169,8 +169,10 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
     guarded("perplexity demo model", [&] {
         // 512-token windows: two causal query blocks of the GPU attention (blockrunner.cuh) per window.
         auto m = openModel(sourceDir + "/resources/demo/stories260K.bin");
-        out.push_back(fp32Logits(*backend, "forward fp32 demo 2 x 512", *m, TokenBatch::random(m->config.vocabSize, 2, 512, 11)));
-        const TokenBatch ids = TokenBatch::random(m->config.vocabSize, 1, 2048, 5);
+        const int64_t sequences = std::min<int64_t>(2, demoWindows);
+        out.push_back(fp32Logits(*backend, "forward fp32 demo " + std::to_string(sequences) + " x 512", *m,
+                                 TokenBatch::random(m->config.vocabSize, sequences, 512, 11)));
+        const TokenBatch ids = TokenBatch::random(m->config.vocabSize, 1, demoWindows * 512, 5);
         PerplexityParams pp;
         pp.seqLen = 512;
         Transformer cpu(*m);
@@ -180,7 +182,7 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
             const double got = evaluatePerplexity(*gpu, m->config.maxPositions, ids.tokens, pp).perplexity;
             GpuCheck c{std::string("perplexity ") + precisionName(prec), false, std::abs(got - want) / want,
                        prec == ComputePrecision::Fp32 ? 1e-5 : 2e-2,
-                       "stories260K, 4 x 512 random tokens: GPU " + std::to_string(got) + ", CPU " + std::to_string(want)};
+                       "stories260K, " + std::to_string(demoWindows) + " x 512 random tokens: GPU " + std::to_string(got) + ", CPU " + std::to_string(want)};
             c.passed = c.error <= c.tolerance;
             out.push_back(c);
         }
@@ -245,13 +247,19 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
         out.push_back({"cusolver sgesvd", err <= 1e-5, err, 1e-5, "200 x 70 and 70 x 200 vs LAPACK / Eigen"});
     });
 
+    return out;
+}
+
+std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {
+    auto backend = createBackend(DevicePreference::Cuda);
+    std::vector<GpuCheck> out = runGpuEngineChecks(*backend, sourceDir);
     // The training engine's ops, forward and backward, against core/train/ops.h (gpu/trainopscheck.h).
-    guarded("training ops", [&] {
+    runGuarded(out, "training ops", [&] {
         for (GpuCheck &c : runTrainOpChecks())
             out.push_back(std::move(c));
     });
     // Whole training steps against CausalLm + clipGradNorm + AdamW, every family and method (trainopscheck.h).
-    for (GpuCheck &c : runTrainStepChecks(*backend, fixtures))
+    for (GpuCheck &c : runTrainStepChecks(*backend, sourceDir + "/tests/fixtures"))
         out.push_back(std::move(c));
     return out;
 }

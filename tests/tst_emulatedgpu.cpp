@@ -1,17 +1,18 @@
-// The GPU trainer (gpu/: TrainOps's kernels and cuBLAS calls, OpsTrainer on them, the methods' device ops) run on the
-// CPU: its .cu sources compiled as C++ against gpu/cudaruntimeemulation.h (the CUDA runtime and cuBLAS on host memory,
-// through gpu/emulation/'s stand-ins for the toolkit's headers) and gpu/cudaemulation.h (kernels as fibers), then
-// `lathe-cli check-gpu`'s training checks, unchanged: every op against core/train/ops.h and whole steps of every family
-// and method against CausalLm, at check-gpu's tolerances (gpu/trainopscheck.h). So the project's CI, which has no GPU,
-// runs the GPU trainer's code; what a GPU adds is left to check-gpu there: cuBLAS's own arithmetic, timing, memory
-// limits and races between blocks.
+// The GPU backend (gpu/: dequantization, the forward pass, SliceGPT, the trainer: their kernels, cuBLAS and cuSOLVER
+// calls and host code) run on the CPU: its .cu sources compiled as C++ against gpu/cudaruntimeemulation.h (the CUDA
+// runtime, cuBLAS and cuSOLVER on host memory, through gpu/emulation/'s stand-ins for the toolkit's headers) and
+// gpu/cudaemulation.h (kernels as fibers), then every check of `lathe-cli check-gpu`, unchanged: the engine's
+// (gpu/gpuselfcheck.h), every training op against core/train/ops.h and whole steps of every family and method
+// against CausalLm (gpu/trainopscheck.h), at check-gpu's tolerances. So the project's CI, which has no GPU, runs the
+// GPU backend's code; what a GPU adds is left to check-gpu there: cuBLAS's and cuSOLVER's own arithmetic, timing,
+// memory limits and races between blocks.
 
 #include <QtTest>
 
-#include "gpucontext.h"
-#include "trainopscheck.h"
-#include "cudatraining.h"
+#include "cudabackend.h"
 #include "cudaruntimeemulation.h"
+#include "gpuselfcheck.h"
+#include "trainopscheck.h"
 
 #include "base/error.h"
 #include "io/modelloader.h"
@@ -33,37 +34,6 @@ using namespace lathe;
 
 namespace {
 
-// The emulated device as a backend with the GPU backend's training service (gpu/cudabackend.cu's, which also
-// brings the forward pass and SliceGPT: not emulated).
-class EmulatedBackend final : public ComputeBackend {
-public:
-    std::string name() const override { return "cuda"; }
-    DeviceInfo device() const override { return gpu::GpuContext::forDevice(0).info(); }
-    void dequantize(DType, const void *, size_t, float *) override { QFAIL("not emulated"); }
-    void symmetricEigen(const double *, int64_t, std::vector<double> &, std::vector<double> *) override {
-        QFAIL("not emulated");
-    }
-    std::vector<double> singularValues(const float *, int64_t, int64_t) override {
-        qFatal("not emulated");
-        return {};
-    }
-    void *service(const std::string &key) override {
-        if (key == train::DeviceTrainingService::kServiceKey)
-            return static_cast<train::DeviceTrainingService *>(&m_training);
-        return nullptr;
-    }
-
-private:
-    class Training final : public train::DeviceTrainingService {
-    public:
-        std::unique_ptr<train::DeviceTrainer> create(const train::CausalLm<float> &model,
-                                                     const train::AdamW<float> &optimizer,
-                                                     ComputePrecision precision) override {
-            return gpu::makeCudaTrainer(gpu::GpuContext::forDevice(0), model, optimizer, precision);
-        }
-    } m_training;
-};
-
 void requireAllPassed(const std::vector<gpu::GpuCheck> &checks, size_t atLeast) {
     int failed = 0;
     for (const gpu::GpuCheck &c : checks) {
@@ -77,18 +47,32 @@ void requireAllPassed(const std::vector<gpu::GpuCheck> &checks, size_t atLeast) 
 
 } // namespace
 
-class TestGpuTrainer : public QObject {
+class TestEmulatedGpu : public QObject {
     Q_OBJECT
 
-    EmulatedBackend m_device;
+    // gpu/cudabackend.cu's backend of the emulated device, as a program reaches it (the platform registered with
+    // core, as the plugin registers it).
+    std::unique_ptr<ComputeBackend> m_device;
 
     // A GPU trainer for `lm` on the emulated device, made as a run makes it (through the device's service).
     std::unique_ptr<train::DeviceTrainer> trainerFor(const train::CausalLm<float> &lm, ComputePrecision precision) {
-        return deviceService<train::DeviceTrainingService>(m_device)->create(
+        return deviceService<train::DeviceTrainingService>(*m_device)->create(
             lm, train::AdamW<float>(train::AdamWOptions{}), precision);
     }
 
 private slots:
+    void initTestCase() {
+        gpu::registerCudaBackend();
+        m_device = createBackend(DevicePreference::Cuda);
+        QCOMPARE(QString::fromStdString(m_device->name()), QString("cuda"));
+    }
+
+    // The engine's checks: the device registry and handles, dequantization of every storage format, the forward
+    // pass of five families in fp32 (and sliced), SliceGPT on the device in fp32 and bf16 (signals on the device and
+    // in pinned host memory), the demo model's perplexity in fp32, bf16 and fp16 (one 512-token window: its softmax
+    // rows are most of the emulation's time), streamed blocks, a bad token id refused, cuSOLVER's eigensolver and SVD.
+    void engine() { requireAllPassed(gpu::runGpuEngineChecks(*m_device, test::sourceDir(), 1), 26); }
+
     // Every training op of gpu/trainops.h, forward and backward, against its CPU reference.
     void ops() { requireAllPassed(gpu::runTrainOpChecks(), 28); }
 
@@ -214,8 +198,8 @@ private slots:
 
     // Whole steps: six families in fp32, bf16 and bf16 with the fused attention, the fused kernels unpadded and
     // under SAT, and the methods' linears; the trainer made as a run makes it (through the device's service).
-    void steps() { requireAllPassed(gpu::runTrainStepChecks(m_device, test::sourceDir() + "/tests/fixtures"), 24); }
+    void steps() { requireAllPassed(gpu::runTrainStepChecks(*m_device, test::sourceDir() + "/tests/fixtures"), 24); }
 };
 
-QTEST_GUILESS_MAIN(TestGpuTrainer)
-#include "tst_gputrainer.moc"
+QTEST_GUILESS_MAIN(TestEmulatedGpu)
+#include "tst_emulatedgpu.moc"
