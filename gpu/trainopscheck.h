@@ -13,6 +13,9 @@ class ComputeBackend;
 class Model;
 } // namespace lathe
 
+// check-gpu's training checks (gpu/gpuselfcheck.h runs them after the engine's): op by op (trainopscheck.cpp) and
+// whole steps (trainstepcheck.cpp).
+
 namespace lathe::gpu {
 
 // Every training op of gpu/trainops.h against its CPU reference in core/train/ops.h (and the CPU AdamW kernel), on

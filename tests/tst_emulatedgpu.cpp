@@ -15,6 +15,7 @@
 #include "trainopscheck.h"
 
 #include "base/error.h"
+#include "clirun.h"
 #include "io/modelloader.h"
 #include "model/model.h"
 #include "model/syntheticmodel.h"
@@ -26,6 +27,8 @@
 #include "train/opsmemory.h"
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,6 +36,34 @@
 using namespace lathe;
 
 namespace {
+
+nlohmann::json readJson(const std::filesystem::path &path) {
+    std::ifstream in(path);
+    return nlohmann::json::parse(in);
+}
+
+// Writes `spec`, its output folder set to root/name, to root/name.json and runs `lathe-cli command` on it: the run's
+// results.json, or null when it failed (its message printed).
+nlohmann::json runJob(const std::filesystem::path &root, const QString &command, const std::string &name,
+                      nlohmann::json spec) {
+    spec["output"] = {{"dir", (root / name).string()}};
+    const std::filesystem::path path = root / (name + ".json");
+    test::writeText(path.string(), spec.dump(2));
+    const test::CliRun r = test::runCli({command, QString::fromStdString(path.string())});
+    if (r.exitCode != 0) {
+        qWarning("lathe-cli %s: %s", qPrintable(command), r.err.c_str());
+        return {};
+    }
+    return readJson(root / name / "results.json");
+}
+
+// `what`'s value from lathe-cli on the emulated device (`device`) within `relative` of the CPU's.
+void requireClose(const char *what, double device, double cpu, double relative) {
+    const QByteArray text = QByteArray(what) + ": device " + QByteArray::number(device, 'g', 10) + ", CPU " +
+                            QByteArray::number(cpu, 'g', 10);
+    qInfo("%s", text.constData());
+    QVERIFY2(std::isfinite(device) && std::abs(device - cpu) <= relative * std::abs(cpu), text.constData());
+}
 
 void requireAllPassed(const std::vector<gpu::GpuCheck> &checks, size_t atLeast) {
     int failed = 0;
@@ -194,6 +225,79 @@ private slots:
             QCOMPARE(emu::deviceBytesInUse(), before);
         }
         QVERIFY(std::isfinite(trainerFor(lm, ComputePrecision::Bf16)->forwardBackward(batch)));
+    }
+
+    // The programs' GPU paths through the plugin, as on a GPU machine: lathe-cli loads the emulated backend built as
+    // a plugin (liblathe_gpu_emulated.so: gpu/gpuplugin.cpp on the same objects) through $LATHE_GPU_PLUGIN, lists
+    // its device, and runs an evaluation, a training job and a SliceGPT job on it (fp32 products throughout) beside
+    // the same work on the CPU: perplexities and evaluation losses within 1e-5 (the emulation's products accumulate
+    // in double, the CPU's in fp32). The plugin's exports, its logger and the device plumbing of eval, train and
+    // compress, which the in-process checks above do not reach.
+    void programsThroughThePlugin() {
+        namespace fs = std::filesystem;
+        QVERIFY2(std::getenv("LATHE_CLI"), "LATHE_CLI must point to lathe-cli (set by ctest)");
+        const gpu::ScopedEnvironment plugin("LATHE_GPU_PLUGIN", LATHE_EMULATED_PLUGIN);
+        const test::CliRun devices = test::runCli({"devices"});
+        QVERIFY2(devices.exitCode == 0, devices.err.c_str());
+        QVERIFY2(devices.out.find("gpu      cuda:0 CUDA emulation") != std::string::npos, devices.out.c_str());
+        QVERIFY2(devices.out.find("liblathe_gpu_emulated.so") != std::string::npos, devices.out.c_str());
+
+        const std::string demo = test::sourceDir() + "/resources/demo/stories260K.bin";
+        const std::string text = test::dataDir() + "/text/tinystories-excerpt.txt";
+        const auto perplexity = [&](const QString &device) {
+            const test::CliRun r =
+                test::runCli({"eval", "--model", QString::fromStdString(demo), "--text", QString::fromStdString(text),
+                              "--seq-len", "64", "--max-tokens", "128", "--device", device, "--precision", "fp32",
+                              "--json"});
+            if (r.exitCode != 0)
+                qWarning("%s", r.err.c_str());
+            return r.exitCode == 0 ? nlohmann::json::parse(r.out) : nlohmann::json{{"device", r.err}};
+        };
+        const nlohmann::json gpuEval = perplexity("cuda"), cpuEval = perplexity("cpu");
+        QCOMPARE(QString::fromStdString(gpuEval.value("device", "")), QString("cuda"));
+        requireClose("eval perplexity", gpuEval["perplexity"], cpuEval["perplexity"], 1e-5);
+
+        // Two steps of 2 x 16 tokens, evaluations before them and after each, the model exported.
+        const fs::path root = test::tempDir("emulated-plugin");
+        nlohmann::json train = {
+            {"model", demo},
+            {"data", {{"train", text}, {"holdout", 0.1}, {"seq_len", 16}, {"batch", 2}, {"eval_windows", 2}, {"seed", 1}}},
+            {"optimizer", {{"lr", 1e-3}, {"warmup", 1}, {"clip", 1.0}}},
+            {"steps", 2},
+            {"eval_every", 1},
+            {"precision", "fp32"}};
+        const auto runTrain = [&](const std::string &device) {
+            nlohmann::json spec = train;
+            spec["device"] = device;
+            return runJob(root, "train", "train-" + device, spec);
+        };
+        const nlohmann::json gpuTrain = runTrain("cuda"), cpuTrain = runTrain("cpu");
+        QVERIFY2(gpuTrain.value("device", "").find("CUDA emulation") != std::string::npos, gpuTrain.dump().c_str());
+        QCOMPARE(gpuTrain["evals"].size(), size_t(3)); // before the first step and after each
+        QCOMPARE(cpuTrain["evals"].size(), size_t(3));
+        for (size_t i = 0; i < 3; ++i)
+            requireClose("train eval loss", gpuTrain["evals"][i]["eval_loss"], cpuTrain["evals"][i]["eval_loss"], 1e-5);
+        QVERIFY(fs::exists(root / "train-cuda" / "model"));
+
+        // SliceGPT at 25%, its block passes in fp32 on the device, the dense and sliced models evaluated there.
+        const auto runSlice = [&](const std::string &device) {
+            const nlohmann::json spec = {
+                {"model", demo},
+                {"method", "slicegpt"},
+                {"sparsity", 0.25},
+                {"slicegpt", {{"precision", "fp32"}}},
+                {"calibration", {{"text", text}, {"samples", 8}, {"seq_len", 32}}},
+                {"evaluation", {{"text", text}, {"seq_len", 32}, {"max_tokens", 128}, {"dense", true}}},
+                {"device", device}};
+            return runJob(root, "compress", "slice-" + device, spec);
+        };
+        const nlohmann::json gpuSlice = runSlice("cuda"), cpuSlice = runSlice("cpu");
+        QVERIFY2(gpuSlice.contains("runs") && cpuSlice.contains("runs"), gpuSlice.dump().c_str());
+        requireClose("dense perplexity", gpuSlice["dense"]["perplexity"], cpuSlice["dense"]["perplexity"], 1e-5);
+        requireClose("sliced perplexity", gpuSlice["runs"][0]["perplexity"], cpuSlice["runs"][0]["perplexity"], 1e-5);
+        std::ifstream log(root / "slice-cuda" / "run.log");
+        const std::string logText((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+        QVERIFY2(logText.find("device: CUDA emulation") != std::string::npos, logText.c_str());
     }
 
     // Whole steps: six families in fp32, bf16 and bf16 with the fused attention, the fused kernels unpadded and
