@@ -11,6 +11,7 @@
 
 #include "base/error.h"
 #include "engine/blockops.h"
+#include "engine/deviceforward.h"
 #include "engine/transformer.h"
 #include "model/layerweights.h"
 #include "model/model.h"
@@ -159,13 +160,10 @@ public:
         const int64_t f = c.intermediateSize * (c.family == ArchFamily::Llama ? 3 : 2);
         return size_t(d * (2 * q + 2 * kv) + d * f) * sizeof(T);
     }
-    // Work buffers of a pass over `rows` tokens in sequences of `seq` (and LM-head chunks when logits are made).
+    // Work buffers of a pass over `rows` tokens in sequences of `seq` (and LM-head chunks when logits are made):
+    // ensureBuffers's, by core's formula (engine/deviceforward.h), which the preflight uses too.
     size_t activationBytes(int64_t rows, int64_t seq) const {
-        const ModelConfig &c = m_model.config;
-        const int64_t d = c.hiddenSize, q = c.numHeads * c.headDim, f = c.intermediateSize;
-        const size_t perRow = size_t(8 * d + 4 * q + 3 * f) * sizeof(float);
-        return perRow * size_t(rows) + size_t(c.numHeads * seq * seq) * (sizeof(float) + sizeof(T)) +
-               size_t(std::min(kHeadRows, rows) * m_vocabRows) * sizeof(float);
+        return size_t(deviceForwardActivationBytes(m_model.config, m_vocabRows, rows, seq, sizeof(T)));
     }
 
     // Work buffers for `rows` tokens in sequences of `seq`; grown, never shrunk.

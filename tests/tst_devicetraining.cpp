@@ -815,8 +815,7 @@ private slots:
             const uint64_t signalBytes = onDevice ? uint64_t(8 * 128 * model->config.hiddenSize) * 4 *
                                                     uint64_t(methodNamed(method).info().calibrationCopies)
                                               : 0;
-            QCOMPARE(e.deviceBytes, compressionDeviceBytes(model->config, model->parameterCount(), 128,
-                                                           ComputePrecision::Fp32, signalBytes));
+            QCOMPARE(e.deviceBytes, compressionDeviceBytes(*model, 128, ComputePrecision::Fp32, signalBytes));
             bool gpuPhase = false;
             for (const RunEstimate::Phase &ph : e.phases)
                 gpuPhase = gpuPhase || ph.name.find("(GPU)") != std::string::npos;

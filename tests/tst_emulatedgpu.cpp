@@ -15,8 +15,11 @@
 #include "trainopscheck.h"
 
 #include "base/error.h"
+#include "engine/calibration.h"
+#include "engine/deviceforward.h"
 #include "clirun.h"
 #include "io/modelloader.h"
+#include "methods/slicegpt.h"
 #include "model/model.h"
 #include "model/syntheticmodel.h"
 #include "numeric/backend.h"
@@ -106,6 +109,62 @@ private slots:
 
     // Every training op of gpu/trainops.h, forward and backward, against its CPU reference.
     void ops() { requireAllPassed(gpu::runTrainOpChecks(), 28); }
+
+    // The forward pass's device memory (deviceForwardMemory: what the compression preflight promises, less its
+    // allowance) against the peak of what the pass allocates on the emulated device, from its creation (the weights,
+    // each matrix through its fp32 staging copy) through a pass: equal.
+    // Untied and tied heads, q/k/v biases, learned positions, the parallel block, a sliced model (its shortcut
+    // matrices), and the demo model at 256 tokens (its score blocks are most of the pass); fp32, bf16 and fp16; one
+    // window (an evaluation's) and two sequences.
+    void forwardMemoryFormula() {
+        const auto check = [&](const std::string &name, const Model &model, ComputePrecision precision, int64_t batch,
+                               int64_t seq) {
+            const uint64_t before = emu::deviceBytesInUse();
+            emu::resetDevicePeak();
+            {
+                DeviceForwardOptions options;
+                options.precision = precision;
+                const std::unique_ptr<DeviceForward> pass = createDeviceForward(*m_device, model, options);
+                int64_t count = 0;
+                QVERIFY(std::isfinite(
+                    pass->sumNextTokenNll(TokenBatch::random(model.config.vocabSize, batch, seq, 3), &count)));
+            }
+            const uint64_t peak = emu::devicePeakBytes() - before;
+            const uint64_t formula = deviceForwardMemory(model, batch * seq, seq, precision).total();
+            const QByteArray what = QByteArray::fromStdString(name) + " " + precisionName(precision) + " " +
+                                    QByteArray::number(qlonglong(batch)) + " x " + QByteArray::number(qlonglong(seq)) +
+                                    ": peak " + QByteArray::number(qulonglong(peak)) + " bytes, formula " +
+                                    QByteArray::number(qulonglong(formula));
+            qInfo("%s", what.constData());
+            QCOMPARE(emu::deviceBytesInUse(), before); // the pass freed all it took
+            // Exactly: the formula follows the pass's allocations, so a change to them must change it too.
+            QVERIFY2(peak == formula, what.constData());
+        };
+        const std::string fixtures = test::sourceDir() + "/tests/fixtures/";
+        std::vector<std::pair<std::string, std::unique_ptr<Model>>> models;
+        for (const char *family : {"tf-llama", "tf-qwen2", "tf-gpt2", "tf-opt", "tf-phi"})
+            models.emplace_back(family, openModel(fixtures + family));
+        std::unique_ptr<Model> sliced = openModel(fixtures + "tf-llama");
+        SliceGptParams p;
+        p.sparsity = 0.25;
+        p.roundTo = 1;
+        CalibrationParams cp;
+        cp.samples = 6;
+        cp.seqLen = 16;
+        sliceGpt(*sliced, makeCalibrationSet(TokenBatch::random(sliced->config.vocabSize, 1, 96, 3).tokens, cp), p);
+        models.emplace_back("tf-llama sliced", std::move(sliced));
+        for (const auto &[name, model] : models)
+            for (const ComputePrecision precision :
+                 {ComputePrecision::Fp32, ComputePrecision::Bf16, ComputePrecision::Fp16}) {
+                check(name, *model, precision, 1, 24);
+                check(name, *model, precision, 2, 24);
+            }
+        // Two tokens: the largest matrix's fp32 staging copy outweighs the pass's buffers.
+        check("tf-llama", *models.front().second, ComputePrecision::Bf16, 1, 2);
+        const std::unique_ptr<Model> demo = openModel(test::sourceDir() + "/resources/demo/stories260K.bin");
+        for (const ComputePrecision precision : {ComputePrecision::Fp32, ComputePrecision::Bf16})
+            check("stories260K", *demo, precision, 1, 256);
+    }
 
     // bench train --profile's table: every op timed on the device once per call, outermost only, and the bf16
     // rounding of the products' operands timed on its own inside them (nested: counted in their time too). Present

@@ -1,7 +1,11 @@
 #include "engine/deviceforward.h"
 
 #include "base/error.h"
+#include "engine/transformer.h"
+#include "model/model.h"
 #include "numeric/backend.h"
+
+#include <algorithm>
 
 namespace lathe {
 
@@ -22,6 +26,58 @@ ComputePrecision parsePrecision(const std::string &name) {
     if (name == "fp16" || name == "float16")
         return ComputePrecision::Fp16;
     throw LatheError("unknown precision '" + name + "'", "use fp32, bf16 or fp16");
+}
+
+uint64_t deviceForwardActivationBytes(const ModelConfig &c, int64_t vocabRows, int64_t rows, int64_t seq,
+                                      uint64_t elementBytes) {
+    constexpr int64_t kHeadRows = 2048; // BlockRunner::kHeadRows
+    const uint64_t n = uint64_t(rows), d = uint64_t(c.hiddenSize), q = uint64_t(c.numHeads * c.headDim),
+                   kv = uint64_t(c.numKvHeads * c.headDim), f = uint64_t(c.intermediateSize), t = elementBytes;
+    // hidden, its scratch, the attention's and the MLP's outputs (fp32); the normed input (T); q, k, v in fp32 and
+    // in T, the attention context (T); up and gate (fp32) and their product (T).
+    const uint64_t perRow = 4 * d * 4 + d * t + (q + 2 * kv) * (4 + t) + q * t + 2 * f * 4 + f * t;
+    const uint64_t attention = uint64_t(c.numHeads) * uint64_t(seq) * uint64_t(seq) * (4 + t);
+    const uint64_t logits = uint64_t(std::min(kHeadRows, rows)) * uint64_t(vocabRows) * 4;
+    const uint64_t rope = uint64_t(seq) * uint64_t(rotaryDims(c)) * 4; // cos and sin, half the rotated width each
+    const uint64_t tokens = n * 4 * 2 + uint64_t(kHeadRows) * 8;    // ids, targets, one chunk's NLLs (double)
+    return perRow * n + attention + logits + rope + tokens;
+}
+
+DeviceForwardMemory deviceForwardMemory(const Model &model, int64_t rows, int64_t seq, ComputePrecision precision) {
+    const uint64_t t = precision == ComputePrecision::Fp32 ? 4 : 2;
+    DeviceForwardMemory m;
+    int64_t vocabRows = model.config.vocabSize, largest = 0;
+    bool untiedHead = false;
+    for (const TensorInfo &info : model.tensors()) {
+        const uint64_t n = uint64_t(info.numel());
+        switch (info.role) {
+        case TensorRole::Unknown:
+        case TensorRole::Buffer: break;
+        case TensorRole::TokenEmbedding:
+            m.weights += n * 4;
+            if (!info.isBias && !info.shape.empty())
+                vocabRows = info.shape.front();
+            break;
+        case TensorRole::AttnShortcut:
+        case TensorRole::MlpShortcut: m.weights += n * 4; break;
+        default:
+            if (info.isBias || !isLinearRole(info.role)) {
+                m.weights += n * 4;
+                break;
+            }
+            m.weights += n * t;
+            largest = std::max(largest, info.numel());
+            untiedHead = untiedHead || info.role == TensorRole::LmHead;
+        }
+    }
+    if (!untiedHead) // the tied head: the token embedding again, in the compute type
+        if (const TensorInfo *e = model.find(TensorRole::TokenEmbedding)) {
+            m.weights += uint64_t(e->numel()) * t;
+            largest = std::max(largest, e->numel());
+        }
+    m.staging = t == 4 ? 0 : uint64_t(largest) * 4;
+    m.activations = deviceForwardActivationBytes(model.config, vocabRows, rows, seq, t);
+    return m;
 }
 
 bool hasDeviceForward(ComputeBackend &device) { return deviceService<DeviceForwardService>(device) != nullptr; }

@@ -2,6 +2,7 @@
 
 #include "numeric/mat.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -10,6 +11,7 @@ namespace lathe {
 
 class ComputeBackend;
 class Model;
+struct ModelConfig;
 struct TokenBatch;
 
 // Storage and GEMM input type of the device forward pass. Accumulation is always fp32; the residual stream,
@@ -55,6 +57,29 @@ public:
     virtual ~DeviceForwardService() = default;
     virtual std::unique_ptr<DeviceForward> create(const Model &model, const DeviceForwardOptions &options) = 0;
 };
+
+// The device memory of the forward pass (gpu/cudaforward.cu on gpu/blockrunner.cuh's buffers) for `model` at
+// `precision`, over passes of `rows` tokens in sequences of `seq` (an evaluation window: rows = seq). It follows
+// what the pass allocates, so that the preflight promises it: tst_emulatedgpu holds the total to the peak of the
+// emulated device's allocations (never below it). Not in it: the CUDA context and cuBLAS's workspaces.
+struct DeviceForwardMemory {
+    // Resident weights: the embedding tables, norms and biases in fp32, every matrix in the compute type (a tied
+    // head once more, as the head's own copy), a sliced model's shortcut matrices in fp32.
+    uint64_t weights = 0;
+    // The fp32 copy of the largest matrix while it is converted to the compute type (0 in fp32).
+    uint64_t staging = 0;
+    // The work buffers of a pass: deviceForwardActivationBytes.
+    uint64_t activations = 0;
+    // The staging copies exist while the weights are uploaded, the work buffers from the first pass on.
+    uint64_t total() const { return weights + std::max(staging, activations); }
+};
+DeviceForwardMemory deviceForwardMemory(const Model &model, int64_t rows, int64_t seq, ComputePrecision precision);
+// The pass's work buffers for a model of `config` whose head has `vocabRows` rows, with `elementBytes` per element
+// of the compute type: the residual stream and its scratch, the projections in fp32 and the compute type, the MLP's
+// three intermediate buffers, the attention's (heads x seq x seq) scores in fp32 and probabilities in the compute
+// type, the LM head's logits for up to 2048 rows, the RoPE tables, token ids, targets and per-row NLLs.
+uint64_t deviceForwardActivationBytes(const ModelConfig &config, int64_t vocabRows, int64_t rows, int64_t seq,
+                                      uint64_t elementBytes);
 
 // `device` runs the forward pass itself (a GPU).
 bool hasDeviceForward(ComputeBackend &device);

@@ -61,12 +61,16 @@ Transformer::Transformer(const Model &model, TransformerOptions options)
 }
 
 cpu::RopeTable ropeTableFor(const ModelConfig &c, int64_t positions, const std::string &source) {
-    if (c.family != ArchFamily::Llama && c.family != ArchFamily::Phi)
+    const int rotary = rotaryDims(c);
+    if (rotary == 0)
         return {};
-    int rotary = int(c.headDim);
-    if (c.family == ArchFamily::Phi)
-        rotary = int(double(c.headDim) * c.partialRotaryFactor);
     return cpu::makeRopeTable(std::max<int64_t>(positions, 1), rotary, c.ropeTheta, c.ropeScaling(), source);
+}
+
+int rotaryDims(const ModelConfig &c) {
+    if (c.family == ArchFamily::Phi)
+        return int(double(c.headDim) * c.partialRotaryFactor);
+    return c.family == ArchFamily::Llama ? int(c.headDim) : 0;
 }
 
 void Transformer::checkSupported(const Model &model) {

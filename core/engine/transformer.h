@@ -18,6 +18,9 @@ class Model;
 // The rotary table of a Llama or Phi model for `positions` positions (rotary width, theta and rope scaling from
 // its config); empty (rotaryDim 0) for families without RoPE. Shared by the CPU and GPU forward passes.
 cpu::RopeTable ropeTableFor(const ModelConfig &config, int64_t positions, const std::string &source);
+// The rotated dimensions of each head: the head width (Llama family), its partial rotary share (Phi-2), or 0
+// (learned positions).
+int rotaryDims(const ModelConfig &config);
 
 // Multiply-adds x2 of one forward pass of this model over `seq` tokens: every linear, attention scores and context
 // over the causal (decoders) or full (BERT) mask, and the LM head. Benchmarks count achieved GFLOP/s against it.

@@ -96,12 +96,9 @@ void probeDeviceForward(ForwardProbe &p, const Model &model, std::shared_ptr<Com
     p.gpu = std::move(gpu);
 }
 
-uint64_t compressionDeviceBytes(const ModelConfig &c, int64_t parameters, int64_t seqLen, ComputePrecision precision,
-                                uint64_t signalBytes) {
-    const uint64_t perWeight = precision == ComputePrecision::Fp32 ? 4 : 2;
-    const uint64_t window = uint64_t(std::max<int64_t>(seqLen, 1)) *
-                            uint64_t(c.vocabSize + 4 * std::max(c.intermediateSize, 3 * c.hiddenSize)) * 4;
-    return uint64_t(parameters) * perWeight + window + signalBytes + (uint64_t(512) << 20);
+uint64_t compressionDeviceBytes(const Model &model, int64_t seqLen, ComputePrecision precision, uint64_t signalBytes) {
+    const int64_t seq = std::max<int64_t>(seqLen, 1);
+    return deviceForwardMemory(model, seq, seq, precision).total() + signalBytes + (uint64_t(512) << 20);
 }
 
 int64_t estimateTextTokens(const Tokenizer &tokenizer, const std::string &path) {
@@ -189,7 +186,7 @@ RunEstimate estimateCompressionRun(const CompressionSpec &spec, const Model &mod
     }
     if (evalOnGpu) {
         e.device = probe.device;
-        e.deviceBytes = compressionDeviceBytes(c, params, seq, probe.devicePrecision, methodOnGpu ? signals : 0);
+        e.deviceBytes = compressionDeviceBytes(model, seq, probe.devicePrecision, methodOnGpu ? signals : 0);
         e.deviceAvailable = probe.gpu->device().totalMemory;
         if (methodOnGpu)
             signals = 0;

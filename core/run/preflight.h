@@ -41,12 +41,12 @@ ForwardProbe probeForward(const Model &model, int64_t seqLen);
 // leaves it as it is otherwise. LatheError when the GPU cannot build the pass (out of memory).
 void probeDeviceForward(ForwardProbe &probe, const Model &model, std::shared_ptr<ComputeBackend> gpu,
                         ComputePrecision precision);
-// Device bytes of a compression run's GPU work, an estimate from the shapes: the weights in the compute type, one
-// window's logits and activations in fp32, the calibration signals (rows x width fp32) when the method keeps them
-// there, and 512 MiB for the CUDA context and cuBLAS's workspaces (an allowance, not a measurement). Both the
-// forward pass and SliceGPT's engine stream from host memory when the GPU has less, so this never refuses a run.
-uint64_t compressionDeviceBytes(const ModelConfig &config, int64_t parameters, int64_t seqLen,
-                                ComputePrecision precision, uint64_t signalBytes);
+// Device bytes of a compression run's GPU work: the forward pass over one window of `seqLen` tokens with its weights
+// resident (deviceForwardMemory: what it allocates), the calibration signals (rows x width fp32) when the method
+// keeps them there, and 512 MiB for the CUDA context and cuBLAS's workspaces (an allowance, not a measurement).
+// Both the forward pass and SliceGPT's engine stream from host memory when the GPU has less, so this never refuses
+// a run.
+uint64_t compressionDeviceBytes(const Model &model, int64_t seqLen, ComputePrecision precision, uint64_t signalBytes);
 
 // The token count of a text as the model's tokenizer would give it, from its first 64 KiB (exact for shorter texts;
 // scaled by the file size otherwise).
