@@ -19,9 +19,9 @@
 #             1e-2)
 #   resume    SliceGPT on the demo model on the GPU, killed after blocks 0-3 are saved and resumed from its layer checkpoint:
 #             the export must equal an uninterrupted run's byte for byte (issue 20 item 9; the signals live on the GPU)
-#   estimate  lathe-cli compress --estimate on the GPU (its forward pass probed there) against the run's wall time,
-#             Wanda and SliceGPT on the demo model, and lathe-cli train --estimate (time and GPU memory, against
-#             the wall time and nvidia-smi's peak) (issue 19 item 3: state the error; nothing fails on the error)
+#   estimate  lathe-cli compress --estimate on the GPU (its forward pass probed there) against the run's wall time
+#             and nvidia-smi's peak of its GPU memory, Wanda and SliceGPT on the demo model, and lathe-cli train
+#             --estimate (time and GPU memory, the same way) (issue 19 item 3: state the error; nothing fails on it)
 # Usage (on the device, from the repository root, with .devdeps carried; prepare it here with
 # ../shared/tools/device-deps.sh):  benchmarks/gpu_session.sh [check|forward|slicegpt|train|train-run|resume|estimate|all]...
 # ("train" runs the train-run stage too).
@@ -177,6 +177,26 @@ sys.exit(0 if abs(gl - cl) <= 1e-2 * abs(cl) else 1)
 PY
   done
 }
+# Runs a command in the background with its output to LOG, polling nvidia-smi every 0.1 s for its process's GPU
+# memory (a peak between two polls is missed); leaves the peak in MiB in $peak (0 if never seen) and the wall time
+# in $t0 and $t1; returns the command's status.
+run_with_gpu_peak() { # log command...
+  local log=$1 pid used; shift
+  peak=0
+  t0=$(date +%s.%N)
+  "$@" > "$log" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    used=$(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits 2>/dev/null |
+           awk -F', *' -v p="$pid" '$1 == p {print $2}')
+    [ -n "$used" ] && [ "$used" -gt "$peak" ] && peak=$used
+    sleep 0.1
+  done
+  wait "$pid"
+  local rc=$?
+  t1=$(date +%s.%N)
+  return $rc
+}
 # estimate: see the header.
 estimate_error() {
   local d="$out/estimate" text="$PWD/tests/data/text/tinystories-excerpt.txt" method
@@ -189,16 +209,15 @@ estimate_error() {
  "output": {"dir": "$d/$method"}}
 JSON
     "$cli" compress "$d/$method.json" --estimate --json > "$d/$method-estimate.json" || return 1
-    local t0 t1
-    t0=$(date +%s.%N)
-    "$cli" compress "$d/$method.json" > "$d/$method-run.log" 2>&1 || { tail -5 "$d/$method-run.log"; return 1; }
-    t1=$(date +%s.%N)
-    python3 - "$d/$method-estimate.json" "$t0" "$t1" "$method" <<'PY' || return 1
+    local t0 t1 peak
+    run_with_gpu_peak "$d/$method-run.log" "$cli" compress "$d/$method.json" || { tail -5 "$d/$method-run.log"; return 1; }
+    python3 - "$d/$method-estimate.json" "$t0" "$t1" "$method" "$peak" <<'PY' || return 1
 import json, sys
-e = json.load(open(sys.argv[1])); wall = float(sys.argv[3]) - float(sys.argv[2])
+e = json.load(open(sys.argv[1])); wall = float(sys.argv[3]) - float(sys.argv[2]); peak = int(sys.argv[5])
 print(f"{sys.argv[4]}: probe {e['probe'].get('device', {}).get('name', 'CPU only')}; estimate {e['seconds']:.2f} s, "
       f"run {wall:.2f} s wall, error {100 * (e['seconds'] - wall) / wall:+.0f}%; GPU memory estimate "
-      f"{e['device_bytes'] / 2**20:.0f} MiB")
+      f"{e['device_bytes'] / 2**20:.0f} MiB (512 of it the allowance), nvidia-smi peak {peak} MiB"
+      + (f" ({100 * (e['device_bytes'] / 2**20 - peak) / peak:+.0f}%)" if peak else " (not seen)"))
 for p in e["phases"]:
     print(f"  {p['phase']}: {p['seconds']:.3f} s x {p['times']}")
 PY
@@ -213,18 +232,8 @@ PY
  "device": "cuda", "precision": "bf16", "output": {"dir": "$d/train"}}
 JSON
   "$cli" train "$d/train.json" --estimate --json > "$d/train-estimate.json" || return 1
-  local t0 t1 pid peak=0 used
-  t0=$(date +%s.%N)
-  "$cli" train "$d/train.json" > "$d/train-run.log" 2>&1 &
-  pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    used=$(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits 2>/dev/null |
-           awk -F', *' -v p="$pid" '$1 == p {print $2}')
-    [ -n "$used" ] && [ "$used" -gt "$peak" ] && peak=$used
-    sleep 0.1
-  done
-  wait "$pid" || { tail -5 "$d/train-run.log"; return 1; }
-  t1=$(date +%s.%N)
+  local t0 t1 peak
+  run_with_gpu_peak "$d/train-run.log" "$cli" train "$d/train.json" || { tail -5 "$d/train-run.log"; return 1; }
   python3 - "$d/train-estimate.json" "$t0" "$t1" "$peak" <<'PY' || return 1
 import json, sys
 e = json.load(open(sys.argv[1]))["estimate"]; wall = float(sys.argv[3]) - float(sys.argv[2]); peak = int(sys.argv[4])
