@@ -210,7 +210,8 @@ estimate_error() {
 JSON
     "$cli" compress "$d/$method.json" --estimate --json > "$d/$method-estimate.json" || return 1
     local t0 t1 peak
-    run_with_gpu_peak "$d/$method-run.log" "$cli" compress "$d/$method.json" || { tail -5 "$d/$method-run.log"; return 1; }
+    run_with_gpu_peak "$d/$method-run.log" "$cli" compress "$d/$method.json" ||
+      { tail -5 "$d/$method-run.log"; return 1; }
     python3 - "$d/$method-estimate.json" "$t0" "$t1" "$method" "$peak" <<'PY' || return 1
 import json, sys
 e = json.load(open(sys.argv[1])); wall = float(sys.argv[3]) - float(sys.argv[2]); peak = int(sys.argv[5])

@@ -79,7 +79,7 @@ public:
     float *hiddenScratch() const { return m_hiddenScratch.as<float>(); }
     T *normed() const { return m_normed.as<T>(); }
     float *logits() const { return m_logits.as<float>(); }
-    static constexpr int64_t kHeadRows = 2048; // LM head rows per chunk: (2048 x vocab) fp32 logits at a time
+    static constexpr int64_t kHeadRows = kDeviceHeadRows; // LM head rows per chunk (engine/deviceforward.h)
 
     // y (rows x out, fp32) = x (rows x in, T) W^T (+ b). Row-major y = x W^T is column-major y^T = W x^T, with the
     // row-major (out x in) W read as the column-major (in x out) W^T.

@@ -117,7 +117,7 @@ public:
         switch (type) {
 #define LATHE_CASE(T)                                                                                                  \
     case DType::T:                                                                                                     \
-        dequantKernel<DType::T><<<grid, threads>>>(in, out, blocks, info.blockElems, info.blockBytes);            \
+        dequantKernel<DType::T><<<grid, threads>>>(in, out, blocks, info.blockElems, info.blockBytes);                 \
         break;
             LATHE_CASE(F16)
             LATHE_CASE(BF16)

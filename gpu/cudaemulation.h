@@ -2,11 +2,11 @@
 
 // A CPU emulation of the CUDA that the GPU backend's kernels use, so that tests run them, unchanged, on a machine
 // without a GPU (the project's CI): tst_flashattention the fused attention kernels (trainflashkernels.cuh), and
-// tst_emulatedgpu the whole backend, with cudaruntimeemulation.h's runtime, cuBLAS and cuSOLVER. A launch runs the grid's blocks
-// one after another; a block's threads are fibers on the calling thread (each with its own stack), run in thread order
-// until each reaches a barrier or its end. __syncthreads waits for every thread of the block that has not ended,
-// __syncwarp for the warp's; a barrier some thread can never reach (a deadlock on a GPU) stops the program with a
-// message instead of hanging it. Shuffles and ballots go through the warp's exchange slots between two warp barriers;
+// tst_emulatedgpu the whole backend, with cudaruntimeemulation.h's runtime, cuBLAS and cuSOLVER. A launch runs the
+// grid's blocks one after another; a block's threads are fibers on the calling thread (each with its own stack), run in
+// thread order until each reaches a barrier or its end. __syncthreads waits for every thread of the block that has not
+// ended, __syncwarp for the warp's; a barrier some thread can never reach (a deadlock on a GPU) stops the program with
+// a message instead of hanging it. Shuffles and ballots go through the warp's exchange slots between two warp barriers;
 // atomics are plain (one thread runs at a time). wmma's warp-collective fragments are held whole by lane 0 (fill, load,
 // mma in fp32 from bf16 operands, and store): the other lanes' copies are never read, since the kernels never index
 // fragments, and the kernels' __syncwarp before any read of a store makes it visible. Shared memory is filled with 0xFF

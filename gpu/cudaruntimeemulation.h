@@ -276,6 +276,11 @@ inline cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t m) {
 
 namespace lathe::emu {
 
+// Where element (row, col) of op(X) lies in the column-major X with leading dimension ld.
+inline int64_t opAt(cublasOperation_t op, int64_t row, int64_t col, int ld) {
+    return op == CUBLAS_OP_N ? row + col * ld : col + row * ld;
+}
+
 inline double elementOf(const void *base, cudaDataType_t type, int64_t i) {
     switch (type) {
     case CUDA_R_16BF: return emulatedBf16ToFloat(static_cast<const __nv_bfloat16 *>(base)[i]);
@@ -287,8 +292,8 @@ inline double elementOf(const void *base, cudaDataType_t type, int64_t i) {
 }
 
 // C = alpha op(A) op(B) + beta C, column-major, as cuBLAS: fp32, bf16 or fp16 operands into fp32 C or C of their own
-// type (cublasGemmEx with fp32 compute, cublasSgemm), or all fp64 (cublasDgemm); beta = 0 ignores C's values (NaN included), as cuBLAS
-// does. The argument checks are cuBLAS's: leading dimensions at least the rows stored.
+// type (cublasGemmEx with fp32 compute, cublasSgemm), or all fp64 (cublasDgemm); beta = 0 ignores C's values (NaN
+// included), as cuBLAS does. The argument checks are cuBLAS's: leading dimensions at least the rows stored.
 inline cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, double alpha,
                            const void *A, cudaDataType_t at, int lda, const void *B, cudaDataType_t bt, int ldb,
                            double beta, void *C, cudaDataType_t ct, int ldc) {
@@ -303,10 +308,10 @@ inline cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, in
     std::vector<double> a(size_t(m) * size_t(k)), b(size_t(n) * size_t(k));
     for (int i = 0; i < m; ++i)
         for (int l = 0; l < k; ++l)
-            a[size_t(i) * k + l] = elementOf(A, at, ta == CUBLAS_OP_N ? i + int64_t(l) * lda : l + int64_t(i) * lda);
+            a[size_t(i) * k + l] = elementOf(A, at, opAt(ta, i, l, lda));
     for (int j = 0; j < n; ++j)
         for (int l = 0; l < k; ++l)
-            b[size_t(j) * k + l] = elementOf(B, bt, tb == CUBLAS_OP_N ? l + int64_t(j) * ldb : j + int64_t(l) * ldb);
+            b[size_t(j) * k + l] = elementOf(B, bt, opAt(tb, l, j, ldb));
     for (int j = 0; j < n; ++j)
         for (int i = 0; i < m; ++i) {
             const double *x = a.data() + size_t(i) * k, *y = b.data() + size_t(j) * k;
@@ -401,11 +406,9 @@ inline cublasStatus_t cublasSgeam(cublasHandle_t h, cublasOperation_t ta, cublas
         return CUBLAS_STATUS_INVALID_VALUE;
     std::vector<float> out(size_t(m) * size_t(n));
     for (int j = 0; j < n; ++j)
-        for (int i = 0; i < m; ++i) {
-            const float a = A[ta == CUBLAS_OP_N ? i + int64_t(j) * lda : j + int64_t(i) * lda];
-            const float b = *beta == 0.0f ? 0.0f : B[tb == CUBLAS_OP_N ? i + int64_t(j) * ldb : j + int64_t(i) * ldb];
-            out[size_t(i) + size_t(j) * m] = *alpha * a + (*beta == 0.0f ? 0.0f : *beta * b);
-        }
+        for (int i = 0; i < m; ++i)
+            out[size_t(i) + size_t(j) * m] = *alpha * A[lathe::emu::opAt(ta, i, j, lda)] +
+                                             (*beta == 0.0f ? 0.0f : *beta * B[lathe::emu::opAt(tb, i, j, ldb)]);
     for (int j = 0; j < n; ++j)
         std::memcpy(C + int64_t(j) * ldc, out.data() + size_t(j) * m, size_t(m) * sizeof(float));
     return CUBLAS_STATUS_SUCCESS;
@@ -419,7 +422,7 @@ inline cublasStatus_t cublasDsyrk(cublasHandle_t h, cublasFillMode_t uplo, cubla
         return CUBLAS_STATUS_NOT_INITIALIZED;
     if (n < 0 || k < 0 || lda < std::max(1, trans == CUBLAS_OP_N ? n : k) || ldc < std::max(1, n))
         return CUBLAS_STATUS_INVALID_VALUE;
-    const auto a = [&](int i, int l) { return trans == CUBLAS_OP_N ? A[i + int64_t(l) * lda] : A[l + int64_t(i) * lda]; };
+    const auto a = [&](int i, int l) { return A[lathe::emu::opAt(trans, i, l, lda)]; };
     for (int j = 0; j < n; ++j)
         for (int i = uplo == CUBLAS_FILL_MODE_LOWER ? j : 0; i < (uplo == CUBLAS_FILL_MODE_LOWER ? n : j + 1); ++i) {
             double s = 0;

@@ -47,8 +47,7 @@ GpuCheck fp32Logits(ComputeBackend &device, const std::string &name, const Model
 
 } // namespace
 
-std::vector<GpuCheck> runGpuEngineChecks(ComputeBackend &device, const std::string &sourceDir, int64_t demoWindows) {
-    ComputeBackend *const backend = &device;
+std::vector<GpuCheck> runGpuEngineChecks(ComputeBackend &backend, const std::string &sourceDir, int64_t demoWindows) {
     const std::string fixtures = sourceDir + "/tests/fixtures";
     std::vector<GpuCheck> out;
     const auto guarded = [&](const std::string &name, const std::function<void()> &fn) { runGuarded(out, name, fn); };
@@ -96,7 +95,7 @@ std::vector<GpuCheck> runGpuEngineChecks(ComputeBackend &device, const std::stri
                 n *= d;
             std::vector<float> cpu(n), gpu(n);
             dequantizeCpu(t.dtype, file->data() + t.offset, n, cpu.data());
-            backend->dequantize(t.dtype, file->data() + t.offset, n, gpu.data());
+            backend.dequantize(t.dtype, file->data() + t.offset, n, gpu.data());
             mismatched += std::memcmp(cpu.data(), gpu.data(), n * 4) != 0;
         }
         out.push_back({"dequantize quants.gguf", mismatched == 0, double(mismatched), 0,
@@ -107,7 +106,7 @@ std::vector<GpuCheck> runGpuEngineChecks(ComputeBackend &device, const std::stri
         const std::string name = std::string("forward fp32 ") + family;
         guarded(name, [&] {
             auto m = openModel(fixtures + "/tf-" + family);
-            out.push_back(fp32Logits(*backend, name, *m, TokenBatch::random(m->config.vocabSize, 2, 24, 1)));
+            out.push_back(fp32Logits(backend, name, *m, TokenBatch::random(m->config.vocabSize, 2, 24, 1)));
         });
     }
 
@@ -118,12 +117,12 @@ std::vector<GpuCheck> runGpuEngineChecks(ComputeBackend &device, const std::stri
             SliceGptParams p;
             p.sparsity = 0.25;
             p.roundTo = 1;
-            p.solver = backend; // cuSOLVER eigendecompositions along the way
+            p.solver = &backend; // cuSOLVER eigendecompositions along the way
             CalibrationParams cp;
             cp.samples = 6;
             cp.seqLen = 16;
             sliceGpt(*m, makeCalibrationSet(TokenBatch::random(m->config.vocabSize, 1, 96, 3).tokens, cp), p);
-            out.push_back(fp32Logits(*backend, name, *m, TokenBatch::random(m->config.vocabSize, 2, 12, 4)));
+            out.push_back(fp32Logits(backend, name, *m, TokenBatch::random(m->config.vocabSize, 2, 12, 4)));
         });
     }
 
@@ -150,7 +149,7 @@ std::vector<GpuCheck> runGpuEngineChecks(ComputeBackend &device, const std::stri
             p.gpu = true;
             p.precision = prec;
             p.gpuHostSignals = hostSignals;
-            p.solver = backend;
+            p.solver = &backend;
             sliceGpt(*gpuModel, cal, p);
             const TokenBatch b = TokenBatch::random(reference->config.vocabSize, 2, 12, 9);
             Transformer a(*reference), g(*gpuModel);
@@ -170,7 +169,7 @@ std::vector<GpuCheck> runGpuEngineChecks(ComputeBackend &device, const std::stri
         // 512-token windows: two causal query blocks of the GPU attention (blockrunner.cuh) per window.
         auto m = openModel(sourceDir + "/resources/demo/stories260K.bin");
         const int64_t sequences = std::min<int64_t>(2, demoWindows);
-        out.push_back(fp32Logits(*backend, "forward fp32 demo " + std::to_string(sequences) + " x 512", *m,
+        out.push_back(fp32Logits(backend, "forward fp32 demo " + std::to_string(sequences) + " x 512", *m,
                                  TokenBatch::random(m->config.vocabSize, sequences, 512, 11)));
         const TokenBatch ids = TokenBatch::random(m->config.vocabSize, 1, demoWindows * 512, 5);
         PerplexityParams pp;
@@ -178,7 +177,7 @@ std::vector<GpuCheck> runGpuEngineChecks(ComputeBackend &device, const std::stri
         Transformer cpu(*m);
         const double want = evaluatePerplexity(cpu, ids.tokens, pp).perplexity;
         for (ComputePrecision prec : {ComputePrecision::Fp32, ComputePrecision::Bf16, ComputePrecision::Fp16}) {
-            auto gpu = createDeviceForward(*backend, *m, withPrecision(prec));
+            auto gpu = createDeviceForward(backend, *m, withPrecision(prec));
             const double got = evaluatePerplexity(*gpu, m->config.maxPositions, ids.tokens, pp).perplexity;
             GpuCheck c{std::string("perplexity ") + precisionName(prec), false, std::abs(got - want) / want,
                        prec == ComputePrecision::Fp32 ? 1e-5 : 2e-2,
@@ -193,8 +192,8 @@ std::vector<GpuCheck> runGpuEngineChecks(ComputeBackend &device, const std::stri
         const TokenBatch b = TokenBatch::random(m->config.vocabSize, 2, 32, 6);
         DeviceForwardOptions streamed = withPrecision(ComputePrecision::Fp32);
         streamed.allowResident = false;
-        auto resident = createDeviceForward(*backend, *m, withPrecision(ComputePrecision::Fp32));
-        auto stream = createDeviceForward(*backend, *m, streamed);
+        auto resident = createDeviceForward(backend, *m, withPrecision(ComputePrecision::Fp32));
+        auto stream = createDeviceForward(backend, *m, streamed);
         const double err = relativeMaxError(stream->logits(b), resident->logits(b));
         out.push_back({"streamed blocks", err == 0.0 && stream->describe().find("streamed") != std::string::npos, err,
                        0, stream->describe()});
@@ -219,7 +218,7 @@ std::vector<GpuCheck> runGpuEngineChecks(ComputeBackend &device, const std::stri
         const MatD h = x.transpose() * x;
         std::vector<double> wantValues, wantVectors, gotValues, gotVectors;
         symmetricEigen(h.data(), n, wantValues, &wantVectors);
-        backend->symmetricEigen(h.data(), n, gotValues, &gotVectors);
+        backend.symmetricEigen(h.data(), n, gotValues, &gotVectors);
         double valueErr = 0, vectorErr = 0;
         for (int64_t j = 0; j < n; ++j) {
             valueErr = std::max(valueErr, std::abs(gotValues[size_t(j)] - wantValues[size_t(j)]) / wantValues[0]);
@@ -237,7 +236,7 @@ std::vector<GpuCheck> runGpuEngineChecks(ComputeBackend &device, const std::stri
         for (auto [rows, cols] : {std::pair<int64_t, int64_t>{200, 70}, {70, 200}}) {
             const Mat a = Mat::Random(rows, cols);
             const std::vector<double> want = singularValues(a.data(), rows, cols);
-            const std::vector<double> got = backend->singularValues(a.data(), rows, cols);
+            const std::vector<double> got = backend.singularValues(a.data(), rows, cols);
             if (got.size() != want.size())
                 throw LatheError("sgesvd returned " + std::to_string(got.size()) + " values, expected " +
                                  std::to_string(want.size()));

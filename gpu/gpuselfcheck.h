@@ -27,6 +27,7 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir);
 // registry and handles, dequantization, the forward pass, SliceGPT, perplexity, streamed blocks, cuSOLVER. The demo
 // model's perplexity runs over `demoWindows` windows of 512 random tokens (4 in check-gpu; the emulated device of
 // tst_emulatedgpu, which runs a row kernel's 256 threads one at a time, takes 1), its logits are compared on up to 2.
-std::vector<GpuCheck> runGpuEngineChecks(ComputeBackend &device, const std::string &sourceDir, int64_t demoWindows = 4);
+std::vector<GpuCheck> runGpuEngineChecks(ComputeBackend &device, const std::string &sourceDir,
+                                         int64_t demoWindows = 4);
 
 } // namespace lathe::gpu

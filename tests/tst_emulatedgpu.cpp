@@ -318,9 +318,10 @@ private slots:
 
         // Two steps of 2 x 16 tokens, evaluations before them and after each, the model exported.
         const fs::path root = test::tempDir("emulated-plugin");
-        nlohmann::json train = {
+        const nlohmann::json train = {
             {"model", demo},
-            {"data", {{"train", text}, {"holdout", 0.1}, {"seq_len", 16}, {"batch", 2}, {"eval_windows", 2}, {"seed", 1}}},
+            {"data",
+             {{"train", text}, {"holdout", 0.1}, {"seq_len", 16}, {"batch", 2}, {"eval_windows", 2}, {"seed", 1}}},
             {"optimizer", {{"lr", 1e-3}, {"warmup", 1}, {"clip", 1.0}}},
             {"steps", 2},
             {"eval_every", 1},

@@ -30,16 +30,15 @@ ComputePrecision parsePrecision(const std::string &name) {
 
 uint64_t deviceForwardActivationBytes(const ModelConfig &c, int64_t vocabRows, int64_t rows, int64_t seq,
                                       uint64_t elementBytes) {
-    constexpr int64_t kHeadRows = 2048; // BlockRunner::kHeadRows
     const uint64_t n = uint64_t(rows), d = uint64_t(c.hiddenSize), q = uint64_t(c.numHeads * c.headDim),
                    kv = uint64_t(c.numKvHeads * c.headDim), f = uint64_t(c.intermediateSize), t = elementBytes;
     // hidden, its scratch, the attention's and the MLP's outputs (fp32); the normed input (T); q, k, v in fp32 and
     // in T, the attention context (T); up and gate (fp32) and their product (T).
     const uint64_t perRow = 4 * d * 4 + d * t + (q + 2 * kv) * (4 + t) + q * t + 2 * f * 4 + f * t;
     const uint64_t attention = uint64_t(c.numHeads) * uint64_t(seq) * uint64_t(seq) * (4 + t);
-    const uint64_t logits = uint64_t(std::min(kHeadRows, rows)) * uint64_t(vocabRows) * 4;
+    const uint64_t logits = uint64_t(std::min(kDeviceHeadRows, rows)) * uint64_t(vocabRows) * 4;
     const uint64_t rope = uint64_t(seq) * uint64_t(rotaryDims(c)) * 4; // cos and sin, half the rotated width each
-    const uint64_t tokens = n * 4 * 2 + uint64_t(kHeadRows) * 8;    // ids, targets, one chunk's NLLs (double)
+    const uint64_t tokens = n * 4 * 2 + uint64_t(kDeviceHeadRows) * 8;    // ids, targets, one chunk's NLLs (double)
     return perRow * n + attention + logits + rope + tokens;
 }
 

@@ -58,6 +58,9 @@ public:
     virtual std::unique_ptr<DeviceForward> create(const Model &model, const DeviceForwardOptions &options) = 0;
 };
 
+// Rows of the LM head's logits the device pass makes at a time: (rows x vocab) fp32.
+constexpr int64_t kDeviceHeadRows = 2048;
+
 // The device memory of the forward pass (gpu/cudaforward.cu on gpu/blockrunner.cuh's buffers) for `model` at
 // `precision`, over passes of `rows` tokens in sequences of `seq` (an evaluation window: rows = seq). It follows
 // what the pass allocates, so that the preflight promises it: tst_emulatedgpu holds the total to the peak of the
@@ -77,7 +80,7 @@ DeviceForwardMemory deviceForwardMemory(const Model &model, int64_t rows, int64_
 // The pass's work buffers for a model of `config` whose head has `vocabRows` rows, with `elementBytes` per element
 // of the compute type: the residual stream and its scratch, the projections in fp32 and the compute type, the MLP's
 // three intermediate buffers, the attention's (heads x seq x seq) scores in fp32 and probabilities in the compute
-// type, the LM head's logits for up to 2048 rows, the RoPE tables, token ids, targets and per-row NLLs.
+// type, the LM head's logits for up to kDeviceHeadRows rows, the RoPE tables, token ids, targets and per-row NLLs.
 uint64_t deviceForwardActivationBytes(const ModelConfig &config, int64_t vocabRows, int64_t rows, int64_t seq,
                                       uint64_t elementBytes);
 

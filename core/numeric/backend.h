@@ -68,8 +68,8 @@ struct DeviceChoice {
 // (inspect, the CPU path, a call that fails at once) never maps the CUDA libraries, which cost ~250 MB of resident
 // memory at load, and so that the programs run on machines without them. It is looked for in $LATHE_GPU_PLUGIN,
 // beside the executable, and in ../lib/lathe/ from it; without the NVIDIA driver it is not loaded at all, unless
-// $LATHE_GPU_PLUGIN names it (tst_emulatedgpu's plugin of an emulated device needs no driver). A program may instead register a platform linked in
-// (registerGpuPlatform: the GPU test links the backend statically).
+// $LATHE_GPU_PLUGIN names it (tst_emulatedgpu's plugin of an emulated device needs no driver). A program may instead
+// register a platform linked in (registerGpuPlatform: the GPU test links the backend statically).
 class GpuPlatform {
 public:
     virtual ~GpuPlatform() = default;
