@@ -114,14 +114,7 @@ std::vector<GpuCheck> runGpuEngineChecks(ComputeBackend &backend, const std::str
         const std::string name = std::string("forward fp32 sliced ") + family;
         guarded(name, [&] {
             auto m = openModel(fixtures + "/tf-" + family);
-            SliceGptParams p;
-            p.sparsity = 0.25;
-            p.roundTo = 1;
-            p.solver = &backend; // cuSOLVER eigendecompositions along the way
-            CalibrationParams cp;
-            cp.samples = 6;
-            cp.seqLen = 16;
-            sliceGpt(*m, makeCalibrationSet(TokenBatch::random(m->config.vocabSize, 1, 96, 3).tokens, cp), p);
+            sliceForChecks(*m, &backend); // cuSOLVER eigendecompositions along the way
             out.push_back(fp32Logits(backend, name, *m, TokenBatch::random(m->config.vocabSize, 2, 12, 4)));
         });
     }
@@ -247,6 +240,17 @@ std::vector<GpuCheck> runGpuEngineChecks(ComputeBackend &backend, const std::str
     });
 
     return out;
+}
+
+void sliceForChecks(Model &m, ComputeBackend *solver) {
+    SliceGptParams p;
+    p.sparsity = 0.25;
+    p.roundTo = 1;
+    p.solver = solver;
+    CalibrationParams cp;
+    cp.samples = 6;
+    cp.seqLen = 16;
+    sliceGpt(m, makeCalibrationSet(TokenBatch::random(m.config.vocabSize, 1, 96, 3).tokens, cp), p);
 }
 
 std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir) {

@@ -2,6 +2,10 @@
 
 #include "numeric/backend.h"
 
+namespace lathe {
+class Model;
+}
+
 #include <string>
 #include <vector>
 
@@ -29,5 +33,10 @@ std::vector<GpuCheck> runGpuSelfChecks(const std::string &sourceDir);
 // tst_emulatedgpu, which runs a row kernel's 256 threads one at a time, takes 1), its logits are compared on up to 2.
 std::vector<GpuCheck> runGpuEngineChecks(ComputeBackend &device, const std::string &sourceDir,
                                          int64_t demoWindows = 4);
+
+// The sliced model the forward checks run (and tst_emulatedgpu's memory formula measures): `m` (a fixture) sliced
+// by SliceGPT at 25%, widths rounded to 1, on 6 windows of 16 random tokens (seed 3); eigendecompositions on
+// `solver` when given, else on the CPU.
+void sliceForChecks(Model &m, ComputeBackend *solver = nullptr);
 
 } // namespace lathe::gpu

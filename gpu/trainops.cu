@@ -639,10 +639,13 @@ double TrainOps::sumOfSquares(const std::vector<std::pair<const float *, int64_t
         return 0.0;
     m_reduce.ensure(n * sizeof(double));
     LATHE_CUDA_CHECK(cudaMemsetAsync(m_reduce.as(), 0, n * sizeof(double)));
+    // A buffer smaller than the whole grid gets a block per kThreads values (its other partials stay 0): the
+    // norm weights, biases and low-rank adapters need a block or a few, not kReduceBlocks of mostly idle threads.
     for (size_t i = 0; i < buffers.size(); ++i)
         if (buffers[i].second) {
-            sumOfSquaresKernel<<<kReduceBlocks, kThreads>>>(buffers[i].first, buffers[i].second,
-                                                            m_reduce.as<double>() + i * kReduceBlocks);
+            const unsigned blocks = std::min<unsigned>(kReduceBlocks, blocksFor(buffers[i].second));
+            sumOfSquaresKernel<<<blocks, kThreads>>>(buffers[i].first, buffers[i].second,
+                                                     m_reduce.as<double>() + i * kReduceBlocks);
             checkLaunch();
         }
     std::vector<double> partials(n);

@@ -15,11 +15,10 @@
 #include "trainopscheck.h"
 
 #include "base/error.h"
-#include "engine/calibration.h"
 #include "engine/deviceforward.h"
+#include "engine/transformer.h"
 #include "clirun.h"
 #include "io/modelloader.h"
-#include "methods/slicegpt.h"
 #include "model/model.h"
 #include "model/syntheticmodel.h"
 #include "numeric/backend.h"
@@ -145,13 +144,7 @@ private slots:
         for (const char *family : {"tf-llama", "tf-qwen2", "tf-gpt2", "tf-opt", "tf-phi"})
             models.emplace_back(family, openModel(fixtures + family));
         std::unique_ptr<Model> sliced = openModel(fixtures + "tf-llama");
-        SliceGptParams p;
-        p.sparsity = 0.25;
-        p.roundTo = 1;
-        CalibrationParams cp;
-        cp.samples = 6;
-        cp.seqLen = 16;
-        sliceGpt(*sliced, makeCalibrationSet(TokenBatch::random(sliced->config.vocabSize, 1, 96, 3).tokens, cp), p);
+        gpu::sliceForChecks(*sliced);
         models.emplace_back("tf-llama sliced", std::move(sliced));
         for (const auto &[name, model] : models)
             for (const ComputePrecision precision :
