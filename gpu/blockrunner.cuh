@@ -154,12 +154,13 @@ public:
         return d;
     }
 
-    size_t estimateBlockBytes() const {
-        const ModelConfig &c = m_model.config;
-        const int64_t d = c.hiddenSize, q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim;
-        const int64_t f = c.intermediateSize * (c.family == ArchFamily::Llama ? 3 : 2);
-        return size_t(d * (2 * q + 2 * kv) + d * f) * sizeof(T);
-    }
+    // The compute type, for core's formulas.
+    static constexpr ComputePrecision kPrecision = std::is_same_v<T, float>    ? ComputePrecision::Fp32
+                                                   : std::is_same_v<T, __half> ? ComputePrecision::Fp16
+                                                                               : ComputePrecision::Bf16;
+    // The blocks' weights as uploadBlock places them on the device, by core's formula (engine/deviceforward.h):
+    // each block's own widths, norms, biases and a sliced model's shortcut matrices counted.
+    DeviceBlockWeights blockWeights() const { return deviceBlockWeights(m_model, kPrecision); }
     // Work buffers of a pass over `rows` tokens in sequences of `seq` (and LM-head chunks when logits are made):
     // ensureBuffers's, by core's formula (engine/deviceforward.h), which the preflight uses too.
     size_t activationBytes(int64_t rows, int64_t seq) const {

@@ -55,9 +55,9 @@ public:
         // Resident when all blocks fit with room for the activations of a 2048-token pass; otherwise streamed.
         size_t freeBytes = 0, totalBytes = 0;
         LATHE_CUDA_CHECK(cudaMemGetInfo(&freeBytes, &totalBytes));
-        const size_t blockBytes = m_run->estimateBlockBytes();
+        m_blockBytes = size_t(m_run->blockWeights().total);
         const size_t reserve = m_run->activationBytes(2048, 2048) + (size_t(1) << 30);
-        m_resident = options.allowResident && blockBytes * size_t(c.numLayers) + reserve < freeBytes;
+        m_resident = options.allowResident && m_blockBytes + reserve < freeBytes;
         m_blocks.resize(size_t(c.numLayers));
         if (m_resident)
             for (int l = 0; l < int(c.numLayers); ++l)
@@ -70,7 +70,7 @@ public:
     }
 
     std::string describe() const override {
-        const double gb = double(m_run->estimateBlockBytes()) * double(m_model.config.numLayers) / 1e9;
+        const double gb = double(m_blockBytes) / 1e9;
         char buf[256];
         std::snprintf(buf, sizeof buf, "%s, %s, %s (%.1f GB of block weights)", m_props.name,
                       precisionName(m_options.precision), m_resident ? "weights resident" : "blocks streamed", gb);
@@ -209,6 +209,7 @@ private:
     cudaDeviceProp m_props{};
     cublasHandle_t m_cublas = nullptr;
     std::unique_ptr<BlockRunner<T>> m_run;
+    size_t m_blockBytes = 0; // every block's weights on the device, resident or not
     int m_positionOffset = 0;
     int64_t m_vocab = 0, m_embedWidth = 0, m_positions = 0, m_finalWidth = 0;
     DeviceMemory m_token, m_position;

@@ -51,7 +51,8 @@ public:
         const int64_t chunkRows = m_chunkSequences * m_seq;
         const size_t signalBytes = size_t(m_rows * m_D) * sizeof(float);
         const size_t work = m_run->activationBytes(chunkRows, m_seq) + size_t(chunkRows * m_D) * sizeof(double) +
-                            size_t(m_D * m_D) * sizeof(double) + 2 * m_run->estimateBlockBytes() + (size_t(1) << 30);
+                            size_t(m_D * m_D) * sizeof(double) + 2 * size_t(m_run->blockWeights().largest) +
+                            (size_t(1) << 30);
         size_t freeBytes = 0, totalBytes = 0;
         LATHE_CUDA_CHECK(cudaMemGetInfo(&freeBytes, &totalBytes));
         if (work > freeBytes)

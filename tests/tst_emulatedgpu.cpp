@@ -114,30 +114,59 @@ private slots:
     // each matrix through its fp32 staging copy) through a pass: equal.
     // Untied and tied heads, q/k/v biases, learned positions, the parallel block, a sliced model (its shortcut
     // matrices), and the demo model at 256 tokens (its score blocks are most of the pass); fp32, bf16 and fp16; one
-    // window (an evaluation's) and two sequences.
+    // window (an evaluation's) and two sequences; and each with streamed blocks, against deviceBlockWeights.
     void forwardMemoryFormula() {
-        const auto check = [&](const std::string &name, const Model &model, ComputePrecision precision, int64_t batch,
-                               int64_t seq) {
+        // The device memory a pass holds once created (its weights), and the peak of what it takes from its
+        // creation through one pass.
+        struct PassMemory {
+            uint64_t created = 0, peak = 0;
+        };
+        const auto measure = [&](const Model &model, ComputePrecision precision, int64_t batch, int64_t seq,
+                                 bool resident) {
             const uint64_t before = emu::deviceBytesInUse();
             emu::resetDevicePeak();
+            PassMemory m;
             {
                 DeviceForwardOptions options;
                 options.precision = precision;
+                options.allowResident = resident;
                 const std::unique_ptr<DeviceForward> pass = createDeviceForward(*m_device, model, options);
+                m.created = emu::deviceBytesInUse() - before;
                 int64_t count = 0;
-                QVERIFY(std::isfinite(
-                    pass->sumNextTokenNll(TokenBatch::random(model.config.vocabSize, batch, seq, 3), &count)));
+                const double nll =
+                    pass->sumNextTokenNll(TokenBatch::random(model.config.vocabSize, batch, seq, 3), &count);
+                if (!std::isfinite(nll))
+                    throw LatheError("the pass's loss is not finite");
             }
-            const uint64_t peak = emu::devicePeakBytes() - before;
+            if (emu::deviceBytesInUse() != before)
+                throw LatheError("the pass did not free all it took");
+            m.peak = emu::devicePeakBytes() - before;
+            return m;
+        };
+        const auto check = [&](const std::string &name, const Model &model, ComputePrecision precision, int64_t batch,
+                               int64_t seq) {
+            const PassMemory resident = measure(model, precision, batch, seq, true);
+            const uint64_t peak = resident.peak;
             const uint64_t formula = deviceForwardMemory(model, batch * seq, seq, precision).total();
             const QByteArray what = QByteArray::fromStdString(name) + " " + precisionName(precision) + " " +
                                     QByteArray::number(qlonglong(batch)) + " x " + QByteArray::number(qlonglong(seq)) +
                                     ": peak " + QByteArray::number(qulonglong(peak)) + " bytes, formula " +
                                     QByteArray::number(qulonglong(formula));
             qInfo("%s", what.constData());
-            QCOMPARE(emu::deviceBytesInUse(), before); // the pass freed all it took
             // Exactly: the formula follows the pass's allocations, so a change to them must change it too.
             QVERIFY2(peak == formula, what.constData());
+            // Streamed blocks: the pass holds none once created, so it holds less by exactly every block's
+            // weights as uploaded (deviceBlockWeights, by which the pass chooses between resident and streamed
+            // blocks, and SliceGPT's engine estimates its work).
+            const PassMemory streamed = measure(model, precision, batch, seq, false);
+            const DeviceBlockWeights blocks = deviceBlockWeights(model, precision);
+            const QByteArray why = what + "; once created: resident " +
+                                   QByteArray::number(qulonglong(resident.created)) + ", streamed " +
+                                   QByteArray::number(qulonglong(streamed.created)) + ", blocks " +
+                                   QByteArray::number(qulonglong(blocks.total));
+            QVERIFY2(blocks.largest > 0 && blocks.largest * uint64_t(model.config.numLayers) >= blocks.total,
+                     why.constData());
+            QVERIFY2(resident.created - streamed.created == blocks.total, why.constData());
         };
         const std::string fixtures = test::sourceDir() + "/tests/fixtures/";
         std::vector<std::pair<std::string, std::unique_ptr<Model>>> models;

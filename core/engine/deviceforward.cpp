@@ -6,6 +6,7 @@
 #include "numeric/backend.h"
 
 #include <algorithm>
+#include <vector>
 
 namespace lathe {
 
@@ -42,29 +43,43 @@ uint64_t deviceForwardActivationBytes(const ModelConfig &c, int64_t vocabRows, i
     return perRow * n + attention + logits + rope + tokens;
 }
 
+namespace {
+
+uint64_t computeTypeBytes(ComputePrecision precision) { return precision == ComputePrecision::Fp32 ? 4 : 2; }
+
+// The device bytes of one tensor as the pass uploads it, `t` bytes per element of the compute type: the embedding
+// tables, norms, biases and a sliced model's shortcut matrices in fp32, every other matrix in the compute type
+// (`*matrix` set for those). Buffers and tensors of no known role are not uploaded.
+uint64_t uploadedBytes(const TensorInfo &info, uint64_t t, bool *matrix) {
+    const uint64_t n = uint64_t(info.numel());
+    *matrix = false;
+    switch (info.role) {
+    case TensorRole::Unknown:
+    case TensorRole::Buffer: return 0;
+    case TensorRole::TokenEmbedding:
+    case TensorRole::AttnShortcut:
+    case TensorRole::MlpShortcut: return n * 4;
+    default:
+        if (info.isBias || !isLinearRole(info.role))
+            return n * 4;
+        *matrix = true;
+        return n * t;
+    }
+}
+
+} // namespace
+
 DeviceForwardMemory deviceForwardMemory(const Model &model, int64_t rows, int64_t seq, ComputePrecision precision) {
-    const uint64_t t = precision == ComputePrecision::Fp32 ? 4 : 2;
+    const uint64_t t = computeTypeBytes(precision);
     DeviceForwardMemory m;
     int64_t vocabRows = model.config.vocabSize, largest = 0;
     bool untiedHead = false;
     for (const TensorInfo &info : model.tensors()) {
-        const uint64_t n = uint64_t(info.numel());
-        switch (info.role) {
-        case TensorRole::Unknown:
-        case TensorRole::Buffer: break;
-        case TensorRole::TokenEmbedding:
-            m.weights += n * 4;
-            if (!info.isBias && !info.shape.empty())
-                vocabRows = info.shape.front();
-            break;
-        case TensorRole::AttnShortcut:
-        case TensorRole::MlpShortcut: m.weights += n * 4; break;
-        default:
-            if (info.isBias || !isLinearRole(info.role)) {
-                m.weights += n * 4;
-                break;
-            }
-            m.weights += n * t;
+        bool matrix = false;
+        m.weights += uploadedBytes(info, t, &matrix);
+        if (info.role == TensorRole::TokenEmbedding && !info.isBias && !info.shape.empty())
+            vocabRows = info.shape.front();
+        if (matrix) {
             largest = std::max(largest, info.numel());
             untiedHead = untiedHead || info.role == TensorRole::LmHead;
         }
@@ -77,6 +92,22 @@ DeviceForwardMemory deviceForwardMemory(const Model &model, int64_t rows, int64_
     m.staging = t == 4 ? 0 : uint64_t(largest) * 4;
     m.activations = deviceForwardActivationBytes(model.config, vocabRows, rows, seq, t);
     return m;
+}
+
+DeviceBlockWeights deviceBlockWeights(const Model &model, ComputePrecision precision) {
+    const uint64_t t = computeTypeBytes(precision);
+    std::vector<uint64_t> perBlock(size_t(std::max<int64_t>(model.config.numLayers, 0)), 0);
+    for (const TensorInfo &info : model.tensors())
+        if (info.layer >= 0 && size_t(info.layer) < perBlock.size()) {
+            bool matrix = false;
+            perBlock[size_t(info.layer)] += uploadedBytes(info, t, &matrix);
+        }
+    DeviceBlockWeights w;
+    for (const uint64_t b : perBlock) {
+        w.total += b;
+        w.largest = std::max(w.largest, b);
+    }
+    return w;
 }
 
 bool hasDeviceForward(ComputeBackend &device) { return deviceService<DeviceForwardService>(device) != nullptr; }

@@ -77,6 +77,14 @@ struct DeviceForwardMemory {
     uint64_t total() const { return weights + std::max(staging, activations); }
 };
 DeviceForwardMemory deviceForwardMemory(const Model &model, int64_t rows, int64_t seq, ComputePrecision precision);
+// The blocks' part of DeviceForwardMemory::weights (the tensors with a layer index): in all, what a pass with
+// resident blocks holds, and of the largest block, what a streamed pass holds of each block it uploads. Sliced
+// blocks' own widths and shortcut matrices included.
+struct DeviceBlockWeights {
+    uint64_t total = 0;
+    uint64_t largest = 0;
+};
+DeviceBlockWeights deviceBlockWeights(const Model &model, ComputePrecision precision);
 // The pass's work buffers for a model of `config` whose head has `vocabRows` rows, with `elementBytes` per element
 // of the compute type: the residual stream and its scratch, the projections in fp32 and the compute type, the MLP's
 // three intermediate buffers, the attention's (heads x seq x seq) scores in fp32 and probabilities in the compute
