@@ -2,12 +2,12 @@
 
 #include "numeric/backend.h"
 
+#include <string>
+#include <vector>
+
 namespace lathe {
 class Model;
 }
-
-#include <string>
-#include <vector>
 
 namespace lathe::gpu {
 

@@ -47,24 +47,26 @@ namespace {
 
 uint64_t computeTypeBytes(ComputePrecision precision) { return precision == ComputePrecision::Fp32 ? 4 : 2; }
 
-// The device bytes of one tensor as the pass uploads it, `t` bytes per element of the compute type: the embedding
-// tables, norms, biases and a sliced model's shortcut matrices in fp32, every other matrix in the compute type
-// (`*matrix` set for those). Buffers and tensors of no known role are not uploaded.
-uint64_t uploadedBytes(const TensorInfo &info, uint64_t t, bool *matrix) {
-    const uint64_t n = uint64_t(info.numel());
-    *matrix = false;
+// A matrix the pass holds in the compute type: a linear's weight, but not a sliced model's shortcut matrices nor
+// the token embedding, which stay fp32 (a tied head's compute-type copy is counted apart).
+bool inComputeType(const TensorInfo &info) {
     switch (info.role) {
     case TensorRole::Unknown:
-    case TensorRole::Buffer: return 0;
+    case TensorRole::Buffer:
     case TensorRole::TokenEmbedding:
     case TensorRole::AttnShortcut:
-    case TensorRole::MlpShortcut: return n * 4;
-    default:
-        if (info.isBias || !isLinearRole(info.role))
-            return n * 4;
-        *matrix = true;
-        return n * t;
+    case TensorRole::MlpShortcut: return false;
+    default: return !info.isBias && isLinearRole(info.role);
     }
+}
+
+// The device bytes of one tensor as the pass uploads it, `t` bytes per element of the compute type: the embedding
+// tables, norms, biases and shortcut matrices in fp32, the other matrices in the compute type. Buffers and tensors
+// of no known role are not uploaded.
+uint64_t uploadedBytes(const TensorInfo &info, uint64_t t) {
+    if (info.role == TensorRole::Unknown || info.role == TensorRole::Buffer)
+        return 0;
+    return uint64_t(info.numel()) * (inComputeType(info) ? t : 4);
 }
 
 } // namespace
@@ -75,11 +77,10 @@ DeviceForwardMemory deviceForwardMemory(const Model &model, int64_t rows, int64_
     int64_t vocabRows = model.config.vocabSize, largest = 0;
     bool untiedHead = false;
     for (const TensorInfo &info : model.tensors()) {
-        bool matrix = false;
-        m.weights += uploadedBytes(info, t, &matrix);
+        m.weights += uploadedBytes(info, t);
         if (info.role == TensorRole::TokenEmbedding && !info.isBias && !info.shape.empty())
             vocabRows = info.shape.front();
-        if (matrix) {
+        if (inComputeType(info)) {
             largest = std::max(largest, info.numel());
             untiedHead = untiedHead || info.role == TensorRole::LmHead;
         }
@@ -98,10 +99,8 @@ DeviceBlockWeights deviceBlockWeights(const Model &model, ComputePrecision preci
     const uint64_t t = computeTypeBytes(precision);
     std::vector<uint64_t> perBlock(size_t(std::max<int64_t>(model.config.numLayers, 0)), 0);
     for (const TensorInfo &info : model.tensors())
-        if (info.layer >= 0 && size_t(info.layer) < perBlock.size()) {
-            bool matrix = false;
-            perBlock[size_t(info.layer)] += uploadedBytes(info, t, &matrix);
-        }
+        if (info.layer >= 0 && size_t(info.layer) < perBlock.size())
+            perBlock[size_t(info.layer)] += uploadedBytes(info, t);
     DeviceBlockWeights w;
     for (const uint64_t b : perBlock) {
         w.total += b;
