@@ -41,6 +41,19 @@ private slots:
         QCOMPARE(tree->topLevelItem(1)->childCount(), 9);
         QTreeWidgetItem *q = tree->topLevelItem(3)->child(0);
         QVERIFY(q);
+        // Issue 19 item 7: a short name in the tree (the role within its block), the full name in its tooltip.
+        const QString full = q->data(ModelTree::NameColumn, Qt::UserRole).toString();
+        QVERIFY2(full.startsWith("model.layers.2."), qPrintable(full)); // the third group: block 2
+        const TensorInfo *info = w.model()->find(full.toStdString());
+        QVERIFY(info);
+        QCOMPARE(q->text(ModelTree::NameColumn), QString::fromUtf8(roleName(info->role)));
+        for (int c = 0; c < ModelTree::ColumnCount; ++c)
+            QVERIFY(q->toolTip(c).startsWith(full));
+        QCOMPARE(ModelTree::nameInBlock("model.layers.10.mlp.down_proj.weight", 10), QString("mlp.down_proj.weight"));
+        QCOMPARE(ModelTree::nameInBlock("h.1.attn.c_attn.weight", 1), QString("attn.c_attn.weight"));
+        QCOMPARE(ModelTree::nameInBlock("model.layers.11.mlp.up_proj.weight", 1),
+                 QString("model.layers.11.mlp.up_proj.weight"));
+        QCOMPARE(ModelTree::nameInBlock("model.norm.weight", -1), QString("model.norm.weight"));
         tree->setCurrentItem(q);
         auto *details = w.findChild<QTextBrowser *>();
         QVERIFY(details->toPlainText().contains(q->text(ModelTree::NameColumn)));

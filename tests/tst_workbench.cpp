@@ -270,7 +270,7 @@ private slots:
             QStringList names;
             for (QTreeWidgetItemIterator it(w.tree()); *it; ++it)
                 if ((*it)->parent() && !(*it)->isHidden() && !(*it)->parent()->isHidden())
-                    names << (*it)->text(ModelTree::NameColumn);
+                    names << (*it)->data(ModelTree::NameColumn, Qt::UserRole).toString();
             return names;
         };
         const int all = int(visibleTensors().size());
@@ -279,6 +279,14 @@ private slots:
         QCOMPARE(int(down.size()), int(w.document()->model()->config.numLayers));
         for (const QString &n : down)
             QVERIFY2(n.contains("down_proj"), qPrintable(n));
+        // The tree's short names (the role, as the views' titles say it) match too, and a full name's block.
+        filter->setText("mlp_down");
+        QCOMPARE(visibleTensors(), down);
+        filter->setText("layers.1.");
+        const QStringList block1 = visibleTensors();
+        QVERIFY(!block1.isEmpty());
+        for (const QString &n : block1)
+            QVERIFY2(n.startsWith("model.layers.1."), qPrintable(n));
         filter->setText("no such tensor");
         QVERIFY(visibleTensors().isEmpty());
         filter->clear();

@@ -159,6 +159,22 @@ private slots:
             w.compareView()->setMode(m);
             QVERIFY(w.compareView()->title().startsWith("Per block"));
         }
+        // Its legend (the two models' names) takes the rows the view's width needs instead of setting the view's
+        // minimum width, which would squeeze the docks beside it: side by side when they fit, else one per row.
+        w.compareView()->setMode(CompareView::Spectrum);
+        w.show(); // resize events reach shown widgets only
+        w.views()->setCurrentWidget(w.compareView());
+        QCPLegend *legend = w.compareView()->plot()->legend;
+        QCOMPARE(legend->itemCount(), 2);
+        w.compareView()->resize(1400, 500);
+        QCOMPARE(legend->columnCount(), 2);
+        QCOMPARE(legend->rowCount(), 1);
+        w.compareView()->plot()->updateGeometry(); // the view's layout asks for the plot's minimum again
+        QVERIFY2(w.compareView()->minimumSizeHint().width() < 300, // not the two entries' width
+                 qPrintable(QString::number(w.compareView()->minimumSizeHint().width())));
+        w.compareView()->resize(280, 500);
+        QCOMPARE(legend->columnCount(), 1);
+        QCOMPARE(legend->rowCount(), 2);
         // Run history: both folders remembered, newest first; the one that is gone says so.
         const QStringList remembered = rememberedRunFolders();
         QVERIFY(remembered.size() >= 2);

@@ -10,9 +10,27 @@
 
 namespace lathe {
 
+QString ModelTree::shortName(const TensorInfo &t) {
+    if (t.role == TensorRole::Unknown || t.role == TensorRole::Buffer)
+        return nameInBlock(QString::fromStdString(t.name), t.layer);
+    const QString role = QString::fromUtf8(roleName(t.role));
+    return t.isBias ? tr("%1 bias").arg(role) : role;
+}
+
+QString ModelTree::nameInBlock(const QString &name, int layer) {
+    if (layer < 0)
+        return name;
+    // "model.layers.10.mlp.down_proj.weight", "h.3.attn.c_attn.weight": what follows the block's index.
+    const QString index = QString::number(layer) + '.';
+    for (qsizetype at = name.indexOf(index); at >= 0; at = name.indexOf(index, at + 1))
+        if (at == 0 || name[at - 1] == '.')
+            return name.mid(at + index.size());
+    return name;
+}
+
 ModelTree::ModelTree(QWidget *parent) : QTreeWidget(parent) {
     setColumnCount(ColumnCount);
-    setHeaderLabels({tr("Name"), tr("Role"), tr("Shape"), tr("Type"), tr("Parameters")});
+    setHeaderLabels({tr("Name"), tr("Shape"), tr("Type"), tr("Parameters")});
     setUniformRowHeights(true);
     setAlternatingRowColors(true);
     header()->setSectionResizeMode(NameColumn, QHeaderView::Stretch);
@@ -43,15 +61,30 @@ void ModelTree::setModel(const Model *model) {
     for (const auto &t : model->tensors()) {
         QTreeWidgetItem *g = groupFor(t);
         auto *item = new QTreeWidgetItem(g);
-        item->setText(NameColumn, QString::fromStdString(t.name));
-        item->setText(RoleColumn, QString::fromUtf8(roleName(t.role)) + (t.isBias ? tr(" (bias)") : QString()));
+        item->setText(NameColumn, shortName(t));
         item->setText(ShapeColumn, QString::fromStdString(t.shapeString()));
         item->setText(TypeColumn, QString::fromUtf8(dtypeName(t.dtype)));
         item->setText(ParamsColumn, QString::fromStdString(humanCount(t.numel())));
         item->setTextAlignment(ParamsColumn, Qt::AlignRight | Qt::AlignVCenter);
         item->setData(NameColumn, Qt::UserRole, QString::fromStdString(t.name));
-        item->setToolTip(NameColumn, QString::fromStdString(t.sourceName));
+        QString tip = QString::fromStdString(t.name);
+        if (!t.sourceName.empty() && t.sourceName != t.name)
+            tip += tr("\nstored as %1").arg(QString::fromStdString(t.sourceName));
+        tip += tr("\nrole %1").arg(QString::fromUtf8(roleName(t.role)));
+        for (int c = 0; c < ColumnCount; ++c)
+            item->setToolTip(c, tip);
         groupParams[g] += t.numel();
+    }
+    // A short name that two tensors of a group share (a checkpoint's tensor of no known role, say) says too little:
+    // those show their names within the block instead.
+    for (auto &[key, g] : groups) {
+        std::map<QString, int> count;
+        for (int i = 0; i < g->childCount(); ++i)
+            ++count[g->child(i)->text(NameColumn)];
+        for (int i = 0; i < g->childCount(); ++i)
+            if (QTreeWidgetItem *item = g->child(i); count[item->text(NameColumn)] > 1)
+                item->setText(NameColumn, nameInBlock(item->data(NameColumn, Qt::UserRole).toString(),
+                                                      key == (1 << 30) ? -1 : key));
     }
     for (auto &[key, g] : groups) {
         g->setText(ParamsColumn, QString::fromStdString(humanCount(groupParams[g])));
@@ -62,7 +95,7 @@ void ModelTree::setModel(const Model *model) {
     for (auto &[key, g] : groups)
         if (key == 0)
             g->setExpanded(true);
-    for (int c = RoleColumn; c < ColumnCount; ++c)
+    for (int c = ShapeColumn; c < ColumnCount; ++c)
         resizeColumnToContents(c);
     applyFilter();
 }
@@ -79,7 +112,7 @@ void ModelTree::applyFilter() {
         for (int i = 0; i < group->childCount(); ++i) {
             QTreeWidgetItem *item = group->child(i);
             const bool match = m_filter.isEmpty() || item->text(NameColumn).contains(m_filter, Qt::CaseInsensitive) ||
-                               item->text(RoleColumn).contains(m_filter, Qt::CaseInsensitive);
+                               item->data(NameColumn, Qt::UserRole).toString().contains(m_filter, Qt::CaseInsensitive);
             item->setHidden(!match);
             shown += match;
         }

@@ -3,10 +3,11 @@
 #include <qcustomplot.h>
 
 #include <QFileInfo>
-
-#include <vector>
 #include <QSvgGenerator>
 #include <QVBoxLayout>
+
+#include <algorithm>
+#include <vector>
 
 namespace lathe {
 
@@ -54,7 +55,8 @@ void PlotView::resizeEvent(QResizeEvent *event) {
     QWidget::resizeEvent(event);
     const QString shown = m_title->text();
     layoutTitle();
-    if (m_title->text() != shown)
+    const bool legendChanged = fitLegend(m_plot->width());
+    if (m_title->text() != shown || legendChanged)
         m_plot->replot();
 }
 
@@ -63,10 +65,44 @@ void PlotView::legendBelow() {
     m_plot->plotLayout()->addElement(m_plot->plotLayout()->rowCount(), 0, m_plot->legend);
     m_plot->plotLayout()->setRowStretchFactor(m_plot->plotLayout()->rowCount() - 1, 0.001);
     m_plot->legend->setFillOrder(QCPLayoutGrid::foColumnsFirst);
+    // QCustomPlot's minimum size hint is its layout's, the legend's entries side by side included: an explicit
+    // minimum width overrides it, so the width is the view's to give and fitLegend wraps the entries into it.
+    m_plot->setMinimumWidth(160);
+    m_legendBelow = true;
+}
+
+bool PlotView::fitLegend(int width) {
+    QCPLegend *legend = m_plot->legend;
+    if (!m_legendBelow || !legend || legend->itemCount() == 0)
+        return false;
+    const int n = legend->itemCount();
+    std::vector<int> widths(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i)
+        widths[size_t(i)] = legend->item(i)->minimumOuterSizeHint().width();
+    const QMargins outer = legend->margins() + m_plot->plotLayout()->margins();
+    const int available = width - outer.left() - outer.right();
+    int columns = n;
+    for (; columns > 1; --columns) { // entry i sits in column i % columns
+        std::vector<int> column(static_cast<size_t>(columns), 0);
+        for (int i = 0; i < n; ++i)
+            column[size_t(i % columns)] = std::max(column[size_t(i % columns)], widths[size_t(i)]);
+        int total = (columns - 1) * legend->columnSpacing();
+        for (int w : column)
+            total += w;
+        if (total <= available)
+            break;
+    }
+    if (legend->wrap() == columns && legend->columnCount() == std::min(columns, n))
+        return false;
+    legend->setWrap(columns);
+    legend->setFillOrder(QCPLayoutGrid::foColumnsFirst, true); // rearranges the entries at the new wrap
+    m_plot->updateGeometry(); // the legend's rows are part of the plot's minimum height
+    return true;
 }
 
 void PlotView::showResult(const QString &title, const QString &note) {
     setTitle(note.isEmpty() ? title : title + "\n" + note);
+    fitLegend(m_plot->width());
     m_hasData = true;
     for (QCPAxisRect *rect : m_plot->axisRects())
         rect->setVisible(true);
@@ -136,7 +172,9 @@ bool PlotView::exportFigure(const QString &path, const FigureStyle &style, QStri
         m_title->setText(*style.title);
         m_title->setVisible(!style.title->isEmpty());
     }
+    fitLegend(style.size.width()); // the legend's columns for the figure's width, and back afterwards
     const bool ok = writeFigure(path, style.size, style.scale, error);
+    fitLegend(m_plot->width());
     for (auto &[axis, fonts] : axisFonts) {
         axis->setLabelFont(fonts.first);
         axis->setTickLabelFont(fonts.second);

@@ -43,7 +43,9 @@ public:
 
 protected:
     void setTitle(const QString &title);
-    // Moves the legend out of the axes into its own row under them, so that it never covers data.
+    // Moves the legend out of the axes into its own row under them, so that it never covers data. Its entries then
+    // fill as many columns as the plot's width holds (fitLegend), and it sets no minimum width of its own: two long
+    // run names side by side would otherwise widen the view and squeeze the docks beside it.
     void legendBelow();
     // Clears the plot and hides its axes, grids and legend until the next showResult.
     void showPlaceholder(const QString &message);
@@ -59,11 +61,15 @@ private:
     // Shows m_titleText broken at spaces into lines that fit the plot's width: a long title (a placeholder's
     // message, a result note) neither gets clipped nor sets the view's minimum width.
     void layoutTitle();
+    // With the legend below: the most columns (entries filled row by row) whose widths fit `width` pixels, at least
+    // one. Returns whether the arrangement changed.
+    bool fitLegend(int width);
 
     QString m_name;
     QString m_titleText; // as set; the element shows it wrapped
     QCPTextElement *m_title = nullptr;
     bool m_hasData = false;
+    bool m_legendBelow = false;
 };
 
 } // namespace lathe
