@@ -362,6 +362,18 @@ private slots:
             const double size = it.next().captured(1).toDouble();
             QVERIFY2(size >= 7 && size < 10, qPrintable(QString::number(size))); // 8 pt text (9: the painter's default state)
         }
+        // The view's own title, broken into lines for the column's width as on screen for the view's (a wide
+        // window: one line there).
+        single.title.reset();
+        w.resize(1800, 1000);
+        QApplication::processEvents();
+        QVERIFY(w.spectrumView()->exportFigure(dir + "/titled.svg", single, &error));
+        QFile titled(dir + "/titled.svg");
+        QVERIFY(titled.open(QIODevice::ReadOnly));
+        const QString titledText = QString::fromUtf8(titled.readAll());
+        const QStringList words = onScreen.split(' ');
+        QVERIFY2(words.size() > 8 && !titledText.contains(onScreen), qPrintable(onScreen)); // not on one line
+        QVERIFY(titledText.contains(words.front()) && titledText.contains(words.back()));
         single.title = QString();
         QVERIFY(w.spectrumView()->exportFigure(dir + "/untitled.svg", single, &error));
         QFile untitled(dir + "/untitled.svg");

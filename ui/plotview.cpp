@@ -31,11 +31,13 @@ void PlotView::setTitle(const QString &title) {
     layoutTitle();
 }
 
-void PlotView::layoutTitle() {
+void PlotView::layoutTitle() { m_title->setText(wrapped(m_titleText, this->width())); }
+
+QString PlotView::wrapped(const QString &text, int plotWidth) const {
     const QFontMetrics fm(m_title->font());
-    const int width = std::max(160, this->width() - 24);
+    const int width = std::max(160, plotWidth - 24);
     QStringList lines;
-    for (const QString &paragraph : m_titleText.split('\n')) {
+    for (const QString &paragraph : text.split('\n')) {
         QString line;
         for (const QString &word : paragraph.split(' ')) {
             const QString longer = line.isEmpty() ? word : line + ' ' + word;
@@ -48,7 +50,7 @@ void PlotView::layoutTitle() {
         }
         lines << line;
     }
-    m_title->setText(lines.join('\n'));
+    return lines.join('\n');
 }
 
 void PlotView::resizeEvent(QResizeEvent *event) {
@@ -168,10 +170,10 @@ bool PlotView::exportFigure(const QString &path, const FigureStyle &style, QStri
         if (legend)
             legend->setFont(l);
     }
-    if (style.title) {
-        m_title->setText(*style.title);
+    // The title broken into lines for the figure's width (a single column's is narrower than the view).
+    m_title->setText(wrapped(style.title ? *style.title : m_titleText, style.size.width()));
+    if (style.title)
         m_title->setVisible(!style.title->isEmpty());
-    }
     fitLegend(style.size.width()); // the legend's columns for the figure's width, and back afterwards
     const bool ok = writeFigure(path, style.size, style.scale, error);
     fitLegend(m_plot->width());

@@ -61,6 +61,8 @@ private:
     // Shows m_titleText broken at spaces into lines that fit the plot's width: a long title (a placeholder's
     // message, a result note) neither gets clipped nor sets the view's minimum width.
     void layoutTitle();
+    // `text` broken at spaces into lines that fit a plot `plotWidth` pixels wide in the title's font.
+    QString wrapped(const QString &text, int plotWidth) const;
     // With the legend below: the most columns (entries filled row by row) whose widths fit `width` pixels, at least
     // one. Returns whether the arrangement changed.
     bool fitLegend(int width);
