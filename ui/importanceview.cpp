@@ -47,7 +47,11 @@ void ImportanceView::setScores(const MatrixScores &s, const QString &label, doub
         text->position->setCoords(0.02, 0.03);
         text->setPositionAlignment(Qt::AlignLeft | Qt::AlignTop);
         text->setColor(QColor(200, 30, 30));
-        text->setText(tr("%1% of entries below 10^%2").arg(100.0 * prunedFraction, 0, 'f', 0).arg(s.threshold, 0, 'f', 2));
+        // The score itself, as the parameter panel's users think of it, with its place on the log axis.
+        text->setText(tr("%1% of entries below %2 (10^%3)")
+                          .arg(100.0 * prunedFraction, 0, 'f', 0)
+                          .arg(std::pow(10.0, s.threshold), 0, 'g', 3)
+                          .arg(s.threshold, 0, 'f', 2));
     }
     QString title = tr("%1: %2 scores of %3 entries").arg(label, QString::fromUtf8(importanceName(s.used))).arg(s.rows * s.cols);
     if (s.zeroScores)
