@@ -24,6 +24,21 @@ if [ -f "$data/text/wikitext-2-valid.tokens.txt" ]; then # the sensitivity sweep
     --select $L.mlp.down_proj.weight --sweep "$data/text/wikitext-2-valid.tokens.txt"
   echo "report: $report/report.html, $report/report.pdf"
 fi
+# The Training tab's live chart: SAT on the demo model (its ladder of omission rates against the loss and the
+# held-out perplexity), ~20 s on 2 cores.
+text="$data/text/tinyshakespeare.txt"
+[ -f "$text" ] || text=tests/data/text/tinystories-excerpt.txt
+text="$(realpath "$text")" # the job's paths are read from the job file's folder
+job="$(mktemp -d)"
+cat > "$job/sat.json" <<JSON
+{"model": "$PWD/resources/demo/stories260K.bin",
+ "data": {"train": "$text", "holdout": 0.1, "seq_len": 256, "batch": 8, "eval_windows": 16, "seed": 42},
+ "optimizer": {"lr": 1e-3, "schedule": "cosine", "warmup": 20},
+ "steps": 200, "eval_every": 25, "checkpoint_every": 0, "method": "sat",
+ "output": {"dir": "$job/run", "export": false}}
+JSON
+"$build/app/lathe" resources/demo/stories260K.bin --screenshot docs/screenshots/training.png --train "$job/sat.json"
+rm -rf "$job"
 # Compare: SmolLM2 against its Wanda 50% export (benchmarks/export_speed.sh makes it), block 10's down_proj.
 wanda="$HOME/.cache/lathe/runs/export-speed/wanda/model"
 if [ -d "$wanda" ]; then

@@ -34,6 +34,8 @@
 #include <QLineEdit>
 #include <QPushButton>
 #include <QRegularExpression>
+#include <QScrollArea>
+#include <QScrollBar>
 #include <QSignalSpy>
 #include <QSlider>
 #include <QTest>
@@ -256,6 +258,29 @@ private slots:
             rowSaysCancelled |= l->text() == "cancelled";
         QVERIFY(rowSaysCancelled);
         QTRY_COMPARE(w.jobManager()->activeCount(), 0);
+    }
+
+    // Issue 19 item 7: the jobs panel brings each new job into view: the model opened three times on a small
+    // screen (an open and a spectra job each) leaves the last row inside the panel's viewport.
+    void jobPanelShowsNewJobs() {
+        MainWindow w;
+        w.show();
+        w.resizeWithDocks(QSize(1280, 720));
+        for (int i = 0; i < 3; ++i)
+            openAndAnalyze(w);
+        QApplication::processEvents();
+        auto *scroll = w.jobPanel()->findChild<QScrollArea *>();
+        QVERIFY(scroll);
+        const QList<QWidget *> rows = w.jobPanel()->findChildren<QWidget *>("jobRow");
+        QCOMPARE(rows.size(), 6);
+        QVERIFY2(scroll->verticalScrollBar()->maximum() > 0, "the rows fit without scrolling: no check");
+        const QWidget *last = rows.back();
+        const QPoint at = last->mapTo(scroll->viewport(), QPoint(0, 0));
+        QVERIFY2(at.y() >= 0 && at.y() + last->height() <= scroll->viewport()->height(),
+                 qPrintable(QString("row at %1..%2, viewport %3")
+                                .arg(at.y())
+                                .arg(at.y() + last->height())
+                                .arg(scroll->viewport()->height())));
     }
 
     // Issue 19 item 7: the tree filter keeps the matching tensors and their groups; the ρ number field and slider

@@ -611,6 +611,7 @@ private slots:
         QCOMPARE(sched->data()->size(), 8);
         QCOMPARE((sched->data()->constEnd() - 1)->value, 0.5);
         QVERIFY(sched->valueAxis()->label().contains("sparsity"));
+        QVERIFY2(view->title().contains(", pst, "), qPrintable(view->title())); // the chart says which method
         spec.method = nullptr;
         QCOMPARE(view->plot()->graph(1)->name(), QString("held-out perplexity"));
 

@@ -10,7 +10,7 @@
 #include <QProgressBar>
 #include <QPushButton>
 #include <QScrollArea>
-#include <QTimer>
+#include <QScrollBar>
 #include <QVBoxLayout>
 
 #include <memory>
@@ -44,6 +44,15 @@ JobPanel::JobPanel(JobManager *manager, QWidget *parent) : QWidget(parent) {
     m_rows = new QVBoxLayout(inner);
     m_rows->addStretch();
     scroll->setWidget(inner);
+    // The panel keeps its end in view while the range grows (a row, then its laid-out height) until the user
+    // scrolls it (actionTriggered: user actions only); a new job brings the end back. Scrolling to a new row in a
+    // zero timer ran before the scroll area had grown for the row and stopped at the old end, the job out of sight.
+    QScrollBar *vertical = scroll->verticalScrollBar();
+    connect(vertical, &QScrollBar::rangeChanged, this, [this, vertical](int, int max) {
+        if (m_showNewest)
+            vertical->setValue(max);
+    });
+    connect(vertical, &QScrollBar::actionTriggered, this, [this] { m_showNewest = false; });
     outer->addWidget(scroll);
     connect(clear, &QPushButton::clicked, this, &JobPanel::clearFinished);
     connect(manager, &JobManager::jobStarted, this, &JobPanel::addJob);
@@ -76,11 +85,8 @@ void JobPanel::addJob(Job *job) {
     h->addWidget(eta);
     h->addWidget(cancel);
     m_rows->insertWidget(m_rows->count() - 1, row);
-    // A new job is where the user looks next: bring it into view once it is laid out.
-    QTimer::singleShot(0, m_scroll, [scroll = QPointer<QScrollArea>(m_scroll), row = QPointer<QWidget>(row)] {
-        if (scroll && row)
-            scroll->ensureWidgetVisible(row);
-    });
+    // A new job is where the user looks next: the rows end with it, so the panel follows its end (above).
+    m_showNewest = true;
 
     QPointer<Job> guard(job);
     auto clock = std::make_shared<QElapsedTimer>();

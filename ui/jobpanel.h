@@ -24,6 +24,7 @@ private:
 
     QVBoxLayout *m_rows = nullptr;
     QScrollArea *m_scroll = nullptr;
+    bool m_showNewest = false; // keep the end (the newest job) in view: since a job was added, until a user scroll
 };
 
 } // namespace lathe

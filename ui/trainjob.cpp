@@ -1,12 +1,23 @@
 #include "trainjob.h"
 
+#include "methods/trainingmethod.h"
+
 #include <QFileInfo>
 
 namespace lathe {
 
-TrainJob::TrainJob(TrainingSpec spec)
-    : Job(QObject::tr("Train: %1, %2 steps").arg(QFileInfo(QString::fromStdString(spec.model)).fileName()).arg(spec.steps)),
-      m_spec(std::move(spec)) {}
+namespace {
+
+// "Train: stories260K.bin, sat, 200 steps" (no method: plain fine-tuning).
+QString titleOf(const TrainingSpec &spec) {
+    const QString model = QFileInfo(QString::fromStdString(spec.model)).fileName();
+    const QString method = spec.method ? QString::fromStdString(spec.method->info().name) : QObject::tr("fine-tuning");
+    return QObject::tr("Train: %1, %2, %3 steps").arg(model, method).arg(spec.steps);
+}
+
+} // namespace
+
+TrainJob::TrainJob(TrainingSpec spec) : Job(titleOf(spec)), m_spec(std::move(spec)) {}
 
 void TrainJob::execute() {
     TrainingObserver observer;

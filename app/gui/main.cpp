@@ -7,6 +7,7 @@
 #include "modeltree.h"
 #include "numeric/backend.h"
 #include "numeric/blas.h"
+#include "run/trainingrun.h"
 
 #include <QApplication>
 #include <QCommandLineParser>
@@ -18,6 +19,7 @@
 #include <QSettings>
 
 #include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 
@@ -53,6 +55,8 @@ int main(int argc, char **argv) {
     QCommandLineOption sweep("sweep", "With --screenshot: run the sensitivity sweep on this text and show its tab.",
                              "text");
     QCommandLineOption compare("compare", "With --screenshot: compare the model with this one (Compare tab).", "model");
+    QCommandLineOption train("train", "With --screenshot: run this training job (a JSON job spec) once the model is "
+                                      "analysed and grab the Training tab when it ends.", "job");
     QCommandLineOption report("report", "Write the session report into this new folder once the model is analysed "
                                         "(after --select and --sweep), then quit; with --screenshot, the PNG shows "
                                         "the report's first screen.", "folder");
@@ -63,6 +67,7 @@ int main(int argc, char **argv) {
     parser.addOption(sweep);
     parser.addOption(report);
     parser.addOption(compare);
+    parser.addOption(train);
     parser.process(app);
 
     lathe::MainWindow window;
@@ -102,19 +107,29 @@ int main(int argc, char **argv) {
             });
         });
         const QString sweepText = parser.value(sweep), compareWith = parser.value(compare);
+        const QString trainJob = parser.value(train);
         QObject::connect(&window, &lathe::MainWindow::sensitivityReady, &window, finish);
         QObject::connect(&window, &lathe::MainWindow::compareReady, &window, finish);
+        QObject::connect(&window, &lathe::MainWindow::trainingFinished, &window, finish);
         auto swept = std::make_shared<bool>(false);
         QObject::connect(&window, &lathe::MainWindow::analysisReady, &window,
-                         [&window, names, tab, finish, sweepText, compareWith, swept] {
+                         [&window, names, tab, finish, sweepText, compareWith, trainJob, swept] {
             window.views()->setCurrentIndex(tab);
             window.tree()->selectTensors(names);
-            if (!sweepText.isEmpty() || !compareWith.isEmpty()) {
+            if (!sweepText.isEmpty() || !compareWith.isEmpty() || !trainJob.isEmpty()) {
                 if (!*swept) {
-                    if (!sweepText.isEmpty())
+                    if (!sweepText.isEmpty()) {
                         window.startSensitivity(sweepText, lathe::SensitivityParams{});
-                    else
+                    } else if (!compareWith.isEmpty()) {
                         window.startCompare(compareWith);
+                    } else {
+                        try {
+                            window.startTraining(lathe::TrainingSpec::fromFile(trainJob.toStdString()));
+                        } catch (const std::exception &e) {
+                            std::fprintf(stderr, "lathe: %s\n", e.what());
+                            QApplication::exit(1);
+                        }
+                    }
                 }
                 *swept = true;
                 return;
