@@ -7,6 +7,7 @@
 #include "engine/deviceforward.h"
 #include "engine/evaluation.h"
 #include "engine/transformer.h"
+#include "export/exportestimate.h"
 #include "export/hfwriter.h"
 #include "export/slicedexport.h"
 #include "export/sparsearchive.h"
@@ -447,6 +448,25 @@ private slots:
         QCOMPARE(gguf->find("model.layers.2.mlp.up_proj.weight")->dtype, DType::Q8_0);
         for (size_t i = 0; i < q.size(); ++i)
             QCOMPARE(q[i] == 0.0f, b.up.w.data()[i] == 0.0f);
+        // The workbench's per-export sizes (issue 19 item 4), from the writers' rules before the run, against the
+        // files the run wrote: the folder's tensors, the GGUF and the archive, each within its headers.
+        CompressionPlan plan;
+        plan.pattern.ratio = 0.5;
+        plan.pattern.perRow = true; // Wanda's
+        std::map<std::string, uint64_t> estimated;
+        for (const ExportSize &x : estimateExportSizes(*openModel(spec.model), plan))
+            estimated[x.format] = x.bytes;
+        const auto near = [](const char *what, uint64_t estimate, uint64_t actual, uint64_t headers) {
+            qInfo("%s: estimated %llu bytes, written %llu", what, static_cast<unsigned long long>(estimate),
+                  static_cast<unsigned long long>(actual));
+            QVERIFY2(estimate <= actual && actual <= estimate + headers, what);
+        };
+        near("GGUF q8_0", estimated.at("GGUF q8_0"), run.bytesGguf, 64 << 10);
+        near("folder f32", estimated.at("HF folder f32"),
+             uint64_t(std::filesystem::file_size(spec.outputDir + "/model/model.safetensors")), 16 << 10);
+        if (sparseArchiveAvailable())
+            near("run.h5", estimated.at("run.h5 archive"),
+                 uint64_t(std::filesystem::file_size(spec.outputDir + "/run.h5")), 256 << 10);
         // A sliced model has no GGUF form: refused before anything is created.
         CompressionSpec sliced = demoSpec("slicegpt", text, "sliced-gguf");
         sliced.gguf = "f16";

@@ -20,6 +20,7 @@
 #include "analysis/modelanalysis.h"
 #include "analysis/modelsummary.h"
 #include "engine/evaluation.h"
+#include "export/exportestimate.h"
 #include "io/modelloader.h"
 #include "model/model.h"
 
@@ -200,6 +201,17 @@ private slots:
                 pruned += int64_t(std::floor(0.70 * double(t.numel())));
         QVERIFY(w.parameterPanel()->summaryText().contains(QString::fromStdString(humanCount(total - pruned))));
         QVERIFY(!w.parameterPanel()->summaryText().contains("not smaller"));
+        // Each export's size and what it runs at: the folders and the GGUF keep the zeros (dense speed), the
+        // archive is storage only; its size as the run will write it.
+        CompressionPlan plan;
+        plan.pattern.ratio = 0.7;
+        for (const ExportSize &x : estimateExportSizes(*w.model(), plan)) {
+            const std::string size = x.format + " <b>" + humanBytes(x.bytes) + "</b>";
+            QVERIFY2(w.parameterPanel()->summaryText().contains(QString::fromStdString(size)), size.c_str());
+        }
+        for (const char *row : {"GGUF q8_0 <b>", "</b>: dense speed (the zeros are multiplied)",
+                                "<br>run.h5 archive <b>", "</b>: storage only"})
+            QVERIFY2(w.parameterPanel()->summaryText().contains(row), qPrintable(w.parameterPanel()->summaryText()));
         // Honest sizes: at 10% the compact form (values + indices) is larger than dense storage, and says so; a large
         // low-rank part on top makes the model itself larger.
         slider->setValue(10);

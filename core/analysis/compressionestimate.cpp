@@ -3,12 +3,26 @@
 #include "model/model.h"
 #include "numeric/spectrum.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace lathe {
 
 bool isCompressionTarget(const TensorInfo &t) {
     return t.layer >= 0 && !t.isBias && t.shape.size() == 2 && isLinearRole(t.role);
+}
+
+uint64_t compactMatrixBytes(int64_t rows, int64_t cols, int64_t kept, const SparsityPattern &pattern,
+                            int bytesPerValue) {
+    const auto bpv = uint64_t(bytesPerValue);
+    if (kept >= rows * cols)
+        return uint64_t(rows * cols) * bpv;
+    if (pattern.isNm()) {
+        const int bits = int(std::ceil(std::log2(double(std::max(2, pattern.m)))));
+        return uint64_t(kept) * bpv + (uint64_t(kept) * uint64_t(bits) + 7) / 8;
+    }
+    const uint64_t index = cols > 65535 ? 4 : 2;
+    return uint64_t(kept) * (bpv + index) + uint64_t(rows + 1) * 8;
 }
 
 CompressionEstimate estimateCompression(const Model &model, const CompressionPlan &plan) {
@@ -34,17 +48,7 @@ CompressionEstimate estimateCompression(const Model &model, const CompressionPla
         const int64_t lowRank = rank * (rows + cols);
         e.paramsAfter += kept + lowRank;
         e.bytesAfterDense += uint64_t(n + lowRank) * bpv;
-        uint64_t sparseBytes;
-        if (pruned == 0) {
-            sparseBytes = uint64_t(n) * bpv;
-        } else if (plan.pattern.isNm()) {
-            const int bits = int(std::ceil(std::log2(double(plan.pattern.m))));
-            sparseBytes = uint64_t(kept) * bpv + (uint64_t(kept) * uint64_t(bits) + 7) / 8;
-        } else {
-            const uint64_t index = cols > 65535 ? 4 : 2;
-            sparseBytes = uint64_t(kept) * (bpv + index) + uint64_t(rows + 1) * 8;
-        }
-        e.bytesAfter += sparseBytes + uint64_t(lowRank) * bpv;
+        e.bytesAfter += compactMatrixBytes(rows, cols, kept, plan.pattern, plan.bytesPerValue) + uint64_t(lowRank) * bpv;
     }
     return e;
 }

@@ -206,6 +206,14 @@ bool isLatheGguf(const std::string &path) {
     }
 }
 
+DType ggufStorageType(const TensorInfo &t, DType requested) {
+    if (t.shape.size() != 2)
+        return DType::F32;
+    if (requested == DType::Q8_0 && t.shape[1] % 32 != 0)
+        return DType::F16;
+    return requested;
+}
+
 GgufWriteResult writeGgufFile(const Model &model, const std::string &path, const GgufWriteOptions &options,
                               const ProgressCallback &progress) {
     require(options.dtype == DType::F32 || options.dtype == DType::F16 || options.dtype == DType::Q8_0, path,
@@ -240,14 +248,10 @@ GgufWriteResult writeGgufFile(const Model &model, const std::string &path, const
             p.dims.push_back(uint64_t(*it));
         if (p.dims.empty())
             p.dims.push_back(1);
-        if (t.shape.size() == 2) {
-            p.type = options.dtype;
-            if (p.type == DType::Q8_0 && p.dims[0] % 32 != 0) {
-                p.type = DType::F16;
-                result.notes.push_back(t.name + ": rows of " + std::to_string(p.dims[0]) +
-                                       " values are not a multiple of Q8_0's 32; written as F16");
-            }
-        }
+        p.type = ggufStorageType(t, options.dtype);
+        if (t.shape.size() == 2 && p.type != options.dtype)
+            result.notes.push_back(t.name + ": rows of " + std::to_string(p.dims[0]) +
+                                   " values are not a multiple of Q8_0's 32; written as F16");
         p.permute = arch.permuteQk && (t.role == TensorRole::AttnQ || t.role == TensorRole::AttnK);
         p.heads = int(t.role == TensorRole::AttnQ ? c.numHeads : c.numKvHeads);
         p.bytes = *dtypeBytes(p.type, uint64_t(t.numel()));

@@ -45,6 +45,10 @@ std::optional<std::string> ggufExportBlocker(const Model &model);
 GgufWriteResult writeGgufFile(const Model &model, const std::string &path, const GgufWriteOptions &options = {},
                               const ProgressCallback &progress = {});
 
+// The type writeGgufFile stores tensor `t` as when asked for `requested` (GgufWriteOptions::dtype): 1-D tensors
+// F32, a matrix F16 where Q8_0 is asked and its rows are not a multiple of 32, else `requested`.
+DType ggufStorageType(const TensorInfo &t, DType requested);
+
 // True when `path` is a GGUF file that Lathe wrote (its metadata has lathe.writer).
 bool isLatheGguf(const std::string &path);
 

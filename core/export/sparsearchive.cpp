@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "analysis/compressionestimate.h"
 #include "base/error.h"
 #include "model/layerweights.h"
 #include "model/model.h"
@@ -15,13 +16,14 @@
 namespace lathe {
 
 uint64_t compactBytes(const PrunedMatrix &m, const SparsityPattern &p, int bytesPerValue) {
-    const uint64_t kept = uint64_t(m.rows * m.cols - m.pruned);
-    if (p.isNm()) {
-        const int bits = int(std::ceil(std::log2(double(std::max(2, p.m)))));
-        return kept * uint64_t(bytesPerValue) + (kept * uint64_t(bits) + 7) / 8;
-    }
-    const uint64_t index = m.cols > 65535 ? 4 : 2;
-    return kept * (uint64_t(bytesPerValue) + index) + uint64_t(m.rows + 1) * 8;
+    return compactMatrixBytes(m.rows, m.cols, m.rows * m.cols - m.pruned, p, bytesPerValue);
+}
+
+uint64_t archiveMatrixBytes(int64_t rows, int64_t cols, int64_t kept, const SparsityPattern &pattern) {
+    const uint64_t values = uint64_t(kept) * sizeof(float), mask = (uint64_t(rows * cols) + 7) / 8;
+    if (pattern.isNm())
+        return values + uint64_t(kept) * sizeof(uint8_t) + mask;
+    return values + uint64_t(kept) * sizeof(int32_t) + uint64_t(rows + 1) * sizeof(int64_t) + mask;
 }
 
 PruningResult pruningFromZeros(const Model &model, const std::vector<std::string> &tensors, const SparsityPattern &pattern) {

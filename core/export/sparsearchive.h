@@ -31,8 +31,14 @@ PruningResult pruningFromZeros(const Model &model, const std::vector<std::string
 // Reads one matrix back as dense (rows x cols, zeros where pruned): the check that the compact form is lossless.
 std::vector<float> readSparseMatrix(const std::string &path, const std::string &label, int64_t &rows, int64_t &cols);
 
-// Bytes of the compact form with `bytesPerValue` per kept weight: CSR = values + 2-byte column index (4 above
-// 65,535 columns) + 8 bytes per row; N:M = values + ceil(log2 M) bits per value.
+// Bytes of the compact form with `bytesPerValue` per kept weight (analysis/compressionestimate.h's
+// compactMatrixBytes): CSR = values + 2-byte column index (4 above 65,535 columns) + 8 bytes per row; N:M = values
+// + ceil(log2 M) bits per value.
 uint64_t compactBytes(const PrunedMatrix &m, const SparsityPattern &pattern, int bytesPerValue);
+
+// Bytes of one pruned matrix's datasets as the archive stores them (the layout above, without HDF5's own
+// overhead): float32 values, int32 column indices and int64 row offsets (CSR) or uint8 positions (N:M), and the
+// packed mask.
+uint64_t archiveMatrixBytes(int64_t rows, int64_t cols, int64_t kept, const SparsityPattern &pattern);
 
 } // namespace lathe
