@@ -174,9 +174,8 @@ bool PlotView::exportFigure(const QString &path, const FigureStyle &style, QStri
     m_title->setText(wrapped(style.title ? *style.title : m_titleText, style.size.width()));
     if (style.title)
         m_title->setVisible(!style.title->isEmpty());
-    fitLegend(style.size.width()); // the legend's columns for the figure's width, and back afterwards
+    fitLegend(style.size.width()); // the legend's columns for the figure's width, and back below
     const bool ok = writeFigure(path, style.size, style.scale, error);
-    fitLegend(m_plot->width());
     for (auto &[axis, fonts] : axisFonts) {
         axis->setLabelFont(fonts.first);
         axis->setTickLabelFont(fonts.second);
@@ -186,6 +185,7 @@ bool PlotView::exportFigure(const QString &path, const FigureStyle &style, QStri
     m_title->setVisible(titleVisible);
     if (legend)
         legend->setFont(legendFont);
+    fitLegend(m_plot->width()); // in the view's own fonts again
     m_plot->replot();
     return ok;
 }
