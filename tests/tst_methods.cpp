@@ -8,6 +8,7 @@
 #include "engine/evaluation.h"
 #include "engine/transformer.h"
 #include "export/exportestimate.h"
+#include "export/ggufwriter.h"
 #include "export/hfwriter.h"
 #include "export/slicedexport.h"
 #include "export/sparsearchive.h"
@@ -454,7 +455,9 @@ private slots:
         plan.pattern.ratio = 0.5;
         plan.pattern.perRow = true; // Wanda's
         std::map<std::string, uint64_t> estimated;
-        for (const ExportSize &x : estimateExportSizes(*openModel(spec.model), plan))
+        const std::unique_ptr<Model> source = openModel(spec.model);
+        QVERIFY(!ggufExportBlocker(*source));
+        for (const ExportSize &x : estimateExportSizes(*source, plan, true))
             estimated[x.format] = x.bytes;
         const auto near = [](const char *what, uint64_t estimate, uint64_t actual, uint64_t headers) {
             qInfo("%s: estimated %llu bytes, written %llu", what, static_cast<unsigned long long>(estimate),

@@ -21,6 +21,7 @@
 #include "analysis/modelsummary.h"
 #include "engine/evaluation.h"
 #include "export/exportestimate.h"
+#include "export/ggufwriter.h"
 #include "io/modelloader.h"
 #include "model/model.h"
 
@@ -205,7 +206,7 @@ private slots:
         // archive is storage only; its size as the run will write it.
         CompressionPlan plan;
         plan.pattern.ratio = 0.7;
-        for (const ExportSize &x : estimateExportSizes(*w.model(), plan)) {
+        for (const ExportSize &x : estimateExportSizes(*w.model(), plan, !ggufExportBlocker(*w.model()))) {
             const std::string size = x.format + " <b>" + humanBytes(x.bytes) + "</b>";
             QVERIFY2(w.parameterPanel()->summaryText().contains(QString::fromStdString(size)), size.c_str());
         }

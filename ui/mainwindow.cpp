@@ -20,6 +20,7 @@
 #include "analysis/modelanalysis.h"
 #include "analysis/modelsummary.h"
 #include "export/exportestimate.h"
+#include "export/ggufwriter.h"
 #include "model/model.h"
 #include "numeric/spectrum.h"
 
@@ -171,6 +172,7 @@ MainWindow::MainWindow(QWidget *parent) : QMainWindow(parent) {
     // The views follow the document.
     connect(m_doc, &WorkbenchDocument::modelChanged, this, [this] {
         m_tree->setModel(m_doc->model().get());
+        m_ggufWritable = m_doc->model() && !ggufExportBlocker(*m_doc->model()); // reads the tokenizer: once
         setWindowTitle(m_doc->model() ? tr("Lathe - %1").arg(QFileInfo(m_doc->modelPath()).fileName()) : tr("Lathe"));
         m_params->setRankInfo(QString()); // the previous model's rank line
         m_params->setCalibrationStatus(tr("not collected"));
@@ -361,7 +363,7 @@ void MainWindow::updateSummary() {
     // Honest sizes (issue 19 item 4): each export's bytes and speed, and a plan whose result is not smaller than
     // the dense model says so.
     // One line per speed: "HF folder bf16 <b>256.57 MiB</b>, GGUF q8_0 <b>136.40 MiB</b>: dense speed (...)".
-    const std::vector<ExportSize> exports = estimateExportSizes(*m_doc->model(), plan);
+    const std::vector<ExportSize> exports = estimateExportSizes(*m_doc->model(), plan, m_ggufWritable);
     for (size_t i = 0; i < exports.size(); ++i) {
         const ExportSize &x = exports[i];
         const bool first = i == 0 || exports[i - 1].runs != x.runs;

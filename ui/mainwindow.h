@@ -164,6 +164,7 @@ private:
     int m_scoreGeneration = 0;
 
     ModelTree *m_tree = nullptr;
+    bool m_ggufWritable = false; // the open model has a GGUF form (ggufExportBlocker, checked when it opens)
     QTabWidget *m_views = nullptr;
     class ResultsView *m_resultsView = nullptr;
     class TrainingView *m_trainingView = nullptr;

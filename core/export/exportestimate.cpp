@@ -7,7 +7,7 @@
 
 namespace lathe {
 
-std::vector<ExportSize> estimateExportSizes(const Model &model, const CompressionPlan &plan) {
+std::vector<ExportSize> estimateExportSizes(const Model &model, const CompressionPlan &plan, bool ggufWritable) {
     uint64_t bf16 = 0, f32 = 0, q8 = 0, archive = 0;
     int64_t pruned = 0;
     for (const TensorInfo &t : model.tensors()) {
@@ -34,7 +34,7 @@ std::vector<ExportSize> estimateExportSizes(const Model &model, const Compressio
     std::vector<ExportSize> out;
     out.push_back({"HF folder bf16", bf16, zeros});
     out.push_back({"HF folder f32", f32, zeros});
-    if (!ggufExportBlocker(model))
+    if (ggufWritable)
         out.push_back({"GGUF q8_0", q8, zeros});
     if (pruned > 0 && !lowRank)
         out.push_back({"run.h5 archive", archive,

@@ -20,11 +20,13 @@ struct ExportSize {
 
 // One row per export Lathe writes for `plan` on `model`:
 //   - the Hugging Face folder in bf16 and f32, zeros in place (a low-rank part merged: W = L R + S);
-//   - the GGUF in q8_0 for llama.cpp (ggufStorageType's types), where ggufExportBlocker allows one;
+//   - the GGUF in q8_0 for llama.cpp (ggufStorageType's types) when `ggufWritable`: ggufExportBlocker(model)
+//     finds nothing. That check reads the tokenizer (10 ms for SmolLM2's), so it is the caller's, once per model,
+//     not this function's, which the workbench calls at every move of a slider;
 //   - with pruning and no low-rank part, the run archive's compact form (run.h5, archiveMatrixBytes; written
 //     beside the folder).
 // Pruned weights stored as zeros run at the dense model's speed (measured for transformers and llama.cpp:
 // docs/results.md); no runtime runs the archive.
-std::vector<ExportSize> estimateExportSizes(const Model &model, const CompressionPlan &plan);
+std::vector<ExportSize> estimateExportSizes(const Model &model, const CompressionPlan &plan, bool ggufWritable);
 
 } // namespace lathe
