@@ -15,8 +15,6 @@ bool isCompressionTarget(const TensorInfo &t) {
 uint64_t compactMatrixBytes(int64_t rows, int64_t cols, int64_t kept, const SparsityPattern &pattern,
                             int bytesPerValue) {
     const auto bpv = uint64_t(bytesPerValue);
-    if (kept >= rows * cols)
-        return uint64_t(rows * cols) * bpv;
     if (pattern.isNm()) {
         const int bits = int(std::ceil(std::log2(double(std::max(2, pattern.m)))));
         return uint64_t(kept) * bpv + (uint64_t(kept) * uint64_t(bits) + 7) / 8;
@@ -48,7 +46,9 @@ CompressionEstimate estimateCompression(const Model &model, const CompressionPla
         const int64_t lowRank = rank * (rows + cols);
         e.paramsAfter += kept + lowRank;
         e.bytesAfterDense += uint64_t(n + lowRank) * bpv;
-        e.bytesAfter += compactMatrixBytes(rows, cols, kept, plan.pattern, plan.bytesPerValue) + uint64_t(lowRank) * bpv;
+        const uint64_t stored = pruned == 0 ? uint64_t(n) * bpv // an unpruned target stays dense
+                                            : compactMatrixBytes(rows, cols, kept, plan.pattern, plan.bytesPerValue);
+        e.bytesAfter += stored + uint64_t(lowRank) * bpv;
     }
     return e;
 }

@@ -34,7 +34,7 @@ bool isCompressionTarget(const TensorInfo &t);
 
 // Bytes of a pruned (rows x cols) matrix keeping `kept` values in the ideal compact form with `bytesPerValue` per
 // value: CSR = values + a 2-byte column index (4 above 65,535 columns) + 8 bytes per row offset; N:M = values +
-// ceil(log2 M) bits of position per value. Unpruned (kept = rows x cols): the dense bytes.
+// ceil(log2 M) bits of position per value.
 uint64_t compactMatrixBytes(int64_t rows, int64_t cols, int64_t kept, const SparsityPattern &pattern,
                             int bytesPerValue);
 
