@@ -10,6 +10,11 @@
 
 namespace lathe {
 
+namespace {
+// The group keys besides the block indices: -1 before the blocks (embeddings), this one after them (the output).
+constexpr int kOutputGroup = 1 << 30;
+} // namespace
+
 QString ModelTree::shortName(const TensorInfo &t) {
     if (t.role == TensorRole::Unknown || t.role == TensorRole::Buffer)
         return nameInBlock(QString::fromStdString(t.name), t.layer);
@@ -48,13 +53,13 @@ void ModelTree::setModel(const Model *model) {
         int key = t.layer;
         if (t.layer < 0)
             key = (t.role == TensorRole::FinalNorm || t.role == TensorRole::LmHead || t.role == TensorRole::Pooler)
-                      ? 1 << 30
+                      ? kOutputGroup
                       : -1;
         auto it = groups.find(key);
         if (it != groups.end())
             return it->second;
         auto *g = new QTreeWidgetItem();
-        g->setText(NameColumn, key == -1 ? tr("Embeddings") : key == (1 << 30) ? tr("Output") : tr("Block %1").arg(key));
+        g->setText(NameColumn, key == -1 ? tr("Embeddings") : key == kOutputGroup ? tr("Output") : tr("Block %1").arg(key));
         groups[key] = g;
         return g;
     };
@@ -84,7 +89,7 @@ void ModelTree::setModel(const Model *model) {
         for (int i = 0; i < g->childCount(); ++i)
             if (QTreeWidgetItem *item = g->child(i); count[item->text(NameColumn)] > 1)
                 item->setText(NameColumn, nameInBlock(item->data(NameColumn, Qt::UserRole).toString(),
-                                                      key == (1 << 30) ? -1 : key));
+                                                      key == kOutputGroup ? -1 : key));
     }
     for (auto &[key, g] : groups) {
         g->setText(ParamsColumn, QString::fromStdString(humanCount(groupParams[g])));
