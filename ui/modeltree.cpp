@@ -59,7 +59,9 @@ void ModelTree::setModel(const Model *model) {
         if (it != groups.end())
             return it->second;
         auto *g = new QTreeWidgetItem();
-        g->setText(NameColumn, key == -1 ? tr("Embeddings") : key == kOutputGroup ? tr("Output") : tr("Block %1").arg(key));
+        g->setText(NameColumn, key == -1             ? tr("Embeddings")
+                               : key == kOutputGroup ? tr("Output")
+                                                     : tr("Block %1").arg(key));
         groups[key] = g;
         return g;
     };
